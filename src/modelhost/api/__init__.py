@@ -1,0 +1,6 @@
+"""The SageMaker control plane: operations on models, endpoint configs, endpoints, tags."""
+
+from modelhost.api.context import Context
+from modelhost.api.protocol import handle
+
+__all__ = ["Context", "handle"]

@@ -1,0 +1,27 @@
+"""What every control-plane operation needs: settings, the state store, and a way to wake
+the controllers after desired state changed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelhost.config import Settings
+from modelhost.storage import StateStore
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: StateStore
+    notify: Callable[[], None] = lambda: None
+
+    def arn(self, resource: str, name: str) -> str:
+        """SageMaker ARNs carry the resource name in lower case."""
+        s = self.settings
+        return f"arn:aws:sagemaker:{s.region}:{s.account_id}:{resource}/{name.lower()}"
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

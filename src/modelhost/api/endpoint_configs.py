@@ -1,0 +1,92 @@
+"""CreateEndpointConfig / DescribeEndpointConfig / ListEndpointConfigs / DeleteEndpointConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api import tags
+from modelhost.api.context import Context
+from modelhost.api.listing import paginate
+from modelhost.api.resources import create, public, require
+from modelhost.catalog import get_instance_type
+from modelhost.errors import ValidationError
+
+KIND = "endpoint_config"
+
+# Parts of the API that later releases of modelhost fill in; refused clearly until then.
+_NOT_YET = {
+    "AsyncInferenceConfig": "Asynchronous inference (AsyncInferenceConfig)",
+    "ShadowProductionVariants": "Shadow variants (ShadowProductionVariants)",
+    "ExplainerConfig": "Online explainability (ExplainerConfig)",
+}
+
+
+def _check_variant(ctx: Context, variant: dict[str, Any]) -> dict[str, Any]:
+    name = variant["VariantName"]
+    if "ServerlessConfig" in variant:
+        raise ValidationError(
+            f"Variant {name}: serverless variants (ServerlessConfig) are not supported yet."
+        )
+    if "InstanceType" not in variant or "InitialInstanceCount" not in variant:
+        raise ValidationError(
+            f"Variant {name}: InstanceType and InitialInstanceCount are required."
+        )
+    if get_instance_type(variant["InstanceType"]) is None:
+        raise ValidationError(
+            f"Variant {name}: instance type {variant['InstanceType']} is not in modelhost's "
+            "instance catalog."
+        )
+    if "ModelName" not in variant:
+        raise ValidationError(f"Variant {name}: ModelName is required.")
+    require(ctx, "model", "model", variant["ModelName"])
+    return {"InitialVariantWeight": 1.0, **variant}
+
+
+def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["EndpointConfigName"]
+    for key, what in _NOT_YET.items():
+        if params.get(key):
+            raise ValidationError(f"{what} is not supported by modelhost yet.")
+    variants = [_check_variant(ctx, v) for v in params["ProductionVariants"]]
+    names = [v["VariantName"] for v in variants]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"Variant names must be unique within an endpoint config: {names}")
+    arn = ctx.arn("endpoint-config", name)
+    record = {
+        "EndpointConfigName": name,
+        "EndpointConfigArn": arn,
+        "ProductionVariants": variants,
+        "CreationTime": ctx.now(),
+        "_arn": arn,
+    }
+    for optional in ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
+                     "ExecutionRoleArn", "VpcConfig"):
+        if optional in params:
+            record[optional] = params[optional]
+    create(ctx, KIND, "endpoint configuration", name, record)
+    tags.initial_tags(ctx, arn, params.get("Tags"))
+    return {"EndpointConfigArn": arn}
+
+
+def describe_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return public(
+        require(ctx, KIND, "endpoint configuration", params["EndpointConfigName"])
+    )
+
+
+def list_endpoint_configs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return paginate(
+        ctx.store.list(KIND), params, name_key="EndpointConfigName",
+        sort_keys={"Name": "EndpointConfigName", "CreationTime": "CreationTime"},
+        summarize=lambda r: {
+            k: r[k] for k in ("EndpointConfigName", "EndpointConfigArn", "CreationTime")
+        },
+        result_key="EndpointConfigs",
+    )
+
+
+def delete_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    record = require(ctx, KIND, "endpoint configuration", params["EndpointConfigName"])
+    ctx.store.delete(KIND, params["EndpointConfigName"])
+    ctx.store.delete_tags(record["EndpointConfigArn"])
+    return {}

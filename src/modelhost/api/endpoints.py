@@ -1,0 +1,184 @@
+"""CreateEndpoint / DescribeEndpoint / ListEndpoints / UpdateEndpoint / DeleteEndpoint /
+UpdateEndpointWeightsAndCapacities.
+
+The API only records desired state (`_desired`) and wakes the endpoint controller, which
+starts instances and moves EndpointStatus along. `_desired` holds copies of the config and
+models as they were when the call was made: SageMaker lets users delete a config or model
+while an endpoint still runs it, and a restarted server must still be able to redeploy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api import tags
+from modelhost.api.context import Context
+from modelhost.api.listing import paginate
+from modelhost.api.resources import create, public, require
+from modelhost.errors import ValidationError
+
+KIND = "endpoint"
+LABEL = "endpoint"
+
+
+def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
+    config = require(ctx, "endpoint_config", "endpoint configuration", config_name)
+    models = {
+        v["ModelName"]: require(ctx, "model", "model", v["ModelName"])
+        for v in config["ProductionVariants"]
+    }
+    capacity = {
+        v["VariantName"]: {"weight": v["InitialVariantWeight"], "count": v["InitialInstanceCount"]}
+        for v in config["ProductionVariants"]
+    }
+    return {"generation": generation, "config": config, "models": models, "capacity": capacity}
+
+
+def _variant_summaries(desired: dict[str, Any]) -> list[dict[str, Any]]:
+    """What DescribeEndpoint shows before the controller reports real instance counts."""
+    return [
+        {
+            "VariantName": v["VariantName"],
+            "DeployedImages": [
+                {"SpecifiedImage": desired["models"][v["ModelName"]]["PrimaryContainer"]["Image"]}
+            ],
+            "CurrentWeight": desired["capacity"][v["VariantName"]]["weight"],
+            "DesiredWeight": desired["capacity"][v["VariantName"]]["weight"],
+            "CurrentInstanceCount": 0,
+            "DesiredInstanceCount": desired["capacity"][v["VariantName"]]["count"],
+        }
+        for v in desired["config"]["ProductionVariants"]
+    ]
+
+
+def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["EndpointName"]
+    desired = _desired(ctx, params["EndpointConfigName"], generation=1)
+    arn = ctx.arn("endpoint", name)
+    now = ctx.now()
+    record = {
+        "EndpointName": name,
+        "EndpointArn": arn,
+        "EndpointConfigName": params["EndpointConfigName"],
+        "ProductionVariants": _variant_summaries(desired),
+        "EndpointStatus": "Creating",
+        "CreationTime": now,
+        "LastModifiedTime": now,
+        "_arn": arn,
+        "_desired": desired,
+    }
+    create(ctx, KIND, LABEL, name, record)
+    tags.initial_tags(ctx, arn, params.get("Tags"))
+    ctx.notify()
+    return {"EndpointArn": arn}
+
+
+def describe_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return public(require(ctx, KIND, LABEL, params["EndpointName"]))
+
+
+def list_endpoints(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return paginate(
+        ctx.store.list(KIND), params, name_key="EndpointName",
+        sort_keys={"Name": "EndpointName", "CreationTime": "CreationTime",
+                   "Status": "EndpointStatus"},
+        summarize=lambda r: {
+            k: r[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
+                              "LastModifiedTime", "EndpointStatus")
+        },
+        result_key="Endpoints",
+        status_key="EndpointStatus",
+    )
+
+
+def _require_in_service(ctx: Context, name: str, action: str) -> dict[str, Any]:
+    record = require(ctx, KIND, LABEL, name)
+    if record["EndpointStatus"] != "InService":
+        raise ValidationError(
+            f'Cannot {action} endpoint "{record["EndpointArn"]}" while its status is '
+            f'{record["EndpointStatus"]}; wait until it is InService.'
+        )
+    return record
+
+
+def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["EndpointName"]
+    config_name = params["EndpointConfigName"]
+
+    def change(record: dict[str, Any]) -> dict[str, Any]:
+        if record["EndpointStatus"] != "InService":
+            raise ValidationError(
+                f'Cannot update endpoint "{record["EndpointArn"]}" while its status is '
+                f'{record["EndpointStatus"]}; wait until it is InService.'
+            )
+        desired = _desired(ctx, config_name, record["_desired"]["generation"] + 1)
+        if params.get("RetainAllVariantProperties"):
+            # Keep the weights and counts the endpoint runs with now, for variants that
+            # exist in both configs (SageMaker's RetainAllVariantProperties).
+            for variant, capacity in record["_desired"]["capacity"].items():
+                if variant in desired["capacity"]:
+                    desired["capacity"][variant] = capacity
+        now = ctx.now()
+        record.update(
+            EndpointStatus="Updating",
+            LastModifiedTime=now,
+            PendingDeploymentSummary={"EndpointConfigName": config_name, "StartTime": now},
+            _desired=desired,
+        )
+        record.pop("FailureReason", None)
+        return record
+
+    _require_in_service(ctx, name, "update")
+    record = ctx.store.modify(KIND, name, change)
+    if record is None:
+        require(ctx, KIND, LABEL, name)
+    ctx.notify()
+    return {"EndpointArn": ctx.arn("endpoint", name)}
+
+
+def update_endpoint_weights_and_capacities(
+    ctx: Context, params: dict[str, Any]
+) -> dict[str, Any]:
+    name = params["EndpointName"]
+    record = _require_in_service(ctx, name, "update weights and capacities of")
+    known = set(record["_desired"]["capacity"])
+    requested = params["DesiredWeightsAndCapacities"]
+    for item in requested:
+        if item["VariantName"] not in known:
+            raise ValidationError(
+                f"The variant name(s) [{item['VariantName']}] is/are not present in the "
+                f'endpoint "{record["EndpointArn"]}"; variants: {sorted(known)}'
+            )
+        if "DesiredWeight" not in item and "DesiredInstanceCount" not in item:
+            raise ValidationError(
+                f"Variant {item['VariantName']}: specify DesiredWeight or DesiredInstanceCount."
+            )
+
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        desired = current["_desired"]
+        for item in requested:
+            capacity = desired["capacity"][item["VariantName"]]
+            if "DesiredWeight" in item:
+                capacity["weight"] = item["DesiredWeight"]
+            if "DesiredInstanceCount" in item:
+                capacity["count"] = item["DesiredInstanceCount"]
+        desired["generation"] += 1
+        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired)
+        return current
+
+    ctx.store.modify(KIND, name, change)
+    ctx.notify()
+    return {"EndpointArn": record["EndpointArn"]}
+
+
+def delete_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["EndpointName"]
+    require(ctx, KIND, LABEL, name)
+
+    def change(record: dict[str, Any]) -> dict[str, Any]:
+        record.update(EndpointStatus="Deleting", LastModifiedTime=ctx.now())
+        return record
+
+    ctx.store.modify(KIND, name, change)
+    ctx.notify()
+    return {}

@@ -1,0 +1,79 @@
+"""List* semantics shared by every resource: filters, sorting and NextToken pagination the
+way SageMaker does them, so boto3 paginators walk our results unchanged."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from botocore.utils import parse_timestamp
+
+from modelhost.errors import ValidationError
+
+Record = dict[str, Any]
+
+
+def _epoch(value: Any) -> float:
+    return parse_timestamp(value).timestamp() if not isinstance(value, int | float) else value
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    try:
+        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "offset":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"Invalid pagination token: {token}") from exc
+
+
+def paginate(
+    records: Iterable[Record],
+    params: dict[str, Any],
+    *,
+    name_key: str,
+    sort_keys: dict[str, str],
+    summarize: Callable[[Record], Record],
+    result_key: str,
+    status_key: str | None = None,
+) -> dict[str, Any]:
+    """Filter, sort and cut one page of `records`.
+
+    `sort_keys` maps the SortBy values the operation allows to record fields; SageMaker
+    sorts by CreationTime, descending, unless asked otherwise.
+    """
+    items = list(records)
+    if needle := params.get("NameContains"):
+        items = [r for r in items if needle.lower() in r[name_key].lower()]
+    for param, field, keep in (
+        ("CreationTimeBefore", "CreationTime", lambda v, t: v < t),
+        ("CreationTimeAfter", "CreationTime", lambda v, t: v > t),
+        ("LastModifiedTimeBefore", "LastModifiedTime", lambda v, t: v < t),
+        ("LastModifiedTimeAfter", "LastModifiedTime", lambda v, t: v > t),
+    ):
+        if param in params:
+            limit = _epoch(params[param])
+            items = [r for r in items if keep(r.get(field, r["CreationTime"]), limit)]
+    if status_key and (status := params.get("StatusEquals")):
+        items = [r for r in items if r.get(status_key) == status]
+
+    sort_by = params.get("SortBy", "CreationTime")
+    field = sort_keys.get(sort_by)
+    if field is None:
+        raise ValidationError(f"SortBy must be one of {sorted(sort_keys)}, got {sort_by}")
+    descending = params.get("SortOrder", "Descending") == "Descending"
+    items.sort(key=lambda r: (r.get(field) is None, r.get(field), r[name_key]),
+               reverse=descending)
+
+    start = _decode_token(params["NextToken"]) if params.get("NextToken") else 0
+    size = params.get("MaxResults", 10)
+    page = items[start : start + size]
+    result: dict[str, Any] = {result_key: [summarize(r) for r in page]}
+    if start + size < len(items):
+        result["NextToken"] = _encode_token(start + size)
+    return result

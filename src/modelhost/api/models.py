@@ -1,0 +1,74 @@
+"""CreateModel / DescribeModel / ListModels / DeleteModel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api import tags
+from modelhost.api.context import Context
+from modelhost.api.listing import paginate
+from modelhost.api.resources import create, public, require
+from modelhost.errors import ValidationError
+
+KIND = "model"
+
+
+def _container(params: dict[str, Any]) -> dict[str, Any]:
+    containers = params.get("Containers") or []
+    primary = params.get("PrimaryContainer")
+    if primary and containers:
+        raise ValidationError("Specify either PrimaryContainer or Containers, not both.")
+    if not primary and not containers:
+        raise ValidationError("Either PrimaryContainer or Containers must be specified.")
+    if len(containers) > 1:
+        raise ValidationError(
+            "Inference pipelines (more than one container) are not supported by modelhost yet."
+        )
+    container = primary or containers[0]
+    if container.get("Mode") == "MultiModel":
+        raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
+    if "Image" not in container and "ModelPackageName" not in container:
+        raise ValidationError("Container must specify Image.")
+    if "ModelPackageName" in container:
+        raise ValidationError("ModelPackageName containers are not supported by modelhost.")
+    return container
+
+
+def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["ModelName"]
+    container = _container(params)
+    arn = ctx.arn("model", name)
+    record = {
+        "ModelName": name,
+        "PrimaryContainer": container,
+        "ModelArn": arn,
+        "CreationTime": ctx.now(),
+        "EnableNetworkIsolation": params.get("EnableNetworkIsolation", False),
+        "_arn": arn,
+    }
+    for optional in ("ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"):
+        if optional in params:
+            record[optional] = params[optional]
+    create(ctx, KIND, "model", name, record)
+    tags.initial_tags(ctx, arn, params.get("Tags"))
+    return {"ModelArn": arn}
+
+
+def describe_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return public(require(ctx, KIND, "model", params["ModelName"]))
+
+
+def list_models(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return paginate(
+        ctx.store.list(KIND), params, name_key="ModelName",
+        sort_keys={"Name": "ModelName", "CreationTime": "CreationTime"},
+        summarize=lambda r: {k: r[k] for k in ("ModelName", "ModelArn", "CreationTime")},
+        result_key="Models",
+    )
+
+
+def delete_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    record = require(ctx, KIND, "model", params["ModelName"])
+    ctx.store.delete(KIND, params["ModelName"])
+    ctx.store.delete_tags(record["ModelArn"])
+    return {}

@@ -1,0 +1,30 @@
+"""Helpers every resource family shares: public view of a record, lookups with
+SageMaker's not-found wording."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api.context import Context
+from modelhost.errors import ValidationError
+
+Record = dict[str, Any]
+
+
+def public(record: Record) -> Record:
+    """Drop the private keys (leading "_") a record keeps for the controllers."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def require(ctx: Context, kind: str, label: str, name: str) -> Record:
+    record = ctx.store.get(kind, name)
+    if record is None:
+        raise ValidationError(f'Could not find {label} "{ctx.arn(kind.replace("_", "-"), name)}".')
+    return record
+
+
+def create(ctx: Context, kind: str, label: str, name: str, record: Record) -> None:
+    if not ctx.store.insert(kind, name, record):
+        raise ValidationError(
+            f'Cannot create already existing {label} "{ctx.arn(kind.replace("_", "-"), name)}".'
+        )

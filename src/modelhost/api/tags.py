@@ -1,0 +1,66 @@
+"""AddTags / ListTags / DeleteTags for every taggable resource, keyed by ARN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost.api.context import Context
+from modelhost.errors import ValidationError
+
+# ARN resource segment -> state-store kind
+_KIND_BY_RESOURCE = {
+    "model": "model",
+    "endpoint-config": "endpoint_config",
+    "endpoint": "endpoint",
+}
+_MAX_TAGS = 50
+
+
+def _require_resource(ctx: Context, arn: str) -> None:
+    parts = arn.split(":", 5)
+    resource, _, name = parts[-1].partition("/") if len(parts) == 6 else ("", "", "")
+    kind = _KIND_BY_RESOURCE.get(resource)
+    if kind is None or not name:
+        raise ValidationError(f"Resource ARN is not valid or not supported: {arn}")
+    if not any(r for r in ctx.store.list(kind) if r.get("_arn") == arn):
+        raise ValidationError(f"Resource {arn} not found.")
+
+
+def initial_tags(ctx: Context, arn: str, tags: list[dict[str, str]] | None) -> None:
+    if tags:
+        _check_count(ctx, arn, tags)
+        ctx.store.set_tags(arn, {t["Key"]: t["Value"] for t in tags})
+
+
+def _check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
+    keys = set(ctx.store.tags(arn)) | {t["Key"] for t in tags}
+    if len(keys) > _MAX_TAGS:
+        raise ValidationError(f"A resource can have at most {_MAX_TAGS} tags; {arn} would have "
+                              f"{len(keys)}")
+
+
+def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    arn = params["ResourceArn"]
+    _require_resource(ctx, arn)
+    _check_count(ctx, arn, params["Tags"])
+    ctx.store.set_tags(arn, {t["Key"]: t["Value"] for t in params["Tags"]})
+    return {"Tags": params["Tags"]}
+
+
+def list_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    arn = params["ResourceArn"]
+    _require_resource(ctx, arn)
+    tags = [{"Key": k, "Value": v} for k, v in ctx.store.tags(arn).items()]
+    start = int(params["NextToken"]) if str(params.get("NextToken", "")).isdigit() else 0
+    size = params.get("MaxResults", 50)
+    result: dict[str, Any] = {"Tags": tags[start : start + size]}
+    if start + size < len(tags):
+        result["NextToken"] = str(start + size)
+    return result
+
+
+def delete_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    arn = params["ResourceArn"]
+    _require_resource(ctx, arn)
+    ctx.store.delete_tags(arn, params["TagKeys"])
+    return {}

@@ -1,0 +1,87 @@
+"""Request validation against botocore's service models.
+
+botocore's own ParamValidator checks required members, types and minimums; AWS services
+also enforce maximums, enums and patterns, which botocore leaves to the server. Both run
+here so a request modelhost accepts is one SageMaker would accept.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from botocore.model import Shape
+from botocore.validate import ParamValidator
+
+from modelhost.errors import ValidationError
+
+
+@cache
+def _pattern(expression: str) -> re.Pattern[str]:
+    return re.compile(expression, re.DOTALL)
+
+
+def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> None:
+    meta = shape.metadata
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for member, member_shape in shape.members.items():
+            if member in value:
+                child = f"{path}.{_lower_first(member)}"
+                _constraint_errors(value[member], member_shape, child, out)
+    elif shape.type_name == "list" and isinstance(value, list):
+        if "max" in meta and len(value) > meta["max"]:
+            out.append(f"Value at '{path}' failed to satisfy constraint: Member must have "
+                       f"length less than or equal to {meta['max']}")
+        for index, item in enumerate(value, start=1):
+            _constraint_errors(item, shape.member, f"{path}.{index}.member", out)
+    elif shape.type_name == "map" and isinstance(value, dict):
+        if "max" in meta and len(value) > meta["max"]:
+            out.append(f"Value at '{path}' failed to satisfy constraint: Member must have "
+                       f"length less than or equal to {meta['max']}")
+        for key, item in value.items():
+            _constraint_errors(key, shape.key, f"{path}.key", out)
+            _constraint_errors(item, shape.value, f"{path}.{key}", out)
+    elif shape.type_name == "string" and isinstance(value, str):
+        if "max" in meta and len(value) > meta["max"]:
+            out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
+                       f"must have length less than or equal to {meta['max']}")
+        enum = shape.enum
+        if enum and value not in enum:
+            out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
+                       f"satisfy enum value set: [{', '.join(enum)}]")
+        pattern = meta.get("pattern")
+        if pattern and not _pattern(pattern).fullmatch(value):
+            out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
+                       f"must satisfy regular expression pattern: {pattern}")
+    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(
+        value, int | float
+    ) and not isinstance(value, bool) and "max" in meta and value > meta["max"]:
+        out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
+                   f"have value less than or equal to {meta['max']}")
+
+
+def validate_request(params: Any, shape: Shape | None) -> None:
+    """Raise ValidationError with every problem found, in AWS's wording where it has one."""
+    if shape is None:
+        return
+    if not isinstance(params, dict):
+        raise ValidationError("Request body must be a JSON object")
+    report = ParamValidator().validate(params, shape)
+    problems: list[str] = []
+    if report.has_errors():
+        problems.extend(
+            line.strip("- ").strip()
+            for line in report.generate_report().splitlines()[1:]
+            if line.strip()
+        )
+    _constraint_errors(params, shape, "", problems)
+    if problems:
+        problems = [p.replace("at '.", "at '") for p in problems]
+        count = len(problems)
+        noun = "error" if count == 1 else "errors"
+        raise ValidationError(f"{count} validation {noun} detected: " + "; ".join(problems))
+
+
+def _lower_first(name: str) -> str:
+    return name[:1].lower() + name[1:]

@@ -1,0 +1,5 @@
+"""Reconcile loops that move the world toward the desired state in the store."""
+
+from modelhost.controllers.endpoints import EndpointController
+
+__all__ = ["EndpointController"]

@@ -1,0 +1,76 @@
+"""From an endpoint's desired state to instance specs: which built-in handlers an image
+means, where the model's artifacts are unpacked, what environment an instance gets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from modelhost.catalog import get_instance_type
+from modelhost.config import Settings
+from modelhost.instances import InstanceSpec
+from modelhost.storage import ObjectStore, prepare_model_dir
+
+
+def framework_for_image(image: str) -> str:
+    """Built-in model servers by image name. Any image naming scikit-learn or ONNX gets
+    those defaults (so SageMaker's own sklearn images work); anything else runs user code."""
+    lowered = image.lower()
+    if "onnx" in lowered:
+        return "onnx"
+    if "sklearn" in lowered or "scikit" in lowered:
+        return "sklearn"
+    return "python"
+
+
+def model_data_url(container: dict[str, Any]) -> str | None:
+    if url := container.get("ModelDataUrl"):
+        return str(url)
+    source = container.get("ModelDataSource", {}).get("S3DataSource")
+    return str(source["S3Uri"]) if source else None
+
+
+async def prepare_model(
+    settings: Settings, objects: ObjectStore, model: dict[str, Any]
+) -> Path:
+    """Unpack the model's artifacts once per model version; instances share the folder
+    read-only. The folder name hashes what identifies the artifacts, so a model re-created
+    under the same name with new data gets a new folder."""
+    container = model["PrimaryContainer"]
+    url = model_data_url(container)
+    identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    dest = settings.models_dir / f"{model['ModelName']}-{digest}"
+    if dest.is_dir():
+        return dest
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    if url is None:
+        dest.mkdir()
+        return dest
+    await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes)
+    return dest
+
+
+def instance_spec(
+    settings: Settings,
+    endpoint: str,
+    variant: dict[str, Any],
+    model: dict[str, Any],
+    model_dir: Path,
+    index: int,
+) -> InstanceSpec:
+    instance_type = get_instance_type(variant["InstanceType"])
+    if instance_type is None:  # the API checked it; a catalog edit could still remove it
+        raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
+    container = model["PrimaryContainer"]
+    instance_id = f"{endpoint}-{variant['VariantName']}-{index}"
+    return InstanceSpec(
+        instance_id=instance_id,
+        model_dir=model_dir,
+        framework=framework_for_image(container["Image"]),
+        instance_type=instance_type,
+        environment=dict(container.get("Environment", {})),
+        log_path=settings.logs_dir / endpoint / f"{variant['VariantName']}-{index}.log",
+    )

@@ -1,0 +1,367 @@
+"""The endpoint controller: moves running instances toward each endpoint's desired state.
+
+It reads endpoints from the state store (never from memory alone), so after a restart the
+same loop brings InService endpoints back. Each endpoint has at most one operation in
+flight; a new config is deployed blue/green (the old deployment keeps serving until the
+new one is ready, then drains), a new weight or count is applied in place, and an instance
+that dies is replaced while its in-flight requests are retried elsewhere by the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from modelhost import metrics
+from modelhost.config import Settings
+from modelhost.controllers.deployment import instance_spec, prepare_model
+from modelhost.instances import Instance, InstanceBackend, InstanceSpec
+from modelhost.router import Deployment, Replica, Router, VariantPool
+from modelhost.storage import ObjectStore, StateStore, UnsafeArchiveError
+
+log = logging.getLogger(__name__)
+
+KIND = "endpoint"
+_DRAIN_TIMEOUT_S = 60.0
+
+
+def _fingerprint(desired: dict[str, Any]) -> bytes:
+    """What needs new instances when it changes: the config and the models, not weights
+    or counts."""
+    return orjson.dumps([desired["config"], desired["models"]], option=orjson.OPT_SORT_KEYS)
+
+
+class DeploymentFailed(Exception):
+    pass
+
+
+class EndpointController:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        objects: ObjectStore,
+        backend: InstanceBackend,
+        router: Router,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.objects = objects
+        self.backend = backend
+        self.router = router
+        self._wake = asyncio.Event()
+        self._operations: dict[str, asyncio.Task[None]] = {}
+        self._replacements: set[asyncio.Task[None]] = set()
+        self._desired: dict[str, dict[str, Any]] = {}  # live deployment's desired state
+        self._counter = itertools.count(1)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+                self.check_health()
+            except Exception:
+                log.exception("endpoint reconcile failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.health_interval_s)
+            self._wake.clear()
+
+    async def shutdown(self) -> None:
+        tasks = [*self._operations.values(), *self._replacements]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        instances = [r.instance for d in self.router.deployments.values() for r in d.replicas()]
+        await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
+        self.router.deployments.clear()
+
+    # --- reconcile -------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        records = {r["EndpointName"]: r for r in self.store.list(KIND)}
+        for name, record in records.items():
+            running = self._operations.get(name)
+            busy = running is not None and not running.done()
+            status = record["EndpointStatus"]
+            if status == "Deleting":
+                if busy and getattr(running, "kind", "") != "delete":
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                    busy = False
+                if not busy:
+                    self._start(name, "delete", self._delete(name))
+            elif status != "Failed" and not busy:
+                live = self.router.deployments.get(name)
+                if live is None or live.generation != record["_desired"]["generation"]:
+                    self._start(name, "deploy", self._deploy(name, record["_desired"]))
+        for name in list(self.router.deployments):
+            if name not in records and name not in self._operations:
+                self._start(name, "delete", self._teardown(name))
+
+    def _start(self, name: str, kind: str, work: Any) -> None:
+        task = asyncio.create_task(work, name=f"{kind}:{name}")
+        task.kind = kind  # type: ignore[attr-defined]
+        self._operations[name] = task
+        task.add_done_callback(lambda t: self._finished(name, t))
+
+    def _finished(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._operations.get(name) is task:
+            del self._operations[name]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("endpoint %s: %s failed", name, task.get_name(), exc_info=task.exception())
+        self._wake.set()
+
+    # --- operations ------------------------------------------------------------------
+
+    async def _deploy(self, name: str, desired: dict[str, Any]) -> None:
+        live = self.router.deployments.get(name)
+        live_desired = self._desired.get(name)
+        try:
+            if live is not None and live_desired is not None and (
+                _fingerprint(live_desired) == _fingerprint(desired)
+            ):
+                await self._scale_in_place(name, live, desired)
+            else:
+                await self._blue_green(name, live, desired)
+        except DeploymentFailed as failure:
+            reason = str(failure)
+            log.warning("endpoint %s: deployment failed: %s", name, reason)
+            if live is None:
+                self._write_status(name, "Failed", desired, FailureReason=reason)
+            else:
+                # Roll back: the deployment that serves now stays, as SageMaker does.
+                self._write_status(name, "InService", live_desired, restore=True,
+                                   FailureReason=f"Update failed: {reason}")
+            return
+        self._desired[name] = desired
+        self._write_status(name, "InService", desired)
+
+    async def _blue_green(
+        self, name: str, old: Deployment | None, desired: dict[str, Any]
+    ) -> None:
+        pools: dict[str, VariantPool] = {}
+        started: list[Instance] = []
+        try:
+            for variant in desired["config"]["ProductionVariants"]:
+                capacity = desired["capacity"][variant["VariantName"]]
+                model = desired["models"][variant["ModelName"]]
+                try:
+                    model_dir = await prepare_model(self.settings, self.objects, model)
+                except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+                    raise DeploymentFailed(
+                        f"Variant {variant['VariantName']}: could not prepare model "
+                        f"{model['ModelName']}: {exc}"
+                    ) from exc
+                specs = [
+                    instance_spec(self.settings, name, variant, model, model_dir,
+                                  next(self._counter))
+                    for _ in range(capacity["count"])
+                ]
+                instances = await self._start_instances(specs, started)
+                pools[variant["VariantName"]] = VariantPool(
+                    name=variant["VariantName"], weight=capacity["weight"],
+                    replicas=[Replica(i, variant["VariantName"]) for i in instances],
+                )
+        except BaseException:
+            await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
+            raise
+        self.router.deployments[name] = Deployment(name, desired["generation"], pools)
+        self._count_instances(name, pools)
+        if old is not None:
+            await self._drain_and_stop(old.replicas())
+
+    async def _start_instances(
+        self, specs: list[InstanceSpec], started: list[Instance]
+    ) -> list[Instance]:
+        instances = []
+        for spec in specs:
+            instance = await self.backend.start(spec)
+            started.append(instance)
+            instances.append(instance)
+        results = await asyncio.gather(
+            *(i.wait_ready(self.settings.startup_timeout_s) for i in instances),
+            return_exceptions=True,
+        )
+        for spec, result in zip(specs, results, strict=True):
+            if isinstance(result, BaseException):
+                raise DeploymentFailed(f"Instance {spec.instance_id} failed to start: {result}")
+        return instances
+
+    async def _scale_in_place(
+        self, name: str, live: Deployment, desired: dict[str, Any]
+    ) -> None:
+        for variant in desired["config"]["ProductionVariants"]:
+            pool = live.variants[variant["VariantName"]]
+            capacity = desired["capacity"][variant["VariantName"]]
+            pool.weight = capacity["weight"]
+            current = [r for r in pool.replicas if not r.draining]
+            missing = capacity["count"] - len(current)
+            if missing > 0:
+                model = desired["models"][variant["ModelName"]]
+                model_dir = await prepare_model(self.settings, self.objects, model)
+                specs = [
+                    instance_spec(self.settings, name, variant, model, model_dir,
+                                  next(self._counter))
+                    for _ in range(missing)
+                ]
+                started: list[Instance] = []
+                try:
+                    instances = await self._start_instances(specs, started)
+                except BaseException:
+                    await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
+                    raise
+                pool.replicas.extend(Replica(i, pool.name) for i in instances)
+            elif missing < 0:
+                # Newest first, so long-lived warm instances stay.
+                leaving = current[missing:]
+                for replica in leaving:
+                    replica.draining = True
+                await self._drain_and_stop(leaving)
+                pool.replicas = [r for r in pool.replicas if r not in leaving]
+        live.generation = desired["generation"]
+        self._count_instances(name, live.variants)
+
+    async def _drain_and_stop(self, replicas: list[Replica]) -> None:
+        """No new requests go to a draining replica; those in flight finish first."""
+        for replica in replicas:
+            replica.draining = True
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(r.drained() for r in replicas)), _DRAIN_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.warning("drain timed out after %.0f s; stopping anyway", _DRAIN_TIMEOUT_S)
+        await asyncio.gather(*(r.instance.stop() for r in replicas), return_exceptions=True)
+
+    async def _delete(self, name: str) -> None:
+        await self._teardown(name)
+        record = self.store.get(KIND, name)
+        if record is not None:
+            self.store.delete(KIND, name)
+            self.store.delete_tags(record["EndpointArn"])
+
+    async def _teardown(self, name: str) -> None:
+        deployment = self.router.deployments.pop(name, None)
+        self._desired.pop(name, None)
+        if deployment is not None:
+            await self._drain_and_stop(deployment.replicas())
+            self._count_instances(name, {})
+
+    # --- health ----------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Replace instances whose process died; the router already stopped using them."""
+        for name, deployment in self.router.deployments.items():
+            for pool in deployment.variants.values():
+                for replica in list(pool.replicas):
+                    if replica.draining or replica.instance.is_alive():
+                        continue
+                    log.warning("endpoint %s: instance %s died (%s); replacing", name,
+                                replica.instance.spec.instance_id,
+                                replica.instance.failure_detail())
+                    replica.healthy = False
+                    pool.replicas.remove(replica)
+                    metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
+                    task = asyncio.create_task(self._replace(name, deployment, pool, replica))
+                    self._replacements.add(task)
+                    task.add_done_callback(self._replacements.discard)
+
+    async def _replace(
+        self, name: str, deployment: Deployment, pool: VariantPool, dead: Replica
+    ) -> None:
+        old = dead.instance.spec
+        spec = InstanceSpec(
+            instance_id=f"{name}-{pool.name}-{next(self._counter)}",
+            model_dir=old.model_dir, framework=old.framework,
+            instance_type=old.instance_type, environment=old.environment,
+            log_path=old.log_path.with_name(f"{pool.name}-{next(self._counter)}.log")
+            if old.log_path else None,
+        )
+        instance = await self.backend.start(spec)
+        try:
+            await instance.wait_ready(self.settings.startup_timeout_s)
+        except RuntimeError as exc:
+            log.error("endpoint %s: replacement instance failed: %s", name, exc)
+            await instance.stop()
+            # Put the dead replica back so the next health check tries again.
+            pool.replicas.append(dead)
+            return
+        if self.router.deployments.get(name) is not deployment:
+            await instance.stop()
+            return
+        pool.replicas.append(Replica(instance, pool.name))
+        self._count_instances(name, deployment.variants)
+        self._write_status(name, None, self._desired.get(name))
+
+    # --- reporting -------------------------------------------------------------------
+
+    def _count_instances(self, name: str, pools: dict[str, VariantPool]) -> None:
+        for pool in pools.values():
+            metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
+
+    def _write_status(
+        self,
+        name: str,
+        status: str | None,
+        desired: dict[str, Any] | None,
+        *,
+        restore: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Record what the endpoint runs now. Never overwrites a delete the API asked for,
+        nor a newer desired state that arrived while this operation ran."""
+        deployment = self.router.deployments.get(name)
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record["EndpointStatus"] == "Deleting":
+                return None
+            if desired is not None and not restore and (
+                record["_desired"]["generation"] != desired["generation"]
+            ):
+                return None
+            if status is not None:
+                record["EndpointStatus"] = status
+                record["LastModifiedTime"] = time.time()
+            if restore and desired is not None:
+                record["_desired"] = {**desired, "generation": record["_desired"]["generation"]}
+                if deployment is not None:
+                    deployment.generation = record["_desired"]["generation"]
+            if status == "InService" and desired is not None:
+                record["EndpointConfigName"] = desired["config"]["EndpointConfigName"]
+                record.pop("PendingDeploymentSummary", None)
+                if not fields:
+                    record.pop("FailureReason", None)
+            source = record["_desired"] if restore or desired is None else desired
+            record["ProductionVariants"] = _variant_summaries(source, deployment)
+            record.update(fields)
+            return record
+
+        self.store.modify(KIND, name, change)
+
+
+def _variant_summaries(
+    desired: dict[str, Any], deployment: Deployment | None
+) -> list[dict[str, Any]]:
+    summaries = []
+    for variant in desired["config"]["ProductionVariants"]:
+        capacity = desired["capacity"][variant["VariantName"]]
+        pool = deployment.variants.get(variant["VariantName"]) if deployment else None
+        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
+        summaries.append({
+            "VariantName": variant["VariantName"],
+            "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image}],
+            "CurrentWeight": pool.weight if pool else capacity["weight"],
+            "DesiredWeight": capacity["weight"],
+            "CurrentInstanceCount": len(pool.available()) if pool else 0,
+            "DesiredInstanceCount": capacity["count"],
+        })
+    return summaries

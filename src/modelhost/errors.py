@@ -1,0 +1,75 @@
+"""Errors in SageMaker's wire format.
+
+Every API path raises one of these; the protocol layers turn them into the JSON body and
+status code botocore expects, so clients see the same exception classes as against AWS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SageMakerError(Exception):
+    code = "InternalFailure"
+    status = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        return {"__type": self.code, "message": self.message, "Message": self.message,
+                **self.fields}
+
+
+class ValidationError(SageMakerError):
+    code = "ValidationException"
+    status = 400
+
+
+class ResourceNotFound(SageMakerError):
+    code = "ResourceNotFound"
+    status = 400
+
+
+class ResourceInUse(SageMakerError):
+    code = "ResourceInUse"
+    status = 400
+
+
+class ResourceLimitExceeded(SageMakerError):
+    code = "ResourceLimitExceeded"
+    status = 400
+
+
+class UnknownOperation(SageMakerError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+class ModelError(SageMakerError):
+    """The model container answered with an error; SageMaker reports it as 424."""
+
+    code = "ModelError"
+    status = 424
+
+
+class ModelNotReady(SageMakerError):
+    code = "ModelNotReadyException"
+    status = 429
+
+
+class Throttling(SageMakerError):
+    code = "ThrottlingException"
+    status = 429
+
+
+class ServiceUnavailable(SageMakerError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class InternalFailure(SageMakerError):
+    code = "InternalFailure"
+    status = 500

@@ -1,0 +1,20 @@
+"""Instance backends: where a model server runs.
+
+Every backend starts one model server per (variant, replica) that honours the SageMaker
+container contract (GET /ping, POST /invocations on a port). The rest of modelhost only
+sees `Instance` and `InstanceSpec`, so a process, a container or a Ray actor look alike.
+"""
+
+from __future__ import annotations
+
+from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
+from modelhost.instances.process import ProcessBackend
+
+
+def get_backend(name: str) -> InstanceBackend:
+    if name == "process":
+        return ProcessBackend()
+    raise ValueError(f"unknown instance backend {name!r}; available: process")
+
+
+__all__ = ["Instance", "InstanceBackend", "InstanceSpec", "ProcessBackend", "get_backend"]

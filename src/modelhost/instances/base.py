@@ -1,0 +1,44 @@
+"""The interface every instance backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from modelhost.catalog import InstanceType
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    instance_id: str
+    model_dir: Path
+    framework: str  # "sklearn" | "onnx" | "python": the built-in model server handlers
+    instance_type: InstanceType
+    environment: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+
+class Instance(Protocol):
+    spec: InstanceSpec
+
+    @property
+    def url(self) -> str:
+        """Base URL of the model server, e.g. http://127.0.0.1:40123."""
+        ...
+
+    def is_alive(self) -> bool: ...
+
+    def failure_detail(self) -> str:
+        """Why the instance is gone, with the tail of its log, for FailureReason."""
+        ...
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Return once /ping answers 200; raise RuntimeError with the reason otherwise."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class InstanceBackend(Protocol):
+    async def start(self, spec: InstanceSpec) -> Instance: ...

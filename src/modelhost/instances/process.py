@@ -1,0 +1,119 @@
+"""The `process` backend: each instance is its own OS process running the model server.
+
+A crashing or slow model must never take the control plane down with it, so model code
+never runs in the server's process. Instances are started from the same Python, told the
+parent's pid so they exit if the server is killed, and limited to their instance type's
+vCPUs through the BLAS thread variables (threads spinning in several processes on few
+cores ruin latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from modelhost.instances.base import InstanceSpec
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(path: Path | None, lines: int = 12) -> str:
+    if path is None or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+class ProcessInstance:
+    def __init__(self, spec: InstanceSpec, process: subprocess.Popen[bytes], port: int) -> None:
+        self.spec = spec
+        self.process = process
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def failure_detail(self) -> str:
+        tail = _log_tail(self.spec.log_path)
+        return f"instance exited with code {self.process.returncode}" + (
+            f": {tail}" if tail else ""
+        )
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if not self.is_alive():
+                    raise RuntimeError(self.failure_detail())
+                try:
+                    async with session.get(
+                        f"{self.url}/ping", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as response:
+                        if response.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.05)
+        await self.stop()
+        raise RuntimeError(f"instance did not answer /ping within {timeout_s:.0f} s")
+
+    async def stop(self) -> None:
+        if not self.is_alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            if self.process.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        self.process.kill()
+        await asyncio.to_thread(self.process.wait)
+
+
+class ProcessBackend:
+    async def start(self, spec: InstanceSpec) -> ProcessInstance:
+        port = _free_port()
+        threads = str(max(1, min(spec.instance_type.vcpu, os.cpu_count() or 1)))
+        env = {
+            **os.environ,
+            **{name: threads for name in _THREAD_VARIABLES},
+            **spec.environment,
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "MODELHOST_BIND_HOST": "127.0.0.1",
+            "SM_MODEL_DIR": str(spec.model_dir),
+            "MODELHOST_FRAMEWORK": spec.framework,
+            "MODELHOST_PARENT_PID": str(os.getpid()),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = subprocess.DEVNULL
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = spec.log_path.open("wb")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "modelhost.modelserver"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        return ProcessInstance(spec, process, port)

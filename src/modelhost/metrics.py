@@ -1,0 +1,29 @@
+"""Prometheus metrics, named after the CloudWatch metrics SageMaker publishes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+_LABELS = ("endpoint", "variant")
+# Sub-millisecond buckets matter: the router's own overhead is measured in them.
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+INVOCATIONS = Counter("modelhost_invocations", "Invocations answered by a model",
+                      _LABELS, registry=REGISTRY)
+INVOCATION_4XX = Counter("modelhost_invocation_4xx_errors", "Invocations answered 4xx",
+                         _LABELS, registry=REGISTRY)
+INVOCATION_5XX = Counter("modelhost_invocation_5xx_errors", "Invocations answered 5xx",
+                         _LABELS, registry=REGISTRY)
+MODEL_LATENCY = Histogram("modelhost_model_latency_seconds",
+                          "Time the instance took to answer", _LABELS,
+                          buckets=_BUCKETS, registry=REGISTRY)
+OVERHEAD_LATENCY = Histogram("modelhost_overhead_latency_seconds",
+                             "Time modelhost added on top of the model", _LABELS,
+                             buckets=_BUCKETS, registry=REGISTRY)
+INSTANCES = Gauge("modelhost_instances", "Running instances", _LABELS, registry=REGISTRY)
+INSTANCE_REPLACEMENTS = Counter("modelhost_instance_replacements",
+                                "Instances replaced after they died", _LABELS,
+                                registry=REGISTRY)

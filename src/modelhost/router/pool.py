@@ -1,0 +1,88 @@
+"""Where requests can go: the live deployments the router chooses instances from.
+
+The endpoint controller builds and swaps these; the router only reads them. Replicas count
+their outstanding requests so the router can send each request to the least busy one, and
+so a replica being removed can be drained before it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from modelhost.instances import Instance
+
+
+@dataclass(eq=False)
+class Replica:
+    instance: Instance
+    variant: str
+    outstanding: int = 0
+    healthy: bool = True
+    draining: bool = False
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.url = self.instance.url + "/invocations"
+        self._idle.set()
+
+    def acquire(self) -> None:
+        self.outstanding += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass(eq=False)
+class VariantPool:
+    name: str
+    weight: float
+    replicas: list[Replica] = field(default_factory=list)
+
+    def available(self) -> list[Replica]:
+        return [r for r in self.replicas if r.healthy and not r.draining]
+
+    def pick(self, exclude: Replica | None = None) -> Replica | None:
+        """Least outstanding requests; ties broken at random so load spreads evenly."""
+        best: list[Replica] = []
+        lowest = None
+        for replica in self.replicas:
+            if not replica.healthy or replica.draining or replica is exclude:
+                continue
+            if lowest is None or replica.outstanding < lowest:
+                lowest = replica.outstanding
+                best = [replica]
+            elif replica.outstanding == lowest:
+                best.append(replica)
+        if not best:
+            return None
+        return best[0] if len(best) == 1 else random.choice(best)
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One endpoint's routable variants at one generation of its desired state."""
+
+    endpoint: str
+    generation: int
+    variants: dict[str, VariantPool]
+
+    def choose_variant(self) -> VariantPool | None:
+        pools = [p for p in self.variants.values() if p.weight > 0 and p.available()]
+        if not pools:
+            pools = [p for p in self.variants.values() if p.available()]
+        if not pools:
+            return None
+        if len(pools) == 1:
+            return pools[0]
+        return random.choices(pools, weights=[max(p.weight, 1e-9) for p in pools])[0]
+
+    def replicas(self) -> list[Replica]:
+        return [r for pool in self.variants.values() for r in pool.replicas]

@@ -1,0 +1,10 @@
+"""The runtime API: invoke paths for endpoints."""
+
+from modelhost.runtime.invoke import (
+    PayloadTooLarge,
+    RealtimeInvoker,
+    RuntimeValidation,
+    response_headers,
+)
+
+__all__ = ["PayloadTooLarge", "RealtimeInvoker", "RuntimeValidation", "response_headers"]

@@ -1,0 +1,107 @@
+"""InvokeEndpoint: the real-time runtime path, `POST /endpoints/{name}/invocations`.
+
+This is the hot path of every prediction, so it stays lean: headers are read straight
+from the ASGI scope, the body is read once with the 6 MB limit enforced while it arrives,
+and everything else is the router's job.
+"""
+
+from __future__ import annotations
+
+import time
+
+from modelhost import metrics
+from modelhost.errors import SageMakerError, ValidationError
+from modelhost.router import Answer, Deployment, Invocation, Router
+from modelhost.storage import StateStore
+
+
+class PayloadTooLarge(SageMakerError):
+    code = "ValidationError"
+    status = 413
+
+
+class RuntimeValidation(ValidationError):
+    """sagemaker-runtime names its 400 error ValidationError, unlike the control plane."""
+
+    code = "ValidationError"
+
+
+def endpoint_not_found(name: str, account_id: str) -> RuntimeValidation:
+    return RuntimeValidation(f"Endpoint {name} of account {account_id} not found.")
+
+
+class RealtimeInvoker:
+    def __init__(self, router: Router, store: StateStore, account_id: str,
+                 max_payload_bytes: int) -> None:
+        self.router = router
+        self.store = store
+        self.account_id = account_id
+        self.max_payload_bytes = max_payload_bytes
+
+    def deployment(self, name: str) -> Deployment:
+        deployment = self.router.deployments.get(name)
+        if deployment is not None:
+            return deployment
+        record = self.store.get("endpoint", name)
+        if record is None:
+            raise endpoint_not_found(name, self.account_id)
+        raise RuntimeValidation(
+            f"Endpoint {name} is not ready to serve: its status is {record['EndpointStatus']}."
+            if record["EndpointStatus"] != "InService"
+            else f"Endpoint {name} is starting its instances; try again shortly."
+        )
+
+    def check_declared_length(self, headers: dict[bytes, bytes]) -> None:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_payload_bytes:
+            raise self.too_large()
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"Request payload exceeds the real-time limit of "
+            f"{self.max_payload_bytes // (1024 * 1024)} MB; use asynchronous inference "
+            "for larger payloads."
+        )
+
+    async def invoke(
+        self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
+    ) -> Answer:
+        deployment = self.deployment(name)
+        request = Invocation(
+            body=body,
+            content_type=_header(headers, b"content-type"),
+            accept=_header(headers, b"accept"),
+            custom_attributes=_header(headers, b"x-amzn-sagemaker-custom-attributes"),
+            target_variant=_header(headers, b"x-amzn-sagemaker-target-variant"),
+        )
+        try:
+            answer = await self.router.invoke(deployment, request)
+        except SageMakerError as error:
+            variant = request.target_variant or "-"
+            counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
+            counter.labels(name, variant).inc()
+            raise
+        total = time.perf_counter() - started
+        metrics.INVOCATIONS.labels(name, answer.variant).inc()
+        metrics.MODEL_LATENCY.labels(name, answer.variant).observe(answer.model_seconds)
+        metrics.OVERHEAD_LATENCY.labels(name, answer.variant).observe(
+            max(total - answer.model_seconds, 0.0)
+        )
+        return answer
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def response_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", answer.content_type.encode("latin-1")),
+        (b"x-amzn-invoked-production-variant", answer.variant.encode("latin-1")),
+    ]
+    if answer.custom_attributes:
+        headers.append(
+            (b"x-amzn-sagemaker-custom-attributes", answer.custom_attributes.encode("latin-1"))
+        )
+    return headers

@@ -1,0 +1,154 @@
+"""The modelhost server: control plane, runtime, metrics and health on one port.
+
+A plain ASGI callable rather than a framework router: the runtime path is the hot path
+of every prediction and a handful of prefix checks is all the routing it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelhost import api, metrics
+from modelhost.config import Settings
+from modelhost.controllers import EndpointController
+from modelhost.errors import SageMakerError, UnknownOperation
+from modelhost.instances import get_backend
+from modelhost.router import Router
+from modelhost.runtime import RealtimeInvoker, response_headers
+from modelhost.storage import ObjectStore, StateStore
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+_JSON_11 = b"application/x-amz-json-1.1"
+_INVOCATIONS = "/invocations"
+
+
+class ModelhostApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(settings.state_path)
+        self.objects = ObjectStore.from_environment(settings.objects_dir)
+        self.router = Router(settings.model_timeout_s)
+        self.controller = EndpointController(
+            settings, self.store, self.objects, get_backend(settings.instance_backend),
+            self.router,
+        )
+        self.context = api.Context(settings, self.store, self.controller.notify)
+        self.invoker = RealtimeInvoker(
+            self.router, self.store, settings.account_id, settings.max_payload_bytes
+        )
+        self._controller_task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        await self.router.start()
+        self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
+
+    async def shutdown(self) -> None:
+        if self._controller_task is not None:
+            self._controller_task.cancel()
+            await asyncio.gather(self._controller_task, return_exceptions=True)
+        await self.controller.shutdown()
+        await self.router.close()
+        self.store.close()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
+            await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
+        elif method == "POST" and path == "/":
+            await self._control(scope, receive, send)
+        elif method == "GET" and path == "/ping":
+            await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
+        elif method == "GET" and path == "/metrics":
+            await _respond(send, 200, generate_latest(metrics.REGISTRY),
+                           [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        else:
+            error = UnknownOperation(f"No route for {method} {path}")
+            await _respond(send, 404, orjson.dumps(error.body()), _error_headers(error))
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _control(self, scope: Scope, receive: Any, send: Any) -> None:
+        headers = dict(scope["headers"])
+        body = await _read_body(receive, limit=None)
+        target = headers.get(b"x-amz-target", b"").decode("latin-1")
+        status, payload = api.handle(self.context, target, body)
+        await _respond(send, status, payload, [
+            (b"content-type", _JSON_11),
+            (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+        ])
+
+    async def _invoke(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        try:
+            self.invoker.check_declared_length(headers)
+            body = await _read_body(receive, limit=self.settings.max_payload_bytes)
+            if body is None:
+                raise self.invoker.too_large()
+            answer = await self.invoker.invoke(name, body, headers, started)
+        except SageMakerError as error:
+            await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
+            return
+        await _respond(send, 200, answer.body, response_headers(answer))
+
+
+def _error_headers(error: SageMakerError) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-errortype", error.code.encode()),
+        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+    ]
+
+
+async def _read_body(receive: Any, limit: int | None) -> bytes | None:
+    """The whole request body, or None once it grows past `limit`."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,144 @@
+"""The state store: every resource the API knows, durable in SQLite.
+
+Controllers read desired state from here and nothing lives only in memory, so a restarted
+server resumes where it stopped. Records are the JSON documents Describe* returns (times as
+epoch seconds), plus private keys starting with "_" that never leave the server.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    arn TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (arn, key)
+);
+"""
+
+Record = dict[str, Any]
+
+
+class StateStore:
+    """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
+    event loop use it directly instead of paying for a thread hop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def insert(self, kind: str, name: str, record: Record) -> bool:
+        """Add a resource; False when one of that kind and name already exists."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO resources (kind, name, data) VALUES (?, ?, ?)",
+                (kind, name, orjson.dumps(record)),
+            )
+            return cursor.rowcount == 1
+
+    def put(self, kind: str, name: str, record: Record) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO resources (kind, name, data) VALUES (?, ?, ?)",
+                (kind, name, orjson.dumps(record)),
+            )
+
+    def modify(
+        self, kind: str, name: str, change: Callable[[Record], Record | None]
+    ) -> Record | None:
+        """Read-modify-write one record atomically, so the API and the controllers can both
+        write an endpoint without losing each other's fields. `change` returns the new
+        record, or None to leave it as it is. Returns the stored record (None if absent)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+            if row is None:
+                return None
+            record = orjson.loads(row[0])
+            updated = change(record)
+            if updated is None:
+                return record
+            db.execute(
+                "UPDATE resources SET data = ? WHERE kind = ? AND name = ?",
+                (orjson.dumps(updated), kind, name),
+            )
+            return updated
+
+    def get(self, kind: str, name: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def delete(self, kind: str, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).rowcount == 1
+
+    def list(self, kind: str) -> list[Record]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM resources WHERE kind = ? ORDER BY name", (kind,)
+            ).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def tags(self, arn: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM tags WHERE arn = ? ORDER BY key", (arn,)
+            ).fetchall()
+        return dict(rows)
+
+    def set_tags(self, arn: str, tags: dict[str, str]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO tags (arn, key, value) VALUES (?, ?, ?)",
+                [(arn, key, value) for key, value in tags.items()],
+            )
+
+    def delete_tags(self, arn: str, keys: list[str] | None = None) -> None:
+        """Remove the given tag keys, or every tag of the resource when keys is None."""
+        with self._transaction() as db:
+            if keys is None:
+                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
+            else:
+                db.executemany(
+                    "DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys]
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
