@@ -12,6 +12,11 @@ app = typer.Typer(help="Self-hosted model deployment that speaks the SageMaker A
                   no_args_is_help=True)
 
 
+@app.callback()
+def main() -> None:
+    """Self-hosted model deployment that speaks the SageMaker API."""
+
+
 @app.command()
 def server(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -33,7 +33,9 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_HEALTH_INTERVAL", 1.0)
     )
     # Refuse model archives that unpack to more than this.
-    max_model_bytes: int = 20 * 1024**3
+    max_model_bytes: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))
+    )
 
     @property
     def state_path(self) -> Path:

@@ -28,6 +28,12 @@ class ValidationError(SageMakerError):
     status = 400
 
 
+class InvocationValidationError(ValidationError):
+    """sagemaker-runtime names its 400 error ValidationError, unlike the control plane."""
+
+    code = "ValidationError"
+
+
 class ResourceNotFound(SageMakerError):
     code = "ResourceNotFound"
     status = 400

@@ -7,10 +7,10 @@ here so a request modelhost accepts is one SageMaker would accept.
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from typing import Any
 
+import regex
 from botocore.model import Shape
 from botocore.validate import ParamValidator
 
@@ -18,8 +18,12 @@ from modelhost.errors import ValidationError
 
 
 @cache
-def _pattern(expression: str) -> re.Pattern[str]:
-    return re.compile(expression, re.DOTALL)
+def _pattern(expression: str) -> regex.Pattern[str] | None:
+    """AWS patterns are Java regexes (\\p{L} and friends), which `regex` understands."""
+    try:
+        return regex.compile(expression, regex.DOTALL)
+    except regex.error:
+        return None
 
 
 def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> None:
@@ -51,7 +55,8 @@ def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> N
             out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
                        f"satisfy enum value set: [{', '.join(enum)}]")
         pattern = meta.get("pattern")
-        if pattern and not _pattern(pattern).fullmatch(value):
+        compiled = _pattern(pattern) if pattern else None
+        if compiled is not None and not compiled.fullmatch(value):
             out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
                        f"must satisfy regular expression pattern: {pattern}")
     elif shape.type_name in ("integer", "long", "float", "double") and isinstance(
@@ -71,9 +76,7 @@ def validate_request(params: Any, shape: Shape | None) -> None:
     problems: list[str] = []
     if report.has_errors():
         problems.extend(
-            line.strip("- ").strip()
-            for line in report.generate_report().splitlines()[1:]
-            if line.strip()
+            line.strip() for line in report.generate_report().splitlines() if line.strip()
         )
     _constraint_errors(params, shape, "", problems)
     if problems:

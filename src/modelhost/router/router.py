@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from modelhost.errors import ModelError, ServiceUnavailable, ValidationError
+from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.router.pool import Deployment, Replica, VariantPool
 
 _RETRYABLE = (aiohttp.ClientConnectionError,)
@@ -68,7 +68,7 @@ class Router:
         else:
             pool = deployment.variants.get(target)
             if pool is None:
-                raise ValidationError(
+                raise InvocationValidationError(
                     f"Invalid target variant {target} for endpoint {deployment.endpoint}; "
                     f"variants: {sorted(deployment.variants)}"
                 )

@@ -3,8 +3,7 @@
 from modelhost.runtime.invoke import (
     PayloadTooLarge,
     RealtimeInvoker,
-    RuntimeValidation,
     response_headers,
 )
 
-__all__ = ["PayloadTooLarge", "RealtimeInvoker", "RuntimeValidation", "response_headers"]
+__all__ = ["PayloadTooLarge", "RealtimeInvoker", "response_headers"]

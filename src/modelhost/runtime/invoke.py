@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from modelhost import metrics
-from modelhost.errors import SageMakerError, ValidationError
+from modelhost.errors import InvocationValidationError, SageMakerError
 from modelhost.router import Answer, Deployment, Invocation, Router
 from modelhost.storage import StateStore
 
@@ -20,14 +20,8 @@ class PayloadTooLarge(SageMakerError):
     status = 413
 
 
-class RuntimeValidation(ValidationError):
-    """sagemaker-runtime names its 400 error ValidationError, unlike the control plane."""
-
-    code = "ValidationError"
-
-
-def endpoint_not_found(name: str, account_id: str) -> RuntimeValidation:
-    return RuntimeValidation(f"Endpoint {name} of account {account_id} not found.")
+def endpoint_not_found(name: str, account_id: str) -> InvocationValidationError:
+    return InvocationValidationError(f"Endpoint {name} of account {account_id} not found.")
 
 
 class RealtimeInvoker:
@@ -45,7 +39,7 @@ class RealtimeInvoker:
         record = self.store.get("endpoint", name)
         if record is None:
             raise endpoint_not_found(name, self.account_id)
-        raise RuntimeValidation(
+        raise InvocationValidationError(
             f"Endpoint {name} is not ready to serve: its status is {record['EndpointStatus']}."
             if record["EndpointStatus"] != "InService"
             else f"Endpoint {name} is starting its instances; try again shortly."

@@ -1,0 +1,89 @@
+"""Shared fixtures: one real modelhost server for the whole session, and boto3 clients."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.models import write_iris_tarball
+from tests.support.server import ServerProcess
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+    os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("server") / "data",
+                            env={"MODELHOST_MODEL_TIMEOUT": "5"}).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def sagemaker(server: ServerProcess):  # noqa: ANN201
+    return server.client("sagemaker")
+
+
+@pytest.fixture(scope="session")
+def runtime(server: ServerProcess):  # noqa: ANN201
+    return server.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="session")
+def iris_model_url(server: ServerProcess) -> str:
+    """An iris model.tar.gz in the server's embedded object store (s3:// mapped locally)."""
+    write_iris_tarball(server.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+    return "s3://models/iris/model.tar.gz"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while True:
+        description = sagemaker.describe_endpoint(EndpointName=name)
+        if description["EndpointStatus"] in wanted:
+            return description
+        if time.monotonic() > deadline:
+            raise AssertionError(f"endpoint {name} stuck in {description['EndpointStatus']}")
+        time.sleep(0.2)
+
+
+def deploy(
+    sagemaker,  # noqa: ANN001
+    model_url: str,
+    *,
+    image: str = "modelhost/sklearn",
+    environment: dict[str, str] | None = None,
+    variants: list[tuple[str, int, float]] | None = None,
+    wait: bool = True,
+) -> str:
+    """Model -> EndpointConfig -> Endpoint; returns the endpoint name."""
+    name = unique("ep")
+    container = {"Image": image, "ModelDataUrl": model_url}
+    if environment:
+        container["Environment"] = environment
+    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
+                           ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": variant, "ModelName": name, "InstanceType": "ml.m5.large",
+             "InitialInstanceCount": count, "InitialVariantWeight": weight}
+            for variant, count, weight in (variants or [("AllTraffic", 1, 1.0)])
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        wait_for_status(sagemaker, name, {"InService"})
+    return name

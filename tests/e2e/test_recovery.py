@@ -1,0 +1,100 @@
+"""Instances that die are replaced, and a restarted server brings endpoints back."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.conftest import deploy, wait_for_status
+from tests.support.models import write_iris_tarball
+from tests.support.processes import alive, instance_pids, kill_and_wait
+from tests.support.server import ServerProcess
+
+
+def _csv_row() -> str:
+    return "5.1,3.5,1.4,0.2"
+
+
+def _wait(predicate, timeout_s: float = 60, what: str = "condition") -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_dead_instance_is_replaced_and_requests_retried(server, sagemaker, runtime,
+                                                        iris_model_url: str) -> None:
+    name = deploy(sagemaker, iris_model_url, variants=[("AllTraffic", 2, 1.0)])
+    pids = instance_pids(server.process.pid, name)
+    assert len(pids) == 2
+    failures: list[Exception] = []
+    done = 0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        nonlocal done
+        while not stop.is_set():
+            try:
+                runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                        Body=_csv_row())
+                done += 1
+            except Exception as exc:  # noqa: BLE001
+                failures.append(exc)
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        kill_and_wait(pids[0])
+        _wait(lambda: len(instance_pids(server.process.pid, name)) == 2
+              and pids[0] not in instance_pids(server.process.pid, name),
+              what="a replacement instance")
+        described = wait_for_status(sagemaker, name, {"InService"})
+        _wait(lambda: sagemaker.describe_endpoint(EndpointName=name)["ProductionVariants"][0][
+            "CurrentInstanceCount"] == 2, what="CurrentInstanceCount back to 2")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert done > 50
+    assert described["EndpointStatus"] == "InService"
+
+
+def test_restart_brings_endpoints_back(tmp_path) -> None:
+    data = tmp_path / "data"
+    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    first = ServerProcess(data).start()
+    try:
+        sagemaker = first.client("sagemaker")
+        name = deploy(sagemaker, "s3://models/iris/model.tar.gz")
+        (pid,) = instance_pids(first.process.pid, name)
+        first.kill()
+        # instances never outlive a killed control plane
+        _wait(lambda: not alive(pid), timeout_s=15, what="orphaned instance to exit")
+    finally:
+        first.kill()
+
+    second = ServerProcess(data)
+    second.port = first.port
+    second.start()
+    try:
+        sagemaker = second.client("sagemaker")
+        runtime = second.client("sagemaker-runtime")
+        assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+        def serves() -> bool:
+            try:
+                runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                        Body=_csv_row())
+                return True
+            except Exception:  # noqa: BLE001 - still starting
+                return False
+
+        _wait(serves, what="the endpoint to serve again after restart")
+        assert len(instance_pids(second.process.pid, name)) == 1
+    finally:
+        second.stop()
