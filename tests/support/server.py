@@ -71,7 +71,7 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def client(self, service: str, retries: int = 1):  # noqa: ANN201 - boto3 client types
+    def client(self, service: str, retries: int = 1):
         return boto3.client(
             service, endpoint_url=self.url, region_name="us-east-1",
             aws_access_key_id="testing", aws_secret_access_key="testing",

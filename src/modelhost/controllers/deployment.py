@@ -13,6 +13,8 @@ from modelhost.config import Settings
 from modelhost.instances import InstanceSpec
 from modelhost.storage import ObjectStore, prepare_model_dir
 
+_unpack_locks: dict[Path, asyncio.Lock] = {}
+
 
 def framework_for_image(image: str) -> str:
     """Built-in model servers by image name. Any image naming scikit-learn or ONNX gets
@@ -43,13 +45,16 @@ async def prepare_model(
     identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
-    if dest.is_dir():
-        return dest
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
-    if url is None:
-        dest.mkdir()
-        return dest
-    await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes)
+    # Two endpoints deploying the same model at once must not unpack it twice: the
+    # second swap would replace a folder the first one's instances already use.
+    async with _unpack_locks.setdefault(dest, asyncio.Lock()):
+        if dest.is_dir():
+            return dest
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        if url is None:
+            dest.mkdir()
+            return dest
+        await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes)
     return dest
 
 

@@ -1,0 +1,502 @@
+"""The object store: where `s3://` URIs (ModelDataUrl, job inputs and outputs) live.
+
+SageMaker clients hand us S3 URIs. modelhost must work with no S3 at all (embedded
+default), so `s3://bucket/key` maps to `<local_root>/<bucket>/<key>` on the local disk.
+When an S3 endpoint is configured the way AWS tools expect (explicit URL,
+`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, or `endpoint_url` in the shared AWS config),
+the very same URIs go to that S3 through s3fs, so a deployment can switch between the two
+without changing a single request. `file://` URIs and plain paths address the local
+filesystem directly.
+
+All methods are synchronous and blocking (s3fs drives its own event loop on a private
+thread): code in the asyncio server should call them through `asyncio.to_thread` so a
+slow bucket never stalls request handling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import botocore.session
+from botocore.configprovider import ConfiguredEndpointProvider
+from botocore.exceptions import BotoCoreError
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+# Chunk size for streaming copies: big enough to amortise S3 round trips, small enough
+# that copying a 20 GB model never holds more than this in memory.
+COPY_CHUNK_BYTES = 1024 * 1024
+# s3fs reads ahead in blocks of this size; its 50 MiB default is more than a streaming
+# reader needs.
+_S3_READ_BLOCK_BYTES = 8 * 1024 * 1024
+# Local writes go to a hidden sibling with this suffix and are renamed into place on
+# close, so a reader never sees half an object (S3 PUTs are atomic too).
+_PARTIAL_SUFFIX = ".modelhost-partial"
+# Loose S3 bucket naming (legacy names allowed); excludes ".", ".." and hidden names, so
+# a bucket can never address anything but a plain folder under the local root.
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_S3_SCHEME = "s3://"
+_FILE_SCHEME = "file://"
+
+
+def configured_s3_endpoint() -> str | None:
+    """The S3 endpoint URL AWS tools would use from the environment, or None.
+
+    Delegates to botocore's own resolution (the same code a `boto3.client("s3")` runs),
+    so the order and the file format are exactly AWS's: `AWS_ENDPOINT_URL_S3`, then
+    `AWS_ENDPOINT_URL`, then the `s3` entry of the profile's `services` section in the
+    shared config file, then the profile's own `endpoint_url`. `AWS_PROFILE`,
+    `AWS_CONFIG_FILE` and `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` are honoured.
+    """
+    session = botocore.session.Session()
+    try:
+        if session.get_config_variable("ignore_configured_endpoint_urls"):
+            return None
+        provider = ConfiguredEndpointProvider(
+            full_config=session.full_config,
+            scoped_config=session.get_scoped_config(),
+            client_name="s3",
+        )
+        endpoint = provider.provide()
+    except BotoCoreError as e:  # a missing profile, a services section that is absent
+        raise ValueError(f"cannot read the S3 endpoint from the AWS configuration: {e}") from e
+    return endpoint or None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One URI resolved to the filesystem that holds it and the path there."""
+
+    uri: str
+    fs: AbstractFileSystem
+    path: str
+    # Turns a path on `fs` back into a URI in the caller's own style.
+    to_uri: Callable[[str], str]
+    # S3 lists by key prefix; local paths list by directory.
+    key_prefix_listing: bool
+    # The real local path, when the object lives on this machine.
+    local_path: str | None
+
+
+class ObjectStore:
+    """Read and write objects addressed by `s3://`, `file://` or plain-path URIs.
+
+    `local_root` holds the embedded buckets (`<data-dir>/objects`). With
+    `s3_endpoint_url` (or `real_s3=True`, meaning AWS's own S3) `s3://` URIs go to S3
+    through s3fs instead, with credentials from the standard AWS chain.
+    """
+
+    def __init__(
+        self,
+        local_root: Path | str,
+        s3_endpoint_url: str | None = None,
+        *,
+        real_s3: bool = False,
+    ) -> None:
+        self.local_root = Path(local_root).expanduser().resolve()
+        self.s3_endpoint_url = s3_endpoint_url or None
+        self._local = LocalFileSystem()
+        self._s3: AbstractFileSystem | None = None
+        if self.s3_endpoint_url is not None or real_s3:
+            import s3fs  # deferred: pulls in aiobotocore, only needed with real S3
+
+            client_kwargs = {}
+            if self.s3_endpoint_url is not None:
+                client_kwargs["endpoint_url"] = self.s3_endpoint_url
+            self._s3 = s3fs.S3FileSystem(
+                client_kwargs=client_kwargs,
+                # Objects are written by clients behind our back (inputs, models);
+                # a cached listing would hide them.
+                use_listings_cache=False,
+                # Each store owns its filesystem, so two stores with different
+                # settings (or environments, in tests) never share one.
+                skip_instance_cache=True,
+            )
+
+    @classmethod
+    def from_environment(
+        cls, local_root: Path | str, s3_endpoint_url: str | None = None
+    ) -> ObjectStore:
+        """Pick embedded or real S3 the way the operator configured AWS tools.
+
+        Order: the explicit `s3_endpoint_url`; `MODELHOST_S3=local` forces the embedded
+        store; an endpoint from botocore's resolution (`configured_s3_endpoint`);
+        `MODELHOST_S3=aws` uses AWS's own S3 with no custom endpoint; otherwise embedded.
+        """
+        if s3_endpoint_url:
+            return cls(local_root, s3_endpoint_url)
+        mode = os.environ.get("MODELHOST_S3", "").strip().lower() or "auto"
+        if mode not in ("auto", "local", "aws"):
+            raise ValueError(f"MODELHOST_S3 must be 'auto', 'local' or 'aws', not {mode!r}")
+        if mode == "local":
+            return cls(local_root)
+        endpoint = configured_s3_endpoint()
+        if endpoint:
+            return cls(local_root, endpoint)
+        return cls(local_root, real_s3=(mode == "aws"))
+
+    @property
+    def uses_s3(self) -> bool:
+        """Whether `s3://` URIs go to a real S3 service rather than the local root."""
+        return self._s3 is not None
+
+    def __repr__(self) -> str:
+        if self._s3 is None:
+            return f"ObjectStore(local_root={str(self.local_root)!r})"
+        return f"ObjectStore(s3_endpoint_url={self.s3_endpoint_url or 'aws'!r})"
+
+    # ------------------------------------------------------------------ resolution
+
+    def _resolve(self, uri: str) -> _Target:
+        if not isinstance(uri, str) or not uri:
+            raise ValueError(f"object URI must be a non-empty string, got {uri!r}")
+        if "\x00" in uri:
+            raise ValueError(f"object URI {uri!r} contains a NUL character")
+        if uri.startswith(_S3_SCHEME):
+            return self._resolve_s3(uri)
+        if uri.startswith(_FILE_SCHEME):
+            raw = uri[len(_FILE_SCHEME):]
+            if raw.startswith("localhost/"):
+                raw = raw[len("localhost"):]
+            path = os.path.abspath(raw)
+            return _Target(uri, self._local, path, lambda p: _FILE_SCHEME + p,
+                           key_prefix_listing=False, local_path=path)
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri):
+            raise ValueError(
+                f"unsupported object URI {uri!r}: use s3://bucket/key, file:///path or a path"
+            )
+        path = os.path.abspath(uri)
+        return _Target(uri, self._local, path, lambda p: p,
+                       key_prefix_listing=False, local_path=path)
+
+    def _resolve_s3(self, uri: str) -> _Target:
+        bucket, _, key = uri[len(_S3_SCHEME):].partition("/")
+        if not bucket:
+            raise ValueError(f"object URI {uri!r} names no bucket (expected s3://bucket/key)")
+        if self._s3 is not None:
+            s3 = self._s3
+            path = f"{bucket}/{key}".rstrip("/") if key else bucket
+            return _Target(uri, s3, path, lambda p: _S3_SCHEME + p,
+                           key_prefix_listing=True, local_path=None)
+        # Embedded: s3://bucket/key -> <local_root>/<bucket>/<key>. A key is a path
+        # here, so ".." would climb out of the bucket; S3 keys with ".." segments are
+        # legal but cannot be mapped safely, so they are refused outright.
+        if not _BUCKET_RE.match(bucket):
+            raise ValueError(f"object URI {uri!r}: invalid bucket name {bucket!r}")
+        if ".." in key.split("/"):
+            raise ValueError(f"object URI {uri!r} escapes its bucket: '..' is not allowed")
+        root = str(self.local_root)
+        bucket_dir = f"{root}/{bucket}"
+        path = posixpath.normpath(f"{bucket_dir}/{key}")
+        if path != bucket_dir and not path.startswith(bucket_dir + "/"):
+            raise ValueError(f"object URI {uri!r} escapes its bucket")
+
+        def to_uri(p: str) -> str:
+            return _S3_SCHEME + posixpath.relpath(p, root)
+
+        return _Target(uri, self._local, path, to_uri, key_prefix_listing=True,
+                       local_path=path)
+
+    # ------------------------------------------------------------------ queries
+
+    def exists(self, uri: str) -> bool:
+        """Whether an object, or any object under the prefix/folder, exists at `uri`."""
+        t = self._resolve(uri)
+        return bool(t.fs.exists(t.path))
+
+    def is_file(self, uri: str) -> bool:
+        """Whether `uri` names one object (as opposed to a prefix or nothing)."""
+        t = self._resolve(uri)
+        if uri.endswith("/"):
+            return False
+        return bool(t.fs.isfile(t.path))
+
+    def is_dir(self, uri: str) -> bool:
+        """Whether `uri` is a folder/prefix that holds objects (S3 has no empty ones)."""
+        t = self._resolve(uri)
+        return bool(t.fs.isdir(t.path))
+
+    # fsspec spellings, for callers used to them.
+    isfile = is_file
+    isdir = is_dir
+
+    def size(self, uri: str) -> int:
+        """Size in bytes of the object at `uri`."""
+        t = self._resolve(uri)
+        info = self._info(t)
+        if info.get("type") != "file":
+            raise IsADirectoryError(f"{uri} is a prefix/folder, not an object")
+        return int(info["size"])
+
+    def list(self, prefix_uri: str) -> list[str]:
+        """URIs of all objects under `prefix_uri`, recursively, sorted.
+
+        `s3://` URIs follow S3's key-prefix semantics (as SageMaker's `S3Prefix` does):
+        `s3://b/data/` lists everything in the `data` folder, `s3://b/data` also matches
+        `s3://b/data.csv` and `s3://b/database/x`. Local paths and `file://` URIs list a
+        folder (or give the file itself). A prefix matching nothing gives [].
+        """
+        t = self._resolve(prefix_uri)
+        if t.key_prefix_listing:
+            key = prefix_uri[len(_S3_SCHEME):].partition("/")[2]
+            if key and not key.endswith("/"):
+                paths = self._find_key_prefix(t)
+            else:
+                paths = self._find(t.fs, t.path)
+        elif t.fs.isfile(t.path):
+            paths = [t.path]
+        else:
+            paths = self._find(t.fs, t.path)
+        uris = {t.to_uri(p) for p in paths if not _is_partial(p)}
+        return sorted(uris)
+
+    def _find_key_prefix(self, t: _Target) -> list[str]:
+        parent, _, stem = t.path.rpartition("/")
+        try:
+            entries = t.fs.ls(parent, detail=True)
+        except FileNotFoundError:
+            return []
+        found: list[str] = []
+        for entry in entries:
+            name = entry["name"].rstrip("/")
+            if not name.rpartition("/")[2].startswith(stem):
+                continue
+            if entry.get("type") == "directory":
+                found.extend(self._find(t.fs, name))
+            else:
+                found.append(name)
+        return found
+
+    @staticmethod
+    def _find(fs: AbstractFileSystem, path: str) -> list[str]:
+        try:
+            return [p for p in fs.find(path) if not p.endswith("/")]
+        except FileNotFoundError:
+            return []
+
+    def _info(self, t: _Target) -> dict[str, Any]:
+        try:
+            return t.fs.info(t.path)
+        except FileNotFoundError:
+            raise _missing(t.uri) from None
+
+    # ------------------------------------------------------------------ reading
+
+    def open(self, uri: str, mode: str = "rb") -> IO[bytes]:
+        """Open one object for streaming, in "rb" or "wb" mode.
+
+        Writes land whole on close, as an S3 PUT does (locally via a hidden sibling and a
+        rename); leaving a `with` block by an exception discards what was written, so a
+        failed writer never leaves a plausible-looking partial result behind.
+        """
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"open mode must be 'rb' or 'wb', not {mode!r}")
+        t = self._resolve(uri)
+        if uri.endswith("/"):
+            raise IsADirectoryError(f"{uri} is a prefix, not an object")
+        if mode == "wb":
+            if t.local_path is not None:
+                return _atomic_local_writer(t.local_path)
+            return _DiscardOnError(t.fs.open(t.path, "wb"))  # type: ignore[return-value]
+        try:
+            if t.local_path is not None:
+                return t.fs.open(t.path, "rb")
+            return t.fs.open(t.path, "rb", block_size=_S3_READ_BLOCK_BYTES)
+        except FileNotFoundError:
+            raise _missing(uri) from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{uri} is a prefix/folder, not an object") from None
+
+    def get_bytes(self, uri: str) -> bytes:
+        """The whole object in memory; for small objects (payloads, manifests) only."""
+        with self.open(uri, "rb") as f:
+            return f.read()
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        """Write a whole object, creating embedded buckets and folders as needed."""
+        with self.open(uri, "wb") as f:
+            f.write(data)
+
+    def delete(self, uri: str, *, recursive: bool = False, missing_ok: bool = False) -> None:
+        """Delete one object, or with `recursive=True` everything under a prefix."""
+        t = self._resolve(uri)
+        if not t.fs.exists(t.path):
+            if missing_ok:
+                return
+            raise _missing(uri)
+        if t.fs.isdir(t.path) and not recursive:
+            raise IsADirectoryError(f"{uri} is a prefix/folder; pass recursive=True")
+        try:
+            t.fs.rm(t.path, recursive=recursive)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise _missing(uri) from None
+        if t.key_prefix_listing and t.local_path is not None:
+            self._prune_empty_dirs(t.local_path)
+
+    def _prune_empty_dirs(self, path: str) -> None:
+        """Drop folders emptied by a delete, so a deleted prefix stops "existing" as on S3."""
+        parent = Path(path).parent
+        root = self.local_root
+        while parent != root and root in parent.parents:
+            # The bucket folder itself stays: it stands for the bucket.
+            if parent.parent == root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    # ------------------------------------------------------------------ copying
+
+    def download(self, uri: str, local_dir: Path | str) -> list[Path]:
+        """Copy one object, or every object under a prefix, into `local_dir`.
+
+        One object lands as `local_dir/<its name>`; a prefix keeps its layout below the
+        prefix. Copies stream in chunks, so object size never matters for memory. A key
+        that would land outside `local_dir` (e.g. `a/../../x`, legal on S3) is refused.
+        Returns the local paths written, sorted.
+        """
+        local_dir = Path(local_dir)
+        if self.is_file(uri):
+            pairs = [(uri, uri.rstrip("/").rpartition("/")[2])]
+        else:
+            prefix = uri if uri.endswith("/") else uri + "/"
+            objects = self.list(prefix)
+            if not objects:
+                raise _missing(uri)
+            pairs = [(o, o[len(prefix):]) for o in objects]
+        written: list[Path] = []
+        for obj_uri, rel in pairs:
+            target = safe_join(local_dir, rel, what=f"object {obj_uri}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self.open(obj_uri, "rb") as src, open(target, "wb") as dst:
+                copy_stream(src, dst)
+            written.append(target)
+        return sorted(written)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _missing(uri: str) -> FileNotFoundError:
+    return FileNotFoundError(f"no object at {uri}")
+
+
+def _is_partial(path: str) -> bool:
+    return path.rpartition("/")[2].endswith(_PARTIAL_SUFFIX)
+
+
+def safe_join(root: Path, rel: str, *, what: str) -> Path:
+    """`root/rel`, refusing any `rel` that is absolute or climbs out with `..`.
+
+    Checked lexically (no symlinks are followed), which is what matters for names that
+    come from outside: S3 keys, archive members.
+    """
+    if not rel or rel.startswith("/") or "\x00" in rel or re.match(r"^[A-Za-z]:", rel):
+        raise ValueError(f"{what} has an unsafe local name {rel!r}")
+    norm = posixpath.normpath(rel)
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise ValueError(f"{what} would land outside {root} ({rel!r})")
+    return root / norm
+
+
+def copy_stream(
+    src: IO[bytes], dst: IO[bytes], *, limit: int | None = None,
+    on_limit: Callable[[], Exception] | None = None,
+) -> int:
+    """Copy `src` to `dst` in chunks; stop as soon as more than `limit` bytes arrive."""
+    total = 0
+    while True:
+        chunk = src.read(COPY_CHUNK_BYTES)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise on_limit() if on_limit else ValueError(f"more than {limit} bytes")
+        dst.write(chunk)
+
+
+class _AtomicWriter(io.BufferedWriter):
+    """A buffered file that becomes visible at its final path only on a clean close."""
+
+    def __init__(self, raw: io.FileIO, temp: str, final: str) -> None:
+        super().__init__(raw, buffer_size=COPY_CHUNK_BYTES)
+        self._temp = temp
+        self._final = final
+        self._discard = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()
+        except BaseException:
+            self._discard = True
+            raise
+        finally:
+            if self._discard:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._temp)
+            else:
+                os.replace(self._temp, self._final)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._discard = True
+        self.close()
+
+
+class _DiscardOnError:
+    """Wraps an s3fs write file so that an exception inside `with` uploads nothing.
+
+    fsspec's own `__exit__` closes (and so uploads, or completes the multipart upload)
+    whatever was buffered, error or not.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _DiscardOnError:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._f.close()
+            return
+        with contextlib.suppress(Exception):
+            self._f.discard()  # aborts a multipart upload already begun
+        self._f.closed = True  # so close() will not upload the buffer
+
+    def write(self, data: bytes) -> int:
+        return int(self._f.write(data))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _atomic_local_writer(path: str) -> IO[bytes]:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder, not an object")
+    parent, _, name = path.rpartition("/")
+    os.makedirs(parent or "/", exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=parent or "/", prefix=f".{name}.", suffix=_PARTIAL_SUFFIX)
+    # mkstemp creates 0600; objects should be readable like any file the user writes
+    # (instances in containers may run as another user). Reading the umask would mean
+    # briefly changing it, which races with other threads, so use the usual 0644.
+    os.fchmod(fd, 0o644)
+    return _AtomicWriter(io.FileIO(fd, "wb", closefd=True), temp, path)

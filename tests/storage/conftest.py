@@ -1,0 +1,38 @@
+"""Fixtures for storage tests: an isolated AWS environment and a real S3 (moto server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelhost.storage import ObjectStore
+from tests.support.moto import MotoServer, isolate_aws_env, moto_server
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Dummy credentials, no endpoint settings; returns the test's own AWS config file."""
+    return isolate_aws_env(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def bucket(moto: MotoServer, aws_config: Path) -> str:
+    return moto.create_bucket()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, aws_config: Path) -> ObjectStore:
+    return ObjectStore(tmp_path / "objects")
+
+
+@pytest.fixture
+def s3_store(moto: MotoServer, aws_config: Path, tmp_path: Path) -> ObjectStore:
+    return ObjectStore(tmp_path / "objects", moto.endpoint_url)
