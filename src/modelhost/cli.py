@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from modelhost import console
 
 app = typer.Typer(help="Self-hosted model deployment that speaks the SageMaker API.",
                   no_args_is_help=True)
@@ -40,3 +47,256 @@ def server(
         ModelhostApp(settings), host=host, port=port, loop="uvloop", http="httptools",
         lifespan="on", access_log=False, log_level="warning",
     )
+
+
+# --- client commands: everything below talks to a running server through boto3 -----------
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+REGION = "us-east-1"
+# statuses after which waiting for InService is pointless
+_HOPELESS = {"Failed", "Deleting", "OutOfService", "UpdateRollbackFailed"}
+
+EndpointUrl = Annotated[str, typer.Option(
+    "--endpoint-url", envvar="MODELHOST_URL", show_envvar=True,
+    help="The modelhost server to talk to.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw API answer as JSON.")]
+NameContains = Annotated[str | None, typer.Option(help="Only names containing this.")]
+
+models_app = typer.Typer(help="Models: artifacts + image.", no_args_is_help=True)
+configs_app = typer.Typer(help="Endpoint configs: the variants an endpoint runs.",
+                          no_args_is_help=True)
+endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
+                            no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(configs_app, name="endpoint-configs")
+app.add_typer(endpoints_app, name="endpoints")
+
+
+class Api:
+    """boto3 clients for one server, built lazily: `models list` should not pay for a
+    runtime client it never uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            # The server does not need real AWS credentials; skipping the EC2 metadata
+            # lookup keeps a machine without any from stalling a second on every command.
+            os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+            session = boto3.Session(region_name=REGION)
+            dummy = {} if session.get_credentials() else {
+                "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+            self._clients[service] = session.client(
+                service, endpoint_url=self.url, region_name=REGION, **dummy,
+                # one attempt: a refused connection should be reported now, not after
+                # botocore's back-off; reads wait long enough for a slow model.
+                config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                              connect_timeout=5, read_timeout=120),
+            )
+        return self._clients[service]
+
+    @property
+    def sagemaker(self) -> Any:
+        return self._client("sagemaker")
+
+    @property
+    def runtime(self) -> Any:
+        return self._client("sagemaker-runtime")
+
+    def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every page of a List* call: a CLI listing that stops at page one silently lies."""
+        pages = self.sagemaker.get_paginator(operation).paginate(**params)
+        return [item for page in pages for item in page[key]]
+
+
+@contextmanager
+def _server(url: str) -> Iterator[Api]:
+    """Turn the failures a user can cause or fix into one line and exit code 1."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    try:
+        yield Api(url)
+    except ClientError as exc:
+        problem = exc.response.get("Error", {})
+        console.error(f"{problem.get('Code', 'Unknown')}: {problem.get('Message', exc)}")
+        raise typer.Exit(1) from None
+    except EndpointConnectionError:
+        console.error(f"no modelhost server at {url} (start one with `modelhost server`, "
+                      "or pass --endpoint-url / set MODELHOST_URL)")
+        raise typer.Exit(1) from None
+    except BotoCoreError as exc:
+        console.error(str(exc))
+        raise typer.Exit(1) from None
+
+
+def _filters(name_contains: str | None) -> dict[str, Any]:
+    return {"NameContains": name_contains} if name_contains else {}
+
+
+@models_app.command("list")
+def models_list(endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+                as_json: AsJson = False) -> None:
+    """List models, newest first."""
+    with _server(endpoint_url) as api:
+        models = api.collect("list_models", "Models", **_filters(name_contains))
+    if as_json:
+        console.print_json({"Models": models})
+    else:
+        console.out.print(console.models_table(models))
+
+
+@models_app.command("describe")
+def models_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                    as_json: AsJson = False) -> None:
+    """Show a model's containers, artifacts and environment."""
+    with _server(endpoint_url) as api:
+        model = api.sagemaker.describe_model(ModelName=name)
+    if as_json:
+        console.print_json(model)
+    else:
+        console.describe_model(model)
+
+
+@configs_app.command("list")
+def configs_list(endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+                 as_json: AsJson = False) -> None:
+    """List endpoint configs, newest first."""
+    with _server(endpoint_url) as api:
+        configs = api.collect("list_endpoint_configs", "EndpointConfigs",
+                              **_filters(name_contains))
+    if as_json:
+        console.print_json({"EndpointConfigs": configs})
+    else:
+        console.out.print(console.endpoint_configs_table(configs))
+
+
+@configs_app.command("describe")
+def configs_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                     as_json: AsJson = False) -> None:
+    """Show an endpoint config's variants."""
+    with _server(endpoint_url) as api:
+        config = api.sagemaker.describe_endpoint_config(EndpointConfigName=name)
+    if as_json:
+        console.print_json(config)
+    else:
+        console.describe_endpoint_config(config)
+
+
+@endpoints_app.command("list")
+def endpoints_list(
+    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    status: Annotated[str | None, typer.Option(help="Only this status, e.g. InService.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List endpoints with their status and instance counts."""
+    from botocore.exceptions import ClientError
+
+    params = _filters(name_contains) | ({"StatusEquals": status} if status else {})
+    with _server(endpoint_url) as api:
+        endpoints = api.collect("list_endpoints", "Endpoints", **params)
+        if as_json:
+            console.print_json({"Endpoints": endpoints})
+            return
+        counts: dict[str, tuple[int, int] | None] = {}
+        for endpoint in endpoints:  # ListEndpoints has no counts; one describe each
+            try:
+                variants = api.sagemaker.describe_endpoint(
+                    EndpointName=endpoint["EndpointName"])["ProductionVariants"]
+            except ClientError:  # deleted since the listing
+                counts[endpoint["EndpointName"]] = None
+                continue
+            counts[endpoint["EndpointName"]] = (
+                sum(v.get("CurrentInstanceCount", 0) for v in variants),
+                sum(v.get("DesiredInstanceCount", 0) for v in variants))
+    console.out.print(console.endpoints_table(endpoints, counts))
+
+
+@endpoints_app.command("describe")
+def endpoints_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show an endpoint's status, failure reason and variants."""
+    from botocore.exceptions import ClientError
+
+    with _server(endpoint_url) as api:
+        endpoint = api.sagemaker.describe_endpoint(EndpointName=name)
+        if as_json:
+            console.print_json(endpoint)
+            return
+        try:  # for the instance types, which DescribeEndpoint leaves out
+            config = api.sagemaker.describe_endpoint_config(
+                EndpointConfigName=endpoint["EndpointConfigName"])
+        except ClientError:
+            config = None
+    console.describe_endpoint(endpoint, config)
+
+
+@endpoints_app.command("wait")
+def endpoints_wait(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
+) -> None:
+    """Wait until an endpoint is InService; exit 1 with the reason if it fails or times out,
+    so scripts can chain `modelhost endpoints wait X && ...`."""
+    started = time.monotonic()
+    with _server(endpoint_url) as api, console.waiting(name) as report:
+        while True:
+            endpoint = api.sagemaker.describe_endpoint(EndpointName=name)
+            state = endpoint["EndpointStatus"]
+            report(state)
+            if (state == "InService" or state in _HOPELESS
+                    or time.monotonic() - started > timeout):
+                break
+            time.sleep(interval)
+    elapsed = time.monotonic() - started
+    if state == "InService":
+        console.out.print(f"{name} is [green]InService[/] ({elapsed:.1f}s)", highlight=False)
+    elif state in _HOPELESS:
+        console.error(f"{name} is {state}: {endpoint.get('FailureReason') or 'no reason given'}")
+        raise typer.Exit(1)
+    else:
+        console.error(f"{name} still {state} after {timeout:g}s")
+        raise typer.Exit(1)
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Delete an endpoint (its config and model stay, as in SageMaker)."""
+    with _server(endpoint_url) as api:
+        api.sagemaker.delete_endpoint(EndpointName=name)
+    console.out.print(f"deleting {name}")
+
+
+@endpoints_app.command("invoke")
+def endpoints_invoke(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    body: Annotated[str | None, typer.Option(help="Request body, literally.")] = None,
+    body_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="Read the request body from this file.")] = None,
+    content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = "text/csv",
+    accept: Annotated[str | None, typer.Option(help="Wanted response type.")] = None,
+    custom_attributes: Annotated[str | None, typer.Option(help="Passed to the model.")] = None,
+) -> None:
+    """Send one request; the response body goes to stdout, the variant that served it to
+    stderr, so `> out.csv` captures only the body."""
+    if (body is None) == (body_file is None):
+        console.error("give exactly one of --body or --body-file")
+        raise typer.Exit(2)
+    payload = body.encode() if body is not None else body_file.read_bytes()  # type: ignore[union-attr]
+    params: dict[str, Any] = {"EndpointName": name, "ContentType": content_type, "Body": payload}
+    if accept:
+        params["Accept"] = accept
+    if custom_attributes:
+        params["CustomAttributes"] = custom_attributes
+    with _server(endpoint_url) as api:
+        response = api.runtime.invoke_endpoint(**params)
+        answer = response["Body"].read()
+    sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
+    sys.stdout.flush()
+    console.err.print(f"[dim]variant: {response.get('InvokedProductionVariant', '-')}  "
+                      f"content-type: {response.get('ContentType', '-')}[/]", soft_wrap=True)

@@ -1,0 +1,221 @@
+"""Rendering for the `modelhost` command: rich tables for people, plain JSON for scripts.
+
+Kept apart from `cli.py` so the commands read as "ask the server, hand the answer here";
+nothing in this module talks to the network.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+out = Console()
+# Errors and progress go to stderr so stdout stays clean for `--json` and invoke bodies.
+err = Console(stderr=True)
+
+STATUS_STYLES = {
+    "InService": "green",
+    "Creating": "yellow",
+    "Updating": "yellow",
+    "SystemUpdating": "yellow",
+    "RollingBack": "yellow",
+    "Deleting": "magenta",
+    "OutOfService": "red",
+    "UpdateRollbackFailed": "red",
+    "Failed": "bold red",
+}
+
+Description = Mapping[str, Any]
+
+
+def when(value: datetime | None) -> str:
+    """Local time, to the second: people compare these with their own clock, not UTC."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status(value: str | None) -> Text:
+    return Text(value or "-", style=STATUS_STYLES.get(value or "", ""))
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(data: object) -> None:
+    """Plain `json.dumps`, not rich: scripts pipe this into `jq` and must not see colour."""
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k != "ResponseMetadata"}
+    sys.stdout.write(json.dumps(data, default=_iso, indent=2) + "\n")
+
+
+def error(message: str) -> None:
+    """One red line on stderr, never wrapped, so `grep` on the message keeps working."""
+    err.print(Text("error: ", style="bold red") + Text(message, style="red"), soft_wrap=True)
+
+
+@contextmanager
+def waiting(name: str) -> Iterator[Callable[[str], None]]:
+    """Yields `report(status)`. On a terminal: a spinner with the status and elapsed time,
+    erased when done. Elsewhere (CI logs, pipes): one line per status change, because a
+    spinner there is either invisible or a wall of carriage returns."""
+    if not err.is_terminal:
+        seen: list[str] = []
+
+        def report_line(state: str) -> None:
+            if not seen or seen[-1] != state:
+                seen.append(state)
+                err.print(f"{name}: {state}", highlight=False, soft_wrap=True)
+
+        yield report_line
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task(name)
+
+        def report_spinner(state: str) -> None:
+            progress.update(task, description=Text.assemble(f"{name}: ", status(state)).markup)
+
+        yield report_spinner
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(*columns, title=title, title_justify="left", header_style="bold")
+    return table
+
+
+def key_values(rows: Iterable[tuple[str, object]]) -> Table:
+    """A describe: one row per field, skipping the ones the server left out."""
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        if value is None or value == "":
+            continue
+        table.add_row(key, value if isinstance(value, Text) else str(value))
+    return table
+
+
+def _serverless(config: Mapping[str, Any] | None) -> str | None:
+    if not config:
+        return None
+    return (f"serverless {config.get('MemorySizeInMB', '?')} MB, "
+            f"max concurrency {config.get('MaxConcurrency', '?')}")
+
+
+def _weight(current: object, desired: object) -> str:
+    if current is None or current == desired:
+        return "-" if desired is None else str(desired)
+    return f"{current} → {desired}"
+
+
+# --- lists -------------------------------------------------------------------------------
+
+def models_table(models: Sequence[Description]) -> Table:
+    table = _table("Name", "Created")
+    for model in models:
+        table.add_row(model["ModelName"], when(model.get("CreationTime")))
+    return table
+
+
+def endpoint_configs_table(configs: Sequence[Description]) -> Table:
+    table = _table("Name", "Created")
+    for config in configs:
+        table.add_row(config["EndpointConfigName"], when(config.get("CreationTime")))
+    return table
+
+
+def endpoints_table(endpoints: Sequence[Description],
+                    counts: Mapping[str, tuple[int, int] | None]) -> Table:
+    """`counts` maps name -> (current, desired) instances summed over variants; ListEndpoints
+    does not carry them, so the caller describes each endpoint."""
+    table = _table("Name", "Status", "Instances", "Created")
+    for endpoint in endpoints:
+        name = endpoint["EndpointName"]
+        count = counts.get(name)
+        instances = "-" if count is None else f"{count[0]}/{count[1]}"
+        table.add_row(name, status(endpoint.get("EndpointStatus")), instances,
+                      when(endpoint.get("CreationTime")))
+    return table
+
+
+# --- describes ---------------------------------------------------------------------------
+
+def describe_model(model: Description) -> None:
+    out.print(key_values([
+        ("Name", model.get("ModelName")),
+        ("ARN", model.get("ModelArn")),
+        ("Created", when(model.get("CreationTime"))),
+        ("Execution role", model.get("ExecutionRoleArn")),
+        ("Network isolation", model.get("EnableNetworkIsolation")),
+    ]))
+    containers = ([model["PrimaryContainer"]] if model.get("PrimaryContainer")
+                  else list(model.get("Containers") or []))
+    table = _table("Image", "Model data", "Environment", title="Containers")
+    for container in containers:
+        environment = "\n".join(f"{k}={v}" for k, v in (container.get("Environment") or {}).items())
+        table.add_row(container.get("Image", "-"), container.get("ModelDataUrl", "-"),
+                      environment or "-")
+    out.print(table)
+
+
+def describe_endpoint_config(config: Description) -> None:
+    out.print(key_values([
+        ("Name", config.get("EndpointConfigName")),
+        ("ARN", config.get("EndpointConfigArn")),
+        ("Created", when(config.get("CreationTime"))),
+        ("Async output", (config.get("AsyncInferenceConfig") or {})
+         .get("OutputConfig", {}).get("S3OutputPath")),
+    ]))
+    table = _table("Variant", "Model", "Instance type", "Initial count", "Weight",
+                   title="Production variants")
+    for variant in config.get("ProductionVariants") or []:
+        table.add_row(variant.get("VariantName", "-"), variant.get("ModelName", "-"),
+                      variant.get("InstanceType") or _serverless(variant.get("ServerlessConfig"))
+                      or "-",
+                      str(variant.get("InitialInstanceCount", "-")),
+                      str(variant.get("InitialVariantWeight", "-")))
+    out.print(table)
+
+
+def describe_endpoint(endpoint: Description, config: Description | None) -> None:
+    """`config` supplies the instance types, which DescribeEndpoint does not report; it is
+    None when the config was deleted after the endpoint was created."""
+    out.print(key_values([
+        ("Name", endpoint.get("EndpointName")),
+        ("ARN", endpoint.get("EndpointArn")),
+        ("Status", status(endpoint.get("EndpointStatus"))),
+        ("Failure reason", Text(endpoint["FailureReason"], style="red")
+         if endpoint.get("FailureReason") else None),
+        ("Endpoint config", endpoint.get("EndpointConfigName")),
+        ("Created", when(endpoint.get("CreationTime"))),
+        ("Last modified", when(endpoint.get("LastModifiedTime"))),
+    ]))
+    types = {v.get("VariantName"): v.get("InstanceType") or _serverless(v.get("ServerlessConfig"))
+             for v in (config or {}).get("ProductionVariants") or []}
+    table = _table("Variant", "Instance type", "Current", "Desired", "Weight",
+                   title="Production variants")
+    for variant in endpoint.get("ProductionVariants") or []:
+        name = variant.get("VariantName", "-")
+        table.add_row(
+            name,
+            _serverless(variant.get("CurrentServerlessConfig")) or types.get(name) or "-",
+            str(variant.get("CurrentInstanceCount", "-")),
+            str(variant.get("DesiredInstanceCount", "-")),
+            _weight(variant.get("CurrentWeight"), variant.get("DesiredWeight")),
+        )
+    out.print(table)
