@@ -1,0 +1,147 @@
+"""The ASGI app: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``.
+
+A raw ASGI callable, no framework: three fixed paths need no router, and every microsecond
+here is added to every request. Model code runs on worker threads (:mod:`runner`) so the event
+loop keeps answering ``/ping`` while a model call takes its time; a health check must never
+fail just because a prediction is slow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
+from modelhost.modelserver.errors import describe, status_of
+from modelhost.modelserver.handlers import Handlers
+from modelhost.modelserver.runner import ModelRunner
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The toolkit's payload limit for batch transform, reported by /execution-parameters.
+MAX_PAYLOAD_MB = 6
+
+_PING_BODY = b'{"status":"Healthy"}\n'
+_TEXT = b"text/plain; charset=utf-8"
+_JSON = b"application/json"
+_CUSTOM_ATTRIBUTES = CUSTOM_ATTRIBUTES.encode()
+
+
+def _start(status: int, content_type: bytes, length: int) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(length).encode())],
+    }
+
+
+class ModelServerApp:
+    """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
+
+    def __init__(self, handlers: Handlers, runner: ModelRunner, workers: int) -> None:
+        self.handlers = handlers
+        self.runner = runner
+        self.execution_parameters = orjson.dumps({
+            "MaxConcurrentTransforms": workers,
+            "BatchStrategy": "MULTI_RECORD",
+            "MaxPayloadInMB": MAX_PAYLOAD_MB,
+        })
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await _lifespan(receive, send)
+            return
+        path = scope["path"]
+        method = scope["method"]
+        if path == "/invocations":
+            if method == "POST":
+                await self._invocations(scope, receive, send)
+            else:
+                await _reply(send, 405, b"use POST /invocations", _TEXT)
+        elif path == "/ping":
+            if method in ("GET", "HEAD"):
+                await _reply(send, 200, _PING_BODY, _JSON)
+            else:
+                await _reply(send, 405, b"use GET /ping", _TEXT)
+        elif path == "/execution-parameters" and method == "GET":
+            await _reply(send, 200, self.execution_parameters, _JSON)
+        else:
+            await _reply(send, 404, b"not found", _TEXT)
+
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
+        content_type = accept = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+        handlers = self.handlers
+        context = Context(handlers.model_dir, scope["headers"]) if handlers.needs_context else None
+        try:
+            result, result_type = await self.runner.submit(
+                handlers.invoke, body, content_type, accept, context
+            )
+        except Exception as exc:
+            status = status_of(exc)
+            message = describe(exc)
+            if status >= 500:
+                log.error("invocation failed: %s", message, exc_info=exc)
+            else:
+                log.warning("invocation rejected (%d): %s", status, message)
+            await _reply(send, status, message.encode("utf-8", "replace"), _TEXT)
+            return
+        start = _start(200, result_type.encode("latin-1", "replace"), len(result))
+        if context is not None and (attributes := context.response_custom_attributes):
+            start["headers"].append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
+        await send(start)
+        await send({"type": "http.response.body", "body": result})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(_start(status, content_type, len(body)))
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to set up: the model is loaded before the server starts listening."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_app(handlers: Handlers, runner: ModelRunner, workers: int) -> ModelServerApp:
+    return ModelServerApp(handlers, runner, workers)

@@ -1,0 +1,257 @@
+"""Loading user code and running the handler chain for one request.
+
+The contract is sagemaker-inference-toolkit's: ``model_fn(model_dir)``,
+``input_fn(body, content_type)``, ``predict_fn(data, model)``, ``output_fn(prediction, accept)``,
+or ``transform_fn(model, body, content_type, accept)`` in place of the last three. Each may
+take a trailing ``context``; like the toolkit we look at the arity once, at load time, so the
+per-request path is a few attribute reads and calls. Missing handlers fall back to the
+framework's defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from modelhost.modelserver import codecs
+from modelhost.modelserver.context import Context
+from modelhost.modelserver.errors import StartupError, describe
+from modelhost.modelserver.frameworks import FRAMEWORKS, Framework, can_predict_generic
+from modelhost.modelserver.settings import ENV_PROGRAM, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROGRAM = "inference.py"
+HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+
+
+@dataclass(frozen=True, slots=True)
+class _Fn:
+    """A handler and whether it wants the trailing ``context`` argument."""
+
+    fn: Callable[..., Any]
+    takes_context: bool
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], n_args: int) -> _Fn:
+        return cls(fn, _takes_context(fn, n_args))
+
+    def __call__(self, context: Context | None, *args: Any) -> Any:
+        if self.takes_context:
+            return self.fn(*args, context)
+        return self.fn(*args)
+
+
+def _takes_context(fn: Callable[..., Any], n_args: int) -> bool:
+    """The toolkit's rule: one positional parameter more than the contract's means context.
+
+    Tightened for functions used directly as handlers (``model_fn = joblib.load``): an extra
+    parameter with a default is taken as context only if it is named ``context``.
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    if len(positional) != n_args + 1:
+        return False
+    extra = positional[n_args]
+    return extra.default is inspect.Parameter.empty or extra.name == "context"
+
+
+class Handlers:
+    """The loaded model and the handler chain that serves ``POST /invocations``."""
+
+    def __init__(
+        self,
+        model: Any,
+        framework: Framework,
+        model_dir: str,
+        *,
+        input_fn: Callable[..., Any] | None = None,
+        predict_fn: Callable[..., Any] | None = None,
+        output_fn: Callable[..., Any] | None = None,
+        transform_fn: Callable[..., Any] | None = None,
+        default_accept: str | None = None,
+    ) -> None:
+        self.model = model
+        self.framework = framework
+        self.model_dir = model_dir
+        self.default_accept = default_accept
+        self._input = _Fn.of(input_fn, 2) if input_fn else None
+        self._predict = _Fn.of(predict_fn or framework.predict_fn, 2)
+        self._output = _Fn.of(output_fn, 2) if output_fn else None
+        self._transform = _Fn.of(transform_fn, 4) if transform_fn else None
+        used = (self._input, self._predict, self._output, self._transform)
+        #: Build a :class:`Context` per request only when some handler reads it.
+        self.needs_context = any(f is not None and f.takes_context for f in used)
+
+    def invoke(
+        self,
+        body: bytes,
+        content_type_header: str | None,
+        accept_header: str | None,
+        context: Context | None = None,
+    ) -> tuple[bytes, str]:
+        """Run the chain on one request; return the response body and its content type.
+
+        Raises whatever the handlers raise; errors carrying ``status_code`` choose the status.
+        """
+        content_type = codecs.media_type(content_type_header) or codecs.DEFAULT_CONTENT_TYPE
+        if self._transform is not None:
+            accept = codecs.requested_accept(accept_header, content_type, self.default_accept)
+            data = _user_body(body, content_type)
+            result = self._transform(context, self.model, data, content_type, accept)
+            return _response(result, accept)
+
+        if self._output is None:
+            # Refuse an impossible Accept before spending time on the model.
+            accept = codecs.negotiate(accept_header, content_type, self.default_accept)
+        else:
+            accept = codecs.requested_accept(accept_header, content_type, self.default_accept)
+
+        if self._input is None:
+            data = codecs.decode(body, content_type)
+        else:
+            data = self._input(context, _user_body(body, content_type), content_type)
+
+        prediction = self._predict(context, data, self.model)
+
+        if self._output is None:
+            return codecs.encode(prediction, accept), accept
+        return _response(self._output(context, prediction, accept), accept)
+
+
+def _user_body(body: bytes, content_type: str) -> bytes | str:
+    """The toolkit hands JSON and CSV bodies to user handlers as ``str``, others as bytes."""
+    if content_type in codecs.UTF8_TYPES:
+        return codecs.as_text(body)
+    return body
+
+
+def _response(result: Any, accept: str) -> tuple[bytes, str]:
+    """A user handler's result: body, or ``(body, content_type)`` as the toolkit allows."""
+    content_type = accept
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
+        result, content_type = result
+    if isinstance(result, bytes):
+        return result, content_type
+    if isinstance(result, str):
+        return result.encode(), content_type
+    if isinstance(result, (bytearray, memoryview)):
+        return bytes(result), content_type
+    # Not encoded yet (an array, a dict): encode it as asked, JSON if we can't.
+    if content_type not in codecs.ENCODERS:
+        content_type = codecs.JSON
+    return codecs.encode(result, content_type), content_type
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def find_user_module(settings: Settings) -> Path | None:
+    """The user's handler module, or None when there is none (and none was asked for)."""
+    code_dir = settings.code_dir
+    if settings.program:
+        name = settings.program if settings.program.endswith(".py") else f"{settings.program}.py"
+        path = code_dir / name
+        if not path.is_file():
+            raise StartupError(f"{ENV_PROGRAM}={settings.program!r}: {path} does not exist")
+        return path
+    path = code_dir / DEFAULT_PROGRAM
+    return path if path.is_file() else None
+
+
+def import_user_module(path: Path) -> ModuleType:
+    """Import ``path`` as a top-level module with its directory on ``sys.path``.
+
+    Loading by file location rather than by name makes sure we get this file, not an installed
+    module that happens to share its name; the directory on ``sys.path`` lets it import its
+    siblings.
+    """
+    code_dir = str(path.parent)
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    if (path.parent / "requirements.txt").is_file():
+        log.info("ignoring %s: modelhost installs no packages at run time",
+                 path.parent / "requirements.txt")
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise StartupError(f"cannot import user code {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        raise StartupError(f"importing user code {path} failed: {describe(exc)}") from exc
+    return module
+
+
+def load_handlers(settings: Settings) -> Handlers:
+    """Import user code, load the model, and check the chain can run; :class:`StartupError`."""
+    framework = FRAMEWORKS[settings.framework]
+    path = find_user_module(settings)
+    if path is None and framework.requires_user_code:
+        raise StartupError(
+            f"framework {framework.name!r} needs user code, but there is no "
+            f"{settings.code_dir / DEFAULT_PROGRAM} (or set {ENV_PROGRAM})"
+        )
+    user: dict[str, Callable[..., Any]] = {}
+    if path is not None:
+        module = import_user_module(path)
+        for name in HANDLER_NAMES:
+            fn = getattr(module, name, None)
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise StartupError(f"{path.name}: {name} is not a function")
+            user[name] = fn
+        log.info("user code %s defines %s", path, ", ".join(user) or "no handlers")
+
+    if "transform_fn" in user and user.keys() & {"input_fn", "predict_fn", "output_fn"}:
+        raise StartupError(
+            f"{path.name if path else 'user code'} defines transform_fn together with "
+            "input_fn/predict_fn/output_fn; define one or the other"
+        )
+
+    model_dir = str(settings.model_dir)
+    model_fn = user.get("model_fn") or framework.model_fn
+    model: Any = None
+    if model_fn is not None:
+        started = time.perf_counter()
+        try:
+            model = _Fn.of(model_fn, 1)(Context(model_dir), model_dir)
+        except BaseException as exc:
+            raise StartupError(f"model_fn failed: {describe(exc)}") from exc
+        log.info("model loaded in %.2f s (%s)", time.perf_counter() - started,
+                 type(model).__name__)
+
+    if "transform_fn" not in user and "predict_fn" not in user and not (
+        can_predict_generic(model) or hasattr(model, "get_inputs")  # an onnxruntime session
+    ):
+        raise StartupError(
+            f"no predict_fn or transform_fn in user code, and the model "
+            f"({type(model).__name__}) has no predict method and is not callable"
+        )
+
+    return Handlers(
+        model,
+        framework,
+        model_dir,
+        input_fn=user.get("input_fn"),
+        predict_fn=user.get("predict_fn"),
+        output_fn=user.get("output_fn"),
+        transform_fn=user.get("transform_fn"),
+        default_accept=settings.default_accept,
+    )

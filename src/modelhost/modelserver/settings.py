@@ -1,0 +1,103 @@
+"""What the model server reads from its environment, and nothing else.
+
+The server is started by a launcher (a subprocess, a container runtime, a Ray actor) that
+can only talk to it through environment variables, the way SageMaker configures its
+containers. Parsing them in one place gives every bad value the same clear startup error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelhost.modelserver.errors import StartupError
+
+ENV_PORT = "SAGEMAKER_BIND_TO_PORT"
+ENV_HOST = "MODELHOST_BIND_HOST"
+ENV_MODEL_DIR = "SM_MODEL_DIR"
+ENV_PROGRAM = "SAGEMAKER_PROGRAM"
+ENV_SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
+ENV_FRAMEWORK = "MODELHOST_FRAMEWORK"
+ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
+ENV_PARENT_PID = "MODELHOST_PARENT_PID"
+ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+
+FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The model server's whole configuration."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    model_dir: Path = Path("/opt/ml/model")
+    framework: str = "python"
+    # Threads that run model code; also reported as MaxConcurrentTransforms.
+    workers: int = 1
+    # SAGEMAKER_PROGRAM: the user module's file name in the code directory.
+    program: str | None = None
+    # SAGEMAKER_SUBMIT_DIRECTORY, when it names a local directory.
+    submit_directory: Path | None = None
+    parent_pid: int | None = None
+    # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: the Accept used for a missing or */* header.
+    default_accept: str | None = None
+
+    @property
+    def code_dir(self) -> Path:
+        """Where user code lives: the submit directory if given, else ``<model_dir>/code``."""
+        return self.submit_directory or self.model_dir / "code"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; raise :class:`StartupError` naming the variable on a bad value."""
+        env = os.environ if environ is None else environ
+        framework = (env.get(ENV_FRAMEWORK) or "python").strip().lower()
+        if framework not in FRAMEWORK_NAMES:
+            expected = ", ".join(FRAMEWORK_NAMES)
+            raise StartupError(f"invalid {ENV_FRAMEWORK}={framework!r}: expected one of {expected}")
+        port = _int(env, ENV_PORT, 8080, minimum=0)
+        if port > 65535:
+            raise StartupError(f"invalid {ENV_PORT}={port}: not a TCP port")
+        parent = env.get(ENV_PARENT_PID)
+        return cls(
+            host=env.get(ENV_HOST) or "0.0.0.0",
+            port=port,
+            model_dir=Path(env.get(ENV_MODEL_DIR) or "/opt/ml/model"),
+            framework=framework,
+            workers=_int(env, ENV_WORKERS, 1, minimum=1),
+            program=env.get(ENV_PROGRAM) or None,
+            submit_directory=_local_dir(env.get(ENV_SUBMIT_DIRECTORY)),
+            parent_pid=_int(env, ENV_PARENT_PID, 0, minimum=1) if parent else None,
+            default_accept=env.get(ENV_DEFAULT_ACCEPT) or None,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StartupError(f"invalid {name}={raw!r}: not an integer") from None
+    if value < minimum:
+        raise StartupError(f"invalid {name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _local_dir(value: str | None) -> Path | None:
+    """SageMaker may give an ``s3://`` tarball here; only a local directory can be used as is."""
+    if not value:
+        return None
+    path = Path(value.removeprefix("file://"))
+    if path.is_dir():
+        return path
+    log.warning("ignoring %s=%s: not a local directory (using <model_dir>/code)",
+                ENV_SUBMIT_DIRECTORY, value)
+    return None
