@@ -28,12 +28,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def sagemaker(server: ServerProcess):  # noqa: ANN201
+def sagemaker(server: ServerProcess):
     return server.client("sagemaker")
 
 
 @pytest.fixture(scope="session")
-def runtime(server: ServerProcess):  # noqa: ANN201
+def runtime(server: ServerProcess):
     return server.client("sagemaker-runtime")
 
 
@@ -48,7 +48,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:  # noqa: ANN001
+def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         description = sagemaker.describe_endpoint(EndpointName=name)
@@ -60,7 +60,7 @@ def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 9
 
 
 def deploy(
-    sagemaker,  # noqa: ANN001
+    sagemaker,
     model_url: str,
     *,
     image: str = "modelhost/sklearn",

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import deploy, wait_for_status
 
 
-def _tar(add) -> bytes:  # noqa: ANN001
+def _tar(add) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         add(archive)

@@ -11,7 +11,7 @@ from tests.conftest import unique
 IMAGE = "modelhost/sklearn"
 
 
-def _model(sagemaker, url: str, name: str | None = None, **extra) -> str:  # noqa: ANN001
+def _model(sagemaker, url: str, name: str | None = None, **extra) -> str:
     name = name or unique("model")
     sagemaker.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url},
                            **extra)

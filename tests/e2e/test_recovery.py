@@ -15,7 +15,7 @@ def _csv_row() -> str:
     return "5.1,3.5,1.4,0.2"
 
 
-def _wait(predicate, timeout_s: float = 60, what: str = "condition") -> None:  # noqa: ANN001
+def _wait(predicate, timeout_s: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -39,7 +39,7 @@ def test_dead_instance_is_replaced_and_requests_retried(server, sagemaker, runti
                 runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
                                         Body=_csv_row())
                 done += 1
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 failures.append(exc)
 
     threads = [threading.Thread(target=traffic) for _ in range(4)]
@@ -91,7 +91,7 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
                 runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
                                         Body=_csv_row())
                 return True
-            except Exception:  # noqa: BLE001 - still starting
+            except Exception:
                 return False
 
         _wait(serves, what="the endpoint to serve again after restart")

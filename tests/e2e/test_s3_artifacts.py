@@ -20,7 +20,7 @@ def s3() -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="module")
-def s3_backed_server(s3: MotoServer, tmp_path_factory) -> Iterator[ServerProcess]:  # noqa: ANN001
+def s3_backed_server(s3: MotoServer, tmp_path_factory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("s3server") / "data",
                            env={**TEST_ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint_url}).start()
     yield server

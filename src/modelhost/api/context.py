@@ -24,4 +24,6 @@ class Context:
 
     @staticmethod
     def now() -> float:
-        return time.time()
+        """Milliseconds, as SageMaker reports them: a time a client reads back and sends
+        as CreationTimeBefore must compare exactly, with no sub-microsecond rounding."""
+        return round(time.time(), 3)

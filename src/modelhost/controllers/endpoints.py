@@ -330,7 +330,7 @@ class EndpointController:
                 return None
             if status is not None:
                 record["EndpointStatus"] = status
-                record["LastModifiedTime"] = time.time()
+                record["LastModifiedTime"] = round(time.time(), 3)
             if restore and desired is not None:
                 record["_desired"] = {**desired, "generation": record["_desired"]["generation"]}
                 if deployment is not None:
