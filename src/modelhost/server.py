@@ -49,7 +49,6 @@ class ModelhostApp:
         self._controller_task: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
-        await self.router.start()
         self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
 
     async def shutdown(self) -> None:
@@ -57,7 +56,7 @@ class ModelhostApp:
             self._controller_task.cancel()
             await asyncio.gather(self._controller_task, return_exceptions=True)
         await self.controller.shutdown()
-        await self.router.close()
+        self.router.close()
         self.store.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -150,5 +149,6 @@ async def _read_body(receive: Any, limit: int | None) -> bytes | None:
 async def _respond(
     send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -240,6 +240,8 @@ class EndpointController:
             )
         except TimeoutError:
             log.warning("drain timed out after %.0f s; stopping anyway", _DRAIN_TIMEOUT_S)
+        for replica in replicas:
+            self.router.forget(replica)
         await asyncio.gather(*(r.instance.stop() for r in replicas), return_exceptions=True)
 
     async def _delete(self, name: str) -> None:
@@ -259,11 +261,17 @@ class EndpointController:
     # --- health ----------------------------------------------------------------------
 
     def check_health(self) -> None:
-        """Replace instances whose process died; the router already stopped using them."""
+        """Replace instances whose process died; the router already stopped using them.
+        An instance the router gave up on that still runs goes back into rotation as soon
+        as it answers /ping."""
         for name, deployment in self.router.deployments.items():
             for pool in deployment.variants.values():
                 for replica in list(pool.replicas):
-                    if replica.draining or replica.instance.is_alive():
+                    if replica.draining:
+                        continue
+                    if replica.instance.is_alive():
+                        if not replica.healthy:
+                            self._spawn(self._probe(replica))
                         continue
                     log.warning("endpoint %s: instance %s died (%s); replacing", name,
                                 replica.instance.spec.instance_id,
@@ -271,9 +279,17 @@ class EndpointController:
                     replica.healthy = False
                     pool.replicas.remove(replica)
                     metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
-                    task = asyncio.create_task(self._replace(name, deployment, pool, replica))
-                    self._replacements.add(task)
-                    task.add_done_callback(self._replacements.discard)
+                    self.router.forget(replica)
+                    self._spawn(self._replace(name, deployment, pool, replica))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._replacements.add(task)
+        task.add_done_callback(self._replacements.discard)
+
+    async def _probe(self, replica: Replica) -> None:
+        if await self.router.ping(replica):
+            replica.healthy = True
 
     async def _replace(
         self, name: str, deployment: Deployment, pool: VariantPool, dead: Replica

@@ -8,6 +8,7 @@ sees `Instance` and `InstanceSpec`, so a process, a container or a Ray actor loo
 from __future__ import annotations
 
 from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
+from modelhost.instances.client import InstanceClient, InstanceUnreachable, Response
 from modelhost.instances.process import ProcessBackend
 
 
@@ -17,4 +18,13 @@ def get_backend(name: str) -> InstanceBackend:
     raise ValueError(f"unknown instance backend {name!r}; available: process")
 
 
-__all__ = ["Instance", "InstanceBackend", "InstanceSpec", "ProcessBackend", "get_backend"]
+__all__ = [
+    "Instance",
+    "InstanceBackend",
+    "InstanceClient",
+    "InstanceSpec",
+    "InstanceUnreachable",
+    "ProcessBackend",
+    "Response",
+    "get_backend",
+]

@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 from modelhost.instances.base import InstanceSpec
+from modelhost.instances.client import InstanceClient, InstanceUnreachable
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -60,19 +59,22 @@ class ProcessInstance:
 
     async def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as session:
+        client = InstanceClient()
+        try:
             while time.monotonic() < deadline:
                 if not self.is_alive():
                     raise RuntimeError(self.failure_detail())
                 try:
-                    async with session.get(
-                        f"{self.url}/ping", timeout=aiohttp.ClientTimeout(total=2)
-                    ) as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
+                    response = await client.request(
+                        ("127.0.0.1", self.port), b"GET", b"/ping", [], b"", 2.0
+                    )
+                    if response.status == 200:
+                        return
+                except (InstanceUnreachable, TimeoutError):
                     pass
                 await asyncio.sleep(0.05)
+        finally:
+            client.close()
         await self.stop()
         raise RuntimeError(f"instance did not answer /ping within {timeout_s:.0f} s")
 

@@ -24,7 +24,8 @@ class Replica:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.url = self.instance.url + "/invocations"
+        host, _, port = self.instance.url.removeprefix("http://").rpartition(":")
+        self.address = (host, int(port))
         self._idle.set()
 
     def acquire(self) -> None:

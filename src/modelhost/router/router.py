@@ -1,8 +1,9 @@
 """Sends an invocation to one instance of an endpoint and brings back its answer.
 
-One keep-alive connection pool serves every instance. A request whose connection dies
-(the instance crashed, or closed an idle connection) is retried once on another healthy
-instance, and the dead one is taken out of rotation for the health loop to replace.
+One keep-alive connection pool serves every instance. A request whose instance cannot be
+reached (it crashed, or is restarting) is retried once on another healthy instance, and
+the failed one is taken out of rotation until the health loop has replaced it or seen it
+answer /ping again.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
+from modelhost.instances import InstanceClient, InstanceUnreachable
 from modelhost.router.pool import Deployment, Replica, VariantPool
 
-_RETRYABLE = (aiohttp.ClientConnectionError,)
+_RETRYABLE = (InstanceUnreachable,)
+_PING_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -48,19 +49,24 @@ def _model_error(status: int, message: str) -> ModelError:
 class Router:
     def __init__(self, model_timeout_s: float) -> None:
         self.deployments: dict[str, Deployment] = {}
-        self._timeout = aiohttp.ClientTimeout(total=model_timeout_s)
         self._timeout_s = model_timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._client = InstanceClient()
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, force_close=False)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+    def close(self) -> None:
+        self._client.close()
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    def forget(self, replica: Replica) -> None:
+        """Drop the pooled connections of a replica that is being stopped."""
+        self._client.forget(replica.address)
+
+    async def ping(self, replica: Replica) -> bool:
+        try:
+            response = await self._client.request(
+                replica.address, b"GET", b"/ping", [], b"", _PING_TIMEOUT_S
+            )
+        except (InstanceUnreachable, TimeoutError):
+            return False
+        return response.status == 200
 
     def _pool(self, deployment: Deployment, target: str | None) -> VariantPool:
         if target is None:
@@ -106,21 +112,21 @@ class Router:
                 ) from None
 
     async def _send(self, replica: Replica, request: Invocation) -> Answer:
-        assert self._session is not None, "Router.start() was not awaited"
-        headers = {}
+        headers = []
         if request.content_type:
-            headers["Content-Type"] = request.content_type
+            headers.append((b"Content-Type", request.content_type.encode("latin-1")))
         if request.accept:
-            headers["Accept"] = request.accept
+            headers.append((b"Accept", request.accept.encode("latin-1")))
         if request.custom_attributes:
-            headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+            headers.append(
+                (b"X-Amzn-SageMaker-Custom-Attributes", request.custom_attributes.encode("latin-1"))
+            )
         replica.acquire()
         started = time.perf_counter()
         try:
-            async with self._session.post(
-                replica.url, data=request.body, headers=headers, timeout=self._timeout
-            ) as response:
-                body = await response.read()
+            response = await self._client.request(
+                replica.address, b"POST", b"/invocations", headers, request.body, self._timeout_s
+            )
         except TimeoutError:
             raise ModelError(
                 f"Your invocation timed out while waiting for a response from primary of "
@@ -133,11 +139,14 @@ class Router:
             replica.release()
         elapsed = time.perf_counter() - started
         if response.status >= 400:
-            raise _model_error(response.status, body.decode(errors="replace")[:1024])
+            raise _model_error(response.status, response.body.decode(errors="replace")[:1024])
+        content_type = response.header(b"content-type")
+        custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
         return Answer(
-            body=body,
-            content_type=response.headers.get("Content-Type", "application/octet-stream"),
-            custom_attributes=response.headers.get("X-Amzn-SageMaker-Custom-Attributes"),
+            body=response.body,
+            content_type=content_type.decode("latin-1") if content_type else
+            "application/octet-stream",
+            custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
             variant=replica.variant,
             model_seconds=elapsed,
         )

@@ -76,11 +76,10 @@ class RealtimeInvoker:
             counter.labels(name, variant).inc()
             raise
         total = time.perf_counter() - started
-        metrics.INVOCATIONS.labels(name, answer.variant).inc()
-        metrics.MODEL_LATENCY.labels(name, answer.variant).observe(answer.model_seconds)
-        metrics.OVERHEAD_LATENCY.labels(name, answer.variant).observe(
-            max(total - answer.model_seconds, 0.0)
-        )
+        series = metrics.for_variant(name, answer.variant)
+        series.invocations.inc()
+        series.model_latency.observe(answer.model_seconds)
+        series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
         return answer
 
 
