@@ -86,3 +86,13 @@ def test_oversize_archive_is_refused(tmp_path) -> None:
         assert "more than 1048576 bytes" in described["FailureReason"]
     finally:
         server.stop()
+
+
+def test_model_that_cannot_load_fails_with_its_error(sagemaker, iris_model_url: str) -> None:
+    """The python image needs code/inference.py; the instance's own message reaches
+    DescribeEndpoint's FailureReason."""
+    name = deploy(sagemaker, iris_model_url, image="modelhost/python", wait=False)
+    described = wait_for_status(sagemaker, name, {"Failed", "InService"})
+    assert described["EndpointStatus"] == "Failed"
+    assert "inference.py" in described["FailureReason"]
+    assert len(described["FailureReason"]) <= 1024

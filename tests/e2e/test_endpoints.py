@@ -174,3 +174,26 @@ def test_endpoint_errors(sagemaker) -> None:
     with pytest.raises(ClientError) as excinfo:
         sagemaker.delete_endpoint(EndpointName="missing-endpoint")
     assert excinfo.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_failed_update_rolls_back_to_the_serving_config(sagemaker, runtime,
+                                                         iris_model_url: str) -> None:
+    name = deploy(sagemaker, iris_model_url)
+    broken = unique("broken")
+    sagemaker.create_model(ModelName=broken, PrimaryContainer={
+        "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/nowhere/model.tar.gz"})
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=broken,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": broken,
+                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=broken)
+    described = wait_for_status(sagemaker, name, {"InService"})
+    assert described["EndpointConfigName"] == name
+    assert described["FailureReason"].startswith("Update failed:")
+    assert "s3://models/nowhere/model.tar.gz" in described["FailureReason"]
+    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                     Body=_csv(iris_rows(1)))
+    assert answer["Body"].read().strip() in (b"0", b"0.0")
+    # the endpoint can be updated again afterwards
+    sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=name)
+    assert wait_for_status(sagemaker, name, {"InService"}).get("FailureReason") is None

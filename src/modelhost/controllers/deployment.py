@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from modelhost.instances import InstanceSpec
 from modelhost.storage import ObjectStore, prepare_model_dir
 
 _unpack_locks: dict[Path, asyncio.Lock] = {}
+
+
+def remove_partial_models(settings: Settings) -> None:
+    """Unpacking happens in hidden folders renamed into place when complete; a server
+    killed mid-unpack leaves one behind, which nothing will ever use."""
+    if not settings.models_dir.is_dir():
+        return
+    for leftover in settings.models_dir.glob(".*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def framework_for_image(image: str) -> str:

@@ -20,7 +20,11 @@ import orjson
 
 from modelhost import metrics
 from modelhost.config import Settings
-from modelhost.controllers.deployment import instance_spec, prepare_model
+from modelhost.controllers.deployment import (
+    instance_spec,
+    prepare_model,
+    remove_partial_models,
+)
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
 from modelhost.router import Deployment, Replica, Router, VariantPool
 from modelhost.storage import ObjectStore, StateStore, UnsafeArchiveError
@@ -65,6 +69,7 @@ class EndpointController:
         self._wake.set()
 
     async def run(self) -> None:
+        await asyncio.to_thread(remove_partial_models, self.settings)
         while True:
             try:
                 await self.reconcile()
@@ -136,11 +141,12 @@ class EndpointController:
             reason = str(failure)
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
-                self._write_status(name, "Failed", desired, FailureReason=reason)
+                self._write_status(name, "Failed", desired,
+                                   FailureReason=_fit_failure_reason(reason))
             else:
                 # Roll back: the deployment that serves now stays, as SageMaker does.
                 self._write_status(name, "InService", live_desired, restore=True,
-                                   FailureReason=f"Update failed: {reason}")
+                                   FailureReason=_fit_failure_reason(f"Update failed: {reason}"))
             return
         self._desired[name] = desired
         self._write_status(name, "InService", desired)
@@ -362,6 +368,14 @@ class EndpointController:
             return record
 
         self.store.modify(KIND, name, change)
+
+
+def _fit_failure_reason(reason: str) -> str:
+    """SageMaker's FailureReason holds at most 1024 characters; keep the end, where the
+    instance log tail says what went wrong."""
+    limit = 1024
+    return reason if len(reason) <= limit else reason[: limit // 4] + " … " + reason[-(
+        limit - limit // 4 - 3):]
 
 
 def _variant_summaries(
