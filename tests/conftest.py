@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -22,7 +23,8 @@ for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("server") / "data",
-                            env={"MODELHOST_MODEL_TIMEOUT": "5"}).start()
+                            env={"MODELHOST_MODEL_TIMEOUT": "5",
+                                 "MODELHOST_MAX_INSTANCES": "24"}).start()
     yield process
     process.stop()
 
@@ -42,6 +44,23 @@ def iris_model_url(server: ServerProcess) -> str:
     """An iris model.tar.gz in the server's embedded object store (s3:// mapped locally)."""
     write_iris_tarball(server.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
     return "s3://models/iris/model.tar.gz"
+
+
+_deployed: list[tuple[object, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _delete_endpoints_deployed_by_the_test() -> Iterator[None]:
+    """Every endpoint is a live process; a test's endpoints go when the test ends, so the
+    session server does not pile up dozens of them. Endpoints made by module fixtures
+    exist before this snapshot and stay for the module."""
+    before = len(_deployed)
+    yield
+    for sagemaker, name in _deployed[before:]:
+        # the test may have deleted it already
+        with contextlib.suppress(Exception):
+            sagemaker.delete_endpoint(EndpointName=name)  # type: ignore[attr-defined]
+    del _deployed[before:]
 
 
 def unique(prefix: str) -> str:
@@ -84,6 +103,7 @@ def deploy(
         ],
     )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    _deployed.append((sagemaker, name))
     if wait:
         wait_for_status(sagemaker, name, {"InService"})
     return name

@@ -32,6 +32,11 @@ class Settings:
     health_interval_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_HEALTH_INTERVAL", 1.0)
     )
+    # Every instance is a process on this machine: an InitialInstanceCount typo must not
+    # start hundreds of them. SageMaker has per-account instance quotas for the same reason.
+    max_instances: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_MAX_INSTANCES", 64))
+    )
     # Refuse model archives that unpack to more than this.
     max_model_bytes: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))

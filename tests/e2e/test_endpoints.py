@@ -197,3 +197,32 @@ def test_failed_update_rolls_back_to_the_serving_config(sagemaker, runtime,
     # the endpoint can be updated again afterwards
     sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=name)
     assert wait_for_status(sagemaker, name, {"InService"}).get("FailureReason") is None
+
+
+def test_instance_quota_refuses_runaway_counts(sagemaker, iris_model_url: str) -> None:
+    model = sagemaker.describe_endpoint_config(
+        EndpointConfigName=deploy(sagemaker, iris_model_url))["ProductionVariants"][0][
+        "ModelName"]
+    config = unique("huge")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model,
+                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1000}])
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_endpoint(EndpointName=unique("huge"), EndpointConfigName=config)
+    assert excinfo.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+    assert "MODELHOST_MAX_INSTANCES" in excinfo.value.response["Error"]["Message"]
+
+
+def test_delete_while_creating_leaves_nothing_running(server, sagemaker,
+                                                      iris_model_url: str) -> None:
+    from tests.support.processes import instance_pids
+
+    name = deploy(sagemaker, iris_model_url, variants=[("AllTraffic", 2, 1.0)], wait=False)
+    sagemaker.delete_endpoint(EndpointName=name)
+    sagemaker.get_waiter("endpoint_deleted").wait(
+        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    deadline = time.monotonic() + 10
+    while instance_pids(server.process.pid, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert instance_pids(server.process.pid, name) == []

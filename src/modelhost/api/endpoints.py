@@ -15,7 +15,7 @@ from modelhost.api import tags
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
-from modelhost.errors import ValidationError
+from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = "endpoint"
 LABEL = "endpoint"
@@ -32,6 +32,28 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
         for v in config["ProductionVariants"]
     }
     return {"generation": generation, "config": config, "models": models, "capacity": capacity}
+
+
+def _instances(desired: dict[str, Any]) -> int:
+    return sum(capacity["count"] for capacity in desired["capacity"].values())
+
+
+def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> None:
+    """Refuse desired state that would run more instances than the server allows; an
+    endpoint being updated counts with its larger state, as both run for a while."""
+    others = sum(
+        _instances(record["_desired"])
+        for record in ctx.store.list(KIND)
+        if record["EndpointName"] != name and record["EndpointStatus"] != "Failed"
+    )
+    current = ctx.store.get(KIND, name)
+    mine = max(_instances(desired), _instances(current["_desired"]) if current else 0)
+    limit = ctx.settings.max_instances
+    if others + mine > limit:
+        raise ResourceLimitExceeded(
+            f"The request would run {others + mine} instances on this modelhost server; the "
+            f"limit is {limit} (MODELHOST_MAX_INSTANCES)."
+        )
 
 
 def _variant_summaries(desired: dict[str, Any]) -> list[dict[str, Any]]:
@@ -54,6 +76,7 @@ def _variant_summaries(desired: dict[str, Any]) -> list[dict[str, Any]]:
 def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointName"]
     desired = _desired(ctx, params["EndpointConfigName"], generation=1)
+    _check_instance_quota(ctx, name, desired)
     arn = ctx.arn("endpoint", name)
     now = ctx.now()
     record = {
@@ -118,6 +141,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             for variant, capacity in record["_desired"]["capacity"].items():
                 if variant in desired["capacity"]:
                     desired["capacity"][variant] = capacity
+        _check_instance_quota(ctx, name, desired)
         now = ctx.now()
         record.update(
             EndpointStatus="Updating",
@@ -162,6 +186,7 @@ def update_endpoint_weights_and_capacities(
                 capacity["weight"] = item["DesiredWeight"]
             if "DesiredInstanceCount" in item:
                 capacity["count"] = item["DesiredInstanceCount"]
+        _check_instance_quota(ctx, name, desired)
         desired["generation"] += 1
         current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired)
         return current
