@@ -49,6 +49,12 @@ def for_variant(endpoint: str, variant: str) -> VariantMetrics:
 
 
 INSTANCES = Gauge("modelhost_instances", "Running instances", _LABELS, registry=REGISTRY)
+INSTANCE_SECONDS = Counter("modelhost_instance_seconds",
+                           "Running time of instances, for cost",
+                           (*_LABELS, "instance_type"), registry=REGISTRY)
+INSTANCE_COST = Counter("modelhost_instance_cost_usd",
+                        "Running time priced at the instance type's hourly list price",
+                        (*_LABELS, "instance_type"), registry=REGISTRY)
 INSTANCE_REPLACEMENTS = Counter("modelhost_instance_replacements",
                                 "Instances replaced after they died", _LABELS,
                                 registry=REGISTRY)

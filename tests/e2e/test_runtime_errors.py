@@ -144,3 +144,46 @@ def test_rows_in_csv_still_work_after_errors(runtime, sagemaker, iris_model_url)
     assert ok["Body"].read().strip() in (b"0", b"0.0")
 
 
+
+
+GREEDY_CODE = b'''
+def model_fn(model_dir):
+    return None
+def transform_fn(model, body, content_type, accept):
+    hog = bytearray(int(body) * 1024 * 1024)
+    return str(len(hog)), "text/plain"
+'''
+
+
+def test_instance_is_held_to_its_type_memory(server, sagemaker, runtime) -> None:
+    """ml.m5.large has 8 GiB: a model asking for 9000 MB gets a MemoryError, the machine
+    does not swap, and the instance keeps serving."""
+    path = server.data_dir / "objects" / "models" / "greedy" / "model.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_tarball({"code/inference.py": GREEDY_CODE}))
+    name = deploy(sagemaker, "s3://models/greedy/model.tar.gz", image="modelhost/python")
+    config = sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    assert sagemaker.describe_endpoint_config(EndpointConfigName=config)[
+        "ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"9000")
+    assert _code(excinfo) == "ModelError"
+    assert "MemoryError" in excinfo.value.response["OriginalMessage"]
+    small = runtime.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"16")
+    assert small["Body"].read() == str(16 * 1024 * 1024).encode()
+
+
+def test_running_time_is_metered_for_cost(server, runtime, failing_endpoint: str) -> None:
+    import re
+    import time
+
+    time.sleep(1.5)  # at least one metering tick after the endpoint came up
+    with urllib.request.urlopen(f"{server.url}/metrics") as response:
+        text = response.read().decode()
+    labels = (f'endpoint="{failing_endpoint}",instance_type="ml.m5.large",'
+              f'variant="AllTraffic"')
+    seconds = re.search(rf"modelhost_instance_seconds_total\{{{labels}\}} ([0-9.e+-]+)", text)
+    cost = re.search(rf"modelhost_instance_cost_usd_total\{{{labels}\}} ([0-9.e+-]+)", text)
+    assert seconds and cost, text[-2000:]
+    assert float(seconds.group(1)) > 0
+    assert float(cost.group(1)) == pytest.approx(float(seconds.group(1)) * 0.115 / 3600)

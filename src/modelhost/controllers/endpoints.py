@@ -64,6 +64,7 @@ class EndpointController:
         self._replacements: set[asyncio.Task[None]] = set()
         self._desired: dict[str, dict[str, Any]] = {}  # live deployment's desired state
         self._counter = itertools.count(1)
+        self._metered_at = time.monotonic()
 
     def notify(self) -> None:
         self._wake.set()
@@ -74,6 +75,7 @@ class EndpointController:
             try:
                 await self.reconcile()
                 self.check_health()
+                self.meter()
             except Exception:
                 log.exception("endpoint reconcile failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -325,6 +327,19 @@ class EndpointController:
         self._write_status(name, None, self._desired.get(name))
 
     # --- reporting -------------------------------------------------------------------
+
+    def meter(self) -> None:
+        """Add the time since the last call to every running instance's meter."""
+        now = time.monotonic()
+        elapsed, self._metered_at = now - self._metered_at, now
+        for name, deployment in self.router.deployments.items():
+            for replica in deployment.replicas():
+                if not replica.instance.is_alive():
+                    continue
+                kind = replica.instance.spec.instance_type
+                labels = (name, replica.variant, kind.name)
+                metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed)
+                metrics.INSTANCE_COST.labels(*labels).inc(elapsed * kind.usd_per_hour / 3600)
 
     def _count_instances(self, name: str, pools: dict[str, VariantPool]) -> None:
         for pool in pools.values():

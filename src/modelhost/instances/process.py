@@ -2,7 +2,8 @@
 
 A crashing or slow model must never take the control plane down with it, so model code
 never runs in the server's process. Instances are started from the same Python, told the
-parent's pid so they exit if the server is killed, and limited to their instance type's
+parent's pid so they exit if the server is killed, held to their instance type's memory
+(CPU-only types; GPU runtimes reserve address space far beyond what they use), and to its
 vCPUs through the BLAS thread variables (threads spinning in several processes on few
 cores ruin latency).
 """
@@ -94,9 +95,13 @@ class ProcessBackend:
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         port = _free_port()
         threads = str(max(1, min(spec.instance_type.vcpu, os.cpu_count() or 1)))
+        limits = {}
+        if spec.instance_type.gpus == 0:
+            limits["MODELHOST_MEMORY_LIMIT_MB"] = str(int(spec.instance_type.memory_gib * 1024))
         env = {
             **os.environ,
             **{name: threads for name in _THREAD_VARIABLES},
+            **limits,
             **spec.environment,
             "SAGEMAKER_BIND_TO_PORT": str(port),
             "MODELHOST_BIND_HOST": "127.0.0.1",

@@ -24,6 +24,7 @@ ENV_FRAMEWORK = "MODELHOST_FRAMEWORK"
 ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
 ENV_PARENT_PID = "MODELHOST_PARENT_PID"
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+ENV_MEMORY_LIMIT = "MODELHOST_MEMORY_LIMIT_MB"
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
 
@@ -47,6 +48,8 @@ class Settings:
     parent_pid: int | None = None
     # SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT: the Accept used for a missing or */* header.
     default_accept: str | None = None
+    # MODELHOST_MEMORY_LIMIT_MB: the instance type's memory, enforced on the process.
+    memory_limit_mb: int | None = None
 
     @property
     def code_dir(self) -> Path:
@@ -75,6 +78,8 @@ class Settings:
             submit_directory=_local_dir(env.get(ENV_SUBMIT_DIRECTORY)),
             parent_pid=_int(env, ENV_PARENT_PID, 0, minimum=1) if parent else None,
             default_accept=env.get(ENV_DEFAULT_ACCEPT) or None,
+            memory_limit_mb=_int(env, ENV_MEMORY_LIMIT, 0, minimum=1)
+            if env.get(ENV_MEMORY_LIMIT) else None,
         )
 
 
