@@ -72,6 +72,8 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
         sagemaker = first.client("sagemaker")
         name = deploy(sagemaker, "s3://models/iris/model.tar.gz")
         (pid,) = instance_pids(first.process.pid, name)
+        # killed while this one is still Creating: the restart must finish the job
+        creating = deploy(sagemaker, "s3://models/iris/model.tar.gz", wait=False)
         first.kill()
         # instances never outlive a killed control plane
         _wait(lambda: not alive(pid), timeout_s=15, what="orphaned instance to exit")
@@ -96,5 +98,24 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
 
         _wait(serves, what="the endpoint to serve again after restart")
         assert len(instance_pids(second.process.pid, name)) == 1
+        assert wait_for_status(sagemaker, creating, {"InService", "Failed"})[
+            "EndpointStatus"] == "InService"
     finally:
         second.stop()
+
+
+def test_stopping_the_server_stops_its_instances(tmp_path) -> None:
+    data = tmp_path / "data"
+    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    server = ServerProcess(data).start()
+    try:
+        name = deploy(server.client("sagemaker"), "s3://models/iris/model.tar.gz",
+                      variants=[("AllTraffic", 2, 1.0)])
+        pids = instance_pids(server.process.pid, name)
+        assert len(pids) == 2
+    finally:
+        server.stop()
+    # A graceful shutdown stops them before the server exits; the instances' own watch
+    # on their parent (1 s polls) would be too slow to pass this.
+    _wait(lambda: not any(alive(pid) for pid in pids), timeout_s=0.3,
+          what="instances to stop with the server")
