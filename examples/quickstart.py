@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,6 +64,35 @@ def package_model(data_dir: Path) -> str:
     return "s3://quickstart/iris/model.tar.gz"
 
 
+def print_snippet(model: Path) -> None:
+    """Keep a copy of the model next to the default data dir, so the snippet runs as is
+    against a server started with the defaults in this folder."""
+    kept = Path(".modelhost") / "quickstart" / "model.tar.gz"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, kept)
+    print(f"""
+Your turn. Start a server in this folder:  .venv/bin/modelhost server
+then, from Python:
+
+    import boto3
+    aws = dict(endpoint_url="http://127.0.0.1:8765", region_name="us-east-1",
+               aws_access_key_id="any", aws_secret_access_key="any")  # keys are not checked
+    sm = boto3.client("sagemaker", **aws)
+    rt = boto3.client("sagemaker-runtime", **aws)
+    sm.create_model(ModelName="iris", PrimaryContainer={{
+        "Image": "modelhost/sklearn", "ModelDataUrl": "file://{kept.resolve()}"}})
+    sm.create_endpoint_config(EndpointConfigName="iris", ProductionVariants=[{{
+        "VariantName": "AllTraffic", "ModelName": "iris",
+        "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}}])
+    sm.create_endpoint(EndpointName="iris", EndpointConfigName="iris")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="iris",
+                                              WaiterConfig={{"Delay": 1}})
+    answer = rt.invoke_endpoint(EndpointName="iris", ContentType="text/csv",
+                                Body="5.1,3.5,1.4,0.2")
+    print(answer["Body"].read())
+""")
+
+
 def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "modelhost")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "modelhost")
@@ -107,14 +137,7 @@ def main() -> None:
                                              Body=json.dumps(json_rows))
             print(f"JSON in  {json_rows}\n     out {json.loads(answer['Body'].read())}")
 
-            print("\nThe same calls from your own code, against any modelhost server:\n")
-            print(f'''    import boto3
-    runtime = boto3.client("sagemaker-runtime", endpoint_url="{url}",
-                           region_name="us-east-1")
-    answer = runtime.invoke_endpoint(EndpointName="iris", ContentType="text/csv",
-                                     Body="5.1,3.5,1.4,0.2")
-    print(answer["Body"].read())
-''')
+            print_snippet(data_dir / "objects" / "quickstart" / "iris" / "model.tar.gz")
             sagemaker.delete_endpoint(EndpointName="iris")
             sagemaker.get_waiter("endpoint_deleted").wait(
                 EndpointName="iris", WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -188,3 +188,20 @@ def test_tags_add_list_delete(sagemaker, iris_model_url: str) -> None:
         sagemaker.add_tags(ResourceArn=arn.replace("model/", "model/missing-"),
                            Tags=[{"Key": "a", "Value": "1"}])
     assert _error(excinfo)[0] == "ValidationException"
+
+
+def test_local_model_locations_are_accepted(sagemaker, server, runtime, tmp_path) -> None:
+    """SageMaker allows only s3:// and https:// here; modelhost also reads local files."""
+    from tests.conftest import deploy
+    from tests.support.models import write_iris_tarball
+
+    tarball = write_iris_tarball(tmp_path / "iris.tar.gz")
+    for url in (f"file://{tarball}", str(tarball)):
+        name = deploy(sagemaker, url)
+        answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                         Body="5.1,3.5,1.4,0.2")
+        assert answer["Body"].read().strip() == b"0"
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_model(ModelName=unique("m"),
+                               PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "ftp://x/y"})
+    assert "regular expression pattern" in _error(excinfo)[1]

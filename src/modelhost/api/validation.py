@@ -16,6 +16,14 @@ from botocore.validate import ParamValidator
 
 from modelhost.errors import ValidationError
 
+# Artifact locations SageMaker restricts to s3:// and https://; modelhost also reads local
+# files (file:// URIs and absolute paths), which is what a laptop deployment needs.
+_LOCAL_URI_SHAPES = frozenset({"Url", "S3ModelUri"})
+
+
+def _local_uri(shape: Shape, value: str) -> bool:
+    return shape.name in _LOCAL_URI_SHAPES and value.startswith(("file://", "/"))
+
 
 @cache
 def _pattern(expression: str) -> regex.Pattern[str] | None:
@@ -56,7 +64,7 @@ def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> N
                        f"satisfy enum value set: [{', '.join(enum)}]")
         pattern = meta.get("pattern")
         compiled = _pattern(pattern) if pattern else None
-        if compiled is not None and not compiled.fullmatch(value):
+        if compiled is not None and not compiled.fullmatch(value) and not _local_uri(shape, value):
             out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
                        f"must satisfy regular expression pattern: {pattern}")
     elif shape.type_name in ("integer", "long", "float", "double") and isinstance(
