@@ -28,6 +28,10 @@ class ValidationError(SageMakerError):
     status = 400
 
 
+class RequestTooLarge(ValidationError):
+    status = 413
+
+
 class InvocationValidationError(ValidationError):
     """sagemaker-runtime names its 400 error ValidationError, unlike the control plane."""
 

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modelhost import api, metrics
 from modelhost.config import Settings
 from modelhost.controllers import EndpointController
-from modelhost.errors import SageMakerError, UnknownOperation
+from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
 from modelhost.instances import get_backend
 from modelhost.router import Router
 from modelhost.runtime import RealtimeInvoker, response_headers
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 _JSON_11 = b"application/x-amz-json-1.1"
 _INVOCATIONS = "/invocations"
+_MAX_CONTROL_BODY = 1024 * 1024
 
 
 class ModelhostApp:
@@ -71,9 +72,9 @@ class ModelhostApp:
             await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
         elif method == "POST" and path == "/":
             await self._control(scope, receive, send)
-        elif method == "GET" and path == "/ping":
+        elif method in ("GET", "HEAD") and path == "/ping":
             await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
-        elif method == "GET" and path == "/metrics":
+        elif method in ("GET", "HEAD") and path == "/metrics":
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
         else:
@@ -98,9 +99,17 @@ class ModelhostApp:
 
     async def _control(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
-        body = await _read_body(receive, limit=None)
+        body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
+        if body is None:
+            error = RequestTooLarge(
+                f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
+                "requests are small JSON documents."
+            )
+            await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
+            return
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
-        status, payload = api.handle(self.context, target, body)
+        # In a thread: validating a large request must not hold up predictions.
+        status, payload = await asyncio.to_thread(api.handle, self.context, target, body)
         await _respond(send, status, payload, [
             (b"content-type", _JSON_11),
             (b"x-amzn-requestid", str(uuid.uuid4()).encode()),

@@ -15,21 +15,25 @@ Record = dict[str, Any]
 
 
 def _epoch(value: Any) -> float:
-    return parse_timestamp(value).timestamp() if not isinstance(value, int | float) else value
+    try:
+        return parse_timestamp(value).timestamp() if not isinstance(value, int | float) else value
+    except (ValueError, OverflowError, RuntimeError) as exc:
+        raise ValidationError(f"Invalid timestamp: {str(value)[:64]}") from exc
 
 
-def _encode_token(offset: int) -> str:
+def encode_token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
 
 
-def _decode_token(token: str) -> int:
+def decode_token(token: str) -> int:
+    """The offset a NextToken we issued stands for; anything else is the caller's mistake."""
     try:
         kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "offset":
+        if kind != "offset" or not value.isascii() or not value.isdigit() or len(value) > 12:
             raise ValueError(kind)
         return int(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"Invalid pagination token: {token}") from exc
+    except (ValueError, UnicodeError) as exc:
+        raise ValidationError(f"Invalid pagination token: {token[:64]}") from exc
 
 
 def paginate(
@@ -70,10 +74,10 @@ def paginate(
     items.sort(key=lambda r: (r.get(field) is None, r.get(field), r[name_key]),
                reverse=descending)
 
-    start = _decode_token(params["NextToken"]) if params.get("NextToken") else 0
+    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
     size = params.get("MaxResults", 10)
     page = items[start : start + size]
     result: dict[str, Any] = {result_key: [summarize(r) for r in page]}
     if start + size < len(items):
-        result["NextToken"] = _encode_token(start + size)
+        result["NextToken"] = encode_token(start + size)
     return result

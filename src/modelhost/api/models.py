@@ -31,6 +31,12 @@ def _container(params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("Container must specify Image.")
     if "ModelPackageName" in container:
         raise ValidationError("ModelPackageName containers are not supported by modelhost.")
+    for key, value in container.get("Environment", {}).items():
+        if "\x00" in key or "\x00" in value:
+            raise ValidationError(
+                f"Environment variable {key[:64]!r} contains a NUL character, which no "
+                "process environment can hold."
+            )
     return container
 
 

@@ -24,7 +24,12 @@ def require(ctx: Context, kind: str, label: str, name: str) -> Record:
 
 
 def create(ctx: Context, kind: str, label: str, name: str, record: Record) -> None:
-    if not ctx.store.insert(kind, name, record):
+    """SageMaker names are unique regardless of case (ARNs carry them in lower case)."""
+    lowered = name.lower()
+    clash = any(
+        other.lower() == lowered and other != name for other in ctx.store.names(kind)
+    )
+    if clash or not ctx.store.insert(kind, name, record):
         raise ValidationError(
             f'Cannot create already existing {label} "{ctx.arn(kind.replace("_", "-"), name)}".'
         )

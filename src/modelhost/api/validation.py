@@ -19,6 +19,8 @@ from modelhost.errors import ValidationError
 # Artifact locations SageMaker restricts to s3:// and https://; modelhost also reads local
 # files (file:// URIs and absolute paths), which is what a laptop deployment needs.
 _LOCAL_URI_SHAPES = frozenset({"Url", "S3ModelUri"})
+_NUMERIC = frozenset({"integer", "long", "float", "double", "timestamp"})
+_MAX_PROBLEMS = 10
 
 
 def _local_uri(shape: Shape, value: str) -> bool:
@@ -56,42 +58,70 @@ def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> N
             _constraint_errors(item, shape.value, f"{path}.{key}", out)
     elif shape.type_name == "string" and isinstance(value, str):
         if "max" in meta and len(value) > meta["max"]:
-            out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
-                       f"must have length less than or equal to {meta['max']}")
+            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                       f"Member must have length less than or equal to {meta['max']}")
         enum = shape.enum
         if enum and value not in enum:
-            out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
-                       f"satisfy enum value set: [{', '.join(enum)}]")
+            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                       f"Member must satisfy enum value set: [{', '.join(enum)}]")
         pattern = meta.get("pattern")
         compiled = _pattern(pattern) if pattern else None
         if compiled is not None and not compiled.fullmatch(value) and not _local_uri(shape, value):
-            out.append(f"Value '{value[:64]}' at '{path}' failed to satisfy constraint: Member "
-                       f"must satisfy regular expression pattern: {pattern}")
-    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(
-        value, int | float
-    ) and not isinstance(value, bool) and "max" in meta and value > meta["max"]:
+            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                       f"Member must satisfy regular expression pattern: {pattern}")
+    elif shape.type_name in _NUMERIC and isinstance(value, bool):
+        # JSON true/false are not numbers, whatever Python's bool-is-int says.
         out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
-                   f"have value less than or equal to {meta['max']}")
+                   f"be a {'timestamp' if shape.type_name == 'timestamp' else 'number'}")
+    elif shape.type_name in _NUMERIC and isinstance(value, int | float) and (
+        "max" in meta and value > meta["max"]
+    ):
+        out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: Member "
+                   f"must have value less than or equal to {meta['max']}")
 
 
 def validate_request(params: Any, shape: Shape | None) -> None:
-    """Raise ValidationError with every problem found, in AWS's wording where it has one."""
+    """Raise ValidationError with the problems found, in AWS's wording where it has one."""
     if shape is None:
         return
     if not isinstance(params, dict):
         raise ValidationError("Request body must be a JSON object")
-    report = ParamValidator().validate(params, shape)
     problems: list[str] = []
-    if report.has_errors():
-        problems.extend(
-            line.strip() for line in report.generate_report().splitlines() if line.strip()
-        )
-    _constraint_errors(params, shape, "", problems)
+    try:
+        report = ParamValidator().validate(params, shape)
+        if report.has_errors():
+            problems.extend(_botocore_problems(report))
+        _constraint_errors(params, shape, "", problems)
+    except RecursionError:
+        raise ValidationError("Request is nested too deeply") from None
+    except (OverflowError, RuntimeError, ValueError) as exc:
+        # botocore's timestamp parsing raises these for values outside datetime's range.
+        raise ValidationError(f"Request has an invalid value: {_clip(exc, 300)}") from None
     if problems:
         problems = [p.replace("at '.", "at '") for p in problems]
         count = len(problems)
         noun = "error" if count == 1 else "errors"
-        raise ValidationError(f"{count} validation {noun} detected: " + "; ".join(problems))
+        shown = "; ".join(problems[:_MAX_PROBLEMS])
+        more = f"; and {count - _MAX_PROBLEMS} more" if count > _MAX_PROBLEMS else ""
+        raise ValidationError(f"{count} validation {noun} detected: {shown}{more}")
+
+
+def _botocore_problems(report: Any) -> list[str]:
+    """The validator's findings, formatted one by one: its whole report of a request with
+    thousands of bad members would be megabytes of text nobody reads."""
+    errors = getattr(report, "_errors", None)
+    if errors is None or not hasattr(report, "_format_error"):
+        lines = report.generate_report().splitlines()
+    else:
+        lines = [report._format_error(e) for e in errors[:_MAX_PROBLEMS]]
+        lines += ["x"] * max(len(errors) - _MAX_PROBLEMS, 0)  # counted, not shown
+    return [_clip(line.strip(), 300) for line in lines if line.strip()]
+
+
+def _clip(value: object, limit: int = 64) -> str:
+    """Error messages quote input; a megabyte of input must not make a megabyte answer."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _lower_first(name: str) -> str:

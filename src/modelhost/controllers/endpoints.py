@@ -65,11 +65,15 @@ class EndpointController:
         self._desired: dict[str, dict[str, Any]] = {}  # live deployment's desired state
         self._counter = itertools.count(1)
         self._metered_at = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def notify(self) -> None:
-        self._wake.set()
+        """Wake the loop; safe from any thread (the API runs in worker threads)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(remove_partial_models, self.settings)
         while True:
             try:
@@ -139,8 +143,13 @@ class EndpointController:
                 await self._scale_in_place(name, live, desired)
             else:
                 await self._blue_green(name, live, desired)
-        except DeploymentFailed as failure:
-            reason = str(failure)
+        except Exception as failure:
+            # Anything that stops a deployment fails it with a reason; retrying it in a
+            # loop would only repeat the failure.
+            if not isinstance(failure, DeploymentFailed):
+                log.exception("endpoint %s: deployment raised", name)
+            reason = str(failure) if isinstance(failure, DeploymentFailed) else (
+                f"Deployment failed: {type(failure).__name__}: {failure}")
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
                 self._write_status(name, "Failed", desired,
@@ -192,7 +201,12 @@ class EndpointController:
     ) -> list[Instance]:
         instances = []
         for spec in specs:
-            instance = await self.backend.start(spec)
+            try:
+                instance = await self.backend.start(spec)
+            except (OSError, ValueError) as exc:
+                raise DeploymentFailed(
+                    f"Instance {spec.instance_id} could not be started: {exc}"
+                ) from exc
             started.append(instance)
             instances.append(instance)
         results = await asyncio.gather(
@@ -310,7 +324,12 @@ class EndpointController:
             log_path=old.log_path.with_name(f"{pool.name}-{next(self._counter)}.log")
             if old.log_path else None,
         )
-        instance = await self.backend.start(spec)
+        try:
+            instance = await self.backend.start(spec)
+        except (OSError, ValueError) as exc:
+            log.error("endpoint %s: replacement instance could not start: %s", name, exc)
+            pool.replicas.append(dead)
+            return
         try:
             await instance.wait_ready(self.settings.startup_timeout_s)
         except RuntimeError as exc:

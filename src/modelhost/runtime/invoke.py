@@ -15,8 +15,7 @@ from modelhost.router import Answer, Deployment, Invocation, Router
 from modelhost.storage import StateStore
 
 
-class PayloadTooLarge(SageMakerError):
-    code = "ValidationError"
+class PayloadTooLarge(InvocationValidationError):
     status = 413
 
 
@@ -71,7 +70,10 @@ class RealtimeInvoker:
         try:
             answer = await self.router.invoke(deployment, request)
         except SageMakerError as error:
-            variant = request.target_variant or "-"
+            # Only real variant names become labels: a client's made-up TargetVariant
+            # must not add a time series per request.
+            target = request.target_variant
+            variant = target if target in deployment.variants else "-"
             counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
             counter.labels(name, variant).inc()
             raise

@@ -20,6 +20,7 @@ import io
 import os
 import posixpath
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -310,6 +311,11 @@ class ObjectStore:
             return _DiscardOnError(t.fs.open(t.path, "wb"))  # type: ignore[return-value]
         try:
             if t.local_path is not None:
+                # A FIFO or device would block or never end: objects are regular files.
+                if os.path.exists(t.local_path) and not os.path.isdir(t.local_path) and (
+                    not stat.S_ISREG(os.stat(t.local_path).st_mode)
+                ):
+                    raise ValueError(f"{uri} is not a regular file")
                 return t.fs.open(t.path, "rb")
             return t.fs.open(t.path, "rb", block_size=_S3_READ_BLOCK_BYTES)
         except FileNotFoundError:

@@ -115,6 +115,13 @@ class StateStore:
             ).fetchall()
         return [orjson.loads(row[0]) for row in rows]
 
+    def names(self, kind: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name FROM resources WHERE kind = ? ORDER BY name", (kind,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def tags(self, arn: str) -> dict[str, str]:
         with self._lock:
             rows = self._db.execute(
