@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelhost.api import tags
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
-from modelhost.api.resources import create, public, require
+from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.catalog import get_instance_type
 from modelhost.errors import ValidationError
 
@@ -59,12 +58,9 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "CreationTime": ctx.now(),
         "_arn": arn,
     }
-    for optional in ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
-                     "ExecutionRoleArn", "VpcConfig"):
-        if optional in params:
-            record[optional] = params[optional]
-    create(ctx, KIND, "endpoint configuration", name, record)
-    tags.initial_tags(ctx, arn, params.get("Tags"))
+    copy_optional(params, record, ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
+                                   "ExecutionRoleArn", "VpcConfig"))
+    create(ctx, KIND, "endpoint configuration", name, record, params.get("Tags"))
     return {"EndpointConfigArn": arn}
 
 

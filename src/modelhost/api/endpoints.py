@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelhost.api import tags
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
@@ -90,8 +89,7 @@ def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "_arn": arn,
         "_desired": desired,
     }
-    create(ctx, KIND, LABEL, name, record)
-    tags.initial_tags(ctx, arn, params.get("Tags"))
+    create(ctx, KIND, LABEL, name, record, params.get("Tags"))
     ctx.notify()
     return {"EndpointArn": arn}
 

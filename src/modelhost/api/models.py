@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelhost.api import tags
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
-from modelhost.api.resources import create, public, require
+from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.errors import ValidationError
 
 KIND = "model"
@@ -52,11 +51,8 @@ def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "EnableNetworkIsolation": params.get("EnableNetworkIsolation", False),
         "_arn": arn,
     }
-    for optional in ("ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"):
-        if optional in params:
-            record[optional] = params[optional]
-    create(ctx, KIND, "model", name, record)
-    tags.initial_tags(ctx, arn, params.get("Tags"))
+    copy_optional(params, record, ("ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"))
+    create(ctx, KIND, "model", name, record, params.get("Tags"))
     return {"ModelArn": arn}
 
 

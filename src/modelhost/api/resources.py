@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
+from modelhost.api.tags import check_count
 from modelhost.errors import ValidationError
 
 Record = dict[str, Any]
@@ -23,8 +24,19 @@ def require(ctx: Context, kind: str, label: str, name: str) -> Record:
     return record
 
 
-def create(ctx: Context, kind: str, label: str, name: str, record: Record) -> None:
-    """SageMaker names are unique regardless of case (ARNs carry them in lower case)."""
+def copy_optional(params: Record, record: Record, keys: tuple[str, ...]) -> None:
+    """Keep the request members Describe* echoes back unchanged."""
+    record.update({key: params[key] for key in keys if key in params})
+
+
+def create(
+    ctx: Context, kind: str, label: str, name: str, record: Record,
+    tags: list[dict[str, str]] | None,
+) -> None:
+    """Store a new resource and its tags. SageMaker names are unique regardless of case
+    (ARNs carry them in lower case)."""
+    if tags:
+        check_count(ctx, record["_arn"], tags)
     lowered = name.lower()
     clash = any(
         other.lower() == lowered and other != name for other in ctx.store.names(kind)
@@ -33,3 +45,5 @@ def create(ctx: Context, kind: str, label: str, name: str, record: Record) -> No
         raise ValidationError(
             f'Cannot create already existing {label} "{ctx.arn(kind.replace("_", "-"), name)}".'
         )
+    if tags:
+        ctx.store.set_tags(record["_arn"], {t["Key"]: t["Value"] for t in tags})

@@ -27,13 +27,7 @@ def _require_resource(ctx: Context, arn: str) -> None:
         raise ValidationError(f"Resource {arn} not found.")
 
 
-def initial_tags(ctx: Context, arn: str, tags: list[dict[str, str]] | None) -> None:
-    if tags:
-        _check_count(ctx, arn, tags)
-        ctx.store.set_tags(arn, {t["Key"]: t["Value"] for t in tags})
-
-
-def _check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
+def check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
     keys = set(ctx.store.tags(arn)) | {t["Key"] for t in tags}
     if len(keys) > _MAX_TAGS:
         raise ValidationError(f"A resource can have at most {_MAX_TAGS} tags; {arn} would have "
@@ -43,7 +37,7 @@ def _check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
 def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     _require_resource(ctx, arn)
-    _check_count(ctx, arn, params["Tags"])
+    check_count(ctx, arn, params["Tags"])
     ctx.store.set_tags(arn, {t["Key"]: t["Value"] for t in params["Tags"]})
     return {"Tags": params["Tags"]}
 
