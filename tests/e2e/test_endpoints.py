@@ -62,7 +62,8 @@ def input_fn(body, content_type, context=None):
 def predict_fn(data, model):
     rows, attrs = data
     return {"labels": model.predict(rows).tolist(), "attrs": attrs}
-def output_fn(prediction, accept):
+def output_fn(prediction, accept, context=None):
+    context.response_custom_attributes = "echo=" + prediction["attrs"]
     return json.dumps(prediction)
 '''
     path = server.data_dir / "objects" / "models" / "attrs" / "model.tar.gz"
@@ -78,6 +79,7 @@ def output_fn(prediction, accept):
                                        CustomAttributes="trace=abc")
     answer = json.loads(response["Body"].read())
     assert answer["attrs"] == "trace=abc"
+    assert response["CustomAttributes"] == "echo=trace=abc"
     assert answer["labels"] == iris_classifier().predict(iris_rows(2)).tolist()
 
 
