@@ -104,7 +104,7 @@ class EndpointController:
             busy = running is not None and not running.done()
             status = record["EndpointStatus"]
             if status == "Deleting":
-                if busy and getattr(running, "kind", "") != "delete":
+                if busy and not running.get_name().startswith("delete:"):
                     running.cancel()
                     await asyncio.gather(running, return_exceptions=True)
                     busy = False
@@ -120,7 +120,6 @@ class EndpointController:
 
     def _start(self, name: str, kind: str, work: Any) -> None:
         task = asyncio.create_task(work, name=f"{kind}:{name}")
-        task.kind = kind  # type: ignore[attr-defined]
         self._operations[name] = task
         task.add_done_callback(lambda t: self._finished(name, t))
 
