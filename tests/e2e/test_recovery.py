@@ -119,3 +119,49 @@ def test_stopping_the_server_stops_its_instances(tmp_path) -> None:
     # on their parent (1 s polls) would be too slow to pass this.
     _wait(lambda: not any(alive(pid) for pid in pids), timeout_s=0.3,
           what="instances to stop with the server")
+
+
+def test_replacement_that_cannot_start_backs_off_and_recovers(server, sagemaker, runtime,
+                                                              tmp_path) -> None:
+    """The model breaks after the endpoint came up (here: a marker file its model_fn
+    refuses); the dead instance's replacements fail, are retried with growing delays
+    instead of every second, and the endpoint serves again once the model is fixed."""
+    from tests.support.models import model_tarball
+
+    marker = tmp_path / "broken"
+    code = f'''
+import os
+def model_fn(model_dir):
+    if os.path.exists({str(marker)!r}):
+        raise RuntimeError("model store unavailable")
+    return None
+def transform_fn(model, body, content_type, accept):
+    return "ok", "text/plain"
+'''.encode()
+    path = server.data_dir / "objects" / "models" / "flaky" / "model.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_tarball({"code/inference.py": code}))
+    name = deploy(sagemaker, "s3://models/flaky/model.tar.gz", image="modelhost/python")
+    (pid,) = instance_pids(server.process.pid, name)
+    marker.write_text("x")
+    log_start = len(server.log())
+    kill_and_wait(pid)
+    _wait(lambda: server.log()[log_start:].count(f"endpoint {name}: replacement instance "
+                                                 "failed") >= 2,
+          timeout_s=30, what="two failed replacement attempts")
+    attempts = server.log()[log_start:].count(f"endpoint {name}: replacement instance failed")
+    time.sleep(3)
+    # with backoff (2 s, 4 s, ...) three more seconds add at most one attempt
+    assert server.log()[log_start:].count(
+        f"endpoint {name}: replacement instance failed") <= attempts + 1
+    marker.unlink()
+
+    def serves() -> bool:
+        try:
+            answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/plain",
+                                             Body=b"x")
+        except Exception:  # still recovering
+            return False
+        return answer["Body"].read() == b"ok"
+
+    _wait(serves, timeout_s=30, what="the endpoint to serve again")

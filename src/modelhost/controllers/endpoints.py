@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 KIND = "endpoint"
 _DRAIN_TIMEOUT_S = 60.0
+_MAX_REPLACE_BACKOFF_S = 60.0
 
 
 def _fingerprint(desired: dict[str, Any]) -> bytes:
@@ -66,6 +67,7 @@ class EndpointController:
         self._counter = itertools.count(1)
         self._metered_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._replace_failures: dict[tuple[str, str], int] = {}
 
     def notify(self) -> None:
         """Wake the loop; safe from any thread (the API runs in worker threads)."""
@@ -323,20 +325,25 @@ class EndpointController:
             log_path=old.log_path.with_name(f"{pool.name}-{next(self._counter)}.log")
             if old.log_path else None,
         )
+        key = (name, pool.name)
         try:
             instance = await self.backend.start(spec)
-        except (OSError, ValueError) as exc:
-            log.error("endpoint %s: replacement instance could not start: %s", name, exc)
+            try:
+                await instance.wait_ready(self.settings.startup_timeout_s)
+            except RuntimeError:
+                await instance.stop()
+                raise
+        except (OSError, ValueError, RuntimeError) as exc:
+            failures = self._replace_failures[key] = self._replace_failures.get(key, 0) + 1
+            delay = min(2.0**failures, _MAX_REPLACE_BACKOFF_S)
+            log.error("endpoint %s: replacement instance failed (%s); next try in %.0f s",
+                      name, exc, delay)
+            # Put the dead replica back later, so the health check tries again without
+            # restarting a broken model every second.
+            await asyncio.sleep(delay)
             pool.replicas.append(dead)
             return
-        try:
-            await instance.wait_ready(self.settings.startup_timeout_s)
-        except RuntimeError as exc:
-            log.error("endpoint %s: replacement instance failed: %s", name, exc)
-            await instance.stop()
-            # Put the dead replica back so the next health check tries again.
-            pool.replicas.append(dead)
-            return
+        self._replace_failures.pop(key, None)
         if self.router.deployments.get(name) is not deployment:
             await instance.stop()
             return
