@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelhost.auth import access_keys_from_environment
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -37,6 +39,8 @@ class Settings:
     max_instances: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_INSTANCES", 64))
     )
+    # SigV4 access keys (access key id -> secret); empty: signatures are not checked.
+    access_keys: dict[str, str] = field(default_factory=access_keys_from_environment)
     # Refuse model archives that unpack to more than this.
     max_model_bytes: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))

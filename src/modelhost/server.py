@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelhost import api, metrics
+from modelhost import api, auth, metrics
 from modelhost.config import Settings
 from modelhost.controllers import EndpointController
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
@@ -107,6 +107,13 @@ class ModelhostApp:
             )
             await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
             return
+        if self.settings.access_keys:
+            try:
+                self._authenticate(scope, headers, body)
+            except SageMakerError as error:
+                await _respond(send, error.status, orjson.dumps(error.body()),
+                               _error_headers(error))
+                return
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
         # In a thread: validating a large request must not hold up predictions.
         status, payload = await asyncio.to_thread(api.handle, self.context, target, body)
@@ -123,11 +130,19 @@ class ModelhostApp:
             body = await _read_body(receive, limit=self.settings.max_payload_bytes)
             if body is None:
                 raise self.invoker.too_large()
+            if self.settings.access_keys:
+                self._authenticate(scope, headers, body)
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:
             await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
             return
         await _respond(send, 200, answer.body, response_headers(answer))
+
+
+    def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], body: bytes) -> None:
+        auth.verify(self.settings.access_keys, scope["method"],
+                    scope.get("raw_path") or scope["path"].encode(), scope["query_string"],
+                    headers, body)
 
 
 def _error_headers(error: SageMakerError) -> list[tuple[bytes, bytes]]:
