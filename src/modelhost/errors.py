@@ -38,16 +38,6 @@ class InvocationValidationError(ValidationError):
     code = "ValidationError"
 
 
-class ResourceNotFound(SageMakerError):
-    code = "ResourceNotFound"
-    status = 400
-
-
-class ResourceInUse(SageMakerError):
-    code = "ResourceInUse"
-    status = 400
-
-
 class ResourceLimitExceeded(SageMakerError):
     code = "ResourceLimitExceeded"
     status = 400
@@ -63,16 +53,6 @@ class ModelError(SageMakerError):
 
     code = "ModelError"
     status = 424
-
-
-class ModelNotReady(SageMakerError):
-    code = "ModelNotReadyException"
-    status = 429
-
-
-class Throttling(SageMakerError):
-    code = "ThrottlingException"
-    status = 429
 
 
 class ServiceUnavailable(SageMakerError):

@@ -78,8 +78,7 @@ class ModelhostApp:
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
         else:
-            error = UnknownOperation(f"No route for {method} {path}")
-            await _respond(send, 404, orjson.dumps(error.body()), _error_headers(error))
+            await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -99,21 +98,18 @@ class ModelhostApp:
 
     async def _control(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
-        body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
-        if body is None:
-            error = RequestTooLarge(
-                f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
-                "requests are small JSON documents."
-            )
-            await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
-            return
-        if self.settings.access_keys:
-            try:
+        try:
+            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
+            if body is None:
+                raise RequestTooLarge(
+                    f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
+                    "requests are small JSON documents."
+                )
+            if self.settings.access_keys:
                 self._authenticate(scope, headers, body)
-            except SageMakerError as error:
-                await _respond(send, error.status, orjson.dumps(error.body()),
-                               _error_headers(error))
-                return
+        except SageMakerError as error:
+            await _respond_error(send, error)
+            return
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
         # In a thread: validating a large request must not hold up predictions.
         status, payload = await asyncio.to_thread(api.handle, self.context, target, body)
@@ -134,10 +130,9 @@ class ModelhostApp:
                 self._authenticate(scope, headers, body)
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:
-            await _respond(send, error.status, orjson.dumps(error.body()), _error_headers(error))
+            await _respond_error(send, error)
             return
         await _respond(send, 200, answer.body, response_headers(answer))
-
 
     def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], body: bytes) -> None:
         auth.verify(self.settings.access_keys, scope["method"],
@@ -145,15 +140,16 @@ class ModelhostApp:
                     headers, body)
 
 
-def _error_headers(error: SageMakerError) -> list[tuple[bytes, bytes]]:
-    return [
+async def _respond_error(send: Any, error: SageMakerError, status: int | None = None) -> None:
+    """An error as both AWS protocols carry it: code in the body and in x-amzn-ErrorType."""
+    await _respond(send, status or error.status, orjson.dumps(error.body()), [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error.code.encode()),
         (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-    ]
+    ])
 
 
-async def _read_body(receive: Any, limit: int | None) -> bytes | None:
+async def _read_body(receive: Any, limit: int) -> bytes | None:
     """The whole request body, or None once it grows past `limit`."""
     chunks = []
     size = 0
@@ -162,7 +158,7 @@ async def _read_body(receive: Any, limit: int | None) -> bytes | None:
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
-            if limit is not None and size > limit:
+            if size > limit:
                 return None
             chunks.append(chunk)
         if not message.get("more_body", False):

@@ -9,6 +9,7 @@ while an endpoint still runs it, and a restarted server must still be able to re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from modelhost.api.context import Context
@@ -55,21 +56,27 @@ def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> N
         )
 
 
-def _variant_summaries(desired: dict[str, Any]) -> list[dict[str, Any]]:
-    """What DescribeEndpoint shows before the controller reports real instance counts."""
-    return [
-        {
-            "VariantName": v["VariantName"],
-            "DeployedImages": [
-                {"SpecifiedImage": desired["models"][v["ModelName"]]["PrimaryContainer"]["Image"]}
-            ],
-            "CurrentWeight": desired["capacity"][v["VariantName"]]["weight"],
-            "DesiredWeight": desired["capacity"][v["VariantName"]]["weight"],
-            "CurrentInstanceCount": 0,
-            "DesiredInstanceCount": desired["capacity"][v["VariantName"]]["count"],
-        }
-        for v in desired["config"]["ProductionVariants"]
-    ]
+def variant_summaries(
+    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None = None
+) -> list[dict[str, Any]]:
+    """DescribeEndpoint's ProductionVariants. `current` maps a variant to the weight and
+    healthy instance count it runs with now; None until the controller has taken the
+    endpoint up (then images are not resolved yet and nothing runs)."""
+    summaries = []
+    for variant in desired["config"]["ProductionVariants"]:
+        capacity = desired["capacity"][variant["VariantName"]]
+        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
+        weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
+        summaries.append({
+            "VariantName": variant["VariantName"],
+            "DeployedImages": [{"SpecifiedImage": image} if current is None else
+                               {"SpecifiedImage": image, "ResolvedImage": image}],
+            "CurrentWeight": weight,
+            "DesiredWeight": capacity["weight"],
+            "CurrentInstanceCount": count,
+            "DesiredInstanceCount": capacity["count"],
+        })
+    return summaries
 
 
 def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +89,7 @@ def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "EndpointName": name,
         "EndpointArn": arn,
         "EndpointConfigName": params["EndpointConfigName"],
-        "ProductionVariants": _variant_summaries(desired),
+        "ProductionVariants": variant_summaries(desired),
         "EndpointStatus": "Creating",
         "CreationTime": now,
         "LastModifiedTime": now,

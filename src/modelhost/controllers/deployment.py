@@ -4,6 +4,7 @@ means, where the model's artifacts are unpacked, what environment an instance ge
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -81,12 +82,23 @@ def instance_spec(
     if instance_type is None:  # the API checked it; a catalog edit could still remove it
         raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
     container = model["PrimaryContainer"]
-    instance_id = f"{endpoint}-{variant['VariantName']}-{index}"
-    return InstanceSpec(
-        instance_id=instance_id,
+    spec = InstanceSpec(
+        instance_id="",
         model_dir=model_dir,
         framework=framework_for_image(container["Image"]),
         instance_type=instance_type,
         environment=dict(container.get("Environment", {})),
-        log_path=settings.logs_dir / endpoint / f"{variant['VariantName']}-{index}.log",
+    )
+    return numbered(settings, spec, endpoint, variant["VariantName"], index)
+
+
+def numbered(
+    settings: Settings, spec: InstanceSpec, endpoint: str, variant: str, index: int
+) -> InstanceSpec:
+    """The spec of instance number `index` of a variant: its id and its own log file. A
+    replacement is the dead instance's spec under a new number."""
+    return dataclasses.replace(
+        spec,
+        instance_id=f"{endpoint}-{variant}-{index}",
+        log_path=settings.logs_dir / endpoint / f"{variant}-{index}.log",
     )

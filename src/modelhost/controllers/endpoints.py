@@ -19,9 +19,11 @@ from typing import Any
 import orjson
 
 from modelhost import metrics
+from modelhost.api import variant_summaries
 from modelhost.config import Settings
 from modelhost.controllers.deployment import (
     instance_spec,
+    numbered,
     prepare_model,
     remove_partial_models,
 )
@@ -68,6 +70,7 @@ class EndpointController:
         self._metered_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replace_failures: dict[tuple[str, str], int] = {}
+        self._probing: set[Replica] = set()
 
     def notify(self) -> None:
         """Wake the loop; safe from any thread (the API runs in worker threads)."""
@@ -293,7 +296,7 @@ class EndpointController:
                     if replica.draining:
                         continue
                     if replica.instance.is_alive():
-                        if not replica.healthy:
+                        if not replica.healthy and replica not in self._probing:
                             self._spawn(self._probe(replica))
                         continue
                     log.warning("endpoint %s: instance %s died (%s); replacing", name,
@@ -311,20 +314,19 @@ class EndpointController:
         task.add_done_callback(self._replacements.discard)
 
     async def _probe(self, replica: Replica) -> None:
-        if await self.router.ping(replica):
-            replica.healthy = True
+        # One probe at a time per replica: a ping may take longer than a health tick.
+        self._probing.add(replica)
+        try:
+            if await self.router.ping(replica):
+                replica.healthy = True
+        finally:
+            self._probing.discard(replica)
 
     async def _replace(
         self, name: str, deployment: Deployment, pool: VariantPool, dead: Replica
     ) -> None:
-        old = dead.instance.spec
-        spec = InstanceSpec(
-            instance_id=f"{name}-{pool.name}-{next(self._counter)}",
-            model_dir=old.model_dir, framework=old.framework,
-            instance_type=old.instance_type, environment=old.environment,
-            log_path=old.log_path.with_name(f"{pool.name}-{next(self._counter)}.log")
-            if old.log_path else None,
-        )
+        spec = numbered(self.settings, dead.instance.spec, name, pool.name,
+                        next(self._counter))
         key = (name, pool.name)
         try:
             instance = await self.backend.start(spec)
@@ -403,7 +405,11 @@ class EndpointController:
                 if not fields:
                     record.pop("FailureReason", None)
             source = record["_desired"] if restore or desired is None else desired
-            record["ProductionVariants"] = _variant_summaries(source, deployment)
+            current = {} if deployment is None else {
+                pool.name: (pool.weight, len(pool.available()))
+                for pool in deployment.variants.values()
+            }
+            record["ProductionVariants"] = variant_summaries(source, current)
             record.update(fields)
             return record
 
@@ -416,22 +422,3 @@ def _fit_failure_reason(reason: str) -> str:
     limit = 1024
     return reason if len(reason) <= limit else reason[: limit // 4] + " … " + reason[-(
         limit - limit // 4 - 3):]
-
-
-def _variant_summaries(
-    desired: dict[str, Any], deployment: Deployment | None
-) -> list[dict[str, Any]]:
-    summaries = []
-    for variant in desired["config"]["ProductionVariants"]:
-        capacity = desired["capacity"][variant["VariantName"]]
-        pool = deployment.variants.get(variant["VariantName"]) if deployment else None
-        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
-        summaries.append({
-            "VariantName": variant["VariantName"],
-            "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image}],
-            "CurrentWeight": pool.weight if pool else capacity["weight"],
-            "DesiredWeight": capacity["weight"],
-            "CurrentInstanceCount": len(pool.available()) if pool else 0,
-            "DesiredInstanceCount": capacity["count"],
-        })
-    return summaries

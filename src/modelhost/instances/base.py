@@ -23,8 +23,8 @@ class Instance(Protocol):
     spec: InstanceSpec
 
     @property
-    def url(self) -> str:
-        """Base URL of the model server, e.g. http://127.0.0.1:40123."""
+    def address(self) -> tuple[str, int]:
+        """Host and port of the model server."""
         ...
 
     def is_alive(self) -> bool: ...

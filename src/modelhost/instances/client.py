@@ -18,6 +18,7 @@ import httptools
 
 # Close idle connections well before the model server's own keep-alive (75 s) would.
 _IDLE_LIMIT_S = 30.0
+_PING_TIMEOUT_S = 2.0
 
 
 class InstanceUnreachable(ConnectionError):
@@ -44,7 +45,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
-        self.used = False
         self.idle_since = 0.0
         self.keep_alive = False
         self.headers: list[tuple[bytes, bytes]] = []
@@ -94,7 +94,6 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.headers = []
         self.body = []
-        self.used = True
         waiter = self.waiter = loop.create_future()
         self.transport.write(request)
         # call_at is far cheaper than asyncio.timeout() on this path.
@@ -146,6 +145,15 @@ class InstanceClient:
                 pass
         connection = await self._connect(address)
         return self._keep(address, connection, await connection.exchange(message, timeout_s))
+
+    async def ping(self, address: tuple[str, int]) -> bool:
+        """Whether the instance answers GET /ping with 200 (the container contract's
+        health check)."""
+        try:
+            response = await self.request(address, b"GET", b"/ping", [], b"", _PING_TIMEOUT_S)
+        except (InstanceUnreachable, TimeoutError):
+            return False
+        return response.status == 200
 
     def _take_idle(self, address: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(address)

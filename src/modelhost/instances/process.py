@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from modelhost.instances.base import InstanceSpec
-from modelhost.instances.client import InstanceClient, InstanceUnreachable
+from modelhost.instances.client import InstanceClient
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -46,8 +46,8 @@ class ProcessInstance:
         self.port = port
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
@@ -65,14 +65,8 @@ class ProcessInstance:
             while time.monotonic() < deadline:
                 if not self.is_alive():
                     raise RuntimeError(self.failure_detail())
-                try:
-                    response = await client.request(
-                        ("127.0.0.1", self.port), b"GET", b"/ping", [], b"", 2.0
-                    )
-                    if response.status == 200:
-                        return
-                except (InstanceUnreachable, TimeoutError):
-                    pass
+                if await client.ping(self.address):
+                    return
                 await asyncio.sleep(0.05)
         finally:
             client.close()

@@ -27,7 +27,6 @@ CSV = "text/csv"
 JSON = "application/json"
 NPY = "application/x-npy"
 JSONLINES = "application/jsonlines"
-ANY = "*/*"
 
 #: What a request without a Content-Type header is taken to be.
 DEFAULT_CONTENT_TYPE = JSON

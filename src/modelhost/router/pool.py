@@ -24,8 +24,7 @@ class Replica:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        host, _, port = self.instance.url.removeprefix("http://").rpartition(":")
-        self.address = (host, int(port))
+        self.address = self.instance.address
         self._idle.set()
 
     def acquire(self) -> None:

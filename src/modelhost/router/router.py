@@ -16,7 +16,6 @@ from modelhost.instances import InstanceClient, InstanceUnreachable
 from modelhost.router.pool import Deployment, Replica, VariantPool
 
 _RETRYABLE = (InstanceUnreachable,)
-_PING_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,7 @@ class Router:
         self._client.forget(replica.address)
 
     async def ping(self, replica: Replica) -> bool:
-        try:
-            response = await self._client.request(
-                replica.address, b"GET", b"/ping", [], b"", _PING_TIMEOUT_S
-            )
-        except (InstanceUnreachable, TimeoutError):
-            return False
-        return response.status == 200
+        return await self._client.ping(replica.address)
 
     def _pool(self, deployment: Deployment, target: str | None) -> VariantPool:
         if target is None:
