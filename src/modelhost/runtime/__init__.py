@@ -1,9 +1,18 @@
 """The runtime API: invoke paths for endpoints."""
 
+from modelhost.runtime.async_invoke import AsyncAccepter
 from modelhost.runtime.invoke import (
     PayloadTooLarge,
     RealtimeInvoker,
     response_headers,
 )
+from modelhost.runtime.notifications import Notifier, notification
 
-__all__ = ["PayloadTooLarge", "RealtimeInvoker", "response_headers"]
+__all__ = [
+    "AsyncAccepter",
+    "Notifier",
+    "PayloadTooLarge",
+    "RealtimeInvoker",
+    "notification",
+    "response_headers",
+]

@@ -1,0 +1,56 @@
+"""One queued asynchronous inference request, as every queue backend stores it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Job states. A job is `queued` until a worker leases it (`running`); it ends `succeeded`
+# or `failed`. A lease that runs out puts a `running` job back in reach of any worker.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    inference_id: str
+    input_location: str
+    output_location: str
+    failure_location: str
+    created: float
+    expires_at: float
+    timeout_s: float
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    # The endpoint config's NotificationConfig at the time of the request.
+    notification: dict[str, Any] = field(default_factory=dict)
+    state: str = QUEUED
+    attempts: int = 0
+    # Who holds the lease now: a new token per lease, so a worker whose lease ran out
+    # (and was given to another) cannot complete the job any more.
+    token: str = ""
+    lease_until: float = 0.0
+    error: str | None = None
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    queued: int
+    running: int
+    failed: int
+    succeeded: int
+
+    @property
+    def backlog(self) -> int:
+        """CloudWatch's ApproximateBacklogSize: waiting plus being processed."""
+        return self.queued + self.running

@@ -1,0 +1,171 @@
+"""The SQLite queue backend: one file next to the state store, for a single server.
+
+Leasing is one `BEGIN IMMEDIATE` transaction, so two workers never lease the same job.
+Every lease gets a fresh token and a deadline; a worker renews its deadline while it
+works, and only the current token can finish a job. A server killed mid-request leaves
+its leases behind; `recover()` on start gives them back to the queue at once, since only
+this server uses the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from modelhost.queue.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobCounts
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT '',
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_endpoint ON jobs (endpoint, state, created);
+"""
+
+
+class SqliteQueue:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed request survives a killed server (the WAL is
+        # written before COMMIT returns); only a power cut may lose the last few, the same
+        # trade-off as the state store. FULL costs an fsync per request.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _write(self, db: sqlite3.Connection, job: Job) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO jobs (id, endpoint, state, created, lease_until, token, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.endpoint, job.state, job.created, job.lease_until, job.token,
+             orjson.dumps(job.to_dict())),
+        )
+
+    def put(self, job: Job) -> None:
+        with self._transaction() as db:
+            self._write(db, job)
+
+    def recover(self) -> int:
+        """Give every lease back: the workers that held them died with the last server."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT data FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
+            for (data,) in rows:
+                job = Job(**orjson.loads(data))
+                job.state, job.token, job.lease_until = QUEUED, "", 0.0
+                self._write(db, job)
+            return len(rows)
+
+    def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        """Up to `limit` jobs of the endpoint, oldest first, leased for `lease_s` seconds:
+        queued ones and running ones whose lease ran out."""
+        if limit <= 0:
+            return []
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT data FROM jobs WHERE endpoint = ? AND (state = ? OR "
+                "(state = ? AND lease_until < ?)) ORDER BY created LIMIT ?",
+                (endpoint, QUEUED, RUNNING, now, limit),
+            ).fetchall()
+            jobs = []
+            for (data,) in rows:
+                job = Job(**orjson.loads(data))
+                job.state = RUNNING
+                job.attempts += 1
+                job.token = uuid.uuid4().hex
+                job.lease_until = now + lease_s
+                self._write(db, job)
+                jobs.append(job)
+            return jobs
+
+    def _update_held(self, job: Job, change: dict[str, object]) -> bool:
+        """Apply `change` to the job if `job.token` still holds its lease."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT data FROM jobs WHERE id = ? AND state = ? AND token = ?",
+                (job.id, RUNNING, job.token),
+            ).fetchone()
+            if row is None:
+                return False
+            stored = Job(**orjson.loads(row[0]))
+            for key, value in change.items():
+                setattr(stored, key, value)
+                setattr(job, key, value)
+            self._write(db, stored)
+            return True
+
+    def renew(self, job: Job, lease_s: float) -> bool:
+        """Push the lease deadline out; False when the lease was lost."""
+        return self._update_held(job, {"lease_until": time.time() + lease_s})
+
+    def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool:
+        """Record the outcome; False (and nothing changed) when the lease was lost."""
+        return self._update_held(job, {
+            "state": SUCCEEDED if succeeded else FAILED, "error": error,
+            "finished": time.time(), "lease_until": 0.0,
+        })
+
+    def retry(self, job: Job, error: str) -> bool:
+        """Put the job back in the queue for another attempt."""
+        return self._update_held(job, {
+            "state": QUEUED, "error": error, "token": "", "lease_until": 0.0,
+        })
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job(**orjson.loads(row[0])) if row else None
+
+    def counts(self, endpoint: str) -> JobCounts:
+        with self._lock:
+            rows = dict(self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE endpoint = ? GROUP BY state",
+                (endpoint,),
+            ).fetchall())
+        return JobCounts(queued=rows.get(QUEUED, 0), running=rows.get(RUNNING, 0),
+                         failed=rows.get(FAILED, 0), succeeded=rows.get(SUCCEEDED, 0))
+
+    def endpoints(self) -> list[str]:
+        """Endpoints with jobs waiting or running."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT endpoint FROM jobs WHERE state IN (?, ?)", (QUEUED, RUNNING)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
+                "LIMIT ?", (endpoint, state, limit),
+            ).fetchall()
+        return [Job(**orjson.loads(row[0])) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
