@@ -96,8 +96,8 @@ class AsyncAccepter:
             output_location=f"{output_path}/{filename}",
             failure_location=f"{failure_path}/{job_id}-error.out",
             created=now,
-            expires_at=now + _int(headers, "requestttlseconds", DEFAULT_TTL_S, 60, 21600),
-            timeout_s=_int(headers, "invocationtimeoutseconds", DEFAULT_INVOCATION_TIMEOUT_S,
+            expires_at=now + _int(headers, "RequestTTLSeconds", DEFAULT_TTL_S, 60, 21600),
+            timeout_s=_int(headers, "InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S,
                            1, 3600),
             content_type=_get(headers, "content-type"),
             accept=_get(headers, "accept"),
@@ -112,7 +112,7 @@ def _get(headers: dict[bytes, bytes], name: str) -> str | None:
 
 
 def _int(headers: dict[bytes, bytes], name: str, default: int, low: int, high: int) -> int:
-    raw = _get(headers, name)
+    raw = _get(headers, name.lower())
     if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
