@@ -45,6 +45,7 @@ def deploy_async(
     output_config: dict[str, Any] | None = None,
     per_instance: int | None = None,
     image: str = "modelhost/python",
+    tags: dict[str, str] | None = None,
     wait: bool = True,
 ) -> str:
     name = unique("async")
@@ -62,6 +63,7 @@ def deploy_async(
         ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
                              "InstanceType": "ml.m5.large", "InitialInstanceCount": count}],
         AsyncInferenceConfig=config,
+        Tags=[{"Key": key, "Value": value} for key, value in (tags or {}).items()],
     )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     _deployed.append((sagemaker, name))

@@ -252,10 +252,12 @@ class AsyncInferenceController:
     def _finish(self, job: Job, succeeded: bool, error: str | None) -> None:
         if not self.queue.finish(job, succeeded, error):
             return  # lease lost: the new owner records (and notifies) the same outcome
-        target = job.notification.get("SuccessTopic" if succeeded else "ErrorTopic")
-        if target:
-            self.notifier.send(target, notification(job, self.settings.region, succeeded,
-                                                    error))
+        outcome = "Success" if succeeded else "Error"
+        for target in (job.notification.get(f"{outcome}Topic"),
+                       job.notification.get(f"{outcome}Webhook")):
+            if target:
+                self.notifier.send(target, notification(job, self.settings.region, succeeded,
+                                                        error))
 
 
 class _Input:

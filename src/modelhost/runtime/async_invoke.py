@@ -22,6 +22,10 @@ from modelhost.storage import ObjectStore, StateStore
 DEFAULT_TTL_S = 6 * 3600
 DEFAULT_INVOCATION_TIMEOUT_S = 15 * 60
 _H = "x-amzn-sagemaker-"
+# SageMaker's NotificationConfig takes SNS topics only; a self-hosted setup may have no SNS,
+# so webhooks are named by these tags of the endpoint config.
+WEBHOOK_TAGS = {"modelhost:SuccessWebhook": "SuccessWebhook",
+                "modelhost:ErrorWebhook": "ErrorWebhook"}
 
 
 class AsyncAccepter:
@@ -102,8 +106,15 @@ class AsyncAccepter:
             content_type=_get(headers, "content-type"),
             accept=_get(headers, "accept"),
             custom_attributes=_get(headers, "custom-attributes"),
-            notification=dict(output.get("NotificationConfig", {})),
+            notification=self._notification(record, output),
         )
+
+    def _notification(self, record: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
+        targets = {key: value for key, value in output.get("NotificationConfig", {}).items()
+                   if key in ("SuccessTopic", "ErrorTopic")}
+        tags = self.store.tags(record["_desired"]["config"]["EndpointConfigArn"])
+        targets.update({key: tags[tag] for tag, key in WEBHOOK_TAGS.items() if tag in tags})
+        return targets
 
 
 def _get(headers: dict[bytes, bytes], name: str) -> str | None:

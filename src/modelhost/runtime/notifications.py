@@ -2,9 +2,11 @@
 
 A target is an SNS topic ARN (published with boto3, so `AWS_ENDPOINT_URL_SNS` and the
 usual credential chain pick the SNS service) or an http(s) URL that receives the same
-JSON document as a webhook. Webhook bodies are signed with HMAC-SHA256 under
-`MODELHOST_WEBHOOK_SECRET`, sent as `X-Modelhost-Signature: sha256=<hex>`, so a receiver
-can tell a notification from a forgery. Both kinds are retried with backoff; a target that
+JSON document as a webhook (named by the endpoint config's `modelhost:SuccessWebhook` and
+`modelhost:ErrorWebhook` tags, since NotificationConfig takes SNS topics only). Webhook
+bodies are signed with HMAC-SHA256 under `MODELHOST_WEBHOOK_SECRET`, sent as
+`X-Modelhost-Signature: sha256=<hex>`, so a receiver can tell a notification from a
+forgery. Both kinds are retried with backoff; a target that
 stays down loses the notification (logged), never the result, which is already stored.
 """
 
