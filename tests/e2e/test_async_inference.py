@@ -119,3 +119,35 @@ def test_async_config_needs_an_output_path(sagemaker, digest_model: str) -> None
         deploy_async(sagemaker, digest_model,
                      output_config={"S3FailurePath": "s3://async-results/f"}, wait=False)
     assert _error(excinfo)[0] == "ValidationException"
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> None:
+    size = 256 * 1024 * 1024
+    block = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)
+    path = local_path(server.data_dir, "s3://async-inputs/large.bin")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for index in range(size // len(block)):
+            chunk = index.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            f.write(chunk)
+    peak_before = _peak_rss_bytes(server.process.pid)
+    answer = runtime.invoke_endpoint_async(
+        EndpointName=endpoint, InputLocation="s3://async-inputs/large.bin",
+        ContentType="application/octet-stream")
+    found = wait_for_object(server.data_dir, answer["OutputLocation"], answer["FailureLocation"],
+                            timeout_s=120)
+    assert found == answer["OutputLocation"], local_path(server.data_dir, found).read_text()
+    result = json.loads(local_path(server.data_dir, found).read_bytes())
+    assert result == {**result, "bytes": size, "sha256": digest.hexdigest()}
+    # The server streamed it: its peak memory grew by far less than the payload.
+    assert _peak_rss_bytes(server.process.pid) - peak_before < size // 8
+    path.unlink()
