@@ -6,11 +6,13 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy
+from tests.e2e.test_cli import run_cli
 from tests.support.async_inference import (
     deploy_async,
     local_path,
@@ -122,7 +124,7 @@ def test_async_config_needs_an_output_path(sagemaker, digest_model: str) -> None
 
 
 def _peak_rss_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status").read().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
@@ -151,3 +153,26 @@ def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> 
     # The server streamed it: its peak memory grew by far less than the payload.
     assert _peak_rss_bytes(server.process.pid) - peak_before < size // 8
     path.unlink()
+
+
+def test_cli_lists_failed_and_queued_requests(server, runtime, endpoint) -> None:
+    location = _put_input(server, "cli-fail.json", json.dumps({"fail": "for the cli"}).encode())
+    failed = runtime.invoke_endpoint_async(EndpointName=endpoint, InputLocation=location,
+                                           ContentType="application/json")
+    wait_for_object(server.data_dir, failed["FailureLocation"])
+    listed = run_cli("endpoints", "async-requests", endpoint, "--state", "failed", "--json",
+                     url=server.url)
+    assert listed.returncode == 0, listed.stderr
+    answer = json.loads(listed.stdout)
+    assert answer["Counts"]["failed"] >= 1
+    mine = [r for r in answer["Requests"] if r["inference_id"] == failed["InferenceId"]]
+    assert mine and "for the cli" in mine[0]["error"]
+    assert {r["state"] for r in answer["Requests"]} == {"failed"}
+
+    table = run_cli("endpoints", "async-requests", endpoint, url=server.url)
+    assert table.returncode == 0, table.stderr
+    assert failed["InferenceId"] in table.stdout and "failed" in table.stdout
+
+    unknown = run_cli("endpoints", "async-requests", "no-such-endpoint", url=server.url)
+    assert unknown.returncode == 1
+    assert "no-such-endpoint" in unknown.stderr
