@@ -59,6 +59,8 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_ASYNC_POLL_INTERVAL", 1.0)
     )
     max_async_payload_bytes: int = 1024**3
+    # "sqlite" (default) or a redis:// URL shared by several servers.
+    async_queue: str = field(default_factory=lambda: os.environ.get("MODELHOST_ASYNC_QUEUE", ""))
     webhook_secret: str = field(
         default_factory=lambda: os.environ.get("MODELHOST_WEBHOOK_SECRET", "")
     )

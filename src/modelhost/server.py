@@ -26,7 +26,7 @@ from modelhost.errors import (
     UnknownOperation,
 )
 from modelhost.instances import get_backend
-from modelhost.queue import STATES, SqliteQueue
+from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
 from modelhost.runtime import AsyncAccepter, Notifier, RealtimeInvoker, response_headers
 from modelhost.storage import ObjectStore, StateStore
@@ -56,7 +56,7 @@ class ModelhostApp:
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
-        self.queue = SqliteQueue(settings.queue_path)
+        self.queue = open_queue(settings.async_queue, settings.queue_path)
         self.async_controller = AsyncInferenceController(
             settings, self.store, self.objects, self.queue, self.router, self.context,
             Notifier(settings.region, settings.webhook_secret),

@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.support.async_inference import (
     deploy_async,
@@ -14,6 +17,7 @@ from tests.support.async_inference import (
     wait_for_object,
 )
 from tests.support.processes import instance_pids, kill_and_wait
+from tests.support.redis import redis_server
 from tests.support.server import ServerProcess
 
 
@@ -43,9 +47,22 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_server_sigkill_loses_no_request_and_runs_none_twice(tmp_path) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_env(request, tmp_path) -> Iterator[dict[str, str]]:
+    if request.param == "sqlite":
+        yield {}
+        return
+    with redis_server(tmp_path) as url:
+        # A dead server's leases are not given back on start with Redis (other servers
+        # may hold them): they run out. Short, so the test does not wait long.
+        yield {"MODELHOST_ASYNC_QUEUE": url, "MODELHOST_ASYNC_LEASE": "2"}
+
+
+def test_server_sigkill_loses_no_request_and_runs_none_twice(
+    tmp_path, queue_env: dict[str, str]
+) -> None:
     data = tmp_path / "data"
-    env = {"MODELHOST_ASYNC_POLL_INTERVAL": "0.2"}
+    env = {"MODELHOST_ASYNC_POLL_INTERVAL": "0.2", **queue_env}
     first = ServerProcess(data, env=env).start()
     try:
         model = put_digest_model(data)

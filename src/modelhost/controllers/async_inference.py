@@ -25,7 +25,7 @@ from modelhost import api, metrics
 from modelhost.config import Settings
 from modelhost.errors import ModelError, SageMakerError
 from modelhost.instances import InstanceUnreachable
-from modelhost.queue import Job, SqliteQueue
+from modelhost.queue import Job, JobQueue
 from modelhost.router import Deployment, Invocation, Router
 from modelhost.runtime import Notifier, notification
 from modelhost.storage import ObjectStore, StateStore
@@ -42,7 +42,7 @@ class _Retry(Exception):
 
 class AsyncInferenceController:
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
-                 queue: SqliteQueue, router: Router, context: api.Context,
+                 queue: JobQueue, router: Router, context: api.Context,
                  notifier: Notifier) -> None:
         self.settings = settings
         self.store = store

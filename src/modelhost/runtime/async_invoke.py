@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modelhost.errors import InvocationValidationError
-from modelhost.queue import Job, SqliteQueue
+from modelhost.queue import Job, JobQueue
 from modelhost.runtime.invoke import endpoint_not_found
 from modelhost.storage import ObjectStore, StateStore
 
@@ -29,7 +29,7 @@ WEBHOOK_TAGS = {"modelhost:SuccessWebhook": "SuccessWebhook",
 
 
 class AsyncAccepter:
-    def __init__(self, store: StateStore, objects: ObjectStore, queue: SqliteQueue,
+    def __init__(self, store: StateStore, objects: ObjectStore, queue: JobQueue,
                  account_id: str, max_payload_bytes: int, wake: Callable[[], None]) -> None:
         self.store = store
         self.objects = objects
