@@ -54,6 +54,7 @@ class AsyncInferenceController:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
+        self._per_instance: dict[str, int] = {}  # as last read from the endpoint
         self._measured_at = 0.0
 
     def notify(self) -> None:
@@ -90,24 +91,30 @@ class AsyncInferenceController:
 
     def _dispatch(self, name: str) -> None:
         running = self._running.get(name, set())
-        record = self.store.get("endpoint", name)
         deployment = self.router.deployments.get(name)
+        replicas = sum(len(p.available()) for p in deployment.variants.values()) \
+            if deployment else 0
+        if replicas and len(running) >= replicas:
+            # At least one slot per instance is taken: only the per-instance limit can
+            # leave room, and reading the endpoint costs more than that check.
+            limit = self._per_instance.get(name, DEFAULT_CONCURRENCY_PER_INSTANCE)
+            if len(running) >= replicas * limit:
+                return
+        record = self.store.get("endpoint", name)
         if record is None or record["EndpointStatus"] == "Deleting":
             # The endpoint is gone: its requests can only fail.
             for job in self.queue.lease(name, 100, self.settings.async_lease_s):
                 self._spawn(name, running, self._fail(job, f"Endpoint {name} was deleted."))
             return
-        config = record["_desired"]["config"].get("AsyncInferenceConfig") or {}
-        replicas = sum(len(p.available()) for p in deployment.variants.values()) \
-            if deployment else 0
         if replicas == 0:
             self._scale_from_zero(name, record)
             return
-        per_instance = config.get("ClientConfig", {}).get(
+        config = record["_desired"]["config"].get("AsyncInferenceConfig") or {}
+        limit = self._per_instance[name] = config.get("ClientConfig", {}).get(
             "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY_PER_INSTANCE)
-        free = replicas * per_instance - len(running)
         assert deployment is not None
-        for job in self.queue.lease(name, free, self.settings.async_lease_s):
+        for job in self.queue.lease(name, replicas * limit - len(running),
+                                    self.settings.async_lease_s):
             self._spawn(name, running, self._work(deployment, job))
 
     def _spawn(self, name: str, running: set[asyncio.Task[None]], work: Any) -> None:

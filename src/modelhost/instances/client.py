@@ -156,12 +156,18 @@ class _Connection(asyncio.Protocol):
         self.sink = sink
         waiter = self.waiter = loop.create_future()
         try:
-            self.transport.write(head)
+            # The head goes out with the first chunk: a head sent alone, then the body,
+            # is the write-write-read pattern that Nagle's algorithm and delayed ACKs
+            # turn into a 40 ms stall per request.
+            pending = head
             async for chunk in body:
                 if waiter.done() or self.closed:
                     break  # answered (or gone) before taking the whole body
-                self.transport.write(chunk)
+                self.transport.write(pending + chunk if pending else chunk)
+                pending = b""
                 await self.writable.wait()
+            if pending:
+                self.transport.write(pending)
             while True:
                 if self.pending:
                     data = b"".join(self.pending)
@@ -236,10 +242,12 @@ class InstanceClient:
         timeout_s: float,
     ) -> Response:
         """POST `length` bytes read from `body`, with a 2xx response body handed to `sink`
-        chunk by chunk (the returned Response then has an empty body). A fresh connection:
-        a stream once begun cannot be replayed on another after a stale one fails.
-        TimeoutError past timeout_s; InstanceUnreachable as for `request`."""
-        connection = await self._connect(address)
+        chunk by chunk (the returned Response then has an empty body). TimeoutError past
+        timeout_s; InstanceUnreachable as for `request`. A stream once begun cannot be
+        replayed, so there is no second try on a fresh connection: pooled connections are
+        closed here (30 s) well before instances close them (75 s), so a failure means
+        the instance went away and the caller retries the whole request."""
+        connection = self._take_idle(address) or await self._connect(address)
         async with asyncio.timeout(timeout_s):
             response = await connection.stream_exchange(
                 _head(address, b"POST", path, headers, length), body, sink

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_endpoint ON jobs (endpoint, state, created);
+-- Finished jobs pile up; finding the endpoints with work must not scan them.
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, endpoint);
 """
 
 
