@@ -27,7 +27,7 @@ from modelhost.errors import ModelError, SageMakerError
 from modelhost.instances import InstanceUnreachable
 from modelhost.queue import Job, JobQueue
 from modelhost.router import Deployment, Invocation, Router
-from modelhost.runtime import Notifier, notification
+from modelhost.runtime import Notifier, notification, object_io
 from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class AsyncInferenceController:
                                   "an instance could process it.")
             return
         try:
-            found, source = await asyncio.to_thread(self._open_input, job)
+            found, source = await object_io(self.objects, self._open_input, job)
         except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
             await self._fail(job, f"Cannot read InputLocation {job.input_location}: {exc}")
             return
@@ -279,12 +279,14 @@ class _Input:
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.first:
             yield self.first
+            if len(self.first) == self.size:
+                return  # read whole already
             self.first = b""
         while chunk := await asyncio.to_thread(self.file.read, _CHUNK):
             yield chunk
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.file.close)
+        self.file.close()  # a read-only file: nothing to flush
 
 
 class _Output:
@@ -315,7 +317,10 @@ class _Output:
         return file
 
     async def commit(self) -> None:
-        await asyncio.to_thread(self._commit)
+        if self.file is None:  # small: kept whole until now, written in one go
+            await object_io(self.objects, self._commit)
+        else:
+            await asyncio.to_thread(self._commit)
 
     def _commit(self) -> None:
         file = self.file or self._open()

@@ -92,7 +92,7 @@ class RedisQueue:
     def put(self, job: Job) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(_job_key(job.id), mapping={
-            "data": orjson.dumps(job.to_dict()), "state": job.state,
+            "data": orjson.dumps(job), "state": job.state,
             "attempts": job.attempts, "token": job.token, "lease_until": job.lease_until,
             "error": job.error or "", "finished": job.finished or 0,
         })

@@ -1,10 +1,12 @@
 """The SQLite queue backend: one file next to the state store, for a single server.
 
-Leasing is one `BEGIN IMMEDIATE` transaction, so two workers never lease the same job.
-Every lease gets a fresh token and a deadline; a worker renews its deadline while it
-works, and only the current token can finish a job. A server killed mid-request leaves
-its leases behind; `recover()` on start gives them back to the queue at once, since only
-this server uses the file.
+A job is a row: the request as accepted (`data`, JSON, never changed) and the columns that
+change as it moves along. Leasing is one `BEGIN IMMEDIATE` transaction, so two workers
+never lease the same job. Every lease gets a fresh token and a deadline; a worker renews
+its deadline while it works, and only the current token can change a leased job (one
+UPDATE guarded by the token). A server killed mid-request leaves its leases behind;
+`recover()` on start gives them back to the queue at once, since only this server uses
+the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -25,16 +28,28 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     endpoint TEXT NOT NULL,
-    state TEXT NOT NULL,
     created REAL NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0,
+    data BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
     token TEXT NOT NULL DEFAULT '',
-    data BLOB NOT NULL
+    lease_until REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    finished REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_endpoint ON jobs (endpoint, state, created);
 -- Finished jobs pile up; finding the endpoints with work must not scan them.
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, endpoint);
 """
+_COLUMNS = "data, state, attempts, token, lease_until, error, finished"
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    data, state, attempts, token, lease_until, error, finished = row
+    job = Job(**orjson.loads(data))
+    job.state, job.attempts, job.token = state, attempts, token
+    job.lease_until, job.error, job.finished = lease_until, error, finished
+    return job
 
 
 class SqliteQueue:
@@ -60,88 +75,71 @@ class SqliteQueue:
                 raise
             self._db.execute("COMMIT")
 
-    def _write(self, db: sqlite3.Connection, job: Job) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO jobs (id, endpoint, state, created, lease_until, token, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.endpoint, job.state, job.created, job.lease_until, job.token,
-             orjson.dumps(job.to_dict())),
-        )
-
     def put(self, job: Job) -> None:
-        with self._transaction() as db:
-            self._write(db, job)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (id, endpoint, created, data, state) VALUES (?, ?, ?, ?, ?)",
+                (job.id, job.endpoint, job.created, orjson.dumps(job), job.state),
+            )
 
     def recover(self) -> int:
         """Give every lease back: the workers that held them died with the last server."""
-        with self._transaction() as db:
-            rows = db.execute("SELECT data FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
-            for (data,) in rows:
-                job = Job(**orjson.loads(data))
-                job.state, job.token, job.lease_until = QUEUED, "", 0.0
-                self._write(db, job)
-            return len(rows)
+        with self._lock:
+            return self._db.execute(
+                "UPDATE jobs SET state = ?, token = '', lease_until = 0 WHERE state = ?",
+                (QUEUED, RUNNING),
+            ).rowcount
 
     def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
         """Up to `limit` jobs of the endpoint, oldest first, leased for `lease_s` seconds:
-        queued ones and running ones whose lease ran out."""
+        running ones whose lease ran out, then queued ones."""
         if limit <= 0:
             return []
         now = time.time()
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT data FROM jobs WHERE endpoint = ? AND (state = ? OR "
-                "(state = ? AND lease_until < ?)) ORDER BY created LIMIT ?",
-                (endpoint, QUEUED, RUNNING, now, limit),
-            ).fetchall()
-            jobs = []
-            for (data,) in rows:
-                job = Job(**orjson.loads(data))
-                job.state = RUNNING
-                job.attempts += 1
-                job.token = uuid.uuid4().hex
-                job.lease_until = now + lease_s
-                self._write(db, job)
-                jobs.append(job)
-            return jobs
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until < ? "
+                "ORDER BY created LIMIT ?", (endpoint, RUNNING, now, limit))]
+            ids += [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
+                "LIMIT ?", (endpoint, QUEUED, limit - len(ids)))]
+            return [_job(db.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
+                f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
+                (RUNNING, uuid.uuid4().hex, now + lease_s, job_id)).fetchone())
+                for job_id in ids]
 
-    def _update_held(self, job: Job, change: dict[str, object]) -> bool:
+    def _update_held(self, job: Job, **change: Any) -> bool:
         """Apply `change` to the job if `job.token` still holds its lease."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT data FROM jobs WHERE id = ? AND state = ? AND token = ?",
-                (job.id, RUNNING, job.token),
-            ).fetchone()
-            if row is None:
-                return False
-            stored = Job(**orjson.loads(row[0]))
+        assignments = ", ".join(f"{column} = ?" for column in change)
+        with self._lock:
+            updated = self._db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND token = ?",
+                (*change.values(), job.id, RUNNING, job.token),
+            ).rowcount == 1
+        if updated:
             for key, value in change.items():
-                setattr(stored, key, value)
                 setattr(job, key, value)
-            self._write(db, stored)
-            return True
+        return updated
 
     def renew(self, job: Job, lease_s: float) -> bool:
         """Push the lease deadline out; False when the lease was lost."""
-        return self._update_held(job, {"lease_until": time.time() + lease_s})
+        return self._update_held(job, lease_until=time.time() + lease_s)
 
     def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool:
         """Record the outcome; False (and nothing changed) when the lease was lost."""
-        return self._update_held(job, {
-            "state": SUCCEEDED if succeeded else FAILED, "error": error,
-            "finished": time.time(), "lease_until": 0.0,
-        })
+        return self._update_held(job, state=SUCCEEDED if succeeded else FAILED, error=error,
+                                 finished=time.time(), lease_until=0.0, token="")
 
     def retry(self, job: Job, error: str) -> bool:
         """Put the job back in the queue for another attempt."""
-        return self._update_held(job, {
-            "state": QUEUED, "error": error, "token": "", "lease_until": 0.0,
-        })
+        return self._update_held(job, state=QUEUED, error=error, token="", lease_until=0.0)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
-            row = self._db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job(**orjson.loads(row[0])) if row else None
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
 
     def counts(self, endpoint: str) -> JobCounts:
         with self._lock:
@@ -163,10 +161,10 @@ class SqliteQueue:
     def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT data FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
-                "LIMIT ?", (endpoint, state, limit),
+                f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND state = ? "
+                "ORDER BY created LIMIT ?", (endpoint, state, limit),
             ).fetchall()
-        return [Job(**orjson.loads(row[0])) for row in rows]
+        return [_job(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """The runtime API: invoke paths for endpoints."""
 
-from modelhost.runtime.async_invoke import AsyncAccepter
+from modelhost.runtime.async_invoke import AsyncAccepter, object_io
 from modelhost.runtime.invoke import (
     PayloadTooLarge,
     RealtimeInvoker,
@@ -14,5 +14,6 @@ __all__ = [
     "PayloadTooLarge",
     "RealtimeInvoker",
     "notification",
+    "object_io",
     "response_headers",
 ]
