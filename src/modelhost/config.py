@@ -59,6 +59,10 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_ASYNC_POLL_INTERVAL", 1.0)
     )
     max_async_payload_bytes: int = 1024**3
+    # The smallest RequestTTLSeconds accepted (SageMaker's is 60; tests shorten it).
+    async_min_ttl_s: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MIN_TTL", 60))
+    )
     # "sqlite" (default) or a redis:// URL shared by several servers.
     async_queue: str = field(default_factory=lambda: os.environ.get("MODELHOST_ASYNC_QUEUE", ""))
     webhook_secret: str = field(

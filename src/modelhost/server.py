@@ -63,7 +63,8 @@ class ModelhostApp:
         )
         self.accepter = AsyncAccepter(
             self.store, self.objects, self.queue, settings.account_id,
-            settings.max_async_payload_bytes, self.async_controller.notify,
+            settings.max_async_payload_bytes, settings.async_min_ttl_s,
+            self.async_controller.notify,
         )
         self._controller_tasks: list[asyncio.Task[None]] = []
 

@@ -110,3 +110,22 @@ def test_instance_killed_mid_request_is_retried_on_another(server, sagemaker, ru
         assert found == answer["OutputLocation"], local_path(server.data_dir, found).read_text()
         assert json.loads(local_path(server.data_dir, found).read_bytes())["pid"] != pids[0]
     assert "will be retried: instance closed the connection" in server.log()
+
+
+@pytest.mark.parametrize("per_instance", [1, 3])
+def test_concurrency_per_instance_is_limited(server, sagemaker, runtime,
+                                             per_instance: int) -> None:
+    # The instance could run four at once; the endpoint allows `per_instance`.
+    endpoint = deploy_async(sagemaker, put_digest_model(server.data_dir),
+                            per_instance=per_instance,
+                            environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "4"})
+    answers = _submit(server, runtime, endpoint,
+                      [json.dumps({"n": n, "sleep": 0.4}).encode() for n in range(6)])
+    seen = []
+    for answer in answers:
+        found = wait_for_object(server.data_dir, answer["OutputLocation"],
+                                answer["FailureLocation"])
+        seen.append(json.loads(local_path(server.data_dir, found).read_bytes())["overlapping"])
+    assert max(seen) <= per_instance
+    if per_instance > 1:
+        assert max(seen) > 1  # the limit, not the instance, kept the count down

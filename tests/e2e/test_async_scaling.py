@@ -46,7 +46,8 @@ def _scale(sagemaker, endpoint: str, count: int) -> None:
 def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> None:
     # One instance allowed: the second endpoint cannot scale up until the first lets go.
     server = ServerProcess(tmp_path / "data", env={
-        "MODELHOST_MAX_INSTANCES": "1", "MODELHOST_ASYNC_POLL_INTERVAL": "0.2"}).start()
+        "MODELHOST_MAX_INSTANCES": "1", "MODELHOST_ASYNC_POLL_INTERVAL": "0.2",
+        "MODELHOST_ASYNC_MIN_TTL": "1"}).start()
     try:
         sagemaker = server.client("sagemaker")
         model = put_digest_model(server.data_dir)
@@ -67,6 +68,17 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         assert _metric(server, "modelhost_async_backlog_size", waiting) == 1
         assert "cannot scale from zero" in server.log()
         assert not local_path(server.data_dir, answer["OutputLocation"]).exists()
+
+        # A request whose TTL runs out while no instance can take it ends as a failure.
+        request = urllib.request.Request(
+            f"{server.url}/endpoints/{waiting}/async-invocations", data=b"", method="POST",
+            headers={"X-Amzn-SageMaker-InputLocation": "s3://inputs/zero.json",
+                     "X-Amzn-SageMaker-RequestTTLSeconds": "1"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            failure = response.headers["X-Amzn-SageMaker-FailureLocation"]
+            output = response.headers["X-Amzn-SageMaker-OutputLocation"]
+        assert wait_for_object(server.data_dir, output, failure) == failure
+        assert "RequestTTLSeconds" in local_path(server.data_dir, failure).read_text()
 
         _scale(sagemaker, holder, 0)  # frees the quota: the waiting request gets its instance
         found = wait_for_object(server.data_dir, answer["OutputLocation"],

@@ -74,6 +74,18 @@ def test_expired_lease_is_redelivered_and_fences_the_old_worker(queue: JobQueue)
     assert endpoint not in queue.endpoints()
 
 
+def test_expired_leases_only_jobs_past_their_ttl(queue: JobQueue) -> None:
+    endpoint = f"ep-{uuid.uuid4().hex[:6]}"
+    fresh, stale = _job(endpoint, 0), _job(endpoint, 1)
+    stale.expires_at = time.time() - 1
+    queue.put(fresh)
+    queue.put(stale)
+    (expired,) = queue.expired(endpoint, 10, 30)
+    assert expired.id == stale.id and expired.state == "running"
+    assert queue.expired(endpoint, 10, 30) == []
+    assert [j.id for j in queue.lease(endpoint, 10, 30)] == [fresh.id]
+
+
 def test_retry_puts_the_job_back(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
     queue.put(_job(endpoint))

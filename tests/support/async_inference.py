@@ -13,19 +13,30 @@ from tests.support.models import model_tarball
 # Answers with the size and SHA-256 of the body it got, so large payloads can be checked
 # end to end; JSON bodies may ask it to fail or to sleep.
 DIGEST_CODE = b'''
-import hashlib, json, os, time
+import hashlib, json, os, threading, time
+active = 0
+lock = threading.Lock()
 def model_fn(model_dir):
     return None
 def transform_fn(model, body, content_type, accept):
+    global active
     if isinstance(body, str):
         body = body.encode()
-    if content_type == "application/json":
-        request = json.loads(body)
-        if "fail" in request:
-            raise ValueError("the model refuses: " + request["fail"])
-        time.sleep(request.get("sleep", 0))
+    with lock:
+        active += 1
+    try:
+        if content_type == "application/json":
+            request = json.loads(body)
+            if "fail" in request:
+                raise ValueError("the model refuses: " + request["fail"])
+            time.sleep(request.get("sleep", 0))
+        with lock:
+            overlapping = active
+    finally:
+        with lock:
+            active -= 1
     answer = {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
-              "pid": os.getpid()}
+              "pid": os.getpid(), "overlapping": overlapping}
     return json.dumps(answer), "application/json"
 '''
 
@@ -46,11 +57,13 @@ def deploy_async(
     per_instance: int | None = None,
     image: str = "modelhost/python",
     tags: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
     wait: bool = True,
 ) -> str:
     name = unique("async")
     sagemaker.create_model(
-        ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+        ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": model_url,
+                                          "Environment": environment or {}},
         ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
     config: dict[str, Any] = {"OutputConfig": output_config or {
         "S3OutputPath": f"s3://async-results/{name}/out",

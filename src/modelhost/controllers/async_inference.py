@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
 _CHUNK = 1024 * 1024
+_EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instance could "
+            "process it.")
 
 
 class _Retry(Exception):
@@ -148,7 +150,13 @@ class AsyncInferenceController:
             log.warning("endpoint %s: cannot scale from zero: %s", name, error.message)
 
     def _measure(self) -> None:
+        """Backlog metrics, and requests whose TTL ran out while they waited (failed
+        here so that they end even when no instance can take them)."""
         self._measured_at = time.monotonic()
+        for name in self.queue.endpoints():
+            running = self._running.get(name, set())
+            for job in self.queue.expired(name, 100, self.settings.async_lease_s):
+                self._spawn(name, running, self._fail(job, _EXPIRED))
         for record in self.store.list("endpoint"):
             if not record["_desired"]["config"].get("AsyncInferenceConfig"):
                 continue
@@ -186,8 +194,7 @@ class AsyncInferenceController:
 
     async def _attempt(self, deployment: Deployment, job: Job) -> None:
         if time.time() > job.expires_at:
-            await self._fail(job, "The request expired: its RequestTTLSeconds passed before "
-                                  "an instance could process it.")
+            await self._fail(job, _EXPIRED)
             return
         try:
             found, source = await object_io(self.objects, self._open_input, job)

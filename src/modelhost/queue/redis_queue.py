@@ -40,6 +40,26 @@ end
 return ids
 """
 
+# KEYS: queued, running. ARGV: now, limit, lease_until, job key prefix, tokens... Leases
+# queued jobs past their TTL, looking at the oldest 100 (queues are FIFO, so the expired
+# ones are near the front).
+_EXPIRED = """
+local now, limit, leased = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 99)) do
+  if #leased >= limit then break end
+  local key = ARGV[4] .. id
+  if tonumber(redis.call('HGET', key, 'expires_at')) < now then
+    table.insert(leased, id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'state', 'running', 'token', ARGV[4 + #leased],
+               'lease_until', ARGV[3])
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('ZADD', KEYS[2], ARGV[3], id)
+  end
+end
+return leased
+"""
+
 # KEYS: job, running, target set. ARGV: token, id, action, score, state, error, finished.
 _CHANGE_HELD = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running'
@@ -86,6 +106,7 @@ class RedisQueue:
     def __init__(self, url: str) -> None:
         self._redis: Any = redis.Redis.from_url(url)
         self._lease = self._redis.register_script(_LEASE)
+        self._expired = self._redis.register_script(_EXPIRED)
         self._change = self._redis.register_script(_CHANGE_HELD)
         self._endpoints = self._redis.register_script(_ENDPOINTS)
 
@@ -95,6 +116,7 @@ class RedisQueue:
             "data": orjson.dumps(job), "state": job.state,
             "attempts": job.attempts, "token": job.token, "lease_until": job.lease_until,
             "error": job.error or "", "finished": job.finished or 0,
+            "expires_at": job.expires_at,
         })
         pipe.zadd(_key(QUEUED, job.endpoint), {job.id: job.created})
         pipe.sadd(f"{_PREFIX}endpoints", job.endpoint)
@@ -104,12 +126,18 @@ class RedisQueue:
         return 0  # other servers may hold leases; dead ones' leases run out by themselves
 
     def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        return self._run_lease(self._lease, endpoint, limit, lease_s)
+
+    def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        return self._run_lease(self._expired, endpoint, limit, lease_s)
+
+    def _run_lease(self, script: Any, endpoint: str, limit: int, lease_s: float) -> list[Job]:
         if limit <= 0:
             return []
         now = time.time()
         tokens = [uuid.uuid4().hex for _ in range(limit)]
-        ids = self._lease(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint)],
-                          args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens])
+        ids = script(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint)],
+                     args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens])
         jobs = [self.get(raw.decode()) for raw in ids]
         return [job for job in jobs if job is not None]
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     endpoint TEXT NOT NULL,
     created REAL NOT NULL,
+    expires_at REAL NOT NULL,
     data BLOB NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -78,8 +79,10 @@ class SqliteQueue:
     def put(self, job: Job) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, endpoint, created, data, state) VALUES (?, ?, ?, ?, ?)",
-                (job.id, job.endpoint, job.created, orjson.dumps(job), job.state),
+                "INSERT INTO jobs (id, endpoint, created, expires_at, data, state) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, job.endpoint, job.created, job.expires_at, orjson.dumps(job),
+                 job.state),
             )
 
     def recover(self) -> int:
@@ -103,11 +106,24 @@ class SqliteQueue:
             ids += [row[0] for row in db.execute(
                 "SELECT id FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
                 "LIMIT ?", (endpoint, QUEUED, limit - len(ids)))]
-            return [_job(db.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
-                f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
-                (RUNNING, uuid.uuid4().hex, now + lease_s, job_id)).fetchone())
-                for job_id in ids]
+            return self._lease_ids(db, ids, now + lease_s)
+
+    def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        """Lease up to `limit` queued jobs whose RequestTTLSeconds ran out, so they can be
+        failed even while no instance could take them."""
+        now = time.time()
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND expires_at < ? "
+                "ORDER BY created LIMIT ?", (endpoint, QUEUED, now, limit))]
+            return self._lease_ids(db, ids, now + lease_s)
+
+    @staticmethod
+    def _lease_ids(db: sqlite3.Connection, ids: list[str], until: float) -> list[Job]:
+        return [_job(db.execute(
+            "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
+            f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (RUNNING, uuid.uuid4().hex, until, job_id)).fetchone()) for job_id in ids]
 
     def _update_held(self, job: Job, **change: Any) -> bool:
         """Apply `change` to the job if `job.token` still holds its lease."""

@@ -31,7 +31,9 @@ WEBHOOK_TAGS = {"modelhost:SuccessWebhook": "SuccessWebhook",
 
 class AsyncAccepter:
     def __init__(self, store: StateStore, objects: ObjectStore, queue: JobQueue,
-                 account_id: str, max_payload_bytes: int, wake: Callable[[], None]) -> None:
+                 account_id: str, max_payload_bytes: int, min_ttl_s: int,
+                 wake: Callable[[], None]) -> None:
+        self.min_ttl_s = min_ttl_s
         self.store = store
         self.objects = objects
         self.queue = queue
@@ -101,7 +103,8 @@ class AsyncAccepter:
             output_location=f"{output_path}/{filename}",
             failure_location=f"{failure_path}/{job_id}-error.out",
             created=now,
-            expires_at=now + _int(headers, "RequestTTLSeconds", DEFAULT_TTL_S, 60, 21600),
+            expires_at=now + _int(headers, "RequestTTLSeconds", DEFAULT_TTL_S, self.min_ttl_s,
+                                  21600),
             timeout_s=_int(headers, "InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S,
                            1, 3600),
             content_type=_get(headers, "content-type"),
