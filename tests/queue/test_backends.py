@@ -41,7 +41,7 @@ def test_lease_finish_and_counts(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
     jobs = [_job(endpoint, n) for n in range(3)]
     for job in jobs:
-        queue.put(job)
+        queue.put([job])
     assert endpoint in queue.endpoints()
     leased = queue.lease(endpoint, 2, 30)
     assert [j.inference_id for j in leased] == ["i-0", "i-1"]  # oldest first
@@ -61,7 +61,7 @@ def test_lease_finish_and_counts(queue: JobQueue) -> None:
 
 def test_expired_lease_is_redelivered_and_fences_the_old_worker(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
-    queue.put(_job(endpoint))
+    queue.put([_job(endpoint)])
     (first,) = queue.lease(endpoint, 1, 0.05)
     time.sleep(0.1)  # the first worker stalls past its lease
     (second,) = queue.lease(endpoint, 1, 30)
@@ -78,8 +78,7 @@ def test_expired_leases_only_jobs_past_their_ttl(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
     fresh, stale = _job(endpoint, 0), _job(endpoint, 1)
     stale.expires_at = time.time() - 1
-    queue.put(fresh)
-    queue.put(stale)
+    queue.put([fresh, stale])
     (expired,) = queue.expired(endpoint, 10, 30)
     assert expired.id == stale.id and expired.state == "running"
     assert queue.expired(endpoint, 10, 30) == []
@@ -88,7 +87,7 @@ def test_expired_leases_only_jobs_past_their_ttl(queue: JobQueue) -> None:
 
 def test_retry_puts_the_job_back(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
-    queue.put(_job(endpoint))
+    queue.put([_job(endpoint)])
     (job,) = queue.lease(endpoint, 1, 30)
     assert queue.retry(job, "instance died")
     assert not queue.finish(job, True)  # the retried lease is spent
@@ -99,7 +98,7 @@ def test_retry_puts_the_job_back(queue: JobQueue) -> None:
 def test_concurrent_workers_never_lease_a_job_twice(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
     for n in range(200):
-        queue.put(_job(endpoint, n))
+        queue.put([_job(endpoint, n)])
     leased: list[str] = []
     lock = threading.Lock()
 
@@ -118,7 +117,7 @@ def test_concurrent_workers_never_lease_a_job_twice(queue: JobQueue) -> None:
 
 def test_sqlite_recover_gives_leases_back(tmp_path) -> None:
     queue = SqliteQueue(tmp_path / "q.db")
-    queue.put(_job("ep"))
+    queue.put([_job("ep")])
     queue.lease("ep", 1, 3600)
     queue.close()
     reopened = SqliteQueue(tmp_path / "q.db")

@@ -235,16 +235,23 @@ class AsyncInferenceController:
         self._finish(job, True, None)
 
     def _open_input(self, job: Job) -> tuple[str | None, _Input | None]:
-        """One thread hop for the common small request: whether a previous attempt
-        finished it (then no input: the error message if it failed, None if it succeeded),
-        else the input opened with its first chunk read."""
-        if self.objects.is_file(job.output_location):
-            return None, None
-        if self.objects.is_file(job.failure_location):
-            return self.objects.get_bytes(job.failure_location).decode(errors="replace"), None
-        size = self.objects.size(job.input_location)
+        """Whether a previous attempt finished the request (then no input: the error
+        message if it failed, None if it succeeded), else the input opened with its first
+        chunk read; a small input is then whole, with no further I/O."""
+        if job.attempts > 1:  # only an earlier attempt can have written an outcome
+            if self.objects.is_file(job.output_location):
+                return None, None
+            if self.objects.is_file(job.failure_location):
+                failure = self.objects.get_bytes(job.failure_location)
+                return failure.decode(errors="replace"), None
         file = self.objects.open(job.input_location, "rb")
-        return None, _Input(file, size)
+        try:
+            first = file.read(_CHUNK)
+            size = len(first) if len(first) < _CHUNK else self.objects.size(job.input_location)
+        except BaseException:
+            file.close()
+            raise
+        return None, _Input(file, first, size)
 
     async def _retry(self, job: Job, error: str) -> None:
         if job.attempts >= self.settings.async_max_attempts:
@@ -277,11 +284,10 @@ class AsyncInferenceController:
 class _Input:
     """The input object, read in chunks on a worker thread."""
 
-    def __init__(self, file: IO[bytes], size: int) -> None:
+    def __init__(self, file: IO[bytes], first: bytes, size: int) -> None:
         self.file = file
+        self.first = first
         self.size = size
-        # Small inputs arrive in one read, with no second thread hop.
-        self.first = file.read(_CHUNK)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self.first:

@@ -110,16 +110,17 @@ class RedisQueue:
         self._change = self._redis.register_script(_CHANGE_HELD)
         self._endpoints = self._redis.register_script(_ENDPOINTS)
 
-    def put(self, job: Job) -> None:
+    def put(self, jobs: list[Job]) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(_job_key(job.id), mapping={
-            "data": orjson.dumps(job), "state": job.state,
-            "attempts": job.attempts, "token": job.token, "lease_until": job.lease_until,
-            "error": job.error or "", "finished": job.finished or 0,
-            "expires_at": job.expires_at,
-        })
-        pipe.zadd(_key(QUEUED, job.endpoint), {job.id: job.created})
-        pipe.sadd(f"{_PREFIX}endpoints", job.endpoint)
+        for job in jobs:
+            pipe.hset(_job_key(job.id), mapping={
+                "data": orjson.dumps(job), "state": job.state,
+                "attempts": job.attempts, "token": job.token, "lease_until": job.lease_until,
+                "error": job.error or "", "finished": job.finished or 0,
+                "expires_at": job.expires_at,
+            })
+            pipe.zadd(_key(QUEUED, job.endpoint), {job.id: job.created})
+            pipe.sadd(f"{_PREFIX}endpoints", job.endpoint)
         pipe.execute()
 
     def recover(self) -> int:

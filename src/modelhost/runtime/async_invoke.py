@@ -34,6 +34,7 @@ class AsyncAccepter:
                  account_id: str, max_payload_bytes: int, min_ttl_s: int,
                  wake: Callable[[], None]) -> None:
         self.min_ttl_s = min_ttl_s
+        self._pending: list[tuple[Job, asyncio.Future[None]]] = []
         self.store = store
         self.objects = objects
         self.queue = queue
@@ -64,12 +65,34 @@ class AsyncAccepter:
             raise InvocationValidationError("InputLocation is required.")
         await object_io(self.objects, self._check_input, input_location)
         job = self._job(name, record, config, headers, input_location)
-        self.queue.put(job)
-        self.wake()
+        await self._enqueue(job)
         return {"InferenceId": job.inference_id}, [
             (b"x-amzn-sagemaker-outputlocation", job.output_location.encode()),
             (b"x-amzn-sagemaker-failurelocation", job.failure_location.encode()),
         ]
+
+    async def _enqueue(self, job: Job) -> None:
+        """Durable before the 202: requests that arrive together share one commit."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((job, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        await done
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            self.queue.put([job for job, _ in batch])
+        except Exception as exc:  # the queue is down: each request answers with it
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
+        self.wake()
 
     def _check_input(self, uri: str) -> None:
         try:
