@@ -267,6 +267,11 @@ class AsyncInferenceController:
         except (OSError, ValueError) as exc:
             log.error("request %s: cannot write the failure object %s: %s", job.id,
                       job.failure_location, exc)
+            if job.attempts < self.settings.async_max_attempts:
+                # The object store is unwell: try the whole request again later rather
+                # than end it with no object to show for it.
+                self.queue.retry(job, f"{error} (and the failure object: {exc})")
+                return
         metrics.INVOCATION_4XX.labels(job.endpoint, "-").inc()
         self._finish(job, False, error)
 
