@@ -111,6 +111,26 @@ class Api:
     def runtime(self) -> Any:
         return self._client("sagemaker-runtime")
 
+    def get_json(self, path: str, query: str = "") -> Any:
+        """GET one of modelhost's own JSON routes, signed like the boto3 calls, so it
+        works against a server that checks SigV4. HTTPError carries a SageMaker error."""
+        import json
+        import urllib.request
+
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        url = f"{self.url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+        request = AWSRequest(method="GET", url=url)
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        credentials = boto3.Session().get_credentials() or Credentials("modelhost", "modelhost")
+        SigV4Auth(credentials.get_frozen_credentials(), "sagemaker", REGION).add_auth(request)
+        prepared = urllib.request.Request(url, headers=dict(request.headers.items()))
+        with urllib.request.urlopen(prepared, timeout=30) as response:
+            return json.loads(response.read())
+
     def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every page of a List* call: a CLI listing that stops at page one silently lies."""
         pages = self.sagemaker.get_paginator(operation).paginate(**params)
@@ -273,6 +293,36 @@ def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None
     with _server(endpoint_url) as api:
         api.sagemaker.delete_endpoint(EndpointName=name)
     console.out.print(f"deleting {name}")
+
+
+@endpoints_app.command("async-requests")
+def endpoints_async_requests(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    state: Annotated[list[str] | None, typer.Option(
+        help="queued, running, failed or succeeded; repeat for several (default: all but "
+             "succeeded).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
+    import json
+    import urllib.error
+    from urllib.parse import urlencode
+
+    try:
+        answer = Api(endpoint_url).get_json(f"/endpoints/{name}/async-requests",
+                                            urlencode([("state", s) for s in state or []]))
+    except urllib.error.HTTPError as exc:
+        problem = json.loads(exc.read() or b"{}")
+        console.error(f"{problem.get('__type', exc.code)}: {problem.get('message', exc)}")
+        raise typer.Exit(1) from None
+    except urllib.error.URLError:
+        console.error(f"no modelhost server at {endpoint_url} (start one with `modelhost "
+                      "server`, or pass --endpoint-url / set MODELHOST_URL)")
+        raise typer.Exit(1) from None
+    if as_json:
+        console.print_json(answer)
+    else:
+        console.out.print(console.async_requests_table(answer))
 
 
 @endpoints_app.command("invoke")

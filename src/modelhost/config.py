@@ -46,9 +46,38 @@ class Settings:
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))
     )
 
+    # Asynchronous inference: how long a worker's lease on a request lasts without being
+    # renewed, how often a request is tried before it fails, how often the queue is polled
+    # when nothing wakes the workers, the largest input, and the webhook signing key.
+    async_lease_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 30.0)
+    )
+    async_max_attempts: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MAX_ATTEMPTS", 3))
+    )
+    async_poll_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_POLL_INTERVAL", 1.0)
+    )
+    max_async_payload_bytes: int = 1024**3
+    # The smallest RequestTTLSeconds accepted (SageMaker's is 60; tests shorten it).
+    async_min_ttl_s: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MIN_TTL", 60))
+    )
+    # "sqlite" (default) or a redis:// URL shared by several servers.
+    async_queue: str = field(default_factory=lambda: os.environ.get("MODELHOST_ASYNC_QUEUE", ""))
+    webhook_secret: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_WEBHOOK_SECRET", "")
+    )
+
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def queue_path(self) -> Path:
+        """The asynchronous inference queue: a sibling of the state store, so request
+        traffic never waits on the control plane's lock."""
+        return self.data_dir / "async-queue.db"
 
     @property
     def objects_dir(self) -> Path:

@@ -155,6 +155,18 @@ def endpoints_table(endpoints: Sequence[Description],
 
 # --- describes ---------------------------------------------------------------------------
 
+def async_requests_table(answer: Description) -> Table:
+    """An endpoint's asynchronous requests, with the counts per state in the title."""
+    counts = "  ".join(f"{state}: {count}" for state, count in answer["Counts"].items())
+    table = _table("InferenceId", "State", "Attempts", "Received", "Input", "Error",
+                   title=f"{answer['EndpointName']} — {counts}")
+    for job in answer["Requests"]:
+        table.add_row(job["inference_id"], status(job["state"]), str(job["attempts"]),
+                      when(datetime.fromtimestamp(job["created"])), job["input_location"],
+                      job.get("error") or "")
+    return table
+
+
 def describe_model(model: Description) -> None:
     out.print(key_values([
         ("Name", model.get("ModelName")),

@@ -58,3 +58,29 @@ INSTANCE_COST = Counter("modelhost_instance_cost_usd",
 INSTANCE_REPLACEMENTS = Counter("modelhost_instance_replacements",
                                 "Instances replaced after they died", _LABELS,
                                 registry=REGISTRY)
+
+# Asynchronous inference backlog, by the CloudWatch names autoscaling policies use.
+ASYNC_BACKLOG = Gauge("modelhost_async_backlog_size",
+                      "ApproximateBacklogSize: async requests queued or being processed",
+                      ("endpoint",), registry=REGISTRY)
+ASYNC_BACKLOG_PER_INSTANCE = Gauge("modelhost_async_backlog_size_per_instance",
+                                   "ApproximateBacklogSizePerInstance",
+                                   ("endpoint",), registry=REGISTRY)
+ASYNC_BACKLOG_WITHOUT_CAPACITY = Gauge("modelhost_async_has_backlog_without_capacity",
+                                       "HasBacklogWithoutCapacity: 1 when requests wait and "
+                                       "no instance runs", ("endpoint",), registry=REGISTRY)
+_ASYNC_METRICS = {
+    "ApproximateBacklogSize": "modelhost_async_backlog_size",
+    "ApproximateBacklogSizePerInstance": "modelhost_async_backlog_size_per_instance",
+    "HasBacklogWithoutCapacity": "modelhost_async_has_backlog_without_capacity",
+}
+
+
+def async_backlog_metric(metric_name: str, endpoint: str) -> float | None:
+    """The current value of an async backlog metric by its CloudWatch name (dimension
+    EndpointName), for the autoscaling policies; None for another metric or an endpoint
+    that has not been measured."""
+    series = _ASYNC_METRICS.get(metric_name)
+    if series is None:
+        return None
+    return REGISTRY.get_sample_value(series, {"endpoint": endpoint})

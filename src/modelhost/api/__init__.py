@@ -1,7 +1,7 @@
 """The SageMaker control plane: operations on models, endpoint configs, endpoints, tags."""
 
 from modelhost.api.context import Context
-from modelhost.api.endpoints import variant_summaries
+from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
 from modelhost.api.protocol import handle
 
-__all__ = ["Context", "handle", "variant_summaries"]
+__all__ = ["Context", "handle", "update_endpoint_weights_and_capacities", "variant_summaries"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api.async_config import check_async_config
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
@@ -14,7 +15,6 @@ KIND = "endpoint_config"
 
 # Parts of the API that later releases of modelhost fill in; refused clearly until then.
 _NOT_YET = {
-    "AsyncInferenceConfig": "Asynchronous inference (AsyncInferenceConfig)",
     "ShadowProductionVariants": "Shadow variants (ShadowProductionVariants)",
     "ExplainerConfig": "Online explainability (ExplainerConfig)",
 }
@@ -47,6 +47,8 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         if params.get(key):
             raise ValidationError(f"{what} is not supported by modelhost yet.")
     variants = [_check_variant(ctx, v) for v in params["ProductionVariants"]]
+    if "AsyncInferenceConfig" in params:
+        check_async_config(params["AsyncInferenceConfig"])
     names = [v["VariantName"] for v in variants]
     if len(set(names)) != len(names):
         raise ValidationError(f"Variant names must be unique within an endpoint config: {names}")
@@ -58,8 +60,8 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "CreationTime": ctx.now(),
         "_arn": arn,
     }
-    copy_optional(params, record, ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
-                                   "ExecutionRoleArn", "VpcConfig"))
+    copy_optional(params, record, ("AsyncInferenceConfig", "DataCaptureConfig", "KmsKeyId",
+                                   "EnableNetworkIsolation", "ExecutionRoleArn", "VpcConfig"))
     create(ctx, KIND, "endpoint configuration", name, record, params.get("Tags"))
     return {"EndpointConfigArn": arn}
 

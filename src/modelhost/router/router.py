@@ -9,10 +9,11 @@ answer /ping again.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
-from modelhost.instances import InstanceClient, InstanceUnreachable
+from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.router.pool import Deployment, Replica, VariantPool
 
 _RETRYABLE = (InstanceUnreachable,)
@@ -104,42 +105,86 @@ class Router:
                     f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
                 ) from None
 
-    async def _send(self, replica: Replica, request: Invocation) -> Answer:
-        headers = []
-        if request.content_type:
-            headers.append((b"Content-Type", request.content_type.encode("latin-1")))
-        if request.accept:
-            headers.append((b"Accept", request.accept.encode("latin-1")))
-        if request.custom_attributes:
-            headers.append(
-                (b"X-Amzn-SageMaker-Custom-Attributes", request.custom_attributes.encode("latin-1"))
+    async def stream(
+        self,
+        deployment: Deployment,
+        request: Invocation,
+        body: AsyncIterable[bytes],
+        length: int,
+        sink: Callable[[bytes], Awaitable[None]],
+        timeout_s: float,
+    ) -> Answer:
+        """Asynchronous inference: `request.body` is ignored, `length` bytes come from
+        `body` and a successful answer's body goes to `sink`. No retry here (the stream
+        is spent); an unreachable instance is taken out of rotation and the caller retries
+        the whole request."""
+        pool = self._pool(deployment, request.target_variant)
+        replica = pool.pick()
+        if replica is None:
+            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica.acquire()
+        started = time.perf_counter()
+        try:
+            response = await self._client.stream(
+                replica.address, b"/invocations", _headers(request), body, length, sink,
+                timeout_s,
             )
+        except InstanceUnreachable:
+            replica.healthy = False
+            raise
+        except TimeoutError:
+            raise _timed_out(replica.variant, timeout_s) from None
+        finally:
+            replica.release()
+        return _answer(response, replica, time.perf_counter() - started)
+
+    async def _send(self, replica: Replica, request: Invocation) -> Answer:
         replica.acquire()
         started = time.perf_counter()
         try:
             response = await self._client.request(
-                replica.address, b"POST", b"/invocations", headers, request.body, self._timeout_s
+                replica.address, b"POST", b"/invocations", _headers(request), request.body,
+                self._timeout_s,
             )
         except TimeoutError:
-            raise ModelError(
-                f"Your invocation timed out while waiting for a response from primary of "
-                f"variant {replica.variant}: the model took longer than "
-                f"{self._timeout_s:g} s.",
-                OriginalStatusCode=504,
-                OriginalMessage="model timeout",
-            ) from None
+            raise _timed_out(replica.variant, self._timeout_s) from None
         finally:
             replica.release()
-        elapsed = time.perf_counter() - started
-        if response.status >= 400:
-            raise _model_error(response.status, response.body.decode(errors="replace")[:1024])
-        content_type = response.header(b"content-type")
-        custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
-        return Answer(
-            body=response.body,
-            content_type=content_type.decode("latin-1") if content_type else
-            "application/octet-stream",
-            custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
-            variant=replica.variant,
-            model_seconds=elapsed,
+        return _answer(response, replica, time.perf_counter() - started)
+
+
+def _headers(request: Invocation) -> list[tuple[bytes, bytes]]:
+    headers = []
+    if request.content_type:
+        headers.append((b"Content-Type", request.content_type.encode("latin-1")))
+    if request.accept:
+        headers.append((b"Accept", request.accept.encode("latin-1")))
+    if request.custom_attributes:
+        headers.append(
+            (b"X-Amzn-SageMaker-Custom-Attributes", request.custom_attributes.encode("latin-1"))
         )
+    return headers
+
+
+def _timed_out(variant: str, timeout_s: float) -> ModelError:
+    return ModelError(
+        f"Your invocation timed out while waiting for a response from primary of "
+        f"variant {variant}: the model took longer than {timeout_s:g} s.",
+        OriginalStatusCode=504,
+        OriginalMessage="model timeout",
+    )
+
+
+def _answer(response: Response, replica: Replica, elapsed: float) -> Answer:
+    if response.status >= 400:
+        raise _model_error(response.status, response.body.decode(errors="replace")[:1024])
+    content_type = response.header(b"content-type")
+    custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
+    return Answer(
+        body=response.body,
+        content_type=content_type.decode("latin-1") if content_type else
+        "application/octet-stream",
+        custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
+        variant=replica.variant,
+        model_seconds=elapsed,
+    )
