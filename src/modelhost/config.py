@@ -46,6 +46,11 @@ class Settings:
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))
     )
 
+    # Fork instances from a pre-warmed parent instead of starting a fresh interpreter each.
+    fork_server: bool = field(
+        default_factory=lambda: os.environ.get("MODELHOST_FORK_SERVER", "1") != "0"
+    )
+
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"

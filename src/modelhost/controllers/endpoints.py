@@ -80,6 +80,10 @@ class EndpointController:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(remove_partial_models, self.settings)
+        try:
+            await self.backend.warm()
+        except (OSError, TimeoutError):
+            log.exception("instance backend could not warm up; instances will start slower")
         while True:
             try:
                 await self.reconcile()
@@ -99,6 +103,7 @@ class EndpointController:
         instances = [r.instance for d in self.router.deployments.values() for r in d.replicas()]
         await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         self.router.deployments.clear()
+        await self.backend.close()
 
     # --- reconcile -------------------------------------------------------------------
 
