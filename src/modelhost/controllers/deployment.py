@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from modelhost.catalog import get_instance_type
+from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.instances import InstanceSpec
 from modelhost.storage import ObjectStore, prepare_model_dir
@@ -78,7 +78,10 @@ def instance_spec(
     model_dir: Path,
     index: int,
 ) -> InstanceSpec:
-    instance_type = get_instance_type(variant["InstanceType"])
+    instance_type = (
+        serverless_instance_type(variant["ServerlessConfig"]["MemorySizeInMB"])
+        if "ServerlessConfig" in variant else get_instance_type(variant["InstanceType"])
+    )
     if instance_type is None:  # the API checked it; a catalog edit could still remove it
         raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
     container = model["PrimaryContainer"]

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: The fork server imports numpy, scikit-learn and the model server before it is ready.
 _READY_TIMEOUT_S = 120.0
+# Not `-m`: the package would import the module before running it as __main__.
+_ENTRY = "import sys; from modelhost.instances.forkserver import serve; serve(int(sys.argv[1]))"
 
 
 class ForkedProcess:
@@ -84,8 +86,7 @@ class ForkServer:
             env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
             with theirs:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "modelhost.instances.forkserver",
-                     str(theirs.fileno())],
+                    [sys.executable, "-c", _ENTRY, str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
                 )
             reader, self._writer = await asyncio.open_unix_connection(sock=ours)

@@ -168,6 +168,3 @@ def serve(fd: int) -> None:
                     send({"id": request["id"], "pid": pid})
         _reap(send)
 
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))

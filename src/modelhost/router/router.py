@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable
 from modelhost.router.pool import Deployment, Replica, VariantPool
+from modelhost.router.serverless import ServerlessPool
 
 _RETRYABLE = (InstanceUnreachable,)
 
@@ -71,7 +72,7 @@ class Router:
                     f"Invalid target variant {target} for endpoint {deployment.endpoint}; "
                     f"variants: {sorted(deployment.variants)}"
                 )
-        if pool is None or not pool.available():
+        if pool is None or not pool.can_serve():
             raise ServiceUnavailable(
                 f"No healthy instance is available for endpoint {deployment.endpoint}; "
                 "try again shortly."
@@ -80,6 +81,8 @@ class Router:
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         pool = self._pool(deployment, request.target_variant)
+        if isinstance(pool, ServerlessPool):
+            return await self._invoke_serverless(pool, request)
         replica = pool.pick()
         if replica is None:
             raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
@@ -103,6 +106,30 @@ class Router:
                 raise ServiceUnavailable(
                     f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
                 ) from None
+
+    async def _invoke_serverless(self, pool: ServerlessPool, request: Invocation) -> Answer:
+        """Within MaxConcurrency, on a ready instance or one started for it; an instance
+        that drops the request is left to the health check and the request waits for
+        another."""
+        pool.admit()
+        billed = 0.0
+        try:
+            for attempt in (1, 2):
+                replica = await pool.ready_replica()
+                started = time.perf_counter()
+                try:
+                    return await self._send(replica, request)
+                except _RETRYABLE as exc:
+                    replica.healthy = False
+                    if attempt == 2:
+                        raise ServiceUnavailable(
+                            f"Endpoint {pool.endpoint}: instances failed to answer ({exc})."
+                        ) from None
+                finally:
+                    billed += time.perf_counter() - started
+            raise AssertionError("unreachable")
+        finally:
+            pool.leave(billed)
 
     async def _send(self, replica: Replica, request: Invocation) -> Answer:
         headers = []
