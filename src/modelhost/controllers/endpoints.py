@@ -272,6 +272,7 @@ class EndpointController:
             pool.weight = capacity["weight"]
             if isinstance(pool, ServerlessPool):
                 self.serverless.configure(pool, capacity["serverless"])
+                self.serverless.demand(pool)
                 continue
             current = [r for r in pool.replicas if not r.draining]
             missing = capacity["count"] - len(current)

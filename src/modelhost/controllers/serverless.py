@@ -55,10 +55,10 @@ class ServerlessScaler:
         return pool
 
     def configure(self, pool: ServerlessPool, config: dict[str, Any]) -> None:
-        """Apply a (new) MaxConcurrency / ProvisionedConcurrency."""
+        """Apply a (new) MaxConcurrency / ProvisionedConcurrency; the next `demand` or
+        `tick` starts or stops instances to match."""
         pool.max_concurrency = config["MaxConcurrency"]
         pool.warm, pool.most = instance_bounds(config, self.settings)
-        self.demand(pool)
 
     def _needed(self, pool: ServerlessPool) -> int:
         busy = math.ceil(pool.in_flight / self.settings.serverless_instance_concurrency)
