@@ -269,6 +269,31 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
         sm.delete_endpoint(EndpointName=name)
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> None:
+    """The fork server dies: its instances keep serving, the next start gets a new fork
+    server, and an orphaned instance that dies later is still noticed and replaced."""
+    name = _deploy(sm, provisioned=1)
+    try:
+        (instance,) = instance_pids(serverless_server.process.pid, name)
+        kill_and_wait(_parent(instance))
+        assert _invoke(rt, name) == b"0\n"
+        other = _deploy(sm, provisioned=1)
+        try:
+            assert _invoke(rt, other) == b"0\n"
+        finally:
+            sm.delete_endpoint(EndpointName=other)
+        kill_and_wait(instance)
+        _wait(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+              what="the orphaned instance to be replaced")
+        assert _invoke(rt, name) == b"0\n"
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+
+
 def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
@@ -276,7 +301,7 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
     try:
         name = _deploy(server.client("sagemaker"), provisioned=1)
         (instance,) = instance_pids(server.process.pid, name)
-        forkserver = int(Path(f"/proc/{instance}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        forkserver = _parent(instance)
         assert forkserver != server.process.pid
         assert b"modelhost.instances.forkserver" in Path(f"/proc/{forkserver}/cmdline").read_bytes()
         server.kill()

@@ -39,13 +39,15 @@ class ForkedProcess:
     def __init__(self, server: ForkServer, pid: int) -> None:
         self.server = server
         self.pid = pid
+        self.generation = server.generation
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
             code = self.server.exit_code(self.pid)
-            if code is None and not self.server.running and not pid_alive(self.pid):
-                code = -1  # the fork server is gone and cannot tell us any more
+            orphaned = not self.server.running or self.server.generation != self.generation
+            if code is None and orphaned and not pid_alive(self.pid):
+                code = -1  # its fork server is gone and cannot tell us the status
             self.returncode = code
         return self.returncode
 
@@ -67,6 +69,7 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
+        self.generation = 0  # which fork server process; a new one after a crash
 
     @property
     def running(self) -> bool:
@@ -82,6 +85,7 @@ class ForkServer:
             if self.running:
                 return
             await self._close()
+            self.generation += 1
             ours, theirs = socket.socketpair()
             env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
             with theirs:

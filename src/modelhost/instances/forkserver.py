@@ -27,7 +27,6 @@ import selectors
 import signal
 import socket
 import sys
-import threading
 from typing import Any
 
 #: Imported once by the fork server; what is missing (an optional extra) is skipped.
@@ -53,7 +52,8 @@ PRELOAD = (
     "modelhost.modelserver.handlers",
     "modelhost.modelserver.codecs",
     "modelhost.modelserver.frameworks",
-    "onnxruntime",
+    # Not onnxruntime: importing it starts a native thread, and forking a process with a
+    # second thread risks a child stuck on a lock that thread held.
 )
 
 #: Set to one thread in the fork server itself; each child raises them to its share.
@@ -75,6 +75,9 @@ def _child(env: dict[str, str], log: str | None) -> int:
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
+    # What PYTHONUNBUFFERED gives a fresh interpreter: output reaches the log as it comes.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.environ.clear()
     os.environ.update(env)
     threads = env.get("OMP_NUM_THREADS")
@@ -87,12 +90,22 @@ def _child(env: dict[str, str], log: str | None) -> int:
     return main([])
 
 
+def _threads() -> int:
+    """Threads of this process, native ones included (`threading` sees only Python's)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 1
+
+
 def _fork(inherited: list[int], env: dict[str, str], log: str | None) -> int:
-    # Forking with a second thread alive would copy whatever lock it held; the fork
-    # server never starts one, and says so loudly if an import ever does.
-    if threading.active_count() > 1:
-        print(f"forkserver: {threading.active_count()} threads alive at fork",
-              file=sys.stderr, flush=True)
+    # Forking with a second thread alive would copy whatever lock it held into a child
+    # that can never release it. The fork server never starts one; if an import ever
+    # does, it refuses, and the backend starts that instance as a fresh interpreter.
+    threads = _threads()
+    if threads > 1:
+        raise OSError(f"the fork server has {threads} threads; forking is not safe")
     pid = os.fork()
     if pid:
         return pid

@@ -16,6 +16,7 @@ start's. `fork=False` starts each one as `python -m modelhost.modelserver`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,8 @@ from modelhost.instances.base import InstanceSpec
 from modelhost.instances.client import InstanceClient
 from modelhost.instances.forking import ForkServer
 from modelhost.instances.forkserver import THREAD_VARIABLES
+
+logger = logging.getLogger(__name__)
 
 
 class _Process(Protocol):
@@ -139,7 +142,12 @@ class ProcessBackend:
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self._forkserver is not None:
-            return ProcessInstance(spec, await self._forkserver.spawn(env, spec.log_path), port)
+            try:
+                return ProcessInstance(spec, await self._forkserver.spawn(env, spec.log_path),
+                                       port)
+            except (OSError, TimeoutError) as exc:
+                logger.warning("instance %s: %s; starting it as a fresh interpreter",
+                               spec.instance_id, exc)
         log = subprocess.DEVNULL
         if spec.log_path is not None:
             log = spec.log_path.open("wb")
