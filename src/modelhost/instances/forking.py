@@ -60,6 +60,15 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
+def _kill_unwanted(answer: asyncio.Future[dict[str, Any]]) -> None:
+    if answer.cancelled() or answer.exception() is not None:
+        return
+    pid = answer.result().get("pid")
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 class ForkServer:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -109,7 +118,13 @@ class ForkServer:
             "id": request_id, "env": env, "log": str(log_path) if log_path else None,
         }).encode() + b"\n")
         await self._writer.drain()
-        reply = await answer
+        try:
+            reply = await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            # The caller gave up (the endpoint was deleted while creating): the child is
+            # forked anyway, and nobody else will ever stop it.
+            answer.add_done_callback(_kill_unwanted)
+            raise
         if "error" in reply:
             raise OSError(f"the fork server could not fork: {reply['error']}")
         return ForkedProcess(self, int(reply["pid"]))
