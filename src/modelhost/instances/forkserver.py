@@ -20,6 +20,7 @@ exactly like an instance started as a fresh interpreter.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -149,6 +150,9 @@ def serve(fd: int) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     _preload()
+    # Keep what the preload created out of the collector's reach: a child's collections
+    # would otherwise write to every shared page and undo copy-on-write.
+    gc.freeze()
 
     def send(message: dict[str, Any]) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
