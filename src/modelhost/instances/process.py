@@ -87,7 +87,9 @@ class ProcessInstance:
                     raise RuntimeError(self.failure_detail())
                 if await client.ping(self.address):
                     return
-                await asyncio.sleep(0.05)
+                # A refused connection costs microseconds; polling often keeps a forked
+                # instance's start (tens of ms) from waiting on the poll interval.
+                await asyncio.sleep(0.01)
         finally:
             client.close()
         await self.stop()
