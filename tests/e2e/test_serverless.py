@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
 from tests.support.models import model_tarball, write_iris_tarball
-from tests.support.processes import alive, instance_pids, kill_and_wait
+from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess
 
 ROW = "5.1,3.5,1.4,0.2"
@@ -72,14 +72,6 @@ def _metric(server: ServerProcess, name: str, endpoint: str) -> float:
     pattern = re.compile(rf"^{name}{labels} (\S+)$", re.MULTILINE)
     found = pattern.search(text)
     return float(found.group(1)) if found else 0.0
-
-
-def _wait(predicate, timeout_s: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _invoke(rt, name: str) -> bytes:
@@ -157,8 +149,8 @@ def transform_fn(model, body, content_type, accept):
         first: list[object] = []
         holder = threading.Thread(target=lambda: first.append(_invoke(rt, name)))
         holder.start()
-        _wait(lambda: _metric(serverless_server, "modelhost_serverless_concurrency", name) == 1,
-              what="the first request to be in flight")
+        wait_until(lambda: _metric(serverless_server, "modelhost_serverless_concurrency",
+                                   name) == 1, what="the first request to be in flight")
         with pytest.raises(ClientError) as excinfo:  # a client that does not retry throttles
             _invoke(serverless_server.client("sagemaker-runtime", retries=0), name)
         error = excinfo.value.response
@@ -180,7 +172,7 @@ def test_scales_back_to_zero_after_idle_and_starts_again(serverless_server, sm, 
     try:
         assert _invoke(rt, name) == b"0\n"
         (pid,) = instance_pids(serverless_server.process.pid, name)
-        _wait(lambda: not alive(pid), what="the idle instance to stop")
+        wait_until(lambda: not alive(pid), what="the idle instance to stop")
         assert instance_pids(serverless_server.process.pid, name) == []
         assert _invoke(rt, name) == b"0\n"
         assert _metric(serverless_server, "modelhost_serverless_cold_starts_total", name) == 2
@@ -219,8 +211,8 @@ def test_dead_instance_is_started_again_on_demand(serverless_server, sm, rt) -> 
     try:
         (pid,) = instance_pids(serverless_server.process.pid, name)
         kill_and_wait(pid)
-        _wait(lambda: [p for p in instance_pids(serverless_server.process.pid, name)
-                       if p != pid] != [], what="provisioned concurrency to be restored")
+        wait_until(lambda: [p for p in instance_pids(serverless_server.process.pid, name)
+                            if p != pid] != [], what="provisioned concurrency to be restored")
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -236,8 +228,8 @@ def test_serverless_update_config_changes_max_concurrency(serverless_server, sm,
         assert variant["DesiredServerlessConfig"] == {
             "MemorySizeInMB": 2048, "MaxConcurrency": 5, "ProvisionedConcurrency": 1}
         assert variant["CurrentServerlessConfig"] == variant["DesiredServerlessConfig"]
-        _wait(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
-              what="the provisioned instance")
+        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+                   what="the provisioned instance")
         assert _invoke(rt, name) == b"0\n"
         with pytest.raises(ClientError) as excinfo:
             sm.update_endpoint_weights_and_capacities(
@@ -262,8 +254,8 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
         sm.update_endpoint(EndpointName=name, EndpointConfigName=name)
         variant = wait_for_status(sm, name, {"InService"})["ProductionVariants"][0]
         assert variant["CurrentServerlessConfig"]["MaxConcurrency"] == 4
-        _wait(lambda: instance_pids(serverless_server.process.pid, name) == [],
-              what="the instance-based deployment to stop")
+        wait_until(lambda: instance_pids(serverless_server.process.pid, name) == [],
+                   what="the instance-based deployment to stop")
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -287,8 +279,8 @@ def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> N
         finally:
             sm.delete_endpoint(EndpointName=other)
         kill_and_wait(instance)
-        _wait(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
-              what="the orphaned instance to be replaced")
+        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+                   what="the orphaned instance to be replaced")
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -305,8 +297,8 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
         assert forkserver != server.process.pid
         assert b"modelhost.instances.forkserver" in Path(f"/proc/{forkserver}/cmdline").read_bytes()
         server.kill()
-        _wait(lambda: not alive(instance) and not alive(forkserver), timeout_s=15,
-              what="the fork server and its instance to exit")
+        wait_until(lambda: not alive(instance) and not alive(forkserver), timeout_s=15,
+                   what="the fork server and its instance to exit")
     finally:
         server.kill()
 

@@ -27,6 +27,7 @@ from modelhost.controllers.deployment import (
     numbered,
     prepare_model,
     remove_partial_models,
+    start_ready,
 )
 from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
@@ -385,12 +386,7 @@ class EndpointController:
                         next(self._counter))
         key = (name, pool.name)
         try:
-            instance = await self.backend.start(spec)
-            try:
-                await instance.wait_ready(self.settings.startup_timeout_s)
-            except RuntimeError:
-                await instance.stop()
-                raise
+            instance = await start_ready(self.backend, spec, self.settings.startup_timeout_s)
         except (OSError, ValueError, RuntimeError) as exc:
             failures = self._replace_failures[key] = self._replace_failures.get(key, 0) + 1
             delay = min(2.0**failures, _MAX_REPLACE_BACKOFF_S)

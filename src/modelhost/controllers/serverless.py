@@ -22,7 +22,7 @@ from modelhost import metrics
 from modelhost.api import instance_bounds
 from modelhost.catalog import serverless_usd_per_gb_second
 from modelhost.config import Settings
-from modelhost.controllers.deployment import numbered
+from modelhost.controllers.deployment import numbered, start_ready
 from modelhost.instances import InstanceBackend, InstanceSpec
 from modelhost.router import Replica, Router, ServerlessPool
 
@@ -80,12 +80,8 @@ class ServerlessScaler:
         began = time.perf_counter()
         try:
             try:
-                instance = await self.backend.start(spec)
-                try:
-                    await instance.wait_ready(self.settings.startup_timeout_s)
-                except BaseException:
-                    await instance.stop()
-                    raise
+                instance = await start_ready(self.backend, spec,
+                                             self.settings.startup_timeout_s)
             finally:
                 pool.starting -= 1
         except (OSError, ValueError, RuntimeError) as exc:
