@@ -51,7 +51,7 @@ def rt(serverless_server: ServerProcess):
 
 def _deploy(sm, model_url: str = "s3://models/iris/model.tar.gz", *,
             max_concurrency: int = 4, provisioned: int | None = None,
-            image: str = "modelhost/sklearn") -> str:
+            image: str = "modelhost/sklearn", status: str = "InService") -> str:
     name = unique("sl")
     sm.create_model(ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
                     ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
@@ -61,7 +61,7 @@ def _deploy(sm, model_url: str = "s3://models/iris/model.tar.gz", *,
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
         {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": config}])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    wait_for_status(sm, name, {"InService"})
+    assert wait_for_status(sm, name, {"InService", "Failed"})["EndpointStatus"] == status
     return name
 
 
@@ -259,6 +259,48 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
+
+
+def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> None:
+    code = b"def model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
+    archive = serverless_server.data_dir / "objects" / "models" / "broken" / "model.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(model_tarball({"code/inference.py": code}))
+    name = _deploy(sm, "s3://models/broken/model.tar.gz", image="modelhost/python",
+                   status="Failed")
+    try:
+        reason = sm.describe_endpoint(EndpointName=name)["FailureReason"]
+        assert "weights are corrupt" in reason
+        assert instance_pids(serverless_server.process.pid, name) == []
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+
+
+def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    first = ServerProcess(data).start()
+    try:
+        name = _deploy(first.client("sagemaker"))
+        assert _invoke(first.client("sagemaker-runtime"), name) == b"0\n"
+    finally:
+        first.kill()
+    second = ServerProcess(data)
+    second.port = first.port
+    second.start()
+    try:
+        runtime = second.client("sagemaker-runtime")
+
+        def serves() -> bool:  # as for real-time endpoints: once the controller redeployed
+            try:
+                return _invoke(runtime, name) == b"0\n"
+            except ClientError:
+                return False
+
+        wait_until(serves, what="the serverless endpoint to serve after the restart")
+        assert instance_pids(second.process.pid, name) != []  # started for that request
+    finally:
+        second.stop()
 
 
 def _parent(pid: int) -> int:

@@ -112,22 +112,21 @@ class Router:
         that drops the request is left to the health check and the request waits for
         another."""
         pool.admit()
-        billed = 0.0
+        billed = 0.0  # time instances spent on it: what serverless inference charges
         try:
-            for attempt in (1, 2):
+            for _ in range(2):
                 replica = await pool.ready_replica()
-                started = time.perf_counter()
+                sent = time.perf_counter()
                 try:
                     return await self._send(replica, request)
                 except _RETRYABLE as exc:
                     replica.healthy = False
-                    if attempt == 2:
-                        raise ServiceUnavailable(
-                            f"Endpoint {pool.endpoint}: instances failed to answer ({exc})."
-                        ) from None
+                    failure = exc
                 finally:
-                    billed += time.perf_counter() - started
-            raise AssertionError("unreachable")
+                    billed += time.perf_counter() - sent
+            raise ServiceUnavailable(
+                f"Endpoint {pool.endpoint}: instances failed to answer ({failure})."
+            )
         finally:
             pool.leave(billed)
 
