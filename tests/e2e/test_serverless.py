@@ -46,7 +46,8 @@ def sm(serverless_server: ServerProcess):
 
 @pytest.fixture(scope="module")
 def rt(serverless_server: ServerProcess):
-    return serverless_server.client("sagemaker-runtime")
+    # No retries: a request that fails once (a lost cold start, a 503) must fail the test.
+    return serverless_server.client("sagemaker-runtime", retries=0)
 
 
 def _deploy(sm, model_url: str = "s3://models/iris/model.tar.gz", *,
@@ -151,8 +152,8 @@ def transform_fn(model, body, content_type, accept):
         holder.start()
         wait_until(lambda: _metric(serverless_server, "modelhost_serverless_concurrency",
                                    name) == 1, what="the first request to be in flight")
-        with pytest.raises(ClientError) as excinfo:  # a client that does not retry throttles
-            _invoke(serverless_server.client("sagemaker-runtime", retries=0), name)
+        with pytest.raises(ClientError) as excinfo:
+            _invoke(rt, name)
         error = excinfo.value.response
         assert error["Error"]["Code"] == "ThrottlingException"
         assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
@@ -282,7 +283,7 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
     first = ServerProcess(data).start()
     try:
         name = _deploy(first.client("sagemaker"))
-        assert _invoke(first.client("sagemaker-runtime"), name) == b"0\n"
+        assert _invoke(first.client("sagemaker-runtime", retries=0), name) == b"0\n"
     finally:
         first.kill()
     second = ServerProcess(data)
@@ -328,6 +329,41 @@ def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> N
         sm.delete_endpoint(EndpointName=name)
 
 
+def test_request_waiting_for_a_cold_start_survives_an_update(serverless_server, sm, rt,
+                                                             tmp_path: Path) -> None:
+    """A request waits for a cold start that takes long (its model_fn blocks) when
+    UpdateEndpoint swaps in another config: the new deployment serves it."""
+    slow = tmp_path / "slow"
+    code = f'''
+import os, time
+def model_fn(model_dir):
+    while os.path.exists({str(slow)!r}):
+        time.sleep(0.01)
+    return None
+def transform_fn(model, body, content_type, accept):
+    return "old", "text/plain"
+'''.encode()
+    archive = serverless_server.data_dir / "objects" / "models" / "slowload" / "model.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(model_tarball({"code/inference.py": code}))
+    name = _deploy(sm, "s3://models/slowload/model.tar.gz", image="modelhost/python")
+    new = _deploy(sm)  # an iris model and its config, for the update
+    sm.delete_endpoint(EndpointName=new)
+    try:
+        slow.touch()
+        answers: list[object] = []
+        waiting = threading.Thread(target=lambda: answers.append(_invoke(rt, name)))
+        waiting.start()
+        wait_until(lambda: _metric(serverless_server, "modelhost_serverless_concurrency",
+                                   name) == 1, what="the request to wait for its cold start")
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=new)
+        waiting.join(60)
+        assert answers == [b"0\n"]
+    finally:
+        slow.unlink(missing_ok=True)
+        sm.delete_endpoint(EndpointName=name)
+
+
 def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
@@ -352,7 +388,7 @@ def test_fresh_interpreter_instances_still_work(tmp_path: Path) -> None:
     server = ServerProcess(data, env={"MODELHOST_FORK_SERVER": "0"}).start()
     try:
         name = _deploy(server.client("sagemaker"))
-        assert _invoke(server.client("sagemaker-runtime"), name) == b"0\n"
+        assert _invoke(server.client("sagemaker-runtime", retries=0), name) == b"0\n"
         (pid,) = instance_pids(server.process.pid, name)
         assert b"modelhost.modelserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
     finally:

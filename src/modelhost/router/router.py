@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable
 from modelhost.router.pool import Deployment, Replica, VariantPool
-from modelhost.router.serverless import ServerlessPool
+from modelhost.router.serverless import PoolRetired, ServerlessPool
 
 _RETRYABLE = (InstanceUnreachable,)
 
@@ -82,7 +82,15 @@ class Router:
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         pool = self._pool(deployment, request.target_variant)
         if isinstance(pool, ServerlessPool):
-            return await self._invoke_serverless(pool, request)
+            try:
+                return await self._invoke_serverless(pool, request)
+            except PoolRetired:
+                # An update swapped the deployment while this request waited for a cold
+                # start: the new deployment serves it.
+                current = self.deployments.get(deployment.endpoint)
+                if current is None or current is deployment:
+                    raise
+                return await self.invoke(current, request)
         replica = pool.pick()
         if replica is None:
             raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")

@@ -20,6 +20,10 @@ from modelhost.instances import InstanceSpec
 from modelhost.router.pool import Replica, VariantPool
 
 
+class PoolRetired(ServiceUnavailable):
+    """The variant's deployment was replaced or deleted while the request waited."""
+
+
 class Scaler(Protocol):
     def demand(self, pool: ServerlessPool) -> None:
         """Start instances if the pool has fewer than its requests in flight need."""
@@ -95,7 +99,7 @@ class ServerlessPool(VariantPool):
             if replica is not None:
                 return replica
             if self.retired:
-                raise ServiceUnavailable(
+                raise PoolRetired(
                     f"Endpoint {self.endpoint} is being updated or deleted; try again shortly."
                 )
             if self.starting == 0:
