@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ class EndpointController:
         return pool
 
     @staticmethod
-    def _retire(pools: Any) -> None:
+    def _retire(pools: Iterable[VariantPool]) -> None:
         for pool in pools:
             if isinstance(pool, ServerlessPool):
                 ServerlessScaler.retire(pool)

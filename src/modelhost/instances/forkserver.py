@@ -142,7 +142,13 @@ def _reap(send: Any) -> None:
 
 
 def serve(fd: int) -> None:
+    """Fork instances on request until the server's end of the socket closes."""
     conn = socket.socket(fileno=fd)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _serve(conn)
+
+
+def _serve(conn: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us by closing the socket
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
