@@ -68,6 +68,23 @@ class Settings:
     webhook_secret: str = field(
         default_factory=lambda: os.environ.get("MODELHOST_WEBHOOK_SECRET", "")
     )
+    # Serverless variants: an instance stops after this long without a request (unless it
+    # holds provisioned concurrency), serves this many requests at once, and a variant runs
+    # at most this many instances whatever its MaxConcurrency.
+    serverless_idle_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_SERVERLESS_IDLE_S", 300.0)
+    )
+    serverless_instance_concurrency: int = field(
+        default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_INSTANCE_CONCURRENCY",
+                                                      4)))
+    )
+    serverless_max_instances: int = field(
+        default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_MAX_INSTANCES", 4)))
+    )
+    # Fork instances from a pre-warmed parent instead of starting a fresh interpreter each.
+    fork_server: bool = field(
+        default_factory=lambda: os.environ.get("MODELHOST_FORK_SERVER", "1") != "0"
+    )
 
     @property
     def state_path(self) -> Path:

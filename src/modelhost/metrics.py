@@ -84,3 +84,24 @@ def async_backlog_metric(metric_name: str, endpoint: str) -> float | None:
     if series is None:
         return None
     return REGISTRY.get_sample_value(series, {"endpoint": endpoint})
+# Serverless variants, after SageMaker's serverless CloudWatch metrics.
+SERVERLESS_COLD_STARTS = Counter("modelhost_serverless_cold_starts",
+                                 "Instances started because requests arrived and none was free",
+                                 _LABELS, registry=REGISTRY)
+MODEL_SETUP_TIME = Histogram("modelhost_model_setup_time_seconds",
+                             "Time to start a serverless instance until it answers /ping "
+                             "(SageMaker's ModelSetupTime)", _LABELS,
+                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                                      10.0, 30.0, 60.0, 120.0), registry=REGISTRY)
+SERVERLESS_CONCURRENCY = Gauge("modelhost_serverless_concurrency",
+                               "Requests in flight (waiting or running) on a serverless variant",
+                               _LABELS, registry=REGISTRY)
+SERVERLESS_THROTTLES = Counter("modelhost_serverless_throttles",
+                               "Requests refused past MaxConcurrency", _LABELS,
+                               registry=REGISTRY)
+SERVERLESS_GB_SECONDS = Counter("modelhost_serverless_billed_gb_seconds",
+                                "Billed duration of serverless invocations times memory",
+                                _LABELS, registry=REGISTRY)
+SERVERLESS_COST = Counter("modelhost_serverless_cost_usd",
+                          "Billed GB-seconds at the serverless list price", _LABELS,
+                          registry=REGISTRY)

@@ -49,8 +49,8 @@ class ModelhostApp:
         self.objects = ObjectStore.from_environment(settings.objects_dir)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
-            settings, self.store, self.objects, get_backend(settings.instance_backend),
-            self.router,
+            settings, self.store, self.objects,
+            get_backend(settings.instance_backend, settings.fork_server), self.router,
         )
         self.context = api.Context(settings, self.store, self.controller.notify)
         self.invoker = RealtimeInvoker(

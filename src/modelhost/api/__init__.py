@@ -3,5 +3,12 @@
 from modelhost.api.context import Context
 from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
 from modelhost.api.protocol import handle
+from modelhost.api.serverless import instance_bounds
 
-__all__ = ["Context", "handle", "update_endpoint_weights_and_capacities", "variant_summaries"]
+__all__ = [
+    "Context",
+    "handle",
+    "instance_bounds",
+    "update_endpoint_weights_and_capacities",
+    "variant_summaries",
+]

@@ -41,4 +41,12 @@ class Instance(Protocol):
 
 
 class InstanceBackend(Protocol):
+    async def warm(self) -> None:
+        """Get ready to start instances quickly (called once when the server starts)."""
+        ...
+
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    async def close(self) -> None:
+        """Release what `warm` set up; instances are stopped before this."""
+        ...

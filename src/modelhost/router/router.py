@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.router.pool import Deployment, Replica, VariantPool
+from modelhost.router.serverless import PoolRetired, ServerlessPool
 
 _RETRYABLE = (InstanceUnreachable,)
 
@@ -72,7 +73,7 @@ class Router:
                     f"Invalid target variant {target} for endpoint {deployment.endpoint}; "
                     f"variants: {sorted(deployment.variants)}"
                 )
-        if pool is None or not pool.available():
+        if pool is None or not pool.can_serve():
             raise ServiceUnavailable(
                 f"No healthy instance is available for endpoint {deployment.endpoint}; "
                 "try again shortly."
@@ -81,6 +82,16 @@ class Router:
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         pool = self._pool(deployment, request.target_variant)
+        if isinstance(pool, ServerlessPool):
+            try:
+                return await self._invoke_serverless(pool, request)
+            except PoolRetired:
+                # An update swapped the deployment while this request waited for a cold
+                # start: the new deployment serves it.
+                current = self.deployments.get(deployment.endpoint)
+                if current is None or current is deployment:
+                    raise
+                return await self.invoke(current, request)
         replica = pool.pick()
         if replica is None:
             raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
@@ -104,6 +115,29 @@ class Router:
                 raise ServiceUnavailable(
                     f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
                 ) from None
+
+    async def _invoke_serverless(self, pool: ServerlessPool, request: Invocation) -> Answer:
+        """Within MaxConcurrency, on a ready instance or one started for it; an instance
+        that drops the request is left to the health check and the request waits for
+        another."""
+        pool.admit()
+        billed = 0.0  # time instances spent on it: what serverless inference charges
+        try:
+            for _ in range(2):
+                replica = await pool.ready_replica()
+                sent = time.perf_counter()
+                try:
+                    return await self._send(replica, request)
+                except _RETRYABLE as exc:
+                    replica.healthy = False
+                    failure = exc
+                finally:
+                    billed += time.perf_counter() - sent
+            raise ServiceUnavailable(
+                f"Endpoint {pool.endpoint}: instances failed to answer ({failure})."
+            )
+        finally:
+            pool.leave(billed)
 
     async def stream(
         self,
