@@ -69,8 +69,8 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "CreationTime": ctx.now(),
         "_arn": arn,
     }
-    copy_optional(params, record, ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
-                                   "ExecutionRoleArn", "VpcConfig"))
+    copy_optional(params, record, ("AsyncInferenceConfig", "DataCaptureConfig", "KmsKeyId",
+                                   "EnableNetworkIsolation", "ExecutionRoleArn", "VpcConfig"))
     create(ctx, KIND, "endpoint configuration", name, record, params.get("Tags"))
     return {"EndpointConfigArn": arn}
 
