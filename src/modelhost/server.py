@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import EndpointController
+from modelhost.controllers import EndpointController, TransformController
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
 from modelhost.instances import get_backend
 from modelhost.router import Router
@@ -43,19 +43,30 @@ class ModelhostApp:
             settings, self.store, self.objects, get_backend(settings.instance_backend),
             self.router,
         )
-        self.context = api.Context(settings, self.store, self.controller.notify)
+        backend = self.controller.backend
+        self.transforms = TransformController(settings, self.store, self.objects, backend)
+        self.context = api.Context(settings, self.store, self._notify)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
-        self._controller_task: asyncio.Task[None] | None = None
+        self._controller_tasks: list[asyncio.Task[None]] = []
+
+    def _notify(self) -> None:
+        """Desired state changed: wake every controller (each ignores what is not its own)."""
+        self.controller.notify()
+        self.transforms.notify()
 
     async def startup(self) -> None:
-        self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
+        self._controller_tasks = [
+            asyncio.create_task(self.controller.run(), name="endpoints"),
+            asyncio.create_task(self.transforms.run(), name="transforms"),
+        ]
 
     async def shutdown(self) -> None:
-        if self._controller_task is not None:
-            self._controller_task.cancel()
-            await asyncio.gather(self._controller_task, return_exceptions=True)
+        for task in self._controller_tasks:
+            task.cancel()
+        await asyncio.gather(*self._controller_tasks, return_exceptions=True)
+        await self.transforms.shutdown()
         await self.controller.shutdown()
         self.router.close()
         self.store.close()

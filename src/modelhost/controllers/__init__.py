@@ -1,5 +1,6 @@
 """Reconcile loops that move the world toward the desired state in the store."""
 
 from modelhost.controllers.endpoints import EndpointController
+from modelhost.controllers.transform import TransformController
 
-__all__ = ["EndpointController"]
+__all__ = ["EndpointController", "TransformController"]
