@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import EndpointController, TransformController
+from modelhost.controllers import EndpointController, ScheduleController, TransformController
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
 from modelhost.instances import get_backend
 from modelhost.router import Router
@@ -46,6 +46,7 @@ class ModelhostApp:
         backend = self.controller.backend
         self.transforms = TransformController(settings, self.store, self.objects, backend)
         self.context = api.Context(settings, self.store, self._notify)
+        self.schedules = ScheduleController(self.context)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
@@ -55,11 +56,13 @@ class ModelhostApp:
         """Desired state changed: wake every controller (each ignores what is not its own)."""
         self.controller.notify()
         self.transforms.notify()
+        self.schedules.notify()
 
     async def startup(self) -> None:
         self._controller_tasks = [
             asyncio.create_task(self.controller.run(), name="endpoints"),
             asyncio.create_task(self.transforms.run(), name="transforms"),
+            asyncio.create_task(self.schedules.run(), name="schedules"),
         ]
 
     async def shutdown(self) -> None:

@@ -26,7 +26,7 @@ _DEFAULT_MAX_PAYLOAD_MB = 6
 _PROCESSED_TYPES = ("text/csv", "application/jsonlines", "application/json")
 
 
-def _check(params: dict[str, Any]) -> None:
+def check_request(params: dict[str, Any]) -> None:
     transform_input = params["TransformInput"]
     split = transform_input.get("SplitType", "None")
     instance_type = params["TransformResources"]["InstanceType"]
@@ -58,7 +58,7 @@ def _check(params: dict[str, Any]) -> None:
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
     model = require(ctx, "model", "model", params["ModelName"])
-    _check(params)
+    check_request(params)
     arn = ctx.arn("transform-job", name)
     now = ctx.now()
     split = params["TransformInput"].get("SplitType", "None")

@@ -1,6 +1,7 @@
 """Reconcile loops that move the world toward the desired state in the store."""
 
 from modelhost.controllers.endpoints import EndpointController
+from modelhost.controllers.schedules import ScheduleController
 from modelhost.controllers.transform import TransformController
 
-__all__ = ["EndpointController", "TransformController"]
+__all__ = ["EndpointController", "ScheduleController", "TransformController"]
