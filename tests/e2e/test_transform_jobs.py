@@ -66,7 +66,8 @@ def _run(sagemaker, model: str, source: str, output: str, **extra) -> dict:
         TransformInput=transform_input,
         TransformOutput={"S3OutputPath": output, "AssembleWith": "Line",
                          **extra.pop("TransformOutput", {})},
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        TransformResources=extra.pop(
+            "TransformResources", {"InstanceType": "ml.m5.large", "InstanceCount": 1}),
         **extra,
     )
     # A Failed job ends the waiter with an error; the caller checks the description.
@@ -83,7 +84,8 @@ def test_csv_multi_record_over_two_objects(server, sagemaker, iris_model) -> Non
     _put(server, f"{base}/sub/b.csv", _csv(rows_b))
     out = unique("s3://batch/out")
     job = _run(sagemaker, iris_model, f"{base}/", out, MaxPayloadInMB=1,
-               BatchStrategy="MultiRecord", MaxConcurrentTransforms=2)
+               BatchStrategy="MultiRecord", MaxConcurrentTransforms=2,
+               TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2})
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     assert _get(server, f"{out}/a.csv.out").decode().split() == list(
         map(str, _expected(rows_a)))
@@ -201,6 +203,8 @@ def test_bad_requests_are_validation_errors(sagemaker, iris_model) -> None:
         "S3DataType": "S3Prefix", "S3Uri": "s3://batch/x/"}}, "ContentType": "text/csv",
         "SplitType": "None"}, DataProcessing={"JoinSource": "Input"})
     assert "SplitType Line" in err["Message"]
+    assert create(TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 500}
+                  )["Code"] == "ResourceLimitExceeded"
     with pytest.raises(ClientError) as caught:
         sagemaker.describe_transform_job(TransformJobName="nope")
     assert caught.value.response["Error"]["Code"] == "ValidationException"

@@ -16,7 +16,7 @@ from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.batch import compile_filter
 from modelhost.catalog import get_instance_type
-from modelhost.errors import ValidationError
+from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = "transform_job"
 LABEL = "transform job"
@@ -55,10 +55,21 @@ def check_request(params: dict[str, Any]) -> None:
         raise ValidationError(f"S3Uri must be an s3:// URI, got {uri[:128]}")
 
 
+def _check_instance_quota(ctx: Context, count: int) -> None:
+    """Jobs in progress share MODELHOST_MAX_INSTANCES: each instance is a process here."""
+    running = sum(r["TransformResources"]["InstanceCount"] for r in ctx.store.list(KIND)
+                  if r["TransformJobStatus"] not in TERMINAL)
+    if running + count > ctx.settings.max_instances:
+        raise ResourceLimitExceeded(
+            f"The job would run {running + count} transform instances on this modelhost "
+            f"server; the limit is {ctx.settings.max_instances} (MODELHOST_MAX_INSTANCES).")
+
+
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
     model = require(ctx, "model", "model", params["ModelName"])
     check_request(params)
+    _check_instance_quota(ctx, params["TransformResources"]["InstanceCount"])
     arn = ctx.arn("transform-job", name)
     now = ctx.now()
     split = params["TransformInput"].get("SplitType", "None")
