@@ -212,7 +212,7 @@ def test_bad_requests_are_validation_errors(sagemaker, iris_model) -> None:
 
 def test_stop_mid_job(server, sagemaker, iris_model) -> None:
     base = unique("s3://batch/in")
-    _put(server, f"{base}/a.csv", _csv(_rows(3000)))
+    _put(server, f"{base}/a.csv", _csv(_rows(20000)))
     name = unique("tj")
     sagemaker.create_transform_job(
         TransformJobName=name, ModelName=iris_model, BatchStrategy="SingleRecord",

@@ -377,8 +377,12 @@ class TransformController:
         """One mini-batch through filters, the model and the join: its output bytes."""
         uri = job.objects[index][0]
         processing = job.processing
-        payload, inputs = (processing.request(batch.payload) if processing.active
-                           else (batch.payload, []))
+        try:
+            payload, inputs = (processing.request(batch.payload) if processing.active
+                               else (batch.payload, []))
+        except ProcessingError as exc:
+            raise JobFailed(f"Object {uri}, record {batch.first_record + exc.record + 1}: "
+                            f"{exc}") from None
         try:
             body, content_type = await self._invoke(job, instance, payload)
         except _Rejected as rejected:
@@ -431,19 +435,38 @@ class TransformController:
 
     async def _name_rejected(self, job: _Job, instance: Instance, uri: str, batch: MiniBatch,
                              rejected: _Rejected) -> str:
-        """FailureReason for a rejected batch, naming the first record the model rejects
-        on its own (line records are re-sent one by one to find it)."""
+        """FailureReason for a refused batch, naming the record the model refuses: line
+        records are bisected (half a batch at a time, a few dozen requests at most for
+        the largest one) down to the first refused record."""
         first, last = batch.first_record + 1, batch.first_record + batch.records
-        where = f"record {first}" if batch.records == 1 else f"records {first}-{last}"
+        lo, hi = 0, batch.records
         if batch.records > 1 and job.record["TransformInput"]["SplitType"] == "Line":
-            for offset, line in enumerate(batch.payload.splitlines(keepends=True)):
-                payload = job.processing.request(line)[0] if job.processing.active else line
-                try:
-                    await self._invoke(job, instance, payload)
-                except _Rejected as single:
-                    where, rejected = f"record {first + offset}", single
-                    break
+            lines = batch.payload.splitlines(keepends=True)
+            hi = len(lines)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                for low, high in ((lo, mid), (mid, hi)):
+                    refusal = await self._refusal(job, instance, lines[low:high])
+                    if refusal is not None:
+                        lo, hi, rejected = low, high, refusal
+                        break
+                else:
+                    break  # each half passes alone: only together are they refused
+        where = (f"record {first + lo}" if hi - lo == 1 else
+                 f"records {first + lo}-{first + hi - 1}" if hi - lo < batch.records else
+                 f"records {first}-{last}")
         return f"Object {uri}, {where}: {rejected}"
+
+    async def _refusal(self, job: _Job, instance: Instance, lines: list[bytes]
+                       ) -> _Rejected | None:
+        payload = b"".join(lines)
+        try:
+            if job.processing.active:
+                payload = job.processing.request(payload)[0]
+            await self._invoke(job, instance, payload)
+        except _Rejected as refused:
+            return refused
+        return None
 
     # --- progress and output ---------------------------------------------------------
 
