@@ -156,10 +156,10 @@ class TransformController:
         record = self.store.get(KIND, name)
         if record is None:
             return
+        outcome: tuple[str, str | None] | None = None  # None: the server is shutting down
         try:
             job = await self._prepare(record)
             instances = await self._start_instances(record)
-            self._instances[name] = instances
             if not job.concurrency:
                 job.concurrency = await self._container_concurrency(instances[0])
             pending: asyncio.Queue[int] = asyncio.Queue()
@@ -168,20 +168,23 @@ class TransformController:
                 if not done[index]["done"]:
                     pending.put_nowait(index)
             await _all_or_none([self._worker(job, i, pending) for i in instances])
-            self._finish(name, "Completed")
+            outcome = ("Completed", None)
         except asyncio.CancelledError:
             current = self.store.get(KIND, name)
             if current is not None and current["TransformJobStatus"] == "Stopping":
-                self._finish(name, "Stopped")
+                outcome = ("Stopped", None)
             raise
         except JobFailed as failure:
             log.warning("transform job %s failed: %s", name, failure)
-            self._finish(name, "Failed", str(failure))
+            outcome = ("Failed", str(failure))
         except Exception as failure:
             log.exception("transform job %s raised", name)
-            self._finish(name, "Failed", f"{type(failure).__name__}: {failure}")
+            outcome = ("Failed", f"{type(failure).__name__}: {failure}")
         finally:
+            # instances are gone before the status says the job ended
             await self._stop_instances(name)
+            if outcome is not None:
+                self._finish(name, *outcome)
 
     async def _prepare(self, record: dict[str, Any]) -> _Job:
         """The job's settings and its input list, read once and kept in the store so a
