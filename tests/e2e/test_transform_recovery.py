@@ -14,6 +14,7 @@ from tests.support.server import ServerProcess
 # Echoes each record's first column, slowly enough that the job is still running when
 # the server is killed.
 _ECHO = textwrap.dedent('''
+    import os
     import time
 
     def model_fn(model_dir):
@@ -21,7 +22,10 @@ _ECHO = textwrap.dedent('''
 
     def transform_fn(model, body, content_type, accept):
         time.sleep(0.3)
-        return "".join(line.split(",")[0] + "\\n" for line in body.splitlines())
+        ids = [line.split(",")[0] for line in body.splitlines()]
+        with open(os.environ["CALLS_LOG"], "a") as log:
+            log.write(ids[0] + "\\n")
+        return "".join(i + "\\n" for i in ids)
 ''').encode()
 
 _ROWS = 60_000  # about 1 MB: several 1 MB mini-batches over the two objects
@@ -49,6 +53,7 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
         (objects / "in" / f"{part}.csv").parent.mkdir(parents=True, exist_ok=True)
         (objects / "in" / f"{part}.csv").write_text(text)
     env = {"MODELHOST_TRANSFORM_PART_BYTES": "1"}  # every mini-batch is its own part
+    calls = tmp_path / "calls.log"  # the first record of every batch the model saw
     first = ServerProcess(data, env=env).start()
     name = "resumed"
     try:
@@ -62,7 +67,8 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
                 "S3DataType": "S3Prefix", "S3Uri": "s3://in/"}},
                 "ContentType": "text/csv", "SplitType": "Line"},
             TransformOutput={"S3OutputPath": "s3://out/", "AssembleWith": "Line"},
-            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            Environment={"CALLS_LOG": str(calls)})
         deadline = time.monotonic() + 60
         while True:
             progress = _progress(first, name).get("TransformProgress", {})
@@ -85,6 +91,11 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
         for part, text in inputs.items():
             output = (objects / "out" / f"{part}.csv.out").read_text().splitlines()
             assert output == [line.split(",")[0] for line in text.splitlines()]
+        # committed batches are not sent again; only the one in flight at the kill may be
+        sent = calls.read_text().split()
+        batches = len(set(sent))
+        assert len(sent) <= batches + 1, sent
+        assert sent.count("a0") == 1, sent  # committed before the kill (one instance: a first)
         final = _progress(second, name)["TransformProgress"]
         assert final["RecordsProcessed"] == 2 * _ROWS
         assert not (data / "transform" / name).exists()
