@@ -237,3 +237,32 @@ def test_stop_mid_job(server, sagemaker, iris_model) -> None:
 
 def _instance_logs(server, name: str) -> list[Path]:
     return list((server.data_dir / "logs" / name).glob("*.log"))
+
+
+def test_json_array_answers_join_to_csv_rows(server, sagemaker, iris_model) -> None:
+    """Accept application/json: the model answers one array per batch; each element joins
+    its record."""
+    base = unique("s3://batch/in")
+    rows = _rows(12)
+    _put(server, f"{base}/a.csv", _csv(rows))
+    out = unique("s3://batch/out")
+    job = _run(sagemaker, iris_model, f"{base}/", out,
+               TransformOutput={"Accept": "application/json"},
+               DataProcessing={"JoinSource": "Input"})
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    lines = _get(server, f"{out}/a.csv.out").decode().splitlines()
+    assert lines == [",".join(map(str, row)) + f",{p}"
+                     for row, p in zip(rows, _expected(rows), strict=True)]
+
+
+def test_split_none_sends_each_object_whole(server, sagemaker, iris_model) -> None:
+    base = unique("s3://batch/in")
+    rows = _rows(9)
+    _put(server, f"{base}/whole.csv", _csv(rows))
+    out = unique("s3://batch/out")
+    job = _run(sagemaker, iris_model, f"{base}/", out,
+               TransformInput={"SplitType": "None"}, TransformOutput={"AssembleWith": "None"})
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["BatchStrategy"] == "SingleRecord"
+    assert _get(server, f"{out}/whole.csv.out").decode().split() == list(
+        map(str, _expected(rows)))
