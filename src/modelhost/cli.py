@@ -73,6 +73,11 @@ endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
 app.add_typer(models_app, name="models")
 app.add_typer(configs_app, name="endpoint-configs")
 app.add_typer(endpoints_app, name="endpoints")
+transform_app = typer.Typer(help="Batch transform jobs.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Schedules that create transform jobs on a cron expression.",
+                            no_args_is_help=True)
+app.add_typer(transform_app, name="transform-jobs")
+app.add_typer(schedules_app, name="schedules")
 
 
 class Api:
@@ -423,3 +428,168 @@ def _parse_phase(text: str, closed: bool) -> Any:
     except ValueError:
         raise ValueError(f"bad --phase {text!r}: expected LEVEL:SECONDS or "
                          "START-END:SECONDS") from None
+# --- batch transform --------------------------------------------------------------------
+
+_JOB_ENDED = {"Completed", "Failed", "Stopped"}
+
+
+def _describe_job(api: Api, name: str) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """DescribeTransformJob through boto3, plus the TransformProgress member botocore's
+    model does not know (read from the raw answer)."""
+    import json
+
+    raw: dict[str, Any] = {}
+
+    def keep(http_response: Any, **_: Any) -> None:
+        raw.update(json.loads(http_response.content))
+
+    events = api.sagemaker.meta.events
+    event = "after-call.sagemaker.DescribeTransformJob"
+    events.register(event, keep)
+    try:
+        job = api.sagemaker.describe_transform_job(TransformJobName=name)
+    finally:
+        events.unregister(event, keep)
+    return job, raw.get("TransformProgress")
+
+
+@transform_app.command("list")
+def transform_list(
+    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    status: Annotated[str | None, typer.Option(help="Only this status, e.g. Failed.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List transform jobs, newest first."""
+    from modelhost import transform_console
+
+    params = _filters(name_contains) | ({"StatusEquals": status} if status else {})
+    with _server(endpoint_url) as api:
+        jobs = api.collect("list_transform_jobs", "TransformJobSummaries", **params)
+    if as_json:
+        console.print_json({"TransformJobSummaries": jobs})
+    else:
+        console.out.print(transform_console.jobs_table(jobs))
+
+
+@transform_app.command("describe")
+def transform_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show a transform job: input, output, status and progress."""
+    from modelhost import transform_console
+
+    with _server(endpoint_url) as api:
+        job, progress = _describe_job(api, name)
+    if as_json:
+        console.print_json({**job, "TransformProgress": progress})
+    else:
+        transform_console.describe_job(job, progress)
+
+
+@transform_app.command("wait")
+def transform_wait(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86400,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+) -> None:
+    """Follow a job with a progress bar until it ends; exit 1 unless it Completed."""
+    from modelhost import transform_console
+
+    started = time.monotonic()
+    with _server(endpoint_url) as api, transform_console.job_progress(name) as report:
+        while True:
+            job, progress = _describe_job(api, name)
+            state = job["TransformJobStatus"]
+            report(state, progress)
+            if state in _JOB_ENDED or time.monotonic() - started > timeout:
+                break
+            time.sleep(interval)
+    if state == "Completed":
+        console.out.print(f"{name} [green]Completed[/]: "
+                          f"{transform_console.progress_text(progress)}", highlight=False)
+        return
+    if state in _JOB_ENDED:
+        console.error(f"{name} is {state}: {job.get('FailureReason') or 'no reason given'}")
+    else:
+        console.error(f"{name} still {state} after {timeout:g}s")
+    raise typer.Exit(1)
+
+
+@transform_app.command("stop")
+def transform_stop(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Stop a job in progress (its instances stop; finished objects' outputs stay)."""
+    with _server(endpoint_url) as api:
+        api.sagemaker.stop_transform_job(TransformJobName=name)
+    console.out.print(f"stopping {name}")
+
+
+@schedules_app.command("create")
+def schedules_create(
+    name: str,
+    cron: Annotated[str, typer.Option(help='Cron expression in UTC, e.g. "0 2 * * *"; an '
+                                           "optional sixth field is seconds.")],
+    input_prefix: Annotated[str, typer.Option(
+        "--input", help="Input prefix template, e.g. s3://bucket/in/{date:%Y-%m-%d}/")],
+    job_template: Annotated[Path, typer.Option(
+        exists=True, dir_okay=False,
+        help="JSON file: a CreateTransformJob request without TransformJobName.")],
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+) -> None:
+    """Create a schedule that runs a transform job on the cron expression."""
+    import json
+
+    from modelhost import control
+
+    try:
+        template = json.loads(job_template.read_text())
+    except json.JSONDecodeError as exc:
+        console.error(f"{job_template} is not JSON: {exc}")
+        raise typer.Exit(2) from None
+    with _server(endpoint_url) as api:
+        answer = control.call(api.url, "Modelhost.CreateSchedule", {
+            "ScheduleName": name, "ScheduleExpression": cron,
+            "InputPrefixTemplate": input_prefix, "TransformJobTemplate": template})
+    console.out.print(answer["ScheduleArn"], highlight=False)
+
+
+@schedules_app.command("list")
+def schedules_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
+    """List schedules with their next run and last job."""
+    from modelhost import control, transform_console
+
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"MaxResults": 100}
+    with _server(endpoint_url) as api:
+        while True:
+            page = control.call(api.url, "Modelhost.ListSchedules", params)
+            items += page["Schedules"]
+            if not page.get("NextToken"):
+                break
+            params["NextToken"] = page["NextToken"]
+    if as_json:
+        console.print_json({"Schedules": items})
+    else:
+        console.out.print(transform_console.schedules_table(items))
+
+
+@schedules_app.command("describe")
+def schedules_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show a schedule: cron, input template, next and last run."""
+    from modelhost import control, transform_console
+
+    with _server(endpoint_url) as api:
+        item = control.call(api.url, "Modelhost.DescribeSchedule", {"ScheduleName": name})
+    if as_json:
+        console.print_json(item)
+    else:
+        transform_console.describe_schedule(item)
+
+
+@schedules_app.command("delete")
+def schedules_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Delete a schedule; the jobs it created stay."""
+    from modelhost import control
+
+    with _server(endpoint_url) as api:
+        control.call(api.url, "Modelhost.DeleteSchedule", {"ScheduleName": name})
+    console.out.print(f"deleted {name}")

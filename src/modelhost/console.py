@@ -32,6 +32,10 @@ STATUS_STYLES = {
     "OutOfService": "red",
     "UpdateRollbackFailed": "red",
     "Failed": "bold red",
+    "InProgress": "yellow",
+    "Stopping": "magenta",
+    "Completed": "green",
+    "Stopped": "magenta",
 }
 
 Description = Mapping[str, Any]

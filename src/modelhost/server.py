@@ -18,7 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import AsyncInferenceController, EndpointController
+from modelhost.controllers import (
+    AsyncInferenceController,
+    EndpointController,
+    ScheduleController,
+    TransformController,
+)
 from modelhost.errors import (
     InvocationValidationError,
     RequestTooLarge,
@@ -52,7 +57,10 @@ class ModelhostApp:
             settings, self.store, self.objects,
             get_backend(settings.instance_backend, settings.fork_server), self.router,
         )
-        self.context = api.Context(settings, self.store, self.controller.notify)
+        backend = self.controller.backend
+        self.transforms = TransformController(settings, self.store, self.objects, backend)
+        self.context = api.Context(settings, self.store, self._notify)
+        self.schedules = ScheduleController(self.context)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
@@ -68,10 +76,18 @@ class ModelhostApp:
         )
         self._controller_tasks: list[asyncio.Task[None]] = []
 
+    def _notify(self) -> None:
+        """Desired state changed: wake every controller (each ignores what is not its own)."""
+        self.controller.notify()
+        self.transforms.notify()
+        self.schedules.notify()
+
     async def startup(self) -> None:
         self._controller_tasks = [
             asyncio.create_task(self.controller.run(), name="endpoints"),
             asyncio.create_task(self.async_controller.run(), name="async-inference"),
+            asyncio.create_task(self.transforms.run(), name="transforms"),
+            asyncio.create_task(self.schedules.run(), name="schedules"),
         ]
 
     async def shutdown(self) -> None:
@@ -79,6 +95,7 @@ class ModelhostApp:
             task.cancel()
         await asyncio.gather(*self._controller_tasks, return_exceptions=True)
         await self.async_controller.shutdown()
+        await self.transforms.shutdown()
         await self.controller.shutdown()
         self.router.close()
         self.queue.close()

@@ -1,5 +1,6 @@
 """The SageMaker control plane: operations on models, endpoint configs, endpoints, tags."""
 
+from modelhost.api import schedules, transform_jobs
 from modelhost.api.context import Context
 from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
 from modelhost.api.protocol import handle
@@ -9,6 +10,8 @@ __all__ = [
     "Context",
     "handle",
     "instance_bounds",
+    "schedules",
+    "transform_jobs",
     "update_endpoint_weights_and_capacities",
     "variant_summaries",
 ]

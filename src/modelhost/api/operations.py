@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from modelhost.api import endpoint_configs, endpoints, models, tags
+from modelhost.api import endpoint_configs, endpoints, models, schedules, tags, transform_jobs
 from modelhost.api.context import Context
 
 Operation = Callable[[Context, dict[str, Any]], dict[str, Any]]
@@ -25,7 +25,20 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "UpdateEndpoint": endpoints.update_endpoint,
     "UpdateEndpointWeightsAndCapacities": endpoints.update_endpoint_weights_and_capacities,
     "DeleteEndpoint": endpoints.delete_endpoint,
+    "CreateTransformJob": transform_jobs.create_transform_job,
+    "DescribeTransformJob": transform_jobs.describe_transform_job,
+    "ListTransformJobs": transform_jobs.list_transform_jobs,
+    "StopTransformJob": transform_jobs.stop_transform_job,
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,
+}
+
+# modelhost's own operations (X-Amz-Target: Modelhost.<Operation>); no botocore model, so
+# each checks its own request.
+MODELHOST_OPERATIONS: dict[str, Operation] = {
+    "CreateSchedule": schedules.create_schedule,
+    "DescribeSchedule": schedules.describe_schedule,
+    "ListSchedules": schedules.list_schedules,
+    "DeleteSchedule": schedules.delete_schedule,
 }

@@ -13,6 +13,7 @@ _KIND_BY_RESOURCE = {
     "model": "model",
     "endpoint-config": "endpoint_config",
     "endpoint": "endpoint",
+    "transform-job": "transform_job",
 }
 _MAX_TAGS = 50
 

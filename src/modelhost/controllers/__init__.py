@@ -2,5 +2,12 @@
 
 from modelhost.controllers.async_inference import AsyncInferenceController
 from modelhost.controllers.endpoints import EndpointController
+from modelhost.controllers.schedules import ScheduleController
+from modelhost.controllers.transform import TransformController
 
-__all__ = ["AsyncInferenceController", "EndpointController"]
+__all__ = [
+    "AsyncInferenceController",
+    "EndpointController",
+    "ScheduleController",
+    "TransformController",
+]
