@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import EndpointController
+from modelhost.controllers import EndpointController, RecommendationController
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
 from modelhost.instances import get_backend
 from modelhost.router import Router
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 _JSON_11 = b"application/x-amz-json-1.1"
 _INVOCATIONS = "/invocations"
+# modelhost's own: every traffic step of a recommendation job, for latency charts
+_CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
 
 
@@ -43,16 +45,29 @@ class ModelhostApp:
             settings, self.store, self.objects, get_backend(settings.instance_backend),
             self.router,
         )
-        self.context = api.Context(settings, self.store, self.controller.notify)
+        self.context = api.Context(settings, self.store, self._notify)
+        self.recommender = RecommendationController(
+            settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
         self._controller_task: asyncio.Task[None] | None = None
+        self._recommender_task: asyncio.Task[None] | None = None
+
+    def _notify(self) -> None:
+        self.controller.notify()
+        self.recommender.notify()
 
     async def startup(self) -> None:
         self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
+        self._recommender_task = asyncio.create_task(self.recommender.run(),
+                                                     name="recommender")
 
     async def shutdown(self) -> None:
+        if self._recommender_task is not None:
+            self._recommender_task.cancel()
+            await asyncio.gather(self._recommender_task, return_exceptions=True)
+        await self.recommender.shutdown()
         if self._controller_task is not None:
             self._controller_task.cancel()
             await asyncio.gather(self._controller_task, return_exceptions=True)
@@ -77,6 +92,13 @@ class ModelhostApp:
         elif method in ("GET", "HEAD") and path == "/metrics":
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
+            curves = self.recommender.load_curves(path[len(_CURVES):-len("/load-curves")])
+            if curves is None:
+                await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
+            else:
+                await _respond(send, 200, orjson.dumps(curves),
+                               [(b"content-type", b"application/json")])
         else:
             await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from modelhost.api import endpoint_configs, endpoints, models, tags
+from modelhost.api import endpoint_configs, endpoints, models, recommendations, tags
 from modelhost.api.context import Context
 
 Operation = Callable[[Context, dict[str, Any]], dict[str, Any]]
@@ -25,6 +25,13 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "UpdateEndpoint": endpoints.update_endpoint,
     "UpdateEndpointWeightsAndCapacities": endpoints.update_endpoint_weights_and_capacities,
     "DeleteEndpoint": endpoints.delete_endpoint,
+    "CreateInferenceRecommendationsJob": recommendations.create_inference_recommendations_job,
+    "DescribeInferenceRecommendationsJob":
+        recommendations.describe_inference_recommendations_job,
+    "ListInferenceRecommendationsJobs": recommendations.list_inference_recommendations_jobs,
+    "StopInferenceRecommendationsJob": recommendations.stop_inference_recommendations_job,
+    "ListInferenceRecommendationsJobSteps":
+        recommendations.list_inference_recommendations_job_steps,
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,

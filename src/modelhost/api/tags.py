@@ -13,6 +13,7 @@ _KIND_BY_RESOURCE = {
     "model": "model",
     "endpoint-config": "endpoint_config",
     "endpoint": "endpoint",
+    "inference-recommendations-job": "recommendation_job",
 }
 _MAX_TAGS = 50
 
