@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique
-from tests.support.models import model_tarball
+from tests.support.models import model_tarball, write_iris_tarball
 from tests.support.server import ServerProcess
 
 ROLE = "arn:aws:iam::000000000000:role/any"
@@ -165,3 +165,36 @@ def test_unknown_and_duplicate_jobs(sagemaker, model):
         sagemaker.stop_inference_recommendations_job(JobName=name)
         _wait_job(sagemaker, name, {"STOPPED"}, timeout_s=120)
     assert _temporary_endpoints(sagemaker) == []
+
+
+def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
+    """SIGKILL the server while a candidate's temporary endpoint exists: the restarted
+    server deletes that endpoint, runs the candidate again and completes the job."""
+    own = ServerProcess(tmp_path / "data", env={"MODELHOST_MODEL_TIMEOUT": "5"}).start()
+    try:
+        write_iris_tarball(own.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        sagemaker = own.client("sagemaker")
+        sagemaker.create_model(ModelName="iris", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/iris/model.tar.gz"})
+        payloads = own.data_dir / "objects" / "payloads" / "iris" / "payloads.tar.gz"
+        payloads.parent.mkdir(parents=True, exist_ok=True)
+        payloads.write_bytes(model_tarball({"a.csv": b"5.1,3.5,1.4,0.2\n"}))
+        sagemaker.create_inference_recommendations_job(
+            JobName="crash", JobType="Advanced", RoleArn=ROLE,
+            InputConfig=_input("iris", TrafficPattern=_phases((1, 3)),
+                               EndpointConfigurations=[{"InstanceType": "ml.c5.large"}]))
+        deadline = time.monotonic() + 120
+        while not _temporary_endpoints(sagemaker):
+            assert time.monotonic() < deadline, "no temporary endpoint appeared"
+            time.sleep(0.1)
+        own.kill()
+        own.start()
+        sagemaker = own.client("sagemaker")
+        job = _wait_job(sagemaker, "crash", {"COMPLETED", "FAILED"})
+        assert job["Status"] == "COMPLETED", job.get("FailureReason")
+        assert len(job["InferenceRecommendations"]) == 1
+        assert _temporary_endpoints(sagemaker) == []
+        assert sagemaker.list_endpoint_configs(NameContains="recommender-")[
+            "EndpointConfigs"] == []
+    finally:
+        own.stop()
