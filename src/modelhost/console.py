@@ -32,6 +32,13 @@ STATUS_STYLES = {
     "OutOfService": "red",
     "UpdateRollbackFailed": "red",
     "Failed": "bold red",
+    # recommendation jobs and their steps
+    "COMPLETED": "green",
+    "PENDING": "yellow",
+    "IN_PROGRESS": "yellow",
+    "STOPPING": "magenta",
+    "STOPPED": "magenta",
+    "FAILED": "bold red",
 }
 
 Description = Mapping[str, Any]
@@ -243,3 +250,41 @@ def load_report(result: Any) -> None:
                          str(second.completed), str(second.errors), f"{second.p50_ms:.2f}",
                          f"{second.p99_ms:.2f}")
     out.print(timeline)
+
+
+def recommendation_jobs_table(jobs: Sequence[Description]) -> Table:
+    table = _table("name", "type", "model", "status", "created")
+    for job in jobs:
+        table.add_row(job["JobName"], job["JobType"], job.get("ModelName", "-"),
+                      status(job["Status"]), when(job.get("CreationTime")))
+    return table
+
+
+def describe_recommendation_job(job: Description, steps: Sequence[Description]) -> None:
+    """One row per candidate; the recommended one (cheapest per inference among those that
+    met the job's conditions) is starred."""
+    from modelhost.api import candidate_label
+
+    out.print(Text.assemble(f"{job['JobName']} ({job['JobType']}): ", status(job["Status"])))
+    if job.get("FailureReason"):
+        out.print(f"[red]{job['FailureReason']}[/]", highlight=False)
+    recommended = job.get("InferenceRecommendations") or []
+    best = candidate_label(recommended[0]["EndpointConfiguration"]) if recommended else None
+    table = _table("", "candidate", "status", "$/hour", "max invocations/min",
+                   "model latency ms", "$ per 1M inferences", "CPU %", "memory %",
+                   "setup s", "note")
+    for step in steps:
+        benchmark = step.get("InferenceBenchmark", {})
+        label = candidate_label(benchmark.get("EndpointConfiguration", {}))
+        metrics = benchmark.get("Metrics", {})
+
+        def cell(key: str, fmt: str = "{}", metrics: Mapping[str, Any] = metrics) -> str:
+            return fmt.format(metrics[key]) if key in metrics else "-"
+        table.add_row("★" if label == best else "", label, status(step["Status"]),
+                      cell("CostPerHour", "{:.3f}"), cell("MaxInvocations", "{:,}"),
+                      cell("ModelLatency"),
+                      cell("CostPerInference", "{:.4f}") if "CostPerInference" not in metrics
+                      else f"{metrics['CostPerInference'] * 1e6:.4f}",
+                      cell("CpuUtilization", "{:.0f}"), cell("MemoryUtilization", "{:.1f}"),
+                      cell("ModelSetupTime"), benchmark.get("FailureReason", ""))
+    out.print(table)

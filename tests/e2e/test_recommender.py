@@ -198,3 +198,23 @@ def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
             "EndpointConfigs"] == []
     finally:
         own.stop()
+
+
+def test_cli_runs_a_recommendation_and_draws_the_chart(server, model, tmp_path):
+    from tests.e2e.test_cli import run_cli
+
+    chart = tmp_path / "chart.png"
+    result = run_cli("recommend", "run", model, "--payload", PAYLOAD_URL,
+                     "--instance-type", "ml.c5.large", "--instance-type", "ml.m5.xlarge",
+                     "--phase", "1:1", "--phase", "1-3:1", "--latency", "P99:2000",
+                     "--chart", str(chart), url=server.url, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "★" in line)
+    assert "ml.c5.large" in row and "COMPLETED" in row
+    assert "ml.m5.xlarge" in result.stdout
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    listed = run_cli("recommend", "list", "--json", url=server.url)
+    assert model in listed.stdout
+    bad = run_cli("recommend", "run", model, "--payload", PAYLOAD_URL, "--latency", "fast",
+                  url=server.url)
+    assert bad.returncode == 2 and "--latency" in bad.stderr

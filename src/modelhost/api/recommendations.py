@@ -29,6 +29,13 @@ _PERCENTILES = {"P50": 50.0, "P90": 90.0, "P95": 95.0, "P99": 99.0}
 ACTIVE = ("PENDING", "IN_PROGRESS", "STOPPING")
 
 
+def candidate_label(candidate: dict[str, Any]) -> str:
+    """How people name a candidate: its instance type, or its serverless memory size."""
+    if "ServerlessConfig" in candidate:
+        return f"serverless {candidate['ServerlessConfig'].get('MemorySizeInMB')} MB"
+    return str(candidate.get("InstanceType"))
+
+
 def _candidates(params: dict[str, Any]) -> list[dict[str, Any]]:
     config = params["InputConfig"]
     endpoints = config.get("EndpointConfigurations")

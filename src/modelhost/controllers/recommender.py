@@ -193,7 +193,7 @@ class RecommendationController:
                          _recommendations=recommendations)
         else:
             reasons = "; ".join(
-                f"{_describe(s['_candidate'])}: "
+                f"{api.candidate_label(s['_candidate'])}: "
                 f"{s.get('InferenceBenchmark', {}).get('FailureReason', s['Status'])}"
                 for s in record["_steps"])
             self._update(name, Status="FAILED", CompletionTime=now,
@@ -310,12 +310,6 @@ class RecommendationController:
 def _endpoint_name(job: str, index: int) -> str:
     """Stable per job and candidate, so a restarted server finds what it left behind."""
     return f"recommender-{hashlib.sha256(job.encode()).hexdigest()[:12]}-{index}"
-
-
-def _describe(candidate: dict[str, Any]) -> str:
-    if "ServerlessConfig" in candidate:
-        return f"serverless {candidate['ServerlessConfig'].get('MemorySizeInMB')} MB"
-    return str(candidate["InstanceType"])
 
 
 def _endpoint_configuration(endpoint: str, candidate: dict[str, Any]) -> dict[str, Any]:
