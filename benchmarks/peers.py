@@ -1,9 +1,11 @@
 """modelhost next to Ray Serve and BentoML: the same model, replicas, cores and load.
 
 One command, one machine, one run: it trains the iris LogisticRegression once, serves it
-with modelhost (real-time endpoint, process instances), Ray Serve and BentoML in turn, and
-drives each with modelhost's own open-loop load generator (so every system gets exactly
-the same load and the same latency accounting, coordinated omission included):
+with modelhost (real-time endpoint, process instances), Ray Serve and BentoML side by side
+(all three up at once, measured in turns so that other load on a shared machine falls on
+all alike), and drives each with modelhost's own open-loop load generator (so every
+system gets exactly the same load and the same latency accounting, coordinated omission
+included):
 
 1. p50 / p99 at fixed rates (default 100 and 400 requests/s, 10 s each);
 2. the highest rate of a stepped ramp (5 s per step) that each system serves with p99
@@ -12,9 +14,9 @@ the same load and the same latency accounting, coordinated omission included):
 Each peer is installed by this script in its own virtualenv under
 benchmarks/results/peer-venvs/ (pinned versions below; pip needs to reach PyPI once).
 Every system gets the same number of replicas (default 2) on the same cores (the whole
-machine unless --cpus pins all of them with taskset), and BLAS threads of 1 per replica
-for the peers; modelhost's instances take theirs from the instance type (ml.c5.large: 2,
-capped at the machine's cores). Results go to benchmarks/results/peers-<time>.md and .png.
+machine unless --cpus pins all of them with taskset), and one BLAS thread per replica
+(modelhost's through the model's Environment, which overrides the instance type's).
+Results go to benchmarks/results/peers-<time>.md and .png.
 
 Usage:
     python benchmarks/peers.py [--replicas 2] [--rates 100,400] [--p99-bound-ms 50]
@@ -61,6 +63,9 @@ PEERS = {
     "ray": ["ray[serve]==2.60.0", *MODEL_PINS],
     "bentoml": ["bentoml==1.4.40", *MODEL_PINS],
 }
+# BLAS threads per replica, the same for every system (DESIGN.md: threads spinning in
+# several processes on few cores ruin latency).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RAMP = (200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
 
 RAY_APP = '''
@@ -160,10 +165,9 @@ def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: i
     """Start a peer; yields (url, body, version)."""
     venv = ensure_venv(name)
     port = free_port()
-    env = {**os.environ, "IRIS_MODEL": str(model_path), "REPLICAS": str(replicas),
-           "CORES": str(cores), "PORT": str(port), "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
-           "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": ""}
+    env = {**os.environ, **ONE_THREAD, "IRIS_MODEL": str(model_path),
+           "REPLICAS": str(replicas), "CORES": str(cores), "PORT": str(port),
+           "RAY_USAGE_STATS_ENABLED": "0", "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": ""}
     rows = iris_rows(3)
     if name == "ray":
         (work / "ray_app.py").write_text(RAY_APP)
@@ -207,7 +211,7 @@ def modelhost_server(work: Path, replicas: int, pin: list[str]
     name = None
     try:
         name = deploy(sagemaker, put_iris_model(server), instance_type="ml.c5.large",
-                      count=replicas)
+                      count=replicas, environment=ONE_THREAD)
         url = f"{server.url}/endpoints/{name}/invocations"
         from importlib.metadata import version
         yield url, json.dumps(iris_rows(3)).encode(), version("modelhost")
@@ -231,20 +235,29 @@ def _passes(result: LoadResult, rate: float, bound_ms: float) -> bool:
             and result.throughput >= 0.95 * rate and result.percentile_ms(99) <= bound_ms)
 
 
-def measure(system: SystemResult, url: str, body: bytes, rates: list[float],
+def measure(running: list[tuple[SystemResult, str, bytes]], rates: list[float],
             seconds: float, bound_ms: float) -> None:
-    _load(url, body, 50, 2)  # warm-up: connections, caches, lazy imports
+    """Take turns: each fixed rate and each ramp step runs on every system back to back,
+    so load from elsewhere on a shared machine falls on all of them alike."""
+    for _, url, body in running:
+        _load(url, body, 50, 2)  # warm-up: connections, caches, lazy imports
     for rate in rates:
-        system.fixed[rate] = _load(url, body, rate, seconds)
-        print(f"  {system.name} {rate:g}/s: {system.fixed[rate].summary()}", file=sys.stderr)
+        for system, url, body in running:
+            system.fixed[rate] = _load(url, body, rate, seconds)
+            print(f"  {system.name} {rate:g}/s: {system.fixed[rate].summary()}",
+                  file=sys.stderr)
+    climbing = list(running)
     for rate in RAMP:
-        result = _load(url, body, rate, 5)
-        system.ramp.append((rate, result))
-        print(f"  {system.name} ramp {rate}/s: p99 {result.percentile_ms(99):.2f} ms, "
-              f"{result.throughput:.0f}/s, errors {dict(result.errors)}", file=sys.stderr)
-        if not _passes(result, rate, bound_ms):
-            break
-        system.max_rate = rate
+        for entry in list(climbing):
+            system, url, body = entry
+            result = _load(url, body, rate, 5)
+            system.ramp.append((rate, result))
+            print(f"  {system.name} ramp {rate}/s: p99 {result.percentile_ms(99):.2f} ms, "
+                  f"{result.throughput:.0f}/s, errors {dict(result.errors)}", file=sys.stderr)
+            if _passes(result, rate, bound_ms):
+                system.max_rate = rate
+            else:
+                climbing.remove(entry)
 
 
 # --------------------------------------------------------------------------- report
@@ -330,19 +343,22 @@ def main() -> None:
         tarball = write_iris_tarball(work / "model.tar.gz")
         with tarfile.open(tarball) as archive:
             archive.extract("model.joblib", work, filter="data")
-        for name in args.systems.split(","):
-            system = SystemResult(name, "-")
-            systems.append(system)
-            print(f"{name} ...", file=sys.stderr, flush=True)
-            try:
-                server = (modelhost_server(work, args.replicas, pin) if name == "modelhost"
-                          else peer_server(name, work, model_path, args.replicas, cores, pin))
-                with server as (url, body, version):
-                    system.version = version
-                    measure(system, url, body, rates, args.seconds, args.p99_bound_ms)
-            except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
-                system.failure = str(exc).splitlines()[-1][:200] if str(exc) else repr(exc)
-                print(f"{name} failed: {exc}", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            running = []
+            for name in args.systems.split(","):
+                system = SystemResult(name, "-")
+                systems.append(system)
+                print(f"starting {name} ...", file=sys.stderr, flush=True)
+                try:
+                    server = (modelhost_server(work, args.replicas, pin) if name == "modelhost"
+                              else peer_server(name, work, model_path, args.replicas, cores,
+                                               pin))
+                    url, body, system.version = stack.enter_context(server)
+                    running.append((system, url, body))
+                except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+                    system.failure = str(exc).splitlines()[-1][:200] if str(exc) else repr(exc)
+                    print(f"{name} failed: {exc}", file=sys.stderr)
+            measure(running, rates, args.seconds, args.p99_bound_ms)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = report(systems, rates, args, machine_facts("modelhost.loadgen, open loop"))
     (RESULTS / f"peers-{stamp}.md").write_text(text)

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import unique
+from tests.conftest import unique, wait_for
 from tests.support.models import model_tarball, write_iris_tarball
 from tests.support.server import ServerProcess
 
@@ -45,13 +45,8 @@ def _phases(*users_and_seconds: tuple[int, int]) -> dict:
 
 
 def _wait_job(sagemaker, name: str, wanted: set[str], timeout_s: float = 180) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = sagemaker.describe_inference_recommendations_job(JobName=name)
-        if job["Status"] in wanted:
-            return job
-        assert time.monotonic() < deadline, f"job {name} stuck in {job['Status']}"
-        time.sleep(0.3)
+    return wait_for(lambda: sagemaker.describe_inference_recommendations_job(JobName=name),
+                    "Status", wanted, f"job {name}", timeout_s)
 
 
 def _temporary_endpoints(sagemaker) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
-from modelhost.api.listing import decode_token, encode_token, paginate
+from modelhost.api.listing import page, paginate
 from modelhost.api.resources import create, public, require
 from modelhost.catalog import get_instance_type
 from modelhost.errors import ValidationError
@@ -204,9 +204,4 @@ def list_inference_recommendations_job_steps(
         steps = [s for s in steps if s["Status"] == status]
     if step_type := params.get("StepType"):
         steps = [s for s in steps if s["StepType"] == step_type]
-    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
-    size = params.get("MaxResults", 10)
-    result: dict[str, Any] = {"Steps": steps[start:start + size]}
-    if start + size < len(steps):
-        result["NextToken"] = encode_token(start + size)
-    return result
+    return page(steps, params, "Steps", 10)
