@@ -66,7 +66,7 @@ PEERS = {
 # BLAS threads per replica, the same for every system (DESIGN.md: threads spinning in
 # several processes on few cores ruin latency).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-RAMP = (200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
+RAMP = (50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
 
 RAY_APP = '''
 import os, time

@@ -87,6 +87,27 @@ def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server,
     assert [len(c["Points"]) for c in curves["Candidates"]] == [2, 2]
 
 
+def test_stairs_supported_types_test_limit_and_max_invocations(sagemaker, server, model):
+    """Candidates from SupportedInstanceTypes cut to MaxNumberOfTests; STAIRS traffic
+    stops rising once MaxInvocations is reached (here at the first step)."""
+    name = unique("rec-stairs")
+    config = _input(model, ResourceLimit={"MaxNumberOfTests": 1},
+                    TrafficPattern={"TrafficType": "STAIRS", "Stairs": {
+                        "UsersPerStep": 1, "NumberOfSteps": 3, "DurationInSeconds": 1}})
+    config["ContainerConfig"]["SupportedInstanceTypes"] = ["ml.m5.large", "ml.c5.large"]
+    sagemaker.create_inference_recommendations_job(
+        JobName=name, JobType="Default", RoleArn=ROLE, InputConfig=config,
+        StoppingConditions={"MaxInvocations": 1})
+    job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    assert [r["EndpointConfiguration"]["InstanceType"]
+            for r in job["InferenceRecommendations"]] == ["ml.m5.large"]
+    with urllib.request.urlopen(
+            f"{server.url}/inference-recommendations-jobs/{name}/load-curves") as response:
+        curves = json.load(response)
+    assert [[p["users"] for p in c["Points"]] for c in curves["Candidates"]] == [[1]]
+
+
 def test_stop_deletes_the_temporary_endpoint(sagemaker, model):
     name = unique("rec-stop")
     sagemaker.create_inference_recommendations_job(

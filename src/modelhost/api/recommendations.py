@@ -24,7 +24,7 @@ LABEL = "inference recommendations job"
 # Candidates of a Default job that names none: small general-purpose and compute types.
 DEFAULT_INSTANCE_TYPES = ("ml.c5.large", "ml.m5.large", "ml.c5.xlarge", "ml.m5.xlarge")
 # A Default job's traffic when none is given: 1, 2, 3, 4 users, 10 s each.
-_DEFAULT_STAIRS = {"UsersPerStep": 1, "NumberOfSteps": 4, "DurationInSeconds": 40}
+_DEFAULT_STAIRS = {"UsersPerStep": 1, "NumberOfSteps": 4, "DurationInSeconds": 10}
 _PERCENTILES = {"P50": 50.0, "P90": 90.0, "P95": 95.0, "P99": 99.0}
 ACTIVE = ("PENDING", "IN_PROGRESS", "STOPPING")
 
@@ -70,12 +70,12 @@ def _traffic_steps(params: dict[str, Any]) -> list[dict[str, int]]:
         stairs = (pattern or {}).get("Stairs", _DEFAULT_STAIRS)
         pattern = {"TrafficType": "STAIRS", "Stairs": stairs}
     if pattern.get("TrafficType", "PHASES") == "STAIRS":
+        # Stairs.DurationInSeconds is the length of each step, as in SageMaker.
         stairs = {**_DEFAULT_STAIRS, **pattern["Stairs"]}
-        count = stairs["NumberOfSteps"]
-        each = max(1, stairs["DurationInSeconds"] // count)
         return [{"users": stairs["UsersPerStep"] * (i + 1),
-                 "end_users": stairs["UsersPerStep"] * (i + 1), "seconds": each}
-                for i in range(count)]
+                 "end_users": stairs["UsersPerStep"] * (i + 1),
+                 "seconds": stairs["DurationInSeconds"]}
+                for i in range(stairs["NumberOfSteps"])]
     phases = pattern.get("Phases")
     if not phases:
         raise ValidationError("TrafficPattern of type PHASES needs at least one Phase.")
