@@ -58,6 +58,7 @@ class RecommendationController:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()  # jobs whose task was cancelled for a stop
         self._shutting_down = False
 
     def notify(self) -> None:
@@ -85,7 +86,9 @@ class RecommendationController:
             elif status == "STOPPING":
                 if running:
                     assert task is not None
-                    task.cancel()  # its handler cleans up and marks the job STOPPED
+                    if task.get_name().startswith("job:") and name not in self._cancelled:
+                        self._cancelled.add(name)
+                        task.cancel()  # its handler cleans up and marks the job STOPPED
                 else:
                     self._jobs[name] = asyncio.create_task(self._stop(name), name=f"stop:{name}")
 
@@ -112,10 +115,16 @@ class RecommendationController:
     # --- one job ----------------------------------------------------------------------
 
     def _update(self, name: str, **fields: Any) -> dict[str, Any] | None:
-        def change(record: dict[str, Any]) -> dict[str, Any]:
+        """Set fields of a running job; None (and no change) once a stop was asked for,
+        so the controller never writes over STOPPING."""
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record["Status"] not in ("PENDING", "IN_PROGRESS"):
+                return None
             record.update(fields, LastModifiedTime=self.context.now())
             return record
-        return self.store.modify(KIND, name, change)
+        record = self.store.modify(KIND, name, change)
+        return record if record is not None and all(
+            record.get(k) == v for k, v in fields.items()) else None
 
     def _update_step(self, name: str, index: int, **fields: Any) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +137,8 @@ class RecommendationController:
         try:
             await self._clean_up(name)  # leftovers of a run a restart interrupted
             record = self._update(name, Status="IN_PROGRESS")
-            assert record is not None
+            if record is None:
+                return  # stopped meanwhile; the next reconcile finishes the stop
             payloads = await asyncio.to_thread(
                 _sample_payloads, self.objects,
                 record["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"])
@@ -155,6 +165,8 @@ class RecommendationController:
             await self._clean_up(name)
             self._update(name, Status="FAILED", FailureReason=str(exc)[:1024],
                          CompletionTime=self.context.now())
+        finally:
+            self._cancelled.discard(name)
 
     async def _stop(self, name: str) -> None:
         await self._clean_up(name)
@@ -177,12 +189,9 @@ class RecommendationController:
         for step in record["_steps"]:
             benchmark = step.get("InferenceBenchmark", {})
             if step["Status"] == "COMPLETED" and "FailureReason" not in benchmark:
-                recommendations.append({
-                    "RecommendationId": f"{name}/{len(recommendations) + 1}",
-                    **{k: benchmark[k] for k in ("Metrics", "EndpointConfiguration",
-                                                 "ModelConfiguration", "InvocationStartTime",
-                                                 "InvocationEndTime")},
-                })
+                recommendations.append({k: benchmark[k] for k in (
+                    "Metrics", "EndpointConfiguration", "ModelConfiguration",
+                    "InvocationStartTime", "InvocationEndTime")})
         recommendations.sort(key=lambda r: (r["Metrics"]["CostPerInference"],
                                             r["Metrics"]["CostPerHour"]))
         for number, recommendation in enumerate(recommendations, 1):
