@@ -332,6 +332,9 @@ def load(
         help="Connections (and requests in flight) at most.")] = 256,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as "
                                                 "a timeout.")] = 10.0,
+    timeline: Annotated[bool, typer.Option(
+        "--timeline", help="Also show every second: sent, answered, errors, p50, p99.")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Drive load at an endpoint and report latency percentiles, throughput and errors."""
@@ -358,7 +361,7 @@ def load(
             {k: v for k, v in second.to_json().items() if k != "histogram"}
             for second in result.timeline]})
     else:
-        console.load_report(result)
+        console.load_report(result, timeline)
     if result.completed == 0:
         raise typer.Exit(1)
 

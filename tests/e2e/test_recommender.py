@@ -108,6 +108,26 @@ def test_stairs_supported_types_test_limit_and_max_invocations(sagemaker, server
     assert [[p["users"] for p in c["Points"]] for c in curves["Candidates"]] == [[1]]
 
 
+def test_job_duration_cuts_the_traffic_and_the_remaining_candidates(sagemaker, server, model):
+    name = unique("rec-short")
+    sagemaker.create_inference_recommendations_job(
+        JobName=name, JobType="Advanced", RoleArn=ROLE,
+        InputConfig=_input(model, JobDurationInSeconds=1,
+                           TrafficPattern=_phases((1, 1), (1, 1), (1, 1)),
+                           EndpointConfigurations=[{"InstanceType": "ml.c5.large"},
+                                                   {"InstanceType": "ml.m5.large"}]))
+    job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    steps = sagemaker.list_inference_recommendations_job_steps(JobName=name)["Steps"]
+    assert [s["Status"] for s in steps] == ["COMPLETED", "FAILED"]
+    assert "JobDurationInSeconds" in steps[1]["InferenceBenchmark"]["FailureReason"]
+    with urllib.request.urlopen(
+            f"{server.url}/inference-recommendations-jobs/{name}/load-curves") as response:
+        curves = json.load(response)
+    assert 1 <= len(curves["Candidates"][0]["Points"]) < 3
+    assert _temporary_endpoints(sagemaker) == []
+
+
 def test_stop_deletes_the_temporary_endpoint(sagemaker, model):
     name = unique("rec-stop")
     sagemaker.create_inference_recommendations_job(

@@ -137,7 +137,10 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
                   "max_invocations": params.get("StoppingConditions", {}).get(
                       "MaxInvocations"),
                   "content_type": (payload.get("SupportedContentTypes") or
-                                   ["application/json"])[0]},
+                                   ["application/json"])[0],
+                  # JobDurationInSeconds, as a wall-clock deadline that survives restarts
+                  "deadline": now + config["JobDurationInSeconds"]
+                  if "JobDurationInSeconds" in config else None},
         "_steps": [{"StepType": "BENCHMARK", "JobName": name, "Status": "PENDING",
                     "_candidate": c} for c in candidates],
         "_endpoints": [],

@@ -145,6 +145,13 @@ class RecommendationController:
             for index, step in enumerate(record["_steps"]):
                 if step["Status"] in ("COMPLETED", "FAILED"):
                     continue
+                if _past(record["_plan"]):
+                    self._update_step(name, index, Status="FAILED", InferenceBenchmark={
+                        "ModelConfiguration": {},
+                        "FailureReason": "JobDurationInSeconds reached before this candidate",
+                        "EndpointConfiguration": _endpoint_configuration(
+                            _endpoint_name(name, index), step["_candidate"])})
+                    continue
                 self._update_step(name, index, Status="IN_PROGRESS")
                 try:
                     benchmark, points = await self._benchmark(record, index, payloads)
@@ -248,6 +255,8 @@ class RecommendationController:
                         candidate.get("ServerlessConfig", {}).get("MemorySizeInMB", 1024) * 2**20)
         points = []
         for traffic in plan["traffic"]:
+            if points and _past(plan):
+                break  # JobDurationInSeconds: judge the candidate on the steps done
             users = max(traffic["users"], traffic["end_users"])
             spec = LoadSpec(url=url, mode="closed", payloads=payloads,
                             content_type=plan["content_type"], max_connections=max(users, 1),
@@ -314,6 +323,10 @@ class RecommendationController:
 
 
 # --- pure helpers ----------------------------------------------------------------------
+
+
+def _past(plan: dict[str, Any]) -> bool:
+    return plan.get("deadline") is not None and time.time() >= plan["deadline"]
 
 
 def _endpoint_name(job: str, index: int) -> str:
