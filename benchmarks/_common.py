@@ -366,11 +366,13 @@ def put_iris_model(server: ModelhostServer, bucket: str = "bench",
 
 def deploy(sagemaker: Any, model_url: str, *, image: str = "modelhost/sklearn",
            instance_type: str = "ml.m5.large", count: int = 1,
-           timeout_s: float = 120.0) -> str:
+           environment: dict[str, str] | None = None, timeout_s: float = 120.0) -> str:
     """Model → EndpointConfig → Endpoint, then wait for InService; returns its name."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model(ModelName=name,
-                           PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+    container = {"Image": image, "ModelDataUrl": model_url}
+    if environment:
+        container["Environment"] = environment
+    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
                            ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,

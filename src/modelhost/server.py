@@ -21,6 +21,7 @@ from modelhost.config import Settings
 from modelhost.controllers import (
     AsyncInferenceController,
     EndpointController,
+    RecommendationController,
     ScheduleController,
     TransformController,
 )
@@ -43,6 +44,8 @@ _JSON_11 = b"application/x-amz-json-1.1"
 _INVOCATIONS = "/invocations"
 _ASYNC_INVOCATIONS = "/async-invocations"
 _ASYNC_REQUESTS = "/async-requests"
+# modelhost's own: every traffic step of a recommendation job, for latency charts
+_CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
 
 
@@ -61,6 +64,8 @@ class ModelhostApp:
         self.transforms = TransformController(settings, self.store, self.objects, backend)
         self.context = api.Context(settings, self.store, self._notify)
         self.schedules = ScheduleController(self.context)
+        self.recommender = RecommendationController(
+            settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
@@ -81,6 +86,7 @@ class ModelhostApp:
         self.controller.notify()
         self.transforms.notify()
         self.schedules.notify()
+        self.recommender.notify()
 
     async def startup(self) -> None:
         self._controller_tasks = [
@@ -88,12 +94,14 @@ class ModelhostApp:
             asyncio.create_task(self.async_controller.run(), name="async-inference"),
             asyncio.create_task(self.transforms.run(), name="transforms"),
             asyncio.create_task(self.schedules.run(), name="schedules"),
+            asyncio.create_task(self.recommender.run(), name="recommender"),
         ]
 
     async def shutdown(self) -> None:
         for task in self._controller_tasks:
             task.cancel()
         await asyncio.gather(*self._controller_tasks, return_exceptions=True)
+        await self.recommender.shutdown()
         await self.async_controller.shutdown()
         await self.transforms.shutdown()
         await self.controller.shutdown()
@@ -128,6 +136,13 @@ class ModelhostApp:
         elif method in ("GET", "HEAD") and path == "/metrics":
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
+            curves = self.recommender.load_curves(path[len(_CURVES):-len("/load-curves")])
+            if curves is None:
+                await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
+            else:
+                await _respond(send, 200, orjson.dumps(curves),
+                               [(b"content-type", b"application/json")])
         else:
             await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 

@@ -4,10 +4,12 @@ from modelhost.api import schedules, transform_jobs
 from modelhost.api.context import Context
 from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
 from modelhost.api.protocol import handle
+from modelhost.api.recommendations import candidate_label
 from modelhost.api.serverless import instance_bounds
 
 __all__ = [
     "Context",
+    "candidate_label",
     "handle",
     "instance_bounds",
     "schedules",

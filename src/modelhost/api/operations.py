@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from modelhost.api import endpoint_configs, endpoints, models, schedules, tags, transform_jobs
+from modelhost.api import (
+    endpoint_configs,
+    endpoints,
+    models,
+    recommendations,
+    schedules,
+    tags,
+    transform_jobs,
+)
 from modelhost.api.context import Context
 
 Operation = Callable[[Context, dict[str, Any]], dict[str, Any]]
@@ -29,6 +37,13 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "DescribeTransformJob": transform_jobs.describe_transform_job,
     "ListTransformJobs": transform_jobs.list_transform_jobs,
     "StopTransformJob": transform_jobs.stop_transform_job,
+    "CreateInferenceRecommendationsJob": recommendations.create_inference_recommendations_job,
+    "DescribeInferenceRecommendationsJob":
+        recommendations.describe_inference_recommendations_job,
+    "ListInferenceRecommendationsJobs": recommendations.list_inference_recommendations_jobs,
+    "StopInferenceRecommendationsJob": recommendations.stop_inference_recommendations_job,
+    "ListInferenceRecommendationsJobSteps":
+        recommendations.list_inference_recommendations_job_steps,
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,

@@ -27,6 +27,12 @@ class Instance(Protocol):
         """Host and port of the model server."""
         ...
 
+    @property
+    def pid(self) -> int | None:
+        """The model server's process id, for CPU and memory readings; None where the
+        backend has no local process."""
+        ...
+
     def is_alive(self) -> bool: ...
 
     def failure_detail(self) -> str:
