@@ -63,6 +63,12 @@ class Settings:
     async_min_ttl_s: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MIN_TTL", 60))
     )
+    # How long a finished (succeeded, failed or expired) request stays in the queue, for
+    # `modelhost endpoints async-requests`; then it is deleted so the queue stops growing.
+    # Its result or failure object is the user's record and stays.
+    async_retention_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_RETENTION_S", 7 * 24 * 3600.0)
+    )
     # "sqlite" (default) or a redis:// URL shared by several servers.
     async_queue: str = field(default_factory=lambda: os.environ.get("MODELHOST_ASYNC_QUEUE", ""))
     webhook_secret: str = field(

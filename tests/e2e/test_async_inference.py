@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy
+from tests.conftest import deploy, wait_for_status
 from tests.e2e.test_cli import run_cli
 from tests.support.async_inference import (
     deploy_async,
@@ -55,6 +55,22 @@ def test_result_appears_at_output_location(server, sagemaker, runtime, endpoint)
     assert result["sha256"] == hashlib.sha256(body).hexdigest()
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint)
     assert config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"].endswith("/out")
+
+
+def test_describe_endpoint_shows_the_async_config(sagemaker, digest_model: str) -> None:
+    name = deploy_async(sagemaker, digest_model, per_instance=2)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=name)
+    described = sagemaker.describe_endpoint(EndpointName=name)
+    assert described["AsyncInferenceConfig"] == config["AsyncInferenceConfig"]
+    assert described["AsyncInferenceConfig"]["ClientConfig"] == {
+        "MaxConcurrentInvocationsPerInstance": 2}
+    # Updated to a real-time config, the endpoint no longer shows one.
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-rt",
+        ProductionVariants=config["ProductionVariants"])
+    sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-rt")
+    wait_for_status(sagemaker, name, {"InService"})
+    assert "AsyncInferenceConfig" not in sagemaker.describe_endpoint(EndpointName=name)
 
 
 def test_model_error_writes_failure_object(server, runtime, endpoint) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -62,7 +63,9 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
     tmp_path, queue_env: dict[str, str]
 ) -> None:
     data = tmp_path / "data"
-    env = {"MODELHOST_ASYNC_POLL_INTERVAL": "0.2", **queue_env}
+    # A short retention: finished requests are pruned while others are redelivered.
+    env = {"MODELHOST_ASYNC_POLL_INTERVAL": "0.2", "MODELHOST_ASYNC_RETENTION_S": "1",
+           **queue_env}
     first = ServerProcess(data, env=env).start()
     try:
         model = put_digest_model(data)
@@ -91,8 +94,35 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
         results = local_path(second.data_dir, answers[0]["OutputLocation"]).parent
         assert sorted(p.name for p in results.iterdir()) == sorted(
             a["OutputLocation"].rsplit("/", 1)[1] for a in answers)
+        _wait(lambda: not any(_counts(second, endpoint).values()), 30, "the queue to empty")
     finally:
         second.stop()
+
+
+def _counts(server: ServerProcess, endpoint: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{server.url}/endpoints/{endpoint}/async-requests") as answer:
+        return json.loads(answer.read())["Counts"]
+
+
+def test_finished_requests_are_pruned_after_the_retention(
+    tmp_path, queue_env: dict[str, str]
+) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.2",
+                                      "MODELHOST_ASYNC_RETENTION_S": "2", **queue_env}).start()
+    try:
+        endpoint = deploy_async(server.client("sagemaker"), put_digest_model(data))
+        answers = _submit(server, server.client("sagemaker-runtime"), endpoint,
+                          [b'{"n": 1}', b'{"fail": "on purpose"}'])
+        _wait(lambda: all(out or failed for out, failed in _outcomes(server, answers)), 60,
+              "both requests to end")
+        assert _outcomes(server, answers) == [(True, False), (False, True)]
+        _wait(lambda: not any(_counts(server, endpoint).values()), 30,
+              "finished requests to be pruned")
+        # The queue forgot them; their result and failure objects stay.
+        assert _outcomes(server, answers) == [(True, False), (False, True)]
+    finally:
+        server.stop()
 
 
 def test_instance_killed_mid_request_is_retried_on_another(server, sagemaker, runtime) -> None:

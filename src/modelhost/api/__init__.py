@@ -2,7 +2,7 @@
 
 from modelhost.api import schedules, transform_jobs
 from modelhost.api.context import Context
-from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
+from modelhost.api.endpoints import deployed_fields, update_endpoint_weights_and_capacities
 from modelhost.api.protocol import handle
 from modelhost.api.recommendations import candidate_label
 from modelhost.api.serverless import instance_bounds
@@ -10,10 +10,10 @@ from modelhost.api.serverless import instance_bounds
 __all__ = [
     "Context",
     "candidate_label",
+    "deployed_fields",
     "handle",
     "instance_bounds",
     "schedules",
     "transform_jobs",
     "update_endpoint_weights_and_capacities",
-    "variant_summaries",
 ]

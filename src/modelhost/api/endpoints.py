@@ -69,12 +69,22 @@ def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> N
         )
 
 
-def variant_summaries(
+def deployed_fields(
     desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None = None
+) -> dict[str, Any]:
+    """What DescribeEndpoint shows of the deployment: its ProductionVariants and the
+    config's AsyncInferenceConfig. `current` maps a variant to the weight and healthy
+    instance count it runs with now; None until the controller has taken the endpoint up
+    (then images are not resolved yet and nothing runs)."""
+    fields: dict[str, Any] = {"ProductionVariants": _variant_summaries(desired, current)}
+    if "AsyncInferenceConfig" in desired["config"]:
+        fields["AsyncInferenceConfig"] = desired["config"]["AsyncInferenceConfig"]
+    return fields
+
+
+def _variant_summaries(
+    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None
 ) -> list[dict[str, Any]]:
-    """DescribeEndpoint's ProductionVariants. `current` maps a variant to the weight and
-    healthy instance count it runs with now; None until the controller has taken the
-    endpoint up (then images are not resolved yet and nothing runs)."""
     summaries = []
     for variant in desired["config"]["ProductionVariants"]:
         capacity = desired["capacity"][variant["VariantName"]]
@@ -105,7 +115,7 @@ def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "EndpointName": name,
         "EndpointArn": arn,
         "EndpointConfigName": params["EndpointConfigName"],
-        "ProductionVariants": variant_summaries(desired),
+        **deployed_fields(desired),
         "EndpointStatus": "Creating",
         "CreationTime": now,
         "LastModifiedTime": now,

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
 _CHUNK = 1024 * 1024
+_PRUNE_BATCH = 1000  # per measurement, so pruning a long backlog never holds the queue
 _EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instance could "
             "process it.")
 
@@ -150,9 +151,11 @@ class AsyncInferenceController:
             log.warning("endpoint %s: cannot scale from zero: %s", name, error.message)
 
     def _measure(self) -> None:
-        """Backlog metrics, and requests whose TTL ran out while they waited (failed
-        here so that they end even when no instance can take them)."""
+        """Backlog metrics, requests whose TTL ran out while they waited (failed here so
+        that they end even when no instance can take them), and finished requests past
+        their retention (deleted, a batch at a time, so the queue does not grow forever)."""
         self._measured_at = time.monotonic()
+        self.queue.prune(time.time() - self.settings.async_retention_s, _PRUNE_BATCH)
         for name in self.queue.endpoints():
             running = self._running.get(name, set())
             for job in self.queue.expired(name, 100, self.settings.async_lease_s):

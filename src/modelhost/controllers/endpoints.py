@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from modelhost import metrics
-from modelhost.api import variant_summaries
+from modelhost.api import deployed_fields
 from modelhost.config import Settings
 from modelhost.controllers.deployment import (
     instance_spec,
@@ -464,7 +464,8 @@ class EndpointController:
                 pool.name: (pool.weight, len(pool.available()))
                 for pool in deployment.variants.values()
             }
-            record["ProductionVariants"] = variant_summaries(source, current)
+            record.pop("AsyncInferenceConfig", None)  # the new config may have none
+            record.update(deployed_fields(source, current))
             record.update(fields)
             return record
 

@@ -2,7 +2,8 @@
 
 Each job is a hash (`data`: the request as accepted; plus the fields that change: state,
 attempts, token, lease_until, error, finished). Per endpoint, a sorted set of queued ids
-by arrival, one of running ids by lease deadline, and one per final state. Leasing and
+by arrival, one of running ids by lease deadline, and one per final state; across
+endpoints, one of finished ids by finish time, for pruning. Leasing and
 every change to a leased job are Lua scripts, so they are atomic across servers. Leases
 are not given back on start (other servers may hold them): a dead server's leases run
 out after `MODELHOST_ASYNC_LEASE` seconds and its jobs go to whoever leases next.
@@ -20,6 +21,7 @@ import redis
 from modelhost.queue.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobCounts
 
 _PREFIX = "modelhost:async:"
+_FINISHED = f"{_PREFIX}finished"
 
 # KEYS: queued, running. ARGV: now, limit, lease_until, job key prefix, tokens...
 _LEASE = """
@@ -60,7 +62,8 @@ end
 return leased
 """
 
-# KEYS: job, running, target set. ARGV: token, id, action, score, state, error, finished.
+# KEYS: job, running, target set, finished set. ARGV: token, id, action, score, state,
+# error, finished.
 _CHANGE_HELD = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running'
    or redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
@@ -75,7 +78,28 @@ redis.call('HSET', KEYS[1], 'state', ARGV[5], 'error', ARGV[6], 'finished', ARGV
            'lease_until', 0, 'token', '')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+if ARGV[3] == 'finish' then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2])
+end
 return 1
+"""
+
+# KEYS: finished set. ARGV: finished before, limit, key prefix. Deletes finished jobs and
+# their entries in their endpoint's final-state set.
+_PRUNE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
+                       tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. 'job:' .. id
+  local fields = redis.call('HMGET', key, 'data', 'state')
+  if fields[1] then
+    local endpoint = cjson.decode(fields[1])['endpoint']
+    redis.call('ZREM', ARGV[3] .. fields[2] .. ':' .. endpoint, id)
+    redis.call('DEL', key)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
 """
 
 # KEYS: the endpoints set. ARGV: key prefix. Drops endpoints with nothing to do, in the
@@ -109,6 +133,7 @@ class RedisQueue:
         self._expired = self._redis.register_script(_EXPIRED)
         self._change = self._redis.register_script(_CHANGE_HELD)
         self._endpoints = self._redis.register_script(_ENDPOINTS)
+        self._prune = self._redis.register_script(_PRUNE)
 
     def put(self, jobs: list[Job]) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -146,7 +171,8 @@ class RedisQueue:
                      error: str | None = None, finished: float = 0.0) -> bool:
         target = {"renew": RUNNING, "retry": QUEUED}.get(action, state)
         changed = self._change(
-            keys=[_job_key(job.id), _key(RUNNING, job.endpoint), _key(target, job.endpoint)],
+            keys=[_job_key(job.id), _key(RUNNING, job.endpoint), _key(target, job.endpoint),
+                  _FINISHED],
             args=[job.token, job.id, action, score, state, error or "", finished],
         )
         return bool(changed)
@@ -200,6 +226,11 @@ class RedisQueue:
         ids = self._redis.zrange(_key(state, endpoint), 0, limit - 1)
         jobs = [self.get(raw.decode()) for raw in ids]
         return [job for job in jobs if job is not None]
+
+    def prune(self, finished_before: float, limit: int) -> int:
+        """Delete up to `limit` finished jobs that ended before `finished_before`; no
+        worker holds a finished job, so none can be redelivered."""
+        return int(self._prune(keys=[_FINISHED], args=[finished_before, limit, _PREFIX]))
 
     def close(self) -> None:
         self._redis.close()

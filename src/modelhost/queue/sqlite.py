@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_endpoint ON jobs (endpoint, state, created);
--- Finished jobs pile up; finding the endpoints with work must not scan them.
+-- Finished jobs pile up until their retention ends; finding the endpoints with work
+-- must not scan them, and pruning finds them by when they finished.
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, endpoint);
+CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished) WHERE finished IS NOT NULL;
 """
 _COLUMNS = "data, state, attempts, token, lease_until, error, finished"
 
@@ -183,6 +185,16 @@ class SqliteQueue:
                 "ORDER BY created LIMIT ?", (endpoint, state, limit),
             ).fetchall()
         return [_job(row) for row in rows]
+
+    def prune(self, finished_before: float, limit: int) -> int:
+        """Delete up to `limit` finished jobs that ended before `finished_before`. Only
+        finished jobs have `finished` set, and no worker holds them: a redelivered job is
+        queued or running, never finished."""
+        with self._lock:
+            return self._db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? "
+                "LIMIT ?)", (finished_before, limit),
+            ).rowcount
 
     def close(self) -> None:
         with self._lock:
