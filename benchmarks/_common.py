@@ -366,8 +366,10 @@ def put_iris_model(server: ModelhostServer, bucket: str = "bench",
 
 def deploy(sagemaker: Any, model_url: str, *, image: str = "modelhost/sklearn",
            instance_type: str = "ml.m5.large", count: int = 1,
-           environment: dict[str, str] | None = None, timeout_s: float = 120.0) -> str:
-    """Model → EndpointConfig → Endpoint, then wait for InService; returns its name."""
+           environment: dict[str, str] | None = None, timeout_s: float = 120.0,
+           async_config: dict[str, Any] | None = None) -> str:
+    """Model → EndpointConfig → Endpoint, then wait for InService; returns its name.
+    `async_config`: the config's AsyncInferenceConfig, for an asynchronous endpoint."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     container = {"Image": image, "ModelDataUrl": model_url}
     if environment:
@@ -377,7 +379,7 @@ def deploy(sagemaker: Any, model_url: str, *, image: str = "modelhost/sklearn",
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,
         "InitialInstanceCount": count, "InitialVariantWeight": 1.0,
-    }])
+    }], **({"AsyncInferenceConfig": async_config} if async_config else {}))
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     deadline = time.monotonic() + timeout_s
     while True:

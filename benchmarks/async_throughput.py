@@ -1,11 +1,13 @@
-"""Asynchronous inference, measured next to the real-time path on the same instance.
+"""Asynchronous inference, measured next to the real-time path on the same kind of instance.
 
-1. Small payloads: the same endpoint (iris LogisticRegression, one ml.m5.large, with an
-   AsyncInferenceConfig) is driven by the same client threads twice: once through
-   InvokeEndpoint (a request counts when its answer arrives), once through
-   InvokeEndpointAsync (a request counts when its result object exists; inputs are put
-   in the object store beforehand, as a client would). Throughput is requests completed
-   per second, wall clock, first request to last completion.
+1. Small payloads: two endpoints of the same model (iris LogisticRegression) on one
+   ml.m5.large each, one real-time and one with an AsyncInferenceConfig (which, as on
+   SageMaker, takes only asynchronous invocations), are driven by the same client threads
+   in turn: the real-time one through InvokeEndpoint (a request counts when its answer
+   arrives), the asynchronous one through InvokeEndpointAsync (a request counts when its
+   result object exists; inputs are put in the object store beforehand, as a client
+   would). Throughput is requests completed per second, wall clock, first request to last
+   completion.
 2. One large payload (1 GiB by default) end to end: input in the object store, 202, the
    result object; with the server's peak RSS (VmHWM) before and after, which shows
    whether the server held the payload in memory.
@@ -27,6 +29,7 @@ from typing import Any
 
 from _common import (
     ModelhostServer,
+    deploy,
     iris_rows,
     machine_facts,
     put_iris_model,
@@ -46,24 +49,10 @@ def transform_fn(model, body, content_type, accept):
 
 def _deploy_async(server: ModelhostServer, model_url: str, image: str,
                   per_instance: int = 8) -> str:
-    import uuid
-
-    sagemaker = server.client("sagemaker")
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model(ModelName=name,
-                           PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
-                           ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
-                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-        AsyncInferenceConfig={
-            "OutputConfig": {"S3OutputPath": f"s3://bench/{name}/out"},
-            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance}})
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sagemaker.get_waiter("endpoint_in_service").wait(
-        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 180})
-    return name
+    return deploy(server.client("sagemaker"), model_url, image=image, timeout_s=180,
+                  async_config={
+                      "OutputConfig": {"S3OutputPath": "s3://bench/async/out"},
+                      "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance}})
 
 
 def _drive(server: ModelhostServer, threads: int, requests: int,
@@ -174,17 +163,18 @@ def main() -> None:
         server = ModelhostServer(scratch / "data")
         server.start(env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"})
         try:
-            small = _deploy_async(server, put_iris_model(server), "modelhost/sklearn",
-                                  args.per_instance)
+            iris = put_iris_model(server)
+            small_rt = deploy(server.client("sagemaker"), iris)
+            small = _deploy_async(server, iris, "modelhost/sklearn", args.per_instance)
             digest_model = server.data_dir / "objects" / "bench" / "digest" / "model.tar.gz"
             digest_model.parent.mkdir(parents=True, exist_ok=True)
             digest_model.write_bytes(_tarball({"code/inference.py": DIGEST_CODE}))
             big = _deploy_async(server, "s3://bench/digest/model.tar.gz", "modelhost/python")
-            realtime(server, small, args.threads, 200)  # warm up both paths
+            realtime(server, small_rt, args.threads, 200)  # warm up both paths
             asynchronous(server, small, args.threads, 200, run=0)
             rows = []
             for run in range(1, args.rounds + 1):  # alternate, so noise hits both alike
-                rt = realtime(server, small, args.threads, args.requests)
+                rt = realtime(server, small_rt, args.threads, args.requests)
                 ay, accepted = asynchronous(server, small, args.threads, args.requests, run)
                 rows.append((rt, ay, accepted))
             large_run = large(server, big, args.large_mb) if args.large_mb else None
@@ -194,7 +184,8 @@ def main() -> None:
     for key, value in facts.items():
         print(f"- {key}: {value}")
     print(f"- {args.requests} requests per run, {args.threads} client threads, "
-          "one ml.m5.large instance, iris LogisticRegression, JSON body of 3 rows\n")
+          "iris LogisticRegression on one ml.m5.large per endpoint (one real-time, one "
+          "asynchronous), JSON body of 3 rows\n")
     print("| round | real-time req/s | async req/s (completed) | async / real-time | "
           "async accepted (202) /s |")
     print("|---|---|---|---|---|")

@@ -57,6 +57,15 @@ def test_result_appears_at_output_location(server, sagemaker, runtime, endpoint)
     assert config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"].endswith("/out")
 
 
+def _update_to_realtime(sagemaker, name: str) -> None:
+    """Update the endpoint to a config with the same variants and no AsyncInferenceConfig."""
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=name)
+    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-rt",
+                                     ProductionVariants=config["ProductionVariants"])
+    sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-rt")
+    wait_for_status(sagemaker, name, {"InService"})
+
+
 def test_describe_endpoint_shows_the_async_config(sagemaker, digest_model: str) -> None:
     name = deploy_async(sagemaker, digest_model, per_instance=2)
     config = sagemaker.describe_endpoint_config(EndpointConfigName=name)
@@ -65,12 +74,27 @@ def test_describe_endpoint_shows_the_async_config(sagemaker, digest_model: str) 
     assert described["AsyncInferenceConfig"]["ClientConfig"] == {
         "MaxConcurrentInvocationsPerInstance": 2}
     # Updated to a real-time config, the endpoint no longer shows one.
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=f"{name}-rt",
-        ProductionVariants=config["ProductionVariants"])
-    sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-rt")
-    wait_for_status(sagemaker, name, {"InService"})
+    _update_to_realtime(sagemaker, name)
     assert "AsyncInferenceConfig" not in sagemaker.describe_endpoint(EndpointName=name)
+
+
+def test_realtime_invocation_of_an_async_endpoint_is_refused(
+    sagemaker, runtime, digest_model: str
+) -> None:
+    # SageMaker: an endpoint whose config has an AsyncInferenceConfig only receives
+    # asynchronous invocations.
+    name = deploy_async(sagemaker, digest_model)
+    with pytest.raises(ClientError) as refused:
+        runtime.invoke_endpoint(EndpointName=name, Body=b'{"n": 1}',
+                                ContentType="application/json")
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "InvokeEndpointAsync" in refused.value.response["Error"]["Message"]
+    # The same model behind a real-time config answers.
+    _update_to_realtime(sagemaker, name)
+    answer = runtime.invoke_endpoint(EndpointName=name, Body=b'{"n": 1}',
+                                     ContentType="application/json")
+    assert json.loads(answer["Body"].read())["bytes"] == len(b'{"n": 1}')
 
 
 def test_model_error_writes_failure_object(server, runtime, endpoint) -> None:

@@ -211,7 +211,9 @@ class EndpointController:
             self._retire(pools.values())
             await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
             raise
-        self.router.deployments[name] = Deployment(name, desired["generation"], pools)
+        self.router.deployments[name] = Deployment(
+            name, desired["generation"], pools,
+            asynchronous="AsyncInferenceConfig" in desired["config"])
         self._count_instances(name, pools)
         if old is not None:
             self._retire(old.variants.values())

@@ -80,6 +80,8 @@ class Deployment:
     endpoint: str
     generation: int
     variants: dict[str, VariantPool]
+    # The config has an AsyncInferenceConfig: only InvokeEndpointAsync may use it.
+    asynchronous: bool = False
 
     def choose_variant(self) -> VariantPool | None:
         pools = [p for p in self.variants.values() if p.weight > 0 and p.can_serve()]

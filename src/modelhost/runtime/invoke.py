@@ -33,6 +33,13 @@ class RealtimeInvoker:
 
     def deployment(self, name: str) -> Deployment:
         deployment = self.router.deployments.get(name)
+        if deployment is not None and deployment.asynchronous:
+            # SageMaker: an AsyncInferenceConfig means the endpoint only takes
+            # asynchronous invocations.
+            raise InvocationValidationError(
+                f"Endpoint {name} is an asynchronous endpoint (its endpoint config has an "
+                "AsyncInferenceConfig); invoke it with InvokeEndpointAsync."
+            )
         if deployment is not None:
             return deployment
         record = self.store.get("endpoint", name)
