@@ -31,6 +31,17 @@ class AuthenticationError(SageMakerError):
         self.code = code
 
 
+# The header the server's own load tests carry its per-process secret in
+# (Settings.internal_token): a load generator cannot sign each request.
+INTERNAL_TOKEN_HEADER = "x-modelhost-internal-token"
+
+
+def is_internal(headers: dict[bytes, bytes], token: str) -> bool:
+    """Whether the request carries this server's own secret."""
+    sent = headers.get(INTERNAL_TOKEN_HEADER.encode())
+    return sent is not None and hmac.compare_digest(sent, token.encode())
+
+
 def access_keys_from_environment() -> dict[str, str]:
     """MODELHOST_ACCESS_KEYS="AKID:SECRET,AKID2:SECRET2"; empty means no checking."""
     keys: dict[str, str] = {}

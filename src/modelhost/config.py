@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,9 @@ class Settings:
     serverless_max_instances: int = field(
         default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_MAX_INSTANCES", 4)))
     )
+    # A secret of this server process: its own load tests (the recommender driving a
+    # serverless endpoint through the router) send it instead of a SigV4 signature.
+    internal_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
     # Fork instances from a pre-warmed parent instead of starting a fresh interpreter each.
     fork_server: bool = field(
         default_factory=lambda: os.environ.get("MODELHOST_FORK_SERVER", "1") != "0"

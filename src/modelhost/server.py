@@ -192,7 +192,9 @@ class ModelhostApp:
             body = await _read_body(receive, limit=self.settings.max_payload_bytes)
             if body is None:
                 raise self.invoker.too_large()
-            if self.settings.access_keys:
+            if self.settings.access_keys and not auth.is_internal(
+                headers, self.settings.internal_token
+            ):
                 self._authenticate(scope, headers, body)
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:

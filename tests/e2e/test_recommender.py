@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -54,6 +55,17 @@ def _temporary_endpoints(sagemaker) -> list[str]:
     return [e["EndpointName"] for page in pages for e in page["Endpoints"]]
 
 
+SERVERLESS = {"MemorySizeInMB": 2048, "MaxConcurrency": 4}
+
+
+def _check_costs(metrics: dict) -> None:
+    """Both kinds of candidate: an inference costs an hour's cost over an hour of
+    inferences at the recommended throughput."""
+    assert metrics["MaxInvocations"] > 0 and metrics["CostPerHour"] > 0
+    assert metrics["CostPerInference"] == pytest.approx(
+        metrics["CostPerHour"] / (metrics["MaxInvocations"] * 60))
+
+
 def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server, model):
     name = unique("rec")
     sagemaker.create_inference_recommendations_job(
@@ -70,10 +82,8 @@ def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server,
         ["ml.c5.large", "ml.m5.xlarge"]  # same model, same machine: the cheaper type wins
     for recommendation in recommendations:
         metrics = recommendation["Metrics"]
-        assert metrics["MaxInvocations"] > 0 and 1 <= metrics["ModelLatency"] <= 2000
-        assert metrics["CostPerHour"] > 0
-        assert metrics["CostPerInference"] == pytest.approx(
-            metrics["CostPerHour"] / (metrics["MaxInvocations"] * 60))
+        assert 1 <= metrics["ModelLatency"] <= 2000
+        _check_costs(metrics)
         assert metrics["CpuUtilization"] > 0 and 0 < metrics["MemoryUtilization"] < 100
     steps = sagemaker.list_inference_recommendations_job_steps(JobName=name)["Steps"]
     assert [s["Status"] for s in steps] == ["COMPLETED", "COMPLETED"]
@@ -85,6 +95,72 @@ def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server,
             f"{server.url}/inference-recommendations-jobs/{name}/load-curves") as response:
         curves = json.load(response)
     assert [len(c["Points"]) for c in curves["Candidates"]] == [2, 2]
+
+
+def test_serverless_candidate_is_benchmarked_next_to_an_instance(sagemaker, server, model):
+    name = unique("rec-serverless")
+    sagemaker.create_inference_recommendations_job(
+        JobName=name, JobType="Advanced", RoleArn=ROLE,
+        InputConfig=_input(model, TrafficPattern=_phases((1, 1), (2, 1)),
+                           EndpointConfigurations=[{"InstanceType": "ml.c5.large"},
+                                                   {"ServerlessConfig": SERVERLESS}]),
+        StoppingConditions={"ModelLatencyThresholds": [
+            {"Percentile": "P95", "ValueInMilliseconds": 2000}]})
+    job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    by_kind = {("serverless" if "ServerlessConfig" in r["EndpointConfiguration"] else
+                r["EndpointConfiguration"]["InstanceType"]): r
+               for r in job["InferenceRecommendations"]}
+    assert set(by_kind) == {"ml.c5.large", "serverless"}
+    serverless = by_kind["serverless"]
+    assert serverless["EndpointConfiguration"]["ServerlessConfig"] == SERVERLESS
+    for recommendation in by_kind.values():
+        _check_costs(recommendation["Metrics"])
+    # Billed at USD 0.00002 per GB-second: the GB-seconds of one inference at 2 GB are
+    # a request's duration on its instance, under the latency bound.
+    billed_s = serverless["Metrics"]["CostPerInference"] / 0.00002 / 2
+    assert 0 < billed_s * 1000 <= 2000
+    assert serverless["Metrics"]["CpuUtilization"] > 0
+    assert 0 < serverless["Metrics"]["MemoryUtilization"] < 100
+    assert serverless["Metrics"]["ModelSetupTime"] >= 1  # includes the cold start
+    steps = sagemaker.list_inference_recommendations_job_steps(JobName=name)["Steps"]
+    assert [s["Status"] for s in steps] == ["COMPLETED", "COMPLETED"]
+    assert _temporary_endpoints(sagemaker) == []
+
+
+def test_serverless_candidate_with_signed_requests_required(tmp_path, iris_model_url):
+    """With access keys the load goes through the router unsigned, carrying the server's
+    own secret; an unsigned request from outside is still refused."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, env={"MODELHOST_ACCESS_KEYS": "testing:testing"}).start()
+    try:
+        sagemaker = server.client("sagemaker")
+        write_iris_tarball(data / "objects" / "models" / "iris.tar.gz")
+        sagemaker.create_model(ModelName="iris", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/iris.tar.gz"})
+        payloads = data / "objects" / "payloads" / "iris" / "payloads.tar.gz"
+        payloads.parent.mkdir(parents=True)
+        payloads.write_bytes(model_tarball({"a.csv": b"5.1,3.5,1.4,0.2\n"}))
+        sagemaker.create_inference_recommendations_job(
+            JobName="signed", JobType="Advanced", RoleArn=ROLE,
+            InputConfig=_input("iris", TrafficPattern=_phases((1, 1)),
+                               EndpointConfigurations=[{"ServerlessConfig": SERVERLESS}]))
+        job = _wait_job(sagemaker, "signed", {"COMPLETED", "FAILED"})
+        assert job["Status"] == "COMPLETED", job.get("FailureReason")
+        _check_costs(job["InferenceRecommendations"][0]["Metrics"])
+        sagemaker.create_endpoint_config(EndpointConfigName="iris", ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "iris", "ServerlessConfig": SERVERLESS}])
+        sagemaker.create_endpoint(EndpointName="iris", EndpointConfigName="iris")
+        wait_for(lambda: sagemaker.describe_endpoint(EndpointName="iris"), "EndpointStatus",
+                 {"InService"}, "endpoint iris")
+        unsigned = urllib.request.Request(
+            f"{server.url}/endpoints/iris/invocations", data=b"5.1,3.5,1.4,0.2\n",
+            headers={"Content-Type": "text/csv", "X-Modelhost-Internal-Token": "guess"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unsigned)
+        assert refused.value.code == 403
+    finally:
+        server.stop()
 
 
 def test_stairs_supported_types_test_limit_and_max_invocations(sagemaker, server, model):

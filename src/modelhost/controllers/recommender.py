@@ -1,12 +1,15 @@
-"""The inference recommender: load tests a model on candidate instance types.
+"""The inference recommender: load tests a model on candidate instance types and
+serverless configurations.
 
 For each candidate (one BENCHMARK step of the job) it deploys a temporary endpoint through
 the same control-plane operations a user calls, so the instance runs exactly as a real one
-would (held to its type's memory, BLAS threads at its vCPUs). It then drives the model
-server with the job's traffic steps (closed-loop users, `modelhost.loadgen` in a child
-process), reading the instance's CPU and memory with psutil, and keeps the highest
-throughput whose latency meets the job's ModelLatencyThreshold. The temporary endpoint is
-deleted when the step ends, fails or is stopped.
+would (held to its type's memory, BLAS threads at its vCPUs). It then drives it with the
+job's traffic steps (closed-loop users, `modelhost.loadgen` in a child process), reading
+the instances' CPU and memory with psutil, and keeps the highest throughput whose latency
+meets the job's ModelLatencyThreshold. An instance candidate's model server is driven
+directly; a serverless one through the router (its concurrency limit, cold starts and
+scaling are part of what is measured), and its cost is the GB-seconds the router billed.
+The temporary endpoint is deleted when the step ends, fails or is stopped.
 
 Jobs live in the state store. A server that stops mid-job leaves the job IN_PROGRESS with
 its temporary endpoints listed in `_endpoints`; on restart the job deletes those and
@@ -22,16 +25,19 @@ import io
 import logging
 import tarfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import psutil
 
 from modelhost import api
-from modelhost.catalog import get_instance_type
+from modelhost.auth import INTERNAL_TOKEN_HEADER
+from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.config import Settings
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
-from modelhost.router import Router
+from modelhost.router import Deployment, Invocation, Router, ServerlessPool
 from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,17 @@ _MAX_ERROR_FRACTION = 0.01  # a traffic step with more failed requests does not 
 
 class CandidateFailed(Exception):
     """This candidate could not be benchmarked; the job goes on with the others."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a candidate's load goes, and how to read what it cost: the instances' root
+    processes now, and (serverless) the GB-seconds billed so far."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    pids: Callable[[], list[int]]
+    billed_gb_seconds: Callable[[], float] | None = None
 
 
 class RecommendationController:
@@ -229,23 +246,47 @@ class RecommendationController:
         try:
             started = time.monotonic()
             await self._deploy(job, endpoint, record["InputConfig"]["ModelName"], candidate)
-            setup_s = time.monotonic() - started
             deployment = self.router.deployments.get(endpoint)
-            replicas = deployment.replicas() if deployment else []
-            if not replicas:
+            if deployment is None:
                 raise CandidateFailed("the temporary endpoint has no running instance")
-            instance = replicas[0].instance
-            host, port = instance.address
-            url = f"http://{host}:{port}/invocations"
+            target = await self._target(deployment, plan, payloads)
+            setup_s = time.monotonic() - started
             invocation_start = self.context.now()
-            points = await self._drive(url, instance.pid, candidate, plan, payloads)
+            points = await self._drive(target, candidate, plan, payloads)
             invocation_end = self.context.now()
         finally:
             await self._remove_endpoint(job, endpoint)
         return _benchmark(endpoint, candidate, plan, points, setup_s, invocation_start,
                           invocation_end), points
 
-    async def _drive(self, url: str, pid: int | None, candidate: dict[str, Any],
+    async def _target(self, deployment: Deployment, plan: dict[str, Any],
+                      payloads: tuple[bytes, ...]) -> _Target:
+        pool = deployment.variants["AllTraffic"]
+        if not isinstance(pool, ServerlessPool):
+            replicas = deployment.replicas()
+            if not replicas:
+                raise CandidateFailed("the temporary endpoint has no running instance")
+            instance = replicas[0].instance
+            host, port = instance.address
+            return _Target(f"http://{host}:{port}/invocations", (),
+                           lambda: [] if instance.pid is None else [instance.pid])
+        # The first request starts an instance: its cold start counts as setup time, as
+        # SageMaker's ModelSetupTime of a serverless endpoint.
+        try:
+            await self.router.invoke(deployment, Invocation(
+                payloads[0], plan["content_type"], None, None, None))
+        except Exception as exc:
+            raise CandidateFailed(f"the first request to the serverless endpoint failed: "
+                                  f"{exc}") from exc
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") \
+            else "127.0.0.1"
+        return _Target(
+            f"http://{host}:{self.settings.port}/endpoints/{deployment.endpoint}/invocations",
+            ((INTERNAL_TOKEN_HEADER, self.settings.internal_token),),
+            lambda: [r.instance.pid for r in pool.replicas if r.instance.pid is not None],
+            lambda: pool.billed_gb_seconds)
+
+    async def _drive(self, target: _Target, candidate: dict[str, Any],
                      plan: dict[str, Any], payloads: tuple[bytes, ...]) -> list[dict[str, Any]]:
         """Run the traffic steps in turn, stopping at the latency bound or MaxInvocations."""
         bound = plan["latency"]
@@ -258,15 +299,20 @@ class RecommendationController:
             if points and _past(plan):
                 break  # JobDurationInSeconds: judge the candidate on the steps done
             users = max(traffic["users"], traffic["end_users"])
-            spec = LoadSpec(url=url, mode="closed", payloads=payloads,
-                            content_type=plan["content_type"], max_connections=max(users, 1),
+            spec = LoadSpec(url=target.url, mode="closed", payloads=payloads,
+                            content_type=plan["content_type"], headers=target.headers,
+                            max_connections=max(users, 1),
                             timeout_s=self.settings.model_timeout_s,
                             phases=(Phase(traffic["seconds"], users=traffic["users"],
                                           end_users=traffic["end_users"]),))
-            usage = _Usage(pid)
+            usage = _Usage(target.pids, memory_bytes)
+            billed = target.billed_gb_seconds() if target.billed_gb_seconds else None
             result = await run_in_subprocess(spec)
-            cpu, rss = usage.read()
-            point = _point(traffic, result, percentile, cpu, rss / memory_bytes * 100)
+            cpu, memory_percent = usage.read()
+            point = _point(traffic, result, percentile, cpu, memory_percent)
+            if target.billed_gb_seconds and billed is not None:
+                point["gb_seconds_per_inference"] = (
+                    target.billed_gb_seconds() - billed) / max(result.completed, 1)
             points.append(point)
             if bound and point["latency_ms"] > bound["ms"]:
                 break
@@ -338,37 +384,47 @@ def _endpoint_configuration(endpoint: str, candidate: dict[str, Any]) -> dict[st
     return {"EndpointName": endpoint, "VariantName": "AllTraffic", **candidate}
 
 
-class _Usage:
-    """CPU (percent of one core, summed over the model server and its workers, as
-    CloudWatch's CPUUtilization) and peak resident memory of an instance over a step."""
+def _processes(pid: int) -> list[psutil.Process]:
+    """An instance's model server and its workers; empty once it is gone."""
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
 
-    def __init__(self, pid: int | None) -> None:
-        self.processes: list[psutil.Process] = []
-        self.cpu_before = 0.0
-        self.started = time.monotonic()
-        if pid is None:
-            return
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
         with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            self.processes = [root, *root.children(recursive=True)]
-            self.cpu_before = self._cpu_seconds()
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
-    def _cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes:
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-        return total
+
+class _Usage:
+    """CPU (percent of one core, summed over the model servers and their workers, as
+    CloudWatch's CPUUtilization) and resident memory (percent of each instance's memory,
+    averaged over the instances) of a candidate's instances over a step. A serverless
+    candidate's instances come and go: one started during the step counts from its start."""
+
+    def __init__(self, pids: Callable[[], list[int]], memory_bytes: float) -> None:
+        self.pids = pids
+        self.memory_bytes = memory_bytes
+        self.cpu_before = {pid: _cpu_seconds(_processes(pid)) for pid in pids()}
+        self.started = time.monotonic()
 
     def read(self) -> tuple[float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        cpu = (self._cpu_seconds() - self.cpu_before) / elapsed * 100
+        trees = [_processes(pid) for pid in {*self.cpu_before, *self.pids()}]
+        cpu = sum(max(_cpu_seconds(tree) - self.cpu_before.get(tree[0].pid, 0.0), 0.0)
+                  for tree in trees if tree)
         rss = 0.0
-        for process in self.processes:
-            with contextlib.suppress(psutil.Error):
-                rss += process.memory_info().rss
-        return cpu, rss
+        for tree in trees:
+            for process in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += process.memory_info().rss
+        instances = max(sum(1 for tree in trees if tree), 1)
+        return cpu / elapsed * 100, rss / (self.memory_bytes * instances) * 100
 
 
 def _point(traffic: dict[str, int], result: LoadResult, percentile: float, cpu: float,
@@ -396,12 +452,22 @@ def _benchmark(endpoint: str, candidate: dict[str, Any], plan: dict[str, Any],
            and p["throughput_rps"] > 0 and (not bound or p["latency_ms"] <= bound["ms"])]
     best = max(fit, key=lambda p: p["throughput_rps"]) if fit else None
     chosen = best or min(points, key=lambda p: p["latency_ms"])
-    instance_type = get_instance_type(candidate.get("InstanceType", ""))
-    cost_per_hour = instance_type.usd_per_hour if instance_type else 0.0
     per_minute = max(chosen["invocations_per_minute"], 1)
+    instance_type = get_instance_type(candidate.get("InstanceType", ""))
+    if instance_type is not None:
+        cost_per_hour = instance_type.usd_per_hour
+        cost_per_inference = cost_per_hour / (per_minute * 60)
+    else:
+        # Serverless bills request duration x memory: an inference costs the GB-seconds
+        # the router billed for it, and an hour costs an hour of inferences at this
+        # throughput (so CostPerInference = CostPerHour / invocations per hour, as for an
+        # instance).
+        cost_per_inference = (chosen.get("gb_seconds_per_inference", 0.0)
+                              * serverless_usd_per_gb_second())
+        cost_per_hour = cost_per_inference * per_minute * 60
     metrics = {
         "CostPerHour": cost_per_hour,
-        "CostPerInference": cost_per_hour / (per_minute * 60),
+        "CostPerInference": cost_per_inference,
         "MaxInvocations": chosen["invocations_per_minute"],
         "ModelLatency": max(1, round(chosen["latency_ms"])),
         "CpuUtilization": chosen["cpu_percent"],

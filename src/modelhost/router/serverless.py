@@ -43,6 +43,7 @@ class ServerlessPool(VariantPool):
     scaler: Scaler | None = None
     in_flight: int = 0
     starting: int = 0
+    billed_gb_seconds: float = 0.0  # since the pool started, for the recommender's cost
     retired: bool = False  # replaced or deleted: starts in progress are stopped on arrival
     failure: str | None = None  # why the last start failed, while none runs
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -74,6 +75,7 @@ class ServerlessPool(VariantPool):
         self._concurrency.set(self.in_flight)
         if billed_s > 0:
             gb_seconds = billed_s * self.memory_gb
+            self.billed_gb_seconds += gb_seconds
             self._gb_seconds.inc(gb_seconds)
             self._cost.inc(gb_seconds * self.usd_per_gb_second)
 
