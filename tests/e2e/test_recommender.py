@@ -66,17 +66,23 @@ def _check_costs(metrics: dict) -> None:
         metrics["CostPerHour"] / (metrics["MaxInvocations"] * 60))
 
 
-def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server, model):
-    name = unique("rec")
+def _completed_job(sagemaker, name: str, model: str, candidates: list[dict]) -> dict:
+    """An Advanced job of two 1 s traffic steps with a P95 bound of 2 s, run to COMPLETED."""
     sagemaker.create_inference_recommendations_job(
         JobName=name, JobType="Advanced", RoleArn=ROLE,
         InputConfig=_input(model, TrafficPattern=_phases((1, 1), (2, 1)),
-                           EndpointConfigurations=[{"InstanceType": "ml.m5.xlarge"},
-                                                   {"InstanceType": "ml.c5.large"}]),
+                           EndpointConfigurations=candidates),
         StoppingConditions={"ModelLatencyThresholds": [
             {"Percentile": "P95", "ValueInMilliseconds": 2000}]})
     job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
     assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    return job
+
+
+def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server, model):
+    name = unique("rec")
+    job = _completed_job(sagemaker, name, model, [{"InstanceType": "ml.m5.xlarge"},
+                                                  {"InstanceType": "ml.c5.large"}])
     recommendations = job["InferenceRecommendations"]
     assert [r["EndpointConfiguration"]["InstanceType"] for r in recommendations] == \
         ["ml.c5.large", "ml.m5.xlarge"]  # same model, same machine: the cheaper type wins
@@ -99,15 +105,8 @@ def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server,
 
 def test_serverless_candidate_is_benchmarked_next_to_an_instance(sagemaker, server, model):
     name = unique("rec-serverless")
-    sagemaker.create_inference_recommendations_job(
-        JobName=name, JobType="Advanced", RoleArn=ROLE,
-        InputConfig=_input(model, TrafficPattern=_phases((1, 1), (2, 1)),
-                           EndpointConfigurations=[{"InstanceType": "ml.c5.large"},
-                                                   {"ServerlessConfig": SERVERLESS}]),
-        StoppingConditions={"ModelLatencyThresholds": [
-            {"Percentile": "P95", "ValueInMilliseconds": 2000}]})
-    job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
-    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    job = _completed_job(sagemaker, name, model, [{"InstanceType": "ml.c5.large"},
+                                                  {"ServerlessConfig": SERVERLESS}])
     by_kind = {("serverless" if "ServerlessConfig" in r["EndpointConfiguration"] else
                 r["EndpointConfiguration"]["InstanceType"]): r
                for r in job["InferenceRecommendations"]}
