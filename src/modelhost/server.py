@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import EndpointController
+from modelhost.controllers import AutoscalingController, EndpointController, sagemaker_metrics
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
 from modelhost.instances import get_backend
 from modelhost.router import Router
@@ -43,16 +43,25 @@ class ModelhostApp:
             settings, self.store, self.objects, get_backend(settings.instance_backend),
             self.router,
         )
-        self.context = api.Context(settings, self.store, self.controller.notify)
+        # The metrics scaling policies can track; other parts register theirs here.
+        self.scaling_metrics = sagemaker_metrics(settings.autoscaling_window_s, self.router)
+        self.context = api.Context(settings, self.store, self.controller.notify,
+                                   self.scaling_metrics)
+        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
         self._controller_task: asyncio.Task[None] | None = None
+        self._autoscaler_task: asyncio.Task[None] | None = None
 
     async def startup(self) -> None:
         self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
+        self._autoscaler_task = asyncio.create_task(self.autoscaler.run(), name="autoscaling")
 
     async def shutdown(self) -> None:
+        if self._autoscaler_task is not None:
+            self._autoscaler_task.cancel()
+            await asyncio.gather(self._autoscaler_task, return_exceptions=True)
         if self._controller_task is not None:
             self._controller_task.cancel()
             await asyncio.gather(self._controller_task, return_exceptions=True)

@@ -183,22 +183,48 @@ def update_endpoint_weights_and_capacities(
                 f"Variant {item['VariantName']}: specify DesiredWeight or DesiredInstanceCount."
             )
 
+    change_capacities(ctx, name, {
+        item["VariantName"]: {
+            key: item[member] for key, member in (("weight", "DesiredWeight"),
+                                                  ("count", "DesiredInstanceCount"))
+            if member in item
+        }
+        for item in requested
+    })
+    return {"EndpointArn": record["EndpointArn"]}
+
+
+def change_capacities(
+    ctx: Context, name: str, changes: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """Set variants' weights and instance counts in place (`{variant: {"weight": w,
+    "count": n}}`), the one path for users and the autoscaler. Only an InService endpoint
+    changes; DescribeEndpoint shows the new desired counts at once. Returns the stored
+    desired state."""
+
     def change(current: dict[str, Any]) -> dict[str, Any]:
+        if current["EndpointStatus"] != "InService":
+            raise ValidationError(
+                f'Cannot update weights and capacities of endpoint "{current["EndpointArn"]}"'
+                f' while its status is {current["EndpointStatus"]}; wait until it is InService.'
+            )
         desired = current["_desired"]
-        for item in requested:
-            capacity = desired["capacity"][item["VariantName"]]
-            if "DesiredWeight" in item:
-                capacity["weight"] = item["DesiredWeight"]
-            if "DesiredInstanceCount" in item:
-                capacity["count"] = item["DesiredInstanceCount"]
+        for variant, values in changes.items():
+            desired["capacity"][variant].update(values)
         _check_instance_quota(ctx, name, desired)
         desired["generation"] += 1
-        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired)
+        running = {v["VariantName"]: (v["CurrentWeight"], v["CurrentInstanceCount"])
+                   for v in current["ProductionVariants"]}
+        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired,
+                       ProductionVariants=variant_summaries(desired, running))
         return current
 
-    ctx.store.modify(KIND, name, change)
+    updated = ctx.store.modify(KIND, name, change)
+    if updated is None:
+        require(ctx, KIND, LABEL, name)  # raises: the endpoint is gone
+        return {}
     ctx.notify()
-    return {"EndpointArn": record["EndpointArn"]}
+    return dict(updated["_desired"])
 
 
 def delete_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,21 @@
-"""The SageMaker operations modelhost implements, by wire name."""
+"""The SageMaker and Application Auto Scaling operations modelhost implements, by wire
+name."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from modelhost.api import endpoint_configs, endpoints, models, tags
+from modelhost.api import (
+    endpoint_configs,
+    endpoints,
+    models,
+    scalable_targets,
+    scaling_activities,
+    scaling_policies,
+    scheduled_actions,
+    tags,
+)
 from modelhost.api.context import Context
 
 Operation = Callable[[Context, dict[str, Any]], dict[str, Any]]
@@ -28,4 +38,17 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,
+}
+
+AUTOSCALING_OPERATIONS: dict[str, Operation] = {
+    "RegisterScalableTarget": scalable_targets.register_scalable_target,
+    "DescribeScalableTargets": scalable_targets.describe_scalable_targets,
+    "DeregisterScalableTarget": scalable_targets.deregister_scalable_target,
+    "PutScalingPolicy": scaling_policies.put_scaling_policy,
+    "DescribeScalingPolicies": scaling_policies.describe_scaling_policies,
+    "DeleteScalingPolicy": scaling_policies.delete_scaling_policy,
+    "PutScheduledAction": scheduled_actions.put_scheduled_action,
+    "DescribeScheduledActions": scheduled_actions.describe_scheduled_actions,
+    "DeleteScheduledAction": scheduled_actions.delete_scheduled_action,
+    "DescribeScalingActivities": scaling_activities.describe_scaling_activities,
 }

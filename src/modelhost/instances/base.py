@@ -27,6 +27,12 @@ class Instance(Protocol):
         """Host and port of the model server."""
         ...
 
+    @property
+    def pid(self) -> int | None:
+        """The instance's OS process when it runs on this machine (for CPU and memory
+        metrics); None where the backend cannot tell."""
+        ...
+
     def is_alive(self) -> bool: ...
 
     def failure_detail(self) -> str:

@@ -49,6 +49,10 @@ class ProcessInstance:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
     def is_alive(self) -> bool:
         return self.process.poll() is None
 
