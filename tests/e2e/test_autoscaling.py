@@ -19,13 +19,17 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
 _FAST = {"MODELHOST_AUTOSCALING_INTERVAL": "0.5", "MODELHOST_AUTOSCALING_WINDOW": "3",
          "MODELHOST_MAX_INSTANCES": "12"}
+# Notes every prediction it starts, so a test can tell a request that ran to the end on
+# its instance from one cut off there and retried elsewhere.
 _SLOW_MODEL = b'''
-import json, time
+import json, os, time
 def model_fn(model_dir):
     return None
 def input_fn(body, content_type):
     return body
 def predict_fn(data, model):
+    with open(os.environ["STARTS_FILE"], "a") as starts:
+        starts.write("started\\n")
     time.sleep(0.3)
     return {"slept": 0.3}
 def output_fn(prediction, accept):
@@ -97,14 +101,14 @@ class _Load:
     def __init__(self, rt, name: str, clients: int, body: str, content_type: str,
                  pause_s: float = 0.0) -> None:
         self.failures: list[Exception] = []
-        self.answered = 0
+        self._answers: list[int] = []  # list.append is atomic across threads; += is not
         self._stop = threading.Event()
 
         def call() -> None:
             while not self._stop.is_set():
                 try:
                     rt.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
-                    self.answered += 1
+                    self._answers.append(1)
                 except Exception as exc:
                     self.failures.append(exc)
                 if pause_s:
@@ -113,6 +117,10 @@ class _Load:
         self._threads = [threading.Thread(target=call) for _ in range(clients)]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def answered(self) -> int:
+        return len(self._answers)
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,10 +155,12 @@ def test_target_tracking_scales_out_under_load_and_back_to_min(sm, aas, rt) -> N
         "StatusCode"] == "Successful", "the scale-in activity to finish")
 
 
-def test_scale_in_drains_requests_in_flight(sm, aas, rt) -> None:
+def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
     """Concurrency per instance drives the count out; a scale-in while slow requests run on
-    the instances being removed fails none of them."""
-    name = deploy(sm, "s3://models/slow/model.tar.gz", image="modelhost/python")
+    the instances being removed lets every one of them finish where it started."""
+    starts = tmp_path / "starts"
+    name = deploy(sm, "s3://models/slow/model.tar.gz", image="modelhost/python",
+                  environment={"STARTS_FILE": str(starts)})
     _register(aas, name, 1, 3)
     _tracking(aas, name, {
         "TargetValue": 1.0, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
@@ -173,6 +183,8 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt) -> None:
             light.stop()
     assert heavy.failures == []
     assert light is not None and light.failures == [] and light.answered > 0
+    # No prediction was cut off by a stopped instance (and retried on another one).
+    assert len(starts.read_text().splitlines()) == heavy.answered + light.answered
 
 
 def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:
