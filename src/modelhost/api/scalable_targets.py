@@ -97,6 +97,38 @@ def page(items: list[Record], params: dict[str, Any], result_key: str) -> dict[s
     return result
 
 
+def describe_children(
+    ctx: Context, params: dict[str, Any], kind: str, name_key: str, names_param: str,
+    result_key: str,
+) -> dict[str, Any]:
+    """DescribeScalingPolicies / DescribeScheduledActions: filter by names and resource,
+    oldest first, one page."""
+    check_target_kind(params)
+    names = set(params.get(names_param) or [])
+    items = [
+        item for item in ctx.store.list(kind)
+        if (not names or item[name_key] in names)
+        and params.get("ResourceId", item["ResourceId"]) == item["ResourceId"]
+    ]
+    items.sort(key=lambda item: item["CreationTime"])
+    return page(items, params, result_key)
+
+
+def delete_child(
+    ctx: Context, params: dict[str, Any], kind: str, name_key: str, label: str
+) -> dict[str, Any]:
+    """DeleteScalingPolicy / DeleteScheduledAction."""
+    check_target_kind(params)
+    if not ctx.store.delete(kind, child_key(params["ResourceId"], params[name_key])):
+        raise ObjectNotFound(
+            f"No {label} found for service namespace: {NAMESPACE}, resource ID: "
+            f"{params['ResourceId'][:200]}, scalable dimension: {DIMENSION}, "
+            f"name: {params[name_key][:200]}"
+        )
+    ctx.notify()
+    return {}
+
+
 def _check_capacities(ctx: Context, low: int | None, high: int | None) -> None:
     for label, value in (("Minimum", low), ("Maximum", high)):
         if value is not None and value < 0:

@@ -16,12 +16,12 @@ from modelhost.api.context import Context
 from modelhost.api.scalable_targets import (
     POLICY_KIND,
     autoscaling_arn,
-    check_target_kind,
     child_key,
-    page,
+    delete_child,
+    describe_children,
     require_target,
 )
-from modelhost.errors import ObjectNotFound, ValidationError
+from modelhost.errors import ValidationError
 
 KIND = POLICY_KIND
 PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
@@ -151,24 +151,9 @@ def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_scaling_policies(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    check_target_kind(params)
-    names = set(params.get("PolicyNames") or [])
-    policies = [
-        p for p in ctx.store.list(KIND)
-        if (not names or p["PolicyName"] in names)
-        and params.get("ResourceId", p["ResourceId"]) == p["ResourceId"]
-    ]
-    policies.sort(key=lambda p: p["CreationTime"])
-    return page(policies, params, "ScalingPolicies")
+    return describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
+                             "ScalingPolicies")
 
 
 def delete_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    check_target_kind(params)
-    if not ctx.store.delete(KIND, child_key(params["ResourceId"], params["PolicyName"])):
-        raise ObjectNotFound(
-            f"No scaling policy found for service namespace: sagemaker, resource ID: "
-            f"{params['ResourceId'][:200]}, scalable dimension: "
-            f"{params['ScalableDimension']}, policy name: {params['PolicyName'][:200]}"
-        )
-    ctx.notify()
-    return {}
+    return delete_child(ctx, params, KIND, "PolicyName", "scaling policy")

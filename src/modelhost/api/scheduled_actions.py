@@ -15,12 +15,12 @@ from modelhost.api.listing import epoch
 from modelhost.api.scalable_targets import (
     ACTION_KIND,
     autoscaling_arn,
-    check_target_kind,
     child_key,
-    page,
+    delete_child,
+    describe_children,
     require_target,
 )
-from modelhost.errors import ObjectNotFound, ValidationError
+from modelhost.errors import ValidationError
 
 KIND = ACTION_KIND
 
@@ -78,25 +78,9 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
 
 
 def describe_scheduled_actions(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    check_target_kind(params)
-    names = set(params.get("ScheduledActionNames") or [])
-    actions = [
-        a for a in ctx.store.list(KIND)
-        if (not names or a["ScheduledActionName"] in names)
-        and params.get("ResourceId", a["ResourceId"]) == a["ResourceId"]
-    ]
-    actions.sort(key=lambda a: a["CreationTime"])
-    return page(actions, params, "ScheduledActions")
+    return describe_children(ctx, params, KIND, "ScheduledActionName", "ScheduledActionNames",
+                             "ScheduledActions")
 
 
 def delete_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    check_target_kind(params)
-    key = child_key(params["ResourceId"], params["ScheduledActionName"])
-    if not ctx.store.delete(KIND, key):
-        raise ObjectNotFound(
-            f"No scheduled action found for service namespace: sagemaker, resource ID: "
-            f"{params['ResourceId'][:200]}, scheduled action name: "
-            f"{params['ScheduledActionName'][:200]}"
-        )
-    ctx.notify()
-    return {}
+    return delete_child(ctx, params, KIND, "ScheduledActionName", "scheduled action")
