@@ -219,3 +219,27 @@ def describe_endpoint(endpoint: Description, config: Description | None) -> None
             _weight(variant.get("CurrentWeight"), variant.get("DesiredWeight")),
         )
     out.print(table)
+
+
+def load_report(result: Any) -> None:
+    """A load test's headline figures, its errors by code and its per-second timeline."""
+    s = result.summary()
+    table = Table(title=f"{s['mode']}-loop load, {s['duration_s']:.1f}s")
+    for column in ("sent", "ok", "errors", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
+                   "max ms"):
+        table.add_column(column, justify="right")
+    table.add_row(str(s["sent"]), str(s["completed"]), str(s["errors"]),
+                  f"{s['throughput_rps']:.1f}",
+                  *(f"{s[k]:.2f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")))
+    out.print(table)
+    if s["errors_by_code"]:
+        out.print("errors: " + ", ".join(f"{code}: {n}" for code, n in
+                                         sorted(s["errors_by_code"].items())))
+    timeline = Table(title="per second")
+    for column in ("s", "scheduled", "sent", "ok", "errors", "p50 ms", "p99 ms"):
+        timeline.add_column(column, justify="right")
+    for second in result.timeline:
+        timeline.add_row(str(second.second), str(second.scheduled), str(second.sent),
+                         str(second.completed), str(second.errors), f"{second.p50_ms:.2f}",
+                         f"{second.p99_ms:.2f}")
+    out.print(timeline)
