@@ -45,6 +45,13 @@ class ObjectNotFound(SageMakerError):
     status = 400
 
 
+class ResourceNotFound(SageMakerError):
+    """Application Auto Scaling's answer to tag operations on an unknown ARN."""
+
+    code = "ResourceNotFoundException"
+    status = 400
+
+
 class ResourceLimitExceeded(SageMakerError):
     code = "ResourceLimitExceeded"
     status = 400

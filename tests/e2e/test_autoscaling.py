@@ -215,6 +215,12 @@ def test_describe_update_and_deregister(sm, aas) -> None:
         ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
     assert target["SuspendedState"]["DynamicScalingInSuspended"] is False
+    arn = target["ScalableTargetARN"]
+    aas.tag_resource(ResourceARN=arn, Tags={"stage": "prod"})
+    aas.untag_resource(ResourceARN=arn, TagKeys=["team"])
+    assert aas.list_tags_for_resource(ResourceARN=arn)["Tags"] == {"stage": "prod"}
+    with pytest.raises(aas.exceptions.ResourceNotFoundException):
+        aas.list_tags_for_resource(ResourceARN=arn[:-4] + "beef")
 
     tracking = _tracking(aas, name, {
         "TargetValue": 70.0, "CustomizedMetricSpecification": {
@@ -259,8 +265,8 @@ def test_describe_update_and_deregister(sm, aas) -> None:
                                   ResourceId=resource, ScalableDimension=DIMENSION)
     aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
                                    ScalableDimension=DIMENSION)
-    for describe, key in ((aas.describe_scalable_targets, "ScalableTargets"),):
-        assert describe(ServiceNamespace="sagemaker", ResourceIds=[resource])[key] == []
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker",
+                                         ResourceIds=[resource])["ScalableTargets"] == []
     assert aas.describe_scaling_policies(ServiceNamespace="sagemaker",
                                          ResourceId=resource)["ScalingPolicies"] == []
     assert aas.describe_scheduled_actions(ServiceNamespace="sagemaker",
@@ -268,6 +274,8 @@ def test_describe_update_and_deregister(sm, aas) -> None:
     with pytest.raises(aas.exceptions.ObjectNotFoundException):
         aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
                                        ScalableDimension=DIMENSION)
+    with pytest.raises(aas.exceptions.ResourceNotFoundException):
+        aas.list_tags_for_resource(ResourceARN=arn)
 
 
 def _error(call: Callable[[], object]) -> tuple[str, str]:

@@ -51,4 +51,7 @@ AUTOSCALING_OPERATIONS: dict[str, Operation] = {
     "DescribeScheduledActions": scheduled_actions.describe_scheduled_actions,
     "DeleteScheduledAction": scheduled_actions.delete_scheduled_action,
     "DescribeScalingActivities": scaling_activities.describe_scaling_activities,
+    "TagResource": scalable_targets.tag_resource,
+    "UntagResource": scalable_targets.untag_resource,
+    "ListTagsForResource": scalable_targets.list_tags_for_resource,
 }

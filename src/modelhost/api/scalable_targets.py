@@ -1,5 +1,6 @@
 """Application Auto Scaling: RegisterScalableTarget / DescribeScalableTargets /
-DeregisterScalableTarget, and what the other autoscaling operations share about targets.
+DeregisterScalableTarget, the tags of targets, and what the other autoscaling operations
+share about targets.
 
 A scalable target is an endpoint variant (`endpoint/NAME/variant/VARIANT`, dimension
 `sagemaker:variant:DesiredInstanceCount`) with the range autoscaling may move its
@@ -14,7 +15,7 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import decode_token, encode_token
-from modelhost.errors import ObjectNotFound, ValidationError
+from modelhost.errors import ObjectNotFound, ResourceNotFound, ValidationError
 
 KIND = "scalable_target"
 POLICY_KIND = "scaling_policy"
@@ -224,3 +225,25 @@ def deregister_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str
     ctx.store.delete_tags(target["ScalableTargetARN"])
     ctx.notify()
     return {}
+
+
+def _require_arn(ctx: Context, arn: str) -> None:
+    if not any(t["ScalableTargetARN"] == arn for t in ctx.store.list(KIND)):
+        raise ResourceNotFound(f"No scalable target with ARN {arn[:300]}.", ResourceName=arn)
+
+
+def tag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _require_arn(ctx, params["ResourceARN"])
+    ctx.store.set_tags(params["ResourceARN"], params["Tags"])
+    return {}
+
+
+def untag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _require_arn(ctx, params["ResourceARN"])
+    ctx.store.delete_tags(params["ResourceARN"], params["TagKeys"])
+    return {}
+
+
+def list_tags_for_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    _require_arn(ctx, params["ResourceARN"])
+    return {"Tags": ctx.store.tags(params["ResourceARN"])}

@@ -197,6 +197,9 @@ class _VariantState:
             return None
         process = self._processes.get(pid)
         if process is None:
+            # A new instance: forget the ones that have gone meanwhile.
+            for gone in [p for p, known in self._processes.items() if not known.is_running()]:
+                del self._processes[gone]
             try:
                 process = self._processes[pid] = psutil.Process(pid)
                 process.cpu_percent()  # the first call only starts the measurement
