@@ -187,6 +187,22 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
     assert len(starts.read_text().splitlines()) == heavy.answered + light.answered
 
 
+def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
+    name = deploy(sm, "s3://models/iris/model.tar.gz")
+    _register(aas, name, 0, 2)
+    _tracking(aas, name, {"TargetValue": 60.0, "PredefinedMetricSpecification": INVOCATIONS,
+                          "ScaleInCooldown": 0})
+    _wait_until(lambda: _counts(sm, name) == ("InService", 0, 0), "a scale-in to zero")
+    with pytest.raises(ClientError) as excinfo:
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
+    assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable"
+    _register(aas, name, 1, 2)
+    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-out from zero")
+    answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                Body="5.1,3.5,1.4,0.2")
+    assert answer["Body"].read().strip() in (b"0", b"0.0")
+
+
 def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
     _register(aas, name, 1, 4)

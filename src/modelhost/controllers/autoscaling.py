@@ -156,7 +156,9 @@ class AutoscalingController:
             value = self.resolver.value(name, dimensions, statistic)
             if value is None:
                 continue
-            wanted = math.ceil(count * value / config["TargetValue"] - 1e-9)
+            # From zero instances, whatever the metric holds (a backlog) asks for
+            # instances as if one served it.
+            wanted = math.ceil(max(count, 1) * value / config["TargetValue"] - 1e-9)
             if config.get("DisableScaleIn"):
                 wanted = max(wanted, count)
             proposals.append(_Proposal(wanted, policy, name, value))

@@ -80,7 +80,8 @@ class PerMinute:
 @dataclass(frozen=True)
 class PerInstance:
     """Another source's value divided by the instances serving now: the utilisation kind
-    of metric target tracking needs, one that falls as instances are added."""
+    of metric target tracking needs, one that falls as instances are added. With no
+    instance serving it is the whole value (a backlog waiting for a first instance)."""
 
     source: Source
     instances: Reader
@@ -91,9 +92,9 @@ class PerInstance:
     def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
         total = self.source.value(samples, statistic, dimensions)
         count = self.instances(dimensions)
-        if total is None or not count:
+        if total is None or count is None:
             return None
-        return total / count
+        return total / max(count, 1.0)
 
 
 class MetricResolver:
