@@ -85,29 +85,53 @@ class Poll:
 
 
 class Poller(threading.Thread):
-    """DescribeEndpoint twice a second, in the benchmark's clock."""
+    """DescribeEndpoint and the server's invocation counter twice a second, in the
+    benchmark's clock."""
 
-    def __init__(self, sagemaker: Any, name: str) -> None:
+    def __init__(self, server: ModelhostServer, sagemaker: Any, name: str) -> None:
         super().__init__(daemon=True)
-        self.sagemaker, self.name = sagemaker, name
-        self.polls: list[tuple[float, int, int]] = []
+        self.server, self.sagemaker, self.name = server, sagemaker, name
+        # (monotonic time, current, desired, invocations answered so far)
+        self.polls: list[tuple[float, int, int, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
         while not self.stop.is_set():
             variant = self.sagemaker.describe_endpoint(
                 EndpointName=self.name)["ProductionVariants"][0]
+            answered = sum(
+                sample.value
+                for family in text_string_to_metric_families(self.server.metrics_text())
+                for sample in family.samples
+                if sample.name == "modelhost_invocations_total"
+                and sample.labels.get("endpoint") == self.name
+            )
             self.polls.append((time.monotonic(), variant["CurrentInstanceCount"],
-                               variant["DesiredInstanceCount"]))
+                               variant["DesiredInstanceCount"], answered))
             self.stop.wait(POLL_S)
 
 
-def run_load(spec: LoadSpec) -> tuple[LoadResult, float, float]:
-    """The load in a child process; returns the result, when the child was started and
-    when it answered (the generator's own clock starts between the two)."""
-    started = time.monotonic()
-    result = asyncio.run(run_in_subprocess(spec))
-    return result, started, time.monotonic()
+def load_clock_offset(result: LoadResult, polls: list[tuple[float, int, int, float]]
+                      ) -> float:
+    """When, in the benchmark's clock, the generator's second 0 began. The generator runs
+    in its own process and keeps its own clock; each poll saw how many invocations the
+    server had answered, and the timeline says in which second the generator had seen that
+    many answers: the median of the differences lines the two clocks up."""
+    cumulative = [0.0]
+    for second in result.timeline:
+        cumulative.append(cumulative[-1] + second.completed)
+    offsets = []
+    for at, _, _, answered in polls:
+        if not 0 < answered < cumulative[-1]:
+            continue
+        second = next(i for i, total in enumerate(cumulative) if total >= answered) - 1
+        within = (answered - cumulative[second]) / max(cumulative[second + 1]
+                                                      - cumulative[second], 1.0)
+        offsets.append(at - (second + within))
+    offsets.sort()
+    return offsets[len(offsets) // 2]
 
 
 def first(items: list[Any], condition: Any) -> Any | None:
@@ -317,17 +341,15 @@ def _measure(server: ModelhostServer, sagemaker: Any, name: str, args: argparse.
         payloads=(b"{}",), content_type="application/json", timeout_s=30.0,
         max_connections=512,
     )
-    poller = Poller(sagemaker, name)
+    poller = Poller(server, sagemaker, name)
     poller.start()
     try:
-        result, started, answered = run_load(spec)
+        result = asyncio.run(run_in_subprocess(spec))
     finally:
         poller.stop.set()
         poller.join()
-    # The generator's clock starts after its process has started (imports, mostly); the
-    # time it took beyond the run's own duration is taken as that offset.
-    load_start = started + max(answered - started - result.duration_s, 0.0)
-    polls = [Poll(t - load_start, current, desired) for t, current, desired in poller.polls]
+    load_start = load_clock_offset(result, poller.polls)
+    polls = [Poll(t - load_start, current, desired) for t, current, desired, _ in poller.polls]
     activities = aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=resource)["ScalingActivities"]
     figures = analyse(result, polls, args)
