@@ -148,6 +148,7 @@ class AutoscalingController:
     ) -> tuple[int, str]:
         """The count target tracking asks for, once cooldowns and suspensions allow it."""
         proposals = []
+        undecided = False  # a policy without data yet vetoes a scale-in
         for policy in policies:
             if _TRACKING not in policy:
                 continue
@@ -155,6 +156,7 @@ class AutoscalingController:
             name, dimensions, statistic = self._series(policy, target)
             value = self.resolver.value(name, dimensions, statistic)
             if value is None:
+                undecided = True
                 continue
             # From zero instances, whatever the metric holds (a backlog) asks for
             # instances as if one served it.
@@ -176,7 +178,7 @@ class AutoscalingController:
             ):
                 return count, ""
             return wanted, best.reason(count)
-        if wanted < count:
+        if wanted < count and not undecided:
             state["below"] = state.get("below", 0) + 1
             cooldown = max(p.policy[_TRACKING].get("ScaleInCooldown", _DEFAULT_COOLDOWN_S)
                            for p in proposals)
