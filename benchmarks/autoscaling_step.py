@@ -285,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib  # noqa: F401  (checked now, not after minutes of load)
+    except ImportError:
+        parser.error('the plot needs matplotlib: pip install -e ".[plot]"')
 
     with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
         server = ModelhostServer(scratch / "data")

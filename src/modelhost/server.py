@@ -44,7 +44,8 @@ class ModelhostApp:
             self.router,
         )
         # The metrics scaling policies can track; other parts register theirs here.
-        self.scaling_metrics = sagemaker_metrics(settings.autoscaling_window_s, self.router)
+        self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
+                                                 self.router)
         self.context = api.Context(settings, self.store, self.controller.notify,
                                    self.scaling_metrics)
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)

@@ -56,7 +56,7 @@ class AutoscalingController:
     def __init__(self, ctx: api.Context, resolver: MetricResolver) -> None:
         self.ctx = ctx
         self.resolver = resolver
-        self.interval_s = ctx.settings.autoscaling_interval_s
+        self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
         # Scale in only after the policies agreed on it for a whole metric window.
         self.scale_in_evaluations = max(1, math.ceil(resolver.window_s / self.interval_s))
 
