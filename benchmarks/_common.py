@@ -151,15 +151,6 @@ def child_pids(parent: int) -> list[int]:
     return found
 
 
-def process_environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 @dataclass(frozen=True)
 class InstanceProcess:
     pid: int
@@ -170,17 +161,38 @@ class InstanceProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
-def instance_processes(server_pid: int) -> list[InstanceProcess]:
-    """The model servers the server started: its children that were given a port.
+def listening_ports(pid: int) -> list[int]:
+    """TCP ports `pid` listens on: its socket inodes matched against /proc/net/tcp{,6}."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports = []
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
-    The process backend passes the port only through ``SAGEMAKER_BIND_TO_PORT`` (the
-    SageMaker container contract), so that is where we read it back from.
+
+def instance_processes(server_pid: int) -> list[InstanceProcess]:
+    """The model servers the server started: its children, or the children of its fork
+    server, that listen on a TCP port.
+
+    A forked instance's /proc environ is the fork server's, so the port the process backend
+    gave it (``SAGEMAKER_BIND_TO_PORT``) is read back from its listening socket instead.
     """
     found = []
-    for pid in child_pids(server_pid):
-        port = process_environ(pid).get("SAGEMAKER_BIND_TO_PORT")
-        if port and port.isdigit():
-            found.append(InstanceProcess(pid, int(port)))
+    for child in child_pids(server_pid):
+        for pid in [child, *child_pids(child)]:
+            ports = listening_ports(pid)
+            if ports:
+                found.append(InstanceProcess(pid, ports[0]))
     return found
 
 
@@ -354,11 +366,13 @@ def put_iris_model(server: ModelhostServer, bucket: str = "bench",
 
 def deploy(sagemaker: Any, model_url: str, *, image: str = "modelhost/sklearn",
            instance_type: str = "ml.m5.large", count: int = 1,
-           timeout_s: float = 120.0) -> str:
+           environment: dict[str, str] | None = None, timeout_s: float = 120.0) -> str:
     """Model → EndpointConfig → Endpoint, then wait for InService; returns its name."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model(ModelName=name,
-                           PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+    container = {"Image": image, "ModelDataUrl": model_url}
+    if environment:
+        container["Environment"] = environment
+    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
                            ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
     sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,

@@ -6,7 +6,7 @@ Why this shape:
   the direct and routed runs alternate (direct, routed, routed, direct, ...) and the
   median over rounds is reported: noise hits both paths alike.
 - The direct target is the very instance process the endpoint routes to (its port is read
-  from `SAGEMAKER_BIND_TO_PORT` in its /proc environ), so the difference is the hop alone.
+  from its listening socket in /proc), so the difference is the hop alone.
 - wrk (C, one thread) generates the load because a Python generator would take a core
   from the system under test; the fallback is `_loadgen.py` in its own process.
 - The issue's target is phrased on the server's own OverheadLatency histogram, so its p50

@@ -67,15 +67,21 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:
+def wait_for(describe, key: str, wanted: set[str], what: str, timeout_s: float = 90) -> dict:
+    """Poll `describe()` until its `key` is one of `wanted`; the last description."""
     deadline = time.monotonic() + timeout_s
     while True:
-        description = sagemaker.describe_endpoint(EndpointName=name)
-        if description["EndpointStatus"] in wanted:
+        description = describe()
+        if description[key] in wanted:
             return description
         if time.monotonic() > deadline:
-            raise AssertionError(f"endpoint {name} stuck in {description['EndpointStatus']}")
+            raise AssertionError(f"{what} stuck in {description[key]}")
         time.sleep(0.2)
+
+
+def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:
+    return wait_for(lambda: sagemaker.describe_endpoint(EndpointName=name), "EndpointStatus",
+                    wanted, f"endpoint {name}", timeout_s)
 
 
 def deploy(

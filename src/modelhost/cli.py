@@ -73,6 +73,14 @@ endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
 app.add_typer(models_app, name="models")
 app.add_typer(configs_app, name="endpoint-configs")
 app.add_typer(endpoints_app, name="endpoints")
+transform_app = typer.Typer(help="Batch transform jobs.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Schedules that create transform jobs on a cron expression.",
+                            no_args_is_help=True)
+app.add_typer(transform_app, name="transform-jobs")
+app.add_typer(schedules_app, name="schedules")
+recommend_app = typer.Typer(help="Inference recommendations: load test candidate instance "
+                                 "types, get cost and latency.", no_args_is_help=True)
+app.add_typer(recommend_app, name="recommend")
 
 
 class Api:
@@ -110,6 +118,26 @@ class Api:
     @property
     def runtime(self) -> Any:
         return self._client("sagemaker-runtime")
+
+    def get_json(self, path: str, query: str = "") -> Any:
+        """GET one of modelhost's own JSON routes, signed like the boto3 calls, so it
+        works against a server that checks SigV4. HTTPError carries a SageMaker error."""
+        import json
+        import urllib.request
+
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        url = f"{self.url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+        request = AWSRequest(method="GET", url=url)
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        credentials = boto3.Session().get_credentials() or Credentials("modelhost", "modelhost")
+        SigV4Auth(credentials.get_frozen_credentials(), "sagemaker", REGION).add_auth(request)
+        prepared = urllib.request.Request(url, headers=dict(request.headers.items()))
+        with urllib.request.urlopen(prepared, timeout=30) as response:
+            return json.loads(response.read())
 
     def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every page of a List* call: a CLI listing that stops at page one silently lies."""
@@ -275,6 +303,36 @@ def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None
     console.out.print(f"deleting {name}")
 
 
+@endpoints_app.command("async-requests")
+def endpoints_async_requests(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    state: Annotated[list[str] | None, typer.Option(
+        help="queued, running, failed or succeeded; repeat for several (default: all but "
+             "succeeded).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
+    import json
+    import urllib.error
+    from urllib.parse import urlencode
+
+    try:
+        answer = Api(endpoint_url).get_json(f"/endpoints/{name}/async-requests",
+                                            urlencode([("state", s) for s in state or []]))
+    except urllib.error.HTTPError as exc:
+        problem = json.loads(exc.read() or b"{}")
+        console.error(f"{problem.get('__type', exc.code)}: {problem.get('message', exc)}")
+        raise typer.Exit(1) from None
+    except urllib.error.URLError:
+        console.error(f"no modelhost server at {endpoint_url} (start one with `modelhost "
+                      "server`, or pass --endpoint-url / set MODELHOST_URL)")
+        raise typer.Exit(1) from None
+    if as_json:
+        console.print_json(answer)
+    else:
+        console.out.print(console.async_requests_table(answer))
+
+
 @endpoints_app.command("invoke")
 def endpoints_invoke(
     name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
@@ -329,6 +387,9 @@ def load(
         help="Connections (and requests in flight) at most.")] = 256,
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as "
                                                 "a timeout.")] = 10.0,
+    timeline: Annotated[bool, typer.Option(
+        "--timeline", help="Also show every second: sent, answered, errors, p50, p99.")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Drive load at an endpoint and report latency percentiles, throughput and errors."""
@@ -355,7 +416,7 @@ def load(
             {k: v for k, v in second.to_json().items() if k != "histogram"}
             for second in result.timeline]})
     else:
-        console.load_report(result)
+        console.load_report(result, timeline)
     if result.completed == 0:
         raise typer.Exit(1)
 
@@ -373,3 +434,303 @@ def _parse_phase(text: str, closed: bool) -> Any:
     except ValueError:
         raise ValueError(f"bad --phase {text!r}: expected LEVEL:SECONDS or "
                          "START-END:SECONDS") from None
+# --- batch transform --------------------------------------------------------------------
+
+_JOB_ENDED = {"Completed", "Failed", "Stopped"}
+
+
+def _describe_job(api: Api, name: str) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """DescribeTransformJob through boto3, plus the TransformProgress member botocore's
+    model does not know (read from the raw answer)."""
+    import json
+
+    raw: dict[str, Any] = {}
+
+    def keep(http_response: Any, **_: Any) -> None:
+        raw.update(json.loads(http_response.content))
+
+    events = api.sagemaker.meta.events
+    event = "after-call.sagemaker.DescribeTransformJob"
+    events.register(event, keep)
+    try:
+        job = api.sagemaker.describe_transform_job(TransformJobName=name)
+    finally:
+        events.unregister(event, keep)
+    return job, raw.get("TransformProgress")
+
+
+@transform_app.command("list")
+def transform_list(
+    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    status: Annotated[str | None, typer.Option(help="Only this status, e.g. Failed.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List transform jobs, newest first."""
+    from modelhost import transform_console
+
+    params = _filters(name_contains) | ({"StatusEquals": status} if status else {})
+    with _server(endpoint_url) as api:
+        jobs = api.collect("list_transform_jobs", "TransformJobSummaries", **params)
+    if as_json:
+        console.print_json({"TransformJobSummaries": jobs})
+    else:
+        console.out.print(transform_console.jobs_table(jobs))
+
+
+@transform_app.command("describe")
+def transform_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show a transform job: input, output, status and progress."""
+    from modelhost import transform_console
+
+    with _server(endpoint_url) as api:
+        job, progress = _describe_job(api, name)
+    if as_json:
+        console.print_json({**job, "TransformProgress": progress})
+    else:
+        transform_console.describe_job(job, progress)
+
+
+@transform_app.command("wait")
+def transform_wait(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86400,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+) -> None:
+    """Follow a job with a progress bar until it ends; exit 1 unless it Completed."""
+    from modelhost import transform_console
+
+    started = time.monotonic()
+    with _server(endpoint_url) as api, transform_console.job_progress(name) as report:
+        while True:
+            job, progress = _describe_job(api, name)
+            state = job["TransformJobStatus"]
+            report(state, progress)
+            if state in _JOB_ENDED or time.monotonic() - started > timeout:
+                break
+            time.sleep(interval)
+    if state == "Completed":
+        console.out.print(f"{name} [green]Completed[/]: "
+                          f"{transform_console.progress_text(progress)}", highlight=False)
+        return
+    if state in _JOB_ENDED:
+        console.error(f"{name} is {state}: {job.get('FailureReason') or 'no reason given'}")
+    else:
+        console.error(f"{name} still {state} after {timeout:g}s")
+    raise typer.Exit(1)
+
+
+@transform_app.command("stop")
+def transform_stop(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Stop a job in progress (its instances stop; finished objects' outputs stay)."""
+    with _server(endpoint_url) as api:
+        api.sagemaker.stop_transform_job(TransformJobName=name)
+    console.out.print(f"stopping {name}")
+
+
+@schedules_app.command("create")
+def schedules_create(
+    name: str,
+    cron: Annotated[str, typer.Option(help='Cron expression in UTC, e.g. "0 2 * * *"; an '
+                                           "optional sixth field is seconds.")],
+    input_prefix: Annotated[str, typer.Option(
+        "--input", help="Input prefix template, e.g. s3://bucket/in/{date:%Y-%m-%d}/")],
+    job_template: Annotated[Path, typer.Option(
+        exists=True, dir_okay=False,
+        help="JSON file: a CreateTransformJob request without TransformJobName.")],
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+) -> None:
+    """Create a schedule that runs a transform job on the cron expression."""
+    import json
+
+    from modelhost import control
+
+    try:
+        template = json.loads(job_template.read_text())
+    except json.JSONDecodeError as exc:
+        console.error(f"{job_template} is not JSON: {exc}")
+        raise typer.Exit(2) from None
+    with _server(endpoint_url) as api:
+        answer = control.call(api.url, "Modelhost.CreateSchedule", {
+            "ScheduleName": name, "ScheduleExpression": cron,
+            "InputPrefixTemplate": input_prefix, "TransformJobTemplate": template})
+    console.out.print(answer["ScheduleArn"], highlight=False)
+
+
+@schedules_app.command("list")
+def schedules_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
+    """List schedules with their next run and last job."""
+    from modelhost import control, transform_console
+
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"MaxResults": 100}
+    with _server(endpoint_url) as api:
+        while True:
+            page = control.call(api.url, "Modelhost.ListSchedules", params)
+            items += page["Schedules"]
+            if not page.get("NextToken"):
+                break
+            params["NextToken"] = page["NextToken"]
+    if as_json:
+        console.print_json({"Schedules": items})
+    else:
+        console.out.print(transform_console.schedules_table(items))
+
+
+@schedules_app.command("describe")
+def schedules_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show a schedule: cron, input template, next and last run."""
+    from modelhost import control, transform_console
+
+    with _server(endpoint_url) as api:
+        item = control.call(api.url, "Modelhost.DescribeSchedule", {"ScheduleName": name})
+    if as_json:
+        console.print_json(item)
+    else:
+        transform_console.describe_schedule(item)
+
+
+@schedules_app.command("delete")
+def schedules_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Delete a schedule; the jobs it created stay."""
+    from modelhost import control
+
+    with _server(endpoint_url) as api:
+        control.call(api.url, "Modelhost.DeleteSchedule", {"ScheduleName": name})
+    console.out.print(f"deleted {name}")
+
+
+# --- inference recommender ----------------------------------------------------------------
+
+ChartPath = Annotated[Path | None, typer.Option(
+    "--chart", help="Write a latency-vs-throughput PNG here (needs modelhost[plot]).")]
+
+
+@recommend_app.command("run")
+def recommend_run(
+    model: Annotated[str, typer.Argument(help="The model to load test.")],
+    payload: Annotated[str, typer.Option(
+        help="SamplePayloadUrl: a tar.gz of payload files, a prefix, or one object.")],
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    instance_type: Annotated[list[str] | None, typer.Option(
+        help="A candidate instance type; repeat for more. Default: a few CPU types.")] = None,
+    phase: Annotated[list[str] | None, typer.Option(
+        help="USERS:SECONDS or START-END:SECONDS (users ramp); repeat for more phases. "
+             "Default: 1, 2, 3, 4 users for 10 s each.")] = None,
+    latency: Annotated[str | None, typer.Option(
+        help="Latency bound PERCENTILE:MS, e.g. P95:100.")] = None,
+    max_invocations: Annotated[int | None, typer.Option(
+        help="Stop raising the load past this many invocations per minute.")] = None,
+    content_type: Annotated[str, typer.Option(help="Content-Type of the payloads.")] = "text/csv",
+    name: Annotated[str | None, typer.Option(help="Job name (default: generated).")] = None,
+    chart: ChartPath = None,
+) -> None:
+    """Create a recommendation job, wait for it, show the candidates (cheapest that meets
+    the bound first) and optionally a chart."""
+    import uuid
+
+    job_name = name or f"{model[:40]}-{uuid.uuid4().hex[:8]}"
+    config: dict[str, Any] = {"ModelName": model, "ContainerConfig": {"PayloadConfig": {
+        "SamplePayloadUrl": payload, "SupportedContentTypes": [content_type]}}}
+    if instance_type:
+        config["EndpointConfigurations"] = [{"InstanceType": t} for t in instance_type]
+    try:
+        if phase:
+            config["TrafficPattern"] = {"TrafficType": "PHASES",
+                                        "Phases": [_traffic_phase(p) for p in phase]}
+        stopping: dict[str, Any] = {}
+        if latency:
+            percentile, _, millis = latency.partition(":")
+            stopping["ModelLatencyThresholds"] = [
+                {"Percentile": percentile.upper(), "ValueInMilliseconds": int(millis)}]
+    except ValueError as exc:
+        console.error(str(exc) if "phase" in str(exc) else f"bad --latency {latency!r}: "
+                      "expected e.g. P95:100")
+        raise typer.Exit(2) from None
+    if max_invocations:
+        stopping["MaxInvocations"] = max_invocations
+    with _server(endpoint_url) as api:
+        api.sagemaker.create_inference_recommendations_job(
+            JobName=job_name, JobType="Advanced" if (phase or stopping) else "Default",
+            RoleArn="arn:aws:iam::000000000000:role/modelhost", InputConfig=config,
+            **({"StoppingConditions": stopping} if stopping else {}))
+        with console.waiting(job_name) as report:
+            while True:
+                job = api.sagemaker.describe_inference_recommendations_job(JobName=job_name)
+                report(job["Status"])
+                if job["Status"] in ("COMPLETED", "FAILED", "STOPPED"):
+                    break
+                time.sleep(1)
+    _show_recommendation(endpoint_url, job_name, chart, as_json=False)
+
+
+@recommend_app.command("show")
+def recommend_show(job: str, endpoint_url: EndpointUrl = DEFAULT_URL, chart: ChartPath = None,
+                   as_json: AsJson = False) -> None:
+    """Show a recommendation job's candidates and, with --chart, draw them."""
+    _show_recommendation(endpoint_url, job, chart, as_json)
+
+
+@recommend_app.command("list")
+def recommend_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
+    """List recommendation jobs, newest first."""
+    with _server(endpoint_url) as api:
+        jobs = api.collect("list_inference_recommendations_jobs",
+                           "InferenceRecommendationsJobs")
+    if as_json:
+        console.print_json({"InferenceRecommendationsJobs": jobs})
+    else:
+        console.out.print(console.recommendation_jobs_table(jobs))
+
+
+@recommend_app.command("stop")
+def recommend_stop(job: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Stop a job; its temporary endpoints are deleted."""
+    with _server(endpoint_url) as api:
+        api.sagemaker.stop_inference_recommendations_job(JobName=job)
+    console.out.print(f"stopping {job}")
+
+
+def _traffic_phase(text: str) -> dict[str, int]:
+    """USERS:SECONDS or START-END:SECONDS as a SageMaker Phase (SpawnRate: users/minute)."""
+    try:
+        users, seconds = text.split(":")
+        start, _, end = users.partition("-")
+        duration = int(seconds)
+        spawn = round((int(end) - int(start)) * 60 / duration) if end else 0
+        return {"InitialNumberOfUsers": int(start), "SpawnRate": spawn,
+                "DurationInSeconds": duration}
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"bad --phase {text!r}: expected USERS:SECONDS or "
+                         "START-END:SECONDS") from None
+
+
+def _show_recommendation(url: str, name: str, chart: Path | None, as_json: bool) -> None:
+    import json
+    import urllib.request
+
+    with _server(url) as api:
+        job = api.sagemaker.describe_inference_recommendations_job(JobName=name)
+        steps = api.collect("list_inference_recommendations_job_steps", "Steps", JobName=name)
+    if as_json:
+        console.print_json({"Job": job, "Steps": steps})
+    else:
+        console.describe_recommendation_job(job, steps)
+    if chart is None:
+        return
+    from modelhost.recommendation_chart import write_chart
+
+    with urllib.request.urlopen(
+            f"{url.rstrip('/')}/inference-recommendations-jobs/{name}/load-curves",
+            timeout=30) as response:
+        curves = json.load(response)
+    from modelhost.api import candidate_label
+
+    best = job.get("InferenceRecommendations", [{}])[0].get("EndpointConfiguration")
+    try:
+        write_chart(curves, candidate_label(best) if best else None, chart)
+    except ImportError as exc:
+        console.error(str(exc))
+        raise typer.Exit(1) from None
+    console.err.print(f"chart written to {chart}")

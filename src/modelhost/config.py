@@ -54,9 +54,55 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_AUTOSCALING_WINDOW", 60.0)
     )
 
+    # Asynchronous inference: how long a worker's lease on a request lasts without being
+    # renewed, how often a request is tried before it fails, how often the queue is polled
+    # when nothing wakes the workers, the largest input, and the webhook signing key.
+    async_lease_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 30.0)
+    )
+    async_max_attempts: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MAX_ATTEMPTS", 3))
+    )
+    async_poll_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_POLL_INTERVAL", 1.0)
+    )
+    max_async_payload_bytes: int = 1024**3
+    # The smallest RequestTTLSeconds accepted (SageMaker's is 60; tests shorten it).
+    async_min_ttl_s: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MIN_TTL", 60))
+    )
+    # "sqlite" (default) or a redis:// URL shared by several servers.
+    async_queue: str = field(default_factory=lambda: os.environ.get("MODELHOST_ASYNC_QUEUE", ""))
+    webhook_secret: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_WEBHOOK_SECRET", "")
+    )
+    # Serverless variants: an instance stops after this long without a request (unless it
+    # holds provisioned concurrency), serves this many requests at once, and a variant runs
+    # at most this many instances whatever its MaxConcurrency.
+    serverless_idle_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_SERVERLESS_IDLE_S", 300.0)
+    )
+    serverless_instance_concurrency: int = field(
+        default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_INSTANCE_CONCURRENCY",
+                                                      4)))
+    )
+    serverless_max_instances: int = field(
+        default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_MAX_INSTANCES", 4)))
+    )
+    # Fork instances from a pre-warmed parent instead of starting a fresh interpreter each.
+    fork_server: bool = field(
+        default_factory=lambda: os.environ.get("MODELHOST_FORK_SERVER", "1") != "0"
+    )
+
     @property
     def state_path(self) -> Path:
         return self.data_dir / "state.db"
+
+    @property
+    def queue_path(self) -> Path:
+        """The asynchronous inference queue: a sibling of the state store, so request
+        traffic never waits on the control plane's lock."""
+        return self.data_dir / "async-queue.db"
 
     @property
     def objects_dir(self) -> Path:

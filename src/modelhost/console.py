@@ -32,6 +32,17 @@ STATUS_STYLES = {
     "OutOfService": "red",
     "UpdateRollbackFailed": "red",
     "Failed": "bold red",
+    "InProgress": "yellow",
+    "Stopping": "magenta",
+    "Completed": "green",
+    "Stopped": "magenta",
+    # recommendation jobs and their steps
+    "COMPLETED": "green",
+    "PENDING": "yellow",
+    "IN_PROGRESS": "yellow",
+    "STOPPING": "magenta",
+    "STOPPED": "magenta",
+    "FAILED": "bold red",
 }
 
 Description = Mapping[str, Any]
@@ -155,6 +166,18 @@ def endpoints_table(endpoints: Sequence[Description],
 
 # --- describes ---------------------------------------------------------------------------
 
+def async_requests_table(answer: Description) -> Table:
+    """An endpoint's asynchronous requests, with the counts per state in the title."""
+    counts = "  ".join(f"{state}: {count}" for state, count in answer["Counts"].items())
+    table = _table("InferenceId", "State", "Attempts", "Received", "Input", "Error",
+                   title=f"{answer['EndpointName']} — {counts}")
+    for job in answer["Requests"]:
+        table.add_row(job["inference_id"], status(job["state"]), str(job["attempts"]),
+                      when(datetime.fromtimestamp(job["created"])), job["input_location"],
+                      job.get("error") or "")
+    return table
+
+
 def describe_model(model: Description) -> None:
     out.print(key_values([
         ("Name", model.get("ModelName")),
@@ -221,8 +244,9 @@ def describe_endpoint(endpoint: Description, config: Description | None) -> None
     out.print(table)
 
 
-def load_report(result: Any) -> None:
-    """A load test's headline figures, its errors by code and its per-second timeline."""
+def load_report(result: Any, timeline: bool) -> None:
+    """A load test's headline figures, its errors by code and, when asked, its per-second
+    timeline."""
     s = result.summary()
     table = Table(title=f"{s['mode']}-loop load, {s['duration_s']:.1f}s")
     for column in ("sent", "ok", "errors", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
@@ -235,11 +259,51 @@ def load_report(result: Any) -> None:
     if s["errors_by_code"]:
         out.print("errors: " + ", ".join(f"{code}: {n}" for code, n in
                                          sorted(s["errors_by_code"].items())))
-    timeline = Table(title="per second")
+    if not timeline:
+        return
+    seconds = Table(title="per second")
     for column in ("s", "scheduled", "sent", "ok", "errors", "p50 ms", "p99 ms"):
-        timeline.add_column(column, justify="right")
+        seconds.add_column(column, justify="right")
     for second in result.timeline:
-        timeline.add_row(str(second.second), str(second.scheduled), str(second.sent),
+        seconds.add_row(str(second.second), str(second.scheduled), str(second.sent),
                          str(second.completed), str(second.errors), f"{second.p50_ms:.2f}",
                          f"{second.p99_ms:.2f}")
-    out.print(timeline)
+    out.print(seconds)
+
+
+def recommendation_jobs_table(jobs: Sequence[Description]) -> Table:
+    table = _table("name", "type", "model", "status", "created")
+    for job in jobs:
+        table.add_row(job["JobName"], job["JobType"], job.get("ModelName", "-"),
+                      status(job["Status"]), when(job.get("CreationTime")))
+    return table
+
+
+def describe_recommendation_job(job: Description, steps: Sequence[Description]) -> None:
+    """One row per candidate; the recommended one (cheapest per inference among those that
+    met the job's conditions) is starred."""
+    from modelhost.api import candidate_label
+
+    out.print(Text.assemble(f"{job['JobName']} ({job['JobType']}): ", status(job["Status"])))
+    if job.get("FailureReason"):
+        out.print(f"[red]{job['FailureReason']}[/]", highlight=False)
+    recommended = job.get("InferenceRecommendations") or []
+    best = candidate_label(recommended[0]["EndpointConfiguration"]) if recommended else None
+    table = _table("", "candidate", "status", "$/hour", "max invocations/min",
+                   "model latency ms", "$ per 1M inferences", "CPU %", "memory %",
+                   "setup s", "note")
+    for step in steps:
+        benchmark = step.get("InferenceBenchmark", {})
+        label = candidate_label(benchmark.get("EndpointConfiguration", {}))
+        metrics = benchmark.get("Metrics", {})
+
+        def cell(key: str, fmt: str = "{}", metrics: Mapping[str, Any] = metrics) -> str:
+            return fmt.format(metrics[key]) if key in metrics else "-"
+        table.add_row("★" if label == best else "", label, status(step["Status"]),
+                      cell("CostPerHour", "{:.3f}"), cell("MaxInvocations", "{:,}"),
+                      cell("ModelLatency"),
+                      cell("CostPerInference", "{:.4f}") if "CostPerInference" not in metrics
+                      else f"{metrics['CostPerInference'] * 1e6:.4f}",
+                      cell("CpuUtilization", "{:.0f}"), cell("MemoryUtilization", "{:.1f}"),
+                      cell("ModelSetupTime"), benchmark.get("FailureReason", ""))
+    out.print(table)

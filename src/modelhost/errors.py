@@ -69,6 +69,14 @@ class ModelError(SageMakerError):
     status = 424
 
 
+class Throttling(SageMakerError):
+    """Too many requests at once: a serverless variant past its MaxConcurrency. botocore
+    treats the code as a throttle, so its retry modes back off and try again."""
+
+    code = "ThrottlingException"
+    status = 429
+
+
 class ServiceUnavailable(SageMakerError):
     code = "ServiceUnavailable"
     status = 503

@@ -58,3 +58,50 @@ INSTANCE_COST = Counter("modelhost_instance_cost_usd",
 INSTANCE_REPLACEMENTS = Counter("modelhost_instance_replacements",
                                 "Instances replaced after they died", _LABELS,
                                 registry=REGISTRY)
+
+# Asynchronous inference backlog, by the CloudWatch names autoscaling policies use.
+ASYNC_BACKLOG = Gauge("modelhost_async_backlog_size",
+                      "ApproximateBacklogSize: async requests queued or being processed",
+                      ("endpoint",), registry=REGISTRY)
+ASYNC_BACKLOG_PER_INSTANCE = Gauge("modelhost_async_backlog_size_per_instance",
+                                   "ApproximateBacklogSizePerInstance",
+                                   ("endpoint",), registry=REGISTRY)
+ASYNC_BACKLOG_WITHOUT_CAPACITY = Gauge("modelhost_async_has_backlog_without_capacity",
+                                       "HasBacklogWithoutCapacity: 1 when requests wait and "
+                                       "no instance runs", ("endpoint",), registry=REGISTRY)
+_ASYNC_METRICS = {
+    "ApproximateBacklogSize": "modelhost_async_backlog_size",
+    "ApproximateBacklogSizePerInstance": "modelhost_async_backlog_size_per_instance",
+    "HasBacklogWithoutCapacity": "modelhost_async_has_backlog_without_capacity",
+}
+
+
+def async_backlog_metric(metric_name: str, endpoint: str) -> float | None:
+    """The current value of an async backlog metric by its CloudWatch name (dimension
+    EndpointName), for the autoscaling policies; None for another metric or an endpoint
+    that has not been measured."""
+    series = _ASYNC_METRICS.get(metric_name)
+    if series is None:
+        return None
+    return REGISTRY.get_sample_value(series, {"endpoint": endpoint})
+# Serverless variants, after SageMaker's serverless CloudWatch metrics.
+SERVERLESS_COLD_STARTS = Counter("modelhost_serverless_cold_starts",
+                                 "Instances started because requests arrived and none was free",
+                                 _LABELS, registry=REGISTRY)
+MODEL_SETUP_TIME = Histogram("modelhost_model_setup_time_seconds",
+                             "Time to start a serverless instance until it answers /ping "
+                             "(SageMaker's ModelSetupTime)", _LABELS,
+                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                                      10.0, 30.0, 60.0, 120.0), registry=REGISTRY)
+SERVERLESS_CONCURRENCY = Gauge("modelhost_serverless_concurrency",
+                               "Requests in flight (waiting or running) on a serverless variant",
+                               _LABELS, registry=REGISTRY)
+SERVERLESS_THROTTLES = Counter("modelhost_serverless_throttles",
+                               "Requests refused past MaxConcurrency", _LABELS,
+                               registry=REGISTRY)
+SERVERLESS_GB_SECONDS = Counter("modelhost_serverless_billed_gb_seconds",
+                                "Billed duration of serverless invocations times memory",
+                                _LABELS, registry=REGISTRY)
+SERVERLESS_COST = Counter("modelhost_serverless_cost_usd",
+                          "Billed GB-seconds at the serverless list price", _LABELS,
+                          registry=REGISTRY)

@@ -11,17 +11,32 @@ import logging
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelhost import api, auth, metrics
 from modelhost.config import Settings
-from modelhost.controllers import AutoscalingController, EndpointController, sagemaker_metrics
-from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation
+from modelhost.controllers import (
+    AsyncInferenceController,
+    AutoscalingController,
+    EndpointController,
+    RecommendationController,
+    ScheduleController,
+    TransformController,
+    sagemaker_metrics,
+)
+from modelhost.errors import (
+    InvocationValidationError,
+    RequestTooLarge,
+    SageMakerError,
+    UnknownOperation,
+)
 from modelhost.instances import get_backend
+from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
-from modelhost.runtime import RealtimeInvoker, response_headers
+from modelhost.runtime import AsyncAccepter, Notifier, RealtimeInvoker, response_headers
 from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +44,10 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 _JSON_11 = b"application/x-amz-json-1.1"
 _INVOCATIONS = "/invocations"
+_ASYNC_INVOCATIONS = "/async-invocations"
+_ASYNC_REQUESTS = "/async-requests"
+# modelhost's own: every traffic step of a recommendation job, for latency charts
+_CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
 
 
@@ -40,34 +59,61 @@ class ModelhostApp:
         self.objects = ObjectStore.from_environment(settings.objects_dir)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
-            settings, self.store, self.objects, get_backend(settings.instance_backend),
-            self.router,
+            settings, self.store, self.objects,
+            get_backend(settings.instance_backend, settings.fork_server), self.router,
         )
+        backend = self.controller.backend
+        self.transforms = TransformController(settings, self.store, self.objects, backend)
         # The metrics scaling policies can track; other parts register theirs here.
         self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
                                                  self.router)
-        self.context = api.Context(settings, self.store, self.controller.notify,
-                                   self.scaling_metrics)
+        self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
+        self.schedules = ScheduleController(self.context)
+        self.recommender = RecommendationController(
+            settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
-        self._controller_task: asyncio.Task[None] | None = None
-        self._autoscaler_task: asyncio.Task[None] | None = None
+        self.queue = open_queue(settings.async_queue, settings.queue_path)
+        self.async_controller = AsyncInferenceController(
+            settings, self.store, self.objects, self.queue, self.router, self.context,
+            Notifier(settings.region, settings.webhook_secret),
+        )
+        self.accepter = AsyncAccepter(
+            self.store, self.objects, self.queue, settings.account_id,
+            settings.max_async_payload_bytes, settings.async_min_ttl_s,
+            self.async_controller.notify,
+        )
+        self._controller_tasks: list[asyncio.Task[None]] = []
+
+    def _notify(self) -> None:
+        """Desired state changed: wake every controller (each ignores what is not its own)."""
+        self.controller.notify()
+        self.transforms.notify()
+        self.schedules.notify()
+        self.recommender.notify()
 
     async def startup(self) -> None:
-        self._controller_task = asyncio.create_task(self.controller.run(), name="endpoints")
-        self._autoscaler_task = asyncio.create_task(self.autoscaler.run(), name="autoscaling")
+        self._controller_tasks = [
+            asyncio.create_task(self.controller.run(), name="endpoints"),
+            asyncio.create_task(self.async_controller.run(), name="async-inference"),
+            asyncio.create_task(self.transforms.run(), name="transforms"),
+            asyncio.create_task(self.schedules.run(), name="schedules"),
+            asyncio.create_task(self.recommender.run(), name="recommender"),
+            asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
+        ]
 
     async def shutdown(self) -> None:
-        if self._autoscaler_task is not None:
-            self._autoscaler_task.cancel()
-            await asyncio.gather(self._autoscaler_task, return_exceptions=True)
-        if self._controller_task is not None:
-            self._controller_task.cancel()
-            await asyncio.gather(self._controller_task, return_exceptions=True)
+        for task in self._controller_tasks:
+            task.cancel()
+        await asyncio.gather(*self._controller_tasks, return_exceptions=True)
+        await self.recommender.shutdown()
+        await self.async_controller.shutdown()
+        await self.transforms.shutdown()
         await self.controller.shutdown()
         self.router.close()
+        self.queue.close()
         self.store.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -80,6 +126,16 @@ class ModelhostApp:
         method: str = scope["method"]
         if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
             await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
+        elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
+            _ASYNC_INVOCATIONS
+        ):
+            await self._invoke_async(scope, receive, send,
+                                     path[len("/endpoints/"):-len(_ASYNC_INVOCATIONS)])
+        elif method == "GET" and path.startswith("/endpoints/") and path.endswith(
+            _ASYNC_REQUESTS
+        ):
+            await self._async_requests(scope, receive, send,
+                                       path[len("/endpoints/"):-len(_ASYNC_REQUESTS)])
         elif method == "POST" and path == "/":
             await self._control(scope, receive, send)
         elif method in ("GET", "HEAD") and path == "/ping":
@@ -87,6 +143,13 @@ class ModelhostApp:
         elif method in ("GET", "HEAD") and path == "/metrics":
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+        elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
+            curves = self.recommender.load_curves(path[len(_CURVES):-len("/load-curves")])
+            if curves is None:
+                await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
+            else:
+                await _respond(send, 200, orjson.dumps(curves),
+                               [(b"content-type", b"application/json")])
         else:
             await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 
@@ -143,6 +206,47 @@ class ModelhostApp:
             await _respond_error(send, error)
             return
         await _respond(send, 200, answer.body, response_headers(answer))
+
+    async def _invoke_async(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
+        """InvokeEndpointAsync: 202 with where the result will appear."""
+        headers = dict(scope["headers"])
+        try:
+            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
+            if body is None:
+                raise RequestTooLarge("InvokeEndpointAsync takes its input from InputLocation, "
+                                      "not from the request body.")
+            if self.settings.access_keys:
+                self._authenticate(scope, headers, body)
+            answer, extra = await self.accepter.accept(name, headers)
+        except SageMakerError as error:
+            await _respond_error(send, error)
+            return
+        await _respond(send, 202, orjson.dumps(answer),
+                       [(b"content-type", b"application/json"), *extra])
+
+    async def _async_requests(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
+        """The backlog, in-flight and failed requests of an endpoint (for `modelhost
+        endpoints async-requests`); `?state=` picks one state."""
+        try:
+            await _read_body(receive, limit=0)
+            if self.settings.access_keys:
+                self._authenticate(scope, dict(scope["headers"]), b"")
+            query = parse_qs(scope["query_string"].decode("latin-1"))
+            states = query.get("state", ["queued", "running", "failed"])
+            if any(state not in STATES for state in states):
+                raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
+            if self.store.get("endpoint", name) is None and not self.queue.counts(name).backlog:
+                raise InvocationValidationError(f"Endpoint {name} not found.")
+        except SageMakerError as error:
+            await _respond_error(send, error)
+            return
+        counts = self.queue.counts(name)
+        answer = {
+            "EndpointName": name,
+            "Counts": {state: getattr(counts, state) for state in STATES},
+            "Requests": [job.to_dict() for state in states for job in self.queue.jobs(name, state)],
+        }
+        await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
 
     def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], body: bytes) -> None:
         auth.verify(self.settings.access_keys, scope["method"],

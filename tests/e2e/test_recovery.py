@@ -7,20 +7,12 @@ import time
 
 from tests.conftest import deploy, wait_for_status
 from tests.support.models import write_iris_tarball
-from tests.support.processes import alive, instance_pids, kill_and_wait
+from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess
 
 
 def _csv_row() -> str:
     return "5.1,3.5,1.4,0.2"
-
-
-def _wait(predicate, timeout_s: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_dead_instance_is_replaced_and_requests_retried(server, sagemaker, runtime,
@@ -48,12 +40,12 @@ def test_dead_instance_is_replaced_and_requests_retried(server, sagemaker, runti
     try:
         time.sleep(0.3)
         kill_and_wait(pids[0])
-        _wait(lambda: len(instance_pids(server.process.pid, name)) == 2
-              and pids[0] not in instance_pids(server.process.pid, name),
-              what="a replacement instance")
+        wait_until(lambda: len(instance_pids(server.process.pid, name)) == 2
+                   and pids[0] not in instance_pids(server.process.pid, name),
+                   what="a replacement instance")
         described = wait_for_status(sagemaker, name, {"InService"})
-        _wait(lambda: sagemaker.describe_endpoint(EndpointName=name)["ProductionVariants"][0][
-            "CurrentInstanceCount"] == 2, what="CurrentInstanceCount back to 2")
+        wait_until(lambda: sagemaker.describe_endpoint(EndpointName=name)["ProductionVariants"][0][
+                 "CurrentInstanceCount"] == 2, what="CurrentInstanceCount back to 2")
         time.sleep(0.3)
     finally:
         stop.set()
@@ -76,7 +68,7 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
         creating = deploy(sagemaker, "s3://models/iris/model.tar.gz", wait=False)
         first.kill()
         # instances never outlive a killed control plane
-        _wait(lambda: not alive(pid), timeout_s=15, what="orphaned instance to exit")
+        wait_until(lambda: not alive(pid), timeout_s=15, what="orphaned instance to exit")
     finally:
         first.kill()
 
@@ -96,7 +88,7 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
             except Exception:
                 return False
 
-        _wait(serves, what="the endpoint to serve again after restart")
+        wait_until(serves, what="the endpoint to serve again after restart")
         assert len(instance_pids(second.process.pid, name)) == 1
         assert wait_for_status(sagemaker, creating, {"InService", "Failed"})[
             "EndpointStatus"] == "InService"
@@ -117,8 +109,8 @@ def test_stopping_the_server_stops_its_instances(tmp_path) -> None:
         server.stop()
     # A graceful shutdown stops them before the server exits; the instances' own watch
     # on their parent (1 s polls) would be too slow to pass this.
-    _wait(lambda: not any(alive(pid) for pid in pids), timeout_s=0.3,
-          what="instances to stop with the server")
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout_s=0.3,
+               what="instances to stop with the server")
 
 
 def test_replacement_that_cannot_start_backs_off_and_recovers(server, sagemaker, runtime,
@@ -146,9 +138,9 @@ def transform_fn(model, body, content_type, accept):
     marker.write_text("x")
     log_start = len(server.log())
     kill_and_wait(pid)
-    _wait(lambda: server.log()[log_start:].count(f"endpoint {name}: replacement instance "
-                                                 "failed") >= 2,
-          timeout_s=30, what="two failed replacement attempts")
+    wait_until(lambda: server.log()[log_start:].count(f"endpoint {name}: replacement instance "
+                                                      "failed") >= 2,
+               timeout_s=30, what="two failed replacement attempts")
     attempts = server.log()[log_start:].count(f"endpoint {name}: replacement instance failed")
     time.sleep(3)
     # with backoff (2 s, 4 s, ...) three more seconds add at most one attempt
@@ -164,4 +156,4 @@ def transform_fn(model, body, content_type, accept):
             return False
         return answer["Body"].read() == b"ok"
 
-    _wait(serves, timeout_s=30, what="the endpoint to serve again")
+    wait_until(serves, timeout_s=30, what="the endpoint to serve again")

@@ -81,6 +81,18 @@ def test_open_loop_counts_queueing_behind_a_slow_server(responder: str) -> None:
     assert closed.percentile_ms(99) < result.percentile_ms(99)
 
 
+def test_the_timeout_runs_from_the_scheduled_time(responder: str) -> None:
+    """One connection, 100 ms per answer, 50 requests/s offered for 1 s, 0.5 s timeout:
+    requests queue behind each other, and every one either answers within 0.5 s of its
+    scheduled time or is a timeout, however long it waited for the connection."""
+    result = run(_spec(f"{responder}/sleep/100", Phase(1.0, rate=50), max_connections=1,
+                       timeout_s=0.5))
+    assert result.completed > 0 and result.errors["timeout"] > 0
+    assert set(result.errors) == {"timeout"}
+    assert result.completed + result.errors["timeout"] == result.scheduled
+    assert result.max_ms <= 500 * 1.01  # an answer later than the timeout is a timeout
+
+
 def test_closed_loop_follows_the_number_of_users(responder: str) -> None:
     result = run(_spec(f"{responder}/sleep/20", Phase(0.5, users=1),
                        Phase(0.5, users=4), mode="closed"))

@@ -8,23 +8,27 @@ import time
 from pathlib import Path
 
 
+def _parent(pid: int | str) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def instance_pids(server_pid: int, endpoint: str) -> list[int]:
-    """Children of the server whose model dir belongs to `endpoint`'s model."""
+    """Processes of the server (its children, or children of its fork server) that write
+    their output to one of `endpoint`'s instance logs. (A forked instance's
+    /proc/PID/environ is the fork server's, so the log is what tells them apart.)"""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent != server_pid:
+            parent = _parent(entry.name)
+            if parent != server_pid and _parent(parent) != server_pid:
                 continue
-            environ = (entry / "environ").read_bytes().split(b"\0")
+            output = os.readlink(entry / "fd" / "1")
         except (OSError, ValueError, IndexError):
             continue
-        for item in environ:
-            if item.startswith(b"SM_MODEL_DIR=") and f"/{endpoint}-".encode() in item:
-                pids.append(int(entry.name))
+        if f"/logs/{endpoint}/" in output:
+            pids.append(int(entry.name))
     return sorted(pids)
 
 
@@ -48,3 +52,12 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def wait_until(predicate, timeout_s: float = 60, what: str = "condition") -> None:
+    """Poll `predicate` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

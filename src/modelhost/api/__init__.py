@@ -1,8 +1,20 @@
 """The control plane: SageMaker operations on models, endpoint configs, endpoints, tags, and
 Application Auto Scaling operations on scalable targets, policies and scheduled actions."""
 
+from modelhost.api import schedules, transform_jobs
 from modelhost.api.context import Context
-from modelhost.api.endpoints import change_capacities, variant_summaries
+from modelhost.api.endpoints import update_endpoint_weights_and_capacities, variant_summaries
 from modelhost.api.protocol import handle
+from modelhost.api.recommendations import candidate_label
+from modelhost.api.serverless import instance_bounds
 
-__all__ = ["Context", "change_capacities", "handle", "variant_summaries"]
+__all__ = [
+    "Context",
+    "candidate_label",
+    "handle",
+    "instance_bounds",
+    "schedules",
+    "transform_jobs",
+    "update_endpoint_weights_and_capacities",
+    "variant_summaries",
+]

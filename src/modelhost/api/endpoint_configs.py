@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api.async_config import check_async_config
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
+from modelhost.api.serverless import (
+    check_serverless_config,
+    check_serverless_variant,
+    is_serverless,
+)
 from modelhost.catalog import get_instance_type
 from modelhost.errors import ValidationError
 
@@ -14,29 +20,27 @@ KIND = "endpoint_config"
 
 # Parts of the API that later releases of modelhost fill in; refused clearly until then.
 _NOT_YET = {
-    "AsyncInferenceConfig": "Asynchronous inference (AsyncInferenceConfig)",
     "ShadowProductionVariants": "Shadow variants (ShadowProductionVariants)",
     "ExplainerConfig": "Online explainability (ExplainerConfig)",
 }
 
 
-def _check_variant(ctx: Context, variant: dict[str, Any]) -> dict[str, Any]:
+def _check_variant(ctx: Context, index: int, variant: dict[str, Any]) -> dict[str, Any]:
     name = variant["VariantName"]
-    if "ServerlessConfig" in variant:
+    if "ModelName" not in variant:
+        raise ValidationError(f"Variant {name}: ModelName is required.")
+    if is_serverless(variant):
+        check_serverless_variant(index, variant)
+    elif "InstanceType" not in variant or "InitialInstanceCount" not in variant:
         raise ValidationError(
-            f"Variant {name}: serverless variants (ServerlessConfig) are not supported yet."
+            f"Variant {name}: InstanceType and InitialInstanceCount (or ServerlessConfig) "
+            "are required."
         )
-    if "InstanceType" not in variant or "InitialInstanceCount" not in variant:
-        raise ValidationError(
-            f"Variant {name}: InstanceType and InitialInstanceCount are required."
-        )
-    if get_instance_type(variant["InstanceType"]) is None:
+    elif get_instance_type(variant["InstanceType"]) is None:
         raise ValidationError(
             f"Variant {name}: instance type {variant['InstanceType']} is not in modelhost's "
             "instance catalog."
         )
-    if "ModelName" not in variant:
-        raise ValidationError(f"Variant {name}: ModelName is required.")
     require(ctx, "model", "model", variant["ModelName"])
     return {"InitialVariantWeight": 1.0, **variant}
 
@@ -46,7 +50,14 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
     for key, what in _NOT_YET.items():
         if params.get(key):
             raise ValidationError(f"{what} is not supported by modelhost yet.")
-    variants = [_check_variant(ctx, v) for v in params["ProductionVariants"]]
+    variants = [_check_variant(ctx, i, v) for i, v in enumerate(params["ProductionVariants"], 1)]
+    check_serverless_config(params, variants)
+    if "AsyncInferenceConfig" in params:
+        if any(is_serverless(v) for v in variants):
+            raise ValidationError(
+                "AsyncInferenceConfig cannot be used with serverless variants (ServerlessConfig)."
+            )
+        check_async_config(params["AsyncInferenceConfig"])
     names = [v["VariantName"] for v in variants]
     if len(set(names)) != len(names):
         raise ValidationError(f"Variant names must be unique within an endpoint config: {names}")
@@ -58,8 +69,8 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "CreationTime": ctx.now(),
         "_arn": arn,
     }
-    copy_optional(params, record, ("DataCaptureConfig", "KmsKeyId", "EnableNetworkIsolation",
-                                   "ExecutionRoleArn", "VpcConfig"))
+    copy_optional(params, record, ("AsyncInferenceConfig", "DataCaptureConfig", "KmsKeyId",
+                                   "EnableNetworkIsolation", "ExecutionRoleArn", "VpcConfig"))
     create(ctx, KIND, "endpoint configuration", name, record, params.get("Tags"))
     return {"EndpointConfigArn": arn}
 

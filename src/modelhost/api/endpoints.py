@@ -15,6 +15,12 @@ from typing import Any
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
+from modelhost.api.serverless import (
+    check_capacity_update,
+    instance_bounds,
+    is_serverless,
+    summary_fields,
+)
 from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = "endpoint"
@@ -28,26 +34,33 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
         for v in config["ProductionVariants"]
     }
     capacity = {
-        v["VariantName"]: {"weight": v["InitialVariantWeight"], "count": v["InitialInstanceCount"]}
+        v["VariantName"]: {"weight": v["InitialVariantWeight"], "count": 0,
+                           "serverless": dict(v["ServerlessConfig"])} if is_serverless(v) else
+        {"weight": v["InitialVariantWeight"], "count": v["InitialInstanceCount"]}
         for v in config["ProductionVariants"]
     }
     return {"generation": generation, "config": config, "models": models, "capacity": capacity}
 
 
-def _instances(desired: dict[str, Any]) -> int:
-    return sum(capacity["count"] for capacity in desired["capacity"].values())
+def _instances(ctx: Context, desired: dict[str, Any]) -> int:
+    """Instances the desired state may run; a serverless variant counts with its most."""
+    return sum(
+        instance_bounds(capacity["serverless"], ctx.settings)[1] if "serverless" in capacity
+        else capacity["count"]
+        for capacity in desired["capacity"].values()
+    )
 
 
 def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> None:
     """Refuse desired state that would run more instances than the server allows; an
     endpoint being updated counts with its larger state, as both run for a while."""
     others = sum(
-        _instances(record["_desired"])
+        _instances(ctx, record["_desired"])
         for record in ctx.store.list(KIND)
         if record["EndpointName"] != name and record["EndpointStatus"] != "Failed"
     )
     current = ctx.store.get(KIND, name)
-    mine = max(_instances(desired), _instances(current["_desired"]) if current else 0)
+    mine = max(_instances(ctx, desired), _instances(ctx, current["_desired"]) if current else 0)
     limit = ctx.settings.max_instances
     if others + mine > limit:
         raise ResourceLimitExceeded(
@@ -67,15 +80,18 @@ def variant_summaries(
         capacity = desired["capacity"][variant["VariantName"]]
         image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
         weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
-        summaries.append({
+        summary = {
             "VariantName": variant["VariantName"],
             "DeployedImages": [{"SpecifiedImage": image} if current is None else
                                {"SpecifiedImage": image, "ResolvedImage": image}],
             "CurrentWeight": weight,
             "DesiredWeight": capacity["weight"],
-            "CurrentInstanceCount": count,
-            "DesiredInstanceCount": capacity["count"],
-        })
+        }
+        if "serverless" in capacity:
+            summary.update(summary_fields(capacity, running=current is not None))
+        else:
+            summary.update(CurrentInstanceCount=count, DesiredInstanceCount=capacity["count"])
+        summaries.append(summary)
     return summaries
 
 
@@ -178,53 +194,35 @@ def update_endpoint_weights_and_capacities(
                 f"The variant name(s) [{item['VariantName']}] is/are not present in the "
                 f'endpoint "{record["EndpointArn"]}"; variants: {sorted(known)}'
             )
-        if "DesiredWeight" not in item and "DesiredInstanceCount" not in item:
+        check_capacity_update(item, record["_desired"]["capacity"][item["VariantName"]])
+        if not {"DesiredWeight", "DesiredInstanceCount", "ServerlessUpdateConfig"} & set(item):
             raise ValidationError(
                 f"Variant {item['VariantName']}: specify DesiredWeight or DesiredInstanceCount."
             )
 
-    change_capacities(ctx, name, {
-        item["VariantName"]: {
-            key: item[member] for key, member in (("weight", "DesiredWeight"),
-                                                  ("count", "DesiredInstanceCount"))
-            if member in item
-        }
-        for item in requested
-    })
-    return {"EndpointArn": record["EndpointArn"]}
-
-
-def change_capacities(
-    ctx: Context, name: str, changes: dict[str, dict[str, float]]
-) -> dict[str, Any]:
-    """Set variants' weights and instance counts in place (`{variant: {"weight": w,
-    "count": n}}`), the one path for users and the autoscaler. Only an InService endpoint
-    changes; DescribeEndpoint shows the new desired counts at once. Returns the stored
-    desired state."""
-
     def change(current: dict[str, Any]) -> dict[str, Any]:
-        if current["EndpointStatus"] != "InService":
-            raise ValidationError(
-                f'Cannot update weights and capacities of endpoint "{current["EndpointArn"]}"'
-                f' while its status is {current["EndpointStatus"]}; wait until it is InService.'
-            )
         desired = current["_desired"]
-        for variant, values in changes.items():
-            desired["capacity"][variant].update(values)
+        for item in requested:
+            capacity = desired["capacity"][item["VariantName"]]
+            if "DesiredWeight" in item:
+                capacity["weight"] = item["DesiredWeight"]
+            if "DesiredInstanceCount" in item:
+                capacity["count"] = item["DesiredInstanceCount"]
+            if "ServerlessUpdateConfig" in item:
+                capacity["serverless"].update(item["ServerlessUpdateConfig"])
         _check_instance_quota(ctx, name, desired)
         desired["generation"] += 1
-        running = {v["VariantName"]: (v["CurrentWeight"], v["CurrentInstanceCount"])
+        # DescribeEndpoint shows the new desired counts at once, the running ones as
+        # they are until the controller has applied the change.
+        running = {v["VariantName"]: (v["CurrentWeight"], v.get("CurrentInstanceCount", 0))
                    for v in current["ProductionVariants"]}
         current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired,
                        ProductionVariants=variant_summaries(desired, running))
         return current
 
-    updated = ctx.store.modify(KIND, name, change)
-    if updated is None:
-        require(ctx, KIND, LABEL, name)  # raises: the endpoint is gone
-        return {}
+    ctx.store.modify(KIND, name, change)
     ctx.notify()
-    return dict(updated["_desired"])
+    return {"EndpointArn": record["EndpointArn"]}
 
 
 def delete_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

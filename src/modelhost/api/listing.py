@@ -81,3 +81,14 @@ def paginate(
     if start + size < len(items):
         result["NextToken"] = encode_token(start + size)
     return result
+
+
+def page(items: list[Record], params: dict[str, Any], result_key: str,
+         default_size: int) -> dict[str, Any]:
+    """One NextToken page of an already filtered list, for List* calls without sorting."""
+    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
+    size = params.get("MaxResults", default_size)
+    result: dict[str, Any] = {result_key: items[start : start + size]}
+    if start + size < len(items):
+        result["NextToken"] = encode_token(start + size)
+    return result

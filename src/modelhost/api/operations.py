@@ -10,11 +10,14 @@ from modelhost.api import (
     endpoint_configs,
     endpoints,
     models,
+    recommendations,
     scalable_targets,
     scaling_activities,
     scaling_policies,
     scheduled_actions,
+    schedules,
     tags,
+    transform_jobs,
 )
 from modelhost.api.context import Context
 
@@ -35,6 +38,17 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "UpdateEndpoint": endpoints.update_endpoint,
     "UpdateEndpointWeightsAndCapacities": endpoints.update_endpoint_weights_and_capacities,
     "DeleteEndpoint": endpoints.delete_endpoint,
+    "CreateTransformJob": transform_jobs.create_transform_job,
+    "DescribeTransformJob": transform_jobs.describe_transform_job,
+    "ListTransformJobs": transform_jobs.list_transform_jobs,
+    "StopTransformJob": transform_jobs.stop_transform_job,
+    "CreateInferenceRecommendationsJob": recommendations.create_inference_recommendations_job,
+    "DescribeInferenceRecommendationsJob":
+        recommendations.describe_inference_recommendations_job,
+    "ListInferenceRecommendationsJobs": recommendations.list_inference_recommendations_jobs,
+    "StopInferenceRecommendationsJob": recommendations.stop_inference_recommendations_job,
+    "ListInferenceRecommendationsJobSteps":
+        recommendations.list_inference_recommendations_job_steps,
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,
@@ -54,4 +68,13 @@ AUTOSCALING_OPERATIONS: dict[str, Operation] = {
     "TagResource": scalable_targets.tag_resource,
     "UntagResource": scalable_targets.untag_resource,
     "ListTagsForResource": scalable_targets.list_tags_for_resource,
+}
+
+# modelhost's own operations (X-Amz-Target: Modelhost.<Operation>); no botocore model, so
+# each checks its own request.
+MODELHOST_OPERATIONS: dict[str, Operation] = {
+    "CreateSchedule": schedules.create_schedule,
+    "DescribeSchedule": schedules.describe_schedule,
+    "ListSchedules": schedules.list_schedules,
+    "DeleteSchedule": schedules.delete_schedule,
 }

@@ -14,7 +14,12 @@ import orjson
 from botocore.model import OperationModel, ServiceModel
 
 from modelhost.api.context import Context
-from modelhost.api.operations import AUTOSCALING_OPERATIONS, SAGEMAKER_OPERATIONS, Operation
+from modelhost.api.operations import (
+    AUTOSCALING_OPERATIONS,
+    MODELHOST_OPERATIONS,
+    SAGEMAKER_OPERATIONS,
+    Operation,
+)
 from modelhost.api.validation import validate_request
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
@@ -30,6 +35,11 @@ _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
 @cache
 def _service_model(service: str) -> ServiceModel:
     return botocore.session.get_session().get_service_model(service)
+
+
+def operation_model(target: str) -> OperationModel:
+    """botocore's model of a `Service.Operation` target (its request and answer shapes)."""
+    return _lookup(target)[0]
 
 
 def _lookup(target: str) -> tuple[OperationModel, Operation]:
@@ -48,12 +58,19 @@ def _lookup(target: str) -> tuple[OperationModel, Operation]:
 def handle(ctx: Context, target: str, body: bytes) -> tuple[int, bytes]:
     """Run one control-plane call; returns the status and the JSON body to send."""
     try:
-        operation_model, operation = _lookup(target)
+        prefix, _, name = target.partition(".")
+        own = MODELHOST_OPERATIONS.get(name) if prefix == "Modelhost" else None
+        if prefix == "Modelhost" and own is None:
+            raise UnknownOperation(f"Unknown operation: {name!r}")
+        model, operation = (None, own) if own is not None else _lookup(target)
         try:
             params: Any = orjson.loads(body) if body.strip() else {}
         except orjson.JSONDecodeError as exc:
             raise ValidationError(f"Request body is not valid JSON: {exc}") from exc
-        validate_request(params, operation_model.input_shape)
+        if model is not None:
+            validate_request(params, model.input_shape)
+        elif not isinstance(params, dict):
+            raise ValidationError("The request body must be a JSON object.")
         result = operation(ctx, params)
         return 200, orjson.dumps(result)
     except SageMakerError as error:

@@ -155,6 +155,11 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
             f"The target resource {resource_id[:200]} does not exist: no endpoint {endpoint} "
             f"with a production variant {variant}."
         )
+    if "serverless" in record["_desired"]["capacity"][variant]:
+        raise ValidationError(
+            f"Variant {variant} of endpoint {endpoint} is serverless: it starts and stops "
+            "its instances by itself and has no DesiredInstanceCount to scale."
+        )
     key = target_key(resource_id)
     low, high = params.get("MinCapacity"), params.get("MaxCapacity")
     suspended = params.get("SuspendedState", {})

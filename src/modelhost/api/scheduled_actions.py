@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelhost import schedules
+from modelhost import schedule_expressions
 from modelhost.api.context import Context
 from modelhost.api.listing import epoch
 from modelhost.api.scalable_targets import (
@@ -39,8 +39,8 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     if "Schedule" not in merged:
         raise ValidationError("Schedule is required to create a scheduled action.")
     try:
-        schedules.parse(merged["Schedule"])
-        schedules.zone(merged.get("Timezone"))
+        schedule_expressions.parse(merged["Schedule"])
+        schedule_expressions.zone(merged.get("Timezone"))
     except ValueError as exc:
         raise ValidationError(f"Invalid schedule {merged['Schedule'][:200]!r}: {exc}") from None
     for moment in ("StartTime", "EndTime"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
-from modelhost.api.listing import decode_token, encode_token
+from modelhost.api.listing import page
 from modelhost.errors import ValidationError
 
 # ARN resource segment -> state-store kind
@@ -13,6 +13,8 @@ _KIND_BY_RESOURCE = {
     "model": "model",
     "endpoint-config": "endpoint_config",
     "endpoint": "endpoint",
+    "transform-job": "transform_job",
+    "inference-recommendations-job": "recommendation_job",
 }
 _MAX_TAGS = 50
 
@@ -46,12 +48,7 @@ def list_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     _require_resource(ctx, arn)
     tags = [{"Key": k, "Value": v} for k, v in ctx.store.tags(arn).items()]
-    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
-    size = params.get("MaxResults", 50)
-    result: dict[str, Any] = {"Tags": tags[start : start + size]}
-    if start + size < len(tags):
-        result["NextToken"] = encode_token(start + size)
-    return result
+    return page(tags, params, "Tags", 50)
 
 
 def delete_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,10 @@ every evaluation interval it goes over the targets in the state store: fires due
 actions, keeps the count inside [MinCapacity, MaxCapacity], and asks every target tracking
 policy for the count that brings its metric to the target value. It scales out when any
 policy asks for more (the largest wins) and scales in only when all ask for less, for a
-whole metric window in a row, outside the cooldowns. A change goes through
-`api.change_capacities`, the path UpdateEndpointWeightsAndCapacities takes, so the endpoint
-controller applies it (new instances join once ready; removed ones drain first) and each
-change is recorded as a scaling activity. Cooldown times and scheduled runs are kept in
+whole metric window in a row, outside the cooldowns. A change is an
+UpdateEndpointWeightsAndCapacities call, so the endpoint controller applies it (new
+instances join once ready; removed ones drain first), and each change is recorded as a
+scaling activity. Cooldown times and scheduled runs are kept in
 the store, so a restarted server carries on where it stopped.
 """
 
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from modelhost import api, schedules
+from modelhost import api, schedule_expressions
 from modelhost.api.scalable_targets import ACTION_KIND, POLICY_KIND, child_key, target_key
 from modelhost.api.scalable_targets import KIND as TARGET_KIND
 from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
@@ -196,17 +196,24 @@ class AutoscalingController:
     ) -> None:
         description = f"Setting desired instance count to {wanted}."
         cause = f"{cause}; changing the desired instance count from {count} to {wanted}"
+        name = endpoint["EndpointName"]
         try:
-            desired = api.change_capacities(
-                self.ctx, endpoint["EndpointName"], {target["_variant"]: {"count": wanted}})
+            api.update_endpoint_weights_and_capacities(self.ctx, {
+                "EndpointName": name,
+                "DesiredWeightsAndCapacities": [
+                    {"VariantName": target["_variant"], "DesiredInstanceCount": wanted}],
+            })
+            changed = self.ctx.store.get("endpoint", name)
         except SageMakerError as error:
             log.warning("autoscaling %s: %s", target["ResourceId"], error.message)
             record_activity(self.ctx, target, description, cause, "Failed",
                             StatusMessage=error.message)
             return
         log.info("autoscaling %s: %s (%s)", target["ResourceId"], description, cause)
+        if changed is None:  # deleted meanwhile
+            return
         record_activity(self.ctx, target, description, cause,
-                        _generation=desired["generation"], _count=wanted)
+                        _generation=changed["_desired"]["generation"], _count=wanted)
         state["scaled_out_at" if wanted > count else "scaled_in_at"] = now
         state["below"] = 0
 
@@ -235,10 +242,11 @@ class AutoscalingController:
 
     def _run_if_due(self, action: Record, target: Record, now: float) -> Record:
         """Fire a scheduled action whose time has come; returns the target as it is now."""
-        schedule = schedules.parse(action["Schedule"])
+        schedule = schedule_expressions.parse(action["Schedule"])
         since = max(action["_since"], action.get("_last_run", 0), action.get("StartTime", 0))
         until = min(now, action.get("EndTime", now))
-        fired = schedule.latest(until, since, schedules.zone(action.get("Timezone")))
+        fired = schedule.latest(until, since,
+                                schedule_expressions.zone(action.get("Timezone")))
         if fired is None:
             return target
         key = child_key(action["ResourceId"], action["ScheduledActionName"])

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from modelhost.catalog import get_instance_type
+from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
-from modelhost.instances import InstanceSpec
+from modelhost.instances import Instance, InstanceBackend, InstanceSpec
 from modelhost.storage import ObjectStore, prepare_model_dir
 
 _unpack_locks: dict[Path, asyncio.Lock] = {}
@@ -78,7 +78,10 @@ def instance_spec(
     model_dir: Path,
     index: int,
 ) -> InstanceSpec:
-    instance_type = get_instance_type(variant["InstanceType"])
+    instance_type = (
+        serverless_instance_type(variant["ServerlessConfig"]["MemorySizeInMB"])
+        if "ServerlessConfig" in variant else get_instance_type(variant["InstanceType"])
+    )
     if instance_type is None:  # the API checked it; a catalog edit could still remove it
         raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
     container = model["PrimaryContainer"]
@@ -102,3 +105,15 @@ def numbered(
         instance_id=f"{endpoint}-{variant}-{index}",
         log_path=settings.logs_dir / endpoint / f"{variant}-{index}.log",
     )
+
+
+async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: float) -> Instance:
+    """Start one instance and wait for its /ping; one that does not get there (or whose
+    caller gives up) is stopped, never left running unseen."""
+    instance = await backend.start(spec)
+    try:
+        await instance.wait_ready(timeout_s)
+    except BaseException:
+        await instance.stop()
+        raise
+    return instance

@@ -14,6 +14,8 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,9 +28,11 @@ from modelhost.controllers.deployment import (
     numbered,
     prepare_model,
     remove_partial_models,
+    start_ready,
 )
+from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
-from modelhost.router import Deployment, Replica, Router, VariantPool
+from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
 from modelhost.storage import ObjectStore, StateStore, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class EndpointController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replace_failures: dict[tuple[str, str], int] = {}
         self._probing: set[Replica] = set()
+        self.serverless = ServerlessScaler(settings, backend, router, self._counter,
+                                           self._spawn)
 
     def notify(self) -> None:
         """Wake the loop; safe from any thread (the API runs in worker threads)."""
@@ -80,6 +86,10 @@ class EndpointController:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(remove_partial_models, self.settings)
+        try:
+            await self.backend.warm()
+        except (OSError, TimeoutError):
+            log.exception("instance backend could not warm up; instances will start slower")
         while True:
             try:
                 await self.reconcile()
@@ -99,6 +109,7 @@ class EndpointController:
         instances = [r.instance for d in self.router.deployments.values() for r in d.replicas()]
         await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         self.router.deployments.clear()
+        await self.backend.close()
 
     # --- reconcile -------------------------------------------------------------------
 
@@ -182,6 +193,10 @@ class EndpointController:
                         f"Variant {variant['VariantName']}: could not prepare model "
                         f"{model['ModelName']}: {exc}"
                     ) from exc
+                if "serverless" in capacity:
+                    pools[variant["VariantName"]] = await self._serverless_pool(
+                        name, variant, model, model_dir, capacity, started)
+                    continue
                 specs = [
                     instance_spec(self.settings, name, variant, model, model_dir,
                                   next(self._counter))
@@ -193,12 +208,40 @@ class EndpointController:
                     replicas=[Replica(i, variant["VariantName"]) for i in instances],
                 )
         except BaseException:
+            self._retire(pools.values())
             await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
             raise
         self.router.deployments[name] = Deployment(name, desired["generation"], pools)
         self._count_instances(name, pools)
         if old is not None:
+            self._retire(old.variants.values())
             await self._drain_and_stop(old.replicas())
+
+    async def _serverless_pool(
+        self, name: str, variant: dict[str, Any], model: dict[str, Any], model_dir: Path,
+        capacity: dict[str, Any], started: list[Instance],
+    ) -> ServerlessPool:
+        """A serverless variant starts one instance to prove the model loads (a broken
+        model fails the deployment, not every request), keeps it only if provisioned
+        concurrency asks for warm instances, and otherwise scales to zero right away."""
+        spec = instance_spec(self.settings, name, variant, model, model_dir, 0)
+        pool = self.serverless.pool(name, variant["VariantName"], capacity["weight"], spec,
+                                    capacity["serverless"])
+        count = max(pool.warm, 1)
+        specs = [numbered(self.settings, spec, name, pool.name, next(self._counter))
+                 for _ in range(count)]
+        instances = await self._start_instances(specs, started)
+        if pool.warm == 0:
+            await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
+        else:
+            pool.replicas.extend(Replica(i, pool.name) for i in instances)
+        return pool
+
+    @staticmethod
+    def _retire(pools: Iterable[VariantPool]) -> None:
+        for pool in pools:
+            if isinstance(pool, ServerlessPool):
+                ServerlessScaler.retire(pool)
 
     async def _start_instances(
         self, specs: list[InstanceSpec], started: list[Instance]
@@ -229,6 +272,10 @@ class EndpointController:
             pool = live.variants[variant["VariantName"]]
             capacity = desired["capacity"][variant["VariantName"]]
             pool.weight = capacity["weight"]
+            if isinstance(pool, ServerlessPool):
+                self.serverless.configure(pool, capacity["serverless"])
+                self.serverless.demand(pool)
+                continue
             current = [r for r in pool.replicas if not r.draining]
             missing = capacity["count"] - len(current)
             if missing > 0:
@@ -281,6 +328,7 @@ class EndpointController:
         deployment = self.router.deployments.pop(name, None)
         self._desired.pop(name, None)
         if deployment is not None:
+            self._retire(deployment.variants.values())
             await self._drain_and_stop(deployment.replicas())
             self._count_instances(name, {})
 
@@ -299,6 +347,14 @@ class EndpointController:
                         if not replica.healthy and replica not in self._probing:
                             self._spawn(self._probe(replica))
                         continue
+                    if isinstance(pool, ServerlessPool):
+                        # Nothing to replace: the next request that needs one starts it.
+                        log.warning("endpoint %s: serverless instance %s died (%s)", name,
+                                    replica.instance.spec.instance_id,
+                                    replica.instance.failure_detail())
+                        pool.replicas.remove(replica)
+                        self.router.forget(replica)
+                        continue
                     log.warning("endpoint %s: instance %s died (%s); replacing", name,
                                 replica.instance.spec.instance_id,
                                 replica.instance.failure_detail())
@@ -307,6 +363,8 @@ class EndpointController:
                     metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
                     self.router.forget(replica)
                     self._spawn(self._replace(name, deployment, pool, replica))
+                if isinstance(pool, ServerlessPool):
+                    self.serverless.tick(pool)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -329,12 +387,7 @@ class EndpointController:
                         next(self._counter))
         key = (name, pool.name)
         try:
-            instance = await self.backend.start(spec)
-            try:
-                await instance.wait_ready(self.settings.startup_timeout_s)
-            except RuntimeError:
-                await instance.stop()
-                raise
+            instance = await start_ready(self.backend, spec, self.settings.startup_timeout_s)
         except (OSError, ValueError, RuntimeError) as exc:
             failures = self._replace_failures[key] = self._replace_failures.get(key, 0) + 1
             delay = min(2.0**failures, _MAX_REPLACE_BACKOFF_S)
@@ -361,7 +414,9 @@ class EndpointController:
         elapsed, self._metered_at = now - self._metered_at, now
         for name, deployment in self.router.deployments.items():
             for replica in deployment.replicas():
-                if not replica.instance.is_alive():
+                # Serverless instances are billed per request (see ServerlessPool.leave).
+                if not replica.instance.is_alive() or isinstance(
+                        deployment.variants[replica.variant], ServerlessPool):
                     continue
                 kind = replica.instance.spec.instance_type
                 labels = (name, replica.variant, kind.name)

@@ -12,9 +12,9 @@ from modelhost.instances.client import InstanceClient, InstanceUnreachable, Resp
 from modelhost.instances.process import ProcessBackend
 
 
-def get_backend(name: str) -> InstanceBackend:
+def get_backend(name: str, fork_server: bool = True) -> InstanceBackend:
     if name == "process":
-        return ProcessBackend()
+        return ProcessBackend(fork=fork_server)
     raise ValueError(f"unknown instance backend {name!r}; available: process")
 
 

@@ -29,8 +29,8 @@ class Instance(Protocol):
 
     @property
     def pid(self) -> int | None:
-        """The instance's OS process when it runs on this machine (for CPU and memory
-        metrics); None where the backend cannot tell."""
+        """The model server's process id, for CPU and memory readings; None where the
+        backend has no local process."""
         ...
 
     def is_alive(self) -> bool: ...
@@ -47,4 +47,12 @@ class Instance(Protocol):
 
 
 class InstanceBackend(Protocol):
+    async def warm(self) -> None:
+        """Get ready to start instances quickly (called once when the server starts)."""
+        ...
+
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    async def close(self) -> None:
+        """Release what `warm` set up; instances are stopped before this."""
+        ...

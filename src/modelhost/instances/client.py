@@ -5,13 +5,17 @@ The router's client sits in the hot path of every prediction. aiohttp's client c
 itself, so the router talks to instances with this small client instead: one
 `asyncio.Protocol` per connection and httptools (the parser uvicorn uses) for responses.
 It speaks exactly what the SageMaker container contract needs — a request with a
-Content-Length body, a response read whole — and nothing else.
+Content-Length body, a response read whole — and nothing else; plus, for asynchronous
+inference, the same exchange streamed both ways (`InstanceClient.stream`), so payloads of
+a gigabyte pass through without the server ever holding one in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
@@ -19,6 +23,8 @@ import httptools
 # Close idle connections well before the model server's own keep-alive (75 s) would.
 _IDLE_LIMIT_S = 30.0
 _PING_TIMEOUT_S = 2.0
+# A streamed response stops reading from the socket while this much waits for its sink.
+_STREAM_HIGH_WATER = 4 * 1024 * 1024
 
 
 class InstanceUnreachable(ConnectionError):
@@ -49,6 +55,15 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        # Streaming: a 2xx body goes to `pending` for a sink instead of into `body`.
+        self.sink: Callable[[bytes], Awaitable[None]] | None = None
+        self.streaming = False
+        self.pending: deque[bytes] = deque()
+        self.pending_size = 0
+        self.reading_paused = False
+        self.progress = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,18 +78,37 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(InstanceUnreachable(f"instance closed the connection ({exc or 'EOF'})"))
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
+    def on_headers_complete(self) -> None:
+        self.streaming = self.sink is not None and self.parser.get_status_code() < 300
+
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.streaming:
+            self.body.append(body)
+            return
+        self.pending.append(body)
+        self.pending_size += len(body)
+        if self.pending_size > _STREAM_HIGH_WATER and not self.reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.reading_paused = True
+        self.progress.set()
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        self.progress.set()
 
     def _fail(self, error: Exception) -> None:
         self.closed = True
@@ -83,6 +117,8 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(error)
         if self.transport is not None:
             self.transport.close()
+        self.progress.set()
+        self.writable.set()
 
     def close(self) -> None:
         self.closed = True
@@ -102,6 +138,59 @@ class _Connection(asyncio.Protocol):
             await waiter
         finally:
             timer.cancel()
+        return Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
+
+    async def stream_exchange(
+        self,
+        head: bytes,
+        body: AsyncIterable[bytes],
+        sink: Callable[[bytes], Awaitable[None]],
+    ) -> Response:
+        """Send `head`, then `body` chunk by chunk as the socket takes it; a 2xx response
+        body goes to `sink` as it arrives (reading pauses while the sink lags), any other
+        response is read whole. The caller bounds the time."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self.headers = []
+        self.body = []
+        self.sink = sink
+        waiter = self.waiter = loop.create_future()
+        try:
+            # The head goes out with the first chunk: a head sent alone, then the body,
+            # is the write-write-read pattern that Nagle's algorithm and delayed ACKs
+            # turn into a 40 ms stall per request.
+            pending = head
+            async for chunk in body:
+                if waiter.done() or self.closed:
+                    break  # answered (or gone) before taking the whole body
+                self.transport.write(pending + chunk if pending else chunk)
+                pending = b""
+                await self.writable.wait()
+            if pending:
+                self.transport.write(pending)
+            while True:
+                if self.pending:
+                    data = b"".join(self.pending)
+                    self.pending.clear()
+                    self.pending_size = 0
+                    if self.reading_paused and not self.closed:
+                        self.transport.resume_reading()
+                        self.reading_paused = False
+                    await sink(data)
+                    continue
+                if waiter.done():
+                    waiter.result()  # raises InstanceUnreachable if the connection broke
+                    break
+                self.progress.clear()
+                if not self.pending and not waiter.done():
+                    await self.progress.wait()
+        except BaseException:
+            waiter.cancel()
+            self.close()  # half a streamed exchange leaves the connection unusable
+            raise
+        finally:
+            self.sink = None
+            self.streaming = False
         return Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
 
     def _time_out(self, waiter: asyncio.Future[None]) -> None:
@@ -128,11 +217,7 @@ class InstanceClient:
     ) -> Response:
         """Send one request. TimeoutError when the instance takes longer than timeout_s;
         InstanceUnreachable when it cannot be reached or drops the connection."""
-        head = [method, b" ", path, b" HTTP/1.1\r\nHost: ", f"{address[0]}:{address[1]}".encode()]
-        for name, value in headers:
-            head += [b"\r\n", name, b": ", value]
-        head += [b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body]
-        message = b"".join(head)
+        message = _head(address, method, path, headers, len(body)) + body
 
         connection = self._take_idle(address)
         if connection is not None:
@@ -145,6 +230,29 @@ class InstanceClient:
                 pass
         connection = await self._connect(address)
         return self._keep(address, connection, await connection.exchange(message, timeout_s))
+
+    async def stream(
+        self,
+        address: tuple[str, int],
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterable[bytes],
+        length: int,
+        sink: Callable[[bytes], Awaitable[None]],
+        timeout_s: float,
+    ) -> Response:
+        """POST `length` bytes read from `body`, with a 2xx response body handed to `sink`
+        chunk by chunk (the returned Response then has an empty body). TimeoutError past
+        timeout_s; InstanceUnreachable as for `request`. A stream once begun cannot be
+        replayed, so there is no second try on a fresh connection: pooled connections are
+        closed here (30 s) well before instances close them (75 s), so a failure means
+        the instance went away and the caller retries the whole request."""
+        connection = self._take_idle(address) or await self._connect(address)
+        async with asyncio.timeout(timeout_s):
+            response = await connection.stream_exchange(
+                _head(address, b"POST", path, headers, length), body, sink
+            )
+        return self._keep(address, connection, response)
 
     async def ping(self, address: tuple[str, int]) -> bool:
         """Whether the instance answers GET /ping with 200 (the container contract's
@@ -191,3 +299,14 @@ class InstanceClient:
     def close(self) -> None:
         for address in list(self._idle):
             self.forget(address)
+
+
+def _head(
+    address: tuple[str, int], method: bytes, path: bytes,
+    headers: list[tuple[bytes, bytes]], length: int,
+) -> bytes:
+    head = [method, b" ", path, b" HTTP/1.1\r\nHost: ", f"{address[0]}:{address[1]}".encode()]
+    for name, value in headers:
+        head += [b"\r\n", name, b": ", value]
+    head += [b"\r\nContent-Length: ", str(length).encode(), b"\r\n\r\n"]
+    return b"".join(head)

@@ -46,7 +46,9 @@ class LoadSpec:
     answered, and measures latency from that scheduled time: a stalled server shows up as
     latency instead of as fewer requests (no coordinated omission). `max_connections`
     bounds the connections (and requests in flight); requests past it wait, and the wait
-    counts in their latency. Closed loop is `users` clients in lock-step with the server.
+    counts in their latency. `timeout_s` also runs from the scheduled time: a request that
+    waited that long is a timeout, sent or not. Closed loop is `users` clients in lock-step
+    with the server.
     """
 
     url: str

@@ -15,6 +15,7 @@ from modelhost.modelserver.errors import (
     UnsupportedAcceptError,
     UnsupportedContentTypeError,
 )
+from modelhost.modelserver.parent import pid_alive
 from modelhost.modelserver.settings import (
     ENV_DEFAULT_ACCEPT,
     ENV_FRAMEWORK,
@@ -47,4 +48,5 @@ __all__ = [
     "StartupError",
     "UnsupportedAcceptError",
     "UnsupportedContentTypeError",
+    "pid_alive",
 ]

@@ -2,5 +2,7 @@
 
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.router import Answer, Invocation, Router
+from modelhost.router.serverless import ServerlessPool
 
-__all__ = ["Answer", "Deployment", "Invocation", "Replica", "Router", "VariantPool"]
+__all__ = ["Answer", "Deployment", "Invocation", "Replica", "Router", "ServerlessPool",
+           "VariantPool"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 
 from modelhost.instances import Instance
@@ -21,6 +22,7 @@ class Replica:
     outstanding: int = 0
     healthy: bool = True
     draining: bool = False
+    last_used: float = field(default_factory=time.monotonic)  # when its last request ended
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -34,6 +36,7 @@ class Replica:
     def release(self) -> None:
         self.outstanding -= 1
         if self.outstanding == 0:
+            self.last_used = time.monotonic()
             self._idle.set()
 
     async def drained(self) -> None:
@@ -48,6 +51,10 @@ class VariantPool:
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.healthy and not r.draining]
+
+    def can_serve(self) -> bool:
+        """Whether requests may be sent here now (a serverless pool may start instances)."""
+        return bool(self.available())
 
     def pick(self, exclude: Replica | None = None) -> Replica | None:
         """Least outstanding requests; ties broken at random so load spreads evenly."""
@@ -75,9 +82,9 @@ class Deployment:
     variants: dict[str, VariantPool]
 
     def choose_variant(self) -> VariantPool | None:
-        pools = [p for p in self.variants.values() if p.weight > 0 and p.available()]
+        pools = [p for p in self.variants.values() if p.weight > 0 and p.can_serve()]
         if not pools:
-            pools = [p for p in self.variants.values() if p.available()]
+            pools = [p for p in self.variants.values() if p.can_serve()]
         if not pools:
             return None
         if len(pools) == 1:

@@ -9,11 +9,13 @@ answer /ping again.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
-from modelhost.instances import InstanceClient, InstanceUnreachable
+from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.router.pool import Deployment, Replica, VariantPool
+from modelhost.router.serverless import PoolRetired, ServerlessPool
 
 _RETRYABLE = (InstanceUnreachable,)
 
@@ -71,7 +73,7 @@ class Router:
                     f"Invalid target variant {target} for endpoint {deployment.endpoint}; "
                     f"variants: {sorted(deployment.variants)}"
                 )
-        if pool is None or not pool.available():
+        if pool is None or not pool.can_serve():
             raise ServiceUnavailable(
                 f"No healthy instance is available for endpoint {deployment.endpoint}; "
                 "try again shortly."
@@ -80,6 +82,16 @@ class Router:
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         pool = self._pool(deployment, request.target_variant)
+        if isinstance(pool, ServerlessPool):
+            try:
+                return await self._invoke_serverless(pool, request)
+            except PoolRetired:
+                # An update swapped the deployment while this request waited for a cold
+                # start: the new deployment serves it.
+                current = self.deployments.get(deployment.endpoint)
+                if current is None or current is deployment:
+                    raise
+                return await self.invoke(current, request)
         replica = pool.pick()
         if replica is None:
             raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
@@ -104,42 +116,109 @@ class Router:
                     f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
                 ) from None
 
-    async def _send(self, replica: Replica, request: Invocation) -> Answer:
-        headers = []
-        if request.content_type:
-            headers.append((b"Content-Type", request.content_type.encode("latin-1")))
-        if request.accept:
-            headers.append((b"Accept", request.accept.encode("latin-1")))
-        if request.custom_attributes:
-            headers.append(
-                (b"X-Amzn-SageMaker-Custom-Attributes", request.custom_attributes.encode("latin-1"))
+    async def _invoke_serverless(self, pool: ServerlessPool, request: Invocation) -> Answer:
+        """Within MaxConcurrency, on a ready instance or one started for it; an instance
+        that drops the request is left to the health check and the request waits for
+        another."""
+        pool.admit()
+        billed = 0.0  # time instances spent on it: what serverless inference charges
+        try:
+            for _ in range(2):
+                replica = await pool.ready_replica()
+                sent = time.perf_counter()
+                try:
+                    return await self._send(replica, request)
+                except _RETRYABLE as exc:
+                    replica.healthy = False
+                    failure = exc
+                finally:
+                    billed += time.perf_counter() - sent
+            raise ServiceUnavailable(
+                f"Endpoint {pool.endpoint}: instances failed to answer ({failure})."
             )
+        finally:
+            pool.leave(billed)
+
+    async def stream(
+        self,
+        deployment: Deployment,
+        request: Invocation,
+        body: AsyncIterable[bytes],
+        length: int,
+        sink: Callable[[bytes], Awaitable[None]],
+        timeout_s: float,
+    ) -> Answer:
+        """Asynchronous inference: `request.body` is ignored, `length` bytes come from
+        `body` and a successful answer's body goes to `sink`. No retry here (the stream
+        is spent); an unreachable instance is taken out of rotation and the caller retries
+        the whole request."""
+        pool = self._pool(deployment, request.target_variant)
+        replica = pool.pick()
+        if replica is None:
+            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica.acquire()
+        started = time.perf_counter()
+        try:
+            response = await self._client.stream(
+                replica.address, b"/invocations", _headers(request), body, length, sink,
+                timeout_s,
+            )
+        except InstanceUnreachable:
+            replica.healthy = False
+            raise
+        except TimeoutError:
+            raise _timed_out(replica.variant, timeout_s) from None
+        finally:
+            replica.release()
+        return _answer(response, replica, time.perf_counter() - started)
+
+    async def _send(self, replica: Replica, request: Invocation) -> Answer:
         replica.acquire()
         started = time.perf_counter()
         try:
             response = await self._client.request(
-                replica.address, b"POST", b"/invocations", headers, request.body, self._timeout_s
+                replica.address, b"POST", b"/invocations", _headers(request), request.body,
+                self._timeout_s,
             )
         except TimeoutError:
-            raise ModelError(
-                f"Your invocation timed out while waiting for a response from primary of "
-                f"variant {replica.variant}: the model took longer than "
-                f"{self._timeout_s:g} s.",
-                OriginalStatusCode=504,
-                OriginalMessage="model timeout",
-            ) from None
+            raise _timed_out(replica.variant, self._timeout_s) from None
         finally:
             replica.release()
-        elapsed = time.perf_counter() - started
-        if response.status >= 400:
-            raise _model_error(response.status, response.body.decode(errors="replace")[:1024])
-        content_type = response.header(b"content-type")
-        custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
-        return Answer(
-            body=response.body,
-            content_type=content_type.decode("latin-1") if content_type else
-            "application/octet-stream",
-            custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
-            variant=replica.variant,
-            model_seconds=elapsed,
+        return _answer(response, replica, time.perf_counter() - started)
+
+
+def _headers(request: Invocation) -> list[tuple[bytes, bytes]]:
+    headers = []
+    if request.content_type:
+        headers.append((b"Content-Type", request.content_type.encode("latin-1")))
+    if request.accept:
+        headers.append((b"Accept", request.accept.encode("latin-1")))
+    if request.custom_attributes:
+        headers.append(
+            (b"X-Amzn-SageMaker-Custom-Attributes", request.custom_attributes.encode("latin-1"))
         )
+    return headers
+
+
+def _timed_out(variant: str, timeout_s: float) -> ModelError:
+    return ModelError(
+        f"Your invocation timed out while waiting for a response from primary of "
+        f"variant {variant}: the model took longer than {timeout_s:g} s.",
+        OriginalStatusCode=504,
+        OriginalMessage="model timeout",
+    )
+
+
+def _answer(response: Response, replica: Replica, elapsed: float) -> Answer:
+    if response.status >= 400:
+        raise _model_error(response.status, response.body.decode(errors="replace")[:1024])
+    content_type = response.header(b"content-type")
+    custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
+    return Answer(
+        body=response.body,
+        content_type=content_type.decode("latin-1") if content_type else
+        "application/octet-stream",
+        custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
+        variant=replica.variant,
+        model_seconds=elapsed,
+    )

@@ -1,0 +1,226 @@
+"""Asynchronous inference, measured next to the real-time path on the same instance.
+
+1. Small payloads: the same endpoint (iris LogisticRegression, one ml.m5.large, with an
+   AsyncInferenceConfig) is driven by the same client threads twice: once through
+   InvokeEndpoint (a request counts when its answer arrives), once through
+   InvokeEndpointAsync (a request counts when its result object exists; inputs are put
+   in the object store beforehand, as a client would). Throughput is requests completed
+   per second, wall clock, first request to last completion.
+2. One large payload (1 GiB by default) end to end: input in the object store, 202, the
+   result object; with the server's peak RSS (VmHWM) before and after, which shows
+   whether the server held the payload in memory.
+
+Usage:
+    python benchmarks/async_throughput.py [--requests 2000] [--threads 8] [--large-mb 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    ModelhostServer,
+    iris_rows,
+    machine_facts,
+    put_iris_model,
+    scratch_dir,
+    sigterm_as_interrupt,
+)
+
+DIGEST_CODE = b'''
+import hashlib, json
+def model_fn(model_dir):
+    return None
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}), \\
+        "application/json"
+'''
+
+
+def _deploy_async(server: ModelhostServer, model_url: str, image: str,
+                  per_instance: int = 8) -> str:
+    import uuid
+
+    sagemaker = server.client("sagemaker")
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    sagemaker.create_model(ModelName=name,
+                           PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+                           ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
+                             "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
+        AsyncInferenceConfig={
+            "OutputConfig": {"S3OutputPath": f"s3://bench/{name}/out"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance}})
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sagemaker.get_waiter("endpoint_in_service").wait(
+        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+    return name
+
+
+def _drive(server: ModelhostServer, threads: int, requests: int,
+           make: Any) -> None:
+    """`threads` keep-alive connections, each sending its share back to back."""
+    def run(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port)
+        for n in range(index, requests, threads):
+            method, path, body, headers, wanted = make(n)
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != wanted:
+                raise RuntimeError(f"{path}: {response.status}")
+        connection.close()
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def _succeeded(server: ModelhostServer, name: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port)
+    connection.request("GET", f"/endpoints/{name}/async-requests?state=failed")
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    if answer["Counts"]["failed"]:
+        raise RuntimeError(f"async requests failed: {answer['Requests'][:3]}")
+    return int(answer["Counts"]["succeeded"])
+
+
+def realtime(server: ModelhostServer, name: str, threads: int, requests: int) -> float:
+    body = json.dumps(iris_rows(3)).encode()
+    started = time.perf_counter()
+    _drive(server, threads, requests, lambda n: (
+        "POST", f"/endpoints/{name}/invocations", body,
+        {"Content-Type": "application/json"}, 200))
+    return requests / (time.perf_counter() - started)
+
+
+def asynchronous(server: ModelhostServer, name: str, threads: int, requests: int,
+                 run: int) -> tuple[float, float]:
+    """Completed requests per second, and accepted (202) requests per second."""
+    body = json.dumps(iris_rows(3)).encode()
+    folder = server.data_dir / "objects" / "bench" / "inputs" / f"{name}-{run}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(requests):
+        (folder / f"{n}.json").write_bytes(body)
+    before = _succeeded(server, name)
+    started = time.perf_counter()
+    _drive(server, threads, requests, lambda n: (
+        "POST", f"/endpoints/{name}/async-invocations", b"",
+        {"X-Amzn-SageMaker-InputLocation": f"s3://bench/inputs/{name}-{run}/{n}.json",
+         "X-Amzn-SageMaker-Content-Type": "application/json"}, 202))
+    accepted = time.perf_counter() - started
+    while _succeeded(server, name) - before < requests:
+        time.sleep(0.05)  # polling costs the server CPU too; keep it rare
+    return requests / (time.perf_counter() - started), requests / accepted
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def large(server: ModelhostServer, name: str, megabytes: int) -> dict[str, float]:
+    path = server.data_dir / "objects" / "bench" / "large.bin"
+    block = hashlib.sha256(b"block").digest() * (1024 * 1024 // 32)
+    with path.open("wb") as f:
+        for index in range(megabytes):
+            f.write(index.to_bytes(8, "big") + block[8:])
+    rss_before = peak_rss_mb(server.pid)
+    runtime = server.client("sagemaker-runtime")
+    started = time.perf_counter()
+    answer = runtime.invoke_endpoint_async(EndpointName=name,
+                                           InputLocation="s3://bench/large.bin",
+                                           ContentType="application/octet-stream")
+    output = server.data_dir / "objects" / answer["OutputLocation"][len("s3://"):]
+    while not output.exists():
+        if _succeeded(server, name) < 0:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    result = json.loads(output.read_bytes())
+    if result["bytes"] != megabytes * 1024 * 1024:
+        raise RuntimeError(f"instance got {result['bytes']} bytes")
+    path.unlink()
+    return {"seconds": elapsed, "rss_before_mb": rss_before,
+            "rss_after_mb": peak_rss_mb(server.pid)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--large-mb", type=int, default=1024)
+    parser.add_argument("--per-instance", type=int, default=8,
+                        help="MaxConcurrentInvocationsPerInstance of the async endpoint")
+    parser.add_argument("--keep", action="store_true", help="keep the data dir")
+    args = parser.parse_args()
+    facts = machine_facts("python http.client threads")
+    with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
+        server = ModelhostServer(scratch / "data")
+        server.start(env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"})
+        try:
+            small = _deploy_async(server, put_iris_model(server), "modelhost/sklearn",
+                                  args.per_instance)
+            digest_model = server.data_dir / "objects" / "bench" / "digest" / "model.tar.gz"
+            digest_model.parent.mkdir(parents=True, exist_ok=True)
+            digest_model.write_bytes(_tarball({"code/inference.py": DIGEST_CODE}))
+            big = _deploy_async(server, "s3://bench/digest/model.tar.gz", "modelhost/python")
+            realtime(server, small, args.threads, 200)  # warm up both paths
+            asynchronous(server, small, args.threads, 200, run=0)
+            rows = []
+            for run in range(1, args.rounds + 1):  # alternate, so noise hits both alike
+                rt = realtime(server, small, args.threads, args.requests)
+                ay, accepted = asynchronous(server, small, args.threads, args.requests, run)
+                rows.append((rt, ay, accepted))
+            large_run = large(server, big, args.large_mb) if args.large_mb else None
+        finally:
+            server.stop()
+    print("# Asynchronous inference throughput\n")
+    for key, value in facts.items():
+        print(f"- {key}: {value}")
+    print(f"- {args.requests} requests per run, {args.threads} client threads, "
+          "one ml.m5.large instance, iris LogisticRegression, JSON body of 3 rows\n")
+    print("| round | real-time req/s | async req/s (completed) | async / real-time | "
+          "async accepted (202) /s |")
+    print("|---|---|---|---|---|")
+    for index, (rt, ay, accepted) in enumerate(rows, 1):
+        print(f"| {index} | {rt:,.0f} | {ay:,.0f} | {ay / rt:.0%} | {accepted:,.0f} |")
+    if large_run:
+        print(f"\n## {args.large_mb} MiB payload end to end\n")
+        print("| seconds | MB/s | server peak RSS before | after | growth |")
+        print("|---|---|---|---|---|")
+        print(f"| {large_run['seconds']:.1f} | {args.large_mb / large_run['seconds']:.0f} | "
+              f"{large_run['rss_before_mb']:.0f} MB | {large_run['rss_after_mb']:.0f} MB | "
+              f"{large_run['rss_after_mb'] - large_run['rss_before_mb']:.0f} MB |")
+
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Scheduled batch runs: modelhost's own CreateSchedule / DescribeSchedule /
+ListSchedules / DeleteSchedule (target prefix `Modelhost.`, same JSON 1.1 protocol).
+
+SageMaker itself leaves this to EventBridge; here a schedule holds a cron expression, a
+CreateTransformJob request (without its name) and an input prefix template such as
+`s3://bucket/in/{date:%Y-%m-%d}/`. The schedule controller creates `<schedule>-<UTC
+yyyymmddHHMMSS>` jobs from it. There is no botocore model for these operations, so they
+check their own requests; the job template is checked exactly as CreateTransformJob
+checks a request, at create time, so a schedule never fires a job that cannot be created.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import croniter
+
+from modelhost.api.context import Context
+from modelhost.api.listing import paginate
+from modelhost.api.resources import create, public, require
+from modelhost.api.transform_jobs import check_request
+from modelhost.api.validation import validate_request
+from modelhost.errors import ValidationError
+
+KIND = "schedule"
+LABEL = "schedule"
+# Job names add "-" and 14 digits; SageMaker's TransformJobName allows 63 characters.
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,47}$")
+_STAMP = "%Y%m%d%H%M%S"
+
+
+def _string(params: dict[str, Any], key: str, limit: int = 1024) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ValidationError(f"{key} must be a non-empty string of at most {limit} "
+                              "characters.")
+    return value
+
+
+def _check_template(template: str) -> None:
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        if fields - {"date"}:
+            raise ValueError(f"unknown placeholder {sorted(fields - {'date'})[0]!r}")
+        render_input(template, datetime.now(UTC))
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ValidationError(f"InputPrefixTemplate: {exc} (use {{date:%Y-%m-%d}})") from None
+    if not template.startswith("s3://"):
+        raise ValidationError("InputPrefixTemplate must be an s3:// URI.")
+
+
+def render_input(template: str, when: datetime) -> str:
+    return template.format(date=when)
+
+
+def job_name(schedule: str, when: datetime) -> str:
+    return f"{schedule}-{when.astimezone(UTC).strftime(_STAMP)}"
+
+
+def job_request(record: dict[str, Any], when: datetime) -> dict[str, Any]:
+    """The CreateTransformJob request a schedule makes for the run due at `when`."""
+    request = {**record["TransformJobTemplate"], "TransformJobName":
+               job_name(record["ScheduleName"], when)}
+    transform_input = {**request.get("TransformInput", {})}
+    data_source = {**transform_input.get("DataSource", {})}
+    s3 = {"S3DataType": "S3Prefix", **data_source.get("S3DataSource", {}),
+          "S3Uri": render_input(record["InputPrefixTemplate"], when)}
+    request["TransformInput"] = {**transform_input, "DataSource": {**data_source,
+                                                                   "S3DataSource": s3}}
+    return request
+
+
+def next_run(expression: str, after: datetime) -> datetime:
+    return croniter(expression, after).get_next(datetime)
+
+
+def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    from modelhost.api.protocol import operation_model  # the protocol imports this module
+
+    name = _string(params, "ScheduleName", 48)
+    if not _NAME.match(name):
+        raise ValidationError("ScheduleName must match ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,47}$.")
+    expression = _string(params, "ScheduleExpression", 256)
+    if not croniter.is_valid(expression):
+        raise ValidationError(f"ScheduleExpression {expression[:64]!r} is not a cron "
+                              "expression (minute hour day month weekday [second]).")
+    template = _string(params, "InputPrefixTemplate")
+    _check_template(template)
+    job = params.get("TransformJobTemplate")
+    if not isinstance(job, dict) or "TransformJobName" in job:
+        raise ValidationError("TransformJobTemplate must be a CreateTransformJob request "
+                              "without TransformJobName.")
+    now = datetime.now(UTC)
+    record: dict[str, Any] = {"ScheduleName": name, "ScheduleExpression": expression,
+                              "InputPrefixTemplate": template, "TransformJobTemplate": job}
+    sample = job_request(record, now)
+    try:
+        validate_request(sample, operation_model("SageMaker.CreateTransformJob").input_shape)
+    except ValidationError as exc:
+        raise ValidationError(f"TransformJobTemplate: {exc.message}") from None
+    require(ctx, "model", "model", sample["ModelName"])
+    check_request(sample)
+    arn = ctx.arn("schedule", name)
+    upcoming = next_run(expression, now)
+    record.update({
+        "ScheduleArn": arn,
+        "State": "Enabled",
+        "CreationTime": ctx.now(),
+        "NextRunTime": round(upcoming.timestamp(), 3),
+        "_arn": arn,
+    })
+    create(ctx, KIND, LABEL, name, record, None)
+    ctx.notify()
+    return {"ScheduleArn": arn}
+
+
+def describe_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return public(require(ctx, KIND, LABEL, _string(params, "ScheduleName", 48)))
+
+
+def list_schedules(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return paginate(
+        ctx.store.list(KIND), params, name_key="ScheduleName",
+        sort_keys={"Name": "ScheduleName", "CreationTime": "CreationTime"},
+        summarize=public, result_key="Schedules",
+    )
+
+
+def delete_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Jobs the schedule already created stay, as they would in SageMaker."""
+    name = _string(params, "ScheduleName", 48)
+    require(ctx, KIND, LABEL, name)
+    ctx.store.delete(KIND, name)
+    return {}

@@ -1,0 +1,47 @@
+"""A raw control-plane call: the JSON the server answers, as is.
+
+boto3 covers the SageMaker operations but keeps only the members botocore's model knows
+and cannot call modelhost's own `Modelhost.*` operations (schedules). This sends the same
+JSON 1.1 request, signed with SigV4 when credentials are at hand (servers with
+MODELHOST_ACCESS_KEYS check them), and raises botocore's ClientError for an error answer,
+so callers handle both kinds of call alike.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.session import get_session
+
+
+def call(url: str, target: str, params: dict[str, Any], region: str = "us-east-1",
+         timeout_s: float = 30.0) -> dict[str, Any]:
+    endpoint = url.rstrip("/") + "/"
+    body = orjson.dumps(params)
+    request = AWSRequest("POST", endpoint, data=body, headers={
+        "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
+    credentials = get_session().get_credentials()
+    if credentials is not None:
+        SigV4Auth(credentials, "sagemaker", region).add_auth(request)
+    prepared = urllib.request.Request(endpoint, data=body, method="POST",
+                                      headers=dict(request.headers.items()))
+    operation = target.rpartition(".")[2]
+    try:
+        with urllib.request.urlopen(prepared, timeout=timeout_s) as response:
+            return orjson.loads(response.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as error:
+        try:
+            problem = orjson.loads(error.read())
+        except orjson.JSONDecodeError:
+            problem = {}
+        code = str(problem.get("__type", f"HTTP{error.code}")).rpartition("#")[2]
+        raise ClientError({"Error": {"Code": code, "Message": problem.get(
+            "message", str(error))}}, operation) from None
+    except urllib.error.URLError:
+        raise EndpointConnectionError(endpoint_url=endpoint) from None

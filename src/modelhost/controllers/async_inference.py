@@ -1,0 +1,355 @@
+"""Asynchronous inference workers: drain the durable queue through the router.
+
+For each endpoint with waiting requests, the controller leases as many as its instances
+may run at once (instances x MaxConcurrentInvocationsPerInstance) and runs each one:
+stream the input from the object store to an instance, stream the answer into the output
+object (written atomically: it appears whole or not at all), record the outcome in the
+queue, notify. Delivery is at least once, so a request is idempotent by construction: one
+whose output or failure object already exists (its last worker died after writing) is only
+recorded, never run into a second, different result.
+
+An endpoint scaled to zero with requests waiting gets one instance through the same path
+as UpdateEndpointWeightsAndCapacities; scaling back to zero is an autoscaling policy's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+from modelhost import api, metrics
+from modelhost.config import Settings
+from modelhost.errors import ModelError, SageMakerError
+from modelhost.instances import InstanceUnreachable
+from modelhost.queue import Job, JobQueue
+from modelhost.router import Deployment, Invocation, Router
+from modelhost.runtime import Notifier, notification, object_io
+from modelhost.storage import ObjectStore, StateStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY_PER_INSTANCE = 4
+_CHUNK = 1024 * 1024
+_EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instance could "
+            "process it.")
+
+
+class _Retry(Exception):
+    """A failure another attempt may not meet (an instance died, no capacity yet)."""
+
+
+class AsyncInferenceController:
+    def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
+                 queue: JobQueue, router: Router, context: api.Context,
+                 notifier: Notifier) -> None:
+        self.settings = settings
+        self.store = store
+        self.objects = objects
+        self.queue = queue
+        self.router = router
+        self.context = context
+        self.notifier = notifier
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, set[asyncio.Task[None]]] = {}
+        self._per_instance: dict[str, int] = {}  # as last read from the endpoint
+        self._measured_at = 0.0
+
+    def notify(self) -> None:
+        """Wake the workers; safe from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        recovered = self.queue.recover()
+        if recovered:
+            log.info("async inference: %d request(s) in flight at the last stop go back "
+                     "to the queue", recovered)
+        while True:
+            self._wake.clear()
+            try:
+                for name in {*self.queue.endpoints(), *self._running}:
+                    self._dispatch(name)
+                if time.monotonic() - self._measured_at >= self.settings.async_poll_s:
+                    self._measure()
+            except Exception:
+                log.exception("async inference dispatch failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.async_poll_s)
+
+    async def shutdown(self) -> None:
+        tasks = [t for running in self._running.values() for t in running]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.notifier.close()
+
+    # --- dispatch --------------------------------------------------------------------
+
+    def _dispatch(self, name: str) -> None:
+        running = self._running.get(name, set())
+        deployment = self.router.deployments.get(name)
+        replicas = sum(len(p.available()) for p in deployment.variants.values()) \
+            if deployment else 0
+        if replicas and len(running) >= replicas:
+            # At least one slot per instance is taken: only the per-instance limit can
+            # leave room, and reading the endpoint costs more than that check.
+            limit = self._per_instance.get(name, DEFAULT_CONCURRENCY_PER_INSTANCE)
+            if len(running) >= replicas * limit:
+                return
+        record = self.store.get("endpoint", name)
+        if record is None or record["EndpointStatus"] == "Deleting":
+            # The endpoint is gone: its requests can only fail.
+            for job in self.queue.lease(name, 100, self.settings.async_lease_s):
+                self._spawn(name, running, self._fail(job, f"Endpoint {name} was deleted."))
+            return
+        if replicas == 0:
+            self._scale_from_zero(name, record)
+            return
+        config = record["_desired"]["config"].get("AsyncInferenceConfig") or {}
+        limit = self._per_instance[name] = config.get("ClientConfig", {}).get(
+            "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY_PER_INSTANCE)
+        assert deployment is not None
+        for job in self.queue.lease(name, replicas * limit - len(running),
+                                    self.settings.async_lease_s):
+            self._spawn(name, running, self._work(deployment, job))
+
+    def _spawn(self, name: str, running: set[asyncio.Task[None]], work: Any) -> None:
+        task = asyncio.create_task(work)
+        running.add(task)
+        self._running[name] = running
+
+        def done(finished: asyncio.Task[None]) -> None:
+            running.discard(finished)
+            if not running and self._running.get(name) is running:
+                del self._running[name]
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    def _scale_from_zero(self, name: str, record: dict[str, Any]) -> None:
+        capacity = record["_desired"]["capacity"]
+        if record["EndpointStatus"] != "InService" or any(
+            c["count"] > 0 for c in capacity.values()
+        ):
+            return  # instances are on their way, or an operation is in flight
+        variant = record["_desired"]["config"]["ProductionVariants"][0]["VariantName"]
+        log.info("endpoint %s: requests wait and no instance runs; starting one", name)
+        try:
+            api.update_endpoint_weights_and_capacities(self.context, {
+                "EndpointName": name,
+                "DesiredWeightsAndCapacities": [
+                    {"VariantName": variant, "DesiredInstanceCount": 1}],
+            })
+        except SageMakerError as error:
+            log.warning("endpoint %s: cannot scale from zero: %s", name, error.message)
+
+    def _measure(self) -> None:
+        """Backlog metrics, and requests whose TTL ran out while they waited (failed
+        here so that they end even when no instance can take them)."""
+        self._measured_at = time.monotonic()
+        for name in self.queue.endpoints():
+            running = self._running.get(name, set())
+            for job in self.queue.expired(name, 100, self.settings.async_lease_s):
+                self._spawn(name, running, self._fail(job, _EXPIRED))
+        for record in self.store.list("endpoint"):
+            if not record["_desired"]["config"].get("AsyncInferenceConfig"):
+                continue
+            name = record["EndpointName"]
+            backlog = self.queue.counts(name).backlog
+            deployment = self.router.deployments.get(name)
+            instances = sum(len(p.available()) for p in deployment.variants.values()) \
+                if deployment else 0
+            metrics.ASYNC_BACKLOG.labels(name).set(backlog)
+            metrics.ASYNC_BACKLOG_PER_INSTANCE.labels(name).set(backlog / max(instances, 1))
+            metrics.ASYNC_BACKLOG_WITHOUT_CAPACITY.labels(name).set(
+                1 if backlog and not instances else 0)
+
+    # --- one request -----------------------------------------------------------------
+
+    async def _work(self, deployment: Deployment, job: Job) -> None:
+        renewing = asyncio.create_task(self._renew(job, asyncio.current_task()))
+        try:
+            await self._attempt(deployment, job)
+        except asyncio.CancelledError:
+            if renewing.done():  # the lease was lost: another worker owns the request
+                log.warning("request %s: lease lost; left to its new owner", job.id)
+                return
+            raise
+        finally:
+            renewing.cancel()
+
+    async def _renew(self, job: Job, work: asyncio.Task[Any] | None) -> None:
+        while True:
+            await asyncio.sleep(self.settings.async_lease_s / 3)
+            if not self.queue.renew(job, self.settings.async_lease_s):
+                if work is not None:
+                    work.cancel()
+                return
+
+    async def _attempt(self, deployment: Deployment, job: Job) -> None:
+        if time.time() > job.expires_at:
+            await self._fail(job, _EXPIRED)
+            return
+        try:
+            found, source = await object_io(self.objects, self._open_input, job)
+        except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
+            await self._fail(job, f"Cannot read InputLocation {job.input_location}: {exc}")
+            return
+        except OSError as exc:
+            await self._retry(job, f"Cannot read InputLocation {job.input_location}: {exc}")
+            return
+        if source is None:  # a previous attempt finished the work: only record it
+            self._finish(job, found is None, found)
+            return
+        assert source is not None
+        output = _Output(self.objects, job.output_location)
+        try:
+            answer = await self.router.stream(
+                deployment,
+                Invocation(b"", job.content_type, job.accept, job.custom_attributes, None),
+                source.chunks(), source.size, output.write, job.timeout_s,
+            )
+            await output.commit()
+        except ModelError as error:
+            await output.discard()
+            await self._fail(job, error.message)
+            return
+        except (InstanceUnreachable, SageMakerError, OSError) as exc:
+            await output.discard()
+            await self._retry(job, str(exc) or type(exc).__name__)
+            return
+        except BaseException:
+            await output.discard()
+            raise
+        finally:
+            await source.close()
+        series = metrics.for_variant(job.endpoint, answer.variant)
+        series.invocations.inc()
+        series.model_latency.observe(answer.model_seconds)
+        self._finish(job, True, None)
+
+    def _open_input(self, job: Job) -> tuple[str | None, _Input | None]:
+        """Whether a previous attempt finished the request (then no input: the error
+        message if it failed, None if it succeeded), else the input opened with its first
+        chunk read; a small input is then whole, with no further I/O."""
+        if job.attempts > 1:  # only an earlier attempt can have written an outcome
+            if self.objects.is_file(job.output_location):
+                return None, None
+            if self.objects.is_file(job.failure_location):
+                failure = self.objects.get_bytes(job.failure_location)
+                return failure.decode(errors="replace"), None
+        file = self.objects.open(job.input_location, "rb")
+        try:
+            first = file.read(_CHUNK)
+            size = len(first) if len(first) < _CHUNK else self.objects.size(job.input_location)
+        except BaseException:
+            file.close()
+            raise
+        return None, _Input(file, first, size)
+
+    async def _retry(self, job: Job, error: str) -> None:
+        if job.attempts >= self.settings.async_max_attempts:
+            await self._fail(job, f"The request failed after {job.attempts} attempts: {error}")
+            return
+        log.warning("request %s (attempt %d) will be retried: %s", job.id, job.attempts, error)
+        self.queue.retry(job, error)
+
+    async def _fail(self, job: Job, error: str) -> None:
+        try:
+            await asyncio.to_thread(self.objects.put_bytes, job.failure_location,
+                                    error.encode())
+        except (OSError, ValueError) as exc:
+            log.error("request %s: cannot write the failure object %s: %s", job.id,
+                      job.failure_location, exc)
+            if job.attempts < self.settings.async_max_attempts:
+                # The object store is unwell: try the whole request again later rather
+                # than end it with no object to show for it.
+                self.queue.retry(job, f"{error} (and the failure object: {exc})")
+                return
+        metrics.INVOCATION_4XX.labels(job.endpoint, "-").inc()
+        self._finish(job, False, error)
+
+    def _finish(self, job: Job, succeeded: bool, error: str | None) -> None:
+        if not self.queue.finish(job, succeeded, error):
+            return  # lease lost: the new owner records (and notifies) the same outcome
+        outcome = "Success" if succeeded else "Error"
+        for target in (job.notification.get(f"{outcome}Topic"),
+                       job.notification.get(f"{outcome}Webhook")):
+            if target:
+                self.notifier.send(target, notification(job, self.settings.region, succeeded,
+                                                        error))
+
+
+class _Input:
+    """The input object, read in chunks on a worker thread."""
+
+    def __init__(self, file: IO[bytes], first: bytes, size: int) -> None:
+        self.file = file
+        self.first = first
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.first:
+            yield self.first
+            if len(self.first) == self.size:
+                return  # read whole already
+            self.first = b""
+        while chunk := await asyncio.to_thread(self.file.read, _CHUNK):
+            yield chunk
+
+    async def close(self) -> None:
+        self.file.close()  # a read-only file: nothing to flush
+
+
+class _Output:
+    """The output object: written as the answer streams in, visible only once committed.
+    A small answer is kept until commit, so it costs one thread hop."""
+
+    def __init__(self, objects: ObjectStore, uri: str) -> None:
+        self.objects = objects
+        self.uri = uri
+        self.buffered: list[bytes] = []
+        self.size = 0
+        self.file: IO[bytes] | None = None
+
+    async def write(self, data: bytes) -> None:
+        if self.file is None and self.size + len(data) <= _CHUNK:
+            self.buffered.append(data)
+            self.size += len(data)
+            return
+        if self.file is None:
+            self.file = await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self.file.write, data)
+
+    def _open(self) -> IO[bytes]:
+        file = self.objects.open(self.uri, "wb")
+        for data in self.buffered:
+            file.write(data)
+        self.buffered = []
+        return file
+
+    async def commit(self) -> None:
+        if self.file is None:  # small: kept whole until now, written in one go
+            await object_io(self.objects, self._commit)
+        else:
+            await asyncio.to_thread(self._commit)
+
+    def _commit(self) -> None:
+        file = self.file or self._open()
+        file.close()
+
+    async def discard(self) -> None:
+        if self.file is not None:
+            file, self.file = self.file, None
+            await asyncio.to_thread(_discard, file)
+
+
+def _discard(file: IO[bytes]) -> None:
+    file.__exit__(RuntimeError, RuntimeError("discarded"), None)
+

@@ -1,0 +1,86 @@
+"""The schedule controller: creates a transform job each time a schedule's cron
+expression comes due.
+
+Runs are keyed by their due time: the job for the run due at T is named
+`<schedule>-<T>`, so a server that restarts between creating the job and recording the
+run finds the job already there and does not create a second one. A server that was down
+across several due times makes up one run (the latest), not all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from modelhost.api import Context, schedules, transform_jobs
+from modelhost.errors import SageMakerError
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleController:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self.tick(datetime.now(UTC))
+            except Exception:
+                log.exception("schedule tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.context.settings.health_interval_s)
+            self._wake.clear()
+
+    def tick(self, now: datetime) -> None:
+        store = self.context.store
+        for record in store.list(schedules.KIND):
+            due = datetime.fromtimestamp(record["NextRunTime"], UTC)
+            if due > now:
+                continue
+            # the latest due time not after now: one make-up run after downtime
+            latest = due
+            while (following := schedules.next_run(record["ScheduleExpression"], latest)
+                   ) <= now:
+                latest = following
+            self._fire(record, latest)
+            upcoming = schedules.next_run(record["ScheduleExpression"], now)
+
+            def advance(r: dict[str, Any], upcoming: datetime = upcoming) -> dict[str, Any]:
+                r["NextRunTime"] = round(upcoming.timestamp(), 3)
+                return r
+
+            store.modify(schedules.KIND, record["ScheduleName"], advance)
+
+    def _fire(self, record: dict[str, Any], when: datetime) -> None:
+        request = schedules.job_request(record, when)
+        name = request["TransformJobName"]
+        error = None
+        if self.context.store.get(transform_jobs.KIND, name) is None:
+            try:
+                transform_jobs.create_transform_job(self.context, request)
+            except SageMakerError as exc:
+                error = exc.message
+                log.warning("schedule %s: could not create job %s: %s",
+                            record["ScheduleName"], name, error)
+
+        def ran(r: dict[str, Any]) -> dict[str, Any]:
+            r["LastRunTime"] = round(when.timestamp(), 3)
+            r["LastTransformJobName"] = name
+            if error is None:
+                r.pop("LastError", None)
+            else:
+                r["LastError"] = error
+            return r
+
+        self.context.store.modify(schedules.KIND, record["ScheduleName"], ran)

@@ -1,0 +1,75 @@
+"""One queued asynchronous inference request, as every queue backend stores it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+# Job states. A job is `queued` until a worker leases it (`running`); it ends `succeeded`
+# or `failed`. A lease that runs out puts a `running` job back in reach of any worker.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    inference_id: str
+    input_location: str
+    output_location: str
+    failure_location: str
+    created: float
+    expires_at: float
+    timeout_s: float
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    # The endpoint config's NotificationConfig at the time of the request.
+    notification: dict[str, Any] = field(default_factory=dict)
+    state: str = QUEUED
+    attempts: int = 0
+    # Who holds the lease now: a new token per lease, so a worker whose lease ran out
+    # (and was given to another) cannot complete the job any more.
+    token: str = ""
+    lease_until: float = 0.0
+    error: str | None = None
+    finished: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    queued: int
+    running: int
+    failed: int
+    succeeded: int
+
+    @property
+    def backlog(self) -> int:
+        """CloudWatch's ApproximateBacklogSize: waiting plus being processed."""
+        return self.queued + self.running
+
+
+class JobQueue(Protocol):
+    """What the accept path and the workers need of a queue backend. Leasing is atomic
+    (no job goes to two workers at once) and every change to a leased job requires the
+    lease's token, so a worker whose lease ran out cannot overwrite its successor's work."""
+
+    def put(self, jobs: list[Job]) -> None: ...
+    def recover(self) -> int: ...
+    def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]: ...
+    def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]: ...
+    def renew(self, job: Job, lease_s: float) -> bool: ...
+    def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool: ...
+    def retry(self, job: Job, error: str) -> bool: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def counts(self, endpoint: str) -> JobCounts: ...
+    def endpoints(self) -> list[str]: ...
+    def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]: ...
+    def close(self) -> None: ...

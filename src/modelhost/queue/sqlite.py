@@ -1,0 +1,189 @@
+"""The SQLite queue backend: one file next to the state store, for a single server.
+
+A job is a row: the request as accepted (`data`, JSON, never changed) and the columns that
+change as it moves along. Leasing is one `BEGIN IMMEDIATE` transaction, so two workers
+never lease the same job. Every lease gets a fresh token and a deadline; a worker renews
+its deadline while it works, and only the current token can change a leased job (one
+UPDATE guarded by the token). A server killed mid-request leaves its leases behind;
+`recover()` on start gives them back to the queue at once, since only this server uses
+the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelhost.queue.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobCounts
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    data BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_endpoint ON jobs (endpoint, state, created);
+-- Finished jobs pile up; finding the endpoints with work must not scan them.
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, endpoint);
+"""
+_COLUMNS = "data, state, attempts, token, lease_until, error, finished"
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    data, state, attempts, token, lease_until, error, finished = row
+    job = Job(**orjson.loads(data))
+    job.state, job.attempts, job.token = state, attempts, token
+    job.lease_until, job.error, job.finished = lease_until, error, finished
+    return job
+
+
+class SqliteQueue:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed request survives a killed server (the WAL is
+        # written before COMMIT returns); only a power cut may lose the last few, the same
+        # trade-off as the state store. FULL costs an fsync per request.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def put(self, jobs: list[Job]) -> None:
+        """Add jobs in one transaction: one commit for all the requests that arrived
+        together is most of what accepting a request costs."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO jobs (id, endpoint, created, expires_at, data, state) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(job.id, job.endpoint, job.created, job.expires_at, orjson.dumps(job),
+                  job.state) for job in jobs],
+            )
+
+    def recover(self) -> int:
+        """Give every lease back: the workers that held them died with the last server."""
+        with self._lock:
+            return self._db.execute(
+                "UPDATE jobs SET state = ?, token = '', lease_until = 0 WHERE state = ?",
+                (QUEUED, RUNNING),
+            ).rowcount
+
+    def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        """Up to `limit` jobs of the endpoint, oldest first, leased for `lease_s` seconds:
+        running ones whose lease ran out, then queued ones."""
+        if limit <= 0:
+            return []
+        now = time.time()
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until < ? "
+                "ORDER BY created LIMIT ?", (endpoint, RUNNING, now, limit))]
+            ids += [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
+                "LIMIT ?", (endpoint, QUEUED, limit - len(ids)))]
+            return self._lease_ids(db, ids, now + lease_s)
+
+    def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
+        """Lease up to `limit` queued jobs whose RequestTTLSeconds ran out, so they can be
+        failed even while no instance could take them."""
+        now = time.time()
+        with self._transaction() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND expires_at < ? "
+                "ORDER BY created LIMIT ?", (endpoint, QUEUED, now, limit))]
+            return self._lease_ids(db, ids, now + lease_s)
+
+    @staticmethod
+    def _lease_ids(db: sqlite3.Connection, ids: list[str], until: float) -> list[Job]:
+        return [_job(db.execute(
+            "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
+            f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (RUNNING, uuid.uuid4().hex, until, job_id)).fetchone()) for job_id in ids]
+
+    def _update_held(self, job: Job, **change: Any) -> bool:
+        """Apply `change` to the job if `job.token` still holds its lease."""
+        assignments = ", ".join(f"{column} = ?" for column in change)
+        with self._lock:
+            updated = self._db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND token = ?",
+                (*change.values(), job.id, RUNNING, job.token),
+            ).rowcount == 1
+        if updated:
+            for key, value in change.items():
+                setattr(job, key, value)
+        return updated
+
+    def renew(self, job: Job, lease_s: float) -> bool:
+        """Push the lease deadline out; False when the lease was lost."""
+        return self._update_held(job, lease_until=time.time() + lease_s)
+
+    def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool:
+        """Record the outcome; False (and nothing changed) when the lease was lost."""
+        return self._update_held(job, state=SUCCEEDED if succeeded else FAILED, error=error,
+                                 finished=time.time(), lease_until=0.0, token="")
+
+    def retry(self, job: Job, error: str) -> bool:
+        """Put the job back in the queue for another attempt."""
+        return self._update_held(job, state=QUEUED, error=error, token="", lease_until=0.0)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def counts(self, endpoint: str) -> JobCounts:
+        with self._lock:
+            rows = dict(self._db.execute(
+                "SELECT state, COUNT(*) FROM jobs WHERE endpoint = ? GROUP BY state",
+                (endpoint,),
+            ).fetchall())
+        return JobCounts(queued=rows.get(QUEUED, 0), running=rows.get(RUNNING, 0),
+                         failed=rows.get(FAILED, 0), succeeded=rows.get(SUCCEEDED, 0))
+
+    def endpoints(self) -> list[str]:
+        """Endpoints with jobs waiting or running."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT endpoint FROM jobs WHERE state IN (?, ?)", (QUEUED, RUNNING)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND state = ? "
+                "ORDER BY created LIMIT ?", (endpoint, state, limit),
+            ).fetchall()
+        return [_job(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
