@@ -4,6 +4,7 @@ controller evaluates every half second over a three-second metric window."""
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy, unique
+from tests.support.async_inference import (
+    deploy_async,
+    local_path,
+    put_digest_model,
+    wait_for_object,
+)
 from tests.support.models import model_tarball, write_iris_tarball
 from tests.support.server import ServerProcess
 
@@ -201,6 +208,32 @@ def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
     answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv",
                                 Body="5.1,3.5,1.4,0.2")
     assert answer["Body"].read().strip() in (b"0", b"0.0")
+
+
+def test_async_backlog_per_instance_drives_the_count(fast_server, sm, aas, rt) -> None:
+    name = deploy_async(sm, put_digest_model(fast_server.data_dir), per_instance=1)
+    _register(aas, name, 1, 3)
+    _tracking(aas, name, {
+        "TargetValue": 2.0, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
+        "CustomizedMetricSpecification": {
+            "MetricName": "ApproximateBacklogSizePerInstance", "Namespace": "AWS/SageMaker",
+            "Dimensions": [{"Name": "EndpointName", "Value": name}],
+            "Statistic": "Average"}})
+    path = local_path(fast_server.data_dir, f"s3://inputs/{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(json.dumps({"sleep": 0.4}).encode())
+    answers = [rt.invoke_endpoint_async(EndpointName=name, ContentType="application/json",
+                                        InputLocation=f"s3://inputs/{name}.json")
+               for _ in range(20)]
+    _wait_until(lambda: _counts(sm, name)[2] > 1, "a scale-out on the backlog")
+    for answer in answers:
+        assert wait_for_object(fast_server.data_dir, answer["OutputLocation"],
+                               answer["FailureLocation"]) == answer["OutputLocation"]
+    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-in to 1")
+    causes = [a["Cause"] for a in aas.describe_scaling_activities(
+        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
+    assert any("ApproximateBacklogSizePerInstance" in c and "above its target 2" in c
+               for c in causes)
 
 
 def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:

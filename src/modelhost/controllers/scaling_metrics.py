@@ -4,13 +4,15 @@ Policies name metrics as CloudWatch does (`InvocationsPerInstance` with dimensio
 `EndpointName` and `VariantName`, ...); modelhost has no CloudWatch, so this resolver maps
 each name to a source that reads the server's own state. The autoscaling controller takes
 a reading of every metric a policy uses a few times per evaluation and asks for its value
-over the recent window. Another part of the server plugs a metric in with one line:
+over the recent window. A metric is plugged in with one line, as the asynchronous
+backlog metrics are:
 
     resolver.register("ApproximateBacklogSize", Gauge(lambda d: backlog(d["EndpointName"])))
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -249,4 +251,12 @@ def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
     resolver.register("ConcurrentRequestsPerModel", PerInstance(in_flight, state.instances))
     resolver.register("CPUUtilization", Gauge(state.cpu_utilization))
     resolver.register("MemoryUtilization", Gauge(state.memory_utilization))
+    for backlog in ("ApproximateBacklogSize", "ApproximateBacklogSizePerInstance",
+                    "HasBacklogWithoutCapacity"):
+        resolver.register(backlog, Gauge(functools.partial(_async_backlog, backlog)))
     return resolver
+
+
+def _async_backlog(name: str, dimensions: Dimensions) -> float | None:
+    """An asynchronous endpoint's backlog metric (dimension EndpointName)."""
+    return metrics.async_backlog_metric(name, dimensions.get("EndpointName", ""))
