@@ -170,7 +170,7 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
                   environment={"STARTS_FILE": str(starts)})
     _register(aas, name, 1, 3)
     _tracking(aas, name, {
-        "TargetValue": 1.0, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
+        "TargetValue": 1.5, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
         "CustomizedMetricSpecification": {
             "MetricName": "ConcurrentRequestsPerModel", "Namespace": "AWS/SageMaker",
             "Dimensions": [{"Name": "EndpointName", "Value": name},

@@ -36,6 +36,7 @@ Record = dict[str, Any]
 _TRACKING = "TargetTrackingScalingPolicyConfiguration"
 # SageMaker's default cooldowns for target tracking policies.
 _DEFAULT_COOLDOWN_S = 300
+_SCALE_IN_HEADROOM = 0.9
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,13 @@ class AutoscalingController:
                 continue
             # From zero instances, whatever the metric holds (a backlog) asks for
             # instances as if one served it.
-            wanted = math.ceil(max(count, 1) * value / config["TargetValue"] - 1e-9)
+            load = max(count, 1) * value
+            wanted = math.ceil(load / config["TargetValue"] - 1e-9)
+            if wanted < count:
+                # Scale in only as far as leaves the metric 10% under its target: a load
+                # right at the target must not flap between two counts.
+                wanted = min(count, math.ceil(load / (config["TargetValue"] * _SCALE_IN_HEADROOM)
+                                              - 1e-9))
             if config.get("DisableScaleIn"):
                 wanted = max(wanted, count)
             proposals.append(_Proposal(wanted, policy, name, value))
