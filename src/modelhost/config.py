@@ -46,6 +46,14 @@ class Settings:
     max_model_bytes: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))
     )
+    # Autoscaling: how often policies are evaluated, and the span of recent metrics each
+    # evaluation averages (SageMaker's alarms use one-minute periods).
+    autoscaling_interval_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_AUTOSCALING_INTERVAL", 10.0)
+    )
+    autoscaling_window_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_AUTOSCALING_WINDOW", 60.0)
+    )
 
     # Asynchronous inference: how long a worker's lease on a request lasts without being
     # renewed, how often a request is tried before it fails, how often the queue is polled

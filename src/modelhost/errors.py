@@ -38,6 +38,20 @@ class InvocationValidationError(ValidationError):
     code = "ValidationError"
 
 
+class ObjectNotFound(SageMakerError):
+    """Application Auto Scaling's not-found error (SageMaker reports those as validation)."""
+
+    code = "ObjectNotFoundException"
+    status = 400
+
+
+class ResourceNotFound(SageMakerError):
+    """Application Auto Scaling's answer to tag operations on an unknown ARN."""
+
+    code = "ResourceNotFoundException"
+    status = 400
+
+
 class ResourceLimitExceeded(SageMakerError):
     code = "ResourceLimitExceeded"
     status = 400

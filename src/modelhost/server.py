@@ -20,10 +20,12 @@ from modelhost import api, auth, metrics
 from modelhost.config import Settings
 from modelhost.controllers import (
     AsyncInferenceController,
+    AutoscalingController,
     EndpointController,
     RecommendationController,
     ScheduleController,
     TransformController,
+    sagemaker_metrics,
 )
 from modelhost.errors import (
     InvocationValidationError,
@@ -62,7 +64,11 @@ class ModelhostApp:
         )
         backend = self.controller.backend
         self.transforms = TransformController(settings, self.store, self.objects, backend)
-        self.context = api.Context(settings, self.store, self._notify)
+        # The metrics scaling policies can track; other parts register theirs here.
+        self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
+                                                 self.router)
+        self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
+        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
         self.schedules = ScheduleController(self.context)
         self.recommender = RecommendationController(
             settings, self.store, self.objects, self.router, self.context)
@@ -95,6 +101,7 @@ class ModelhostApp:
             asyncio.create_task(self.transforms.run(), name="transforms"),
             asyncio.create_task(self.schedules.run(), name="schedules"),
             asyncio.create_task(self.recommender.run(), name="recommender"),
+            asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
         ]
 
     async def shutdown(self) -> None:

@@ -1,4 +1,5 @@
-"""The SageMaker control plane: operations on models, endpoint configs, endpoints, tags."""
+"""The control plane: SageMaker operations on models, endpoint configs, endpoints, tags, and
+Application Auto Scaling operations on scalable targets, policies and scheduled actions."""
 
 from modelhost.api import schedules, transform_jobs
 from modelhost.api.context import Context

@@ -1,10 +1,10 @@
-"""What every control-plane operation needs: settings, the state store, and a way to wake
-the controllers after desired state changed."""
+"""What every control-plane operation needs: settings, the state store, a way to wake
+the controllers after desired state changed, and the metrics autoscaling can track."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from modelhost.config import Settings
@@ -16,6 +16,8 @@ class Context:
     settings: Settings
     store: StateStore
     notify: Callable[[], None] = lambda: None
+    # Metric names scaling policies may track (the autoscaling metric resolver).
+    scaling_metrics: Collection[str] = frozenset()
 
     def arn(self, resource: str, name: str) -> str:
         """SageMaker ARNs carry the resource name in lower case."""

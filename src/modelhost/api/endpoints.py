@@ -222,7 +222,12 @@ def update_endpoint_weights_and_capacities(
                 capacity["serverless"].update(item["ServerlessUpdateConfig"])
         _check_instance_quota(ctx, name, desired)
         desired["generation"] += 1
-        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired)
+        # DescribeEndpoint shows the new desired counts at once, the running ones as
+        # they are until the controller has applied the change.
+        running = {v["VariantName"]: (v["CurrentWeight"], v.get("CurrentInstanceCount", 0))
+                   for v in current["ProductionVariants"]}
+        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired,
+                       ProductionVariants=variant_summaries(desired, running))
         return current
 
     ctx.store.modify(KIND, name, change)

@@ -14,7 +14,7 @@ from modelhost.errors import ValidationError
 Record = dict[str, Any]
 
 
-def _epoch(value: Any) -> float:
+def epoch(value: Any) -> float:
     try:
         return parse_timestamp(value).timestamp() if not isinstance(value, int | float) else value
     except (ValueError, OverflowError, RuntimeError) as exc:
@@ -61,7 +61,7 @@ def paginate(
         ("LastModifiedTimeAfter", "LastModifiedTime", lambda v, t: v > t),
     ):
         if param in params:
-            limit = _epoch(params[param])
+            limit = epoch(params[param])
             items = [r for r in items if keep(r.get(field, r["CreationTime"]), limit)]
     if status_key and (status := params.get("StatusEquals")):
         items = [r for r in items if r.get(status_key) == status]

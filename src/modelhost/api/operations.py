@@ -1,4 +1,5 @@
-"""The SageMaker operations modelhost implements, by wire name."""
+"""The SageMaker and Application Auto Scaling operations modelhost implements, by wire
+name."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from modelhost.api import (
     endpoints,
     models,
     recommendations,
+    scalable_targets,
+    scaling_activities,
+    scaling_policies,
+    scheduled_actions,
     schedules,
     tags,
     transform_jobs,
@@ -47,6 +52,22 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,
+}
+
+AUTOSCALING_OPERATIONS: dict[str, Operation] = {
+    "RegisterScalableTarget": scalable_targets.register_scalable_target,
+    "DescribeScalableTargets": scalable_targets.describe_scalable_targets,
+    "DeregisterScalableTarget": scalable_targets.deregister_scalable_target,
+    "PutScalingPolicy": scaling_policies.put_scaling_policy,
+    "DescribeScalingPolicies": scaling_policies.describe_scaling_policies,
+    "DeleteScalingPolicy": scaling_policies.delete_scaling_policy,
+    "PutScheduledAction": scheduled_actions.put_scheduled_action,
+    "DescribeScheduledActions": scheduled_actions.describe_scheduled_actions,
+    "DeleteScheduledAction": scheduled_actions.delete_scheduled_action,
+    "DescribeScalingActivities": scaling_activities.describe_scaling_activities,
+    "TagResource": scalable_targets.tag_resource,
+    "UntagResource": scalable_targets.untag_resource,
+    "ListTagsForResource": scalable_targets.list_tags_for_resource,
 }
 
 # modelhost's own operations (X-Amz-Target: Modelhost.<Operation>); no botocore model, so

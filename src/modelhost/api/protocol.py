@@ -1,5 +1,6 @@
 """The AWS JSON 1.1 protocol of the control plane: `POST /` with `X-Amz-Target:
-SageMaker.<Operation>`. Finds the operation in botocore's service model, validates the
+SageMaker.<Operation>` (or `AnyScaleFrontendService.<Operation>` for Application Auto
+Scaling). Finds the operation in botocore's service model, validates the
 request against it, runs it, and answers in the shape botocore parses."""
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import orjson
 from botocore.model import OperationModel, ServiceModel
 
 from modelhost.api.context import Context
-from modelhost.api.operations import MODELHOST_OPERATIONS, SAGEMAKER_OPERATIONS, Operation
+from modelhost.api.operations import (
+    AUTOSCALING_OPERATIONS,
+    MODELHOST_OPERATIONS,
+    SAGEMAKER_OPERATIONS,
+    Operation,
+)
 from modelhost.api.validation import validate_request
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
@@ -22,6 +28,7 @@ log = logging.getLogger(__name__)
 # X-Amz-Target prefix -> (botocore service name, operations)
 _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
     "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
+    "AnyScaleFrontendService": ("application-autoscaling", AUTOSCALING_OPERATIONS),
 }
 
 

@@ -1,15 +1,29 @@
 """Reconcile loops that move the world toward the desired state in the store."""
 
 from modelhost.controllers.async_inference import AsyncInferenceController
+from modelhost.controllers.autoscaling import AutoscalingController
 from modelhost.controllers.endpoints import EndpointController
 from modelhost.controllers.recommender import RecommendationController
+from modelhost.controllers.scaling_metrics import (
+    Gauge,
+    MetricResolver,
+    PerInstance,
+    PerMinute,
+    sagemaker_metrics,
+)
 from modelhost.controllers.schedules import ScheduleController
 from modelhost.controllers.transform import TransformController
 
 __all__ = [
     "AsyncInferenceController",
+    "AutoscalingController",
     "EndpointController",
+    "Gauge",
+    "MetricResolver",
+    "PerInstance",
+    "PerMinute",
     "RecommendationController",
     "ScheduleController",
     "TransformController",
+    "sagemaker_metrics",
 ]

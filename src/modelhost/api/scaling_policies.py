@@ -1,0 +1,159 @@
+"""PutScalingPolicy / DescribeScalingPolicies / DeleteScalingPolicy.
+
+Target tracking policies track a metric the server records (see
+`controllers/scaling_metrics.py`): the predefined `SageMakerVariantInvocationsPerInstance`,
+or a customized metric named as CloudWatch names it. Step scaling policies are checked
+and stored as AWS does; AWS runs them when a CloudWatch alarm fires.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from modelhost.api.context import Context
+from modelhost.api.scalable_targets import (
+    POLICY_KIND,
+    autoscaling_arn,
+    child_key,
+    delete_child,
+    describe_children,
+    require_target,
+)
+from modelhost.errors import ValidationError
+
+KIND = POLICY_KIND
+PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
+
+Record = dict[str, Any]
+
+
+def tracked_metric(config: Record) -> tuple[str, dict[str, str], str]:
+    """(metric name, dimensions, statistic) a target tracking configuration tracks;
+    dimensions are as given, the controller fills in the target's endpoint and variant."""
+    predefined = config.get("PredefinedMetricSpecification")
+    if predefined is not None:
+        return PREDEFINED[predefined["PredefinedMetricType"]], {}, "Average"
+    custom = config["CustomizedMetricSpecification"]
+    dimensions = {d["Name"]: d["Value"] for d in custom.get("Dimensions", [])}
+    return custom["MetricName"], dimensions, custom.get("Statistic", "Average")
+
+
+def _check_target_tracking(ctx: Context, config: Record | None) -> None:
+    if config is None:
+        raise ValidationError(
+            "TargetTrackingScalingPolicyConfiguration is required for a TargetTrackingScaling "
+            "policy."
+        )
+    target = config["TargetValue"]
+    if not math.isfinite(target) or target <= 0:
+        raise ValidationError(f"TargetValue must be a positive number, got {target}.")
+    for cooldown in ("ScaleOutCooldown", "ScaleInCooldown"):
+        if config.get(cooldown, 0) < 0:
+            raise ValidationError(f"{cooldown} cannot be negative.")
+    predefined = config.get("PredefinedMetricSpecification")
+    custom = config.get("CustomizedMetricSpecification")
+    if (predefined is None) == (custom is None):
+        raise ValidationError(
+            "Specify exactly one of PredefinedMetricSpecification and "
+            "CustomizedMetricSpecification."
+        )
+    if predefined is not None:
+        if predefined["PredefinedMetricType"] not in PREDEFINED:
+            raise ValidationError(
+                f"Unsupported predefined metric {predefined['PredefinedMetricType']} for "
+                f"SageMaker variants; use {', '.join(PREDEFINED)}."
+            )
+        return
+    assert custom is not None
+    if "Metrics" in custom:
+        raise ValidationError(
+            "Metric math (CustomizedMetricSpecification.Metrics) is not supported; name one "
+            "metric with MetricName."
+        )
+    name = custom.get("MetricName")
+    if not name:
+        raise ValidationError("CustomizedMetricSpecification needs a MetricName.")
+    if name not in ctx.scaling_metrics:
+        raise ValidationError(
+            f"Unknown metric {name[:200]!r}; modelhost records "
+            f"{', '.join(sorted(ctx.scaling_metrics))}."
+        )
+
+
+def _check_step_scaling(config: Record | None) -> None:
+    if config is None:
+        raise ValidationError(
+            "StepScalingPolicyConfiguration is required for a StepScaling policy."
+        )
+    if "AdjustmentType" not in config:
+        raise ValidationError("StepScalingPolicyConfiguration needs an AdjustmentType.")
+    if config.get("Cooldown", 0) < 0:
+        raise ValidationError("Cooldown cannot be negative.")
+    if "MinAdjustmentMagnitude" in config and (
+        config["AdjustmentType"] != "PercentChangeInCapacity"
+    ):
+        raise ValidationError(
+            "MinAdjustmentMagnitude applies to AdjustmentType PercentChangeInCapacity only."
+        )
+    steps = config.get("StepAdjustments") or []
+    if not steps:
+        raise ValidationError("StepScalingPolicyConfiguration needs StepAdjustments.")
+    bounds = sorted(
+        (step.get("MetricIntervalLowerBound", -math.inf),
+         step.get("MetricIntervalUpperBound", math.inf))
+        for step in steps
+    )
+    for low, high in bounds:
+        if low >= high:
+            raise ValidationError(
+                f"A step's lower bound ({low}) must be below its upper bound ({high})."
+            )
+    for (_, high), (low, _) in itertools.pairwise(bounds):
+        if high != low:
+            raise ValidationError("Step adjustment intervals cannot overlap or have gaps.")
+
+
+def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    target = require_target(ctx, params)
+    policy_type = params.get("PolicyType", "StepScaling")
+    if policy_type == "TargetTrackingScaling":
+        config_key = "TargetTrackingScalingPolicyConfiguration"
+        _check_target_tracking(ctx, params.get(config_key))
+    elif policy_type == "StepScaling":
+        config_key = "StepScalingPolicyConfiguration"
+        _check_step_scaling(params.get(config_key))
+    else:
+        raise ValidationError(
+            f"Unsupported policy type {policy_type} for SageMaker variants; use "
+            "TargetTrackingScaling or StepScaling."
+        )
+    resource_id = target["ResourceId"]
+    name = params["PolicyName"]
+    key = child_key(resource_id, name)
+    existing = ctx.store.get(KIND, key)
+    record = {
+        "PolicyARN": existing["PolicyARN"] if existing else autoscaling_arn(
+            ctx, "scalingPolicy", resource_id, "policyName", name),
+        "PolicyName": name,
+        "ServiceNamespace": target["ServiceNamespace"],
+        "ResourceId": resource_id,
+        "ScalableDimension": target["ScalableDimension"],
+        "PolicyType": policy_type,
+        config_key: params[config_key],
+        "Alarms": [],
+        "CreationTime": existing["CreationTime"] if existing else ctx.now(),
+    }
+    ctx.store.put(KIND, key, record)
+    ctx.notify()
+    return {"PolicyARN": record["PolicyARN"], "Alarms": []}
+
+
+def describe_scaling_policies(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
+                             "ScalingPolicies")
+
+
+def delete_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return delete_child(ctx, params, KIND, "PolicyName", "scaling policy")

@@ -1,0 +1,86 @@
+"""PutScheduledAction / DescribeScheduledActions / DeleteScheduledAction.
+
+A scheduled action sets a target's MinCapacity / MaxCapacity when its schedule fires
+(`at(...)`, `rate(...)` or `cron(...)`, in `Timezone`, between `StartTime` and `EndTime`);
+the autoscaling controller fires it and then moves the instance count into the new range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost import schedule_expressions
+from modelhost.api.context import Context
+from modelhost.api.listing import epoch
+from modelhost.api.scalable_targets import (
+    ACTION_KIND,
+    autoscaling_arn,
+    child_key,
+    delete_child,
+    describe_children,
+    require_target,
+)
+from modelhost.errors import ValidationError
+
+KIND = ACTION_KIND
+
+Record = dict[str, Any]
+
+
+def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    target = require_target(ctx, params)
+    resource_id = target["ResourceId"]
+    name = params["ScheduledActionName"]
+    key = child_key(resource_id, name)
+    existing = ctx.store.get(KIND, key) or {}
+    merged = {**{k: v for k, v in existing.items() if not k.startswith("_")},
+              **{k: v for k, v in params.items() if k in (
+                  "Schedule", "Timezone", "StartTime", "EndTime", "ScalableTargetAction")}}
+    if "Schedule" not in merged:
+        raise ValidationError("Schedule is required to create a scheduled action.")
+    try:
+        schedule_expressions.parse(merged["Schedule"])
+        schedule_expressions.zone(merged.get("Timezone"))
+    except ValueError as exc:
+        raise ValidationError(f"Invalid schedule {merged['Schedule'][:200]!r}: {exc}") from None
+    for moment in ("StartTime", "EndTime"):
+        if moment in merged:
+            merged[moment] = epoch(merged[moment])
+    if merged.get("StartTime", 0) > merged.get("EndTime", float("inf")):
+        raise ValidationError("StartTime must be before EndTime.")
+    action = merged.get("ScalableTargetAction", {})
+    low, high = action.get("MinCapacity"), action.get("MaxCapacity")
+    if low is None and high is None:
+        raise ValidationError("ScalableTargetAction needs MinCapacity or MaxCapacity.")
+    if any(v is not None and v < 0 for v in (low, high)) or (
+        low is not None and high is not None and low > high
+    ):
+        raise ValidationError(
+            f"ScalableTargetAction capacities must be non-negative with MinCapacity ({low}) "
+            f"at most MaxCapacity ({high})."
+        )
+    now = ctx.now()
+    record = {
+        **merged,
+        "ScheduledActionName": name,
+        "ScheduledActionARN": existing.get("ScheduledActionARN") or autoscaling_arn(
+            ctx, "scheduledAction", resource_id, "scheduledActionName", name),
+        "ServiceNamespace": target["ServiceNamespace"],
+        "ResourceId": resource_id,
+        "ScalableDimension": target["ScalableDimension"],
+        "CreationTime": existing.get("CreationTime", now),
+        # Runs are counted from when the schedule was last put.
+        "_since": now,
+    }
+    ctx.store.put(KIND, key, record)
+    ctx.notify()
+    return {}
+
+
+def describe_scheduled_actions(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return describe_children(ctx, params, KIND, "ScheduledActionName", "ScheduledActionNames",
+                             "ScheduledActions")
+
+
+def delete_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return delete_child(ctx, params, KIND, "ScheduledActionName", "scheduled action")

@@ -1,0 +1,285 @@
+"""The autoscaling controller: moves each scalable target's instance count as its policies,
+scheduled actions and capacity range say.
+
+Every few moments it reads the metrics the policies track (through the metric resolver);
+every evaluation interval it goes over the targets in the state store: fires due scheduled
+actions, keeps the count inside [MinCapacity, MaxCapacity], and asks every target tracking
+policy for the count that brings its metric to the target value. It scales out when any
+policy asks for more (the largest wins) and scales in only when all ask for less, for a
+whole metric window in a row, outside the cooldowns. A change is an
+UpdateEndpointWeightsAndCapacities call, so the endpoint controller applies it (new
+instances join once ready; removed ones drain first), and each change is recorded as a
+scaling activity. Cooldown times and scheduled runs are kept in
+the store, so a restarted server carries on where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from modelhost import api, schedule_expressions
+from modelhost.api.scalable_targets import ACTION_KIND, POLICY_KIND, child_key, target_key
+from modelhost.api.scalable_targets import KIND as TARGET_KIND
+from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
+from modelhost.api.scaling_policies import tracked_metric
+from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
+from modelhost.errors import SageMakerError
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+_TRACKING = "TargetTrackingScalingPolicyConfiguration"
+# SageMaker's default cooldowns for target tracking policies.
+_DEFAULT_COOLDOWN_S = 300
+_SCALE_IN_HEADROOM = 0.9
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    count: int
+    policy: Record
+    metric: str
+    value: float
+
+    def reason(self, current: int) -> str:
+        target = self.policy[_TRACKING]["TargetValue"]
+        side = "above" if self.value > target else "below"
+        return (f"policy {self.policy['PolicyName']}: {self.metric} was {self.value:.4g}, "
+                f"{side} its target {target:g}, with {current} instance(s)")
+
+
+class AutoscalingController:
+    def __init__(self, ctx: api.Context, resolver: MetricResolver) -> None:
+        self.ctx = ctx
+        self.resolver = resolver
+        self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
+        # Scale in only after the policies agreed on it for a whole metric window.
+        self.scale_in_evaluations = max(1, math.ceil(resolver.window_s / self.interval_s))
+
+    async def run(self) -> None:
+        sample_every = min(1.0, max(0.05, self.interval_s / 4))
+        next_evaluation = time.monotonic() + self.interval_s
+        while True:
+            try:
+                self.sample()
+                if time.monotonic() >= next_evaluation:
+                    next_evaluation = time.monotonic() + self.interval_s
+                    self.evaluate()
+            except Exception:
+                log.exception("autoscaling pass failed; retrying")
+            await asyncio.sleep(sample_every)
+
+    # --- metrics ---------------------------------------------------------------------
+
+    def _series(self, policy: Record, target: Record) -> tuple[str, dict[str, str], str]:
+        name, dimensions, statistic = tracked_metric(policy[_TRACKING])
+        dimensions.setdefault("EndpointName", target["_endpoint"])
+        dimensions.setdefault("VariantName", target["_variant"])
+        return name, dimensions, statistic
+
+    def sample(self) -> None:
+        """One reading of every metric a target tracking policy watches."""
+        targets = {target_key(t["ResourceId"]): t for t in self.ctx.store.list(TARGET_KIND)}
+        watched: set[SeriesKey] = set()
+        for policy in self.ctx.store.list(POLICY_KIND):
+            target = targets.get(target_key(policy["ResourceId"]))
+            if target is None or _TRACKING not in policy:
+                continue
+            name, dimensions, _ = self._series(policy, target)
+            key = series_key(name, dimensions)
+            if key not in watched:
+                watched.add(key)
+                self.resolver.sample(name, dimensions)
+        self.resolver.forget_except(watched)
+
+    # --- evaluation ------------------------------------------------------------------
+
+    def evaluate(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        store = self.ctx.store
+        policies: dict[str, list[Record]] = {}
+        for policy in store.list(POLICY_KIND):
+            policies.setdefault(target_key(policy["ResourceId"]), []).append(policy)
+        actions: dict[str, list[Record]] = {}
+        for action in store.list(ACTION_KIND):
+            actions.setdefault(target_key(action["ResourceId"]), []).append(action)
+        for target in store.list(TARGET_KIND):
+            key = target_key(target["ResourceId"])
+            try:
+                self._evaluate(target, policies.get(key, []), actions.get(key, []), now)
+            except Exception:
+                log.exception("autoscaling %s failed; retrying", target["ResourceId"])
+
+    def _evaluate(
+        self, target: Record, policies: list[Record], actions: list[Record], now: float
+    ) -> None:
+        endpoint = self.ctx.store.get("endpoint", target["_endpoint"])
+        self._finish_activities(target, endpoint)
+        if endpoint is None or endpoint["EndpointStatus"] != "InService":
+            return
+        capacity = endpoint["_desired"]["capacity"].get(target["_variant"])
+        if capacity is None:  # the endpoint was updated to a config without the variant
+            return
+        count = capacity["count"]
+        state = dict(target["_state"])
+        suspended = target["SuspendedState"]
+        if not suspended.get("ScheduledScalingSuspended"):
+            for action in actions:
+                target = self._run_if_due(action, target, now)
+        low, high = target["MinCapacity"], target["MaxCapacity"]
+        wanted, cause = count, ""
+        if count < low:
+            wanted, cause = low, f"the minimum capacity {low} is above the current capacity"
+        elif count > high:
+            wanted, cause = high, f"the maximum capacity {high} is below the current capacity"
+        else:
+            wanted, cause = self._dynamic(target, policies, count, state, now)
+        if wanted != count:
+            self._scale(target, endpoint, count, wanted, cause, state, now)
+        if state != target["_state"]:
+            self._save_state(target, state)
+
+    def _dynamic(
+        self, target: Record, policies: list[Record], count: int, state: Record, now: float
+    ) -> tuple[int, str]:
+        """The count target tracking asks for, once cooldowns and suspensions allow it."""
+        proposals = []
+        undecided = False  # a policy without data yet vetoes a scale-in
+        for policy in policies:
+            if _TRACKING not in policy:
+                continue
+            config = policy[_TRACKING]
+            name, dimensions, statistic = self._series(policy, target)
+            value = self.resolver.value(name, dimensions, statistic)
+            if value is None:
+                undecided = True
+                continue
+            # From zero instances, whatever the metric holds (a backlog) asks for
+            # instances as if one served it.
+            load = max(count, 1) * value
+            wanted = math.ceil(load / config["TargetValue"] - 1e-9)
+            if wanted < count:
+                # Scale in only as far as leaves the metric 10% under its target: a load
+                # right at the target must not flap between two counts.
+                wanted = min(count, math.ceil(load / (config["TargetValue"] * _SCALE_IN_HEADROOM)
+                                              - 1e-9))
+            if config.get("DisableScaleIn"):
+                wanted = max(wanted, count)
+            proposals.append(_Proposal(wanted, policy, name, value))
+        if not proposals:
+            state["below"] = 0
+            return count, ""
+        best = max(proposals, key=lambda p: p.count)
+        wanted = min(max(best.count, target["MinCapacity"]), target["MaxCapacity"])
+        suspended = target["SuspendedState"]
+        if wanted > count:
+            state["below"] = 0
+            cooldown = best.policy[_TRACKING].get("ScaleOutCooldown", _DEFAULT_COOLDOWN_S)
+            if suspended.get("DynamicScalingOutSuspended") or (
+                now - state.get("scaled_out_at", 0) < cooldown
+            ):
+                return count, ""
+            return wanted, best.reason(count)
+        if wanted < count and not undecided:
+            state["below"] = state.get("below", 0) + 1
+            cooldown = max(p.policy[_TRACKING].get("ScaleInCooldown", _DEFAULT_COOLDOWN_S)
+                           for p in proposals)
+            last = max(state.get("scaled_in_at", 0), state.get("scaled_out_at", 0))
+            if (suspended.get("DynamicScalingInSuspended")
+                    or state["below"] < self.scale_in_evaluations or now - last < cooldown):
+                return count, ""
+            return wanted, best.reason(count)
+        state["below"] = 0
+        return count, ""
+
+    def _scale(
+        self, target: Record, endpoint: Record, count: int, wanted: int, cause: str,
+        state: Record, now: float,
+    ) -> None:
+        description = f"Setting desired instance count to {wanted}."
+        cause = f"{cause}; changing the desired instance count from {count} to {wanted}"
+        name = endpoint["EndpointName"]
+        try:
+            api.update_endpoint_weights_and_capacities(self.ctx, {
+                "EndpointName": name,
+                "DesiredWeightsAndCapacities": [
+                    {"VariantName": target["_variant"], "DesiredInstanceCount": wanted}],
+            })
+            changed = self.ctx.store.get("endpoint", name)
+        except SageMakerError as error:
+            log.warning("autoscaling %s: %s", target["ResourceId"], error.message)
+            record_activity(self.ctx, target, description, cause, "Failed",
+                            StatusMessage=error.message)
+            return
+        log.info("autoscaling %s: %s (%s)", target["ResourceId"], description, cause)
+        if changed is None:  # deleted meanwhile
+            return
+        record_activity(self.ctx, target, description, cause,
+                        _generation=changed["_desired"]["generation"], _count=wanted)
+        state["scaled_out_at" if wanted > count else "scaled_in_at"] = now
+        state["below"] = 0
+
+    def _finish_activities(self, target: Record, endpoint: Record | None) -> None:
+        """Close the activities whose change the endpoint has carried out (or given up)."""
+        for key, activity in open_activities(self.ctx, target["ResourceId"]).items():
+            if endpoint is None:
+                finish_activity(self.ctx, key, "Failed", "The endpoint was deleted.")
+                continue
+            if endpoint["EndpointStatus"] != "InService" or (
+                endpoint["_desired"]["generation"] < activity["_generation"]
+            ):
+                continue
+            running = {v["VariantName"]: v["CurrentInstanceCount"]
+                       for v in endpoint["ProductionVariants"]}
+            if running.get(target["_variant"]) == activity["_count"]:
+                finish_activity(self.ctx, key, "Successful",
+                                f"Successfully set desired instance count to "
+                                f"{activity['_count']}.")
+            elif endpoint["_desired"]["generation"] > activity["_generation"]:
+                finish_activity(self.ctx, key, "Overridden",
+                                "A later change to the endpoint replaced this one.")
+            else:
+                finish_activity(self.ctx, key, "Failed",
+                                endpoint.get("FailureReason", "The endpoint did not scale."))
+
+    def _run_if_due(self, action: Record, target: Record, now: float) -> Record:
+        """Fire a scheduled action whose time has come; returns the target as it is now."""
+        schedule = schedule_expressions.parse(action["Schedule"])
+        since = max(action["_since"], action.get("_last_run", 0), action.get("StartTime", 0))
+        until = min(now, action.get("EndTime", now))
+        fired = schedule.latest(until, since,
+                                schedule_expressions.zone(action.get("Timezone")))
+        if fired is None:
+            return target
+        key = child_key(action["ResourceId"], action["ScheduledActionName"])
+        self.ctx.store.modify(ACTION_KIND, key, lambda a: {**a, "_last_run": fired})
+        change = action.get("ScalableTargetAction", {})
+        low = change.get("MinCapacity", target["MinCapacity"])
+        high = change.get("MaxCapacity", target["MaxCapacity"])
+        if low > high:  # only one bound given, past the other: the given one wins
+            low, high = (low, low) if "MinCapacity" in change else (high, high)
+
+        def update(record: Record) -> Record:
+            record.update(MinCapacity=low, MaxCapacity=high)
+            return record
+
+        updated = self.ctx.store.modify(TARGET_KIND, target_key(target["ResourceId"]), update)
+        record_activity(
+            self.ctx, target,
+            f"Setting min capacity to {low} and max capacity to {high}",
+            f"scheduled action name {action['ScheduledActionName']} was triggered",
+            "Successful",
+        )
+        return updated or target
+
+    def _save_state(self, target: Record, state: Record) -> None:
+        def update(record: Record) -> Record:
+            record["_state"] = state
+            return record
+
+        self.ctx.store.modify(TARGET_KIND, target_key(target["ResourceId"]), update)

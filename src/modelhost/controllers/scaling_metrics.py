@@ -1,0 +1,262 @@
+"""The metrics scaling policies can track, by their CloudWatch names and dimensions.
+
+Policies name metrics as CloudWatch does (`InvocationsPerInstance` with dimensions
+`EndpointName` and `VariantName`, ...); modelhost has no CloudWatch, so this resolver maps
+each name to a source that reads the server's own state. The autoscaling controller takes
+a reading of every metric a policy uses a few times per evaluation and asks for its value
+over the recent window. A metric is plugged in with one line, as the asynchronous
+backlog metrics are:
+
+    resolver.register("ApproximateBacklogSize", Gauge(lambda d: backlog(d["EndpointName"])))
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from modelhost import metrics
+from modelhost.router import Replica, Router
+
+Dimensions = Mapping[str, str]
+Reader = Callable[[Dimensions], float | None]
+Samples = Sequence[tuple[float, float]]  # (monotonic time, reading)
+# Kept by the resolver as (name, sorted dimensions).
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class Source(Protocol):
+    def read(self, dimensions: Dimensions) -> float | None:
+        """One reading now; None when there is nothing to read (no such endpoint)."""
+        ...
+
+    def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
+        """The metric over a window of readings (oldest first, at least two)."""
+        ...
+
+
+_STATISTICS: dict[str, Callable[[list[float]], float]] = {
+    "Average": lambda values: sum(values) / len(values),
+    "Minimum": min,
+    "Maximum": max,
+    "Sum": sum,
+    "SampleCount": lambda values: float(len(values)),
+}
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A level read as it is now (requests in flight, CPU, queue length); the window's
+    value is the policy's statistic over the readings."""
+
+    reader: Reader
+
+    def read(self, dimensions: Dimensions) -> float | None:
+        return self.reader(dimensions)
+
+    def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
+        return _STATISTICS.get(statistic, _STATISTICS["Average"])([v for _, v in samples])
+
+
+@dataclass(frozen=True)
+class PerMinute:
+    """A running count (invocations); the window's value is its rate per minute, the
+    period SageMaker's Invocations metrics are reported in."""
+
+    reader: Reader
+
+    def read(self, dimensions: Dimensions) -> float | None:
+        return self.reader(dimensions)
+
+    def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
+        (first_at, first), (last_at, last) = samples[0], samples[-1]
+        return max(last - first, 0.0) / (last_at - first_at) * 60.0
+
+
+@dataclass(frozen=True)
+class PerInstance:
+    """Another source's value divided by the instances serving now: the utilisation kind
+    of metric target tracking needs, one that falls as instances are added. With no
+    instance serving it is the whole value (a backlog waiting for a first instance)."""
+
+    source: Source
+    instances: Reader
+
+    def read(self, dimensions: Dimensions) -> float | None:
+        return self.source.read(dimensions)
+
+    def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
+        total = self.source.value(samples, statistic, dimensions)
+        count = self.instances(dimensions)
+        if total is None or count is None:
+            return None
+        return total / max(count, 1.0)
+
+
+class MetricResolver:
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._sources: dict[str, Source] = {}
+        self._history: dict[SeriesKey, deque[tuple[float, float]]] = {}
+
+    def register(self, name: str, source: Source) -> None:
+        self._sources[name] = source
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._sources
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._sources))
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def sample(self, name: str, dimensions: Dimensions, now: float | None = None) -> None:
+        """Take one reading of a series; readings older than the window are dropped."""
+        source = self._sources.get(name)
+        if source is None:
+            return
+        reading = source.read(dimensions)
+        key = (name, tuple(sorted(dimensions.items())))
+        history = self._history.setdefault(key, deque())
+        now = time.monotonic() if now is None else now
+        if reading is not None:
+            history.append((now, reading))
+        while history and history[0][0] < now - self.window_s:
+            history.popleft()
+
+    def value(
+        self, name: str, dimensions: Dimensions, statistic: str = "Average"
+    ) -> float | None:
+        """The series over the window; None until readings cover half of it, so a policy
+        never acts on a moment's spike or on a series it has only started to watch."""
+        source = self._sources.get(name)
+        history = self._history.get((name, tuple(sorted(dimensions.items()))))
+        if source is None or not history or len(history) < 2:
+            return None
+        if history[-1][0] - history[0][0] < self.window_s / 2:
+            return None
+        return source.value(list(history), statistic, dimensions)
+
+    def forget_except(self, keep: set[SeriesKey]) -> None:
+        """Drop the readings of series no policy watches any more."""
+        for key in [k for k in self._history if k not in keep]:
+            del self._history[key]
+
+
+def series_key(name: str, dimensions: Dimensions) -> SeriesKey:
+    return name, tuple(sorted(dimensions.items()))
+
+
+class _VariantState:
+    """Readings from the router's live deployments and the instances' processes."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._processes: dict[int, psutil.Process] = {}
+
+    def replicas(self, dimensions: Dimensions) -> list[Replica] | None:
+        deployment = self._router.deployments.get(dimensions.get("EndpointName", ""))
+        if deployment is None:
+            return None
+        variant = dimensions.get("VariantName")
+        if variant is None:
+            return deployment.replicas()
+        pool = deployment.variants.get(variant)
+        return None if pool is None else list(pool.replicas)
+
+    def instances(self, dimensions: Dimensions) -> float | None:
+        replicas = self.replicas(dimensions)
+        return None if replicas is None else float(
+            sum(1 for r in replicas if r.healthy and not r.draining))
+
+    def outstanding(self, dimensions: Dimensions) -> float | None:
+        replicas = self.replicas(dimensions)
+        return None if replicas is None else float(sum(r.outstanding for r in replicas))
+
+    def invocations(self, dimensions: Dimensions) -> float | None:
+        if self.replicas(dimensions) is None:
+            return None
+        endpoint, variant = dimensions.get("EndpointName"), dimensions.get("VariantName")
+        total = 0.0
+        for family in metrics.INVOCATIONS.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels["endpoint"] == endpoint and (
+                    variant is None or labels["variant"] == variant
+                ):
+                    total += sample.value
+        return total
+
+    def _process(self, replica: Replica) -> psutil.Process | None:
+        pid = replica.instance.pid
+        if pid is None:
+            return None
+        process = self._processes.get(pid)
+        if process is None:
+            # A new instance: forget the ones that have gone meanwhile.
+            for gone in [p for p, known in self._processes.items() if not known.is_running()]:
+                del self._processes[gone]
+            try:
+                process = self._processes[pid] = psutil.Process(pid)
+                process.cpu_percent()  # the first call only starts the measurement
+            except psutil.Error:
+                return None
+        return process
+
+    def _per_process(
+        self, dimensions: Dimensions, measure: Callable[[psutil.Process, Replica], float]
+    ) -> float | None:
+        """Average of a per-instance measure over the variant's running instances."""
+        replicas = self.replicas(dimensions)
+        if replicas is None:
+            return None
+        values = []
+        for replica in replicas:
+            process = self._process(replica)
+            if process is None:
+                continue
+            try:
+                values.append(measure(process, replica))
+            except psutil.Error:
+                self._processes.pop(process.pid, None)
+        return sum(values) / len(values) if values else None
+
+    def cpu_utilization(self, dimensions: Dimensions) -> float | None:
+        """Percent of one core, as SageMaker's CPUUtilization (400 = four busy cores)."""
+        return self._per_process(dimensions, lambda process, _: process.cpu_percent())
+
+    def memory_utilization(self, dimensions: Dimensions) -> float | None:
+        """Resident memory as a percentage of the instance type's memory."""
+        def percent(process: psutil.Process, replica: Replica) -> float:
+            memory = replica.instance.spec.instance_type.memory_gib * 1024**3
+            return 100.0 * process.memory_info().rss / memory
+        return self._per_process(dimensions, percent)
+
+
+def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
+    """A resolver with the variant metrics SageMaker publishes and modelhost records."""
+    state = _VariantState(router)
+    resolver = MetricResolver(window_s)
+    invocations = PerMinute(state.invocations)
+    resolver.register("Invocations", invocations)
+    resolver.register("InvocationsPerInstance", PerInstance(invocations, state.instances))
+    in_flight = Gauge(state.outstanding)
+    resolver.register("ConcurrentRequestsPerModel", PerInstance(in_flight, state.instances))
+    resolver.register("CPUUtilization", Gauge(state.cpu_utilization))
+    resolver.register("MemoryUtilization", Gauge(state.memory_utilization))
+    for backlog in ("ApproximateBacklogSize", "ApproximateBacklogSizePerInstance",
+                    "HasBacklogWithoutCapacity"):
+        resolver.register(backlog, Gauge(functools.partial(_async_backlog, backlog)))
+    return resolver
+
+
+def _async_backlog(name: str, dimensions: Dimensions) -> float | None:
+    """An asynchronous endpoint's backlog metric (dimension EndpointName)."""
+    return metrics.async_backlog_metric(name, dimensions.get("EndpointName", ""))
