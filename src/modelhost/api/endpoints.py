@@ -227,7 +227,7 @@ def update_endpoint_weights_and_capacities(
         running = {v["VariantName"]: (v["CurrentWeight"], v.get("CurrentInstanceCount", 0))
                    for v in current["ProductionVariants"]}
         current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired,
-                       ProductionVariants=variant_summaries(desired, running))
+                       **deployed_fields(desired, running))
         return current
 
     ctx.store.modify(KIND, name, change)
