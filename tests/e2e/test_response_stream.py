@@ -14,7 +14,8 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
 from modelhost.runtime import eventstream
-from tests.conftest import deploy, unique
+from tests.conftest import _deployed, deploy, unique, wait_for_status
+from tests.support.async_inference import deploy_async
 from tests.support.server import ServerProcess
 from tests.support.streaming import put_token_model
 
@@ -139,3 +140,46 @@ def test_cli_prints_parts_as_they_come(server: ServerProcess, streamer: str,
     assert process.returncode == 0, errors
     assert rest == "second line\nlast line\n"
     assert "variant: AllTraffic" in errors
+
+
+def test_the_model_timeout_bounds_each_gap_not_the_whole_stream(runtime, streamer: str) -> None:
+    """The session server's model timeout is 5 s: three 2 s gaps make a 6 s stream."""
+    response = _invoke(runtime, streamer, tokens=["a", "b", "c"], delay=2)
+    assert [e["PayloadPart"]["Bytes"] for e in response["Body"]] == [b"a", b"b", b"c"]
+
+
+def test_a_gap_past_the_model_timeout_ends_the_stream(runtime, streamer: str) -> None:
+    response = _invoke(runtime, streamer, tokens=["a", "b"], delay=0, gap=6)
+    parts = []
+    with pytest.raises(EventStreamError) as raised:
+        for event in response["Body"]:
+            parts.append(event["PayloadPart"]["Bytes"])
+    assert parts == [b"a"]
+    assert raised.value.response["Error"]["Code"] == "ModelStreamError"
+    assert "sent nothing for 5 s" in raised.value.response["Error"]["Message"]
+
+
+def test_asynchronous_endpoints_refuse_streaming(sagemaker, runtime, server: ServerProcess,
+                                                 streamer: str) -> None:
+    name = deploy_async(sagemaker, put_token_model(server.data_dir))
+    with pytest.raises(ClientError) as raised:
+        _invoke(runtime, name, tokens=TOKENS)
+    assert raised.value.response["Error"]["Code"] == "ValidationError"
+    assert "InvokeEndpointAsync" in raised.value.response["Error"]["Message"]
+
+
+def test_serverless_endpoints_refuse_streaming(sagemaker, runtime, server: ServerProcess) -> None:
+    name = unique("sl")
+    sagemaker.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+                           PrimaryContainer={"Image": "modelhost/python",
+                                             "ModelDataUrl": put_token_model(server.data_dir)})
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": name,
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    _deployed.append((sagemaker, name))
+    wait_for_status(sagemaker, name, {"InService"})
+    with pytest.raises(ClientError) as raised:
+        _invoke(runtime, name, tokens=TOKENS)
+    assert raised.value.response["Error"]["Code"] == "ValidationError"
+    assert "serverless" in raised.value.response["Error"]["Message"]

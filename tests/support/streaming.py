@@ -9,8 +9,9 @@ from pathlib import Path
 from tests.support.models import model_tarball
 
 # JSON body: {"tokens": [...], "delay": s, "release": path, "marker": path,
-#             "fail_after": k, "async": bool}
-# Before its last token it waits (up to 4 s) for the `release` file, then writes `marker`.
+#             "fail_after": k, "gap": s, "async": bool}
+# Before its last token it waits (up to 4 s) for the `release` file, then writes `marker`;
+# `gap` is an extra pause after the first token.
 TOKEN_CODE = b'''
 import asyncio, json, os, time
 
@@ -32,6 +33,8 @@ def _tokens(request):
             if request.get("marker"):
                 open(request["marker"], "w").write("last token produced")
         time.sleep(request.get("delay", 0))
+        if i == 1:
+            time.sleep(request.get("gap", 0))
         yield token
 
 async def _async_tokens(request):
