@@ -213,7 +213,8 @@ class ModelhostApp:
             ):
                 self._authenticate(scope, headers, body)
             if stream:
-                await stream_invocation(self.invoker, name, body, headers, started, send)
+                await stream_invocation(self.invoker, name, body, headers, started, receive,
+                                       send)
                 return
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:

@@ -3,6 +3,7 @@ server that streams its answer chunk by chunk, and botocore parsing our event st
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from modelhost.runtime import eventstream
 from tests.conftest import _deployed, deploy, unique, wait_for_status
 from tests.support.async_inference import deploy_async
+from tests.support.processes import wait_until
 from tests.support.server import ServerProcess
 from tests.support.streaming import put_token_model
 
@@ -118,6 +120,23 @@ def test_unknown_endpoint_is_a_validation_error(runtime) -> None:
         _invoke(runtime, unique("nowhere"), tokens=TOKENS)
     assert raised.value.response["Error"]["Code"] == "ValidationError"
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_a_client_that_goes_away_stops_the_model(server: ServerProcess, streamer: str,
+                                                 tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    body = json.dumps({"tokens": ["t"] * 2000, "delay": 0.01, "closed": str(closed)})
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("POST", f"/endpoints/{streamer}/invocations-response-stream", body,
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.read1(65536)  # the first part(s) arrived
+    connection.close()
+    # The model server closes the generator on its own thread; 2000 tokens at 10 ms would
+    # take 20 s to run out, far past this wait.
+    wait_until(closed.exists, timeout_s=15, what="the generator to be closed")
+    assert closed.read_text().startswith("closed after")
 
 
 def test_cli_prints_parts_as_they_come(server: ServerProcess, streamer: str,

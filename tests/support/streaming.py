@@ -9,9 +9,10 @@ from pathlib import Path
 from tests.support.models import model_tarball
 
 # JSON body: {"tokens": [...], "delay": s, "release": path, "marker": path,
-#             "fail_after": k, "gap": s, "async": bool}
+#             "fail_after": k, "gap": s, "closed": path, "async": bool}
 # Before its last token it waits (up to 4 s) for the `release` file, then writes `marker`;
-# `gap` is an extra pause after the first token.
+# `gap` is an extra pause after the first token; `closed` is written if the generator is
+# closed before its end (the client went away).
 TOKEN_CODE = b'''
 import asyncio, json, os, time
 
@@ -25,17 +26,22 @@ def _wait_for(path):
 
 def _tokens(request):
     tokens = request["tokens"]
-    for i, token in enumerate(tokens):
-        if i == request.get("fail_after"):
-            raise RuntimeError("the generator broke at token %d" % i)
-        if i == len(tokens) - 1:
-            _wait_for(request.get("release"))
-            if request.get("marker"):
-                open(request["marker"], "w").write("last token produced")
-        time.sleep(request.get("delay", 0))
-        if i == 1:
-            time.sleep(request.get("gap", 0))
-        yield token
+    try:
+        for i, token in enumerate(tokens):
+            if i == request.get("fail_after"):
+                raise RuntimeError("the generator broke at token %d" % i)
+            if i == len(tokens) - 1:
+                _wait_for(request.get("release"))
+                if request.get("marker"):
+                    open(request["marker"], "w").write("last token produced")
+            time.sleep(request.get("delay", 0))
+            if i == 1:
+                time.sleep(request.get("gap", 0))
+            yield token
+    except GeneratorExit:
+        if request.get("closed"):
+            open(request["closed"], "w").write("closed after %d tokens" % i)
+        raise
 
 async def _async_tokens(request):
     for token in request["tokens"]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.disconnect import cancelled_on_disconnect
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
@@ -99,14 +100,14 @@ class ModelServerApp:
             await _reply_error(send, exc)
             return
         if not isinstance(result, bytes):
-            await self._stream(send, result, result_type, context)
+            await self._stream(receive, send, result, result_type, context)
             return
         start = _start(200, result_type.encode("latin-1", "replace"), len(result))
         _add_custom_attributes(start, context)
         await send(start)
         await send({"type": "http.response.body", "body": result})
 
-    async def _stream(self, send: Send, stream: Stream, result_type: str,
+    async def _stream(self, receive: Receive, send: Send, stream: Stream, result_type: str,
                       context: Context | None) -> None:
         """A chunked answer, one chunk per part as the model yields it. The head waits for
         the first part, so a model that fails before producing anything still gets an
@@ -126,13 +127,15 @@ class ModelServerApp:
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             try:
-                async for data in produced:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                async with cancelled_on_disconnect(receive):
+                    async for data in produced:
+                        await send({"type": "http.response.body", "body": data,
+                                    "more_body": True})
             except Exception as exc:
                 log.error("invocation failed mid-stream: %s", describe(exc), exc_info=exc)
                 raise _StreamBroken from None  # uvicorn closes the connection
         finally:
-            await produced.aclose()  # the client went away: stop the model's generator
+            await produced.aclose()  # ended early: stop the model's generator
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -151,6 +151,10 @@ def _response(result: Any, accept: str) -> tuple[bytes | Stream, str]:
         result, content_type = result
     if is_stream(result):
         return result, content_type
+    if not isinstance(result, (bytes, str, bytearray, memoryview)) and (
+        content_type not in codecs.ENCODERS
+    ):
+        content_type = codecs.JSON  # not encoded yet, and not as asked: JSON it is
     return encode_part(result, content_type), content_type
 
 

@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any
 
+from modelhost.disconnect import cancelled_on_disconnect
 from modelhost.errors import SageMakerError
 from modelhost.router import Answer, StreamInterrupted
 from modelhost.runtime import eventstream
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 
 async def stream_invocation(
     invoker: RealtimeInvoker, name: str, body: bytes, headers: dict[bytes, bytes],
-    started: float, send: Any,
+    started: float, receive: Any, send: Any,
 ) -> None:
-    """Answer one request on `send` (ASGI). Raises SageMakerError only while nothing has
-    been sent, so the caller can still answer with an HTTP error."""
+    """Answer one request on `send` (ASGI), its body already read from `receive`. Raises
+    SageMakerError only while nothing has been sent, so the caller can still answer with an
+    HTTP error. A client that goes away ends the model's work too."""
     deployment = invoker.deployment(name)
     request = invocation(body, headers, b"x-amzn-sagemaker-accept")
     head_sent = False
@@ -48,8 +50,10 @@ async def stream_invocation(
         await send({"type": "http.response.body", "body": eventstream.payload_part(data),
                     "more_body": True})
 
+    answer = None
     try:
-        answer = await invoker.router.stream_response(deployment, request, on_head, sink)
+        async with cancelled_on_disconnect(receive):
+            answer = await invoker.router.stream_response(deployment, request, on_head, sink)
     except SageMakerError as error:
         count_error(name, deployment, request, error)
         if not head_sent:
@@ -60,6 +64,8 @@ async def stream_invocation(
         final = eventstream.stream_error(
             interrupted.exception_type, interrupted.message, interrupted.error_code)
     else:
+        if answer is None:  # the client went away; the instance's answer was dropped
+            return
         count_answer(name, answer, started)
         final = b""
     await send({"type": "http.response.body", "body": final, "more_body": False})
