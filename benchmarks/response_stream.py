@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 from _common import (
-    BENCHMARKS_DIR,
     ModelhostServer,
+    add_output_options,
     deploy,
     instance_processes,
     machine_facts,
+    publish,
     scratch_dir,
     sigterm_as_interrupt,
     undeploy,
@@ -140,19 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20, help="requests per path")
     parser.add_argument("--tokens", type=int, default=32, help="parts per answer")
     parser.add_argument("--pause-ms", type=float, default=10.0, help="pause before each part")
-    parser.add_argument("--out", type=Path,
-                        default=BENCHMARKS_DIR / "results" / "response_stream.md")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
+    add_output_options(parser, "response_stream")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         results = measure(args.requests, args.tokens, args.pause_ms, scratch)
-    facts = machine_facts("http.client, one request at a time")
     text = report(results, args.tokens, args.pause_ms,
-                  {k: facts[k] for k in ("date", "cpus (nproc)", "cpu model", "python",
-                                         "modelhost")})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+                  machine_facts("http.client, one request at a time"))
+    publish(text, args.out)
     return 0
 
 
