@@ -29,10 +29,11 @@ def streamer(sagemaker, server: ServerProcess) -> str:
     return deploy(sagemaker, put_token_model(server.data_dir), image="modelhost/python")
 
 
-def _invoke(runtime, endpoint: str, **request: object) -> dict:
+def _invoke(runtime, endpoint: str, accept: str | None = None, **request: object) -> dict:
+    extra = {"Accept": accept} if accept else {}
     return runtime.invoke_endpoint_with_response_stream(
         EndpointName=endpoint, ContentType="application/json", Body=json.dumps(request),
-        CustomAttributes="trace=42")
+        CustomAttributes="trace=42", **extra)
 
 
 def test_event_stream_frames_parse_with_botocore() -> None:
@@ -50,9 +51,10 @@ def test_parts_arrive_as_separate_events_while_the_model_still_works(
     runtime, streamer: str, tmp_path: Path
 ) -> None:
     release, marker = tmp_path / "release", tmp_path / "marker"
-    response = _invoke(runtime, streamer, tokens=TOKENS, release=str(release),
-                       marker=str(marker))
-    assert response["ContentType"] == "text/plain"
+    response = _invoke(runtime, streamer, accept="text/event-stream", tokens=TOKENS,
+                       release=str(release), marker=str(marker))
+    assert response["ContentType"] == "text/event-stream"  # Accept reached the model
+    assert response["CustomAttributes"] == "echo trace=42"
     assert response["InvokedProductionVariant"] == "AllTraffic"
     assert response["ResponseMetadata"]["HTTPHeaders"]["content-type"] == (
         "application/vnd.amazon.eventstream")

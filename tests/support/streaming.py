@@ -12,7 +12,8 @@ from tests.support.models import model_tarball
 #             "fail_after": k, "gap": s, "closed": path, "async": bool}
 # Before its last token it waits (up to 4 s) for the `release` file, then writes `marker`;
 # `gap` is an extra pause after the first token; `closed` is written if the generator is
-# closed before its end (the client went away).
+# closed before its end (the client went away). Parts are of the Accept type if that is
+# text/*, else text/plain; custom attributes "X" are answered with "echo X".
 TOKEN_CODE = b'''
 import asyncio, json, os, time
 
@@ -48,11 +49,15 @@ async def _async_tokens(request):
         await asyncio.sleep(request.get("delay", 0))
         yield token
 
-def transform_fn(model, body, content_type, accept):
+def transform_fn(model, body, content_type, accept, context):
     request = json.loads(body)
+    if context.custom_attributes:
+        context.set_response_header(0, "X-Amzn-SageMaker-Custom-Attributes",
+                                    "echo " + context.custom_attributes)
+    kind = accept if accept.startswith("text/") else "text/plain"
     if request.get("async"):
-        return _async_tokens(request), "text/plain"
-    return _tokens(request), "text/plain"
+        return _async_tokens(request), kind
+    return _tokens(request), kind
 '''
 
 

@@ -14,6 +14,7 @@ import logging
 import uuid
 from typing import Any
 
+from modelhost import metrics
 from modelhost.disconnect import cancelled_on_disconnect
 from modelhost.errors import SageMakerError
 from modelhost.router import Answer, StreamInterrupted
@@ -38,13 +39,13 @@ async def stream_invocation(
     HTTP error. A client that goes away ends the model's work too."""
     deployment = invoker.deployment(name)
     request = invocation(body, headers, b"x-amzn-sagemaker-accept")
-    head_sent = False
+    head: Answer | None = None
 
     async def on_head(answer: Answer) -> None:
-        nonlocal head_sent
+        nonlocal head
         await send({"type": "http.response.start", "status": 200,
                     "headers": _stream_headers(answer)})
-        head_sent = True
+        head = answer
 
     async def sink(data: bytes) -> None:
         await send({"type": "http.response.body", "body": eventstream.payload_part(data),
@@ -54,15 +55,22 @@ async def stream_invocation(
     try:
         async with cancelled_on_disconnect(receive):
             answer = await invoker.router.stream_response(deployment, request, on_head, sink)
-    except SageMakerError as error:
+    except SageMakerError as error:  # only before the head: after it, StreamInterrupted
         count_error(name, deployment, request, error)
-        if not head_sent:
-            raise
-        final = eventstream.stream_error("InternalStreamFailure", error.message)
+        raise
     except StreamInterrupted as interrupted:
+        assert head is not None
         log.warning("endpoint %s: stream ended early: %s", name, interrupted.message)
+        metrics.INVOCATION_5XX.labels(name, head.variant).inc()
         final = eventstream.stream_error(
             interrupted.exception_type, interrupted.message, interrupted.error_code)
+    except Exception:
+        if head is None:
+            raise
+        log.exception("endpoint %s: stream failed", name)
+        metrics.INVOCATION_5XX.labels(name, head.variant).inc()
+        final = eventstream.stream_error(
+            "InternalStreamFailure", "The stream failed inside modelhost; try the request again.")
     else:
         if answer is None:  # the client went away; the instance's answer was dropped
             return
