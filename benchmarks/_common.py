@@ -613,3 +613,17 @@ def read_histogram(metrics_text: str, name: str, labels: dict[str, str]) -> Hist
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def add_output_options(parser: Any, name: str) -> None:
+    """--out (default benchmarks/results/<name>.md) and --keep-data, as every benchmark
+    has them."""
+    parser.add_argument("--out", type=Path, default=BENCHMARKS_DIR / "results" / f"{name}.md")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
+
+
+def publish(text: str, out: Path) -> None:
+    """Write the report where --out says and show it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)

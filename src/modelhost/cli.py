@@ -342,6 +342,9 @@ def endpoints_invoke(
     content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = "text/csv",
     accept: Annotated[str | None, typer.Option(help="Wanted response type.")] = None,
     custom_attributes: Annotated[str | None, typer.Option(help="Passed to the model.")] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="InvokeEndpointWithResponseStream: print each part of the answer "
+                         "as the model produces it.")] = False,
 ) -> None:
     """Send one request; the response body goes to stdout, the variant that served it to
     stderr, so `> out.csv` captures only the body."""
@@ -355,9 +358,19 @@ def endpoints_invoke(
     if custom_attributes:
         params["CustomAttributes"] = custom_attributes
     with _server(endpoint_url) as api:
-        response = api.runtime.invoke_endpoint(**params)
-        answer = response["Body"].read()
-    sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
+        if stream:
+            response = api.runtime.invoke_endpoint_with_response_stream(**params)
+            answer = b""
+            for event in response["Body"]:
+                answer = event.get("PayloadPart", {}).get("Bytes", b"")
+                sys.stdout.buffer.write(answer)
+                sys.stdout.flush()
+            if not answer.endswith(b"\n"):
+                sys.stdout.buffer.write(b"\n")
+        else:
+            response = api.runtime.invoke_endpoint(**params)
+            answer = response["Body"].read()
+            sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
     sys.stdout.flush()
     console.err.print(f"[dim]variant: {response.get('InvokedProductionVariant', '-')}  "
                       f"content-type: {response.get('ContentType', '-')}[/]", soft_wrap=True)

@@ -36,7 +36,13 @@ from modelhost.errors import (
 from modelhost.instances import get_backend
 from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
-from modelhost.runtime import AsyncAccepter, Notifier, RealtimeInvoker, response_headers
+from modelhost.runtime import (
+    AsyncAccepter,
+    Notifier,
+    RealtimeInvoker,
+    response_headers,
+    stream_invocation,
+)
 from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ Scope = dict[str, Any]
 _JSON_11 = b"application/x-amz-json-1.1"
 _INVOCATIONS = "/invocations"
 _ASYNC_INVOCATIONS = "/async-invocations"
+_STREAM_INVOCATIONS = "/invocations-response-stream"
 _ASYNC_REQUESTS = "/async-requests"
 # modelhost's own: every traffic step of a recommendation job, for latency charts
 _CURVES = "/inference-recommendations-jobs/"
@@ -127,6 +134,11 @@ class ModelhostApp:
         if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
             await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
         elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
+            _STREAM_INVOCATIONS
+        ):
+            await self._invoke(scope, receive, send,
+                               path[len("/endpoints/"):-len(_STREAM_INVOCATIONS)], stream=True)
+        elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
             _ASYNC_INVOCATIONS
         ):
             await self._invoke_async(scope, receive, send,
@@ -191,7 +203,11 @@ class ModelhostApp:
             (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
         ])
 
-    async def _invoke(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
+    async def _invoke(
+        self, scope: Scope, receive: Any, send: Any, name: str, stream: bool = False
+    ) -> None:
+        """InvokeEndpoint, or with `stream` InvokeEndpointWithResponseStream: the same
+        request, answered as an event stream of the model's parts."""
         started = time.perf_counter()
         headers = dict(scope["headers"])
         try:
@@ -203,6 +219,10 @@ class ModelhostApp:
                 headers, self.settings.internal_token
             ):
                 self._authenticate(scope, headers, body)
+            if stream:
+                await stream_invocation(self.invoker, name, body, headers, started, receive,
+                                       send)
+                return
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:
             await _respond_error(send, error)

@@ -7,7 +7,9 @@ itself, so the router talks to instances with this small client instead: one
 It speaks exactly what the SageMaker container contract needs — a request with a
 Content-Length body, a response read whole — and nothing else; plus, for asynchronous
 inference, the same exchange streamed both ways (`InstanceClient.stream`), so payloads of
-a gigabyte pass through without the server ever holding one in memory.
+a gigabyte pass through without the server ever holding one in memory, and for response
+streaming a chunked answer handed on chunk by chunk as it arrives
+(`InstanceClient.stream_response`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
@@ -58,6 +60,9 @@ class _Connection(asyncio.Protocol):
         # Streaming: a 2xx body goes to `pending` for a sink instead of into `body`.
         self.sink: Callable[[bytes], Awaitable[None]] | None = None
         self.streaming = False
+        # Response streaming keeps the instance's chunks apart: one part per chunk.
+        self.by_chunk = False
+        self.chunk: list[bytes] = []
         self.pending: deque[bytes] = deque()
         self.pending_size = 0
         self.reading_paused = False
@@ -90,11 +95,22 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.streaming = self.sink is not None and self.parser.get_status_code() < 300
+        self.progress.set()
 
     def on_body(self, body: bytes) -> None:
         if not self.streaming:
             self.body.append(body)
-            return
+        elif self.by_chunk:
+            self.chunk.append(body)  # a chunk may come in several reads
+        else:
+            self._hand_on(body)
+
+    def on_chunk_complete(self) -> None:
+        if self.chunk:
+            self._hand_on(b"".join(self.chunk))
+            self.chunk = []
+
+    def _hand_on(self, body: bytes) -> None:
         self.pending.append(body)
         self.pending_size += len(body)
         if self.pending_size > _STREAM_HIGH_WATER and not self.reading_paused:
@@ -104,6 +120,7 @@ class _Connection(asyncio.Protocol):
         self.progress.set()
 
     def on_message_complete(self) -> None:
+        self.on_chunk_complete()  # a Content-Length body is one part
         self.keep_alive = self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
@@ -145,15 +162,22 @@ class _Connection(asyncio.Protocol):
         head: bytes,
         body: AsyncIterable[bytes],
         sink: Callable[[bytes], Awaitable[None]],
+        on_head: Callable[[Response], Awaitable[None]] | None = None,
+        idle_timeout_s: float | None = None,
+        by_chunk: bool = False,
     ) -> Response:
         """Send `head`, then `body` chunk by chunk as the socket takes it; a 2xx response
         body goes to `sink` as it arrives (reading pauses while the sink lags), any other
-        response is read whole. The caller bounds the time."""
+        response is read whole. `on_head` hears a 2xx answer's status and headers before
+        its first chunk. With `by_chunk` the sink gets each chunk of a chunked answer on
+        its own, else whatever has arrived. The caller bounds the total time;
+        `idle_timeout_s` bounds each wait for the answer's next bytes (TimeoutError)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self.headers = []
         self.body = []
         self.sink = sink
+        self.by_chunk = by_chunk
         waiter = self.waiter = loop.create_future()
         try:
             # The head goes out with the first chunk: a head sent alone, then the body,
@@ -169,10 +193,17 @@ class _Connection(asyncio.Protocol):
             if pending:
                 self.transport.write(pending)
             while True:
+                if on_head is not None and self.streaming:
+                    await on_head(Response(self.parser.get_status_code(), self.headers, b""))
+                    on_head = None
                 if self.pending:
-                    data = b"".join(self.pending)
-                    self.pending.clear()
-                    self.pending_size = 0
+                    if by_chunk:
+                        data = self.pending.popleft()
+                        self.pending_size -= len(data)
+                    else:
+                        data = b"".join(self.pending)
+                        self.pending.clear()
+                        self.pending_size = 0
                     if self.reading_paused and not self.closed:
                         self.transport.resume_reading()
                         self.reading_paused = False
@@ -183,7 +214,10 @@ class _Connection(asyncio.Protocol):
                     break
                 self.progress.clear()
                 if not self.pending and not waiter.done():
-                    await self.progress.wait()
+                    if idle_timeout_s is None:
+                        await self.progress.wait()
+                    else:
+                        await asyncio.wait_for(self.progress.wait(), idle_timeout_s)
         except BaseException:
             waiter.cancel()
             self.close()  # half a streamed exchange leaves the connection unusable
@@ -191,6 +225,8 @@ class _Connection(asyncio.Protocol):
         finally:
             self.sink = None
             self.streaming = False
+            self.by_chunk = False
+            self.chunk = []
         return Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
 
     def _time_out(self, waiter: asyncio.Future[None]) -> None:
@@ -254,6 +290,29 @@ class InstanceClient:
             )
         return self._keep(address, connection, response)
 
+    async def stream_response(
+        self,
+        address: tuple[str, int],
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        on_head: Callable[[Response], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+        timeout_s: float,
+    ) -> Response:
+        """POST `body`; a 2xx answer is announced to `on_head`, then its body goes to
+        `sink` chunk by chunk as the instance sends it (the returned Response has an empty
+        body); any other answer is read whole. `timeout_s` bounds the wait for the first
+        bytes and each gap between chunks, not the whole answer: a model may stream for
+        longer than any single wait. TimeoutError and InstanceUnreachable as for `stream`,
+        and with no second try for the same reason."""
+        connection = self._take_idle(address) or await self._connect(address)
+        head = _head(address, b"POST", path, headers, len(body))
+        response = await connection.stream_exchange(
+            head, _once(body), sink, on_head=on_head, idle_timeout_s=timeout_s, by_chunk=True
+        )
+        return self._keep(address, connection, response)
+
     async def ping(self, address: tuple[str, int]) -> bool:
         """Whether the instance answers GET /ping with 200 (the container contract's
         health check)."""
@@ -299,6 +358,10 @@ class InstanceClient:
     def close(self) -> None:
         for address in list(self._idle):
             self.forget(address)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 def _head(

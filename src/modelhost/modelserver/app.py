@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 
+from modelhost.disconnect import cancelled_on_disconnect
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
-from modelhost.modelserver.handlers import Handlers
+from modelhost.modelserver.handlers import Handlers, encode_part
 from modelhost.modelserver.runner import ModelRunner
+from modelhost.modelserver.streaming import Stream, parts
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +97,65 @@ class ModelServerApp:
                 handlers.invoke, body, content_type, accept, context
             )
         except Exception as exc:
-            status = status_of(exc)
-            message = describe(exc)
-            if status >= 500:
-                log.error("invocation failed: %s", message, exc_info=exc)
-            else:
-                log.warning("invocation rejected (%d): %s", status, message)
-            await _reply(send, status, message.encode("utf-8", "replace"), _TEXT)
+            await _reply_error(send, exc)
+            return
+        if not isinstance(result, bytes):
+            await self._stream(receive, send, result, result_type, context)
             return
         start = _start(200, result_type.encode("latin-1", "replace"), len(result))
-        if context is not None and (attributes := context.response_custom_attributes):
-            start["headers"].append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
+        _add_custom_attributes(start, context)
         await send(start)
         await send({"type": "http.response.body", "body": result})
+
+    async def _stream(self, receive: Receive, send: Send, stream: Stream, result_type: str,
+                      context: Context | None) -> None:
+        """A chunked answer, one chunk per part as the model yields it. The head waits for
+        the first part, so a model that fails before producing anything still gets an
+        error status; one that fails later can only break the connection off (before the
+        final chunk), which is how the router tells a broken stream from a finished one."""
+        produced = parts(stream, self.runner, lambda item: encode_part(item, result_type))
+        try:
+            try:
+                first = await anext(produced, b"")
+            except Exception as exc:
+                await _reply_error(send, exc)
+                return
+            start: Message = {"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", result_type.encode("latin-1", "replace"))]}
+            _add_custom_attributes(start, context)
+            await send(start)
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            try:
+                async with cancelled_on_disconnect(receive):
+                    async for data in produced:
+                        await send({"type": "http.response.body", "body": data,
+                                    "more_body": True})
+            except Exception as exc:
+                log.error("invocation failed mid-stream: %s", describe(exc), exc_info=exc)
+                raise _StreamBroken from None  # uvicorn closes the connection
+        finally:
+            await produced.aclose()  # ended early: stop the model's generator
+        await send({"type": "http.response.body", "body": b""})
+
+
+class _StreamBroken(Exception):
+    """Raised out of the app to make the HTTP server drop a half-sent chunked answer."""
+
+
+def _add_custom_attributes(start: Message, context: Context | None) -> None:
+    if context is not None and (attributes := context.response_custom_attributes):
+        start["headers"].append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
+
+
+async def _reply_error(send: Send, exc: Exception) -> None:
+    status = status_of(exc)
+    message = describe(exc)
+    if status >= 500:
+        log.error("invocation failed: %s", message, exc_info=exc)
+    else:
+        log.warning("invocation rejected (%d): %s", status, message)
+    await _reply(send, status, message.encode("utf-8", "replace"), _TEXT)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

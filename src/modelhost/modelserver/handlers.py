@@ -26,6 +26,7 @@ from modelhost.modelserver.context import Context
 from modelhost.modelserver.errors import StartupError, describe
 from modelhost.modelserver.frameworks import FRAMEWORKS, Framework, can_predict_generic
 from modelhost.modelserver.settings import ENV_PROGRAM, Settings
+from modelhost.modelserver.streaming import Stream, is_stream
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,10 @@ class Handlers:
         content_type_header: str | None,
         accept_header: str | None,
         context: Context | None = None,
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytes | Stream, str]:
         """Run the chain on one request; return the response body and its content type.
+        The body is a :data:`Stream` when a handler returned a generator or iterator: its
+        items are the parts of a streamed answer, each encoded by :func:`encode_part`.
 
         Raises whatever the handlers raise; errors carrying ``status_code`` choose the status.
         """
@@ -127,6 +130,8 @@ class Handlers:
         prediction = self._predict(context, data, self.model)
 
         if self._output is None:
+            if is_stream(prediction):
+                return prediction, accept
             return codecs.encode(prediction, accept), accept
         return _response(self._output(context, prediction, accept), accept)
 
@@ -138,21 +143,33 @@ def _user_body(body: bytes, content_type: str) -> bytes | str:
     return body
 
 
-def _response(result: Any, accept: str) -> tuple[bytes, str]:
-    """A user handler's result: body, or ``(body, content_type)`` as the toolkit allows."""
+def _response(result: Any, accept: str) -> tuple[bytes | Stream, str]:
+    """A user handler's result: body, or ``(body, content_type)`` as the toolkit allows;
+    the body may be a stream of parts."""
     content_type = accept
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str):
         result, content_type = result
-    if isinstance(result, bytes):
+    if is_stream(result):
         return result, content_type
+    if not isinstance(result, (bytes, str, bytearray, memoryview)) and (
+        content_type not in codecs.ENCODERS
+    ):
+        content_type = codecs.JSON  # not encoded yet, and not as asked: JSON it is
+    return encode_part(result, content_type), content_type
+
+
+def encode_part(result: Any, content_type: str) -> bytes:
+    """A whole answer or one part of a streamed one as bytes: bytes and str as they are,
+    anything else encoded as `content_type` asks (JSON if we can't)."""
+    if isinstance(result, bytes):
+        return result
     if isinstance(result, str):
-        return result.encode(), content_type
+        return result.encode()
     if isinstance(result, (bytearray, memoryview)):
-        return bytes(result), content_type
+        return bytes(result)
     # Not encoded yet (an array, a dict): encode it as asked, JSON if we can't.
-    if content_type not in codecs.ENCODERS:
-        content_type = codecs.JSON
-    return codecs.encode(result, content_type), content_type
+    return codecs.encode(result, content_type if content_type in codecs.ENCODERS
+                         else codecs.JSON)
 
 
 # --- loading ---------------------------------------------------------------------------------

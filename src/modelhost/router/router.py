@@ -38,6 +38,18 @@ class Answer:
     model_seconds: float
 
 
+class StreamInterrupted(Exception):
+    """A streamed answer broke off after its first part reached the client: too late for
+    an HTTP error, so it ends the event stream as a `ModelStreamError` (ErrorCode
+    `StreamBroken` or `ModelInvocationTimeExceeded`) or `InternalStreamFailure` event."""
+
+    def __init__(self, exception_type: str, error_code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.error_code = error_code
+        self.message = message
+
+
 def _model_error(status: int, message: str) -> ModelError:
     return ModelError(
         f'Received {"client" if status < 500 else "server"} error ({status}) from primary '
@@ -168,6 +180,65 @@ class Router:
             raise
         except TimeoutError:
             raise _timed_out(replica.variant, timeout_s) from None
+        finally:
+            replica.release()
+        return _answer(response, replica, time.perf_counter() - started)
+
+    async def stream_response(
+        self,
+        deployment: Deployment,
+        request: Invocation,
+        on_head: Callable[[Answer], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+    ) -> Answer:
+        """InvokeEndpointWithResponseStream: `on_head` hears the variant and content type
+        of a successful answer before its first part, `sink` takes each part as the
+        instance sends it. Before that the errors are InvokeEndpoint's (a model that fails
+        before its first part is a ModelError); after it, StreamInterrupted. The model
+        timeout bounds the time to the first part and each gap between parts. No retry:
+        a request that reached a model may have had effects, as with InvokeEndpoint."""
+        pool = self._pool(deployment, request.target_variant)
+        if isinstance(pool, ServerlessPool):
+            raise InvocationValidationError(
+                f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
+                "is available on real-time endpoints with instances. Use InvokeEndpoint."
+            )
+        replica = pool.pick()
+        if replica is None:
+            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica.acquire()
+        started = time.perf_counter()
+        announced = False
+
+        async def announce(response: Response) -> None:
+            nonlocal announced
+            announced = True
+            await on_head(_answer(response, replica, time.perf_counter() - started))
+
+        try:
+            response = await self._client.stream_response(
+                replica.address, b"/invocations", _headers(request), request.body,
+                announce, sink, self._timeout_s,
+            )
+        except InstanceUnreachable as exc:
+            if announced:  # the model server ends a stream this way when the model raises
+                raise StreamInterrupted(
+                    "ModelStreamError", "StreamBroken",
+                    f"The stream from variant {replica.variant} broke off ({exc}); see the "
+                    "instance log for the model's error.",
+                ) from None
+            replica.healthy = False
+            raise ServiceUnavailable(
+                f"Endpoint {deployment.endpoint}: the instance failed to answer ({exc})."
+            ) from None
+        except TimeoutError:
+            if announced:
+                raise StreamInterrupted(
+                    "ModelStreamError", "ModelInvocationTimeExceeded",
+                    f"The model of variant {replica.variant} sent nothing for "
+                    f"{self._timeout_s:g} s mid-stream.",
+                ) from None
+            raise _timed_out(replica.variant, self._timeout_s) from None
         finally:
             replica.release()
         return _answer(response, replica, time.perf_counter() - started)

@@ -7,6 +7,7 @@ from modelhost.runtime.invoke import (
     response_headers,
 )
 from modelhost.runtime.notifications import Notifier, notification
+from modelhost.runtime.response_stream import stream_invocation
 
 __all__ = [
     "AsyncAccepter",
@@ -16,4 +17,5 @@ __all__ = [
     "notification",
     "object_io",
     "response_headers",
+    "stream_invocation",
 ]

@@ -67,29 +67,45 @@ class RealtimeInvoker:
         self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
     ) -> Answer:
         deployment = self.deployment(name)
-        request = Invocation(
-            body=body,
-            content_type=_header(headers, b"content-type"),
-            accept=_header(headers, b"accept"),
-            custom_attributes=_header(headers, b"x-amzn-sagemaker-custom-attributes"),
-            target_variant=_header(headers, b"x-amzn-sagemaker-target-variant"),
-        )
+        request = invocation(body, headers, b"accept")
         try:
             answer = await self.router.invoke(deployment, request)
         except SageMakerError as error:
-            # Only real variant names become labels: a client's made-up TargetVariant
-            # must not add a time series per request.
-            target = request.target_variant
-            variant = target if target in deployment.variants else "-"
-            counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
-            counter.labels(name, variant).inc()
+            count_error(name, deployment, request, error)
             raise
-        total = time.perf_counter() - started
-        series = metrics.for_variant(name, answer.variant)
-        series.invocations.inc()
-        series.model_latency.observe(answer.model_seconds)
-        series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
+        count_answer(name, answer, started)
         return answer
+
+
+def invocation(body: bytes, headers: dict[bytes, bytes], accept: bytes) -> Invocation:
+    """The request as the router forwards it; `accept` names the header that carries
+    Accept (InvokeEndpointWithResponseStream calls it X-Amzn-SageMaker-Accept)."""
+    return Invocation(
+        body=body,
+        content_type=_header(headers, b"content-type"),
+        accept=_header(headers, accept),
+        custom_attributes=_header(headers, b"x-amzn-sagemaker-custom-attributes"),
+        target_variant=_header(headers, b"x-amzn-sagemaker-target-variant"),
+    )
+
+
+def count_error(
+    name: str, deployment: Deployment, request: Invocation, error: SageMakerError
+) -> None:
+    # Only real variant names become labels: a client's made-up TargetVariant
+    # must not add a time series per request.
+    target = request.target_variant
+    variant = target if target in deployment.variants else "-"
+    counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
+    counter.labels(name, variant).inc()
+
+
+def count_answer(name: str, answer: Answer, started: float) -> None:
+    total = time.perf_counter() - started
+    series = metrics.for_variant(name, answer.variant)
+    series.invocations.inc()
+    series.model_latency.observe(answer.model_seconds)
+    series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
