@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
 from tests.support.models import model_tarball
@@ -72,10 +73,15 @@ def rt(cg_server: ServerProcess):
 
 
 def _deploy(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[str, int]:
-    """An endpoint on `instance_type`; returns its name and its instance's pid."""
+    """An endpoint on `instance_type` in a control group; returns its name and its
+    instance's pid. Skips where the server found no usable cgroups."""
     if "without control groups" in server.log():
         line = next(x for x in server.log().splitlines() if "without control groups" in x)
         pytest.skip(f"cgroups are not usable here: {line.split(': ', 1)[-1]}")
+    return _create(server, sm, model, instance_type)
+
+
+def _create(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[str, int]:
     name = unique("cg")
     sm.create_model(ModelName=name, PrimaryContainer={
         "Image": "modelhost/python", "ModelDataUrl": f"s3://models/{model}/model.tar.gz"},
@@ -206,15 +212,53 @@ def test_memory_past_the_type_kills_the_instance_which_is_replaced(cg_server, sm
     assert _memory_limit(_group(pid, "memory")) == 4 * 1024**3
     with pytest.raises(Exception):  # noqa: B017 - the instance dies mid-request
         rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"4608")
+    # The kernel's OOM killer ended it (SIGKILL), and the replacement serves.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pids = instance_pids(cg_server.process.pid, name)
-        if pids and pids != [pid]:
+    while True:
+        try:
+            small = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain",
+                                       Body=b"128")
             break
-        time.sleep(0.1)
-    assert not Path(f"/proc/{pid}").exists() or b"State:\tZ" in Path(
-        f"/proc/{pid}/status").read_bytes()
-    wait_for_status(sm, name, {"InService"})
-    small = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"128")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ServiceUnavailable" or \
+                    time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists()
+    assert instance_pids(cg_server.process.pid, name) != [pid]
+    assert any(f"endpoint {name}: instance" in line and "exited with code -9" in line
+               for line in cg_server.log().splitlines())
     assert small["Body"].read() == b"2"
     _delete(sm, name)
+
+
+def _server(tmp_path: Path, env: dict[str, str]) -> ServerProcess:
+    data = tmp_path / "data"
+    path = data / "objects" / "models" / "burn" / "model.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_tarball({"code/inference.py": BURN_CODE}))
+    return ServerProcess(data, env=env).start()
+
+
+def test_fresh_interpreter_instances_join_their_group(tmp_path: Path) -> None:
+    """MODELHOST_FORK_SERVER=0: the instance joins its group as well, and the server
+    removes its parent group when it stops."""
+    server = _server(tmp_path, {"MODELHOST_FORK_SERVER": "0", "MODELHOST_CPU_SCALE": "0.5"})
+    try:
+        sm = server.client("sagemaker")
+        _, pid = _deploy(server, sm, "burn", "ml.c5.large")
+        group = _group(pid, "cpu")
+        assert _cpu_quota(group) == (100_000, 100_000)
+    finally:
+        server.stop()
+    assert _gone(group.parent), "the server's parent group outlived it"
+
+
+def test_cgroups_off_leaves_instances_where_the_server_is(tmp_path: Path) -> None:
+    server = _server(tmp_path, {"MODELHOST_CGROUPS": "off"})
+    try:
+        _, pid = _create(server, server.client("sagemaker"), "burn", "ml.c5.large")
+        assert "/modelhost/" not in Path(f"/proc/{pid}/cgroup").read_text()
+        assert "without control groups (MODELHOST_CGROUPS=off)" in server.log()
+    finally:
+        server.stop()

@@ -120,12 +120,17 @@ class Cgroups:
         return Group(tuple(dirs))
 
     def remove_all(self) -> None:
-        """Remove every group under this server's parents (a previous run's, or this
-        run's at shutdown); the parents stay for the next run."""
+        """Remove every group under this server's parents: a previous run's at startup."""
         for parent in set(self.parents.values()):
             for child in parent.iterdir() if parent.is_dir() else ():
                 if child.is_dir() and not _remove_tree(child):
                     log.warning("cgroup %s is still busy; left in place", child)
+
+    def close(self) -> None:
+        """At shutdown: remove this server's groups and its parent group."""
+        for parent in set(self.parents.values()):
+            if not _remove_tree(parent):
+                log.warning("cgroup %s is still busy; left in place", parent)
 
 
 def scope_key(data_dir: Path) -> str:

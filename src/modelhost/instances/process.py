@@ -178,7 +178,7 @@ class ProcessBackend:
         if self._forkserver is not None:
             await self._forkserver.close()
         if self._cgroups is not None:
-            self._cgroups.remove_all()
+            self._cgroups.close()
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         port = _free_port()
