@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +264,36 @@ def test_cgroups_off_leaves_instances_where_the_server_is(tmp_path: Path) -> Non
         assert "without control groups (MODELHOST_CGROUPS=off)" in server.log()
     finally:
         server.stop()
+
+
+def test_restart_removes_the_previous_runs_groups(tmp_path: Path) -> None:
+    """A server killed with SIGKILL cannot remove its groups; the next one on the same
+    data dir does, and brings the endpoint back in a new group."""
+    server = _server(tmp_path, {})
+    try:
+        name, pid = _deploy(server, server.client("sagemaker"), "burn", "ml.c5.large")
+        old = _group(pid, "cpu")
+        server.kill()
+        assert old.exists()
+        server = ServerProcess(server.data_dir).start()
+        assert _gone(old), "the previous run's group was left behind"
+        deadline = time.monotonic() + 60
+        while not instance_pids(server.process.pid, name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (new,) = instance_pids(server.process.pid, name)
+        assert _group(new, "cpu").parent == old.parent
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("MODELHOST_CGROUPS", "sometimes", "MODELHOST_CGROUPS='sometimes': expected auto or off"),
+    ("MODELHOST_CPU_SCALE", "0", "MODELHOST_CPU_SCALE=0.0: expected a number > 0"),
+])
+def test_bad_setting_stops_the_server_with_a_clear_message(
+        tmp_path: Path, variable: str, value: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modelhost", "server", "--data-dir", str(tmp_path)],
+        env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"modelhost server: {message}"

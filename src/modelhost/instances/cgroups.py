@@ -92,8 +92,10 @@ class Cgroups:
     def create(self, instance_id: str, vcpus: int, memory_bytes: int) -> Group:
         """Create the instance's group with its CPU quota and memory limit."""
         quota = max(_MIN_QUOTA_US, round(cpu_cores(vcpus, self.scale) * PERIOD_US))
-        # Numbered: an update's new instance may share an id with one still draining.
-        name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', instance_id)}.{next(self._serial)}"
+        # Numbered, with the server's pid: an update's new instance may share an id with
+        # one still draining, and a restarted server's with its previous run's.
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", instance_id)
+        name = f"{safe}.{os.getpid()}.{next(self._serial)}"
         dirs: list[Path] = []
         try:
             for parent in self.parents.values():
