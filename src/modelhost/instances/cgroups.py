@@ -6,10 +6,12 @@ vCPUs as cores per scheduling period) and a memory limit (the type's memory) on 
 instance and everything it starts.
 
 Groups live under ``<the server's own group>/modelhost/<key>/<instance id>`` in each
-hierarchy, where the key is a hash of the server's data directory: a restarted server finds
-what its previous run left (its instances exit with it) and removes it, and two servers
-with different data directories never touch each other's groups. Nesting under the
-server's own group keeps instances inside whatever limits the server itself runs under.
+hierarchy (on v2 beside the server's group unless that is the root: a v2 group that holds
+a process cannot hand controllers down). The key is a hash of the server's data directory:
+a restarted server finds what its previous run left (its instances exit with it) and
+removes it, and two servers with different data directories never touch each other's
+groups. Nesting under the server's own group keeps instances inside whatever limits the
+server itself runs under.
 
 cgroup v2 (one unified hierarchy with the ``cpu`` controller) is preferred; cgroup v1
 (separate ``cpu`` and ``memory`` hierarchies) is used where v2 has no ``cpu`` controller.
@@ -209,12 +211,15 @@ def _v2(mounts: list[_Mount], key: str) -> dict[str, Path] | None:
         return None
     wanted = [c for c in ("cpu", "memory") if c in available]
     enable = " ".join(f"+{c}" for c in wanted)
-    # Controllers reach a child only through every ancestor's subtree_control. The
-    # server's own group may refuse (it holds processes and is not the root): then this
-    # hierarchy is not usable and the reason is reported.
-    _write(own / "cgroup.subtree_control", enable)
-    parent = own / _PARENT / key
-    for directory in (own / _PARENT, parent):
+    if own == mount.path:
+        base = own  # the root group may hold processes and hand controllers down
+        _write(base / "cgroup.subtree_control", enable)
+    else:
+        # A non-root group that holds processes (the server) cannot hand controllers down;
+        # its parent already hands them to it, so ours sits beside it.
+        base = own.parent
+    parent = base / _PARENT / key
+    for directory in (base / _PARENT, parent):
         directory.mkdir(exist_ok=True)
         _write(directory / "cgroup.subtree_control", enable)
     return dict.fromkeys(wanted, parent)
