@@ -152,6 +152,19 @@ def _delete(sm, name: str) -> None:
     raise AssertionError(f"{name} was not deleted")
 
 
+def _serves(rt, name: str, body: bytes = b"0") -> dict:
+    """Invoke until an instance answers (a replacement or restored one is starting)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=body)
+        except ClientError as exc:
+            # no healthy instance yet, or a restarted server still starting them
+            if "try again shortly" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _gone(path: Path, timeout_s: float = 10) -> bool:
     deadline = time.monotonic() + timeout_s
     while path.exists() and time.monotonic() < deadline:
@@ -197,12 +210,7 @@ def test_killed_instance_is_replaced_in_a_new_group(cg_server, sm, rt) -> None:
     old = _group(pid, "cpu")
     os.kill(pid, signal.SIGKILL)
     assert _gone(old), "the dead instance's group was left behind"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pids = instance_pids(cg_server.process.pid, name)
-        if pids and pids != [pid]:
-            break
-        time.sleep(0.1)
+    _serves(rt, name)  # by its replacement
     (new,) = instance_pids(cg_server.process.pid, name)
     assert _group(new, "cpu") != old and _cpu_quota(_group(new, "cpu")) == (50_000, 100_000)
     _delete(sm, name)
@@ -215,17 +223,7 @@ def test_memory_past_the_type_kills_the_instance_which_is_replaced(cg_server, sm
     with pytest.raises(Exception):  # noqa: B017 - the instance dies mid-request
         rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"4608")
     # The kernel's OOM killer ended it (SIGKILL), and the replacement serves.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            small = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain",
-                                       Body=b"128")
-            break
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ServiceUnavailable" or \
-                    time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    small = _serves(rt, name, b"128")
     assert not Path(f"/proc/{pid}").exists()
     assert instance_pids(cg_server.process.pid, name) != [pid]
     assert any(f"endpoint {name}: instance" in line and "exited with code -9" in line
@@ -277,9 +275,7 @@ def test_restart_removes_the_previous_runs_groups(tmp_path: Path) -> None:
         assert old.exists()
         server = ServerProcess(server.data_dir).start()
         assert _gone(old), "the previous run's group was left behind"
-        deadline = time.monotonic() + 60
-        while not instance_pids(server.process.pid, name) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _serves(server.client("sagemaker-runtime", retries=0), name)
         (new,) = instance_pids(server.process.pid, name)
         assert _group(new, "cpu").parent == old.parent
     finally:

@@ -33,6 +33,7 @@ import math
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ PERIOD_US = 100_000
 #: The kernel refuses quotas under 1 ms.
 _MIN_QUOTA_US = 1_000
 _PARENT = "modelhost"
+#: How long a group may stay busy after its leftover processes were sent SIGKILL.
+_KILL_WAIT_S = 2.0
 
 
 def host_cpus() -> int:
@@ -260,15 +263,23 @@ def _remove_tree(directory: Path) -> bool:
     for child in directory.iterdir():
         if child.is_dir():
             removed = _remove_tree(child) and removed
+    killed = False
     with contextlib.suppress(OSError):
         for pid in (directory / "cgroup.procs").read_text().split():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(pid), signal.SIGKILL)
-    try:
-        directory.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("cgroup %s not removed yet: %s", directory, exc)
-        return False
-    return removed
+                killed = True
+    # A process just killed takes a moment to leave its group; one that had already
+    # exited is gone, so only a kill is worth waiting for (rarely: leftovers).
+    deadline = time.monotonic() + (_KILL_WAIT_S if killed else 0.0)
+    while True:
+        try:
+            directory.rmdir()
+            return removed
+        except FileNotFoundError:
+            return removed
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                log.debug("cgroup %s not removed yet: %s", directory, exc)
+                return False
+            time.sleep(0.01)
