@@ -357,6 +357,17 @@ def write_iris_tarball(path: Path) -> Path:
     return path
 
 
+def model_tarball(files: dict[str, bytes]) -> bytes:
+    """A model.tar.gz holding `files` (name -> content), e.g. ``code/inference.py``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def put_iris_model(server: ModelhostServer, bucket: str = "bench",
                    key: str = "iris/model.tar.gz") -> str:
     """Drop the tarball into the embedded object store, where s3://bucket/key resolves."""

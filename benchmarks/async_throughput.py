@@ -32,6 +32,7 @@ from _common import (
     deploy,
     iris_rows,
     machine_facts,
+    model_tarball,
     put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
@@ -168,7 +169,7 @@ def main() -> None:
             small = _deploy_async(server, iris, "modelhost/sklearn", args.per_instance)
             digest_model = server.data_dir / "objects" / "bench" / "digest" / "model.tar.gz"
             digest_model.parent.mkdir(parents=True, exist_ok=True)
-            digest_model.write_bytes(_tarball({"code/inference.py": DIGEST_CODE}))
+            digest_model.write_bytes(model_tarball({"code/inference.py": DIGEST_CODE}))
             big = _deploy_async(server, "s3://bench/digest/model.tar.gz", "modelhost/python")
             realtime(server, small_rt, args.threads, 200)  # warm up both paths
             asynchronous(server, small, args.threads, 200, run=0)
@@ -198,19 +199,6 @@ def main() -> None:
         print(f"| {large_run['seconds']:.1f} | {args.large_mb / large_run['seconds']:.0f} | "
               f"{large_run['rss_before_mb']:.0f} MB | {large_run['rss_after_mb']:.0f} MB | "
               f"{large_run['rss_after_mb'] - large_run['rss_before_mb']:.0f} MB |")
-
-
-def _tarball(files: dict[str, bytes]) -> bytes:
-    import io
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 if __name__ == "__main__":

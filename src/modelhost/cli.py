@@ -42,7 +42,11 @@ def server(
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region)
+    try:
+        settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region)
+    except ValueError as exc:  # a bad MODELHOST_* variable
+        typer.echo(f"modelhost server: {exc}", err=True)
+        raise typer.Exit(2) from exc
     uvicorn.run(
         ModelhostApp(settings), host=host, port=port, loop="uvloop", http="httptools",
         lifespan="on", access_log=False, log_level="warning",

@@ -103,6 +103,20 @@ class Settings:
     fork_server: bool = field(
         default_factory=lambda: os.environ.get("MODELHOST_FORK_SERVER", "1") != "0"
     )
+    # Instances in control groups with their type's CPU quota and memory ("auto": where
+    # the machine lets us, "off": thread counts and RLIMIT_DATA only); every type's vCPUs
+    # count as this many cores each, so a small machine can still tell types apart.
+    cgroups: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_CGROUPS", "auto").strip().lower()
+        or "auto"
+    )
+    cpu_scale: float = field(default_factory=lambda: _env_float("MODELHOST_CPU_SCALE", 1.0))
+
+    def __post_init__(self) -> None:
+        if self.cgroups not in ("auto", "off"):
+            raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
+        if not 0 < self.cpu_scale <= 1024:
+            raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
 
     @property
     def state_path(self) -> Path:

@@ -34,6 +34,7 @@ from modelhost.errors import (
     UnknownOperation,
 )
 from modelhost.instances import get_backend
+from modelhost.instances.cgroups import scope_key
 from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
 from modelhost.runtime import (
@@ -67,7 +68,8 @@ class ModelhostApp:
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
             settings, self.store, self.objects,
-            get_backend(settings.instance_backend, settings.fork_server), self.router,
+            get_backend(settings.instance_backend, settings.fork_server, settings.cgroups,
+                        settings.cpu_scale, scope_key(settings.data_dir)), self.router,
         )
         backend = self.controller.backend
         self.transforms = TransformController(settings, self.store, self.objects, backend)

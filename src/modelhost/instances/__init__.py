@@ -12,9 +12,10 @@ from modelhost.instances.client import InstanceClient, InstanceUnreachable, Resp
 from modelhost.instances.process import ProcessBackend
 
 
-def get_backend(name: str, fork_server: bool = True) -> InstanceBackend:
+def get_backend(name: str, fork_server: bool = True, cgroups: str = "auto",
+                cpu_scale: float = 1.0, scope: str = "default") -> InstanceBackend:
     if name == "process":
-        return ProcessBackend(fork=fork_server)
+        return ProcessBackend(fork_server, cgroups, cpu_scale, scope)
     raise ValueError(f"unknown instance backend {name!r}; available: process")
 
 

@@ -5,7 +5,8 @@ never runs in the server's process. Instances are started from the same Python, 
 parent's pid so they exit if the server is killed, held to their instance type's memory
 (CPU-only types; GPU runtimes reserve address space far beyond what they use), and to its
 vCPUs through the BLAS thread variables (threads spinning in several processes on few
-cores ruin latency).
+cores ruin latency). Where the machine lets us, each instance also runs in its own control
+group (:mod:`.cgroups`) with the type's CPU quota and memory limit, removed when it ends.
 
 By default instances are forked from the fork server (:mod:`.forkserver`), a parent that
 has already imported the model server, numpy and scikit-learn, instead of started as a
@@ -26,7 +27,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from modelhost.instances import cgroups
 from modelhost.instances.base import InstanceSpec
+from modelhost.instances.cgroups import Cgroups, Group
 from modelhost.instances.client import InstanceClient
 from modelhost.instances.forking import ForkServer
 from modelhost.instances.forkserver import THREAD_VARIABLES
@@ -60,10 +63,12 @@ def _log_tail(path: Path | None, lines: int = 12) -> str:
 
 
 class ProcessInstance:
-    def __init__(self, spec: InstanceSpec, process: _Process, port: int) -> None:
+    def __init__(self, spec: InstanceSpec, process: _Process, port: int,
+                 group: Group | None = None) -> None:
         self.spec = spec
         self.process = process
         self.port = port
+        self.group = group
 
     @property
     def address(self) -> tuple[str, int]:
@@ -74,7 +79,15 @@ class ProcessInstance:
         return self.process.pid
 
     def is_alive(self) -> bool:
-        return self.process.poll() is None
+        if self.process.poll() is None:
+            return True
+        # A dead instance is replaced without being stopped: its group goes now.
+        self._release_group()
+        return False
+
+    def _release_group(self) -> None:
+        if self.group is not None and self.group.remove():
+            self.group = None
 
     def failure_detail(self) -> str:
         tail = _log_tail(self.spec.log_path)
@@ -100,7 +113,18 @@ class ProcessInstance:
         raise RuntimeError(f"instance did not answer /ping within {timeout_s:.0f} s")
 
     async def stop(self) -> None:
-        if not self.is_alive():
+        try:
+            await self._terminate()
+        finally:
+            # The kernel may hold a group for a moment after its last process exits.
+            for _ in range(20):
+                self._release_group()
+                if self.group is None:
+                    break
+                await asyncio.sleep(0.05)
+
+    async def _terminate(self) -> None:
+        if self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
         for _ in range(100):
@@ -115,29 +139,73 @@ class ProcessInstance:
 
 
 class ProcessBackend:
-    def __init__(self, fork: bool = True) -> None:
+    """`cgroups` is "auto" (use control groups where writable) or "off"; `cpu_scale`
+    multiplies every type's vCPUs into cores of this machine; `scope` names this server's
+    parent group (a hash of its data directory)."""
+
+    def __init__(self, fork: bool = True, cgroups: str = "auto", cpu_scale: float = 1.0,
+                 scope: str = "default") -> None:
         self._forkserver = ForkServer() if fork else None
+        self._cgroups_mode = cgroups
+        self._cpu_scale = cpu_scale
+        self._scope = scope
+        self._cgroups: Cgroups | None = None
+        self._detected = False
+
+    def _groups(self) -> Cgroups | None:
+        """Detect once; a previous run's leftover groups are removed then."""
+        if not self._detected:
+            self._detected = True
+            self._cgroups, reason = cgroups.detect(self._cgroups_mode, self._scope,
+                                                   self._cpu_scale)
+            if self._cgroups is None:
+                logger.warning("instances run without control groups (%s): CPU is limited "
+                               "only by thread counts, memory by RLIMIT_DATA", reason)
+            else:
+                self._cgroups.remove_all()
+                logger.info("instances run in cgroup v%d groups under %s",
+                            self._cgroups.version,
+                            ", ".join(sorted({str(p) for p in self._cgroups.parents.values()})))
+        return self._cgroups
 
     async def warm(self) -> None:
-        """Start the fork server ahead of the first instance."""
+        """Find the control groups and start the fork server ahead of the first instance."""
+        self._groups()
         if self._forkserver is not None:
             await self._forkserver.ensure_running()
 
     async def close(self) -> None:
         if self._forkserver is not None:
             await self._forkserver.close()
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
         port = _free_port()
-        threads = str(max(1, min(spec.instance_type.vcpu, os.cpu_count() or 1)))
+        kind = spec.instance_type
+        threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
-        if spec.instance_type.gpus == 0:
-            limits["MODELHOST_MEMORY_LIMIT_MB"] = str(int(spec.instance_type.memory_gib * 1024))
+        if kind.gpus == 0:
+            limits["MODELHOST_MEMORY_LIMIT_MB"] = str(int(kind.memory_gib * 1024))
+        extra = {**limits, **spec.environment}
+        group = None
+        if (groups := self._groups()) is not None:
+            group = groups.create(spec.instance_id, kind.vcpu, int(kind.memory_gib * 1024**3))
+            # After the model's environment: a model cannot opt out of its group.
+            extra["MODELHOST_CGROUP_PROCS"] = os.pathsep.join(map(str, group.procs_files))
+        try:
+            return await self._spawn(spec, port, extra, threads, group)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
+
+    async def _spawn(self, spec: InstanceSpec, port: int, extra: dict[str, str],
+                     threads: str, group: Group | None) -> ProcessInstance:
         env = {
             **os.environ,
             **dict.fromkeys(THREAD_VARIABLES, threads),
-            **limits,
-            **spec.environment,
+            **extra,
             "SAGEMAKER_BIND_TO_PORT": str(port),
             "MODELHOST_BIND_HOST": "127.0.0.1",
             "SM_MODEL_DIR": str(spec.model_dir),
@@ -150,7 +218,7 @@ class ProcessBackend:
         if self._forkserver is not None:
             try:
                 return ProcessInstance(spec, await self._forkserver.spawn(env, spec.log_path),
-                                       port)
+                                       port, group)
             except (OSError, TimeoutError) as exc:
                 logger.warning("instance %s: %s; starting it as a fresh interpreter",
                                spec.instance_id, exc)
@@ -166,4 +234,4 @@ class ProcessBackend:
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        return ProcessInstance(spec, process, port)
+        return ProcessInstance(spec, process, port, group)

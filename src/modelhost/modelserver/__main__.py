@@ -14,7 +14,7 @@ import sys
 import traceback
 
 from modelhost.modelserver.errors import StartupError, describe
-from modelhost.modelserver.limits import limit_memory
+from modelhost.modelserver.limits import join_cgroups, limit_memory
 from modelhost.modelserver.parent import watch_parent
 from modelhost.modelserver.server import serve
 from modelhost.modelserver.settings import Settings
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = Settings.from_env()
+        join_cgroups(settings.cgroup_procs)
         if settings.memory_limit_mb is not None:
             limit_memory(settings.memory_limit_mb)
         if settings.parent_pid is not None:

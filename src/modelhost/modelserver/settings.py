@@ -25,6 +25,7 @@ ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
 ENV_PARENT_PID = "MODELHOST_PARENT_PID"
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 ENV_MEMORY_LIMIT = "MODELHOST_MEMORY_LIMIT_MB"
+ENV_CGROUP_PROCS = "MODELHOST_CGROUP_PROCS"
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
 
@@ -50,6 +51,9 @@ class Settings:
     default_accept: str | None = None
     # MODELHOST_MEMORY_LIMIT_MB: the instance type's memory, enforced on the process.
     memory_limit_mb: int | None = None
+    # MODELHOST_CGROUP_PROCS: the cgroup.procs files of the groups holding this instance to
+    # its type's CPU and memory, joined before the model loads.
+    cgroup_procs: tuple[Path, ...] = ()
 
     @property
     def code_dir(self) -> Path:
@@ -80,6 +84,8 @@ class Settings:
             default_accept=env.get(ENV_DEFAULT_ACCEPT) or None,
             memory_limit_mb=_int(env, ENV_MEMORY_LIMIT, 0, minimum=1)
             if env.get(ENV_MEMORY_LIMIT) else None,
+            cgroup_procs=tuple(Path(p) for p in (env.get(ENV_CGROUP_PROCS) or "").split(
+                os.pathsep) if p),
         )
 
 
