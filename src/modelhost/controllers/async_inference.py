@@ -39,10 +39,6 @@ _EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instanc
             "process it.")
 
 
-class _Retry(Exception):
-    """A failure another attempt may not meet (an instance died, no capacity yet)."""
-
-
 class AsyncInferenceController(ReconcileLoop):
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
                  queue: JobQueue, router: Router, context: api.Context,
