@@ -108,6 +108,18 @@ def name_filter(name_contains: str | None) -> dict[str, Any]:
     return {"NameContains": name_contains} if name_contains else {}
 
 
+def wait_failed(name: str, state: str, description: dict[str, Any], ended: set[str],
+                timeout: float) -> typer.Exit:
+    """Report why a `wait` command gives up (the resource ended badly, or time ran out);
+    raise the exit code it returns."""
+    if state in ended:
+        console.error(f"{name} is {state}: "
+                      f"{description.get('FailureReason') or 'no reason given'}")
+    else:
+        console.error(f"{name} still {state} after {timeout:g}s")
+    return typer.Exit(1)
+
+
 def print_listing(endpoint_url: str, operation: str, key: str,
                   table: Callable[[list[dict[str, Any]]], Any], as_json: bool,
                   **params: Any) -> None:

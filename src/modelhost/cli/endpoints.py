@@ -18,6 +18,7 @@ from modelhost.cli._shared import (
     NameContains,
     connected,
     name_filter,
+    wait_failed,
 )
 
 endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
@@ -93,14 +94,9 @@ def endpoints_wait(
                 break
             time.sleep(interval)
     elapsed = time.monotonic() - started
-    if state == "InService":
-        console.out.print(f"{name} is [green]InService[/] ({elapsed:.1f}s)", highlight=False)
-    elif state in _HOPELESS:
-        console.error(f"{name} is {state}: {endpoint.get('FailureReason') or 'no reason given'}")
-        raise typer.Exit(1)
-    else:
-        console.error(f"{name} still {state} after {timeout:g}s")
-        raise typer.Exit(1)
+    if state != "InService":
+        raise wait_failed(name, state, endpoint, _HOPELESS, timeout)
+    console.out.print(f"{name} is [green]InService[/] ({elapsed:.1f}s)", highlight=False)
 
 
 @endpoints_app.command("delete")

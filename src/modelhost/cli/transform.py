@@ -17,6 +17,7 @@ from modelhost.cli._shared import (
     connected,
     name_filter,
     print_listing,
+    wait_failed,
 )
 
 transform_app = typer.Typer(help="Batch transform jobs.", no_args_is_help=True)
@@ -89,15 +90,10 @@ def transform_wait(
             if state in _JOB_ENDED or time.monotonic() - started > timeout:
                 break
             time.sleep(interval)
-    if state == "Completed":
-        console.out.print(f"{name} [green]Completed[/]: "
-                          f"{transform_console.progress_text(progress)}", highlight=False)
-        return
-    if state in _JOB_ENDED:
-        console.error(f"{name} is {state}: {job.get('FailureReason') or 'no reason given'}")
-    else:
-        console.error(f"{name} still {state} after {timeout:g}s")
-    raise typer.Exit(1)
+    if state != "Completed":
+        raise wait_failed(name, state, job, _JOB_ENDED, timeout)
+    console.out.print(f"{name} [green]Completed[/]: "
+                      f"{transform_console.progress_text(progress)}", highlight=False)
 
 
 @transform_app.command("stop")
