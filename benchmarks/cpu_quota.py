@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    BENCHMARKS_DIR,
     ModelhostServer,
+    add_output_options,
     cpu_seconds,
     deploy,
     instance_processes,
     machine_facts,
     model_tarball,
     post,
+    publish,
     put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
@@ -115,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="CreateEndpoint timings")
     parser.add_argument("--burn-s", type=float, default=2.0, help="seconds of burning")
-    parser.add_argument("--out", type=Path,
-                        default=BENCHMARKS_DIR / "results" / "cpu_quota.md")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
+    add_output_options(parser, "cpu_quota")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         results = {
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, {k: facts[k] for k in ("date", "cpus (nproc)", "cpu model",
                                                     "python", "modelhost")},
                   args.rounds, args.burn_s)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
     return 0
 
 

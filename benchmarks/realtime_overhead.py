@@ -421,7 +421,7 @@ def _top_frames(raw: Path, top: int = 25) -> str:
 
 _ENTRY_FRAMES = ("(<frozen runpy>)", "(typer/", "(click/", "(threading.py)",
                  "(uvicorn/main.py)", "(uvicorn/server.py)", "(uvicorn/_compat.py)",
-                 "(modelhost/cli.py)", "(modelhost/__main__.py)",
+                 "(modelhost/cli/server.py)", "(modelhost/__main__.py)",
                  "(modelhost/modelserver/__main__.py)", "(modelhost/modelserver/server.py)")
 
 

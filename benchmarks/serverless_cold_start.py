@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    BENCHMARKS_DIR,
     ModelhostServer,
+    add_output_options,
     deploy,
     instance_processes,
     machine_facts,
     post,
+    publish,
     put_iris_model,
     read_histogram,
     scratch_dir,
@@ -149,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="cold starts per server")
     parser.add_argument("--warm", type=int, default=5, help="warm requests after each cold one")
-    parser.add_argument("--out", type=Path,
-                        default=BENCHMARKS_DIR / "results" / "serverless_cold_start.md")
-    parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
+    add_output_options(parser, "serverless_cold_start")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         results = {
@@ -162,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts("urllib, one request at a time")
     text = report(results, {k: facts[k] for k in ("date", "cpus (nproc)", "cpu model",
                                                     "python", "modelhost")}, args.rounds)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
     return 0
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.models import write_iris_tarball
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -22,11 +22,10 @@ for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("server") / "data",
-                            env={"MODELHOST_MODEL_TIMEOUT": "5",
-                                 "MODELHOST_MAX_INSTANCES": "24"}).start()
-    yield process
-    process.stop()
+    with running_server(tmp_path_factory.mktemp("server") / "data",
+                        env={"MODELHOST_MODEL_TIMEOUT": "5",
+                             "MODELHOST_MAX_INSTANCES": "24"}) as process:
+        yield process
 
 
 @pytest.fixture(scope="session")

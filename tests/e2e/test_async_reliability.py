@@ -17,7 +17,7 @@ from tests.support.async_inference import (
     put_digest_model,
     wait_for_object,
 )
-from tests.support.processes import instance_pids, kill_and_wait
+from tests.support.processes import instance_pids, kill_and_wait, wait_until
 from tests.support.redis import redis_server
 from tests.support.server import ServerProcess
 
@@ -38,14 +38,6 @@ def _submit(server: ServerProcess, runtime, endpoint: str, bodies: list[bytes],
 def _outcomes(server: ServerProcess, answers: list[dict]) -> list[tuple[bool, bool]]:
     return [(local_path(server.data_dir, a["OutputLocation"]).is_file(),
              local_path(server.data_dir, a["FailureLocation"]).is_file()) for a in answers]
-
-
-def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -73,7 +65,7 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
         bodies = [json.dumps({"n": n, "sleep": 0.02}).encode() for n in range(300)]
         answers = _submit(first, first.client("sagemaker-runtime"), endpoint, bodies)
         # Killed with some requests done, some running and most still queued.
-        _wait(lambda: sum(out for out, _ in _outcomes(first, answers)) >= 20, 60,
+        wait_until(lambda: sum(out for out, _ in _outcomes(first, answers)) >= 20, 60,
               "the first results")
         first.kill()
     finally:
@@ -83,7 +75,7 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
 
     second = ServerProcess(data, env=env).start()
     try:
-        _wait(lambda: all(out or failed for out, failed in _outcomes(second, answers)), 180,
+        wait_until(lambda: all(out or failed for out, failed in _outcomes(second, answers)), 180,
               "every request to end")
         outcomes = _outcomes(second, answers)
         assert all(out and not failed for out, failed in outcomes), outcomes
@@ -94,7 +86,7 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
         results = local_path(second.data_dir, answers[0]["OutputLocation"]).parent
         assert sorted(p.name for p in results.iterdir()) == sorted(
             a["OutputLocation"].rsplit("/", 1)[1] for a in answers)
-        _wait(lambda: not any(_counts(second, endpoint).values()), 30, "the queue to empty")
+        wait_until(lambda: not any(_counts(second, endpoint).values()), 30, "the queue to empty")
     finally:
         second.stop()
 
@@ -114,10 +106,10 @@ def test_finished_requests_are_pruned_after_the_retention(
         endpoint = deploy_async(server.client("sagemaker"), put_digest_model(data))
         answers = _submit(server, server.client("sagemaker-runtime"), endpoint,
                           [b'{"n": 1}', b'{"fail": "on purpose"}'])
-        _wait(lambda: all(out or failed for out, failed in _outcomes(server, answers)), 60,
+        wait_until(lambda: all(out or failed for out, failed in _outcomes(server, answers)), 60,
               "both requests to end")
         assert _outcomes(server, answers) == [(True, False), (False, True)]
-        _wait(lambda: not any(_counts(server, endpoint).values()), 30,
+        wait_until(lambda: not any(_counts(server, endpoint).values()), 30,
               "finished requests to be pruned")
         # The queue forgot them; their result and failure objects stay.
         assert _outcomes(server, answers) == [(True, False), (False, True)]

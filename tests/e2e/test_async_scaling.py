@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 
 from modelhost import metrics
@@ -16,6 +15,7 @@ from tests.support.async_inference import (
     put_digest_model,
     wait_for_object,
 )
+from tests.support.processes import wait_until
 from tests.support.server import ServerProcess
 
 
@@ -24,14 +24,6 @@ def _metric(server: ServerProcess, name: str, endpoint: str) -> float | None:
         text = response.read().decode()
     found = re.search(rf'^{name}{{endpoint="{endpoint}"}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else None
-
-
-def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _scale(sagemaker, endpoint: str, count: int) -> None:
@@ -63,7 +55,7 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         answer = server.client("sagemaker-runtime").invoke_endpoint_async(
             EndpointName=waiting, InputLocation="s3://inputs/zero.json",
             ContentType="application/json")
-        _wait(lambda: _metric(server, "modelhost_async_has_backlog_without_capacity",
+        wait_until(lambda: _metric(server, "modelhost_async_has_backlog_without_capacity",
                               waiting) == 1, 30, "HasBacklogWithoutCapacity")
         assert _metric(server, "modelhost_async_backlog_size", waiting) == 1
         assert "cannot scale from zero" in server.log()
@@ -86,7 +78,7 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         assert found == answer["OutputLocation"]
         described = sagemaker.describe_endpoint(EndpointName=waiting)
         assert described["ProductionVariants"][0]["DesiredInstanceCount"] == 1
-        _wait(lambda: _metric(server, "modelhost_async_backlog_size", waiting) == 0, 30,
+        wait_until(lambda: _metric(server, "modelhost_async_backlog_size", waiting) == 0, 30,
               "the backlog to empty")
         assert _metric(server, "modelhost_async_has_backlog_without_capacity", waiting) == 0
     finally:

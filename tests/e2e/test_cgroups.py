@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import unique, wait_for_status
 from tests.support.models import model_tarball
 from tests.support.processes import instance_pids
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 BURN_CODE = b'''
 import time
@@ -56,12 +56,9 @@ def cg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
         path = data / "objects" / "models" / name / "model.tar.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(model_tarball({"code/inference.py": code}))
-    server = ServerProcess(data, env={"MODELHOST_CPU_SCALE": "0.25",
-                                      "MODELHOST_HEALTH_INTERVAL": "0.2"}).start()
-    try:
+    with running_server(data, env={"MODELHOST_CPU_SCALE": "0.25",
+                                   "MODELHOST_HEALTH_INTERVAL": "0.2"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

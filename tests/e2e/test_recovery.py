@@ -72,9 +72,7 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
     finally:
         first.kill()
 
-    second = ServerProcess(data)
-    second.port = first.port
-    second.start()
+    second = first.restarted()
     try:
         sagemaker = second.client("sagemaker")
         runtime = second.client("sagemaker-runtime")

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import unique, wait_for_status
 from tests.support.models import model_tarball, write_iris_tarball
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 ROW = "5.1,3.5,1.4,0.2"
 IDLE_S = 1.0
@@ -30,13 +30,12 @@ IDLE_S = 1.0
 def serverless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("serverless") / "data"
     write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
-    process = ServerProcess(data, env={
+    with running_server(data, env={
         "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
         "MODELHOST_HEALTH_INTERVAL": "0.2",
         "MODELHOST_MODEL_TIMEOUT": "20",
-    }).start()
-    yield process
-    process.stop()
+    }) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -286,9 +285,7 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
         assert _invoke(first.client("sagemaker-runtime", retries=0), name) == b"0\n"
     finally:
         first.kill()
-    second = ServerProcess(data)
-    second.port = first.port
-    second.start()
+    second = first.restarted()
     try:
         runtime = second.client("sagemaker-runtime")
 

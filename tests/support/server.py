@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -62,6 +64,13 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def restarted(self) -> ServerProcess:
+        """A new server on this one's data directory, port and environment, started: what
+        comes back after a crash or a stop, reachable at the same URL."""
+        successor = ServerProcess(self.data_dir, env=self.env)
+        successor.port = self.port
+        return successor.start()
+
     def kill(self) -> None:
         """SIGKILL: the crash a restart must recover from."""
         if self.process and self.process.poll() is None:
@@ -78,3 +87,15 @@ class ServerProcess:
             config=Config(retries={"max_attempts": retries, "mode": "standard"},
                           read_timeout=120),
         )
+
+
+@contextmanager
+def running_server(data_dir: Path, env: dict[str, str] | None = None
+                   ) -> Iterator[ServerProcess]:
+    """A started server, stopped when the block ends however it ends: the body of a test's
+    own server fixture."""
+    process = ServerProcess(data_dir, env=env).start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -15,7 +15,6 @@ as UpdateEndpointWeightsAndCapacities; scaling back to zero is an autoscaling po
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import IO, Any
 
 from modelhost import api, metrics
 from modelhost.config import Settings
+from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.errors import ModelError, SageMakerError
 from modelhost.instances import InstanceUnreachable
 from modelhost.queue import Job, JobQueue
@@ -39,14 +39,11 @@ _EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instanc
             "process it.")
 
 
-class _Retry(Exception):
-    """A failure another attempt may not meet (an instance died, no capacity yet)."""
-
-
-class AsyncInferenceController:
+class AsyncInferenceController(ReconcileLoop):
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
                  queue: JobQueue, router: Router, context: api.Context,
                  notifier: Notifier) -> None:
+        super().__init__("async inference dispatch", settings.async_poll_s)
         self.settings = settings
         self.store = store
         self.objects = objects
@@ -54,40 +51,24 @@ class AsyncInferenceController:
         self.router = router
         self.context = context
         self.notifier = notifier
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
         self._per_instance: dict[str, int] = {}  # as last read from the endpoint
         self._measured_at = 0.0
 
-    def notify(self) -> None:
-        """Wake the workers; safe from any thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    async def prepare(self) -> None:
         recovered = self.queue.recover()
         if recovered:
             log.info("async inference: %d request(s) in flight at the last stop go back "
                      "to the queue", recovered)
-        while True:
-            self._wake.clear()
-            try:
-                for name in {*self.queue.endpoints(), *self._running}:
-                    self._dispatch(name)
-                if time.monotonic() - self._measured_at >= self.settings.async_poll_s:
-                    self._measure()
-            except Exception:
-                log.exception("async inference dispatch failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.async_poll_s)
+
+    async def step(self) -> None:
+        for name in {*self.queue.endpoints(), *self._running}:
+            self._dispatch(name)
+        if time.monotonic() - self._measured_at >= self.settings.async_poll_s:
+            self._measure()
 
     async def shutdown(self) -> None:
-        tasks = [t for running in self._running.values() for t in running]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([t for running in self._running.values() for t in running])
         await self.notifier.close()
 
     # --- dispatch --------------------------------------------------------------------

@@ -10,7 +10,6 @@ that dies is replaced while its in-flight requests are retried elsewhere by the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -30,6 +29,7 @@ from modelhost.controllers.deployment import (
     remove_partial_models,
     start_ready,
 )
+from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
 from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
@@ -52,7 +52,7 @@ class DeploymentFailed(Exception):
     pass
 
 
-class EndpointController:
+class EndpointController(ReconcileLoop):
     def __init__(
         self,
         settings: Settings,
@@ -61,51 +61,36 @@ class EndpointController:
         backend: InstanceBackend,
         router: Router,
     ) -> None:
+        super().__init__("endpoint reconcile", settings.health_interval_s)
         self.settings = settings
         self.store = store
         self.objects = objects
         self.backend = backend
         self.router = router
-        self._wake = asyncio.Event()
         self._operations: dict[str, asyncio.Task[None]] = {}
         self._replacements: set[asyncio.Task[None]] = set()
         self._desired: dict[str, dict[str, Any]] = {}  # live deployment's desired state
         self._counter = itertools.count(1)
         self._metered_at = time.monotonic()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._replace_failures: dict[tuple[str, str], int] = {}
         self._probing: set[Replica] = set()
         self.serverless = ServerlessScaler(settings, backend, router, self._counter,
                                            self._spawn)
 
-    def notify(self) -> None:
-        """Wake the loop; safe from any thread (the API runs in worker threads)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    async def prepare(self) -> None:
         await asyncio.to_thread(remove_partial_models, self.settings)
         try:
             await self.backend.warm()
         except (OSError, TimeoutError):
             log.exception("instance backend could not warm up; instances will start slower")
-        while True:
-            try:
-                await self.reconcile()
-                self.check_health()
-                self.meter()
-            except Exception:
-                log.exception("endpoint reconcile failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.health_interval_s)
-            self._wake.clear()
+
+    async def step(self) -> None:
+        await self.reconcile()
+        self.check_health()
+        self.meter()
 
     async def shutdown(self) -> None:
-        tasks = [*self._operations.values(), *self._replacements]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([*self._operations.values(), *self._replacements])
         instances = [r.instance for d in self.router.deployments.values() for r in d.replicas()]
         await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         self.router.deployments.clear()

@@ -36,6 +36,7 @@ from modelhost import api
 from modelhost.auth import INTERNAL_TOKEN_HEADER
 from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.config import Settings
+from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
 from modelhost.router import Deployment, Invocation, Router, ServerlessPool
 from modelhost.storage import ObjectStore, StateStore
@@ -64,34 +65,21 @@ class _Target:
     billed_gb_seconds: Callable[[], float] | None = None
 
 
-class RecommendationController:
+class RecommendationController(ReconcileLoop):
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
                  router: Router, context: api.Context) -> None:
+        super().__init__("recommender reconcile", 1.0)
         self.settings = settings
         self.store = store
         self.objects = objects
         self.router = router
         self.context = context
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()  # jobs whose task was cancelled for a stop
         self._shutting_down = False
 
-    def notify(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("recommender reconcile failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            self._wake.clear()
+    async def step(self) -> None:
+        self.reconcile()
 
     def reconcile(self) -> None:
         for record in self.store.list(KIND):
@@ -112,10 +100,7 @@ class RecommendationController:
     async def shutdown(self) -> None:
         """Leave jobs as they are: a restart resumes them (and deletes their endpoints)."""
         self._shutting_down = True
-        tasks = list(self._jobs.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._jobs.values())
 
     def load_curves(self, name: str) -> dict[str, Any] | None:
         """Every traffic step's throughput and latency per candidate, for charts: the

@@ -9,38 +9,24 @@ across several due times makes up one run (the latest), not all of them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from modelhost.api import Context, schedules, transform_jobs
+from modelhost.controllers.loop import ReconcileLoop
 from modelhost.errors import SageMakerError
 
 log = logging.getLogger(__name__)
 
 
-class ScheduleController:
+class ScheduleController(ReconcileLoop):
     def __init__(self, context: Context) -> None:
+        super().__init__("schedule tick", context.settings.health_interval_s)
         self.context = context
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def notify(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                self.tick(datetime.now(UTC))
-            except Exception:
-                log.exception("schedule tick failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.context.settings.health_interval_s)
-            self._wake.clear()
+    async def step(self) -> None:
+        self.tick(datetime.now(UTC))
 
     def tick(self, now: datetime) -> None:
         store = self.context.store

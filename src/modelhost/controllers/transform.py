@@ -14,7 +14,6 @@ job ends, however it ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -43,6 +42,7 @@ from modelhost.batch import (
 )
 from modelhost.config import Settings
 from modelhost.controllers.deployment import instance_spec, prepare_model
+from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.instances import (
     Instance,
     InstanceBackend,
@@ -89,16 +89,15 @@ class _Job:
     work_dir: Path
 
 
-class TransformController:
+class TransformController(ReconcileLoop):
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
                  backend: InstanceBackend) -> None:
+        super().__init__("transform reconcile", settings.health_interval_s)
         self.settings = settings
         self.store = store
         self.objects = objects
         self.backend = backend
         self.client = InstanceClient()
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._instances: dict[str, list[Instance]] = {}
         self._counter = itertools.count(1)
@@ -108,30 +107,14 @@ class TransformController:
     def work_root(self) -> Path:
         return self.settings.data_dir / "transform"
 
-    def notify(self) -> None:
-        """Wake the loop; safe from any thread (the API runs in worker threads)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                self.reconcile()
-                self.meter()
-            except Exception:
-                log.exception("transform reconcile failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.health_interval_s)
-            self._wake.clear()
+    async def step(self) -> None:
+        self.reconcile()
+        self.meter()
 
     async def shutdown(self) -> None:
         """Stop running jobs without changing their status: a restarted server resumes
         them from their last committed part."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks.values())
         self.client.close()
 
     def reconcile(self) -> None:

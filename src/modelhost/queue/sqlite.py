@@ -12,17 +12,15 @@ the file.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from modelhost.queue.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobCounts
+from modelhost.storage.sqlite import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,28 +53,12 @@ def _job(row: tuple[Any, ...]) -> Job:
     return job
 
 
-class SqliteQueue:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a committed request survives a killed server (the WAL is
-        # written before COMMIT returns); only a power cut may lose the last few, the same
-        # trade-off as the state store. FULL costs an fsync per request.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
+class SqliteQueue(SqliteFile):
+    """Durability as the state store's (see `modelhost.storage.sqlite`): a committed
+    request survives a killed server."""
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, _SCHEMA)
 
     def put(self, jobs: list[Job]) -> None:
         """Add jobs in one transaction: one commit for all the requests that arrived
@@ -195,7 +177,3 @@ class SqliteQueue:
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? "
                 "LIMIT ?)", (finished_before, limit),
             ).rowcount
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -7,14 +7,13 @@ epoch seconds), plus private keys starting with "_" that never leave the server.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from modelhost.storage.sqlite import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -34,28 +33,12 @@ CREATE TABLE IF NOT EXISTS tags (
 Record = dict[str, Any]
 
 
-class StateStore:
+class StateStore(SqliteFile):
     """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
     event loop use it directly instead of paying for a thread hop."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     def insert(self, kind: str, name: str, record: Record) -> bool:
         """Add a resource; False when one of that kind and name already exists."""
@@ -145,7 +128,3 @@ class StateStore:
                 db.executemany(
                     "DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys]
                 )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -1,0 +1,34 @@
+"""The `modelhost` command: `server` runs one; every other command talks to a running
+server through boto3, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from modelhost.cli.endpoints import endpoints_app
+from modelhost.cli.load import load
+from modelhost.cli.models import configs_app, models_app
+from modelhost.cli.recommend import recommend_app
+from modelhost.cli.schedules import schedules_app
+from modelhost.cli.server import server
+from modelhost.cli.transform import transform_app
+
+app = typer.Typer(help="Self-hosted model deployment that speaks the SageMaker API.",
+                  no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Self-hosted model deployment that speaks the SageMaker API."""
+
+
+app.command()(server)
+app.add_typer(models_app, name="models")
+app.add_typer(configs_app, name="endpoint-configs")
+app.add_typer(endpoints_app, name="endpoints")
+app.command("load")(load)
+app.add_typer(transform_app, name="transform-jobs")
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(recommend_app, name="recommend")
+
+__all__ = ["app"]

@@ -1,0 +1,132 @@
+"""What every client command shares: the options naming the server, boto3 clients for
+it, and the one-line errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from modelhost import console
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+REGION = "us-east-1"
+
+EndpointUrl = Annotated[str, typer.Option(
+    "--endpoint-url", envvar="MODELHOST_URL", show_envvar=True,
+    help="The modelhost server to talk to.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw API answer as JSON.")]
+NameContains = Annotated[str | None, typer.Option(help="Only names containing this.")]
+
+
+class Api:
+    """boto3 clients for one server, built lazily: `models list` should not pay for a
+    runtime client it never uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            # The server does not need real AWS credentials; skipping the EC2 metadata
+            # lookup keeps a machine without any from stalling a second on every command.
+            os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+            session = boto3.Session(region_name=REGION)
+            dummy = {} if session.get_credentials() else {
+                "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+            self._clients[service] = session.client(
+                service, endpoint_url=self.url, region_name=REGION, **dummy,
+                # one attempt: a refused connection should be reported now, not after
+                # botocore's back-off; reads wait long enough for a slow model.
+                config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                              connect_timeout=5, read_timeout=120),
+            )
+        return self._clients[service]
+
+    @property
+    def sagemaker(self) -> Any:
+        return self._client("sagemaker")
+
+    @property
+    def runtime(self) -> Any:
+        return self._client("sagemaker-runtime")
+
+    def get_json(self, path: str, query: str = "") -> Any:
+        """GET one of modelhost's own JSON routes, signed like the boto3 calls, so it
+        works against a server that checks SigV4. HTTPError carries a SageMaker error."""
+        import json
+        import urllib.request
+
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        url = f"{self.url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+        request = AWSRequest(method="GET", url=url)
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        credentials = boto3.Session().get_credentials() or Credentials("modelhost", "modelhost")
+        SigV4Auth(credentials.get_frozen_credentials(), "sagemaker", REGION).add_auth(request)
+        prepared = urllib.request.Request(url, headers=dict(request.headers.items()))
+        with urllib.request.urlopen(prepared, timeout=30) as response:
+            return json.loads(response.read())
+
+    def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every page of a List* call: a CLI listing that stops at page one silently lies."""
+        pages = self.sagemaker.get_paginator(operation).paginate(**params)
+        return [item for page in pages for item in page[key]]
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Api]:
+    """Turn the failures a user can cause or fix into one line and exit code 1."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    try:
+        yield Api(url)
+    except ClientError as exc:
+        problem = exc.response.get("Error", {})
+        console.error(f"{problem.get('Code', 'Unknown')}: {problem.get('Message', exc)}")
+        raise typer.Exit(1) from None
+    except EndpointConnectionError:
+        console.error(f"no modelhost server at {url} (start one with `modelhost server`, "
+                      "or pass --endpoint-url / set MODELHOST_URL)")
+        raise typer.Exit(1) from None
+    except BotoCoreError as exc:
+        console.error(str(exc))
+        raise typer.Exit(1) from None
+
+
+def name_filter(name_contains: str | None) -> dict[str, Any]:
+    return {"NameContains": name_contains} if name_contains else {}
+
+
+def wait_failed(name: str, state: str, description: dict[str, Any], ended: set[str],
+                timeout: float) -> typer.Exit:
+    """Report why a `wait` command gives up (the resource ended badly, or time ran out);
+    raise the exit code it returns."""
+    if state in ended:
+        console.error(f"{name} is {state}: "
+                      f"{description.get('FailureReason') or 'no reason given'}")
+    else:
+        console.error(f"{name} still {state} after {timeout:g}s")
+    return typer.Exit(1)
+
+
+def print_listing(endpoint_url: str, operation: str, key: str,
+                  table: Callable[[list[dict[str, Any]]], Any], as_json: bool,
+                  **params: Any) -> None:
+    """Every page of a List* call: with --json the API's own document, else a table."""
+    with connected(endpoint_url) as api:
+        items = api.collect(operation, key, **params)
+    if as_json:
+        console.print_json({key: items})
+    else:
+        console.out.print(table(items))

@@ -1,0 +1,180 @@
+"""`modelhost endpoints`: list, inspect, wait for, invoke and delete endpoints."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelhost import console
+from modelhost.cli._shared import (
+    DEFAULT_URL,
+    Api,
+    AsJson,
+    EndpointUrl,
+    NameContains,
+    connected,
+    name_filter,
+    wait_failed,
+)
+
+endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
+                            no_args_is_help=True)
+# statuses after which waiting for InService is pointless
+_HOPELESS = {"Failed", "Deleting", "OutOfService", "UpdateRollbackFailed"}
+
+
+@endpoints_app.command("list")
+def endpoints_list(
+    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    status: Annotated[str | None, typer.Option(help="Only this status, e.g. InService.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List endpoints with their status and instance counts."""
+    from botocore.exceptions import ClientError
+
+    params = name_filter(name_contains) | ({"StatusEquals": status} if status else {})
+    with connected(endpoint_url) as api:
+        endpoints = api.collect("list_endpoints", "Endpoints", **params)
+        if as_json:
+            console.print_json({"Endpoints": endpoints})
+            return
+        counts: dict[str, tuple[int, int] | None] = {}
+        for endpoint in endpoints:  # ListEndpoints has no counts; one describe each
+            try:
+                variants = api.sagemaker.describe_endpoint(
+                    EndpointName=endpoint["EndpointName"])["ProductionVariants"]
+            except ClientError:  # deleted since the listing
+                counts[endpoint["EndpointName"]] = None
+                continue
+            counts[endpoint["EndpointName"]] = (
+                sum(v.get("CurrentInstanceCount", 0) for v in variants),
+                sum(v.get("DesiredInstanceCount", 0) for v in variants))
+    console.out.print(console.endpoints_table(endpoints, counts))
+
+
+@endpoints_app.command("describe")
+def endpoints_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+                       as_json: AsJson = False) -> None:
+    """Show an endpoint's status, failure reason and variants."""
+    from botocore.exceptions import ClientError
+
+    with connected(endpoint_url) as api:
+        endpoint = api.sagemaker.describe_endpoint(EndpointName=name)
+        if as_json:
+            console.print_json(endpoint)
+            return
+        try:  # for the instance types, which DescribeEndpoint leaves out
+            config = api.sagemaker.describe_endpoint_config(
+                EndpointConfigName=endpoint["EndpointConfigName"])
+        except ClientError:
+            config = None
+    console.describe_endpoint(endpoint, config)
+
+
+@endpoints_app.command("wait")
+def endpoints_wait(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
+) -> None:
+    """Wait until an endpoint is InService; exit 1 with the reason if it fails or times out,
+    so scripts can chain `modelhost endpoints wait X && ...`."""
+    started = time.monotonic()
+    with connected(endpoint_url) as api, console.waiting(name) as report:
+        while True:
+            endpoint = api.sagemaker.describe_endpoint(EndpointName=name)
+            state = endpoint["EndpointStatus"]
+            report(state)
+            if (state == "InService" or state in _HOPELESS
+                    or time.monotonic() - started > timeout):
+                break
+            time.sleep(interval)
+    elapsed = time.monotonic() - started
+    if state != "InService":
+        raise wait_failed(name, state, endpoint, _HOPELESS, timeout)
+    console.out.print(f"{name} is [green]InService[/] ({elapsed:.1f}s)", highlight=False)
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
+    """Delete an endpoint (its config and model stay, as in SageMaker)."""
+    with connected(endpoint_url) as api:
+        api.sagemaker.delete_endpoint(EndpointName=name)
+    console.out.print(f"deleting {name}")
+
+
+@endpoints_app.command("async-requests")
+def endpoints_async_requests(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    state: Annotated[list[str] | None, typer.Option(
+        help="queued, running, failed or succeeded; repeat for several (default: all but "
+             "succeeded).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
+    import json
+    import urllib.error
+    from urllib.parse import urlencode
+
+    try:
+        answer = Api(endpoint_url).get_json(f"/endpoints/{name}/async-requests",
+                                            urlencode([("state", s) for s in state or []]))
+    except urllib.error.HTTPError as exc:
+        problem = json.loads(exc.read() or b"{}")
+        console.error(f"{problem.get('__type', exc.code)}: {problem.get('message', exc)}")
+        raise typer.Exit(1) from None
+    except urllib.error.URLError:
+        console.error(f"no modelhost server at {endpoint_url} (start one with `modelhost "
+                      "server`, or pass --endpoint-url / set MODELHOST_URL)")
+        raise typer.Exit(1) from None
+    if as_json:
+        console.print_json(answer)
+    else:
+        console.out.print(console.async_requests_table(answer))
+
+
+@endpoints_app.command("invoke")
+def endpoints_invoke(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    body: Annotated[str | None, typer.Option(help="Request body, literally.")] = None,
+    body_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="Read the request body from this file.")] = None,
+    content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = "text/csv",
+    accept: Annotated[str | None, typer.Option(help="Wanted response type.")] = None,
+    custom_attributes: Annotated[str | None, typer.Option(help="Passed to the model.")] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="InvokeEndpointWithResponseStream: print each part of the answer "
+                         "as the model produces it.")] = False,
+) -> None:
+    """Send one request; the response body goes to stdout, the variant that served it to
+    stderr, so `> out.csv` captures only the body."""
+    if (body is None) == (body_file is None):
+        console.error("give exactly one of --body or --body-file")
+        raise typer.Exit(2)
+    payload = body.encode() if body is not None else body_file.read_bytes()  # type: ignore[union-attr]
+    params: dict[str, Any] = {"EndpointName": name, "ContentType": content_type, "Body": payload}
+    if accept:
+        params["Accept"] = accept
+    if custom_attributes:
+        params["CustomAttributes"] = custom_attributes
+    with connected(endpoint_url) as api:
+        if stream:
+            response = api.runtime.invoke_endpoint_with_response_stream(**params)
+            answer = b""
+            for event in response["Body"]:
+                answer = event.get("PayloadPart", {}).get("Bytes", b"")
+                sys.stdout.buffer.write(answer)
+                sys.stdout.flush()
+            if not answer.endswith(b"\n"):
+                sys.stdout.buffer.write(b"\n")
+        else:
+            response = api.runtime.invoke_endpoint(**params)
+            answer = response["Body"].read()
+            sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
+    sys.stdout.flush()
+    console.err.print(f"[dim]variant: {response.get('InvokedProductionVariant', '-')}  "
+                      f"content-type: {response.get('ContentType', '-')}[/]", soft_wrap=True)
