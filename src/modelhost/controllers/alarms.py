@@ -120,8 +120,11 @@ def step_count(policy: Record, alarm: Record, breach: float, count: int) -> int 
         return int(adjustment)
     if kind == "ChangeInCapacity":
         return count + int(adjustment)
-    change = count * adjustment / 100
-    change = math.floor(change) if change > 0 else math.ceil(change)
+    # AWS rounds a percentage towards zero, but never to no change at all.
+    exact = count * adjustment / 100
+    change = math.floor(exact) if exact > 0 else math.ceil(exact)
+    if change == 0 and exact:
+        change = 1 if exact > 0 else -1
     least = config.get("MinAdjustmentMagnitude", 0)
     if adjustment and abs(change) < least:
         change = least if adjustment > 0 else -least
