@@ -122,6 +122,8 @@ def test_bad_input_is_a_cloudwatch_error(fast_server: ServerProcess) -> None:
     assert _error(lambda: _alarm(cw, name, "e", "Sideways", 1, [])) == "ValidationError"
     assert _error(lambda: _alarm(cw, name, "e", "GreaterThanThreshold", 1, [],
                                  DatapointsToAlarm=3)) == "ValidationError"
+    assert _error(lambda: _alarm(cw, name, "e", "GreaterThanUpperThreshold", 1, [])
+                  ) == "ValidationError"  # anomaly detection bands
     assert _error(lambda: cw.put_metric_alarm(
         AlarmName=name, Namespace="AWS/SageMaker", MetricName="Invocations", Period=60,
         EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",

@@ -18,6 +18,8 @@ from modelhost.errors import AlarmNotFound, ValidationError
 KIND = "metric_alarm"
 NAMESPACES = ("AWS/SageMaker", "/aws/sagemaker/Endpoints", "AWS/SageMaker/Endpoints")
 _UNSUPPORTED = ("Metrics", "ThresholdMetricId")
+OPERATORS = ("GreaterThanOrEqualToThreshold", "GreaterThanThreshold", "LessThanThreshold",
+             "LessThanOrEqualToThreshold")
 
 Record = dict[str, Any]
 
@@ -30,6 +32,9 @@ def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     for field in ("MetricName", "Namespace", "Period", "Threshold"):
         if field not in params:
             raise ValidationError(f"The parameter {field} is required.")
+    if params.get("ComparisonOperator") not in OPERATORS:
+        raise ValidationError(f"ComparisonOperator must be one of {', '.join(OPERATORS)}; "
+                              "anomaly detection bands are not supported.")
     if ("Statistic" in params) == ("ExtendedStatistic" in params):
         raise ValidationError("Exactly one of Statistic and ExtendedStatistic is required.")
     periods = params["EvaluationPeriods"]

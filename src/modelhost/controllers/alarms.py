@@ -69,8 +69,8 @@ class AlarmEvaluator:
         return fired
 
     def _advance(self, alarm: Record, value: float | None) -> Record:
-        compare = _COMPARE.get(alarm.get("ComparisonOperator", ""))
-        point = None if value is None or compare is None else compare(value, alarm["Threshold"])
+        compare = _COMPARE[alarm["ComparisonOperator"]]
+        point = None if value is None else compare(value, alarm["Threshold"])
         missing = alarm["TreatMissingData"]
         if point is None and missing in ("breaching", "notBreaching"):
             point = missing == "breaching"
