@@ -3,7 +3,8 @@
 Target tracking policies track a metric the server records (see
 `controllers/scaling_metrics.py`): the predefined `SageMakerVariantInvocationsPerInstance`,
 or a customized metric named as CloudWatch names it. Step scaling policies are checked
-and stored as AWS does; AWS runs them when a CloudWatch alarm fires.
+and stored as AWS does; the CloudWatch alarms whose AlarmActions name them run them
+(`controllers/alarms.py`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ every evaluation interval it goes over the targets in the state store: fires due
 actions, keeps the count inside [MinCapacity, MaxCapacity], and asks every target tracking
 policy for the count that brings its metric to the target value. It scales out when any
 policy asks for more (the largest wins) and scales in only when all ask for less, for a
-whole metric window in a row, outside the cooldowns. A change is an
+whole metric window in a row, outside the cooldowns. When target tracking leaves the count
+as it is, the step scaling policies invoked by CloudWatch alarms in ALARM may move it
+(see `controllers/alarms.py`). A change is an
 UpdateEndpointWeightsAndCapacities call, so the endpoint controller applies it (new
 instances join once ready; removed ones drain first), and each change is recorded as a
 scaling activity. Cooldown times and scheduled runs are kept in
