@@ -80,6 +80,10 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     sns = "arn:aws:sns:us-east-1:123456789012:ops"  # kept, not run
     _alarm(cw, high, name, "GreaterThanThreshold", 60, [out, sns], TreatMissingData="ignore")
     _alarm(cw, low, name, "LessThanThreshold", 10, [into])
+    policies = aas.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=_resource(name),
+        PolicyNames=["out"])["ScalingPolicies"]
+    assert [a["AlarmName"] for a in policies[0]["Alarms"]] == [high]
     described = cw.describe_alarms(AlarmNamePrefix=high)["MetricAlarms"][0]
     assert described["StateValue"] == "INSUFFICIENT_DATA"
     assert described["AlarmActions"] == [out, sns]
