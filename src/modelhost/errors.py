@@ -85,3 +85,10 @@ class ServiceUnavailable(SageMakerError):
 class InternalFailure(SageMakerError):
     code = "InternalFailure"
     status = 500
+
+
+class AlarmNotFound(SageMakerError):
+    """CloudWatch's not-found error (DeleteAlarms of an alarm that does not exist)."""
+
+    code = "ResourceNotFound"
+    status = 404

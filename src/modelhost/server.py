@@ -152,6 +152,8 @@ class ModelhostApp:
                                        path[len("/endpoints/"):-len(_ASYNC_REQUESTS)])
         elif method == "POST" and path == "/":
             await self._control(scope, receive, send)
+        elif method == "POST" and path.startswith(api.rpcv2_cbor.PREFIX):
+            await self._control(scope, receive, send, cbor=True)
         elif method in ("GET", "HEAD") and path == "/ping":
             await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
         elif method in ("GET", "HEAD") and path == "/metrics":
@@ -183,7 +185,9 @@ class ModelhostApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _control(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def _control(self, scope: Scope, receive: Any, send: Any, cbor: bool = False) -> None:
+        """A control-plane call: JSON 1.1 on `/`, or with `cbor` the RPC v2 CBOR protocol
+        (CloudWatch)."""
         headers = dict(scope["headers"])
         try:
             body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
@@ -196,6 +200,12 @@ class ModelhostApp:
                 self._authenticate(scope, headers, body)
         except SageMakerError as error:
             await _respond_error(send, error)
+            return
+        if cbor:
+            status, payload, extra = await asyncio.to_thread(
+                api.rpcv2_cbor.handle, self.context, scope["path"], body)
+            await _respond(send, status, payload,
+                           [*extra, (b"x-amzn-requestid", str(uuid.uuid4()).encode())])
             return
         target = headers.get(b"x-amz-target", b"").decode("latin-1")
         # In a thread: validating a large request must not hold up predictions.

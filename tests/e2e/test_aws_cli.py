@@ -146,3 +146,17 @@ def test_unknown_endpoint_is_a_validation_exception(aws) -> None:
     assert result.returncode != 0
     assert "ValidationException" in result.stderr
     assert "Could not find endpoint" in result.stderr
+
+
+def test_cloudwatch_alarms(aws) -> None:
+    name = unique("cli-alarm")
+    ok(aws("cloudwatch", "put-metric-alarm", "--alarm-name", name, "--namespace",
+           "AWS/SageMaker", "--metric-name", "CPUUtilization", "--statistic", "Average",
+           "--period", "60", "--evaluation-periods", "1", "--threshold", "80",
+           "--comparison-operator", "GreaterThanThreshold",
+           "--dimensions", "Name=EndpointName,Value=e", "Name=VariantName,Value=AllTraffic"))
+    alarms = ok(aws("cloudwatch", "describe-alarms", "--alarm-names", name))["MetricAlarms"]
+    assert [(a["AlarmName"], a["Threshold"]) for a in alarms] == [(name, 80.0)]
+    ok(aws("cloudwatch", "delete-alarms", "--alarm-names", name))
+    missing = aws("cloudwatch", "delete-alarms", "--alarm-names", name)
+    assert missing.returncode != 0 and "ResourceNotFound" in missing.stderr

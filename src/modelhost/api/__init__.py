@@ -1,7 +1,7 @@
 """The control plane: SageMaker operations on models, endpoint configs, endpoints, tags, and
 Application Auto Scaling operations on scalable targets, policies and scheduled actions."""
 
-from modelhost.api import schedules, transform_jobs
+from modelhost.api import rpcv2_cbor, schedules, transform_jobs
 from modelhost.api.context import Context
 from modelhost.api.endpoints import deployed_fields, update_endpoint_weights_and_capacities
 from modelhost.api.protocol import handle
@@ -14,6 +14,7 @@ __all__ = [
     "deployed_fields",
     "handle",
     "instance_bounds",
+    "rpcv2_cbor",
     "schedules",
     "transform_jobs",
     "update_endpoint_weights_and_capacities",

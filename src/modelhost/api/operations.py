@@ -1,4 +1,4 @@
-"""The SageMaker and Application Auto Scaling operations modelhost implements, by wire
+"""The SageMaker, Application Auto Scaling and CloudWatch operations modelhost implements, by wire
 name."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modelhost.api import (
+    alarms,
     endpoint_configs,
     endpoints,
     models,
@@ -68,6 +69,13 @@ AUTOSCALING_OPERATIONS: dict[str, Operation] = {
     "TagResource": scalable_targets.tag_resource,
     "UntagResource": scalable_targets.untag_resource,
     "ListTagsForResource": scalable_targets.list_tags_for_resource,
+}
+
+CLOUDWATCH_OPERATIONS: dict[str, Operation] = {
+    "PutMetricAlarm": alarms.put_metric_alarm,
+    "DescribeAlarms": alarms.describe_alarms,
+    "DescribeAlarmsForMetric": alarms.describe_alarms_for_metric,
+    "DeleteAlarms": alarms.delete_alarms,
 }
 
 # modelhost's own operations (X-Amz-Target: Modelhost.<Operation>); no botocore model, so

@@ -6,6 +6,7 @@ request against it, runs it, and answers in the shape botocore parses."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -16,6 +17,7 @@ from botocore.model import OperationModel, ServiceModel
 from modelhost.api.context import Context
 from modelhost.api.operations import (
     AUTOSCALING_OPERATIONS,
+    CLOUDWATCH_OPERATIONS,
     MODELHOST_OPERATIONS,
     SAGEMAKER_OPERATIONS,
     Operation,
@@ -29,7 +31,13 @@ log = logging.getLogger(__name__)
 _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
     "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
     "AnyScaleFrontendService": ("application-autoscaling", AUTOSCALING_OPERATIONS),
+    "GraniteServiceVersion20100801": ("cloudwatch", CLOUDWATCH_OPERATIONS),
 }
+
+
+# The JSON protocols' validation error, as services that began on the query protocol
+# (CloudWatch) name it: their clients have always caught ValidationError.
+_QUERY_CODES = {"ValidationException": "ValidationError"}
 
 
 @cache
@@ -57,25 +65,39 @@ def _lookup(target: str) -> tuple[OperationModel, Operation]:
 
 def handle(ctx: Context, target: str, body: bytes) -> tuple[int, bytes]:
     """Run one control-plane call; returns the status and the JSON body to send."""
+    def decode() -> Any:
+        try:
+            return orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"Request body is not valid JSON: {exc}") from exc
+
+    status, answer = call(ctx, target, decode)
+    return status, orjson.dumps(answer)
+
+
+def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dict[str, Any]]:
+    """Run one call whatever its wire format: `decode` turns the body into parameters
+    (raising ValidationError when it cannot). Returns the status and the answer, or the
+    error's body."""
     try:
         prefix, _, name = target.partition(".")
         own = MODELHOST_OPERATIONS.get(name) if prefix == "Modelhost" else None
         if prefix == "Modelhost" and own is None:
             raise UnknownOperation(f"Unknown operation: {name!r}")
         model, operation = (None, own) if own is not None else _lookup(target)
-        try:
-            params: Any = orjson.loads(body) if body.strip() else {}
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(f"Request body is not valid JSON: {exc}") from exc
+        params = decode()
         if model is not None:
             validate_request(params, model.input_shape)
         elif not isinstance(params, dict):
             raise ValidationError("The request body must be a JSON object.")
-        result = operation(ctx, params)
-        return 200, orjson.dumps(result)
+        return 200, operation(ctx, params)
     except SageMakerError as error:
-        return error.status, orjson.dumps(error.body())
+        body = error.body()
+        prefix = target.partition(".")[0]
+        if prefix in _SERVICES and _service_model(_SERVICES[prefix][0]).is_query_compatible:
+            body["__type"] = _QUERY_CODES.get(error.code, error.code)
+        return error.status, body
     except Exception:
         log.exception("control-plane call %s failed", target)
         error = InternalFailure("An internal error occurred; see the modelhost server log.")
-        return error.status, orjson.dumps(error.body())
+        return error.status, error.body()

@@ -3,7 +3,8 @@
 Target tracking policies track a metric the server records (see
 `controllers/scaling_metrics.py`): the predefined `SageMakerVariantInvocationsPerInstance`,
 or a customized metric named as CloudWatch names it. Step scaling policies are checked
-and stored as AWS does; AWS runs them when a CloudWatch alarm fires.
+and stored as AWS does; the CloudWatch alarms whose AlarmActions name them run them
+(`controllers/alarms.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import math
 from typing import Any
 
+from modelhost.api.alarms import KIND as ALARM_KIND
 from modelhost.api.context import Context
 from modelhost.api.scalable_targets import (
     POLICY_KIND,
@@ -151,8 +153,14 @@ def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_scaling_policies(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
-                             "ScalingPolicies")
+    """With each policy's `Alarms`: the CloudWatch alarms whose actions invoke it."""
+    answer = describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
+                               "ScalingPolicies")
+    alarms = ctx.store.list(ALARM_KIND)
+    for policy in answer["ScalingPolicies"]:
+        policy["Alarms"] = [{"AlarmName": a["AlarmName"], "AlarmARN": a["AlarmArn"]}
+                            for a in alarms if policy["PolicyARN"] in a["AlarmActions"]]
+    return answer
 
 
 def delete_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ every evaluation interval it goes over the targets in the state store: fires due
 actions, keeps the count inside [MinCapacity, MaxCapacity], and asks every target tracking
 policy for the count that brings its metric to the target value. It scales out when any
 policy asks for more (the largest wins) and scales in only when all ask for less, for a
-whole metric window in a row, outside the cooldowns. A change is an
+whole metric window in a row, outside the cooldowns. When target tracking leaves the count
+as it is, the step scaling policies invoked by CloudWatch alarms in ALARM may move it
+(see `controllers/alarms.py`). A change is an
 UpdateEndpointWeightsAndCapacities call, so the endpoint controller applies it (new
 instances join once ready; removed ones drain first), and each change is recorded as a
 scaling activity. Cooldown times and scheduled runs are kept in
@@ -27,6 +29,7 @@ from modelhost.api.scalable_targets import ACTION_KIND, POLICY_KIND, child_key, 
 from modelhost.api.scalable_targets import KIND as TARGET_KIND
 from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
 from modelhost.api.scaling_policies import tracked_metric
+from modelhost.controllers.alarms import AlarmEvaluator, step_count
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
 from modelhost.errors import SageMakerError
 
@@ -37,6 +40,7 @@ _TRACKING = "TargetTrackingScalingPolicyConfiguration"
 # SageMaker's default cooldowns for target tracking policies.
 _DEFAULT_COOLDOWN_S = 300
 _SCALE_IN_HEADROOM = 0.9
+Fired = dict[str, list[tuple[Record, float | None]]]  # policy ARN -> alarms in ALARM
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class AutoscalingController:
         self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
         # Scale in only after the policies agreed on it for a whole metric window.
         self.scale_in_evaluations = max(1, math.ceil(resolver.window_s / self.interval_s))
+        self.alarms = AlarmEvaluator(ctx, resolver)
 
     async def run(self) -> None:
         sample_every = min(1.0, max(0.05, self.interval_s / 4))
@@ -95,6 +100,7 @@ class AutoscalingController:
             if key not in watched:
                 watched.add(key)
                 self.resolver.sample(name, dimensions)
+        watched.update(self.alarms.sample())
         self.resolver.forget_except(watched)
 
     # --- evaluation ------------------------------------------------------------------
@@ -102,6 +108,7 @@ class AutoscalingController:
     def evaluate(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         store = self.ctx.store
+        fired = self.alarms.evaluate()
         policies: dict[str, list[Record]] = {}
         for policy in store.list(POLICY_KIND):
             policies.setdefault(target_key(policy["ResourceId"]), []).append(policy)
@@ -111,12 +118,14 @@ class AutoscalingController:
         for target in store.list(TARGET_KIND):
             key = target_key(target["ResourceId"])
             try:
-                self._evaluate(target, policies.get(key, []), actions.get(key, []), now)
+                self._evaluate(target, policies.get(key, []), actions.get(key, []), now,
+                               fired)
             except Exception:
                 log.exception("autoscaling %s failed; retrying", target["ResourceId"])
 
     def _evaluate(
-        self, target: Record, policies: list[Record], actions: list[Record], now: float
+        self, target: Record, policies: list[Record], actions: list[Record], now: float,
+        fired: Fired,
     ) -> None:
         endpoint = self.ctx.store.get("endpoint", target["_endpoint"])
         self._finish_activities(target, endpoint)
@@ -139,6 +148,8 @@ class AutoscalingController:
             wanted, cause = high, f"the maximum capacity {high} is below the current capacity"
         else:
             wanted, cause = self._dynamic(target, policies, count, state, now)
+            if wanted == count:
+                wanted, cause = self._steps(target, policies, fired, count, state, now)
         if wanted != count:
             self._scale(target, endpoint, count, wanted, cause, state, now)
         if state != target["_state"]:
@@ -195,6 +206,37 @@ class AutoscalingController:
                 return count, ""
             return wanted, best.reason(count)
         state["below"] = 0
+        return count, ""
+
+    def _steps(
+        self, target: Record, policies: list[Record], fired: Fired, count: int, state: Record,
+        now: float,
+    ) -> tuple[int, str]:
+        """The count the step scaling policies invoked by alarms in ALARM ask for (the
+        first that asks for a change, outside its cooldown and the suspensions)."""
+        suspended = target["SuspendedState"]
+        for policy in policies:
+            if "StepScalingPolicyConfiguration" not in policy:
+                continue
+            config = policy["StepScalingPolicyConfiguration"]
+            cooled = state.get(f"step:{policy['PolicyName']}", 0)
+            if now - cooled < config.get("Cooldown", _DEFAULT_COOLDOWN_S):
+                continue
+            for alarm, value in fired.get(policy["PolicyARN"], []):
+                aggregation = config.get("MetricAggregationType")
+                breach = self.alarms.value(alarm, aggregation) if aggregation else value
+                asked = None if breach is None else step_count(policy, alarm, breach, count)
+                if asked is None:
+                    continue
+                wanted = min(max(asked, target["MinCapacity"]), target["MaxCapacity"])
+                if wanted == count or suspended.get(
+                    "DynamicScalingOutSuspended" if wanted > count
+                    else "DynamicScalingInSuspended"
+                ):
+                    continue
+                state[f"step:{policy['PolicyName']}"] = now
+                return wanted, (f"monitor alarm {alarm['AlarmName']} in state ALARM "
+                                f"triggered policy {policy['PolicyName']}")
         return count, ""
 
     def _scale(

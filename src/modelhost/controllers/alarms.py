@@ -1,0 +1,131 @@
+"""Evaluates CloudWatch metric alarms and runs the step scaling policies they name.
+
+Each autoscaling evaluation is one datapoint of every alarm: the alarm's metric over the
+resolver's window (MODELHOST_AUTOSCALING_WINDOW stands in for the alarm's Period),
+compared with its threshold. The alarm is in ALARM when DatapointsToAlarm of the last
+EvaluationPeriods datapoints breach, OK when fewer do, INSUFFICIENT_DATA while there is no
+data (TreatMissingData says how a missing datapoint counts). While in ALARM, every
+evaluation invokes the AlarmActions that are scaling policy ARNs, as CloudWatch does;
+other actions (SNS topics...) are kept and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from modelhost.api import Context
+from modelhost.api.alarms import KIND, NAMESPACES
+from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
+
+Record = dict[str, Any]
+_COMPARE = {
+    "GreaterThanOrEqualToThreshold": lambda v, t: v >= t,
+    "GreaterThanThreshold": lambda v, t: v > t,
+    "LessThanThreshold": lambda v, t: v < t,
+    "LessThanOrEqualToThreshold": lambda v, t: v <= t,
+}
+_STEP = "StepScalingPolicyConfiguration"
+
+
+def alarm_series(alarm: Record) -> tuple[str, dict[str, str]] | None:
+    """The series an alarm watches, or None for a metric the server does not record."""
+    if alarm["Namespace"] not in NAMESPACES or "MetricName" not in alarm:
+        return None
+    return alarm["MetricName"], {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+
+
+class AlarmEvaluator:
+    def __init__(self, ctx: Context, resolver: MetricResolver) -> None:
+        self.ctx = ctx
+        self.resolver = resolver
+
+    def sample(self) -> Iterator[SeriesKey]:
+        """Take a reading of every series an alarm watches; yields their keys."""
+        for alarm in self.ctx.store.list(KIND):
+            series = alarm_series(alarm)
+            if series is not None and series[0] in self.resolver:
+                self.resolver.sample(*series)
+                yield series_key(*series)
+
+    def value(self, alarm: Record, statistic: str | None = None) -> float | None:
+        series = alarm_series(alarm)
+        if series is None:
+            return None
+        return self.resolver.value(*series, statistic or alarm.get("Statistic", "Average"))
+
+    def evaluate(self) -> dict[str, list[tuple[Record, float | None]]]:
+        """Move every alarm to its state now; returns the alarms in ALARM (with their
+        value) by the action ARNs they invoke."""
+        fired: dict[str, list[tuple[Record, float | None]]] = {}
+        for alarm in self.ctx.store.list(KIND):
+            value = self.value(alarm)
+            updated = self.ctx.store.modify(KIND, alarm["AlarmName"],
+                                            lambda a, v=value: self._advance(a, v))
+            if updated and updated["StateValue"] == "ALARM" and updated["ActionsEnabled"]:
+                for action in updated["AlarmActions"]:
+                    fired.setdefault(action, []).append((updated, value))
+        return fired
+
+    def _advance(self, alarm: Record, value: float | None) -> Record:
+        compare = _COMPARE[alarm["ComparisonOperator"]]
+        point = None if value is None else compare(value, alarm["Threshold"])
+        missing = alarm["TreatMissingData"]
+        if point is None and missing in ("breaching", "notBreaching"):
+            point = missing == "breaching"
+        if point is None and missing == "ignore":
+            return alarm
+        periods = alarm["EvaluationPeriods"]
+        points = (alarm["_datapoints"] + [point])[-periods:]
+        alarm["_datapoints"] = points
+        known = [p for p in points if p is not None]
+        breaching = sum(known)
+        if breaching >= alarm["DatapointsToAlarm"]:
+            state = "ALARM"
+        elif not known:
+            state = "INSUFFICIENT_DATA"
+        else:
+            state = "OK"
+        shown = "no data" if value is None else f"{value:.4g}"
+        reason = (f"Threshold Crossed: {breaching} out of the last {len(points)} datapoints "
+                  f"breached the threshold ({alarm['Threshold']:g}); latest datapoint: "
+                  f"{shown}.") if state != "INSUFFICIENT_DATA" else (
+                  "Insufficient Data: no datapoints were received for the metric.")
+        now = self.ctx.now()
+        if state != alarm["StateValue"]:
+            alarm["StateTransitionedTimestamp"] = now
+        if state != alarm["StateValue"] or reason != alarm["StateReason"]:
+            alarm.update(StateValue=state, StateReason=reason, StateUpdatedTimestamp=now)
+        return alarm
+
+
+def step_count(policy: Record, alarm: Record, breach: float, count: int) -> int | None:
+    """The instance count a step scaling policy asks for when `alarm` is in ALARM with
+    its metric `breach` (by the policy's aggregation); None when no step covers it."""
+    config = policy[_STEP]
+    delta = breach - alarm["Threshold"]
+    adjustment = None
+    for step in config["StepAdjustments"]:
+        low = step.get("MetricIntervalLowerBound", -math.inf)
+        high = step.get("MetricIntervalUpperBound", math.inf)
+        # AWS: the lower bound is inclusive above the threshold, the upper one below it.
+        if (low <= delta < high) if delta >= 0 else (low < delta <= high):
+            adjustment = step["ScalingAdjustment"]
+            break
+    if adjustment is None:
+        return None
+    kind = config["AdjustmentType"]
+    if kind == "ExactCapacity":
+        return int(adjustment)
+    if kind == "ChangeInCapacity":
+        return count + int(adjustment)
+    # AWS rounds a percentage towards zero, but never to no change at all.
+    exact = count * adjustment / 100
+    change = math.floor(exact) if exact > 0 else math.ceil(exact)
+    if change == 0 and exact:
+        change = 1 if exact > 0 else -1
+    least = config.get("MinAdjustmentMagnitude", 0)
+    if adjustment and abs(change) < least:
+        change = least if adjustment > 0 else -least
+    return count + change
