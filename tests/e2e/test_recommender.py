@@ -84,8 +84,12 @@ def test_advanced_job_recommends_the_cheapest_candidate_first(sagemaker, server,
     job = _completed_job(sagemaker, name, model, [{"InstanceType": "ml.m5.xlarge"},
                                                   {"InstanceType": "ml.c5.large"}])
     recommendations = job["InferenceRecommendations"]
-    assert [r["EndpointConfiguration"]["InstanceType"] for r in recommendations] == \
-        ["ml.c5.large", "ml.m5.xlarge"]  # same model, same machine: the cheaper type wins
+    assert sorted(r["EndpointConfiguration"]["InstanceType"] for r in recommendations) == \
+        ["ml.c5.large", "ml.m5.xlarge"]
+    # Cheapest per inference first. Which type that is depends on the throughput each
+    # reached on this (possibly busy) machine, so the order is checked, not the winner.
+    costs = [r["Metrics"]["CostPerInference"] for r in recommendations]
+    assert costs == sorted(costs)
     for recommendation in recommendations:
         metrics = recommendation["Metrics"]
         assert 1 <= metrics["ModelLatency"] <= 2000
