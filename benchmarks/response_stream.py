@@ -21,6 +21,7 @@ import argparse
 import http.client
 import io
 import json
+import os
 import statistics
 import sys
 import tarfile
@@ -124,7 +125,7 @@ def report(results: dict[str, list[tuple[float, float, int]]], tokens: int, paus
         f"({len(next(iter(results.values())))} requests per path, medians)",
         "",
         *(f"- {key}: {value}" for key, value in facts.items()),
-        "- the machine was shared with other work while this ran",
+        f"- load average (1 min) at the end of the run: {os.getloadavg()[0]:.2f}",
         "",
         "| path | time to first byte | total | bytes |",
         "|---|---|---|---|",
