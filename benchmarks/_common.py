@@ -95,8 +95,8 @@ def machine_facts(load_generator: str) -> dict[str, str]:
         "modelhost": f"{_version('modelhost')} (git {_git_revision()})",
         "uvicorn / httptools / uvloop": " / ".join(
             _version(p) for p in ("uvicorn", "httptools", "uvloop")),
-        "aiohttp / prometheus-client": " / ".join(
-            _version(p) for p in ("aiohttp", "prometheus-client")),
+        "prometheus-client / hdrhistogram": " / ".join(
+            _version(p) for p in ("prometheus-client", "hdrhistogram")),
         "load generator": load_generator,
     }
 
@@ -473,11 +473,12 @@ def _lua_string(value: str) -> str:
 
 
 class LoadGenerator:
-    """Runs one closed-loop load test; `wrk` if available, else the aiohttp fallback.
+    """Runs one closed-loop load test; `wrk` if available, else modelhost's own load
+    generator (`python -m modelhost.loadgen`, closed loop).
 
-    wrk (C, one thread) costs far less CPU per request than any Python client, which
-    matters on a 2-core machine where the generator shares cores with the system under
-    test. The fallback runs in its own process (`_loadgen.py`) for the same reason.
+    wrk (C, one thread) costs less CPU per request than any Python client, which matters
+    on a 2-core machine where the generator shares cores with the system under test. The
+    fallback runs in its own process for the same reason.
     """
 
     def __init__(self, kind: str, body: bytes, content_type: str, work_dir: Path) -> None:
@@ -495,16 +496,16 @@ class LoadGenerator:
     def choose(cls, requested: str, body: bytes, content_type: str,
                work_dir: Path) -> LoadGenerator:
         if requested == "auto":
-            requested = "wrk" if shutil.which("wrk") else "aiohttp"
-            if requested == "aiohttp":
-                print("wrk not found (apt-get install -y wrk); using the aiohttp fallback, "
+            requested = "wrk" if shutil.which("wrk") else "modelhost"
+            if requested == "modelhost":
+                print("wrk not found (apt-get install -y wrk); using modelhost.loadgen, "
                       "which costs more CPU per request", file=sys.stderr)
         return cls(requested, body, content_type, work_dir)
 
     def describe(self) -> str:
         if self.kind == "wrk":
             return f"{wrk_version(self.wrk)}, 1 thread, keep-alive"
-        return "aiohttp closed loop in a separate process (_loadgen.py), keep-alive"
+        return "modelhost.loadgen closed loop in a separate process, keep-alive"
 
     def run(self, url: str, connections: int, duration_s: float) -> LoadResult:
         if self.kind == "wrk":
@@ -512,20 +513,28 @@ class LoadGenerator:
             # wrk takes whole seconds only.
             command = [self.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
                        "--latency", "--timeout", "5s", "-s", str(self.script), url]
+            stdin = None
         else:
-            command = [sys.executable, str(BENCHMARKS_DIR / "_loadgen.py"), url,
-                       "--connections", str(connections), "--duration", f"{duration_s:g}",
-                       "--content-type", self.content_type, "--body", self.body.decode()]
+            from modelhost.loadgen import LoadSpec, Phase
+
+            spec = LoadSpec(url=url, phases=(Phase(duration_s, users=connections),),
+                            mode="closed", payloads=(self.body,),
+                            content_type=self.content_type, max_connections=connections,
+                            timeout_s=5.0)
+            command = [sys.executable, "-m", "modelhost.loadgen"]
+            stdin = json.dumps(spec.to_json())
         cpu_before = children_cpu_seconds()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True, text=True)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True, text=True)
         try:
-            stdout, stderr = process.communicate(timeout=duration_s + 60)
+            stdout, stderr = process.communicate(stdin, timeout=duration_s + 60)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
         generator_cpu = children_cpu_seconds() - cpu_before
+        if self.kind != "wrk":
+            return _loadgen_result(stdout, stderr, process.returncode, generator_cpu)
         for line in stdout.splitlines():
             if line.startswith(("WRK_RESULT ", "LOADGEN_RESULT ")):
                 raw = json.loads(line.split(" ", 1)[1])
@@ -539,6 +548,22 @@ class LoadGenerator:
             p99_ms=raw["p99_us"] / 1e3, mean_ms=raw["mean_us"] / 1e3,
             errors=int(raw["errors"]), extra={"generator_cpu_s": generator_cpu},
         )
+
+
+def _loadgen_result(stdout: str, stderr: str, returncode: int | None,
+                    generator_cpu: float) -> LoadResult:
+    from modelhost.loadgen import LoadResult as Measured
+
+    if returncode != 0 or not stdout.strip():
+        raise RuntimeError(f"load generator failed (rc {returncode}):\n{stderr}")
+    measured = Measured.from_json(json.loads(stdout))
+    return LoadResult(
+        requests=measured.completed + measured.error_count, duration_s=measured.duration_s,
+        p50_ms=measured.percentile_ms(50), p90_ms=measured.percentile_ms(90),
+        p99_ms=measured.percentile_ms(99),
+        mean_ms=measured.histogram.get_mean_value() / 1e3 if measured.completed else 0.0,
+        errors=measured.error_count, extra={"generator_cpu_s": generator_cpu},
+    )
 
 
 # --------------------------------------------------------------------------- prometheus

@@ -8,7 +8,8 @@ Why this shape:
 - The direct target is the very instance process the endpoint routes to (its port is read
   from its listening socket in /proc), so the difference is the hop alone.
 - wrk (C, one thread) generates the load because a Python generator would take a core
-  from the system under test; the fallback is `_loadgen.py` in its own process.
+  from the system under test; the fallback is `python -m modelhost.loadgen` (closed
+  loop) in its own process.
 - The issue's target is phrased on the server's own OverheadLatency histogram, so its p50
   is estimated from `/metrics` bucket deltas of each routed run and shown with its bucket.
 - CPU seconds of the server, the instance and the generator are read from /proc around
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=_out_path,
                         default=BENCHMARKS_DIR / "results" / "realtime_overhead.md",
                         help="Markdown file, or a folder for realtime_overhead.md")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "modelhost"), default="auto")
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, py-spy the server and the instance during "
                              "one more routed run at the highest concurrency")
