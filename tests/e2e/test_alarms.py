@@ -22,18 +22,17 @@ from tests.e2e.test_autoscaling import (
     _Load,
     _register,
     _resource,
-    _wait_until,
 )
 from tests.support.models import write_iris_tarball
-from tests.support.server import ServerProcess
+from tests.support.processes import wait_until
+from tests.support.server import ServerProcess, running_server
 
 
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("alarms") / "data", env=_FAST).start()
-    write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
-    yield process
-    process.stop()
+    with running_server(tmp_path_factory.mktemp("alarms") / "data", env=_FAST) as process:
+        write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        yield process
 
 
 def _step_policy(aas, name: str, policy: str, step: dict, cooldown: int = 1) -> str:
@@ -92,8 +91,8 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     load = _Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
                  pause_s=0.02)
     try:
-        _wait_until(lambda: _state(cw, high) == "ALARM", "the high alarm")
-        _wait_until(lambda: _counts(sm, name)[2] == 2, "the desired count to rise")
+        wait_until(lambda: _state(cw, high) == "ALARM", 90, "the high alarm")
+        wait_until(lambda: _counts(sm, name)[2] == 2, 90, "the desired count to rise")
         assert _state(cw, low) == "OK"
     finally:
         load.stop()
@@ -101,8 +100,8 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     reason = cw.describe_alarms(AlarmNames=[high])["MetricAlarms"][0]["StateReason"]
     assert "breached the threshold (60)" in reason
 
-    _wait_until(lambda: _state(cw, low) == "ALARM", "the low alarm")
-    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-in to 1")
+    wait_until(lambda: _state(cw, low) == "ALARM", 90, "the low alarm")
+    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     causes = [a["Cause"] for a in aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
     assert f"monitor alarm {low} in state ALARM triggered policy in" in causes[0]
@@ -175,16 +174,13 @@ def test_the_cbor_protocol_reaches_the_same_operations(cbor_cloudwatch) -> None:
 
 
 def test_alarms_survive_a_restart(tmp_path) -> None:
-    server = ServerProcess(tmp_path / "data", env=_FAST).start()
-    try:
+    with running_server(tmp_path / "data", env=_FAST) as server:
         cw = server.client("cloudwatch")
         name = unique("kept")
         _alarm(cw, name, "nowhere", "GreaterThanThreshold", 5, [], TreatMissingData="breaching")
-        _wait_until(lambda: _state(cw, name) == "ALARM", "missing data to count as breaching")
+        wait_until(lambda: _state(cw, name) == "ALARM", 90, "missing data to count as breaching")
         server.kill()
         server.start()
         kept = server.client("cloudwatch").describe_alarms()["MetricAlarms"]
         assert [(a["AlarmName"], a["StateValue"], a["Threshold"]) for a in kept] == [
             (name, "ALARM", 5.0)]
-    finally:
-        server.stop()

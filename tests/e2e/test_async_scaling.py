@@ -16,7 +16,7 @@ from tests.support.async_inference import (
     wait_for_object,
 )
 from tests.support.processes import wait_until
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 
 def _metric(server: ServerProcess, name: str, endpoint: str) -> float | None:
@@ -37,10 +37,9 @@ def _scale(sagemaker, endpoint: str, count: int) -> None:
 
 def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> None:
     # One instance allowed: the second endpoint cannot scale up until the first lets go.
-    server = ServerProcess(tmp_path / "data", env={
+    with running_server(tmp_path / "data", env={
         "MODELHOST_MAX_INSTANCES": "1", "MODELHOST_ASYNC_POLL_INTERVAL": "0.2",
-        "MODELHOST_ASYNC_MIN_TTL": "1"}).start()
-    try:
+        "MODELHOST_ASYNC_MIN_TTL": "1"}) as server:
         sagemaker = server.client("sagemaker")
         model = put_digest_model(server.data_dir)
         holder = deploy_async(sagemaker, model)
@@ -81,8 +80,6 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         wait_until(lambda: _metric(server, "modelhost_async_backlog_size", waiting) == 0, 30,
               "the backlog to empty")
         assert _metric(server, "modelhost_async_has_backlog_without_capacity", waiting) == 0
-    finally:
-        server.stop()
 
 
 def test_backlog_metrics_by_cloudwatch_name() -> None:

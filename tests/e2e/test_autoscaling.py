@@ -20,7 +20,8 @@ from tests.support.async_inference import (
     wait_for_object,
 )
 from tests.support.models import model_tarball, write_iris_tarball
-from tests.support.server import ServerProcess
+from tests.support.processes import wait_until
+from tests.support.server import ServerProcess, running_server
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
@@ -46,13 +47,12 @@ def output_fn(prediction, accept):
 
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("autoscaling") / "data", env=_FAST).start()
-    write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
-    slow = process.data_dir / "objects" / "models" / "slow" / "model.tar.gz"
-    slow.parent.mkdir(parents=True)
-    slow.write_bytes(model_tarball({"code/inference.py": _SLOW_MODEL}))
-    yield process
-    process.stop()
+    with running_server(tmp_path_factory.mktemp("autoscaling") / "data", env=_FAST) as process:
+        write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        slow = process.data_dir / "objects" / "models" / "slow" / "model.tar.gz"
+        slow.parent.mkdir(parents=True)
+        slow.write_bytes(model_tarball({"code/inference.py": _SLOW_MODEL}))
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +93,6 @@ def _counts(sm, name: str) -> tuple[str, int, int]:
     return (described["EndpointStatus"], variant["CurrentInstanceCount"],
             variant["DesiredInstanceCount"])
 
-
-def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 class _Load:
@@ -143,13 +136,13 @@ def test_target_tracking_scales_out_under_load_and_back_to_min(sm, aas, rt) -> N
     load = _Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
                  pause_s=0.02)
     try:
-        _wait_until(lambda: _counts(sm, name)[2] > 1, "the desired count to rise")
-        _wait_until(lambda: _counts(sm, name)[1] > 1, "new instances to serve")
+        wait_until(lambda: _counts(sm, name)[2] > 1, 90, "the desired count to rise")
+        wait_until(lambda: _counts(sm, name)[1] > 1, 90, "new instances to serve")
     finally:
         load.stop()
     assert load.failures == []
     assert load.answered > 0
-    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-in back to min")
+    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in back to min")
 
     activities = aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]
@@ -157,9 +150,9 @@ def test_target_tracking_scales_out_under_load_and_back_to_min(sm, aas, rt) -> N
     assert any("InvocationsPerInstance" in c and "above its target 120" in c for c in causes)
     assert "below its target 120" in causes[0]  # newest first: the scale-in to 1
     assert activities[0]["Description"] == "Setting desired instance count to 1."
-    _wait_until(lambda: aas.describe_scaling_activities(
+    wait_until(lambda: aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"][0][
-        "StatusCode"] == "Successful", "the scale-in activity to finish")
+        "StatusCode"] == "Successful", 90, "the scale-in activity to finish")
 
 
 def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
@@ -179,11 +172,11 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
     heavy = _Load(rt, name, clients=6, body="{}", content_type="application/json")
     light = None
     try:
-        _wait_until(lambda: _counts(sm, name)[1:] == (3, 3), "a scale-out to the maximum")
+        wait_until(lambda: _counts(sm, name)[1:] == (3, 3), 90, "a scale-out to the maximum")
         # One slow client keeps requests in flight everywhere the router sends them.
         light = _Load(rt, name, clients=1, body="{}", content_type="application/json")
         heavy.stop()
-        _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-in to 1")
+        wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     finally:
         heavy.stop()
         if light is not None:
@@ -199,12 +192,12 @@ def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
     _register(aas, name, 0, 2)
     _tracking(aas, name, {"TargetValue": 60.0, "PredefinedMetricSpecification": INVOCATIONS,
                           "ScaleInCooldown": 0})
-    _wait_until(lambda: _counts(sm, name) == ("InService", 0, 0), "a scale-in to zero")
+    wait_until(lambda: _counts(sm, name) == ("InService", 0, 0), 90, "a scale-in to zero")
     with pytest.raises(ClientError) as excinfo:
         rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
     assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable"
     _register(aas, name, 1, 2)
-    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-out from zero")
+    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-out from zero")
     answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv",
                                 Body="5.1,3.5,1.4,0.2")
     assert answer["Body"].read().strip() in (b"0", b"0.0")
@@ -225,11 +218,11 @@ def test_async_backlog_per_instance_drives_the_count(fast_server, sm, aas, rt) -
     answers = [rt.invoke_endpoint_async(EndpointName=name, ContentType="application/json",
                                         InputLocation=f"s3://inputs/{name}.json")
                for _ in range(20)]
-    _wait_until(lambda: _counts(sm, name)[2] > 1, "a scale-out on the backlog")
+    wait_until(lambda: _counts(sm, name)[2] > 1, 90, "a scale-out on the backlog")
     for answer in answers:
         assert wait_for_object(fast_server.data_dir, answer["OutputLocation"],
                                answer["FailureLocation"]) == answer["OutputLocation"]
-    _wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), "a scale-in to 1")
+    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     causes = [a["Cause"] for a in aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
     assert any("ApproximateBacklogSizePerInstance" in c and "above its target 2" in c
@@ -244,7 +237,7 @@ def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:
         ServiceNamespace="sagemaker", ScheduledActionName="morning", ResourceId=_resource(name),
         ScalableDimension=DIMENSION, Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
         ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 4})
-    _wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), "the scheduled scale-out")
+    wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "the scheduled scale-out")
     target = aas.describe_scalable_targets(
         ServiceNamespace="sagemaker", ResourceIds=[_resource(name)])["ScalableTargets"][0]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 4)
@@ -410,8 +403,7 @@ def test_bad_input_is_a_validation_exception(sm, aas) -> None:
 def test_targets_and_cooldowns_survive_a_restart(tmp_path) -> None:
     """Targets, policies and the controller's cooldown knowledge live in the state store:
     after a crash the restarted server still knows them and keeps scaling."""
-    server = ServerProcess(tmp_path / "data", env=_FAST).start()
-    try:
+    with running_server(tmp_path / "data", env=_FAST) as server:
         write_iris_tarball(server.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
         sm, aas = server.client("sagemaker"), server.client("application-autoscaling")
         name = deploy(sm, "s3://models/iris/model.tar.gz")
@@ -419,10 +411,10 @@ def test_targets_and_cooldowns_survive_a_restart(tmp_path) -> None:
         _tracking(aas, name, {"TargetValue": 100.0, "ScaleInCooldown": 3600,
                               "PredefinedMetricSpecification": INVOCATIONS})
         _register(aas, name, 2, 3)
-        _wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), "a scale-out to min")
+        wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "a scale-out to min")
         server.kill()
         server.start()
-        _wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), "the endpoint back")
+        wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "the endpoint back")
         policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker",
                                                  ResourceId=_resource(name))["ScalingPolicies"]
         assert [p["PolicyName"] for p in policies] == ["track"]
@@ -432,6 +424,4 @@ def test_targets_and_cooldowns_survive_a_restart(tmp_path) -> None:
         time.sleep(6)  # a dozen evaluations, each of which would otherwise scale in
         assert _counts(sm, name) == ("InService", 2, 2)
         _register(aas, name, 3, 3)
-        _wait_until(lambda: _counts(sm, name) == ("InService", 3, 3), "a scale-out to 3")
-    finally:
-        server.stop()
+        wait_until(lambda: _counts(sm, name) == ("InService", 3, 3), 90, "a scale-out to 3")

@@ -17,7 +17,6 @@ the store, so a restarted server carries on where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -30,6 +29,7 @@ from modelhost.api.scalable_targets import KIND as TARGET_KIND
 from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
 from modelhost.api.scaling_policies import tracked_metric
 from modelhost.controllers.alarms import AlarmEvaluator, step_count
+from modelhost.controllers.loop import ReconcileLoop
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
 from modelhost.errors import SageMakerError
 
@@ -57,27 +57,30 @@ class _Proposal:
                 f"{side} its target {target:g}, with {current} instance(s)")
 
 
-class AutoscalingController:
+class AutoscalingController(ReconcileLoop):
+    """Runs on a fixed cadence only: the loop's interval is the sampling cadence, and
+    nothing notifies it, because a pass takes a reading and the windowed statistics
+    (an average of a gauge's readings) assume evenly spaced ones."""
+
     def __init__(self, ctx: api.Context, resolver: MetricResolver) -> None:
         self.ctx = ctx
         self.resolver = resolver
         self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
+        super().__init__("autoscaling pass", min(1.0, max(0.05, self.interval_s / 4)))
         # Scale in only after the policies agreed on it for a whole metric window.
         self.scale_in_evaluations = max(1, math.ceil(resolver.window_s / self.interval_s))
         self.alarms = AlarmEvaluator(ctx, resolver)
+        self._next_evaluation = 0.0
 
-    async def run(self) -> None:
-        sample_every = min(1.0, max(0.05, self.interval_s / 4))
-        next_evaluation = time.monotonic() + self.interval_s
-        while True:
-            try:
-                self.sample()
-                if time.monotonic() >= next_evaluation:
-                    next_evaluation = time.monotonic() + self.interval_s
-                    self.evaluate()
-            except Exception:
-                log.exception("autoscaling pass failed; retrying")
-            await asyncio.sleep(sample_every)
+    async def prepare(self) -> None:
+        self._next_evaluation = time.monotonic() + self.interval_s
+
+    async def step(self) -> None:
+        """Sample every pass; evaluate once an evaluation interval has gone by."""
+        self.sample()
+        if time.monotonic() >= self._next_evaluation:
+            self._next_evaluation = time.monotonic() + self.interval_s
+            self.evaluate()
 
     # --- metrics ---------------------------------------------------------------------
 
