@@ -25,6 +25,7 @@ from modelhost.controllers import (
     RecommendationController,
     ScheduleController,
     TransformController,
+    cancel_all,
     sagemaker_metrics,
 )
 from modelhost.errors import (
@@ -114,9 +115,7 @@ class ModelhostApp:
         ]
 
     async def shutdown(self) -> None:
-        for task in self._controller_tasks:
-            task.cancel()
-        await asyncio.gather(*self._controller_tasks, return_exceptions=True)
+        await cancel_all(self._controller_tasks)
         await self.recommender.shutdown()
         await self.async_controller.shutdown()
         await self.transforms.shutdown()

@@ -3,6 +3,7 @@
 from modelhost.controllers.async_inference import AsyncInferenceController
 from modelhost.controllers.autoscaling import AutoscalingController
 from modelhost.controllers.endpoints import EndpointController
+from modelhost.controllers.loop import cancel_all
 from modelhost.controllers.recommender import RecommendationController
 from modelhost.controllers.scaling_metrics import (
     Gauge,
@@ -25,5 +26,6 @@ __all__ = [
     "RecommendationController",
     "ScheduleController",
     "TransformController",
+    "cancel_all",
     "sagemaker_metrics",
 ]
