@@ -79,6 +79,7 @@ class ForkServer:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self.generation = 0  # which fork server process; a new one after a crash
+        self._closing = False  # we are closing the connection: its end is no news
 
     @property
     def running(self) -> bool:
@@ -140,13 +141,21 @@ class ForkServer:
                     if answer is not None and not answer.done():
                         answer.set_result(message)
         finally:
-            log.warning("fork server connection closed")
+            if not self._closing:
+                log.warning("fork server connection closed")
             for answer in self._pending.values():
                 if not answer.done():
                     answer.set_exception(OSError("the fork server exited"))
             self._pending.clear()
 
     async def _close(self) -> None:
+        self._closing = True
+        try:
+            await self._close_connection()
+        finally:
+            self._closing = False
+
+    async def _close_connection(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
