@@ -101,6 +101,15 @@ def machine_facts(load_generator: str) -> dict[str, str]:
     }
 
 
+def machine_table(load_generator: str) -> list[str]:
+    """The few machine facts a short report heads itself with, as a one-row Markdown
+    table (the full list is for reports whose figures depend on library versions)."""
+    facts = machine_facts(load_generator)
+    keys = ("date", "cpus (nproc)", "cpu model", "python", "modelhost")
+    return ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+            "| machine | " + " | ".join(facts[k] for k in keys) + " |"]
+
+
 # --------------------------------------------------------------------------- processes
 
 

@@ -34,7 +34,7 @@ from _common import (
     ModelhostServer,
     add_output_options,
     deploy,
-    machine_facts,
+    machine_table,
     publish,
     put_iris_model,
     scratch_dir,
@@ -145,10 +145,8 @@ def _reaction(server: ModelhostServer) -> dict[str, float]:
 
 
 def report(protocols: dict[str, tuple[float, float, int]], reaction: dict[str, float],
-           facts: dict[str, str], args: Any) -> str:
-    lines = ["# CloudWatch alarms", "",
-             "| | " + " | ".join(facts) + " |", "|---|" + "---|" * len(facts),
-             "| machine | " + " | ".join(facts.values()) + " |", "",
+           machine: list[str], args: Any) -> str:
+    lines = ["# CloudWatch alarms", "", *machine, "",
              f"DescribeAlarms of {args.alarms} alarms, {args.calls} calls per encoding, "
              "alternating, one at a time:", "",
              "| protocol | median ms | p95 ms | answer bytes |", "|---|---|---|---|"]
@@ -188,9 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             reaction = _reaction(server)
         finally:
             server.stop()
-    facts = machine_facts("urllib / boto3, one request at a time")
-    publish(report(protocols, reaction, {k: facts[k] for k in (
-        "date", "cpus (nproc)", "cpu model", "python", "modelhost")}, args), args.out)
+    publish(report(protocols, reaction, machine_table("urllib / boto3, one request at a time"),
+                   args), args.out)
     return 0
 
 

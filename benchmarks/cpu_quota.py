@@ -30,7 +30,7 @@ from _common import (
     cpu_seconds,
     deploy,
     instance_processes,
-    machine_facts,
+    machine_table,
     model_tarball,
     post,
     publish,
@@ -96,11 +96,9 @@ def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
         server.stop()
 
 
-def report(results: dict[str, dict[str, Any]], facts: dict[str, str], rounds: int,
+def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int,
            burn_s: float) -> str:
-    lines = ["# CPU quotas per instance type", "",
-             "| | " + " | ".join(facts) + " |", "|---|" + "---|" * len(facts),
-             "| machine | " + " | ".join(facts.values()) + " |", "",
+    lines = ["# CPU quotas per instance type", "", *machine, "",
              f"MODELHOST_CPU_SCALE={SCALE}. Cores a single-threaded burner got during a "
              f"{burn_s:g} s request (CPU seconds / wall seconds); CreateEndpoint → InService "
              f"for one ml.m5.large iris instance, median of {rounds}.", "",
@@ -124,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                               args.rounds, args.burn_s),
             "cgroups (default)": _measure("auto", {}, scratch, args.rounds, args.burn_s),
         }
-    facts = machine_facts("urllib, one request at a time")
-    text = report(results, {k: facts[k] for k in ("date", "cpus (nproc)", "cpu model",
-                                                    "python", "modelhost")},
-                  args.rounds, args.burn_s)
+    text = report(results, machine_table("urllib, one request at a time"), args.rounds,
+                  args.burn_s)
     publish(text, args.out)
     return 0
 

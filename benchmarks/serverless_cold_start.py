@@ -34,7 +34,7 @@ from _common import (
     add_output_options,
     deploy,
     instance_processes,
-    machine_facts,
+    machine_table,
     post,
     publish,
     put_iris_model,
@@ -128,10 +128,9 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def report(results: dict[str, dict[str, Any]], facts: dict[str, str], rounds: int) -> str:
-    lines = ["# Serverless cold start", "", "| | " + " | ".join(facts) + " |",
-             "|---|" + "---|" * len(facts), "| machine | " + " | ".join(facts.values()) + " |",
-             "", f"{rounds} cold starts per server (scaled to zero between them, idle period "
+def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int) -> str:
+    lines = ["# Serverless cold start", "", *machine, "",
+             f"{rounds} cold starts per server (scaled to zero between them, idle period "
              f"{IDLE_S} s); warm requests right after each cold one.", "",
              "| instances started by | cold p50 | cold p90 | warm p50 | cold minus warm (p50) "
              "| ModelSetupTime mean | real-time CreateEndpoint → InService |",
@@ -158,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "fresh interpreter (MODELHOST_FORK_SERVER=0)": _measure(
                 "fresh", {"MODELHOST_FORK_SERVER": "0"}, scratch, args.rounds, args.warm),
         }
-    facts = machine_facts("urllib, one request at a time")
-    text = report(results, {k: facts[k] for k in ("date", "cpus (nproc)", "cpu model",
-                                                    "python", "modelhost")}, args.rounds)
+    text = report(results, machine_table("urllib, one request at a time"), args.rounds)
     publish(text, args.out)
     return 0
 
