@@ -27,6 +27,10 @@ class Api:
     runtime client it never uses."""
 
     def __init__(self, url: str) -> None:
+        # The server does not need real AWS credentials; skipping the EC2 metadata
+        # lookup keeps a machine without any from stalling a second on every command
+        # (boto3 clients and control calls look credentials up alike).
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
         self.url = url
         self._clients: dict[str, Any] = {}
 
@@ -35,9 +39,6 @@ class Api:
             import boto3
             from botocore.config import Config
 
-            # The server does not need real AWS credentials; skipping the EC2 metadata
-            # lookup keeps a machine without any from stalling a second on every command.
-            os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
             session = boto3.Session(region_name=REGION)
             dummy = {} if session.get_credentials() else {
                 "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
@@ -57,26 +58,6 @@ class Api:
     @property
     def runtime(self) -> Any:
         return self._client("sagemaker-runtime")
-
-    def get_json(self, path: str, query: str = "") -> Any:
-        """GET one of modelhost's own JSON routes, signed like the boto3 calls, so it
-        works against a server that checks SigV4. HTTPError carries a SageMaker error."""
-        import json
-        import urllib.request
-
-        import boto3
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-
-        url = f"{self.url.rstrip('/')}{path}" + (f"?{query}" if query else "")
-        request = AWSRequest(method="GET", url=url)
-        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-        credentials = boto3.Session().get_credentials() or Credentials("modelhost", "modelhost")
-        SigV4Auth(credentials.get_frozen_credentials(), "sagemaker", REGION).add_auth(request)
-        prepared = urllib.request.Request(url, headers=dict(request.headers.items()))
-        with urllib.request.urlopen(prepared, timeout=30) as response:
-            return json.loads(response.read())
 
     def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every page of a List* call: a CLI listing that stops at page one silently lies."""

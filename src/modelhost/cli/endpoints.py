@@ -12,7 +12,6 @@ import typer
 from modelhost import console
 from modelhost.cli._shared import (
     DEFAULT_URL,
-    Api,
     AsJson,
     EndpointUrl,
     NameContains,
@@ -116,21 +115,13 @@ def endpoints_async_requests(
     as_json: AsJson = False,
 ) -> None:
     """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
-    import json
-    import urllib.error
     from urllib.parse import urlencode
 
-    try:
-        answer = Api(endpoint_url).get_json(f"/endpoints/{name}/async-requests",
-                                            urlencode([("state", s) for s in state or []]))
-    except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
-        console.error(f"{problem.get('__type', exc.code)}: {problem.get('message', exc)}")
-        raise typer.Exit(1) from None
-    except urllib.error.URLError:
-        console.error(f"no modelhost server at {endpoint_url} (start one with `modelhost "
-                      "server`, or pass --endpoint-url / set MODELHOST_URL)")
-        raise typer.Exit(1) from None
+    from modelhost import control
+
+    with connected(endpoint_url) as api:
+        answer = control.get(api.url, f"/endpoints/{name}/async-requests",
+                             urlencode([("state", s) for s in state or []]))
     if as_json:
         console.print_json(answer)
     else:
