@@ -302,8 +302,8 @@ def describe_recommendation_job(job: Description, steps: Sequence[Description]) 
         table.add_row("★" if label == best else "", label, status(step["Status"]),
                       cell("CostPerHour", "{:.3f}"), cell("MaxInvocations", "{:,}"),
                       cell("ModelLatency"),
-                      cell("CostPerInference", "{:.4f}") if "CostPerInference" not in metrics
-                      else f"{metrics['CostPerInference'] * 1e6:.4f}",
+                      f"{metrics['CostPerInference'] * 1e6:.4f}"
+                      if "CostPerInference" in metrics else "-",
                       cell("CpuUtilization", "{:.0f}"), cell("MemoryUtilization", "{:.1f}"),
                       cell("ModelSetupTime"), benchmark.get("FailureReason", ""))
     out.print(table)
