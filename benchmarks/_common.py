@@ -129,6 +129,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process ever had (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every core spent not idle, machine-wide (/proc/stat): subtract our own
     processes and what is left is other load that skewed the run."""

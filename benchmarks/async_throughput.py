@@ -24,7 +24,6 @@ import http.client
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -33,6 +32,7 @@ from _common import (
     iris_rows,
     machine_facts,
     model_tarball,
+    peak_rss_mb,
     put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
@@ -114,13 +114,6 @@ def asynchronous(server: ModelhostServer, name: str, threads: int, requests: int
     while _succeeded(server, name) - before < requests:
         time.sleep(0.05)  # polling costs the server CPU too; keep it rare
     return requests / (time.perf_counter() - started), requests / accepted
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def large(server: ModelhostServer, name: str, megabytes: int) -> dict[str, float]:

@@ -31,6 +31,7 @@ from _common import (
     child_pids,
     iris_rows,
     machine_facts,
+    peak_rss_mb,
     put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
@@ -38,17 +39,6 @@ from _common import (
 
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 TARGET_RATIO = 0.90
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the most resident memory the process ever had."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def generate_csv(path: Path, size_mb: int) -> tuple[int, int]:
