@@ -113,9 +113,6 @@ def _traffic_phase(text: str) -> dict[str, int]:
 
 
 def _show_recommendation(url: str, name: str, chart: Path | None, as_json: bool) -> None:
-    import json
-    import urllib.request
-
     with connected(url) as api:
         job = api.sagemaker.describe_inference_recommendations_job(JobName=name)
         steps = api.collect("list_inference_recommendations_job_steps", "Steps", JobName=name)
@@ -125,13 +122,12 @@ def _show_recommendation(url: str, name: str, chart: Path | None, as_json: bool)
         console.describe_recommendation_job(job, steps)
     if chart is None:
         return
+    from modelhost import control
+    from modelhost.api import candidate_label
     from modelhost.recommendation_chart import write_chart
 
-    with urllib.request.urlopen(
-            f"{url.rstrip('/')}/inference-recommendations-jobs/{name}/load-curves",
-            timeout=30) as response:
-        curves = json.load(response)
-    from modelhost.api import candidate_label
+    with connected(url) as api:
+        curves = control.get(api.url, f"/inference-recommendations-jobs/{name}/load-curves")
 
     best = job.get("InferenceRecommendations", [{}])[0].get("EndpointConfiguration")
     try:
