@@ -32,8 +32,9 @@ def _headers(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
 def message(encoded: bytes, payload: bytes) -> bytes:
     """One event stream message, its headers already encoded by `_headers`."""
     prelude = _PRELUDE.pack(16 + len(encoded) + len(payload), len(encoded))
-    head = prelude + struct.pack(">I", crc32(prelude)) + encoded + payload
-    return head + struct.pack(">I", crc32(head))
+    head = prelude + struct.pack(">I", crc32(prelude)) + encoded
+    # The payload is copied once, into the message; the CRC runs on from the head's.
+    return b"".join((head, payload, struct.pack(">I", crc32(payload, crc32(head)))))
 
 
 # Encoded once: every part of every stream carries the same headers.
