@@ -104,9 +104,7 @@ class Router:
                 if current is None or current is deployment:
                     raise
                 return await self.invoke(current, request)
-        replica = pool.pick()
-        if replica is None:
-            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica = _pick(pool)
         try:
             return await self._send(replica, request)
         except _RETRYABLE:
@@ -165,9 +163,7 @@ class Router:
         is spent); an unreachable instance is taken out of rotation and the caller retries
         the whole request."""
         pool = self._pool(deployment, request.target_variant)
-        replica = pool.pick()
-        if replica is None:
-            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica = _pick(pool)
         replica.acquire()
         started = time.perf_counter()
         try:
@@ -203,9 +199,7 @@ class Router:
                 f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
                 "is available on real-time endpoints with instances. Use InvokeEndpoint."
             )
-        replica = pool.pick()
-        if replica is None:
-            raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+        replica = _pick(pool)
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -256,6 +250,13 @@ class Router:
         finally:
             replica.release()
         return _answer(response, replica, time.perf_counter() - started)
+
+
+def _pick(pool: VariantPool) -> Replica:
+    replica = pool.pick()
+    if replica is None:
+        raise ServiceUnavailable(f"No healthy instance in variant {pool.name}.")
+    return replica
 
 
 def _headers(request: Invocation) -> list[tuple[bytes, bytes]]:

@@ -29,19 +29,20 @@ def _headers(headers: tuple[tuple[bytes, bytes], ...]) -> bytes:
     return bytes(out)
 
 
-def message(headers: tuple[tuple[bytes, bytes], ...], payload: bytes) -> bytes:
-    """One event stream message."""
-    encoded = _headers(headers)
+def message(encoded: bytes, payload: bytes) -> bytes:
+    """One event stream message, its headers already encoded by `_headers`."""
     prelude = _PRELUDE.pack(16 + len(encoded) + len(payload), len(encoded))
-    head = prelude + struct.pack(">I", crc32(prelude)) + encoded + payload
-    return head + struct.pack(">I", crc32(head))
+    head = prelude + struct.pack(">I", crc32(prelude)) + encoded
+    # The payload is copied once, into the message; the CRC runs on from the head's.
+    return b"".join((head, payload, struct.pack(">I", crc32(payload, crc32(head)))))
 
 
-_PAYLOAD_PART = (
+# Encoded once: every part of every stream carries the same headers.
+_PAYLOAD_PART = _headers((
     (b":event-type", b"PayloadPart"),
     (b":content-type", b"application/octet-stream"),
     (b":message-type", b"event"),
-)
+))
 
 
 def payload_part(data: bytes) -> bytes:
@@ -55,8 +56,8 @@ def stream_error(exception_type: str, message_text: str, error_code: str | None 
     body: dict[str, str] = {"Message": message_text}
     if error_code is not None:
         body["ErrorCode"] = error_code
-    return message((
+    return message(_headers((
         (b":exception-type", exception_type.encode()),
         (b":content-type", b"application/json"),
         (b":message-type", b"exception"),
-    ), orjson.dumps(body))
+    )), orjson.dumps(body))
