@@ -207,4 +207,4 @@ def list_inference_recommendations_job_steps(
         steps = [s for s in steps if s["Status"] == status]
     if step_type := params.get("StepType"):
         steps = [s for s in steps if s["StepType"] == step_type]
-    return page(steps, params, "Steps", 10)
+    return page(steps, params, "Steps", params.get("MaxResults", 10))
