@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -37,15 +39,9 @@ class VariantMetrics:
         self.overhead_latency = OVERHEAD_LATENCY.labels(endpoint, variant)
 
 
-_variant_metrics: dict[tuple[str, str], VariantMetrics] = {}
-
-
+@cache
 def for_variant(endpoint: str, variant: str) -> VariantMetrics:
-    key = (endpoint, variant)
-    found = _variant_metrics.get(key)
-    if found is None:
-        found = _variant_metrics[key] = VariantMetrics(endpoint, variant)
-    return found
+    return VariantMetrics(endpoint, variant)
 
 
 INSTANCES = Gauge("modelhost_instances", "Running instances", _LABELS, registry=REGISTRY)
@@ -84,6 +80,8 @@ def async_backlog_metric(metric_name: str, endpoint: str) -> float | None:
     if series is None:
         return None
     return REGISTRY.get_sample_value(series, {"endpoint": endpoint})
+
+
 # Serverless variants, after SageMaker's serverless CloudWatch metrics.
 SERVERLESS_COLD_STARTS = Counter("modelhost_serverless_cold_starts",
                                  "Instances started because requests arrived and none was free",

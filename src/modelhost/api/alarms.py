@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
+from modelhost.api.listing import page
 from modelhost.errors import AlarmNotFound, ValidationError
 
 KIND = "metric_alarm"
@@ -95,18 +96,8 @@ def describe_alarms(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("AlarmNames and AlarmNamePrefix cannot be used together.")
     alarms = sorted((a for a in ctx.store.list(KIND) if _matches(a, params)),
                     key=lambda a: a["AlarmName"])
-    start = 0
-    if "NextToken" in params:
-        token = params["NextToken"]
-        if not token.isdigit():
-            raise ValidationError("Invalid NextToken.")
-        start = int(token)
-    limit = params.get("MaxRecords", 50)
-    page = alarms[start:start + limit]
-    answer: dict[str, Any] = {"MetricAlarms": page, "CompositeAlarms": []}
-    if start + limit < len(alarms):
-        answer["NextToken"] = str(start + limit)
-    return answer
+    return {**page(alarms, params, "MetricAlarms", params.get("MaxRecords", 50)),
+            "CompositeAlarms": []}
 
 
 def describe_alarms_for_metric(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

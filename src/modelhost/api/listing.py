@@ -74,21 +74,20 @@ def paginate(
     items.sort(key=lambda r: (r.get(field) is None, r.get(field), r[name_key]),
                reverse=descending)
 
-    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
-    size = params.get("MaxResults", 10)
-    page = items[start : start + size]
-    result: dict[str, Any] = {result_key: [summarize(r) for r in page]}
-    if start + size < len(items):
-        result["NextToken"] = encode_token(start + size)
-    return result
+    return page(items, params, result_key, params.get("MaxResults", 10), summarize)
 
 
-def page(items: list[Record], params: dict[str, Any], result_key: str,
-         default_size: int) -> dict[str, Any]:
-    """One NextToken page of an already filtered list, for List* calls without sorting."""
+def page(
+    items: list[Record], params: dict[str, Any], result_key: str, size: int,
+    summarize: Callable[[Record], Record] | None = None,
+) -> dict[str, Any]:
+    """One NextToken page of `size` items of an already filtered and sorted list; only the
+    page's items are summarized."""
     start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
-    size = params.get("MaxResults", default_size)
-    result: dict[str, Any] = {result_key: items[start : start + size]}
+    chosen = items[start : start + size]
+    result: dict[str, Any] = {
+        result_key: chosen if summarize is None else [summarize(r) for r in chosen]
+    }
     if start + size < len(items):
         result["NextToken"] = encode_token(start + size)
     return result

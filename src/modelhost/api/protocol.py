@@ -79,12 +79,15 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
     """Run one call whatever its wire format: `decode` turns the body into parameters
     (raising ValidationError when it cannot). Returns the status and the answer, or the
     error's body."""
+    prefix, _, name = target.partition(".")
+    model: OperationModel | None
     try:
-        prefix, _, name = target.partition(".")
-        own = MODELHOST_OPERATIONS.get(name) if prefix == "Modelhost" else None
-        if prefix == "Modelhost" and own is None:
-            raise UnknownOperation(f"Unknown operation: {name!r}")
-        model, operation = (None, own) if own is not None else _lookup(target)
+        if prefix == "Modelhost":
+            if name not in MODELHOST_OPERATIONS:
+                raise UnknownOperation(f"Unknown operation: {name!r}")
+            model, operation = None, MODELHOST_OPERATIONS[name]
+        else:
+            model, operation = _lookup(target)
         params = decode()
         if model is not None:
             validate_request(params, model.input_shape)
@@ -93,7 +96,6 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
         return 200, operation(ctx, params)
     except SageMakerError as error:
         body = error.body()
-        prefix = target.partition(".")[0]
         if prefix in _SERVICES and _service_model(_SERVICES[prefix][0]).is_query_compatible:
             body["__type"] = _QUERY_CODES.get(error.code, error.code)
         return error.status, body

@@ -26,7 +26,6 @@ DEFAULT_INSTANCE_TYPES = ("ml.c5.large", "ml.m5.large", "ml.c5.xlarge", "ml.m5.x
 # A Default job's traffic when none is given: 1, 2, 3, 4 users, 10 s each.
 _DEFAULT_STAIRS = {"UsersPerStep": 1, "NumberOfSteps": 4, "DurationInSeconds": 10}
 _PERCENTILES = {"P50": 50.0, "P90": 90.0, "P95": 95.0, "P99": 99.0}
-ACTIVE = ("PENDING", "IN_PROGRESS", "STOPPING")
 
 
 def candidate_label(candidate: dict[str, Any]) -> str:
@@ -207,4 +206,4 @@ def list_inference_recommendations_job_steps(
         steps = [s for s in steps if s["Status"] == status]
     if step_type := params.get("StepType"):
         steps = [s for s in steps if s["StepType"] == step_type]
-    return page(steps, params, "Steps", 10)
+    return page(steps, params, "Steps", params.get("MaxResults", 10))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from modelhost.api import listing
 from modelhost.api.context import Context
-from modelhost.api.listing import decode_token, encode_token
+from modelhost.api.resources import public
 from modelhost.errors import ObjectNotFound, ResourceNotFound, ValidationError
 
 KIND = "scalable_target"
@@ -83,19 +84,10 @@ def autoscaling_arn(ctx: Context, kind: str, resource_id: str, label: str, name:
 
 def page(items: list[Record], params: dict[str, Any], result_key: str) -> dict[str, Any]:
     """One page of an Application Auto Scaling Describe*, at most 50 by default."""
-    start = decode_token(params["NextToken"]) if params.get("NextToken") else 0
     size = params.get("MaxResults") or _PAGE_LIMIT
     if size < 1:
         raise ValidationError("MaxResults must be at least 1")
-    result: dict[str, Any] = {
-        result_key: [
-            {k: v for k, v in item.items() if not k.startswith("_")}
-            for item in items[start : start + size]
-        ]
-    }
-    if start + size < len(items):
-        result["NextToken"] = encode_token(start + size)
-    return result
+    return listing.page(items, params, result_key, size, public)
 
 
 def describe_children(

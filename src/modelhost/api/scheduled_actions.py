@@ -12,6 +12,7 @@ from typing import Any
 from modelhost import schedule_expressions
 from modelhost.api.context import Context
 from modelhost.api.listing import epoch
+from modelhost.api.resources import public
 from modelhost.api.scalable_targets import (
     ACTION_KIND,
     autoscaling_arn,
@@ -33,7 +34,7 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     name = params["ScheduledActionName"]
     key = child_key(resource_id, name)
     existing = ctx.store.get(KIND, key) or {}
-    merged = {**{k: v for k, v in existing.items() if not k.startswith("_")},
+    merged = {**public(existing),
               **{k: v for k, v in params.items() if k in (
                   "Schedule", "Timezone", "StartTime", "EndTime", "ScalableTargetAction")}}
     if "Schedule" not in merged:

@@ -48,7 +48,7 @@ def list_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     _require_resource(ctx, arn)
     tags = [{"Key": k, "Value": v} for k, v in ctx.store.tags(arn).items()]
-    return page(tags, params, "Tags", 50)
+    return page(tags, params, "Tags", params.get("MaxResults", 50))
 
 
 def delete_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
