@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modelhost import metrics
 from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
@@ -117,3 +118,14 @@ async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: f
         await instance.stop()
         raise
     return instance
+
+
+def charge(name: str, variant: str, instance: Instance, elapsed_s: float) -> None:
+    """Charge `elapsed_s` of running time to the instance's meter (seconds and cost at
+    its type's hourly list price), if it is still running."""
+    if not instance.is_alive():
+        return
+    kind = instance.spec.instance_type
+    labels = (name, variant, kind.name)
+    metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed_s)
+    metrics.INSTANCE_COST.labels(*labels).inc(elapsed_s * kind.usd_per_hour / 3600)

@@ -23,6 +23,7 @@ from modelhost import metrics
 from modelhost.api import deployed_fields
 from modelhost.config import Settings
 from modelhost.controllers.deployment import (
+    charge,
     instance_spec,
     numbered,
     prepare_model,
@@ -402,13 +403,8 @@ class EndpointController(ReconcileLoop):
         for name, deployment in self.router.deployments.items():
             for replica in deployment.replicas():
                 # Serverless instances are billed per request (see ServerlessPool.leave).
-                if not replica.instance.is_alive() or isinstance(
-                        deployment.variants[replica.variant], ServerlessPool):
-                    continue
-                kind = replica.instance.spec.instance_type
-                labels = (name, replica.variant, kind.name)
-                metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed)
-                metrics.INSTANCE_COST.labels(*labels).inc(elapsed * kind.usd_per_hour / 3600)
+                if not isinstance(deployment.variants[replica.variant], ServerlessPool):
+                    charge(name, replica.variant, replica.instance, elapsed)
 
     def _count_instances(self, name: str, pools: dict[str, VariantPool]) -> None:
         for pool in pools.values():

@@ -41,7 +41,7 @@ from modelhost.batch import (
     skip,
 )
 from modelhost.config import Settings
-from modelhost.controllers.deployment import instance_spec, prepare_model
+from modelhost.controllers.deployment import charge, instance_spec, prepare_model
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.instances import (
     Instance,
@@ -500,12 +500,7 @@ class TransformController(ReconcileLoop):
         elapsed, self._metered_at = now - self._metered_at, now
         for name, instances in self._instances.items():
             for instance in instances:
-                if instance.is_alive():
-                    kind = instance.spec.instance_type
-                    labels = (name, _VARIANT, kind.name)
-                    metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed)
-                    metrics.INSTANCE_COST.labels(*labels).inc(
-                        elapsed * kind.usd_per_hour / 3600)
+                charge(name, _VARIANT, instance, elapsed)
 
 
 async def _all_or_none(work: list[Any]) -> None:
