@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from modelhost import metrics
 from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
@@ -107,6 +108,32 @@ def numbered(
     )
 
 
+class StartFailed(Exception):
+    """An instance of a group could not be started or did not become ready; the message
+    names it and says why."""
+
+
+async def start_all(backend: InstanceBackend, specs: list[InstanceSpec], timeout_s: float,
+                    started: list[Instance]) -> list[Instance]:
+    """Start every spec, then wait until all of them answer /ping. Each instance is added
+    to `started` as soon as it exists, so the caller can stop them whatever happens."""
+    instances = []
+    for spec in specs:
+        try:
+            instance = await backend.start(spec)
+        except (OSError, ValueError) as exc:
+            raise StartFailed(f"Instance {spec.instance_id} could not be started: {exc}"
+                              ) from exc
+        started.append(instance)
+        instances.append(instance)
+    results = await asyncio.gather(*(i.wait_ready(timeout_s) for i in instances),
+                                   return_exceptions=True)
+    for instance, result in zip(instances, results, strict=True):
+        if isinstance(result, BaseException):
+            raise StartFailed(f"Instance {instance.spec.instance_id} failed to start: {result}")
+    return instances
+
+
 async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: float) -> Instance:
     """Start one instance and wait for its /ping; one that does not get there (or whose
     caller gives up) is stopped, never left running unseen."""
@@ -117,3 +144,14 @@ async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: f
         await instance.stop()
         raise
     return instance
+
+
+def charge(name: str, variant: str, instance: Instance, elapsed_s: float) -> None:
+    """Charge `elapsed_s` of running time to the instance's meter (seconds and cost at
+    its type's hourly list price), if it is still running."""
+    if not instance.is_alive():
+        return
+    kind = instance.spec.instance_type
+    labels = (name, variant, kind.name)
+    metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed_s)
+    metrics.INSTANCE_COST.labels(*labels).inc(elapsed_s * kind.usd_per_hour / 3600)

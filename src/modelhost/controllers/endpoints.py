@@ -23,10 +23,13 @@ from modelhost import metrics
 from modelhost.api import deployed_fields
 from modelhost.config import Settings
 from modelhost.controllers.deployment import (
+    StartFailed,
+    charge,
     instance_spec,
     numbered,
     prepare_model,
     remove_partial_models,
+    start_all,
     start_ready,
 )
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
@@ -233,24 +236,11 @@ class EndpointController(ReconcileLoop):
     async def _start_instances(
         self, specs: list[InstanceSpec], started: list[Instance]
     ) -> list[Instance]:
-        instances = []
-        for spec in specs:
-            try:
-                instance = await self.backend.start(spec)
-            except (OSError, ValueError) as exc:
-                raise DeploymentFailed(
-                    f"Instance {spec.instance_id} could not be started: {exc}"
-                ) from exc
-            started.append(instance)
-            instances.append(instance)
-        results = await asyncio.gather(
-            *(i.wait_ready(self.settings.startup_timeout_s) for i in instances),
-            return_exceptions=True,
-        )
-        for spec, result in zip(specs, results, strict=True):
-            if isinstance(result, BaseException):
-                raise DeploymentFailed(f"Instance {spec.instance_id} failed to start: {result}")
-        return instances
+        try:
+            return await start_all(self.backend, specs, self.settings.startup_timeout_s,
+                                   started)
+        except StartFailed as exc:
+            raise DeploymentFailed(str(exc)) from exc
 
     async def _scale_in_place(
         self, name: str, live: Deployment, desired: dict[str, Any]
@@ -402,13 +392,8 @@ class EndpointController(ReconcileLoop):
         for name, deployment in self.router.deployments.items():
             for replica in deployment.replicas():
                 # Serverless instances are billed per request (see ServerlessPool.leave).
-                if not replica.instance.is_alive() or isinstance(
-                        deployment.variants[replica.variant], ServerlessPool):
-                    continue
-                kind = replica.instance.spec.instance_type
-                labels = (name, replica.variant, kind.name)
-                metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed)
-                metrics.INSTANCE_COST.labels(*labels).inc(elapsed * kind.usd_per_hour / 3600)
+                if not isinstance(deployment.variants[replica.variant], ServerlessPool):
+                    charge(name, replica.variant, replica.instance, elapsed)
 
     def _count_instances(self, name: str, pools: dict[str, VariantPool]) -> None:
         for pool in pools.values():

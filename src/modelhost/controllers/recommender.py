@@ -148,11 +148,9 @@ class RecommendationController(ReconcileLoop):
                 if step["Status"] in ("COMPLETED", "FAILED"):
                     continue
                 if _past(record["_plan"]):
-                    self._update_step(name, index, Status="FAILED", InferenceBenchmark={
-                        "ModelConfiguration": {},
-                        "FailureReason": "JobDurationInSeconds reached before this candidate",
-                        "EndpointConfiguration": _endpoint_configuration(
-                            _endpoint_name(name, index), step["_candidate"])})
+                    self._update_step(name, index, Status="FAILED", InferenceBenchmark=_failed(
+                        name, index, step,
+                        "JobDurationInSeconds reached before this candidate"))
                     continue
                 self._update_step(name, index, Status="IN_PROGRESS")
                 try:
@@ -160,10 +158,9 @@ class RecommendationController(ReconcileLoop):
                     self._update_step(name, index, Status="COMPLETED",
                                       InferenceBenchmark=benchmark, _points=points)
                 except CandidateFailed as exc:
-                    self._update_step(name, index, Status="FAILED", InferenceBenchmark={
-                        "ModelConfiguration": {}, "FailureReason": str(exc)[:1024],
-                        "EndpointConfiguration": _endpoint_configuration(
-                            _endpoint_name(name, index), step["_candidate"])})
+                    self._update_step(name, index, Status="FAILED",
+                                      InferenceBenchmark=_failed(name, index, step,
+                                                                 str(exc)[:1024]))
             self._finish(name)
         except asyncio.CancelledError:
             if not self._shutting_down:
@@ -367,6 +364,13 @@ def _endpoint_name(job: str, index: int) -> str:
 
 def _endpoint_configuration(endpoint: str, candidate: dict[str, Any]) -> dict[str, Any]:
     return {"EndpointName": endpoint, "VariantName": "AllTraffic", **candidate}
+
+
+def _failed(job: str, index: int, step: dict[str, Any], reason: str) -> dict[str, Any]:
+    """InferenceBenchmark of a candidate that was not (or could not be) benchmarked."""
+    return {"ModelConfiguration": {}, "FailureReason": reason,
+            "EndpointConfiguration": _endpoint_configuration(_endpoint_name(job, index),
+                                                             step["_candidate"])}
 
 
 def _processes(pid: int) -> list[psutil.Process]:

@@ -123,8 +123,7 @@ class MetricResolver:
         if source is None:
             return
         reading = source.read(dimensions)
-        key = (name, tuple(sorted(dimensions.items())))
-        history = self._history.setdefault(key, deque())
+        history = self._history.setdefault(series_key(name, dimensions), deque())
         now = time.monotonic() if now is None else now
         if reading is not None:
             history.append((now, reading))
@@ -137,7 +136,7 @@ class MetricResolver:
         """The series over the window; None until readings cover half of it, so a policy
         never acts on a moment's spike or on a series it has only started to watch."""
         source = self._sources.get(name)
-        history = self._history.get((name, tuple(sorted(dimensions.items()))))
+        history = self._history.get(series_key(name, dimensions))
         if source is None or not history or len(history) < 2:
             return None
         if history[-1][0] - history[0][0] < self.window_s / 2:

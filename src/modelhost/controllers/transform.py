@@ -41,7 +41,13 @@ from modelhost.batch import (
     skip,
 )
 from modelhost.config import Settings
-from modelhost.controllers.deployment import instance_spec, prepare_model
+from modelhost.controllers.deployment import (
+    StartFailed,
+    charge,
+    instance_spec,
+    prepare_model,
+    start_all,
+)
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.instances import (
     Instance,
@@ -228,24 +234,19 @@ class TransformController(ReconcileLoop):
             environment["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(
                 record["MaxConcurrentTransforms"])
         variant = {"VariantName": _VARIANT, "InstanceType": resources["InstanceType"]}
-        instances: list[Instance] = []
-        self._instances[name] = instances
+        specs = []
         for _ in range(resources["InstanceCount"]):
             spec = instance_spec(self.settings, name, variant, model, model_dir,
                                  next(self._counter))
-            spec = dataclasses.replace(spec, environment={**spec.environment, **environment})
-            try:
-                instances.append(await self.backend.start(spec))
-            except (OSError, ValueError) as exc:
-                raise JobFailed(f"Instance {spec.instance_id} could not be started: {exc}"
-                                ) from None
-        results = await asyncio.gather(
-            *(i.wait_ready(self.settings.startup_timeout_s) for i in instances),
-            return_exceptions=True)
-        for instance, result in zip(instances, results, strict=True):
-            if isinstance(result, BaseException):
-                raise JobFailed(
-                    f"Instance {instance.spec.instance_id} failed to start: {result}")
+            specs.append(dataclasses.replace(
+                spec, environment={**spec.environment, **environment}))
+        started: list[Instance] = []
+        self._instances[name] = started
+        try:
+            instances = await start_all(self.backend, specs,
+                                        self.settings.startup_timeout_s, started)
+        except StartFailed as exc:
+            raise JobFailed(str(exc)) from None
         metrics.INSTANCES.labels(name, _VARIANT).set(len(instances))
         return instances
 
@@ -500,12 +501,7 @@ class TransformController(ReconcileLoop):
         elapsed, self._metered_at = now - self._metered_at, now
         for name, instances in self._instances.items():
             for instance in instances:
-                if instance.is_alive():
-                    kind = instance.spec.instance_type
-                    labels = (name, _VARIANT, kind.name)
-                    metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed)
-                    metrics.INSTANCE_COST.labels(*labels).inc(
-                        elapsed * kind.usd_per_hour / 3600)
+                charge(name, _VARIANT, instance, elapsed)
 
 
 async def _all_or_none(work: list[Any]) -> None:
