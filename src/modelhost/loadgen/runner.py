@@ -104,18 +104,16 @@ class _Run:
         for phase in self.spec.phases:
             # Requests are due where the integral of the rate crosses 1, 2, 3, ...
             sent_in_phase = 0
+            r0, r1 = phase.rate_at(0), phase.rate_at(phase.duration_s)
             while True:
                 now = time.perf_counter()
                 elapsed = now - phase_start
                 if elapsed >= phase.duration_s:
                     break
-                due = _requests_due(phase.rate_at(0), phase.rate_at(phase.duration_s),
-                                    phase.duration_s, elapsed)
+                due = _requests_due(r0, r1, phase.duration_s, elapsed)
                 while sent_in_phase < due:
                     sent_in_phase += 1
-                    intended = phase_start + _time_of(
-                        phase.rate_at(0), phase.rate_at(phase.duration_s),
-                        phase.duration_s, sent_in_phase)
+                    intended = phase_start + _time_of(r0, r1, phase.duration_s, sent_in_phase)
                     self.result.scheduled += 1
                     self._second(intended).scheduled += 1
                     # The scheduler's wake-ups (~1.1 ms apart) are the generator's

@@ -28,14 +28,15 @@ class Phase:
     end_users: int | None = None
 
     def rate_at(self, t: float) -> float:
-        start = self.rate or 0.0
-        end = start if self.end_rate is None else self.end_rate
-        return start + (end - start) * min(max(t / self.duration_s, 0.0), 1.0)
+        return self._ramp(self.rate or 0.0, self.end_rate, t)
 
     def users_at(self, t: float) -> int:
-        start = self.users or 0
-        end = start if self.end_users is None else self.end_users
-        return round(start + (end - start) * min(max(t / self.duration_s, 0.0), 1.0))
+        return round(self._ramp(self.users or 0, self.end_users, t))
+
+    def _ramp(self, start: float, end: float | None, t: float) -> float:
+        """`start` at the phase's beginning, moving linearly to `end` (if given) by its end."""
+        end = start if end is None else end
+        return start + (end - start) * min(max(t / self.duration_s, 0.0), 1.0)
 
 
 @dataclass(frozen=True, slots=True)

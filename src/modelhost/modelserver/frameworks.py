@@ -168,15 +168,8 @@ def _cast(value: Any, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
 
 
-# --- python ----------------------------------------------------------------------------------
-
-
-def python_predict_fn(data: Any, model: Any) -> Any:
-    return predict_generic(data, model)
-
-
 FRAMEWORKS: dict[str, Framework] = {
     "sklearn": Framework("sklearn", sklearn_model_fn, sklearn_predict_fn),
     "onnx": Framework("onnx", onnx_model_fn, onnx_predict_fn),
-    "python": Framework("python", None, python_predict_fn, requires_user_code=True),
+    "python": Framework("python", None, predict_generic, requires_user_code=True),
 }

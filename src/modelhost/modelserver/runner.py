@@ -64,18 +64,24 @@ def _run(
     try:
         result = fn(*args)
     except BaseException as exc:
-        if not isinstance(exc, Exception):
-            # SystemExit & co. would stop the event loop if re-raised in a task.
-            exc = RuntimeError(f"model code raised {describe(exc)}")
-        _deliver(loop, _set_exception, future, exc)
+        deliver(loop, _set_exception, future, as_exception(exc))
     else:
-        _deliver(loop, _set_result, future, result)
+        deliver(loop, _set_result, future, result)
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, setter: Callable[..., None], *args: Any) -> None:
+def as_exception(exc: BaseException) -> Exception:
+    """What model code raised, as an Exception to hand to the loop: SystemExit & co. would
+    stop the event loop if re-raised in a task."""
+    if isinstance(exc, Exception):
+        return exc
+    return RuntimeError(f"model code raised {describe(exc)}")
+
+
+def deliver(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From a worker thread, have the loop call `callback(*args)`."""
     # RuntimeError: the loop is closed; the server is gone and nobody waits for this.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(setter, *args)
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:

@@ -20,8 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from modelhost.modelserver.errors import describe
-from modelhost.modelserver.runner import ModelRunner
+from modelhost.modelserver.runner import ModelRunner, as_exception, deliver
 
 Stream = Iterator[Any] | AsyncIterator[Any]
 _AHEAD = 8
@@ -80,9 +79,7 @@ class _Pump:
                     return
                 self._hand(data)
         except BaseException as exc:
-            if not isinstance(exc, Exception):
-                exc = RuntimeError(f"model code raised {describe(exc)}")
-            self._hand(exc)
+            self._hand(as_exception(exc))
         else:
             self._hand(_END)
         finally:
@@ -98,6 +95,4 @@ class _Pump:
         self.room.release()
 
     def _hand(self, item: Any) -> None:
-        # RuntimeError: the loop is closed; the server is gone and nobody waits for this.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.items.put_nowait, item)
+        deliver(self.loop, self.items.put_nowait, item)

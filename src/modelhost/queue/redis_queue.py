@@ -126,6 +126,18 @@ def _job_key(job_id: str) -> str:
     return f"{_PREFIX}job:{job_id}"
 
 
+def _job(fields: dict[bytes, bytes]) -> Job:
+    """A job from its hash."""
+    job = Job(**orjson.loads(fields[b"data"]))
+    job.state = fields[b"state"].decode()
+    job.attempts = int(fields[b"attempts"])
+    job.token = fields[b"token"].decode()
+    job.lease_until = float(fields[b"lease_until"])
+    job.error = fields[b"error"].decode() or None
+    job.finished = float(fields[b"finished"]) or None
+    return job
+
+
 class RedisQueue:
     def __init__(self, url: str) -> None:
         self._redis: Any = redis.Redis.from_url(url)
@@ -164,8 +176,7 @@ class RedisQueue:
         tokens = [uuid.uuid4().hex for _ in range(limit)]
         ids = script(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint)],
                      args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens])
-        jobs = [self.get(raw.decode()) for raw in ids]
-        return [job for job in jobs if job is not None]
+        return self._load(ids)
 
     def _change_held(self, job: Job, action: str, score: float, state: str = "",
                      error: str | None = None, finished: float = 0.0) -> bool:
@@ -200,16 +211,14 @@ class RedisQueue:
 
     def get(self, job_id: str) -> Job | None:
         fields = self._redis.hgetall(_job_key(job_id))
-        if not fields:
-            return None
-        job = Job(**orjson.loads(fields[b"data"]))
-        job.state = fields[b"state"].decode()
-        job.attempts = int(fields[b"attempts"])
-        job.token = fields[b"token"].decode()
-        job.lease_until = float(fields[b"lease_until"])
-        job.error = fields[b"error"].decode() or None
-        job.finished = float(fields[b"finished"]) or None
-        return job
+        return _job(fields) if fields else None
+
+    def _load(self, ids: list[bytes]) -> list[Job]:
+        """The jobs with these ids in one round trip; an id whose job is gone is skipped."""
+        pipe = self._redis.pipeline(transaction=False)
+        for raw in ids:
+            pipe.hgetall(_job_key(raw.decode()))
+        return [_job(fields) for fields in pipe.execute() if fields]
 
     def counts(self, endpoint: str) -> JobCounts:
         pipe = self._redis.pipeline(transaction=False)
@@ -223,9 +232,7 @@ class RedisQueue:
         return [name.decode() for name in names]
 
     def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
-        ids = self._redis.zrange(_key(state, endpoint), 0, limit - 1)
-        jobs = [self.get(raw.decode()) for raw in ids]
-        return [job for job in jobs if job is not None]
+        return self._load(self._redis.zrange(_key(state, endpoint), 0, limit - 1))
 
     def prune(self, finished_before: float, limit: int) -> int:
         """Delete up to `limit` finished jobs that ended before `finished_before`; no

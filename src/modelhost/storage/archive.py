@@ -235,22 +235,16 @@ def _extract_member(
         member.isreg() or member.isdir() or member.issym() or member.islnk()
     ):
         raise _member_error(member, "is a device, fifo or other special file")
-    if member.issym():
+    if member.issym() or member.islnk():
+        kind = "symlink" if member.issym() else "hard link"
         link = member.linkname
         if not link or link.startswith("/"):
-            raise _member_error(member, f"is a symlink to an absolute path {link!r}")
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), link))
+            raise _member_error(member, f"is a {kind} to an absolute path {link!r}")
+        # A symlink is relative to its own folder; a hard link names another member.
+        base = posixpath.dirname(member.name) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(base, link))
         if resolved == ".." or resolved.startswith("../"):
-            raise _member_error(member, f"is a symlink to {link!r}, outside the model directory")
-    if member.islnk():
-        link = member.linkname
-        if not link or link.startswith("/"):
-            raise _member_error(member, f"is a hard link to an absolute path {link!r}")
-        resolved = posixpath.normpath(link)
-        if resolved == ".." or resolved.startswith("../"):
-            raise _member_error(
-                member, f"is a hard link to {link!r}, outside the model directory"
-            )
+            raise _member_error(member, f"is a {kind} to {link!r}, outside the model directory")
 
     _check_no_symlink_above(member, member.name, root)
 

@@ -227,10 +227,6 @@ class ObjectStore:
         t = self._resolve(uri)
         return bool(t.fs.isdir(t.path))
 
-    # fsspec spellings, for callers used to them.
-    isfile = is_file
-    isdir = is_dir
-
     def size(self, uri: str) -> int:
         """Size in bytes of the object at `uri`."""
         t = self._resolve(uri)
