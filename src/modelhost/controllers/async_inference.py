@@ -76,7 +76,7 @@ class AsyncInferenceController(ReconcileLoop):
     def _dispatch(self, name: str) -> None:
         running = self._running.get(name, set())
         deployment = self.router.deployments.get(name)
-        replicas = _serving(deployment)
+        replicas = deployment.serving() if deployment else 0
         if replicas and len(running) >= replicas:
             # At least one slot per instance is taken: only the per-instance limit can
             # leave room, and reading the endpoint costs more than that check.
@@ -146,7 +146,7 @@ class AsyncInferenceController(ReconcileLoop):
             name = record["EndpointName"]
             backlog = self.queue.counts(name).backlog
             deployment = self.router.deployments.get(name)
-            instances = _serving(deployment)
+            instances = deployment.serving() if deployment else 0
             metrics.ASYNC_BACKLOG.labels(name).set(backlog)
             metrics.ASYNC_BACKLOG_PER_INSTANCE.labels(name).set(backlog / max(instances, 1))
             metrics.ASYNC_BACKLOG_WITHOUT_CAPACITY.labels(name).set(
@@ -330,11 +330,6 @@ class _Output:
         if self.file is not None:
             file, self.file = self.file, None
             await asyncio.to_thread(_discard, file)
-
-
-def _serving(deployment: Deployment | None) -> int:
-    """How many instances of the endpoint take requests now (none without a deployment)."""
-    return sum(len(p.available()) for p in deployment.variants.values()) if deployment else 0
 
 
 def _discard(file: IO[bytes]) -> None:

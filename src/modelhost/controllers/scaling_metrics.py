@@ -173,7 +173,7 @@ class _VariantState:
     def instances(self, dimensions: Dimensions) -> float | None:
         replicas = self.replicas(dimensions)
         return None if replicas is None else float(
-            sum(1 for r in replicas if r.healthy and not r.draining))
+            sum(1 for r in replicas if r.serving))
 
     def outstanding(self, dimensions: Dimensions) -> float | None:
         replicas = self.replicas(dimensions)

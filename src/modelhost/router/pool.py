@@ -42,6 +42,11 @@ class Replica:
     async def drained(self) -> None:
         await self._idle.wait()
 
+    @property
+    def serving(self) -> bool:
+        """Takes new requests: healthy and not being removed."""
+        return self.healthy and not self.draining
+
 
 @dataclass(eq=False)
 class VariantPool:
@@ -50,7 +55,7 @@ class VariantPool:
     replicas: list[Replica] = field(default_factory=list)
 
     def available(self) -> list[Replica]:
-        return [r for r in self.replicas if r.healthy and not r.draining]
+        return [r for r in self.replicas if r.serving]
 
     def can_serve(self) -> bool:
         """Whether requests may be sent here now (a serverless pool may start instances)."""
@@ -95,3 +100,7 @@ class Deployment:
 
     def replicas(self) -> list[Replica]:
         return [r for pool in self.variants.values() for r in pool.replicas]
+
+    def serving(self) -> int:
+        """How many instances take requests now, over all variants."""
+        return sum(1 for r in self.replicas() if r.serving)
