@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
-from tests.support.models import model_tarball, write_iris_tarball
+from tests.support.models import put_iris_model, put_model
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -29,7 +29,7 @@ IDLE_S = 1.0
 @pytest.fixture(scope="module")
 def serverless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("serverless") / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     with running_server(data, env={
         "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
         "MODELHOST_HEALTH_INTERVAL": "0.2",
@@ -140,10 +140,8 @@ def transform_fn(model, body, content_type, accept):
         time.sleep(0.01)
     return "done", "text/plain"
 '''.encode()
-    archive = serverless_server.data_dir / "objects" / "models" / "gated" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/gated/model.tar.gz", max_concurrency=1,
+    url = put_model(serverless_server.data_dir, "gated", {"code/inference.py": code})
+    name = _deploy(sm, url, max_concurrency=1,
                    image="modelhost/python")
     try:
         first: list[object] = []
@@ -263,10 +261,8 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
 
 def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> None:
     code = b"def model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
-    archive = serverless_server.data_dir / "objects" / "models" / "broken" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/broken/model.tar.gz", image="modelhost/python",
+    url = put_model(serverless_server.data_dir, "broken", {"code/inference.py": code})
+    name = _deploy(sm, url, image="modelhost/python",
                    status="Failed")
     try:
         reason = sm.describe_endpoint(EndpointName=name)["FailureReason"]
@@ -278,7 +274,7 @@ def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> Non
 
 def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     first = ServerProcess(data).start()
     try:
         name = _deploy(first.client("sagemaker"))
@@ -340,10 +336,8 @@ def model_fn(model_dir):
 def transform_fn(model, body, content_type, accept):
     return "old", "text/plain"
 '''.encode()
-    archive = serverless_server.data_dir / "objects" / "models" / "slowload" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/slowload/model.tar.gz", image="modelhost/python")
+    url = put_model(serverless_server.data_dir, "slowload", {"code/inference.py": code})
+    name = _deploy(sm, url, image="modelhost/python")
     new = _deploy(sm)  # an iris model and its config, for the update
     sm.delete_endpoint(EndpointName=new)
     try:
@@ -363,7 +357,7 @@ def transform_fn(model, body, content_type, accept):
 
 def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data).start()
     try:
         name = _deploy(server.client("sagemaker"), provisioned=1)
@@ -381,7 +375,7 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
 def test_fresh_interpreter_instances_still_work(tmp_path: Path) -> None:
     """MODELHOST_FORK_SERVER=0 starts each instance as `python -m modelhost.modelserver`."""
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data, env={"MODELHOST_FORK_SERVER": "0"}).start()
     try:
         name = _deploy(server.client("sagemaker"))
