@@ -19,7 +19,13 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
 from tests.support.models import put_iris_model, put_model
-from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
+from tests.support.processes import (
+    alive,
+    instance_pids,
+    kill_and_wait,
+    parent_pid,
+    wait_until,
+)
 from tests.support.server import ServerProcess, running_server
 
 ROW = "5.1,3.5,1.4,0.2"
@@ -297,17 +303,13 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
         second.stop()
 
 
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> None:
     """The fork server dies: its instances keep serving, the next start gets a new fork
     server, and an orphaned instance that dies later is still noticed and replaced."""
     name = _deploy(sm, provisioned=1)
     try:
         (instance,) = instance_pids(serverless_server.process.pid, name)
-        kill_and_wait(_parent(instance))
+        kill_and_wait(parent_pid(instance))
         assert _invoke(rt, name) == b"0\n"
         other = _deploy(sm, provisioned=1)
         try:
@@ -362,7 +364,7 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
     try:
         name = _deploy(server.client("sagemaker"), provisioned=1)
         (instance,) = instance_pids(server.process.pid, name)
-        forkserver = _parent(instance)
+        forkserver = parent_pid(instance)
         assert forkserver != server.process.pid
         assert b"modelhost.instances.forkserver" in Path(f"/proc/{forkserver}/cmdline").read_bytes()
         server.kill()
