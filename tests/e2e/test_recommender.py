@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for
+from tests.support.cli import run_cli
 from tests.support.models import model_tarball, put_iris_model, write_iris_tarball
 from tests.support.server import ServerProcess
 
@@ -316,8 +317,6 @@ def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
 
 
 def test_cli_runs_a_recommendation_and_draws_the_chart(server, model, tmp_path):
-    from tests.e2e.test_cli import run_cli
-
     chart = tmp_path / "chart.png"
     result = run_cli("recommend", "run", model, "--payload", PAYLOAD_URL,
                      "--instance-type", "ml.c5.large", "--instance-type", "ml.m5.xlarge",
