@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.models import write_iris_tarball
+from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess, running_server
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -41,8 +41,7 @@ def runtime(server: ServerProcess):
 @pytest.fixture(scope="session")
 def iris_model_url(server: ServerProcess) -> str:
     """An iris model.tar.gz in the server's embedded object store (s3:// mapped locally)."""
-    write_iris_tarball(server.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
-    return "s3://models/iris/model.tar.gz"
+    return put_iris_model(server.data_dir)
 
 
 _deployed: list[tuple[object, str]] = []

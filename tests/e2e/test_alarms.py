@@ -23,7 +23,7 @@ from tests.e2e.test_autoscaling import (
     _register,
     _resource,
 )
-from tests.support.models import write_iris_tarball
+from tests.support.models import put_iris_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -31,7 +31,7 @@ from tests.support.server import ServerProcess, running_server
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("alarms") / "data", env=_FAST) as process:
-        write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        put_iris_model(process.data_dir)
         yield process
 
 

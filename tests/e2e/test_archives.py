@@ -69,14 +69,12 @@ def test_missing_model_data_fails_with_reason(sagemaker) -> None:
 
 def test_oversize_archive_is_refused(tmp_path) -> None:
     """The size cap is per server; run one with a 1 MB cap."""
-    from tests.support.models import iris_model_bytes, model_tarball
+    from tests.support.models import iris_model_bytes, put_model
     from tests.support.server import ServerProcess
 
     data = tmp_path / "data"
-    path = data / "objects" / "models" / "big" / "model.tar.gz"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(model_tarball({"model.joblib": iris_model_bytes(),
-                                    "padding.bin": b"\0" * (3 * 1024 * 1024)}))
+    put_model(data, "big", {"model.joblib": iris_model_bytes(),
+                            "padding.bin": b"\0" * (3 * 1024 * 1024)})
     server = ServerProcess(data, env={"MODELHOST_MAX_MODEL_BYTES": str(1024 * 1024)}).start()
     try:
         sagemaker = server.client("sagemaker")

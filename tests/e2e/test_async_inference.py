@@ -12,13 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy, wait_for_status
-from tests.e2e.test_cli import run_cli
 from tests.support.async_inference import (
     deploy_async,
     local_path,
     put_digest_model,
     wait_for_object,
 )
+from tests.support.cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy
-from tests.support.models import write_iris_tarball
+from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess
 
 KEY, SECRET = "AKIDMODELHOST", "s3cr3t/with+chars"
@@ -27,7 +27,7 @@ KEY, SECRET = "AKIDMODELHOST", "s3cr3t/with+chars"
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("secured") / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data, env={"MODELHOST_ACCESS_KEYS": f"other:x,{KEY}:{SECRET}"})
     yield server.start()
     server.stop()

@@ -19,7 +19,7 @@ from tests.support.async_inference import (
     put_digest_model,
     wait_for_object,
 )
-from tests.support.models import model_tarball, write_iris_tarball
+from tests.support.models import put_iris_model, put_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -48,10 +48,8 @@ def output_fn(prediction, accept):
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("autoscaling") / "data", env=_FAST) as process:
-        write_iris_tarball(process.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
-        slow = process.data_dir / "objects" / "models" / "slow" / "model.tar.gz"
-        slow.parent.mkdir(parents=True)
-        slow.write_bytes(model_tarball({"code/inference.py": _SLOW_MODEL}))
+        put_iris_model(process.data_dir)
+        put_model(process.data_dir, "slow", {"code/inference.py": _SLOW_MODEL})
         yield process
 
 
@@ -404,9 +402,9 @@ def test_targets_and_cooldowns_survive_a_restart(tmp_path) -> None:
     """Targets, policies and the controller's cooldown knowledge live in the state store:
     after a crash the restarted server still knows them and keeps scaling."""
     with running_server(tmp_path / "data", env=_FAST) as server:
-        write_iris_tarball(server.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        iris = put_iris_model(server.data_dir)
         sm, aas = server.client("sagemaker"), server.client("application-autoscaling")
-        name = deploy(sm, "s3://models/iris/model.tar.gz")
+        name = deploy(sm, iris)
         _register(aas, name, 1, 3)
         _tracking(aas, name, {"TargetValue": 100.0, "ScaleInCooldown": 3600,
                               "PredefinedMetricSpecification": INVOCATIONS})

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
-from tests.support.models import model_tarball
+from tests.support.models import put_model
 from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess, running_server
 
@@ -53,9 +53,7 @@ def transform_fn(model, body, content_type, accept):
 def cg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("cgroups") / "data"
     for name, code in (("burn", BURN_CODE), ("hog", HOG_CODE)):
-        path = data / "objects" / "models" / name / "model.tar.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(model_tarball({"code/inference.py": code}))
+        put_model(data, name, {"code/inference.py": code})
     with running_server(data, env={"MODELHOST_CPU_SCALE": "0.25",
                                    "MODELHOST_HEALTH_INTERVAL": "0.2"}) as server:
         yield server
@@ -231,9 +229,7 @@ def test_memory_past_the_type_kills_the_instance_which_is_replaced(cg_server, sm
 
 def _server(tmp_path: Path, env: dict[str, str]) -> ServerProcess:
     data = tmp_path / "data"
-    path = data / "objects" / "models" / "burn" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": BURN_CODE}))
+    put_model(data, "burn", {"code/inference.py": BURN_CODE})
     return ServerProcess(data, env=env).start()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import deploy, unique, wait_for_status
+from tests.support.cli import run_cli
 from tests.support.models import iris_classifier, iris_rows
 from tests.support.server import ServerProcess, free_port
 
@@ -20,17 +21,6 @@ MISSING_MODEL = "s3://models/nowhere/model.tar.gz"
 
 def _csv(rows: list[list[float]]) -> str:
     return "\n".join(",".join(str(v) for v in row) for row in rows)
-
-
-def run_cli(*args: str, url: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`url` goes in as --endpoint-url; without it the command relies on MODELHOST_URL."""
-    command = [sys.executable, "-m", "modelhost", *args]
-    if url is not None:
-        command += ["--endpoint-url", url]
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, env=full_env,
-                          timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")

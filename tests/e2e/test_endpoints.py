@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy, unique, wait_for_status
-from tests.support.models import iris_classifier, iris_rows
+from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, put_model
 
 
 def _csv(rows: list[list[float]]) -> str:
@@ -50,8 +50,6 @@ def test_invoke_with_csv_and_json(sagemaker, runtime, iris_model_url: str) -> No
 
 
 def test_waiter_and_custom_attributes(sagemaker, runtime, tmp_path, server) -> None:
-    from tests.support.models import iris_model_bytes, model_tarball
-
     code = b'''
 import json, joblib, os
 def model_fn(model_dir):
@@ -66,11 +64,9 @@ def output_fn(prediction, accept, context=None):
     context.response_custom_attributes = "echo=" + prediction["attrs"]
     return json.dumps(prediction)
 '''
-    path = server.data_dir / "objects" / "models" / "attrs" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"model.joblib": iris_model_bytes(),
-                                    "code/inference.py": code}))
-    name = deploy(sagemaker, "s3://models/attrs/model.tar.gz", image="modelhost/python",
+    url = put_model(server.data_dir, "attrs", {"model.joblib": iris_model_bytes(),
+                                               "code/inference.py": code})
+    name = deploy(sagemaker, url, image="modelhost/python",
                   wait=False)
     sagemaker.get_waiter("endpoint_in_service").wait(
         EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -12,7 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for
-from tests.support.models import model_tarball, write_iris_tarball
+from tests.support.cli import run_cli
+from tests.support.models import model_tarball, put_iris_model, write_iris_tarball
 from tests.support.server import ServerProcess
 
 ROLE = "arn:aws:iam::000000000000:role/any"
@@ -287,7 +288,7 @@ def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
     server deletes that endpoint, runs the candidate again and completes the job."""
     own = ServerProcess(tmp_path / "data", env={"MODELHOST_MODEL_TIMEOUT": "5"}).start()
     try:
-        write_iris_tarball(own.data_dir / "objects" / "models" / "iris" / "model.tar.gz")
+        put_iris_model(own.data_dir)
         sagemaker = own.client("sagemaker")
         sagemaker.create_model(ModelName="iris", ExecutionRoleArn=ROLE, PrimaryContainer={
             "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/iris/model.tar.gz"})
@@ -316,8 +317,6 @@ def test_job_interrupted_by_a_crash_resumes_after_restart(tmp_path):
 
 
 def test_cli_runs_a_recommendation_and_draws_the_chart(server, model, tmp_path):
-    from tests.e2e.test_cli import run_cli
-
     chart = tmp_path / "chart.png"
     result = run_cli("recommend", "run", model, "--payload", PAYLOAD_URL,
                      "--instance-type", "ml.c5.large", "--instance-type", "ml.m5.xlarge",

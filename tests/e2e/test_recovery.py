@@ -6,7 +6,7 @@ import threading
 import time
 
 from tests.conftest import deploy, wait_for_status
-from tests.support.models import write_iris_tarball
+from tests.support.models import put_iris_model, put_model
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess
 
@@ -58,7 +58,7 @@ def test_dead_instance_is_replaced_and_requests_retried(server, sagemaker, runti
 
 def test_restart_brings_endpoints_back(tmp_path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     first = ServerProcess(data).start()
     try:
         sagemaker = first.client("sagemaker")
@@ -96,7 +96,7 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
 
 def test_stopping_the_server_stops_its_instances(tmp_path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data).start()
     try:
         name = deploy(server.client("sagemaker"), "s3://models/iris/model.tar.gz",
@@ -116,8 +116,6 @@ def test_replacement_that_cannot_start_backs_off_and_recovers(server, sagemaker,
     """The model breaks after the endpoint came up (here: a marker file its model_fn
     refuses); the dead instance's replacements fail, are retried with growing delays
     instead of every second, and the endpoint serves again once the model is fixed."""
-    from tests.support.models import model_tarball
-
     marker = tmp_path / "broken"
     code = f'''
 import os
@@ -128,10 +126,8 @@ def model_fn(model_dir):
 def transform_fn(model, body, content_type, accept):
     return "ok", "text/plain"
 '''.encode()
-    path = server.data_dir / "objects" / "models" / "flaky" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": code}))
-    name = deploy(sagemaker, "s3://models/flaky/model.tar.gz", image="modelhost/python")
+    url = put_model(server.data_dir, "flaky", {"code/inference.py": code})
+    name = deploy(sagemaker, url, image="modelhost/python")
     (pid,) = instance_pids(server.process.pid, name)
     marker.write_text("x")
     log_start = len(server.log())

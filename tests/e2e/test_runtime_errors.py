@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import deploy
-from tests.support.models import iris_rows, model_tarball
+from tests.support.models import iris_rows, put_model
 from tests.support.processes import instance_pids, kill_and_wait
 
 FAILING_CODE = b'''
@@ -28,10 +28,8 @@ def transform_fn(model, body, content_type, accept):
 
 @pytest.fixture(scope="module")
 def failing_endpoint(server, sagemaker) -> str:
-    path = server.data_dir / "objects" / "models" / "failing" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": FAILING_CODE}))
-    return deploy(sagemaker, "s3://models/failing/model.tar.gz", image="modelhost/python",
+    url = put_model(server.data_dir, "failing", {"code/inference.py": FAILING_CODE})
+    return deploy(sagemaker, url, image="modelhost/python",
                   environment={"SAGEMAKER_MODEL_SERVER_WORKERS": "4"})
 
 
@@ -158,10 +156,8 @@ def transform_fn(model, body, content_type, accept):
 def test_instance_is_held_to_its_type_memory(server, sagemaker, runtime) -> None:
     """ml.m5.large has 8 GiB: a model asking for 9000 MB gets a MemoryError, the machine
     does not swap, and the instance keeps serving."""
-    path = server.data_dir / "objects" / "models" / "greedy" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": GREEDY_CODE}))
-    name = deploy(sagemaker, "s3://models/greedy/model.tar.gz", image="modelhost/python")
+    url = put_model(server.data_dir, "greedy", {"code/inference.py": GREEDY_CODE})
+    name = deploy(sagemaker, url, image="modelhost/python")
     config = sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
     assert sagemaker.describe_endpoint_config(EndpointConfigName=config)[
         "ProductionVariants"][0]["InstanceType"] == "ml.m5.large"

@@ -18,8 +18,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique, wait_for_status
-from tests.support.models import model_tarball, write_iris_tarball
-from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
+from tests.support.models import put_iris_model, put_model
+from tests.support.processes import (
+    alive,
+    instance_pids,
+    kill_and_wait,
+    parent_pid,
+    wait_until,
+)
 from tests.support.server import ServerProcess, running_server
 
 ROW = "5.1,3.5,1.4,0.2"
@@ -29,7 +35,7 @@ IDLE_S = 1.0
 @pytest.fixture(scope="module")
 def serverless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("serverless") / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     with running_server(data, env={
         "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
         "MODELHOST_HEALTH_INTERVAL": "0.2",
@@ -140,10 +146,8 @@ def transform_fn(model, body, content_type, accept):
         time.sleep(0.01)
     return "done", "text/plain"
 '''.encode()
-    archive = serverless_server.data_dir / "objects" / "models" / "gated" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/gated/model.tar.gz", max_concurrency=1,
+    url = put_model(serverless_server.data_dir, "gated", {"code/inference.py": code})
+    name = _deploy(sm, url, max_concurrency=1,
                    image="modelhost/python")
     try:
         first: list[object] = []
@@ -263,10 +267,8 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
 
 def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> None:
     code = b"def model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
-    archive = serverless_server.data_dir / "objects" / "models" / "broken" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/broken/model.tar.gz", image="modelhost/python",
+    url = put_model(serverless_server.data_dir, "broken", {"code/inference.py": code})
+    name = _deploy(sm, url, image="modelhost/python",
                    status="Failed")
     try:
         reason = sm.describe_endpoint(EndpointName=name)["FailureReason"]
@@ -278,7 +280,7 @@ def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> Non
 
 def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     first = ServerProcess(data).start()
     try:
         name = _deploy(first.client("sagemaker"))
@@ -301,17 +303,13 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
         second.stop()
 
 
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> None:
     """The fork server dies: its instances keep serving, the next start gets a new fork
     server, and an orphaned instance that dies later is still noticed and replaced."""
     name = _deploy(sm, provisioned=1)
     try:
         (instance,) = instance_pids(serverless_server.process.pid, name)
-        kill_and_wait(_parent(instance))
+        kill_and_wait(parent_pid(instance))
         assert _invoke(rt, name) == b"0\n"
         other = _deploy(sm, provisioned=1)
         try:
@@ -340,10 +338,8 @@ def model_fn(model_dir):
 def transform_fn(model, body, content_type, accept):
     return "old", "text/plain"
 '''.encode()
-    archive = serverless_server.data_dir / "objects" / "models" / "slowload" / "model.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_bytes(model_tarball({"code/inference.py": code}))
-    name = _deploy(sm, "s3://models/slowload/model.tar.gz", image="modelhost/python")
+    url = put_model(serverless_server.data_dir, "slowload", {"code/inference.py": code})
+    name = _deploy(sm, url, image="modelhost/python")
     new = _deploy(sm)  # an iris model and its config, for the update
     sm.delete_endpoint(EndpointName=new)
     try:
@@ -363,12 +359,12 @@ def transform_fn(model, body, content_type, accept):
 
 def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data).start()
     try:
         name = _deploy(server.client("sagemaker"), provisioned=1)
         (instance,) = instance_pids(server.process.pid, name)
-        forkserver = _parent(instance)
+        forkserver = parent_pid(instance)
         assert forkserver != server.process.pid
         assert b"modelhost.instances.forkserver" in Path(f"/proc/{forkserver}/cmdline").read_bytes()
         server.kill()
@@ -381,7 +377,7 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
 def test_fresh_interpreter_instances_still_work(tmp_path: Path) -> None:
     """MODELHOST_FORK_SERVER=0 starts each instance as `python -m modelhost.modelserver`."""
     data = tmp_path / "data"
-    write_iris_tarball(data / "objects" / "models" / "iris" / "model.tar.gz")
+    put_iris_model(data)
     server = ServerProcess(data, env={"MODELHOST_FORK_SERVER": "0"}).start()
     try:
         name = _deploy(server.client("sagemaker"))

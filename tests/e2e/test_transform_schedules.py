@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from modelhost import control
 from tests.conftest import unique
-from tests.e2e.test_cli import run_cli
+from tests.support.cli import run_cli
 from tests.support.models import iris_rows
 
 

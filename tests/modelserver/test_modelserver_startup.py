@@ -19,6 +19,7 @@ from tests.modelserver.modelserver_harness import (
     server_env,
     wait_ready,
 )
+from tests.support.processes import alive
 
 PREFIX = "modelhost.modelserver: "
 
@@ -155,7 +156,7 @@ def test_exits_when_real_parent_is_killed(tmp_path):
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 8
-        while _alive(server_pid):
+        while alive(server_pid):
             if time.monotonic() > deadline:
                 os.kill(server_pid, signal.SIGKILL)
                 pytest.fail("model server outlived its killed parent")
@@ -164,15 +165,3 @@ def test_exits_when_real_parent_is_killed(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # Re-parented to init (or a subreaper), which reaps it; a zombie here is as good as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

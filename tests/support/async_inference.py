@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import _deployed, unique, wait_for_status
-from tests.support.models import model_tarball
+from tests.support.models import put_model
 
 # Answers with the size and SHA-256 of the body it got, so large payloads can be checked
 # end to end; JSON bodies may ask it to fail or to sleep.
@@ -42,10 +42,7 @@ def transform_fn(model, body, content_type, accept):
 
 
 def put_digest_model(data_dir: Path) -> str:
-    path = data_dir / "objects" / "models" / "digest" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": DIGEST_CODE}))
-    return "s3://models/digest/model.tar.gz"
+    return put_model(data_dir, "digest", {"code/inference.py": DIGEST_CODE})
 
 
 def deploy_async(

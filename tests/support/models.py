@@ -44,3 +44,17 @@ def write_iris_tarball(path: Path, extra: dict[str, bytes] | None = None) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model_tarball({"model.joblib": iris_model_bytes(), **(extra or {})}))
     return path
+
+
+def put_model(data_dir: Path, name: str, files: dict[str, bytes]) -> str:
+    """A model.tar.gz of `files` in the embedded object store of a server on `data_dir`
+    (which maps s3:// onto `data_dir/objects`): its s3:// URL, for CreateModel."""
+    path = data_dir / "objects" / "models" / name / "model.tar.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_tarball(files))
+    return f"s3://models/{name}/model.tar.gz"
+
+
+def put_iris_model(data_dir: Path) -> str:
+    """The iris model as `put_model` stores it: s3://models/iris/model.tar.gz."""
+    return put_model(data_dir, "iris", {"model.joblib": iris_model_bytes()})

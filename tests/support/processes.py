@@ -8,8 +8,13 @@ import time
 from pathlib import Path
 
 
-def _parent(pid: int | str) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first, then parent)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def parent_pid(pid: int | str) -> int:
+    return int(_stat(pid)[1])
 
 
 def instance_pids(server_pid: int, endpoint: str) -> list[int]:
@@ -21,8 +26,8 @@ def instance_pids(server_pid: int, endpoint: str) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            parent = _parent(entry.name)
-            if parent != server_pid and _parent(parent) != server_pid:
+            parent = parent_pid(entry.name)
+            if parent != server_pid and parent_pid(parent) != server_pid:
                 continue
             output = os.readlink(entry / "fd" / "1")
         except (OSError, ValueError, IndexError):
@@ -34,21 +39,12 @@ def instance_pids(server_pid: int, endpoint: str) -> list[int]:
 
 def kill_and_wait(pid: int, timeout_s: float = 10) -> None:
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return
-        if state == "Z":
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not die")
+    wait_until(lambda: not alive(pid), timeout_s, what=f"process {pid} to die")
 
 
 def alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat(pid)[0]
     except OSError:
         return False
     return state != "Z"

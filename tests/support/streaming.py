@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.models import model_tarball
+from tests.support.models import put_model
 
 # JSON body: {"tokens": [...], "delay": s, "release": path, "marker": path,
 #             "fail_after": k, "gap": s, "closed": path, "async": bool}
@@ -62,7 +62,4 @@ def transform_fn(model, body, content_type, accept, context):
 
 
 def put_token_model(data_dir: Path) -> str:
-    path = data_dir / "objects" / "models" / "tokens" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model_tarball({"code/inference.py": TOKEN_CODE}))
-    return "s3://models/tokens/model.tar.gz"
+    return put_model(data_dir, "tokens", {"code/inference.py": TOKEN_CODE})
