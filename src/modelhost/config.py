@@ -40,6 +40,14 @@ class Settings:
     max_instances: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_INSTANCES", 64))
     )
+    # Whether callers may name local files (file:// URIs, absolute paths) wherever they
+    # name an object: ModelDataUrl, InputLocation, transform inputs and outputs. Off: any
+    # caller who may create a model or invoke an endpoint could read any file the server
+    # can read. Only s3:// (the embedded store or the configured S3) is accepted then.
+    allow_local_paths: bool = field(
+        default_factory=lambda: os.environ.get("MODELHOST_ALLOW_LOCAL_PATHS", "").strip().lower()
+        in ("1", "true", "yes", "on")
+    )
     # SigV4 access keys (access key id -> secret); empty: signatures are not checked.
     access_keys: dict[str, str] = field(default_factory=access_keys_from_environment)
     # Refuse model archives that unpack to more than this.
@@ -66,6 +74,17 @@ class Settings:
     )
     async_poll_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_ASYNC_POLL_INTERVAL", 1.0)
+    )
+    # Between attempts a request waits, so that a short outage of the object store or an
+    # instance does not spend every attempt at once: exponential backoff with jitter,
+    # base * 2^(attempt - 1) capped at the maximum, a random wait from half that to all
+    # of it. A failed write of the outcome retries the write on the same schedule, with
+    # the model's answer kept, not the model.
+    async_retry_base_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_RETRY_BASE", 1.0)
+    )
+    async_retry_max_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_ASYNC_RETRY_MAX", 60.0)
     )
     max_async_payload_bytes: int = 1024**3
     # The smallest RequestTTLSeconds accepted (SageMaker's is 60; tests shorten it).

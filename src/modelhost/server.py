@@ -65,7 +65,8 @@ class ModelhostApp:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = StateStore(settings.state_path)
-        self.objects = ObjectStore.from_environment(settings.objects_dir)
+        self.objects = ObjectStore.from_environment(
+            settings.objects_dir, allow_local_paths=settings.allow_local_paths)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
             settings, self.store, self.objects,

@@ -263,17 +263,17 @@ def test_environment_with_nul_byte_does_not_wedge_the_endpoint(server, sagemaker
     assert final.get("FailureReason")
 
 
-def test_model_data_that_blocks_does_not_leave_the_endpoint_creating(server, sagemaker,
-                                                                    tmp_path) -> None:
+def test_model_data_that_blocks_does_not_leave_the_endpoint_creating(server,
+                                                                    sagemaker) -> None:
     """A FIFO inside an uncompressed model prefix: copying it blocks in a worker thread with
     no time limit, and the endpoint stays Creating for as long as nobody writes to it."""
-    folder = tmp_path / "model-with-fifo"
-    folder.mkdir()
+    name = unique("fuzz-fifo")
+    folder = server.data_dir / "objects" / "models" / name  # s3://models/<name>/
+    folder.mkdir(parents=True)
     fifo = folder / "pipe"
     os.mkfifo(fifo)
-    name = unique("fuzz-fifo")
     _call(server, "CreateModel", {"ModelName": name, "PrimaryContainer": {
-        "Image": "modelhost/sklearn", "ModelDataUrl": f"{folder}/"}})
+        "Image": "modelhost/sklearn", "ModelDataUrl": f"s3://models/{name}/"}})
     _call(server, "CreateEndpointConfig", {"EndpointConfigName": name, "ProductionVariants": [{
         "VariantName": "v", "ModelName": name, "InstanceType": "ml.m5.large",
         "InitialInstanceCount": 1}]})

@@ -190,17 +190,42 @@ def test_tags_add_list_delete(sagemaker, iris_model_url: str) -> None:
     assert _error(excinfo)[0] == "ValidationException"
 
 
-def test_local_model_locations_are_accepted(sagemaker, server, runtime, tmp_path) -> None:
-    """SageMaker allows only s3:// and https:// here; modelhost also reads local files."""
-    from tests.conftest import deploy
+def test_local_model_locations_are_refused_by_default(sagemaker, tmp_path) -> None:
+    """A caller who may create a model must not make the server read any file it can."""
     from tests.support.models import write_iris_tarball
 
     tarball = write_iris_tarball(tmp_path / "iris.tar.gz")
-    for url in (f"file://{tarball}", str(tarball)):
-        name = deploy(sagemaker, url)
-        answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
-                                         Body="5.1,3.5,1.4,0.2")
-        assert answer["Body"].read().strip() == b"0"
+    for container in ({"ModelDataUrl": f"file://{tarball}"}, {"ModelDataUrl": str(tarball)},
+                      {"ModelDataSource": {"S3DataSource": {
+                          "S3Uri": str(tarball), "S3DataType": "S3Object",
+                          "CompressionType": "Gzip"}}}):
+        with pytest.raises(ClientError) as excinfo:
+            sagemaker.create_model(ModelName=unique("m"),
+                                   PrimaryContainer={"Image": IMAGE, **container})
+        code, message = _error(excinfo)
+        assert code == "ValidationException"
+        assert "local path" in message and "MODELHOST_ALLOW_LOCAL_PATHS" in message
+
+
+def test_local_model_locations_are_accepted_when_allowed(tmp_path) -> None:
+    """SageMaker allows only s3:// and https:// here; an operator may let modelhost read
+    local files too, which is what a laptop deployment needs."""
+    from tests.conftest import deploy
+    from tests.support.models import write_iris_tarball
+    from tests.support.server import running_server
+
+    tarball = write_iris_tarball(tmp_path / "iris.tar.gz")
+    with running_server(tmp_path / "data", env={"MODELHOST_ALLOW_LOCAL_PATHS": "1"}) as server:
+        sagemaker = server.client("sagemaker")
+        runtime = server.client("sagemaker-runtime")
+        for url in (f"file://{tarball}", str(tarball)):
+            name = deploy(sagemaker, url)
+            answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                             Body="5.1,3.5,1.4,0.2")
+            assert answer["Body"].read().strip() == b"0"
+
+
+def test_model_locations_must_be_s3_or_local(sagemaker) -> None:
     with pytest.raises(ClientError) as excinfo:
         sagemaker.create_model(ModelName=unique("m"),
                                PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "ftp://x/y"})

@@ -95,6 +95,48 @@ def test_retry_puts_the_job_back(queue: JobQueue) -> None:
     assert again.attempts == 2 and again.error == "instance died"
 
 
+def test_retry_with_a_delay_hides_the_job_until_its_next_attempt(queue: JobQueue) -> None:
+    endpoint = f"ep-{uuid.uuid4().hex[:6]}"
+    queue.put([_job(endpoint)])
+    (job,) = queue.lease(endpoint, 1, 30)
+    assert queue.retry(job, "object store unavailable", delay_s=30)
+    assert job.state == "queued" and job.lease_until > time.time() + 20
+    assert queue.lease(endpoint, 10, 30) == []  # invisible while it backs off
+    counts = queue.counts(endpoint)
+    assert (counts.queued, counts.running, counts.backlog) == (1, 0, 1)
+    assert endpoint in queue.endpoints()
+    (waiting,) = queue.jobs(endpoint, "queued")
+    assert waiting.id == job.id and waiting.error == "object store unavailable"
+    assert not queue.finish(job, True)  # the retried lease is spent
+
+
+def test_a_delayed_job_comes_back_in_its_place_by_arrival(queue: JobQueue) -> None:
+    endpoint = f"ep-{uuid.uuid4().hex[:6]}"
+    older, newer = _job(endpoint, 0), _job(endpoint, 1)
+    queue.put([older, newer])
+    (job,) = queue.lease(endpoint, 1, 30)
+    assert job.id == older.id
+    assert queue.retry(job, "blip", delay_s=0.2)
+    time.sleep(0.3)  # past its next attempt time
+    again = queue.lease(endpoint, 10, 30)
+    assert [j.id for j in again] == [older.id, newer.id]
+    assert again[0].attempts == 2 and again[0].error == "blip"
+
+
+def test_expired_fails_a_job_that_backs_off_past_its_ttl(queue: JobQueue) -> None:
+    endpoint = f"ep-{uuid.uuid4().hex[:6]}"
+    job = _job(endpoint)
+    job.expires_at = time.time() + 0.2
+    queue.put([job])
+    (leased,) = queue.lease(endpoint, 1, 30)
+    assert queue.retry(leased, "blip", delay_s=3600)
+    time.sleep(0.3)  # its TTL runs out while it waits for its next attempt
+    (expired,) = queue.expired(endpoint, 10, 30)
+    assert expired.id == job.id and expired.state == "running"
+    assert queue.finish(expired, False, "expired")
+    assert endpoint not in queue.endpoints()
+
+
 def test_concurrent_workers_never_lease_a_job_twice(queue: JobQueue) -> None:
     endpoint = f"ep-{uuid.uuid4().hex[:6]}"
     for n in range(200):

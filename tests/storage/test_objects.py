@@ -81,9 +81,38 @@ def test_local_mapping_refuses_escape(local_store: ObjectStore, tmp_path: Path, 
     assert tree(tmp_path) == before
 
 
-def test_file_uri_and_plain_paths(
-    local_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_paths_are_refused_unless_allowed(local_store: ObjectStore,
+                                                tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"do not read")
+    for uri in (f"file://{secret}", str(secret), "secret"):
+        for call in (local_store.get_bytes, local_store.size, local_store.exists):
+            with pytest.raises(ValueError, match="MODELHOST_ALLOW_LOCAL_PATHS"):
+                call(uri)
+        with pytest.raises(ValueError, match="local path"):
+            local_store.put_bytes(uri, b"overwritten")
+    assert secret.read_bytes() == b"do not read"
+
+
+def test_embedded_keys_too_long_for_the_disk_are_refused(local_store: ObjectStore) -> None:
+    for uri in (f"s3://b/{'k' * 256}", f"s3://b/a/{'k' * 300}/c", f"s3://b/{'k/' * 2100}x"):
+        with pytest.raises(ValueError, match="too long"):
+            local_store.size(uri)
+        with pytest.raises(ValueError, match="too long"):
+            local_store.put_bytes(uri, b"x")
+    local_store.put_bytes(f"s3://b/{'k' * 255}", b"x")  # the longest name a disk holds
+
+
+def test_an_object_used_as_a_folder_is_missing(local_store: ObjectStore) -> None:
+    local_store.put_bytes("s3://b/obj", b"x")
+    with pytest.raises(FileNotFoundError, match="no object at s3://b/obj/x"):
+        local_store.size("s3://b/obj/x")
+    with pytest.raises(FileNotFoundError, match="no object at s3://b/obj/x"):
+        local_store.get_bytes("s3://b/obj/x")
+
+
+def test_file_uri_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    local_store = ObjectStore(tmp_path / "objects", allow_local_paths=True)
     data = tmp_path / "data"
     local_store.put_bytes(f"file://{data}/in/a.jsonl", b"1\n")
     local_store.put_bytes(f"{data}/in/sub/b.jsonl", b"2\n")

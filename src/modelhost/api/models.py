@@ -39,9 +39,26 @@ def _container(params: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
+    """Local artifact paths (which the request validation lets through, unlike SageMaker)
+    only where the operator allows them: otherwise any caller who may create a model could
+    have the server read any file it can read."""
+    if ctx.settings.allow_local_paths:
+        return
+    source = container.get("ModelDataSource", {}).get("S3DataSource", {})
+    for field, url in (("ModelDataUrl", container.get("ModelDataUrl")),
+                       ("ModelDataSource.S3DataSource.S3Uri", source.get("S3Uri"))):
+        if isinstance(url, str) and url.startswith(("file://", "/")):
+            raise ValidationError(
+                f"{field} {url[:128]} is a local path; this server accepts s3:// URIs only "
+                "(an operator can allow local paths with MODELHOST_ALLOW_LOCAL_PATHS=1)."
+            )
+
+
 def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
     container = _container(params)
+    _check_local_paths(ctx, container)
     arn = ctx.arn("model", name)
     record = {
         "ModelName": name,

@@ -2,10 +2,14 @@
 
 For each endpoint with waiting requests, the controller leases as many as its instances
 may run at once (instances x MaxConcurrentInvocationsPerInstance) and runs each one:
-stream the input from the object store to an instance, stream the answer into the output
-object (written atomically: it appears whole or not at all), record the outcome in the
-queue, notify. Delivery is at least once, so a request is idempotent by construction: one
-whose output or failure object already exists (its last worker died after writing) is only
+stream the input from the object store to an instance, keep its answer (in memory, or
+in a temporary file when large) and write it to the output object (atomically: it
+appears whole or not at all), record the outcome in the queue, notify. A failed attempt
+waits out an exponential backoff with jitter before the next (the job is invisible in
+the queue meanwhile); a failed write of an outcome is tried again on the same schedule
+with the answer kept, so a short outage of the object store does not run the model
+again. Delivery is at least once, so a request is idempotent by construction: one whose
+output or failure object already exists (its last worker died after writing) is only
 recorded, never run into a second, different result.
 
 An endpoint scaled to zero with requests waiting gets one instance through the same path
@@ -16,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import IO, Any
 
 from modelhost import api, metrics
@@ -25,7 +30,7 @@ from modelhost.config import Settings
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.errors import ModelError, SageMakerError
 from modelhost.instances import InstanceUnreachable
-from modelhost.queue import Job, JobQueue
+from modelhost.queue import Job, JobQueue, backoff_s
 from modelhost.router import Deployment, Invocation, Router
 from modelhost.runtime import Notifier, notification, object_io
 from modelhost.storage import ObjectStore, StateStore
@@ -190,31 +195,36 @@ class AsyncInferenceController(ReconcileLoop):
             self._finish(job, found is None, found)
             return
         assert source is not None
-        output = _Output(self.objects, job.output_location)
+        answer = _Answer()
         try:
-            answer = await self.router.stream(
-                deployment,
-                Invocation(b"", job.content_type, job.accept, job.custom_attributes, None),
-                source.chunks(), source.size, output.write, job.timeout_s,
-            )
-            await output.commit()
+            try:
+                result = await self.router.stream(
+                    deployment,
+                    Invocation(b"", job.content_type, job.accept, job.custom_attributes,
+                               None),
+                    source.chunks(), source.size, answer.write, job.timeout_s,
+                )
+            finally:
+                await source.close()
+            series = metrics.for_variant(job.endpoint, result.variant)
+            series.invocations.inc()
+            series.model_latency.observe(result.model_seconds)
+            # The model has answered: from here on only the write is ever tried again.
+            problem = await self._store(job, job.output_location, answer.store, answer.small)
         except ModelError as error:
-            await output.discard()
             await self._fail(job, error.message)
             return
         except (InstanceUnreachable, SageMakerError, OSError) as exc:
-            await output.discard()
             await self._retry(job, str(exc) or type(exc).__name__)
             return
-        except BaseException:
-            await output.discard()
-            raise
         finally:
-            await source.close()
-        series = metrics.for_variant(job.endpoint, answer.variant)
-        series.invocations.inc()
-        series.model_latency.observe(answer.model_seconds)
-        self._finish(job, True, None)
+            answer.close()
+        if isinstance(problem, ValueError):
+            await self._fail(job, f"Cannot write the output {job.output_location}: {problem}")
+        elif problem is not None:
+            await self._retry(job, f"Cannot write the output {job.output_location}: {problem}")
+        else:
+            self._finish(job, True, None)
 
     def _open_input(self, job: Job) -> tuple[str | None, _Input | None]:
         """Whether a previous attempt finished the request (then no input: the error
@@ -235,24 +245,64 @@ class AsyncInferenceController(ReconcileLoop):
             raise
         return None, _Input(file, first, size)
 
+    def _backoff(self, attempt: int) -> float:
+        return backoff_s(attempt, self.settings.async_retry_base_s,
+                         self.settings.async_retry_max_s)
+
+    async def _store(self, job: Job, uri: str, write: Callable[[ObjectStore, str], None],
+                     small: bool) -> Exception | None:
+        """Write an outcome object, trying a failed write again with backoff while the
+        lease is renewed: the outcome is already known, so a short outage of the object
+        store must cost neither the request nor another run of the model. The error of the
+        last try, or None once written; a name the store refuses (ValueError) is final."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if small:
+                    await object_io(self.objects, write, self.objects, uri)
+                else:
+                    await asyncio.to_thread(write, self.objects, uri)
+                return None
+            except ValueError as exc:
+                return exc
+            except OSError as exc:
+                if attempt >= self.settings.async_max_attempts:
+                    return exc
+                delay = self._backoff(attempt)
+                log.warning("request %s: cannot write %s (%s); the write is tried again in "
+                            "%.2f s with the answer kept", job.id, uri, exc, delay)
+                await asyncio.sleep(delay)
+
     async def _retry(self, job: Job, error: str) -> None:
         if job.attempts >= self.settings.async_max_attempts:
             await self._fail(job, f"The request failed after {job.attempts} attempts: {error}")
             return
-        log.warning("request %s (attempt %d) will be retried: %s", job.id, job.attempts, error)
-        self.queue.retry(job, error)
+        self._requeue(job, error)
+
+    def _requeue(self, job: Job, error: str) -> None:
+        """Back to the queue, out of reach until its backoff is over; the dispatcher is
+        woken then, so the next attempt does not wait for a poll as well."""
+        delay = self._backoff(job.attempts)
+        log.warning("request %s (attempt %d) will be retried: %s (next attempt in %.2f s)",
+                    job.id, job.attempts, error, delay)
+        if self.queue.retry(job, error, delay):
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _fail(self, job: Job, error: str) -> None:
-        try:
-            await asyncio.to_thread(self.objects.put_bytes, job.failure_location,
-                                    error.encode())
-        except (OSError, ValueError) as exc:
+        data = error.encode()
+
+        def write(objects: ObjectStore, uri: str) -> None:
+            objects.put_bytes(uri, data)
+
+        problem = await self._store(job, job.failure_location, write, small=True)
+        if problem is not None:
             log.error("request %s: cannot write the failure object %s: %s", job.id,
-                      job.failure_location, exc)
-            if job.attempts < self.settings.async_max_attempts:
+                      job.failure_location, problem)
+            if isinstance(problem, OSError) and job.attempts < self.settings.async_max_attempts:
                 # The object store is unwell: try the whole request again later rather
                 # than end it with no object to show for it.
-                self.queue.retry(job, f"{error} (and the failure object: {exc})")
+                self._requeue(job, f"{error} (and the failure object: {problem})")
                 return
         metrics.INVOCATION_4XX.labels(job.endpoint, "-").inc()
         self._finish(job, False, error)
@@ -289,49 +339,33 @@ class _Input:
         self.file.close()  # a read-only file: nothing to flush
 
 
-class _Output:
-    """The output object: written as the answer streams in, visible only once committed.
-    A small answer is kept until commit, so it costs one thread hop."""
+class _Answer:
+    """The model's answer as it streams in, in memory up to one chunk and in a temporary
+    file beyond, kept until it is in the output object: a failed write is tried again
+    from here, never by running the model again. The output object is written whole on
+    success (atomically: it appears whole or not at all), never half on failure."""
 
-    def __init__(self, objects: ObjectStore, uri: str) -> None:
-        self.objects = objects
-        self.uri = uri
-        self.buffered: list[bytes] = []
+    def __init__(self) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=_CHUNK)  # noqa: SIM115
         self.size = 0
-        self.file: IO[bytes] | None = None
+
+    @property
+    def small(self) -> bool:
+        """Small enough to be in memory: written in one go, with no thread hop on disk."""
+        return self.size <= _CHUNK
 
     async def write(self, data: bytes) -> None:
-        if self.file is None and self.size + len(data) <= _CHUNK:
-            self.buffered.append(data)
-            self.size += len(data)
-            return
-        if self.file is None:
-            self.file = await asyncio.to_thread(self._open)
-        await asyncio.to_thread(self.file.write, data)
+        self.size += len(data)
+        if self.small:
+            self.file.write(data)
+        else:  # to (or on) disk
+            await asyncio.to_thread(self.file.write, data)
 
-    def _open(self) -> IO[bytes]:
-        file = self.objects.open(self.uri, "wb")
-        for data in self.buffered:
-            file.write(data)
-        self.buffered = []
-        return file
+    def store(self, objects: ObjectStore, uri: str) -> None:
+        self.file.seek(0)
+        with objects.open(uri, "wb") as out:
+            while chunk := self.file.read(_CHUNK):
+                out.write(chunk)
 
-    async def commit(self) -> None:
-        if self.file is None:  # small: kept whole until now, written in one go
-            await object_io(self.objects, self._commit)
-        else:
-            await asyncio.to_thread(self._commit)
-
-    def _commit(self) -> None:
-        file = self.file or self._open()
-        file.close()
-
-    async def discard(self) -> None:
-        if self.file is not None:
-            file, self.file = self.file, None
-            await asyncio.to_thread(_discard, file)
-
-
-def _discard(file: IO[bytes]) -> None:
-    file.__exit__(RuntimeError, RuntimeError("discarded"), None)
-
+    def close(self) -> None:
+        self.file.close()

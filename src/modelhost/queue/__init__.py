@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelhost.queue.backoff import backoff_s
 from modelhost.queue.jobs import STATES, Job, JobCounts, JobQueue
 from modelhost.queue.sqlite import SqliteQueue
 
@@ -26,4 +27,4 @@ def open_queue(url: str, sqlite_path: Path) -> JobQueue:
     raise ValueError(f"MODELHOST_ASYNC_QUEUE must be 'sqlite' or a redis:// URL, not {url!r}")
 
 
-__all__ = ["STATES", "Job", "JobCounts", "JobQueue", "SqliteQueue", "open_queue"]
+__all__ = ["STATES", "Job", "JobCounts", "JobQueue", "SqliteQueue", "backoff_s", "open_queue"]

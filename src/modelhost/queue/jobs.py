@@ -7,6 +7,9 @@ from typing import Any, Protocol
 
 # Job states. A job is `queued` until a worker leases it (`running`); it ends `succeeded`
 # or `failed`. A lease that runs out puts a `running` job back in reach of any worker.
+# As with an SQS message's visibility timeout, a job is out of reach of `lease()` until
+# `lease_until`: for a running job the end of its lease, for a queued job that failed an
+# attempt the time of its next attempt (its backoff).
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
@@ -35,6 +38,8 @@ class Job:
     # Who holds the lease now: a new token per lease, so a worker whose lease ran out
     # (and was given to another) cannot complete the job any more.
     token: str = ""
+    # Not leased again before this time: the lease's deadline while running, the next
+    # attempt's time while queued after a failed attempt (0: at once).
     lease_until: float = 0.0
     error: str | None = None
     finished: float | None = None
@@ -67,7 +72,11 @@ class JobQueue(Protocol):
     def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]: ...
     def renew(self, job: Job, lease_s: float) -> bool: ...
     def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool: ...
-    def retry(self, job: Job, error: str) -> bool: ...
+    def retry(self, job: Job, error: str, delay_s: float = 0.0) -> bool:
+        """Give the job back for another attempt, out of reach of `lease()` for `delay_s`
+        seconds (still counted as queued, and still failed by `expired()` when its TTL runs
+        out meanwhile); False when the lease was lost."""
+        ...
     def get(self, job_id: str) -> Job | None: ...
     def counts(self, endpoint: str) -> JobCounts: ...
     def endpoints(self) -> list[str]: ...

@@ -2,7 +2,9 @@
 
 Each job is a hash (`data`: the request as accepted; plus the fields that change: state,
 attempts, token, lease_until, error, finished). Per endpoint, a sorted set of queued ids
-by arrival, one of running ids by lease deadline, and one per final state; across
+by arrival, one of queued ids backing off after a failed attempt by the time of their
+next attempt (moved to the first by `lease()` once due), one of running ids by lease
+deadline, and one per final state; across
 endpoints, one of finished ids by finish time, for pruning. Leasing and
 every change to a leased job are Lua scripts, so they are atomic across servers. Leases
 are not given back on start (other servers may hold them): a dead server's leases run
@@ -21,10 +23,24 @@ import redis
 from modelhost.queue.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobCounts
 
 _PREFIX = "modelhost:async:"
+# Queued jobs backing off after a failed attempt, by the time of their next attempt.
+_DELAYED = "delayed"
 _FINISHED = f"{_PREFIX}finished"
 
-# KEYS: queued, running. ARGV: now, limit, lease_until, job key prefix, tokens...
-_LEASE = """
+# Promotes the delayed jobs whose backoff is over to the queued set, in their place by
+# arrival. KEYS[1]: queued, KEYS[3]: delayed, ARGV[1]: now, ARGV[4]: job key prefix.
+_PROMOTE = """
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', KEYS[3], id)
+  local data = redis.call('HGET', ARGV[4] .. id, 'data')
+  if data then
+    redis.call('ZADD', KEYS[1], cjson.decode(data)['created'], id)
+  end
+end
+"""
+
+# KEYS: queued, running, delayed. ARGV: now, limit, lease_until, job key prefix, tokens...
+_LEASE = _PROMOTE + """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit)
 if #ids < limit then
@@ -42,28 +58,30 @@ end
 return ids
 """
 
-# KEYS: queued, running. ARGV: now, limit, lease_until, job key prefix, tokens... Leases
-# queued jobs past their TTL, looking at the oldest 100 (queues are FIFO, so the expired
-# ones are near the front).
+# KEYS: queued, running, delayed. ARGV: now, limit, lease_until, job key prefix, tokens...
+# Leases queued jobs past their TTL, backing off or not, looking at the oldest 100 of each
+# set (queues are FIFO, so the expired ones are near the front).
 _EXPIRED = """
 local now, limit, leased = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 99)) do
-  if #leased >= limit then break end
-  local key = ARGV[4] .. id
-  if tonumber(redis.call('HGET', key, 'expires_at')) < now then
-    table.insert(leased, id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HSET', key, 'state', 'running', 'token', ARGV[4 + #leased],
-               'lease_until', ARGV[3])
-    redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('ZADD', KEYS[2], ARGV[3], id)
+for _, waiting in ipairs({KEYS[1], KEYS[3]}) do
+  for _, id in ipairs(redis.call('ZRANGE', waiting, 0, 99)) do
+    if #leased >= limit then break end
+    local key = ARGV[4] .. id
+    if tonumber(redis.call('HGET', key, 'expires_at')) < now then
+      table.insert(leased, id)
+      redis.call('ZREM', waiting, id)
+      redis.call('HSET', key, 'state', 'running', 'token', ARGV[4 + #leased],
+                 'lease_until', ARGV[3])
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('ZADD', KEYS[2], ARGV[3], id)
+    end
   end
 end
 return leased
 """
 
 # KEYS: job, running, target set, finished set. ARGV: token, id, action, score, state,
-# error, finished.
+# error, finished, lease_until (a retried job's next attempt time, else 0).
 _CHANGE_HELD = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running'
    or redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
@@ -75,7 +93,7 @@ if ARGV[3] == 'renew' then
   return 1
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], 'error', ARGV[6], 'finished', ARGV[7],
-           'lease_until', 0, 'token', '')
+           'lease_until', ARGV[8], 'token', '')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 if ARGV[3] == 'finish' then
@@ -108,6 +126,7 @@ _ENDPOINTS = """
 local busy = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('ZCARD', ARGV[1] .. 'queued:' .. name) +
+     redis.call('ZCARD', ARGV[1] .. 'delayed:' .. name) +
      redis.call('ZCARD', ARGV[1] .. 'running:' .. name) > 0 then
     table.insert(busy, name)
   else
@@ -174,17 +193,20 @@ class RedisQueue:
             return []
         now = time.time()
         tokens = [uuid.uuid4().hex for _ in range(limit)]
-        ids = script(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint)],
+        ids = script(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint),
+                           _key(_DELAYED, endpoint)],
                      args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens])
         return self._load(ids)
 
     def _change_held(self, job: Job, action: str, score: float, state: str = "",
-                     error: str | None = None, finished: float = 0.0) -> bool:
-        target = {"renew": RUNNING, "retry": QUEUED}.get(action, state)
+                     error: str | None = None, finished: float = 0.0, target: str = "",
+                     lease_until: float = 0.0) -> bool:
+        target = target or {"renew": RUNNING}.get(action, state)
         changed = self._change(
             keys=[_job_key(job.id), _key(RUNNING, job.endpoint), _key(target, job.endpoint),
                   _FINISHED],
-            args=[job.token, job.id, action, score, state, error or "", finished],
+            args=[job.token, job.id, action, score, state, error or "", finished,
+                  lease_until],
         )
         return bool(changed)
 
@@ -203,10 +225,20 @@ class RedisQueue:
         job.state, job.error, job.finished, job.lease_until = state, error, now, 0.0
         return True
 
-    def retry(self, job: Job, error: str) -> bool:
-        if not self._change_held(job, "retry", job.created, QUEUED, error):
+    def retry(self, job: Job, error: str, delay_s: float = 0.0) -> bool:
+        """Back in the queued set at its place by arrival, or, with a delay, in the
+        delayed set until its next attempt time (`lease()` moves it back then)."""
+        if delay_s > 0:
+            visible = time.time() + delay_s
+            changed = self._change_held(job, "retry", visible, QUEUED, error,
+                                        target=_DELAYED, lease_until=visible)
+        else:
+            visible = 0.0
+            changed = self._change_held(job, "retry", job.created, QUEUED, error,
+                                        target=QUEUED)
+        if not changed:
             return False
-        job.state, job.error, job.token, job.lease_until = QUEUED, error, "", 0.0
+        job.state, job.error, job.token, job.lease_until = QUEUED, error, "", visible
         return True
 
     def get(self, job_id: str) -> Job | None:
@@ -222,17 +254,21 @@ class RedisQueue:
 
     def counts(self, endpoint: str) -> JobCounts:
         pipe = self._redis.pipeline(transaction=False)
-        for state in (QUEUED, RUNNING, FAILED, SUCCEEDED):
+        for state in (QUEUED, _DELAYED, RUNNING, FAILED, SUCCEEDED):
             pipe.zcard(_key(state, endpoint))
-        queued, running, failed, succeeded = pipe.execute()
-        return JobCounts(queued=queued, running=running, failed=failed, succeeded=succeeded)
+        queued, delayed, running, failed, succeeded = pipe.execute()
+        return JobCounts(queued=queued + delayed, running=running, failed=failed,
+                         succeeded=succeeded)
 
     def endpoints(self) -> list[str]:
         names = self._endpoints(keys=[f"{_PREFIX}endpoints"], args=[_PREFIX])
         return [name.decode() for name in names]
 
     def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
-        return self._load(self._redis.zrange(_key(state, endpoint), 0, limit - 1))
+        ids = self._redis.zrange(_key(state, endpoint), 0, limit - 1)
+        if state == QUEUED and len(ids) < limit:  # those backing off are queued too
+            ids += self._redis.zrange(_key(_DELAYED, endpoint), 0, limit - len(ids) - 1)
+        return self._load(ids)
 
     def prune(self, finished_before: float, limit: int) -> int:
         """Delete up to `limit` finished jobs that ended before `finished_before`; no

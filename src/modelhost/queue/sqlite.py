@@ -81,7 +81,7 @@ class SqliteQueue(SqliteFile):
 
     def lease(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
         """Up to `limit` jobs of the endpoint, oldest first, leased for `lease_s` seconds:
-        running ones whose lease ran out, then queued ones."""
+        running ones whose lease ran out, then queued ones whose backoff (if any) is over."""
         if limit <= 0:
             return []
         now = time.time()
@@ -90,8 +90,8 @@ class SqliteQueue(SqliteFile):
                 "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until < ? "
                 "ORDER BY created LIMIT ?", (endpoint, RUNNING, now, limit))]
             ids += [row[0] for row in db.execute(
-                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? ORDER BY created "
-                "LIMIT ?", (endpoint, QUEUED, limit - len(ids)))]
+                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until <= ? "
+                "ORDER BY created LIMIT ?", (endpoint, QUEUED, now, limit - len(ids)))]
             return self._lease_ids(db, ids, now + lease_s)
 
     def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
@@ -133,9 +133,10 @@ class SqliteQueue(SqliteFile):
         return self._update_held(job, state=SUCCEEDED if succeeded else FAILED, error=error,
                                  finished=time.time(), lease_until=0.0, token="")
 
-    def retry(self, job: Job, error: str) -> bool:
-        """Put the job back in the queue for another attempt."""
-        return self._update_held(job, state=QUEUED, error=error, token="", lease_until=0.0)
+    def retry(self, job: Job, error: str, delay_s: float = 0.0) -> bool:
+        """Put the job back in the queue for another attempt, not before `delay_s` from now."""
+        visible = time.time() + delay_s if delay_s > 0 else 0.0
+        return self._update_held(job, state=QUEUED, error=error, token="", lease_until=visible)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -9,12 +9,17 @@ client put it in the object store and names it in InputLocation.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 import uuid
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
-from modelhost.errors import InvocationValidationError
+import botocore.session
+import regex
+
+from modelhost.errors import InvocationValidationError, ServiceUnavailable
 from modelhost.queue import Job, JobQueue
 from modelhost.runtime.invoke import endpoint_not_found
 from modelhost.storage import ObjectStore, StateStore
@@ -63,6 +68,7 @@ class AsyncAccepter:
         input_location = _get(headers, "inputlocation")
         if not input_location:
             raise InvocationValidationError("InputLocation is required.")
+        _check_headers(headers)
         await object_io(self.objects, self._check_input, input_location)
         job = self._job(name, record, config, headers, input_location)
         await self._enqueue(job)
@@ -95,11 +101,24 @@ class AsyncAccepter:
         self.wake()
 
     def _check_input(self, uri: str) -> None:
+        """The input must be one object of the store, of a size asynchronous inference
+        takes. A name the store cannot hold (a local path while those are off, a key
+        segment too long for the embedded store's disk) is the caller's to change; any
+        other failure to look is the store's, and retriable."""
         try:
             size = self.objects.size(uri)
-        except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as exc:
             raise InvocationValidationError(
                 f"InputLocation {uri} does not name an object: {exc}"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvocationValidationError(
+                    f"InputLocation {uri} is too long a name for the object store."
+                ) from None
+            raise ServiceUnavailable(
+                f"The object store cannot be reached to check InputLocation {uri}: "
+                f"{exc.strerror or type(exc).__name__}. Try again."
             ) from None
         if size > self.max_payload_bytes:
             raise InvocationValidationError(
@@ -151,6 +170,59 @@ async def object_io(objects: ObjectStore, call: Callable[..., _T], *args: Any) -
     if objects.uses_s3:
         return await asyncio.to_thread(call, *args)
     return call(*args)
+
+
+# The headers that name an object or part of one: checked against sagemaker-runtime's own
+# limits and patterns, and, for those that become part of an object key, refused when they
+# would climb out of the output path. InputLocation's scheme is the object store's to
+# judge (local paths are an operator's choice), so only its length is checked here.
+# RequestTTLSeconds and InvocationTimeoutSeconds are numbers, checked where they are read.
+_NAME_HEADERS = ("InputLocation", "S3OutputPathExtension", "Filename", "InferenceId",
+                 "ContentType", "Accept", "CustomAttributes")
+_KEY_PARTS = ("S3OutputPathExtension", "Filename")
+
+
+@cache
+def _header_rules() -> dict[str, tuple[bytes, str, int, int, regex.Pattern[str] | None]]:
+    """Member name -> (header, header as the client spells it, min and max length,
+    pattern), from botocore's model of InvokeEndpointAsync."""
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    members = model.operation_model("InvokeEndpointAsync").input_shape.members
+    rules = {}
+    for member in _NAME_HEADERS:
+        shape = members[member]
+        header = shape.serialization["name"]
+        pattern = shape.metadata.get("pattern") if member != "InputLocation" else None
+        rules[member] = (header.lower().encode(), header, shape.metadata.get("min", 0),
+                         shape.metadata.get("max", 1 << 30),
+                         regex.compile(pattern, regex.DOTALL) if pattern else None)
+    return rules
+
+
+def _check_headers(headers: dict[bytes, bytes]) -> None:
+    """Refuse, naming the header, any name SageMaker would refuse or that would lead a
+    write out of the endpoint's output path: such a request must fail here with a 400,
+    not be queued, run and then fail to write its answer."""
+    for member, (key, header, low, high, pattern) in _header_rules().items():
+        raw = headers.get(key)
+        if raw is None:
+            continue
+        value = raw.decode("latin-1")
+        if not low <= len(value) <= high:
+            raise InvocationValidationError(
+                f"{header} must be {low} to {high} characters long; it has {len(value)}."
+            )
+        if pattern is not None and not pattern.fullmatch(value):
+            raise InvocationValidationError(
+                f"{header} {value[:128]!r} must match the pattern {pattern.pattern}."
+            )
+        if member in _KEY_PARTS and any(
+            part in (".", "..") for part in value.strip("/").split("/")
+        ):
+            raise InvocationValidationError(
+                f"{header} {value[:128]!r} must not contain '.' or '..' path segments: it "
+                "names a key under the endpoint's output path."
+            )
 
 
 def _get(headers: dict[bytes, bytes], name: str) -> str | None:

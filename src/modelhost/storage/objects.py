@@ -6,7 +6,9 @@ When an S3 endpoint is configured the way AWS tools expect (explicit URL,
 `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, or `endpoint_url` in the shared AWS config),
 the very same URIs go to that S3 through s3fs, so a deployment can switch between the two
 without changing a single request. `file://` URIs and plain paths address the local
-filesystem directly.
+filesystem directly, but only where the operator allows it (`allow_local_paths`,
+MODELHOST_ALLOW_LOCAL_PATHS): the URIs come from callers, and a local path would let any
+caller who may create a model or invoke an endpoint read any file the server can read.
 
 All methods are synchronous and blocking (s3fs drives its own event loop on a private
 thread): code in the asyncio server should call them through `asyncio.to_thread` so a
@@ -48,6 +50,10 @@ _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _S3_SCHEME = "s3://"
 _FILE_SCHEME = "file://"
+# Longest file name and path local filesystems take (NAME_MAX, PATH_MAX on Linux): an S3
+# key may hold longer segments, the embedded store cannot.
+_NAME_MAX = 255
+_PATH_MAX = 4095
 
 
 def configured_s3_endpoint() -> str | None:
@@ -94,7 +100,8 @@ class ObjectStore:
 
     `local_root` holds the embedded buckets (`<data-dir>/objects`). With
     `s3_endpoint_url` (or `real_s3=True`, meaning AWS's own S3) `s3://` URIs go to S3
-    through s3fs instead, with credentials from the standard AWS chain.
+    through s3fs instead, with credentials from the standard AWS chain. `file://` URIs
+    and plain paths are refused (ValueError) unless `allow_local_paths`.
     """
 
     def __init__(
@@ -103,9 +110,11 @@ class ObjectStore:
         s3_endpoint_url: str | None = None,
         *,
         real_s3: bool = False,
+        allow_local_paths: bool = False,
     ) -> None:
         self.local_root = Path(local_root).expanduser().resolve()
         self.s3_endpoint_url = s3_endpoint_url or None
+        self.allow_local_paths = allow_local_paths
         self._local = LocalFileSystem()
         self._s3: AbstractFileSystem | None = None
         if self.s3_endpoint_url is not None or real_s3:
@@ -126,7 +135,8 @@ class ObjectStore:
 
     @classmethod
     def from_environment(
-        cls, local_root: Path | str, s3_endpoint_url: str | None = None
+        cls, local_root: Path | str, s3_endpoint_url: str | None = None, *,
+        allow_local_paths: bool = False,
     ) -> ObjectStore:
         """Pick embedded or real S3 the way the operator configured AWS tools.
 
@@ -134,17 +144,18 @@ class ObjectStore:
         store; an endpoint from botocore's resolution (`configured_s3_endpoint`);
         `MODELHOST_S3=aws` uses AWS's own S3 with no custom endpoint; otherwise embedded.
         """
+        local = allow_local_paths
         if s3_endpoint_url:
-            return cls(local_root, s3_endpoint_url)
+            return cls(local_root, s3_endpoint_url, allow_local_paths=local)
         mode = os.environ.get("MODELHOST_S3", "").strip().lower() or "auto"
         if mode not in ("auto", "local", "aws"):
             raise ValueError(f"MODELHOST_S3 must be 'auto', 'local' or 'aws', not {mode!r}")
         if mode == "local":
-            return cls(local_root)
+            return cls(local_root, allow_local_paths=local)
         endpoint = configured_s3_endpoint()
         if endpoint:
-            return cls(local_root, endpoint)
-        return cls(local_root, real_s3=(mode == "aws"))
+            return cls(local_root, endpoint, allow_local_paths=local)
+        return cls(local_root, real_s3=(mode == "aws"), allow_local_paths=local)
 
     @property
     def uses_s3(self) -> bool:
@@ -165,6 +176,13 @@ class ObjectStore:
             raise ValueError(f"object URI {uri!r} contains a NUL character")
         if uri.startswith(_S3_SCHEME):
             return self._resolve_s3(uri)
+        if not self.allow_local_paths and (
+            uri.startswith(_FILE_SCHEME) or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri)
+        ):
+            raise ValueError(
+                f"object URI {uri[:256]!r} is a local path; only s3:// URIs are accepted "
+                "(an operator can allow local paths with MODELHOST_ALLOW_LOCAL_PATHS=1)"
+            )
         if uri.startswith(_FILE_SCHEME):
             raw = uri[len(_FILE_SCHEME):]
             if raw.startswith("localhost/"):
@@ -201,6 +219,13 @@ class ObjectStore:
         path = posixpath.normpath(f"{bucket_dir}/{key}")
         if path != bucket_dir and not path.startswith(bucket_dir + "/"):
             raise ValueError(f"object URI {uri!r} escapes its bucket")
+        if len(path.encode()) > _PATH_MAX or any(
+            len(part.encode()) > _NAME_MAX for part in f"{bucket}/{key}".split("/")
+        ):
+            raise ValueError(
+                f"object URI {uri[:256]!r} is too long for the embedded object store: a "
+                f"bucket or key segment may have at most {_NAME_MAX} bytes"
+            )
 
         def to_uri(p: str) -> str:
             return _S3_SCHEME + posixpath.relpath(p, root)
@@ -284,7 +309,7 @@ class ObjectStore:
     def _info(self, t: _Target) -> dict[str, Any]:
         try:
             return t.fs.info(t.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a "folder" that is an object
             raise _missing(t.uri) from None
 
     # ------------------------------------------------------------------ reading
@@ -314,7 +339,7 @@ class ObjectStore:
                     raise ValueError(f"{uri} is not a regular file")
                 return t.fs.open(t.path, "rb")
             return t.fs.open(t.path, "rb", block_size=_S3_READ_BLOCK_BYTES)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise _missing(uri) from None
         except IsADirectoryError:
             raise IsADirectoryError(f"{uri} is a prefix/folder, not an object") from None
@@ -496,7 +521,9 @@ def _atomic_local_writer(path: str) -> IO[bytes]:
         raise IsADirectoryError(f"{path} is a folder, not an object")
     parent, _, name = path.rpartition("/")
     os.makedirs(parent or "/", exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=parent or "/", prefix=f".{name}.", suffix=_PARTIAL_SUFFIX)
+    # The hidden name must fit NAME_MAX too: a name of up to 255 bytes is a valid object.
+    stem = name.encode()[:200].decode(errors="ignore")
+    fd, temp = tempfile.mkstemp(dir=parent or "/", prefix=f".{stem}.", suffix=_PARTIAL_SUFFIX)
     # mkstemp creates 0600; objects should be readable like any file the user writes
     # (instances in containers may run as another user). Reading the umask would mean
     # briefly changing it, which races with other threads, so use the usual 0644.
