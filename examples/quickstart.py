@@ -65,9 +65,9 @@ def package_model(data_dir: Path) -> str:
 
 
 def print_snippet(model: Path) -> None:
-    """Keep a copy of the model next to the default data dir, so the snippet runs as is
-    against a server started with the defaults in this folder."""
-    kept = Path(".modelhost") / "quickstart" / "model.tar.gz"
+    """Keep a copy of the model in the default data dir's object store, so the snippet
+    runs as is against a server started with the defaults in this folder."""
+    kept = Path(".modelhost") / "objects" / "quickstart" / "iris" / "model.tar.gz"
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, kept)
     print(f"""
@@ -80,7 +80,7 @@ then, from Python:
     sm = boto3.client("sagemaker", **aws)
     rt = boto3.client("sagemaker-runtime", **aws)
     sm.create_model(ModelName="iris", PrimaryContainer={{
-        "Image": "modelhost/sklearn", "ModelDataUrl": "file://{kept.resolve()}"}})
+        "Image": "modelhost/sklearn", "ModelDataUrl": "s3://quickstart/iris/model.tar.gz"}})
     sm.create_endpoint_config(EndpointConfigName="iris", ProductionVariants=[{{
         "VariantName": "AllTraffic", "ModelName": "iris",
         "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}}])
