@@ -228,6 +228,7 @@ class ModelhostServer:
         self.port = free_port()
         self.log_level = log_level
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.metrics_token = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -305,7 +306,12 @@ class ModelhostServer:
         )
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+        """/metrics, with the bearer token a server with access keys wants when
+        `metrics_token` is set (its MODELHOST_METRICS_TOKEN)."""
+        headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token \
+            else {}
+        request = urllib.request.Request(f"{self.url}/metrics", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return str(response.read().decode())
 
 
@@ -440,9 +446,10 @@ def undeploy(sagemaker: Any, name: str, timeout_s: float = 60.0) -> None:
         sagemaker.delete_model(ModelName=name)
 
 
-def post(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+def post(url: str, body: bytes, content_type: str,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type})
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -475,6 +482,7 @@ _WRK_LUA = """\
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = {content_type}
+{extra_headers}
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -509,8 +517,14 @@ class LoadGenerator:
         if kind == "wrk" and self.wrk is None:
             raise RuntimeError("wrk not found; install it with `apt-get install -y wrk`")
         self.script = work_dir / "post.lua"
-        self.script.write_text(_WRK_LUA.format(body=_lua_string(body.decode()),
-                                               content_type=_lua_string(content_type)))
+        self._write_script({})
+
+    def _write_script(self, headers: dict[str, str]) -> None:
+        extra = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
+                          for k, v in headers.items())
+        self.script.write_text(_WRK_LUA.format(body=_lua_string(self.body.decode()),
+                                               content_type=_lua_string(self.content_type),
+                                               extra_headers=extra))
 
     @classmethod
     def choose(cls, requested: str, body: bytes, content_type: str,
@@ -527,9 +541,13 @@ class LoadGenerator:
             return f"{wrk_version(self.wrk)}, 1 thread, keep-alive"
         return "modelhost.loadgen closed loop in a separate process, keep-alive"
 
-    def run(self, url: str, connections: int, duration_s: float) -> LoadResult:
+    def run(self, url: str, connections: int, duration_s: float,
+            headers: dict[str, str] | None = None) -> LoadResult:
+        """One run; `headers` go on every request (one SigV4 signature, replayed: the
+        server checks it in full each time, which is the cost a signed client adds)."""
         if self.kind == "wrk":
             assert self.wrk is not None
+            self._write_script(headers or {})
             # wrk takes whole seconds only.
             command = [self.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
                        "--latency", "--timeout", "5s", "-s", str(self.script), url]
@@ -540,7 +558,7 @@ class LoadGenerator:
             spec = LoadSpec(url=url, phases=(Phase(duration_s, users=connections),),
                             mode="closed", payloads=(self.body,),
                             content_type=self.content_type, max_connections=connections,
-                            timeout_s=5.0)
+                            timeout_s=5.0, headers=tuple((headers or {}).items()))
             command = [sys.executable, "-m", "modelhost.loadgen"]
             stdin = json.dumps(spec.to_json())
         cpu_before = children_cpu_seconds()

@@ -16,8 +16,14 @@ Why this shape:
   each run: CPU per request says where the cost is, and cores in use say whether the
   machine, not the software, was the limit.
 
+- `--signed` starts the server with MODELHOST_ACCESS_KEYS and sends the routed requests
+  SigV4-signed (one signature per run, replayed; the server verifies it in full on every
+  request, body hash included), /metrics read with MODELHOST_METRICS_TOKEN: compare the
+  routed figures of a run with and without it for what authentication costs.
+
 Usage:
-    python benchmarks/realtime_overhead.py [--duration S] [--connections 1,8] [--out DIR]
+    python benchmarks/realtime_overhead.py [--duration S] [--connections 1,8] [--signed]
+        [--out DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 
 import orjson
 from _common import (
+    AWS_ENV,
     BENCHMARKS_DIR,
     EMPTY_HISTOGRAM,
     HistogramSnapshot,
@@ -57,6 +64,9 @@ from _common import (
     sigterm_as_interrupt,
     undeploy,
 )
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 CONTENT_TYPE = "application/json"
 OVERHEAD_METRIC = "modelhost_overhead_latency_seconds"
@@ -108,8 +118,10 @@ class Bench:
     """The two URLs of one endpoint and how to measure a run against either."""
 
     def __init__(self, server: ModelhostServer, instance: InstanceProcess, endpoint: str,
-                 generator: LoadGenerator) -> None:
+                 generator: LoadGenerator, body: bytes, signed: bool = False) -> None:
         self.server = server
+        self.body = body
+        self.signed = signed
         self.instance = instance
         self.endpoint = endpoint
         self.generator = generator
@@ -117,6 +129,17 @@ class Bench:
             DIRECT: f"{instance.url}/invocations",
             ROUTED: f"{server.url}/endpoints/{endpoint}/invocations",
         }
+
+    def headers(self, path: str) -> dict[str, str]:
+        """A fresh SigV4 signature of the routed request when `signed` (valid for the
+        server's 15-minute window, so each run signs anew)."""
+        if not self.signed or path != ROUTED:
+            return {}
+        request = AWSRequest("POST", self.urls[ROUTED], data=self.body,
+                             headers={"Content-Type": CONTENT_TYPE})
+        SigV4Auth(Credentials(AWS_ENV["AWS_ACCESS_KEY_ID"], AWS_ENV["AWS_SECRET_ACCESS_KEY"]),
+                  "sagemaker", AWS_ENV["AWS_DEFAULT_REGION"]).add_auth(request)
+        return {k: v for k, v in request.headers.items() if k != "Content-Type"}
 
     def _overhead_and_model(self) -> tuple[HistogramSnapshot, HistogramSnapshot]:
         text = self.server.metrics_text()
@@ -129,7 +152,8 @@ class Bench:
         server_cpu = cpu_seconds(self.server.pid)
         instance_cpu = cpu_seconds(self.instance.pid)
         machine_cpu = machine_busy_seconds()
-        load = self.generator.run(self.urls[path], connections, duration_s)
+        load = self.generator.run(self.urls[path], connections, duration_s,
+                                  self.headers(path))
         run = Run(round_, path, connections, load,
                   server_cpu_s=cpu_seconds(self.server.pid) - server_cpu,
                   instance_cpu_s=cpu_seconds(self.instance.pid) - instance_cpu,
@@ -235,7 +259,8 @@ def render(facts: dict[str, str], args: argparse.Namespace,
     conns: list[int] = args.connections
     out = ["# modelhost real-time overhead: direct vs via the router", ""]
     out.append(f"iris LogisticRegression (sklearn), JSON body of 3 rows, one ml.m5.large "
-               f"instance; {args.rounds} alternating rounds of {args.duration:g} s per cell "
+               f"instance; routed requests {'SigV4-signed' if args.signed else 'unsigned'}; "
+               f"{args.rounds} alternating rounds of {args.duration:g} s per cell "
                f"after {args.warmup:g} s warm-up; medians over rounds.")
     out.append("")
     out.append(_table(["machine", ""], [[k, v] for k, v in facts.items()]))
@@ -471,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, py-spy the server and the instance during "
                              "one more routed run at the highest concurrency")
+    parser.add_argument("--signed", action="store_true",
+                        help="require SigV4 (MODELHOST_ACCESS_KEYS) and sign routed requests")
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
     args = parser.parse_args(argv)
 
@@ -482,7 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         sagemaker = None
         try:
             print(f"starting modelhost server on port {server.port} ...", file=sys.stderr)
-            server.start()
+            if args.signed:
+                server.metrics_token = "benchmark-metrics-token"
+                server.start(env={
+                    "MODELHOST_ACCESS_KEYS": f"{AWS_ENV['AWS_ACCESS_KEY_ID']}:"
+                                             f"{AWS_ENV['AWS_SECRET_ACCESS_KEY']}",
+                    "MODELHOST_METRICS_TOKEN": server.metrics_token})
+            else:
+                server.start()
             sagemaker = server.client("sagemaker")
             model_url = put_iris_model(server)
             started = time.monotonic()
@@ -492,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             instances = instance_processes(server.pid)
             if len(instances) != 1:
                 raise RuntimeError(f"expected one instance process, found {instances}")
-            bench = Bench(server, instances[0], endpoint, generator)
+            bench = Bench(server, instances[0], endpoint, generator, body, args.signed)
             _check_same_answer(bench, body)
             report = _run_rounds(bench, args, generator)
             if args.profile:
@@ -517,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_same_answer(bench: Bench, body: bytes) -> None:
     """Both paths must give the same prediction, or the comparison is meaningless."""
-    answers = {path: post(url, body, CONTENT_TYPE) for path, url in bench.urls.items()}
+    answers = {path: post(url, body, CONTENT_TYPE, bench.headers(path))
+               for path, url in bench.urls.items()}
     for path, (status, payload) in answers.items():
         if status != 200:
             raise RuntimeError(f"{path} answered {status}: {payload[:300]!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelhost.auth import access_keys_from_environment
+from modelhost.policy import Policies
 
 
 def _env_float(name: str, default: float) -> float:
@@ -50,6 +51,12 @@ class Settings:
     )
     # SigV4 access keys (access key id -> secret); empty: signatures are not checked.
     access_keys: dict[str, str] = field(default_factory=access_keys_from_environment)
+    # IAM-style permissions of those keys (modelhost.policy); unset: each may do anything.
+    policy_file: str = field(default_factory=lambda: os.environ.get("MODELHOST_POLICY_FILE", ""))
+    # A bearer token that lets a Prometheus scraper read /metrics without signing.
+    metrics_token: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_METRICS_TOKEN", ""), repr=False
+    )
     # Refuse model archives that unpack to more than this.
     max_model_bytes: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_MAX_MODEL_BYTES", 20 * 1024**3))
@@ -130,12 +137,17 @@ class Settings:
         or "auto"
     )
     cpu_scale: float = field(default_factory=lambda: _env_float("MODELHOST_CPU_SCALE", 1.0))
+    # Loaded from policy_file (checked whole) when the settings are made.
+    policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
         if not 0 < self.cpu_scale <= 1024:
             raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
+        if self.policy_file:
+            object.__setattr__(self, "policies", Policies.load(
+                Path(self.policy_file), self.access_keys, self.account_id))
 
     @property
     def state_path(self) -> Path:

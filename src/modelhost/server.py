@@ -7,16 +7,19 @@ of every prediction and a handful of prefix checks is all the routing it needs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import cbor2
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelhost import api, auth, metrics
+from modelhost import access, api, auth, metrics
 from modelhost.config import Settings
 from modelhost.controllers import (
     AsyncInferenceController,
@@ -96,6 +99,7 @@ class ModelhostApp:
             settings.max_async_payload_bytes, settings.async_min_ttl_s,
             self.async_controller.notify,
         )
+        self.arns = access.Arns(settings.region, settings.account_id)
         self._controller_tasks: list[asyncio.Task[None]] = []
 
     def _notify(self) -> None:
@@ -157,10 +161,27 @@ class ModelhostApp:
         elif method in ("GET", "HEAD") and path == "/ping":
             await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
         elif method in ("GET", "HEAD") and path == "/metrics":
+            try:
+                if not auth.has_bearer_token(dict(scope["headers"]),
+                                             self.settings.metrics_token):
+                    await self._authenticate(scope, receive, 0,
+                                             lambda _: access.Access("modelhost:GetMetrics",
+                                                                     ["*"]))
+            except SageMakerError as error:
+                await _respond_error(send, error)
+                return
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
         elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
-            curves = self.recommender.load_curves(path[len(_CURVES):-len("/load-curves")])
+            job = path[len(_CURVES):-len("/load-curves")]
+            try:
+                await self._authenticate(scope, receive, 0, lambda _: access.Access(
+                    "modelhost:GetLoadCurves",
+                    [self.arns.sagemaker("inference-recommendations-job", job)]))
+            except SageMakerError as error:
+                await _respond_error(send, error)
+                return
+            curves = self.recommender.load_curves(job)
             if curves is None:
                 await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
             else:
@@ -189,15 +210,20 @@ class ModelhostApp:
         """A control-plane call: JSON 1.1 on `/`, or with `cbor` the RPC v2 CBOR protocol
         (CloudWatch)."""
         headers = dict(scope["headers"])
+        if cbor:
+            service, _, operation = scope["path"][len(api.rpcv2_cbor.PREFIX):].partition(
+                "/operation/")
+            target = f"{service}.{operation}"
+        else:
+            target = headers.get(b"x-amz-target", b"").decode("latin-1")
         try:
-            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
-            if body is None:
-                raise RequestTooLarge(
+            body = await self._authenticate(
+                scope, receive, _MAX_CONTROL_BODY,
+                lambda body: access.control(target, _decoded(body, cbor), self.arns),
+                lambda: RequestTooLarge(
                     f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
-                    "requests are small JSON documents."
-                )
-            if self.settings.access_keys:
-                self._authenticate(scope, headers, body)
+                    "requests are small JSON documents."),
+                access.signing_service(target))
         except SageMakerError as error:
             await _respond_error(send, error)
             return
@@ -207,7 +233,6 @@ class ModelhostApp:
             await _respond(send, status, payload,
                            [*extra, (b"x-amzn-requestid", str(uuid.uuid4()).encode())])
             return
-        target = headers.get(b"x-amz-target", b"").decode("latin-1")
         # In a thread: validating a large request must not hold up predictions.
         status, payload = await asyncio.to_thread(api.handle, self.context, target, body)
         await _respond(send, status, payload, [
@@ -224,13 +249,17 @@ class ModelhostApp:
         headers = dict(scope["headers"])
         try:
             self.invoker.check_declared_length(headers)
-            body = await _read_body(receive, limit=self.settings.max_payload_bytes)
-            if body is None:
-                raise self.invoker.too_large()
-            if self.settings.access_keys and not auth.is_internal(
-                headers, self.settings.internal_token
-            ):
-                self._authenticate(scope, headers, body)
+            if auth.is_internal(headers, self.settings.internal_token):
+                body = await _read_body(receive, limit=self.settings.max_payload_bytes)
+                if body is None:
+                    raise self.invoker.too_large()
+            else:
+                body = await self._authenticate(
+                    scope, receive, self.settings.max_payload_bytes,
+                    lambda _: access.endpoint(
+                        "sagemaker:InvokeEndpointWithResponseStream" if stream
+                        else "sagemaker:InvokeEndpoint", name, self.arns),
+                    self.invoker.too_large)
             if stream:
                 await stream_invocation(self.invoker, name, body, headers, started, receive,
                                        send)
@@ -245,12 +274,11 @@ class ModelhostApp:
         """InvokeEndpointAsync: 202 with where the result will appear."""
         headers = dict(scope["headers"])
         try:
-            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
-            if body is None:
-                raise RequestTooLarge("InvokeEndpointAsync takes its input from InputLocation, "
-                                      "not from the request body.")
-            if self.settings.access_keys:
-                self._authenticate(scope, headers, body)
+            await self._authenticate(
+                scope, receive, _MAX_CONTROL_BODY,
+                lambda _: access.endpoint("sagemaker:InvokeEndpointAsync", name, self.arns),
+                lambda: RequestTooLarge("InvokeEndpointAsync takes its input from "
+                                        "InputLocation, not from the request body."))
             answer, extra = await self.accepter.accept(name, headers)
         except SageMakerError as error:
             await _respond_error(send, error)
@@ -262,9 +290,8 @@ class ModelhostApp:
         """The backlog, in-flight and failed requests of an endpoint (for `modelhost
         endpoints async-requests`); `?state=` picks one state."""
         try:
-            await _read_body(receive, limit=0)
-            if self.settings.access_keys:
-                self._authenticate(scope, dict(scope["headers"]), b"")
+            await self._authenticate(scope, receive, 0, lambda _: access.endpoint(
+                "modelhost:ListAsyncRequests", name, self.arns))
             query = parse_qs(scope["query_string"].decode("latin-1"))
             states = query.get("state", ["queued", "running", "failed"])
             if any(state not in STATES for state in states):
@@ -282,10 +309,41 @@ class ModelhostApp:
         }
         await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
 
-    def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], body: bytes) -> None:
-        auth.verify(self.settings.access_keys, scope["method"],
-                    scope.get("raw_path") or scope["path"].encode(), scope["query_string"],
-                    headers, body)
+    async def _authenticate(
+        self, scope: Scope, receive: Any, limit: int, wanted: Callable[[bytes], access.Access],
+        too_large: Callable[[], SageMakerError] = lambda: RequestTooLarge(
+            "This request takes no body."),
+        service: str = access.SAGEMAKER,
+    ) -> bytes:
+        """Read the body (`too_large()` is raised past `limit`) and, with access keys
+        configured, check that one of them signed this request, body included (hashed as
+        it arrives), for `service`, and that its policy allows what `wanted(body)` says
+        the request does."""
+        digest = hashlib.sha256() if self.settings.access_keys else None
+        body = await _read_body(receive, limit, digest)
+        if body is None:
+            raise too_large()
+        if digest is None:
+            return body
+        key = auth.verify(self.settings.access_keys, auth.SignedRequest(
+            scope["method"], scope.get("raw_path") or scope["path"].encode(),
+            scope["query_string"], dict(scope["headers"]), digest.hexdigest(),
+        ), service, self.settings.region)
+        if self.settings.policies is not None:
+            asked = wanted(body)
+            self.settings.policies.authorize(key, asked.action, asked.resources)
+        return body
+
+
+def _decoded(body: bytes, cbor: bool) -> Any:
+    """A control-plane body's parameters for finding the names it carries; None when it
+    does not decode (the operation then refuses it, and the policy sees `*`)."""
+    try:
+        if not body.strip():
+            return {}
+        return cbor2.loads(body) if cbor else orjson.loads(body)
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return None
 
 
 async def _respond_error(send: Any, error: SageMakerError, status: int | None = None) -> None:
@@ -297,8 +355,9 @@ async def _respond_error(send: Any, error: SageMakerError, status: int | None = 
     ])
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None once it grows past `limit`."""
+async def _read_body(receive: Any, limit: int, digest: Any = None) -> bytes | None:
+    """The whole request body, or None once it grows past `limit`; `digest` (a hashlib
+    object) is fed each chunk as it arrives."""
     chunks = []
     size = 0
     while True:
@@ -308,6 +367,8 @@ async def _read_body(receive: Any, limit: int) -> bytes | None:
             size += len(chunk)
             if size > limit:
                 return None
+            if digest is not None:
+                digest.update(chunk)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break

@@ -34,7 +34,7 @@ def secured(tmp_path_factory) -> Iterator[ServerProcess]:
 
 
 def _client(server: ServerProcess, service: str, key: str = KEY, secret: str = SECRET):
-    return boto3.client(service, endpoint_url=server.url, region_name="eu-west-1",
+    return boto3.client(service, endpoint_url=server.url, region_name="us-east-1",
                         aws_access_key_id=key, aws_secret_access_key=secret,
                         config=Config(retries={"max_attempts": 1}))
 
