@@ -6,7 +6,9 @@ answer, tagging the members the model says are timestamps as CBOR epoch times (t
 
 botocore 1.43 prefers JSON 1.0 (`X-Amz-Target: GraniteServiceVersion20100801.<Op>`, served
 by the JSON dispatch) where a model lists both; this transport serves the clients and
-SDKs that pick CBOR.
+SDKs that pick CBOR. Only services whose model lists the protocol are served here (of
+modelhost's, CloudWatch): the others' operations are refused before they run, as AWS
+would refuse them, and the protocol could not carry modelhost's document members anyway.
 
 Every answer on this route is CBOR in the protocol's error format, a genuine bug
 included (InternalFailure, with the traceback in the log): a plain-text 500 is not an
@@ -25,11 +27,12 @@ from botocore.model import Shape
 
 from modelhost.api.context import Context
 from modelhost.api.protocol import call, operation_model
-from modelhost.errors import InternalFailure, SageMakerError, ValidationError
+from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/service/"
+_PROTOCOL = "smithy-rpc-v2-cbor"
 Headers = list[tuple[bytes, bytes]]
 _HEADERS: Headers = [(b"smithy-protocol", b"rpc-v2-cbor"), (b"content-type", b"application/cbor")]
 # What a JSON body can hold, so both protocols take the same requests: 64-bit integers,
@@ -57,6 +60,14 @@ def error_answer(error: SageMakerError, status: int | None = None) -> tuple[int,
 def _handle(ctx: Context, path: str, body: bytes) -> tuple[int, bytes, Headers]:
     service, _, operation = path[len(PREFIX):].partition("/operation/")
     target = f"{service}.{operation}"
+    try:
+        model = operation_model(target)
+        if _PROTOCOL not in model.service_model.metadata.get("protocols", ()):
+            raise UnknownOperation(
+                f"{service} operations are not served over RPC v2 CBOR; send them as AWS "
+                f"JSON (POST / with X-Amz-Target: {target}).")
+    except SageMakerError as error:
+        return error_answer(error)
 
     def decode() -> Any:
         try:
@@ -70,7 +81,7 @@ def _handle(ctx: Context, path: str, body: bytes) -> tuple[int, bytes, Headers]:
     if status != 200:
         return status, cbor2.dumps({"__type": answer["__type"], "message": answer["message"]}), \
             list(_HEADERS)
-    answer = _tag_timestamps(answer, operation_model(target).output_shape)
+    answer = _tag_timestamps(answer, model.output_shape)
     return status, cbor2.dumps(answer), list(_HEADERS)
 
 
@@ -105,7 +116,7 @@ def _check_plain(value: Any, depth: int) -> None:
 
 def _tag_timestamps(value: Any, shape: Shape | None) -> Any:
     """The answer with its timestamp members (epoch seconds) as CBOR tag 1."""
-    if shape is None or shape.metadata.get("document"):
+    if shape is None:
         return value
     if shape.type_name == "timestamp" and isinstance(value, int | float):
         return cbor2.CBORTag(1, value)
