@@ -602,6 +602,9 @@ _JUNK: list[Any] = [
     "x" * 300, "\u00fc\u202e\U0001f4a5\x00", [], [None], {}, {"a": 1}, [[[]]],
     {"a": {"b": {"c": [1, {"d": None}]}}}, "1e20", "yesterday", "2020-01-01T00:00:00Z",
     "\u00b2", "NaN", "../../etc/passwd", "s3://../../x", "%00",
+    # path components over 255 bytes: S3 takes them, a local file name cannot hold them
+    "s3://fuzz/" + "a" * 300 + "/", "/" + "a" * 300 + "/model.tar.gz", "a" * 256,
+    "s3://fuzz/" + "a" * 300 + "/{date:%Y}/", "* * * * *", "0 2 1 1 *",
 ]
 _JUNK_BODIES = [b"", b" ", b"null", b"[]", b'"x"', b"1", b"true", b"{", b"\xff\xfe{}",
                 b"\xef\xbb\xbf{}", b'{"a": NaN}', b'{"a": 1e400}', b"{}{}", b'{"a":}',
@@ -643,6 +646,10 @@ class _Generator:
     def value(self, shape, depth: int = 0) -> Any:
         rng = self.rng
         kind = shape.type_name
+        if kind == "structure" and shape.metadata.get("document"):
+            return rng.choice([_job_template(self.names[0]), {},
+                               {**_job_template(self.names[0]), "TransformJobName": "x"},
+                               rng.choice(_JUNK)])
         if kind == "structure":
             return {name: self.value(member, depth + 1) for name, member in shape.members.items()
                     if name in shape.required_members
@@ -781,6 +788,73 @@ def test_generated_sweep_never_5xx(server, live: str) -> None:
     assert not problems, f"{len(problems)} distinct problems:\n" + "\n".join(
         f"{op}: {text}" for (op, _), text in sorted(problems.items()))
     assert elapsed < 20, f"sweep of {len(requests)} requests took {elapsed:.1f} s"
+
+
+# Fixed and seeded, so CI sends the same requests every run: per Modelhost operation over
+# JSON, and per CloudWatch operation over CBOR.
+MODELHOST_REQUESTS_PER_OPERATION = 200
+CBOR_REQUESTS_PER_OPERATION = 100
+_CBOR_JUNK_BODIES = [b"", b"\xa0", b"\x80", b"\xff", b"\xbf", b"\x9f" * 500, b"\xf7",
+                     b"\xc1\x1b\x7f\xff\xff\xff\xff\xff\xff\xff", b"\xfb\x7f\xf8" + b"\x00" * 6,
+                     b"\x1b\xff\xff\xff\xff\xff\xff\xff\xff", b"\xa1\x01\x02", b"\xd9\xd9\xf7\xa0"]
+
+
+def test_generated_sweep_of_modelhost_and_cbor_never_5xx(server, live: str) -> None:
+    """modelhost's own operations from their service model over JSON, CloudWatch's and
+    refused services' over CBOR, with junk bodies: no 5xx, every answer parsed by botocore."""
+    rng = random.Random(20250107)
+    generator = _Generator(rng, [live, "fuzz-missing", "a" * 48, "-bad-", "a" * 300],
+                           [f"{ARN}:model/{live}", "not-an-arn"])
+    requests: list[tuple[str, Any, str, bytes]] = []  # protocol, output shape, target, body
+    for operation in _MODELHOST.operation_names:
+        model = _MODELHOST.operation_model(operation)
+        for index in range(MODELHOST_REQUESTS_PER_OPERATION):
+            params = generator.value(model.input_shape)
+            if index % 2:
+                params = generator.mutate(params)
+            requests.append(("json", model.output_shape, f"Modelhost.{operation}",
+                             json.dumps(params).encode()))
+        requests.extend(("json", model.output_shape, f"Modelhost.{operation}", body)
+                        for body in _JUNK_BODIES)
+        requests.append((CBOR, None, f"Modelhost.{operation}", cbor2.dumps({})))
+    for operation in ("PutMetricAlarm", "DescribeAlarms", "DescribeAlarmsForMetric",
+                      "DeleteAlarms"):
+        model = _CLOUDWATCH.operation_model(operation)
+        for index in range(CBOR_REQUESTS_PER_OPERATION):
+            params = generator.value(model.input_shape)
+            if index % 2:
+                params = generator.mutate(params)
+            requests.append((CBOR, model.output_shape, f"{_CW}.{operation}",
+                             cbor2.dumps(params)))
+        requests.extend((CBOR, model.output_shape, f"{_CW}.{operation}", body)
+                        for body in _CBOR_JUNK_BODIES)
+    for operation in OPERATIONS:
+        requests.append((CBOR, None, f"SageMaker.{operation}", cbor2.dumps({})))
+
+    problems: dict[tuple[str, str], str] = {}
+    for protocol, output, target, body in requests:
+        try:
+            status, headers, answer = (_post(server, target, body, timeout=10)
+                                       if protocol == "json" else
+                                       _post_cbor(server, target, body, timeout=10))
+        except (OSError, http.client.HTTPException) as exc:
+            problems.setdefault((target, type(exc).__name__),
+                                f"no answer ({exc!r}) to {body[:300]!r}")
+            continue
+        problem = _check(output, protocol, status, headers, answer)
+        if problem is not None:
+            problems.setdefault((target, problem.split(":")[0][:60]),
+                                f"{problem}\n    request: {body[:300]!r}")
+    for schedule in json.loads(_post(server, "Modelhost.ListSchedules",
+                                     b'{"MaxResults": 100}')[2])["Schedules"]:
+        _post(server, "Modelhost.DeleteSchedule",
+              json.dumps({"ScheduleName": schedule["ScheduleName"]}).encode())
+    alarms = cbor2.loads(_post_cbor(server, f"{_CW}.DescribeAlarms", b"\xa0")[2])
+    names = [alarm["AlarmName"] for alarm in alarms.get("MetricAlarms", [])]
+    if names:
+        _post_cbor(server, f"{_CW}.DeleteAlarms", cbor2.dumps({"AlarmNames": names}))
+    assert not problems, f"{len(problems)} distinct problems in {len(requests)} requests:\n" \
+        + "\n".join(f"{target}: {text}" for (target, _), text in sorted(problems.items()))
 
 
 # --- the runtime and the other routes -----------------------------------------------------
