@@ -70,7 +70,7 @@ def print_snippet(model: Path) -> None:
     kept = Path(".modelhost") / "objects" / "quickstart" / "iris" / "model.tar.gz"
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, kept)
-    print(f"""
+    print("""
 Your turn. Start a server in this folder:  .venv/bin/modelhost server
 then, from Python:
 
@@ -79,14 +79,14 @@ then, from Python:
                aws_access_key_id="any", aws_secret_access_key="any")  # keys are not checked
     sm = boto3.client("sagemaker", **aws)
     rt = boto3.client("sagemaker-runtime", **aws)
-    sm.create_model(ModelName="iris", PrimaryContainer={{
-        "Image": "modelhost/sklearn", "ModelDataUrl": "s3://quickstart/iris/model.tar.gz"}})
-    sm.create_endpoint_config(EndpointConfigName="iris", ProductionVariants=[{{
+    sm.create_model(ModelName="iris", PrimaryContainer={
+        "Image": "modelhost/sklearn", "ModelDataUrl": "s3://quickstart/iris/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="iris", ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": "iris",
-        "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}}])
+        "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
     sm.create_endpoint(EndpointName="iris", EndpointConfigName="iris")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="iris",
-                                              WaiterConfig={{"Delay": 1}})
+                                              WaiterConfig={"Delay": 1})
     answer = rt.invoke_endpoint(EndpointName="iris", ContentType="text/csv",
                                 Body="5.1,3.5,1.4,0.2")
     print(answer["Body"].read())

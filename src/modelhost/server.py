@@ -19,7 +19,7 @@ import cbor2
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelhost import access, api, auth, metrics
+from modelhost import access, api, auth, header_limit, metrics
 from modelhost.config import Settings
 from modelhost.controllers import (
     AsyncInferenceController,
@@ -36,6 +36,7 @@ from modelhost.errors import (
     RequestTooLarge,
     SageMakerError,
     UnknownOperation,
+    ValidationError,
 )
 from modelhost.instances import get_backend
 from modelhost.instances.cgroups import scope_key
@@ -137,6 +138,9 @@ class ModelhostApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        if header_limit.too_large(scope["headers"]):
+            await _refuse_large_headers(send, path)
+            return
         if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
             await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
         elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
@@ -353,6 +357,19 @@ async def _respond_error(send: Any, error: SageMakerError, status: int | None = 
         (b"x-amzn-errortype", error.code.encode()),
         (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
     ])
+
+
+async def _refuse_large_headers(send: Any, path: str) -> None:
+    """431 in the protocol of the route asked for: the runtime's ValidationError, the
+    control plane's ValidationException, or RPC v2 CBOR's error map."""
+    if path.startswith("/endpoints/"):
+        await _respond_error(send, InvocationValidationError(header_limit.message()), 431)
+    elif path.startswith(api.rpcv2_cbor.PREFIX):
+        status, body, headers = api.rpcv2_cbor.error_answer(
+            ValidationError(header_limit.message()), 431)
+        await _respond(send, status, body, headers)
+    else:
+        await _respond_error(send, ValidationError(header_limit.message()), 431)
 
 
 async def _read_body(receive: Any, limit: int, digest: Any = None) -> bytes | None:

@@ -88,7 +88,7 @@ def test_schedule_creates_dated_jobs_from_the_cli(server, sagemaker, iris_model,
     ({"ScheduleExpression": "every day"}, "cron"),
     ({"InputPrefixTemplate": "s3://b/{day}/"}, "placeholder"),
     ({"InputPrefixTemplate": "s3://b/{date:%Y-%m-%d/"}, "InputPrefixTemplate"),
-    ({"ScheduleName": "x" * 49}, "ScheduleName"),
+    ({"ScheduleName": "x" * 49}, "at 'scheduleName' failed to satisfy constraint"),
     ({"TransformJobTemplate": {"ModelName": "m"}}, "TransformJobTemplate"),
 ])
 def test_bad_schedules_are_validation_errors(server, iris_model, changes, message) -> None:

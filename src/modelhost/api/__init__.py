@@ -7,8 +7,10 @@ from modelhost.api.endpoints import deployed_fields, update_endpoint_weights_and
 from modelhost.api.protocol import handle
 from modelhost.api.recommendations import candidate_label
 from modelhost.api.serverless import instance_bounds
+from modelhost.api.service_models import DATA_PATH as SERVICE_DATA_PATH
 
 __all__ = [
+    "SERVICE_DATA_PATH",
     "Context",
     "candidate_label",
     "deployed_fields",

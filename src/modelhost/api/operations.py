@@ -1,5 +1,5 @@
-"""The SageMaker, Application Auto Scaling and CloudWatch operations modelhost implements, by wire
-name."""
+"""The SageMaker, Application Auto Scaling, CloudWatch and modelhost operations modelhost
+implements, by wire name."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ CLOUDWATCH_OPERATIONS: dict[str, Operation] = {
     "DeleteAlarms": alarms.delete_alarms,
 }
 
-# modelhost's own operations (X-Amz-Target: Modelhost.<Operation>); no botocore model, so
-# each checks its own request.
+# modelhost's own operations (X-Amz-Target: Modelhost.<Operation>), modelled in
+# data/modelhost/*/service-2.json.
 MODELHOST_OPERATIONS: dict[str, Operation] = {
     "CreateSchedule": schedules.create_schedule,
     "DescribeSchedule": schedules.describe_schedule,

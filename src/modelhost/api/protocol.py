@@ -1,18 +1,17 @@
 """The AWS JSON 1.1 protocol of the control plane: `POST /` with `X-Amz-Target:
 SageMaker.<Operation>` (or `AnyScaleFrontendService.<Operation>` for Application Auto
-Scaling). Finds the operation in botocore's service model, validates the
-request against it, runs it, and answers in the shape botocore parses."""
+Scaling, `Modelhost.<Operation>` for modelhost's own). Finds the operation in its
+service model, validates the request against it, runs it, and answers in the shape
+botocore parses."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
-import botocore.session
 import orjson
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel
 
 from modelhost.api.context import Context
 from modelhost.api.operations import (
@@ -22,6 +21,7 @@ from modelhost.api.operations import (
     SAGEMAKER_OPERATIONS,
     Operation,
 )
+from modelhost.api.service_models import service_model as _service_model
 from modelhost.api.validation import validate_request
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
@@ -32,17 +32,13 @@ _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
     "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
     "AnyScaleFrontendService": ("application-autoscaling", AUTOSCALING_OPERATIONS),
     "GraniteServiceVersion20100801": ("cloudwatch", CLOUDWATCH_OPERATIONS),
+    "Modelhost": ("modelhost", MODELHOST_OPERATIONS),
 }
 
 
 # The JSON protocols' validation error, as services that began on the query protocol
 # (CloudWatch) name it: their clients have always caught ValidationError.
 _QUERY_CODES = {"ValidationException": "ValidationError"}
-
-
-@cache
-def _service_model(service: str) -> ServiceModel:
-    return botocore.session.get_session().get_service_model(service)
 
 
 def operation_model(target: str) -> OperationModel:
@@ -79,20 +75,11 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
     """Run one call whatever its wire format: `decode` turns the body into parameters
     (raising ValidationError when it cannot). Returns the status and the answer, or the
     error's body."""
-    prefix, _, name = target.partition(".")
-    model: OperationModel | None
+    prefix = target.partition(".")[0]
     try:
-        if prefix == "Modelhost":
-            if name not in MODELHOST_OPERATIONS:
-                raise UnknownOperation(f"Unknown operation: {name!r}")
-            model, operation = None, MODELHOST_OPERATIONS[name]
-        else:
-            model, operation = _lookup(target)
+        model, operation = _lookup(target)
         params = decode()
-        if model is not None:
-            validate_request(params, model.input_shape)
-        elif not isinstance(params, dict):
-            raise ValidationError("The request body must be a JSON object.")
+        validate_request(params, model.input_shape)
         return 200, operation(ctx, params)
     except SageMakerError as error:
         body = error.body()

@@ -4,14 +4,14 @@ ListSchedules / DeleteSchedule (target prefix `Modelhost.`, same JSON 1.1 protoc
 SageMaker itself leaves this to EventBridge; here a schedule holds a cron expression, a
 CreateTransformJob request (without its name) and an input prefix template such as
 `s3://bucket/in/{date:%Y-%m-%d}/`. The schedule controller creates `<schedule>-<UTC
-yyyymmddHHMMSS>` jobs from it. There is no botocore model for these operations, so they
-check their own requests; the job template is checked exactly as CreateTransformJob
-checks a request, at create time, so a schedule never fires a job that cannot be created.
+yyyymmddHHMMSS>` jobs from it. Their requests are checked against modelhost's service
+model (data/modelhost/*/service-2.json) like any SageMaker request; the job template is
+checked exactly as CreateTransformJob checks a request, at create time, so a schedule
+never fires a job that cannot be created.
 """
 
 from __future__ import annotations
 
-import re
 import string
 from datetime import UTC, datetime
 from typing import Any
@@ -27,17 +27,7 @@ from modelhost.errors import ValidationError
 
 KIND = "schedule"
 LABEL = "schedule"
-# Job names add "-" and 14 digits; SageMaker's TransformJobName allows 63 characters.
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,47}$")
 _STAMP = "%Y%m%d%H%M%S"
-
-
-def _string(params: dict[str, Any], key: str, limit: int = 1024) -> str:
-    value = params.get(key)
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise ValidationError(f"{key} must be a non-empty string of at most {limit} "
-                              "characters.")
-    return value
 
 
 def _check_template(template: str) -> None:
@@ -80,16 +70,14 @@ def next_run(expression: str, after: datetime) -> datetime:
 def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     from modelhost.api.protocol import operation_model  # the protocol imports this module
 
-    name = _string(params, "ScheduleName", 48)
-    if not _NAME.match(name):
-        raise ValidationError("ScheduleName must match ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,47}$.")
-    expression = _string(params, "ScheduleExpression", 256)
+    name = params["ScheduleName"]
+    expression = params["ScheduleExpression"]
     if not croniter.is_valid(expression):
         raise ValidationError(f"ScheduleExpression {expression[:64]!r} is not a cron "
                               "expression (minute hour day month weekday [second]).")
-    template = _string(params, "InputPrefixTemplate")
+    template = params["InputPrefixTemplate"]
     _check_template(template)
-    job = params.get("TransformJobTemplate")
+    job = params["TransformJobTemplate"]
     if not isinstance(job, dict) or "TransformJobName" in job:
         raise ValidationError("TransformJobTemplate must be a CreateTransformJob request "
                               "without TransformJobName.")
@@ -118,7 +106,7 @@ def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return public(require(ctx, KIND, LABEL, _string(params, "ScheduleName", 48)))
+    return public(require(ctx, KIND, LABEL, params["ScheduleName"]))
 
 
 def list_schedules(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +119,7 @@ def list_schedules(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def delete_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Jobs the schedule already created stay, as they would in SageMaker."""
-    name = _string(params, "ScheduleName", 48)
+    name = params["ScheduleName"]
     require(ctx, KIND, LABEL, name)
     ctx.store.delete(KIND, name)
     return {}
