@@ -10,9 +10,14 @@ state store, other models' data or logs, and must not change its own artifacts.
   the server tomorrow stays out by default. The fork server is started the same way, so
   nothing secret is in the memory instances are forked from.
 - When the server runs as root, instances run as ``MODELHOST_INSTANCE_USER`` (default
-  ``nobody``, present on every Debian/Ubuntu machine). Their model folder is the
-  server's (root's, 0755/0644): readable, not writable. Their ``HOME``/``TMPDIR`` is a
-  folder of their own under ``<data-dir>/instances`` owned by that user.
+  ``nobody``, present on every Debian/Ubuntu machine). That user must be able to run the
+  server's Python and reach the data directory; the backend checks once. Where it cannot
+  (an interpreter under /root, a 0700 temporary directory), an explicitly named user is
+  an error for every instance, while the default falls back to the server's user with a
+  warning saying why: a machine that worked keeps working, loudly unconfined. Their
+  model folder is the server's (root's, 0755/0644): readable, not writable. Their
+  ``HOME``/``TMPDIR`` is a folder of their own under ``<data-dir>/instances`` owned by
+  that user.
 - The data directory is 0711 (others may pass through, not list), its ``models`` and
   ``instances`` folders too; everything else in it (state store, queue, objects, logs) is
   closed to other users.
@@ -105,7 +110,7 @@ class InstanceDirs:
 
     def __init__(self, root: Path, user: InstanceUser | None) -> None:
         self.root = root
-        self.user = user
+        self.user: InstanceUser | None = user
         self._launch = root / ".launch"
 
     def prepare(self) -> None:
@@ -138,12 +143,15 @@ class InstanceDirs:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def can_run_as(user: InstanceUser, environment: dict[str, str]) -> str | None:
-    """Why `user` cannot start the model server (the Python installation unreadable to
-    it, say under /root), or None when it can."""
+_PROBE = "import os, sys; import modelhost.modelserver.server; os.stat(sys.argv[1])"
+
+
+def can_run_as(user: InstanceUser, environment: dict[str, str], models: Path) -> str | None:
+    """Why `user` cannot start the model server (the Python installation or the data
+    directory unreachable to it, say under /root), or None when it can."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", "import modelhost.modelserver.server"],
+            [sys.executable, "-c", _PROBE, str(models)],
             user=user.uid, group=user.gid, extra_groups=[], env=environment, cwd="/",
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
         )
@@ -152,6 +160,6 @@ def can_run_as(user: InstanceUser, environment: dict[str, str]) -> str | None:
     if result.returncode == 0:
         return None
     last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-    return (f"the instance user {user.name} cannot import modelhost from {sys.executable} "
-            f"({last}); install modelhost where other users can read it, or set "
-            "MODELHOST_INSTANCE_USER=root to run instances unconfined")
+    return (f"the instance user {user.name} cannot run the model server ({sys.executable}) "
+            f"or reach {models}: {last}; install Python and modelhost, and keep the data "
+            "directory, where other users can pass (not under /root)")

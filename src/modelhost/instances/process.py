@@ -184,6 +184,7 @@ class ProcessBackend:
                  scope: str = "default", data_dir: Path | None = None,
                  instance_user: str = "") -> None:
         self._user: InstanceUser | None = resolve_user(instance_user)
+        self._user_named = bool(instance_user.strip())
         self._data_dir = data_dir
         root = (data_dir / "instances") if data_dir is not None else Path(
             os.environ.get("TMPDIR", "/tmp")) / f"modelhost-instances-{scope}"
@@ -223,13 +224,20 @@ class ProcessBackend:
             protect_data_dir(self._data_dir)
         self._dirs.remove_all()
         self._dirs.prepare()
-        if self._user is not None:
-            self._unusable = await asyncio.to_thread(
-                can_run_as, self._user, inherited_environment())
-            if self._unusable:
-                logger.error("instances cannot start: %s", self._unusable)
-            else:
-                logger.info("instances run as %s (uid %d)", self._user.name, self._user.uid)
+        if self._user is None:
+            return
+        models = self._dirs.root.parent / "models" if self._data_dir else Path("/")
+        reason = await asyncio.to_thread(can_run_as, self._user, inherited_environment(),
+                                         models)
+        if reason is None:
+            logger.info("instances run as %s (uid %d)", self._user.name, self._user.uid)
+        elif self._user_named:
+            self._unusable = reason
+            logger.error("instances cannot start: %s", reason)
+        else:
+            logger.warning("instances run as the server's own user, NOT confined: %s; "
+                           "or name a user in MODELHOST_INSTANCE_USER", reason)
+            self._user = self._dirs.user = None
 
     async def warm(self) -> None:
         """Find the control groups and start the fork server ahead of the first instance."""
