@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         confine.become_subreaper()
         confine.drop_privileges()
         confine.die_with_parent(parent)
+        confine.end_tree_on_sigterm()
         if settings.parent_pid is not None:
             watch_parent(settings.parent_pid)
         _thread_limits()

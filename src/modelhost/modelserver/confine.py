@@ -111,6 +111,18 @@ def _parent_died(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
+def end_tree_on_sigterm() -> None:
+    """SIGTERM ends the tree too. uvicorn takes SIGTERM over while it serves and, after its
+    graceful shutdown, raises it again against the handler it found: this one."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    end_tree()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)  # the exit status still says SIGTERM
+
+
 def end_tree() -> None:
     """Kill everything this instance started (on every way out)."""
     with contextlib.suppress(Exception):
