@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
-from modelhost.instances.client import InstanceClient, InstanceUnreachable, Response
+from modelhost.instances.client import (
+    InstanceClient,
+    InstanceUnreachable,
+    Response,
+    token_header,
+)
 from modelhost.instances.process import ProcessBackend
 
 
@@ -31,4 +36,5 @@ __all__ = [
     "ProcessBackend",
     "Response",
     "get_backend",
+    "token_header",
 ]

@@ -40,6 +40,15 @@ def grant_token(address: tuple[str, int], token: str) -> None:
     _tokens[address] = _TOKEN_HEADER + token.encode()
 
 
+def token_header(address: tuple[str, int]) -> tuple[str, str] | None:
+    """The header an instance's requests carry, for a load generator in another process
+    (given over a pipe, never on a command line)."""
+    granted = _tokens.get(address)
+    if granted is None:
+        return None
+    return ("X-Modelhost-Instance-Token", granted[len(_TOKEN_HEADER):].decode())
+
+
 def revoke_token(address: tuple[str, int], token: str) -> None:
     """Forget the token of an instance that ended, unless a newer instance on the same
     port has its own already."""
