@@ -137,6 +137,11 @@ class Settings:
         or "auto"
     )
     cpu_scale: float = field(default_factory=lambda: _env_float("MODELHOST_CPU_SCALE", 1.0))
+    # The user instances run as when the server is root ("": nobody); see
+    # modelhost.instances.isolation.
+    instance_user: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_INSTANCE_USER", "").strip()
+    )
     # Loaded from policy_file (checked whole) when the settings are made.
     policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -75,7 +75,8 @@ class ModelhostApp:
         self.controller = EndpointController(
             settings, self.store, self.objects,
             get_backend(settings.instance_backend, settings.fork_server, settings.cgroups,
-                        settings.cpu_scale, scope_key(settings.data_dir)), self.router,
+                        settings.cpu_scale, scope_key(settings.data_dir), settings.data_dir,
+                        settings.instance_user), self.router,
         )
         backend = self.controller.backend
         self.transforms = TransformController(settings, self.store, self.objects, backend)

@@ -24,8 +24,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 python: str = sys.executable) -> None:
         self.data_dir = data_dir
+        self.python = python
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -39,7 +41,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelhost", "server", "--port", str(self.port),
+                [self.python, "-m", "modelhost", "server", "--port", str(self.port),
                  "--data-dir", str(self.data_dir), "--log-level", "info"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
@@ -67,7 +69,7 @@ class ServerProcess:
     def restarted(self) -> ServerProcess:
         """A new server on this one's data directory, port and environment, started: what
         comes back after a crash or a stop, reachable at the same URL."""
-        successor = ServerProcess(self.data_dir, env=self.env)
+        successor = ServerProcess(self.data_dir, env=self.env, python=self.python)
         successor.port = self.port
         return successor.start()
 

@@ -37,6 +37,7 @@ from modelhost.auth import INTERNAL_TOKEN_HEADER
 from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.config import Settings
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
+from modelhost.instances import token_header
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
 from modelhost.router import Deployment, Invocation, Router, ServerlessPool
 from modelhost.storage import ObjectStore, StateStore
@@ -250,7 +251,8 @@ class RecommendationController(ReconcileLoop):
                 raise CandidateFailed("the temporary endpoint has no running instance")
             instance = replicas[0].instance
             host, port = instance.address
-            return _Target(f"http://{host}:{port}/invocations", (),
+            token = token_header(instance.address)
+            return _Target(f"http://{host}:{port}/invocations", (token,) if token else (),
                            lambda: [] if instance.pid is None else [instance.pid])
         # The first request starts an instance: its cold start counts as setup time, as
         # SageMaker's ModelSetupTime of a serverless endpoint.

@@ -7,15 +7,23 @@ sees `Instance` and `InstanceSpec`, so a process, a container or a Ray actor loo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
-from modelhost.instances.client import InstanceClient, InstanceUnreachable, Response
+from modelhost.instances.client import (
+    InstanceClient,
+    InstanceUnreachable,
+    Response,
+    token_header,
+)
 from modelhost.instances.process import ProcessBackend
 
 
 def get_backend(name: str, fork_server: bool = True, cgroups: str = "auto",
-                cpu_scale: float = 1.0, scope: str = "default") -> InstanceBackend:
+                cpu_scale: float = 1.0, scope: str = "default", data_dir: Path | None = None,
+                instance_user: str = "") -> InstanceBackend:
     if name == "process":
-        return ProcessBackend(fork_server, cgroups, cpu_scale, scope)
+        return ProcessBackend(fork_server, cgroups, cpu_scale, scope, data_dir, instance_user)
     raise ValueError(f"unknown instance backend {name!r}; available: process")
 
 
@@ -28,4 +36,5 @@ __all__ = [
     "ProcessBackend",
     "Response",
     "get_backend",
+    "token_header",
 ]

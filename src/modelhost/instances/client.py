@@ -28,6 +28,33 @@ _PING_TIMEOUT_S = 2.0
 # A streamed response stops reading from the socket while this much waits for its sink.
 _STREAM_HIGH_WATER = 4 * 1024 * 1024
 
+#: Each instance answers only requests that carry its own token (the model server checks
+#: it before anything else), so its port on 127.0.0.1 is no way around the router's
+#: authentication. The backend that starts an instance grants its token here, and every
+#: client of this process sends it: router, health checks, batch transform, load tests.
+_TOKEN_HEADER = b"\r\nX-Modelhost-Instance-Token: "
+_tokens: dict[tuple[str, int], bytes] = {}
+
+
+def grant_token(address: tuple[str, int], token: str) -> None:
+    _tokens[address] = _TOKEN_HEADER + token.encode()
+
+
+def token_header(address: tuple[str, int]) -> tuple[str, str] | None:
+    """The header an instance's requests carry, for a load generator in another process
+    (given over a pipe, never on a command line)."""
+    granted = _tokens.get(address)
+    if granted is None:
+        return None
+    return ("X-Modelhost-Instance-Token", granted[len(_TOKEN_HEADER):].decode())
+
+
+def revoke_token(address: tuple[str, int], token: str) -> None:
+    """Forget the token of an instance that ended, unless a newer instance on the same
+    port has its own already."""
+    if _tokens.get(address) == _TOKEN_HEADER + token.encode():
+        del _tokens[address]
+
 
 class InstanceUnreachable(ConnectionError):
     """The instance could not be reached or dropped the connection before answering;
@@ -369,6 +396,8 @@ def _head(
     headers: list[tuple[bytes, bytes]], length: int,
 ) -> bytes:
     head = [method, b" ", path, b" HTTP/1.1\r\nHost: ", f"{address[0]}:{address[1]}".encode()]
+    if (token := _tokens.get(address)) is not None:
+        head.append(token)
     for name, value in headers:
         head += [b"\r\n", name, b": ", value]
     head += [b"\r\nContent-Length: ", str(length).encode(), b"\r\n\r\n"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.instances.forkserver import THREAD_VARIABLES
+from modelhost.instances.isolation import inherited_environment
 from modelhost.modelserver import pid_alive
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 #: The fork server imports numpy, scikit-learn and the model server before it is ready.
 _READY_TIMEOUT_S = 120.0
 # Not `-m`: the package would import the module before running it as __main__.
-_ENTRY = "import sys; from modelhost.instances.forkserver import serve; serve(int(sys.argv[1]))"
+_ENTRY = ("import sys; from modelhost.instances.forkserver import serve; "
+          "serve(int(sys.argv[1]), int(sys.argv[2]))")
 
 
 class ForkedProcess:
@@ -97,11 +99,12 @@ class ForkServer:
             await self._close()
             self.generation += 1
             ours, theirs = socket.socketpair()
-            env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
+            # Allow-listed like an instance's: every instance is a copy of its memory.
+            env = {**inherited_environment(), **dict.fromkeys(THREAD_VARIABLES, "1")}
             with theirs:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-c", _ENTRY, str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                    [sys.executable, "-c", _ENTRY, str(theirs.fileno()), str(os.getpid())],
+                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, cwd="/",
                 )
             reader, self._writer = await asyncio.open_unix_connection(sock=ours)
             line = await asyncio.wait_for(reader.readline(), _READY_TIMEOUT_S)

@@ -12,9 +12,12 @@ The server talks to it over a socketpair, one JSON document per line:
     <- {"id": 1, "pid": 4242}            or {"id": 1, "error": "..."}
     <- {"exited": 4242, "code": -15}      whenever a child ends (it is reaped here)
 
-It exits when the socket closes (the server ended, even by SIGKILL). Its children are not
-its responsibility after that: each watches the server's pid (``MODELHOST_PARENT_PID``)
-exactly like an instance started as a fresh interpreter.
+It exits when the socket closes (the server ended), and is killed by the kernel when the
+server dies (a parent-death signal), so a SIGKILLed server takes it along at once. Its
+children, in turn, die with it (:mod:`modelhost.modelserver.confine`), each taking its
+own descendants. It knows nothing secret: its environment is allow-listed like an
+instance's, and each request names only a launch file that the child, not the fork
+server, reads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import signal
 import socket
 import sys
 from typing import Any
+
+from modelhost.modelserver.confine import parent_death_signal
 
 #: Imported once by the fork server; what is missing (an optional extra) is skipped.
 PRELOAD = (
@@ -81,11 +86,6 @@ def _child(env: dict[str, str], log: str | None) -> int:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.environ.clear()
     os.environ.update(env)
-    threads = env.get("OMP_NUM_THREADS")
-    if threads and threads.isdigit() and int(threads) > 1:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(int(threads))
     from modelhost.modelserver.__main__ import main
 
     return main([])
@@ -141,8 +141,11 @@ def _reap(send: Any) -> None:
         send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, parent: int) -> None:
     """Fork instances on request until the server's end of the socket closes."""
+    parent_death_signal(signal.SIGKILL)  # the server's death is ours
+    if os.getppid() != parent:
+        return
     conn = socket.socket(fileno=fd)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         _serve(conn)

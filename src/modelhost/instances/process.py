@@ -12,27 +12,45 @@ By default instances are forked from the fork server (:mod:`.forkserver`), a par
 has already imported the model server, numpy and scikit-learn, instead of started as a
 fresh interpreter: that is most of an instance's start time, and all of a serverless cold
 start's. `fork=False` starts each one as `python -m modelhost.modelserver`.
+
+Instances are confined (:mod:`.isolation`): an allow-listed environment, their own user
+when the server is root, and a token every request to their port must carry
+(:func:`~modelhost.instances.client.grant_token`). An instance and everything it starts
+end together, with or without control groups: it leads its own session, makes itself a
+child subreaper and dies with its parent (:mod:`modelhost.modelserver.confine`), and the
+backend kills its whole tree when it has to kill it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from modelhost.instances import cgroups
 from modelhost.instances.base import InstanceSpec
 from modelhost.instances.cgroups import Cgroups, Group
-from modelhost.instances.client import InstanceClient
+from modelhost.instances.client import InstanceClient, grant_token, revoke_token
 from modelhost.instances.forking import ForkServer
 from modelhost.instances.forkserver import THREAD_VARIABLES
+from modelhost.instances.isolation import (
+    InstanceDirs,
+    InstanceUser,
+    can_run_as,
+    inherited_environment,
+    protect_data_dir,
+    resolve_user,
+)
+from modelhost.modelserver.processtree import kill_tree
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +58,7 @@ logger = logging.getLogger(__name__)
 class _Process(Protocol):
     """What an instance needs of its process: `subprocess.Popen` or a `ForkedProcess`."""
 
+    pid: int
     returncode: int | None
 
     def poll(self) -> int | None: ...
@@ -64,11 +83,15 @@ def _log_tail(path: Path | None, lines: int = 12) -> str:
 
 class ProcessInstance:
     def __init__(self, spec: InstanceSpec, process: _Process, port: int,
-                 group: Group | None = None) -> None:
+                 group: Group | None, token: str, home: Path, dirs: InstanceDirs) -> None:
         self.spec = spec
         self.process = process
         self.port = port
         self.group = group
+        self.token = token
+        self.home = home
+        self._dirs = dirs
+        self._ended = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -81,9 +104,20 @@ class ProcessInstance:
     def is_alive(self) -> bool:
         if self.process.poll() is None:
             return True
-        # A dead instance is replaced without being stopped: its group goes now.
-        self._release_group()
+        # A dead instance is replaced without being stopped: what it left goes now.
+        self._release()
         return False
+
+    def _release(self) -> None:
+        """Once the process is gone: the rest of its session, its token, its home."""
+        self._release_group()
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # it led its own session
+        revoke_token(self.address, self.token)
+        self._dirs.remove(self.home)
 
     def _release_group(self) -> None:
         if self.group is not None and self.group.remove():
@@ -116,6 +150,7 @@ class ProcessInstance:
         try:
             await self._terminate()
         finally:
+            self._release()
             # The kernel may hold a group for a moment after its last process exits.
             for _ in range(20):
                 self._release_group()
@@ -131,6 +166,8 @@ class ProcessInstance:
             if self.process.poll() is not None:
                 return
             await asyncio.sleep(0.05)
+        # Its descendants first, while it still holds them as their subreaper.
+        kill_tree(self.process.pid)
         self.process.kill()
         for _ in range(100):
             if self.process.poll() is not None:
@@ -144,7 +181,16 @@ class ProcessBackend:
     parent group (a hash of its data directory)."""
 
     def __init__(self, fork: bool = True, cgroups: str = "auto", cpu_scale: float = 1.0,
-                 scope: str = "default") -> None:
+                 scope: str = "default", data_dir: Path | None = None,
+                 instance_user: str = "") -> None:
+        self._user: InstanceUser | None = resolve_user(instance_user)
+        self._user_named = bool(instance_user.strip())
+        self._data_dir = data_dir
+        root = (data_dir / "instances") if data_dir is not None else Path(
+            os.environ.get("TMPDIR", "/tmp")) / f"modelhost-instances-{scope}"
+        self._dirs = InstanceDirs(root, self._user)
+        self._prepared = False
+        self._unusable: str | None = None  # why the instance user cannot run instances
         self._forkserver = ForkServer() if fork else None
         self._cgroups_mode = cgroups
         self._cpu_scale = cpu_scale
@@ -168,9 +214,35 @@ class ProcessBackend:
                             ", ".join(sorted({str(p) for p in self._cgroups.parents.values()})))
         return self._cgroups
 
+    async def _prepare(self) -> None:
+        """Once: close the data directory, clear a previous run's instance folders, and
+        make sure the instance user can run the model server at all."""
+        if self._prepared:
+            return
+        self._prepared = True
+        if self._data_dir is not None:
+            protect_data_dir(self._data_dir)
+        self._dirs.remove_all()
+        self._dirs.prepare()
+        if self._user is None:
+            return
+        models = self._dirs.root.parent / "models" if self._data_dir else Path("/")
+        reason = await asyncio.to_thread(can_run_as, self._user, inherited_environment(),
+                                         models)
+        if reason is None:
+            logger.info("instances run as %s (uid %d)", self._user.name, self._user.uid)
+        elif self._user_named:
+            self._unusable = reason
+            logger.error("instances cannot start: %s", reason)
+        else:
+            logger.warning("instances run as the server's own user, NOT confined: %s; "
+                           "or name a user in MODELHOST_INSTANCE_USER", reason)
+            self._user = self._dirs.user = None
+
     async def warm(self) -> None:
         """Find the control groups and start the fork server ahead of the first instance."""
         self._groups()
+        await self._prepare()
         if self._forkserver is not None:
             await self._forkserver.ensure_running()
 
@@ -181,6 +253,9 @@ class ProcessBackend:
             self._cgroups.close()
 
     async def start(self, spec: InstanceSpec) -> ProcessInstance:
+        await self._prepare()
+        if self._unusable:
+            raise OSError(self._unusable)
         port = _free_port()
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
@@ -202,36 +277,68 @@ class ProcessBackend:
 
     async def _spawn(self, spec: InstanceSpec, port: int, extra: dict[str, str],
                      threads: str, group: Group | None) -> ProcessInstance:
-        env = {
-            **os.environ,
+        token = secrets.token_urlsafe(32)
+        home = self._dirs.home(spec.instance_id)
+        user = self._user
+        # What the interpreter needs before it can read its launch file.
+        base = {
+            **inherited_environment(),
             **dict.fromkeys(THREAD_VARIABLES, threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        # The instance's own: it reads them from the launch file (root-only, deleted once
+        # read), so they never pass through the fork server or a readable environment.
+        own = {
+            "HOME": str(home),
+            "TMPDIR": str(home),
+            **({"USER": user.name, "LOGNAME": user.name} if user else {}),
             **extra,
             "SAGEMAKER_BIND_TO_PORT": str(port),
             "MODELHOST_BIND_HOST": "127.0.0.1",
             "SM_MODEL_DIR": str(spec.model_dir),
             "MODELHOST_FRAMEWORK": spec.framework,
             "MODELHOST_PARENT_PID": str(os.getpid()),
-            "PYTHONUNBUFFERED": "1",
+            "MODELHOST_INSTANCE_TOKEN": token,
+            **({"MODELHOST_INSTANCE_UID": str(user.uid),
+                "MODELHOST_INSTANCE_GID": str(user.gid)} if user else {}),
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        grant_token(("127.0.0.1", port), token)
+        try:
+            process = await self._launch(spec, base, own)
+        except BaseException:
+            revoke_token(("127.0.0.1", port), token)
+            self._dirs.remove(home)
+            raise
+        return ProcessInstance(spec, process, port, group, token, home, self._dirs)
+
+    async def _launch(self, spec: InstanceSpec, base: dict[str, str],
+                      own: dict[str, str]) -> _Process:
         if self._forkserver is not None:
+            launch = self._dirs.launch_file(own)
             try:
-                return ProcessInstance(spec, await self._forkserver.spawn(env, spec.log_path),
-                                       port, group)
+                return await self._forkserver.spawn(
+                    {**base, "MODELHOST_LAUNCH_FILE": str(launch)}, spec.log_path)
             except (OSError, TimeoutError) as exc:
+                launch.unlink(missing_ok=True)
                 logger.warning("instance %s: %s; starting it as a fresh interpreter",
                                spec.instance_id, exc)
-        log = subprocess.DEVNULL
+        launch = self._dirs.launch_file(own)
+        env = {**base, "MODELHOST_LAUNCH_FILE": str(launch)}
+        log: int | BinaryIO = subprocess.DEVNULL
         if spec.log_path is not None:
             log = spec.log_path.open("wb")
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "modelhost.modelserver"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, cwd="/",
             )
+        except BaseException:
+            launch.unlink(missing_ok=True)
+            raise
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        return ProcessInstance(spec, process, port, group)
+        return process

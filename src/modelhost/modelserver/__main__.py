@@ -13,11 +13,11 @@ import os
 import sys
 import traceback
 
+from modelhost.modelserver import confine
 from modelhost.modelserver.errors import StartupError, describe
 from modelhost.modelserver.limits import join_cgroups, limit_memory
 from modelhost.modelserver.parent import watch_parent
-from modelhost.modelserver.server import serve
-from modelhost.modelserver.settings import Settings
+from modelhost.modelserver.settings import ENV_TOKEN, Settings
 
 PROG = "modelhost.modelserver"
 
@@ -33,13 +33,26 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    parent = os.getppid()
     try:
+        # The order is the point: see modelhost.modelserver.confine.
+        confine.load_launch_file()
         settings = Settings.from_env()
+        os.environ.pop(ENV_TOKEN, None)  # not for the processes the model starts
         join_cgroups(settings.cgroup_procs)
         if settings.memory_limit_mb is not None:
             limit_memory(settings.memory_limit_mb)
+        confine.become_subreaper()
+        confine.drop_privileges()
+        confine.die_with_parent(parent)
+        confine.end_tree_on_sigterm()
         if settings.parent_pid is not None:
             watch_parent(settings.parent_pid)
+        _thread_limits()
+        # Imported only now: numpy (imported with the handlers) reads its thread counts
+        # from the environment the launch file completed.
+        from modelhost.modelserver.server import serve
+
         serve(settings)
     except StartupError as exc:
         if exc.__cause__ is not None:
@@ -52,7 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         print(f"{PROG}: {describe(exc)}", file=sys.stderr)
         return 1
+    finally:
+        confine.end_tree()
     return 0
+
+
+def _thread_limits() -> None:
+    """A forked instance has numpy's pools already (at one thread, the fork server's):
+    raise them to this instance's share."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if "numpy" in sys.modules and threads.isdigit() and int(threads) > 1:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(threads))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fail just because a prediction is slow.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -35,6 +36,8 @@ _PING_BODY = b'{"status":"Healthy"}\n'
 _TEXT = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
 _CUSTOM_ATTRIBUTES = CUSTOM_ATTRIBUTES.encode()
+#: Carries the instance's token (see Settings.token); the router's client sends it first.
+TOKEN_HEADER = b"x-modelhost-instance-token"
 
 
 def _start(status: int, content_type: bytes, length: int) -> Message:
@@ -48,8 +51,10 @@ def _start(status: int, content_type: bytes, length: int) -> Message:
 class ModelServerApp:
     """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
 
-    def __init__(self, handlers: Handlers, runner: ModelRunner, workers: int) -> None:
+    def __init__(self, handlers: Handlers, runner: ModelRunner, workers: int,
+                 token: str | None = None) -> None:
         self.handlers = handlers
+        self.token = token.encode() if token else None
         self.runner = runner
         self.execution_parameters = orjson.dumps({
             "MaxConcurrentTransforms": workers,
@@ -62,6 +67,9 @@ class ModelServerApp:
         if kind != "http":
             if kind == "lifespan":
                 await _lifespan(receive, send)
+            return
+        if self.token is not None and not self._authorized(scope):
+            await _reply(send, 403, b"this port answers the modelhost router only", _TEXT)
             return
         path = scope["path"]
         method = scope["method"]
@@ -79,6 +87,15 @@ class ModelServerApp:
             await _reply(send, 200, self.execution_parameters, _JSON)
         else:
             await _reply(send, 404, b"not found", _TEXT)
+
+    def _authorized(self, scope: Scope) -> bool:
+        """Before anything else: a request without the instance's token never reaches
+        the model, however it is signed, whatever its path."""
+        assert self.token is not None
+        for name, value in scope["headers"]:
+            if name == TOKEN_HEADER:
+                return hmac.compare_digest(value, self.token)
+        return False
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
@@ -191,5 +208,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def create_app(handlers: Handlers, runner: ModelRunner, workers: int) -> ModelServerApp:
-    return ModelServerApp(handlers, runner, workers)
+def create_app(handlers: Handlers, runner: ModelRunner, workers: int,
+               token: str | None = None) -> ModelServerApp:
+    return ModelServerApp(handlers, runner, workers, token)

@@ -15,6 +15,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from modelhost.modelserver.confine import end_tree
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,7 @@ def parent_gone(pid: int, was_parent: bool) -> bool:
 
 def _exit_now(pid: int) -> None:
     log.warning("parent process %d is gone; model server exiting", pid)
+    end_tree()
     for stream in (sys.stderr, sys.stdout):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

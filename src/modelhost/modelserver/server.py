@@ -26,7 +26,7 @@ GRACEFUL_SHUTDOWN_S = 30
 
 
 def build_server(settings: Settings, handlers: Handlers, runner: ModelRunner) -> uvicorn.Server:
-    app = create_app(handlers, runner, settings.workers)
+    app = create_app(handlers, runner, settings.workers, settings.token)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -26,6 +26,7 @@ ENV_PARENT_PID = "MODELHOST_PARENT_PID"
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 ENV_MEMORY_LIMIT = "MODELHOST_MEMORY_LIMIT_MB"
 ENV_CGROUP_PROCS = "MODELHOST_CGROUP_PROCS"
+ENV_TOKEN = "MODELHOST_INSTANCE_TOKEN"
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
 
@@ -54,6 +55,9 @@ class Settings:
     # MODELHOST_CGROUP_PROCS: the cgroup.procs files of the groups holding this instance to
     # its type's CPU and memory, joined before the model loads.
     cgroup_procs: tuple[Path, ...] = ()
+    # MODELHOST_INSTANCE_TOKEN: every request must carry it (X-Modelhost-Instance-Token),
+    # so the port answers the server's router and nobody else on the machine.
+    token: str | None = None
 
     @property
     def code_dir(self) -> Path:
@@ -86,6 +90,7 @@ class Settings:
             if env.get(ENV_MEMORY_LIMIT) else None,
             cgroup_procs=tuple(Path(p) for p in (env.get(ENV_CGROUP_PROCS) or "").split(
                 os.pathsep) if p),
+            token=env.get(ENV_TOKEN) or None,
         )
 
 
