@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
-import botocore.session
 import orjson
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel
 
 from modelhost.api.context import Context
 from modelhost.api.operations import (
@@ -22,6 +20,7 @@ from modelhost.api.operations import (
     SAGEMAKER_OPERATIONS,
     Operation,
 )
+from modelhost.api.service_models import service_model
 from modelhost.api.validation import validate_request
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
@@ -40,22 +39,12 @@ _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
 _QUERY_CODES = {"ValidationException": "ValidationError"}
 
 
-@cache
-def _service_model(service: str) -> ServiceModel:
-    return botocore.session.get_session().get_service_model(service)
-
-
-def operation_model(target: str) -> OperationModel:
-    """botocore's model of a `Service.Operation` target (its request and answer shapes)."""
-    return _lookup(target)[0]
-
-
 def _lookup(target: str) -> tuple[OperationModel, Operation]:
     prefix, _, name = target.partition(".")
     if prefix not in _SERVICES:
         raise UnknownOperation(f"Unknown service target: {target!r}")
     service, operations = _SERVICES[prefix]
-    model = _service_model(service)
+    model = service_model(service)
     if name not in operations:
         if name in model.operation_names:
             raise UnknownOperation(f"Operation {name} is not supported by modelhost.")
@@ -96,7 +85,7 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
         return 200, operation(ctx, params)
     except SageMakerError as error:
         body = error.body()
-        if prefix in _SERVICES and _service_model(_SERVICES[prefix][0]).is_query_compatible:
+        if prefix in _SERVICES and service_model(_SERVICES[prefix][0]).is_query_compatible:
             body["__type"] = _QUERY_CODES.get(error.code, error.code)
         return error.status, body
     except Exception:

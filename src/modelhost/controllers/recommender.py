@@ -37,13 +37,16 @@ from modelhost.auth import INTERNAL_TOKEN_HEADER
 from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.config import Settings
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
+from modelhost.domain import kinds
+from modelhost.domain.failures import fit_failure_reason
+from modelhost.domain.recommendations import candidate_label
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
 from modelhost.router import Deployment, Invocation, Router, ServerlessPool
 from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
-KIND = "recommendation_job"
+KIND = kinds.RECOMMENDATION_JOB
 JOB_TAG = "modelhost:recommendation-job"
 _MAX_PAYLOADS = 1000
 _MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -160,7 +163,7 @@ class RecommendationController(ReconcileLoop):
                 except CandidateFailed as exc:
                     self._update_step(name, index, Status="FAILED",
                                       InferenceBenchmark=_failed(name, index, step,
-                                                                 str(exc)[:1024]))
+                                                                 fit_failure_reason(str(exc))))
             self._finish(name)
         except asyncio.CancelledError:
             if not self._shutting_down:
@@ -169,7 +172,7 @@ class RecommendationController(ReconcileLoop):
         except Exception as exc:
             log.exception("recommendation job %s failed", name)
             await self._clean_up(name)
-            self._update(name, Status="FAILED", FailureReason=str(exc)[:1024],
+            self._update(name, Status="FAILED", FailureReason=fit_failure_reason(str(exc)),
                          CompletionTime=self.context.now())
         finally:
             self._cancelled.discard(name)
@@ -208,12 +211,12 @@ class RecommendationController(ReconcileLoop):
                          _recommendations=recommendations)
         else:
             reasons = "; ".join(
-                f"{api.candidate_label(s['_candidate'])}: "
+                f"{candidate_label(s['_candidate'])}: "
                 f"{s.get('InferenceBenchmark', {}).get('FailureReason', s['Status'])}"
                 for s in record["_steps"])
             self._update(name, Status="FAILED", CompletionTime=now,
-                         FailureReason=f"No candidate met the job's conditions. "
-                                       f"{reasons}"[:1024])
+                         FailureReason=fit_failure_reason(
+                             f"No candidate met the job's conditions. {reasons}"))
 
     # --- one candidate ----------------------------------------------------------------
 

@@ -49,6 +49,8 @@ from modelhost.controllers.deployment import (
     start_all,
 )
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
+from modelhost.domain import kinds
+from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import (
     Instance,
     InstanceBackend,
@@ -59,14 +61,13 @@ from modelhost.storage import ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
-KIND = "transform_job"
+KIND = kinds.TRANSFORM_JOB
 _VARIANT = "transform"
 # A part is committed after this much input; smaller parts mean less redone work after a
 # crash, larger ones fewer store writes.
 PART_BYTES = int(os.environ.get("MODELHOST_TRANSFORM_PART_BYTES", 16 * 1024 * 1024))
 _DEFAULT_TIMEOUT_S = 600.0  # SageMaker's InvocationsTimeoutInSeconds default
 _DEFAULT_RETRIES = 3
-_REASON_LIMIT = 1024
 
 
 class JobFailed(Exception):
@@ -489,7 +490,7 @@ class TransformController(ReconcileLoop):
             record["TransformEndTime"] = now
             record["LastModifiedTime"] = now
             if reason is not None:
-                record["FailureReason"] = _fit(reason)
+                record["FailureReason"] = fit_failure_reason(reason)
             return record
 
         self.store.modify(KIND, name, change)
@@ -546,6 +547,3 @@ def _drop_uncommitted(parts_dir: Path, committed: int) -> None:
         if path.name.startswith(".") or not number.isdigit() or int(number) >= committed:
             path.unlink(missing_ok=True)
 
-
-def _fit(reason: str) -> str:
-    return reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 3] + "..."
