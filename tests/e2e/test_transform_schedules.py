@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from modelhost import control
+from modelhost.cli import control
 from tests.conftest import unique
 from tests.support.cli import run_cli
 from tests.support.models import iris_rows
