@@ -13,7 +13,7 @@ from typing import Any
 import botocore
 import pytest
 
-from tests.conftest import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_rows
 from tests.support.server import ServerProcess
 

@@ -31,7 +31,7 @@ import botocore.session
 import pytest
 from botocore.parsers import create_parser
 
-from tests.conftest import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, unique, wait_for_status
 
 OPERATIONS = (
     "CreateModel", "DescribeModel", "ListModels", "DeleteModel",

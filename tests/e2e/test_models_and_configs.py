@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import unique
+from tests.support.endpoints import unique
 
 IMAGE = "modelhost/sklearn"
 
@@ -192,7 +192,7 @@ def test_tags_add_list_delete(sagemaker, iris_model_url: str) -> None:
 
 def test_local_model_locations_are_accepted(sagemaker, server, runtime, tmp_path) -> None:
     """SageMaker allows only s3:// and https:// here; modelhost also reads local files."""
-    from tests.conftest import deploy
+    from tests.support.endpoints import deploy
     from tests.support.models import write_iris_tarball
 
     tarball = write_iris_tarball(tmp_path / "iris.tar.gz")

@@ -11,8 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from modelhost.cli import control
-from tests.conftest import unique
 from tests.support.cli import run_cli
+from tests.support.endpoints import unique
 from tests.support.models import iris_rows
 
 
