@@ -1,4 +1,4 @@
-"""The AWS CLI, unchanged, pointed at modelhost: the promise in DESIGN.md that any SageMaker
+"""The AWS CLI, unchanged, pointed at modelhost: the promise that any SageMaker
 client works by setting --endpoint-url."""
 
 from __future__ import annotations
