@@ -108,7 +108,7 @@ def main() -> None:
             f"{p['users']}: {p['throughput_rps']:.0f}, {p['latency_ms']:.2f}"
             for p in curve["Points"]) + " ||||||")
     try:
-        from modelhost.recommendation_chart import write_chart
+        from modelhost.cli.recommendation_chart import write_chart
 
         path = BENCHMARKS_DIR / "results" / f"recommender-{time.strftime('%Y%m%d-%H%M%S')}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,15 @@
-"""Shared fixtures: one real modelhost server for the whole session, and boto3 clients."""
+"""Shared fixtures: one real modelhost server for the whole session, and boto3 clients.
+Helpers live in tests/support; this file holds fixtures only."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.endpoints import deployed
 from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess, running_server
 
@@ -44,70 +44,15 @@ def iris_model_url(server: ServerProcess) -> str:
     return put_iris_model(server.data_dir)
 
 
-_deployed: list[tuple[object, str]] = []
-
-
 @pytest.fixture(autouse=True)
 def _delete_endpoints_deployed_by_the_test() -> Iterator[None]:
     """Every endpoint is a live process; a test's endpoints go when the test ends, so the
     session server does not pile up dozens of them. Endpoints made by module fixtures
     exist before this snapshot and stay for the module."""
-    before = len(_deployed)
+    before = len(deployed)
     yield
-    for sagemaker, name in _deployed[before:]:
+    for sagemaker, name in deployed[before:]:
         # the test may have deleted it already
         with contextlib.suppress(Exception):
             sagemaker.delete_endpoint(EndpointName=name)  # type: ignore[attr-defined]
-    del _deployed[before:]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(describe, key: str, wanted: set[str], what: str, timeout_s: float = 90) -> dict:
-    """Poll `describe()` until its `key` is one of `wanted`; the last description."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        description = describe()
-        if description[key] in wanted:
-            return description
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} stuck in {description[key]}")
-        time.sleep(0.2)
-
-
-def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:
-    return wait_for(lambda: sagemaker.describe_endpoint(EndpointName=name), "EndpointStatus",
-                    wanted, f"endpoint {name}", timeout_s)
-
-
-def deploy(
-    sagemaker,
-    model_url: str,
-    *,
-    image: str = "modelhost/sklearn",
-    environment: dict[str, str] | None = None,
-    variants: list[tuple[str, int, float]] | None = None,
-    wait: bool = True,
-) -> str:
-    """Model -> EndpointConfig -> Endpoint; returns the endpoint name."""
-    name = unique("ep")
-    container = {"Image": image, "ModelDataUrl": model_url}
-    if environment:
-        container["Environment"] = environment
-    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
-                           ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {"VariantName": variant, "ModelName": name, "InstanceType": "ml.m5.large",
-             "InitialInstanceCount": count, "InitialVariantWeight": weight}
-            for variant, count, weight in (variants or [("AllTraffic", 1, 1.0)])
-        ],
-    )
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    _deployed.append((sagemaker, name))
-    if wait:
-        wait_for_status(sagemaker, name, {"InService"})
-    return name
+    del deployed[before:]

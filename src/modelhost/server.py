@@ -26,8 +26,8 @@ from modelhost.controllers import (
     AutoscalingController,
     EndpointController,
     RecommendationController,
-    ScheduleController,
     TransformController,
+    TransformScheduleController,
     cancel_all,
     sagemaker_metrics,
 )
@@ -85,7 +85,7 @@ class ModelhostApp:
                                                  self.router)
         self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
-        self.schedules = ScheduleController(self.context)
+        self.schedules = TransformScheduleController(self.context)
         self.recommender = RecommendationController(
             settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(

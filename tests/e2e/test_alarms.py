@@ -14,15 +14,15 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy, unique
-from tests.e2e.test_autoscaling import (
-    _FAST,
+from tests.support.autoscaling import (
     DIMENSION,
-    _counts,
-    _Load,
-    _register,
-    _resource,
+    FAST_AUTOSCALING,
+    Load,
+    counts,
+    register,
+    resource_id,
 )
+from tests.support.endpoints import deploy, unique
 from tests.support.models import put_iris_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
@@ -30,14 +30,15 @@ from tests.support.server import ServerProcess, running_server
 
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("alarms") / "data", env=_FAST) as process:
+    with running_server(tmp_path_factory.mktemp("alarms") / "data",
+                        env=FAST_AUTOSCALING) as process:
         put_iris_model(process.data_dir)
         yield process
 
 
 def _step_policy(aas, name: str, policy: str, step: dict, cooldown: int = 1) -> str:
     return aas.put_scaling_policy(
-        PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=_resource(name),
+        PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=resource_id(name),
         ScalableDimension=DIMENSION, PolicyType="StepScaling",
         StepScalingPolicyConfiguration={
             "AdjustmentType": "ChangeInCapacity", "Cooldown": cooldown,
@@ -70,7 +71,7 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     sm, aas = fast_server.client("sagemaker"), fast_server.client("application-autoscaling")
     cw, rt = fast_server.client("cloudwatch"), fast_server.client("sagemaker-runtime")
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    _register(aas, name, 1, 2)
+    register(aas, name, 1, 2)
     out = _step_policy(aas, name, "out", {"MetricIntervalLowerBound": 0,
                                           "ScalingAdjustment": 1})
     into = _step_policy(aas, name, "in", {"MetricIntervalUpperBound": 0,
@@ -80,7 +81,7 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     _alarm(cw, high, name, "GreaterThanThreshold", 60, [out, sns], TreatMissingData="ignore")
     _alarm(cw, low, name, "LessThanThreshold", 10, [into])
     policies = aas.describe_scaling_policies(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name),
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name),
         PolicyNames=["out"])["ScalingPolicies"]
     assert [a["AlarmName"] for a in policies[0]["Alarms"]] == [high]
     described = cw.describe_alarms(AlarmNamePrefix=high)["MetricAlarms"][0]
@@ -88,11 +89,11 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     assert described["AlarmActions"] == [out, sns]
     assert isinstance(described["StateUpdatedTimestamp"], datetime.datetime)
 
-    load = _Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
+    load = Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
                  pause_s=0.02)
     try:
         wait_until(lambda: _state(cw, high) == "ALARM", 90, "the high alarm")
-        wait_until(lambda: _counts(sm, name)[2] == 2, 90, "the desired count to rise")
+        wait_until(lambda: counts(sm, name)[2] == 2, 90, "the desired count to rise")
         assert _state(cw, low) == "OK"
     finally:
         load.stop()
@@ -101,9 +102,9 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     assert "breached the threshold (60)" in reason
 
     wait_until(lambda: _state(cw, low) == "ALARM", 90, "the low alarm")
-    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
+    wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     causes = [a["Cause"] for a in aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"]]
     assert f"monitor alarm {low} in state ALARM triggered policy in" in causes[0]
     assert any(f"monitor alarm {high} in state ALARM triggered policy out" in c
                for c in causes)
@@ -174,7 +175,7 @@ def test_the_cbor_protocol_reaches_the_same_operations(cbor_cloudwatch) -> None:
 
 
 def test_alarms_survive_a_restart(tmp_path) -> None:
-    with running_server(tmp_path / "data", env=_FAST) as server:
+    with running_server(tmp_path / "data", env=FAST_AUTOSCALING) as server:
         cw = server.client("cloudwatch")
         name = unique("kept")
         _alarm(cw, name, "nowhere", "GreaterThanThreshold", 5, [], TreatMissingData="breaching")

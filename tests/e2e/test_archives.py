@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from tests.conftest import deploy, wait_for_status
+from tests.support.endpoints import deploy, wait_for_status
 
 
 def _tar(add) -> bytes:

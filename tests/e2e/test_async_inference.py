@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy, wait_for_status
 from tests.support.async_inference import (
     deploy_async,
     local_path,
@@ -19,6 +18,7 @@ from tests.support.async_inference import (
     wait_for_object,
 )
 from tests.support.cli import run_cli
+from tests.support.endpoints import deploy, wait_for_status
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,7 @@ def webhook() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/hook"
     httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import re
 import urllib.request
 
 from modelhost import metrics
-from tests.conftest import wait_for_status
 from tests.support.async_inference import (
     deploy_async,
     local_path,
     put_digest_model,
     wait_for_object,
 )
+from tests.support.endpoints import wait_for_status
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 

@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy
+from tests.support.endpoints import deploy
 from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess
 

@@ -5,28 +5,32 @@ from __future__ import annotations
 
 import datetime
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy, unique
 from tests.support.async_inference import (
     deploy_async,
     local_path,
     put_digest_model,
     wait_for_object,
 )
+from tests.support.autoscaling import (
+    DIMENSION,
+    FAST_AUTOSCALING,
+    Load,
+    counts,
+    register,
+    resource_id,
+)
+from tests.support.endpoints import deploy, unique
 from tests.support.models import put_iris_model, put_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
-DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS = {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
-_FAST = {"MODELHOST_AUTOSCALING_INTERVAL": "0.5", "MODELHOST_AUTOSCALING_WINDOW": "3",
-         "MODELHOST_MAX_INSTANCES": "12"}
 # Notes every prediction it starts, so a test can tell a request that ran to the end on
 # its instance from one cut off there and retried elsewhere.
 _SLOW_MODEL = b'''
@@ -47,7 +51,8 @@ def output_fn(prediction, accept):
 
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("autoscaling") / "data", env=_FAST) as process:
+    with running_server(tmp_path_factory.mktemp("autoscaling") / "data",
+                        env=FAST_AUTOSCALING) as process:
         put_iris_model(process.data_dir)
         put_model(process.data_dir, "slow", {"code/inference.py": _SLOW_MODEL})
         yield process
@@ -68,88 +73,37 @@ def rt(fast_server: ServerProcess):
     return fast_server.client("sagemaker-runtime")
 
 
-def _resource(name: str, variant: str = "AllTraffic") -> str:
-    return f"endpoint/{name}/variant/{variant}"
-
-
-def _register(aas, name: str, low: int, high: int, **extra) -> None:
-    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=_resource(name),
-                                 ScalableDimension=DIMENSION, MinCapacity=low,
-                                 MaxCapacity=high, **extra)
-
-
 def _tracking(aas, name: str, config: dict, policy: str = "track") -> dict:
     return aas.put_scaling_policy(
-        PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=_resource(name),
+        PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=resource_id(name),
         ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration=config)
 
 
-def _counts(sm, name: str) -> tuple[str, int, int]:
-    described = sm.describe_endpoint(EndpointName=name)
-    variant = described["ProductionVariants"][0]
-    return (described["EndpointStatus"], variant["CurrentInstanceCount"],
-            variant["DesiredInstanceCount"])
-
-
-
-class _Load:
-    """Client threads calling the endpoint until stopped; every failure is kept."""
-
-    def __init__(self, rt, name: str, clients: int, body: str, content_type: str,
-                 pause_s: float = 0.0) -> None:
-        self.failures: list[Exception] = []
-        self._answers: list[int] = []  # list.append is atomic across threads; += is not
-        self._stop = threading.Event()
-
-        def call() -> None:
-            while not self._stop.is_set():
-                try:
-                    rt.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
-                    self._answers.append(1)
-                except Exception as exc:
-                    self.failures.append(exc)
-                if pause_s:
-                    self._stop.wait(pause_s)
-
-        self._threads = [threading.Thread(target=call) for _ in range(clients)]
-        for thread in self._threads:
-            thread.start()
-
-    @property
-    def answered(self) -> int:
-        return len(self._answers)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-
 def test_target_tracking_scales_out_under_load_and_back_to_min(sm, aas, rt) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    _register(aas, name, 1, 3)
+    register(aas, name, 1, 3)
     _tracking(aas, name, {"TargetValue": 120.0, "PredefinedMetricSpecification": INVOCATIONS,
                           "ScaleOutCooldown": 1, "ScaleInCooldown": 1})
-    load = _Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
+    load = Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
                  pause_s=0.02)
     try:
-        wait_until(lambda: _counts(sm, name)[2] > 1, 90, "the desired count to rise")
-        wait_until(lambda: _counts(sm, name)[1] > 1, 90, "new instances to serve")
+        wait_until(lambda: counts(sm, name)[2] > 1, 90, "the desired count to rise")
+        wait_until(lambda: counts(sm, name)[1] > 1, 90, "new instances to serve")
     finally:
         load.stop()
     assert load.failures == []
     assert load.answered > 0
-    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in back to min")
+    wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-in back to min")
 
     activities = aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"]
     causes = [a["Cause"] for a in activities]
     assert any("InvocationsPerInstance" in c and "above its target 120" in c for c in causes)
     assert "below its target 120" in causes[0]  # newest first: the scale-in to 1
     assert activities[0]["Description"] == "Setting desired instance count to 1."
     wait_until(lambda: aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"][0][
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"][0][
         "StatusCode"] == "Successful", 90, "the scale-in activity to finish")
 
 
@@ -159,7 +113,7 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
     starts = tmp_path / "starts"
     name = deploy(sm, "s3://models/slow/model.tar.gz", image="modelhost/python",
                   environment={"STARTS_FILE": str(starts)})
-    _register(aas, name, 1, 3)
+    register(aas, name, 1, 3)
     _tracking(aas, name, {
         "TargetValue": 1.5, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
         "CustomizedMetricSpecification": {
@@ -167,14 +121,14 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
             "Dimensions": [{"Name": "EndpointName", "Value": name},
                            {"Name": "VariantName", "Value": "AllTraffic"}],
             "Statistic": "Average"}})
-    heavy = _Load(rt, name, clients=6, body="{}", content_type="application/json")
+    heavy = Load(rt, name, clients=6, body="{}", content_type="application/json")
     light = None
     try:
-        wait_until(lambda: _counts(sm, name)[1:] == (3, 3), 90, "a scale-out to the maximum")
+        wait_until(lambda: counts(sm, name)[1:] == (3, 3), 90, "a scale-out to the maximum")
         # One slow client keeps requests in flight everywhere the router sends them.
-        light = _Load(rt, name, clients=1, body="{}", content_type="application/json")
+        light = Load(rt, name, clients=1, body="{}", content_type="application/json")
         heavy.stop()
-        wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
+        wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     finally:
         heavy.stop()
         if light is not None:
@@ -187,15 +141,15 @@ def test_scale_in_drains_requests_in_flight(sm, aas, rt, tmp_path) -> None:
 
 def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    _register(aas, name, 0, 2)
+    register(aas, name, 0, 2)
     _tracking(aas, name, {"TargetValue": 60.0, "PredefinedMetricSpecification": INVOCATIONS,
                           "ScaleInCooldown": 0})
-    wait_until(lambda: _counts(sm, name) == ("InService", 0, 0), 90, "a scale-in to zero")
+    wait_until(lambda: counts(sm, name) == ("InService", 0, 0), 90, "a scale-in to zero")
     with pytest.raises(ClientError) as excinfo:
         rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
     assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable"
-    _register(aas, name, 1, 2)
-    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-out from zero")
+    register(aas, name, 1, 2)
+    wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-out from zero")
     answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv",
                                 Body="5.1,3.5,1.4,0.2")
     assert answer["Body"].read().strip() in (b"0", b"0.0")
@@ -203,7 +157,7 @@ def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
 
 def test_async_backlog_per_instance_drives_the_count(fast_server, sm, aas, rt) -> None:
     name = deploy_async(sm, put_digest_model(fast_server.data_dir), per_instance=1)
-    _register(aas, name, 1, 3)
+    register(aas, name, 1, 3)
     _tracking(aas, name, {
         "TargetValue": 2.0, "ScaleOutCooldown": 1, "ScaleInCooldown": 1,
         "CustomizedMetricSpecification": {
@@ -216,39 +170,39 @@ def test_async_backlog_per_instance_drives_the_count(fast_server, sm, aas, rt) -
     answers = [rt.invoke_endpoint_async(EndpointName=name, ContentType="application/json",
                                         InputLocation=f"s3://inputs/{name}.json")
                for _ in range(20)]
-    wait_until(lambda: _counts(sm, name)[2] > 1, 90, "a scale-out on the backlog")
+    wait_until(lambda: counts(sm, name)[2] > 1, 90, "a scale-out on the backlog")
     for answer in answers:
         assert wait_for_object(fast_server.data_dir, answer["OutputLocation"],
                                answer["FailureLocation"]) == answer["OutputLocation"]
-    wait_until(lambda: _counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
+    wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
     causes = [a["Cause"] for a in aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"]]
     assert any("ApproximateBacklogSizePerInstance" in c and "above its target 2" in c
                for c in causes)
 
 
 def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    _register(aas, name, 1, 4)
+    register(aas, name, 1, 4)
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
     aas.put_scheduled_action(
-        ServiceNamespace="sagemaker", ScheduledActionName="morning", ResourceId=_resource(name),
+        ServiceNamespace="sagemaker", ScheduledActionName="morning", ResourceId=resource_id(name),
         ScalableDimension=DIMENSION, Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
         ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 4})
-    wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "the scheduled scale-out")
+    wait_until(lambda: counts(sm, name) == ("InService", 2, 2), 90, "the scheduled scale-out")
     target = aas.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=[_resource(name)])["ScalableTargets"][0]
+        ServiceNamespace="sagemaker", ResourceIds=[resource_id(name)])["ScalableTargets"][0]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 4)
     causes = [a["Cause"] for a in aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=_resource(name))["ScalingActivities"]]
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"]]
     assert "scheduled action name morning was triggered" in causes
     assert any(c.startswith("the minimum capacity 2 is above") for c in causes)
 
 
 def test_describe_update_and_deregister(sm, aas) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    resource = _resource(name)
-    _register(aas, name, 0, 2, Tags={"team": "ml"})  # scale-to-zero ranges are accepted
+    resource = resource_id(name)
+    register(aas, name, 0, 2, Tags={"team": "ml"})  # scale-to-zero ranges are accepted
     aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
                                  ScalableDimension=DIMENSION, MaxCapacity=3)
     target = aas.describe_scalable_targets(
@@ -328,7 +282,7 @@ def _error(call: Callable[[], object]) -> tuple[str, str]:
 
 def test_bad_input_is_a_validation_exception(sm, aas) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
-    resource = _resource(name)
+    resource = resource_id(name)
 
     def register(**changes):
         params = {"ServiceNamespace": "sagemaker", "ResourceId": resource,
@@ -401,25 +355,25 @@ def test_bad_input_is_a_validation_exception(sm, aas) -> None:
 def test_targets_and_cooldowns_survive_a_restart(tmp_path) -> None:
     """Targets, policies and the controller's cooldown knowledge live in the state store:
     after a crash the restarted server still knows them and keeps scaling."""
-    with running_server(tmp_path / "data", env=_FAST) as server:
+    with running_server(tmp_path / "data", env=FAST_AUTOSCALING) as server:
         iris = put_iris_model(server.data_dir)
         sm, aas = server.client("sagemaker"), server.client("application-autoscaling")
         name = deploy(sm, iris)
-        _register(aas, name, 1, 3)
+        register(aas, name, 1, 3)
         _tracking(aas, name, {"TargetValue": 100.0, "ScaleInCooldown": 3600,
                               "PredefinedMetricSpecification": INVOCATIONS})
-        _register(aas, name, 2, 3)
-        wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "a scale-out to min")
+        register(aas, name, 2, 3)
+        wait_until(lambda: counts(sm, name) == ("InService", 2, 2), 90, "a scale-out to min")
         server.kill()
         server.start()
-        wait_until(lambda: _counts(sm, name) == ("InService", 2, 2), 90, "the endpoint back")
+        wait_until(lambda: counts(sm, name) == ("InService", 2, 2), 90, "the endpoint back")
         policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker",
-                                                 ResourceId=_resource(name))["ScalingPolicies"]
+                                                 ResourceId=resource_id(name))["ScalingPolicies"]
         assert [p["PolicyName"] for p in policies] == ["track"]
         # No traffic wants a scale-in, but the last scaling is within the hour-long
         # scale-in cooldown remembered from before the crash.
-        _register(aas, name, 1, 3)
+        register(aas, name, 1, 3)
         time.sleep(6)  # a dozen evaluations, each of which would otherwise scale in
-        assert _counts(sm, name) == ("InService", 2, 2)
-        _register(aas, name, 3, 3)
-        wait_until(lambda: _counts(sm, name) == ("InService", 3, 3), 90, "a scale-out to 3")
+        assert counts(sm, name) == ("InService", 2, 2)
+        register(aas, name, 3, 3)
+        wait_until(lambda: counts(sm, name) == ("InService", 3, 3), 90, "a scale-out to 3")

@@ -1,4 +1,4 @@
-"""The AWS CLI, unchanged, pointed at modelhost: the promise in DESIGN.md that any SageMaker
+"""The AWS CLI, unchanged, pointed at modelhost: the promise that any SageMaker
 client works by setting --endpoint-url."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import botocore
 import pytest
 
-from tests.conftest import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_rows
 from tests.support.server import ServerProcess
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import unique, wait_for_status
+from tests.support.endpoints import unique, wait_for_status
 from tests.support.models import put_model
 from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess, running_server

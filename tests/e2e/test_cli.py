@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import deploy, unique, wait_for_status
 from tests.support.cli import run_cli
+from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_rows
 from tests.support.server import ServerProcess, free_port
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, put_model
 
 

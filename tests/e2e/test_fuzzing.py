@@ -35,7 +35,7 @@ import pytest
 from botocore.parsers import create_parser
 
 from modelhost.api import SERVICE_DATA_PATH
-from tests.conftest import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess, running_server
 

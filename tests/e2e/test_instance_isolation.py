@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import unique, wait_for_status
+from tests.support.endpoints import unique, wait_for_status
 from tests.support.models import put_model
 from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess

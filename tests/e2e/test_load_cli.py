@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import deploy
 from tests.support.cli import run_cli
+from tests.support.endpoints import deploy
 
 
 def test_load_drives_an_endpoint_by_name(server, sagemaker, iris_model_url: str) -> None:

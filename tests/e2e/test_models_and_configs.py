@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import unique
+from tests.support.endpoints import unique
 
 IMAGE = "modelhost/sklearn"
 
@@ -210,7 +210,7 @@ def test_local_model_locations_are_refused_by_default(sagemaker, tmp_path) -> No
 def test_local_model_locations_are_accepted_when_allowed(tmp_path) -> None:
     """SageMaker allows only s3:// and https:// here; an operator may let modelhost read
     local files too, which is what a laptop deployment needs."""
-    from tests.conftest import deploy
+    from tests.support.endpoints import deploy
     from tests.support.models import write_iris_tarball
     from tests.support.server import running_server
 

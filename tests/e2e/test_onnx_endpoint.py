@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import deploy
+from tests.support.endpoints import deploy
 from tests.support.models import iris_classifier, iris_rows, put_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the onnx extra)")

@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import unique, wait_for
 from tests.support.cli import run_cli
+from tests.support.endpoints import unique, wait_for
 from tests.support.models import model_tarball, put_iris_model, write_iris_tarball
 from tests.support.server import ServerProcess
 

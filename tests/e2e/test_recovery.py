@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.conftest import deploy, wait_for_status
+from tests.support.endpoints import deploy, wait_for_status
 from tests.support.models import put_iris_model, put_model
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess

@@ -15,8 +15,8 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
 from modelhost.runtime import eventstream
-from tests.conftest import _deployed, deploy, unique, wait_for_status
 from tests.support.async_inference import deploy_async
+from tests.support.endpoints import deploy, deployed, unique, wait_for_status
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess
 from tests.support.streaming import put_token_model
@@ -198,7 +198,7 @@ def test_serverless_endpoints_refuse_streaming(sagemaker, runtime, server: Serve
         {"VariantName": "AllTraffic", "ModelName": name,
          "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    _deployed.append((sagemaker, name))
+    deployed.append((sagemaker, name))
     wait_for_status(sagemaker, name, {"InService"})
     with pytest.raises(ClientError) as raised:
         _invoke(runtime, name, tokens=TOKENS)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy
+from tests.support.endpoints import deploy
 from tests.support.models import iris_rows, put_model
 from tests.support.processes import instance_pids, kill_and_wait
 

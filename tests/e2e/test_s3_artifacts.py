@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import deploy, wait_for_status
+from tests.support.endpoints import deploy, wait_for_status
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, model_tarball
 from tests.support.moto import TEST_ENV, MotoServer, moto_server
 from tests.support.server import ServerProcess

@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy
+from tests.support.endpoints import deploy
 from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess, free_port
 

@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import unique
+from tests.support.endpoints import unique
 
 
 @pytest.fixture(scope="module")

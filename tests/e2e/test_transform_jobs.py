@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from tests.conftest import unique
+from tests.support.endpoints import unique
 from tests.support.models import iris_classifier, iris_rows
 
 WAIT = {"Delay": 1, "MaxAttempts": 120}

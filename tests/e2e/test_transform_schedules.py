@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from modelhost import control
-from tests.conftest import unique
+from modelhost.cli import control
 from tests.support.cli import run_cli
+from tests.support.endpoints import unique
 from tests.support.models import iris_rows
 
 

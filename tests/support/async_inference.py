@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import _deployed, unique, wait_for_status
+from tests.support.endpoints import deployed, unique, wait_for_status
 from tests.support.models import put_model
 
 # Answers with the size and SHA-256 of the body it got, so large payloads can be checked
@@ -76,7 +76,7 @@ def deploy_async(
         Tags=[{"Key": key, "Value": value} for key, value in (tags or {}).items()],
     )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    _deployed.append((sagemaker, name))
+    deployed.append((sagemaker, name))
     if wait:
         wait_for_status(sagemaker, name, {"InService"})
     return name

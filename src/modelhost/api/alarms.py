@@ -14,10 +14,10 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import page
+from modelhost.domain import kinds
 from modelhost.errors import AlarmNotFound, ValidationError
 
-KIND = "metric_alarm"
-NAMESPACES = ("AWS/SageMaker", "/aws/sagemaker/Endpoints", "AWS/SageMaker/Endpoints")
+KIND = kinds.METRIC_ALARM
 _UNSUPPORTED = ("Metrics", "ThresholdMetricId")
 OPERATORS = ("GreaterThanOrEqualToThreshold", "GreaterThanThreshold", "LessThanThreshold",
              "LessThanOrEqualToThreshold")

@@ -8,15 +8,13 @@ from modelhost.api.async_config import check_async_config
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
-from modelhost.api.serverless import (
-    check_serverless_config,
-    check_serverless_variant,
-    is_serverless,
-)
+from modelhost.api.serverless import check_serverless_config, check_serverless_variant
 from modelhost.catalog import get_instance_type
+from modelhost.domain import kinds
+from modelhost.domain.endpoints import is_serverless
 from modelhost.errors import ValidationError
 
-KIND = "endpoint_config"
+KIND = kinds.ENDPOINT_CONFIG
 
 # Parts of the API that later releases of modelhost fill in; refused clearly until then.
 _NOT_YET = {

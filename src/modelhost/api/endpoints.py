@@ -9,21 +9,17 @@ while an endpoint still runs it, and a restarted server must still be able to re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
-from modelhost.api.serverless import (
-    check_capacity_update,
-    instance_bounds,
-    is_serverless,
-    summary_fields,
-)
+from modelhost.api.serverless import check_capacity_update
+from modelhost.domain import kinds
+from modelhost.domain.endpoints import deployed_fields, instance_bounds, is_serverless
 from modelhost.errors import ResourceLimitExceeded, ValidationError
 
-KIND = "endpoint"
+KIND = kinds.ENDPOINT
 LABEL = "endpoint"
 
 
@@ -67,42 +63,6 @@ def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> N
             f"The request would run {others + mine} instances on this modelhost server; the "
             f"limit is {limit} (MODELHOST_MAX_INSTANCES)."
         )
-
-
-def deployed_fields(
-    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None = None
-) -> dict[str, Any]:
-    """What DescribeEndpoint shows of the deployment: its ProductionVariants and the
-    config's AsyncInferenceConfig. `current` maps a variant to the weight and healthy
-    instance count it runs with now; None until the controller has taken the endpoint up
-    (then images are not resolved yet and nothing runs)."""
-    fields: dict[str, Any] = {"ProductionVariants": _variant_summaries(desired, current)}
-    if "AsyncInferenceConfig" in desired["config"]:
-        fields["AsyncInferenceConfig"] = desired["config"]["AsyncInferenceConfig"]
-    return fields
-
-
-def _variant_summaries(
-    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None
-) -> list[dict[str, Any]]:
-    summaries = []
-    for variant in desired["config"]["ProductionVariants"]:
-        capacity = desired["capacity"][variant["VariantName"]]
-        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
-        weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
-        summary = {
-            "VariantName": variant["VariantName"],
-            "DeployedImages": [{"SpecifiedImage": image} if current is None else
-                               {"SpecifiedImage": image, "ResolvedImage": image}],
-            "CurrentWeight": weight,
-            "DesiredWeight": capacity["weight"],
-        }
-        if "serverless" in capacity:
-            summary.update(summary_fields(capacity, running=current is not None))
-        else:
-            summary.update(CurrentInstanceCount=count, DesiredInstanceCount=capacity["count"])
-        summaries.append(summary)
-    return summaries
 
 
 def create_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ from typing import Any
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
+from modelhost.domain import kinds
 from modelhost.errors import ValidationError
 
-KIND = "model"
+KIND = kinds.MODEL
 
 
 def _container(params: dict[str, Any]) -> dict[str, Any]:

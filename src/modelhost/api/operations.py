@@ -16,9 +16,9 @@ from modelhost.api import (
     scaling_activities,
     scaling_policies,
     scheduled_actions,
-    schedules,
     tags,
     transform_jobs,
+    transform_schedules,
 )
 from modelhost.api.context import Context
 
@@ -81,8 +81,8 @@ CLOUDWATCH_OPERATIONS: dict[str, Operation] = {
 # modelhost's own operations (X-Amz-Target: Modelhost.<Operation>), modelled in
 # data/modelhost/*/service-2.json.
 MODELHOST_OPERATIONS: dict[str, Operation] = {
-    "CreateSchedule": schedules.create_schedule,
-    "DescribeSchedule": schedules.describe_schedule,
-    "ListSchedules": schedules.list_schedules,
-    "DeleteSchedule": schedules.delete_schedule,
+    "CreateSchedule": transform_schedules.create_schedule,
+    "DescribeSchedule": transform_schedules.describe_schedule,
+    "ListSchedules": transform_schedules.list_schedules,
+    "DeleteSchedule": transform_schedules.delete_schedule,
 }

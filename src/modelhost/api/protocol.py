@@ -21,7 +21,7 @@ from modelhost.api.operations import (
     SAGEMAKER_OPERATIONS,
     Operation,
 )
-from modelhost.api.service_models import service_model as _service_model
+from modelhost.api.service_models import SERVICE_NAMES, service_model
 from modelhost.api.validation import validate_request
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 
 # X-Amz-Target prefix -> (botocore service name, operations)
 _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
-    "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
-    "AnyScaleFrontendService": ("application-autoscaling", AUTOSCALING_OPERATIONS),
-    "GraniteServiceVersion20100801": ("cloudwatch", CLOUDWATCH_OPERATIONS),
-    "Modelhost": ("modelhost", MODELHOST_OPERATIONS),
+    prefix: (SERVICE_NAMES[prefix], operations) for prefix, operations in (
+        ("SageMaker", SAGEMAKER_OPERATIONS),
+        ("AnyScaleFrontendService", AUTOSCALING_OPERATIONS),
+        ("GraniteServiceVersion20100801", CLOUDWATCH_OPERATIONS),
+        ("Modelhost", MODELHOST_OPERATIONS),
+    )
 }
 
 
@@ -41,17 +43,12 @@ _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
 _QUERY_CODES = {"ValidationException": "ValidationError"}
 
 
-def operation_model(target: str) -> OperationModel:
-    """botocore's model of a `Service.Operation` target (its request and answer shapes)."""
-    return _lookup(target)[0]
-
-
 def _lookup(target: str) -> tuple[OperationModel, Operation]:
     prefix, _, name = target.partition(".")
     if prefix not in _SERVICES:
         raise UnknownOperation(f"Unknown service target: {target!r}")
     service, operations = _SERVICES[prefix]
-    model = _service_model(service)
+    model = service_model(service)
     if name not in operations:
         if name in model.operation_names:
             raise UnknownOperation(f"Operation {name} is not supported by modelhost.")
@@ -83,7 +80,7 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
         return 200, operation(ctx, params)
     except SageMakerError as error:
         body = error.body()
-        if prefix in _SERVICES and _service_model(_SERVICES[prefix][0]).is_query_compatible:
+        if prefix in _SERVICES and service_model(_SERVICES[prefix][0]).is_query_compatible:
             body["__type"] = _QUERY_CODES.get(error.code, error.code)
         return error.status, body
     except Exception:

@@ -16,9 +16,10 @@ from modelhost.api.context import Context
 from modelhost.api.listing import page, paginate
 from modelhost.api.resources import create, public, require
 from modelhost.catalog import get_instance_type
+from modelhost.domain import kinds
 from modelhost.errors import ValidationError
 
-KIND = "recommendation_job"
+KIND = kinds.RECOMMENDATION_JOB
 LABEL = "inference recommendations job"
 
 # Candidates of a Default job that names none: small general-purpose and compute types.
@@ -26,13 +27,6 @@ DEFAULT_INSTANCE_TYPES = ("ml.c5.large", "ml.m5.large", "ml.c5.xlarge", "ml.m5.x
 # A Default job's traffic when none is given: 1, 2, 3, 4 users, 10 s each.
 _DEFAULT_STAIRS = {"UsersPerStep": 1, "NumberOfSteps": 4, "DurationInSeconds": 10}
 _PERCENTILES = {"P50": 50.0, "P90": 90.0, "P95": 95.0, "P99": 99.0}
-
-
-def candidate_label(candidate: dict[str, Any]) -> str:
-    """How people name a candidate: its instance type, or its serverless memory size."""
-    if "ServerlessConfig" in candidate:
-        return f"serverless {candidate['ServerlessConfig'].get('MemorySizeInMB')} MB"
-    return str(candidate.get("InstanceType"))
 
 
 def _candidates(params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ import cbor2
 from botocore.model import Shape
 
 from modelhost.api.context import Context
-from modelhost.api.protocol import call, operation_model
+from modelhost.api.protocol import call
+from modelhost.api.service_models import operation_model
 from modelhost.errors import InternalFailure, SageMakerError, UnknownOperation, ValidationError
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from typing import Any
 from modelhost.api import listing
 from modelhost.api.context import Context
 from modelhost.api.resources import public
+from modelhost.domain import kinds
+from modelhost.domain.scaling import DIMENSION, NAMESPACE, child_key, target_key
 from modelhost.errors import ObjectNotFound, ResourceNotFound, ValidationError
 
-KIND = "scalable_target"
-POLICY_KIND = "scaling_policy"
-ACTION_KIND = "scheduled_action"
-NAMESPACE = "sagemaker"
-DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+KIND = kinds.SCALABLE_TARGET
+POLICY_KIND = kinds.SCALING_POLICY
+ACTION_KIND = kinds.SCHEDULED_ACTION
 _SERVICE_ROLE = ("role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
                  "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
 _PAGE_LIMIT = 50
@@ -54,10 +54,6 @@ def check_target_kind(params: dict[str, Any]) -> None:
         )
 
 
-def target_key(resource_id: str, dimension: str = DIMENSION) -> str:
-    return f"{resource_id}|{dimension}"
-
-
 def require_target(ctx: Context, params: dict[str, Any]) -> Record:
     """The registered target a policy or scheduled action belongs to."""
     check_target_kind(params)
@@ -68,11 +64,6 @@ def require_target(ctx: Context, params: dict[str, Any]) -> Record:
             f"{params['ResourceId'][:200]}, scalable dimension: {DIMENSION}"
         )
     return record
-
-
-def child_key(resource_id: str, name: str) -> str:
-    """Store key of a policy or scheduled action: its target's key, then its name."""
-    return f"{target_key(resource_id)}|{name}"
 
 
 def autoscaling_arn(ctx: Context, kind: str, resource_id: str, label: str, name: str) -> str:

@@ -12,9 +12,11 @@ import uuid
 from typing import Any
 
 from modelhost.api.context import Context
-from modelhost.api.scalable_targets import check_target_kind, page, target_key
+from modelhost.api.scalable_targets import check_target_kind, page
+from modelhost.domain import kinds
+from modelhost.domain.scaling import target_key
 
-KIND = "scaling_activity"
+KIND = kinds.SCALING_ACTIVITY
 _KEEP_PER_TARGET = 100
 
 Record = dict[str, Any]

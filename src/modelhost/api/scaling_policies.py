@@ -13,33 +13,21 @@ import itertools
 import math
 from typing import Any
 
-from modelhost.api.alarms import KIND as ALARM_KIND
 from modelhost.api.context import Context
 from modelhost.api.scalable_targets import (
     POLICY_KIND,
     autoscaling_arn,
-    child_key,
     delete_child,
     describe_children,
     require_target,
 )
+from modelhost.domain import kinds
+from modelhost.domain.scaling import PREDEFINED, child_key
 from modelhost.errors import ValidationError
 
 KIND = POLICY_KIND
-PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
 
 Record = dict[str, Any]
-
-
-def tracked_metric(config: Record) -> tuple[str, dict[str, str], str]:
-    """(metric name, dimensions, statistic) a target tracking configuration tracks;
-    dimensions are as given, the controller fills in the target's endpoint and variant."""
-    predefined = config.get("PredefinedMetricSpecification")
-    if predefined is not None:
-        return PREDEFINED[predefined["PredefinedMetricType"]], {}, "Average"
-    custom = config["CustomizedMetricSpecification"]
-    dimensions = {d["Name"]: d["Value"] for d in custom.get("Dimensions", [])}
-    return custom["MetricName"], dimensions, custom.get("Statistic", "Average")
 
 
 def _check_target_tracking(ctx: Context, config: Record | None) -> None:
@@ -156,7 +144,7 @@ def describe_scaling_policies(ctx: Context, params: dict[str, Any]) -> dict[str,
     """With each policy's `Alarms`: the CloudWatch alarms whose actions invoke it."""
     answer = describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
                                "ScalingPolicies")
-    alarms = ctx.store.list(ALARM_KIND)
+    alarms = ctx.store.list(kinds.METRIC_ALARM)
     for policy in answer["ScalingPolicies"]:
         policy["Alarms"] = [{"AlarmName": a["AlarmName"], "AlarmARN": a["AlarmArn"]}
                             for a in alarms if policy["PolicyARN"] in a["AlarmActions"]]

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelhost import schedule_expressions
 from modelhost.api.context import Context
 from modelhost.api.listing import epoch
 from modelhost.api.resources import public
 from modelhost.api.scalable_targets import (
     ACTION_KIND,
     autoscaling_arn,
-    child_key,
     delete_child,
     describe_children,
     require_target,
 )
+from modelhost.domain import scaling_schedules
+from modelhost.domain.scaling import child_key
 from modelhost.errors import ValidationError
 
 KIND = ACTION_KIND
@@ -40,8 +40,8 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     if "Schedule" not in merged:
         raise ValidationError("Schedule is required to create a scheduled action.")
     try:
-        schedule_expressions.parse(merged["Schedule"])
-        schedule_expressions.zone(merged.get("Timezone"))
+        scaling_schedules.parse(merged["Schedule"])
+        scaling_schedules.zone(merged.get("Timezone"))
     except ValueError as exc:
         raise ValidationError(f"Invalid schedule {merged['Schedule'][:200]!r}: {exc}") from None
     for moment in ("StartTime", "EndTime"):

@@ -1,5 +1,5 @@
-"""Serverless variants on the control plane: what a ServerlessConfig may say, and how it
-shows in an endpoint's desired state and in DescribeEndpoint.
+"""Serverless variants on the control plane: what a ServerlessConfig may say (how it shows
+in an endpoint's desired state and in DescribeEndpoint is `modelhost.domain.endpoints`).
 
 botocore's model already bounds MemorySizeInMB (1024 to 6144) and MaxConcurrency (1 to 200);
 the rules it cannot express — 1 GB steps, provisioned concurrency within the maximum, no
@@ -9,10 +9,9 @@ SageMaker's own and are checked here.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from modelhost.config import Settings
+from modelhost.domain.endpoints import is_serverless
 from modelhost.errors import ValidationError
 
 MEMORY_STEP_MB = 1024
@@ -25,10 +24,6 @@ _UNSUPPORTED = {
     "VpcConfig": "VPC configuration",
     "EnableNetworkIsolation": "network isolation",
 }
-
-
-def is_serverless(variant: dict[str, Any]) -> bool:
-    return "ServerlessConfig" in variant
 
 
 def check_serverless_variant(index: int, variant: dict[str, Any]) -> None:
@@ -91,24 +86,3 @@ def check_capacity_update(item: dict[str, Any], capacity: dict[str, Any]) -> Non
         )
     _check_provisioned(variant, {**capacity["serverless"],
                                  **item.get("ServerlessUpdateConfig", {})})
-
-
-def summary_fields(capacity: dict[str, Any], running: bool) -> dict[str, Any]:
-    """DescribeEndpoint's CurrentServerlessConfig (once it runs) and DesiredServerlessConfig,
-    in place of instance counts."""
-    desired = capacity["serverless"]
-    fields = {"DesiredServerlessConfig": desired}
-    if running:
-        fields["CurrentServerlessConfig"] = desired
-    return fields
-
-
-def instance_bounds(config: dict[str, Any], settings: Settings) -> tuple[int, int]:
-    """How many instances a serverless variant keeps warm and may run at most. An instance
-    serves `serverless_instance_concurrency` requests at once; provisioned concurrency is
-    kept warm in instances of that size."""
-    per_instance = settings.serverless_instance_concurrency
-    most = min(math.ceil(config["MaxConcurrency"] / per_instance),
-               settings.serverless_max_instances)
-    warm = min(math.ceil(config.get("ProvisionedConcurrency", 0) / per_instance), most)
-    return warm, most

@@ -16,9 +16,10 @@ from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.batch import compile_filter
 from modelhost.catalog import get_instance_type
+from modelhost.domain import kinds
 from modelhost.errors import ResourceLimitExceeded, ValidationError
 
-KIND = "transform_job"
+KIND = kinds.TRANSFORM_JOB
 LABEL = "transform job"
 TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
 # SageMaker's default when the job does not say.

@@ -9,9 +9,9 @@ from modelhost.cli.endpoints import endpoints_app
 from modelhost.cli.load import load
 from modelhost.cli.models import configs_app, models_app
 from modelhost.cli.recommend import recommend_app
-from modelhost.cli.schedules import schedules_app
 from modelhost.cli.server import server
 from modelhost.cli.transform import transform_app
+from modelhost.cli.transform_schedules import schedules_app
 
 app = typer.Typer(help="Self-hosted model deployment that speaks the SageMaker API.",
                   no_args_is_help=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 REGION = "us-east-1"

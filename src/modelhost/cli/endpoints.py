@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import (
     DEFAULT_URL,
     AsJson,
@@ -117,7 +117,7 @@ def endpoints_async_requests(
     """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
     from urllib.parse import urlencode
 
-    from modelhost import control
+    from modelhost.cli import control
 
     with connected(endpoint_url) as api:
         answer = control.get(api.url, f"/endpoints/{name}/async-requests",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import DEFAULT_URL, AsJson, EndpointUrl
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import (
     DEFAULT_URL,
     AsJson,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import DEFAULT_URL, AsJson, EndpointUrl, connected, print_listing
 
 recommend_app = typer.Typer(help="Inference recommendations: load test candidate instance "
@@ -122,9 +122,9 @@ def _show_recommendation(url: str, name: str, chart: Path | None, as_json: bool)
         console.describe_recommendation_job(job, steps)
     if chart is None:
         return
-    from modelhost import control
-    from modelhost.api import candidate_label
-    from modelhost.recommendation_chart import write_chart
+    from modelhost.cli import control
+    from modelhost.cli.recommendation_chart import write_chart
+    from modelhost.domain.recommendations import candidate_label
 
     with connected(url) as api:
         curves = control.get(api.url, f"/inference-recommendations-jobs/{name}/load-curves")

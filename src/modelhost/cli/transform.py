@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import (
     DEFAULT_URL,
     Api,
@@ -51,7 +51,7 @@ def transform_list(
     as_json: AsJson = False,
 ) -> None:
     """List transform jobs, newest first."""
-    from modelhost import transform_console
+    from modelhost.cli import transform_console
 
     params = name_filter(name_contains) | ({"StatusEquals": status} if status else {})
     print_listing(endpoint_url, "list_transform_jobs", "TransformJobSummaries",
@@ -62,7 +62,7 @@ def transform_list(
 def transform_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
                        as_json: AsJson = False) -> None:
     """Show a transform job: input, output, status and progress."""
-    from modelhost import transform_console
+    from modelhost.cli import transform_console
 
     with connected(endpoint_url) as api:
         job, progress = _describe_job(api, name)
@@ -79,7 +79,7 @@ def transform_wait(
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
 ) -> None:
     """Follow a job with a progress bar until it ends; exit 1 unless it Completed."""
-    from modelhost import transform_console
+    from modelhost.cli import transform_console
 
     started = time.monotonic()
     with connected(endpoint_url) as api, transform_console.job_progress(name) as report:

@@ -12,8 +12,8 @@ from modelhost.controllers.scaling_metrics import (
     PerMinute,
     sagemaker_metrics,
 )
-from modelhost.controllers.schedules import ScheduleController
 from modelhost.controllers.transform import TransformController
+from modelhost.controllers.transform_schedules import TransformScheduleController
 
 __all__ = [
     "AsyncInferenceController",
@@ -24,8 +24,8 @@ __all__ = [
     "PerInstance",
     "PerMinute",
     "RecommendationController",
-    "ScheduleController",
     "TransformController",
+    "TransformScheduleController",
     "cancel_all",
     "sagemaker_metrics",
 ]

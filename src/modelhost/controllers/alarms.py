@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from modelhost.api import Context
-from modelhost.api.alarms import KIND, NAMESPACES
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
+from modelhost.domain.kinds import METRIC_ALARM as KIND
+from modelhost.domain.scaling import ALARM_NAMESPACES
 
 Record = dict[str, Any]
 _COMPARE = {
@@ -31,7 +32,7 @@ _STEP = "StepScalingPolicyConfiguration"
 
 def alarm_series(alarm: Record) -> tuple[str, dict[str, str]] | None:
     """The series an alarm watches, or None for a metric the server does not record."""
-    if alarm["Namespace"] not in NAMESPACES or "MetricName" not in alarm:
+    if alarm["Namespace"] not in ALARM_NAMESPACES or "MetricName" not in alarm:
         return None
     return alarm["MetricName"], {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
 

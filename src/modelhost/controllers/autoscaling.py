@@ -23,14 +23,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from modelhost import api, schedule_expressions
-from modelhost.api.scalable_targets import ACTION_KIND, POLICY_KIND, child_key, target_key
-from modelhost.api.scalable_targets import KIND as TARGET_KIND
+from modelhost import api
 from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
-from modelhost.api.scaling_policies import tracked_metric
 from modelhost.controllers.alarms import AlarmEvaluator, step_count
 from modelhost.controllers.loop import ReconcileLoop
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
+from modelhost.domain import scaling_schedules
+from modelhost.domain.kinds import SCALABLE_TARGET as TARGET_KIND
+from modelhost.domain.kinds import SCALING_POLICY as POLICY_KIND
+from modelhost.domain.kinds import SCHEDULED_ACTION as ACTION_KIND
+from modelhost.domain.scaling import child_key, target_key, tracked_metric
 from modelhost.errors import SageMakerError
 
 log = logging.getLogger(__name__)
@@ -294,11 +296,11 @@ class AutoscalingController(ReconcileLoop):
 
     def _run_if_due(self, action: Record, target: Record, now: float) -> Record:
         """Fire a scheduled action whose time has come; returns the target as it is now."""
-        schedule = schedule_expressions.parse(action["Schedule"])
+        schedule = scaling_schedules.parse(action["Schedule"])
         since = max(action["_since"], action.get("_last_run", 0), action.get("StartTime", 0))
         until = min(now, action.get("EndTime", now))
         fired = schedule.latest(until, since,
-                                schedule_expressions.zone(action.get("Timezone")))
+                                scaling_schedules.zone(action.get("Timezone")))
         if fired is None:
             return target
         key = child_key(action["ResourceId"], action["ScheduledActionName"])

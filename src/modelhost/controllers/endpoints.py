@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from modelhost import metrics
-from modelhost.api import deployed_fields
 from modelhost.config import Settings
 from modelhost.controllers.deployment import (
     StartFailed,
@@ -34,13 +33,16 @@ from modelhost.controllers.deployment import (
 )
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.controllers.serverless import ServerlessScaler
+from modelhost.domain import kinds
+from modelhost.domain.endpoints import deployed_fields
+from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
 from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
 from modelhost.storage import ObjectStore, StateStore, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
 
-KIND = "endpoint"
+KIND = kinds.ENDPOINT
 _DRAIN_TIMEOUT_S = 60.0
 _MAX_REPLACE_BACKOFF_S = 60.0
 
@@ -156,11 +158,11 @@ class EndpointController(ReconcileLoop):
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
                 self._write_status(name, "Failed", desired,
-                                   FailureReason=_fit_failure_reason(reason))
+                                   FailureReason=fit_failure_reason(reason))
             else:
                 # Roll back: the deployment that serves now stays, as SageMaker does.
                 self._write_status(name, "InService", live_desired, restore=True,
-                                   FailureReason=_fit_failure_reason(f"Update failed: {reason}"))
+                                   FailureReason=fit_failure_reason(f"Update failed: {reason}"))
             return
         self._desired[name] = desired
         self._write_status(name, "InService", desired)
@@ -442,11 +444,3 @@ class EndpointController(ReconcileLoop):
             return record
 
         self.store.modify(KIND, name, change)
-
-
-def _fit_failure_reason(reason: str) -> str:
-    """SageMaker's FailureReason holds at most 1024 characters; keep the end, where the
-    instance log tail says what went wrong."""
-    limit = 1024
-    return reason if len(reason) <= limit else reason[: limit // 4] + " … " + reason[-(
-        limit - limit // 4 - 3):]

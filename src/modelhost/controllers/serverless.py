@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from modelhost import metrics
-from modelhost.api import instance_bounds
 from modelhost.catalog import serverless_usd_per_gb_second
 from modelhost.config import Settings
 from modelhost.controllers.deployment import numbered, start_ready
+from modelhost.domain.endpoints import instance_bounds
 from modelhost.instances import InstanceBackend, InstanceSpec
 from modelhost.router import Replica, Router, ServerlessPool
 

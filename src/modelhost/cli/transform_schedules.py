@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 from modelhost.cli._shared import DEFAULT_URL, AsJson, EndpointUrl, connected
 
 schedules_app = typer.Typer(help="Schedules that create transform jobs on a cron expression.",
@@ -29,7 +29,7 @@ def schedules_create(
     """Create a schedule that runs a transform job on the cron expression."""
     import json
 
-    from modelhost import control
+    from modelhost.cli import control
 
     try:
         template = json.loads(job_template.read_text())
@@ -46,7 +46,7 @@ def schedules_create(
 @schedules_app.command("list")
 def schedules_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
     """List schedules with their next run and last job."""
-    from modelhost import control, transform_console
+    from modelhost.cli import control, transform_console
 
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"MaxResults": 100}
@@ -67,7 +67,7 @@ def schedules_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = Fa
 def schedules_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
                        as_json: AsJson = False) -> None:
     """Show a schedule: cron, input template, next and last run."""
-    from modelhost import control, transform_console
+    from modelhost.cli import control, transform_console
 
     with connected(endpoint_url) as api:
         item = control.call(api.url, "Modelhost.DescribeSchedule", {"ScheduleName": name})
@@ -80,7 +80,7 @@ def schedules_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
 @schedules_app.command("delete")
 def schedules_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None:
     """Delete a schedule; the jobs it created stay."""
-    from modelhost import control
+    from modelhost.cli import control
 
     with connected(endpoint_url) as api:
         control.call(api.url, "Modelhost.DeleteSchedule", {"ScheduleName": name})

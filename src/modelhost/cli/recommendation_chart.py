@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelhost.api import candidate_label
+from modelhost.domain.recommendations import candidate_label
 
 INSTALL_HINT = "the chart needs matplotlib: pip install 'modelhost[plot]'"
 

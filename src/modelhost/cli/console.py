@@ -1,7 +1,7 @@
 """Rendering for the `modelhost` command: rich tables for people, plain JSON for scripts.
 
-Kept apart from `cli.py` so the commands read as "ask the server, hand the answer here";
-nothing in this module talks to the network.
+Kept apart from the command modules beside it so they read as "ask the server, hand the
+answer here"; nothing in this module talks to the network.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+from modelhost.domain.recommendations import candidate_label
 
 out = Console()
 # Errors and progress go to stderr so stdout stays clean for `--json` and invoke bodies.
@@ -282,8 +284,6 @@ def recommendation_jobs_table(jobs: Sequence[Description]) -> Table:
 def describe_recommendation_job(job: Description, steps: Sequence[Description]) -> None:
     """One row per candidate; the recommended one (cheapest per inference among those that
     met the job's conditions) is starred."""
-    from modelhost.api import candidate_label
-
     out.print(Text.assemble(f"{job['JobName']} ({job['JobType']}): ", status(job["Status"])))
     if job.get("FailureReason"):
         out.print(f"[red]{job['FailureReason']}[/]", highlight=False)

@@ -1,5 +1,6 @@
-"""The schedule controller: creates a transform job each time a schedule's cron
-expression comes due.
+"""The transform schedule controller: creates a transform job each time a schedule's cron
+expression comes due (modelhost's CreateSchedule; Application Auto Scaling's scheduled
+actions are run by the autoscaling controller).
 
 Runs are keyed by their due time: the job for the run due at T is named
 `<schedule>-<T>`, so a server that restarts between creating the job and recording the
@@ -13,14 +14,16 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from modelhost.api import Context, schedules, transform_jobs
+from modelhost.api import Context, transform_jobs
 from modelhost.controllers.loop import ReconcileLoop
+from modelhost.domain.kinds import TRANSFORM_JOB, TRANSFORM_SCHEDULE
+from modelhost.domain.transform_schedules import job_request, next_run
 from modelhost.errors import SageMakerError
 
 log = logging.getLogger(__name__)
 
 
-class ScheduleController(ReconcileLoop):
+class TransformScheduleController(ReconcileLoop):
     def __init__(self, context: Context) -> None:
         super().__init__("schedule tick", context.settings.health_interval_s)
         self.context = context
@@ -30,29 +33,29 @@ class ScheduleController(ReconcileLoop):
 
     def tick(self, now: datetime) -> None:
         store = self.context.store
-        for record in store.list(schedules.KIND):
+        for record in store.list(TRANSFORM_SCHEDULE):
             due = datetime.fromtimestamp(record["NextRunTime"], UTC)
             if due > now:
                 continue
             # the latest due time not after now: one make-up run after downtime
             latest = due
-            while (following := schedules.next_run(record["ScheduleExpression"], latest)
+            while (following := next_run(record["ScheduleExpression"], latest)
                    ) <= now:
                 latest = following
             self._fire(record, latest)
-            upcoming = schedules.next_run(record["ScheduleExpression"], now)
+            upcoming = next_run(record["ScheduleExpression"], now)
 
             def advance(r: dict[str, Any], upcoming: datetime = upcoming) -> dict[str, Any]:
                 r["NextRunTime"] = round(upcoming.timestamp(), 3)
                 return r
 
-            store.modify(schedules.KIND, record["ScheduleName"], advance)
+            store.modify(TRANSFORM_SCHEDULE, record["ScheduleName"], advance)
 
     def _fire(self, record: dict[str, Any], when: datetime) -> None:
-        request = schedules.job_request(record, when)
+        request = job_request(record, when)
         name = request["TransformJobName"]
         error = None
-        if self.context.store.get(transform_jobs.KIND, name) is None:
+        if self.context.store.get(TRANSFORM_JOB, name) is None:
             try:
                 transform_jobs.create_transform_job(self.context, request)
             except SageMakerError as exc:
@@ -69,4 +72,4 @@ class ScheduleController(ReconcileLoop):
                 r["LastError"] = error
             return r
 
-        self.context.store.modify(schedules.KIND, record["ScheduleName"], ran)
+        self.context.store.modify(TRANSFORM_SCHEDULE, record["ScheduleName"], ran)

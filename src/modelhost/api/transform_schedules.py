@@ -3,7 +3,8 @@ ListSchedules / DeleteSchedule (target prefix `Modelhost.`, same JSON 1.1 protoc
 
 SageMaker itself leaves this to EventBridge; here a schedule holds a cron expression, a
 CreateTransformJob request (without its name) and an input prefix template such as
-`s3://bucket/in/{date:%Y-%m-%d}/`. The schedule controller creates `<schedule>-<UTC
+`s3://bucket/in/{date:%Y-%m-%d}/`. The transform schedule
+controller creates `<schedule>-<UTC
 yyyymmddHHMMSS>` jobs from it. Their requests are checked against modelhost's service
 model (data/modelhost/*/service-2.json) like any SageMaker request; the job template is
 checked exactly as CreateTransformJob checks a request, at create time, so a schedule
@@ -21,13 +22,15 @@ from croniter import croniter
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
+from modelhost.api.service_models import operation_model
 from modelhost.api.transform_jobs import check_request
 from modelhost.api.validation import validate_request
+from modelhost.domain import kinds
+from modelhost.domain.transform_schedules import job_request, next_run, render_input
 from modelhost.errors import ValidationError
 
-KIND = "schedule"
+KIND = kinds.TRANSFORM_SCHEDULE
 LABEL = "schedule"
-_STAMP = "%Y%m%d%H%M%S"
 
 
 def _check_template(template: str) -> None:
@@ -42,34 +45,7 @@ def _check_template(template: str) -> None:
         raise ValidationError("InputPrefixTemplate must be an s3:// URI.")
 
 
-def render_input(template: str, when: datetime) -> str:
-    return template.format(date=when)
-
-
-def job_name(schedule: str, when: datetime) -> str:
-    return f"{schedule}-{when.astimezone(UTC).strftime(_STAMP)}"
-
-
-def job_request(record: dict[str, Any], when: datetime) -> dict[str, Any]:
-    """The CreateTransformJob request a schedule makes for the run due at `when`."""
-    request = {**record["TransformJobTemplate"], "TransformJobName":
-               job_name(record["ScheduleName"], when)}
-    transform_input = {**request.get("TransformInput", {})}
-    data_source = {**transform_input.get("DataSource", {})}
-    s3 = {"S3DataType": "S3Prefix", **data_source.get("S3DataSource", {}),
-          "S3Uri": render_input(record["InputPrefixTemplate"], when)}
-    request["TransformInput"] = {**transform_input, "DataSource": {**data_source,
-                                                                   "S3DataSource": s3}}
-    return request
-
-
-def next_run(expression: str, after: datetime) -> datetime:
-    return croniter(expression, after).get_next(datetime)
-
-
 def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    from modelhost.api.protocol import operation_model  # the protocol imports this module
-
     name = params["ScheduleName"]
     expression = params["ScheduleExpression"]
     if not croniter.is_valid(expression):

@@ -11,7 +11,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelhost.console import err, key_values, out, status, when
+from modelhost.cli.console import err, key_values, out, status, when
 
 Description = Mapping[str, Any]
 

@@ -1,0 +1,79 @@
+"""The temporary endpoints a recommendation job measures its candidates on, made and
+removed through the same control-plane operations (and validation) a client calls. Each
+is listed in the job's `_endpoints` while it exists, so a restarted server deletes what an
+interrupted run left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+
+from modelhost import api
+from modelhost.config import Settings
+from modelhost.controllers.recommender.candidates import CandidateFailed
+from modelhost.domain import kinds
+from modelhost.storage import StateStore
+
+JOB_TAG = "modelhost:recommendation-job"
+
+
+class TemporaryEndpoints:
+    def __init__(self, settings: Settings, store: StateStore, context: api.Context) -> None:
+        self.settings = settings
+        self.store = store
+        self.context = context
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """A control-plane operation through the same path (and validation) as a client's."""
+        status, body = await asyncio.to_thread(
+            api.handle, self.context, f"SageMaker.{operation}", orjson.dumps(params))
+        answer = orjson.loads(body)
+        if status != 200:
+            raise CandidateFailed(f"{operation}: {answer.get('message', answer)}")
+        return dict(answer)
+
+    def track(self, job: str, endpoint: str) -> None:
+        """List the endpoint in the job before it exists, so a restart finds it."""
+        self.store.modify(kinds.RECOMMENDATION_JOB, job, lambda r: {
+            **r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})})
+
+    async def deploy(self, job: str, endpoint: str, model: str,
+                     candidate: dict[str, Any]) -> None:
+        variant = {"VariantName": "AllTraffic", "ModelName": model, **candidate}
+        await self._call("CreateEndpointConfig", EndpointConfigName=endpoint,
+                         ProductionVariants=[variant])
+        await self._call("CreateEndpoint", EndpointName=endpoint, EndpointConfigName=endpoint,
+                         Tags=[{"Key": JOB_TAG, "Value": job}])
+        deadline = time.monotonic() + self.settings.startup_timeout_s + 60
+        while time.monotonic() < deadline:
+            state = self.store.get(kinds.ENDPOINT, endpoint)
+            if state is None or state["EndpointStatus"] == "Failed":
+                reason = (state or {}).get("FailureReason", "the endpoint disappeared")
+                raise CandidateFailed(f"temporary endpoint failed: {reason}")
+            if state["EndpointStatus"] == "InService":
+                return
+            await asyncio.sleep(0.2)
+        raise CandidateFailed("temporary endpoint did not reach InService in time")
+
+    async def remove(self, job: str, endpoint: str) -> None:
+        """Delete the endpoint and its config and wait until its instances are gone."""
+        with contextlib.suppress(CandidateFailed):
+            await self._call("DeleteEndpoint", EndpointName=endpoint)
+        deadline = time.monotonic() + 120
+        while self.store.get(kinds.ENDPOINT, endpoint) is not None and \
+                time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        with contextlib.suppress(CandidateFailed):
+            await self._call("DeleteEndpointConfig", EndpointConfigName=endpoint)
+        self.store.modify(kinds.RECOMMENDATION_JOB, job, lambda r: {
+            **r, "_endpoints": [e for e in r["_endpoints"] if e != endpoint]})
+
+    async def clean_up(self, job: str) -> None:
+        """Remove every temporary endpoint the job still lists."""
+        record = self.store.get(kinds.RECOMMENDATION_JOB, job)
+        for endpoint in (record or {}).get("_endpoints", []):
+            await self.remove(job, endpoint)

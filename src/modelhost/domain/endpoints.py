@@ -1,0 +1,77 @@
+"""An endpoint's desired state as the API records it and the controllers deploy it.
+
+`_desired` (in the endpoint record) holds the config and models as they were when the call
+was made and a `capacity` per variant: `{"weight", "count"}` for an instance variant, and
+`{"weight", "count": 0, "serverless": ServerlessConfig}` for a serverless one. The API
+writes it; the endpoint and serverless controllers read it and show what runs with
+`deployed_fields`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from modelhost.config import Settings
+
+
+def is_serverless(variant: dict[str, Any]) -> bool:
+    return "ServerlessConfig" in variant
+
+
+def instance_bounds(config: dict[str, Any], settings: Settings) -> tuple[int, int]:
+    """How many instances a serverless variant keeps warm and may run at most. An instance
+    serves `serverless_instance_concurrency` requests at once; provisioned concurrency is
+    kept warm in instances of that size."""
+    per_instance = settings.serverless_instance_concurrency
+    most = min(math.ceil(config["MaxConcurrency"] / per_instance),
+               settings.serverless_max_instances)
+    warm = min(math.ceil(config.get("ProvisionedConcurrency", 0) / per_instance), most)
+    return warm, most
+
+
+def serverless_summary(capacity: dict[str, Any], running: bool) -> dict[str, Any]:
+    """DescribeEndpoint's CurrentServerlessConfig (once it runs) and DesiredServerlessConfig,
+    in place of instance counts."""
+    desired = capacity["serverless"]
+    fields = {"DesiredServerlessConfig": desired}
+    if running:
+        fields["CurrentServerlessConfig"] = desired
+    return fields
+
+
+def deployed_fields(
+    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None = None
+) -> dict[str, Any]:
+    """What DescribeEndpoint shows of the deployment: its ProductionVariants and the
+    config's AsyncInferenceConfig. `current` maps a variant to the weight and healthy
+    instance count it runs with now; None until the controller has taken the endpoint up
+    (then images are not resolved yet and nothing runs)."""
+    fields: dict[str, Any] = {"ProductionVariants": _variant_summaries(desired, current)}
+    if "AsyncInferenceConfig" in desired["config"]:
+        fields["AsyncInferenceConfig"] = desired["config"]["AsyncInferenceConfig"]
+    return fields
+
+
+def _variant_summaries(
+    desired: dict[str, Any], current: Mapping[str, tuple[float, int]] | None
+) -> list[dict[str, Any]]:
+    summaries = []
+    for variant in desired["config"]["ProductionVariants"]:
+        capacity = desired["capacity"][variant["VariantName"]]
+        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
+        weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
+        summary = {
+            "VariantName": variant["VariantName"],
+            "DeployedImages": [{"SpecifiedImage": image} if current is None else
+                               {"SpecifiedImage": image, "ResolvedImage": image}],
+            "CurrentWeight": weight,
+            "DesiredWeight": capacity["weight"],
+        }
+        if "serverless" in capacity:
+            summary.update(serverless_summary(capacity, running=current is not None))
+        else:
+            summary.update(CurrentInstanceCount=count, DesiredInstanceCount=capacity["count"])
+        summaries.append(summary)
+    return summaries

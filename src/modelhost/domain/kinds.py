@@ -1,0 +1,22 @@
+"""The kinds of record the state store holds, one name per user object.
+
+The API writes these records and the controllers read and update them; both name a kind
+from here so that the two sides cannot drift apart. The values are the store's table keys
+and must not change (a running server's store already holds records under them).
+"""
+
+from __future__ import annotations
+
+MODEL = "model"
+ENDPOINT_CONFIG = "endpoint_config"
+ENDPOINT = "endpoint"
+TRANSFORM_JOB = "transform_job"
+RECOMMENDATION_JOB = "recommendation_job"
+#: modelhost's own cron schedules that create transform jobs (CreateSchedule).
+TRANSFORM_SCHEDULE = "schedule"
+SCALABLE_TARGET = "scalable_target"
+SCALING_POLICY = "scaling_policy"
+#: Application Auto Scaling scheduled actions (PutScheduledAction).
+SCHEDULED_ACTION = "scheduled_action"
+SCALING_ACTIVITY = "scaling_activity"
+METRIC_ALARM = "metric_alarm"

@@ -1,0 +1,39 @@
+"""What Application Auto Scaling's records share between the API and the autoscaling and
+alarm controllers: how targets, policies and scheduled actions are keyed in the store,
+which metric a target tracking policy follows, and the CloudWatch namespaces an alarm on
+an endpoint's metrics may name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The one scalable dimension of a SageMaker variant.
+NAMESPACE = "sagemaker"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+#: Predefined target tracking metric -> the metric the server records.
+PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
+#: Namespaces under which a CloudWatch alarm may name an endpoint's metrics.
+ALARM_NAMESPACES = ("AWS/SageMaker", "/aws/sagemaker/Endpoints", "AWS/SageMaker/Endpoints")
+
+Record = dict[str, Any]
+
+
+def target_key(resource_id: str, dimension: str = DIMENSION) -> str:
+    """Store key of a scalable target."""
+    return f"{resource_id}|{dimension}"
+
+
+def child_key(resource_id: str, name: str) -> str:
+    """Store key of a policy or scheduled action: its target's key, then its name."""
+    return f"{target_key(resource_id)}|{name}"
+
+
+def tracked_metric(config: Record) -> tuple[str, dict[str, str], str]:
+    """(metric name, dimensions, statistic) a target tracking configuration tracks;
+    dimensions are as given, the controller fills in the target's endpoint and variant."""
+    predefined = config.get("PredefinedMetricSpecification")
+    if predefined is not None:
+        return PREDEFINED[predefined["PredefinedMetricType"]], {}, "Average"
+    custom = config["CustomizedMetricSpecification"]
+    dimensions = {d["Name"]: d["Value"] for d in custom.get("Dimensions", [])}
+    return custom["MetricName"], dimensions, custom.get("Statistic", "Average")

@@ -1,0 +1,61 @@
+"""Application Auto Scaling on a test server: a server whose controller evaluates every
+half second over a three-second window, a variant's resource ID and counts, and client
+threads that load an endpoint until stopped."""
+
+from __future__ import annotations
+
+import threading
+
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+FAST_AUTOSCALING = {"MODELHOST_AUTOSCALING_INTERVAL": "0.5",
+                    "MODELHOST_AUTOSCALING_WINDOW": "3", "MODELHOST_MAX_INSTANCES": "12"}
+
+
+def resource_id(name: str, variant: str = "AllTraffic") -> str:
+    return f"endpoint/{name}/variant/{variant}"
+
+
+def register(aas, name: str, low: int, high: int, **extra) -> None:
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource_id(name),
+                                 ScalableDimension=DIMENSION, MinCapacity=low,
+                                 MaxCapacity=high, **extra)
+
+
+def counts(sm, name: str) -> tuple[str, int, int]:
+    described = sm.describe_endpoint(EndpointName=name)
+    variant = described["ProductionVariants"][0]
+    return (described["EndpointStatus"], variant["CurrentInstanceCount"],
+            variant["DesiredInstanceCount"])
+
+
+class Load:
+    """Client threads calling the endpoint until stopped; every failure is kept."""
+
+    def __init__(self, rt, name: str, clients: int, body: str, content_type: str,
+                 pause_s: float = 0.0) -> None:
+        self.failures: list[Exception] = []
+        self._answers: list[int] = []  # list.append is atomic across threads; += is not
+        self._stop = threading.Event()
+
+        def call() -> None:
+            while not self._stop.is_set():
+                try:
+                    rt.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
+                    self._answers.append(1)
+                except Exception as exc:
+                    self.failures.append(exc)
+                if pause_s:
+                    self._stop.wait(pause_s)
+
+        self._threads = [threading.Thread(target=call) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def answered(self) -> int:
+        return len(self._answers)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
