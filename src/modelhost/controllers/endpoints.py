@@ -362,7 +362,9 @@ class EndpointController(ReconcileLoop):
             return
         log.warning("endpoint %s: instance %s %s; killing and replacing it", name,
                     replica.instance.spec.instance_id, why)
-        replica.healthy = False
+        # Draining: no new requests, and the health checker leaves it alone (a model that
+        # deadlocked still answers /ping, which would put it back in rotation).
+        replica.draining = True
         self._condemned.add(replica)
 
         async def kill() -> None:
@@ -370,6 +372,8 @@ class EndpointController(ReconcileLoop):
                 await replica.instance.kill()
             finally:
                 self._condemned.discard(replica)
+            # Dead now, like any other: replaced once, and again if its replacement fails.
+            replica.draining = False
             self._lost(name, deployment, pool, replica)
 
         self._spawn(kill())
