@@ -36,6 +36,18 @@ class Settings:
     health_interval_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_HEALTH_INTERVAL", 1.0)
     )
+    # Every instance is pinged this often, each ping given this long to answer; one that
+    # misses this many in a row (or times out this many requests while its peers do not)
+    # is killed and replaced. Short, because a hung instance holds its requests meanwhile.
+    ping_interval_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_PING_INTERVAL", 1.0)
+    )
+    ping_timeout_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_PING_TIMEOUT", 1.0)
+    )
+    ping_misses: int = field(
+        default_factory=lambda: max(1, int(_env_float("MODELHOST_PING_MISSES", 3)))
+    )
     # Every instance is a process on this machine: an InitialInstanceCount typo must not
     # start hundreds of them. SageMaker has per-account instance quotas for the same reason.
     max_instances: int = field(
@@ -148,6 +160,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
+        if self.ping_interval_s <= 0 or self.ping_timeout_s <= 0:
+            raise ValueError("MODELHOST_PING_INTERVAL and MODELHOST_PING_TIMEOUT must be > 0")
         if not 0 < self.cpu_scale <= 1024:
             raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
         if self.policy_file:

@@ -9,6 +9,7 @@ from tests.support.endpoints import deploy, wait_for_status
 from tests.support.models import put_iris_model, put_model
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess
+from tests.support.traffic import Traffic, error_codes
 
 
 def _csv_row() -> str:
@@ -92,6 +93,31 @@ def test_restart_brings_endpoints_back(tmp_path) -> None:
             "EndpointStatus"] == "InService"
     finally:
         second.stop()
+
+
+def test_restart_under_load_fails_no_call(tmp_path) -> None:
+    """The server is SIGKILLed while four clients invoke an InService endpoint and started
+    again on the same data directory. Calls made while no server listens cannot connect;
+    every call that reaches the new server is answered, none with an error: requests that
+    arrive before the endpoint's instances are back (before its controller even ran) wait
+    for them instead of getting 400."""
+    data = tmp_path / "data"
+    put_iris_model(data)
+    first = ServerProcess(data).start()
+    second = None
+    try:
+        name = deploy(first.client("sagemaker"), "s3://models/iris/model.tar.gz",
+                      variants=[("AllTraffic", 2, 1.0)])
+        with Traffic(first.client("sagemaker-runtime"), name) as traffic:
+            traffic.wait_for_answers(20)
+            first.kill()
+            second = first.restarted()
+            traffic.wait_for_answers(100)
+        assert error_codes(traffic.errors) == []
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
 
 
 def test_stopping_the_server_stops_its_instances(tmp_path) -> None:

@@ -91,13 +91,40 @@ def test_slow_model_times_out_as_model_error(runtime, failing_endpoint: str) -> 
     assert json.loads(answer["Body"].read()) == {"slept": 0.01}
 
 
-def test_no_healthy_instance_is_service_unavailable(server, sagemaker, runtime,
-                                                    iris_model_url: str) -> None:
+def test_request_waits_for_a_replacement_instance(server, sagemaker, runtime,
+                                                  iris_model_url: str) -> None:
+    """The only instance died: a request waits for its replacement instead of failing."""
     name = deploy(sagemaker, iris_model_url)
     (pid,) = instance_pids(server.process.pid, name)
     kill_and_wait(pid)
+    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                     Body="5.1,3.5,1.4,0.2")
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert instance_pids(server.process.pid, name) != [pid]
+
+
+def test_no_instance_within_the_model_timeout_is_service_unavailable(
+        server, sagemaker, runtime, tmp_path) -> None:
+    """The only instance died and its replacements cannot start (its model_fn refuses
+    once a marker file exists): past the model timeout (5 s on the session server) the
+    waiting request gets a retriable 503, not a 400."""
+    marker = tmp_path / "broken"
+    code = f'''
+import os
+def model_fn(model_dir):
+    if os.path.exists({str(marker)!r}):
+        raise RuntimeError("model store unavailable")
+    return None
+def transform_fn(model, body, content_type, accept):
+    return "ok", "text/plain"
+'''.encode()
+    url = put_model(server.data_dir, "breaks-on-restart", {"code/inference.py": code})
+    name = deploy(sagemaker, url, image="modelhost/python")
+    (pid,) = instance_pids(server.process.pid, name)
+    marker.write_text("x")
+    kill_and_wait(pid)
     with pytest.raises(ClientError) as excinfo:
-        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="1,2,3,4")
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"x")
     assert _code(excinfo) == "ServiceUnavailable"
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
 

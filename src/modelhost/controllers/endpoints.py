@@ -4,7 +4,10 @@ It reads endpoints from the state store (never from memory alone), so after a re
 same loop brings InService endpoints back. Each endpoint has at most one operation in
 flight; a new config is deployed blue/green (the old deployment keeps serving until the
 new one is ready, then drains), a new weight or count is applied in place, and an instance
-that dies is replaced while its in-flight requests are retried elsewhere by the router.
+that dies, or hangs (see :mod:`.health`), is replaced while its in-flight requests are
+retried elsewhere by the router. Whenever capacity may have come (a deployment published,
+an instance added, an operation ended) the router hears of it, so requests waiting for an
+instance go on at once.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from modelhost.controllers.deployment import (
     start_all,
     start_ready,
 )
+from modelhost.controllers.health import HealthChecker
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.domain import kinds
@@ -78,11 +82,15 @@ class EndpointController(ReconcileLoop):
         self._counter = itertools.count(1)
         self._metered_at = time.monotonic()
         self._replace_failures: dict[tuple[str, str], int] = {}
-        self._probing: set[Replica] = set()
+        self._condemned: set[Replica] = set()
+        self.health = HealthChecker(router, settings.ping_interval_s, settings.ping_timeout_s,
+                                    settings.ping_misses, settings.model_timeout_s,
+                                    self._condemn)
         self.serverless = ServerlessScaler(settings, backend, router, self._counter,
                                            self._spawn)
 
     async def prepare(self) -> None:
+        self._spawn(self.health.run())
         await asyncio.to_thread(remove_partial_models, self.settings)
         try:
             await self.backend.warm()
@@ -135,6 +143,8 @@ class EndpointController(ReconcileLoop):
         if not task.cancelled() and task.exception() is not None:
             log.error("endpoint %s: %s failed", name, task.get_name(), exc_info=task.exception())
         self._wake.set()
+        # Requests waiting for this endpoint look again: it serves now, or failed, or left.
+        self.router.changed()
 
     # --- operations ------------------------------------------------------------------
 
@@ -204,6 +214,7 @@ class EndpointController(ReconcileLoop):
         self.router.deployments[name] = Deployment(
             name, desired["generation"], pools,
             asynchronous="AsyncInferenceConfig" in desired["config"])
+        self.router.changed()
         self._count_instances(name, pools)
         if old is not None:
             self._retire(old.variants.values())
@@ -272,6 +283,7 @@ class EndpointController(ReconcileLoop):
                     await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
                     raise
                 pool.replicas.extend(Replica(i, pool.name) for i in instances)
+                self.router.changed()
             elif missing < 0:
                 # Newest first, so long-lived warm instances stay.
                 leaving = current[missing:]
@@ -315,49 +327,63 @@ class EndpointController(ReconcileLoop):
 
     def check_health(self) -> None:
         """Replace instances whose process died; the router already stopped using them.
-        An instance the router gave up on that still runs goes back into rotation as soon
-        as it answers /ping."""
+        Instances that still run are the health checker's (:mod:`.health`)."""
         for name, deployment in self.router.deployments.items():
             for pool in deployment.variants.values():
                 for replica in list(pool.replicas):
-                    if replica.draining:
-                        continue
-                    if replica.instance.is_alive():
-                        if not replica.healthy and replica not in self._probing:
-                            self._spawn(self._probe(replica))
-                        continue
-                    if isinstance(pool, ServerlessPool):
-                        # Nothing to replace: the next request that needs one starts it.
-                        log.warning("endpoint %s: serverless instance %s died (%s)", name,
-                                    replica.instance.spec.instance_id,
-                                    replica.instance.failure_detail())
-                        pool.replicas.remove(replica)
-                        self.router.forget(replica)
-                        continue
-                    log.warning("endpoint %s: instance %s died (%s); replacing", name,
-                                replica.instance.spec.instance_id,
-                                replica.instance.failure_detail())
-                    replica.healthy = False
-                    pool.replicas.remove(replica)
-                    metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
-                    self.router.forget(replica)
-                    self._spawn(self._replace(name, deployment, pool, replica))
+                    if not replica.draining and not replica.instance.is_alive():
+                        self._lost(name, deployment, pool, replica)
                 if isinstance(pool, ServerlessPool):
                     self.serverless.tick(pool)
+
+    def _lost(self, name: str, deployment: Deployment, pool: VariantPool,
+              replica: Replica) -> None:
+        """A replica whose process is gone leaves its pool and, unless serverless, gets a
+        replacement."""
+        if replica not in pool.replicas:
+            return  # already handled
+        replica.healthy = False
+        pool.replicas.remove(replica)
+        self.router.forget(replica)
+        if isinstance(pool, ServerlessPool):
+            # Nothing to replace: the next request that needs one starts it.
+            log.warning("endpoint %s: serverless instance %s died (%s)", name,
+                        replica.instance.spec.instance_id, replica.instance.failure_detail())
+            return
+        log.warning("endpoint %s: instance %s died (%s); replacing", name,
+                    replica.instance.spec.instance_id, replica.instance.failure_detail())
+        metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
+        self._spawn(self._replace(name, deployment, pool, replica))
+
+    def _condemn(self, name: str, deployment: Deployment, pool: VariantPool,
+                 replica: Replica, why: str) -> None:
+        """The health checker gave up on a running instance: out of rotation now, killed
+        (which fails the requests it holds as unreachable, so the router retries them on
+        a healthy instance) and replaced."""
+        if replica in self._condemned or replica not in pool.replicas:
+            return
+        log.warning("endpoint %s: instance %s %s; killing and replacing it", name,
+                    replica.instance.spec.instance_id, why)
+        # Draining: no new requests, and the health checker leaves it alone (a model that
+        # deadlocked still answers /ping, which would put it back in rotation).
+        replica.draining = True
+        self._condemned.add(replica)
+
+        async def kill() -> None:
+            try:
+                await replica.instance.kill()
+            finally:
+                self._condemned.discard(replica)
+            # Dead now, like any other: replaced once, and again if its replacement fails.
+            replica.draining = False
+            self._lost(name, deployment, pool, replica)
+
+        self._spawn(kill())
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
         self._replacements.add(task)
         task.add_done_callback(self._replacements.discard)
-
-    async def _probe(self, replica: Replica) -> None:
-        # One probe at a time per replica: a ping may take longer than a health tick.
-        self._probing.add(replica)
-        try:
-            if await self.router.ping(replica):
-                replica.healthy = True
-        finally:
-            self._probing.discard(replica)
 
     async def _replace(
         self, name: str, deployment: Deployment, pool: VariantPool, dead: Replica
@@ -382,6 +408,7 @@ class EndpointController(ReconcileLoop):
             await instance.stop()
             return
         pool.replicas.append(Replica(instance, pool.name))
+        self.router.changed()
         self._count_instances(name, deployment.variants)
         self._write_status(name, None, self._desired.get(name))
 

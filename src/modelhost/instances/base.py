@@ -45,6 +45,11 @@ class Instance(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def kill(self) -> None:
+        """Stop at once, without the grace a stop gives in-flight requests: for an instance
+        that stopped answering, whose requests are retried elsewhere once it is gone."""
+        ...
+
 
 class InstanceBackend(Protocol):
     async def warm(self) -> None:

@@ -340,11 +340,13 @@ class InstanceClient:
         )
         return self._keep(address, connection, response)
 
-    async def ping(self, address: tuple[str, int]) -> bool:
+    async def ping(self, address: tuple[str, int], timeout_s: float = _PING_TIMEOUT_S) -> bool:
         """Whether the instance answers GET /ping with 200 (the container contract's
-        health check)."""
+        health check) within `timeout_s`, connecting included: a stopped process's full
+        accept queue would hold a connect for a minute."""
         try:
-            response = await self.request(address, b"GET", b"/ping", [], b"", _PING_TIMEOUT_S)
+            async with asyncio.timeout(timeout_s):
+                response = await self.request(address, b"GET", b"/ping", [], b"", timeout_s)
         except (InstanceUnreachable, TimeoutError):
             return False
         return response.status == 200

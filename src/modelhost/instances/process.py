@@ -158,6 +158,11 @@ class ProcessInstance:
                     break
                 await asyncio.sleep(0.05)
 
+    async def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        await self.stop()  # waits for the exit and removes the group
+
     async def _terminate(self) -> None:
         if self.process.poll() is not None:
             return

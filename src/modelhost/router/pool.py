@@ -23,6 +23,9 @@ class Replica:
     healthy: bool = True
     draining: bool = False
     last_used: float = field(default_factory=time.monotonic)  # when its last request ended
+    # Health: pings missed in a row, and when its recent requests timed out (monotonic).
+    missed_pings: int = 0
+    timeouts: list[float] = field(default_factory=list)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:

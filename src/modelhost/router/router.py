@@ -1,16 +1,22 @@
 """Sends an invocation to one instance of an endpoint and brings back its answer.
 
 One keep-alive connection pool serves every instance. A request whose instance cannot be
-reached (it crashed, or is restarting) is retried once on another healthy instance, and
-the failed one is taken out of rotation until the health loop has replaced it or seen it
-answer /ping again.
+reached (it crashed, is restarting, or hung and was killed by its health check) is retried
+once on another healthy instance, and the failed one is taken out of rotation until the
+health loop has replaced it or seen it answer /ping again. A request that finds no ready
+instance (the server just restarted, or the only instance is being replaced) waits for
+one, at most the model timeout, as a serverless cold start does, and only then gets a
+retriable 503: an endpoint that exists never answers 400 for being busy starting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
@@ -18,6 +24,10 @@ from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
 _RETRYABLE = (InstanceUnreachable,)
+# A waiting request looks again this often even if nothing wakes it.
+_RECHECK_S = 1.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class Router:
         self.deployments: dict[str, Deployment] = {}
         self._timeout_s = model_timeout_s
         self._client = InstanceClient()
+        self._changed = asyncio.Event()
 
     def close(self) -> None:
         self._client.close()
@@ -72,10 +83,32 @@ class Router:
         """Drop the pooled connections of a replica that is being stopped."""
         self._client.forget(replica.address)
 
-    async def ping(self, replica: Replica) -> bool:
-        return await self._client.ping(replica.address)
+    async def ping(self, replica: Replica, timeout_s: float) -> bool:
+        return await self._client.ping(replica.address, timeout_s)
 
-    def _pool(self, deployment: Deployment, target: str | None) -> VariantPool:
+    def changed(self) -> None:
+        """Capacity may have come: a deployment was published or ended, an instance was
+        added or answers again. Wakes every request waiting in `wait_for`."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def wait_for(self, find: Callable[[], T | None], what: str) -> T:
+        """What `find` finds, waiting (at most the model timeout) while it finds nothing;
+        `find` may raise to end the wait. ServiceUnavailable naming `what` past that."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        while (found := find()) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ServiceUnavailable(
+                    f"{what} within {self._timeout_s:g} s; try again shortly.")
+            event = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, _RECHECK_S))
+        return found
+
+    def _pool(self, deployment: Deployment, target: str | None) -> VariantPool | None:
+        """The pool a request goes to; None while no pool can serve."""
         if target is None:
             pool = deployment.choose_variant()
         else:
@@ -86,6 +119,36 @@ class Router:
                     f"variants: {sorted(deployment.variants)}"
                 )
         if pool is None or not pool.can_serve():
+            return None
+        return pool
+
+    async def _ready(self, deployment: Deployment, target: str | None
+                     ) -> tuple[Deployment, VariantPool, Replica | None]:
+        """Wait for a pool with a ready instance (None for a serverless pool, which finds
+        its own), in the endpoint's deployment as it is when one comes: an update may
+        swap it meanwhile."""
+        name = deployment.endpoint
+
+        def find() -> tuple[Deployment, VariantPool, Replica | None] | None:
+            current = self.deployments.get(name)
+            if current is None:
+                raise ServiceUnavailable(
+                    f"Endpoint {name} is being deleted or restarted; try again shortly.")
+            pool = self._pool(current, target)
+            if pool is None:
+                return None
+            if isinstance(pool, ServerlessPool):
+                return current, pool, None
+            replica = pool.pick()
+            return None if replica is None else (current, pool, replica)
+
+        return await self.wait_for(find, f"No instance of endpoint {name} became ready")
+
+    def _pool_now(self, deployment: Deployment, target: str | None) -> VariantPool:
+        """For a caller that must not wait (an asynchronous request holds a lease): the
+        pool, or ServiceUnavailable at once."""
+        pool = self._pool(deployment, target)
+        if pool is None:
             raise ServiceUnavailable(
                 f"No healthy instance is available for endpoint {deployment.endpoint}; "
                 "try again shortly."
@@ -93,38 +156,50 @@ class Router:
         return pool
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
-        pool = self._pool(deployment, request.target_variant)
-        if isinstance(pool, ServerlessPool):
-            try:
-                return await self._invoke_serverless(pool, request)
-            except PoolRetired:
-                # An update swapped the deployment while this request waited for a cold
-                # start: the new deployment serves it.
-                current = self.deployments.get(deployment.endpoint)
-                if current is None or current is deployment:
-                    raise
-                return await self.invoke(current, request)
-        replica = _pick(pool)
+        target = request.target_variant
+        pool = self._pool(deployment, target)
+        replica = None
+        if pool is not None and not isinstance(pool, ServerlessPool):
+            replica = pool.pick()
+        if replica is None and not isinstance(pool, ServerlessPool):
+            deployment, pool, replica = await self._ready(deployment, target)
+        if replica is None:
+            assert isinstance(pool, ServerlessPool)
+            return await self._serverless(deployment, pool, request)
         try:
             return await self._send(replica, request)
         except _RETRYABLE:
             replica.healthy = False
-            retry = pool.pick(exclude=replica)
-            if retry is None and request.target_variant is None:
-                other = deployment.choose_variant()
-                retry = other.pick() if other else None
+        # It never answered: safe to send once more, to another instance.
+        retry = pool.pick(exclude=replica)
+        if retry is None and target is None:
+            other = deployment.choose_variant()
+            if other is not None and not isinstance(other, ServerlessPool):
+                retry = other.pick()
+        if retry is None:
+            deployment, pool, retry = await self._ready(deployment, target)
             if retry is None:
-                raise ServiceUnavailable(
-                    f"The instance serving endpoint {deployment.endpoint} failed and no other "
-                    "healthy instance is available; try again shortly."
-                ) from None
-            try:
-                return await self._send(retry, request)
-            except _RETRYABLE as exc:
-                retry.healthy = False
-                raise ServiceUnavailable(
-                    f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
-                ) from None
+                assert isinstance(pool, ServerlessPool)
+                return await self._serverless(deployment, pool, request)
+        try:
+            return await self._send(retry, request)
+        except _RETRYABLE as exc:
+            retry.healthy = False
+            raise ServiceUnavailable(
+                f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
+            ) from None
+
+    async def _serverless(self, deployment: Deployment, pool: ServerlessPool,
+                          request: Invocation) -> Answer:
+        try:
+            return await self._invoke_serverless(pool, request)
+        except PoolRetired:
+            # An update swapped the deployment while this request waited for a cold
+            # start: the new deployment serves it.
+            current = self.deployments.get(deployment.endpoint)
+            if current is None or current is deployment:
+                raise
+            return await self.invoke(current, request)
 
     async def _invoke_serverless(self, pool: ServerlessPool, request: Invocation) -> Answer:
         """Within MaxConcurrency, on a ready instance or one started for it; an instance
@@ -162,7 +237,7 @@ class Router:
         `body` and a successful answer's body goes to `sink`. No retry here (the stream
         is spent); an unreachable instance is taken out of rotation and the caller retries
         the whole request."""
-        pool = self._pool(deployment, request.target_variant)
+        pool = self._pool_now(deployment, request.target_variant)
         replica = _pick(pool)
         replica.acquire()
         started = time.perf_counter()
@@ -194,12 +269,16 @@ class Router:
         timeout bounds the time to the first part and each gap between parts. No retry:
         a request that reached a model may have had effects, as with InvokeEndpoint."""
         pool = self._pool(deployment, request.target_variant)
-        if isinstance(pool, ServerlessPool):
+        replica = None
+        if pool is not None and not isinstance(pool, ServerlessPool):
+            replica = pool.pick()
+        if replica is None and not isinstance(pool, ServerlessPool):
+            deployment, pool, replica = await self._ready(deployment, request.target_variant)
+        if replica is None:
             raise InvocationValidationError(
                 f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
                 "is available on real-time endpoints with instances. Use InvokeEndpoint."
             )
-        replica = _pick(pool)
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -232,6 +311,7 @@ class Router:
                     f"The model of variant {replica.variant} sent nothing for "
                     f"{self._timeout_s:g} s mid-stream.",
                 ) from None
+            replica.timeouts.append(time.monotonic())
             raise _timed_out(replica.variant, self._timeout_s) from None
         finally:
             replica.release()
@@ -246,6 +326,8 @@ class Router:
                 self._timeout_s,
             )
         except TimeoutError:
+            # The health check replaces an instance that keeps timing out alone.
+            replica.timeouts.append(time.monotonic())
             raise _timed_out(replica.variant, self._timeout_s) from None
         finally:
             replica.release()

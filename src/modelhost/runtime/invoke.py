@@ -14,6 +14,9 @@ from modelhost.errors import InvocationValidationError, SageMakerError
 from modelhost.router import Answer, Deployment, Invocation, Router
 from modelhost.storage import StateStore
 
+# Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
+_SERVING = frozenset({"InService", "Updating"})
+
 
 class PayloadTooLarge(InvocationValidationError):
     status = 413
@@ -31,25 +34,36 @@ class RealtimeInvoker:
         self.account_id = account_id
         self.max_payload_bytes = max_payload_bytes
 
-    def deployment(self, name: str) -> Deployment:
-        deployment = self.router.deployments.get(name)
-        if deployment is not None and deployment.asynchronous:
-            # SageMaker: an AsyncInferenceConfig means the endpoint only takes
-            # asynchronous invocations.
-            raise InvocationValidationError(
-                f"Endpoint {name} is an asynchronous endpoint (its endpoint config has an "
-                "AsyncInferenceConfig); invoke it with InvokeEndpointAsync."
-            )
-        if deployment is not None:
-            return deployment
-        record = self.store.get("endpoint", name)
-        if record is None:
-            raise endpoint_not_found(name, self.account_id)
-        raise InvocationValidationError(
-            f"Endpoint {name} is not ready to serve: its status is {record['EndpointStatus']}."
-            if record["EndpointStatus"] != "InService"
-            else f"Endpoint {name} is starting its instances; try again shortly."
-        )
+    async def deployment(self, name: str) -> Deployment:
+        """The deployment that serves `name`. An endpoint that serves (InService, or
+        Updating: the old config serves meanwhile) but is not in the router yet, because
+        the server just started or its controller is bringing its instances back, is
+        waited for, at most the model timeout; an endpoint that does not serve is the
+        caller's to fix (400)."""
+
+        def find() -> Deployment | None:
+            deployment = self.router.deployments.get(name)
+            if deployment is not None:
+                if deployment.asynchronous:
+                    # SageMaker: an AsyncInferenceConfig means the endpoint only takes
+                    # asynchronous invocations.
+                    raise InvocationValidationError(
+                        f"Endpoint {name} is an asynchronous endpoint (its endpoint config "
+                        "has an AsyncInferenceConfig); invoke it with InvokeEndpointAsync."
+                    )
+                return deployment
+            record = self.store.get("endpoint", name)
+            if record is None:
+                raise endpoint_not_found(name, self.account_id)
+            if record["EndpointStatus"] not in _SERVING:
+                raise InvocationValidationError(
+                    f"Endpoint {name} is not ready to serve: its status is "
+                    f"{record['EndpointStatus']}."
+                )
+            return None
+
+        return await self.router.wait_for(
+            find, f"Endpoint {name} did not get its instances back")
 
     def check_declared_length(self, headers: dict[bytes, bytes]) -> None:
         declared = headers.get(b"content-length")
@@ -66,7 +80,9 @@ class RealtimeInvoker:
     async def invoke(
         self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
     ) -> Answer:
-        deployment = self.deployment(name)
+        deployment = self.router.deployments.get(name)
+        if deployment is None or deployment.asynchronous:
+            deployment = await self.deployment(name)
         request = invocation(body, headers, b"accept")
         try:
             answer = await self.router.invoke(deployment, request)

@@ -37,7 +37,7 @@ async def stream_invocation(
     """Answer one request on `send` (ASGI), its body already read from `receive`. Raises
     SageMakerError only while nothing has been sent, so the caller can still answer with an
     HTTP error. A client that goes away ends the model's work too."""
-    deployment = invoker.deployment(name)
+    deployment = await invoker.deployment(name)
     request = invocation(body, headers, b"x-amzn-sagemaker-accept")
     head: Answer | None = None
 
