@@ -30,6 +30,7 @@ from modelhost.controllers import (
 )
 from modelhost.errors import (
     InvocationValidationError,
+    RequestTimeout,
     RequestTooLarge,
     SageMakerError,
     UnknownOperation,
@@ -45,7 +46,7 @@ from modelhost.runtime import (
     response_headers,
     stream_invocation,
 )
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import DataDirGuard, ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,19 @@ _MAX_CONTROL_BODY = 1024 * 1024
 class ModelhostApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore(settings.state_path)
+        # First: nothing in the data dir (its files, a previous run's control groups) is
+        # touched before this server holds it alone.
+        self.guard = DataDirGuard(settings.data_dir)
+        try:
+            self._open(settings)
+        except BaseException:
+            self.guard.abandon()
+            raise
+        self._controller_tasks: list[asyncio.Task[None]] = []
+
+    def _open(self, settings: Settings) -> None:
+        self.store = StateStore(settings.state_path, **self.guard.checks(settings.state_path))
+        self.guard.track(self.store)
         self.objects = ObjectStore.from_environment(settings.objects_dir)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
@@ -85,7 +97,9 @@ class ModelhostApp:
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
-        self.queue = open_queue(settings.async_queue, settings.queue_path)
+        self.queue = open_queue(settings.async_queue, settings.queue_path,
+                                **self.guard.checks(settings.queue_path))
+        self.guard.track(self.queue)
         self.async_controller = AsyncInferenceController(
             settings, self.store, self.objects, self.queue, self.router, self.context,
             Notifier(settings.region, settings.webhook_secret),
@@ -95,7 +109,6 @@ class ModelhostApp:
             settings.max_async_payload_bytes, settings.async_min_ttl_s,
             self.async_controller.notify,
         )
-        self._controller_tasks: list[asyncio.Task[None]] = []
 
     def _notify(self) -> None:
         """Desired state changed: wake every controller (each ignores what is not its own)."""
@@ -112,7 +125,13 @@ class ModelhostApp:
             asyncio.create_task(self.schedules.run(), name="schedules"),
             asyncio.create_task(self.recommender.run(), name="recommender"),
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
+            asyncio.create_task(self.guard.watch(self.settings.store_check_interval_s),
+                                name="store-check"),
         ]
+        if self.settings.backup_interval_s > 0:
+            self._controller_tasks.append(asyncio.create_task(self.guard.back_up(
+                self.settings.backup_dir, self.settings.backup_interval_s,
+                self.settings.backup_keep), name="backups"))
 
     async def shutdown(self) -> None:
         await cancel_all(self._controller_tasks)
@@ -123,6 +142,7 @@ class ModelhostApp:
         self.router.close()
         self.queue.close()
         self.store.close()
+        self.guard.release()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -154,7 +174,11 @@ class ModelhostApp:
         elif method == "POST" and path.startswith(api.rpcv2_cbor.PREFIX):
             await self._control(scope, receive, send, cbor=True)
         elif method in ("GET", "HEAD") and path == "/ping":
-            await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
+            # Healthy only while the store is readable, as last seen: no I/O per call.
+            healthy = self.guard.healthy
+            await _respond(send, 200 if healthy else 503,
+                           b"" if healthy else self.guard.damage().encode(),
+                           [(b"content-type", b"text/plain")])
         elif method in ("GET", "HEAD") and path == "/metrics":
             await _respond(send, 200, generate_latest(metrics.REGISTRY),
                            [(b"content-type", CONTENT_TYPE_LATEST.encode())])
@@ -189,7 +213,7 @@ class ModelhostApp:
         (CloudWatch)."""
         headers = dict(scope["headers"])
         try:
-            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
+            body = await self._read_body(receive, _MAX_CONTROL_BODY)
             if body is None:
                 raise RequestTooLarge(
                     f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
@@ -223,7 +247,7 @@ class ModelhostApp:
         headers = dict(scope["headers"])
         try:
             self.invoker.check_declared_length(headers)
-            body = await _read_body(receive, limit=self.settings.max_payload_bytes)
+            body = await self._read_body(receive, self.settings.max_payload_bytes)
             if body is None:
                 raise self.invoker.too_large()
             if self.settings.access_keys and not auth.is_internal(
@@ -244,7 +268,7 @@ class ModelhostApp:
         """InvokeEndpointAsync: 202 with where the result will appear."""
         headers = dict(scope["headers"])
         try:
-            body = await _read_body(receive, limit=_MAX_CONTROL_BODY)
+            body = await self._read_body(receive, _MAX_CONTROL_BODY)
             if body is None:
                 raise RequestTooLarge("InvokeEndpointAsync takes its input from InputLocation, "
                                       "not from the request body.")
@@ -261,7 +285,7 @@ class ModelhostApp:
         """The backlog, in-flight and failed requests of an endpoint (for `modelhost
         endpoints async-requests`); `?state=` picks one state."""
         try:
-            await _read_body(receive, limit=0)
+            await self._read_body(receive, 0)
             if self.settings.access_keys:
                 self._authenticate(scope, dict(scope["headers"]), b"")
             query = parse_qs(scope["query_string"].decode("latin-1"))
@@ -281,6 +305,9 @@ class ModelhostApp:
         }
         await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
 
+    async def _read_body(self, receive: Any, limit: int) -> bytes | None:
+        return await _read_body(receive, limit, self.settings.body_timeout_s)
+
     def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], body: bytes) -> None:
         auth.verify(self.settings.access_keys, scope["method"],
                     scope.get("raw_path") or scope["path"].encode(), scope["query_string"],
@@ -289,27 +316,39 @@ class ModelhostApp:
 
 async def _respond_error(send: Any, error: SageMakerError, status: int | None = None) -> None:
     """An error as both AWS protocols carry it: code in the body and in x-amzn-ErrorType."""
-    await _respond(send, status or error.status, orjson.dumps(error.body()), [
+    headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error.code.encode()),
         (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-    ])
+    ]
+    if isinstance(error, RequestTimeout):  # the rest of that body is not worth waiting for
+        headers.append((b"connection", b"close"))
+    await _respond(send, status or error.status, orjson.dumps(error.body()), headers)
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None once it grows past `limit`."""
+async def _read_body(receive: Any, limit: int, timeout_s: float) -> bytes | None:
+    """The whole request body, or None once it grows past `limit`. RequestTimeout when
+    no part of it arrives for `timeout_s`: a stalled client must not hold its connection.
+    (`asyncio.timeout` rescheduled per part: no task per request on the hot path.)"""
     chunks = []
     size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                deadline.reschedule(loop.time() + timeout_s)
+    except TimeoutError:
+        raise RequestTimeout(f"No part of the request body arrived for {timeout_s:g} "
+                             "seconds.") from None
     return b"".join(chunks)
 
 
