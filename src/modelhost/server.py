@@ -294,15 +294,16 @@ class ModelhostApp:
                 raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
             if self.store.get("endpoint", name) is None and not self.queue.counts(name).backlog:
                 raise InvocationValidationError(f"Endpoint {name} not found.")
+            counts = self.queue.counts(name)
+            answer = {
+                "EndpointName": name,
+                "Counts": {state: getattr(counts, state) for state in STATES},
+                "Requests": [job.to_dict() for state in states
+                             for job in self.queue.jobs(name, state)],
+            }
         except SageMakerError as error:
             await _respond_error(send, error)
             return
-        counts = self.queue.counts(name)
-        answer = {
-            "EndpointName": name,
-            "Counts": {state: getattr(counts, state) for state in STATES},
-            "Requests": [job.to_dict() for state in states for job in self.queue.jobs(name, state)],
-        }
         await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
 
     async def _read_body(self, receive: Any, limit: int) -> bytes | None:

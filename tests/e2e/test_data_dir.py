@@ -132,6 +132,14 @@ def test_damaged_state_file_is_refused_with_one_line(tmp_path, damage: str) -> N
     assert str(state) in line and "modelhost state restore" in line
 
 
+def test_damaged_queue_file_is_refused(tmp_path) -> None:
+    data, _ = _used_data_dir(tmp_path, crash=False)
+    queue = data / "async-queue.db"
+    queue.write_bytes(os.urandom(queue.stat().st_size))
+    line = _refused_start(data)
+    assert str(queue) in line and "--store async-queue" in line
+
+
 def test_deleted_wal_after_a_crash_is_refused(tmp_path) -> None:
     data, _ = _used_data_dir(tmp_path, crash=True)
     wal = data / "state.db-wal"
