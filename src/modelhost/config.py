@@ -16,6 +16,11 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).resolve() if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -156,6 +161,29 @@ class Settings:
     )
     # Loaded from policy_file (checked whole) when the settings are made.
     policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
+    # How often the state store and queue files are checked on disk while serving (/ping
+    # turns 503 when one is damaged); the check reads the whole file, in a thread.
+    store_check_interval_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_STORE_CHECK_INTERVAL", 30.0)
+    )
+    # Online backups of the state store and queue: every so many seconds (0: never) into
+    # a folder (default <data-dir>/backups), keeping the newest few of each file.
+    backup_interval_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_BACKUP_INTERVAL", 3600.0)
+    )
+    backup_folder: Path | None = field(default_factory=lambda: _env_path("MODELHOST_BACKUP_DIR"))
+    backup_keep: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_BACKUP_KEEP", 24))
+    )
+    # Client connections: closed after this long without a request (keep-alive, and a
+    # new connection's first request line and headers), and a request whose body stops
+    # arriving for this long is answered 408 and closed.
+    idle_timeout_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_IDLE_TIMEOUT", 5.0)
+    )
+    body_timeout_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_BODY_TIMEOUT", 30.0)
+    )
 
     def __post_init__(self) -> None:
         if self.cgroups not in ("auto", "off"):
@@ -164,6 +192,16 @@ class Settings:
             raise ValueError("MODELHOST_PING_INTERVAL and MODELHOST_PING_TIMEOUT must be > 0")
         if not 0 < self.cpu_scale <= 1024:
             raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
+        for name, value in (("MODELHOST_STORE_CHECK_INTERVAL", self.store_check_interval_s),
+                            ("MODELHOST_IDLE_TIMEOUT", self.idle_timeout_s),
+                            ("MODELHOST_BODY_TIMEOUT", self.body_timeout_s)):
+            if not value > 0:
+                raise ValueError(f"{name}={value}: expected a number of seconds > 0")
+        if self.backup_interval_s < 0:
+            raise ValueError(f"MODELHOST_BACKUP_INTERVAL={self.backup_interval_s}: expected "
+                             "seconds >= 0 (0: no periodic backups)")
+        if self.backup_keep < 1:
+            raise ValueError(f"MODELHOST_BACKUP_KEEP={self.backup_keep}: expected >= 1")
         if self.policy_file:
             object.__setattr__(self, "policies", Policies.load(
                 Path(self.policy_file), self.access_keys, self.account_id))
@@ -177,6 +215,10 @@ class Settings:
         """The asynchronous inference queue: a sibling of the state store, so request
         traffic never waits on the control plane's lock."""
         return self.data_dir / "async-queue.db"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup_folder or self.data_dir / "backups"
 
     @property
     def objects_dir(self) -> Path:

@@ -82,6 +82,13 @@ class ServiceUnavailable(SageMakerError):
     status = 503
 
 
+class RequestTimeout(SageMakerError):
+    """The request body stopped arriving; the connection is closed with the answer."""
+
+    code = "RequestTimeout"
+    status = 408
+
+
 class InternalFailure(SageMakerError):
     code = "InternalFailure"
     status = 500

@@ -33,6 +33,7 @@ from modelhost.controllers import (
 )
 from modelhost.errors import (
     InvocationValidationError,
+    RequestTimeout,
     RequestTooLarge,
     SageMakerError,
     UnknownOperation,
@@ -49,7 +50,7 @@ from modelhost.runtime import (
     response_headers,
     stream_invocation,
 )
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import DataDirGuard, ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,19 @@ _MAX_CONTROL_BODY = 1024 * 1024
 class ModelhostApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore(settings.state_path)
+        # First: nothing in the data dir (its files, a previous run's control groups) is
+        # touched before this server holds it alone.
+        self.guard = DataDirGuard(settings.data_dir)
+        try:
+            self._open(settings)
+        except BaseException:
+            self.guard.abandon()
+            raise
+        self._controller_tasks: list[asyncio.Task[None]] = []
+
+    def _open(self, settings: Settings) -> None:
+        self.store = StateStore(settings.state_path, **self.guard.checks(settings.state_path))
+        self.guard.track(self.store)
         self.objects = ObjectStore.from_environment(
             settings.objects_dir, allow_local_paths=settings.allow_local_paths)
         self.router = Router(settings.model_timeout_s)
@@ -91,7 +103,9 @@ class ModelhostApp:
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes
         )
-        self.queue = open_queue(settings.async_queue, settings.queue_path)
+        self.queue = open_queue(settings.async_queue, settings.queue_path,
+                                **self.guard.checks(settings.queue_path))
+        self.guard.track(self.queue)
         self.async_controller = AsyncInferenceController(
             settings, self.store, self.objects, self.queue, self.router, self.context,
             Notifier(settings.region, settings.webhook_secret),
@@ -102,7 +116,6 @@ class ModelhostApp:
             self.async_controller.notify,
         )
         self.arns = access.Arns(settings.region, settings.account_id)
-        self._controller_tasks: list[asyncio.Task[None]] = []
 
     def _notify(self) -> None:
         """Desired state changed: wake every controller (each ignores what is not its own)."""
@@ -119,7 +132,13 @@ class ModelhostApp:
             asyncio.create_task(self.schedules.run(), name="schedules"),
             asyncio.create_task(self.recommender.run(), name="recommender"),
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
+            asyncio.create_task(self.guard.watch(self.settings.store_check_interval_s),
+                                name="store-check"),
         ]
+        if self.settings.backup_interval_s > 0:
+            self._controller_tasks.append(asyncio.create_task(self.guard.back_up(
+                self.settings.backup_dir, self.settings.backup_interval_s,
+                self.settings.backup_keep), name="backups"))
 
     async def shutdown(self) -> None:
         await cancel_all(self._controller_tasks)
@@ -130,6 +149,7 @@ class ModelhostApp:
         self.router.close()
         self.queue.close()
         self.store.close()
+        self.guard.release()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -164,7 +184,11 @@ class ModelhostApp:
         elif method == "POST" and path.startswith(api.rpcv2_cbor.PREFIX):
             await self._control(scope, receive, send, cbor=True)
         elif method in ("GET", "HEAD") and path == "/ping":
-            await _respond(send, 200, b"", [(b"content-type", b"text/plain")])
+            # Healthy only while the store is readable, as last seen: no I/O per call.
+            healthy = self.guard.healthy
+            await _respond(send, 200 if healthy else 503,
+                           b"" if healthy else self.guard.damage().encode(),
+                           [(b"content-type", b"text/plain")])
         elif method in ("GET", "HEAD") and path == "/metrics":
             try:
                 if not auth.has_bearer_token(dict(scope["headers"]),
@@ -255,7 +279,7 @@ class ModelhostApp:
         try:
             self.invoker.check_declared_length(headers)
             if auth.is_internal(headers, self.settings.internal_token):
-                body = await _read_body(receive, limit=self.settings.max_payload_bytes)
+                body = await self._read_body(receive, self.settings.max_payload_bytes)
                 if body is None:
                     raise self.invoker.too_large()
             else:
@@ -303,16 +327,20 @@ class ModelhostApp:
                 raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
             if self.store.get("endpoint", name) is None and not self.queue.counts(name).backlog:
                 raise InvocationValidationError(f"Endpoint {name} not found.")
+            counts = self.queue.counts(name)
+            answer = {
+                "EndpointName": name,
+                "Counts": {state: getattr(counts, state) for state in STATES},
+                "Requests": [job.to_dict() for state in states
+                             for job in self.queue.jobs(name, state)],
+            }
         except SageMakerError as error:
             await _respond_error(send, error)
             return
-        counts = self.queue.counts(name)
-        answer = {
-            "EndpointName": name,
-            "Counts": {state: getattr(counts, state) for state in STATES},
-            "Requests": [job.to_dict() for state in states for job in self.queue.jobs(name, state)],
-        }
         await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
+
+    async def _read_body(self, receive: Any, limit: int, digest: Any = None) -> bytes | None:
+        return await _read_body(receive, limit, self.settings.body_timeout_s, digest)
 
     async def _authenticate(
         self, scope: Scope, receive: Any, limit: int, wanted: Callable[[bytes], access.Access],
@@ -325,7 +353,7 @@ class ModelhostApp:
         it arrives), for `service`, and that its policy allows what `wanted(body)` says
         the request does."""
         digest = hashlib.sha256() if self.settings.access_keys else None
-        body = await _read_body(receive, limit, digest)
+        body = await self._read_body(receive, limit, digest)
         if body is None:
             raise too_large()
         if digest is None:
@@ -353,11 +381,14 @@ def _decoded(body: bytes, cbor: bool) -> Any:
 
 async def _respond_error(send: Any, error: SageMakerError, status: int | None = None) -> None:
     """An error as both AWS protocols carry it: code in the body and in x-amzn-ErrorType."""
-    await _respond(send, status or error.status, orjson.dumps(error.body()), [
+    headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error.code.encode()),
         (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-    ])
+    ]
+    if isinstance(error, RequestTimeout):  # the rest of that body is not worth waiting for
+        headers.append((b"connection", b"close"))
+    await _respond(send, status or error.status, orjson.dumps(error.body()), headers)
 
 
 async def _refuse_large_headers(send: Any, path: str) -> None:
@@ -373,23 +404,34 @@ async def _refuse_large_headers(send: Any, path: str) -> None:
         await _respond_error(send, ValidationError(header_limit.message()), 431)
 
 
-async def _read_body(receive: Any, limit: int, digest: Any = None) -> bytes | None:
+async def _read_body(
+    receive: Any, limit: int, timeout_s: float, digest: Any = None
+) -> bytes | None:
     """The whole request body, or None once it grows past `limit`; `digest` (a hashlib
-    object) is fed each chunk as it arrives."""
+    object) is fed each chunk as it arrives. RequestTimeout when no part of it arrives for
+    `timeout_s`: a stalled client must not hold its connection. (`asyncio.timeout`
+    rescheduled per part: no task per request on the hot path.)"""
     chunks = []
     size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                return None
-            if digest is not None:
-                digest.update(chunk)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            while True:
+                message = await receive()
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        return None
+                    if digest is not None:
+                        digest.update(chunk)
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                deadline.reschedule(loop.time() + timeout_s)
+    except TimeoutError:
+        raise RequestTimeout(f"No part of the request body arrived for {timeout_s:g} "
+                             "seconds.") from None
     return b"".join(chunks)
 
 

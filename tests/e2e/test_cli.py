@@ -198,6 +198,15 @@ def test_no_server_is_a_clear_message() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:8765", "localhost:8765"])
+def test_server_address_without_a_scheme_is_one_line(address: str) -> None:
+    result = run_cli("endpoints", "list", env={"MODELHOST_URL": address})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: the server address {address!r} (--endpoint-url / MODELHOST_URL) is not an "
+        f"http:// or https:// URL; e.g. http://{address}"]
+
+
 def test_server_command_still_there() -> None:
     result = run_cli("server", "--help")
     assert result.returncode == 0 and "--data-dir" in result.stdout

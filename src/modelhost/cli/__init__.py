@@ -10,6 +10,7 @@ from modelhost.cli.load import load
 from modelhost.cli.models import configs_app, models_app
 from modelhost.cli.recommend import recommend_app
 from modelhost.cli.server import server
+from modelhost.cli.state import state_app
 from modelhost.cli.transform import transform_app
 from modelhost.cli.transform_schedules import schedules_app
 
@@ -30,5 +31,6 @@ app.command("load")(load)
 app.add_typer(transform_app, name="transform-jobs")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(recommend_app, name="recommend")
+app.add_typer(state_app, name="state")
 
 __all__ = ["app"]

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -15,8 +16,20 @@ from modelhost.cli import console
 DEFAULT_URL = "http://127.0.0.1:8765"
 REGION = "us-east-1"
 
+
+
+def _server_url(url: str) -> str:
+    """One line, not botocore's traceback, for an address without a scheme."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        console.error(f"the server address {url!r} (--endpoint-url / MODELHOST_URL) is not an "
+                      f"http:// or https:// URL; e.g. http://{url.partition('://')[2] or url}")
+        raise typer.Exit(2)
+    return url
+
+
 EndpointUrl = Annotated[str, typer.Option(
-    "--endpoint-url", envvar="MODELHOST_URL", show_envvar=True,
+    "--endpoint-url", envvar="MODELHOST_URL", show_envvar=True, callback=_server_url,
     help="The modelhost server to talk to.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the raw API answer as JSON.")]
 NameContains = Annotated[str | None, typer.Option(help="Only names containing this.")]

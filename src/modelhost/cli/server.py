@@ -17,23 +17,41 @@ def server(
     ),
     region: Annotated[str, typer.Option(help="Region shown in ARNs.")] = "us-east-1",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    backup_interval: Annotated[float | None, typer.Option(
+        envvar="MODELHOST_BACKUP_INTERVAL", show_default=False,
+        help="Seconds between online backups of the state store and queue; 0: none. "
+        "[default: 3600]")] = None,
+    backup_dir: Annotated[Path | None, typer.Option(
+        envvar="MODELHOST_BACKUP_DIR", show_default=False,
+        help="Folder for periodic backups. [default: <data-dir>/backups]")] = None,
+    backup_keep: Annotated[int | None, typer.Option(
+        envvar="MODELHOST_BACKUP_KEEP", show_default=False,
+        help="Periodic backups kept per file. [default: 24]")] = None,
 ) -> None:
     """Run the control plane and the runtime on one port."""
     import uvicorn
 
     from modelhost.config import Settings
+    from modelhost.connections import IdleClosingProtocol
     from modelhost.server import ModelhostApp
+    from modelhost.storage import DataDirBusy, StoreDamaged
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backups = {key: value for key, value in (
+        ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
+        ("backup_folder", backup_dir and backup_dir.resolve())) if value is not None}
     try:
-        settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region)
-    except ValueError as exc:  # a bad MODELHOST_* variable
-        typer.echo(f"modelhost server: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,
+                            **backups)
+        app = ModelhostApp(settings)
+    except (ValueError, DataDirBusy, StoreDamaged) as exc:  # a bad MODELHOST_* variable,
+        typer.echo(f"modelhost server: {exc}", err=True)  # a busy or damaged data dir
+        raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
     uvicorn.run(
-        ModelhostApp(settings), host=host, port=port, loop="uvloop", http="httptools",
+        app, host=host, port=port, loop="uvloop", http=IdleClosingProtocol,
         lifespan="on", access_log=False, log_level="warning",
+        timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]  # a float works
         # Nothing sits in front of the server to trust forwarded headers from, and each
         # of these costs time on every request of the hot path.
         proxy_headers=False, server_header=False, date_header=False, ws="none",

@@ -10,8 +10,10 @@ hierarchy (on v2 beside the server's group unless that is the root: a v2 group t
 a process cannot hand controllers down). The key is a hash of the server's data directory:
 a restarted server finds what its previous run left (its instances exit with it) and
 removes it, and two servers with different data directories never touch each other's
-groups. Nesting under the server's own group keeps instances inside whatever limits the
-server itself runs under.
+groups. That clean-up relies on the data directory's lock (`modelhost.storage.datadir`),
+which the server takes before it creates a backend: a second server on the same folder
+is refused before it could kill the first one's instances. Nesting under the server's
+own group keeps instances inside whatever limits the server itself runs under.
 
 cgroup v2 (one unified hierarchy with the ``cpu`` controller) is preferred; cgroup v1
 (separate ``cpu`` and ``memory`` hierarchies) is used where v2 has no ``cpu`` controller.

@@ -10,11 +10,12 @@ from modelhost.queue.jobs import STATES, Job, JobCounts, JobQueue
 from modelhost.queue.sqlite import SqliteQueue
 
 
-def open_queue(url: str, sqlite_path: Path) -> JobQueue:
-    """`url` is MODELHOST_ASYNC_QUEUE: empty or "sqlite" for the file at `sqlite_path`,
-    or a redis:// (rediss://, unix://) URL."""
+def open_queue(url: str, sqlite_path: Path, **checks: bool) -> JobQueue:
+    """`url` is MODELHOST_ASYNC_QUEUE: empty or "sqlite" for the file at `sqlite_path`
+    (opened with `checks`, see `modelhost.storage.sqlite.SqliteFile`), or a redis://
+    (rediss://, unix://) URL."""
     if not url or url == "sqlite":
-        return SqliteQueue(sqlite_path)
+        return SqliteQueue(sqlite_path, **checks)
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
             from modelhost.queue.redis_queue import RedisQueue

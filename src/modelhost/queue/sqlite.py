@@ -57,8 +57,9 @@ class SqliteQueue(SqliteFile):
     """Durability as the state store's (see `modelhost.storage.sqlite`): a committed
     request survives a killed server."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
+                 ) -> None:
+        super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
 
     def put(self, jobs: list[Job]) -> None:
         """Add jobs in one transaction: one commit for all the requests that arrived
@@ -73,8 +74,8 @@ class SqliteQueue(SqliteFile):
 
     def recover(self) -> int:
         """Give every lease back: the workers that held them died with the last server."""
-        with self._lock:
-            return self._db.execute(
+        with self._read() as db:
+            return db.execute(
                 "UPDATE jobs SET state = ?, token = '', lease_until = 0 WHERE state = ?",
                 (QUEUED, RUNNING),
             ).rowcount
@@ -114,8 +115,8 @@ class SqliteQueue(SqliteFile):
     def _update_held(self, job: Job, **change: Any) -> bool:
         """Apply `change` to the job if `job.token` still holds its lease."""
         assignments = ", ".join(f"{column} = ?" for column in change)
-        with self._lock:
-            updated = self._db.execute(
+        with self._read() as db:
+            updated = db.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND token = ?",
                 (*change.values(), job.id, RUNNING, job.token),
             ).rowcount == 1
@@ -139,14 +140,14 @@ class SqliteQueue(SqliteFile):
         return self._update_held(job, state=QUEUED, error=error, token="", lease_until=visible)
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def counts(self, endpoint: str) -> JobCounts:
-        with self._lock:
-            rows = dict(self._db.execute(
+        with self._read() as db:
+            rows = dict(db.execute(
                 "SELECT state, COUNT(*) FROM jobs WHERE endpoint = ? GROUP BY state",
                 (endpoint,),
             ).fetchall())
@@ -155,15 +156,15 @@ class SqliteQueue(SqliteFile):
 
     def endpoints(self) -> list[str]:
         """Endpoints with jobs waiting or running."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT DISTINCT endpoint FROM jobs WHERE state IN (?, ?)", (QUEUED, RUNNING)
             ).fetchall()
         return [row[0] for row in rows]
 
     def jobs(self, endpoint: str, state: str, limit: int = 100) -> list[Job]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND state = ? "
                 "ORDER BY created LIMIT ?", (endpoint, state, limit),
             ).fetchall()
@@ -173,8 +174,8 @@ class SqliteQueue(SqliteFile):
         """Delete up to `limit` finished jobs that ended before `finished_before`. Only
         finished jobs have `finished` set, and no worker holds them: a redelivered job is
         queued or running, never finished."""
-        with self._lock:
-            return self._db.execute(
+        with self._read() as db:
+            return db.execute(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? "
                 "LIMIT ?)", (finished_before, limit),
             ).rowcount

@@ -37,8 +37,9 @@ class StateStore(SqliteFile):
     """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
     event loop use it directly instead of paying for a thread hop."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
+                 ) -> None:
+        super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
 
     def insert(self, kind: str, name: str, record: Record) -> bool:
         """Add a resource; False when one of that kind and name already exists."""
@@ -79,8 +80,8 @@ class StateStore(SqliteFile):
             return updated
 
     def get(self, kind: str, name: str) -> Record | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as db:
+            row = db.execute(
                 "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
             ).fetchone()
         return orjson.loads(row[0]) if row else None
@@ -92,22 +93,22 @@ class StateStore(SqliteFile):
             ).rowcount == 1
 
     def list(self, kind: str) -> list[Record]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT data FROM resources WHERE kind = ? ORDER BY name", (kind,)
             ).fetchall()
         return [orjson.loads(row[0]) for row in rows]
 
     def names(self, kind: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT name FROM resources WHERE kind = ? ORDER BY name", (kind,)
             ).fetchall()
         return [row[0] for row in rows]
 
     def tags(self, arn: str) -> dict[str, str]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT key, value FROM tags WHERE arn = ? ORDER BY key", (arn,)
             ).fetchall()
         return dict(rows)
