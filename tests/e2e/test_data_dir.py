@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import deploy
 from tests.support.cli import run_cli
+from tests.support.endpoints import deploy
 from tests.support.models import iris_rows, put_iris_model
 from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess, free_port, running_server

@@ -50,4 +50,7 @@ def operation_model(target: str) -> OperationModel:
     prefix, _, name = target.partition(".")
     if prefix not in SERVICE_NAMES:
         raise UnknownOperation(f"Unknown service target: {target!r}")
-    return service_model(SERVICE_NAMES[prefix]).operation_model(name)
+    model = service_model(SERVICE_NAMES[prefix])
+    if name not in model.operation_names:
+        raise UnknownOperation(f"Unknown operation: {name!r}")
+    return model.operation_model(name)

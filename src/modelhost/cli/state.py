@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelhost import console
+from modelhost.cli import console
 
 state_app = typer.Typer(help="Back up and restore the state store and the async queue.",
                         no_args_is_help=True)

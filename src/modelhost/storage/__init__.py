@@ -4,7 +4,7 @@ model-archive unpacking."""
 from .archive import UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
-from .objects import ObjectStore, configured_s3_endpoint
+from .objects import InvalidObjectURI, ObjectStore, configured_s3_endpoint
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
 from .state import StateStore
 
@@ -13,6 +13,7 @@ __all__ = [
     "DataDirBusy",
     "DataDirGuard",
     "DataDirLock",
+    "InvalidObjectURI",
     "ObjectStore",
     "StateStore",
     "StoreDamaged",

@@ -80,6 +80,12 @@ def configured_s3_endpoint() -> str | None:
     return endpoint or None
 
 
+class InvalidObjectURI(ValueError):
+    """A URI this store cannot or will not name an object by (a local path when those are
+    off, a key that climbs out of its bucket, a segment too long for the embedded store):
+    the caller's mistake, which a job or request reports as its failure, not a crash."""
+
+
 @dataclass(frozen=True)
 class _Target:
     """One URI resolved to the filesystem that holds it and the path there."""
@@ -171,15 +177,15 @@ class ObjectStore:
 
     def _resolve(self, uri: str) -> _Target:
         if not isinstance(uri, str) or not uri:
-            raise ValueError(f"object URI must be a non-empty string, got {uri!r}")
+            raise InvalidObjectURI(f"object URI must be a non-empty string, got {uri!r}")
         if "\x00" in uri:
-            raise ValueError(f"object URI {uri!r} contains a NUL character")
+            raise InvalidObjectURI(f"object URI {uri!r} contains a NUL character")
         if uri.startswith(_S3_SCHEME):
             return self._resolve_s3(uri)
         if not self.allow_local_paths and (
             uri.startswith(_FILE_SCHEME) or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri)
         ):
-            raise ValueError(
+            raise InvalidObjectURI(
                 f"object URI {uri[:256]!r} is a local path; only s3:// URIs are accepted "
                 "(an operator can allow local paths with MODELHOST_ALLOW_LOCAL_PATHS=1)"
             )
@@ -191,7 +197,7 @@ class ObjectStore:
             return _Target(uri, self._local, path, lambda p: _FILE_SCHEME + p,
                            key_prefix_listing=False, local_path=path)
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri):
-            raise ValueError(
+            raise InvalidObjectURI(
                 f"unsupported object URI {uri!r}: use s3://bucket/key, file:///path or a path"
             )
         path = os.path.abspath(uri)
@@ -201,7 +207,7 @@ class ObjectStore:
     def _resolve_s3(self, uri: str) -> _Target:
         bucket, _, key = uri[len(_S3_SCHEME):].partition("/")
         if not bucket:
-            raise ValueError(f"object URI {uri!r} names no bucket (expected s3://bucket/key)")
+            raise InvalidObjectURI(f"object URI {uri!r} names no bucket (expected s3://bucket/key)")
         if self._s3 is not None:
             s3 = self._s3
             path = f"{bucket}/{key}".rstrip("/") if key else bucket
@@ -211,18 +217,18 @@ class ObjectStore:
         # here, so ".." would climb out of the bucket; S3 keys with ".." segments are
         # legal but cannot be mapped safely, so they are refused outright.
         if not _BUCKET_RE.match(bucket):
-            raise ValueError(f"object URI {uri!r}: invalid bucket name {bucket!r}")
+            raise InvalidObjectURI(f"object URI {uri!r}: invalid bucket name {bucket!r}")
         if ".." in key.split("/"):
-            raise ValueError(f"object URI {uri!r} escapes its bucket: '..' is not allowed")
+            raise InvalidObjectURI(f"object URI {uri!r} escapes its bucket: '..' is not allowed")
         root = str(self.local_root)
         bucket_dir = f"{root}/{bucket}"
         path = posixpath.normpath(f"{bucket_dir}/{key}")
         if path != bucket_dir and not path.startswith(bucket_dir + "/"):
-            raise ValueError(f"object URI {uri!r} escapes its bucket")
+            raise InvalidObjectURI(f"object URI {uri!r} escapes its bucket")
         if len(path.encode()) > _PATH_MAX or any(
             len(part.encode()) > _NAME_MAX for part in f"{bucket}/{key}".split("/")
         ):
-            raise ValueError(
+            raise InvalidObjectURI(
                 f"object URI {uri[:256]!r} is too long for the embedded object store: a "
                 f"bucket or key segment may have at most {_NAME_MAX} bytes"
             )

@@ -43,7 +43,7 @@ from modelhost.controllers.transform.job import Job, JobFailed
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceBackend, InstanceClient
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import InvalidObjectURI, ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class TransformController(ReconcileLoop):
             try:
                 found = await asyncio.to_thread(
                     input_objects, self.objects, record["TransformInput"]["DataSource"])
-            except InputError as exc:
+            except (InputError, InvalidObjectURI) as exc:
                 raise JobFailed(str(exc)) from None
             progress = journal.new_progress(found)
 
@@ -210,8 +210,11 @@ class TransformController(ReconcileLoop):
         finally:
             await asyncio.to_thread(source.close)
         target = output_uri(record["TransformOutput"]["S3OutputPath"], relative)
-        await asyncio.to_thread(journal.assemble, self.objects, parts_dir, state["parts"],
-                                target)
+        try:
+            await asyncio.to_thread(journal.assemble, self.objects, parts_dir, state["parts"],
+                                    target)
+        except InvalidObjectURI as exc:
+            raise JobFailed(f"Cannot write the output of {uri}: {exc}") from None
         self._commit(job.name, index, done=True)
         await asyncio.to_thread(shutil.rmtree, parts_dir, True)
 
