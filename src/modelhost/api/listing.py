@@ -67,11 +67,11 @@ def paginate(
         items = [r for r in items if r.get(status_key) == status]
 
     sort_by = params.get("SortBy", "CreationTime")
-    field = sort_keys.get(sort_by)
-    if field is None:
+    sort_field = sort_keys.get(sort_by)
+    if sort_field is None:
         raise ValidationError(f"SortBy must be one of {sorted(sort_keys)}, got {sort_by}")
     descending = params.get("SortOrder", "Descending") == "Descending"
-    items.sort(key=lambda r: (r.get(field) is None, r.get(field), r[name_key]),
+    items.sort(key=lambda r: (r.get(sort_field) is None, r.get(sort_field), r[name_key]),
                reverse=descending)
 
     return page(items, params, result_key, params.get("MaxResults", 10), summarize)

@@ -85,5 +85,5 @@ def call(ctx: Context, target: str, decode: Callable[[], Any]) -> tuple[int, dic
         return error.status, body
     except Exception:
         log.exception("control-plane call %s failed", target)
-        error = InternalFailure("An internal error occurred; see the modelhost server log.")
-        return error.status, error.body()
+        failure = InternalFailure("An internal error occurred; see the modelhost server log.")
+        return failure.status, failure.body()

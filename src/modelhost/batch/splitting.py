@@ -13,7 +13,7 @@ import gzip
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 # MXNet RecordIO: a little-endian magic, then a word holding a 3-bit continuation flag
 # and a 29-bit length, then the data padded to 4 bytes.
@@ -42,7 +42,9 @@ class MiniBatch:
 
 
 def open_input(stream: IO[bytes], compression: str) -> IO[bytes]:
-    return gzip.GzipFile(fileobj=stream, mode="rb") if compression == "Gzip" else stream
+    if compression == "Gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+    return stream
 
 
 def skip(stream: IO[bytes], offset: int, block: int = 1024 * 1024) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,7 +38,7 @@ def server(
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backups = {key: value for key, value in (
+    backups: dict[str, Any] = {key: value for key, value in (
         ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
         ("backup_folder", backup_dir and backup_dir.resolve())) if value is not None}
     try:

@@ -62,8 +62,11 @@ class AlarmEvaluator:
         fired: dict[str, list[tuple[Record, float | None]]] = {}
         for alarm in self.ctx.store.list(KIND):
             value = self.value(alarm)
-            updated = self.ctx.store.modify(KIND, alarm["AlarmName"],
-                                            lambda a, v=value: self._advance(a, v))
+
+            def advance(a: Record, v: float | None = value) -> Record:
+                return self._advance(a, v)
+
+            updated = self.ctx.store.modify(KIND, alarm["AlarmName"], advance)
             if updated and updated["StateValue"] == "ALARM" and updated["ActionsEnabled"]:
                 for action in updated["AlarmActions"]:
                     fired.setdefault(action, []).append((updated, value))

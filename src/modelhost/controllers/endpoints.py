@@ -118,7 +118,8 @@ class EndpointController(ReconcileLoop):
             busy = running is not None and not running.done()
             status = record["EndpointStatus"]
             if status == "Deleting":
-                if busy and not running.get_name().startswith("delete:"):
+                if running is not None and busy and not running.get_name().startswith(
+                        "delete:"):
                     running.cancel()
                     await asyncio.gather(running, return_exceptions=True)
                     busy = False

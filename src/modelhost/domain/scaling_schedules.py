@@ -56,11 +56,11 @@ class Schedule:
         start = datetime.fromtimestamp(until, tz) + timedelta(seconds=1)
         walker = croniter(self.cron, start)
         for _ in range(_MAX_STEPS):
-            moment = walker.get_prev(datetime)
-            if moment.timestamp() <= since:
+            fired = walker.get_prev(datetime)
+            if fired.timestamp() <= since:
                 return None
-            if _year_matches(self.years, moment.year):
-                return float(moment.timestamp())
+            if _year_matches(self.years, fired.year):
+                return float(fired.timestamp())
         return None
 
 

@@ -344,6 +344,6 @@ class ProcessBackend:
             launch.unlink(missing_ok=True)
             raise
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):
                 log.close()
         return process

@@ -25,7 +25,7 @@ class Headers(dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return super().__contains__(key.lower() if isinstance(key, str) else key)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 from modelhost.modelserver.runner import ModelRunner, as_exception, deliver
@@ -36,7 +36,7 @@ def is_stream(result: object) -> bool:
 
 async def parts(
     stream: Stream, runner: ModelRunner, encode: Callable[[Any], bytes]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The stream's items as bytes, empty ones skipped (an empty chunk would end the
     chunked body). Raises what the model code raises."""
     if isinstance(stream, AsyncIterator):

@@ -15,5 +15,5 @@ import random
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     """The wait after failed attempt number `attempt` (1 for the first): a random time
     from half of `base_s * 2 ** (attempt - 1)`, capped at `cap_s`, to all of it."""
-    window = min(cap_s, base_s * 2 ** min(max(attempt, 1) - 1, 62))
+    window = min(cap_s, base_s * 2.0 ** min(max(attempt, 1) - 1, 62))
     return window / 2 + random.uniform(0, window / 2)

@@ -171,7 +171,7 @@ class Router:
         except _RETRYABLE:
             replica.healthy = False
         # It never answered: safe to send once more, to another instance.
-        retry = pool.pick(exclude=replica)
+        retry = pool.pick(exclude=replica) if pool is not None else None
         if retry is None and target is None:
             other = deployment.choose_variant()
             if other is not None and not isinstance(other, ServerlessPool):

@@ -17,6 +17,7 @@ slow bucket never stalls request handling.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
@@ -288,7 +289,7 @@ class ObjectStore:
         uris = {t.to_uri(p) for p in paths if not _is_partial(p)}
         return sorted(uris)
 
-    def _find_key_prefix(self, t: _Target) -> list[str]:
+    def _find_key_prefix(self, t: _Target) -> builtins.list[str]:
         parent, _, stem = t.path.rpartition("/")
         try:
             entries = t.fs.ls(parent, detail=True)
@@ -306,7 +307,7 @@ class ObjectStore:
         return found
 
     @staticmethod
-    def _find(fs: AbstractFileSystem, path: str) -> list[str]:
+    def _find(fs: AbstractFileSystem, path: str) -> builtins.list[str]:
         try:
             return [p for p in fs.find(path) if not p.endswith("/")]
         except FileNotFoundError:
@@ -393,7 +394,7 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ copying
 
-    def download(self, uri: str, local_dir: Path | str) -> list[Path]:
+    def download(self, uri: str, local_dir: Path | str) -> builtins.list[Path]:
         """Copy one object, or every object under a prefix, into `local_dir`.
 
         One object lands as `local_dir/<its name>`; a prefix keeps its layout below the

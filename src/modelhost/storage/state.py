@@ -7,6 +7,7 @@ epoch seconds), plus private keys starting with "_" that never leave the server.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class StateStore(SqliteFile):
             ).fetchall()
         return [orjson.loads(row[0]) for row in rows]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         with self._read() as db:
             rows = db.execute(
                 "SELECT name FROM resources WHERE kind = ? ORDER BY name", (kind,)
@@ -120,7 +121,7 @@ class StateStore(SqliteFile):
                 [(arn, key, value) for key, value in tags.items()],
             )
 
-    def delete_tags(self, arn: str, keys: list[str] | None = None) -> None:
+    def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
         """Remove the given tag keys, or every tag of the resource when keys is None."""
         with self._transaction() as db:
             if keys is None:

@@ -267,7 +267,7 @@ class RecommendationController(ReconcileLoop):
         instance_type = get_instance_type(candidate.get("InstanceType", ""))
         memory_bytes = (instance_type.memory_gib * 2**30 if instance_type else
                         candidate.get("ServerlessConfig", {}).get("MemorySizeInMB", 1024) * 2**20)
-        points = []
+        points: list[dict[str, Any]] = []
         for traffic in plan["traffic"]:
             if points and _past(plan):
                 break  # JobDurationInSeconds: judge the candidate on the steps done

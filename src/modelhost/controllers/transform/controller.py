@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,7 +89,11 @@ class TransformController(ReconcileLoop):
             if status == "InProgress" and task is None:
                 task = asyncio.create_task(self._run(name), name=f"transform:{name}")
                 self._tasks[name] = task
-                task.add_done_callback(lambda t, n=name: self._tasks.pop(n, None))
+
+                def forget(_: asyncio.Task[None], n: str = name) -> None:
+                    self._tasks.pop(n, None)
+
+                task.add_done_callback(forget)
             elif status == "Stopping":
                 if task is not None:
                     if not task.cancelling():
@@ -164,7 +168,7 @@ class TransformController(ReconcileLoop):
             record=record,
             processing=DataProcessing(record["DataProcessing"],
                                       transform_input.get("ContentType"), accept),
-            objects=[tuple(x) for x in record["_progress"]["inputs"]],  # type: ignore[misc]
+            objects=[tuple(x) for x in record["_progress"]["inputs"]],
             headers=headers,
             timeout_s=float(client_config.get("InvocationsTimeoutInSeconds",
                                               _DEFAULT_TIMEOUT_S)),
@@ -190,7 +194,7 @@ class TransformController(ReconcileLoop):
         transform_input = record["TransformInput"]
         max_bytes = (record["MaxPayloadInMB"] or 100) * 1024 * 1024
 
-        def batches() -> Iterator[MiniBatch]:
+        def batches() -> Generator[MiniBatch, None, None]:
             with self.objects.open(uri, "rb") as raw:
                 stream = open_input(raw, transform_input["CompressionType"])
                 skip(stream, state["offset"])
