@@ -27,6 +27,7 @@ set-up, never by editing a snippet.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -222,6 +223,7 @@ def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     try:
         _set_up(server, scratch, blocks)
         namespace: dict[str, object] = {"__name__": "__readme__"}
+        printed: dict[str, str] = {}  # what each Python block printed, by its code
         shell_env = {**os.environ,
                      "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         for block in (b for b in blocks if b.runs):
@@ -232,18 +234,31 @@ def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             if block.language == "bash":
                 shell_env = _run_bash(block, code, scratch, shell_env)
             else:
+                output = io.StringIO()
                 try:
-                    exec(compile(code, block.where, "exec"), namespace)
+                    with contextlib.redirect_stdout(output):
+                        exec(compile(code, block.where, "exec"), namespace)
                 except Exception as error:
                     raise AssertionError(f"{block.where} raised {error!r}\n{code}") from error
+                finally:
+                    print(output.getvalue())
+                printed[block.code] = output.getvalue()
             print(f"{block.where} ({block.language}) took {time.monotonic() - started:.1f} s")
-        _check_outcomes(server, scratch, namespace)
+        _check_outcomes(server, scratch, namespace, printed)
     finally:
         server.stop()
 
 
-def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, object]) -> None:
+def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, object],
+                    printed: dict[str, str]) -> None:
     """The snippets did what the README says they do, not merely returned."""
+
+    def output_of(call: str) -> str:
+        (output,) = [text for code, text in printed.items() if call in code]
+        return output
+
+    assert output_of("sm.create_model(") == "b'0\\n' AllTraffic\n"
+    assert output_of("invoke_endpoint_with_response_stream") == "Hi "
     objects = server.data_dir / "objects"
     assert (scratch / "out.csv").read_text().strip() == "0"  # aws invoke-endpoint, iris setosa
     assert namespace["best"]["EndpointConfiguration"]["InstanceType"] in (  # type: ignore[index]
@@ -257,3 +272,31 @@ def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, o
     result = objects / async_output.removeprefix("s3://")
     expected = [str(label) for label in iris_classifier().predict(iris_rows(6))]
     assert result.read_text().split() == expected
+
+
+def test_quickstart_and_the_snippet_it_prints(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scripts/quickstart` runs examples/quickstart.py (after installing, which this
+    test skips), which prints a snippet to run against a server started with the
+    defaults in the same folder. Both run here; the snippet gets the test server's URL in
+    place of the default one, as README blocks do."""
+    isolate_aws_env(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    quickstart = README.parent / "examples" / "quickstart.py"
+    result = subprocess.run([sys.executable, str(quickstart)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    printed = result.stdout.split("then, from Python:\n", 1)[1]
+    snippet = "\n".join(line.removeprefix("    ") for line in printed.splitlines()
+                        if line.startswith("    ") or not line.strip())
+    assert "create_endpoint" in snippet, result.stdout
+    server = ServerProcess(tmp_path / ".modelhost").start()  # `modelhost server` here
+    try:
+        namespace: dict[str, object] = {"__name__": "__quickstart__"}
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(snippet.replace(README_URL, server.url), "quickstart snippet",
+                         "exec"), namespace)
+        assert output.getvalue().strip() == "b'0\\n'"
+    finally:
+        server.stop()
