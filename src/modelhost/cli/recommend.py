@@ -15,7 +15,7 @@ recommend_app = typer.Typer(help="Inference recommendations: load test candidate
                                  "types, get cost and latency.", no_args_is_help=True)
 
 ChartPath = Annotated[Path | None, typer.Option(
-    "--chart", help="Write a latency-vs-throughput PNG here (needs modelhost[plot]).")]
+    "--chart", help="Write a latency-vs-throughput PNG here (needs modelhost\\[plot]).")]
 
 
 @recommend_app.command("run")
