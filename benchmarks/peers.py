@@ -42,17 +42,13 @@ from pathlib import Path
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    deploy,
-    free_port,
-    iris_rows,
     machine_facts,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
-    write_iris_tarball,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import iris_rows, put_iris_model, write_iris_tarball
+from tests.support.server import ServerProcess, free_port
 
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run
 
@@ -202,7 +198,7 @@ def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: i
 @contextlib.contextmanager
 def modelhost_server(work: Path, replicas: int, pin: list[str]
                      ) -> Iterator[tuple[str, bytes, str]]:
-    class Pinned(ModelhostServer):
+    class Pinned(ServerProcess):
         def command(self) -> list[str]:
             return [*pin, *super().command()]
 
@@ -210,8 +206,9 @@ def modelhost_server(work: Path, replicas: int, pin: list[str]
     sagemaker = server.client("sagemaker")
     name = None
     try:
-        name = deploy(sagemaker, put_iris_model(server), instance_type="ml.c5.large",
-                      count=replicas, environment=ONE_THREAD)
+        name = deploy(sagemaker, put_iris_model(server.data_dir), instance_type="ml.c5.large",
+                      variants=[("AllTraffic", replicas, 1.0)], environment=ONE_THREAD,
+                      timeout_s=180)
         url = f"{server.url}/endpoints/{name}/invocations"
         from importlib.metadata import version
         yield url, json.dumps(iris_rows(3)).encode(), version("modelhost")

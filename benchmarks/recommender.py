@@ -22,13 +22,12 @@ import urllib.request
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    iris_rows,
     machine_facts,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
 )
+from tests.support.models import iris_rows, put_iris_model
+from tests.support.server import ServerProcess
 
 CANDIDATES = ("ml.c5.large", "ml.m5.large", "ml.c5.xlarge")
 USERS = (1, 2, 4, 8)
@@ -52,10 +51,10 @@ def main() -> None:
     parser.add_argument("--p95-ms", type=int, default=20)
     args = parser.parse_args()
     with sigterm_as_interrupt(), scratch_dir(False) as work:
-        server = ModelhostServer(work / "data").start()
+        server = ServerProcess(work / "data").start()
         try:
             sm = server.client("sagemaker")
-            model_url = put_iris_model(server)
+            model_url = put_iris_model(server.data_dir)
             payloads = server.data_dir / "objects" / "bench" / "payloads.tar.gz"
             payloads.write_bytes(_payloads())
             sm.create_model(ModelName="iris", ExecutionRoleArn=ROLE,
