@@ -47,7 +47,7 @@ from tests.support.server import ServerProcess
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-SCALE_OUT_TARGET_S = 30.0  # the issue: instances added within 30 s of the crossing
+SCALE_OUT_TARGET_S = 30.0  # the target: instances added within 30 s of the crossing
 POLL_S = 0.5
 
 @dataclass

@@ -59,8 +59,8 @@ PEERS = {
     "ray": ["ray[serve]==2.60.0", *MODEL_PINS],
     "bentoml": ["bentoml==1.4.40", *MODEL_PINS],
 }
-# BLAS threads per replica, the same for every system (DESIGN.md: threads spinning in
-# several processes on few cores ruin latency).
+# BLAS threads per replica, the same for every system (as modelhost's process backend
+# sets them: threads spinning in several processes on few cores ruin latency).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RAMP = (50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
 
