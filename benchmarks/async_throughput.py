@@ -108,6 +108,7 @@ def asynchronous(server: ServerProcess, name: str, threads: int, requests: int,
 
 def large(server: ServerProcess, name: str, megabytes: int) -> dict[str, float]:
     path = server.data_dir / "objects" / "bench" / "large.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
     block = hashlib.sha256(b"block").digest() * (1024 * 1024 // 32)
     with path.open("wb") as f:
         for index in range(megabytes):
