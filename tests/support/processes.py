@@ -101,6 +101,15 @@ def instance_processes(server_pid: int) -> list[InstanceProcess]:
     return found
 
 
+def started_at(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), None if it is gone: with the pid,
+    what names one process, since a pid is reused once its process is reaped."""
+    try:
+        return int(_stat(pid)[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         state = _stat(pid)[0]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.aws import TEST_ENV, isolated_environ
-from tests.support.processes import alive, instance_processes
+from tests.support.processes import alive, instance_processes, started_at
 
 
 def free_port() -> int:
@@ -98,7 +98,7 @@ class ServerProcess:
         no instance outlives it."""
         if self.process is None or self.process.poll() is not None:
             return
-        instances = [i.pid for i in instance_processes(self.process.pid)]
+        instances = [(i.pid, started_at(i.pid)) for i in instance_processes(self.process.pid)]
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout_s)
@@ -106,10 +106,10 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
         deadline = time.monotonic() + 5
-        for pid in instances:
-            while alive(pid) and time.monotonic() < deadline:
+        for pid, started in instances:
+            while _same(pid, started) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if alive(pid):
+            if _same(pid, started):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -156,6 +156,11 @@ class ServerProcess:
         request = urllib.request.Request(f"{self.url}/metrics", headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
             return str(response.read().decode())
+
+
+def _same(pid: int, started: int | None) -> bool:
+    """`pid` is still the process seen before, not a later one that got its number."""
+    return alive(pid) and started_at(pid) == started
 
 
 @contextmanager
