@@ -1,31 +1,30 @@
-"""Shared plumbing for the benchmarks: a real server, a real model, a load generator.
+"""Shared plumbing for the benchmarks: machine facts, a load generator, Prometheus
+histograms and the report files.
 
-Benchmarks must measure the product as users run it, so everything here drives a real
-``modelhost server`` process over HTTP with boto3 and an external load generator; nothing
-imports the server in-process. Helpers live here (not in ``tests/support``) so the
-benchmarks keep working whatever the test suite's internals become.
+Benchmarks measure the product as users run it: a real ``modelhost server`` process driven
+over HTTP with boto3 and an external load generator; nothing imports the server
+in-process. The server process, the models, the endpoints and the /proc readings are the
+tests' own (``tests/support``): one harness, so a benchmark and a test that deploy "the
+iris model" deploy the same thing. Benchmarks run as scripts (``python benchmarks/x.py``),
+which puts only this folder on ``sys.path``; importing this module first puts the
+repository root there too, for ``tests.support``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -34,17 +33,10 @@ from typing import Any
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(1, str(REPO_ROOT))
 
-# Dummy credentials: the server checks SigV4 shape, not secrets. Drop anything that would
-# send boto3 to real AWS.
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-_AWS_DROP = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-
+from tests.support.processes import children_cpu_seconds  # noqa: E402
 
 # --------------------------------------------------------------------------- machine facts
 
@@ -110,217 +102,7 @@ def machine_table(load_generator: str) -> list[str]:
             "| machine | " + " | ".join(facts[k] for k in keys) + " |"]
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process (all threads), from /proc/<pid>/stat."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the most resident memory the process ever had (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every core spent not idle, machine-wide (/proc/stat): subtract our own
-    processes and what is left is other load that skewed the run."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    ticks = [int(x) for x in fields]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / CLOCK_TICKS  # user..steal; guest is inside user
-
-
-def children_cpu_seconds() -> float:
-    """CPU of this process's reaped children: how the load generator's cost is measured."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def child_pids(parent: int) -> list[int]:
-    """Direct children of `parent`, found by scanning /proc (works without CONFIG_PROC_CHILDREN)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == parent:
-            found.append(int(entry.name))
-    return found
-
-
-@dataclass(frozen=True)
-class InstanceProcess:
-    pid: int
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def listening_ports(pid: int) -> list[int]:
-    """TCP ports `pid` listens on: its socket inodes matched against /proc/net/tcp{,6}."""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-    ports = []
-    for table in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def instance_processes(server_pid: int) -> list[InstanceProcess]:
-    """The model servers the server started: its children, or the children of its fork
-    server, that listen on a TCP port.
-
-    A forked instance's /proc environ is the fork server's, so the port the process backend
-    gave it (``SAGEMAKER_BIND_TO_PORT``) is read back from its listening socket instead.
-    """
-    found = []
-    for child in child_pids(server_pid):
-        for pid in [child, *child_pids(child)]:
-            ports = listening_ports(pid)
-            if ports:
-                found.append(InstanceProcess(pid, ports[0]))
-    return found
-
-
-class ModelhostServer:
-    """One ``python -m modelhost server`` on a free port with its own data dir.
-
-    Started in its own session so that a Ctrl-C in the terminal reaches only the
-    benchmark, which then deletes the endpoint and stops the server in order.
-    """
-
-    def __init__(self, data_dir: Path, log_level: str = "info") -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.log_level = log_level
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-        self.metrics_token = ""
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def command(self) -> list[str]:
-        """The server's argv; a subclass may start a variant (a patched build, a profiler)."""
-        return [sys.executable, "-m", "modelhost", "server", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--log-level", self.log_level]
-
-    def start(self, timeout_s: float = 60.0, env: dict[str, str] | None = None
-              ) -> ModelhostServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        full_env = {k: v for k, v in os.environ.items() if k not in _AWS_DROP} | AWS_ENV
-        full_env |= env or {}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not answer /ping in {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM (the server stops its instances), SIGKILL if it hangs; then make sure
-        no instance outlives it."""
-        if self.process is None:
-            return
-        instances = [i.pid for i in instance_processes(self.process.pid)]
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        deadline = time.monotonic() + 5
-        for pid in instances:
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            service, endpoint_url=self.url, region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120),
-        )
-
-    def metrics_text(self) -> str:
-        """/metrics, with the bearer token a server with access keys wants when
-        `metrics_token` is set (its MODELHOST_METRICS_TOKEN)."""
-        headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token \
-            else {}
-        request = urllib.request.Request(f"{self.url}/metrics", headers=headers)
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return str(response.read().decode())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+# --------------------------------------------------------------------------- running
 
 
 @contextlib.contextmanager
@@ -351,99 +133,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_int)
 
 
-# --------------------------------------------------------------------------- the model
-
-
-def iris_rows(count: int = 3) -> list[list[float]]:
-    from sklearn.datasets import load_iris
-
-    features, _ = load_iris(return_X_y=True)
-    picks = [0, 60, 120, 10, 70, 130][:count]
-    return [[float(x) for x in features[i]] for i in picks]
-
-
-def write_iris_tarball(path: Path) -> Path:
-    """Train the iris LogisticRegression now (no artefact in git) and pack model.tar.gz."""
-    import joblib
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, labels = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(features, labels)
-    model_bytes = io.BytesIO()
-    joblib.dump(model, model_bytes)
-    data = model_bytes.getvalue()
-    archive_bytes = io.BytesIO()
-    with tarfile.open(fileobj=archive_bytes, mode="w:gz") as archive:
-        info = tarfile.TarInfo("model.joblib")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(archive_bytes.getvalue())
-    return path
-
-
-def model_tarball(files: dict[str, bytes]) -> bytes:
-    """A model.tar.gz holding `files` (name -> content), e.g. ``code/inference.py``."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def put_iris_model(server: ModelhostServer, bucket: str = "bench",
-                   key: str = "iris/model.tar.gz") -> str:
-    """Drop the tarball into the embedded object store, where s3://bucket/key resolves."""
-    write_iris_tarball(server.data_dir / "objects" / bucket / key)
-    return f"s3://{bucket}/{key}"
-
-
-def deploy(sagemaker: Any, model_url: str, *, image: str = "modelhost/sklearn",
-           instance_type: str = "ml.m5.large", count: int = 1,
-           environment: dict[str, str] | None = None, timeout_s: float = 120.0,
-           async_config: dict[str, Any] | None = None) -> str:
-    """Model → EndpointConfig → Endpoint, then wait for InService; returns its name.
-    `async_config`: the config's AsyncInferenceConfig, for an asynchronous endpoint."""
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    container = {"Image": image, "ModelDataUrl": model_url}
-    if environment:
-        container["Environment"] = environment
-    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
-                           ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,
-        "InitialInstanceCount": count, "InitialVariantWeight": 1.0,
-    }], **({"AsyncInferenceConfig": async_config} if async_config else {}))
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = sagemaker.describe_endpoint(EndpointName=name)
-        if status["EndpointStatus"] == "InService":
-            return name
-        if status["EndpointStatus"] == "Failed":
-            raise RuntimeError(f"endpoint failed: {status.get('FailureReason')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"endpoint stuck in {status['EndpointStatus']}")
-        time.sleep(0.2)
-
-
-def undeploy(sagemaker: Any, name: str, timeout_s: float = 60.0) -> None:
-    """Delete endpoint, config and model; best effort, since it runs during cleanup."""
-    from botocore.exceptions import ClientError
-
-    with contextlib.suppress(ClientError):
-        sagemaker.delete_endpoint(EndpointName=name)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            sagemaker.describe_endpoint(EndpointName=name)  # raises once it is gone
-            time.sleep(0.2)
-    with contextlib.suppress(ClientError):
-        sagemaker.delete_endpoint_config(EndpointConfigName=name)
-    with contextlib.suppress(ClientError):
-        sagemaker.delete_model(ModelName=name)
+# --------------------------------------------------------------------------- requests
 
 
 def post(url: str, body: bytes, content_type: str,

@@ -31,16 +31,15 @@ from typing import Any
 import cbor2
 import orjson
 from _common import (
-    ModelhostServer,
     add_output_options,
-    deploy,
     machine_table,
     publish,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import put_iris_model
+from tests.support.server import ServerProcess
 
 _SERVICE = "GraniteServiceVersion20100801"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -52,7 +51,7 @@ def _call(url: str, body: bytes, headers: dict[str, str]) -> int:
         return len(response.read())
 
 
-def _protocols(server: ModelhostServer, calls: int) -> dict[str, tuple[float, float, int]]:
+def _protocols(server: ServerProcess, calls: int) -> dict[str, tuple[float, float, int]]:
     """Median and p95 ms and answer bytes of DescribeAlarms in each encoding."""
     shapes: dict[str, Callable[[], int]] = {
         "JSON 1.0 (botocore)": lambda: _call(server.url, orjson.dumps({}), {
@@ -82,10 +81,10 @@ def _until(check: Callable[[], bool], timeout_s: float = 120) -> float:
     return time.monotonic() - started
 
 
-def _reaction(server: ModelhostServer) -> dict[str, float]:
+def _reaction(server: ServerProcess) -> dict[str, float]:
     sm, aas = server.client("sagemaker"), server.client("application-autoscaling")
     cw, rt = server.client("cloudwatch"), server.client("sagemaker-runtime")
-    name = deploy(sm, put_iris_model(server))
+    name = deploy(sm, put_iris_model(server.data_dir))
     try:
         resource = f"endpoint/{name}/variant/AllTraffic"
         aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
@@ -168,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     add_output_options(parser, "alarm_scaling")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
-        server = ModelhostServer(scratch / "data").start(env={
+        server = ServerProcess(scratch / "data", env={
             "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
-            "MODELHOST_AUTOSCALING_WINDOW": str(args.window)})
+            "MODELHOST_AUTOSCALING_WINDOW": str(args.window)}).start()
         try:
             cw = server.client("cloudwatch")
             for index in range(args.alarms):

@@ -27,28 +27,18 @@ import time
 from typing import Any
 
 from _common import (
-    ModelhostServer,
-    deploy,
-    iris_rows,
     machine_facts,
-    model_tarball,
-    peak_rss_mb,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
 )
-
-DIGEST_CODE = b'''
-import hashlib, json
-def model_fn(model_dir):
-    return None
-def transform_fn(model, body, content_type, accept):
-    return json.dumps({"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}), \\
-        "application/json"
-'''
+from tests.support.async_inference import put_digest_model
+from tests.support.endpoints import deploy
+from tests.support.models import iris_rows, put_iris_model
+from tests.support.processes import peak_rss_mb
+from tests.support.server import ServerProcess
 
 
-def _deploy_async(server: ModelhostServer, model_url: str, image: str,
+def _deploy_async(server: ServerProcess, model_url: str, image: str,
                   per_instance: int = 8) -> str:
     return deploy(server.client("sagemaker"), model_url, image=image, timeout_s=180,
                   async_config={
@@ -56,7 +46,7 @@ def _deploy_async(server: ModelhostServer, model_url: str, image: str,
                       "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance}})
 
 
-def _drive(server: ModelhostServer, threads: int, requests: int,
+def _drive(server: ServerProcess, threads: int, requests: int,
            make: Any) -> None:
     """`threads` keep-alive connections, each sending its share back to back."""
     def run(index: int) -> None:
@@ -77,7 +67,7 @@ def _drive(server: ModelhostServer, threads: int, requests: int,
         worker.join()
 
 
-def _succeeded(server: ModelhostServer, name: str) -> int:
+def _succeeded(server: ServerProcess, name: str) -> int:
     connection = http.client.HTTPConnection("127.0.0.1", server.port)
     connection.request("GET", f"/endpoints/{name}/async-requests?state=failed")
     answer = json.loads(connection.getresponse().read())
@@ -87,7 +77,7 @@ def _succeeded(server: ModelhostServer, name: str) -> int:
     return int(answer["Counts"]["succeeded"])
 
 
-def realtime(server: ModelhostServer, name: str, threads: int, requests: int) -> float:
+def realtime(server: ServerProcess, name: str, threads: int, requests: int) -> float:
     body = json.dumps(iris_rows(3)).encode()
     started = time.perf_counter()
     _drive(server, threads, requests, lambda n: (
@@ -96,7 +86,7 @@ def realtime(server: ModelhostServer, name: str, threads: int, requests: int) ->
     return requests / (time.perf_counter() - started)
 
 
-def asynchronous(server: ModelhostServer, name: str, threads: int, requests: int,
+def asynchronous(server: ServerProcess, name: str, threads: int, requests: int,
                  run: int) -> tuple[float, float]:
     """Completed requests per second, and accepted (202) requests per second."""
     body = json.dumps(iris_rows(3)).encode()
@@ -116,8 +106,9 @@ def asynchronous(server: ModelhostServer, name: str, threads: int, requests: int
     return requests / (time.perf_counter() - started), requests / accepted
 
 
-def large(server: ModelhostServer, name: str, megabytes: int) -> dict[str, float]:
+def large(server: ServerProcess, name: str, megabytes: int) -> dict[str, float]:
     path = server.data_dir / "objects" / "bench" / "large.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
     block = hashlib.sha256(b"block").digest() * (1024 * 1024 // 32)
     with path.open("wb") as f:
         for index in range(megabytes):
@@ -154,16 +145,13 @@ def main() -> None:
     args = parser.parse_args()
     facts = machine_facts("python http.client threads")
     with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
-        server = ModelhostServer(scratch / "data")
-        server.start(env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"})
+        server = ServerProcess(scratch / "data", env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"})
+        server.start()
         try:
-            iris = put_iris_model(server)
+            iris = put_iris_model(server.data_dir)
             small_rt = deploy(server.client("sagemaker"), iris)
             small = _deploy_async(server, iris, "modelhost/sklearn", args.per_instance)
-            digest_model = server.data_dir / "objects" / "bench" / "digest" / "model.tar.gz"
-            digest_model.parent.mkdir(parents=True, exist_ok=True)
-            digest_model.write_bytes(model_tarball({"code/inference.py": DIGEST_CODE}))
-            big = _deploy_async(server, "s3://bench/digest/model.tar.gz", "modelhost/python")
+            big = _deploy_async(server, put_digest_model(server.data_dir), "modelhost/python")
             realtime(server, small_rt, args.threads, 200)  # warm up both paths
             asynchronous(server, small, args.threads, 200, run=0)
             rows = []

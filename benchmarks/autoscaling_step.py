@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
-import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,44 +36,19 @@ from typing import Any
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    deploy,
     machine_facts,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import put_sleep_model
+from tests.support.server import ServerProcess
 
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run_in_subprocess
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-SCALE_OUT_TARGET_S = 30.0  # the issue: instances added within 30 s of the crossing
+SCALE_OUT_TARGET_S = 30.0  # the target: instances added within 30 s of the crossing
 POLL_S = 0.5
-
-_MODEL = '''
-import json, time
-SERVICE_S = {service_s}
-def model_fn(model_dir):
-    return None
-def input_fn(body, content_type):
-    return body
-def predict_fn(data, model):
-    time.sleep(SERVICE_S)
-    return {{"ok": True}}
-def output_fn(prediction, accept):
-    return json.dumps(prediction)
-'''
-
-
-def model_tarball(service_s: float) -> bytes:
-    code = _MODEL.format(service_s=service_s).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo("code/inference.py")
-        info.size = len(code)
-        archive.addfile(info, io.BytesIO(code))
-    return buffer.getvalue()
-
 
 @dataclass
 class Poll:
@@ -88,7 +61,7 @@ class Poller(threading.Thread):
     """DescribeEndpoint and the server's invocation counter twice a second, in the
     benchmark's clock."""
 
-    def __init__(self, server: ModelhostServer, sagemaker: Any, name: str) -> None:
+    def __init__(self, server: ServerProcess, sagemaker: Any, name: str) -> None:
         super().__init__(daemon=True)
         self.server, self.sagemaker, self.name = server, sagemaker, name
         # (monotonic time, current, desired, invocations answered so far)
@@ -291,16 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('the plot needs matplotlib: pip install -e ".[plot]"')
 
     with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
-        server = ModelhostServer(scratch / "data")
-        server.start(env={"MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
-                          "MODELHOST_AUTOSCALING_WINDOW": str(args.window)})
+        server = ServerProcess(scratch / "data", env={
+            "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
+            "MODELHOST_AUTOSCALING_WINDOW": str(args.window)})
+        server.start()
         sagemaker = server.client("sagemaker")
         name = None
         try:
-            tarball = server.data_dir / "objects" / "bench" / "sleep" / "model.tar.gz"
-            tarball.parent.mkdir(parents=True, exist_ok=True)
-            tarball.write_bytes(model_tarball(args.service_ms / 1000))
-            name = deploy(sagemaker, "s3://bench/sleep/model.tar.gz", image="modelhost/python")
+            model_url = put_sleep_model(server.data_dir, args.service_ms / 1000)
+            name = deploy(sagemaker, model_url, image="modelhost/python")
             figures, result, polls, activities = _measure(server, sagemaker, name, args)
         finally:
             if name is not None:
@@ -321,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measure(server: ModelhostServer, sagemaker: Any, name: str, args: argparse.Namespace
+def _measure(server: ServerProcess, sagemaker: Any, name: str, args: argparse.Namespace
              ) -> tuple[dict[str, Any], LoadResult, list[Poll], list[dict[str, Any]]]:
     aas = server.client("application-autoscaling")
     resource = f"endpoint/{name}/variant/AllTraffic"

@@ -27,15 +27,13 @@ from pathlib import Path
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    child_pids,
-    iris_rows,
     machine_facts,
-    peak_rss_mb,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
 )
+from tests.support.models import iris_rows, put_iris_model
+from tests.support.processes import child_pids, peak_rss_mb
+from tests.support.server import ServerProcess
 
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 TARGET_RATIO = 0.90
@@ -99,7 +97,7 @@ def run_plain(model_tarball: Path, data: Path, payload_mb: int, scratch: Path) -
     return json.loads(result.stdout)
 
 
-def run_job(server: ModelhostServer, sagemaker, model: str, payload_mb: int,
+def run_job(server: ServerProcess, sagemaker, model: str, payload_mb: int,
             concurrency: int, round_no: int) -> dict:
     name = f"bench-{round_no}-{int(time.time())}"
     started = time.perf_counter()
@@ -146,9 +144,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
-        server = ModelhostServer(scratch / "data").start()
+        server = ServerProcess(scratch / "data").start()
         try:
-            model_url = put_iris_model(server)
+            model_url = put_iris_model(server.data_dir)
             tarball = server.data_dir / "objects" / model_url.removeprefix("s3://")
             data = server.data_dir / "objects" / "bench" / "in" / "data.csv"
             rows, size = generate_csv(data, args.size_mb)

@@ -5,9 +5,10 @@ Why this shape:
   against a server with MODELHOST_CGROUPS=off and one with the default (auto), one after
   the other, both with MODELHOST_CPU_SCALE=0.25 (an ml.c5.large's 2 vCPUs are half a core,
   an ml.c5.xlarge's 4 one core: types stay apart on a 2-core machine).
-- The work is one single-threaded CPU burner per type, one request at a time (never two
-  instances at once), so what limits it is the quota, not a neighbour. The figure is the
-  instance's CPU seconds (/proc/<pid>/stat) over the request's wall time: the cores it got.
+- The work is one single-threaded CPU burner per type (the tests' burn model: it burns
+  the CPU seconds the request names), one request at a time (never two instances at
+  once), so what limits it is the quota, not a neighbour. The figure is the instance's CPU
+  seconds (/proc/<pid>/stat) over the request's wall time: the cores it got.
 - Creating a group and joining it is on the start path, so CreateEndpoint → InService for
   one ml.m5.large iris instance is timed on both servers too (median of --rounds).
 
@@ -25,57 +26,42 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    ModelhostServer,
     add_output_options,
-    cpu_seconds,
-    deploy,
-    instance_processes,
     machine_table,
-    model_tarball,
     post,
     publish,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import put_burn_model, put_iris_model
+from tests.support.processes import cpu_seconds, instance_processes
+from tests.support.server import ServerProcess
 
 SCALE = "0.25"
 TYPES = ("ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge")
-BURN_CODE = b'''
-import time
-def model_fn(model_dir):
-    return None
-def transform_fn(model, body, content_type, accept):
-    end = time.monotonic() + float(body)
-    while time.monotonic() < end:
-        pass
-    return "ok", "text/plain"
-'''
 
 
 def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
              burn_s: float) -> dict[str, Any]:
-    server = ModelhostServer(scratch / label)
+    server = ServerProcess(scratch / label, env={"MODELHOST_CPU_SCALE": SCALE, **env})
     sagemaker = None
     endpoints: list[str] = []
     try:
         print(f"[{label}] starting server ...", file=sys.stderr)
-        server.start(env={"MODELHOST_CPU_SCALE": SCALE, **env})
+        server.start()
         sagemaker = server.client("sagemaker")
-        iris = put_iris_model(server)
+        iris = put_iris_model(server.data_dir)
         creates = []
         for _ in range(rounds):
             started = time.perf_counter()
             endpoints.append(deploy(sagemaker, iris))
             creates.append(time.perf_counter() - started)
             undeploy(sagemaker, endpoints.pop())
-        burner = server.data_dir / "objects" / "bench" / "burn" / "model.tar.gz"
-        burner.parent.mkdir(parents=True, exist_ok=True)
-        burner.write_bytes(model_tarball({"code/inference.py": BURN_CODE}))
+        burner = put_burn_model(server.data_dir)
         cores = {}
         for instance_type in TYPES:
-            endpoints.append(deploy(sagemaker, "s3://bench/burn/model.tar.gz",
+            endpoints.append(deploy(sagemaker, burner,
                                     image="modelhost/python", instance_type=instance_type))
             (instance,) = instance_processes(server.pid)
             url = f"{server.url}/endpoints/{endpoints[-1]}/invocations"
@@ -100,7 +86,8 @@ def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int,
            burn_s: float) -> str:
     lines = ["# CPU quotas per instance type", "", *machine, "",
              f"MODELHOST_CPU_SCALE={SCALE}. Cores a single-threaded burner got during a "
-             f"{burn_s:g} s request (CPU seconds / wall seconds); CreateEndpoint → InService "
+             f"request burning {burn_s:g} CPU seconds (CPU seconds / wall seconds); "
+             f"CreateEndpoint → InService "
              f"for one ml.m5.large iris instance, median of {rounds}.", "",
              "| server | " + " | ".join(TYPES) + " | CreateEndpoint → InService |",
              "|---|" + "---|" * (len(TYPES) + 1)]
@@ -113,7 +100,7 @@ def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="CreateEndpoint timings")
-    parser.add_argument("--burn-s", type=float, default=2.0, help="seconds of burning")
+    parser.add_argument("--burn-s", type=float, default=2.0, help="CPU seconds each request burns")
     add_output_options(parser, "cpu_quota")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:

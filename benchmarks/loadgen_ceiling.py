@@ -23,7 +23,8 @@ import sys
 import time
 import urllib.request
 
-from _common import free_port, machine_facts
+from _common import machine_facts
+from tests.support.server import free_port
 
 from modelhost.loadgen import LoadSpec, Phase, run
 

@@ -42,17 +42,13 @@ from pathlib import Path
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    deploy,
-    free_port,
-    iris_rows,
     machine_facts,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
-    write_iris_tarball,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import iris_rows, put_iris_model, write_iris_tarball
+from tests.support.server import ServerProcess, free_port
 
 from modelhost.loadgen import LoadResult, LoadSpec, Phase, run
 
@@ -63,8 +59,8 @@ PEERS = {
     "ray": ["ray[serve]==2.60.0", *MODEL_PINS],
     "bentoml": ["bentoml==1.4.40", *MODEL_PINS],
 }
-# BLAS threads per replica, the same for every system (DESIGN.md: threads spinning in
-# several processes on few cores ruin latency).
+# BLAS threads per replica, the same for every system (as modelhost's process backend
+# sets them: threads spinning in several processes on few cores ruin latency).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RAMP = (50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
 
@@ -202,7 +198,7 @@ def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: i
 @contextlib.contextmanager
 def modelhost_server(work: Path, replicas: int, pin: list[str]
                      ) -> Iterator[tuple[str, bytes, str]]:
-    class Pinned(ModelhostServer):
+    class Pinned(ServerProcess):
         def command(self) -> list[str]:
             return [*pin, *super().command()]
 
@@ -210,8 +206,9 @@ def modelhost_server(work: Path, replicas: int, pin: list[str]
     sagemaker = server.client("sagemaker")
     name = None
     try:
-        name = deploy(sagemaker, put_iris_model(server), instance_type="ml.c5.large",
-                      count=replicas, environment=ONE_THREAD)
+        name = deploy(sagemaker, put_iris_model(server.data_dir), instance_type="ml.c5.large",
+                      variants=[("AllTraffic", replicas, 1.0)], environment=ONE_THREAD,
+                      timeout_s=180)
         url = f"{server.url}/endpoints/{name}/invocations"
         from importlib.metadata import version
         yield url, json.dumps(iris_rows(3)).encode(), version("modelhost")

@@ -14,21 +14,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import tarfile
 import time
 import urllib.request
 
 from _common import (
     BENCHMARKS_DIR,
-    ModelhostServer,
-    iris_rows,
     machine_facts,
-    put_iris_model,
     scratch_dir,
     sigterm_as_interrupt,
 )
+from tests.support.models import iris_rows, model_tarball, put_iris_model
+from tests.support.server import ServerProcess
 
 CANDIDATES = ("ml.c5.large", "ml.m5.large", "ml.c5.xlarge")
 USERS = (1, 2, 4, 8)
@@ -36,14 +33,8 @@ ROLE = "arn:aws:iam::000000000000:role/bench"
 
 
 def _payloads() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for i, row in enumerate(iris_rows(3)):
-            data = ",".join(str(v) for v in row).encode()
-            info = tarfile.TarInfo(f"{i}.csv")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return model_tarball({f"{i}.csv": ",".join(str(v) for v in row).encode()
+                          for i, row in enumerate(iris_rows(3))})
 
 
 def main() -> None:
@@ -52,11 +43,12 @@ def main() -> None:
     parser.add_argument("--p95-ms", type=int, default=20)
     args = parser.parse_args()
     with sigterm_as_interrupt(), scratch_dir(False) as work:
-        server = ModelhostServer(work / "data").start()
+        server = ServerProcess(work / "data").start()
         try:
             sm = server.client("sagemaker")
-            model_url = put_iris_model(server)
+            model_url = put_iris_model(server.data_dir)
             payloads = server.data_dir / "objects" / "bench" / "payloads.tar.gz"
+            payloads.parent.mkdir(parents=True, exist_ok=True)
             payloads.write_bytes(_payloads())
             sm.create_model(ModelName="iris", ExecutionRoleArn=ROLE,
                             PrimaryContainer={"Image": "modelhost/sklearn",

@@ -3,11 +3,14 @@ modelhost (InvokeEndpointWithResponseStream) next to the model server called dir
 plus the same model through plain InvokeEndpoint, where the first byte is the last.
 
 Why this shape:
-- The model is a "token generator" that yields TOKENS parts with a fixed pause before
-  each, so the total time is mostly the model's and the time to first byte shows whether
-  parts travel as they are produced (about one pause) or wait for the whole answer.
-- The three paths run against the same instance in the same run, one request at a time,
-  alternating, so they see the same machine load.
+- The model is the tests' "token generator" (tests/support/streaming.py): it yields
+  TOKENS parts with a fixed pause before each, so the total time is mostly the model's
+  and the time to first byte shows whether parts travel as they are produced (about one
+  pause) or wait for the whole answer.
+- The three paths run against the same model in the same run, one request at a time,
+  alternating, so they see the same machine load. The direct one is an instance the
+  benchmark starts through modelhost's own instance backend on the endpoint's model
+  folder (see _direct.py): only the process that starts an instance holds its token.
 - Requests go over plain http.client (what boto3 sends, minus signing), reading the body
   with read1() so each figure is taken when bytes reach the client.
 
@@ -19,59 +22,33 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import statistics
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 from _common import (
-    ModelhostServer,
     add_output_options,
-    deploy,
-    instance_processes,
     machine_facts,
     publish,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
 )
-
-CODE = b'''
-import json, time
-def model_fn(model_dir):
-    return None
-def _tokens(count, pause_s):
-    for i in range(count):
-        time.sleep(pause_s)
-        yield "token%d " % i
-def transform_fn(model, body, content_type, accept):
-    request = json.loads(body)
-    return _tokens(request["tokens"], request["pause_s"]), "text/plain"
-'''
+from _direct import DirectInstance, endpoint_model_dir
+from tests.support.endpoints import deploy, undeploy
+from tests.support.server import ServerProcess
+from tests.support.streaming import put_token_model
 
 
-def _put_model(server: ModelhostServer) -> str:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        info = tarfile.TarInfo("code/inference.py")
-        info.size = len(CODE)
-        archive.addfile(info, io.BytesIO(CODE))
-    path = server.data_dir / "objects" / "bench" / "tokens" / "model.tar.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
-    return "s3://bench/tokens/model.tar.gz"
-
-
-def _timed(port: int, path: str, body: bytes) -> tuple[float, float, int]:
+def _timed(port: int, path: str, body: bytes, headers: dict[str, str]
+           ) -> tuple[float, float, int]:
     """Seconds to the first body byte and to the end, and the bytes received."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         started = time.perf_counter()
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        connection.request("POST", path, body, {"Content-Type": "application/json", **headers})
         response = connection.getresponse()
         first = None
         size = 0
@@ -89,27 +66,34 @@ def _timed(port: int, path: str, body: bytes) -> tuple[float, float, int]:
 
 def measure(requests: int, tokens: int, pause_ms: float, scratch: Path
             ) -> dict[str, list[tuple[float, float, int]]]:
-    server = ModelhostServer(scratch / "data", log_level="warning").start()
+    server = ServerProcess(scratch / "data", log_level="warning").start()
     sagemaker = server.client("sagemaker")
     name = None
+    direct: DirectInstance | None = None
     try:
-        name = deploy(sagemaker, _put_model(server), image="modelhost/python")
-        instance = instance_processes(server.pid)[0]
-        body = json.dumps({"tokens": tokens, "pause_s": pause_ms / 1000}).encode()
+        name = deploy(sagemaker, put_token_model(server.data_dir), image="modelhost/python")
+        direct = DirectInstance(endpoint_model_dir(server.data_dir, name), "python",
+                                scratch / "direct").start()
+        body = json.dumps({"tokens": [f"token{i} " for i in range(tokens)],
+                           "delay": pause_ms / 1000}).encode()
         paths = {
             "modelhost, InvokeEndpointWithResponseStream":
-                (server.port, f"/endpoints/{name}/invocations-response-stream"),
-            "model server directly, POST /invocations": (instance.port, "/invocations"),
-            "modelhost, InvokeEndpoint (buffered)": (server.port, f"/endpoints/{name}/invocations"),
+                (server.port, f"/endpoints/{name}/invocations-response-stream", {}),
+            "model server directly, POST /invocations":
+                (direct.port, "/invocations", direct.headers),
+            "modelhost, InvokeEndpoint (buffered)":
+                (server.port, f"/endpoints/{name}/invocations", {}),
         }
         results: dict[str, list[tuple[float, float, int]]] = {label: [] for label in paths}
-        for port, path in paths.values():  # warm-up: connections, first import
-            _timed(port, path, body)
+        for port, path, headers in paths.values():  # warm-up: connections, first import
+            _timed(port, path, body, headers)
         for _ in range(requests):
-            for label, (port, path) in paths.items():
-                results[label].append(_timed(port, path, body))
+            for label, (port, path, headers) in paths.items():
+                results[label].append(_timed(port, path, body, headers))
         return results
     finally:
+        if direct is not None:
+            direct.stop()
         if name is not None:
             undeploy(sagemaker, name)
         server.stop()

@@ -30,19 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    ModelhostServer,
     add_output_options,
-    deploy,
-    instance_processes,
     machine_table,
     post,
     publish,
-    put_iris_model,
     read_histogram,
     scratch_dir,
     sigterm_as_interrupt,
-    undeploy,
 )
+from tests.support.endpoints import deploy, undeploy
+from tests.support.models import put_iris_model
+from tests.support.processes import instance_processes
+from tests.support.server import ServerProcess
 
 ROW = b"5.1,3.5,1.4,0.2"
 IDLE_S = 0.5
@@ -65,7 +64,7 @@ def _deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 120.0)
     return name
 
 
-def _wait_for_zero(server: ModelhostServer, timeout_s: float = 60.0) -> None:
+def _wait_for_zero(server: ServerProcess, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while instance_processes(server.pid):
         if time.monotonic() > deadline:
@@ -84,15 +83,15 @@ def _timed(url: str) -> float:
 
 def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
              warm_per_round: int) -> dict[str, Any]:
-    server = ModelhostServer(scratch / label)
+    server = ServerProcess(scratch / label, env={
+        "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S), "MODELHOST_HEALTH_INTERVAL": "0.1", **env})
     endpoints: list[str] = []
     sagemaker = None
     try:
         print(f"[{label}] starting server ...", file=sys.stderr)
-        server.start(env={"MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
-                          "MODELHOST_HEALTH_INTERVAL": "0.1", **env})
+        server.start()
         sagemaker = server.client("sagemaker")
-        model_url = put_iris_model(server)
+        model_url = put_iris_model(server.data_dir)
         started = time.perf_counter()
         endpoints.append(deploy(sagemaker, model_url))
         realtime_create = time.perf_counter() - started

@@ -9,15 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.aws import AWS_STEERING_VARS, TEST_ENV
 from tests.support.endpoints import deployed
 from tests.support.models import put_iris_model
 from tests.support.server import ServerProcess, running_server
 
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+# The tests' own boto3 clients: dummy credentials, never steered to a real account.
+for variable in AWS_STEERING_VARS:
     os.environ.pop(variable, None)
+for variable, value in TEST_ENV.items():
+    os.environ.setdefault(variable, value)
 
 
 @pytest.fixture(scope="session")

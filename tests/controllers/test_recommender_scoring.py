@@ -3,8 +3,6 @@ and objects built by hand (no server, no load)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.controllers.recommender import scoring
 from modelhost.controllers.recommender.payloads import sample_payloads
 from modelhost.storage import ObjectStore
+from tests.support.models import model_tarball
 
 _BOUND = {"label": "P95", "ms": 100, "percentile": 95.0}
 
@@ -85,13 +84,8 @@ def test_rank_orders_qualifying_candidates_by_cost_and_numbers_them() -> None:
 
 def test_payloads_come_from_a_tarball_a_prefix_or_one_object(tmp_path: Path) -> None:
     objects = ObjectStore(tmp_path / "objects")
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for name, body in (("a.json", b"[1]"), ("b.json", b"[2]")):
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    objects.put_bytes("s3://p/payloads.tar.gz", archive.getvalue())
+    objects.put_bytes("s3://p/payloads.tar.gz",
+                      model_tarball({"a.json": b"[1]", "b.json": b"[2]"}))
     objects.put_bytes("s3://p/many/1.json", b"[3]")
     objects.put_bytes("s3://p/many/2.json", b"[4]")
     objects.put_bytes("s3://p/one.json", b"[5]")

@@ -6,7 +6,6 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -19,6 +18,7 @@ from tests.support.async_inference import (
 )
 from tests.support.cli import run_cli
 from tests.support.endpoints import deploy, wait_for_status
+from tests.support.processes import peak_rss_mb
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +163,6 @@ def test_async_config_needs_an_output_path(sagemaker, digest_model: str) -> None
     assert _error(excinfo)[0] == "ValidationException"
 
 
-def _peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> None:
     size = 256 * 1024 * 1024
     block = hashlib.sha256(b"seed").digest() * (1024 * 1024 // 32)
@@ -181,7 +174,7 @@ def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> 
             chunk = index.to_bytes(8, "big") + block[8:]
             digest.update(chunk)
             f.write(chunk)
-    peak_before = _peak_rss_bytes(server.process.pid)
+    peak_before = peak_rss_mb(server.pid)
     answer = runtime.invoke_endpoint_async(
         EndpointName=endpoint, InputLocation="s3://async-inputs/large.bin",
         ContentType="application/octet-stream")
@@ -191,7 +184,7 @@ def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> 
     result = json.loads(local_path(server.data_dir, found).read_bytes())
     assert result == {**result, "bytes": size, "sha256": digest.hexdigest()}
     # The server streamed it: its peak memory grew by far less than the payload.
-    assert _peak_rss_bytes(server.process.pid) - peak_before < size // 8
+    assert peak_rss_mb(server.pid) - peak_before < size / 8 / 2**20
     path.unlink()
 
 

@@ -17,7 +17,7 @@ import pytest
 from modelhost.runtime.notifications import SIGNATURE_HEADER, sign
 from tests.support.async_inference import DIGEST_CODE, deploy_async
 from tests.support.models import model_tarball
-from tests.support.moto import TEST_ENV, MotoServer, moto_server
+from tests.support.moto import MotoServer, moto_server
 from tests.support.server import ServerProcess
 
 SECRET = "webhook-secret-for-tests"
@@ -60,7 +60,7 @@ def webhook() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory, moto: MotoServer) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("async-s3") / "data", env={
-        **TEST_ENV, "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
+        "AWS_ENDPOINT_URL_S3": moto.endpoint_url,
         "AWS_ENDPOINT_URL_SNS": moto.endpoint_url, "MODELHOST_WEBHOOK_SECRET": SECRET,
         "MODELHOST_ASYNC_POLL_INTERVAL": "0.2"}).start()
     yield server

@@ -18,20 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.endpoints import unique, wait_for_status
-from tests.support.models import put_model
+from tests.support.models import put_burn_model, put_model
 from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess, running_server
-
-BURN_CODE = b'''
-import time
-def model_fn(model_dir):
-    return None
-def transform_fn(model, body, content_type, accept):
-    end = time.process_time() + float(body)
-    while time.process_time() < end:
-        pass
-    return "burnt", "text/plain"
-'''
 
 # Shared anonymous memory: RLIMIT_DATA does not count it, the memory cgroup does.
 HOG_CODE = b'''
@@ -52,8 +41,8 @@ def transform_fn(model, body, content_type, accept):
 @pytest.fixture(scope="module")
 def cg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("cgroups") / "data"
-    for name, code in (("burn", BURN_CODE), ("hog", HOG_CODE)):
-        put_model(data, name, {"code/inference.py": code})
+    put_burn_model(data)
+    put_model(data, "hog", {"code/inference.py": HOG_CODE})
     with running_server(data, env={"MODELHOST_CPU_SCALE": "0.25",
                                    "MODELHOST_HEALTH_INTERVAL": "0.2"}) as server:
         yield server
@@ -229,7 +218,7 @@ def test_memory_past_the_type_kills_the_instance_which_is_replaced(cg_server, sm
 
 def _server(tmp_path: Path, env: dict[str, str]) -> ServerProcess:
     data = tmp_path / "data"
-    put_model(data, "burn", {"code/inference.py": BURN_CODE})
+    put_burn_model(data)
     return ServerProcess(data, env=env).start()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.endpoints import deploy, wait_for_status
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, model_tarball
-from tests.support.moto import TEST_ENV, MotoServer, moto_server
+from tests.support.moto import MotoServer, moto_server
 from tests.support.server import ServerProcess
 
 
@@ -22,7 +22,7 @@ def s3() -> Iterator[MotoServer]:
 @pytest.fixture(scope="module")
 def s3_backed_server(s3: MotoServer, tmp_path_factory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("s3server") / "data",
-                           env={**TEST_ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint_url}).start()
+                           env={"AWS_ENDPOINT_URL_S3": s3.endpoint_url}).start()
     yield server
     server.stop()
 

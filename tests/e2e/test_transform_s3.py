@@ -7,14 +7,14 @@ from __future__ import annotations
 import gzip
 
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, model_tarball
-from tests.support.moto import TEST_ENV, moto_server
+from tests.support.moto import moto_server
 from tests.support.server import ServerProcess
 
 
 def test_transform_job_on_s3(tmp_path) -> None:
     with moto_server() as s3:
         server = ServerProcess(tmp_path / "data", env={
-            **TEST_ENV, "AWS_ENDPOINT_URL_S3": s3.endpoint_url}).start()
+            "AWS_ENDPOINT_URL_S3": s3.endpoint_url}).start()
         try:
             bucket = s3.create_bucket("batch")
             client = s3.s3_client()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.modelserver.modelserver_harness import ServerProcess, start
+from tests.support.modelserver import ModelServerProcess, start
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def iris_dir(tmp_path_factory: pytest.TempPathFactory, iris_model: object) -> Pa
 @pytest.fixture(scope="session")
 def sklearn_server(
     iris_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[ModelServerProcess]:
     server = start(iris_dir, tmp_path_factory.mktemp("logs") / "sklearn.log",
                    MODELHOST_FRAMEWORK="sklearn")
     yield server

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.modelserver.modelserver_harness import start
+from tests.support.modelserver import start
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the onnx extra)")
 skl2onnx = pytest.importorskip("skl2onnx", reason="skl2onnx is not installed (the onnx extra)")

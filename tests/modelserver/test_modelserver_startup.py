@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.modelserver.modelserver_harness import (
+from tests.support.modelserver import (
     free_port,
     launch,
     run_to_exit,

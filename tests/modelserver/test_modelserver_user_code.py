@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.modelserver.modelserver_harness import ServerProcess, start
+from tests.support.modelserver import ModelServerProcess, start
 
 INFERENCE = '''
 import json
@@ -98,7 +98,7 @@ def user_dir(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def user_server(user_dir: Path) -> Iterator[ServerProcess]:
+def user_server(user_dir: Path) -> Iterator[ModelServerProcess]:
     server = start(user_dir, user_dir / "server.log", MODELHOST_FRAMEWORK="sklearn",
                    SAGEMAKER_MODEL_SERVER_WORKERS="2")
     yield server

@@ -3,14 +3,13 @@ way AWS tools accept: explicit URL, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, confi
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import boto3
 import pytest
 
 from modelhost.storage import ObjectStore, configured_s3_endpoint, prepare_model_dir
+from tests.support.models import model_tarball
 from tests.support.moto import MotoServer
 
 
@@ -146,14 +145,8 @@ def test_explicit_url_wins_over_environment(
 def test_model_archive_streams_from_s3(
     s3_store: ObjectStore, moto: MotoServer, bucket: str, tmp_path: Path
 ) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        files = {"model.bin": b"w" * 5000, "code/inference.py": b"def model_fn(d):\n"}
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    moto.s3_client().put_object(Bucket=bucket, Key="m/model.tar.gz", Body=buffer.getvalue())
+    files = {"model.bin": b"w" * 5000, "code/inference.py": b"def model_fn(d):\n"}
+    moto.s3_client().put_object(Bucket=bucket, Key="m/model.tar.gz", Body=model_tarball(files))
     moto.s3_client().put_object(Bucket=bucket, Key="raw/weights/a.bin", Body=b"a")
 
     dest = tmp_path / "models" / "m"

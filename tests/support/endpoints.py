@@ -6,6 +6,7 @@ them when the test ends; a helper that creates an endpoint some other way append
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -40,9 +41,13 @@ def deploy(
     image: str = "modelhost/sklearn",
     environment: dict[str, str] | None = None,
     variants: list[tuple[str, int, float]] | None = None,
+    instance_type: str = "ml.m5.large",
+    async_config: dict | None = None,
     wait: bool = True,
+    timeout_s: float = 90,
 ) -> str:
-    """Model -> EndpointConfig -> Endpoint; returns the endpoint name."""
+    """Model -> EndpointConfig (with `async_config` as its AsyncInferenceConfig) ->
+    Endpoint; returns the endpoint name. With `wait`, fails at once if it ends Failed."""
     name = unique("ep")
     container = {"Image": image, "ModelDataUrl": model_url}
     if environment:
@@ -52,13 +57,33 @@ def deploy(
     sagemaker.create_endpoint_config(
         EndpointConfigName=name,
         ProductionVariants=[
-            {"VariantName": variant, "ModelName": name, "InstanceType": "ml.m5.large",
+            {"VariantName": variant, "ModelName": name, "InstanceType": instance_type,
              "InitialInstanceCount": count, "InitialVariantWeight": weight}
             for variant, count, weight in (variants or [("AllTraffic", 1, 1.0)])
         ],
+        **({"AsyncInferenceConfig": async_config} if async_config else {}),
     )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     deployed.append((sagemaker, name))
     if wait:
-        wait_for_status(sagemaker, name, {"InService"})
+        status = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s)
+        if status["EndpointStatus"] == "Failed":
+            raise AssertionError(f"endpoint {name} failed: {status.get('FailureReason')}")
     return name
+
+
+def undeploy(sagemaker, name: str, timeout_s: float = 60) -> None:
+    """Delete an endpoint, wait until it is gone, then its config and model; best effort,
+    since it runs during cleanup."""
+    from botocore.exceptions import ClientError
+
+    with contextlib.suppress(ClientError):
+        sagemaker.delete_endpoint(EndpointName=name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            sagemaker.describe_endpoint(EndpointName=name)  # raises once it is gone
+            time.sleep(0.2)
+    with contextlib.suppress(ClientError):
+        sagemaker.delete_endpoint_config(EndpointConfigName=name)
+    with contextlib.suppress(ClientError):
+        sagemaker.delete_model(ModelName=name)

@@ -1,4 +1,6 @@
-"""Tiny real models trained at test time on datasets scikit-learn ships."""
+"""The models the tests and benchmarks deploy, packed as model.tar.gz: the iris classifier
+(trained now on the dataset scikit-learn ships, no artefact in git) and small
+`modelhost/python` handlers with a known cost."""
 
 from __future__ import annotations
 
@@ -58,3 +60,44 @@ def put_model(data_dir: Path, name: str, files: dict[str, bytes]) -> str:
 def put_iris_model(data_dir: Path) -> str:
     """The iris model as `put_model` stores it: s3://models/iris/model.tar.gz."""
     return put_model(data_dir, "iris", {"model.joblib": iris_model_bytes()})
+
+
+# A model that takes `service_s` seconds per request and no CPU: a fixed service time, for
+# load that scales with instances, not with cores.
+_SLEEP_CODE = '''
+import json, time
+SERVICE_S = {service_s!r}
+def model_fn(model_dir):
+    return None
+def input_fn(body, content_type):
+    return body
+def predict_fn(data, model):
+    time.sleep(SERVICE_S)
+    return {{"ok": True}}
+def output_fn(prediction, accept):
+    return json.dumps(prediction)
+'''
+
+
+def put_sleep_model(data_dir: Path, service_s: float) -> str:
+    """A `modelhost/python` model answering each request after `service_s` seconds."""
+    code = _SLEEP_CODE.format(service_s=service_s).encode()
+    return put_model(data_dir, "sleep", {"code/inference.py": code})
+
+
+# Burns the CPU seconds the text/plain body names, on one thread: how many cores an
+# instance gets is the CPU time over the wall time the request took.
+BURN_CODE = b'''
+import time
+def model_fn(model_dir):
+    return None
+def transform_fn(model, body, content_type, accept):
+    end = time.process_time() + float(body)
+    while time.process_time() < end:
+        pass
+    return "burnt", "text/plain"
+'''
+
+
+def put_burn_model(data_dir: Path) -> str:
+    return put_model(data_dir, "burn", {"code/inference.py": BURN_CODE})

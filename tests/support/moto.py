@@ -8,11 +8,8 @@ any test folder: wrap `moto_server()` in a session fixture.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,25 +18,8 @@ from pathlib import Path
 
 import pytest
 
-# Dummy credentials moto accepts; set in the server's and the tests' environment so the
-# standard AWS credential chain never reaches for a real account.
-TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-# Everything that can steer botocore/s3fs toward some S3 other than the one under test.
-_AWS_STEERING_VARS = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    "AWS_SESSION_TOKEN",
-    "MODELHOST_S3",
-)
+from tests.support.aws import AWS_STEERING_VARS, TEST_ENV, isolated_environ
+from tests.support.server import free_port, wait_for_http
 
 
 def isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -48,7 +28,7 @@ def isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     The developer's ~/.aws and exported AWS_* variables must not decide where a test's
     objects go. Returns the (empty) config file path, for tests that write one.
     """
-    for name in _AWS_STEERING_VARS:
+    for name in AWS_STEERING_VARS:
         monkeypatch.delenv(name, raising=False)
     for name, value in TEST_ENV.items():
         monkeypatch.setenv(name, value)
@@ -86,19 +66,18 @@ class MotoServer:
         return name
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _exit_output(proc: subprocess.Popen[bytes]) -> str:
+    """What moto wrote before it exited (its stderr pipe would block while it runs)."""
+    if proc.poll() is None or proc.stderr is None:
+        return ""
+    return proc.stderr.read().decode(errors="replace")[-2000:]
 
 
 @contextmanager
 def moto_server(startup_timeout_s: float = 30.0) -> Iterator[MotoServer]:
     """Run `python -m moto.server` on a free local port until the block ends."""
-    port = _free_port()
-    env = {**os.environ, **TEST_ENV}
-    for name in _AWS_STEERING_VARS:
-        env.pop(name, None)
+    port = free_port()
+    env = isolated_environ(dict(os.environ))
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env,
@@ -107,18 +86,8 @@ def moto_server(startup_timeout_s: float = 30.0) -> Iterator[MotoServer]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"moto server exited with {proc.returncode}: {err[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start on {url}") from None
-                time.sleep(0.05)
+        wait_for_http(f"{url}/moto-api/", proc, startup_timeout_s, what="moto server",
+                      log=lambda: _exit_output(proc))
         yield MotoServer(endpoint_url=url, process=proc)
     finally:
         proc.terminate()

@@ -1,7 +1,6 @@
-"""Real model server processes for the tests: start one, talk HTTP to it, read its log.
-
-Kept out of conftest so test modules can import its helpers by name.
-"""
+"""A real model server process (``python -m modelhost.modelserver serve``, what runs in
+each instance) on its own, configured the way a launcher configures it: through the
+SageMaker container variables. Start one, talk HTTP to it, read its log."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ import http.client
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.server import free_port
+from tests.support.server import free_port, wait_for_http
 
 START_TIMEOUT_S = 30.0
 
@@ -42,7 +40,7 @@ class Response:
 
 
 @dataclass
-class ServerProcess:
+class ModelServerProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
@@ -102,7 +100,7 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def launch(model_dir: Path, log_path: Path, **env: str) -> ServerProcess:
+def launch(model_dir: Path, log_path: Path, **env: str) -> ModelServerProcess:
     """Start ``python -m modelhost.modelserver serve`` without waiting for it."""
     port = free_port()
     with log_path.open("wb") as log:
@@ -112,25 +110,19 @@ def launch(model_dir: Path, log_path: Path, **env: str) -> ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return ServerProcess(proc, port, log_path)
+    return ModelServerProcess(proc, port, log_path)
 
 
-def wait_ready(server: ServerProcess, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise AssertionError(f"model server exited {server.proc.returncode}:\n{server.log()}")
-        try:
-            if server.request("GET", "/ping", fresh=True, timeout=1).status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise AssertionError(f"model server not ready in {timeout} s:\n{server.log()}")
+def wait_ready(server: ModelServerProcess, timeout: float = START_TIMEOUT_S) -> None:
+    try:
+        wait_for_http(f"http://127.0.0.1:{server.port}/ping", server.proc, timeout,
+                      what="model server", log=server.log)
+    except RuntimeError:
+        server.stop()
+        raise
 
 
-def start(model_dir: Path, log_path: Path, **env: str) -> ServerProcess:
+def start(model_dir: Path, log_path: Path, **env: str) -> ModelServerProcess:
     server = launch(model_dir, log_path, **env)
     wait_ready(server)
     return server
