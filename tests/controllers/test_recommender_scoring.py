@@ -12,7 +12,7 @@ import pytest
 from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.controllers.recommender import scoring
 from modelhost.controllers.recommender.payloads import sample_payloads
-from modelhost.storage import ObjectStore
+from modelhost.storage import FsspecObjectStore
 
 _BOUND = {"label": "P95", "ms": 100, "percentile": 95.0}
 
@@ -84,7 +84,7 @@ def test_rank_orders_qualifying_candidates_by_cost_and_numbers_them() -> None:
 
 
 def test_payloads_come_from_a_tarball_a_prefix_or_one_object(tmp_path: Path) -> None:
-    objects = ObjectStore(tmp_path / "objects")
+    objects = FsspecObjectStore(tmp_path / "objects")
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         for name, body in (("a.json", b"[1]"), ("b.json", b"[2]")):
