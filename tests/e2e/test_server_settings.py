@@ -1,4 +1,5 @@
-"""Settings a server refuses before it touches its data dir: one line, exit status 2."""
+"""Server settings end to end: the state URL a server runs with, and settings it refuses
+before it touches its data dir (one line, exit status 2)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.server import running_server
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
@@ -31,3 +34,17 @@ def test_a_bad_setting_is_one_line_and_leaves_the_data_dir_alone(
     assert result.returncode == 2
     assert result.stderr.strip() == f"modelhost server: {message}"
     assert not data_dir.exists()
+
+
+def test_the_explicit_sqlite_url_is_the_data_dirs_own_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    url = f"sqlite:///{data_dir}/state.db"
+    with running_server(data_dir, env={"MODELHOST_STATE_URL": url}) as server:
+        server.client("sagemaker").create_model(
+            ModelName="kept", PrimaryContainer={
+                "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/iris/model.tar.gz"},
+            ExecutionRoleArn="arn:aws:iam::000000000000:role/r")
+    assert (data_dir / "state.db").stat().st_size > 0
+    with running_server(data_dir, env={"MODELHOST_STATE_URL": ""}) as server:
+        models = server.client("sagemaker").list_models()["Models"]
+    assert [m["ModelName"] for m in models] == ["kept"]
