@@ -45,13 +45,13 @@ def server(
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backups: dict[str, Any] = {key: value for key, value in (
+    given: dict[str, Any] = {key: value for key, value in (
         ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
         ("backup_folder", backup_dir and backup_dir.resolve()), ("state_url", state))
         if value is not None}
     try:
         settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,
-                            **backups)
+                            **given)
         app = ModelhostApp(settings)
     except (ValueError, DataDirBusy, StoreDamaged) as exc:  # a bad MODELHOST_* variable,
         typer.echo(f"modelhost server: {exc}", err=True)  # a busy or damaged data dir
