@@ -20,8 +20,7 @@ from typing import Any
 
 from modelhost.catalog import get_instance_type
 from modelhost.config import Settings
-from modelhost.instances import Instance, InstanceSpec, get_backend, token_header
-from modelhost.instances.cgroups import scope_key
+from modelhost.instances import Instance, InstanceSpec, open_backend, token_header
 
 START_TIMEOUT_S = 120.0
 
@@ -54,9 +53,7 @@ class DirectInstance:
                                  environment=dict(environment or {}),
                                  log_path=work_dir / "logs" / "direct-0.log")
         settings = Settings(data_dir=work_dir)
-        self._backend = get_backend(settings.instance_backend, settings.fork_server,
-                                    settings.cgroups, settings.cpu_scale,
-                                    scope_key(work_dir), work_dir, settings.instance_user)
+        self._backend = open_backend(settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="direct-instance")

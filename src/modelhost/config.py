@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelhost import defaults
 from modelhost.auth import access_keys_from_environment
 from modelhost.policy import Policies
 
@@ -21,14 +22,50 @@ def _env_path(name: str) -> Path | None:
     return Path(value).resolve() if value else None
 
 
+#: The state stores MODELHOST_STATE_URL may name, by URL scheme.
+STATE_SCHEMES = ("sqlite",)
+
+
+def state_scheme(url: str) -> str:
+    """The kind of state store a MODELHOST_STATE_URL names (empty: "sqlite"); anything
+    else is refused with one line naming what is supported."""
+    scheme = url.partition("://")[0] if "://" in url else (url or "sqlite")
+    if scheme not in STATE_SCHEMES:
+        raise ValueError(f"MODELHOST_STATE_URL={url!r}: unsupported state store; supported "
+                         f"schemes: {', '.join(STATE_SCHEMES)} (empty: the embedded SQLite "
+                         "file <data-dir>/state.db)")
+    return scheme
+
+
+def _sqlite_state_file(url: str, data_dir: Path) -> Path:
+    """The embedded SQLite file: empty, "sqlite", "sqlite://" or
+    "sqlite:///<data-dir>/state.db" all name <data-dir>/state.db. It stays a file of the
+    data dir, so the data dir's lock guards it and `modelhost state` finds it."""
+    embedded = data_dir / "state.db"
+    rest = url.partition("://")[2]
+    if rest and Path(rest).resolve() != embedded.resolve():
+        raise ValueError(f"MODELHOST_STATE_URL={url!r}: the SQLite state store is the data "
+                         f"dir's own file, sqlite:///{embedded}; choose another --data-dir "
+                         "to keep state elsewhere")
+    return embedded
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8765
-    region: str = "us-east-1"
+    host: str = defaults.HOST
+    port: int = defaults.PORT
+    region: str = defaults.REGION
     account_id: str = "000000000000"
     instance_backend: str = "process"
+    # Where the state store lives: empty or "sqlite" for the embedded SQLite file
+    # <data-dir>/state.db (see `state_path`); other schemes are refused for now.
+    state_url: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_STATE_URL", "").strip())
+    # Where s3:// URIs go: "auto" (an S3 endpoint configured the way AWS tools read it,
+    # else the embedded store), "local" (always embedded) or "aws" (AWS's own S3).
+    s3: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_S3", "").strip().lower() or "auto")
     # Limits SageMaker applies to real-time endpoints.
     max_payload_bytes: int = 6 * 1024 * 1024
     model_timeout_s: float = field(
@@ -159,6 +196,11 @@ class Settings:
     instance_user: str = field(
         default_factory=lambda: os.environ.get("MODELHOST_INSTANCE_USER", "").strip()
     )
+    # Input a transform job commits per output part: at most this much is redone after
+    # a crash (a smaller part costs one more object write and journal entry).
+    transform_part_bytes: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_TRANSFORM_PART_BYTES", 16 * 1024**2))
+    )
     # Loaded from policy_file (checked whole) when the settings are made.
     policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
     # How often the state store and queue files are checked on disk while serving (/ping
@@ -186,6 +228,13 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if state_scheme(self.state_url) == "sqlite":  # refuses an unsupported URL now
+            _sqlite_state_file(self.state_url, self.data_dir)
+        if self.s3 not in ("auto", "local", "aws"):
+            raise ValueError(f"MODELHOST_S3 must be 'auto', 'local' or 'aws', not {self.s3!r}")
+        if self.transform_part_bytes < 1:
+            raise ValueError(f"MODELHOST_TRANSFORM_PART_BYTES={self.transform_part_bytes}: "
+                             "expected a number of bytes >= 1")
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
         if self.ping_interval_s <= 0 or self.ping_timeout_s <= 0:
@@ -208,6 +257,8 @@ class Settings:
 
     @property
     def state_path(self) -> Path:
+        """The embedded SQLite state store's file (whatever `state_url` says: the
+        `modelhost state` commands and backups always mean this file)."""
         return self.data_dir / "state.db"
 
     @property

@@ -39,8 +39,7 @@ from modelhost.errors import (
     UnknownOperation,
     ValidationError,
 )
-from modelhost.instances import get_backend
-from modelhost.instances.cgroups import scope_key
+from modelhost.instances import open_backend
 from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
 from modelhost.runtime import (
@@ -50,7 +49,7 @@ from modelhost.runtime import (
     response_headers,
     stream_invocation,
 )
-from modelhost.storage import DataDirGuard, ObjectStore, StateStore
+from modelhost.storage import DataDirGuard, open_objects, open_store
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +78,13 @@ class ModelhostApp:
         self._controller_tasks: list[asyncio.Task[None]] = []
 
     def _open(self, settings: Settings) -> None:
-        self.store = StateStore(settings.state_path, **self.guard.checks(settings.state_path))
-        self.guard.track(self.store)
-        self.objects = ObjectStore.from_environment(
-            settings.objects_dir, allow_local_paths=settings.allow_local_paths)
+        # The seams: each part behind its Protocol, picked from the settings here only.
+        self.store = open_store(settings, self.guard)
+        self.objects = open_objects(settings)
+        backend = open_backend(settings)
         self.router = Router(settings.model_timeout_s)
-        self.controller = EndpointController(
-            settings, self.store, self.objects,
-            get_backend(settings.instance_backend, settings.fork_server, settings.cgroups,
-                        settings.cpu_scale, scope_key(settings.data_dir), settings.data_dir,
-                        settings.instance_user), self.router,
-        )
-        backend = self.controller.backend
+        self.controller = EndpointController(settings, self.store, self.objects, backend,
+                                             self.router)
         self.transforms = TransformController(settings, self.store, self.objects, backend)
         # The metrics scaling policies can track; other parts register theirs here.
         self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),

@@ -10,7 +10,7 @@ import pytest
 from modelhost.catalog import get_instance_type, serverless_usd_per_gb_second
 from modelhost.controllers.recommender import scoring
 from modelhost.controllers.recommender.payloads import sample_payloads
-from modelhost.storage import ObjectStore
+from modelhost.storage import FsspecObjectStore
 from tests.support.models import model_tarball
 
 _BOUND = {"label": "P95", "ms": 100, "percentile": 95.0}
@@ -83,7 +83,7 @@ def test_rank_orders_qualifying_candidates_by_cost_and_numbers_them() -> None:
 
 
 def test_payloads_come_from_a_tarball_a_prefix_or_one_object(tmp_path: Path) -> None:
-    objects = ObjectStore(tmp_path / "objects")
+    objects = FsspecObjectStore(tmp_path / "objects")
     objects.put_bytes("s3://p/payloads.tar.gz",
                       model_tarball({"a.json": b"[1]", "b.json": b"[2]"}))
     objects.put_bytes("s3://p/many/1.json", b"[3]")

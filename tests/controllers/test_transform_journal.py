@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelhost.controllers.transform import journal
-from modelhost.storage import ObjectStore
+from modelhost.storage import FsspecObjectStore
 
 
 def _write_parts(parts_dir: Path, contents: list[bytes]) -> None:
@@ -40,7 +40,7 @@ def test_dropping_in_a_missing_directory_is_a_no_op(tmp_path: Path) -> None:
 def test_assemble_concatenates_committed_parts_in_order(tmp_path: Path) -> None:
     parts = tmp_path / "parts"
     _write_parts(parts, [b"1\n", b"2\n", b"3\n"])
-    objects = ObjectStore(tmp_path / "objects")
+    objects = FsspecObjectStore(tmp_path / "objects")
     journal.assemble(objects, parts, 2, "s3://out/data.csv.out")
     with objects.open("s3://out/data.csv.out", "rb") as out:
         assert out.read() == b"1\n2\n"

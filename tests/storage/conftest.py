@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelhost.storage import ObjectStore
+from modelhost.storage import FsspecObjectStore
 from tests.support.moto import MotoServer, isolate_aws_env, moto_server
 
 
@@ -29,10 +29,10 @@ def bucket(moto: MotoServer, aws_config: Path) -> str:
 
 
 @pytest.fixture
-def local_store(tmp_path: Path, aws_config: Path) -> ObjectStore:
-    return ObjectStore(tmp_path / "objects")
+def local_store(tmp_path: Path, aws_config: Path) -> FsspecObjectStore:
+    return FsspecObjectStore(tmp_path / "objects")
 
 
 @pytest.fixture
-def s3_store(moto: MotoServer, aws_config: Path, tmp_path: Path) -> ObjectStore:
-    return ObjectStore(tmp_path / "objects", moto.endpoint_url)
+def s3_store(moto: MotoServer, aws_config: Path, tmp_path: Path) -> FsspecObjectStore:
+    return FsspecObjectStore(tmp_path / "objects", moto.endpoint_url)

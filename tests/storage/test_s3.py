@@ -1,5 +1,7 @@
-"""The object store against a real S3 endpoint (moto server over HTTP), configured every
-way AWS tools accept: explicit URL, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, config file."""
+"""The object store against a real S3 endpoint (moto server over HTTP): what it writes other
+S3 clients read and the reverse, and `open_objects` finding the endpoint every way AWS
+tools accept (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the config file). The contract both
+stores hold is in test_objects_contract.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from modelhost.storage import ObjectStore, configured_s3_endpoint, prepare_model_dir
+from modelhost.config import Settings
+from modelhost.storage import (
+    FsspecObjectStore,
+    ObjectStore,
+    configured_s3_endpoint,
+    open_objects,
+    prepare_model_dir,
+)
 from tests.support.models import model_tarball
 from tests.support.moto import MotoServer
 
@@ -29,45 +38,11 @@ def assert_round_trip(store: ObjectStore, moto: MotoServer, bucket: str) -> None
     ]
 
 
-def test_explicit_endpoint(s3_store: ObjectStore, moto: MotoServer, bucket: str,
-                           tmp_path: Path) -> None:
+def test_objects_are_shared_with_other_s3_clients(
+    s3_store: ObjectStore, moto: MotoServer, bucket: str, tmp_path: Path
+) -> None:
     assert_round_trip(s3_store, moto, bucket)
-    store = s3_store
-    store.put_bytes(f"s3://{bucket}/data.csv", b"1,2")
-    assert store.size(f"s3://{bucket}/data.csv") == 3
-    assert store.is_file(f"s3://{bucket}/data.csv")
-    assert store.is_dir(f"s3://{bucket}/models")
-    assert store.exists(f"s3://{bucket}/models/m1")
-    assert not store.exists(f"s3://{bucket}/nothing")
-    # Key-prefix listing, as S3 and SageMaker's S3Prefix define it.
-    assert store.list(f"s3://{bucket}/data") == [f"s3://{bucket}/data.csv"]
-    assert len(store.list(f"s3://{bucket}")) == 3
-    # Nothing went to the embedded root.
-    assert not (tmp_path / "objects").exists()
-
-    with pytest.raises(FileNotFoundError, match=f"s3://{bucket}/absent"):
-        store.get_bytes(f"s3://{bucket}/absent")
-    with pytest.raises(FileNotFoundError, match=f"s3://{bucket}/absent"):
-        store.size(f"s3://{bucket}/absent")
-
-    written = store.download(f"s3://{bucket}/models/m1", tmp_path / "dl")
-    assert written == [tmp_path / "dl/code/inference.py", tmp_path / "dl/model.tar.gz"]
-    assert (tmp_path / "dl/code/inference.py").read_bytes() == b"code"
-
-    # A writer that fails inside `with` leaves no object, as locally.
-    with pytest.raises(RuntimeError), store.open(f"s3://{bucket}/out/result.json", "wb") as f:
-        f.write(b'{"half": ')
-        raise RuntimeError("writer failed")
-    assert not store.exists(f"s3://{bucket}/out/result.json")
-    with store.open(f"s3://{bucket}/out/result.json", "wb") as f:
-        f.write(b"{}")
-    assert store.get_bytes(f"s3://{bucket}/out/result.json") == b"{}"
-    store.delete(f"s3://{bucket}/out", recursive=True)
-
-    store.delete(f"s3://{bucket}/models", recursive=True)
-    assert store.list(f"s3://{bucket}/") == [f"s3://{bucket}/data.csv"]
-    store.delete(f"s3://{bucket}/data.csv")
-    assert not store.exists(f"s3://{bucket}/data.csv")
+    assert not (tmp_path / "objects").exists()  # nothing went to the embedded root
 
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
@@ -76,7 +51,8 @@ def test_endpoint_from_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(variable, moto.endpoint_url)
-    store = ObjectStore.from_environment(tmp_path / "objects")
+    store = open_objects(Settings(data_dir=tmp_path))
+    assert isinstance(store, FsspecObjectStore)
     assert store.s3_endpoint_url == moto.endpoint_url
     assert_round_trip(store, moto, bucket)
 
@@ -117,7 +93,7 @@ def test_endpoint_from_aws_config_file(
     # The same answer botocore itself gives an S3 client (a fresh session: boto3's
     # default one caches the config file it read first).
     assert boto3.session.Session().client("s3").meta.endpoint_url == moto.endpoint_url
-    store = ObjectStore.from_environment(tmp_path / "objects")
+    store = open_objects(Settings(data_dir=tmp_path))
     assert_round_trip(store, moto, bucket)
 
 
@@ -126,20 +102,11 @@ def test_broken_aws_config_is_reported(
 ) -> None:
     monkeypatch.setenv("AWS_PROFILE", "nope")
     with pytest.raises(ValueError, match=r"S3 endpoint.*nope"):
-        ObjectStore.from_environment(tmp_path / "objects")
+        open_objects(Settings(data_dir=tmp_path))
     monkeypatch.delenv("AWS_PROFILE")
     aws_config.write_text("[default]\nservices = missing\n")
     with pytest.raises(ValueError, match="missing"):
         configured_s3_endpoint()
-
-
-def test_explicit_url_wins_over_environment(
-    moto: MotoServer, aws_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
-    monkeypatch.setenv("MODELHOST_S3", "local")
-    store = ObjectStore.from_environment(tmp_path / "objects", moto.endpoint_url)
-    assert store.s3_endpoint_url == moto.endpoint_url
 
 
 def test_model_archive_streams_from_s3(

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 import typer
 
+from modelhost import defaults
 from modelhost.cli import console
 
-DEFAULT_URL = "http://127.0.0.1:8765"
-REGION = "us-east-1"
-
+DEFAULT_URL = defaults.URL
+REGION = defaults.REGION
 
 
 def _server_url(url: str) -> str:

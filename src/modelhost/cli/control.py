@@ -19,8 +19,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.session import get_session
 
+from modelhost import defaults
 
-def call(url: str, target: str, params: dict[str, Any], region: str = "us-east-1",
+
+def call(url: str, target: str, params: dict[str, Any], region: str = defaults.REGION,
          timeout_s: float = 30.0) -> dict[str, Any]:
     """One JSON 1.1 operation, e.g. `Modelhost.ListSchedules`."""
     return _send("POST", url.rstrip("/") + "/", target.rpartition(".")[2], region, timeout_s,
@@ -28,7 +30,7 @@ def call(url: str, target: str, params: dict[str, Any], region: str = "us-east-1
                                         "Content-Type": "application/x-amz-json-1.1"})
 
 
-def get(url: str, path: str, query: str = "", region: str = "us-east-1",
+def get(url: str, path: str, query: str = "", region: str = defaults.REGION,
         timeout_s: float = 30.0) -> Any:
     """GET one of modelhost's own JSON routes, e.g. `/endpoints/X/async-requests`."""
     address = f"{url.rstrip('/')}{path}" + (f"?{query}" if query else "")

@@ -8,14 +8,21 @@ from typing import Annotated, Any
 
 import typer
 
+from modelhost import defaults
+
 
 def server(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port for the control plane and runtime.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = defaults.HOST,
+    port: Annotated[int, typer.Option(
+        help="Port for the control plane and runtime.")] = defaults.PORT,
     data_dir: Annotated[Path, typer.Option(help="Where state and artifacts live.")] = Path(
         ".modelhost"
     ),
-    region: Annotated[str, typer.Option(help="Region shown in ARNs.")] = "us-east-1",
+    region: Annotated[str, typer.Option(help="Region shown in ARNs.")] = defaults.REGION,
+    state: Annotated[str | None, typer.Option(
+        envvar="MODELHOST_STATE_URL", show_default=False,
+        help="Where state lives: sqlite (the data dir's state.db), the only kind today. "
+        "[default: sqlite:///<data-dir>/state.db]")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     backup_interval: Annotated[float | None, typer.Option(
         envvar="MODELHOST_BACKUP_INTERVAL", show_default=False,
@@ -38,12 +45,13 @@ def server(
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    backups: dict[str, Any] = {key: value for key, value in (
+    given: dict[str, Any] = {key: value for key, value in (
         ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
-        ("backup_folder", backup_dir and backup_dir.resolve())) if value is not None}
+        ("backup_folder", backup_dir and backup_dir.resolve()), ("state_url", state))
+        if value is not None}
     try:
         settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,
-                            **backups)
+                            **given)
         app = ModelhostApp(settings)
     except (ValueError, DataDirBusy, StoreDamaged) as exc:  # a bad MODELHOST_* variable,
         typer.echo(f"modelhost server: {exc}", err=True)  # a busy or damaged data dir

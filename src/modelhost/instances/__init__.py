@@ -7,9 +7,10 @@ sees `Instance` and `InstanceSpec`, so a process, a container or a Ray actor loo
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
+from modelhost.instances.cgroups import scope_key
 from modelhost.instances.client import (
     InstanceClient,
     InstanceUnreachable,
@@ -18,16 +19,26 @@ from modelhost.instances.client import (
 )
 from modelhost.instances.process import ProcessBackend
 
+if TYPE_CHECKING:
+    from modelhost.config import Settings
 
-def get_backend(name: str, fork_server: bool = True, cgroups: str = "auto",
-                cpu_scale: float = 1.0, scope: str = "default", data_dir: Path | None = None,
-                instance_user: str = "") -> InstanceBackend:
-    if name == "process":
-        return ProcessBackend(fork_server, cgroups, cpu_scale, scope, data_dir, instance_user)
-    raise ValueError(f"unknown instance backend {name!r}; available: process")
+#: The backends `Settings.instance_backend` may name.
+BACKENDS = ("process",)
+
+
+def open_backend(settings: Settings) -> InstanceBackend:
+    """The instance backend the settings name, configured from them: the one place a new
+    backend (containers, Ray) is added."""
+    if settings.instance_backend == "process":
+        return ProcessBackend(settings.fork_server, settings.cgroups, settings.cpu_scale,
+                              scope_key(settings.data_dir), settings.data_dir,
+                              settings.instance_user)
+    raise ValueError(f"unknown instance backend {settings.instance_backend!r}; available: "
+                     f"{', '.join(BACKENDS)}")
 
 
 __all__ = [
+    "BACKENDS",
     "Instance",
     "InstanceBackend",
     "InstanceClient",
@@ -35,6 +46,6 @@ __all__ = [
     "InstanceUnreachable",
     "ProcessBackend",
     "Response",
-    "get_backend",
+    "open_backend",
     "token_header",
 ]

@@ -1,20 +1,65 @@
-"""Storage: durable state (SQLite), the object store (fsspec, embedded or S3) and
-model-archive unpacking."""
+"""Storage: the state store and the object store behind one Protocol each, opened from
+the settings by `open_store` and `open_objects`; SQLite file handling (checks, backup,
+restore), the data dir's lock and guard, and model-archive unpacking."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from .archive import UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
-from .objects import InvalidObjectURI, ObjectStore, configured_s3_endpoint
+from .object_store import InvalidObjectURI, ObjectStore
+from .objects import FsspecObjectStore, configured_s3_endpoint
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
-from .state import StateStore
+from .sqlite_state import SqliteStateStore
+from .state import Record, StateStore
+
+if TYPE_CHECKING:
+    from modelhost.config import Settings
+
+
+def open_store(settings: Settings, guard: DataDirGuard | None = None) -> StateStore:
+    """The state store `settings.state_url` names (MODELHOST_STATE_URL, checked when the
+    settings were made). A SQLite file is opened with the checks `guard` derives from the
+    data dir's lock (see `DataDirGuard.checks`) and watched and backed up by it."""
+    from modelhost.config import state_scheme
+
+    scheme = state_scheme(settings.state_url)
+    if scheme != "sqlite":  # Settings refuses other schemes before anything opens
+        raise ValueError(f"no state store implements {scheme!r}")
+    path = settings.state_path
+    store = SqliteStateStore(path, **(guard.checks(path) if guard else {}))
+    if guard is not None:
+        guard.track(store)
+    return store
+
+
+def open_objects(settings: Settings) -> ObjectStore:
+    """Embedded or real S3, picked the way the operator configured AWS tools:
+    MODELHOST_S3=local forces the embedded `<data-dir>/objects`; otherwise an S3 endpoint
+    from botocore's own resolution (`configured_s3_endpoint`) is used; MODELHOST_S3=aws
+    means AWS's own S3 with no custom endpoint; else embedded."""
+    local = settings.allow_local_paths
+    if settings.s3 == "local":
+        return FsspecObjectStore(settings.objects_dir, allow_local_paths=local)
+    endpoint = configured_s3_endpoint()
+    if endpoint:
+        return FsspecObjectStore(settings.objects_dir, endpoint, allow_local_paths=local)
+    return FsspecObjectStore(settings.objects_dir, real_s3=settings.s3 == "aws",
+                             allow_local_paths=local)
+
 
 __all__ = [
     "STORE_FILES",
     "DataDirBusy",
     "DataDirGuard",
     "DataDirLock",
+    "FsspecObjectStore",
     "InvalidObjectURI",
     "ObjectStore",
+    "Record",
+    "SqliteStateStore",
     "StateStore",
     "StoreDamaged",
     "StoreUnavailable",
@@ -22,6 +67,8 @@ __all__ = [
     "backup",
     "backup_rotating",
     "configured_s3_endpoint",
+    "open_objects",
+    "open_store",
     "prepare_model_dir",
     "restore",
 ]

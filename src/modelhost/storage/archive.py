@@ -23,7 +23,8 @@ import zlib
 from pathlib import Path
 from typing import IO
 
-from .objects import ObjectStore, copy_stream, safe_join
+from .object_store import ObjectStore
+from .objects import copy_stream, safe_join
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:($|[/\\])")
 _FILE_MODE = 0o644

@@ -1,4 +1,4 @@
-"""The object store: where `s3://` URIs (ModelDataUrl, job inputs and outputs) live.
+"""The object store over fsspec: `s3://` URIs on the local disk or on a real S3.
 
 SageMaker clients hand us S3 URIs. modelhost must work with no S3 at all (embedded
 default), so `s3://bucket/key` maps to `<local_root>/<bucket>/<key>` on the local disk.
@@ -35,6 +35,8 @@ from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import BotoCoreError
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+
+from modelhost.storage.object_store import InvalidObjectURI
 
 # Chunk size for streaming copies: big enough to amortise S3 round trips, small enough
 # that copying a 20 GB model never holds more than this in memory.
@@ -81,12 +83,6 @@ def configured_s3_endpoint() -> str | None:
     return endpoint or None
 
 
-class InvalidObjectURI(ValueError):
-    """A URI this store cannot or will not name an object by (a local path when those are
-    off, a key that climbs out of its bucket, a segment too long for the embedded store):
-    the caller's mistake, which a job or request reports as its failure, not a crash."""
-
-
 @dataclass(frozen=True)
 class _Target:
     """One URI resolved to the filesystem that holds it and the path there."""
@@ -102,7 +98,7 @@ class _Target:
     local_path: str | None
 
 
-class ObjectStore:
+class FsspecObjectStore:
     """Read and write objects addressed by `s3://`, `file://` or plain-path URIs.
 
     `local_root` holds the embedded buckets (`<data-dir>/objects`). With
@@ -140,30 +136,6 @@ class ObjectStore:
                 skip_instance_cache=True,
             )
 
-    @classmethod
-    def from_environment(
-        cls, local_root: Path | str, s3_endpoint_url: str | None = None, *,
-        allow_local_paths: bool = False,
-    ) -> ObjectStore:
-        """Pick embedded or real S3 the way the operator configured AWS tools.
-
-        Order: the explicit `s3_endpoint_url`; `MODELHOST_S3=local` forces the embedded
-        store; an endpoint from botocore's resolution (`configured_s3_endpoint`);
-        `MODELHOST_S3=aws` uses AWS's own S3 with no custom endpoint; otherwise embedded.
-        """
-        local = allow_local_paths
-        if s3_endpoint_url:
-            return cls(local_root, s3_endpoint_url, allow_local_paths=local)
-        mode = os.environ.get("MODELHOST_S3", "").strip().lower() or "auto"
-        if mode not in ("auto", "local", "aws"):
-            raise ValueError(f"MODELHOST_S3 must be 'auto', 'local' or 'aws', not {mode!r}")
-        if mode == "local":
-            return cls(local_root, allow_local_paths=local)
-        endpoint = configured_s3_endpoint()
-        if endpoint:
-            return cls(local_root, endpoint, allow_local_paths=local)
-        return cls(local_root, real_s3=(mode == "aws"), allow_local_paths=local)
-
     @property
     def uses_s3(self) -> bool:
         """Whether `s3://` URIs go to a real S3 service rather than the local root."""
@@ -171,8 +143,8 @@ class ObjectStore:
 
     def __repr__(self) -> str:
         if self._s3 is None:
-            return f"ObjectStore(local_root={str(self.local_root)!r})"
-        return f"ObjectStore(s3_endpoint_url={self.s3_endpoint_url or 'aws'!r})"
+            return f"FsspecObjectStore(local_root={str(self.local_root)!r})"
+        return f"FsspecObjectStore(s3_endpoint_url={self.s3_endpoint_url or 'aws'!r})"
 
     # ------------------------------------------------------------------ resolution
 
@@ -253,11 +225,6 @@ class ObjectStore:
         if uri.endswith("/"):
             return False
         return bool(t.fs.isfile(t.path))
-
-    def is_dir(self, uri: str) -> bool:
-        """Whether `uri` is a folder/prefix that holds objects (S3 has no empty ones)."""
-        t = self._resolve(uri)
-        return bool(t.fs.isdir(t.path))
 
     def size(self, uri: str) -> int:
         """Size in bytes of the object at `uri`."""
@@ -360,65 +327,6 @@ class ObjectStore:
         """Write a whole object, creating embedded buckets and folders as needed."""
         with self.open(uri, "wb") as f:
             f.write(data)
-
-    def delete(self, uri: str, *, recursive: bool = False, missing_ok: bool = False) -> None:
-        """Delete one object, or with `recursive=True` everything under a prefix."""
-        t = self._resolve(uri)
-        if not t.fs.exists(t.path):
-            if missing_ok:
-                return
-            raise _missing(uri)
-        if t.fs.isdir(t.path) and not recursive:
-            raise IsADirectoryError(f"{uri} is a prefix/folder; pass recursive=True")
-        try:
-            t.fs.rm(t.path, recursive=recursive)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise _missing(uri) from None
-        if t.key_prefix_listing and t.local_path is not None:
-            self._prune_empty_dirs(t.local_path)
-
-    def _prune_empty_dirs(self, path: str) -> None:
-        """Drop folders emptied by a delete, so a deleted prefix stops "existing" as on S3."""
-        parent = Path(path).parent
-        root = self.local_root
-        while parent != root and root in parent.parents:
-            # The bucket folder itself stays: it stands for the bucket.
-            if parent.parent == root:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-
-    # ------------------------------------------------------------------ copying
-
-    def download(self, uri: str, local_dir: Path | str) -> builtins.list[Path]:
-        """Copy one object, or every object under a prefix, into `local_dir`.
-
-        One object lands as `local_dir/<its name>`; a prefix keeps its layout below the
-        prefix. Copies stream in chunks, so object size never matters for memory. A key
-        that would land outside `local_dir` (e.g. `a/../../x`, legal on S3) is refused.
-        Returns the local paths written, sorted.
-        """
-        local_dir = Path(local_dir)
-        if self.is_file(uri):
-            pairs = [(uri, uri.rstrip("/").rpartition("/")[2])]
-        else:
-            prefix = uri if uri.endswith("/") else uri + "/"
-            objects = self.list(prefix)
-            if not objects:
-                raise _missing(uri)
-            pairs = [(o, o[len(prefix):]) for o in objects]
-        written: list[Path] = []
-        for obj_uri, rel in pairs:
-            target = safe_join(local_dir, rel, what=f"object {obj_uri}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self.open(obj_uri, "rb") as src, open(target, "wb") as dst:
-                copy_stream(src, dst)
-            written.append(target)
-        return sorted(written)
 
 
 # ---------------------------------------------------------------------- helpers

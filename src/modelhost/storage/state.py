@@ -1,132 +1,71 @@
-"""The state store: every resource the API knows, durable in SQLite.
+"""The state store: every resource the API knows, and each resource's tags.
 
 Controllers read desired state from here and nothing lives only in memory, so a restarted
 server resumes where it stopped. Records are the JSON documents Describe* returns (times as
-epoch seconds), plus private keys starting with "_" that never leave the server.
+epoch seconds), plus private keys starting with "_" that never leave the server; they stay
+plain JSON objects (`Record`) because each kind has its own fields and the store never
+looks inside one.
+
+This is the interface the rest of modelhost sees; `SqliteStateStore` (sqlite_state.py) is
+the embedded implementation and `modelhost.storage.open_store` picks one from the
+settings. Every implementation runs the contract suite in tests/storage/test_state_contract.py.
+Calls are synchronous and must be quick (the event loop calls them directly), and each one
+is atomic on its own: `modify` is the read-modify-write the API and the controllers use to
+write one record without losing each other's fields.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import orjson
-
-from modelhost.storage.sqlite import SqliteFile
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS resources (
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-CREATE TABLE IF NOT EXISTS tags (
-    arn TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (arn, key)
-);
-"""
+from typing import Any, Protocol
 
 Record = dict[str, Any]
 
 
-class StateStore(SqliteFile):
-    """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
-    event loop use it directly instead of paying for a thread hop."""
-
-    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
-                 ) -> None:
-        super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
-
+class StateStore(Protocol):
     def insert(self, kind: str, name: str, record: Record) -> bool:
         """Add a resource; False when one of that kind and name already exists."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO resources (kind, name, data) VALUES (?, ?, ?)",
-                (kind, name, orjson.dumps(record)),
-            )
-            return cursor.rowcount == 1
+        ...
 
     def put(self, kind: str, name: str, record: Record) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO resources (kind, name, data) VALUES (?, ?, ?)",
-                (kind, name, orjson.dumps(record)),
-            )
+        """Add or replace a resource."""
+        ...
 
     def modify(
         self, kind: str, name: str, change: Callable[[Record], Record | None]
     ) -> Record | None:
-        """Read-modify-write one record atomically, so the API and the controllers can both
-        write an endpoint without losing each other's fields. `change` returns the new
-        record, or None to leave it as it is. Returns the stored record (None if absent)."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
-            ).fetchone()
-            if row is None:
-                return None
-            record = orjson.loads(row[0])
-            updated = change(record)
-            if updated is None:
-                return record
-            db.execute(
-                "UPDATE resources SET data = ? WHERE kind = ? AND name = ?",
-                (orjson.dumps(updated), kind, name),
-            )
-            return updated
+        """Read-modify-write one record atomically. `change` returns the new record, or
+        None to leave it as it is. Returns the stored record (None if absent)."""
+        ...
 
-    def get(self, kind: str, name: str) -> Record | None:
-        with self._read() as db:
-            row = db.execute(
-                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
-            ).fetchone()
-        return orjson.loads(row[0]) if row else None
+    def get(self, kind: str, name: str) -> Record | None: ...
 
     def delete(self, kind: str, name: str) -> bool:
-        with self._transaction() as db:
-            return db.execute(
-                "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
-            ).rowcount == 1
+        """Remove a resource; False when there was none."""
+        ...
 
-    def list(self, kind: str) -> list[Record]:
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT data FROM resources WHERE kind = ? ORDER BY name", (kind,)
-            ).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+    def list(self, kind: str) -> builtins.list[Record]:
+        """Every record of a kind, by name."""
+        ...
 
     def names(self, kind: str) -> builtins.list[str]:
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT name FROM resources WHERE kind = ? ORDER BY name", (kind,)
-            ).fetchall()
-        return [row[0] for row in rows]
+        """The names of a kind's records, sorted."""
+        ...
 
     def tags(self, arn: str) -> dict[str, str]:
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT key, value FROM tags WHERE arn = ? ORDER BY key", (arn,)
-            ).fetchall()
-        return dict(rows)
+        """A resource's tags, by key."""
+        ...
 
     def set_tags(self, arn: str, tags: dict[str, str]) -> None:
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO tags (arn, key, value) VALUES (?, ?, ?)",
-                [(arn, key, value) for key, value in tags.items()],
-            )
+        """Add or overwrite the given tags; other tags of the resource stay."""
+        ...
 
     def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
         """Remove the given tag keys, or every tag of the resource when keys is None."""
-        with self._transaction() as db:
-            if keys is None:
-                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
-            else:
-                db.executemany(
-                    "DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys]
-                )
+        ...
+
+    def close(self) -> None:
+        """Leave the store consistent on disk (or wherever it lives); no call after but
+        another close, which does nothing."""
+        ...

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from collections import deque
@@ -48,9 +47,6 @@ from modelhost.storage import InvalidObjectURI, ObjectStore, StateStore
 log = logging.getLogger(__name__)
 
 KIND = kinds.TRANSFORM_JOB
-# A part is committed after this much input; smaller parts mean less redone work after a
-# crash, larger ones fewer store writes.
-PART_BYTES = int(os.environ.get("MODELHOST_TRANSFORM_PART_BYTES", 16 * 1024 * 1024))
 _DEFAULT_TIMEOUT_S = 600.0  # SageMaker's InvocationsTimeoutInSeconds default
 _DEFAULT_RETRIES = 3
 
@@ -249,7 +245,9 @@ class TransformController(ReconcileLoop):
                     part = journal.open_part(parts_dir, state["parts"])
                 part.write(output)
                 last = batch
-                if batch.end_offset - part_start >= PART_BYTES:
+                # A part is committed after this much input: smaller parts mean less
+                # redone work after a crash, larger ones fewer store writes.
+                if batch.end_offset - part_start >= self.settings.transform_part_bytes:
                     await self._seal(job.name, index, part, parts_dir, state, batch)
                     part = None
                     part_start = batch.end_offset

@@ -1,0 +1,126 @@
+"""The embedded state store: every resource and its tags in one SQLite file of the data
+dir (see `modelhost.storage.state` for the interface, `modelhost.storage.sqlite` for how
+the file is opened, checked and backed up)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from modelhost.storage.sqlite import SqliteFile
+from modelhost.storage.state import Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    arn TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (arn, key)
+);
+"""
+
+class SqliteStateStore(SqliteFile):
+    """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
+    event loop use it directly instead of paying for a thread hop."""
+
+    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
+                 ) -> None:
+        super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
+
+    def insert(self, kind: str, name: str, record: Record) -> bool:
+        """Add a resource; False when one of that kind and name already exists."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO resources (kind, name, data) VALUES (?, ?, ?)",
+                (kind, name, orjson.dumps(record)),
+            )
+            return cursor.rowcount == 1
+
+    def put(self, kind: str, name: str, record: Record) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO resources (kind, name, data) VALUES (?, ?, ?)",
+                (kind, name, orjson.dumps(record)),
+            )
+
+    def modify(
+        self, kind: str, name: str, change: Callable[[Record], Record | None]
+    ) -> Record | None:
+        """Read-modify-write one record atomically, so the API and the controllers can both
+        write an endpoint without losing each other's fields. `change` returns the new
+        record, or None to leave it as it is. Returns the stored record (None if absent)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+            if row is None:
+                return None
+            record = orjson.loads(row[0])
+            updated = change(record)
+            if updated is None:
+                return record
+            db.execute(
+                "UPDATE resources SET data = ? WHERE kind = ? AND name = ?",
+                (orjson.dumps(updated), kind, name),
+            )
+            return updated
+
+    def get(self, kind: str, name: str) -> Record | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT data FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def delete(self, kind: str, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).rowcount == 1
+
+    def list(self, kind: str) -> list[Record]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT data FROM resources WHERE kind = ? ORDER BY name", (kind,)
+            ).fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def names(self, kind: str) -> builtins.list[str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT name FROM resources WHERE kind = ? ORDER BY name", (kind,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def tags(self, arn: str) -> dict[str, str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, value FROM tags WHERE arn = ? ORDER BY key", (arn,)
+            ).fetchall()
+        return dict(rows)
+
+    def set_tags(self, arn: str, tags: dict[str, str]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO tags (arn, key, value) VALUES (?, ?, ?)",
+                [(arn, key, value) for key, value in tags.items()],
+            )
+
+    def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
+        """Remove the given tag keys, or every tag of the resource when keys is None."""
+        with self._transaction() as db:
+            if keys is None:
+                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
+            else:
+                db.executemany(
+                    "DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys]
+                )

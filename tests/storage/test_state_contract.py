@@ -1,0 +1,126 @@
+"""The state store contract, held by every implementation (the embedded SQLite file today).
+
+An implementation joins by adding a param to `opener`: a function that opens the same
+store again each time it is called, so durability across a restart is tested like the
+rest."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelhost.config import Settings
+from modelhost.storage import Record, StateStore, open_store
+
+Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    opened: list[StateStore] = []
+
+    def open_again() -> StateStore:
+        store = open_store(Settings(data_dir=tmp_path, state_url=request.param))
+        opened.append(store)
+        return store
+
+    yield open_again
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener: Opener) -> StateStore:
+    return opener()
+
+
+def test_insert_put_get_delete(store: StateStore) -> None:
+    assert store.get("model", "iris") is None
+    assert store.insert("model", "iris", {"ModelName": "iris", "n": 1})
+    assert not store.insert("model", "iris", {"ModelName": "iris", "n": 2})
+    assert store.get("model", "iris") == {"ModelName": "iris", "n": 1}
+    store.put("model", "iris", {"ModelName": "iris", "n": 3, "_private": [1, {"a": None}]})
+    assert store.get("model", "iris") == {"ModelName": "iris", "n": 3,
+                                          "_private": [1, {"a": None}]}
+    store.put("model", "new", {"n": 0})  # put adds as well as replaces
+    assert store.get("model", "new") == {"n": 0}
+    # Kinds are separate name spaces.
+    assert store.get("endpoint", "iris") is None
+    assert store.delete("model", "iris")
+    assert not store.delete("model", "iris")
+    assert store.get("model", "iris") is None
+
+
+def test_list_and_names_are_by_kind_sorted_by_name(store: StateStore) -> None:
+    for name in ("b", "a", "c"):
+        store.put("endpoint", name, {"EndpointName": name})
+    store.put("model", "z", {"ModelName": "z"})
+    assert store.names("endpoint") == ["a", "b", "c"]
+    assert [r["EndpointName"] for r in store.list("endpoint")] == ["a", "b", "c"]
+    assert store.names("model") == ["z"]
+    assert store.list("nothing") == [] and store.names("nothing") == []
+
+
+def test_modify_changes_or_leaves_a_record(store: StateStore) -> None:
+    assert store.modify("endpoint", "absent", lambda r: {**r, "x": 1}) is None
+    assert store.get("endpoint", "absent") is None
+
+    store.put("endpoint", "e", {"Status": "Creating", "n": 0})
+    assert store.modify("endpoint", "e", lambda r: {**r, "Status": "InService"}) == {
+        "Status": "InService", "n": 0}
+    assert store.get("endpoint", "e") == {"Status": "InService", "n": 0}
+    # None leaves it as it is and answers what is stored.
+    assert store.modify("endpoint", "e", lambda r: None) == {"Status": "InService", "n": 0}
+
+    def fail(record: Record) -> Record:
+        raise RuntimeError("change refused")
+
+    with pytest.raises(RuntimeError, match="change refused"):
+        store.modify("endpoint", "e", fail)
+    assert store.get("endpoint", "e") == {"Status": "InService", "n": 0}
+
+
+def test_concurrent_modifies_lose_no_update(store: StateStore) -> None:
+    """The API and the controllers write the same record from different threads."""
+    store.put("endpoint", "e", {"n": 0})
+    threads, rounds = 4, 50
+
+    def bump() -> None:
+        for _ in range(rounds):
+            store.modify("endpoint", "e", lambda r: {**r, "n": r["n"] + 1})
+
+    workers = [threading.Thread(target=bump) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert store.get("endpoint", "e") == {"n": threads * rounds}
+
+
+def test_tags(store: StateStore) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:model/iris"
+    other = "arn:aws:sagemaker:us-east-1:000000000000:model/other"
+    assert store.tags(arn) == {}
+    store.set_tags(arn, {"team": "a", "env": "dev"})
+    store.set_tags(other, {"team": "b"})
+    store.set_tags(arn, {"env": "prod", "cost": "1"})  # overwrites one, adds one
+    assert store.tags(arn) == {"cost": "1", "env": "prod", "team": "a"}
+    assert list(store.tags(arn)) == ["cost", "env", "team"]
+    store.delete_tags(arn, ["cost", "absent"])
+    assert store.tags(arn) == {"env": "prod", "team": "a"}
+    store.delete_tags(arn)
+    assert store.tags(arn) == {}
+    assert store.tags(other) == {"team": "b"}
+
+
+def test_state_survives_reopening(opener: Opener) -> None:
+    first = opener()
+    first.put("model", "iris", {"ModelName": "iris"})
+    first.set_tags("arn:x", {"k": "v"})
+    first.close()
+    again = opener()
+    assert again.get("model", "iris") == {"ModelName": "iris"}
+    assert again.tags("arn:x") == {"k": "v"}
