@@ -1,0 +1,5 @@
+"""The endpoint controller."""
+
+from modelhost.controllers.endpoints.controller import EndpointController
+
+__all__ = ["EndpointController"]
