@@ -26,16 +26,20 @@ def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
         async with running_controller(tmp_path, model_timeout_s=30.0, ping_misses=3) as h:
             h.create_model("m")
             await h.deployed("ep", {"a": ("m", 2, 1.0)})
-            hung, busy = h.backend.instances
-            busy.hold()
+            for instance in h.backend.instances:
+                instance.hold()
             first = asyncio.create_task(h.invoke("ep"))
-            await busy.until_in_flight(1)
+            await h.until(lambda: sum(i.in_flight for i in h.backend.instances) == 1,
+                          "first request in flight")
+            busy, hung = sorted(h.backend.instances, key=lambda i: -i.in_flight)
+            hung.release()
             hung.hang()
             held = asyncio.create_task(h.invoke("ep"))  # least busy: the hung one
             await h.until(lambda: hung.killed, "hung instance killed")
             busy.release()
             answers = await asyncio.gather(first, held)
-            assert b"ep-a-1" not in {a.body for a in answers} and hung.served == 0
+            assert hung.served == 0
+            assert hung.spec.instance_id.encode() not in {a.body for a in answers}
             await h.until(lambda: len(h.backend.alive()) == 2, "replacement started")
             replacement = h.backend.instances[2]
             assert replacement.spec.instance_id == "ep-a-3"
@@ -44,13 +48,16 @@ def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
             await h.until(lambda: h.endpoint("ep")["ProductionVariants"][0][
                 "CurrentInstanceCount"] == 2, "DescribeEndpoint counts the replacement")
             assert h.endpoint("ep")["EndpointStatus"] == "InService"
-            assert {(await h.invoke("ep")).body for _ in range(20)} == {b"ep-a-2", b"ep-a-3"}
+            served = {(await h.invoke("ep")).body for _ in range(20)}
+            assert served == {busy.spec.instance_id.encode(), b"ep-a-3"}
+            condemned.append(hung.spec.instance_id)
 
+    condemned: list[str] = []
     asyncio.run(main())
-    condemned = [r.getMessage() for r in caplog.records if "killing and replacing" in
-                 r.getMessage()]
-    assert condemned == ["endpoint ep: instance ep-a-1 missed 3 pings in a row (0.1 s each); "
-                         "killing and replacing it"]
+    logged = [r.getMessage() for r in caplog.records if "killing and replacing" in
+              r.getMessage()]
+    assert logged == [f"endpoint ep: instance {condemned[0]} missed 3 pings in a row "
+                      "(0.1 s each); killing and replacing it"]
 
 
 def test_an_instance_that_answers_pings_again_is_not_condemned(tmp_path: Path) -> None:

@@ -167,9 +167,14 @@ class FakeInstance:
     def die(self, why: str = "died") -> None:
         self._end(why)
 
-    async def until_in_flight(self, count: int) -> None:
-        """Until `count` invocations are in flight here (for a held instance)."""
+    async def until_in_flight(self, count: int, within_s: float = 10.0) -> None:
+        """Until `count` invocations are in flight here (for a held instance); an
+        AssertionError if they do not arrive within `within_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
         while self.in_flight < count:
+            assert loop.time() < deadline, f"{self.spec.instance_id}: {self.in_flight} " \
+                f"requests in flight, never {count}"
             await asyncio.sleep(0.002)
 
     # --- the HTTP server -----------------------------------------------------------------
