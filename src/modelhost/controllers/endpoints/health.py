@@ -5,8 +5,8 @@ a stopped or wedged process keeps its socket, so connections open and requests g
 nothing comes back until the model timeout, which then blames the model. A `/ping` with a
 short timeout tells them apart. An instance that misses `misses` pings in a row, or whose
 requests keep timing out while its peers' do not (a model deadlocked on its worker
-threads while the instance's event loop still answers `/ping`), is condemned: the
-endpoint controller kills and replaces it, and the requests it held, which it will never
+threads while the instance's event loop still answers `/ping`), is condemned: it is
+killed and replaced (:mod:`.replacement`), and the requests it held, which it will never
 answer, are retried by the router on a healthy instance. An instance taken out of
 rotation for a dropped connection comes back as soon as it answers a ping.
 """

@@ -118,6 +118,13 @@ class ServerlessScaler:
         metrics.INSTANCES.labels(pool.endpoint, pool.name).set(len(pool.available()))
         self.demand(pool)
 
+    def tick_all(self) -> None:
+        """`tick` every serverless pool of every live deployment."""
+        for deployment in self.router.deployments.values():
+            for pool in deployment.variants.values():
+                if isinstance(pool, ServerlessPool):
+                    self.tick(pool)
+
     @staticmethod
     def retire(pool: ServerlessPool) -> None:
         """The deployment is being replaced or deleted: start nothing more, and let waiting

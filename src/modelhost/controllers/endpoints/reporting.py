@@ -1,0 +1,83 @@
+"""What the endpoint controller tells the outside about what runs: the endpoint record's
+status and variants (DescribeEndpoint), the instance gauge, and the instance meter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from modelhost import metrics
+from modelhost.controllers.deployment import charge
+from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.domain import kinds
+from modelhost.domain.endpoints import deployed_fields
+from modelhost.router import Router, ServerlessPool, VariantPool
+
+KIND = kinds.ENDPOINT
+
+
+def count_instances(name: str, pools: dict[str, VariantPool]) -> None:
+    for pool in pools.values():
+        metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
+
+
+def write_status(
+    fleet: Fleet,
+    name: str,
+    status: str | None,
+    desired: dict[str, Any] | None,
+    *,
+    restore: bool = False,
+    **fields: Any,
+) -> None:
+    """Record what the endpoint runs now. Never overwrites a delete the API asked for,
+    nor a newer desired state that arrived while this operation ran."""
+    deployment = fleet.router.deployments.get(name)
+
+    def change(record: dict[str, Any]) -> dict[str, Any] | None:
+        if record["EndpointStatus"] == "Deleting":
+            return None
+        if desired is not None and not restore and (
+            record["_desired"]["generation"] != desired["generation"]
+        ):
+            return None
+        if status is not None:
+            record["EndpointStatus"] = status
+            record["LastModifiedTime"] = round(time.time(), 3)
+        if restore and desired is not None:
+            record["_desired"] = {**desired, "generation": record["_desired"]["generation"]}
+            if deployment is not None:
+                deployment.generation = record["_desired"]["generation"]
+        if status == "InService" and desired is not None:
+            record["EndpointConfigName"] = desired["config"]["EndpointConfigName"]
+            record.pop("PendingDeploymentSummary", None)
+            if not fields:
+                record.pop("FailureReason", None)
+        source = record["_desired"] if restore or desired is None else desired
+        current = {} if deployment is None else {
+            pool.name: (pool.weight, len(pool.available()))
+            for pool in deployment.variants.values()
+        }
+        record.pop("AsyncInferenceConfig", None)  # the new config may have none
+        record.update(deployed_fields(source, current))
+        record.update(fields)
+        return record
+
+    fleet.store.modify(KIND, name, change)
+
+
+class Meter:
+    """Charges every running instance's meter for the time between two calls."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self._metered_at = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        elapsed, self._metered_at = now - self._metered_at, now
+        for name, deployment in self.router.deployments.items():
+            for replica in deployment.replicas():
+                # Serverless instances are billed per request (see ServerlessPool.leave).
+                if not isinstance(deployment.variants[replica.variant], ServerlessPool):
+                    charge(name, replica.variant, replica.instance, elapsed)

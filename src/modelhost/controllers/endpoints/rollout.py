@@ -1,0 +1,240 @@
+"""Rollout: taking an endpoint from the deployment it runs to the one its desired state
+asks for, and removing it.
+
+A new config or model is deployed blue/green: the new instances start beside the old,
+the new deployment is published only once every one of them answers `/ping`, and only
+then does the old one drain and stop. If the new one fails, the old one never stopped
+serving and stays (a rollback, as SageMaker does); a first deployment that fails fails the
+endpoint. A new weight or instance count is applied in place. Instances leave by
+draining: no new requests go to them, those in flight finish (at most `DRAIN_TIMEOUT_S`),
+then they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelhost.controllers.deployment import (
+    StartFailed,
+    instance_spec,
+    numbered,
+    prepare_model,
+    start_all,
+)
+from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.reporting import KIND, count_instances, write_status
+from modelhost.controllers.endpoints.serverless import ServerlessScaler
+from modelhost.domain.failures import fit_failure_reason
+from modelhost.instances import Instance, InstanceSpec
+from modelhost.router import Deployment, Replica, ServerlessPool, VariantPool
+from modelhost.storage import UnsafeArchiveError
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 60.0
+
+
+def fingerprint(desired: dict[str, Any]) -> bytes:
+    """What needs new instances when it changes: the config and the models, not weights
+    or counts."""
+    return orjson.dumps([desired["config"], desired["models"]], option=orjson.OPT_SORT_KEYS)
+
+
+class DeploymentFailed(Exception):
+    """A deployment could not be made; the message is the endpoint's FailureReason."""
+
+
+class Rollout:
+    def __init__(self, fleet: Fleet, serverless: ServerlessScaler) -> None:
+        self.fleet = fleet
+        self.serverless = serverless
+
+    async def deploy(self, name: str, desired: dict[str, Any]) -> None:
+        """Bring the endpoint to `desired`, and record the outcome in its record."""
+        fleet = self.fleet
+        live = fleet.router.deployments.get(name)
+        live_desired = fleet.desired.get(name)
+        try:
+            if live is not None and live_desired is not None and (
+                fingerprint(live_desired) == fingerprint(desired)
+            ):
+                await self._scale_in_place(name, live, desired)
+            else:
+                await self._blue_green(name, live, desired)
+        except Exception as failure:
+            # Anything that stops a deployment fails it with a reason; retrying it in a
+            # loop would only repeat the failure.
+            if not isinstance(failure, DeploymentFailed):
+                log.exception("endpoint %s: deployment raised", name)
+            reason = str(failure) if isinstance(failure, DeploymentFailed) else (
+                f"Deployment failed: {type(failure).__name__}: {failure}")
+            log.warning("endpoint %s: deployment failed: %s", name, reason)
+            if live is None:
+                write_status(fleet, name, "Failed", desired,
+                             FailureReason=fit_failure_reason(reason))
+            else:
+                # Roll back: the deployment that serves now stays, as SageMaker does.
+                write_status(fleet, name, "InService", live_desired, restore=True,
+                             FailureReason=fit_failure_reason(f"Update failed: {reason}"))
+            return
+        fleet.desired[name] = desired
+        write_status(fleet, name, "InService", desired)
+
+    async def _blue_green(
+        self, name: str, old: Deployment | None, desired: dict[str, Any]
+    ) -> None:
+        fleet = self.fleet
+        pools: dict[str, VariantPool] = {}
+        started: list[Instance] = []
+        try:
+            for variant in desired["config"]["ProductionVariants"]:
+                capacity = desired["capacity"][variant["VariantName"]]
+                model = desired["models"][variant["ModelName"]]
+                try:
+                    model_dir = await prepare_model(fleet.settings, fleet.objects, model)
+                except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+                    raise DeploymentFailed(
+                        f"Variant {variant['VariantName']}: could not prepare model "
+                        f"{model['ModelName']}: {exc}"
+                    ) from exc
+                if "serverless" in capacity:
+                    pools[variant["VariantName"]] = await self._serverless_pool(
+                        name, variant, model, model_dir, capacity, started)
+                    continue
+                specs = [
+                    instance_spec(fleet.settings, name, variant, model, model_dir,
+                                  next(fleet.counter))
+                    for _ in range(capacity["count"])
+                ]
+                instances = await self._start_instances(specs, started)
+                pools[variant["VariantName"]] = VariantPool(
+                    name=variant["VariantName"], weight=capacity["weight"],
+                    replicas=[Replica(i, variant["VariantName"]) for i in instances],
+                )
+        except BaseException:
+            retire(pools.values())
+            await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
+            raise
+        fleet.router.deployments[name] = Deployment(
+            name, desired["generation"], pools,
+            asynchronous="AsyncInferenceConfig" in desired["config"])
+        fleet.router.changed()
+        count_instances(name, pools)
+        if old is not None:
+            retire(old.variants.values())
+            await self.drain_and_stop(old.replicas())
+
+    async def _serverless_pool(
+        self, name: str, variant: dict[str, Any], model: dict[str, Any], model_dir: Path,
+        capacity: dict[str, Any], started: list[Instance],
+    ) -> ServerlessPool:
+        """A serverless variant starts one instance to prove the model loads (a broken
+        model fails the deployment, not every request), keeps it only if provisioned
+        concurrency asks for warm instances, and otherwise scales to zero right away."""
+        settings = self.fleet.settings
+        spec = instance_spec(settings, name, variant, model, model_dir, 0)
+        pool = self.serverless.pool(name, variant["VariantName"], capacity["weight"], spec,
+                                    capacity["serverless"])
+        count = max(pool.warm, 1)
+        specs = [numbered(settings, spec, name, pool.name, next(self.fleet.counter))
+                 for _ in range(count)]
+        instances = await self._start_instances(specs, started)
+        if pool.warm == 0:
+            await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
+        else:
+            pool.replicas.extend(Replica(i, pool.name) for i in instances)
+        return pool
+
+    async def _start_instances(
+        self, specs: list[InstanceSpec], started: list[Instance]
+    ) -> list[Instance]:
+        try:
+            return await start_all(self.fleet.backend, specs,
+                                   self.fleet.settings.startup_timeout_s, started)
+        except StartFailed as exc:
+            raise DeploymentFailed(str(exc)) from exc
+
+    async def _scale_in_place(
+        self, name: str, live: Deployment, desired: dict[str, Any]
+    ) -> None:
+        fleet = self.fleet
+        for variant in desired["config"]["ProductionVariants"]:
+            pool = live.variants[variant["VariantName"]]
+            capacity = desired["capacity"][variant["VariantName"]]
+            pool.weight = capacity["weight"]
+            if isinstance(pool, ServerlessPool):
+                self.serverless.configure(pool, capacity["serverless"])
+                self.serverless.demand(pool)
+                continue
+            current = [r for r in pool.replicas if not r.draining]
+            missing = capacity["count"] - len(current)
+            if missing > 0:
+                model = desired["models"][variant["ModelName"]]
+                model_dir = await prepare_model(fleet.settings, fleet.objects, model)
+                specs = [
+                    instance_spec(fleet.settings, name, variant, model, model_dir,
+                                  next(fleet.counter))
+                    for _ in range(missing)
+                ]
+                started: list[Instance] = []
+                try:
+                    instances = await self._start_instances(specs, started)
+                except BaseException:
+                    await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
+                    raise
+                pool.replicas.extend(Replica(i, pool.name) for i in instances)
+                fleet.router.changed()
+            elif missing < 0:
+                # Newest first, so long-lived warm instances stay.
+                leaving = current[missing:]
+                for replica in leaving:
+                    replica.draining = True
+                await self.drain_and_stop(leaving)
+                pool.replicas = [r for r in pool.replicas if r not in leaving]
+        live.generation = desired["generation"]
+        count_instances(name, live.variants)
+
+    async def drain_and_stop(self, replicas: list[Replica]) -> None:
+        """No new requests go to a draining replica; those in flight finish first."""
+        for replica in replicas:
+            replica.draining = True
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(r.drained() for r in replicas)), DRAIN_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.warning("drain timed out after %.0f s; stopping anyway", DRAIN_TIMEOUT_S)
+        for replica in replicas:
+            self.fleet.router.forget(replica)
+        await asyncio.gather(*(r.instance.stop() for r in replicas), return_exceptions=True)
+
+    async def delete(self, name: str) -> None:
+        """DeleteEndpoint: take it down, then remove its record and tags."""
+        await self.teardown(name)
+        store = self.fleet.store
+        record = store.get(KIND, name)
+        if record is not None:
+            store.delete(KIND, name)
+            store.delete_tags(record["EndpointArn"])
+
+    async def teardown(self, name: str) -> None:
+        """Unpublish the endpoint's deployment and drain and stop its instances."""
+        deployment = self.fleet.router.deployments.pop(name, None)
+        self.fleet.desired.pop(name, None)
+        if deployment is not None:
+            retire(deployment.variants.values())
+            await self.drain_and_stop(deployment.replicas())
+            count_instances(name, {})
+
+
+def retire(pools: Iterable[VariantPool]) -> None:
+    """Serverless pools of a deployment that is leaving start nothing more."""
+    for pool in pools:
+        if isinstance(pool, ServerlessPool):
+            ServerlessScaler.retire(pool)
