@@ -303,22 +303,26 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
         second.stop()
 
 
-def test_instances_outlive_a_crashed_fork_server(serverless_server, sm, rt) -> None:
-    """The fork server dies: its instances keep serving, the next start gets a new fork
-    server, and an orphaned instance that dies later is still noticed and replaced."""
+def test_a_crashed_fork_server_takes_its_instances_and_they_are_replaced(
+        serverless_server, sm, rt) -> None:
+    """The fork server dies: its instances end with it (nothing modelhost starts may
+    outlive its parent), a replacement comes from a new fork server, and requests keep
+    being answered, both for that endpoint and for one deployed afterwards."""
     name = _deploy(sm, provisioned=1)
     try:
         (instance,) = instance_pids(serverless_server.process.pid, name)
         kill_and_wait(parent_pid(instance))
+        wait_until(lambda: not alive(instance), what="the instance to end with its fork server")
         assert _invoke(rt, name) == b"0\n"
+        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+                   what="the instance to be replaced")
+        (replacement,) = instance_pids(serverless_server.process.pid, name)
+        assert replacement != instance
         other = _deploy(sm, provisioned=1)
         try:
             assert _invoke(rt, other) == b"0\n"
         finally:
             sm.delete_endpoint(EndpointName=other)
-        kill_and_wait(instance)
-        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
-                   what="the orphaned instance to be replaced")
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
