@@ -236,31 +236,21 @@ def _spawned(server: ServerProcess, name: str) -> list[int]:
 
 @pytest.mark.parametrize("fork", ["1", "0"])
 @pytest.mark.parametrize("cgroups", ["auto", "off"])
-def test_what_a_model_starts_ends_with_its_endpoint(tmp_path: Path, cgroups: str,
-                                                    fork: str) -> None:
+@pytest.mark.parametrize("ending", ["endpoint deleted", "server SIGKILLed"])
+def test_what_a_model_starts_ends_with_its_instance(tmp_path: Path, cgroups: str,
+                                                    fork: str, ending: str) -> None:
+    """A model's own children, a daemon it double-forked among them, end when its
+    endpoint is deleted or when the server is killed, with or without control groups."""
     server = _spawning_server(tmp_path, cgroups, fork)
     try:
         name = _deploy(server, "spawn")
         (instance,) = instance_pids(server.process.pid, name)
         pids = _spawned(server, name)
-        _client(server, "sagemaker").delete_endpoint(EndpointName=name)
+        if ending == "endpoint deleted":
+            _client(server, "sagemaker").delete_endpoint(EndpointName=name)
+        else:
+            server.kill()
         wait_until(lambda: not any(alive(p) for p in [instance, *pids]), 30,
-                   what="the instance and what it started to end")
-    finally:
-        server.stop()
-
-
-@pytest.mark.parametrize("fork", ["1", "0"])
-@pytest.mark.parametrize("cgroups", ["auto", "off"])
-def test_what_a_model_starts_ends_with_a_sigkilled_server(tmp_path: Path, cgroups: str,
-                                                          fork: str) -> None:
-    server = _spawning_server(tmp_path, cgroups, fork)
-    try:
-        name = _deploy(server, "spawn")
-        (instance,) = instance_pids(server.process.pid, name)
-        pids = _spawned(server, name)
-        server.kill()
-        wait_until(lambda: not any(alive(p) for p in [instance, *pids]), 30,
-                   what="the instance and what it started to die with the server")
+                   what=f"the instance and what it started to end ({ending})")
     finally:
         server.stop()

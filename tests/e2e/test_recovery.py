@@ -6,7 +6,7 @@ import threading
 import time
 
 from tests.support.endpoints import deploy, wait_for_status
-from tests.support.models import put_iris_model, put_model
+from tests.support.models import put_breakable_model, put_iris_model
 from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 from tests.support.server import ServerProcess
 from tests.support.traffic import Traffic, error_codes
@@ -143,16 +143,7 @@ def test_replacement_that_cannot_start_backs_off_and_recovers(server, sagemaker,
     refuses); the dead instance's replacements fail, are retried with growing delays
     instead of every second, and the endpoint serves again once the model is fixed."""
     marker = tmp_path / "broken"
-    code = f'''
-import os
-def model_fn(model_dir):
-    if os.path.exists({str(marker)!r}):
-        raise RuntimeError("model store unavailable")
-    return None
-def transform_fn(model, body, content_type, accept):
-    return "ok", "text/plain"
-'''.encode()
-    url = put_model(server.data_dir, "flaky", {"code/inference.py": code})
+    url = put_breakable_model(server.data_dir, "flaky", marker)
     name = deploy(sagemaker, url, image="modelhost/python")
     (pid,) = instance_pids(server.process.pid, name)
     marker.write_text("x")

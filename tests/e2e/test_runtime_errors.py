@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.endpoints import deploy
-from tests.support.models import iris_rows, put_model
+from tests.support.models import iris_rows, put_breakable_model, put_model
 from tests.support.processes import instance_pids, kill_and_wait
 
 FAILING_CODE = b'''
@@ -109,16 +109,7 @@ def test_no_instance_within_the_model_timeout_is_service_unavailable(
     once a marker file exists): past the model timeout (5 s on the session server) the
     waiting request gets a retriable 503, not a 400."""
     marker = tmp_path / "broken"
-    code = f'''
-import os
-def model_fn(model_dir):
-    if os.path.exists({str(marker)!r}):
-        raise RuntimeError("model store unavailable")
-    return None
-def transform_fn(model, body, content_type, accept):
-    return "ok", "text/plain"
-'''.encode()
-    url = put_model(server.data_dir, "breaks-on-restart", {"code/inference.py": code})
+    url = put_breakable_model(server.data_dir, "breaks-on-restart", marker)
     name = deploy(sagemaker, url, image="modelhost/python")
     (pid,) = instance_pids(server.process.pid, name)
     marker.write_text("x")

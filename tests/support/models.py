@@ -101,3 +101,18 @@ def transform_fn(model, body, content_type, accept):
 
 def put_burn_model(data_dir: Path) -> str:
     return put_model(data_dir, "burn", {"code/inference.py": BURN_CODE})
+
+
+def put_breakable_model(data_dir: Path, name: str, marker: Path) -> str:
+    """A python model whose model_fn refuses to load once `marker` exists: an endpoint
+    that came up fine and whose replacements then cannot start."""
+    code = f'''
+import os
+def model_fn(model_dir):
+    if os.path.exists({str(marker)!r}):
+        raise RuntimeError("model store unavailable")
+    return None
+def transform_fn(model, body, content_type, accept):
+    return "ok", "text/plain"
+'''.encode()
+    return put_model(data_dir, name, {"code/inference.py": code})
