@@ -14,6 +14,7 @@ from .objects import FsspecObjectStore, configured_s3_endpoint
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
 from .sqlite_state import SqliteStateStore
 from .state import Record, StateStore
+from .unreachable import StoreUnreachable
 
 if TYPE_CHECKING:
     from modelhost.config import Settings
@@ -22,10 +23,16 @@ if TYPE_CHECKING:
 def open_store(settings: Settings, guard: DataDirGuard | None = None) -> StateStore:
     """The state store `settings.state_url` names (MODELHOST_STATE_URL, checked when the
     settings were made). A SQLite file is opened with the checks `guard` derives from the
-    data dir's lock (see `DataDirGuard.checks`) and watched and backed up by it."""
+    data dir's lock (see `DataDirGuard.checks`) and watched and backed up by it; a
+    PostgreSQL database is left to its own server (raises `StoreUnreachable` when it
+    cannot be reached)."""
     from modelhost.config import state_scheme
 
     scheme = state_scheme(settings.state_url)
+    if scheme == "postgresql":
+        from .postgres_state import PostgresStateStore  # psycopg: the postgres extra
+
+        return PostgresStateStore(settings.state_url)
     if scheme != "sqlite":  # Settings refuses other schemes before anything opens
         raise ValueError(f"no state store implements {scheme!r}")
     path = settings.state_path
@@ -63,6 +70,7 @@ __all__ = [
     "StateStore",
     "StoreDamaged",
     "StoreUnavailable",
+    "StoreUnreachable",
     "UnsafeArchiveError",
     "backup",
     "backup_rotating",
