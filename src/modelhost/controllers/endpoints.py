@@ -42,7 +42,7 @@ from modelhost.domain.endpoints import deployed_fields
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
 from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
-from modelhost.storage import ObjectStore, StateStore, UnsafeArchiveError
+from modelhost.storage import LoopStore, ObjectStore, StateStore, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class EndpointController(ReconcileLoop):
     ) -> None:
         super().__init__("endpoint reconcile", settings.health_interval_s)
         self.settings = settings
-        self.store = store
+        self.store = LoopStore(store)
         self.objects = objects
         self.backend = backend
         self.router = router
@@ -112,7 +112,7 @@ class EndpointController(ReconcileLoop):
     # --- reconcile -------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        records = {r["EndpointName"]: r for r in self.store.list(KIND)}
+        records = {r["EndpointName"]: r for r in await self.store.list(KIND)}
         for name, record in records.items():
             running = self._operations.get(name)
             busy = running is not None and not running.done()
@@ -168,15 +168,15 @@ class EndpointController(ReconcileLoop):
                 f"Deployment failed: {type(failure).__name__}: {failure}")
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
-                self._write_status(name, "Failed", desired,
+                await self._write_status(name, "Failed", desired,
                                    FailureReason=fit_failure_reason(reason))
             else:
                 # Roll back: the deployment that serves now stays, as SageMaker does.
-                self._write_status(name, "InService", live_desired, restore=True,
+                await self._write_status(name, "InService", live_desired, restore=True,
                                    FailureReason=fit_failure_reason(f"Update failed: {reason}"))
             return
         self._desired[name] = desired
-        self._write_status(name, "InService", desired)
+        await self._write_status(name, "InService", desired)
 
     async def _blue_green(
         self, name: str, old: Deployment | None, desired: dict[str, Any]
@@ -311,10 +311,10 @@ class EndpointController(ReconcileLoop):
 
     async def _delete(self, name: str) -> None:
         await self._teardown(name)
-        record = self.store.get(KIND, name)
+        record = await self.store.get(KIND, name)
         if record is not None:
-            self.store.delete(KIND, name)
-            self.store.delete_tags(record["EndpointArn"])
+            await self.store.delete(KIND, name)
+            await self.store.delete_tags(record["EndpointArn"])
 
     async def _teardown(self, name: str) -> None:
         deployment = self.router.deployments.pop(name, None)
@@ -411,7 +411,7 @@ class EndpointController(ReconcileLoop):
         pool.replicas.append(Replica(instance, pool.name))
         self.router.changed()
         self._count_instances(name, deployment.variants)
-        self._write_status(name, None, self._desired.get(name))
+        await self._write_status(name, None, self._desired.get(name))
 
     # --- reporting -------------------------------------------------------------------
 
@@ -429,7 +429,7 @@ class EndpointController(ReconcileLoop):
         for pool in pools.values():
             metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
 
-    def _write_status(
+    async def _write_status(
         self,
         name: str,
         status: str | None,
@@ -441,6 +441,11 @@ class EndpointController(ReconcileLoop):
         """Record what the endpoint runs now. Never overwrites a delete the API asked for,
         nor a newer desired state that arrived while this operation ran."""
         deployment = self.router.deployments.get(name)
+        # Read here, on the loop: `change` may run in a worker thread.
+        current = {} if deployment is None else {
+            pool.name: (pool.weight, len(pool.available()))
+            for pool in deployment.variants.values()
+        }
 
         def change(record: dict[str, Any]) -> dict[str, Any] | None:
             if record["EndpointStatus"] == "Deleting":
@@ -462,13 +467,9 @@ class EndpointController(ReconcileLoop):
                 if not fields:
                     record.pop("FailureReason", None)
             source = record["_desired"] if restore or desired is None else desired
-            current = {} if deployment is None else {
-                pool.name: (pool.weight, len(pool.available()))
-                for pool in deployment.variants.values()
-            }
             record.pop("AsyncInferenceConfig", None)  # the new config may have none
             record.update(deployed_fields(source, current))
             record.update(fields)
             return record
 
-        self.store.modify(KIND, name, change)
+        await self.store.modify(KIND, name, change)

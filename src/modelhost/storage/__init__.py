@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .archive import UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
+from .loop_store import LoopStore
 from .object_store import InvalidObjectURI, ObjectStore
 from .objects import FsspecObjectStore, configured_s3_endpoint
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
@@ -64,6 +65,7 @@ __all__ = [
     "DataDirLock",
     "FsspecObjectStore",
     "InvalidObjectURI",
+    "LoopStore",
     "ObjectStore",
     "Record",
     "SqliteStateStore",
