@@ -12,6 +12,7 @@ import pytest
 from tests.support.aws import AWS_STEERING_VARS, TEST_ENV
 from tests.support.endpoints import deployed
 from tests.support.models import put_iris_model
+from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.server import ServerProcess, running_server
 
 # The tests' own boto3 clients: dummy credentials, never steered to a real account.
@@ -27,6 +28,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                         env={"MODELHOST_MODEL_TIMEOUT": "5",
                              "MODELHOST_MAX_INSTANCES": "24"}) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session; tests take a fresh database each
+    (`new_database`)."""
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

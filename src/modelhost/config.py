@@ -23,13 +23,15 @@ def _env_path(name: str) -> Path | None:
 
 
 #: The state stores MODELHOST_STATE_URL may name, by URL scheme.
-STATE_SCHEMES = ("sqlite",)
+STATE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def state_scheme(url: str) -> str:
-    """The kind of state store a MODELHOST_STATE_URL names (empty: "sqlite"); anything
-    else is refused with one line naming what is supported."""
+    """The kind of state store a MODELHOST_STATE_URL names (empty: "sqlite"; "postgres"
+    is "postgresql"); anything else is refused with one line naming what is supported."""
     scheme = url.partition("://")[0] if "://" in url else (url or "sqlite")
+    if scheme == "postgres":
+        return "postgresql"
     if scheme not in STATE_SCHEMES:
         raise ValueError(f"MODELHOST_STATE_URL={url!r}: unsupported state store; supported "
                          f"schemes: {', '.join(STATE_SCHEMES)} (empty: the embedded SQLite "
@@ -59,7 +61,8 @@ class Settings:
     account_id: str = "000000000000"
     instance_backend: str = "process"
     # Where the state store lives: empty or "sqlite" for the embedded SQLite file
-    # <data-dir>/state.db (see `state_path`); other schemes are refused for now.
+    # <data-dir>/state.db (see `state_path`), or a postgresql://user:password@host/db URL
+    # for a PostgreSQL database several servers share; other schemes are refused.
     state_url: str = field(
         default_factory=lambda: os.environ.get("MODELHOST_STATE_URL", "").strip())
     # Where s3:// URIs go: "auto" (an S3 endpoint configured the way AWS tools read it,

@@ -49,7 +49,7 @@ from modelhost.runtime import (
     response_headers,
     stream_invocation,
 )
-from modelhost.storage import DataDirGuard, open_objects, open_store
+from modelhost.storage import DataDirGuard, LoopStore, open_objects, open_store
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,8 @@ class ModelhostApp:
             states = query.get("state", ["queued", "running", "failed"])
             if any(state not in STATES for state in states):
                 raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
-            if self.store.get("endpoint", name) is None and not self.queue.counts(name).backlog:
+            record = await LoopStore(self.store).get("endpoint", name)
+            if record is None and not self.queue.counts(name).backlog:
                 raise InvocationValidationError(f"Endpoint {name} not found.")
             counts = self.queue.counts(name)
             answer = {

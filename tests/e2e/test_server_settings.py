@@ -14,12 +14,13 @@ from tests.support.server import running_server
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
-    (["--state", "postgresql://db.example/modelhost"], {},
-     "MODELHOST_STATE_URL='postgresql://db.example/modelhost': unsupported state store; "
-     "supported schemes: sqlite (empty: the embedded SQLite file <data-dir>/state.db)"),
+    (["--state", "mongodb://db.example/modelhost"], {},
+     "MODELHOST_STATE_URL='mongodb://db.example/modelhost': unsupported state store; "
+     "supported schemes: sqlite, postgresql, postgres (empty: the embedded SQLite file "
+     "<data-dir>/state.db)"),
     ([], {"MODELHOST_STATE_URL": "mysql://x"},
-     "MODELHOST_STATE_URL='mysql://x': unsupported state store; supported schemes: sqlite "
-     "(empty: the embedded SQLite file <data-dir>/state.db)"),
+     "MODELHOST_STATE_URL='mysql://x': unsupported state store; supported schemes: sqlite, "
+     "postgresql, postgres (empty: the embedded SQLite file <data-dir>/state.db)"),
     ([], {"MODELHOST_S3": "sometimes"},
      "MODELHOST_S3 must be 'auto', 'local' or 'aws', not 'sometimes'"),
     ([], {"MODELHOST_TRANSFORM_PART_BYTES": "0"},

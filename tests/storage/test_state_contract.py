@@ -1,4 +1,5 @@
-"""The state store contract, held by every implementation (the embedded SQLite file today).
+"""The state store contract, held by every implementation: the embedded SQLite file and a
+real PostgreSQL server.
 
 An implementation joins by adding a param to `opener`: a function that opens the same
 store again each time it is called, so durability across a restart is tested like the
@@ -18,12 +19,15 @@ from modelhost.storage import Record, StateStore, open_store
 Opener = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     opened: list[StateStore] = []
+    url = request.param
+    if url == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
 
     def open_again() -> StateStore:
-        store = open_store(Settings(data_dir=tmp_path, state_url=request.param))
+        store = open_store(Settings(data_dir=tmp_path, state_url=url))
         opened.append(store)
         return store
 
@@ -55,11 +59,12 @@ def test_insert_put_get_delete(store: StateStore) -> None:
 
 
 def test_list_and_names_are_by_kind_sorted_by_name(store: StateStore) -> None:
-    for name in ("b", "a", "c"):
+    for name in ("b", "a", "c", "B"):
         store.put("endpoint", name, {"EndpointName": name})
     store.put("model", "z", {"ModelName": "z"})
-    assert store.names("endpoint") == ["a", "b", "c"]
-    assert [r["EndpointName"] for r in store.list("endpoint")] == ["a", "b", "c"]
+    # Byte-wise, whatever the database's collation.
+    assert store.names("endpoint") == ["B", "a", "b", "c"]
+    assert [r["EndpointName"] for r in store.list("endpoint")] == ["B", "a", "b", "c"]
     assert store.names("model") == ["z"]
     assert store.list("nothing") == [] and store.names("nothing") == []
 
@@ -124,3 +129,47 @@ def test_state_survives_reopening(opener: Opener) -> None:
     again = opener()
     assert again.get("model", "iris") == {"ModelName": "iris"}
     assert again.tags("arn:x") == {"k": "v"}
+
+
+def test_fold_case_insert_refuses_a_name_differing_only_in_case(store: StateStore) -> None:
+    assert store.insert("model", "Iris", {"n": 1}, fold_case=True)
+    assert not store.insert("model", "iris", {"n": 2}, fold_case=True)
+    assert not store.insert("model", "IRIS", {"n": 3}, fold_case=True)
+    assert store.names("model") == ["Iris"]
+    # Other kinds are other name spaces; plain inserts and puts stay case-sensitive.
+    assert store.insert("endpoint", "iris", {"n": 4}, fold_case=True)
+    assert store.insert("model", "IRIS", {"n": 5})
+    store.put("model", "iRis", {"n": 6})
+    assert store.names("model") == ["IRIS", "Iris", "iRis"]
+    # Replacing keeps the folded name taken; deleting frees it.
+    store.put("model", "Iris", {"n": 7})
+    assert not store.insert("model", "iris", {"n": 8}, fold_case=True)
+    assert store.delete("model", "Iris")
+    assert store.insert("model", "iris", {"n": 9}, fold_case=True)
+
+
+def test_racing_fold_case_inserts_have_one_winner(opener: Opener) -> None:
+    """Creations of one name in different cases from many threads (or servers): the
+    store settles it, exactly one succeeds."""
+    store = opener()
+    names = [name for _ in range(5) for name in ("job", "Job", "JOB", "jOb")]
+    wins: list[str] = []
+    barrier = threading.Barrier(len(names))
+
+    def create(name: str) -> None:
+        barrier.wait()
+        if store.insert("transform_job", name, {"name": name}, fold_case=True):
+            wins.append(name)
+
+    workers = [threading.Thread(target=create, args=(name,)) for name in names]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(wins) == 1
+    assert store.names("transform_job") == wins
+
+
+def test_local_says_whether_calls_leave_the_process(
+        store: StateStore, request: pytest.FixtureRequest) -> None:
+    assert store.local is (request.node.callspec.params["opener"] == "sqlite")

@@ -34,14 +34,11 @@ def create(
     tags: list[dict[str, str]] | None,
 ) -> None:
     """Store a new resource and its tags. SageMaker names are unique regardless of case
-    (ARNs carry them in lower case)."""
+    (ARNs carry them in lower case); the store's insert settles it, so two servers (or
+    threads) creating the same name at once cannot both succeed."""
     if tags:
         check_count(ctx, record["_arn"], tags)
-    lowered = name.lower()
-    clash = any(
-        other.lower() == lowered and other != name for other in ctx.store.names(kind)
-    )
-    if clash or not ctx.store.insert(kind, name, record):
+    if not ctx.store.insert(kind, name, record, fold_case=True):
         raise ValidationError(
             f'Cannot create already existing {label} "{ctx.arn(kind.replace("_", "-"), name)}".'
         )

@@ -21,7 +21,8 @@ def server(
     region: Annotated[str, typer.Option(help="Region shown in ARNs.")] = defaults.REGION,
     state: Annotated[str | None, typer.Option(
         envvar="MODELHOST_STATE_URL", show_default=False,
-        help="Where state lives: sqlite (the data dir's state.db), the only kind today. "
+        help="Where state lives: sqlite (the data dir's state.db) or "
+        "postgresql://user:password@host:port/db (a database several servers share). "
         "[default: sqlite:///<data-dir>/state.db]")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     backup_interval: Annotated[float | None, typer.Option(
@@ -41,7 +42,7 @@ def server(
     from modelhost.config import Settings
     from modelhost.connections import IdleClosingProtocol
     from modelhost.server import ModelhostApp
-    from modelhost.storage import DataDirBusy, StoreDamaged
+    from modelhost.storage import DataDirBusy, StoreDamaged, StoreUnreachable
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,9 +54,10 @@ def server(
         settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,
                             **given)
         app = ModelhostApp(settings)
-    except (ValueError, DataDirBusy, StoreDamaged) as exc:  # a bad MODELHOST_* variable,
-        typer.echo(f"modelhost server: {exc}", err=True)  # a busy or damaged data dir
-        raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
+    except (ValueError, DataDirBusy, StoreDamaged, StoreUnreachable) as exc:  # a bad
+        typer.echo(f"modelhost server: {exc}", err=True)  # MODELHOST_* variable, a busy or
+        # damaged data dir, a database that cannot be reached
+        raise typer.Exit(2 if isinstance(exc, ValueError | StoreUnreachable) else 1) from None
     uvicorn.run(
         app, host=host, port=port, loop="uvloop", http=IdleClosingProtocol,
         lifespan="on", access_log=False, log_level="warning",

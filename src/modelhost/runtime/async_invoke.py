@@ -22,7 +22,7 @@ import regex
 from modelhost.errors import InvocationValidationError, ServiceUnavailable
 from modelhost.queue import Job, JobQueue
 from modelhost.runtime.invoke import endpoint_not_found
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore, StateStore
 
 DEFAULT_TTL_S = 6 * 3600
 DEFAULT_INVOCATION_TIMEOUT_S = 15 * 60
@@ -40,7 +40,7 @@ class AsyncAccepter:
                  wake: Callable[[], None]) -> None:
         self.min_ttl_s = min_ttl_s
         self._pending: list[tuple[Job, asyncio.Future[None]]] = []
-        self.store = store
+        self.store = LoopStore(store)
         self.objects = objects
         self.queue = queue
         self.account_id = account_id
@@ -51,7 +51,7 @@ class AsyncAccepter:
         self, name: str, headers: dict[bytes, bytes]
     ) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
         """Queue one request; returns the JSON body and the headers of the 202 answer."""
-        record = self.store.get("endpoint", name)
+        record = await self.store.get("endpoint", name)
         if record is None:
             raise endpoint_not_found(name, self.account_id)
         config = record["_desired"]["config"].get("AsyncInferenceConfig")
@@ -70,7 +70,8 @@ class AsyncAccepter:
             raise InvocationValidationError("InputLocation is required.")
         _check_headers(headers)
         await object_io(self.objects, self._check_input, input_location)
-        job = self._job(name, record, config, headers, input_location)
+        tags = await self.store.tags(record["_desired"]["config"]["EndpointConfigArn"])
+        job = self._job(name, record, config, headers, input_location, tags)
         await self._enqueue(job)
         return {"InferenceId": job.inference_id}, [
             (b"x-amzn-sagemaker-outputlocation", job.output_location.encode()),
@@ -127,7 +128,8 @@ class AsyncAccepter:
             )
 
     def _job(self, name: str, record: dict[str, Any], config: dict[str, Any],
-             headers: dict[bytes, bytes], input_location: str) -> Job:
+             headers: dict[bytes, bytes], input_location: str, tags: dict[str, str]
+             ) -> Job:
         output = config["OutputConfig"]
         job_id = str(uuid.uuid4())
         extension = _get(headers, "s3outputpathextension")
@@ -152,15 +154,17 @@ class AsyncAccepter:
             content_type=_get(headers, "content-type"),
             accept=_get(headers, "accept"),
             custom_attributes=_get(headers, "custom-attributes"),
-            notification=self._notification(record, output),
+            notification=_notification(output, tags),
         )
 
-    def _notification(self, record: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
-        targets = {key: value for key, value in output.get("NotificationConfig", {}).items()
-                   if key in ("SuccessTopic", "ErrorTopic")}
-        tags = self.store.tags(record["_desired"]["config"]["EndpointConfigArn"])
-        targets.update({key: tags[tag] for tag, key in WEBHOOK_TAGS.items() if tag in tags})
-        return targets
+
+def _notification(output: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    """Where a finished request is announced: the config's topics, and webhooks named by
+    the endpoint config's tags."""
+    targets = {key: value for key, value in output.get("NotificationConfig", {}).items()
+               if key in ("SuccessTopic", "ErrorTopic")}
+    targets.update({key: tags[tag] for tag, key in WEBHOOK_TAGS.items() if tag in tags})
+    return targets
 
 
 async def object_io(objects: ObjectStore, call: Callable[..., _T], *args: Any) -> _T:

@@ -12,7 +12,7 @@ import time
 from modelhost import metrics
 from modelhost.errors import InvocationValidationError, SageMakerError
 from modelhost.router import Answer, Deployment, Invocation, Router
-from modelhost.storage import StateStore
+from modelhost.storage import LoopStore, StateStore
 
 # Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
 _SERVING = frozenset({"InService", "Updating"})
@@ -30,7 +30,7 @@ class RealtimeInvoker:
     def __init__(self, router: Router, store: StateStore, account_id: str,
                  max_payload_bytes: int) -> None:
         self.router = router
-        self.store = store
+        self.store = LoopStore(store)
         self.account_id = account_id
         self.max_payload_bytes = max_payload_bytes
 
@@ -39,7 +39,10 @@ class RealtimeInvoker:
         Updating: the old config serves meanwhile) but is not in the router yet, because
         the server just started or its controller is bringing its instances back, is
         waited for, at most the model timeout; an endpoint that does not serve is the
-        caller's to fix (400)."""
+        caller's to fix (400). Only this path, never a request to a deployment the router
+        holds, reads the store: once, before the wait."""
+        record = None if name in self.router.deployments else await self.store.get(
+            "endpoint", name)
 
         def find() -> Deployment | None:
             deployment = self.router.deployments.get(name)
@@ -52,7 +55,6 @@ class RealtimeInvoker:
                         "has an AsyncInferenceConfig); invoke it with InvokeEndpointAsync."
                     )
                 return deployment
-            record = self.store.get("endpoint", name)
             if record is None:
                 raise endpoint_not_found(name, self.account_id)
             if record["EndpointStatus"] not in _SERVING:

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from .archive import UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
+from .loop_store import LoopStore
 from .object_store import InvalidObjectURI, ObjectStore
 from .objects import FsspecObjectStore, configured_s3_endpoint
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
 from .sqlite_state import SqliteStateStore
 from .state import Record, StateStore
+from .unreachable import StoreUnreachable
 
 if TYPE_CHECKING:
     from modelhost.config import Settings
@@ -22,10 +24,16 @@ if TYPE_CHECKING:
 def open_store(settings: Settings, guard: DataDirGuard | None = None) -> StateStore:
     """The state store `settings.state_url` names (MODELHOST_STATE_URL, checked when the
     settings were made). A SQLite file is opened with the checks `guard` derives from the
-    data dir's lock (see `DataDirGuard.checks`) and watched and backed up by it."""
+    data dir's lock (see `DataDirGuard.checks`) and watched and backed up by it; a
+    PostgreSQL database is left to its own server (raises `StoreUnreachable` when it
+    cannot be reached)."""
     from modelhost.config import state_scheme
 
     scheme = state_scheme(settings.state_url)
+    if scheme == "postgresql":
+        from .postgres_state import PostgresStateStore  # psycopg: the postgres extra
+
+        return PostgresStateStore(settings.state_url)
     if scheme != "sqlite":  # Settings refuses other schemes before anything opens
         raise ValueError(f"no state store implements {scheme!r}")
     path = settings.state_path
@@ -57,12 +65,14 @@ __all__ = [
     "DataDirLock",
     "FsspecObjectStore",
     "InvalidObjectURI",
+    "LoopStore",
     "ObjectStore",
     "Record",
     "SqliteStateStore",
     "StateStore",
     "StoreDamaged",
     "StoreUnavailable",
+    "StoreUnreachable",
     "UnsafeArchiveError",
     "backup",
     "backup_rotating",

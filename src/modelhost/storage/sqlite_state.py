@@ -5,11 +5,13 @@ the file is opened, checked and backed up)."""
 from __future__ import annotations
 
 import builtins
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
+from modelhost.domain import kinds
 from modelhost.storage.sqlite import SqliteFile
 from modelhost.storage.state import Record
 
@@ -28,27 +30,60 @@ CREATE TABLE IF NOT EXISTS tags (
 );
 """
 
+#: The kinds whose names were unique regardless of case before the store settled it
+#: (the API checked them): version 2 fills their `folded` column.
+_FOLDED_KINDS = (kinds.MODEL, kinds.ENDPOINT_CONFIG, kinds.ENDPOINT, kinds.TRANSFORM_JOB,
+                 kinds.RECOMMENDATION_JOB, kinds.TRANSFORM_SCHEDULE)
+
+
+def _add_folded(db: sqlite3.Connection) -> None:
+    """Version 2: `folded`, the lower-cased name of a record inserted with fold_case,
+    unique per kind (NULLs never clash)."""
+    db.execute("ALTER TABLE resources ADD COLUMN folded TEXT")
+    marks = ", ".join("?" * len(_FOLDED_KINDS))
+    rows = db.execute(f"SELECT kind, name FROM resources WHERE kind IN ({marks})",
+                      _FOLDED_KINDS).fetchall()
+    db.executemany("UPDATE resources SET folded = ? WHERE kind = ? AND name = ?",
+                   [(name.lower(), kind, name) for kind, name in rows])
+    db.execute("CREATE UNIQUE INDEX resources_folded ON resources (kind, folded)")
+
+
+#: Schema versions after the first (kept in PRAGMA user_version): version N + 2 is
+#: reached by MIGRATIONS[N]. Never edit a released entry; add one.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_folded,)
+
+
 class SqliteStateStore(SqliteFile):
     """Thread-safe, one connection; SQLite calls here take microseconds, so callers on the
     event loop use it directly instead of paying for a thread hop."""
 
+    local = True
+
     def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
                  ) -> None:
         super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
+        with self._transaction() as db:  # one server per data dir: no one else migrates
+            version = max(db.execute("PRAGMA user_version").fetchone()[0], 1)
+            for migration in MIGRATIONS[version - 1:]:
+                migration(db)
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
 
-    def insert(self, kind: str, name: str, record: Record) -> bool:
-        """Add a resource; False when one of that kind and name already exists."""
+    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False
+               ) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO resources (kind, name, data) VALUES (?, ?, ?)",
-                (kind, name, orjson.dumps(record)),
+                "INSERT OR IGNORE INTO resources (kind, name, folded, data) "
+                "VALUES (?, ?, ?, ?)",
+                (kind, name, name.lower() if fold_case else None, orjson.dumps(record)),
             )
             return cursor.rowcount == 1
 
     def put(self, kind: str, name: str, record: Record) -> None:
+        """Add or replace; a replaced record keeps its `folded` name."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO resources (kind, name, data) VALUES (?, ?, ?)",
+                "INSERT INTO resources (kind, name, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, name) DO UPDATE SET data = excluded.data",
                 (kind, name, orjson.dumps(record)),
             )
 

@@ -9,9 +9,11 @@ looks inside one.
 This is the interface the rest of modelhost sees; `SqliteStateStore` (sqlite_state.py) is
 the embedded implementation and `modelhost.storage.open_store` picks one from the
 settings. Every implementation runs the contract suite in tests/storage/test_state_contract.py.
-Calls are synchronous and must be quick (the event loop calls them directly), and each one
-is atomic on its own: `modify` is the read-modify-write the API and the controllers use to
-write one record without losing each other's fields.
+Calls are synchronous and each one is atomic on its own: `modify` is the read-modify-write
+the API and the controllers use to write one record without losing each other's fields.
+A store whose calls may wait on a network round trip says so with `local = False`; code on
+the event loop reaches the store through `LoopStore` (loop_store.py), which runs such calls
+in a thread.
 """
 
 from __future__ import annotations
@@ -24,8 +26,16 @@ Record = dict[str, Any]
 
 
 class StateStore(Protocol):
-    def insert(self, kind: str, name: str, record: Record) -> bool:
-        """Add a resource; False when one of that kind and name already exists."""
+    #: True when a call never leaves the process (an embedded file): quick enough to make
+    #: on the event loop. False when it may wait on a database server.
+    local: bool
+
+    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False
+               ) -> bool:
+        """Add a resource; False when one of that kind and name already exists. With
+        `fold_case`, also False when another record of the kind inserted with `fold_case`
+        has the same name regardless of case (SageMaker's unique names): the store settles
+        it, so two creations racing cannot both win."""
         ...
 
     def put(self, kind: str, name: str, record: Record) -> None:

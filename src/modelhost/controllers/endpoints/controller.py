@@ -29,7 +29,7 @@ from modelhost.controllers.endpoints.serverless import ServerlessScaler
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.instances import InstanceBackend
 from modelhost.router import Router
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,11 @@ class EndpointController(ReconcileLoop):
     ) -> None:
         super().__init__("endpoint reconcile", settings.health_interval_s)
         self.settings = settings
-        self.store = store
+        # Awaited store calls: in a thread unless the store is a local file.
+        self.store = LoopStore(store)
         self.backend = backend
         self.router = router
-        self.fleet = Fleet(settings, store, objects, backend, router)
+        self.fleet = Fleet(settings, self.store, objects, backend, router)
         self._operations: dict[str, asyncio.Task[None]] = {}
         self.meter = Meter(router)
         self.replacer = Replacer(self.fleet)
@@ -81,7 +82,7 @@ class EndpointController(ReconcileLoop):
         await self.backend.close()
 
     async def reconcile(self) -> None:
-        records = {r["EndpointName"]: r for r in self.store.list(KIND)}
+        records = {r["EndpointName"]: r for r in await self.store.list(KIND)}
         for name, record in records.items():
             running = self._operations.get(name)
             busy = running is not None and not running.done()

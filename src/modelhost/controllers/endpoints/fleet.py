@@ -17,13 +17,13 @@ from typing import Any
 from modelhost.config import Settings
 from modelhost.instances import InstanceBackend
 from modelhost.router import Router
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore
 
 
 @dataclass(eq=False)
 class Fleet:
     settings: Settings
-    store: StateStore
+    store: LoopStore
     objects: ObjectStore
     backend: InstanceBackend
     router: Router

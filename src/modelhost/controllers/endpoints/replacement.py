@@ -111,4 +111,4 @@ class Replacer:
         pool.replicas.append(Replica(instance, pool.name))
         fleet.router.changed()
         count_instances(name, deployment.variants)
-        write_status(fleet, name, None, fleet.desired.get(name))
+        await write_status(fleet, name, None, fleet.desired.get(name))

@@ -21,7 +21,7 @@ def count_instances(name: str, pools: dict[str, VariantPool]) -> None:
         metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
 
 
-def write_status(
+async def write_status(
     fleet: Fleet,
     name: str,
     status: str | None,
@@ -33,6 +33,11 @@ def write_status(
     """Record what the endpoint runs now. Never overwrites a delete the API asked for,
     nor a newer desired state that arrived while this operation ran."""
     deployment = fleet.router.deployments.get(name)
+    # Read here, on the loop: `change` may run in a worker thread.
+    current = {} if deployment is None else {
+        pool.name: (pool.weight, len(pool.available()))
+        for pool in deployment.variants.values()
+    }
 
     def change(record: dict[str, Any]) -> dict[str, Any] | None:
         if record["EndpointStatus"] == "Deleting":
@@ -54,16 +59,12 @@ def write_status(
             if not fields:
                 record.pop("FailureReason", None)
         source = record["_desired"] if restore or desired is None else desired
-        current = {} if deployment is None else {
-            pool.name: (pool.weight, len(pool.available()))
-            for pool in deployment.variants.values()
-        }
         record.pop("AsyncInferenceConfig", None)  # the new config may have none
         record.update(deployed_fields(source, current))
         record.update(fields)
         return record
 
-    fleet.store.modify(KIND, name, change)
+    await fleet.store.modify(KIND, name, change)
 
 
 class Meter:

@@ -76,15 +76,16 @@ class Rollout:
                 f"Deployment failed: {type(failure).__name__}: {failure}")
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
-                write_status(fleet, name, "Failed", desired,
-                             FailureReason=fit_failure_reason(reason))
+                await write_status(fleet, name, "Failed", desired,
+                                   FailureReason=fit_failure_reason(reason))
             else:
                 # Roll back: the deployment that serves now stays, as SageMaker does.
-                write_status(fleet, name, "InService", live_desired, restore=True,
-                             FailureReason=fit_failure_reason(f"Update failed: {reason}"))
+                await write_status(
+                    fleet, name, "InService", live_desired, restore=True,
+                    FailureReason=fit_failure_reason(f"Update failed: {reason}"))
             return
         fleet.desired[name] = desired
-        write_status(fleet, name, "InService", desired)
+        await write_status(fleet, name, "InService", desired)
 
     async def _blue_green(
         self, name: str, old: Deployment | None, desired: dict[str, Any]
@@ -218,10 +219,10 @@ class Rollout:
         """DeleteEndpoint: take it down, then remove its record and tags."""
         await self.teardown(name)
         store = self.fleet.store
-        record = store.get(KIND, name)
+        record = await store.get(KIND, name)
         if record is not None:
-            store.delete(KIND, name)
-            store.delete_tags(record["EndpointArn"])
+            await store.delete(KIND, name)
+            await store.delete_tags(record["EndpointArn"])
 
     async def teardown(self, name: str) -> None:
         """Unpublish the endpoint's deployment and drain and stop its instances."""

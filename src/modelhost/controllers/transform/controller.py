@@ -42,7 +42,7 @@ from modelhost.controllers.transform.job import Job, JobFailed
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceBackend, InstanceClient
-from modelhost.storage import InvalidObjectURI, ObjectStore, StateStore
+from modelhost.storage import InvalidObjectURI, LoopStore, ObjectStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class TransformController(ReconcileLoop):
                  backend: InstanceBackend) -> None:
         super().__init__("transform reconcile", settings.health_interval_s)
         self.settings = settings
-        self.store = store
+        self.store = LoopStore(store)
         self.objects = objects
         self.backend = backend
         self.client = InstanceClient()
@@ -68,7 +68,7 @@ class TransformController(ReconcileLoop):
         return self.settings.data_dir / "transform"
 
     async def step(self) -> None:
-        self.reconcile()
+        await self.reconcile()
         self.instances.meter()
 
     async def shutdown(self) -> None:
@@ -77,8 +77,8 @@ class TransformController(ReconcileLoop):
         await cancel_all(self._tasks.values())
         self.client.close()
 
-    def reconcile(self) -> None:
-        for record in self.store.list(KIND):
+    async def reconcile(self) -> None:
+        for record in await self.store.list(KIND):
             name = record["TransformJobName"]
             status = record["TransformJobStatus"]
             task = self._tasks.get(name)
@@ -95,12 +95,12 @@ class TransformController(ReconcileLoop):
                     if not task.cancelling():
                         task.cancel()
                 else:
-                    self._finish(name, "Stopped")
+                    await self._finish(name, "Stopped")
 
     # --- one job ---------------------------------------------------------------------
 
     async def _run(self, name: str) -> None:
-        record = self.store.get(KIND, name)
+        record = await self.store.get(KIND, name)
         if record is None:
             return
         outcome: tuple[str, str | None] | None = None  # None: the server is shutting down
@@ -117,7 +117,7 @@ class TransformController(ReconcileLoop):
             await _all_or_none([self._worker(job, i, pending) for i in instances])
             outcome = ("Completed", None)
         except asyncio.CancelledError:
-            current = self.store.get(KIND, name)
+            current = await self.store.get(KIND, name)
             if current is not None and current["TransformJobStatus"] == "Stopping":
                 outcome = ("Stopped", None)
             raise
@@ -131,7 +131,7 @@ class TransformController(ReconcileLoop):
             # instances are gone before the status says the job ended
             await self.instances.stop(name)
             if outcome is not None:
-                self._finish(name, *outcome)
+                await self._finish(name, *outcome)
 
     async def _prepare(self, record: dict[str, Any]) -> Job:
         """The job's settings and its input list, read once and kept in the store so a
@@ -150,7 +150,7 @@ class TransformController(ReconcileLoop):
                 r["TransformProgress"] = journal.summary(progress)
                 return r
 
-            record = self.store.modify(KIND, name, start) or record
+            record = await self.store.modify(KIND, name, start) or record
         transform_input = record["TransformInput"]
         output = record["TransformOutput"]
         headers = []
@@ -183,7 +183,7 @@ class TransformController(ReconcileLoop):
 
     async def _transform_object(self, job: Job, instance: Instance, index: int) -> None:
         uri, relative = job.objects[index]
-        state = self.store.get(KIND, job.name)["_progress"]["objects"][index]  # type: ignore[index]
+        state = (await self.store.get(KIND, job.name))["_progress"]["objects"][index]  # type: ignore[index]
         parts_dir = job.work_dir / str(index)
         await asyncio.to_thread(journal.drop_uncommitted, parts_dir, state["parts"])
         record = job.record
@@ -215,7 +215,7 @@ class TransformController(ReconcileLoop):
                                     target)
         except InvalidObjectURI as exc:
             raise JobFailed(f"Cannot write the output of {uri}: {exc}") from None
-        self._commit(job.name, index, done=True)
+        await self._commit(job.name, index, done=True)
         await asyncio.to_thread(shutil.rmtree, parts_dir, True)
 
     async def _stream(self, job: Job, instance: Instance, index: int,
@@ -265,12 +265,12 @@ class TransformController(ReconcileLoop):
                     state: dict[str, Any], batch: MiniBatch) -> None:
         """Commit a part: durable under its final name first, then counted in the store."""
         await asyncio.to_thread(journal.seal, part, parts_dir, state["parts"])
-        state.update(self._commit(name, index, offset=batch.end_offset,
+        state.update(await self._commit(name, index, offset=batch.end_offset,
                                   records=batch.first_record + batch.records))
 
     # --- progress ----------------------------------------------------------------------
 
-    def _commit(self, name: str, index: int, **changes: Any) -> dict[str, Any]:
+    async def _commit(self, name: str, index: int, **changes: Any) -> dict[str, Any]:
         """Record one object's progress; returns its new state."""
         result: dict[str, Any] = {}
 
@@ -279,10 +279,10 @@ class TransformController(ReconcileLoop):
             record["TransformProgress"] = journal.summary(record["_progress"])
             return record
 
-        self.store.modify(KIND, name, change)
+        await self.store.modify(KIND, name, change)
         return result
 
-    def _finish(self, name: str, status: str, reason: str | None = None) -> None:
+    async def _finish(self, name: str, status: str, reason: str | None = None) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any] | None:
             if record["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
                 return None
@@ -294,7 +294,7 @@ class TransformController(ReconcileLoop):
                 record["FailureReason"] = fit_failure_reason(reason)
             return record
 
-        self.store.modify(KIND, name, change)
+        await self.store.modify(KIND, name, change)
         shutil.rmtree(self.work_root / name, ignore_errors=True)
 
 

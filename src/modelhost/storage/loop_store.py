@@ -1,0 +1,50 @@
+"""The state store as code on the event loop reaches it: every call awaited.
+
+A local store (the embedded SQLite file) answers in microseconds, so its calls run
+directly, without paying for a thread hop; any other store's calls wait on a network round
+trip and run in a worker thread, so the event loop (which also serves every invocation)
+never blocks on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from modelhost.storage.state import Record, StateStore
+
+T = TypeVar("T")
+
+
+class LoopStore:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    async def _call(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.store.local:
+            return call(*args, **kwargs)
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    async def get(self, kind: str, name: str) -> Record | None:
+        return await self._call(self.store.get, kind, name)
+
+    async def list(self, kind: str) -> builtins.list[Record]:
+        return await self._call(self.store.list, kind)
+
+    async def put(self, kind: str, name: str, record: Record) -> None:
+        await self._call(self.store.put, kind, name, record)
+
+    async def modify(self, kind: str, name: str,
+                     change: Callable[[Record], Record | None]) -> Record | None:
+        """`change` may run in a worker thread: it must only compute the new record."""
+        return await self._call(self.store.modify, kind, name, change)
+
+    async def delete(self, kind: str, name: str) -> bool:
+        return await self._call(self.store.delete, kind, name)
+
+    async def tags(self, arn: str) -> dict[str, str]:
+        return await self._call(self.store.tags, arn)
+
+    async def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
+        await self._call(self.store.delete_tags, arn, keys)
