@@ -29,7 +29,7 @@ from tests.support.containers import (
     podman_service,
     wait_until,
 )
-from tests.support.endpoints import deploy, undeploy, unique, wait_for_status
+from tests.support.endpoints import deploy, deployed, undeploy, unique, wait_for_status
 from tests.support.models import put_iris_model, put_model
 from tests.support.server import ServerProcess, running_server
 
@@ -216,3 +216,39 @@ def test_image_without_an_engine_fails_saying_how_to_get_one(tmp_path: Path) -> 
         assert "podman" in status["FailureReason"]
         # modelhost's own images still run on the built-in model server.
         deploy(sagemaker, put_iris_model(server.data_dir))
+
+
+def _deploy_serverless(sagemaker, url: str, memory_mb: int) -> str:
+    name = unique("sl")
+    sagemaker.create_model(ModelName=name, PrimaryContainer={"Image": BYOC_IMAGE,
+                                                             "ModelDataUrl": url},
+                           ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": name,
+         "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": 1}}])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    assert wait_for_status(sagemaker, name, {"InService", "Failed"})["EndpointStatus"] == \
+        "InService"
+    return name
+
+
+def test_serverless_container_holds_its_memory_size(container_server: ServerProcess) -> None:
+    sagemaker = container_server.client("sagemaker")
+    runtime = container_server.client("sagemaker-runtime")
+    url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
+    name = _deploy_serverless(sagemaker, url, 1024)
+    # A cold start on the first request: the container starts then.
+    assert _invoke(runtime, name, {"allocate_mb": 100})["server"] == "byoc"
+    [container] = _running(container_server, name)
+    limit = podman("inspect", "--format", "{{.HostConfig.Memory}}", str(container["Id"]))
+    assert int(limit.stdout) == 1024 * 1024**2
+
+    # Past its memory size the kernel kills it; the request fails, the next one gets a
+    # new container.
+    with pytest.raises(ClientError):
+        _invoke(runtime, name, {"allocate_mb": 1500})
+    wait_until(lambda: container["Id"] not in {c["Id"] for c in _of_endpoint(
+        container_server, name)}, "the killed container removed")
+    assert _invoke(runtime, name)["server"] == "byoc"
+    assert str(container["Id"]) not in {str(c["Id"]) for c in _running(container_server, name)}

@@ -27,6 +27,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,11 @@ CONTAINER_PORT = 8080
 #: Seconds a container gets after SIGTERM before it is killed (the process backend's).
 STOP_GRACE_S = 5
 #: Engine sockets tried, in order, when none is configured.
+#: Seconds to wait for the engine to answer a ping, and any other call (a pull, a stop).
+CONNECT_TIMEOUT_S = 5
+CALL_TIMEOUT_S = 120
+#: How long a failed connection is taken as the answer for built-in images' lookups.
+RETRY_S = 30
 DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
 
 HOW_TO_GET_ONE = (
@@ -88,11 +94,23 @@ class _Engine:
         self._client: Any = None
         self._streams: Any = None  # without a read timeout: log streams stay quiet for long
         self.url = ""
+        self._failed: tuple[float, EngineMissing] | None = None
 
-    def client(self) -> Any:
+    def client(self, recent_failure_ok: bool = False) -> Any:
+        """The connected client; `recent_failure_ok` repeats a failure of the last
+        `RETRY_S` seconds instead of trying again (for questions asked on every start of
+        a built-in image, which must not wait on an engine that is not there)."""
         with self._lock:
             if self._client is None:
-                self._connect()
+                if recent_failure_ok and self._failed is not None \
+                        and time.monotonic() < self._failed[0] + RETRY_S:
+                    raise self._failed[1]
+                try:
+                    self._connect()
+                except EngineMissing as exc:
+                    self._failed = (time.monotonic(), exc)
+                    raise
+                self._failed = None
             return self._client
 
     def streams(self) -> Any:
@@ -109,8 +127,9 @@ class _Engine:
         errors = []
         for url in urls:
             try:
-                client = DockerClient(base_url=url, timeout=120)
+                client = DockerClient(base_url=url, timeout=CONNECT_TIMEOUT_S)
                 client.ping()
+                client.api.timeout = CALL_TIMEOUT_S  # a pull or a stop takes a while
             except Exception as exc:  # the SDK raises requests' and its own errors
                 errors.append(f"{url}: {exc}")
                 continue
@@ -143,11 +162,11 @@ class _Engine:
             self._streams.close()
             self._client = self._streams = None
 
-    def find_image(self, image: str) -> str | None:
+    def find_image(self, image: str, recent_failure_ok: bool = False) -> str | None:
         """The local name the image is found under, or None."""
         from docker.errors import ImageNotFound
 
-        client = self.client()
+        client = self.client(recent_failure_ok)
         for name in images.candidates(image):
             try:
                 client.images.get(name)
@@ -290,9 +309,10 @@ class ContainerBackend:
     async def has_image(self, image: str) -> bool:
         """Whether an engine is reachable and holds the image locally (never pulls)."""
         try:
-            return await asyncio.to_thread(self._engine.find_image, image) is not None
+            found = await asyncio.to_thread(self._engine.find_image, image, True)
         except EngineMissing:
             return False
+        return found is not None
 
     async def start(self, spec: InstanceSpec) -> ContainerInstance:
         if not spec.image:
