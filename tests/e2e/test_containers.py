@@ -29,7 +29,14 @@ from tests.support.containers import (
     podman_service,
     wait_until,
 )
-from tests.support.endpoints import deploy, deployed, undeploy, unique, wait_for_status
+from tests.support.endpoints import (
+    deploy,
+    deployed,
+    undeploy,
+    unique,
+    wait_for,
+    wait_for_status,
+)
 from tests.support.models import put_iris_model, put_model
 from tests.support.server import ServerProcess, running_server
 
@@ -252,3 +259,37 @@ def test_serverless_container_holds_its_memory_size(container_server: ServerProc
         container_server, name)}, "the killed container removed")
     assert _invoke(runtime, name)["server"] == "byoc"
     assert str(container["Id"]) not in {str(c["Id"]) for c in _running(container_server, name)}
+
+
+def test_transform_job_runs_on_the_image(container_server: ServerProcess) -> None:
+    sagemaker = container_server.client("sagemaker")
+    model = unique("byoc")
+    sagemaker.create_model(ModelName=model, PrimaryContainer={
+        "Image": BYOC_IMAGE,
+        "ModelDataUrl": put_model(container_server.data_dir, model, MODEL_FILES)},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    objects = container_server.data_dir / "objects"
+    for index in range(2):
+        source = objects / "transform-in" / model / f"part-{index}.json"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(json.dumps({"part": index}))
+    job = unique("tj")
+    sagemaker.create_transform_job(
+        TransformJobName=job, ModelName=model,
+        TransformInput={"DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://transform-in/{model}/"}},
+            "ContentType": "application/json", "SplitType": "None"},
+        TransformOutput={"S3OutputPath": f"s3://transform-out/{model}/"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+    status = wait_for(lambda: sagemaker.describe_transform_job(TransformJobName=job),
+                      "TransformJobStatus", {"Completed", "Failed", "Stopped"}, f"job {job}",
+                      timeout_s=120)
+    assert status["TransformJobStatus"] == "Completed", status.get("FailureReason")
+    for index in range(2):
+        output = objects / "transform-out" / model / f"part-{index}.json.out"
+        answer = json.loads(output.read_text())
+        assert answer["server"] == "byoc" and answer["echo"] == {"part": index}
+    # It ran in a container (its log is the container's output), which went with the job.
+    assert any("byoc serving" in log.read_text()
+               for log in (container_server.data_dir / "logs" / job).glob("*.log"))
+    wait_until(lambda: _of_endpoint(container_server, job) == [], "the job's container gone")
