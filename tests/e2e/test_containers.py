@@ -293,3 +293,18 @@ def test_transform_job_runs_on_the_image(container_server: ServerProcess) -> Non
     assert any("byoc serving" in log.read_text()
                for log in (container_server.data_dir / "logs" / job).glob("*.log"))
     wait_until(lambda: _of_endpoint(container_server, job) == [], "the job's container gone")
+
+
+def test_container_that_stops_answering_is_replaced(container_server: ServerProcess) -> None:
+    sagemaker = container_server.client("sagemaker")
+    runtime = container_server.client("sagemaker-runtime")
+    url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
+    name = deploy(sagemaker, url, image=BYOC_IMAGE, timeout_s=120)
+    [frozen] = _running(container_server, name)
+    podman("pause", str(frozen["Id"]))  # alive to the engine, silent to its pings
+    wait_until(lambda: [str(c["Id"]) for c in _running(container_server, name)]
+               not in ([], [str(frozen["Id"])]), "a replacement for the paused container",
+               timeout_s=90)
+    wait_until(lambda: str(frozen["Id"]) not in {str(c["Id"]) for c in _of_endpoint(
+        container_server, name)}, "the paused container removed")
+    assert _invoke(runtime, name)["server"] == "byoc"
