@@ -290,8 +290,8 @@ def test_transform_job_runs_on_the_image(container_server: ServerProcess) -> Non
         answer = json.loads(output.read_text())
         assert answer["server"] == "byoc" and answer["echo"] == {"part": index}
     # It ran in a container (its log is the container's output), which went with the job.
-    assert any("byoc serving" in log.read_text()
-               for log in (container_server.data_dir / "logs" / job).glob("*.log"))
+    wait_until(lambda: any("byoc serving" in log.read_text() for log in (
+        container_server.data_dir / "logs" / job).glob("*.log")), "the job's container log")
     wait_until(lambda: _of_endpoint(container_server, job) == [], "the job's container gone")
 
 

@@ -280,8 +280,10 @@ class ContainerInstance:
                     self._container.kill()
                 else:
                     self._container.stop(timeout=STOP_GRACE_S)
-        self._remove()
+        # The watcher reads the output to its end and removes the container; whatever
+        # it could not, goes now.
         self._watcher.join(timeout=STOP_GRACE_S + 5)
+        self._remove()
 
 
 class ContainerBackend:
