@@ -29,7 +29,7 @@ def test_the_container_backend_is_configured_from_the_settings(tmp_path: Path) -
     assert isinstance(backend, RoutingBackend) and backend.default == "container"
     containers = backend.containers
     assert isinstance(containers, ContainerBackend)
-    assert containers._engine._configured == "unix:///run/engine.sock"
+    assert containers._engine.configured == "unix:///run/engine.sock"
     assert containers._engine.scope == scope_key(tmp_path)
     assert containers._cpu_scale == 0.5
 

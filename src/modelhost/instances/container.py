@@ -88,7 +88,7 @@ class _Engine:
     server); the first one removes this scope's leftovers. Its methods block."""
 
     def __init__(self, configured: str, scope: str) -> None:
-        self._configured = configured
+        self.configured = configured
         self.scope = scope
         self._lock = threading.Lock()
         self._client: Any = None
@@ -118,12 +118,15 @@ class _Engine:
         return self._streams
 
     def _connect(self) -> None:
+        urls = engine_urls(self.configured)
+        if not urls:
+            raise EngineMissing("no container engine configured and no socket at "
+                                f"{', '.join(DEFAULT_SOCKETS)}: {HOW_TO_GET_ONE}")
         try:  # the `container` extra; imported only when containers are used
             from docker.client import DockerClient
         except ImportError as exc:
             raise EngineMissing("container instances need the Docker Engine API client: "
                                 "pip install 'modelhost[container]'") from exc
-        urls = engine_urls(self._configured)
         errors = []
         for url in urls:
             try:
@@ -137,9 +140,8 @@ class _Engine:
             self._streams = DockerClient(base_url=url, timeout=None)
             self.remove_leftovers()
             return
-        tried = "; ".join(errors) if errors else "no engine configured and no socket at " + \
-            ", ".join(DEFAULT_SOCKETS)
-        raise EngineMissing(f"no container engine reachable ({tried}): {HOW_TO_GET_ONE}")
+        raise EngineMissing(f"no container engine reachable ({'; '.join(errors)}): "
+                            f"{HOW_TO_GET_ONE}")
 
     def containers(self) -> list[Any]:
         found: list[Any] = self._client.containers.list(
@@ -308,8 +310,15 @@ class ContainerBackend:
     async def close(self) -> None:
         await asyncio.to_thread(self._engine.close)
 
+    def configured(self) -> bool:
+        """Whether an engine may be there at all (one is configured or a usual socket
+        exists): without one, built-in images start with no engine call."""
+        return bool(engine_urls(self._engine.configured))
+
     async def has_image(self, image: str) -> bool:
         """Whether an engine is reachable and holds the image locally (never pulls)."""
+        if not self.configured():
+            return False
         try:
             found = await asyncio.to_thread(self._engine.find_image, image, True)
         except EngineMissing:
