@@ -59,7 +59,16 @@ class Settings:
     port: int = defaults.PORT
     region: str = defaults.REGION
     account_id: str = "000000000000"
-    instance_backend: str = "process"
+    # "process": modelhost's own images run as processes, any other image in a container;
+    # "container": every instance in a container (modelhost.instances.open_backend).
+    instance_backend: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_INSTANCE_BACKEND", "").strip().lower()
+        or "process")
+    # The container engine's API (a Docker-compatible socket: dockerd or `podman system
+    # service`); empty: DOCKER_HOST, else /run/podman/podman.sock or /var/run/docker.sock.
+    container_host: str = field(
+        default_factory=lambda: (os.environ.get("MODELHOST_CONTAINER_HOST", "").strip()
+                                 or os.environ.get("DOCKER_HOST", "").strip()))
     # Where the state store lives: empty or "sqlite" for the embedded SQLite file
     # <data-dir>/state.db (see `state_path`), or a postgresql://user:password@host/db URL
     # for a PostgreSQL database several servers share; other schemes are refused.

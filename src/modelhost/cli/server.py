@@ -24,6 +24,10 @@ def server(
         help="Where state lives: sqlite (the data dir's state.db) or "
         "postgresql://user:password@host:port/db (a database several servers share). "
         "[default: sqlite:///<data-dir>/state.db]")] = None,
+    instance_backend: Annotated[str | None, typer.Option(
+        envvar="MODELHOST_INSTANCE_BACKEND", show_default=False,
+        help="process: modelhost's own images run as processes, any other image in a "
+        "container; container: every instance in a container. [default: process]")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     backup_interval: Annotated[float | None, typer.Option(
         envvar="MODELHOST_BACKUP_INTERVAL", show_default=False,
@@ -48,7 +52,8 @@ def server(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given: dict[str, Any] = {key: value for key, value in (
         ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
-        ("backup_folder", backup_dir and backup_dir.resolve()), ("state_url", state))
+        ("backup_folder", backup_dir and backup_dir.resolve()), ("state_url", state),
+        ("instance_backend", instance_backend and instance_backend.strip().lower()))
         if value is not None}
     try:
         settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,

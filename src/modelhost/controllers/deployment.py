@@ -92,6 +92,7 @@ def instance_spec(
         framework=framework_for_image(container["Image"]),
         instance_type=instance_type,
         environment=dict(container.get("Environment", {})),
+        image=container["Image"],
     )
     return numbered(settings, spec, endpoint, variant["VariantName"], index)
 

@@ -17,28 +17,36 @@ from modelhost.instances.client import (
     Response,
     token_header,
 )
+from modelhost.instances.container import ContainerBackend, ContainerInstance
 from modelhost.instances.process import ProcessBackend
+from modelhost.instances.routing import RoutingBackend
 
 if TYPE_CHECKING:
     from modelhost.config import Settings
 
 #: The backends `Settings.instance_backend` may name.
-BACKENDS = ("process",)
+BACKENDS = ("process", "container")
 
 
 def open_backend(settings: Settings) -> InstanceBackend:
     """The instance backend the settings name, configured from them: the one place a new
-    backend (containers, Ray) is added."""
-    if settings.instance_backend == "process":
-        return ProcessBackend(settings.fork_server, settings.cgroups, settings.cpu_scale,
-                              scope_key(settings.data_dir), settings.data_dir,
-                              settings.instance_user)
-    raise ValueError(f"unknown instance backend {settings.instance_backend!r}; available: "
-                     f"{', '.join(BACKENDS)}")
+    backend (Ray) is added. Both names give a routing backend over processes and
+    containers: "process" runs modelhost's own images as processes and any other image in
+    a container; "container" runs every instance in a container."""
+    if settings.instance_backend not in BACKENDS:
+        raise ValueError(f"unknown instance backend {settings.instance_backend!r}; "
+                         f"available: {', '.join(BACKENDS)}")
+    scope = scope_key(settings.data_dir)
+    processes = ProcessBackend(settings.fork_server, settings.cgroups, settings.cpu_scale,
+                               scope, settings.data_dir, settings.instance_user)
+    containers = ContainerBackend(settings.container_host, scope, settings.cpu_scale)
+    return RoutingBackend(settings.instance_backend, processes, containers)
 
 
 __all__ = [
     "BACKENDS",
+    "ContainerBackend",
+    "ContainerInstance",
     "Instance",
     "InstanceBackend",
     "InstanceClient",
@@ -46,6 +54,7 @@ __all__ = [
     "InstanceUnreachable",
     "ProcessBackend",
     "Response",
+    "RoutingBackend",
     "open_backend",
     "token_header",
 ]

@@ -17,6 +17,9 @@ class InstanceSpec:
     instance_type: InstanceType
     environment: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    # The model's `PrimaryContainer.Image`: what a container backend runs ("": none, the
+    # built-in model server only).
+    image: str = ""
 
 
 class Instance(Protocol):

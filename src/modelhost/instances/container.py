@@ -1,0 +1,376 @@
+"""The `container` backend: each instance is an OCI container run the way SageMaker runs
+an inference image.
+
+The image gets `serve` as its argument, the model's unpacked artifacts read-only at
+`/opt/ml/model`, the model's `Environment` plus SageMaker's variables, and answers
+`/ping` and `/invocations` on port 8080, published on 127.0.0.1 only, where the router
+reaches it like any instance. The instance type holds through the engine: a CPU quota
+(`nano_cpus`, the cores the process backend would give) and a memory limit.
+
+The engine is driven through the `docker` SDK, which speaks to Docker Engine and to
+podman's Docker-compatible service alike. Its calls block, so every one runs in a thread:
+the server's event loop never waits on the engine. Each container has a watcher thread
+that copies its output into the instance's log file and notes when it exits, so
+`is_alive` (asked on every health check) is an attribute read.
+
+Containers do not die with the server as instance processes do, so each carries the data
+dir's scope as a label: stopping an instance removes its container, closing the backend
+removes any left, and the first connection to the engine (made under the data dir's lock)
+removes whatever a server killed earlier left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modelhost.instances import cgroups, images
+from modelhost.instances.base import InstanceSpec
+from modelhost.instances.client import InstanceClient, grant_token, revoke_token
+from modelhost.instances.forkserver import THREAD_VARIABLES
+
+logger = logging.getLogger(__name__)
+
+#: The label every container of this server carries: the data dir's scope.
+SCOPE_LABEL = "modelhost.scope"
+INSTANCE_LABEL = "modelhost.instance"
+#: Where SageMaker mounts the model and what it listens on, inside the container.
+MODEL_MOUNT = "/opt/ml/model"
+CONTAINER_PORT = 8080
+#: Seconds a container gets after SIGTERM before it is killed (the process backend's).
+STOP_GRACE_S = 5
+#: Engine sockets tried, in order, when none is configured.
+#: Seconds to wait for the engine to answer a ping, and any other call (a pull, a stop).
+CONNECT_TIMEOUT_S = 5
+CALL_TIMEOUT_S = 120
+#: How long a failed connection is taken as the answer for built-in images' lookups.
+RETRY_S = 30
+DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
+
+HOW_TO_GET_ONE = (
+    "install podman and run `podman system service --time=0 unix:///run/podman/podman.sock` "
+    "(or run Docker Engine), or point MODELHOST_CONTAINER_HOST at an engine's socket"
+)
+
+
+class EngineMissing(OSError):
+    """No container engine answers; the message says how to get one."""
+
+
+def engine_urls(configured: str) -> list[str]:
+    """The engine addresses to try: the configured one, else the usual sockets that exist."""
+    if configured:
+        return [configured]
+    return [f"unix://{path}" for path in DEFAULT_SOCKETS if Path(path).exists()]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(path: Path | None, lines: int = 12) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+class _Engine:
+    """One connection to the engine, made on first use (the engine may start after the
+    server); the first one removes this scope's leftovers. Its methods block."""
+
+    def __init__(self, configured: str, scope: str) -> None:
+        self.configured = configured
+        self.scope = scope
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._streams: Any = None  # without a read timeout: log streams stay quiet for long
+        self.url = ""
+        self._failed: tuple[float, EngineMissing] | None = None
+
+    def client(self, recent_failure_ok: bool = False) -> Any:
+        """The connected client; `recent_failure_ok` repeats a failure of the last
+        `RETRY_S` seconds instead of trying again (for questions asked on every start of
+        a built-in image, which must not wait on an engine that is not there)."""
+        with self._lock:
+            if self._client is None:
+                if recent_failure_ok and self._failed is not None \
+                        and time.monotonic() < self._failed[0] + RETRY_S:
+                    raise self._failed[1]
+                try:
+                    self._connect()
+                except EngineMissing as exc:
+                    self._failed = (time.monotonic(), exc)
+                    raise
+                self._failed = None
+            return self._client
+
+    def streams(self) -> Any:
+        self.client()
+        return self._streams
+
+    def _connect(self) -> None:
+        urls = engine_urls(self.configured)
+        if not urls:
+            raise EngineMissing("no container engine configured and no socket at "
+                                f"{', '.join(DEFAULT_SOCKETS)}: {HOW_TO_GET_ONE}")
+        try:  # the `container` extra; imported only when containers are used
+            from docker.client import DockerClient
+        except ImportError as exc:
+            raise EngineMissing("container instances need the Docker Engine API client: "
+                                "pip install 'modelhost[container]'") from exc
+        errors = []
+        for url in urls:
+            try:
+                client = DockerClient(base_url=url, timeout=CONNECT_TIMEOUT_S)
+                client.ping()
+                client.api.timeout = CALL_TIMEOUT_S  # a pull or a stop takes a while
+            except Exception as exc:  # the SDK raises requests' and its own errors
+                errors.append(f"{url}: {exc}")
+                continue
+            self._client, self.url = client, url
+            self._streams = DockerClient(base_url=url, timeout=None)
+            self.remove_leftovers()
+            return
+        raise EngineMissing(f"no container engine reachable ({'; '.join(errors)}): "
+                            f"{HOW_TO_GET_ONE}")
+
+    def containers(self) -> list[Any]:
+        found: list[Any] = self._client.containers.list(
+            all=True, filters={"label": f"{SCOPE_LABEL}={self.scope}"})
+        return found
+
+    def remove_leftovers(self) -> None:
+        for container in self.containers():
+            logger.warning("removing container %s left by an earlier run", container.name)
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is None:
+                return
+            with contextlib.suppress(Exception):
+                self.remove_leftovers()
+            self._client.close()
+            self._streams.close()
+            self._client = self._streams = None
+
+    def find_image(self, image: str, recent_failure_ok: bool = False) -> str | None:
+        """The local name the image is found under, or None."""
+        from docker.errors import ImageNotFound
+
+        client = self.client(recent_failure_ok)
+        for name in images.candidates(image):
+            try:
+                client.images.get(name)
+            except ImageNotFound:
+                continue
+            return name
+        return None
+
+    def resolve(self, image: str) -> str:
+        """A local name for the image, pulling it when none is present."""
+        if (name := self.find_image(image)) is not None:
+            return name
+        logger.info("pulling image %s", image)
+        try:
+            self.client().images.pull(image)
+        except Exception as exc:
+            raise images.ImageMissing(image, str(exc).strip()) from exc
+        return image
+
+
+class ContainerInstance:
+    def __init__(self, spec: InstanceSpec, engine: _Engine, container: Any, port: int,
+                 token: str, pid: int | None) -> None:
+        self.spec = spec
+        self.port = port
+        self.token = token
+        self._engine = engine
+        self._container = container
+        self._pid = pid
+        self._exit_code: int | None = None
+        self._exited = threading.Event()
+        self._stopping = False
+        self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                         name=f"container-{spec.instance_id}")
+        self._watcher.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def container_id(self) -> str:
+        return str(self._container.id)
+
+    def is_alive(self) -> bool:
+        return not self._exited.is_set()
+
+    def failure_detail(self) -> str:
+        tail = _log_tail(self.spec.log_path)
+        return f"container exited with code {self._exit_code}" + (f": {tail}" if tail else "")
+
+    def _watch(self) -> None:
+        """Copy the container's output into its log file until it ends, then note the
+        exit code and remove the container (a dead instance is replaced, not stopped)."""
+        try:
+            stream = self._engine.streams().containers.get(self.container_id)
+            path = self.spec.log_path
+            with (path.open("ab") if path is not None else open("/dev/null", "wb")) as log:
+                for chunk in stream.logs(stream=True, follow=True):
+                    log.write(chunk)
+                    log.flush()
+            self._exit_code = int(stream.wait().get("StatusCode", -1))
+        except Exception as exc:
+            if not self._stopping:  # a stop may remove the container before the wait
+                logger.warning("instance %s: lost its container: %s",
+                               self.spec.instance_id, exc)
+        finally:
+            self._exited.set()
+            revoke_token(self.address, self.token)
+            if not self._stopping:
+                logger.warning("instance %s: container exited with code %s",
+                               self.spec.instance_id, self._exit_code)
+            self._remove()
+
+    def _remove(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.remove(force=True)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        client = InstanceClient()
+        try:
+            while loop.time() < deadline:
+                if not self.is_alive():
+                    raise RuntimeError(self.failure_detail())
+                if await client.ping(self.address):
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            client.close()
+        await self.stop()
+        raise RuntimeError(f"container did not answer /ping within {timeout_s:.0f} s")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await asyncio.to_thread(self._stop_blocking, False)
+
+    async def kill(self) -> None:
+        self._stopping = True
+        await asyncio.to_thread(self._stop_blocking, True)
+
+    def _stop_blocking(self, kill: bool) -> None:
+        if not self._exited.is_set():
+            with contextlib.suppress(Exception):
+                if kill:
+                    self._container.kill()
+                else:
+                    self._container.stop(timeout=STOP_GRACE_S)
+        # The watcher reads the output to its end and removes the container; whatever
+        # it could not, goes now.
+        self._watcher.join(timeout=STOP_GRACE_S + 5)
+        self._remove()
+
+
+class ContainerBackend:
+    """Runs instances as containers on the engine at `engine_url` ("": the usual sockets);
+    `scope` labels this server's containers, `cpu_scale` is the process backend's."""
+
+    def __init__(self, engine_url: str = "", scope: str = "default",
+                 cpu_scale: float = 1.0) -> None:
+        self._engine = _Engine(engine_url, scope)
+        self._cpu_scale = cpu_scale
+
+    async def warm(self) -> None:
+        """Connect and clear leftovers now if an engine is there; a missing one is only
+        an error for a model that needs it."""
+        try:
+            await asyncio.to_thread(self._engine.client)
+        except EngineMissing as exc:
+            logger.info("container instances unavailable: %s", exc)
+        else:
+            logger.info("container engine at %s", self._engine.url)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._engine.close)
+
+    def configured(self) -> bool:
+        """Whether an engine may be there at all (one is configured or a usual socket
+        exists): without one, built-in images start with no engine call."""
+        return bool(engine_urls(self._engine.configured))
+
+    async def has_image(self, image: str) -> bool:
+        """Whether an engine is reachable and holds the image locally (never pulls)."""
+        if not self.configured():
+            return False
+        try:
+            found = await asyncio.to_thread(self._engine.find_image, image, True)
+        except EngineMissing:
+            return False
+        return found is not None
+
+    async def start(self, spec: InstanceSpec) -> ContainerInstance:
+        if not spec.image:
+            raise ValueError(f"instance {spec.instance_id} names no image")
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return await asyncio.to_thread(self._start_blocking, spec)
+
+    def _start_blocking(self, spec: InstanceSpec) -> ContainerInstance:
+        name = self._engine.resolve(spec.image)
+        kind = spec.instance_type
+        cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale)
+        threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
+        token = secrets.token_urlsafe(32)
+        port = _free_port()
+        environment = {
+            **dict.fromkeys(THREAD_VARIABLES, threads),
+            **spec.environment,
+            # After the model's own: the contract is not the model's to change.
+            "SAGEMAKER_BIND_TO_PORT": str(CONTAINER_PORT),
+            "SM_MODEL_DIR": MODEL_MOUNT,
+            # modelhost's own model server image checks it; any other image ignores it.
+            "MODELHOST_INSTANCE_TOKEN": token,
+        }
+        grant_token(("127.0.0.1", port), token)
+        try:
+            container = self._engine.client().containers.run(
+                name, command=["serve"], detach=True,
+                name=f"modelhost-{self._engine.scope}-{spec.instance_id}-"
+                     f"{secrets.token_hex(3)}",
+                labels={SCOPE_LABEL: self._engine.scope, INSTANCE_LABEL: spec.instance_id},
+                environment=environment,
+                ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
+                volumes={str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+                nano_cpus=int(cores * 1e9),
+                mem_limit=int(kind.memory_gib * 1024**3),
+            )
+        except Exception as exc:
+            revoke_token(("127.0.0.1", port), token)
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(f"the engine refused to run {name}: {exc}") from exc
+        try:
+            container.reload()
+            pid = int(container.attrs.get("State", {}).get("Pid") or 0) or None
+        except Exception:
+            pid = None
+        logger.info("instance %s: container %s of %s on port %d", spec.instance_id,
+                    container.short_id, name, port)
+        return ContainerInstance(spec, self._engine, container, port, token, pid)

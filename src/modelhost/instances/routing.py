@@ -1,0 +1,44 @@
+"""The backend a server runs: each model's instances go to processes or containers by
+what its image names, so a model in a team's own image runs in a container with no flag
+while modelhost's own images keep running on the built-in model server."""
+
+from __future__ import annotations
+
+from modelhost.instances import images
+from modelhost.instances.base import Instance, InstanceSpec
+from modelhost.instances.container import ContainerBackend
+from modelhost.instances.process import ProcessBackend
+
+
+class RoutingBackend:
+    """`default` "process": a built-in image name (see `images.is_builtin`) runs as a
+    process unless the engine holds such an image; any other image runs in a container.
+    `default` "container": every instance runs in a container."""
+
+    def __init__(self, default: str, processes: ProcessBackend,
+                 containers: ContainerBackend) -> None:
+        self.default = default
+        self.processes = processes
+        self.containers = containers
+
+    async def warm(self) -> None:
+        await self.processes.warm()
+        await self.containers.warm()
+
+    async def close(self) -> None:
+        await self.containers.close()
+        await self.processes.close()
+
+    async def in_container(self, spec: InstanceSpec) -> bool:
+        if self.default == "container":
+            return True
+        if not spec.image:
+            return False
+        if images.is_builtin(spec.image):
+            return await self.containers.has_image(spec.image)
+        return True
+
+    async def start(self, spec: InstanceSpec) -> Instance:
+        if await self.in_container(spec):
+            return await self.containers.start(spec)
+        return await self.processes.start(spec)
