@@ -224,3 +224,25 @@ def test_delete_while_creating_leaves_nothing_running(server, sagemaker,
     while instance_pids(server.process.pid, name) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert instance_pids(server.process.pid, name) == []
+
+
+def test_a_variant_gives_its_model_longer_to_start(tmp_path) -> None:
+    """ContainerStartupHealthCheckTimeoutInSeconds: on a server whose instances get 2 s to
+    answer /ping, a model that takes 4 s to load fails the endpoint, unless its variant
+    allows longer."""
+    from tests.support.server import running_server
+
+    code = b"import time\ndef model_fn(model_dir):\n    time.sleep(4)\n    return None\n" \
+           b"def transform_fn(model, body, content_type, accept):\n    return 'ok', 'text/plain'\n"
+    with running_server(tmp_path / "data", env={"MODELHOST_STARTUP_TIMEOUT": "2"}) as server:
+        sagemaker = server.client("sagemaker")
+        url = put_model(server.data_dir, "slow-start", {"code/inference.py": code})
+        name = deploy(sagemaker, url, image="modelhost/python", wait=False)
+        status = wait_for_status(sagemaker, name, {"InService", "Failed"})
+        assert status["EndpointStatus"] == "Failed"
+        assert "did not answer /ping within 2 s" in status["FailureReason"]
+        patient = deploy(sagemaker, url, image="modelhost/python",
+                         variant_fields={"ContainerStartupHealthCheckTimeoutInSeconds": 60})
+        answer = server.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=patient, ContentType="text/plain", Body=b"x")
+        assert answer["Body"].read() == b"ok"

@@ -3,18 +3,21 @@ nothing behind, neither in the model directory nor anywhere else."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import stat
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from modelhost.storage import ObjectStore, UnsafeArchiveError, prepare_model_dir
+from modelhost.storage import ModelDataTimeout, ObjectStore, UnsafeArchiveError, prepare_model_dir
 
 
 @dataclass
@@ -279,3 +282,51 @@ def test_single_uncompressed_object(local_store: ObjectStore, work: Path) -> Non
     assert (dest / "weights.safetensors").read_bytes() == b"tensor"
     with pytest.raises(UnsafeArchiveError, match="is a prefix"):
         prepare_model_dir(local_store, "s3://models/one/", dest, 1000, compressed=True)
+
+
+class _SlowStore:
+    """The local store, but every read of an object's bytes takes 50 ms: a slow network."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    @contextlib.contextmanager
+    def open(self, uri: str, mode: str = "rb") -> Iterator[io.RawIOBase]:
+        with self._store.open(uri, mode) as raw:
+            yield _Slow(raw)
+
+
+class _Slow(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        time.sleep(0.05)
+        return self._raw.read(min(n, 4096) if n > 0 else 4096)
+
+
+@pytest.mark.parametrize("layout", ["archive", "prefix"])
+def test_model_data_that_takes_too_long_is_abandoned(local_store: ObjectStore, work: Path,
+                                                      layout: str) -> None:
+    """ModelDataDownloadTimeoutInSeconds: reading stops once the time is spent, and
+    nothing partial is left; the same data within its time unpacks."""
+    data = os.urandom(200_000)  # ~50 reads of 4 KiB, 2.5 s at 50 ms each
+    if layout == "archive":
+        url = put(local_store, "s3://models/slow/model.tar.gz",
+                  tar_bytes([Member("weights.bin", data)]))
+    else:
+        url = put(local_store, "s3://models/slow/raw/weights.bin", data).rpartition("/")[0]
+    slow = _SlowStore(local_store)
+    with pytest.raises(ModelDataTimeout, match=r"did not download within 0.3 s"):
+        prepare_model_dir(slow, url, work / "models" / "slow",
+                          max_bytes=10**7, timeout_s=0.3)
+    assert os.listdir(work / "models") == []
+    prepare_model_dir(local_store, url, work / "models" / "slow", max_bytes=10**7,
+                      timeout_s=60)
+    assert (work / "models" / "slow" / "weights.bin").read_bytes() == data

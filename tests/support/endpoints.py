@@ -43,11 +43,13 @@ def deploy(
     variants: list[tuple[str, int, float]] | None = None,
     instance_type: str = "ml.m5.large",
     async_config: dict | None = None,
+    variant_fields: dict | None = None,
     wait: bool = True,
     timeout_s: float = 90,
 ) -> str:
-    """Model -> EndpointConfig (with `async_config` as its AsyncInferenceConfig) ->
-    Endpoint; returns the endpoint name. With `wait`, fails at once if it ends Failed."""
+    """Model -> EndpointConfig (with `async_config` as its AsyncInferenceConfig and
+    `variant_fields` in every variant) -> Endpoint; returns the endpoint name. With
+    `wait`, fails at once if it ends Failed."""
     name = unique("ep")
     container = {"Image": image, "ModelDataUrl": model_url}
     if environment:
@@ -58,7 +60,8 @@ def deploy(
         EndpointConfigName=name,
         ProductionVariants=[
             {"VariantName": variant, "ModelName": name, "InstanceType": instance_type,
-             "InitialInstanceCount": count, "InitialVariantWeight": weight}
+             "InitialInstanceCount": count, "InitialVariantWeight": weight,
+             **(variant_fields or {})}
             for variant, count, weight in (variants or [("AllTraffic", 1, 1.0)])
         ],
         **({"AsyncInferenceConfig": async_config} if async_config else {}),

@@ -48,11 +48,13 @@ def model_data_url(container: dict[str, Any]) -> str | None:
 
 
 async def prepare_model(
-    settings: Settings, objects: ObjectStore, model: dict[str, Any]
+    settings: Settings, objects: ObjectStore, model: dict[str, Any],
+    timeout_s: float | None = None,
 ) -> Path:
     """Unpack the model's artifacts once per model version; instances share the folder
     read-only. The folder name hashes what identifies the artifacts, so a model re-created
-    under the same name with new data gets a new folder."""
+    under the same name with new data gets a new folder. Reading them may take at most
+    `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds)."""
     container = model["PrimaryContainer"]
     url = model_data_url(container)
     identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
@@ -67,7 +69,8 @@ async def prepare_model(
         if url is None:
             dest.mkdir()
             return dest
-        await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes)
+        await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes,
+                                timeout_s=timeout_s)
     return dest
 
 
@@ -93,8 +96,14 @@ def instance_spec(
         instance_type=instance_type,
         environment=dict(container.get("Environment", {})),
         image=container["Image"],
+        startup_timeout_s=_optional_float(variant.get(
+            "ContainerStartupHealthCheckTimeoutInSeconds")),
     )
     return numbered(settings, spec, endpoint, variant["VariantName"], index)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def numbered(
@@ -127,8 +136,9 @@ async def start_all(backend: InstanceBackend, specs: list[InstanceSpec], timeout
                               ) from exc
         started.append(instance)
         instances.append(instance)
-    results = await asyncio.gather(*(i.wait_ready(timeout_s) for i in instances),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(i.wait_ready(i.spec.startup_timeout_s or timeout_s) for i in instances),
+        return_exceptions=True)
     for instance, result in zip(instances, results, strict=True):
         if isinstance(result, BaseException):
             raise StartFailed(f"Instance {instance.spec.instance_id} failed to start: {result}")
@@ -140,7 +150,7 @@ async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: f
     caller gives up) is stopped, never left running unseen."""
     instance = await backend.start(spec)
     try:
-        await instance.wait_ready(timeout_s)
+        await instance.wait_ready(spec.startup_timeout_s or timeout_s)
     except BaseException:
         await instance.stop()
         raise

@@ -20,6 +20,9 @@ class InstanceSpec:
     # The model's `PrimaryContainer.Image`: what a container backend runs ("": none, the
     # built-in model server only).
     image: str = ""
+    # How long the instance may take to answer /ping after it starts (the variant's
+    # ContainerStartupHealthCheckTimeoutInSeconds); None: the server's default.
+    startup_timeout_s: float | None = None
 
 
 class Instance(Protocol):

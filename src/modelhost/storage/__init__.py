@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .archive import UnsafeArchiveError, prepare_model_dir
+from .archive import ModelDataTimeout, UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
 from .loop_store import LoopStore
@@ -66,6 +66,7 @@ __all__ = [
     "FsspecObjectStore",
     "InvalidObjectURI",
     "LoopStore",
+    "ModelDataTimeout",
     "ObjectStore",
     "Record",
     "SqliteStateStore",

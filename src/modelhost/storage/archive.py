@@ -19,9 +19,10 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from .object_store import ObjectStore
 from .objects import copy_stream, safe_join
@@ -43,6 +44,7 @@ def prepare_model_dir(
     max_bytes: int,
     *,
     compressed: bool | None = None,
+    timeout_s: float | None = None,
 ) -> None:
     """Unpack or copy the model at `model_data_url` into `dest` (SageMaker's model dir).
 
@@ -55,8 +57,10 @@ def prepare_model_dir(
     At most `max_bytes` may land in `dest`, counted while writing so an archive bomb
     stops early. On success a previous `dest` is replaced; on any failure `dest` is left
     as it was and nothing partial remains. Raises `FileNotFoundError` when nothing is at
-    the URL and `UnsafeArchiveError` when the data is refused.
+    the URL, `UnsafeArchiveError` when the data is refused, and `ModelDataTimeout` when
+    reading it takes longer than `timeout_s` (SageMaker's ModelDataDownloadTimeoutInSeconds).
     """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     dest = Path(dest)
     is_object = store.is_file(model_data_url)
     if not is_object:
@@ -72,11 +76,14 @@ def prepare_model_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
     try:
         if is_object and compressed is False:
-            _copy_object(store, model_data_url, staging, max_bytes)
+            _copy_object(store, model_data_url, staging, _Budget(max_bytes, model_data_url,
+                                                                 deadline, timeout_s))
         elif is_object:
-            _unpack_archive(store, model_data_url, staging, max_bytes)
+            _unpack_archive(store, model_data_url, staging,
+                            _Budget(max_bytes, model_data_url, deadline, timeout_s))
         else:
-            _copy_prefix(store, prefix, staging, max_bytes)
+            _copy_prefix(store, prefix, staging,
+                         _Budget(max_bytes, prefix, deadline, timeout_s))
         os.chmod(staging, _DIR_MODE)
         _swap_into_place(staging, dest)
     except BaseException:
@@ -110,10 +117,9 @@ def _swap_into_place(staging: Path, dest: Path) -> None:
 # ---------------------------------------------------------------------- archives
 
 
-def _unpack_archive(store: ObjectStore, url: str, root: Path, max_bytes: int) -> None:
-    budget = _Budget(max_bytes, url)
+def _unpack_archive(store: ObjectStore, url: str, root: Path, budget: _Budget) -> None:
     with store.open(url, "rb") as raw:
-        source = _SourceReader(raw)
+        source = _SourceReader(raw, budget)
         try:
             # "r|*": a forward-only stream with compression sniffed from the bytes, so
             # the object is read once, straight from the store, never downloaded first.
@@ -134,14 +140,17 @@ def _unpack_archive(store: ObjectStore, url: str, root: Path, max_bytes: int) ->
 
 
 class _SourceReader:
-    """A pass-through reader that remembers whether the object store itself failed."""
+    """A pass-through reader that remembers whether the object store itself failed, and
+    gives up once the budget's time is spent."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], budget: _Budget) -> None:
         self._raw = raw
+        self._budget = budget
         self.failed = False
 
     def read(self, n: int = -1) -> bytes:
         try:
+            self._budget.check_time()
             return self._raw.read(n)
         except BaseException:
             self.failed = True
@@ -166,13 +175,27 @@ def _check_links_stay_inside(root: Path) -> None:
                 )
 
 
-class _Budget:
-    """Bytes still allowed into the model directory, charged as they are written."""
+class ModelDataTimeout(TimeoutError):
+    """Reading the model data took longer than the variant allows."""
 
-    def __init__(self, max_bytes: int, url: str) -> None:
+
+class _Budget:
+    """Bytes still allowed into the model directory, charged as they are written, and
+    the time still allowed for reading them."""
+
+    def __init__(self, max_bytes: int, url: str, deadline: float | None = None,
+                 timeout_s: float | None = None) -> None:
         self.left = max_bytes
         self.max_bytes = max_bytes
         self.url = url
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ModelDataTimeout(
+                f"model data {self.url} did not download within {self.timeout_s:g} s "
+                "(ModelDataDownloadTimeoutInSeconds)")
 
     def error(self, what: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(
@@ -342,9 +365,8 @@ def _write_file(
 # ---------------------------------------------------------------------- uncompressed
 
 
-def _copy_prefix(store: ObjectStore, prefix: str, root: Path, max_bytes: int) -> None:
-    """Copy every object under `prefix`, keeping its layout, within the byte budget."""
-    budget = _Budget(max_bytes, prefix)
+def _copy_prefix(store: ObjectStore, prefix: str, root: Path, budget: _Budget) -> None:
+    """Copy every object under `prefix`, keeping its layout, within the budget."""
     for uri in store.list(prefix):
         rel = uri[len(prefix):]
         try:
@@ -354,17 +376,18 @@ def _copy_prefix(store: ObjectStore, prefix: str, root: Path, max_bytes: int) ->
         _copy_one(store, uri, target, root, budget)
 
 
-def _copy_object(store: ObjectStore, url: str, root: Path, max_bytes: int) -> None:
+def _copy_object(store: ObjectStore, url: str, root: Path, budget: _Budget) -> None:
     name = url.rstrip("/").rpartition("/")[2]
-    _copy_one(store, url, root / name, root, _Budget(max_bytes, url))
+    _copy_one(store, url, root / name, root, budget)
 
 
 def _copy_one(store: ObjectStore, uri: str, target: Path, root: Path, budget: _Budget) -> None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
     if not _within(os.path.realpath(target.parent), os.path.realpath(root)):
         raise UnsafeArchiveError(f"model data object {uri} escapes the model directory")
-    with store.open(uri, "rb") as src, open(target, "xb") as dst:
+    with store.open(uri, "rb") as raw, open(target, "xb") as dst:
         written = copy_stream(
-            src, dst, limit=budget.left, on_limit=lambda: budget.error(uri)
+            cast(IO[bytes], _SourceReader(raw, budget)), dst, limit=budget.left,
+            on_limit=lambda: budget.error(uri)
         )
     budget.charge(written)

@@ -98,7 +98,9 @@ class Rollout:
                 capacity = desired["capacity"][variant["VariantName"]]
                 model = desired["models"][variant["ModelName"]]
                 try:
-                    model_dir = await prepare_model(fleet.settings, fleet.objects, model)
+                    model_dir = await prepare_model(
+                        fleet.settings, fleet.objects, model,
+                        variant.get("ModelDataDownloadTimeoutInSeconds"))
                 except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
                     raise DeploymentFailed(
                         f"Variant {variant['VariantName']}: could not prepare model "
@@ -177,7 +179,9 @@ class Rollout:
             missing = capacity["count"] - len(current)
             if missing > 0:
                 model = desired["models"][variant["ModelName"]]
-                model_dir = await prepare_model(fleet.settings, fleet.objects, model)
+                model_dir = await prepare_model(
+                    fleet.settings, fleet.objects, model,
+                    variant.get("ModelDataDownloadTimeoutInSeconds"))
                 specs = [
                     instance_spec(fleet.settings, name, variant, model, model_dir,
                                   next(fleet.counter))

@@ -48,7 +48,8 @@ class ServerlessScaler:
              config: dict[str, Any]) -> ServerlessPool:
         pool = ServerlessPool(
             name=variant, weight=weight, endpoint=endpoint, spec=spec, scaler=self,
-            wait_s=self.settings.startup_timeout_s, memory_gb=config["MemorySizeInMB"] / 1024,
+            wait_s=spec.startup_timeout_s or self.settings.startup_timeout_s,
+            memory_gb=config["MemorySizeInMB"] / 1024,
             usd_per_gb_second=serverless_usd_per_gb_second(),
         )
         self.configure(pool, config)
