@@ -101,8 +101,9 @@ class ModelhostApp:
         self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
                                                  self.router)
         self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
-        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
-        self.schedules = TransformScheduleController(self.context)
+        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics,
+                                                self.ownership)
+        self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
             settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(
