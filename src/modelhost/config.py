@@ -213,6 +213,12 @@ class Settings:
     transform_part_bytes: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_TRANSFORM_PART_BYTES", 16 * 1024**2))
     )
+    # With a state store several servers share: how long a server's lease on a unit of
+    # work (an endpoint, a job) lasts without renewal (it renews every third of it), so
+    # about how long the work waits for another server after its owner dies.
+    lease_period_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_LEASE_PERIOD", 10.0)
+    )
     # Loaded from policy_file (checked whole) when the settings are made.
     policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
     # How often the state store and queue files are checked on disk while serving (/ping
@@ -254,6 +260,7 @@ class Settings:
         if not 0 < self.cpu_scale <= 1024:
             raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
         for name, value in (("MODELHOST_STORE_CHECK_INTERVAL", self.store_check_interval_s),
+                            ("MODELHOST_LEASE_PERIOD", self.lease_period_s),
                             ("MODELHOST_IDLE_TIMEOUT", self.idle_timeout_s),
                             ("MODELHOST_BODY_TIMEOUT", self.body_timeout_s)):
             if not value > 0:

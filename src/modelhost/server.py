@@ -49,7 +49,14 @@ from modelhost.runtime import (
     response_headers,
     stream_invocation,
 )
-from modelhost.storage import DataDirGuard, LoopStore, open_objects, open_store
+from modelhost.storage import (
+    DataDirGuard,
+    LoopStore,
+    Ownership,
+    open_objects,
+    open_store,
+    server_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +89,26 @@ class ModelhostApp:
         self.store = open_store(settings, self.guard)
         self.objects = open_objects(settings)
         backend = open_backend(settings)
+        # Who does what when several servers share the state store.
+        self.ownership = Ownership(self.store, server_id(settings.data_dir),
+                                   settings.lease_period_s)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(settings, self.store, self.objects, backend,
-                                             self.router)
-        self.transforms = TransformController(settings, self.store, self.objects, backend)
+                                             self.router, self.ownership)
+        self.transforms = TransformController(settings, self.store, self.objects, backend,
+                                              self.ownership)
         # The metrics scaling policies can track; other parts register theirs here.
         self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
                                                  self.router)
         self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
-        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics)
-        self.schedules = TransformScheduleController(self.context)
+        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics,
+                                                self.ownership)
+        self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
             settings, self.store, self.objects, self.router, self.context)
         self.invoker = RealtimeInvoker(
-            self.router, self.store, settings.account_id, settings.max_payload_bytes
-        )
+            self.router, self.store, settings.account_id, settings.max_payload_bytes,
+            self.ownership)
         self.queue = open_queue(settings.async_queue, settings.queue_path,
                                 **self.guard.checks(settings.queue_path))
         self.guard.track(self.queue)
@@ -126,6 +138,7 @@ class ModelhostApp:
             asyncio.create_task(self.schedules.run(), name="schedules"),
             asyncio.create_task(self.recommender.run(), name="recommender"),
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
+            asyncio.create_task(self.ownership.run(), name="leases"),
             asyncio.create_task(self.guard.watch(self.settings.store_check_interval_s),
                                 name="store-check"),
         ]
@@ -140,6 +153,7 @@ class ModelhostApp:
         await self.async_controller.shutdown()
         await self.transforms.shutdown()
         await self.controller.shutdown()
+        await self.ownership.shutdown()
         self.router.close()
         self.queue.close()
         self.store.close()

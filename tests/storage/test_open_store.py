@@ -71,7 +71,8 @@ def test_an_old_sqlite_file_gets_case_insensitive_names_of_what_it_holds(
             store.close()
     db = sqlite3.connect(tmp_path / "state.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT count(*) FROM leases").fetchone() == (0,)
     finally:
         db.close()
 

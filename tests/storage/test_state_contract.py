@@ -8,6 +8,7 @@ rest."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -173,3 +174,60 @@ def test_racing_fold_case_inserts_have_one_winner(opener: Opener) -> None:
 def test_local_says_whether_calls_leave_the_process(
         store: StateStore, request: pytest.FixtureRequest) -> None:
     assert store.local is (request.node.callspec.params["opener"] == "sqlite")
+
+
+def test_lease_acquire_renew_release(store: StateStore) -> None:
+    assert store.acquire(["endpoint:a", "job:b"], "one", 30) == {"endpoint:a", "job:b"}
+    # Held by "one": renewed for it, refused to anyone else.
+    assert store.acquire(["endpoint:a"], "one", 30) == {"endpoint:a"}
+    assert store.acquire(["endpoint:a", "job:c"], "two", 30) == {"job:c"}
+    assert store.holders(["endpoint:a", "job:b", "job:c", "none"]) == {
+        "endpoint:a": "one", "job:b": "one", "job:c": "two"}
+    # Releasing someone else's lease does nothing; one's own frees it.
+    store.release(["endpoint:a"], "two")
+    assert store.holders(["endpoint:a"]) == {"endpoint:a": "one"}
+    store.release(["endpoint:a"], "one")
+    assert store.holders(["endpoint:a"]) == {}
+    assert store.acquire(["endpoint:a"], "two", 30) == {"endpoint:a"}
+    assert store.acquire([], "two", 30) == set()
+
+
+def test_an_expired_lease_is_taken_over(store: StateStore) -> None:
+    assert store.acquire(["job:a"], "dead", 0.2) == {"job:a"}
+    assert store.acquire(["job:a"], "alive", 30) == set()
+    time.sleep(0.5)
+    assert store.holders(["job:a"]) == {}
+    assert store.acquire(["job:a"], "alive", 30) == {"job:a"}
+    assert store.holders(["job:a"]) == {"job:a": "alive"}
+    # The old holder cannot renew what it lost.
+    assert store.acquire(["job:a"], "dead", 30) == set()
+
+
+def test_leases_survive_reopening(opener: Opener) -> None:
+    opener().acquire(["job:a"], "one", 60)
+    assert opener().holders(["job:a"]) == {"job:a": "one"}
+
+
+def test_racing_holders_have_one_winner(opener: Opener) -> None:
+    """Many holders (threads here, servers in production) racing for the same free and
+    expired leases: the store settles each, exactly one holder gets it."""
+    store = opener()
+    store.acquire(["expired"], "dead", 0.1)
+    time.sleep(0.3)
+    holders = [f"server-{n}" for n in range(12)]
+    won: dict[str, list[str]] = {"free": [], "expired": []}
+    barrier = threading.Barrier(len(holders))
+
+    def race(holder: str) -> None:
+        barrier.wait()
+        for name in store.acquire(["free", "expired"], holder, 30):
+            won[name].append(holder)
+
+    workers = [threading.Thread(target=race, args=(holder,)) for holder in holders]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert [len(won["free"]), len(won["expired"])] == [1, 1]
+    assert store.holders(["free", "expired"]) == {"free": won["free"][0],
+                                                  "expired": won["expired"][0]}

@@ -18,7 +18,7 @@ from modelhost import api
 from modelhost.config import Settings
 from modelhost.controllers import EndpointController
 from modelhost.router import Answer, Invocation, Router
-from modelhost.storage import FsspecObjectStore, SqliteStateStore
+from modelhost.storage import FsspecObjectStore, Ownership, SqliteStateStore
 from tests.support.fake_backend import FakeBackend
 
 #: Fast health checks: a hung instance is condemned after two missed 50 ms pings.
@@ -39,8 +39,9 @@ class Harness:
         self.store = SqliteStateStore(settings.state_path)
         self.objects = FsspecObjectStore(settings.objects_dir)
         self.router = Router(settings.model_timeout_s)
-        self.controller = EndpointController(settings, self.store, self.objects, backend,
-                                             self.router)
+        self.controller = EndpointController(
+            settings, self.store, self.objects, backend, self.router,
+            Ownership(self.store, "in-process", settings.lease_period_s))
         self.context = api.Context(settings, self.store, self.controller.notify)
 
     def call(self, operation: str, **params: Any) -> dict[str, Any]:

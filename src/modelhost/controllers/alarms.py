@@ -12,7 +12,7 @@ other actions (SNS topics...) are kept and ignored.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from modelhost.api import Context
@@ -38,9 +38,12 @@ def alarm_series(alarm: Record) -> tuple[str, dict[str, str]] | None:
 
 
 class AlarmEvaluator:
-    def __init__(self, ctx: Context, resolver: MetricResolver) -> None:
+    def __init__(self, ctx: Context, resolver: MetricResolver,
+                 owns: Callable[[str | None], bool]) -> None:
         self.ctx = ctx
         self.resolver = resolver
+        # Whether this server evaluates alarms on an endpoint (None: on no endpoint).
+        self.owns = owns
 
     def sample(self) -> Iterator[SeriesKey]:
         """Take a reading of every series an alarm watches; yields their keys."""
@@ -61,6 +64,9 @@ class AlarmEvaluator:
         value) by the action ARNs they invoke."""
         fired: dict[str, list[tuple[Record, float | None]]] = {}
         for alarm in self.ctx.store.list(KIND):
+            series = alarm_series(alarm)
+            if not self.owns(series[1].get("EndpointName") if series else None):
+                continue
             value = self.value(alarm)
 
             def advance(a: Record, v: float | None = value) -> Record:

@@ -34,6 +34,7 @@ from modelhost.domain.kinds import SCALING_POLICY as POLICY_KIND
 from modelhost.domain.kinds import SCHEDULED_ACTION as ACTION_KIND
 from modelhost.domain.scaling import child_key, target_key, tracked_metric
 from modelhost.errors import SageMakerError
+from modelhost.storage import Ownership, lease
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,36 @@ class AutoscalingController(ReconcileLoop):
     nothing notifies it, because a pass takes a reading and the windowed statistics
     (an average of a gauge's readings) assume evenly spaced ones."""
 
-    def __init__(self, ctx: api.Context, resolver: MetricResolver) -> None:
+    def __init__(self, ctx: api.Context, resolver: MetricResolver, ownership: Ownership
+                 ) -> None:
         self.ctx = ctx
+        self.ownership = ownership
         self.resolver = resolver
         self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
         super().__init__("autoscaling pass", min(1.0, max(0.05, self.interval_s / 4)))
         # Scale in only after the policies agreed on it for a whole metric window.
         self.scale_in_evaluations = max(1, math.ceil(resolver.window_s / self.interval_s))
-        self.alarms = AlarmEvaluator(ctx, resolver)
+        self.alarms = AlarmEvaluator(ctx, resolver, self.owns)
         self._next_evaluation = 0.0
 
     async def prepare(self) -> None:
         self._next_evaluation = time.monotonic() + self.interval_s
 
+    def owns(self, endpoint: str | None) -> bool:
+        """Whether this server scales `endpoint` (and evaluates the alarms on it): the
+        server that runs its instances, which alone sees its traffic. What names no
+        endpoint goes with the autoscaling loop's own lease."""
+        if endpoint is None:
+            return self.ownership.owns(self.LEASE)
+        return self.ownership.owns(lease("endpoint", endpoint))
+
+    #: The lease of what names no endpoint (alarms on other metrics).
+    LEASE = lease("autoscaling", "*")
+
     async def step(self) -> None:
         """Sample every pass; evaluate once an evaluation interval has gone by."""
+        if not self.ownership.exclusive and not self.ownership.owns(self.LEASE):
+            await self.ownership.claim([self.LEASE])
         self.sample()
         if time.monotonic() >= self._next_evaluation:
             self._next_evaluation = time.monotonic() + self.interval_s
@@ -121,6 +137,8 @@ class AutoscalingController(ReconcileLoop):
         for action in store.list(ACTION_KIND):
             actions.setdefault(target_key(action["ResourceId"]), []).append(action)
         for target in store.list(TARGET_KIND):
+            if not self.owns(target["_endpoint"]):
+                continue
             key = target_key(target["ResourceId"])
             try:
                 self._evaluate(target, policies.get(key, []), actions.get(key, []), now,

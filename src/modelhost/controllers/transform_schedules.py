@@ -5,7 +5,8 @@ actions are run by the autoscaling controller).
 Runs are keyed by their due time: the job for the run due at T is named
 `<schedule>-<T>`, so a server that restarts between creating the job and recording the
 run finds the job already there and does not create a second one. A server that was down
-across several due times makes up one run (the latest), not all of them.
+across several due times makes up one run (the latest), not all of them. With several
+servers on one state store, the one holding the schedules' lease fires them all.
 """
 
 from __future__ import annotations
@@ -19,17 +20,23 @@ from modelhost.controllers.loop import ReconcileLoop
 from modelhost.domain.kinds import TRANSFORM_JOB, TRANSFORM_SCHEDULE
 from modelhost.domain.transform_schedules import job_request, next_run
 from modelhost.errors import SageMakerError
+from modelhost.storage import Ownership, lease
 
 log = logging.getLogger(__name__)
 
 
 class TransformScheduleController(ReconcileLoop):
-    def __init__(self, context: Context) -> None:
+    #: One lease for the whole loop: firing is cheap, and one owner fires each run once.
+    LEASE = lease(TRANSFORM_SCHEDULE, "*")
+
+    def __init__(self, context: Context, ownership: Ownership) -> None:
         super().__init__("schedule tick", context.settings.health_interval_s)
         self.context = context
+        self.ownership = ownership
 
     async def step(self) -> None:
-        self.tick(datetime.now(UTC))
+        if await self.ownership.claim([self.LEASE]):
+            self.tick(datetime.now(UTC))
 
     def tick(self, now: datetime) -> None:
         store = self.context.store

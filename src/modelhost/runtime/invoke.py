@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 from modelhost import metrics
-from modelhost.errors import InvocationValidationError, SageMakerError
+from modelhost.errors import InvocationValidationError, SageMakerError, ServiceUnavailable
 from modelhost.router import Answer, Deployment, Invocation, Router
-from modelhost.storage import LoopStore, StateStore
+from modelhost.storage import LoopStore, Ownership, StateStore, lease
 
 # Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
 _SERVING = frozenset({"InService", "Updating"})
@@ -28,8 +28,9 @@ def endpoint_not_found(name: str, account_id: str) -> InvocationValidationError:
 
 class RealtimeInvoker:
     def __init__(self, router: Router, store: StateStore, account_id: str,
-                 max_payload_bytes: int) -> None:
+                 max_payload_bytes: int, ownership: Ownership) -> None:
         self.router = router
+        self.ownership = ownership
         self.store = LoopStore(store)
         self.account_id = account_id
         self.max_payload_bytes = max_payload_bytes
@@ -39,10 +40,18 @@ class RealtimeInvoker:
         Updating: the old config serves meanwhile) but is not in the router yet, because
         the server just started or its controller is bringing its instances back, is
         waited for, at most the model timeout; an endpoint that does not serve is the
-        caller's to fix (400). Only this path, never a request to a deployment the router
-        holds, reads the store: once, before the wait."""
+        caller's to fix (400). An endpoint whose instances another server sharing the
+        state store runs is a retriable 503: servers do not route to each other's
+        instances. Only this path, never a request to a deployment the router holds,
+        reads the store, before the wait."""
         record = None if name in self.router.deployments else await self.store.get(
             "endpoint", name)
+        if record is not None and (owner := await self.ownership.elsewhere(
+                lease("endpoint", name))) is not None:
+            raise ServiceUnavailable(
+                f"Endpoint {name} runs on another modelhost server ({owner}) that shares "
+                "this state store; this server does not route to other servers' "
+                "instances. Retry the request on that server.")
 
         def find() -> Deployment | None:
             deployment = self.router.deployments.get(name)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .archive import ModelDataTimeout, UnsafeArchiveError, prepare_model_dir
-from .datadir import DataDirBusy, DataDirLock
+from .datadir import DataDirBusy, DataDirLock, server_id
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
 from .loop_store import LoopStore
 from .object_store import InvalidObjectURI, ObjectStore
 from .objects import FsspecObjectStore, configured_s3_endpoint
+from .ownership import Ownership, lease
 from .sqlite import StoreDamaged, StoreUnavailable, backup, restore
 from .sqlite_state import SqliteStateStore
 from .state import Record, StateStore
@@ -68,6 +69,7 @@ __all__ = [
     "LoopStore",
     "ModelDataTimeout",
     "ObjectStore",
+    "Ownership",
     "Record",
     "SqliteStateStore",
     "StateStore",
@@ -78,8 +80,10 @@ __all__ = [
     "backup",
     "backup_rotating",
     "configured_s3_endpoint",
+    "lease",
     "open_objects",
     "open_store",
     "prepare_model_dir",
     "restore",
+    "server_id",
 ]

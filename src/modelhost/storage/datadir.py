@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
+import uuid
 from pathlib import Path
 
 LOCK_NAME = "lock"
@@ -118,3 +120,24 @@ def _non_empty(folder: Path) -> bool:
         return any(folder.iterdir())
     except OSError:
         return False
+
+
+SERVER_ID_NAME = "server-id"
+
+
+def server_id(data_dir: Path) -> str:
+    """This data dir's server identity, made once and kept in `<data-dir>/server-id`: the
+    holder name of its leases in a shared state store. Stable across restarts, so a
+    restarted server takes back its own leases at once instead of waiting for them to
+    expire; unique per data dir, and a data dir has one server at a time (its lock).
+    Call it only while holding the lock."""
+    path = data_dir / SERVER_ID_NAME
+    with contextlib.suppress(FileNotFoundError):
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    made = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+    temporary = path.with_name(f".{SERVER_ID_NAME}")
+    temporary.write_text(made + "\n")
+    os.replace(temporary, path)
+    return made

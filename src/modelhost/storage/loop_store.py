@@ -48,3 +48,13 @@ class LoopStore:
 
     async def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
         await self._call(self.store.delete_tags, arn, keys)
+
+    async def acquire(self, names: builtins.list[str], holder: str, ttl_s: float
+                      ) -> set[str]:
+        return await self._call(self.store.acquire, names, holder, ttl_s)
+
+    async def release(self, names: builtins.list[str], holder: str) -> None:
+        await self._call(self.store.release, names, holder)
+
+    async def holders(self, names: builtins.list[str]) -> dict[str, str]:
+        return await self._call(self.store.holders, names)

@@ -58,6 +58,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (arn, key)
     );
     """,
+    # Leases: each unit of work owned by one server until it expires (the database's clock).
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    );
+    """,
 )
 
 
@@ -208,6 +216,40 @@ class PostgresStateStore:
                 conn.execute("DELETE FROM tags WHERE arn = %s", (arn,))
             else:
                 conn.execute("DELETE FROM tags WHERE arn = %s AND key = ANY(%s)", (arn, keys))
+
+    def acquire(self, names: builtins.list[str], holder: str, ttl_s: float) -> set[str]:
+        """One upsert for every lease: the update applies only where the lease is
+        `holder`'s or has expired, by the database's clock, so servers whose clocks differ
+        still agree. A second server racing for a free lease waits on the first one's row
+        and then finds it held. Names go in sorted, so two servers lock rows in the same
+        order and never deadlock."""
+        if not names:
+            return set()
+        with self._connection() as conn:
+            rows = conn.execute(
+                "INSERT INTO leases (name, holder, expires) "
+                "SELECT n, %(holder)s, clock_timestamp() + %(ttl)s * interval '1 second' "
+                "FROM unnest(%(names)s::text[]) AS n ORDER BY n COLLATE \"C\" "
+                "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
+                "expires = EXCLUDED.expires "
+                "WHERE leases.holder = EXCLUDED.holder OR leases.expires < clock_timestamp() "
+                "RETURNING name",
+                {"holder": holder, "ttl": ttl_s, "names": sorted(set(names))}).fetchall()
+        return {row[0] for row in rows}
+
+    def release(self, names: builtins.list[str], holder: str) -> None:
+        if not names:
+            return
+        with self._connection() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ANY(%s) AND holder = %s",
+                         (names, holder))
+
+    def holders(self, names: builtins.list[str]) -> dict[str, str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT name, holder FROM leases WHERE name = ANY(%s) "
+                "AND expires >= clock_timestamp()", (names,)).fetchall()
+        return {name: holder for name, holder in rows}
 
     def close(self) -> None:
         self._pool.close()

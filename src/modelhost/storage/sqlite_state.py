@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,9 +49,15 @@ def _add_folded(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX resources_folded ON resources (kind, folded)")
 
 
+def _add_leases(db: sqlite3.Connection) -> None:
+    """Version 3: leases, each held by one server until it expires (epoch seconds)."""
+    db.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+               "expires REAL NOT NULL)")
+
+
 #: Schema versions after the first (kept in PRAGMA user_version): version N + 2 is
 #: reached by MIGRATIONS[N]. Never edit a released entry; add one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_folded,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_folded, _add_leases)
 
 
 class SqliteStateStore(SqliteFile):
@@ -159,3 +166,34 @@ class SqliteStateStore(SqliteFile):
                 db.executemany(
                     "DELETE FROM tags WHERE arn = ? AND key = ?", [(arn, key) for key in keys]
                 )
+
+    def acquire(self, names: builtins.list[str], holder: str, ttl_s: float) -> set[str]:
+        """One transaction; each lease taken by one upsert whose update only applies when
+        the lease is `holder`'s or has expired (this machine's clock: one server per data
+        dir)."""
+        now = time.time()
+        held = set()
+        with self._transaction() as db:
+            for name in sorted(set(names)):
+                row = db.execute(
+                    "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                    "expires = excluded.expires "
+                    "WHERE leases.holder = excluded.holder OR leases.expires < ? "
+                    "RETURNING name", (name, holder, now + ttl_s, now)).fetchone()
+                if row is not None:
+                    held.add(name)
+        return held
+
+    def release(self, names: builtins.list[str], holder: str) -> None:
+        with self._transaction() as db:
+            db.executemany("DELETE FROM leases WHERE name = ? AND holder = ?",
+                           [(name, holder) for name in names])
+
+    def holders(self, names: builtins.list[str]) -> dict[str, str]:
+        marks = ", ".join("?" * len(names))
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT name, holder FROM leases WHERE name IN ({marks}) AND expires >= ?",
+                [*names, time.time()]).fetchall()
+        return dict(rows)

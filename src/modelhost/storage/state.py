@@ -75,6 +75,24 @@ class StateStore(Protocol):
         """Remove the given tag keys, or every tag of the resource when keys is None."""
         ...
 
+    # --- leases: which server owns a unit of work -----------------------------------
+
+    def acquire(self, names: builtins.list[str], holder: str, ttl_s: float
+                ) -> set[str]:
+        """Take or renew the leases `names` for `holder`, each until `ttl_s` from now: a
+        lease is granted when nobody holds it, its holder let it expire, or `holder`
+        already holds it. Returns the names `holder` holds now. The store settles it in
+        one statement per lease, so two holders racing for a lease cannot both win."""
+        ...
+
+    def release(self, names: builtins.list[str], holder: str) -> None:
+        """Give up those of the leases `names` that `holder` holds."""
+        ...
+
+    def holders(self, names: builtins.list[str]) -> dict[str, str]:
+        """The holder of each lease among `names` that has not expired."""
+        ...
+
     def close(self) -> None:
         """Leave the store consistent on disk (or wherever it lives); no call after but
         another close, which does nothing."""

@@ -9,6 +9,11 @@ a deployment still running. Every pass also replaces dead instances
 (:mod:`.health`) pings every instance on its own period. Whenever capacity may have come
 (a deployment published, an instance added, an operation ended) the router hears of it,
 so requests waiting for an instance go on at once.
+
+With several servers on one state store, an endpoint's instances run on the one server
+that holds its lease (:mod:`modelhost.storage.ownership`): each pass claims every
+endpoint, acts only on those granted, and lets go (drains and stops its instances) of one
+another server turned out to hold.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from modelhost.controllers.endpoints.serverless import ServerlessScaler
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.instances import InstanceBackend
 from modelhost.router import Router
-from modelhost.storage import LoopStore, ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore, Ownership, StateStore, lease
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class EndpointController(ReconcileLoop):
         objects: ObjectStore,
         backend: InstanceBackend,
         router: Router,
+        ownership: Ownership,
     ) -> None:
         super().__init__("endpoint reconcile", settings.health_interval_s)
         self.settings = settings
@@ -49,6 +55,7 @@ class EndpointController(ReconcileLoop):
         self.store = LoopStore(store)
         self.backend = backend
         self.router = router
+        self.ownership = ownership
         self.fleet = Fleet(settings, self.store, objects, backend, router)
         self._operations: dict[str, asyncio.Task[None]] = {}
         self.meter = Meter(router)
@@ -83,7 +90,11 @@ class EndpointController(ReconcileLoop):
 
     async def reconcile(self) -> None:
         records = {r["EndpointName"]: r for r in await self.store.list(KIND)}
+        mine = await self.ownership.claim(lease(KIND, name) for name in records)
         for name, record in records.items():
+            if lease(KIND, name) not in mine:
+                await self._let_go(name)
+                continue
             running = self._operations.get(name)
             busy = running is not None and not running.done()
             status = record["EndpointStatus"]
@@ -102,6 +113,21 @@ class EndpointController(ReconcileLoop):
         for name in list(self.router.deployments):
             if name not in records and name not in self._operations:
                 self._start(name, "delete", self.rollout.teardown(name))
+        gone = [held for held in self.ownership.held(lease(KIND, "")) if held.partition(":")[2]
+                not in records and held.partition(":")[2] not in self._operations]
+        await self.ownership.release(gone)
+
+    async def _let_go(self, name: str) -> None:
+        """Another server owns the endpoint: stop whatever this one still runs of it."""
+        running = self._operations.get(name)
+        if running is not None and not running.get_name().startswith("delete:"):
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            running = None
+        if running is None and name in self.router.deployments:
+            log.warning("endpoint %s is owned by another server now; stopping its "
+                        "instances here", name)
+            self._start(name, "delete", self.rollout.teardown(name))
 
     def _start(self, name: str, kind: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"{kind}:{name}")

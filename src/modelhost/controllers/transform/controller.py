@@ -10,6 +10,12 @@ object's `<name>.out` is assembled from its parts when the object is done. A res
 server therefore resumes each unfinished object at its last committed offset: parts past
 that offset are dropped, nothing is redone twice or lost. Instances always stop when the
 job ends, however it ends.
+
+With several servers on one state store a job runs on the one server that holds its
+lease. Parts live on that server's disk, so an object another server had begun (its state
+names that server as the parts' writer) starts over from its first record on the server
+that takes the job over; objects already done are in the object store and stay done.
+Output is only ever written whole, so a takeover duplicates nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +48,14 @@ from modelhost.controllers.transform.job import Job, JobFailed
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceBackend, InstanceClient
-from modelhost.storage import InvalidObjectURI, LoopStore, ObjectStore, StateStore
+from modelhost.storage import (
+    InvalidObjectURI,
+    LoopStore,
+    ObjectStore,
+    Ownership,
+    StateStore,
+    lease,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +66,11 @@ _DEFAULT_RETRIES = 3
 
 class TransformController(ReconcileLoop):
     def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
-                 backend: InstanceBackend) -> None:
+                 backend: InstanceBackend, ownership: Ownership) -> None:
         super().__init__("transform reconcile", settings.health_interval_s)
         self.settings = settings
+        self.ownership = ownership
+        ownership.on_lost(self._lost)
         self.store = LoopStore(store)
         self.objects = objects
         self.backend = backend
@@ -77,11 +92,24 @@ class TransformController(ReconcileLoop):
         await cancel_all(self._tasks.values())
         self.client.close()
 
+    def _lost(self, name: str) -> None:
+        """Another server holds the job now: stop here, leaving its status as it is."""
+        kind, _, job = name.partition(":")
+        task = self._tasks.get(job) if kind == KIND else None
+        if task is not None:
+            task.cancel()
+
     async def reconcile(self) -> None:
-        for record in await self.store.list(KIND):
+        records = [r for r in await self.store.list(KIND)
+                   if r["TransformJobStatus"] in ("InProgress", "Stopping")]
+        mine = await self.ownership.claim(
+            lease(KIND, r["TransformJobName"]) for r in records)
+        for record in records:
             name = record["TransformJobName"]
             status = record["TransformJobStatus"]
             task = self._tasks.get(name)
+            if lease(KIND, name) not in mine:
+                continue
             if status == "InProgress" and task is None:
                 task = asyncio.create_task(self._run(name), name=f"transform:{name}")
                 self._tasks[name] = task
@@ -96,6 +124,7 @@ class TransformController(ReconcileLoop):
                         task.cancel()
                 else:
                     await self._finish(name, "Stopped")
+                    await self.ownership.release([lease(KIND, name)])
 
     # --- one job ---------------------------------------------------------------------
 
@@ -132,6 +161,7 @@ class TransformController(ReconcileLoop):
             await self.instances.stop(name)
             if outcome is not None:
                 await self._finish(name, *outcome)
+                await self.ownership.release([lease(KIND, name)])
 
     async def _prepare(self, record: dict[str, Any]) -> Job:
         """The job's settings and its input list, read once and kept in the store so a
@@ -185,6 +215,11 @@ class TransformController(ReconcileLoop):
         uri, relative = job.objects[index]
         state = (await self.store.get(KIND, job.name))["_progress"]["objects"][index]  # type: ignore[index]
         parts_dir = job.work_dir / str(index)
+        if state["parts"] and state.get("writer", self.ownership.holder) != self.ownership.holder:
+            # Begun by another server, whose parts are on its disk: start the object over.
+            log.info("transform job %s: object %d was begun by %s; starting it over",
+                     job.name, index, state["writer"])
+            state = await self._commit(job.name, index, restart=True)
         await asyncio.to_thread(journal.drop_uncommitted, parts_dir, state["parts"])
         record = job.record
         transform_input = record["TransformInput"]
@@ -266,7 +301,8 @@ class TransformController(ReconcileLoop):
         """Commit a part: durable under its final name first, then counted in the store."""
         await asyncio.to_thread(journal.seal, part, parts_dir, state["parts"])
         state.update(await self._commit(name, index, offset=batch.end_offset,
-                                  records=batch.first_record + batch.records))
+                                        records=batch.first_record + batch.records,
+                                        writer=self.ownership.holder))
 
     # --- progress ----------------------------------------------------------------------
 

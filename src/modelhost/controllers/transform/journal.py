@@ -61,9 +61,13 @@ def new_progress(inputs: list[Any]) -> dict[str, Any]:
 
 
 def record_commit(progress: dict[str, Any], index: int, **changes: Any) -> dict[str, Any]:
-    """Apply one object's commit to a job's progress (a new offset counts one more part);
+    """Apply one object's commit to a job's progress (a new offset counts one more part;
+    `restart` forgets its parts, `writer` names the server whose disk holds them);
     returns the object's new state."""
     state = progress["objects"][index]
+    if changes.pop("restart", False):  # its parts are gone: from the first record again
+        state.update(offset=0, records=0, parts=0)
+        state.pop("writer", None)
     if "offset" in changes:
         state["parts"] += 1
     state.update(changes)
