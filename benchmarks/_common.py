@@ -59,10 +59,19 @@ def _version(package: str) -> str:
 
 def _git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
@@ -86,9 +95,11 @@ def machine_facts(load_generator: str) -> dict[str, str]:
         "python": platform.python_version(),
         "modelhost": f"{_version('modelhost')} (git {_git_revision()})",
         "uvicorn / httptools / uvloop": " / ".join(
-            _version(p) for p in ("uvicorn", "httptools", "uvloop")),
+            _version(p) for p in ("uvicorn", "httptools", "uvloop")
+        ),
         "prometheus-client / hdrhistogram": " / ".join(
-            _version(p) for p in ("prometheus-client", "hdrhistogram")),
+            _version(p) for p in ("prometheus-client", "hdrhistogram")
+        ),
         "load generator": load_generator,
     }
 
@@ -98,8 +109,11 @@ def machine_table(load_generator: str) -> list[str]:
     table (the full list is for reports whose figures depend on library versions)."""
     facts = machine_facts(load_generator)
     keys = ("date", "cpus (nproc)", "cpu model", "python", "modelhost")
-    return ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
-            "| machine | " + " | ".join(facts[k] for k in keys) + " |"]
+    return [
+        "| | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        "| machine | " + " | ".join(facts[k] for k in keys) + " |",
+    ]
 
 
 # --------------------------------------------------------------------------- running
@@ -121,6 +135,7 @@ def scratch_dir(keep: bool) -> Iterator[Path]:
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGINT raise KeyboardInterrupt, so `finally` cleanup runs for `kill` as
     for Ctrl-C; SIGINT is set explicitly because a shell's `cmd &` starts it ignored."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -136,10 +151,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # --------------------------------------------------------------------------- requests
 
 
-def post(url: str, body: bytes, content_type: str,
-         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": content_type, **(headers or {})})
+def post(
+    url: str, body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -210,20 +227,29 @@ class LoadGenerator:
         self._write_script({})
 
     def _write_script(self, headers: dict[str, str]) -> None:
-        extra = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
-                          for k, v in headers.items())
-        self.script.write_text(_WRK_LUA.format(body=_lua_string(self.body.decode()),
-                                               content_type=_lua_string(self.content_type),
-                                               extra_headers=extra))
+        extra = "\n".join(
+            f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()
+        )
+        self.script.write_text(
+            _WRK_LUA.format(
+                body=_lua_string(self.body.decode()),
+                content_type=_lua_string(self.content_type),
+                extra_headers=extra,
+            )
+        )
 
     @classmethod
-    def choose(cls, requested: str, body: bytes, content_type: str,
-               work_dir: Path) -> LoadGenerator:
+    def choose(
+        cls, requested: str, body: bytes, content_type: str, work_dir: Path
+    ) -> LoadGenerator:
         if requested == "auto":
             requested = "wrk" if shutil.which("wrk") else "modelhost"
             if requested == "modelhost":
-                print("wrk not found (apt-get install -y wrk); using modelhost.loadgen, "
-                      "which costs more CPU per request", file=sys.stderr)
+                print(
+                    "wrk not found (apt-get install -y wrk); using modelhost.loadgen, "
+                    "which costs more CPU per request",
+                    file=sys.stderr,
+                )
         return cls(requested, body, content_type, work_dir)
 
     def describe(self) -> str:
@@ -231,29 +257,52 @@ class LoadGenerator:
             return f"{wrk_version(self.wrk)}, 1 thread, keep-alive"
         return "modelhost.loadgen closed loop in a separate process, keep-alive"
 
-    def run(self, url: str, connections: int, duration_s: float,
-            headers: dict[str, str] | None = None) -> LoadResult:
+    def run(
+        self, url: str, connections: int, duration_s: float, headers: dict[str, str] | None = None
+    ) -> LoadResult:
         """One run; `headers` go on every request (one SigV4 signature, replayed: the
         server checks it in full each time, which is the cost a signed client adds)."""
         if self.kind == "wrk":
             assert self.wrk is not None
             self._write_script(headers or {})
             # wrk takes whole seconds only.
-            command = [self.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
-                       "--latency", "--timeout", "5s", "-s", str(self.script), url]
+            command = [
+                self.wrk,
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(duration_s))}s",
+                "--latency",
+                "--timeout",
+                "5s",
+                "-s",
+                str(self.script),
+                url,
+            ]
             stdin = None
         else:
             from modelhost.loadgen import LoadSpec, Phase
 
-            spec = LoadSpec(url=url, phases=(Phase(duration_s, users=connections),),
-                            mode="closed", payloads=(self.body,),
-                            content_type=self.content_type, max_connections=connections,
-                            timeout_s=5.0, headers=tuple((headers or {}).items()))
+            spec = LoadSpec(
+                url=url,
+                phases=(Phase(duration_s, users=connections),),
+                mode="closed",
+                payloads=(self.body,),
+                content_type=self.content_type,
+                max_connections=connections,
+                timeout_s=5.0,
+                headers=tuple((headers or {}).items()),
+            )
             command = [sys.executable, "-m", "modelhost.loadgen"]
             stdin = json.dumps(spec.to_json())
         cpu_before = children_cpu_seconds()
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, start_new_session=True, text=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            text=True,
+        )
         try:
             stdout, stderr = process.communicate(stdin, timeout=duration_s + 60)
         finally:
@@ -268,29 +317,38 @@ class LoadGenerator:
                 raw = json.loads(line.split(" ", 1)[1])
                 break
         else:
-            raise RuntimeError(f"load generator gave no result (rc {process.returncode}):\n"
-                               f"{stdout}\n{stderr}")
+            raise RuntimeError(
+                f"load generator gave no result (rc {process.returncode}):\n{stdout}\n{stderr}"
+            )
         return LoadResult(
-            requests=int(raw["requests"]), duration_s=raw["duration_us"] / 1e6,
-            p50_ms=raw["p50_us"] / 1e3, p90_ms=raw["p90_us"] / 1e3,
-            p99_ms=raw["p99_us"] / 1e3, mean_ms=raw["mean_us"] / 1e3,
-            errors=int(raw["errors"]), extra={"generator_cpu_s": generator_cpu},
+            requests=int(raw["requests"]),
+            duration_s=raw["duration_us"] / 1e6,
+            p50_ms=raw["p50_us"] / 1e3,
+            p90_ms=raw["p90_us"] / 1e3,
+            p99_ms=raw["p99_us"] / 1e3,
+            mean_ms=raw["mean_us"] / 1e3,
+            errors=int(raw["errors"]),
+            extra={"generator_cpu_s": generator_cpu},
         )
 
 
-def _loadgen_result(stdout: str, stderr: str, returncode: int | None,
-                    generator_cpu: float) -> LoadResult:
+def _loadgen_result(
+    stdout: str, stderr: str, returncode: int | None, generator_cpu: float
+) -> LoadResult:
     from modelhost.loadgen import LoadResult as Measured
 
     if returncode != 0 or not stdout.strip():
         raise RuntimeError(f"load generator failed (rc {returncode}):\n{stderr}")
     measured = Measured.from_json(json.loads(stdout))
     return LoadResult(
-        requests=measured.completed + measured.error_count, duration_s=measured.duration_s,
-        p50_ms=measured.percentile_ms(50), p90_ms=measured.percentile_ms(90),
+        requests=measured.completed + measured.error_count,
+        duration_s=measured.duration_s,
+        p50_ms=measured.percentile_ms(50),
+        p90_ms=measured.percentile_ms(90),
         p99_ms=measured.percentile_ms(99),
         mean_ms=measured.histogram.get_mean_value() / 1e3 if measured.completed else 0.0,
-        errors=measured.error_count, extra={"generator_cpu_s": generator_cpu},
+        errors=measured.error_count,
+        extra={"generator_cpu_s": generator_cpu},
     )
 
 
@@ -309,14 +367,16 @@ class HistogramSnapshot:
         before = dict(other.buckets)
         return HistogramSnapshot(
             tuple((le, n - before.get(le, 0.0)) for le, n in self.buckets),
-            self.total - other.total, self.count - other.count,
+            self.total - other.total,
+            self.count - other.count,
         )
 
     def __add__(self, other: HistogramSnapshot) -> HistogramSnapshot:
         theirs = dict(other.buckets)
         return HistogramSnapshot(
             tuple((le, n + theirs.get(le, 0.0)) for le, n in self.buckets),
-            self.total + other.total, self.count + other.count,
+            self.total + other.total,
+            self.count + other.count,
         )
 
     @property

@@ -41,22 +41,32 @@ class DirectInstance:
     benchmark's own code stays synchronous. Use as a context manager.
     """
 
-    def __init__(self, model_dir: Path, framework: str, work_dir: Path,
-                 instance_type: str = "ml.m5.large",
-                 environment: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        framework: str,
+        work_dir: Path,
+        instance_type: str = "ml.m5.large",
+        environment: dict[str, str] | None = None,
+    ) -> None:
         kind = get_instance_type(instance_type)
         if kind is None:
             raise ValueError(f"unknown instance type {instance_type}")
         self.work_dir = work_dir
-        self.spec = InstanceSpec(instance_id="direct-0", model_dir=model_dir,
-                                 framework=framework, instance_type=kind,
-                                 environment=dict(environment or {}),
-                                 log_path=work_dir / "logs" / "direct-0.log")
+        self.spec = InstanceSpec(
+            instance_id="direct-0",
+            model_dir=model_dir,
+            framework=framework,
+            instance_type=kind,
+            environment=dict(environment or {}),
+            log_path=work_dir / "logs" / "direct-0.log",
+        )
         settings = Settings(data_dir=work_dir)
         self._backend = open_backend(settings)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="direct-instance")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="direct-instance"
+        )
         self.instance: Instance | None = None
 
     def _run(self, coroutine: Any, timeout_s: float = START_TIMEOUT_S) -> Any:

@@ -54,12 +54,19 @@ def _call(url: str, body: bytes, headers: dict[str, str]) -> int:
 def _protocols(server: ServerProcess, calls: int) -> dict[str, tuple[float, float, int]]:
     """Median and p95 ms and answer bytes of DescribeAlarms in each encoding."""
     shapes: dict[str, Callable[[], int]] = {
-        "JSON 1.0 (botocore)": lambda: _call(server.url, orjson.dumps({}), {
-            "Content-Type": "application/x-amz-json-1.0",
-            "X-Amz-Target": f"{_SERVICE}.DescribeAlarms"}),
+        "JSON 1.0 (botocore)": lambda: _call(
+            server.url,
+            orjson.dumps({}),
+            {
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"{_SERVICE}.DescribeAlarms",
+            },
+        ),
         "RPC v2 CBOR": lambda: _call(
-            f"{server.url}/service/{_SERVICE}/operation/DescribeAlarms", cbor2.dumps({}),
-            {"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"}),
+            f"{server.url}/service/{_SERVICE}/operation/DescribeAlarms",
+            cbor2.dumps({}),
+            {"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor"},
+        ),
     }
     times: dict[str, list[float]] = {label: [] for label in shapes}
     sizes: dict[str, int] = {}
@@ -68,8 +75,10 @@ def _protocols(server: ServerProcess, calls: int) -> dict[str, tuple[float, floa
             started = time.perf_counter()
             sizes[label] = call()
             times[label].append((time.perf_counter() - started) * 1000)
-    return {label: (statistics.median(t), statistics.quantiles(t, n=20)[18], sizes[label])
-            for label, t in times.items()}
+    return {
+        label: (statistics.median(t), statistics.quantiles(t, n=20)[18], sizes[label])
+        for label, t in times.items()
+    }
 
 
 def _until(check: Callable[[], bool], timeout_s: float = 120) -> float:
@@ -87,42 +96,69 @@ def _reaction(server: ServerProcess) -> dict[str, float]:
     name = deploy(sm, put_iris_model(server.data_dir))
     try:
         resource = f"endpoint/{name}/variant/AllTraffic"
-        aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
-                                     ScalableDimension=DIMENSION, MinCapacity=1,
-                                     MaxCapacity=2)
+        aas.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=DIMENSION,
+            MinCapacity=1,
+            MaxCapacity=2,
+        )
         arns = {}
-        for policy, step in (("out", {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}),
-                             ("in", {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -1})):
+        for policy, step in (
+            ("out", {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}),
+            ("in", {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -1}),
+        ):
             arns[policy] = aas.put_scaling_policy(
-                PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=resource,
-                ScalableDimension=DIMENSION, PolicyType="StepScaling",
-                StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity",
-                                                "Cooldown": 1, "StepAdjustments": [step]},
+                PolicyName=policy,
+                ServiceNamespace="sagemaker",
+                ResourceId=resource,
+                ScalableDimension=DIMENSION,
+                PolicyType="StepScaling",
+                StepScalingPolicyConfiguration={
+                    "AdjustmentType": "ChangeInCapacity",
+                    "Cooldown": 1,
+                    "StepAdjustments": [step],
+                },
             )["PolicyARN"]
-        for alarm, operator, threshold, policy in (("high", "GreaterThanThreshold", 60, "out"),
-                                                   ("low", "LessThanThreshold", 10, "in")):
+        for alarm, operator, threshold, policy in (
+            ("high", "GreaterThanThreshold", 60, "out"),
+            ("low", "LessThanThreshold", 10, "in"),
+        ):
             cw.put_metric_alarm(
-                AlarmName=f"{name}-{alarm}", Namespace="AWS/SageMaker",
-                MetricName="InvocationsPerInstance", Statistic="Average", Period=60,
-                EvaluationPeriods=2, Threshold=threshold, ComparisonOperator=operator,
-                Dimensions=[{"Name": "EndpointName", "Value": name},
-                            {"Name": "VariantName", "Value": "AllTraffic"}],
-                AlarmActions=[arns[policy]])
+                AlarmName=f"{name}-{alarm}",
+                Namespace="AWS/SageMaker",
+                MetricName="InvocationsPerInstance",
+                Statistic="Average",
+                Period=60,
+                EvaluationPeriods=2,
+                Threshold=threshold,
+                ComparisonOperator=operator,
+                Dimensions=[
+                    {"Name": "EndpointName", "Value": name},
+                    {"Name": "VariantName", "Value": "AllTraffic"},
+                ],
+                AlarmActions=[arns[policy]],
+            )
 
         def state(alarm: str) -> str:
-            return str(cw.describe_alarms(AlarmNames=[f"{name}-{alarm}"])["MetricAlarms"][0][
-                "StateValue"])
+            return str(
+                cw.describe_alarms(AlarmNames=[f"{name}-{alarm}"])["MetricAlarms"][0]["StateValue"]
+            )
 
         def desired() -> int:
-            return int(sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0][
-                "DesiredInstanceCount"])
+            return int(
+                sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0][
+                    "DesiredInstanceCount"
+                ]
+            )
 
         stop = threading.Event()
 
         def load() -> None:
             while not stop.is_set():
-                rt.invoke_endpoint(EndpointName=name, ContentType="text/csv",
-                                   Body="5.1,3.5,1.4,0.2")
+                rt.invoke_endpoint(
+                    EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2"
+                )
                 stop.wait(0.02)
 
         threads = [threading.Thread(target=load) for _ in range(2)]
@@ -137,23 +173,43 @@ def _reaction(server: ServerProcess) -> dict[str, float]:
                 thread.join()
         low_alarm = _until(lambda: state("low") == "ALARM")
         to_in = _until(lambda: desired() == 1) + low_alarm
-        return {"load → high ALARM": to_alarm, "load → desired 2": to_out,
-                "no load → low ALARM": low_alarm, "no load → desired 1": to_in}
+        return {
+            "load → high ALARM": to_alarm,
+            "load → desired 2": to_out,
+            "no load → low ALARM": low_alarm,
+            "no load → desired 1": to_in,
+        }
     finally:
         undeploy(sm, name)
 
 
-def report(protocols: dict[str, tuple[float, float, int]], reaction: dict[str, float],
-           machine: list[str], args: Any) -> str:
-    lines = ["# CloudWatch alarms", "", *machine, "",
-             f"DescribeAlarms of {args.alarms} alarms, {args.calls} calls per encoding, "
-             "alternating, one at a time:", "",
-             "| protocol | median ms | p95 ms | answer bytes |", "|---|---|---|---|"]
+def report(
+    protocols: dict[str, tuple[float, float, int]],
+    reaction: dict[str, float],
+    machine: list[str],
+    args: Any,
+) -> str:
+    lines = [
+        "# CloudWatch alarms",
+        "",
+        *machine,
+        "",
+        f"DescribeAlarms of {args.alarms} alarms, {args.calls} calls per encoding, "
+        "alternating, one at a time:",
+        "",
+        "| protocol | median ms | p95 ms | answer bytes |",
+        "|---|---|---|---|",
+    ]
     for label, (median, p95, size) in protocols.items():
         lines.append(f"| {label} | {median:.2f} | {p95:.2f} | {size} |")
-    lines += ["", f"Step scaling from alarms (evaluation every {args.interval:g} s over a "
-              f"{args.window:g} s window, EvaluationPeriods 2):", "",
-              "| event | seconds |", "|---|---|"]
+    lines += [
+        "",
+        f"Step scaling from alarms (evaluation every {args.interval:g} s over a "
+        f"{args.window:g} s window, EvaluationPeriods 2):",
+        "",
+        "| event | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {event} | {seconds:.1f} |" for event, seconds in reaction.items()]
     return "\n".join(lines) + "\n"
 
@@ -167,26 +223,38 @@ def main(argv: list[str] | None = None) -> int:
     add_output_options(parser, "alarm_scaling")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
-        server = ServerProcess(scratch / "data", env={
-            "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
-            "MODELHOST_AUTOSCALING_WINDOW": str(args.window)}).start()
+        server = ServerProcess(
+            scratch / "data",
+            env={
+                "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
+                "MODELHOST_AUTOSCALING_WINDOW": str(args.window),
+            },
+        ).start()
         try:
             cw = server.client("cloudwatch")
             for index in range(args.alarms):
                 cw.put_metric_alarm(
-                    AlarmName=f"bench-{index:04d}", Namespace="AWS/SageMaker",
-                    MetricName="CPUUtilization", Statistic="Average", Period=60,
-                    EvaluationPeriods=1, Threshold=80, ComparisonOperator="GreaterThanThreshold",
-                    Dimensions=[{"Name": "EndpointName", "Value": "nowhere"}])
+                    AlarmName=f"bench-{index:04d}",
+                    Namespace="AWS/SageMaker",
+                    MetricName="CPUUtilization",
+                    Statistic="Average",
+                    Period=60,
+                    EvaluationPeriods=1,
+                    Threshold=80,
+                    ComparisonOperator="GreaterThanThreshold",
+                    Dimensions=[{"Name": "EndpointName", "Value": "nowhere"}],
+                )
             protocols = _protocols(server, args.calls)
             names = [f"bench-{i:04d}" for i in range(args.alarms)]
             for first in range(0, len(names), 100):  # DeleteAlarms takes 100 at most
-                cw.delete_alarms(AlarmNames=names[first:first + 100])
+                cw.delete_alarms(AlarmNames=names[first : first + 100])
             reaction = _reaction(server)
         finally:
             server.stop()
-    publish(report(protocols, reaction, machine_table("urllib / boto3, one request at a time"),
-                   args), args.out)
+    publish(
+        report(protocols, reaction, machine_table("urllib / boto3, one request at a time"), args),
+        args.out,
+    )
     return 0
 
 

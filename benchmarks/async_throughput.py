@@ -38,17 +38,22 @@ from tests.support.processes import peak_rss_mb
 from tests.support.server import ServerProcess
 
 
-def _deploy_async(server: ServerProcess, model_url: str, image: str,
-                  per_instance: int = 8) -> str:
-    return deploy(server.client("sagemaker"), model_url, image=image, timeout_s=180,
-                  async_config={
-                      "OutputConfig": {"S3OutputPath": "s3://bench/async/out"},
-                      "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance}})
+def _deploy_async(server: ServerProcess, model_url: str, image: str, per_instance: int = 8) -> str:
+    return deploy(
+        server.client("sagemaker"),
+        model_url,
+        image=image,
+        timeout_s=180,
+        async_config={
+            "OutputConfig": {"S3OutputPath": "s3://bench/async/out"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": per_instance},
+        },
+    )
 
 
-def _drive(server: ServerProcess, threads: int, requests: int,
-           make: Any) -> None:
+def _drive(server: ServerProcess, threads: int, requests: int, make: Any) -> None:
     """`threads` keep-alive connections, each sending its share back to back."""
+
     def run(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", server.port)
         for n in range(index, requests, threads):
@@ -80,14 +85,24 @@ def _succeeded(server: ServerProcess, name: str) -> int:
 def realtime(server: ServerProcess, name: str, threads: int, requests: int) -> float:
     body = json.dumps(iris_rows(3)).encode()
     started = time.perf_counter()
-    _drive(server, threads, requests, lambda n: (
-        "POST", f"/endpoints/{name}/invocations", body,
-        {"Content-Type": "application/json"}, 200))
+    _drive(
+        server,
+        threads,
+        requests,
+        lambda n: (
+            "POST",
+            f"/endpoints/{name}/invocations",
+            body,
+            {"Content-Type": "application/json"},
+            200,
+        ),
+    )
     return requests / (time.perf_counter() - started)
 
 
-def asynchronous(server: ServerProcess, name: str, threads: int, requests: int,
-                 run: int) -> tuple[float, float]:
+def asynchronous(
+    server: ServerProcess, name: str, threads: int, requests: int, run: int
+) -> tuple[float, float]:
     """Completed requests per second, and accepted (202) requests per second."""
     body = json.dumps(iris_rows(3)).encode()
     folder = server.data_dir / "objects" / "bench" / "inputs" / f"{name}-{run}"
@@ -96,10 +111,21 @@ def asynchronous(server: ServerProcess, name: str, threads: int, requests: int,
         (folder / f"{n}.json").write_bytes(body)
     before = _succeeded(server, name)
     started = time.perf_counter()
-    _drive(server, threads, requests, lambda n: (
-        "POST", f"/endpoints/{name}/async-invocations", b"",
-        {"X-Amzn-SageMaker-InputLocation": f"s3://bench/inputs/{name}-{run}/{n}.json",
-         "X-Amzn-SageMaker-Content-Type": "application/json"}, 202))
+    _drive(
+        server,
+        threads,
+        requests,
+        lambda n: (
+            "POST",
+            f"/endpoints/{name}/async-invocations",
+            b"",
+            {
+                "X-Amzn-SageMaker-InputLocation": f"s3://bench/inputs/{name}-{run}/{n}.json",
+                "X-Amzn-SageMaker-Content-Type": "application/json",
+            },
+            202,
+        ),
+    )
     accepted = time.perf_counter() - started
     while _succeeded(server, name) - before < requests:
         time.sleep(0.05)  # polling costs the server CPU too; keep it rare
@@ -116,10 +142,12 @@ def large(server: ServerProcess, name: str, megabytes: int) -> dict[str, float]:
     rss_before = peak_rss_mb(server.pid)
     runtime = server.client("sagemaker-runtime")
     started = time.perf_counter()
-    answer = runtime.invoke_endpoint_async(EndpointName=name,
-                                           InputLocation="s3://bench/large.bin",
-                                           ContentType="application/octet-stream")
-    output = server.data_dir / "objects" / answer["OutputLocation"][len("s3://"):]
+    answer = runtime.invoke_endpoint_async(
+        EndpointName=name,
+        InputLocation="s3://bench/large.bin",
+        ContentType="application/octet-stream",
+    )
+    output = server.data_dir / "objects" / answer["OutputLocation"][len("s3://") :]
     while not output.exists():
         if _succeeded(server, name) < 0:
             break
@@ -129,8 +157,11 @@ def large(server: ServerProcess, name: str, megabytes: int) -> dict[str, float]:
     if result["bytes"] != megabytes * 1024 * 1024:
         raise RuntimeError(f"instance got {result['bytes']} bytes")
     path.unlink()
-    return {"seconds": elapsed, "rss_before_mb": rss_before,
-            "rss_after_mb": peak_rss_mb(server.pid)}
+    return {
+        "seconds": elapsed,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": peak_rss_mb(server.pid),
+    }
 
 
 def main() -> None:
@@ -139,8 +170,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--large-mb", type=int, default=1024)
-    parser.add_argument("--per-instance", type=int, default=8,
-                        help="MaxConcurrentInvocationsPerInstance of the async endpoint")
+    parser.add_argument(
+        "--per-instance",
+        type=int,
+        default=8,
+        help="MaxConcurrentInvocationsPerInstance of the async endpoint",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
     facts = machine_facts("python http.client threads")
@@ -165,11 +200,15 @@ def main() -> None:
     print("# Asynchronous inference throughput\n")
     for key, value in facts.items():
         print(f"- {key}: {value}")
-    print(f"- {args.requests} requests per run, {args.threads} client threads, "
-          "iris LogisticRegression on one ml.m5.large per endpoint (one real-time, one "
-          "asynchronous), JSON body of 3 rows\n")
-    print("| round | real-time req/s | async req/s (completed) | async / real-time | "
-          "async accepted (202) /s |")
+    print(
+        f"- {args.requests} requests per run, {args.threads} client threads, "
+        "iris LogisticRegression on one ml.m5.large per endpoint (one real-time, one "
+        "asynchronous), JSON body of 3 rows\n"
+    )
+    print(
+        "| round | real-time req/s | async req/s (completed) | async / real-time | "
+        "async accepted (202) /s |"
+    )
     print("|---|---|---|---|---|")
     for index, (rt, ay, accepted) in enumerate(rows, 1):
         print(f"| {index} | {rt:,.0f} | {ay:,.0f} | {ay / rt:.0%} | {accepted:,.0f} |")
@@ -177,9 +216,11 @@ def main() -> None:
         print(f"\n## {args.large_mb} MiB payload end to end\n")
         print("| seconds | MB/s | server peak RSS before | after | growth |")
         print("|---|---|---|---|---|")
-        print(f"| {large_run['seconds']:.1f} | {args.large_mb / large_run['seconds']:.0f} | "
-              f"{large_run['rss_before_mb']:.0f} MB | {large_run['rss_after_mb']:.0f} MB | "
-              f"{large_run['rss_after_mb'] - large_run['rss_before_mb']:.0f} MB |")
+        print(
+            f"| {large_run['seconds']:.1f} | {args.large_mb / large_run['seconds']:.0f} | "
+            f"{large_run['rss_before_mb']:.0f} MB | {large_run['rss_after_mb']:.0f} MB | "
+            f"{large_run['rss_after_mb'] - large_run['rss_before_mb']:.0f} MB |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 SCALE_OUT_TARGET_S = 30.0  # the target: instances added within 30 s of the crossing
 POLL_S = 0.5
 
+
 @dataclass
 class Poll:
     t: float  # seconds since the load started
@@ -72,8 +73,9 @@ class Poller(threading.Thread):
         from prometheus_client.parser import text_string_to_metric_families
 
         while not self.stop.is_set():
-            variant = self.sagemaker.describe_endpoint(
-                EndpointName=self.name)["ProductionVariants"][0]
+            variant = self.sagemaker.describe_endpoint(EndpointName=self.name)[
+                "ProductionVariants"
+            ][0]
             answered = sum(
                 sample.value
                 for family in text_string_to_metric_families(self.server.metrics_text())
@@ -81,13 +83,18 @@ class Poller(threading.Thread):
                 if sample.name == "modelhost_invocations_total"
                 and sample.labels.get("endpoint") == self.name
             )
-            self.polls.append((time.monotonic(), variant["CurrentInstanceCount"],
-                               variant["DesiredInstanceCount"], answered))
+            self.polls.append(
+                (
+                    time.monotonic(),
+                    variant["CurrentInstanceCount"],
+                    variant["DesiredInstanceCount"],
+                    answered,
+                )
+            )
             self.stop.wait(POLL_S)
 
 
-def load_clock_offset(result: LoadResult, polls: list[tuple[float, int, int, float]]
-                      ) -> float:
+def load_clock_offset(result: LoadResult, polls: list[tuple[float, int, int, float]]) -> float:
     """When, in the benchmark's clock, the generator's second 0 began. The generator runs
     in its own process and keeps its own clock; each poll saw how many invocations the
     server had answered, and the timeline says in which second the generator had seen that
@@ -100,8 +107,9 @@ def load_clock_offset(result: LoadResult, polls: list[tuple[float, int, int, flo
         if not 0 < answered < cumulative[-1]:
             continue
         second = next(i for i, total in enumerate(cumulative) if total >= answered) - 1
-        within = (answered - cumulative[second]) / max(cumulative[second + 1]
-                                                      - cumulative[second], 1.0)
+        within = (answered - cumulative[second]) / max(
+            cumulative[second + 1] - cumulative[second], 1.0
+        )
         offsets.append(at - (second + within))
     offsets.sort()
     return offsets[len(offsets) // 2]
@@ -123,8 +131,9 @@ def analyse(result: LoadResult, polls: list[Poll], args: argparse.Namespace) -> 
     # divided by the instances serving.
     metric = []
     for second in timeline:
-        window = [s.completed for s in timeline
-                  if second.second - args.window < s.second <= second.second]
+        window = [
+            s.completed for s in timeline if second.second - args.window < s.second <= second.second
+        ]
         per_minute = sum(window) / min(args.window, second.second + 1) * 60
         metric.append((second.second + 1, per_minute / max(instances_at(second.second), 1)))
     crossing = first(metric, lambda m: m[0] >= step_at and m[1] > args.target)
@@ -135,10 +144,19 @@ def analyse(result: LoadResult, polls: list[Poll], args: argparse.Namespace) -> 
     # later seconds over the target are counted apart (an instance starting takes CPU
     # from the others on a small machine).
     first_over = first(high, lambda s: s.p99_ms > args.p99_target_ms)
-    back = first(high, lambda s: first_over is not None and s.second > first_over.second
-                 and s.p99_ms <= args.p99_target_ms)
-    relapses = [s.second for s in high if back is not None and s.second > back.second
-                and s.p99_ms > args.p99_target_ms]
+    back = first(
+        high,
+        lambda s: (
+            first_over is not None
+            and s.second > first_over.second
+            and s.p99_ms <= args.p99_target_ms
+        ),
+    )
+    relapses = [
+        s.second
+        for s in high
+        if back is not None and s.second > back.second and s.p99_ms > args.p99_target_ms
+    ]
     base = [s for s in timeline if s.second < step_at and s.completed]
     tail = [s for s in high if s.second >= step_end - 30 and s.completed]
     return {
@@ -156,8 +174,13 @@ def analyse(result: LoadResult, polls: list[Poll], args: argparse.Namespace) -> 
     }
 
 
-def plot(path: Path, result: LoadResult, polls: list[Poll], figures: dict[str, Any],
-         args: argparse.Namespace) -> None:
+def plot(
+    path: Path,
+    result: LoadResult,
+    polls: list[Poll],
+    figures: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,10 +188,12 @@ def plot(path: Path, result: LoadResult, polls: list[Poll], figures: dict[str, A
 
     seconds = [s.second + 1 for s in result.timeline]
     fig, (ax_n, ax_rate, ax_p99) = plt.subplots(3, 1, sharex=True, figsize=(10, 8))
-    ax_n.step([p.t for p in polls], [p.desired for p in polls], where="post",
-              label="DesiredInstanceCount")
-    ax_n.step([p.t for p in polls], [p.current for p in polls], where="post",
-              label="CurrentInstanceCount")
+    ax_n.step(
+        [p.t for p in polls], [p.desired for p in polls], where="post", label="DesiredInstanceCount"
+    )
+    ax_n.step(
+        [p.t for p in polls], [p.current for p in polls], where="post", label="CurrentInstanceCount"
+    )
     ax_n.set_ylabel("instances")
     ax_n.legend(loc="upper right")
     ax_rate.plot(seconds, [s.sent for s in result.timeline], label="sent / s")
@@ -186,8 +211,10 @@ def plot(path: Path, result: LoadResult, polls: list[Poll], figures: dict[str, A
         axis.axvline(args.base_s + args.high_s, color="grey", linestyle="--")
         if figures["crossing_s"] is not None:
             axis.axvline(figures["crossing_s"], color="orange", linestyle=":")
-    fig.suptitle(f"Target tracking on InvocationsPerInstance (target {args.target:g}/min), "
-                 f"{args.base_rate:g} -> {args.base_rate * args.step:g} req/s")
+    fig.suptitle(
+        f"Target tracking on InvocationsPerInstance (target {args.target:g}/min), "
+        f"{args.base_rate:g} -> {args.base_rate * args.step:g} req/s"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -197,8 +224,14 @@ def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def render(facts: dict[str, str], args: argparse.Namespace, result: LoadResult,
-           figures: dict[str, Any], activities: list[dict[str, Any]], png: Path) -> str:
+def render(
+    facts: dict[str, str],
+    args: argparse.Namespace,
+    result: LoadResult,
+    figures: dict[str, Any],
+    activities: list[dict[str, Any]],
+    png: Path,
+) -> str:
     crossing, decided = figures["crossing_s"], figures["decided_s"]
     rest = args.base_s + args.high_s - (figures["back_under_s"] or 0)
     reaction = None if crossing is None or decided is None else decided - crossing
@@ -206,19 +239,21 @@ def render(facts: dict[str, str], args: argparse.Namespace, result: LoadResult,
     lines = ["# Autoscaling under a 4x load step", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in facts.items()]
     lines += [
-        "", f"Load: open loop, {args.base_rate:g} req/s for {args.base_s:g} s, "
+        "",
+        f"Load: open loop, {args.base_rate:g} req/s for {args.base_s:g} s, "
         f"{args.base_rate * args.step:g} req/s for {args.high_s:g} s, {args.base_rate:g} req/s "
         f"for {args.after_s:g} s. Model: {args.service_ms:g} ms service time, one request at "
         f"a time per instance ({1000 / args.service_ms:.0f} req/s per instance). Policy: "
         f"InvocationsPerInstance target {args.target:g}/min, min 1, max {args.max_instances}, "
         f"cooldowns out {args.scale_out_cooldown} s / in {args.scale_in_cooldown} s. "
-        f"Server: evaluation every {args.interval:g} s over a {args.window:g} s window.", "",
-        "| figure | value | target |", "|---|---|---|",
+        f"Server: evaluation every {args.interval:g} s over a {args.window:g} s window.",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
         f"| step at | {args.base_s:.0f} s | |",
         f"| windowed InvocationsPerInstance crosses the target | {_s(crossing)} | |",
         f"| desired count raised | {_s(decided)} | |",
-        f"| reaction: raised after the crossing | {_s(reaction)} | "
-        f"≤ {SCALE_OUT_TARGET_S:.0f} s |",
+        f"| reaction: raised after the crossing | {_s(reaction)} | ≤ {SCALE_OUT_TARGET_S:.0f} s |",
         f"| first added instance serving | {_s(figures['serving_s'])} | |",
         f"| p99 per second back under {args.p99_target_ms:g} ms | "
         f"{_s(figures['back_under_s'])} | within the step |",
@@ -232,7 +267,11 @@ def render(facts: dict[str, str], args: argparse.Namespace, result: LoadResult,
         f"{figures['final_instances']} | |",
         f"| requests sent / answered / errors | {summary['sent']} / {summary['completed']} / "
         f"{summary['errors']} {summary['errors_by_code'] or ''} | 0 errors |",
-        "", f"Plot: `{png}`", "", "Scaling activities (newest first):", "",
+        "",
+        f"Plot: `{png}`",
+        "",
+        "Scaling activities (newest first):",
+        "",
     ]
     lines += [f"- {a['StatusCode']}: {a['Description']} {a['Cause']}" for a in activities]
     return "\n".join(lines) + "\n"
@@ -246,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-s", type=float, default=30.0)
     parser.add_argument("--high-s", type=float, default=90.0)
     parser.add_argument("--after-s", type=float, default=60.0)
-    parser.add_argument("--target", type=float, default=1200.0,
-                        help="InvocationsPerInstance target (per instance per minute)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=1200.0,
+        help="InvocationsPerInstance target (per instance per minute)",
+    )
     parser.add_argument("--p99-target-ms", type=float, default=100.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0)
@@ -264,9 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('the plot needs matplotlib: pip install -e ".[plot]"')
 
     with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
-        server = ServerProcess(scratch / "data", env={
-            "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
-            "MODELHOST_AUTOSCALING_WINDOW": str(args.window)})
+        server = ServerProcess(
+            scratch / "data",
+            env={
+                "MODELHOST_AUTOSCALING_INTERVAL": str(args.interval),
+                "MODELHOST_AUTOSCALING_WINDOW": str(args.window),
+            },
+        )
         server.start()
         sagemaker = server.client("sagemaker")
         name = None
@@ -280,41 +327,72 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     png = args.out / "autoscaling_step.png"
     plot(png, result, polls, figures, args)
-    report = render(machine_facts("modelhost.loadgen (open loop, own process)"), args, result,
-                    figures, activities, png)
+    report = render(
+        machine_facts("modelhost.loadgen (open loop, own process)"),
+        args,
+        result,
+        figures,
+        activities,
+        png,
+    )
     (args.out / "autoscaling_step.md").write_text(report)
-    (args.out / "autoscaling_step.json").write_text(json.dumps({
-        "timeline": [{k: v for k, v in s.to_json().items() if k != "histogram"}
-                     for s in result.timeline],
-        "polls": [p.__dict__ for p in polls], "metric": figures["metric"],
-        "activities": activities,
-    }, default=str, indent=1))
+    (args.out / "autoscaling_step.json").write_text(
+        json.dumps(
+            {
+                "timeline": [
+                    {k: v for k, v in s.to_json().items() if k != "histogram"}
+                    for s in result.timeline
+                ],
+                "polls": [p.__dict__ for p in polls],
+                "metric": figures["metric"],
+                "activities": activities,
+            },
+            default=str,
+            indent=1,
+        )
+    )
     print(report)
     return 0
 
 
-def _measure(server: ServerProcess, sagemaker: Any, name: str, args: argparse.Namespace
-             ) -> tuple[dict[str, Any], LoadResult, list[Poll], list[dict[str, Any]]]:
+def _measure(
+    server: ServerProcess, sagemaker: Any, name: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], LoadResult, list[Poll], list[dict[str, Any]]]:
     aas = server.client("application-autoscaling")
     resource = f"endpoint/{name}/variant/AllTraffic"
-    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
-                                 ScalableDimension=DIMENSION, MinCapacity=1,
-                                 MaxCapacity=args.max_instances)
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=DIMENSION,
+        MinCapacity=1,
+        MaxCapacity=args.max_instances,
+    )
     aas.put_scaling_policy(
-        PolicyName="invocations", ServiceNamespace="sagemaker", ResourceId=resource,
-        ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
+        PolicyName="invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=DIMENSION,
+        PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
             "TargetValue": args.target,
             "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
             "ScaleOutCooldown": args.scale_out_cooldown,
-            "ScaleInCooldown": args.scale_in_cooldown})
+            "ScaleInCooldown": args.scale_in_cooldown,
+        },
+    )
     high = args.base_rate * args.step
     spec = LoadSpec(
         url=f"{server.url}/endpoints/{name}/invocations",
-        phases=(Phase(args.base_s, rate=args.base_rate), Phase(args.high_s, rate=high),
-                Phase(args.after_s, rate=args.base_rate)),
-        payloads=(b"{}",), content_type="application/json", timeout_s=30.0,
+        phases=(
+            Phase(args.base_s, rate=args.base_rate),
+            Phase(args.high_s, rate=high),
+            Phase(args.after_s, rate=args.base_rate),
+        ),
+        payloads=(b"{}",),
+        content_type="application/json",
+        timeout_s=30.0,
         max_connections=512,
     )
     poller = Poller(server, sagemaker, name)
@@ -326,8 +404,9 @@ def _measure(server: ServerProcess, sagemaker: Any, name: str, args: argparse.Na
         poller.join()
     load_start = load_clock_offset(result, poller.polls)
     polls = [Poll(t - load_start, current, desired) for t, current, desired, _ in poller.polls]
-    activities = aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=resource)["ScalingActivities"]
+    activities = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)[
+        "ScalingActivities"
+    ]
     figures = analyse(result, polls, args)
     return figures, result, polls, activities
 

@@ -91,25 +91,38 @@ def _self_peak() -> float:
 
 
 def run_plain(model_tarball: Path, data: Path, payload_mb: int, scratch: Path) -> dict:
-    command = [sys.executable, __file__, "--plain-loop", str(model_tarball), str(data),
-               str(payload_mb), str(scratch / "plain.out")]
+    command = [
+        sys.executable,
+        __file__,
+        "--plain-loop",
+        str(model_tarball),
+        str(data),
+        str(payload_mb),
+        str(scratch / "plain.out"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
 
-def run_job(server: ServerProcess, sagemaker, model: str, payload_mb: int,
-            concurrency: int, round_no: int) -> dict:
+def run_job(
+    server: ServerProcess, sagemaker, model: str, payload_mb: int, concurrency: int, round_no: int
+) -> dict:
     name = f"bench-{round_no}-{int(time.time())}"
     started = time.perf_counter()
     sagemaker.create_transform_job(
-        TransformJobName=name, ModelName=model, BatchStrategy="MultiRecord",
-        MaxPayloadInMB=payload_mb, MaxConcurrentTransforms=concurrency,
-        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                                        "S3Uri": "s3://bench/in/"}},
-                        "ContentType": "text/csv", "SplitType": "Line"},
-        TransformOutput={"S3OutputPath": f"s3://bench/out-{round_no}/",
-                         "AssembleWith": "Line"},
-        TransformResources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1})
+        TransformJobName=name,
+        ModelName=model,
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=payload_mb,
+        MaxConcurrentTransforms=concurrency,
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bench/in/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": f"s3://bench/out-{round_no}/", "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+    )
     instance_peak = 0.0
     while True:
         job = sagemaker.describe_transform_job(TransformJobName=name)
@@ -120,12 +133,15 @@ def run_job(server: ServerProcess, sagemaker, model: str, payload_mb: int,
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     if job["TransformJobStatus"] != "Completed":
-        raise RuntimeError(f"job {name} {job['TransformJobStatus']}: "
-                           f"{job.get('FailureReason')}")
+        raise RuntimeError(f"job {name} {job['TransformJobStatus']}: {job.get('FailureReason')}")
     output = server.data_dir / "objects" / "bench" / f"out-{round_no}" / "data.csv.out"
     records = sum(block.count(b"\n") for block in _blocks(output))
-    return {"records": records, "seconds": seconds, "server_peak_mb": peak_rss_mb(server.pid),
-            "instance_peak_mb": instance_peak}
+    return {
+        "records": records,
+        "seconds": seconds,
+        "server_peak_mb": peak_rss_mb(server.pid),
+        "instance_peak_mb": instance_peak,
+    }
 
 
 def _blocks(path: Path):
@@ -151,13 +167,16 @@ def main() -> None:
             data = server.data_dir / "objects" / "bench" / "in" / "data.csv"
             rows, size = generate_csv(data, args.size_mb)
             sagemaker = server.client("sagemaker")
-            sagemaker.create_model(ModelName="bench-iris", PrimaryContainer={
-                "Image": "modelhost/sklearn", "ModelDataUrl": model_url})
+            sagemaker.create_model(
+                ModelName="bench-iris",
+                PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": model_url},
+            )
             results = []
             for round_no in range(args.rounds):
                 plain = run_plain(tarball, data, args.payload_mb, scratch)
-                job = run_job(server, sagemaker, "bench-iris", args.payload_mb,
-                              args.concurrency, round_no)
+                job = run_job(
+                    server, sagemaker, "bench-iris", args.payload_mb, args.concurrency, round_no
+                )
                 results.append((plain, job))
         finally:
             server.stop()
@@ -166,25 +185,40 @@ def main() -> None:
 
 def report(args: argparse.Namespace, rows: int, size: int, results: list) -> None:
     mib = size / 2**20
-    lines = [f"# batch transform, {mib:,.0f} MiB CSV, {rows:,} records, MaxPayloadInMB="
-             f"{args.payload_mb}, MaxConcurrentTransforms={args.concurrency}, 1 instance", ""]
+    lines = [
+        f"# batch transform, {mib:,.0f} MiB CSV, {rows:,} records, MaxPayloadInMB="
+        f"{args.payload_mb}, MaxConcurrentTransforms={args.concurrency}, 1 instance",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in machine_facts("-").items() if k != "load generator"]
-    lines += ["", "| round | path | records/s | MB/s | wall s | peak memory |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| round | path | records/s | MB/s | wall s | peak memory |",
+        "|---|---|---|---|---|---|",
+    ]
     ratios = []
     for round_no, (plain, job) in enumerate(results):
         for label, run, peak in (
             ("plain loop", plain, f"{plain['peak_mb']:.0f} MiB"),
-            ("transform job", job, f"server {job['server_peak_mb']:.0f} MiB, instance "
-                                   f"{job['instance_peak_mb']:.0f} MiB"),
+            (
+                "transform job",
+                job,
+                f"server {job['server_peak_mb']:.0f} MiB, instance "
+                f"{job['instance_peak_mb']:.0f} MiB",
+            ),
         ):
             assert run["records"] == rows, f"{label} did {run['records']} of {rows} records"
-            lines.append(f"| {round_no} | {label} | {run['records'] / run['seconds']:,.0f} | "
-                         f"{mib / run['seconds']:,.1f} | {run['seconds']:.1f} | {peak} |")
+            lines.append(
+                f"| {round_no} | {label} | {run['records'] / run['seconds']:,.0f} | "
+                f"{mib / run['seconds']:,.1f} | {run['seconds']:.1f} | {peak} |"
+            )
         ratios.append(plain["seconds"] / job["seconds"])
     best = max(ratios)
-    lines += ["", f"job / plain loop throughput: {', '.join(f'{r:.2f}' for r in ratios)} "
-              f"(target >= {TARGET_RATIO:.2f}: {'met' if best >= TARGET_RATIO else 'NOT met'})"]
+    lines += [
+        "",
+        f"job / plain loop throughput: {', '.join(f'{r:.2f}' for r in ratios)} "
+        f"(target >= {TARGET_RATIO:.2f}: {'met' if best >= TARGET_RATIO else 'NOT met'})",
+    ]
     text = "\n".join(lines)
     print(text)
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -193,7 +227,12 @@ def report(args: argparse.Namespace, rows: int, size: int, results: list) -> Non
 
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--plain-loop":
-        print(json.dumps(plain_loop(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]),
-                                    Path(sys.argv[5]))))
+        print(
+            json.dumps(
+                plain_loop(
+                    Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+                )
+            )
+        )
     else:
         main()

@@ -42,8 +42,9 @@ SCALE = "0.25"
 TYPES = ("ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge")
 
 
-def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
-             burn_s: float) -> dict[str, Any]:
+def _measure(
+    label: str, env: dict[str, str], scratch: Path, rounds: int, burn_s: float
+) -> dict[str, Any]:
     server = ServerProcess(scratch / label, env={"MODELHOST_CPU_SCALE": SCALE, **env})
     sagemaker = None
     endpoints: list[str] = []
@@ -61,8 +62,9 @@ def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
         burner = put_burn_model(server.data_dir)
         cores = {}
         for instance_type in TYPES:
-            endpoints.append(deploy(sagemaker, burner,
-                                    image="modelhost/python", instance_type=instance_type))
+            endpoints.append(
+                deploy(sagemaker, burner, image="modelhost/python", instance_type=instance_type)
+            )
             (instance,) = instance_processes(server.pid)
             url = f"{server.url}/endpoints/{endpoints[-1]}/invocations"
             before, began = cpu_seconds(instance.pid), time.perf_counter()
@@ -71,8 +73,7 @@ def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
             if status != 200:
                 raise RuntimeError(f"burner on {instance_type} answered {status}")
             cores[instance_type] = (cpu_seconds(instance.pid) - before) / wall
-            print(f"[{label}] {instance_type}: {cores[instance_type]:.2f} cores",
-                  file=sys.stderr)
+            print(f"[{label}] {instance_type}: {cores[instance_type]:.2f} cores", file=sys.stderr)
             undeploy(sagemaker, endpoints.pop())
         return {"create": statistics.median(creates), "cores": cores}
     finally:
@@ -82,15 +83,22 @@ def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
         server.stop()
 
 
-def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int,
-           burn_s: float) -> str:
-    lines = ["# CPU quotas per instance type", "", *machine, "",
-             f"MODELHOST_CPU_SCALE={SCALE}. Cores a single-threaded burner got during a "
-             f"request burning {burn_s:g} CPU seconds (CPU seconds / wall seconds); "
-             f"CreateEndpoint → InService "
-             f"for one ml.m5.large iris instance, median of {rounds}.", "",
-             "| server | " + " | ".join(TYPES) + " | CreateEndpoint → InService |",
-             "|---|" + "---|" * (len(TYPES) + 1)]
+def report(
+    results: dict[str, dict[str, Any]], machine: list[str], rounds: int, burn_s: float
+) -> str:
+    lines = [
+        "# CPU quotas per instance type",
+        "",
+        *machine,
+        "",
+        f"MODELHOST_CPU_SCALE={SCALE}. Cores a single-threaded burner got during a "
+        f"request burning {burn_s:g} CPU seconds (CPU seconds / wall seconds); "
+        f"CreateEndpoint → InService "
+        f"for one ml.m5.large iris instance, median of {rounds}.",
+        "",
+        "| server | " + " | ".join(TYPES) + " | CreateEndpoint → InService |",
+        "|---|" + "---|" * (len(TYPES) + 1),
+    ]
     for label, result in results.items():
         cells = " | ".join(f"{result['cores'][t]:.2f}" for t in TYPES)
         lines.append(f"| {label} | {cells} | {result['create']:.2f} s |")
@@ -105,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         results = {
-            "MODELHOST_CGROUPS=off": _measure("off", {"MODELHOST_CGROUPS": "off"}, scratch,
-                                              args.rounds, args.burn_s),
+            "MODELHOST_CGROUPS=off": _measure(
+                "off", {"MODELHOST_CGROUPS": "off"}, scratch, args.rounds, args.burn_s
+            ),
             "cgroups (default)": _measure("auto", {}, scratch, args.rounds, args.burn_s),
         }
-    text = report(results, machine_table("urllib, one request at a time"), args.rounds,
-                  args.burn_s)
+    text = report(results, machine_table("urllib, one request at a time"), args.rounds, args.burn_s)
     publish(text, args.out)
     return 0
 

@@ -42,8 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    responder = subprocess.Popen([sys.executable, "-m", "modelhost.loadgen.responder",
-                                  str(port)])
+    responder = subprocess.Popen([sys.executable, "-m", "modelhost.loadgen.responder", str(port)])
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         deadline = time.monotonic() + 20
@@ -59,27 +58,53 @@ def main() -> None:
         runs = [("open", float(r)) for r in args.rates.split(",")]
         runs += [("closed", float(u)) for u in args.users.split(",")]
         for mode, level in runs:
-            phase = (Phase(args.duration, rate=level) if mode == "open"
-                     else Phase(args.duration, users=int(level)))
+            phase = (
+                Phase(args.duration, rate=level)
+                if mode == "open"
+                else Phase(args.duration, users=int(level))
+            )
             cpu = _own_cpu_s()
-            result = run(LoadSpec(url=url, phases=(phase,), mode=mode,  # type: ignore[arg-type]
-                                  payloads=(b"[[5.1, 3.5, 1.4, 0.2]]",)))
+            result = run(
+                LoadSpec(
+                    url=url,
+                    phases=(phase,),
+                    mode=mode,  # type: ignore[arg-type]
+                    payloads=(b"[[5.1, 3.5, 1.4, 0.2]]",),
+                )
+            )
             cpu = _own_cpu_s() - cpu
             s = result.summary()
             offered = f"{level:,.0f} req/s" if mode == "open" else f"{level:.0f} users"
-            rows.append((f"{mode}, {offered}", f"{s['sent']:,}",
-                         f"{s['throughput_rps']:,.0f}", f"{s['p50_ms']:.3f}",
-                         f"{s['p99_ms']:.3f}", f"{s['max_ms']:.2f}", str(s["errors"]),
-                         f"{cpu / max(result.sent, 1) * 1e6:.0f}",
-                         f"{cpu / result.duration_s:.2f}"))
+            rows.append(
+                (
+                    f"{mode}, {offered}",
+                    f"{s['sent']:,}",
+                    f"{s['throughput_rps']:,.0f}",
+                    f"{s['p50_ms']:.3f}",
+                    f"{s['p99_ms']:.3f}",
+                    f"{s['max_ms']:.2f}",
+                    str(s["errors"]),
+                    f"{cpu / max(result.sent, 1) * 1e6:.0f}",
+                    f"{cpu / result.duration_s:.2f}",
+                )
+            )
     finally:
         responder.terminate()
         responder.wait(10)
 
     for key, value in machine_facts("modelhost.loadgen (this run)").items():
         print(f"- {key}: {value}")
-    header = ("run", "sent", "answered/s", "p50 ms", "p99 ms", "max ms", "errors",
-              "generator CPU µs/req", "generator cores")
+    header = (
+        "run",
+        "sent",
+        "answered/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "generator CPU µs/req",
+        "generator cores",
+    )
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

@@ -64,7 +64,7 @@ PEERS = {
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RAMP = (50, 100, 200, 400, 800, 1200, 1600, 2000, 2500, 3000, 4000, 5000)
 
-RAY_APP = '''
+RAY_APP = """
 import os, time
 import joblib, numpy as np, ray
 from ray import serve
@@ -86,9 +86,9 @@ serve.start(http_options={"host": "127.0.0.1", "port": int(os.environ["PORT"])})
 serve.run(Iris.bind(), route_prefix="/invocations")
 while True:
     time.sleep(3600)
-'''
+"""
 
-BENTO_SERVICE = '''
+BENTO_SERVICE = """
 import os
 import bentoml, joblib, numpy as np
 
@@ -100,7 +100,7 @@ class Iris:
     @bentoml.api(route="/invocations")
     def invocations(self, instances: list[list[float]]) -> list[int]:
         return self.model.predict(np.asarray(instances)).tolist()
-'''
+"""
 
 
 @dataclass
@@ -133,22 +133,31 @@ def ensure_venv(name: str) -> Path:
 
 def _version(venv: Path, package: str) -> str:
     output = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         f"import importlib.metadata as m; print(m.version('{package}'))"],
-        capture_output=True, text=True)
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version('{package}'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return output.stdout.strip() or "?"
 
 
-def _wait_ready(url: str, body: bytes, process: subprocess.Popen[bytes], log: Path,
-                timeout_s: float = 240) -> None:
+def _wait_ready(
+    url: str, body: bytes, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 240
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with contextlib.suppress(OSError, urllib.error.HTTPError), \
-                urllib.request.urlopen(request, timeout=2) as response:
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with (
+            contextlib.suppress(OSError, urllib.error.HTTPError),
+            urllib.request.urlopen(request, timeout=2) as response,
+        ):
             if response.status == 200:
                 return
         time.sleep(0.5)
@@ -156,14 +165,23 @@ def _wait_ready(url: str, body: bytes, process: subprocess.Popen[bytes], log: Pa
 
 
 @contextlib.contextmanager
-def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: int,
-                pin: list[str]) -> Iterator[tuple[str, bytes, str]]:
+def peer_server(
+    name: str, work: Path, model_path: Path, replicas: int, cores: int, pin: list[str]
+) -> Iterator[tuple[str, bytes, str]]:
     """Start a peer; yields (url, body, version)."""
     venv = ensure_venv(name)
     port = free_port()
-    env = {**os.environ, **ONE_THREAD, "IRIS_MODEL": str(model_path),
-           "REPLICAS": str(replicas), "CORES": str(cores), "PORT": str(port),
-           "RAY_USAGE_STATS_ENABLED": "0", "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        **ONE_THREAD,
+        "IRIS_MODEL": str(model_path),
+        "REPLICAS": str(replicas),
+        "CORES": str(cores),
+        "PORT": str(port),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": "",
+    }
     rows = iris_rows(3)
     if name == "ray":
         (work / "ray_app.py").write_text(RAY_APP)
@@ -171,13 +189,26 @@ def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: i
         body, version = json.dumps(rows).encode(), _version(venv, "ray")
     else:
         (work / "service.py").write_text(BENTO_SERVICE)
-        command = [str(venv / "bin" / "bentoml"), "serve", "service:Iris", "--host",
-                   "127.0.0.1", "--port", str(port)]
+        command = [
+            str(venv / "bin" / "bentoml"),
+            "serve",
+            "service:Iris",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         body, version = json.dumps({"instances": rows}).encode(), _version(venv, "bentoml")
     log = work / f"{name}.log"
     with log.open("ab") as out:
-        process = subprocess.Popen([*pin, *command], cwd=work, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [*pin, *command],
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         _wait_ready(url, body, process, log)
@@ -191,13 +222,13 @@ def peer_server(name: str, work: Path, model_path: Path, replicas: int, cores: i
             os.killpg(process.pid, 9)
             process.wait()
         if name == "ray":  # ray start leaves a cluster of its own behind
-            subprocess.run([str(venv / "bin" / "ray"), "stop", "--force"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                [str(venv / "bin" / "ray"), "stop", "--force"], capture_output=True, check=False
+            )
 
 
 @contextlib.contextmanager
-def modelhost_server(work: Path, replicas: int, pin: list[str]
-                     ) -> Iterator[tuple[str, bytes, str]]:
+def modelhost_server(work: Path, replicas: int, pin: list[str]) -> Iterator[tuple[str, bytes, str]]:
     class Pinned(ServerProcess):
         def command(self) -> list[str]:
             return [*pin, *super().command()]
@@ -206,11 +237,17 @@ def modelhost_server(work: Path, replicas: int, pin: list[str]
     sagemaker = server.client("sagemaker")
     name = None
     try:
-        name = deploy(sagemaker, put_iris_model(server.data_dir), instance_type="ml.c5.large",
-                      variants=[("AllTraffic", replicas, 1.0)], environment=ONE_THREAD,
-                      timeout_s=180)
+        name = deploy(
+            sagemaker,
+            put_iris_model(server.data_dir),
+            instance_type="ml.c5.large",
+            variants=[("AllTraffic", replicas, 1.0)],
+            environment=ONE_THREAD,
+            timeout_s=180,
+        )
         url = f"{server.url}/endpoints/{name}/invocations"
         from importlib.metadata import version
+
         yield url, json.dumps(iris_rows(3)).encode(), version("modelhost")
     finally:
         if name:
@@ -222,18 +259,33 @@ def modelhost_server(work: Path, replicas: int, pin: list[str]
 
 
 def _load(url: str, body: bytes, rate: float, seconds: float) -> LoadResult:
-    return run(LoadSpec(url=url, phases=(Phase(seconds, rate=rate),), payloads=(body,),
-                        content_type="application/json", timeout_s=5.0))
+    return run(
+        LoadSpec(
+            url=url,
+            phases=(Phase(seconds, rate=rate),),
+            payloads=(body,),
+            content_type="application/json",
+            timeout_s=5.0,
+        )
+    )
 
 
 def _passes(result: LoadResult, rate: float, bound_ms: float) -> bool:
     sent = result.completed + result.error_count
-    return (sent > 0 and result.error_count / sent <= 0.01
-            and result.throughput >= 0.95 * rate and result.percentile_ms(99) <= bound_ms)
+    return (
+        sent > 0
+        and result.error_count / sent <= 0.01
+        and result.throughput >= 0.95 * rate
+        and result.percentile_ms(99) <= bound_ms
+    )
 
 
-def measure(running: list[tuple[SystemResult, str, bytes]], rates: list[float],
-            seconds: float, bound_ms: float) -> None:
+def measure(
+    running: list[tuple[SystemResult, str, bytes]],
+    rates: list[float],
+    seconds: float,
+    bound_ms: float,
+) -> None:
     """Take turns: each fixed rate and each ramp step runs on every system back to back,
     so load from elsewhere on a shared machine falls on all of them alike."""
     for _, url, body in running:
@@ -241,16 +293,18 @@ def measure(running: list[tuple[SystemResult, str, bytes]], rates: list[float],
     for rate in rates:
         for system, url, body in running:
             system.fixed[rate] = _load(url, body, rate, seconds)
-            print(f"  {system.name} {rate:g}/s: {system.fixed[rate].summary()}",
-                  file=sys.stderr)
+            print(f"  {system.name} {rate:g}/s: {system.fixed[rate].summary()}", file=sys.stderr)
     climbing = list(running)
     for rate in RAMP:
         for entry in list(climbing):
             system, url, body = entry
             result = _load(url, body, rate, 5)
             system.ramp.append((rate, result))
-            print(f"  {system.name} ramp {rate}/s: p99 {result.percentile_ms(99):.2f} ms, "
-                  f"{result.throughput:.0f}/s, errors {dict(result.errors)}", file=sys.stderr)
+            print(
+                f"  {system.name} ramp {rate}/s: p99 {result.percentile_ms(99):.2f} ms, "
+                f"{result.throughput:.0f}/s, errors {dict(result.errors)}",
+                file=sys.stderr,
+            )
             if _passes(result, rate, bound_ms):
                 system.max_rate = rate
             else:
@@ -260,13 +314,17 @@ def measure(running: list[tuple[SystemResult, str, bytes]], rates: list[float],
 # --------------------------------------------------------------------------- report
 
 
-def report(systems: list[SystemResult], rates: list[float], args: argparse.Namespace,
-           facts: dict[str, str]) -> str:
+def report(
+    systems: list[SystemResult], rates: list[float], args: argparse.Namespace, facts: dict[str, str]
+) -> str:
     lines = ["# modelhost next to Ray Serve and BentoML", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
-    lines += [f"- replicas per system: {args.replicas}; cores: {args.cpus or 'all'}",
-              f"- load: modelhost.loadgen open loop, JSON body of 3 iris rows, "
-              f"{args.seconds:g} s per fixed rate, 5 s per ramp step", ""]
+    lines += [
+        f"- replicas per system: {args.replicas}; cores: {args.cpus or 'all'}",
+        f"- load: modelhost.loadgen open loop, JSON body of 3 iris rows, "
+        f"{args.seconds:g} s per fixed rate, 5 s per ramp step",
+        "",
+    ]
     header = ["system", "version"]
     for rate in rates:
         header += [f"p50 @{rate:g}/s ms", f"p99 @{rate:g}/s ms", f"errors @{rate:g}/s"]
@@ -279,14 +337,18 @@ def report(systems: list[SystemResult], rates: list[float], args: argparse.Names
         row = [system.name, system.version]
         for rate in rates:
             result = system.fixed[rate]
-            row += [f"{result.percentile_ms(50):.2f}", f"{result.percentile_ms(99):.2f}",
-                    str(result.error_count)]
+            row += [
+                f"{result.percentile_ms(50):.2f}",
+                f"{result.percentile_ms(99):.2f}",
+                str(result.error_count),
+            ]
         row.append(f"{system.max_rate:,.0f}" if system.max_rate else "below the first step")
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Ramp steps (offered req/s → answered req/s, p99 ms):", ""]
     for system in systems:
-        steps = ", ".join(f"{rate} → {r.throughput:.0f} ({r.percentile_ms(99):.1f})"
-                          for rate, r in system.ramp)
+        steps = ", ".join(
+            f"{rate} → {r.throughput:.0f} ({r.percentile_ms(99):.1f})" for rate, r in system.ramp
+        )
         lines.append(f"- {system.name}: {steps or '-'}")
     return "\n".join(lines) + "\n"
 
@@ -303,9 +365,12 @@ def chart(systems: list[SystemResult], bound_ms: float, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 5))
     for system in systems:
         if system.ramp:
-            axes.plot([r for r, _ in system.ramp],
-                      [max(res.percentile_ms(99), 0.01) for _, res in system.ramp],
-                      marker="o", label=f"{system.name} {system.version}")
+            axes.plot(
+                [r for r, _ in system.ramp],
+                [max(res.percentile_ms(99), 0.01) for _, res in system.ramp],
+                marker="o",
+                label=f"{system.name} {system.version}",
+            )
     axes.axhline(bound_ms, color="red", linestyle="--", label=f"p99 bound {bound_ms:g} ms")
     axes.set_yscale("log")
     axes.set_xlabel("offered load (requests/s, open loop)")
@@ -330,9 +395,15 @@ def main() -> None:
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     pin = ["taskset", "-c", args.cpus] if args.cpus else []
-    cores = len(os.sched_getaffinity(0)) if not args.cpus else int(subprocess.run(
-        ["taskset", "-c", args.cpus, "nproc"], capture_output=True, text=True,
-        check=True).stdout)
+    cores = (
+        len(os.sched_getaffinity(0))
+        if not args.cpus
+        else int(
+            subprocess.run(
+                ["taskset", "-c", args.cpus, "nproc"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    )
     systems: list[SystemResult] = []
     RESULTS.mkdir(parents=True, exist_ok=True)
     with sigterm_as_interrupt(), scratch_dir(args.keep) as work:
@@ -347,9 +418,11 @@ def main() -> None:
                 systems.append(system)
                 print(f"starting {name} ...", file=sys.stderr, flush=True)
                 try:
-                    server = (modelhost_server(work, args.replicas, pin) if name == "modelhost"
-                              else peer_server(name, work, model_path, args.replicas, cores,
-                                               pin))
+                    server = (
+                        modelhost_server(work, args.replicas, pin)
+                        if name == "modelhost"
+                        else peer_server(name, work, model_path, args.replicas, cores, pin)
+                    )
                     url, body, system.version = stack.enter_context(server)
                     running.append((system, url, body))
                 except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:

@@ -123,9 +123,16 @@ class Summary:
 class Bench:
     """The two URLs of one endpoint and how to measure a run against either."""
 
-    def __init__(self, server: ServerProcess, routed: InstanceProcess, direct: DirectInstance,
-                 endpoint: str, generator: LoadGenerator, body: bytes,
-                 signed: bool = False) -> None:
+    def __init__(
+        self,
+        server: ServerProcess,
+        routed: InstanceProcess,
+        direct: DirectInstance,
+        endpoint: str,
+        generator: LoadGenerator,
+        body: bytes,
+        signed: bool = False,
+    ) -> None:
         self.server = server
         self.body = body
         self.signed = signed
@@ -147,17 +154,23 @@ class Bench:
             return self.direct.headers
         if not self.signed:
             return {}
-        request = AWSRequest("POST", self.urls[ROUTED], data=self.body,
-                             headers={"Content-Type": CONTENT_TYPE})
-        SigV4Auth(Credentials(TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]),
-                  "sagemaker", TEST_ENV["AWS_DEFAULT_REGION"]).add_auth(request)
+        request = AWSRequest(
+            "POST", self.urls[ROUTED], data=self.body, headers={"Content-Type": CONTENT_TYPE}
+        )
+        SigV4Auth(
+            Credentials(TEST_ENV["AWS_ACCESS_KEY_ID"], TEST_ENV["AWS_SECRET_ACCESS_KEY"]),
+            "sagemaker",
+            TEST_ENV["AWS_DEFAULT_REGION"],
+        ).add_auth(request)
         return {k: v for k, v in request.headers.items() if k != "Content-Type"}
 
     def _overhead_and_model(self) -> tuple[HistogramSnapshot, HistogramSnapshot]:
         text = self.server.metrics_text()
         labels = {"endpoint": self.endpoint, "variant": "AllTraffic"}
-        return (read_histogram(text, OVERHEAD_METRIC, labels),
-                read_histogram(text, MODEL_METRIC, labels))
+        return (
+            read_histogram(text, OVERHEAD_METRIC, labels),
+            read_histogram(text, MODEL_METRIC, labels),
+        )
 
     def measure(self, path: str, connections: int, duration_s: float, round_: int) -> Run:
         before = self._overhead_and_model() if path == ROUTED else None
@@ -165,12 +178,16 @@ class Bench:
         instance_pid = self.instance_pids[path]
         instance_cpu = cpu_seconds(instance_pid)
         machine_cpu = machine_busy_seconds()
-        load = self.generator.run(self.urls[path], connections, duration_s,
-                                  self.headers(path))
-        run = Run(round_, path, connections, load,
-                  server_cpu_s=cpu_seconds(self.server.pid) - server_cpu,
-                  instance_cpu_s=cpu_seconds(instance_pid) - instance_cpu,
-                  machine_cpu_s=machine_busy_seconds() - machine_cpu)
+        load = self.generator.run(self.urls[path], connections, duration_s, self.headers(path))
+        run = Run(
+            round_,
+            path,
+            connections,
+            load,
+            server_cpu_s=cpu_seconds(self.server.pid) - server_cpu,
+            instance_cpu_s=cpu_seconds(instance_pid) - instance_cpu,
+            machine_cpu_s=machine_busy_seconds() - machine_cpu,
+        )
         if before is not None:
             after = self._overhead_and_model()
             run.overhead = after[0] - before[0]
@@ -179,8 +196,7 @@ class Bench:
 
 
 def _other_load(run: Run) -> float:
-    ours = (run.server_cpu_s + run.instance_cpu_s
-            + run.load.extra.get("generator_cpu_s", 0.0))
+    ours = run.server_cpu_s + run.instance_cpu_s + run.load.extra.get("generator_cpu_s", 0.0)
     return max(run.machine_cpu_s - ours, 0.0) / run.load.duration_s
 
 
@@ -217,8 +233,9 @@ def summarise(runs: list[Run]) -> Summary:
         generator_us_per_req=generator_cpu / requests * 1e6,
         cores_busy=ours / seconds,
         other_cores_busy=max(machine - ours, 0.0) / seconds,
-        ceiling_rps=cpu_ceiling(server_cpu / requests, instance_cpu / requests,
-                                generator_cpu / requests),
+        ceiling_rps=cpu_ceiling(
+            server_cpu / requests, instance_cpu / requests, generator_cpu / requests
+        ),
         errors=sum(r.load.errors for r in runs),
         runs=runs,
     )
@@ -267,24 +284,29 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def render(facts: dict[str, str], args: argparse.Namespace,
-           cells: dict[tuple[str, int], Summary]) -> str:
+def render(
+    facts: dict[str, str], args: argparse.Namespace, cells: dict[tuple[str, int], Summary]
+) -> str:
     conns: list[int] = args.connections
     out = ["# modelhost real-time overhead: direct vs via the router", ""]
-    out.append(f"iris LogisticRegression (sklearn), JSON body of 3 rows, one ml.m5.large "
-               f"instance per path (direct: one the benchmark started through the same "
-               f"instance backend, on the same model folder, called with its token); "
-               f"routed requests {'SigV4-signed' if args.signed else 'unsigned'}; "
-               f"{args.rounds} alternating rounds of {args.duration:g} s per cell "
-               f"after {args.warmup:g} s warm-up; medians over rounds.")
+    out.append(
+        f"iris LogisticRegression (sklearn), JSON body of 3 rows, one ml.m5.large "
+        f"instance per path (direct: one the benchmark started through the same "
+        f"instance backend, on the same model folder, called with its token); "
+        f"routed requests {'SigV4-signed' if args.signed else 'unsigned'}; "
+        f"{args.rounds} alternating rounds of {args.duration:g} s per cell "
+        f"after {args.warmup:g} s warm-up; medians over rounds."
+    )
     out.append("")
     out.append(_table(["machine", ""], [[k, v] for k, v in facts.items()]))
     out.append("")
     noise = max(s.other_cores_busy for s in cells.values())
     if noise > NOISE_WARNING_CORES:
-        out.append(f"**Warning:** other processes kept up to {noise:.2f} cores busy during "
-                   "the runs; absolute numbers are skewed (the alternation keeps the "
-                   "comparison fair only on average).")
+        out.append(
+            f"**Warning:** other processes kept up to {noise:.2f} cores busy during "
+            "the runs; absolute numbers are skewed (the alternation keeps the "
+            "comparison fair only on average)."
+        )
         out.append("")
 
     out.append("## Latency and throughput")
@@ -302,17 +324,22 @@ def render(facts: dict[str, str], args: argparse.Namespace,
     ratio_row = ["routed vs direct"]
     for c in conns:
         d, r = cells[DIRECT, c], cells[ROUTED, c]
-        ratio_row += [f"+{r.p50_ms - d.p50_ms:.3f}", f"+{r.p99_ms - d.p99_ms:.3f}",
-                      f"{r.rps / d.rps:.0%}" if d.rps else "n/a"]
+        ratio_row += [
+            f"+{r.p50_ms - d.p50_ms:.3f}",
+            f"+{r.p99_ms - d.p99_ms:.3f}",
+            f"{r.rps / d.rps:.0%}" if d.rps else "n/a",
+        ]
     rows.append(ratio_row)
     out.append(_table(header, rows))
     out.append("")
 
     out.append("## Server-side histograms (routed runs, /metrics bucket deltas)")
     out.append("")
-    out.append("OverheadLatency = server time minus the router's own timing of the instance "
-               "call; it does not include HTTP parsing before the app is called or the "
-               "write of the response. p50 is interpolated inside its bucket (bucket shown).")
+    out.append(
+        "OverheadLatency = server time minus the router's own timing of the instance "
+        "call; it does not include HTTP parsing before the app is called or the "
+        "write of the response. p50 is interpolated inside its bucket (bucket shown)."
+    )
     out.append("")
     hist_rows = []
     overhead_by_c: dict[int, HistogramSnapshot] = {}
@@ -322,14 +349,33 @@ def render(facts: dict[str, str], args: argparse.Namespace,
         model = _histogram_sum(runs, "model")
         overhead_by_c[c] = overhead
         low, high = overhead.bucket_of(0.5) if overhead.count else (math.nan, math.nan)
-        hist_rows.append([
-            str(c), f"{overhead.count:,.0f}", _p50_text(overhead),
-            f"{low * 1e3:g}-{high * 1e3:g}", _ms(overhead.quantile(0.99) * 1e3),
-            _ms(overhead.mean * 1e3), _ms(model.quantile(0.5) * 1e3), _ms(model.mean * 1e3),
-        ])
-    out.append(_table(["c", "samples", "Overhead p50 ms (est.)", "p50 bucket ms",
-                       "Overhead p99 ms (est.)", "Overhead mean ms", "ModelLatency p50 ms",
-                       "ModelLatency mean ms"], hist_rows))
+        hist_rows.append(
+            [
+                str(c),
+                f"{overhead.count:,.0f}",
+                _p50_text(overhead),
+                f"{low * 1e3:g}-{high * 1e3:g}",
+                _ms(overhead.quantile(0.99) * 1e3),
+                _ms(overhead.mean * 1e3),
+                _ms(model.quantile(0.5) * 1e3),
+                _ms(model.mean * 1e3),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "c",
+                "samples",
+                "Overhead p50 ms (est.)",
+                "p50 bucket ms",
+                "Overhead p99 ms (est.)",
+                "Overhead mean ms",
+                "ModelLatency p50 ms",
+                "ModelLatency mean ms",
+            ],
+            hist_rows,
+        )
+    )
     out.append("")
 
     out.append("## CPU per request (from /proc, summed over rounds)")
@@ -338,44 +384,79 @@ def render(facts: dict[str, str], args: argparse.Namespace,
     for c in conns:
         for path in (DIRECT, ROUTED):
             s = cells[path, c]
-            cpu_rows.append([path, str(c), f"{s.server_us_per_req:.0f}",
-                             f"{s.instance_us_per_req:.0f}", f"{s.generator_us_per_req:.0f}",
-                             f"{s.ceiling_rps:,.0f}", f"{s.cores_busy:.2f}",
-                             f"{s.other_cores_busy:.2f}", str(s.errors)])
-    out.append("CPU ceiling: req/s if CPU were the only limit on this machine when otherwise "
-               "idle (each process ≤ 1 core, all share nproc). cores busy: server + instance + "
-               "load generator; other load: the rest of the machine's busy time during the "
-               "same runs (noise if not ~0). Measured req/s well below the ceiling with no other "
-               "load means the path waits on wake-ups, not on CPU.")
+            cpu_rows.append(
+                [
+                    path,
+                    str(c),
+                    f"{s.server_us_per_req:.0f}",
+                    f"{s.instance_us_per_req:.0f}",
+                    f"{s.generator_us_per_req:.0f}",
+                    f"{s.ceiling_rps:,.0f}",
+                    f"{s.cores_busy:.2f}",
+                    f"{s.other_cores_busy:.2f}",
+                    str(s.errors),
+                ]
+            )
+    out.append(
+        "CPU ceiling: req/s if CPU were the only limit on this machine when otherwise "
+        "idle (each process ≤ 1 core, all share nproc). cores busy: server + instance + "
+        "load generator; other load: the rest of the machine's busy time during the "
+        "same runs (noise if not ~0). Measured req/s well below the ceiling with no other "
+        "load means the path waits on wake-ups, not on CPU."
+    )
     out.append("")
-    out.append(_table(["path", "c", "server µs/req", "instance µs/req", "generator µs/req",
-                       "CPU ceiling req/s", "cores busy", "other load (cores)", "errors"],
-                      cpu_rows))
+    out.append(
+        _table(
+            [
+                "path",
+                "c",
+                "server µs/req",
+                "instance µs/req",
+                "generator µs/req",
+                "CPU ceiling req/s",
+                "cores busy",
+                "other load (cores)",
+                "errors",
+            ],
+            cpu_rows,
+        )
+    )
     out.append("")
 
     out.append("## Targets")
     out.append("")
     latency_c = 1 if 1 in conns else min(conns)
-    throughput_c = THROUGHPUT_TARGET_CONNECTIONS if THROUGHPUT_TARGET_CONNECTIONS in conns \
-        else max(conns)
+    throughput_c = (
+        THROUGHPUT_TARGET_CONNECTIONS if THROUGHPUT_TARGET_CONNECTIONS in conns else max(conns)
+    )
     overhead = overhead_by_c[latency_c]
     overhead_p50 = _p50_bound_ms(overhead)
     d, r = cells[DIRECT, throughput_c], cells[ROUTED, throughput_c]
     ratio = r.rps / d.rps if d.rps else math.nan
     hop = cells[ROUTED, latency_c].p50_ms - cells[DIRECT, latency_c].p50_ms
     target_rows = [
-        [f"OverheadLatency p50 ≤ {OVERHEAD_P50_TARGET_MS:g} ms (histogram, c={latency_c})",
-         f"{_p50_text(overhead)} ms (mean {overhead.mean * 1e3:.3f} ms)",
-         _verdict(overhead_p50 <= OVERHEAD_P50_TARGET_MS)],
-        [f"throughput via router ≥ {THROUGHPUT_RATIO_TARGET:.0%} of direct (c={throughput_c})",
-         f"{ratio:.0%} ({r.rps:,.0f} vs {d.rps:,.0f} req/s)",
-         _verdict(ratio >= THROUGHPUT_RATIO_TARGET)],
-        [f"(upper bound) throughput ratio from CPU ceilings (c={throughput_c})",
-         f"{r.ceiling_rps / d.ceiling_rps:.0%} ({r.ceiling_rps:,.0f} vs "
-         f"{d.ceiling_rps:,.0f} req/s)",
-         _verdict(r.ceiling_rps / d.ceiling_rps >= THROUGHPUT_RATIO_TARGET)],
-        [f"ARCHITECTURE.md: router hop adds ≤ {HOP_TARGET_MS:g} ms p50 end to end "
-         f"(c={latency_c})", f"+{hop:.3f} ms", _verdict(hop <= HOP_TARGET_MS)],
+        [
+            f"OverheadLatency p50 ≤ {OVERHEAD_P50_TARGET_MS:g} ms (histogram, c={latency_c})",
+            f"{_p50_text(overhead)} ms (mean {overhead.mean * 1e3:.3f} ms)",
+            _verdict(overhead_p50 <= OVERHEAD_P50_TARGET_MS),
+        ],
+        [
+            f"throughput via router ≥ {THROUGHPUT_RATIO_TARGET:.0%} of direct (c={throughput_c})",
+            f"{ratio:.0%} ({r.rps:,.0f} vs {d.rps:,.0f} req/s)",
+            _verdict(ratio >= THROUGHPUT_RATIO_TARGET),
+        ],
+        [
+            f"(upper bound) throughput ratio from CPU ceilings (c={throughput_c})",
+            f"{r.ceiling_rps / d.ceiling_rps:.0%} ({r.ceiling_rps:,.0f} vs "
+            f"{d.ceiling_rps:,.0f} req/s)",
+            _verdict(r.ceiling_rps / d.ceiling_rps >= THROUGHPUT_RATIO_TARGET),
+        ],
+        [
+            f"ARCHITECTURE.md: router hop adds ≤ {HOP_TARGET_MS:g} ms p50 end to end "
+            f"(c={latency_c})",
+            f"+{hop:.3f} ms",
+            _verdict(hop <= HOP_TARGET_MS),
+        ],
     ]
     out.append(_table(["target", "measured", "result"], target_rows))
     out.append("")
@@ -385,12 +466,37 @@ def render(facts: dict[str, str], args: argparse.Namespace,
     run_rows = []
     for (path, c), s in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         for run in s.runs:
-            run_rows.append([str(run.round), path, str(c), _ms(run.load.p50_ms),
-                             _ms(run.load.p99_ms), f"{run.load.rps:,.0f}",
-                             f"{run.server_cpu_s:.2f}", f"{run.instance_cpu_s:.2f}",
-                             f"{run.machine_cpu_s:.2f}", str(run.load.errors)])
-    out.append(_table(["round", "path", "c", "p50 ms", "p99 ms", "req/s", "server CPU s",
-                       "instance CPU s", "machine CPU s", "errors"], run_rows))
+            run_rows.append(
+                [
+                    str(run.round),
+                    path,
+                    str(c),
+                    _ms(run.load.p50_ms),
+                    _ms(run.load.p99_ms),
+                    f"{run.load.rps:,.0f}",
+                    f"{run.server_cpu_s:.2f}",
+                    f"{run.instance_cpu_s:.2f}",
+                    f"{run.machine_cpu_s:.2f}",
+                    str(run.load.errors),
+                ]
+            )
+    out.append(
+        _table(
+            [
+                "round",
+                "path",
+                "c",
+                "p50 ms",
+                "p99 ms",
+                "req/s",
+                "server CPU s",
+                "instance CPU s",
+                "machine CPU s",
+                "errors",
+            ],
+            run_rows,
+        )
+    )
     out.append("")
     return "\n".join(out)
 
@@ -411,19 +517,42 @@ def profile(bench: Bench, connections: int, duration_s: float, out_dir: Path) ->
     spies = {}
     for name, pid in outputs.items():
         raw = out_dir / f"profile-{name}.txt"
-        spies[name] = (raw, subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), "--duration", f"{math.ceil(duration_s)}",
-             "--rate", "250", "--format", "raw", "--nonblocking", "--output", str(raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
+        spies[name] = (
+            raw,
+            subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    f"{math.ceil(duration_s)}",
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            ),
+        )
     time.sleep(0.5)  # let py-spy attach before the load starts
     run = bench.measure(ROUTED, connections, duration_s, round_=0)
-    lines = [f"## Profile: routed run, c={connections}, {run.load.rps:,.0f} req/s "
-             "(py-spy, 250 Hz, --nonblocking, idle frames excluded)", "",
-             "py-spy charges native and kernel time to the nearest Python frame: the self "
-             "time of `Runner.run` is uvloop's C loop (epoll, socket reads, callbacks), and "
-             "that of `RequestResponseCycle.send` or `StreamWriter._writelines` is mostly the "
-             "write() syscall. Sampling slows the process a little; compare shares, not "
-             "req/s.", ""]
+    lines = [
+        f"## Profile: routed run, c={connections}, {run.load.rps:,.0f} req/s "
+        "(py-spy, 250 Hz, --nonblocking, idle frames excluded)",
+        "",
+        "py-spy charges native and kernel time to the nearest Python frame: the self "
+        "time of `Runner.run` is uvloop's C loop (epoll, socket reads, callbacks), and "
+        "that of `RequestResponseCycle.send` or `StreamWriter._writelines` is mostly the "
+        "write() syscall. Sampling slows the process a little; compare shares, not "
+        "req/s.",
+        "",
+    ]
     for name, (raw, process) in spies.items():
         _, stderr = process.communicate(timeout=duration_s + 30)
         if not raw.exists():
@@ -452,18 +581,34 @@ def _top_frames(raw: Path, top: int = 25) -> str:
             inclusive[frame] += count
     if not total:
         return "(no samples)"
-    rows = [[f"{n / total:.1%}", f"{inclusive[f] / total:.1%}", f"`{f}`"]
-            for f, n in self_counts.most_common(top)]
-    cumulative = [[f"{n / total:.1%}", f"`{f}`"] for f, n in inclusive.most_common()
-                  if not _is_entry_frame(f)][:top]
-    return (f"{total:,} samples.\n\n" + _table(["self", "incl.", "function"], rows)
-            + "\n\nInclusive:\n\n" + _table(["incl.", "function"], cumulative))
+    rows = [
+        [f"{n / total:.1%}", f"{inclusive[f] / total:.1%}", f"`{f}`"]
+        for f, n in self_counts.most_common(top)
+    ]
+    cumulative = [
+        [f"{n / total:.1%}", f"`{f}`"] for f, n in inclusive.most_common() if not _is_entry_frame(f)
+    ][:top]
+    return (
+        f"{total:,} samples.\n\n"
+        + _table(["self", "incl.", "function"], rows)
+        + "\n\nInclusive:\n\n"
+        + _table(["incl.", "function"], cumulative)
+    )
 
 
-_ENTRY_FRAMES = ("(<frozen runpy>)", "(typer/", "(click/", "(threading.py)",
-                 "(uvicorn/main.py)", "(uvicorn/server.py)", "(uvicorn/_compat.py)",
-                 "(modelhost/cli/server.py)", "(modelhost/__main__.py)",
-                 "(modelhost/modelserver/__main__.py)", "(modelhost/modelserver/server.py)")
+_ENTRY_FRAMES = (
+    "(<frozen runpy>)",
+    "(typer/",
+    "(click/",
+    "(threading.py)",
+    "(uvicorn/main.py)",
+    "(uvicorn/server.py)",
+    "(uvicorn/_compat.py)",
+    "(modelhost/cli/server.py)",
+    "(modelhost/__main__.py)",
+    "(modelhost/modelserver/__main__.py)",
+    "(modelhost/modelserver/server.py)",
+)
 
 
 def _is_entry_frame(frame: str) -> bool:
@@ -500,19 +645,32 @@ def _out_path(value: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--connections", type=_parse_connections, default=[1, 8],
-                        help="comma-separated concurrency levels (default 1,8)")
+    parser.add_argument(
+        "--connections",
+        type=_parse_connections,
+        default=[1, 8],
+        help="comma-separated concurrency levels (default 1,8)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per path")
-    parser.add_argument("--out", type=_out_path,
-                        default=BENCHMARKS_DIR / "results" / "realtime_overhead.md",
-                        help="Markdown file, or a folder for realtime_overhead.md")
+    parser.add_argument(
+        "--out",
+        type=_out_path,
+        default=BENCHMARKS_DIR / "results" / "realtime_overhead.md",
+        help="Markdown file, or a folder for realtime_overhead.md",
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "modelhost"), default="auto")
-    parser.add_argument("--profile", action="store_true",
-                        help="after the rounds, py-spy the server and the instance during "
-                             "one more routed run at the highest concurrency")
-    parser.add_argument("--signed", action="store_true",
-                        help="require SigV4 (MODELHOST_ACCESS_KEYS) and sign routed requests")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, py-spy the server and the instance during "
+        "one more routed run at the highest concurrency",
+    )
+    parser.add_argument(
+        "--signed",
+        action="store_true",
+        help="require SigV4 (MODELHOST_ACCESS_KEYS) and sign routed requests",
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
     args = parser.parse_args(argv)
 
@@ -521,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         generator = LoadGenerator.choose(args.loadgen, body, CONTENT_TYPE, scratch)
         auth = {
             "MODELHOST_ACCESS_KEYS": f"{TEST_ENV['AWS_ACCESS_KEY_ID']}:"
-                                     f"{TEST_ENV['AWS_SECRET_ACCESS_KEY']}",
+            f"{TEST_ENV['AWS_SECRET_ACCESS_KEY']}",
             "MODELHOST_METRICS_TOKEN": "benchmark-metrics-token",
         }
         server = ServerProcess(scratch / "data", env=auth if args.signed else None)
@@ -535,34 +693,41 @@ def main(argv: list[str] | None = None) -> int:
             model_url = put_iris_model(server.data_dir)
             started = time.monotonic()
             endpoint = deploy(sagemaker, model_url)
-            print(f"endpoint {endpoint} InService in {time.monotonic() - started:.1f} s",
-                  file=sys.stderr)
+            print(
+                f"endpoint {endpoint} InService in {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
             instances = instance_processes(server.pid)
             if len(instances) != 1:
                 raise RuntimeError(f"expected one instance process, found {instances}")
-            direct = DirectInstance(endpoint_model_dir(server.data_dir, endpoint), "sklearn",
-                                    scratch / "direct").start()
+            direct = DirectInstance(
+                endpoint_model_dir(server.data_dir, endpoint), "sklearn", scratch / "direct"
+            ).start()
             print(f"direct instance on port {direct.port}", file=sys.stderr)
-            bench = Bench(server, instances[0], direct, endpoint, generator, body,
-                          args.signed)
+            bench = Bench(server, instances[0], direct, endpoint, generator, body, args.signed)
             _check_same_answer(bench, body)
             report = _run_rounds(bench, args, generator)
             if args.profile:
-                report += "\n" + profile(bench, max(args.connections), args.duration,
-                                         args.out.parent)
+                report += "\n" + profile(
+                    bench, max(args.connections), args.duration, args.out.parent
+                )
         except Exception:
-            print(f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}",
-                  file=sys.stderr)
+            print(
+                f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}", file=sys.stderr
+            )
             if direct is not None:
-                print(f"--- direct instance log tail ---\n{direct.log_tail()}",
-                      file=sys.stderr)
+                print(f"--- direct instance log tail ---\n{direct.log_tail()}", file=sys.stderr)
             raise
         finally:
             print("cleaning up ...", file=sys.stderr)
             if direct is not None:
                 direct.stop()
-            if endpoint is not None and sagemaker is not None and server.process is not None \
-                    and server.process.poll() is None:
+            if (
+                endpoint is not None
+                and sagemaker is not None
+                and server.process is not None
+                and server.process.poll() is None
+            ):
                 undeploy(sagemaker, endpoint)
             server.stop()
     print(report)
@@ -574,8 +739,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_same_answer(bench: Bench, body: bytes) -> None:
     """Both paths must give the same prediction, or the comparison is meaningless."""
-    answers = {path: post(url, body, CONTENT_TYPE, bench.headers(path))
-               for path, url in bench.urls.items()}
+    answers = {
+        path: post(url, body, CONTENT_TYPE, bench.headers(path)) for path, url in bench.urls.items()
+    }
     for path, (status, payload) in answers.items():
         if status != 200:
             raise RuntimeError(f"{path} answered {status}: {payload[:300]!r}")
@@ -595,10 +761,13 @@ def _run_rounds(bench: Bench, args: argparse.Namespace, generator: LoadGenerator
             for path in order:
                 run = bench.measure(path, c, args.duration, round_)
                 runs[path, c].append(run)
-                print(f"round {round_} {path:>13} c={c:<3} p50 {run.load.p50_ms:6.3f} ms  "
-                      f"p99 {run.load.p99_ms:6.3f} ms  {run.load.rps:8,.0f} req/s  "
-                      f"errors {run.load.errors}  other load "
-                      f"{_other_load(run):.2f} cores", file=sys.stderr)
+                print(
+                    f"round {round_} {path:>13} c={c:<3} p50 {run.load.p50_ms:6.3f} ms  "
+                    f"p99 {run.load.p99_ms:6.3f} ms  {run.load.rps:8,.0f} req/s  "
+                    f"errors {run.load.errors}  other load "
+                    f"{_other_load(run):.2f} cores",
+                    file=sys.stderr,
+                )
     cells = {key: summarise(value) for key, value in runs.items()}
     facts = machine_facts(generator.describe())
     report = render(facts, args, cells)

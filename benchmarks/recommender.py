@@ -33,8 +33,9 @@ ROLE = "arn:aws:iam::000000000000:role/bench"
 
 
 def _payloads() -> bytes:
-    return model_tarball({f"{i}.csv": ",".join(str(v) for v in row).encode()
-                          for i, row in enumerate(iris_rows(3))})
+    return model_tarball(
+        {f"{i}.csv": ",".join(str(v) for v in row).encode() for i, row in enumerate(iris_rows(3))}
+    )
 
 
 def main() -> None:
@@ -50,55 +51,91 @@ def main() -> None:
             payloads = server.data_dir / "objects" / "bench" / "payloads.tar.gz"
             payloads.parent.mkdir(parents=True, exist_ok=True)
             payloads.write_bytes(_payloads())
-            sm.create_model(ModelName="iris", ExecutionRoleArn=ROLE,
-                            PrimaryContainer={"Image": "modelhost/sklearn",
-                                              "ModelDataUrl": model_url})
+            sm.create_model(
+                ModelName="iris",
+                ExecutionRoleArn=ROLE,
+                PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": model_url},
+            )
             started = time.monotonic()
             sm.create_inference_recommendations_job(
-                JobName="bench", JobType="Advanced", RoleArn=ROLE,
+                JobName="bench",
+                JobType="Advanced",
+                RoleArn=ROLE,
                 InputConfig={
                     "ModelName": "iris",
-                    "ContainerConfig": {"PayloadConfig": {
-                        "SamplePayloadUrl": "s3://bench/payloads.tar.gz",
-                        "SupportedContentTypes": ["text/csv"]}},
+                    "ContainerConfig": {
+                        "PayloadConfig": {
+                            "SamplePayloadUrl": "s3://bench/payloads.tar.gz",
+                            "SupportedContentTypes": ["text/csv"],
+                        }
+                    },
                     "EndpointConfigurations": [{"InstanceType": t} for t in CANDIDATES],
-                    "TrafficPattern": {"TrafficType": "PHASES", "Phases": [
-                        {"InitialNumberOfUsers": u, "SpawnRate": 0,
-                         "DurationInSeconds": args.seconds} for u in USERS]}},
-                StoppingConditions={"ModelLatencyThresholds": [
-                    {"Percentile": "P95", "ValueInMilliseconds": args.p95_ms}]})
+                    "TrafficPattern": {
+                        "TrafficType": "PHASES",
+                        "Phases": [
+                            {
+                                "InitialNumberOfUsers": u,
+                                "SpawnRate": 0,
+                                "DurationInSeconds": args.seconds,
+                            }
+                            for u in USERS
+                        ],
+                    },
+                },
+                StoppingConditions={
+                    "ModelLatencyThresholds": [
+                        {"Percentile": "P95", "ValueInMilliseconds": args.p95_ms}
+                    ]
+                },
+            )
             while (job := sm.describe_inference_recommendations_job(JobName="bench"))[
-                    "Status"] not in ("COMPLETED", "FAILED", "STOPPED"):
+                "Status"
+            ] not in ("COMPLETED", "FAILED", "STOPPED"):
                 time.sleep(0.5)
             elapsed = time.monotonic() - started
             steps = sm.list_inference_recommendations_job_steps(JobName="bench")["Steps"]
             with urllib.request.urlopen(
-                    f"{server.url}/inference-recommendations-jobs/bench/load-curves") as r:
+                f"{server.url}/inference-recommendations-jobs/bench/load-curves"
+            ) as r:
                 curves = json.load(r)
         finally:
             server.stop()
     for key, value in machine_facts("modelhost.loadgen (closed loop, inside the job)").items():
         print(f"- {key}: {value}")
-    print(f"- job: {job['Status']} in {elapsed:.1f} s; {len(USERS)} traffic steps of "
-          f"{args.seconds} s per candidate; P95 bound {args.p95_ms} ms")
+    print(
+        f"- job: {job['Status']} in {elapsed:.1f} s; {len(USERS)} traffic steps of "
+        f"{args.seconds} s per candidate; P95 bound {args.p95_ms} ms"
+    )
     best = job.get("InferenceRecommendations", [{}])[0].get("EndpointConfiguration", {})
-    print("\n| candidate | recommended | $/hour | max invocations/min | P95 ms | CPU % | "
-          "memory % | setup s | load-tested s |")
+    print(
+        "\n| candidate | recommended | $/hour | max invocations/min | P95 ms | CPU % | "
+        "memory % | setup s | load-tested s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for step, curve in zip(steps, curves["Candidates"], strict=True):
         bench = step["InferenceBenchmark"]
         m = bench.get("Metrics", {})
-        tested = (bench["InvocationEndTime"] - bench["InvocationStartTime"]).total_seconds() \
-            if "InvocationEndTime" in bench else float("nan")
+        tested = (
+            (bench["InvocationEndTime"] - bench["InvocationStartTime"]).total_seconds()
+            if "InvocationEndTime" in bench
+            else float("nan")
+        )
         kind = bench["EndpointConfiguration"]["InstanceType"]
-        print(f"| {kind} | {'yes' if kind == best.get('InstanceType') else ''} | "
-              f"{m.get('CostPerHour', 0):.3f} | {m.get('MaxInvocations', 0):,} | "
-              f"{m.get('ModelLatency', '-')} | {m.get('CpuUtilization', 0):.0f} | "
-              f"{m.get('MemoryUtilization', 0):.1f} | {m.get('ModelSetupTime', '-')} | "
-              f"{tested:.1f} |")
-        print("|   | steps (users: req/s, P95 ms) | " + ", ".join(
-            f"{p['users']}: {p['throughput_rps']:.0f}, {p['latency_ms']:.2f}"
-            for p in curve["Points"]) + " ||||||")
+        print(
+            f"| {kind} | {'yes' if kind == best.get('InstanceType') else ''} | "
+            f"{m.get('CostPerHour', 0):.3f} | {m.get('MaxInvocations', 0):,} | "
+            f"{m.get('ModelLatency', '-')} | {m.get('CpuUtilization', 0):.0f} | "
+            f"{m.get('MemoryUtilization', 0):.1f} | {m.get('ModelSetupTime', '-')} | "
+            f"{tested:.1f} |"
+        )
+        print(
+            "|   | steps (users: req/s, P95 ms) | "
+            + ", ".join(
+                f"{p['users']}: {p['throughput_rps']:.0f}, {p['latency_ms']:.2f}"
+                for p in curve["Points"]
+            )
+            + " ||||||"
+        )
     try:
         from modelhost.cli.recommendation_chart import write_chart
 

@@ -42,8 +42,7 @@ from tests.support.server import ServerProcess
 from tests.support.streaming import put_token_model
 
 
-def _timed(port: int, path: str, body: bytes, headers: dict[str, str]
-           ) -> tuple[float, float, int]:
+def _timed(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, float, int]:
     """Seconds to the first body byte and to the end, and the bytes received."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -64,25 +63,37 @@ def _timed(port: int, path: str, body: bytes, headers: dict[str, str]
         connection.close()
 
 
-def measure(requests: int, tokens: int, pause_ms: float, scratch: Path
-            ) -> dict[str, list[tuple[float, float, int]]]:
+def measure(
+    requests: int, tokens: int, pause_ms: float, scratch: Path
+) -> dict[str, list[tuple[float, float, int]]]:
     server = ServerProcess(scratch / "data", log_level="warning").start()
     sagemaker = server.client("sagemaker")
     name = None
     direct: DirectInstance | None = None
     try:
         name = deploy(sagemaker, put_token_model(server.data_dir), image="modelhost/python")
-        direct = DirectInstance(endpoint_model_dir(server.data_dir, name), "python",
-                                scratch / "direct").start()
-        body = json.dumps({"tokens": [f"token{i} " for i in range(tokens)],
-                           "delay": pause_ms / 1000}).encode()
+        direct = DirectInstance(
+            endpoint_model_dir(server.data_dir, name), "python", scratch / "direct"
+        ).start()
+        body = json.dumps(
+            {"tokens": [f"token{i} " for i in range(tokens)], "delay": pause_ms / 1000}
+        ).encode()
         paths = {
-            "modelhost, InvokeEndpointWithResponseStream":
-                (server.port, f"/endpoints/{name}/invocations-response-stream", {}),
-            "model server directly, POST /invocations":
-                (direct.port, "/invocations", direct.headers),
-            "modelhost, InvokeEndpoint (buffered)":
-                (server.port, f"/endpoints/{name}/invocations", {}),
+            "modelhost, InvokeEndpointWithResponseStream": (
+                server.port,
+                f"/endpoints/{name}/invocations-response-stream",
+                {},
+            ),
+            "model server directly, POST /invocations": (
+                direct.port,
+                "/invocations",
+                direct.headers,
+            ),
+            "modelhost, InvokeEndpoint (buffered)": (
+                server.port,
+                f"/endpoints/{name}/invocations",
+                {},
+            ),
         }
         results: dict[str, list[tuple[float, float, int]]] = {label: [] for label in paths}
         for port, path, headers in paths.values():  # warm-up: connections, first import
@@ -99,8 +110,12 @@ def measure(requests: int, tokens: int, pause_ms: float, scratch: Path
         server.stop()
 
 
-def report(results: dict[str, list[tuple[float, float, int]]], tokens: int, pause_ms: float,
-           facts: dict[str, str]) -> str:
+def report(
+    results: dict[str, list[tuple[float, float, int]]],
+    tokens: int,
+    pause_ms: float,
+    facts: dict[str, str],
+) -> str:
     def ms(value: float) -> str:
         return f"{value * 1000:.1f} ms"
 
@@ -130,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         results = measure(args.requests, args.tokens, args.pause_ms, scratch)
-    text = report(results, args.tokens, args.pause_ms,
-                  machine_facts("http.client, one request at a time"))
+    text = report(
+        results, args.tokens, args.pause_ms, machine_facts("http.client, one request at a time")
+    )
     publish(text, args.out)
     return 0
 

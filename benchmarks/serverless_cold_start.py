@@ -49,12 +49,21 @@ IDLE_S = 0.5
 
 def _deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 120.0) -> str:
     name = f"bench-sl-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model(ModelName=name, PrimaryContainer={
-        "Image": "modelhost/sklearn", "ModelDataUrl": model_url},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/bench")
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name,
-        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 10}}])
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": model_url},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/bench",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 10},
+            }
+        ],
+    )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     deadline = time.monotonic() + timeout_s
     while sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] != "InService":
@@ -81,10 +90,13 @@ def _timed(url: str) -> float:
     return elapsed
 
 
-def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
-             warm_per_round: int) -> dict[str, Any]:
-    server = ServerProcess(scratch / label, env={
-        "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S), "MODELHOST_HEALTH_INTERVAL": "0.1", **env})
+def _measure(
+    label: str, env: dict[str, str], scratch: Path, rounds: int, warm_per_round: int
+) -> dict[str, Any]:
+    server = ServerProcess(
+        scratch / label,
+        env={"MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S), "MODELHOST_HEALTH_INTERVAL": "0.1", **env},
+    )
     endpoints: list[str] = []
     sagemaker = None
     try:
@@ -105,12 +117,19 @@ def _measure(label: str, env: dict[str, str], scratch: Path, rounds: int,
             _wait_for_zero(server)
             cold.append(_timed(url))
             warm.extend(_timed(url) for _ in range(warm_per_round))
-            print(f"[{label}] round {index + 1}/{rounds}: cold {cold[-1] * 1000:.0f} ms",
-                  file=sys.stderr)
-        setup = read_histogram(server.metrics_text(), "modelhost_model_setup_time_seconds",
-                               {"endpoint": name})
-        return {"cold": cold, "warm": warm, "setup_mean": setup.mean,
-                "realtime_create": realtime_create}
+            print(
+                f"[{label}] round {index + 1}/{rounds}: cold {cold[-1] * 1000:.0f} ms",
+                file=sys.stderr,
+            )
+        setup = read_histogram(
+            server.metrics_text(), "modelhost_model_setup_time_seconds", {"endpoint": name}
+        )
+        return {
+            "cold": cold,
+            "warm": warm,
+            "setup_mean": setup.mean,
+            "realtime_create": realtime_create,
+        }
     finally:
         if sagemaker is not None:
             for name in endpoints:
@@ -128,19 +147,26 @@ def _ms(seconds: float) -> str:
 
 
 def report(results: dict[str, dict[str, Any]], machine: list[str], rounds: int) -> str:
-    lines = ["# Serverless cold start", "", *machine, "",
-             f"{rounds} cold starts per server (scaled to zero between them, idle period "
-             f"{IDLE_S} s); warm requests right after each cold one.", "",
-             "| instances started by | cold p50 | cold p90 | warm p50 | cold minus warm (p50) "
-             "| ModelSetupTime mean | real-time CreateEndpoint → InService |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Serverless cold start",
+        "",
+        *machine,
+        "",
+        f"{rounds} cold starts per server (scaled to zero between them, idle period "
+        f"{IDLE_S} s); warm requests right after each cold one.",
+        "",
+        "| instances started by | cold p50 | cold p90 | warm p50 | cold minus warm (p50) "
+        "| ModelSetupTime mean | real-time CreateEndpoint → InService |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, result in results.items():
         cold, warm = result["cold"], result["warm"]
         lines.append(
             f"| {label} | {_ms(statistics.median(cold))} | {_ms(_quantile(cold, 0.9))} "
             f"| {_ms(statistics.median(warm))} "
             f"| {_ms(statistics.median(cold) - statistics.median(warm))} "
-            f"| {_ms(result['setup_mean'])} | {_ms(result['realtime_create'])} |")
+            f"| {_ms(result['setup_mean'])} | {_ms(result['realtime_create'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "fork server (default)": _measure("forkserver", {}, scratch, args.rounds, args.warm),
             "fresh interpreter (MODELHOST_FORK_SERVER=0)": _measure(
-                "fresh", {"MODELHOST_FORK_SERVER": "0"}, scratch, args.rounds, args.warm),
+                "fresh", {"MODELHOST_FORK_SERVER": "0"}, scratch, args.rounds, args.warm
+            ),
         }
     text = report(results, machine_table("urllib, one request at a time"), args.rounds)
     publish(text, args.out)

@@ -34,8 +34,18 @@ def free_port() -> int:
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelhost", "server", "--port", str(port),
-         "--data-dir", str(data_dir), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "modelhost",
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "warning",
+        ],
     )
     for _ in range(300):
         try:
@@ -105,8 +115,7 @@ def main() -> None:
         try:
             model_url = package_model(data_dir)
             sagemaker = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1")
-            runtime = boto3.client("sagemaker-runtime", endpoint_url=url,
-                                   region_name="us-east-1")
+            runtime = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1")
 
             sagemaker.create_model(
                 ModelName="iris",
@@ -115,32 +124,44 @@ def main() -> None:
             )
             sagemaker.create_endpoint_config(
                 EndpointConfigName="iris",
-                ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "iris",
-                                     "InstanceType": "ml.m5.large",
-                                     "InitialInstanceCount": 1}],
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "iris",
+                        "InstanceType": "ml.m5.large",
+                        "InitialInstanceCount": 1,
+                    }
+                ],
             )
             sagemaker.create_endpoint(EndpointName="iris", EndpointConfigName="iris")
             started = time.monotonic()
             sagemaker.get_waiter("endpoint_in_service").wait(
-                EndpointName="iris", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+                EndpointName="iris", WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
             print(f"endpoint iris is InService after {time.monotonic() - started:.1f} s")
 
             csv_rows = "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3"
-            answer = runtime.invoke_endpoint(EndpointName="iris", ContentType="text/csv",
-                                             Accept="text/csv", Body=csv_rows)
-            print(f"CSV  in  {csv_rows!r}\n     out {answer['Body'].read().decode()!r}"
-                  f" (variant {answer['InvokedProductionVariant']})")
+            answer = runtime.invoke_endpoint(
+                EndpointName="iris", ContentType="text/csv", Accept="text/csv", Body=csv_rows
+            )
+            print(
+                f"CSV  in  {csv_rows!r}\n     out {answer['Body'].read().decode()!r}"
+                f" (variant {answer['InvokedProductionVariant']})"
+            )
             json_rows = [[5.9, 3.0, 4.2, 1.5], [4.6, 3.1, 1.5, 0.2]]
-            answer = runtime.invoke_endpoint(EndpointName="iris",
-                                             ContentType="application/json",
-                                             Accept="application/json",
-                                             Body=json.dumps(json_rows))
+            answer = runtime.invoke_endpoint(
+                EndpointName="iris",
+                ContentType="application/json",
+                Accept="application/json",
+                Body=json.dumps(json_rows),
+            )
             print(f"JSON in  {json_rows}\n     out {json.loads(answer['Body'].read())}")
 
             print_snippet(data_dir / "objects" / "quickstart" / "iris" / "model.tar.gz")
             sagemaker.delete_endpoint(EndpointName="iris")
             sagemaker.get_waiter("endpoint_deleted").wait(
-                EndpointName="iris", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+                EndpointName="iris", WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
             print("quickstart finished: endpoint deleted, server stopping")
         finally:
             server.terminate()

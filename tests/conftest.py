@@ -24,9 +24,10 @@ for variable, value in TEST_ENV.items():
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("server") / "data",
-                        env={"MODELHOST_MODEL_TIMEOUT": "5",
-                             "MODELHOST_MAX_INSTANCES": "24"}) as process:
+    with running_server(
+        tmp_path_factory.mktemp("server") / "data",
+        env={"MODELHOST_MODEL_TIMEOUT": "5", "MODELHOST_MAX_INSTANCES": "24"},
+    ) as process:
         yield process
 
 

@@ -59,8 +59,11 @@ def has_bearer_token(headers: dict[bytes, bytes], token: str) -> bool:
     credential for /metrics, which it cannot SigV4-sign)."""
     sent = headers.get(b"authorization", b"")
     scheme, _, value = sent.partition(b" ")
-    return bool(token) and scheme.lower() == b"bearer" and hmac.compare_digest(
-        value.strip(), token.encode())
+    return (
+        bool(token)
+        and scheme.lower() == b"bearer"
+        and hmac.compare_digest(value.strip(), token.encode())
+    )
 
 
 def access_keys_from_environment() -> dict[str, str]:
@@ -122,13 +125,15 @@ def _check_time(amz_date: str, day: str, now: datetime) -> None:
     try:
         signed_at = datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=UTC)
     except ValueError:
-        raise AuthenticationError("IncompleteSignatureException",
-                                  "X-Amz-Date is missing or malformed") from None
+        raise AuthenticationError(
+            "IncompleteSignatureException", "X-Amz-Date is missing or malformed"
+        ) from None
     if day != amz_date[:8]:
         raise AuthenticationError(
             "InvalidSignatureException",
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
-            f"from HTTP: '{day[:8]}' != '{amz_date[:8]}', from '{amz_date}'.")
+            f"from HTTP: '{day[:8]}' != '{amz_date[:8]}', from '{amz_date}'.",
+        )
 
     def stamp(moment: datetime) -> str:
         return moment.strftime(SIGV4_TIMESTAMP)
@@ -137,20 +142,23 @@ def _check_time(amz_date: str, day: str, now: datetime) -> None:
         raise AuthenticationError(
             "InvalidSignatureException",
             f"Signature expired: {amz_date} is now earlier than {stamp(now - _MAX_SKEW)} "
-            f"({stamp(now)} - 15 min.)")
+            f"({stamp(now)} - 15 min.)",
+        )
     if signed_at > now + _MAX_SKEW:
         raise AuthenticationError(
             "InvalidSignatureException",
             f"Signature not yet current: {amz_date} is still later than "
-            f"{stamp(now + _MAX_SKEW)} ({stamp(now)} + 15 min.)")
+            f"{stamp(now + _MAX_SKEW)} ({stamp(now)} + 15 min.)",
+        )
 
 
 class _ReceivedPayload(SigV4Auth):
     """botocore's signer with the payload hash of the bytes received: the body is hashed
     once, as it arrives, instead of being kept and hashed again here."""
 
-    def __init__(self, credentials: Credentials, service: str, region: str,
-                 payload_sha256: str) -> None:
+    def __init__(
+        self, credentials: Credentials, service: str, region: str, payload_sha256: str
+    ) -> None:
         super().__init__(credentials, service, region)
         self._payload_sha256 = payload_sha256
 
@@ -158,33 +166,44 @@ class _ReceivedPayload(SigV4Auth):
         return self._payload_sha256
 
 
-def verify(keys: dict[str, str], request: SignedRequest, service: str, region: str,
-           now: datetime | None = None) -> str:
+def verify(
+    keys: dict[str, str],
+    request: SignedRequest,
+    service: str,
+    region: str,
+    now: datetime | None = None,
+) -> str:
     """The access key that signed `request` for `service` in `region`; raises
     AuthenticationError unless one of `keys` did, over everything the request carries."""
     headers = request.headers
     header = headers.get(b"authorization")
     if header is None:
-        raise AuthenticationError("MissingAuthenticationTokenException",
-                                  "Request is missing Authentication Token")
+        raise AuthenticationError(
+            "MissingAuthenticationTokenException", "Request is missing Authentication Token"
+        )
     fields = _parse_authorization(header.decode("latin-1"))
     scope = fields["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
-        raise AuthenticationError("IncompleteSignatureException",
-                                  "Credential must be AKID/date/region/service/aws4_request")
+        raise AuthenticationError(
+            "IncompleteSignatureException",
+            "Credential must be AKID/date/region/service/aws4_request",
+        )
     access_key, day, signed_region, signed_service, _ = scope
     secret = keys.get(access_key)
     if secret is None:
-        raise AuthenticationError("UnrecognizedClientException",
-                                  "The security token included in the request is invalid.")
+        raise AuthenticationError(
+            "UnrecognizedClientException", "The security token included in the request is invalid."
+        )
     if signed_region != region:
         raise AuthenticationError(
             "InvalidSignatureException",
-            f"Credential should be scoped to a valid region, not '{signed_region[:40]}'. ")
+            f"Credential should be scoped to a valid region, not '{signed_region[:40]}'. ",
+        )
     if signed_service != service:
         raise AuthenticationError(
             "InvalidSignatureException",
-            f"Credential should be scoped to correct service: '{service}'. ")
+            f"Credential should be scoped to correct service: '{service}'. ",
+        )
     _check_time(headers.get(b"x-amz-date", b"").decode("latin-1"), day, now or datetime.now(UTC))
 
     signed = fields["SignedHeaders"].split(";")
@@ -193,23 +212,27 @@ def verify(keys: dict[str, str], request: SignedRequest, service: str, region: s
             shown = "'Host' or ':authority'" if name == b"host" else f"'{name.decode('latin-1')}'"
             raise AuthenticationError(
                 "IncompleteSignatureException",
-                f"{shown} must be a 'SignedHeader' in the AWS Authorization.")
+                f"{shown} must be a 'SignedHeader' in the AWS Authorization.",
+            )
     claimed = headers.get(_CONTENT_SHA256)
     if claimed is not None and claimed.decode("latin-1") != request.payload_sha256:
         raise AuthenticationError(
             "InvalidSignatureException",
             "The provided 'x-amz-content-sha256' header does not match what was computed: "
-            f"{service} takes signed payloads only.")
+            f"{service} takes signed payloads only.",
+        )
 
     aws_request = AWSRequest(
         method=request.method,
-        url="http://modelhost" + request.raw_path.decode("latin-1")
+        url="http://modelhost"
+        + request.raw_path.decode("latin-1")
         + (f"?{request.query.decode('latin-1')}" if request.query else ""),
         headers={name: headers.get(name.encode(), b"").decode("latin-1") for name in signed},
     )
     aws_request.context["timestamp"] = headers[b"x-amz-date"].decode("latin-1")
-    signer = _ReceivedPayload(Credentials(access_key, secret), service, region,
-                              request.payload_sha256)
+    signer = _ReceivedPayload(
+        Credentials(access_key, secret), service, region, request.payload_sha256
+    )
     canonical = signer.canonical_request(aws_request)
     expected = signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
     if not hmac.compare_digest(expected, fields["Signature"]):

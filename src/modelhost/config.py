@@ -33,9 +33,11 @@ def state_scheme(url: str) -> str:
     if scheme == "postgres":
         return "postgresql"
     if scheme not in STATE_SCHEMES:
-        raise ValueError(f"MODELHOST_STATE_URL={url!r}: unsupported state store; supported "
-                         f"schemes: {', '.join(STATE_SCHEMES)} (empty: the embedded SQLite "
-                         "file <data-dir>/state.db)")
+        raise ValueError(
+            f"MODELHOST_STATE_URL={url!r}: unsupported state store; supported "
+            f"schemes: {', '.join(STATE_SCHEMES)} (empty: the embedded SQLite "
+            "file <data-dir>/state.db)"
+        )
     return scheme
 
 
@@ -46,9 +48,11 @@ def _sqlite_state_file(url: str, data_dir: Path) -> Path:
     embedded = data_dir / "state.db"
     rest = url.partition("://")[2]
     if rest and Path(rest).resolve() != embedded.resolve():
-        raise ValueError(f"MODELHOST_STATE_URL={url!r}: the SQLite state store is the data "
-                         f"dir's own file, sqlite:///{embedded}; choose another --data-dir "
-                         "to keep state elsewhere")
+        raise ValueError(
+            f"MODELHOST_STATE_URL={url!r}: the SQLite state store is the data "
+            f"dir's own file, sqlite:///{embedded}; choose another --data-dir "
+            "to keep state elsewhere"
+        )
     return embedded
 
 
@@ -62,22 +66,29 @@ class Settings:
     # "process": modelhost's own images run as processes, any other image in a container;
     # "container": every instance in a container (modelhost.instances.open_backend).
     instance_backend: str = field(
-        default_factory=lambda: os.environ.get("MODELHOST_INSTANCE_BACKEND", "").strip().lower()
-        or "process")
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_INSTANCE_BACKEND", "").strip().lower() or "process"
+        )
+    )
     # The container engine's API (a Docker-compatible socket: dockerd or `podman system
     # service`); empty: DOCKER_HOST, else /run/podman/podman.sock or /var/run/docker.sock.
     container_host: str = field(
-        default_factory=lambda: (os.environ.get("MODELHOST_CONTAINER_HOST", "").strip()
-                                 or os.environ.get("DOCKER_HOST", "").strip()))
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_CONTAINER_HOST", "").strip()
+            or os.environ.get("DOCKER_HOST", "").strip()
+        )
+    )
     # Where the state store lives: empty or "sqlite" for the embedded SQLite file
     # <data-dir>/state.db (see `state_path`), or a postgresql://user:password@host/db URL
     # for a PostgreSQL database several servers share; other schemes are refused.
     state_url: str = field(
-        default_factory=lambda: os.environ.get("MODELHOST_STATE_URL", "").strip())
+        default_factory=lambda: os.environ.get("MODELHOST_STATE_URL", "").strip()
+    )
     # Where s3:// URIs go: "auto" (an S3 endpoint configured the way AWS tools read it,
     # else the embedded store), "local" (always embedded) or "aws" (AWS's own S3).
     s3: str = field(
-        default_factory=lambda: os.environ.get("MODELHOST_S3", "").strip().lower() or "auto")
+        default_factory=lambda: os.environ.get("MODELHOST_S3", "").strip().lower() or "auto"
+    )
     # Limits SageMaker applies to real-time endpoints.
     max_payload_bytes: int = 6 * 1024 * 1024
     model_timeout_s: float = field(
@@ -96,9 +107,7 @@ class Settings:
     ping_interval_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_PING_INTERVAL", 1.0)
     )
-    ping_timeout_s: float = field(
-        default_factory=lambda: _env_float("MODELHOST_PING_TIMEOUT", 1.0)
-    )
+    ping_timeout_s: float = field(default_factory=lambda: _env_float("MODELHOST_PING_TIMEOUT", 1.0))
     ping_misses: int = field(
         default_factory=lambda: max(1, int(_env_float("MODELHOST_PING_MISSES", 3)))
     )
@@ -112,8 +121,10 @@ class Settings:
     # caller who may create a model or invoke an endpoint could read any file the server
     # can read. Only s3:// (the embedded store or the configured S3) is accepted then.
     allow_local_paths: bool = field(
-        default_factory=lambda: os.environ.get("MODELHOST_ALLOW_LOCAL_PATHS", "").strip().lower()
-        in ("1", "true", "yes", "on")
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_ALLOW_LOCAL_PATHS", "").strip().lower()
+            in ("1", "true", "yes", "on")
+        )
     )
     # SigV4 access keys (access key id -> secret); empty: signatures are not checked.
     access_keys: dict[str, str] = field(default_factory=access_keys_from_environment)
@@ -139,9 +150,7 @@ class Settings:
     # Asynchronous inference: how long a worker's lease on a request lasts without being
     # renewed, how often a request is tried before it fails, how often the queue is polled
     # when nothing wakes the workers, the largest input, and the webhook signing key.
-    async_lease_s: float = field(
-        default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 30.0)
-    )
+    async_lease_s: float = field(default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 30.0))
     async_max_attempts: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MAX_ATTEMPTS", 3))
     )
@@ -182,8 +191,9 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_SERVERLESS_IDLE_S", 300.0)
     )
     serverless_instance_concurrency: int = field(
-        default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_INSTANCE_CONCURRENCY",
-                                                      4)))
+        default_factory=lambda: max(
+            1, int(_env_float("MODELHOST_SERVERLESS_INSTANCE_CONCURRENCY", 4))
+        )
     )
     serverless_max_instances: int = field(
         default_factory=lambda: max(1, int(_env_float("MODELHOST_SERVERLESS_MAX_INSTANCES", 4)))
@@ -199,8 +209,9 @@ class Settings:
     # the machine lets us, "off": thread counts and RLIMIT_DATA only); every type's vCPUs
     # count as this many cores each, so a small machine can still tell types apart.
     cgroups: str = field(
-        default_factory=lambda: os.environ.get("MODELHOST_CGROUPS", "auto").strip().lower()
-        or "auto"
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_CGROUPS", "auto").strip().lower() or "auto"
+        )
     )
     cpu_scale: float = field(default_factory=lambda: _env_float("MODELHOST_CPU_SCALE", 1.0))
     # The user instances run as when the server is root ("": nobody); see
@@ -232,15 +243,11 @@ class Settings:
         default_factory=lambda: _env_float("MODELHOST_BACKUP_INTERVAL", 3600.0)
     )
     backup_folder: Path | None = field(default_factory=lambda: _env_path("MODELHOST_BACKUP_DIR"))
-    backup_keep: int = field(
-        default_factory=lambda: int(_env_float("MODELHOST_BACKUP_KEEP", 24))
-    )
+    backup_keep: int = field(default_factory=lambda: int(_env_float("MODELHOST_BACKUP_KEEP", 24)))
     # Client connections: closed after this long without a request (keep-alive, and a
     # new connection's first request line and headers), and a request whose body stops
     # arriving for this long is answered 408 and closed.
-    idle_timeout_s: float = field(
-        default_factory=lambda: _env_float("MODELHOST_IDLE_TIMEOUT", 5.0)
-    )
+    idle_timeout_s: float = field(default_factory=lambda: _env_float("MODELHOST_IDLE_TIMEOUT", 5.0))
     body_timeout_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_BODY_TIMEOUT", 30.0)
     )
@@ -251,28 +258,37 @@ class Settings:
         if self.s3 not in ("auto", "local", "aws"):
             raise ValueError(f"MODELHOST_S3 must be 'auto', 'local' or 'aws', not {self.s3!r}")
         if self.transform_part_bytes < 1:
-            raise ValueError(f"MODELHOST_TRANSFORM_PART_BYTES={self.transform_part_bytes}: "
-                             "expected a number of bytes >= 1")
+            raise ValueError(
+                f"MODELHOST_TRANSFORM_PART_BYTES={self.transform_part_bytes}: "
+                "expected a number of bytes >= 1"
+            )
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
         if self.ping_interval_s <= 0 or self.ping_timeout_s <= 0:
             raise ValueError("MODELHOST_PING_INTERVAL and MODELHOST_PING_TIMEOUT must be > 0")
         if not 0 < self.cpu_scale <= 1024:
             raise ValueError(f"MODELHOST_CPU_SCALE={self.cpu_scale}: expected a number > 0")
-        for name, value in (("MODELHOST_STORE_CHECK_INTERVAL", self.store_check_interval_s),
-                            ("MODELHOST_LEASE_PERIOD", self.lease_period_s),
-                            ("MODELHOST_IDLE_TIMEOUT", self.idle_timeout_s),
-                            ("MODELHOST_BODY_TIMEOUT", self.body_timeout_s)):
+        for name, value in (
+            ("MODELHOST_STORE_CHECK_INTERVAL", self.store_check_interval_s),
+            ("MODELHOST_LEASE_PERIOD", self.lease_period_s),
+            ("MODELHOST_IDLE_TIMEOUT", self.idle_timeout_s),
+            ("MODELHOST_BODY_TIMEOUT", self.body_timeout_s),
+        ):
             if not value > 0:
                 raise ValueError(f"{name}={value}: expected a number of seconds > 0")
         if self.backup_interval_s < 0:
-            raise ValueError(f"MODELHOST_BACKUP_INTERVAL={self.backup_interval_s}: expected "
-                             "seconds >= 0 (0: no periodic backups)")
+            raise ValueError(
+                f"MODELHOST_BACKUP_INTERVAL={self.backup_interval_s}: expected "
+                "seconds >= 0 (0: no periodic backups)"
+            )
         if self.backup_keep < 1:
             raise ValueError(f"MODELHOST_BACKUP_KEEP={self.backup_keep}: expected >= 1")
         if self.policy_file:
-            object.__setattr__(self, "policies", Policies.load(
-                Path(self.policy_file), self.access_keys, self.account_id))
+            object.__setattr__(
+                self,
+                "policies",
+                Policies.load(Path(self.policy_file), self.access_keys, self.account_id),
+            )
 
     @property
     def state_path(self) -> Path:

@@ -39,5 +39,4 @@ class IdleClosingProtocol(HttpToolsProtocol):
 
     def _arm(self, delay: float) -> None:
         self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(
-            delay, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)

@@ -19,8 +19,12 @@ class SageMakerError(Exception):
         self.fields = fields
 
     def body(self) -> dict[str, Any]:
-        return {"__type": self.code, "message": self.message, "Message": self.message,
-                **self.fields}
+        return {
+            "__type": self.code,
+            "message": self.message,
+            "Message": self.message,
+            **self.fields,
+        }
 
 
 class ValidationError(SageMakerError):

@@ -20,5 +20,7 @@ def too_large(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 def message() -> str:
-    return (f"Request headers exceed {MAX_HEADER_BYTES // 1024} KiB in total; send large "
-            "values in the request body.")
+    return (
+        f"Request headers exceed {MAX_HEADER_BYTES // 1024} KiB in total; send large "
+        "values in the request body."
+    )

@@ -10,21 +10,53 @@ REGISTRY = CollectorRegistry()
 
 _LABELS = ("endpoint", "variant")
 # Sub-millisecond buckets matter: the router's own overhead is measured in them.
-_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
-INVOCATIONS = Counter("modelhost_invocations", "Invocations answered by a model",
-                      _LABELS, registry=REGISTRY)
-INVOCATION_4XX = Counter("modelhost_invocation_4xx_errors", "Invocations answered 4xx",
-                         _LABELS, registry=REGISTRY)
-INVOCATION_5XX = Counter("modelhost_invocation_5xx_errors", "Invocations answered 5xx",
-                         _LABELS, registry=REGISTRY)
-MODEL_LATENCY = Histogram("modelhost_model_latency_seconds",
-                          "Time the instance took to answer", _LABELS,
-                          buckets=_BUCKETS, registry=REGISTRY)
-OVERHEAD_LATENCY = Histogram("modelhost_overhead_latency_seconds",
-                             "Time modelhost added on top of the model", _LABELS,
-                             buckets=_BUCKETS, registry=REGISTRY)
+INVOCATIONS = Counter(
+    "modelhost_invocations", "Invocations answered by a model", _LABELS, registry=REGISTRY
+)
+INVOCATION_4XX = Counter(
+    "modelhost_invocation_4xx_errors", "Invocations answered 4xx", _LABELS, registry=REGISTRY
+)
+INVOCATION_5XX = Counter(
+    "modelhost_invocation_5xx_errors", "Invocations answered 5xx", _LABELS, registry=REGISTRY
+)
+MODEL_LATENCY = Histogram(
+    "modelhost_model_latency_seconds",
+    "Time the instance took to answer",
+    _LABELS,
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+OVERHEAD_LATENCY = Histogram(
+    "modelhost_overhead_latency_seconds",
+    "Time modelhost added on top of the model",
+    _LABELS,
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
 
 
 class VariantMetrics:
@@ -45,26 +77,44 @@ def for_variant(endpoint: str, variant: str) -> VariantMetrics:
 
 
 INSTANCES = Gauge("modelhost_instances", "Running instances", _LABELS, registry=REGISTRY)
-INSTANCE_SECONDS = Counter("modelhost_instance_seconds",
-                           "Running time of instances, for cost",
-                           (*_LABELS, "instance_type"), registry=REGISTRY)
-INSTANCE_COST = Counter("modelhost_instance_cost_usd",
-                        "Running time priced at the instance type's hourly list price",
-                        (*_LABELS, "instance_type"), registry=REGISTRY)
-INSTANCE_REPLACEMENTS = Counter("modelhost_instance_replacements",
-                                "Instances replaced after they died", _LABELS,
-                                registry=REGISTRY)
+INSTANCE_SECONDS = Counter(
+    "modelhost_instance_seconds",
+    "Running time of instances, for cost",
+    (*_LABELS, "instance_type"),
+    registry=REGISTRY,
+)
+INSTANCE_COST = Counter(
+    "modelhost_instance_cost_usd",
+    "Running time priced at the instance type's hourly list price",
+    (*_LABELS, "instance_type"),
+    registry=REGISTRY,
+)
+INSTANCE_REPLACEMENTS = Counter(
+    "modelhost_instance_replacements",
+    "Instances replaced after they died",
+    _LABELS,
+    registry=REGISTRY,
+)
 
 # Asynchronous inference backlog, by the CloudWatch names autoscaling policies use.
-ASYNC_BACKLOG = Gauge("modelhost_async_backlog_size",
-                      "ApproximateBacklogSize: async requests queued or being processed",
-                      ("endpoint",), registry=REGISTRY)
-ASYNC_BACKLOG_PER_INSTANCE = Gauge("modelhost_async_backlog_size_per_instance",
-                                   "ApproximateBacklogSizePerInstance",
-                                   ("endpoint",), registry=REGISTRY)
-ASYNC_BACKLOG_WITHOUT_CAPACITY = Gauge("modelhost_async_has_backlog_without_capacity",
-                                       "HasBacklogWithoutCapacity: 1 when requests wait and "
-                                       "no instance runs", ("endpoint",), registry=REGISTRY)
+ASYNC_BACKLOG = Gauge(
+    "modelhost_async_backlog_size",
+    "ApproximateBacklogSize: async requests queued or being processed",
+    ("endpoint",),
+    registry=REGISTRY,
+)
+ASYNC_BACKLOG_PER_INSTANCE = Gauge(
+    "modelhost_async_backlog_size_per_instance",
+    "ApproximateBacklogSizePerInstance",
+    ("endpoint",),
+    registry=REGISTRY,
+)
+ASYNC_BACKLOG_WITHOUT_CAPACITY = Gauge(
+    "modelhost_async_has_backlog_without_capacity",
+    "HasBacklogWithoutCapacity: 1 when requests wait and no instance runs",
+    ("endpoint",),
+    registry=REGISTRY,
+)
 _ASYNC_METRICS = {
     "ApproximateBacklogSize": "modelhost_async_backlog_size",
     "ApproximateBacklogSizePerInstance": "modelhost_async_backlog_size_per_instance",
@@ -83,23 +133,40 @@ def async_backlog_metric(metric_name: str, endpoint: str) -> float | None:
 
 
 # Serverless variants, after SageMaker's serverless CloudWatch metrics.
-SERVERLESS_COLD_STARTS = Counter("modelhost_serverless_cold_starts",
-                                 "Instances started because requests arrived and none was free",
-                                 _LABELS, registry=REGISTRY)
-MODEL_SETUP_TIME = Histogram("modelhost_model_setup_time_seconds",
-                             "Time to start a serverless instance until it answers /ping "
-                             "(SageMaker's ModelSetupTime)", _LABELS,
-                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
-                                      10.0, 30.0, 60.0, 120.0), registry=REGISTRY)
-SERVERLESS_CONCURRENCY = Gauge("modelhost_serverless_concurrency",
-                               "Requests in flight (waiting or running) on a serverless variant",
-                               _LABELS, registry=REGISTRY)
-SERVERLESS_THROTTLES = Counter("modelhost_serverless_throttles",
-                               "Requests refused past MaxConcurrency", _LABELS,
-                               registry=REGISTRY)
-SERVERLESS_GB_SECONDS = Counter("modelhost_serverless_billed_gb_seconds",
-                                "Billed duration of serverless invocations times memory",
-                                _LABELS, registry=REGISTRY)
-SERVERLESS_COST = Counter("modelhost_serverless_cost_usd",
-                          "Billed GB-seconds at the serverless list price", _LABELS,
-                          registry=REGISTRY)
+SERVERLESS_COLD_STARTS = Counter(
+    "modelhost_serverless_cold_starts",
+    "Instances started because requests arrived and none was free",
+    _LABELS,
+    registry=REGISTRY,
+)
+MODEL_SETUP_TIME = Histogram(
+    "modelhost_model_setup_time_seconds",
+    "Time to start a serverless instance until it answers /ping (SageMaker's ModelSetupTime)",
+    _LABELS,
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0),
+    registry=REGISTRY,
+)
+SERVERLESS_CONCURRENCY = Gauge(
+    "modelhost_serverless_concurrency",
+    "Requests in flight (waiting or running) on a serverless variant",
+    _LABELS,
+    registry=REGISTRY,
+)
+SERVERLESS_THROTTLES = Counter(
+    "modelhost_serverless_throttles",
+    "Requests refused past MaxConcurrency",
+    _LABELS,
+    registry=REGISTRY,
+)
+SERVERLESS_GB_SECONDS = Counter(
+    "modelhost_serverless_billed_gb_seconds",
+    "Billed duration of serverless invocations times memory",
+    _LABELS,
+    registry=REGISTRY,
+)
+SERVERLESS_COST = Counter(
+    "modelhost_serverless_cost_usd",
+    "Billed GB-seconds at the serverless list price",
+    _LABELS,
+    registry=REGISTRY,
+)

@@ -46,14 +46,18 @@ class Statement:
     resources: tuple[re.Pattern[str], ...]
 
     def matches(self, action: str, resource: str) -> bool:
-        return (any(p.fullmatch(action) for p in self.actions)
-                and any(p.fullmatch(resource) for p in self.resources))
+        return any(p.fullmatch(action) for p in self.actions) and any(
+            p.fullmatch(resource) for p in self.resources
+        )
 
 
 def _strings(value: Any, where: str) -> list[str]:
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not values or not all(
-            isinstance(v, str) and v for v in values):
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, str) and v for v in values)
+    ):
         raise ValueError(f"{where} must be a non-empty string or list of strings")
     return values
 
@@ -63,8 +67,10 @@ def _statement(raw: Any, where: str) -> Statement:
         raise ValueError(f"{where} must be an object")
     unknown = sorted(raw.keys() - _STATEMENT_FIELDS)
     if unknown:
-        raise ValueError(f"{where}: {', '.join(unknown)} is not supported (only "
-                         "Sid, Effect, Action and Resource are evaluated)")
+        raise ValueError(
+            f"{where}: {', '.join(unknown)} is not supported (only "
+            "Sid, Effect, Action and Resource are evaluated)"
+        )
     if raw.get("Effect") not in ("Allow", "Deny"):
         raise ValueError(f"{where}: Effect must be Allow or Deny")
     for name in ("Action", "Resource"):
@@ -77,8 +83,9 @@ def _statement(raw: Any, where: str) -> Statement:
     return Statement(
         allow=raw["Effect"] == "Allow",
         actions=tuple(_pattern(a, ignore_case=True) for a in actions),
-        resources=tuple(_pattern(r, ignore_case=False)
-                        for r in _strings(raw["Resource"], f"{where}.Resource")),
+        resources=tuple(
+            _pattern(r, ignore_case=False) for r in _strings(raw["Resource"], f"{where}.Resource")
+        ),
     )
 
 
@@ -99,11 +106,15 @@ class Policies:
         except json.JSONDecodeError as exc:
             raise ValueError(f"MODELHOST_POLICY_FILE {path}: not JSON: {exc}") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"MODELHOST_POLICY_FILE {path}: expected an object mapping "
-                             "access key ids to policy documents")
+            raise ValueError(
+                f"MODELHOST_POLICY_FILE {path}: expected an object mapping "
+                "access key ids to policy documents"
+            )
         if not access_keys:
-            raise ValueError(f"MODELHOST_POLICY_FILE {path} is set but MODELHOST_ACCESS_KEYS "
-                             "is not: there are no keys to give permissions to")
+            raise ValueError(
+                f"MODELHOST_POLICY_FILE {path} is set but MODELHOST_ACCESS_KEYS "
+                "is not: there are no keys to give permissions to"
+            )
         statements = {}
         for key, document in raw.items():
             where = f"MODELHOST_POLICY_FILE {path}: {key}"
@@ -118,8 +129,9 @@ class Policies:
             listed = [listed] if isinstance(listed, dict) else listed
             if not isinstance(listed, list):
                 raise ValueError(f"{where}.Statement must be a list of statements")
-            statements[key] = tuple(_statement(s, f"{where}.Statement[{i}]")
-                                    for i, s in enumerate(listed))
+            statements[key] = tuple(
+                _statement(s, f"{where}.Statement[{i}]") for i, s in enumerate(listed)
+            )
         return cls(statements, account_id)
 
     def authorize(self, access_key: str, action: str, resources: list[str]) -> None:
@@ -135,4 +147,5 @@ class Policies:
                 reason = f"because no identity-based policy allows the {action} action"
             raise AccessDenied(
                 f"User: arn:aws:iam::{self.account_id}:user/{access_key} is not authorized "
-                f"to perform: {action} on resource: {resource} {reason}")
+                f"to perform: {action} on resource: {resource} {reason}"
+            )

@@ -90,35 +90,49 @@ class ModelhostApp:
         self.objects = open_objects(settings)
         backend = open_backend(settings)
         # Who does what when several servers share the state store.
-        self.ownership = Ownership(self.store, server_id(settings.data_dir),
-                                   settings.lease_period_s)
+        self.ownership = Ownership(
+            self.store, server_id(settings.data_dir), settings.lease_period_s
+        )
         self.router = Router(settings.model_timeout_s)
-        self.controller = EndpointController(settings, self.store, self.objects, backend,
-                                             self.router, self.ownership)
-        self.transforms = TransformController(settings, self.store, self.objects, backend,
-                                              self.ownership)
+        self.controller = EndpointController(
+            settings, self.store, self.objects, backend, self.router, self.ownership
+        )
+        self.transforms = TransformController(
+            settings, self.store, self.objects, backend, self.ownership
+        )
         # The metrics scaling policies can track; other parts register theirs here.
-        self.scaling_metrics = sagemaker_metrics(max(settings.autoscaling_window_s, 0.1),
-                                                 self.router)
+        self.scaling_metrics = sagemaker_metrics(
+            max(settings.autoscaling_window_s, 0.1), self.router
+        )
         self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
-        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics,
-                                                self.ownership)
+        self.autoscaler = AutoscalingController(self.context, self.scaling_metrics, self.ownership)
         self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
-            settings, self.store, self.objects, self.router, self.context)
+            settings, self.store, self.objects, self.router, self.context
+        )
         self.invoker = RealtimeInvoker(
-            self.router, self.store, settings.account_id, settings.max_payload_bytes,
-            self.ownership)
-        self.queue = open_queue(settings.async_queue, settings.queue_path,
-                                **self.guard.checks(settings.queue_path))
+            self.router, self.store, settings.account_id, settings.max_payload_bytes, self.ownership
+        )
+        self.queue = open_queue(
+            settings.async_queue, settings.queue_path, **self.guard.checks(settings.queue_path)
+        )
         self.guard.track(self.queue)
         self.async_controller = AsyncInferenceController(
-            settings, self.store, self.objects, self.queue, self.router, self.context,
+            settings,
+            self.store,
+            self.objects,
+            self.queue,
+            self.router,
+            self.context,
             Notifier(settings.region, settings.webhook_secret),
         )
         self.accepter = AsyncAccepter(
-            self.store, self.objects, self.queue, settings.account_id,
-            settings.max_async_payload_bytes, settings.async_min_ttl_s,
+            self.store,
+            self.objects,
+            self.queue,
+            settings.account_id,
+            settings.max_async_payload_bytes,
+            settings.async_min_ttl_s,
             self.async_controller.notify,
         )
         self.arns = access.Arns(settings.region, settings.account_id)
@@ -139,13 +153,21 @@ class ModelhostApp:
             asyncio.create_task(self.recommender.run(), name="recommender"),
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
             asyncio.create_task(self.ownership.run(), name="leases"),
-            asyncio.create_task(self.guard.watch(self.settings.store_check_interval_s),
-                                name="store-check"),
+            asyncio.create_task(
+                self.guard.watch(self.settings.store_check_interval_s), name="store-check"
+            ),
         ]
         if self.settings.backup_interval_s > 0:
-            self._controller_tasks.append(asyncio.create_task(self.guard.back_up(
-                self.settings.backup_dir, self.settings.backup_interval_s,
-                self.settings.backup_keep), name="backups"))
+            self._controller_tasks.append(
+                asyncio.create_task(
+                    self.guard.back_up(
+                        self.settings.backup_dir,
+                        self.settings.backup_interval_s,
+                        self.settings.backup_keep,
+                    ),
+                    name="backups",
+                )
+            )
 
     async def shutdown(self) -> None:
         await cancel_all(self._controller_tasks)
@@ -171,22 +193,31 @@ class ModelhostApp:
             await _refuse_large_headers(send, path)
             return
         if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
-            await self._invoke(scope, receive, send, path[len("/endpoints/"):-len(_INVOCATIONS)])
-        elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
-            _STREAM_INVOCATIONS
+            await self._invoke(scope, receive, send, path[len("/endpoints/") : -len(_INVOCATIONS)])
+        elif (
+            method == "POST"
+            and path.startswith("/endpoints/")
+            and path.endswith(_STREAM_INVOCATIONS)
         ):
-            await self._invoke(scope, receive, send,
-                               path[len("/endpoints/"):-len(_STREAM_INVOCATIONS)], stream=True)
-        elif method == "POST" and path.startswith("/endpoints/") and path.endswith(
-            _ASYNC_INVOCATIONS
+            await self._invoke(
+                scope,
+                receive,
+                send,
+                path[len("/endpoints/") : -len(_STREAM_INVOCATIONS)],
+                stream=True,
+            )
+        elif (
+            method == "POST"
+            and path.startswith("/endpoints/")
+            and path.endswith(_ASYNC_INVOCATIONS)
         ):
-            await self._invoke_async(scope, receive, send,
-                                     path[len("/endpoints/"):-len(_ASYNC_INVOCATIONS)])
-        elif method == "GET" and path.startswith("/endpoints/") and path.endswith(
-            _ASYNC_REQUESTS
-        ):
-            await self._async_requests(scope, receive, send,
-                                       path[len("/endpoints/"):-len(_ASYNC_REQUESTS)])
+            await self._invoke_async(
+                scope, receive, send, path[len("/endpoints/") : -len(_ASYNC_INVOCATIONS)]
+            )
+        elif method == "GET" and path.startswith("/endpoints/") and path.endswith(_ASYNC_REQUESTS):
+            await self._async_requests(
+                scope, receive, send, path[len("/endpoints/") : -len(_ASYNC_REQUESTS)]
+            )
         elif method == "POST" and path == "/":
             await self._control(scope, receive, send)
         elif method == "POST" and path.startswith(api.rpcv2_cbor.PREFIX):
@@ -194,27 +225,39 @@ class ModelhostApp:
         elif method in ("GET", "HEAD") and path == "/ping":
             # Healthy only while the store is readable, as last seen: no I/O per call.
             healthy = self.guard.healthy
-            await _respond(send, 200 if healthy else 503,
-                           b"" if healthy else self.guard.damage().encode(),
-                           [(b"content-type", b"text/plain")])
+            await _respond(
+                send,
+                200 if healthy else 503,
+                b"" if healthy else self.guard.damage().encode(),
+                [(b"content-type", b"text/plain")],
+            )
         elif method in ("GET", "HEAD") and path == "/metrics":
             try:
-                if not auth.has_bearer_token(dict(scope["headers"]),
-                                             self.settings.metrics_token):
-                    await self._authenticate(scope, receive, 0,
-                                             lambda _: access.Access("modelhost:GetMetrics",
-                                                                     ["*"]))
+                if not auth.has_bearer_token(dict(scope["headers"]), self.settings.metrics_token):
+                    await self._authenticate(
+                        scope, receive, 0, lambda _: access.Access("modelhost:GetMetrics", ["*"])
+                    )
             except SageMakerError as error:
                 await _respond_error(send, error)
                 return
-            await _respond(send, 200, generate_latest(metrics.REGISTRY),
-                           [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+            await _respond(
+                send,
+                200,
+                generate_latest(metrics.REGISTRY),
+                [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+            )
         elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
-            job = path[len(_CURVES):-len("/load-curves")]
+            job = path[len(_CURVES) : -len("/load-curves")]
             try:
-                await self._authenticate(scope, receive, 0, lambda _: access.Access(
-                    "modelhost:GetLoadCurves",
-                    [self.arns.sagemaker("inference-recommendations-job", job)]))
+                await self._authenticate(
+                    scope,
+                    receive,
+                    0,
+                    lambda _: access.Access(
+                        "modelhost:GetLoadCurves",
+                        [self.arns.sagemaker("inference-recommendations-job", job)],
+                    ),
+                )
             except SageMakerError as error:
                 await _respond_error(send, error)
                 return
@@ -222,8 +265,9 @@ class ModelhostApp:
             if curves is None:
                 await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
             else:
-                await _respond(send, 200, orjson.dumps(curves),
-                               [(b"content-type", b"application/json")])
+                await _respond(
+                    send, 200, orjson.dumps(curves), [(b"content-type", b"application/json")]
+                )
         else:
             await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 
@@ -248,34 +292,46 @@ class ModelhostApp:
         (CloudWatch)."""
         headers = dict(scope["headers"])
         if cbor:
-            service, _, operation = scope["path"][len(api.rpcv2_cbor.PREFIX):].partition(
-                "/operation/")
+            service, _, operation = scope["path"][len(api.rpcv2_cbor.PREFIX) :].partition(
+                "/operation/"
+            )
             target = f"{service}.{operation}"
         else:
             target = headers.get(b"x-amz-target", b"").decode("latin-1")
         try:
             body = await self._authenticate(
-                scope, receive, _MAX_CONTROL_BODY,
+                scope,
+                receive,
+                _MAX_CONTROL_BODY,
                 lambda body: access.control(target, _decoded(body, cbor), self.arns),
                 lambda: RequestTooLarge(
                     f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
-                    "requests are small JSON documents."),
-                access.signing_service(target))
+                    "requests are small JSON documents."
+                ),
+                access.signing_service(target),
+            )
         except SageMakerError as error:
             await _respond_error(send, error)
             return
         if cbor:
             status, payload, extra = await asyncio.to_thread(
-                api.rpcv2_cbor.handle, self.context, scope["path"], body)
-            await _respond(send, status, payload,
-                           [*extra, (b"x-amzn-requestid", str(uuid.uuid4()).encode())])
+                api.rpcv2_cbor.handle, self.context, scope["path"], body
+            )
+            await _respond(
+                send, status, payload, [*extra, (b"x-amzn-requestid", str(uuid.uuid4()).encode())]
+            )
             return
         # In a thread: validating a large request must not hold up predictions.
         status, payload = await asyncio.to_thread(api.handle, self.context, target, body)
-        await _respond(send, status, payload, [
-            (b"content-type", _JSON_11),
-            (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
-        ])
+        await _respond(
+            send,
+            status,
+            payload,
+            [
+                (b"content-type", _JSON_11),
+                (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+            ],
+        )
 
     async def _invoke(
         self, scope: Scope, receive: Any, send: Any, name: str, stream: bool = False
@@ -292,14 +348,20 @@ class ModelhostApp:
                     raise self.invoker.too_large()
             else:
                 body = await self._authenticate(
-                    scope, receive, self.settings.max_payload_bytes,
+                    scope,
+                    receive,
+                    self.settings.max_payload_bytes,
                     lambda _: access.endpoint(
-                        "sagemaker:InvokeEndpointWithResponseStream" if stream
-                        else "sagemaker:InvokeEndpoint", name, self.arns),
-                    self.invoker.too_large)
+                        "sagemaker:InvokeEndpointWithResponseStream"
+                        if stream
+                        else "sagemaker:InvokeEndpoint",
+                        name,
+                        self.arns,
+                    ),
+                    self.invoker.too_large,
+                )
             if stream:
-                await stream_invocation(self.invoker, name, body, headers, started, receive,
-                                       send)
+                await stream_invocation(self.invoker, name, body, headers, started, receive, send)
                 return
             answer = await self.invoker.invoke(name, body, headers, started)
         except SageMakerError as error:
@@ -312,23 +374,33 @@ class ModelhostApp:
         headers = dict(scope["headers"])
         try:
             await self._authenticate(
-                scope, receive, _MAX_CONTROL_BODY,
+                scope,
+                receive,
+                _MAX_CONTROL_BODY,
                 lambda _: access.endpoint("sagemaker:InvokeEndpointAsync", name, self.arns),
-                lambda: RequestTooLarge("InvokeEndpointAsync takes its input from "
-                                        "InputLocation, not from the request body."))
+                lambda: RequestTooLarge(
+                    "InvokeEndpointAsync takes its input from "
+                    "InputLocation, not from the request body."
+                ),
+            )
             answer, extra = await self.accepter.accept(name, headers)
         except SageMakerError as error:
             await _respond_error(send, error)
             return
-        await _respond(send, 202, orjson.dumps(answer),
-                       [(b"content-type", b"application/json"), *extra])
+        await _respond(
+            send, 202, orjson.dumps(answer), [(b"content-type", b"application/json"), *extra]
+        )
 
     async def _async_requests(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
         """The backlog, in-flight and failed requests of an endpoint (for `modelhost
         endpoints async-requests`); `?state=` picks one state."""
         try:
-            await self._authenticate(scope, receive, 0, lambda _: access.endpoint(
-                "modelhost:ListAsyncRequests", name, self.arns))
+            await self._authenticate(
+                scope,
+                receive,
+                0,
+                lambda _: access.endpoint("modelhost:ListAsyncRequests", name, self.arns),
+            )
             query = parse_qs(scope["query_string"].decode("latin-1"))
             states = query.get("state", ["queued", "running", "failed"])
             if any(state not in STATES for state in states):
@@ -340,8 +412,9 @@ class ModelhostApp:
             answer = {
                 "EndpointName": name,
                 "Counts": {state: getattr(counts, state) for state in STATES},
-                "Requests": [job.to_dict() for state in states
-                             for job in self.queue.jobs(name, state)],
+                "Requests": [
+                    job.to_dict() for state in states for job in self.queue.jobs(name, state)
+                ],
             }
         except SageMakerError as error:
             await _respond_error(send, error)
@@ -352,9 +425,14 @@ class ModelhostApp:
         return await _read_body(receive, limit, self.settings.body_timeout_s, digest)
 
     async def _authenticate(
-        self, scope: Scope, receive: Any, limit: int, wanted: Callable[[bytes], access.Access],
+        self,
+        scope: Scope,
+        receive: Any,
+        limit: int,
+        wanted: Callable[[bytes], access.Access],
         too_large: Callable[[], SageMakerError] = lambda: RequestTooLarge(
-            "This request takes no body."),
+            "This request takes no body."
+        ),
         service: str = access.SAGEMAKER,
     ) -> bytes:
         """Read the body (`too_large()` is raised past `limit`) and, with access keys
@@ -367,10 +445,18 @@ class ModelhostApp:
             raise too_large()
         if digest is None:
             return body
-        key = auth.verify(self.settings.access_keys, auth.SignedRequest(
-            scope["method"], scope.get("raw_path") or scope["path"].encode(),
-            scope["query_string"], dict(scope["headers"]), digest.hexdigest(),
-        ), service, self.settings.region)
+        key = auth.verify(
+            self.settings.access_keys,
+            auth.SignedRequest(
+                scope["method"],
+                scope.get("raw_path") or scope["path"].encode(),
+                scope["query_string"],
+                dict(scope["headers"]),
+                digest.hexdigest(),
+            ),
+            service,
+            self.settings.region,
+        )
         if self.settings.policies is not None:
             asked = wanted(body)
             self.settings.policies.authorize(key, asked.action, asked.resources)
@@ -407,7 +493,8 @@ async def _refuse_large_headers(send: Any, path: str) -> None:
         await _respond_error(send, InvocationValidationError(header_limit.message()), 431)
     elif path.startswith(api.rpcv2_cbor.PREFIX):
         status, body, headers = api.rpcv2_cbor.error_answer(
-            ValidationError(header_limit.message()), 431)
+            ValidationError(header_limit.message()), 431
+        )
         await _respond(send, status, body, headers)
     else:
         await _respond_error(send, ValidationError(header_limit.message()), 431)
@@ -439,14 +526,13 @@ async def _read_body(
                     break
                 deadline.reschedule(loop.time() + timeout_s)
     except TimeoutError:
-        raise RequestTimeout(f"No part of the request body arrived for {timeout_s:g} "
-                             "seconds.") from None
+        raise RequestTimeout(
+            f"No part of the request body arrived for {timeout_s:g} seconds."
+        ) from None
     return b"".join(chunks)
 
 
-async def _respond(
-    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
+async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

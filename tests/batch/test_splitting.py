@@ -55,7 +55,9 @@ def test_resume_from_an_offset_continues_numbering() -> None:
     skip(stream, 4)
     batches = list(mini_batches(stream, "Line", "SingleRecord", MB, first_record=2, offset=4))
     assert [(b.payload, b.first_record, b.end_offset) for b in batches] == [
-        (b"c\n", 2, 6), (b"d\n", 3, 8)]
+        (b"c\n", 2, 6),
+        (b"d\n", 3, 8),
+    ]
 
 
 def test_recordio_records_keep_headers_and_join_parts() -> None:
@@ -63,8 +65,7 @@ def test_recordio_records_keep_headers_and_join_parts() -> None:
     data = b"".join(records)
     single = _batches(data, "RecordIO", "SingleRecord")
     assert [b.payload for b in single] == records
-    multi = _batches(data, "RecordIO", "MultiRecord", max_bytes=len(records[0]) + len(
-        records[1]))
+    multi = _batches(data, "RecordIO", "MultiRecord", max_bytes=len(records[0]) + len(records[1]))
     assert [b.records for b in multi] == [2, 1]
     with pytest.raises(RecordError, match="magic"):
         _batches(b"\0" * 8, "RecordIO", "SingleRecord")

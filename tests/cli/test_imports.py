@@ -29,14 +29,14 @@ CLI_MODULES = (
 
 def _loaded_after(code: str) -> set[str]:
     probe = code + "\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     return set(result.stdout.split())
 
 
 def _control_plane(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules
-                  if any(m == p or m.startswith(p + ".") for p in CONTROL_PLANE))
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in CONTROL_PLANE))
 
 
 def test_importing_every_cli_module_leaves_the_control_plane_unloaded() -> None:
@@ -45,10 +45,16 @@ def test_importing_every_cli_module_leaves_the_control_plane_unloaded() -> None:
     assert _control_plane(loaded) == []
 
 
-@pytest.mark.parametrize("command", [
-    ["models", "--help"], ["endpoints", "list", "--help"], ["schedules", "--help"],
-    ["recommend", "--help"], ["transform-jobs", "--help"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["models", "--help"],
+        ["endpoints", "list", "--help"],
+        ["schedules", "--help"],
+        ["recommend", "--help"],
+        ["transform-jobs", "--help"],
+    ],
+)
 def test_running_a_client_command_leaves_the_control_plane_unloaded(command: list[str]) -> None:
     loaded = _loaded_after(
         "import contextlib\nfrom modelhost.cli import app\n"

@@ -17,7 +17,8 @@ from tests.support.in_process import running_controller
 
 
 def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, "modelhost.controllers.endpoints")
 
     async def main() -> None:
@@ -29,8 +30,10 @@ def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
             for instance in h.backend.instances:
                 instance.hold()
             first = asyncio.create_task(h.invoke("ep"))
-            await h.until(lambda: sum(i.in_flight for i in h.backend.instances) == 1,
-                          "first request in flight")
+            await h.until(
+                lambda: sum(i.in_flight for i in h.backend.instances) == 1,
+                "first request in flight",
+            )
             busy, hung = sorted(h.backend.instances, key=lambda i: -i.in_flight)
             hung.release()
             hung.hang()
@@ -45,8 +48,10 @@ def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
             assert replacement.spec.instance_id == "ep-a-3"
             pool = h.router.deployments["ep"].variants["a"]
             assert [r.instance for r in pool.available()] == [busy, replacement]
-            await h.until(lambda: h.endpoint("ep")["ProductionVariants"][0][
-                "CurrentInstanceCount"] == 2, "DescribeEndpoint counts the replacement")
+            await h.until(
+                lambda: h.endpoint("ep")["ProductionVariants"][0]["CurrentInstanceCount"] == 2,
+                "DescribeEndpoint counts the replacement",
+            )
             assert h.endpoint("ep")["EndpointStatus"] == "InService"
             served = {(await h.invoke("ep")).body for _ in range(20)}
             assert served == {busy.spec.instance_id.encode(), b"ep-a-3"}
@@ -54,10 +59,11 @@ def test_a_hung_instance_is_condemned_after_missed_pings_and_replaced(
 
     condemned: list[str] = []
     asyncio.run(main())
-    logged = [r.getMessage() for r in caplog.records if "killing and replacing" in
-              r.getMessage()]
-    assert logged == [f"endpoint ep: instance {condemned[0]} missed 3 pings in a row "
-                      "(0.1 s each); killing and replacing it"]
+    logged = [r.getMessage() for r in caplog.records if "killing and replacing" in r.getMessage()]
+    assert logged == [
+        f"endpoint ep: instance {condemned[0]} missed 3 pings in a row "
+        "(0.1 s each); killing and replacing it"
+    ]
 
 
 def test_an_instance_that_answers_pings_again_is_not_condemned(tmp_path: Path) -> None:
@@ -89,8 +95,10 @@ def test_requests_wait_while_a_dead_instance_is_replaced(tmp_path: Path) -> None
             answers = await asyncio.gather(*(h.invoke("ep") for _ in range(3)))
             assert [a.body for a in answers] == [b"ep-a-2"] * 3
             assert [i.spec.instance_id for i in h.backend.alive()] == ["ep-a-2"]
-            await h.until(lambda: h.endpoint("ep")["ProductionVariants"][0][
-                "CurrentInstanceCount"] == 1, "DescribeEndpoint counts the replacement")
+            await h.until(
+                lambda: h.endpoint("ep")["ProductionVariants"][0]["CurrentInstanceCount"] == 1,
+                "DescribeEndpoint counts the replacement",
+            )
 
     asyncio.run(main())
 

@@ -25,8 +25,7 @@ def _ids(instances: list) -> set[bytes]:
     return {i.spec.instance_id.encode() for i in instances}
 
 
-def test_an_update_serves_from_the_old_fleet_until_the_new_one_is_ready(tmp_path: Path
-                                                                        ) -> None:
+def test_an_update_serves_from_the_old_fleet_until_the_new_one_is_ready(tmp_path: Path) -> None:
     async def main() -> None:
         backend = _by_generation(Plan(ready_after_s=None))  # ready when the test says
         async with running_controller(tmp_path, backend) as h:
@@ -68,13 +67,16 @@ def test_an_update_serves_from_the_old_fleet_until_the_new_one_is_ready(tmp_path
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("plan", [
-    Plan(start_error="no room for the instance"),
-    Plan(crash_on_start="model would not load"),
-    Plan(ready_after_s=None),  # never answers /ping within the startup timeout
-], ids=["cannot start", "dies starting", "never ready"])
-def test_a_failed_update_rolls_back_to_the_fleet_that_serves(tmp_path: Path, plan: Plan
-                                                             ) -> None:
+@pytest.mark.parametrize(
+    "plan",
+    [
+        Plan(start_error="no room for the instance"),
+        Plan(crash_on_start="model would not load"),
+        Plan(ready_after_s=None),  # never answers /ping within the startup timeout
+    ],
+    ids=["cannot start", "dies starting", "never ready"],
+)
+def test_a_failed_update_rolls_back_to_the_fleet_that_serves(tmp_path: Path, plan: Plan) -> None:
     async def main() -> None:
         backend = _by_generation(plan)
         async with running_controller(tmp_path, backend, startup_timeout_s=0.3) as h:

@@ -15,6 +15,7 @@ def _refusing(bad: set[bytes], calls: list[list[bytes]]):
         calls.append(lines)
         found = [line for line in lines if line in bad]
         return Rejected(400, f"bad {found[0].decode().strip()}") if found else None
+
     return refusal
 
 
@@ -25,8 +26,9 @@ def _lines(count: int) -> list[bytes]:
 @pytest.mark.parametrize("bad_index", [0, 1, 500, 998, 999])
 def test_bisection_finds_the_one_refused_line(bad_index: int) -> None:
     lines, calls = _lines(1000), []
-    lo, hi, rejected = asyncio.run(bisect(lines, Rejected(400, "whole batch"),
-                                          _refusing({lines[bad_index]}, calls)))
+    lo, hi, rejected = asyncio.run(
+        bisect(lines, Rejected(400, "whole batch"), _refusing({lines[bad_index]}, calls))
+    )
     assert (lo, hi) == (bad_index, bad_index + 1)
     assert str(rejected) == f"the model answered 400: bad {bad_index}"
     assert len(calls) <= 2 * 10  # two halves tried per level at most, log2(1000) levels
@@ -34,8 +36,9 @@ def test_bisection_finds_the_one_refused_line(bad_index: int) -> None:
 
 def test_bisection_narrows_to_the_first_refused_line() -> None:
     lines, calls = _lines(64), []
-    lo, hi, _ = asyncio.run(bisect(lines, Rejected(400, "x"),
-                                   _refusing({lines[10], lines[40]}, calls)))
+    lo, hi, _ = asyncio.run(
+        bisect(lines, Rejected(400, "x"), _refusing({lines[10], lines[40]}, calls))
+    )
     assert (lo, hi) == (10, 11)
 
 
@@ -51,11 +54,14 @@ def test_bisection_stops_when_each_half_passes_alone() -> None:
     assert (lo, hi, rejected) == (0, 8, whole)
 
 
-@pytest.mark.parametrize(("lo", "hi", "named"), [
-    (3, 4, "record 14"),          # one record: 1-based, after the batch's first (10)
-    (2, 6, "records 13-16"),      # a narrower span
-    (0, 20, "records 11-30"),     # the whole batch
-])
+@pytest.mark.parametrize(
+    ("lo", "hi", "named"),
+    [
+        (3, 4, "record 14"),  # one record: 1-based, after the batch's first (10)
+        (2, 6, "records 13-16"),  # a narrower span
+        (0, 20, "records 11-30"),  # the whole batch
+    ],
+)
 def test_refused_records_counts_from_one(lo: int, hi: int, named: str) -> None:
     assert refused_records(first_record=10, records=20, lo=lo, hi=hi) == named
 

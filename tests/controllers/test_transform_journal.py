@@ -48,13 +48,21 @@ def test_assemble_concatenates_committed_parts_in_order(tmp_path: Path) -> None:
 
 def test_commits_count_parts_and_the_summary_adds_up_objects() -> None:
     progress = journal.new_progress([["s3://in/a", "a"], ["s3://in/b", "b"]])
-    assert journal.summary(progress) == {"ObjectsTotal": 2, "ObjectsCompleted": 0,
-                                         "RecordsProcessed": 0, "BytesProcessed": 0}
+    assert journal.summary(progress) == {
+        "ObjectsTotal": 2,
+        "ObjectsCompleted": 0,
+        "RecordsProcessed": 0,
+        "BytesProcessed": 0,
+    }
     state = journal.record_commit(progress, 0, offset=100, records=10)
     assert state == {"done": False, "offset": 100, "records": 10, "parts": 1}
     journal.record_commit(progress, 0, offset=150, records=15)
     state = journal.record_commit(progress, 0, done=True)  # done counts no part
     assert state["parts"] == 2 and state["done"]
     journal.record_commit(progress, 1, offset=7, records=1)
-    assert journal.summary(progress) == {"ObjectsTotal": 2, "ObjectsCompleted": 1,
-                                         "RecordsProcessed": 16, "BytesProcessed": 157}
+    assert journal.summary(progress) == {
+        "ObjectsTotal": 2,
+        "ObjectsCompleted": 1,
+        "RecordsProcessed": 16,
+        "BytesProcessed": 157,
+    }

@@ -30,31 +30,51 @@ from tests.support.server import ServerProcess, running_server
 
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("alarms") / "data",
-                        env=FAST_AUTOSCALING) as process:
+    with running_server(
+        tmp_path_factory.mktemp("alarms") / "data", env=FAST_AUTOSCALING
+    ) as process:
         put_iris_model(process.data_dir)
         yield process
 
 
 def _step_policy(aas, name: str, policy: str, step: dict, cooldown: int = 1) -> str:
     return aas.put_scaling_policy(
-        PolicyName=policy, ServiceNamespace="sagemaker", ResourceId=resource_id(name),
-        ScalableDimension=DIMENSION, PolicyType="StepScaling",
+        PolicyName=policy,
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id(name),
+        ScalableDimension=DIMENSION,
+        PolicyType="StepScaling",
         StepScalingPolicyConfiguration={
-            "AdjustmentType": "ChangeInCapacity", "Cooldown": cooldown,
-            "MetricAggregationType": "Average", "StepAdjustments": [step]},
+            "AdjustmentType": "ChangeInCapacity",
+            "Cooldown": cooldown,
+            "MetricAggregationType": "Average",
+            "StepAdjustments": [step],
+        },
     )["PolicyARN"]
 
 
-def _alarm(cw, name: str, endpoint: str, operator: str, threshold: float,
-           actions: list[str], **extra) -> None:
-    cw.put_metric_alarm(**{
-        "AlarmName": name, "Namespace": "AWS/SageMaker", "MetricName": "InvocationsPerInstance",
-        "Dimensions": [{"Name": "EndpointName", "Value": endpoint},
-                       {"Name": "VariantName", "Value": "AllTraffic"}],
-        "Statistic": "Average", "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
-        "Threshold": threshold, "ComparisonOperator": operator, "AlarmActions": actions,
-        **extra})
+def _alarm(
+    cw, name: str, endpoint: str, operator: str, threshold: float, actions: list[str], **extra
+) -> None:
+    cw.put_metric_alarm(
+        **{
+            "AlarmName": name,
+            "Namespace": "AWS/SageMaker",
+            "MetricName": "InvocationsPerInstance",
+            "Dimensions": [
+                {"Name": "EndpointName", "Value": endpoint},
+                {"Name": "VariantName", "Value": "AllTraffic"},
+            ],
+            "Statistic": "Average",
+            "Period": 60,
+            "EvaluationPeriods": 2,
+            "DatapointsToAlarm": 2,
+            "Threshold": threshold,
+            "ComparisonOperator": operator,
+            "AlarmActions": actions,
+            **extra,
+        }
+    )
 
 
 def _state(cw, name: str) -> str:
@@ -72,25 +92,22 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
     cw, rt = fast_server.client("cloudwatch"), fast_server.client("sagemaker-runtime")
     name = deploy(sm, "s3://models/iris/model.tar.gz")
     register(aas, name, 1, 2)
-    out = _step_policy(aas, name, "out", {"MetricIntervalLowerBound": 0,
-                                          "ScalingAdjustment": 1})
-    into = _step_policy(aas, name, "in", {"MetricIntervalUpperBound": 0,
-                                          "ScalingAdjustment": -1})
+    out = _step_policy(aas, name, "out", {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1})
+    into = _step_policy(aas, name, "in", {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -1})
     high, low = unique("high"), unique("low")
     sns = "arn:aws:sns:us-east-1:123456789012:ops"  # kept, not run
     _alarm(cw, high, name, "GreaterThanThreshold", 60, [out, sns], TreatMissingData="ignore")
     _alarm(cw, low, name, "LessThanThreshold", 10, [into])
     policies = aas.describe_scaling_policies(
-        ServiceNamespace="sagemaker", ResourceId=resource_id(name),
-        PolicyNames=["out"])["ScalingPolicies"]
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name), PolicyNames=["out"]
+    )["ScalingPolicies"]
     assert [a["AlarmName"] for a in policies[0]["Alarms"]] == [high]
     described = cw.describe_alarms(AlarmNamePrefix=high)["MetricAlarms"][0]
     assert described["StateValue"] == "INSUFFICIENT_DATA"
     assert described["AlarmActions"] == [out, sns]
     assert isinstance(described["StateUpdatedTimestamp"], datetime.datetime)
 
-    load = Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv",
-                 pause_s=0.02)
+    load = Load(rt, name, clients=2, body="5.1,3.5,1.4,0.2", content_type="text/csv", pause_s=0.02)
     try:
         wait_until(lambda: _state(cw, high) == "ALARM", 90, "the high alarm")
         wait_until(lambda: counts(sm, name)[2] == 2, 90, "the desired count to rise")
@@ -103,18 +120,25 @@ def test_step_policies_scale_out_and_in_from_alarms(fast_server: ServerProcess) 
 
     wait_until(lambda: _state(cw, low) == "ALARM", 90, "the low alarm")
     wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-in to 1")
-    causes = [a["Cause"] for a in aas.describe_scaling_activities(
-        ServiceNamespace="sagemaker", ResourceId=resource_id(name))["ScalingActivities"]]
+    causes = [
+        a["Cause"]
+        for a in aas.describe_scaling_activities(
+            ServiceNamespace="sagemaker", ResourceId=resource_id(name)
+        )["ScalingActivities"]
+    ]
     assert f"monitor alarm {low} in state ALARM triggered policy in" in causes[0]
-    assert any(f"monitor alarm {high} in state ALARM triggered policy out" in c
-               for c in causes)
+    assert any(f"monitor alarm {high} in state ALARM triggered policy out" in c for c in causes)
     in_alarm = cw.describe_alarms(StateValue="ALARM")["MetricAlarms"]
     assert low in [a["AlarmName"] for a in in_alarm]
 
     for_metric = cw.describe_alarms_for_metric(
-        Namespace="AWS/SageMaker", MetricName="InvocationsPerInstance",
-        Dimensions=[{"Name": "EndpointName", "Value": name},
-                    {"Name": "VariantName", "Value": "AllTraffic"}])["MetricAlarms"]
+        Namespace="AWS/SageMaker",
+        MetricName="InvocationsPerInstance",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": name},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ],
+    )["MetricAlarms"]
     assert sorted(a["AlarmName"] for a in for_metric) == sorted([high, low])
     cw.delete_alarms(AlarmNames=[high, low])
     assert cw.describe_alarms(AlarmNames=[high, low])["MetricAlarms"] == []
@@ -124,19 +148,37 @@ def test_bad_input_is_a_cloudwatch_error(fast_server: ServerProcess) -> None:
     cw = fast_server.client("cloudwatch")
     name = unique("bad")
     assert _error(lambda: _alarm(cw, name, "e", "Sideways", 1, [])) == "ValidationError"
-    assert _error(lambda: _alarm(cw, name, "e", "GreaterThanThreshold", 1, [],
-                                 DatapointsToAlarm=3)) == "ValidationError"
-    assert _error(lambda: _alarm(cw, name, "e", "GreaterThanUpperThreshold", 1, [])
-                  ) == "ValidationError"  # anomaly detection bands
-    assert _error(lambda: cw.put_metric_alarm(
-        AlarmName=name, Namespace="AWS/SageMaker", MetricName="Invocations", Period=60,
-        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
-    )) == "ValidationError"  # neither Statistic nor ExtendedStatistic
+    assert (
+        _error(lambda: _alarm(cw, name, "e", "GreaterThanThreshold", 1, [], DatapointsToAlarm=3))
+        == "ValidationError"
+    )
+    assert (
+        _error(lambda: _alarm(cw, name, "e", "GreaterThanUpperThreshold", 1, []))
+        == "ValidationError"
+    )  # anomaly detection bands
+    assert (
+        _error(
+            lambda: cw.put_metric_alarm(
+                AlarmName=name,
+                Namespace="AWS/SageMaker",
+                MetricName="Invocations",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=1,
+                ComparisonOperator="GreaterThanThreshold",
+            )
+        )
+        == "ValidationError"
+    )  # neither Statistic nor ExtendedStatistic
     # Without botocore's own checks, so the server sees the request that lacks fields.
-    raw = boto3.client("cloudwatch", endpoint_url=fast_server.url, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing",
-                       config=Config(parameter_validation=False,
-                                     retries={"max_attempts": 1}))
+    raw = boto3.client(
+        "cloudwatch",
+        endpoint_url=fast_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(parameter_validation=False, retries={"max_attempts": 1}),
+    )
     assert _error(lambda: raw.put_metric_alarm(AlarmName=name)) == "ValidationError"
     assert _error(lambda: cw.delete_alarms(AlarmNames=[name])) == "ResourceNotFound"
     assert cw.describe_alarms(AlarmNames=[name])["MetricAlarms"] == []
@@ -156,9 +198,13 @@ def cbor_cloudwatch(fast_server: ServerProcess, tmp_path_factory: pytest.TempPat
     (version / "service-2.json").write_text(json.dumps(model))
     session.get_component("data_loader").search_paths.insert(0, str(folder))
     return boto3.Session(botocore_session=session).client(
-        "cloudwatch", endpoint_url=fast_server.url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}))
+        "cloudwatch",
+        endpoint_url=fast_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}),
+    )
 
 
 def test_the_cbor_protocol_reaches_the_same_operations(cbor_cloudwatch) -> None:
@@ -184,4 +230,5 @@ def test_alarms_survive_a_restart(tmp_path) -> None:
         server.start()
         kept = server.client("cloudwatch").describe_alarms()["MetricAlarms"]
         assert [(a["AlarmName"], a["StateValue"], a["Threshold"]) for a in kept] == [
-            (name, "ALARM", 5.0)]
+            (name, "ALARM", 5.0)
+        ]

@@ -73,8 +73,9 @@ def test_oversize_archive_is_refused(tmp_path) -> None:
     from tests.support.server import ServerProcess
 
     data = tmp_path / "data"
-    put_model(data, "big", {"model.joblib": iris_model_bytes(),
-                            "padding.bin": b"\0" * (3 * 1024 * 1024)})
+    put_model(
+        data, "big", {"model.joblib": iris_model_bytes(), "padding.bin": b"\0" * (3 * 1024 * 1024)}
+    )
     server = ServerProcess(data, env={"MODELHOST_MAX_MODEL_BYTES": str(1024 * 1024)}).start()
     try:
         sagemaker = server.client("sagemaker")

@@ -42,8 +42,11 @@ def test_result_appears_at_output_location(server, sagemaker, runtime, endpoint)
     body = b"5.1,3.5,1.4,0.2\n" * 10
     location = _put_input(server, "one.csv", body)
     answer = runtime.invoke_endpoint_async(
-        EndpointName=endpoint, InputLocation=location, ContentType="text/csv",
-        InferenceId="my-inference-1")
+        EndpointName=endpoint,
+        InputLocation=location,
+        ContentType="text/csv",
+        InferenceId="my-inference-1",
+    )
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 202
     assert answer["InferenceId"] == "my-inference-1"
     assert answer["OutputLocation"].startswith(f"s3://async-results/{endpoint}/out/")
@@ -60,8 +63,9 @@ def test_result_appears_at_output_location(server, sagemaker, runtime, endpoint)
 def _update_to_realtime(sagemaker, name: str) -> None:
     """Update the endpoint to a config with the same variants and no AsyncInferenceConfig."""
     config = sagemaker.describe_endpoint_config(EndpointConfigName=name)
-    sagemaker.create_endpoint_config(EndpointConfigName=f"{name}-rt",
-                                     ProductionVariants=config["ProductionVariants"])
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{name}-rt", ProductionVariants=config["ProductionVariants"]
+    )
     sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-rt")
     wait_for_status(sagemaker, name, {"InService"})
 
@@ -72,7 +76,8 @@ def test_describe_endpoint_shows_the_async_config(sagemaker, digest_model: str) 
     described = sagemaker.describe_endpoint(EndpointName=name)
     assert described["AsyncInferenceConfig"] == config["AsyncInferenceConfig"]
     assert described["AsyncInferenceConfig"]["ClientConfig"] == {
-        "MaxConcurrentInvocationsPerInstance": 2}
+        "MaxConcurrentInvocationsPerInstance": 2
+    }
     # Updated to a real-time config, the endpoint no longer shows one.
     _update_to_realtime(sagemaker, name)
     assert "AsyncInferenceConfig" not in sagemaker.describe_endpoint(EndpointName=name)
@@ -85,22 +90,23 @@ def test_realtime_invocation_of_an_async_endpoint_is_refused(
     # asynchronous invocations.
     name = deploy_async(sagemaker, digest_model)
     with pytest.raises(ClientError) as refused:
-        runtime.invoke_endpoint(EndpointName=name, Body=b'{"n": 1}',
-                                ContentType="application/json")
+        runtime.invoke_endpoint(EndpointName=name, Body=b'{"n": 1}', ContentType="application/json")
     assert refused.value.response["Error"]["Code"] == "ValidationError"
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert "InvokeEndpointAsync" in refused.value.response["Error"]["Message"]
     # The same model behind a real-time config answers.
     _update_to_realtime(sagemaker, name)
-    answer = runtime.invoke_endpoint(EndpointName=name, Body=b'{"n": 1}',
-                                     ContentType="application/json")
+    answer = runtime.invoke_endpoint(
+        EndpointName=name, Body=b'{"n": 1}', ContentType="application/json"
+    )
     assert json.loads(answer["Body"].read())["bytes"] == len(b'{"n": 1}')
 
 
 def test_model_error_writes_failure_object(server, runtime, endpoint) -> None:
     location = _put_input(server, "fail.json", json.dumps({"fail": "bad flower"}).encode())
     answer = runtime.invoke_endpoint_async(
-        EndpointName=endpoint, InputLocation=location, ContentType="application/json")
+        EndpointName=endpoint, InputLocation=location, ContentType="application/json"
+    )
     found = wait_for_object(server.data_dir, answer["OutputLocation"], answer["FailureLocation"])
     assert found == answer["FailureLocation"]
     assert "the model refuses: bad flower" in local_path(server.data_dir, found).read_text()
@@ -109,14 +115,18 @@ def test_model_error_writes_failure_object(server, runtime, endpoint) -> None:
 
 def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, int, str]:
     response = excinfo.value.response
-    return (response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"],
-            response["Error"]["Message"])
+    return (
+        response["Error"]["Code"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+        response["Error"]["Message"],
+    )
 
 
 def test_missing_input_object_is_a_validation_error(runtime, endpoint) -> None:
     with pytest.raises(ClientError) as excinfo:
-        runtime.invoke_endpoint_async(EndpointName=endpoint,
-                                      InputLocation="s3://async-inputs/absent.csv")
+        runtime.invoke_endpoint_async(
+            EndpointName=endpoint, InputLocation="s3://async-inputs/absent.csv"
+        )
     code, status, message = _error(excinfo)
     assert (code, status) == ("ValidationError", 400)
     assert "absent.csv" in message
@@ -146,9 +156,14 @@ def test_bad_ttl_is_a_validation_error(server, endpoint, ttl: str) -> None:
     # botocore refuses these before sending; other clients may not.
     location = _put_input(server, "z.csv", b"1")
     request = urllib.request.Request(
-        f"{server.url}/endpoints/{endpoint}/async-invocations", data=b"", method="POST",
-        headers={"X-Amzn-SageMaker-InputLocation": location,
-                 "X-Amzn-SageMaker-RequestTTLSeconds": ttl})
+        f"{server.url}/endpoints/{endpoint}/async-invocations",
+        data=b"",
+        method="POST",
+        headers={
+            "X-Amzn-SageMaker-InputLocation": location,
+            "X-Amzn-SageMaker-RequestTTLSeconds": ttl,
+        },
+    )
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(request, timeout=10)
     assert excinfo.value.code == 400
@@ -158,8 +173,12 @@ def test_bad_ttl_is_a_validation_error(server, endpoint, ttl: str) -> None:
 
 def test_async_config_needs_an_output_path(sagemaker, digest_model: str) -> None:
     with pytest.raises(ClientError) as excinfo:
-        deploy_async(sagemaker, digest_model,
-                     output_config={"S3FailurePath": "s3://async-results/f"}, wait=False)
+        deploy_async(
+            sagemaker,
+            digest_model,
+            output_config={"S3FailurePath": "s3://async-results/f"},
+            wait=False,
+        )
     assert _error(excinfo)[0] == "ValidationException"
 
 
@@ -176,10 +195,13 @@ def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> 
             f.write(chunk)
     peak_before = peak_rss_mb(server.pid)
     answer = runtime.invoke_endpoint_async(
-        EndpointName=endpoint, InputLocation="s3://async-inputs/large.bin",
-        ContentType="application/octet-stream")
-    found = wait_for_object(server.data_dir, answer["OutputLocation"], answer["FailureLocation"],
-                            timeout_s=120)
+        EndpointName=endpoint,
+        InputLocation="s3://async-inputs/large.bin",
+        ContentType="application/octet-stream",
+    )
+    found = wait_for_object(
+        server.data_dir, answer["OutputLocation"], answer["FailureLocation"], timeout_s=120
+    )
     assert found == answer["OutputLocation"], local_path(server.data_dir, found).read_text()
     result = json.loads(local_path(server.data_dir, found).read_bytes())
     assert result == {**result, "bytes": size, "sha256": digest.hexdigest()}
@@ -190,11 +212,13 @@ def test_large_payload_streams_through_the_server(server, runtime, endpoint) -> 
 
 def test_cli_lists_failed_and_queued_requests(server, runtime, endpoint) -> None:
     location = _put_input(server, "cli-fail.json", json.dumps({"fail": "for the cli"}).encode())
-    failed = runtime.invoke_endpoint_async(EndpointName=endpoint, InputLocation=location,
-                                           ContentType="application/json")
+    failed = runtime.invoke_endpoint_async(
+        EndpointName=endpoint, InputLocation=location, ContentType="application/json"
+    )
     wait_for_object(server.data_dir, failed["FailureLocation"])
-    listed = run_cli("endpoints", "async-requests", endpoint, "--state", "failed", "--json",
-                     url=server.url)
+    listed = run_cli(
+        "endpoints", "async-requests", endpoint, "--state", "failed", "--json", url=server.url
+    )
     assert listed.returncode == 0, listed.stderr
     answer = json.loads(listed.stdout)
     assert answer["Counts"]["failed"] >= 1

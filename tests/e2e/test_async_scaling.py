@@ -29,17 +29,22 @@ def _metric(server: ServerProcess, name: str, endpoint: str) -> float | None:
 def _scale(sagemaker, endpoint: str, count: int) -> None:
     sagemaker.update_endpoint_weights_and_capacities(
         EndpointName=endpoint,
-        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic",
-                                      "DesiredInstanceCount": count}])
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": count}],
+    )
     described = wait_for_status(sagemaker, endpoint, {"InService"})
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == count
 
 
 def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> None:
     # One instance allowed: the second endpoint cannot scale up until the first lets go.
-    with running_server(tmp_path / "data", env={
-        "MODELHOST_MAX_INSTANCES": "1", "MODELHOST_ASYNC_POLL_INTERVAL": "0.2",
-        "MODELHOST_ASYNC_MIN_TTL": "1"}) as server:
+    with running_server(
+        tmp_path / "data",
+        env={
+            "MODELHOST_MAX_INSTANCES": "1",
+            "MODELHOST_ASYNC_POLL_INTERVAL": "0.2",
+            "MODELHOST_ASYNC_MIN_TTL": "1",
+        },
+    ) as server:
         sagemaker = server.client("sagemaker")
         model = put_digest_model(server.data_dir)
         holder = deploy_async(sagemaker, model)
@@ -52,19 +57,29 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(json.dumps({"n": 1}).encode())
         answer = server.client("sagemaker-runtime").invoke_endpoint_async(
-            EndpointName=waiting, InputLocation="s3://inputs/zero.json",
-            ContentType="application/json")
-        wait_until(lambda: _metric(server, "modelhost_async_has_backlog_without_capacity",
-                              waiting) == 1, 30, "HasBacklogWithoutCapacity")
+            EndpointName=waiting,
+            InputLocation="s3://inputs/zero.json",
+            ContentType="application/json",
+        )
+        wait_until(
+            lambda: _metric(server, "modelhost_async_has_backlog_without_capacity", waiting) == 1,
+            30,
+            "HasBacklogWithoutCapacity",
+        )
         assert _metric(server, "modelhost_async_backlog_size", waiting) == 1
         assert "cannot scale from zero" in server.log()
         assert not local_path(server.data_dir, answer["OutputLocation"]).exists()
 
         # A request whose TTL runs out while no instance can take it ends as a failure.
         request = urllib.request.Request(
-            f"{server.url}/endpoints/{waiting}/async-invocations", data=b"", method="POST",
-            headers={"X-Amzn-SageMaker-InputLocation": "s3://inputs/zero.json",
-                     "X-Amzn-SageMaker-RequestTTLSeconds": "1"})
+            f"{server.url}/endpoints/{waiting}/async-invocations",
+            data=b"",
+            method="POST",
+            headers={
+                "X-Amzn-SageMaker-InputLocation": "s3://inputs/zero.json",
+                "X-Amzn-SageMaker-RequestTTLSeconds": "1",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             failure = response.headers["X-Amzn-SageMaker-FailureLocation"]
             output = response.headers["X-Amzn-SageMaker-OutputLocation"]
@@ -72,13 +87,17 @@ def test_queued_request_starts_an_instance_and_backlog_is_measured(tmp_path) -> 
         assert "RequestTTLSeconds" in local_path(server.data_dir, failure).read_text()
 
         _scale(sagemaker, holder, 0)  # frees the quota: the waiting request gets its instance
-        found = wait_for_object(server.data_dir, answer["OutputLocation"],
-                                answer["FailureLocation"], timeout_s=90)
+        found = wait_for_object(
+            server.data_dir, answer["OutputLocation"], answer["FailureLocation"], timeout_s=90
+        )
         assert found == answer["OutputLocation"]
         described = sagemaker.describe_endpoint(EndpointName=waiting)
         assert described["ProductionVariants"][0]["DesiredInstanceCount"] == 1
-        wait_until(lambda: _metric(server, "modelhost_async_backlog_size", waiting) == 0, 30,
-              "the backlog to empty")
+        wait_until(
+            lambda: _metric(server, "modelhost_async_backlog_size", waiting) == 0,
+            30,
+            "the backlog to empty",
+        )
         assert _metric(server, "modelhost_async_has_backlog_without_capacity", waiting) == 0
 
 

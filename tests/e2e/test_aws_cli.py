@@ -43,7 +43,8 @@ def aws(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("aws-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_CONFIG_FILE": str(home / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
         "AWS_DATA_PATH": str(_fast_waiters(home / "models")),
@@ -52,9 +53,23 @@ def aws(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory):
 
     def call(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(AWS), *args, "--endpoint-url", server.url, "--region", "us-east-1",
-             "--output", "json"],
-            capture_output=True, text=True, env=env, timeout=120, check=False)
+            [
+                str(AWS),
+                *args,
+                "--endpoint-url",
+                server.url,
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
     return call
 
 
@@ -67,15 +82,41 @@ def ok(result: subprocess.CompletedProcess[str]) -> Any:
 def endpoint(aws, iris_model_url: str) -> str:
     """Model -> config -> endpoint, all through the AWS CLI, waited on with its waiter."""
     name = unique("awscli")
-    ok(aws("sagemaker", "create-model", "--model-name", name, "--execution-role-arn", ROLE,
-           "--primary-container",
-           json.dumps({"Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url})))
-    ok(aws("sagemaker", "create-endpoint-config", "--endpoint-config-name", name,
-           "--production-variants", json.dumps([{
-               "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-               "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}])))
-    created = ok(aws("sagemaker", "create-endpoint", "--endpoint-name", name,
-                     "--endpoint-config-name", name))
+    ok(
+        aws(
+            "sagemaker",
+            "create-model",
+            "--model-name",
+            name,
+            "--execution-role-arn",
+            ROLE,
+            "--primary-container",
+            json.dumps({"Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url}),
+        )
+    )
+    ok(
+        aws(
+            "sagemaker",
+            "create-endpoint-config",
+            "--endpoint-config-name",
+            name,
+            "--production-variants",
+            json.dumps(
+                [
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": name,
+                        "InstanceType": "ml.m5.large",
+                        "InitialInstanceCount": 1,
+                        "InitialVariantWeight": 1.0,
+                    }
+                ]
+            ),
+        )
+    )
+    created = ok(
+        aws("sagemaker", "create-endpoint", "--endpoint-name", name, "--endpoint-config-name", name)
+    )
     assert created["EndpointArn"].endswith(f":endpoint/{name}")
     ok(aws("sagemaker", "wait", "endpoint-in-service", "--endpoint-name", name))
     return name
@@ -93,7 +134,8 @@ def test_describe_endpoint(aws, endpoint: str) -> None:
 def test_list_endpoints_and_models(aws, endpoint: str) -> None:
     listed = ok(aws("sagemaker", "list-endpoints", "--name-contains", endpoint))
     assert [(e["EndpointName"], e["EndpointStatus"]) for e in listed["Endpoints"]] == [
-        (endpoint, "InService")]
+        (endpoint, "InService")
+    ]
     # without a filter the CLI follows NextToken itself
     everything = ok(aws("sagemaker", "list-endpoints"))
     assert endpoint in [e["EndpointName"] for e in everything["Endpoints"]]
@@ -105,8 +147,17 @@ def test_list_endpoints_and_models(aws, endpoint: str) -> None:
 
 def test_tags(aws, endpoint: str) -> None:
     arn = ok(aws("sagemaker", "describe-endpoint", "--endpoint-name", endpoint))["EndpointArn"]
-    ok(aws("sagemaker", "add-tags", "--resource-arn", arn,
-           "--tags", "Key=team,Value=search", "Key=env,Value=test"))
+    ok(
+        aws(
+            "sagemaker",
+            "add-tags",
+            "--resource-arn",
+            arn,
+            "--tags",
+            "Key=team,Value=search",
+            "Key=env,Value=test",
+        )
+    )
     tags = ok(aws("sagemaker", "list-tags", "--resource-arn", arn))["Tags"]
     assert {t["Key"]: t["Value"] for t in tags} == {"team": "search", "env": "test"}
 
@@ -116,9 +167,21 @@ def test_invoke_endpoint(aws, endpoint: str, tmp_path: Path) -> None:
     body = tmp_path / "body.csv"
     body.write_text("\n".join(",".join(str(v) for v in row) for row in rows))
     outfile = tmp_path / "out.csv"
-    answer = ok(aws("sagemaker-runtime", "invoke-endpoint", "--endpoint-name", endpoint,
-                    "--body", f"fileb://{body}", "--content-type", "text/csv",
-                    "--accept", "text/csv", str(outfile)))
+    answer = ok(
+        aws(
+            "sagemaker-runtime",
+            "invoke-endpoint",
+            "--endpoint-name",
+            endpoint,
+            "--body",
+            f"fileb://{body}",
+            "--content-type",
+            "text/csv",
+            "--accept",
+            "text/csv",
+            str(outfile),
+        )
+    )
     assert answer["InvokedProductionVariant"] == "AllTraffic"
     assert answer["ContentType"].startswith("text/csv")
     predictions = [int(float(x)) for x in outfile.read_text().split()]
@@ -150,11 +213,31 @@ def test_unknown_endpoint_is_a_validation_exception(aws) -> None:
 
 def test_cloudwatch_alarms(aws) -> None:
     name = unique("cli-alarm")
-    ok(aws("cloudwatch", "put-metric-alarm", "--alarm-name", name, "--namespace",
-           "AWS/SageMaker", "--metric-name", "CPUUtilization", "--statistic", "Average",
-           "--period", "60", "--evaluation-periods", "1", "--threshold", "80",
-           "--comparison-operator", "GreaterThanThreshold",
-           "--dimensions", "Name=EndpointName,Value=e", "Name=VariantName,Value=AllTraffic"))
+    ok(
+        aws(
+            "cloudwatch",
+            "put-metric-alarm",
+            "--alarm-name",
+            name,
+            "--namespace",
+            "AWS/SageMaker",
+            "--metric-name",
+            "CPUUtilization",
+            "--statistic",
+            "Average",
+            "--period",
+            "60",
+            "--evaluation-periods",
+            "1",
+            "--threshold",
+            "80",
+            "--comparison-operator",
+            "GreaterThanThreshold",
+            "--dimensions",
+            "Name=EndpointName,Value=e",
+            "Name=VariantName,Value=AllTraffic",
+        )
+    )
     alarms = ok(aws("cloudwatch", "describe-alarms", "--alarm-names", name))["MetricAlarms"]
     assert [(a["AlarmName"], a["Threshold"]) for a in alarms] == [(name, 80.0)]
     ok(aws("cloudwatch", "delete-alarms", "--alarm-names", name))

@@ -23,7 +23,7 @@ from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess, running_server
 
 # Shared anonymous memory: RLIMIT_DATA does not count it, the memory cgroup does.
-HOG_CODE = b'''
+HOG_CODE = b"""
 import mmap
 def model_fn(model_dir):
     return None
@@ -35,7 +35,7 @@ def transform_fn(model, body, content_type, accept):
         block.write(b"x" * chunk)
         maps.append(block)
     return str(len(maps)), "text/plain"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def cg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProces
     data = tmp_path_factory.mktemp("cgroups") / "data"
     put_burn_model(data)
     put_model(data, "hog", {"code/inference.py": HOG_CODE})
-    with running_server(data, env={"MODELHOST_CPU_SCALE": "0.25",
-                                   "MODELHOST_HEALTH_INTERVAL": "0.2"}) as server:
+    with running_server(
+        data, env={"MODELHOST_CPU_SCALE": "0.25", "MODELHOST_HEALTH_INTERVAL": "0.2"}
+    ) as server:
         yield server
 
 
@@ -69,12 +70,25 @@ def _deploy(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[
 
 def _create(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[str, int]:
     name = unique("cg")
-    sm.create_model(ModelName=name, PrimaryContainer={
-        "Image": "modelhost/python", "ModelDataUrl": f"s3://models/{model}/model.tar.gz"},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,
-        "InitialInstanceCount": 1}])
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": "modelhost/python",
+            "ModelDataUrl": f"s3://models/{model}/model.tar.gz",
+        },
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": instance_type,
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     wait_for_status(sm, name, {"InService"})
     (pid,) = instance_pids(server.process.pid, name)
@@ -112,8 +126,10 @@ def _cpu_quota(group: Path) -> tuple[int, int]:
     if (group / "cpu.max").exists():
         quota, period = (group / "cpu.max").read_text().split()
         return int(quota), int(period)
-    return (int((group / "cpu.cfs_quota_us").read_text()),
-            int((group / "cpu.cfs_period_us").read_text()))
+    return (
+        int((group / "cpu.cfs_quota_us").read_text()),
+        int((group / "cpu.cfs_period_us").read_text()),
+    )
 
 
 def _memory_limit(group: Path) -> int:
@@ -122,8 +138,10 @@ def _memory_limit(group: Path) -> int:
 
 
 def _stat(group: Path) -> dict[str, int]:
-    return {key: int(value) for key, value in
-            (line.split() for line in (group / "cpu.stat").read_text().splitlines())}
+    return {
+        key: int(value)
+        for key, value in (line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    }
 
 
 def _delete(sm, name: str) -> None:
@@ -210,8 +228,10 @@ def test_memory_past_the_type_kills_the_instance_which_is_replaced(cg_server, sm
     small = _serves(rt, name, b"128")
     assert not Path(f"/proc/{pid}").exists()
     assert instance_pids(cg_server.process.pid, name) != [pid]
-    assert any(f"endpoint {name}: instance" in line and "exited with code -9" in line
-               for line in cg_server.log().splitlines())
+    assert any(
+        f"endpoint {name}: instance" in line and "exited with code -9" in line
+        for line in cg_server.log().splitlines()
+    )
     assert small["Body"].read() == b"2"
     _delete(sm, name)
 
@@ -264,14 +284,22 @@ def test_restart_removes_the_previous_runs_groups(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize(("variable", "value", "message"), [
-    ("MODELHOST_CGROUPS", "sometimes", "MODELHOST_CGROUPS='sometimes': expected auto or off"),
-    ("MODELHOST_CPU_SCALE", "0", "MODELHOST_CPU_SCALE=0.0: expected a number > 0"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MODELHOST_CGROUPS", "sometimes", "MODELHOST_CGROUPS='sometimes': expected auto or off"),
+        ("MODELHOST_CPU_SCALE", "0", "MODELHOST_CPU_SCALE=0.0: expected a number > 0"),
+    ],
+)
 def test_bad_setting_stops_the_server_with_a_clear_message(
-        tmp_path: Path, variable: str, value: str, message: str) -> None:
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "modelhost", "server", "--data-dir", str(tmp_path)],
-        env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"modelhost server: {message}"

@@ -26,8 +26,10 @@ def _csv(rows: list[list[float]]) -> str:
 @pytest.fixture(scope="module")
 def cli(server: ServerProcess):
     """The CLI pointed at the session server through MODELHOST_URL."""
+
     def call(*args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env={"MODELHOST_URL": server.url})
+
     return call
 
 
@@ -61,7 +63,12 @@ def test_endpoints_describe_shows_variants(cli, live: str) -> None:
     assert "InService" in result.stdout and f"endpoint/{live}" in result.stdout
     row = next(line for line in result.stdout.splitlines() if "AllTraffic" in line)
     assert [cell.strip() for cell in row.split("│")[1:-1]] == [
-        "AllTraffic", "ml.m5.large", "1", "1", "1.0"]
+        "AllTraffic",
+        "ml.m5.large",
+        "1",
+        "1",
+        "1.0",
+    ]
     assert "Failure reason" not in result.stdout
 
 
@@ -122,14 +129,17 @@ def test_wait_failed_endpoint_exits_with_reason(cli, failed: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (("models", "describe"), "ValidationException"),
-    (("endpoint-configs", "describe"), "ValidationException"),
-    (("endpoints", "describe"), "ValidationException"),
-    (("endpoints", "wait"), "ValidationException"),
-    (("endpoints", "delete"), "ValidationException"),
-    (("endpoints", "invoke", "--body", "1,2,3,4"), "ValidationError"),
-])
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("models", "describe"), "ValidationException"),
+        (("endpoint-configs", "describe"), "ValidationException"),
+        (("endpoints", "describe"), "ValidationException"),
+        (("endpoints", "wait"), "ValidationException"),
+        (("endpoints", "delete"), "ValidationException"),
+        (("endpoints", "invoke", "--body", "1,2,3,4"), "ValidationError"),
+    ],
+)
 def test_unknown_names_exit_1_with_the_error(cli, args: tuple[str, ...], code: str) -> None:
     name = unique("missing")
     result = cli(*args[:2], name, *args[2:])
@@ -150,8 +160,17 @@ def test_invoke_prints_predictions(cli, live: str, tmp_path: Path) -> None:
 
     body = tmp_path / "rows.json"
     body.write_text(json.dumps(rows))
-    result = cli("endpoints", "invoke", live, "--content-type", "application/json",
-                 "--accept", "application/json", "--body-file", str(body))
+    result = cli(
+        "endpoints",
+        "invoke",
+        live,
+        "--content-type",
+        "application/json",
+        "--accept",
+        "application/json",
+        "--body-file",
+        str(body),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
 
@@ -173,19 +192,29 @@ def test_delete(cli, sagemaker, iris_model_url: str) -> None:
     result = cli("endpoints", "delete", name)
     assert result.returncode == 0, result.stderr
     sagemaker.get_waiter("endpoint_deleted").wait(
-        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
 
 
-def test_endpoint_url_flag_and_no_credentials(server: ServerProcess, live: str,
-                                              tmp_path: Path) -> None:
+def test_endpoint_url_flag_and_no_credentials(
+    server: ServerProcess, live: str, tmp_path: Path
+) -> None:
     """Works out of the box: no AWS variables, no ~/.aws, URL given as a flag."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AWS_") and k != "MODELHOST_URL"}
-    env |= {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "COLUMNS": "200"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MODELHOST_URL"}
+    env |= {
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "COLUMNS": "200",
+    }
     result = subprocess.run(
         [sys.executable, "-m", "modelhost", "endpoints", "list", "--endpoint-url", server.url],
-        capture_output=True, text=True, env=env, timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert live in result.stdout
 
@@ -204,7 +233,8 @@ def test_server_address_without_a_scheme_is_one_line(address: str) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: the server address {address!r} (--endpoint-url / MODELHOST_URL) is not an "
-        f"http:// or https:// URL; e.g. http://{address}"]
+        f"http:// or https:// URL; e.g. http://{address}"
+    ]
 
 
 def test_server_command_still_there() -> None:

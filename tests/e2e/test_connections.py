@@ -15,9 +15,10 @@ _PATIENCE_S = 20
 
 @pytest.fixture(scope="module")
 def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("connections") / "data",
-                        env={"MODELHOST_IDLE_TIMEOUT": "1",
-                             "MODELHOST_BODY_TIMEOUT": "1"}) as server:
+    with running_server(
+        tmp_path_factory.mktemp("connections") / "data",
+        env={"MODELHOST_IDLE_TIMEOUT": "1", "MODELHOST_BODY_TIMEOUT": "1"},
+    ) as server:
         yield server
 
 
@@ -54,8 +55,10 @@ def test_idle_keep_alive_connection_is_closed(quick_server: ServerProcess) -> No
 
 def test_body_that_stops_arriving_gets_408_and_close(quick_server: ServerProcess) -> None:
     with _connect(quick_server) as sock:
-        sock.sendall(b"POST /endpoints/any/invocations HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: text/csv\r\nContent-Length: 100\r\n\r\n5.1,3.5")
+        sock.sendall(
+            b"POST /endpoints/any/invocations HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: text/csv\r\nContent-Length: 100\r\n\r\n5.1,3.5"
+        )
         received = _read_until_closed(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408")

@@ -58,10 +58,12 @@ def _server_env(engine: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def container_server(engine: str, tmp_path_factory: pytest.TempPathFactory
-                     ) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("containers") / "data",
-                        env=_server_env(engine)) as process:
+def container_server(
+    engine: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with running_server(
+        tmp_path_factory.mktemp("containers") / "data", env=_server_env(engine)
+    ) as process:
         yield process
 
 
@@ -70,8 +72,11 @@ def _scope(server: ServerProcess) -> str:
 
 
 def _of_endpoint(server: ServerProcess, name: str) -> list[dict[str, object]]:
-    return [c for c in containers_labelled(_scope(server))
-            if str(c["Labels"]["modelhost.instance"]).startswith(f"{name}-")]  # type: ignore[index]
+    return [
+        c
+        for c in containers_labelled(_scope(server))
+        if str(c["Labels"]["modelhost.instance"]).startswith(f"{name}-")
+    ]  # type: ignore[index]
 
 
 def _running(server: ServerProcess, name: str) -> list[dict[str, object]]:
@@ -79,8 +84,9 @@ def _running(server: ServerProcess, name: str) -> list[dict[str, object]]:
 
 
 def _invoke(runtime, name: str, body: dict[str, object] | None = None) -> dict[str, object]:
-    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="application/json",
-                                     Body=json.dumps(body or {"x": 1}))
+    answer = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="application/json", Body=json.dumps(body or {"x": 1})
+    )
     return dict(json.loads(answer["Body"].read()))
 
 
@@ -88,8 +94,14 @@ def test_byoc_image_runs_as_sagemaker_runs_it(container_server: ServerProcess) -
     sagemaker = container_server.client("sagemaker")
     runtime = container_server.client("sagemaker-runtime")
     url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
-    name = deploy(sagemaker, url, image=BYOC_IMAGE, environment={"GREETING": "hello"},
-                  variants=[("AllTraffic", 2, 1.0)], timeout_s=120)
+    name = deploy(
+        sagemaker,
+        url,
+        image=BYOC_IMAGE,
+        environment={"GREETING": "hello"},
+        variants=[("AllTraffic", 2, 1.0)],
+        timeout_s=120,
+    )
 
     answers = [_invoke(runtime, name, {"n": i}) for i in range(20)]
     assert {a["server"] for a in answers} == {"byoc"}
@@ -107,27 +119,39 @@ def test_byoc_image_runs_as_sagemaker_runs_it(container_server: ServerProcess) -
     assert len(running) == 2
     for container in running:
         ports = container["Ports"]
-        assert ports and all(p["host_ip"] == "127.0.0.1" and p["container_port"] == 8080
-                             for p in ports), ports  # type: ignore[union-attr, index]
+        assert ports and all(
+            p["host_ip"] == "127.0.0.1" and p["container_port"] == 8080 for p in ports
+        ), ports  # type: ignore[union-attr, index]
         # The artifacts are mounted read-only.
-        wrote = podman("exec", str(container["Id"]), "sh", "-c",
-                       "echo x > /opt/ml/model/new", check=False)
+        wrote = podman(
+            "exec", str(container["Id"]), "sh", "-c", "echo x > /opt/ml/model/new", check=False
+        )
         assert wrote.returncode != 0 and "Read-only" in wrote.stderr
     logs = container_server.data_dir / "logs" / name
-    wait_until(lambda: sum("byoc serving /opt/ml/model" in log.read_text()
-                           for log in logs.glob("AllTraffic-*.log")) == 2, "the containers' logs")
+    wait_until(
+        lambda: (
+            sum(
+                "byoc serving /opt/ml/model" in log.read_text()
+                for log in logs.glob("AllTraffic-*.log")
+            )
+            == 2
+        ),
+        "the containers' logs",
+    )
 
     undeploy(sagemaker, name)
     assert _of_endpoint(container_server, name) == []
 
 
 def test_killed_container_is_replaced_while_requests_keep_succeeding(
-        container_server: ServerProcess) -> None:
+    container_server: ServerProcess,
+) -> None:
     sagemaker = container_server.client("sagemaker")
     runtime = container_server.client("sagemaker-runtime", retries=3)
     url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
-    name = deploy(sagemaker, url, image=BYOC_IMAGE, variants=[("AllTraffic", 2, 1.0)],
-                  timeout_s=120)
+    name = deploy(
+        sagemaker, url, image=BYOC_IMAGE, variants=[("AllTraffic", 2, 1.0)], timeout_s=120
+    )
     before = {str(c["Id"]) for c in _running(container_server, name)}
     assert len(before) == 2
 
@@ -149,8 +173,14 @@ def test_killed_container_is_replaced_while_requests_keep_succeeding(
         wait_until(lambda: succeeded[0] >= 20, "requests before the kill")
         victim = sorted(before)[0]
         podman("kill", victim)
-        wait_until(lambda: len(ids := {str(c["Id"]) for c in _running(container_server, name)})
-                   == 2 and victim not in ids, "a replacement container", timeout_s=90)
+        wait_until(
+            lambda: (
+                len(ids := {str(c["Id"]) for c in _running(container_server, name)}) == 2
+                and victim not in ids
+            ),
+            "a replacement container",
+            timeout_s=90,
+        )
         at_replacement = succeeded[0]
         wait_until(lambda: succeeded[0] >= at_replacement + 20, "requests after the kill")
     finally:
@@ -173,13 +203,17 @@ def test_missing_image_fails_the_endpoint_naming_it(container_server: ServerProc
 
 
 def test_ecr_uri_finds_the_local_image_by_repository_and_tag(
-        container_server: ServerProcess) -> None:
+    container_server: ServerProcess,
+) -> None:
     sagemaker = container_server.client("sagemaker")
     runtime = container_server.client("sagemaker-runtime")
     url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
-    name = deploy(sagemaker, url,
-                  image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{BYOC_IMAGE}",
-                  timeout_s=120)
+    name = deploy(
+        sagemaker,
+        url,
+        image=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{BYOC_IMAGE}",
+        timeout_s=120,
+    )
     assert _invoke(runtime, name)["server"] == "byoc"
 
 
@@ -202,9 +236,13 @@ def test_stop_and_crash_leave_no_container_behind(engine: str, tmp_path: Path) -
         server.kill()
         assert {str(c["Id"]) for c in containers_labelled(_scope(server))} == orphan
         server = server.restarted()
-        wait_until(lambda: len(_running(server, name)) == 1
-                   and not orphan & {str(c["Id"]) for c in _of_endpoint(server, name)},
-                   "the leftover replaced")
+        wait_until(
+            lambda: (
+                len(_running(server, name)) == 1
+                and not orphan & {str(c["Id"]) for c in _of_endpoint(server, name)}
+            ),
+            "the leftover replaced",
+        )
         assert _invoke(server.client("sagemaker-runtime"), name)["server"] == "byoc"
     finally:
         server.stop()
@@ -227,16 +265,26 @@ def test_image_without_an_engine_fails_saying_how_to_get_one(tmp_path: Path) -> 
 
 def _deploy_serverless(sagemaker, url: str, memory_mb: int) -> str:
     name = unique("sl")
-    sagemaker.create_model(ModelName=name, PrimaryContainer={"Image": BYOC_IMAGE,
-                                                             "ModelDataUrl": url},
-                           ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name,
-         "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": 1}}])
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": BYOC_IMAGE, "ModelDataUrl": url},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     deployed.append((sagemaker, name))
-    assert wait_for_status(sagemaker, name, {"InService", "Failed"})["EndpointStatus"] == \
-        "InService"
+    assert (
+        wait_for_status(sagemaker, name, {"InService", "Failed"})["EndpointStatus"] == "InService"
+    )
     return name
 
 
@@ -255,8 +303,10 @@ def test_serverless_container_holds_its_memory_size(container_server: ServerProc
     # new container.
     with pytest.raises(ClientError):
         _invoke(runtime, name, {"allocate_mb": 1500})
-    wait_until(lambda: container["Id"] not in {c["Id"] for c in _of_endpoint(
-        container_server, name)}, "the killed container removed")
+    wait_until(
+        lambda: container["Id"] not in {c["Id"] for c in _of_endpoint(container_server, name)},
+        "the killed container removed",
+    )
     assert _invoke(runtime, name)["server"] == "byoc"
     assert str(container["Id"]) not in {str(c["Id"]) for c in _running(container_server, name)}
 
@@ -264,10 +314,14 @@ def test_serverless_container_holds_its_memory_size(container_server: ServerProc
 def test_transform_job_runs_on_the_image(container_server: ServerProcess) -> None:
     sagemaker = container_server.client("sagemaker")
     model = unique("byoc")
-    sagemaker.create_model(ModelName=model, PrimaryContainer={
-        "Image": BYOC_IMAGE,
-        "ModelDataUrl": put_model(container_server.data_dir, model, MODEL_FILES)},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    sagemaker.create_model(
+        ModelName=model,
+        PrimaryContainer={
+            "Image": BYOC_IMAGE,
+            "ModelDataUrl": put_model(container_server.data_dir, model, MODEL_FILES),
+        },
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
     objects = container_server.data_dir / "objects"
     for index in range(2):
         source = objects / "transform-in" / model / f"part-{index}.json"
@@ -275,23 +329,38 @@ def test_transform_job_runs_on_the_image(container_server: ServerProcess) -> Non
         source.write_text(json.dumps({"part": index}))
     job = unique("tj")
     sagemaker.create_transform_job(
-        TransformJobName=job, ModelName=model,
-        TransformInput={"DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://transform-in/{model}/"}},
-            "ContentType": "application/json", "SplitType": "None"},
+        TransformJobName=job,
+        ModelName=model,
+        TransformInput={
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://transform-in/{model}/"}
+            },
+            "ContentType": "application/json",
+            "SplitType": "None",
+        },
         TransformOutput={"S3OutputPath": f"s3://transform-out/{model}/"},
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
-    status = wait_for(lambda: sagemaker.describe_transform_job(TransformJobName=job),
-                      "TransformJobStatus", {"Completed", "Failed", "Stopped"}, f"job {job}",
-                      timeout_s=120)
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    status = wait_for(
+        lambda: sagemaker.describe_transform_job(TransformJobName=job),
+        "TransformJobStatus",
+        {"Completed", "Failed", "Stopped"},
+        f"job {job}",
+        timeout_s=120,
+    )
     assert status["TransformJobStatus"] == "Completed", status.get("FailureReason")
     for index in range(2):
         output = objects / "transform-out" / model / f"part-{index}.json.out"
         answer = json.loads(output.read_text())
         assert answer["server"] == "byoc" and answer["echo"] == {"part": index}
     # It ran in a container (its log is the container's output), which went with the job.
-    wait_until(lambda: any("byoc serving" in log.read_text() for log in (
-        container_server.data_dir / "logs" / job).glob("*.log")), "the job's container log")
+    wait_until(
+        lambda: any(
+            "byoc serving" in log.read_text()
+            for log in (container_server.data_dir / "logs" / job).glob("*.log")
+        ),
+        "the job's container log",
+    )
     wait_until(lambda: _of_endpoint(container_server, job) == [], "the job's container gone")
 
 
@@ -302,9 +371,18 @@ def test_container_that_stops_answering_is_replaced(container_server: ServerProc
     name = deploy(sagemaker, url, image=BYOC_IMAGE, timeout_s=120)
     [frozen] = _running(container_server, name)
     podman("pause", str(frozen["Id"]))  # alive to the engine, silent to its pings
-    wait_until(lambda: [str(c["Id"]) for c in _running(container_server, name)]
-               not in ([], [str(frozen["Id"])]), "a replacement for the paused container",
-               timeout_s=90)
-    wait_until(lambda: str(frozen["Id"]) not in {str(c["Id"]) for c in _of_endpoint(
-        container_server, name)}, "the paused container removed")
+    wait_until(
+        lambda: (
+            [str(c["Id"]) for c in _running(container_server, name)]
+            not in ([], [str(frozen["Id"])])
+        ),
+        "a replacement for the paused container",
+        timeout_s=90,
+    )
+    wait_until(
+        lambda: (
+            str(frozen["Id"]) not in {str(c["Id"]) for c in _of_endpoint(container_server, name)}
+        ),
+        "the paused container removed",
+    )
     assert _invoke(runtime, name)["server"] == "byoc"

@@ -24,14 +24,27 @@ _ROLE = "arn:aws:iam::000000000000:role/any"
 
 
 def _server_command(data_dir: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "modelhost", "server", "--data-dir", str(data_dir),
-            "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "modelhost",
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
 
 
 def _refused_start(data_dir: Path, env: dict[str, str] | None = None) -> str:
     """Start a server that must refuse: its one line of stderr."""
-    result = subprocess.run(_server_command(data_dir, free_port()), capture_output=True,
-                            text=True, timeout=60, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        _server_command(data_dir, free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr  # one line, no traceback
@@ -42,8 +55,14 @@ def _create_models(server: ServerProcess, count: int = 3) -> list[str]:
     sagemaker = server.client("sagemaker")
     names = [f"kept-{i}" for i in range(count)]
     for name in names:
-        sagemaker.create_model(ModelName=name, ExecutionRoleArn=_ROLE, PrimaryContainer={
-            "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/iris/model.tar.gz"})
+        sagemaker.create_model(
+            ModelName=name,
+            ExecutionRoleArn=_ROLE,
+            PrimaryContainer={
+                "Image": "modelhost/sklearn",
+                "ModelDataUrl": "s3://models/iris/model.tar.gz",
+            },
+        )
     return names
 
 
@@ -69,13 +88,13 @@ def test_second_server_on_the_same_data_dir_exits_and_touches_nothing(tmp_path) 
     with running_server(data) as first:
         sagemaker = first.client("sagemaker")
         runtime = first.client("sagemaker-runtime")
-        name = deploy(sagemaker, "s3://models/iris/model.tar.gz",
-                      variants=[("AllTraffic", 2, 1.0)])
+        name = deploy(sagemaker, "s3://models/iris/model.tar.gz", variants=[("AllTraffic", 2, 1.0)])
         pids = instance_pids(first.process.pid, name)
         assert len(pids) == 2
         for port in (first.port, free_port()):  # the busy port, and a free one
-            second = subprocess.run(_server_command(data, port), capture_output=True,
-                                    text=True, timeout=60)
+            second = subprocess.run(
+                _server_command(data, port), capture_output=True, text=True, timeout=60
+            )
             assert second.returncode == 1
             lines = second.stderr.strip().splitlines()
             assert len(lines) == 1, second.stderr
@@ -174,8 +193,11 @@ def test_clean_shutdown_checkpoints_into_one_file(tmp_path) -> None:
     # the main file alone holds everything
     copy = tmp_path / "copy.db"
     copy.write_bytes((data / "state.db").read_bytes())
-    rows = sqlite3.connect(copy).execute(
-        "SELECT name FROM resources WHERE kind = 'model' ORDER BY name").fetchall()
+    rows = (
+        sqlite3.connect(copy)
+        .execute("SELECT name FROM resources WHERE kind = 'model' ORDER BY name")
+        .fetchall()
+    )
     assert [row[0] for row in rows] == names
 
 
@@ -191,16 +213,19 @@ def test_backup_while_serving_and_restore_after_damage(tmp_path) -> None:
         names = _create_models(server)
         result = run_cli("state", "backup", str(backup), "--data-dir", str(data))
         assert result.returncode == 0, result.stderr
-        result = run_cli("state", "backup", str(queue_backup), "--data-dir", str(data),
-                         "--store", "async-queue")
+        result = run_cli(
+            "state", "backup", str(queue_backup), "--data-dir", str(data), "--store", "async-queue"
+        )
         assert result.returncode == 0, result.stderr
         # restore is refused while a server holds the data dir, and changes nothing
         refused = run_cli("state", "restore", str(backup), "--data-dir", str(data))
         assert refused.returncode == 1
         assert f"PID {server.process.pid}" in refused.stderr
         server.client("sagemaker").create_model(
-            ModelName="after-backup", ExecutionRoleArn=_ROLE, PrimaryContainer={
-                "Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/x.tar.gz"})
+            ModelName="after-backup",
+            ExecutionRoleArn=_ROLE,
+            PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": "s3://models/x.tar.gz"},
+        )
     finally:
         server.kill()
     (data / "state.db-wal").unlink()
@@ -213,8 +238,9 @@ def test_backup_while_serving_and_restore_after_damage(tmp_path) -> None:
 
     result = run_cli("state", "restore", str(backup), "--data-dir", str(data))
     assert result.returncode == 0, result.stderr
-    result = run_cli("state", "restore", str(queue_backup), "--data-dir", str(data),
-                     "--store", "async-queue")
+    result = run_cli(
+        "state", "restore", str(queue_backup), "--data-dir", str(data), "--store", "async-queue"
+    )
     assert result.returncode == 0, result.stderr
     assert list(data.glob("state.db.replaced-*"))  # the damaged file is kept, not lost
     with running_server(data) as restored:
@@ -224,8 +250,11 @@ def test_backup_while_serving_and_restore_after_damage(tmp_path) -> None:
 def test_periodic_backups_rotate(tmp_path) -> None:
     data = tmp_path / "data"
     folder = tmp_path / "backups"
-    env = {"MODELHOST_BACKUP_INTERVAL": "0.3", "MODELHOST_BACKUP_KEEP": "2",
-           "MODELHOST_BACKUP_DIR": str(folder)}
+    env = {
+        "MODELHOST_BACKUP_INTERVAL": "0.3",
+        "MODELHOST_BACKUP_KEEP": "2",
+        "MODELHOST_BACKUP_DIR": str(folder),
+    }
     with running_server(data, env=env) as server:
         names = _create_models(server)
 
@@ -233,23 +262,27 @@ def test_periodic_backups_rotate(tmp_path) -> None:
             copies = sorted(folder.glob("state-*.db"))
             if not copies:
                 return False
-            rows = sqlite3.connect(copies[-1]).execute(
-                "SELECT count(*) FROM resources WHERE kind = 'model'").fetchone()
+            rows = (
+                sqlite3.connect(copies[-1])
+                .execute("SELECT count(*) FROM resources WHERE kind = 'model'")
+                .fetchone()
+            )
             return rows[0] == len(names)
 
         wait_until(rotated, timeout_s=30, what="a backup holding the models")
-        wait_until(lambda: len(list(folder.glob("state-*.db"))) == 2, timeout_s=30,
-                   what="two kept backups")
-        wait_until(lambda: list(folder.glob("async-queue-*.db")), timeout_s=30,
-                   what="a queue backup")
+        wait_until(
+            lambda: len(list(folder.glob("state-*.db"))) == 2, timeout_s=30, what="two kept backups"
+        )
+        wait_until(
+            lambda: list(folder.glob("async-queue-*.db")), timeout_s=30, what="a queue backup"
+        )
         assert len(list(folder.glob("state-*.db"))) <= 2
 
 
 # --- damage while serving --------------------------------------------------------------------
 
 
-def test_store_damaged_while_serving_fails_health_and_answers_sagemaker_errors(
-        tmp_path) -> None:
+def test_store_damaged_while_serving_fails_health_and_answers_sagemaker_errors(tmp_path) -> None:
     data = tmp_path / "data"
     put_iris_model(data)
     with running_server(data, env={"MODELHOST_STORE_CHECK_INTERVAL": "0.3"}) as server:
@@ -272,11 +305,11 @@ def test_store_damaged_while_serving_fails_health_and_answers_sagemaker_errors(
         assert control.value.response["Error"]["Code"] == "ServiceUnavailable"
         assert control.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         # running instances keep serving from the router, without the store...
-        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
-                                Body="5.1,3.5,1.4,0.2")
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
         # ...and what needs the store gets SageMaker's error, not a raw 500
         with pytest.raises(ClientError) as invoke:
-            runtime.invoke_endpoint(EndpointName="not-deployed", ContentType="text/csv",
-                                    Body="5.1,3.5,1.4,0.2")
+            runtime.invoke_endpoint(
+                EndpointName="not-deployed", ContentType="text/csv", Body="5.1,3.5,1.4,0.2"
+            )
         assert invoke.value.response["Error"]["Code"] == "ServiceUnavailable"
         assert invoke.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503

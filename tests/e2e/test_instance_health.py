@@ -12,8 +12,9 @@ from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.traffic import Traffic, error_codes
 
 
-def test_stopped_instance_is_replaced_without_failing_requests(server, sagemaker, runtime,
-                                                               iris_model_url: str) -> None:
+def test_stopped_instance_is_replaced_without_failing_requests(
+    server, sagemaker, runtime, iris_model_url: str
+) -> None:
     """SIGSTOP: the process keeps its socket, so connections open and requests go in, but
     nothing answers. Its missed pings take it out of rotation and replace it; the requests
     it held are retried on the other instance."""
@@ -24,10 +25,14 @@ def test_stopped_instance_is_replaced_without_failing_requests(server, sagemaker
         traffic.wait_for_answers(20)
         os.kill(pids[0], signal.SIGSTOP)
         try:
-            wait_until(lambda: not alive(pids[0]), timeout_s=30,
-                       what="the stopped instance to be killed")
-            wait_until(lambda: len(instance_pids(server.process.pid, name)) == 2,
-                       timeout_s=30, what="a replacement instance")
+            wait_until(
+                lambda: not alive(pids[0]), timeout_s=30, what="the stopped instance to be killed"
+            )
+            wait_until(
+                lambda: len(instance_pids(server.process.pid, name)) == 2,
+                timeout_s=30,
+                what="a replacement instance",
+            )
         finally:
             if alive(pids[0]):
                 os.kill(pids[0], signal.SIGCONT)
@@ -36,14 +41,13 @@ def test_stopped_instance_is_replaced_without_failing_requests(server, sagemaker
     assert pids[1] in instance_pids(server.process.pid, name)
 
 
-def test_instance_whose_model_hangs_is_replaced(server, sagemaker, runtime,
-                                                tmp_path) -> None:
+def test_instance_whose_model_hangs_is_replaced(server, sagemaker, runtime, tmp_path) -> None:
     """A model that deadlocks on one instance: that instance still answers /ping (model
     code runs off its event loop), but its requests time out while its peer answers. After
     a few such timeouts it is replaced; the timed-out requests are the model's ModelError
     (the session server's model timeout is 5 s), and once it is gone nothing fails."""
     marker = tmp_path / "hang-pid"
-    code = f'''
+    code = f"""
 import os, threading
 def model_fn(model_dir):
     return None
@@ -55,7 +59,7 @@ def transform_fn(model, body, content_type, accept):
     if hang:
         threading.Event().wait()
     return "ok", "text/plain"
-'''.encode()
+""".encode()
     url = put_model(server.data_dir, "hangs-on-one", {"code/inference.py": code})
     name = deploy(sagemaker, url, image="modelhost/python", variants=[("AllTraffic", 2, 1.0)])
     pids = instance_pids(server.process.pid, name)
@@ -63,10 +67,13 @@ def transform_fn(model, body, content_type, accept):
     with Traffic(runtime, name, body=b"x", content_type="text/plain") as traffic:
         traffic.wait_for_answers(20)
         marker.write_text(str(pids[0]))
-        wait_until(lambda: not alive(pids[0]), timeout_s=90,
-                   what="the hung instance to be replaced")
-        wait_until(lambda: len(instance_pids(server.process.pid, name)) == 2,
-                   what="the replacement instance")
+        wait_until(
+            lambda: not alive(pids[0]), timeout_s=90, what="the hung instance to be replaced"
+        )
+        wait_until(
+            lambda: len(instance_pids(server.process.pid, name)) == 2,
+            what="the replacement instance",
+        )
         failed_before = len(traffic.errors)
         traffic.wait_for_answers(50)
     assert failed_before > 0

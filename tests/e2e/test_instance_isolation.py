@@ -39,7 +39,7 @@ SECRETS = {
     "MODELHOST_SOMETHING_NEW": "a-setting-nobody-listed-value",
 }
 
-SNOOP_CODE = b'''
+SNOOP_CODE = b"""
 import json, os
 from pathlib import Path
 
@@ -87,11 +87,11 @@ def transform_fn(model_dir, body, content_type, accept):
     home.write_text("ok")
     seen["tmp"] = home.read_text()
     return json.dumps(seen), "application/json"
-'''
+"""
 
 # Starts a child in its own process group and a double-forked daemon in its own session:
 # both escape a process-group kill, and the daemon is re-parented away from its parent.
-SPAWN_CODE = b'''
+SPAWN_CODE = b"""
 import os, subprocess, sys, time
 
 def model_fn(model_dir):
@@ -108,24 +108,42 @@ def transform_fn(model, body, content_type, accept):
         os._exit(0)
     daemon = os.read(read, 32).decode()
     return f"{child.pid} {daemon}", "text/plain"
-'''
+"""
 
 
 def _client(server: ServerProcess, service: str):
-    return boto3.client(service, endpoint_url=server.url, region_name="us-east-1",
-                        aws_access_key_id=KEY, aws_secret_access_key=SECRET,
-                        config=Config(retries={"max_attempts": 1}, read_timeout=120))
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        config=Config(retries={"max_attempts": 1}, read_timeout=120),
+    )
 
 
 def _deploy(server: ServerProcess, model: str) -> str:
     sm = _client(server, "sagemaker")
     name = unique("iso")
-    sm.create_model(ModelName=name, PrimaryContainer={
-        "Image": "modelhost/python", "ModelDataUrl": f"s3://models/{model}/model.tar.gz"},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-        "InitialInstanceCount": 1}])
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": "modelhost/python",
+            "ModelDataUrl": f"s3://models/{model}/model.tar.gz",
+        },
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     wait_for_status(sm, name, {"InService"})
     return name
@@ -139,13 +157,22 @@ def _invoke(server: ServerProcess, name: str) -> bytes:
 def _reachable_python() -> tuple[str, dict[str, str]]:
     """An interpreter `nobody` can run with this checkout's packages: ours, or where ours
     lives under /root, the system's of the same minor version with our site-packages."""
-    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
-                                          sysconfig.get_paths()["purelib"]])}
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[2] / "src"), sysconfig.get_paths()["purelib"]]
+        )
+    }
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-        if Path(python).exists() and subprocess.run(
+        if (
+            Path(python).exists()
+            and subprocess.run(
                 ["su", "-s", "/bin/sh", "nobody", "-c", f"{python} -c 'import modelhost'"],
-                env={**os.environ, **env}, capture_output=True).returncode == 0:
+                env={**os.environ, **env},
+                capture_output=True,
+            ).returncode
+            == 0
+        ):
             return python, env
     pytest.skip("no Python here that the user nobody can run with modelhost")
 
@@ -161,8 +188,12 @@ def confined(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     base.chmod(0o755)
     data = base / "data"
     put_model(data, "snoop", {"code/inference.py": SNOOP_CODE})
-    env = {**SECRETS, **env, "MODELHOST_INSTANCE_USER": "nobody",
-           "MODELHOST_FORK_SERVER": "1" if request.param == "fork" else "0"}
+    env = {
+        **SECRETS,
+        **env,
+        "MODELHOST_INSTANCE_USER": "nobody",
+        "MODELHOST_FORK_SERVER": "1" if request.param == "fork" else "0",
+    }
     process = ServerProcess(data, env=env, python=python).start()
     try:
         yield process
@@ -187,12 +218,26 @@ def test_model_code_cannot_reach_the_servers_secrets(confined: ServerProcess) ->
     server = confined
     seen = json.loads(_invoke(server, _deploy(server, "snoop")))
     assert seen["uid"] != 0
-    leaked = [k for k, v in SECRETS.items() for place in ("env", "pid1", "parent", "grandparent")
-              if v in (json.dumps(seen[place]) if place == "env" else seen[place])]
+    leaked = [
+        k
+        for k, v in SECRETS.items()
+        for place in ("env", "pid1", "parent", "grandparent")
+        if v in (json.dumps(seen[place]) if place == "env" else seen[place])
+    ]
     assert leaked == [], f"the model read {leaked}"
-    assert not any(k.startswith(("MODELHOST_ACCESS", "MODELHOST_WEBHOOK", "MODELHOST_METRICS",
-                                 "MODELHOST_SOMETHING", "MODELHOST_INSTANCE_TOKEN",
-                                 "AWS_")) for k in seen["env"])
+    assert not any(
+        k.startswith(
+            (
+                "MODELHOST_ACCESS",
+                "MODELHOST_WEBHOOK",
+                "MODELHOST_METRICS",
+                "MODELHOST_SOMETHING",
+                "MODELHOST_INSTANCE_TOKEN",
+                "AWS_",
+            )
+        )
+        for k in seen["env"]
+    )
     for place in ("pid1", "parent", "grandparent", "state"):
         assert seen[place].startswith("refused: PermissionError"), (place, seen[place][:200])
     assert seen["listing"] == "refused: PermissionError"
@@ -201,8 +246,7 @@ def test_model_code_cannot_reach_the_servers_secrets(confined: ServerProcess) ->
     assert seen["tmp"] == "ok"
 
 
-def test_instances_get_none_of_the_servers_secrets_even_unconfined(
-        server: ServerProcess) -> None:
+def test_instances_get_none_of_the_servers_secrets_even_unconfined(server: ServerProcess) -> None:
     """The environment is allow-listed whoever the instances run as."""
     seen = json.loads(_invoke(server, _deploy(server, "snoop")))
     assert not [k for k, v in SECRETS.items() if v in json.dumps(seen["env"])]
@@ -213,8 +257,12 @@ def test_instance_port_refuses_requests_without_the_token(server: ServerProcess)
     name = _deploy(server, "snoop")
     port = json.loads(_invoke(server, name))["port"]
     for method, path, body in (("POST", "/invocations", b"x"), ("GET", "/ping", None)):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                         method=method, headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=body,
+            method=method,
+            headers={"Content-Type": "text/plain"},
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 403
@@ -224,8 +272,9 @@ def test_instance_port_refuses_requests_without_the_token(server: ServerProcess)
 def _spawning_server(tmp_path: Path, cgroups: str, fork: str) -> ServerProcess:
     data = tmp_path / "data"
     put_model(data, "spawn", {"code/inference.py": SPAWN_CODE})
-    return ServerProcess(data, env={**SECRETS, "MODELHOST_CGROUPS": cgroups,
-                                    "MODELHOST_FORK_SERVER": fork}).start()
+    return ServerProcess(
+        data, env={**SECRETS, "MODELHOST_CGROUPS": cgroups, "MODELHOST_FORK_SERVER": fork}
+    ).start()
 
 
 def _spawned(server: ServerProcess, name: str) -> list[int]:
@@ -237,8 +286,9 @@ def _spawned(server: ServerProcess, name: str) -> list[int]:
 @pytest.mark.parametrize("fork", ["1", "0"])
 @pytest.mark.parametrize("cgroups", ["auto", "off"])
 @pytest.mark.parametrize("ending", ["endpoint deleted", "server SIGKILLed"])
-def test_what_a_model_starts_ends_with_its_instance(tmp_path: Path, cgroups: str,
-                                                    fork: str, ending: str) -> None:
+def test_what_a_model_starts_ends_with_its_instance(
+    tmp_path: Path, cgroups: str, fork: str, ending: str
+) -> None:
     """A model's own children, a daemon it double-forked among them, end when its
     endpoint is deleted or when the server is killed, with or without control groups."""
     server = _spawning_server(tmp_path, cgroups, fork)
@@ -250,7 +300,10 @@ def test_what_a_model_starts_ends_with_its_instance(tmp_path: Path, cgroups: str
             _client(server, "sagemaker").delete_endpoint(EndpointName=name)
         else:
             server.kill()
-        wait_until(lambda: not any(alive(p) for p in [instance, *pids]), 30,
-                   what=f"the instance and what it started to end ({ending})")
+        wait_until(
+            lambda: not any(alive(p) for p in [instance, *pids]),
+            30,
+            what=f"the instance and what it started to end ({ending})",
+        )
     finally:
         server.stop()

@@ -13,8 +13,9 @@ IMAGE = "modelhost/sklearn"
 
 def _model(sagemaker, url: str, name: str | None = None, **extra) -> str:
     name = name or unique("model")
-    sagemaker.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url},
-                           **extra)
+    sagemaker.create_model(
+        ModelName=name, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url}, **extra
+    )
     return name
 
 
@@ -53,12 +54,18 @@ def test_duplicate_model_is_refused(sagemaker, iris_model_url: str) -> None:
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
-        ({"ModelName": "bad_name!", "PrimaryContainer": {"Image": IMAGE}},
-         "regular expression pattern"),
-        ({"ModelName": "x" * 64, "PrimaryContainer": {"Image": IMAGE}},
-         "length less than or equal to 63"),
-        ({"ModelName": "ok", "PrimaryContainer": {"Image": IMAGE, "Mode": "Sideways"}},
-         "enum value set"),
+        (
+            {"ModelName": "bad_name!", "PrimaryContainer": {"Image": IMAGE}},
+            "regular expression pattern",
+        ),
+        (
+            {"ModelName": "x" * 64, "PrimaryContainer": {"Image": IMAGE}},
+            "length less than or equal to 63",
+        ),
+        (
+            {"ModelName": "ok", "PrimaryContainer": {"Image": IMAGE, "Mode": "Sideways"}},
+            "enum value set",
+        ),
         ({"ModelName": "ok"}, "PrimaryContainer or Containers"),
     ],
 )
@@ -77,11 +84,15 @@ def test_unknown_field_is_a_validation_error(server) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        server.url, method="POST",
-        data=json.dumps({"ModelName": "m", "PrimaryContainer": {"Image": IMAGE},
-                         "Bogus": 1}).encode(),
-        headers={"X-Amz-Target": "SageMaker.CreateModel",
-                 "Content-Type": "application/x-amz-json-1.1"},
+        server.url,
+        method="POST",
+        data=json.dumps(
+            {"ModelName": "m", "PrimaryContainer": {"Image": IMAGE}, "Bogus": 1}
+        ).encode(),
+        headers={
+            "X-Amz-Target": "SageMaker.CreateModel",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
     )
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(request)
@@ -101,8 +112,9 @@ def test_malformed_json_and_unknown_operation(server) -> None:
         ("SageMaker.DoSomethingElse", b"{}", "UnknownOperationException"),
         ("SageMaker.CreateTrainingJob", b"{}", "UnknownOperationException"),
     ):
-        request = urllib.request.Request(server.url, method="POST", data=data,
-                                         headers={"X-Amz-Target": target})
+        request = urllib.request.Request(
+            server.url, method="POST", data=data, headers={"X-Amz-Target": target}
+        )
         with pytest.raises(urllib.error.HTTPError) as excinfo:
             urllib.request.urlopen(request)
         assert excinfo.value.code == 400
@@ -117,8 +129,9 @@ def test_client_side_validation_still_applies(sagemaker) -> None:
 def test_list_models_filters_sorting_and_paginator(sagemaker, iris_model_url: str) -> None:
     prefix = unique("listing")
     names = [_model(sagemaker, iris_model_url, name=f"{prefix}-{i}") for i in range(5)]
-    page = sagemaker.list_models(NameContains=prefix, SortBy="Name", SortOrder="Ascending",
-                                 MaxResults=2)
+    page = sagemaker.list_models(
+        NameContains=prefix, SortBy="Name", SortOrder="Ascending", MaxResults=2
+    )
     assert [m["ModelName"] for m in page["Models"]] == names[:2]
     assert "NextToken" in page
     paginator = sagemaker.get_paginator("list_models")
@@ -139,10 +152,15 @@ def test_list_models_filters_sorting_and_paginator(sagemaker, iris_model_url: st
 def test_endpoint_config_crud_and_errors(sagemaker, iris_model_url: str) -> None:
     model = _model(sagemaker, iris_model_url)
     name = unique("cfg")
-    variant = {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.m5.large",
-               "InitialInstanceCount": 1}
-    arn = sagemaker.create_endpoint_config(EndpointConfigName=name,
-                                           ProductionVariants=[variant])["EndpointConfigArn"]
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": model,
+        "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1,
+    }
+    arn = sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])[
+        "EndpointConfigArn"
+    ]
     described = sagemaker.describe_endpoint_config(EndpointConfigName=name)
     assert described["EndpointConfigArn"] == arn
     assert described["ProductionVariants"][0]["InitialVariantWeight"] == 1.0
@@ -156,13 +174,15 @@ def test_endpoint_config_crud_and_errors(sagemaker, iris_model_url: str) -> None
     ]
     for bad, fragment in bad_cases:
         with pytest.raises(ClientError) as excinfo:
-            sagemaker.create_endpoint_config(EndpointConfigName=unique("cfg"),
-                                             ProductionVariants=[bad])
+            sagemaker.create_endpoint_config(
+                EndpointConfigName=unique("cfg"), ProductionVariants=[bad]
+            )
         code, message = _error(excinfo)
         assert code == "ValidationException" and fragment in message
     with pytest.raises(ClientError) as excinfo:
-        sagemaker.create_endpoint_config(EndpointConfigName=unique("cfg"),
-                                         ProductionVariants=[variant, variant])
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=unique("cfg"), ProductionVariants=[variant, variant]
+        )
     assert "unique" in _error(excinfo)[1]
     with pytest.raises(ClientError) as excinfo:
         sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
@@ -176,17 +196,20 @@ def test_endpoint_config_crud_and_errors(sagemaker, iris_model_url: str) -> None
 
 def test_tags_add_list_delete(sagemaker, iris_model_url: str) -> None:
     arn = sagemaker.describe_model(ModelName=_model(sagemaker, iris_model_url))["ModelArn"]
-    sagemaker.add_tags(ResourceArn=arn, Tags=[{"Key": "a", "Value": "1"},
-                                              {"Key": "b", "Value": "2"}])
+    sagemaker.add_tags(
+        ResourceArn=arn, Tags=[{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]
+    )
     sagemaker.add_tags(ResourceArn=arn, Tags=[{"Key": "a", "Value": "3"}])
     assert sagemaker.list_tags(ResourceArn=arn)["Tags"] == [
-        {"Key": "a", "Value": "3"}, {"Key": "b", "Value": "2"}
+        {"Key": "a", "Value": "3"},
+        {"Key": "b", "Value": "2"},
     ]
     sagemaker.delete_tags(ResourceArn=arn, TagKeys=["a"])
     assert sagemaker.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "b", "Value": "2"}]
     with pytest.raises(ClientError) as excinfo:
-        sagemaker.add_tags(ResourceArn=arn.replace("model/", "model/missing-"),
-                           Tags=[{"Key": "a", "Value": "1"}])
+        sagemaker.add_tags(
+            ResourceArn=arn.replace("model/", "model/missing-"), Tags=[{"Key": "a", "Value": "1"}]
+        )
     assert _error(excinfo)[0] == "ValidationException"
 
 
@@ -195,13 +218,23 @@ def test_local_model_locations_are_refused_by_default(sagemaker, tmp_path) -> No
     from tests.support.models import write_iris_tarball
 
     tarball = write_iris_tarball(tmp_path / "iris.tar.gz")
-    for container in ({"ModelDataUrl": f"file://{tarball}"}, {"ModelDataUrl": str(tarball)},
-                      {"ModelDataSource": {"S3DataSource": {
-                          "S3Uri": str(tarball), "S3DataType": "S3Object",
-                          "CompressionType": "Gzip"}}}):
+    for container in (
+        {"ModelDataUrl": f"file://{tarball}"},
+        {"ModelDataUrl": str(tarball)},
+        {
+            "ModelDataSource": {
+                "S3DataSource": {
+                    "S3Uri": str(tarball),
+                    "S3DataType": "S3Object",
+                    "CompressionType": "Gzip",
+                }
+            }
+        },
+    ):
         with pytest.raises(ClientError) as excinfo:
-            sagemaker.create_model(ModelName=unique("m"),
-                                   PrimaryContainer={"Image": IMAGE, **container})
+            sagemaker.create_model(
+                ModelName=unique("m"), PrimaryContainer={"Image": IMAGE, **container}
+            )
         code, message = _error(excinfo)
         assert code == "ValidationException"
         assert "local path" in message and "MODELHOST_ALLOW_LOCAL_PATHS" in message
@@ -220,13 +253,15 @@ def test_local_model_locations_are_accepted_when_allowed(tmp_path) -> None:
         runtime = server.client("sagemaker-runtime")
         for url in (f"file://{tarball}", str(tarball)):
             name = deploy(sagemaker, url)
-            answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
-                                             Body="5.1,3.5,1.4,0.2")
+            answer = runtime.invoke_endpoint(
+                EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2"
+            )
             assert answer["Body"].read().strip() == b"0"
 
 
 def test_model_locations_must_be_s3_or_local(sagemaker) -> None:
     with pytest.raises(ClientError) as excinfo:
-        sagemaker.create_model(ModelName=unique("m"),
-                               PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "ftp://x/y"})
+        sagemaker.create_model(
+            ModelName=unique("m"), PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "ftp://x/y"}
+        )
     assert "regular expression pattern" in _error(excinfo)[1]

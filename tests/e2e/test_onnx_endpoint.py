@@ -20,6 +20,10 @@ def test_onnx_model_serves_through_the_router(server, sagemaker, runtime) -> Non
     onnx_model = skl2onnx.to_onnx(iris_classifier(), np.asarray(rows[:1], dtype=np.float32))
     url = put_model(server.data_dir, "onnx", {"model.onnx": onnx_model.SerializeToString()})
     name = deploy(sagemaker, url, image="modelhost/onnx")
-    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="application/json",
-                                     Accept="application/json", Body=json.dumps(rows))
+    answer = runtime.invoke_endpoint(
+        EndpointName=name,
+        ContentType="application/json",
+        Accept="application/json",
+        Body=json.dumps(rows),
+    )
     assert json.loads(answer["Body"].read()) == iris_classifier().predict(rows).tolist()

@@ -23,18 +23,34 @@ def test_an_unreachable_database_at_start_is_one_line_and_exit_2(tmp_path: Path)
     port = free_port()
     url = f"postgresql://modelhost:s3cret@127.0.0.1:{port}/state"
     result = subprocess.run(
-        [sys.executable, "-m", "modelhost", "server", "--data-dir", str(tmp_path / "data"),
-         "--state", url], env=dict(os.environ), capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "modelhost",
+            "server",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--state",
+            url,
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("modelhost server: cannot reach the state store "
-                               f"postgresql://modelhost:***@127.0.0.1:{port}/state: ")
+    assert lines[0].startswith(
+        "modelhost server: cannot reach the state store "
+        f"postgresql://modelhost:***@127.0.0.1:{port}/state: "
+    )
     assert "s3cret" not in result.stderr
 
 
 def test_servers_share_state_and_survive_losing_the_database(
-        tmp_path: Path, postgres: PostgresServer) -> None:
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
     env = {"MODELHOST_STATE_URL": postgres.new_database(), "MODELHOST_MODEL_TIMEOUT": "5"}
     with running_server(tmp_path / "one", env=env) as one:
         sagemaker = one.client("sagemaker")
@@ -43,8 +59,9 @@ def test_servers_share_state_and_survive_losing_the_database(
         body = json.dumps(iris_rows()).encode()
 
         def invoke() -> int:
-            answer = runtime.invoke_endpoint(EndpointName=name, Body=body,
-                                             ContentType="application/json")
+            answer = runtime.invoke_endpoint(
+                EndpointName=name, Body=body, ContentType="application/json"
+            )
             return int(answer["ResponseMetadata"]["HTTPStatusCode"])
 
         assert invoke() == 200
@@ -54,9 +71,13 @@ def test_servers_share_state_and_survive_losing_the_database(
             assert other.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
             with pytest.raises(ClientError, match="Cannot create already existing model"):
                 other.create_model(
-                    ModelName=name.upper(), ExecutionRoleArn="arn:aws:iam::000000000000:role/r",
-                    PrimaryContainer={"Image": "modelhost/sklearn",
-                                      "ModelDataUrl": "s3://models/iris/model.tar.gz"})
+                    ModelName=name.upper(),
+                    ExecutionRoleArn="arn:aws:iam::000000000000:role/r",
+                    PrimaryContainer={
+                        "Image": "modelhost/sklearn",
+                        "ModelDataUrl": "s3://models/iris/model.tar.gz",
+                    },
+                )
 
         postgres.stop()
         try:

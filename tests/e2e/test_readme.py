@@ -83,16 +83,24 @@ def readme_blocks() -> list[Block]:
         while not lines[end].startswith("```"):
             end += 1
         above = MARKER.match(lines[index - 1].strip()) if index else None
-        blocks.append(Block(line=index + 1, language=opening.group(1),
-                            code="\n".join(lines[index + 1:end]) + "\n",
-                            marker=above.group(1) if above else None))
+        blocks.append(
+            Block(
+                line=index + 1,
+                language=opening.group(1),
+                code="\n".join(lines[index + 1 : end]) + "\n",
+                marker=above.group(1) if above else None,
+            )
+        )
         index = end + 1
     return blocks
 
 
 def model_code(blocks: list[Block]) -> dict[str, str]:
-    return {block.marker.removeprefix("model code:").strip(): block.code
-            for block in blocks if block.marker and block.marker.startswith("model code:")}
+    return {
+        block.marker.removeprefix("model code:").strip(): block.code
+        for block in blocks
+        if block.marker and block.marker.startswith("model code:")
+    }
 
 
 def test_every_block_says_how_it_is_checked() -> None:
@@ -101,11 +109,14 @@ def test_every_block_says_how_it_is_checked() -> None:
     for block in blocks:
         assert block.language in KNOWN_LANGUAGES, f"{block.where}: ```{block.language}"
         if block.marker is not None:
-            assert (block.marker == "run with the server stopped"
-                    or re.fullmatch(r"model code: [a-z][a-z0-9-]*", block.marker)
-                    or re.fullmatch(r"not run: \S.*", block.marker)), (
+            assert (
+                block.marker == "run with the server stopped"
+                or re.fullmatch(r"model code: [a-z][a-z0-9-]*", block.marker)
+                or re.fullmatch(r"not run: \S.*", block.marker)
+            ), (
                 f"{block.where}: unknown marker <!-- {block.marker} --> (a 'not run' marker "
-                "must say why)")
+                "must say why)"
+            )
         if block.language == "json":
             json.loads(block.code)
         if block.runs:
@@ -113,28 +124,39 @@ def test_every_block_says_how_it_is_checked() -> None:
             for address in re.findall(r"(?:localhost|127\.0\.0\.1):\d+", block.code):
                 assert f"http://{address}" == README_URL, f"{block.where}: {address}"
     stopped = [i for i, b in enumerate(blocks) if b.marker == "run with the server stopped"]
-    for block in blocks[stopped[0]:] if stopped else []:
+    for block in blocks[stopped[0] :] if stopped else []:
         assert not block.runs or block.marker == "run with the server stopped", (
-            f"{block.where} needs the server, which an earlier block runs without")
+            f"{block.where} needs the server, which an earlier block runs without"
+        )
 
 
-def test_policy_example_is_accepted_and_enforced(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_policy_example_is_accepted_and_enforced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README's policy file, as written, starts a server and means what it says:
     AKIDAPP may describe prod-* endpoints but not list models; AKIDADMIN may."""
     isolate_aws_env(monkeypatch, tmp_path)
     (policy,) = [b for b in readme_blocks() if b.language == "json" and "AKIDAPP" in b.code]
     (tmp_path / "policy.json").write_text(policy.code)
-    server = ServerProcess(tmp_path / "data", env={
-        "MODELHOST_ACCESS_KEYS": "AKIDADMIN:admin-secret,AKIDAPP:app-secret",
-        "MODELHOST_POLICY_FILE": str(tmp_path / "policy.json")}).start()
+    server = ServerProcess(
+        tmp_path / "data",
+        env={
+            "MODELHOST_ACCESS_KEYS": "AKIDADMIN:admin-secret,AKIDAPP:app-secret",
+            "MODELHOST_POLICY_FILE": str(tmp_path / "policy.json"),
+        },
+    ).start()
     try:
         import boto3
         from botocore.exceptions import ClientError
 
         def client(key: str, secret: str):
-            return boto3.client("sagemaker", endpoint_url=server.url, region_name="us-east-1",
-                                aws_access_key_id=key, aws_secret_access_key=secret)
+            return boto3.client(
+                "sagemaker",
+                endpoint_url=server.url,
+                region_name="us-east-1",
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+            )
 
         assert client("AKIDADMIN", "admin-secret").list_models()["Models"] == []
         with pytest.raises(ClientError) as denied:
@@ -175,40 +197,64 @@ def _set_up(server: ServerProcess, scratch: Path, blocks: list[Block]) -> None:
     csv_rows = [",".join(map(str, row)) for row in iris_rows(6)]
     put_iris_model(data_dir)
     _put_object(data_dir, "s3://inputs/rows.csv", "\n".join(csv_rows).encode())
-    _put_object(data_dir, "s3://data/in/part-0.csv.gz",
-                _gzip_csv([f"{n},{row}" for n, row in enumerate(csv_rows)]))
+    _put_object(
+        data_dir,
+        "s3://data/in/part-0.csv.gz",
+        _gzip_csv([f"{n},{row}" for n, row in enumerate(csv_rows)]),
+    )
     _put_object(data_dir, "s3://payloads/iris.tar.gz", _payload_archive(iris_rows(3)))
     (scratch / "rows.csv").write_text("\n".join(csv_rows) + "\n")
-    (scratch / "job.json").write_text(json.dumps({
-        "ModelName": "iris",
-        "TransformInput": {"DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": "s3://data/in/"}}, "ContentType": "text/csv"},
-        "TransformOutput": {"S3OutputPath": "s3://data/weekly/"},
-        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1}}))
+    (scratch / "job.json").write_text(
+        json.dumps(
+            {
+                "ModelName": "iris",
+                "TransformInput": {
+                    "DataSource": {
+                        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://data/in/"}
+                    },
+                    "ContentType": "text/csv",
+                },
+                "TransformOutput": {"S3OutputPath": "s3://data/weekly/"},
+                "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            }
+        )
+    )
     sagemaker = server.client("sagemaker")
     for name, code in model_code(blocks).items():
         url = put_model(data_dir, name, {"code/inference.py": code.encode()})
-        sagemaker.create_model(ModelName=name,
-                               ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
-                               PrimaryContainer={"Image": "modelhost/python",
-                                                 "ModelDataUrl": url})
-        sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1}])
+        sagemaker.create_model(
+            ModelName=name,
+            ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+            PrimaryContainer={"Image": "modelhost/python", "ModelDataUrl": url},
+        )
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
         sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
         sagemaker.get_waiter("endpoint_in_service").wait(
-            EndpointName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
+            EndpointName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 240}
+        )
 
 
 def _run_bash(block: Block, code: str, scratch: Path, env: dict[str, str]) -> dict[str, str]:
     """One block in the shell session: `env` in, the environment it leaves out."""
     state = scratch / ".readme-shell-env"
     script = f"set -euo pipefail\n{code}\nenv -0 > '{state}'\n"
-    result = subprocess.run(["bash", "-c", script], cwd=scratch, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=scratch, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, (
         f"{block.where} exited {result.returncode}\n--- block\n{code}\n--- stdout\n"
-        f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+        f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+    )
     return dict(item.split("=", 1) for item in state.read_text().split("\0") if "=" in item)
 
 
@@ -224,8 +270,10 @@ def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         _set_up(server, scratch, blocks)
         namespace: dict[str, object] = {"__name__": "__readme__"}
         printed: dict[str, str] = {}  # what each Python block printed, by its code
-        shell_env = {**os.environ,
-                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        shell_env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
         for block in (b for b in blocks if b.runs):
             started = time.monotonic()
             if block.marker == "run with the server stopped":
@@ -249,8 +297,9 @@ def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         server.stop()
 
 
-def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, object],
-                    printed: dict[str, str]) -> None:
+def _check_outcomes(
+    server: ServerProcess, scratch: Path, namespace: dict[str, object], printed: dict[str, str]
+) -> None:
     """The snippets did what the README says they do, not merely returned."""
 
     def output_of(call: str) -> str:
@@ -262,7 +311,9 @@ def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, o
     objects = server.data_dir / "objects"
     assert (scratch / "out.csv").read_text().strip() == "0"  # aws invoke-endpoint, iris setosa
     assert namespace["best"]["EndpointConfiguration"]["InstanceType"] in (  # type: ignore[index]
-        "ml.c5.large", "ml.m5.xlarge")
+        "ml.c5.large",
+        "ml.m5.xlarge",
+    )
     assert (scratch / "iris.png").stat().st_size > 0
     assert (scratch / "backup.db").stat().st_size > 0
     (output,) = (objects / "data" / "out").glob("*.out")
@@ -274,8 +325,9 @@ def _check_outcomes(server: ServerProcess, scratch: Path, namespace: dict[str, o
     assert result.read_text().split() == expected
 
 
-def test_quickstart_and_the_snippet_it_prints(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_and_the_snippet_it_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`scripts/quickstart` runs examples/quickstart.py (after installing, which this
     test skips), which prints a snippet to run against a server started with the
     defaults in the same folder. Both run here; the snippet gets the test server's URL in
@@ -283,20 +335,26 @@ def test_quickstart_and_the_snippet_it_prints(tmp_path: Path,
     isolate_aws_env(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     quickstart = README.parent / "examples" / "quickstart.py"
-    result = subprocess.run([sys.executable, str(quickstart)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(quickstart)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     printed = result.stdout.split("then, from Python:\n", 1)[1]
-    snippet = "\n".join(line.removeprefix("    ") for line in printed.splitlines()
-                        if line.startswith("    ") or not line.strip())
+    snippet = "\n".join(
+        line.removeprefix("    ")
+        for line in printed.splitlines()
+        if line.startswith("    ") or not line.strip()
+    )
     assert "create_endpoint" in snippet, result.stdout
     server = ServerProcess(tmp_path / ".modelhost").start()  # `modelhost server` here
     try:
         namespace: dict[str, object] = {"__name__": "__quickstart__"}
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
-            exec(compile(snippet.replace(README_URL, server.url), "quickstart snippet",
-                         "exec"), namespace)
+            exec(
+                compile(snippet.replace(README_URL, server.url), "quickstart snippet", "exec"),
+                namespace,
+            )
         assert output.getvalue().strip() == "b'0\\n'"
     finally:
         server.stop()

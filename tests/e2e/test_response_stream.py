@@ -32,14 +32,21 @@ def streamer(sagemaker, server: ServerProcess) -> str:
 def _invoke(runtime, endpoint: str, accept: str | None = None, **request: object) -> dict:
     extra = {"Accept": accept} if accept else {}
     return runtime.invoke_endpoint_with_response_stream(
-        EndpointName=endpoint, ContentType="application/json", Body=json.dumps(request),
-        CustomAttributes="trace=42", **extra)
+        EndpointName=endpoint,
+        ContentType="application/json",
+        Body=json.dumps(request),
+        CustomAttributes="trace=42",
+        **extra,
+    )
 
 
 def test_event_stream_frames_parse_with_botocore() -> None:
     buffer = EventStreamBuffer()
-    buffer.add_data(eventstream.payload_part(b"tok") + eventstream.payload_part(b"")
-                    + eventstream.stream_error("ModelStreamError", "broke", "StreamBroken"))
+    buffer.add_data(
+        eventstream.payload_part(b"tok")
+        + eventstream.payload_part(b"")
+        + eventstream.stream_error("ModelStreamError", "broke", "StreamBroken")
+    )
     first, empty, error = list(buffer)
     assert first.payload == b"tok" and empty.payload == b""
     assert first.headers[":event-type"] == "PayloadPart"
@@ -51,13 +58,20 @@ def test_parts_arrive_as_separate_events_while_the_model_still_works(
     runtime, streamer: str, tmp_path: Path
 ) -> None:
     release, marker = tmp_path / "release", tmp_path / "marker"
-    response = _invoke(runtime, streamer, accept="text/event-stream", tokens=TOKENS,
-                       release=str(release), marker=str(marker))
+    response = _invoke(
+        runtime,
+        streamer,
+        accept="text/event-stream",
+        tokens=TOKENS,
+        release=str(release),
+        marker=str(marker),
+    )
     assert response["ContentType"] == "text/event-stream"  # Accept reached the model
     assert response["CustomAttributes"] == "echo trace=42"
     assert response["InvokedProductionVariant"] == "AllTraffic"
     assert response["ResponseMetadata"]["HTTPHeaders"]["content-type"] == (
-        "application/vnd.amazon.eventstream")
+        "application/vnd.amazon.eventstream"
+    )
     parts = []
     for event in response["Body"]:
         if not parts:
@@ -76,8 +90,9 @@ def test_async_generator_streams_too(runtime, streamer: str) -> None:
 
 
 def test_a_streaming_model_still_answers_invoke_endpoint_whole(runtime, streamer: str) -> None:
-    answer = runtime.invoke_endpoint(EndpointName=streamer, ContentType="application/json",
-                                     Body=json.dumps({"tokens": TOKENS}))
+    answer = runtime.invoke_endpoint(
+        EndpointName=streamer, ContentType="application/json", Body=json.dumps({"tokens": TOKENS})
+    )
     assert answer["Body"].read().decode() == "".join(TOKENS)
 
 
@@ -91,14 +106,17 @@ def test_error_mid_stream_ends_with_model_stream_error(runtime, streamer: str) -
     assert raised.value.response["Error"]["Code"] == "ModelStreamError"
 
 
-def test_mid_stream_error_event_carries_its_error_code(server: ServerProcess,
-                                                      streamer: str) -> None:
+def test_mid_stream_error_event_carries_its_error_code(
+    server: ServerProcess, streamer: str
+) -> None:
     """botocore keeps only Code and Message of an exception event; the ErrorCode
     (StreamBroken here) is read from the raw frames."""
     request = urllib.request.Request(
         f"{server.url}/endpoints/{streamer}/invocations-response-stream",
         data=json.dumps({"tokens": TOKENS, "fail_after": 1}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     buffer = EventStreamBuffer()
     with urllib.request.urlopen(request, timeout=30) as response:
         buffer.add_data(response.read())
@@ -124,13 +142,18 @@ def test_unknown_endpoint_is_a_validation_error(runtime) -> None:
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
-def test_a_client_that_goes_away_stops_the_model(server: ServerProcess, streamer: str,
-                                                 tmp_path: Path) -> None:
+def test_a_client_that_goes_away_stops_the_model(
+    server: ServerProcess, streamer: str, tmp_path: Path
+) -> None:
     closed = tmp_path / "closed"
     body = json.dumps({"tokens": ["t"] * 2000, "delay": 0.01, "closed": str(closed)})
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    connection.request("POST", f"/endpoints/{streamer}/invocations-response-stream", body,
-                       {"Content-Type": "application/json"})
+    connection.request(
+        "POST",
+        f"/endpoints/{streamer}/invocations-response-stream",
+        body,
+        {"Content-Type": "application/json"},
+    )
     response = connection.getresponse()
     assert response.status == 200
     assert response.read1(65536)  # the first part(s) arrived
@@ -141,16 +164,30 @@ def test_a_client_that_goes_away_stops_the_model(server: ServerProcess, streamer
     assert closed.read_text().startswith("closed after")
 
 
-def test_cli_prints_parts_as_they_come(server: ServerProcess, streamer: str,
-                                       tmp_path: Path) -> None:
+def test_cli_prints_parts_as_they_come(
+    server: ServerProcess, streamer: str, tmp_path: Path
+) -> None:
     release, marker = tmp_path / "release", tmp_path / "marker"
     lines = ["first line\n", "second line\n", "last line\n"]
     body = json.dumps({"tokens": lines, "release": str(release), "marker": str(marker)})
-    command = [sys.executable, "-m", "modelhost", "endpoints", "invoke", streamer, "--stream",
-               "--endpoint-url", server.url, "--content-type", "application/json",
-               "--body", body]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as process:
+    command = [
+        sys.executable,
+        "-m",
+        "modelhost",
+        "endpoints",
+        "invoke",
+        streamer,
+        "--stream",
+        "--endpoint-url",
+        server.url,
+        "--content-type",
+        "application/json",
+        "--body",
+        body,
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
         assert process.stdout is not None
         assert process.stdout.readline() == "first line\n"
         assert not marker.exists()
@@ -180,8 +217,9 @@ def test_a_gap_past_the_model_timeout_ends_the_stream(runtime, streamer: str) ->
     assert "sent nothing for 5 s" in raised.value.response["Error"]["Message"]
 
 
-def test_asynchronous_endpoints_refuse_streaming(sagemaker, runtime, server: ServerProcess,
-                                                 streamer: str) -> None:
+def test_asynchronous_endpoints_refuse_streaming(
+    sagemaker, runtime, server: ServerProcess, streamer: str
+) -> None:
     name = deploy_async(sagemaker, put_token_model(server.data_dir))
     with pytest.raises(ClientError) as raised:
         _invoke(runtime, name, tokens=TOKENS)
@@ -191,12 +229,24 @@ def test_asynchronous_endpoints_refuse_streaming(sagemaker, runtime, server: Ser
 
 def test_serverless_endpoints_refuse_streaming(sagemaker, runtime, server: ServerProcess) -> None:
     name = unique("sl")
-    sagemaker.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
-                           PrimaryContainer={"Image": "modelhost/python",
-                                             "ModelDataUrl": put_token_model(server.data_dir)})
-    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name,
-         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+        PrimaryContainer={
+            "Image": "modelhost/python",
+            "ModelDataUrl": put_token_model(server.data_dir),
+        },
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
     deployed.append((sagemaker, name))
     wait_for_status(sagemaker, name, {"InService"})

@@ -36,11 +36,14 @@ IDLE_S = 1.0
 def serverless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("serverless") / "data"
     put_iris_model(data)
-    with running_server(data, env={
-        "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
-        "MODELHOST_HEALTH_INTERVAL": "0.2",
-        "MODELHOST_MODEL_TIMEOUT": "20",
-    }) as process:
+    with running_server(
+        data,
+        env={
+            "MODELHOST_SERVERLESS_IDLE_S": str(IDLE_S),
+            "MODELHOST_HEALTH_INTERVAL": "0.2",
+            "MODELHOST_MODEL_TIMEOUT": "20",
+        },
+    ) as process:
         yield process
 
 
@@ -55,17 +58,30 @@ def rt(serverless_server: ServerProcess):
     return serverless_server.client("sagemaker-runtime", retries=0)
 
 
-def _deploy(sm, model_url: str = "s3://models/iris/model.tar.gz", *,
-            max_concurrency: int = 4, provisioned: int | None = None,
-            image: str = "modelhost/sklearn", status: str = "InService") -> str:
+def _deploy(
+    sm,
+    model_url: str = "s3://models/iris/model.tar.gz",
+    *,
+    max_concurrency: int = 4,
+    provisioned: int | None = None,
+    image: str = "modelhost/sklearn",
+    status: str = "InService",
+) -> str:
     name = unique("sl")
-    sm.create_model(ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
-                    ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
     config = {"MemorySizeInMB": 2048, "MaxConcurrency": max_concurrency}
     if provisioned is not None:
         config["ProvisionedConcurrency"] = provisioned
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": config}])
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": config}
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     assert wait_for_status(sm, name, {"InService", "Failed"})["EndpointStatus"] == status
     return name
@@ -103,8 +119,7 @@ def test_first_request_from_zero_succeeds(serverless_server, sm, rt) -> None:
         assert _invoke(rt, name) == b"0\n"  # warm now
         assert _metric(serverless_server, "modelhost_serverless_cold_starts_total", name) == 1
         assert _metric(serverless_server, "modelhost_model_setup_time_seconds_count", name) == 1
-        assert _metric(serverless_server, "modelhost_serverless_billed_gb_seconds_total",
-                       name) > 0
+        assert _metric(serverless_server, "modelhost_serverless_billed_gb_seconds_total", name) > 0
         assert _metric(serverless_server, "modelhost_serverless_cost_usd_total", name) > 0
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -137,7 +152,7 @@ def test_past_max_concurrency_is_throttled(serverless_server, sm, rt, tmp_path: 
     """With MaxConcurrency 1, a second request while the first is in flight gets a 429
     ThrottlingException; the first still succeeds."""
     gate = tmp_path / "open"
-    code = f'''
+    code = f"""
 import os, time
 def model_fn(model_dir):
     return None
@@ -145,16 +160,17 @@ def transform_fn(model, body, content_type, accept):
     while not os.path.exists({str(gate)!r}):
         time.sleep(0.01)
     return "done", "text/plain"
-'''.encode()
+""".encode()
     url = put_model(serverless_server.data_dir, "gated", {"code/inference.py": code})
-    name = _deploy(sm, url, max_concurrency=1,
-                   image="modelhost/python")
+    name = _deploy(sm, url, max_concurrency=1, image="modelhost/python")
     try:
         first: list[object] = []
         holder = threading.Thread(target=lambda: first.append(_invoke(rt, name)))
         holder.start()
-        wait_until(lambda: _metric(serverless_server, "modelhost_serverless_concurrency",
-                                   name) == 1, what="the first request to be in flight")
+        wait_until(
+            lambda: _metric(serverless_server, "modelhost_serverless_concurrency", name) == 1,
+            what="the first request to be in flight",
+        )
         with pytest.raises(ClientError) as excinfo:
             _invoke(rt, name)
         error = excinfo.value.response
@@ -215,8 +231,12 @@ def test_dead_instance_is_started_again_on_demand(serverless_server, sm, rt) -> 
     try:
         (pid,) = instance_pids(serverless_server.process.pid, name)
         kill_and_wait(pid)
-        wait_until(lambda: [p for p in instance_pids(serverless_server.process.pid, name)
-                            if p != pid] != [], what="provisioned concurrency to be restored")
+        wait_until(
+            lambda: (
+                [p for p in instance_pids(serverless_server.process.pid, name) if p != pid] != []
+            ),
+            what="provisioned concurrency to be restored",
+        )
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -225,20 +245,34 @@ def test_dead_instance_is_started_again_on_demand(serverless_server, sm, rt) -> 
 def test_serverless_update_config_changes_max_concurrency(serverless_server, sm, rt) -> None:
     name = _deploy(sm, max_concurrency=2)
     try:
-        sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
-            {"VariantName": "AllTraffic",
-             "ServerlessUpdateConfig": {"MaxConcurrency": 5, "ProvisionedConcurrency": 1}}])
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ServerlessUpdateConfig": {"MaxConcurrency": 5, "ProvisionedConcurrency": 1},
+                }
+            ],
+        )
         variant = wait_for_status(sm, name, {"InService"})["ProductionVariants"][0]
         assert variant["DesiredServerlessConfig"] == {
-            "MemorySizeInMB": 2048, "MaxConcurrency": 5, "ProvisionedConcurrency": 1}
+            "MemorySizeInMB": 2048,
+            "MaxConcurrency": 5,
+            "ProvisionedConcurrency": 1,
+        }
         assert variant["CurrentServerlessConfig"] == variant["DesiredServerlessConfig"]
-        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
-                   what="the provisioned instance")
+        wait_until(
+            lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+            what="the provisioned instance",
+        )
         assert _invoke(rt, name) == b"0\n"
         with pytest.raises(ClientError) as excinfo:
             sm.update_endpoint_weights_and_capacities(
-                EndpointName=name, DesiredWeightsAndCapacities=[
-                    {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+                EndpointName=name,
+                DesiredWeightsAndCapacities=[
+                    {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}
+                ],
+            )
         assert excinfo.value.response["Error"]["Code"] == "ValidationException"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -247,9 +281,17 @@ def test_serverless_update_config_changes_max_concurrency(serverless_server, sm,
 def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt) -> None:
     name = _deploy(sm)
     try:
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-rt", ProductionVariants=[
-            {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-             "InitialInstanceCount": 1}])
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-rt",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
         sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-rt")
         variant = wait_for_status(sm, name, {"InService"})["ProductionVariants"][0]
         assert variant["CurrentInstanceCount"] == 1
@@ -258,8 +300,10 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
         sm.update_endpoint(EndpointName=name, EndpointConfigName=name)
         variant = wait_for_status(sm, name, {"InService"})["ProductionVariants"][0]
         assert variant["CurrentServerlessConfig"]["MaxConcurrency"] == 4
-        wait_until(lambda: instance_pids(serverless_server.process.pid, name) == [],
-                   what="the instance-based deployment to stop")
+        wait_until(
+            lambda: instance_pids(serverless_server.process.pid, name) == [],
+            what="the instance-based deployment to stop",
+        )
         assert _invoke(rt, name) == b"0\n"
     finally:
         sm.delete_endpoint(EndpointName=name)
@@ -268,8 +312,7 @@ def test_update_from_serverless_to_instances_and_back(serverless_server, sm, rt)
 def test_model_that_cannot_load_fails_the_endpoint(serverless_server, sm) -> None:
     code = b"def model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
     url = put_model(serverless_server.data_dir, "broken", {"code/inference.py": code})
-    name = _deploy(sm, url, image="modelhost/python",
-                   status="Failed")
+    name = _deploy(sm, url, image="modelhost/python", status="Failed")
     try:
         reason = sm.describe_endpoint(EndpointName=name)["FailureReason"]
         assert "weights are corrupt" in reason
@@ -304,7 +347,8 @@ def test_restarted_server_serves_serverless_endpoints_again(tmp_path: Path) -> N
 
 
 def test_a_crashed_fork_server_takes_its_instances_and_they_are_replaced(
-        serverless_server, sm, rt) -> None:
+    serverless_server, sm, rt
+) -> None:
     """The fork server dies: its instances end with it (nothing modelhost starts may
     outlive its parent), a replacement comes from a new fork server, and requests keep
     being answered, both for that endpoint and for one deployed afterwards."""
@@ -314,8 +358,10 @@ def test_a_crashed_fork_server_takes_its_instances_and_they_are_replaced(
         kill_and_wait(parent_pid(instance))
         wait_until(lambda: not alive(instance), what="the instance to end with its fork server")
         assert _invoke(rt, name) == b"0\n"
-        wait_until(lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
-                   what="the instance to be replaced")
+        wait_until(
+            lambda: len(instance_pids(serverless_server.process.pid, name)) == 1,
+            what="the instance to be replaced",
+        )
         (replacement,) = instance_pids(serverless_server.process.pid, name)
         assert replacement != instance
         other = _deploy(sm, provisioned=1)
@@ -328,12 +374,13 @@ def test_a_crashed_fork_server_takes_its_instances_and_they_are_replaced(
         sm.delete_endpoint(EndpointName=name)
 
 
-def test_request_waiting_for_a_cold_start_survives_an_update(serverless_server, sm, rt,
-                                                             tmp_path: Path) -> None:
+def test_request_waiting_for_a_cold_start_survives_an_update(
+    serverless_server, sm, rt, tmp_path: Path
+) -> None:
     """A request waits for a cold start that takes long (its model_fn blocks) when
     UpdateEndpoint swaps in another config: the new deployment serves it."""
     slow = tmp_path / "slow"
-    code = f'''
+    code = f"""
 import os, time
 def model_fn(model_dir):
     while os.path.exists({str(slow)!r}):
@@ -341,7 +388,7 @@ def model_fn(model_dir):
     return None
 def transform_fn(model, body, content_type, accept):
     return "old", "text/plain"
-'''.encode()
+""".encode()
     url = put_model(serverless_server.data_dir, "slowload", {"code/inference.py": code})
     name = _deploy(sm, url, image="modelhost/python")
     new = _deploy(sm)  # an iris model and its config, for the update
@@ -351,8 +398,10 @@ def transform_fn(model, body, content_type, accept):
         answers: list[object] = []
         waiting = threading.Thread(target=lambda: answers.append(_invoke(rt, name)))
         waiting.start()
-        wait_until(lambda: _metric(serverless_server, "modelhost_serverless_concurrency",
-                                   name) == 1, what="the request to wait for its cold start")
+        wait_until(
+            lambda: _metric(serverless_server, "modelhost_serverless_concurrency", name) == 1,
+            what="the request to wait for its cold start",
+        )
         sm.update_endpoint(EndpointName=name, EndpointConfigName=new)
         waiting.join(60)
         assert answers == [b"0\n"]
@@ -372,8 +421,11 @@ def test_killed_server_takes_fork_server_and_instances_with_it(tmp_path: Path) -
         assert forkserver != server.process.pid
         assert b"modelhost.instances.forkserver" in Path(f"/proc/{forkserver}/cmdline").read_bytes()
         server.kill()
-        wait_until(lambda: not alive(instance) and not alive(forkserver), timeout_s=15,
-                   what="the fork server and its instance to exit")
+        wait_until(
+            lambda: not alive(instance) and not alive(forkserver),
+            timeout_s=15,
+            what="the fork server and its instance to exit",
+        )
     finally:
         server.kill()
 

@@ -21,8 +21,10 @@ WAIT = {"Delay": 1, "MaxAttempts": 120}
 @pytest.fixture(scope="module")
 def iris_model(sagemaker, iris_model_url: str) -> str:
     name = unique("iris-batch")
-    sagemaker.create_model(ModelName=name, PrimaryContainer={
-        "Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url})
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url},
+    )
     return name
 
 
@@ -57,23 +59,31 @@ def _expected(rows: list[list[float]]) -> list[int]:
 
 def _run(sagemaker, model: str, source: str, output: str, **extra) -> dict:
     name = unique("tj")
-    transform_input = {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                                      "S3Uri": source}},
-                       "ContentType": "text/csv", "SplitType": "Line",
-                       **extra.pop("TransformInput", {})}
+    transform_input = {
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": source}},
+        "ContentType": "text/csv",
+        "SplitType": "Line",
+        **extra.pop("TransformInput", {}),
+    }
     sagemaker.create_transform_job(
-        TransformJobName=name, ModelName=model,
+        TransformJobName=name,
+        ModelName=model,
         TransformInput=transform_input,
-        TransformOutput={"S3OutputPath": output, "AssembleWith": "Line",
-                         **extra.pop("TransformOutput", {})},
+        TransformOutput={
+            "S3OutputPath": output,
+            "AssembleWith": "Line",
+            **extra.pop("TransformOutput", {}),
+        },
         TransformResources=extra.pop(
-            "TransformResources", {"InstanceType": "ml.m5.large", "InstanceCount": 1}),
+            "TransformResources", {"InstanceType": "ml.m5.large", "InstanceCount": 1}
+        ),
         **extra,
     )
     # A Failed job ends the waiter with an error; the caller checks the description.
     with contextlib.suppress(WaiterError):
         sagemaker.get_waiter("transform_job_completed_or_stopped").wait(
-            TransformJobName=name, WaiterConfig=WAIT)
+            TransformJobName=name, WaiterConfig=WAIT
+        )
     return sagemaker.describe_transform_job(TransformJobName=name)
 
 
@@ -83,14 +93,21 @@ def test_csv_multi_record_over_two_objects(server, sagemaker, iris_model) -> Non
     _put(server, f"{base}/a.csv", _csv(rows_a))
     _put(server, f"{base}/sub/b.csv", _csv(rows_b))
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/", out, MaxPayloadInMB=1,
-               BatchStrategy="MultiRecord", MaxConcurrentTransforms=2,
-               TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        out,
+        MaxPayloadInMB=1,
+        BatchStrategy="MultiRecord",
+        MaxConcurrentTransforms=2,
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2},
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
-    assert _get(server, f"{out}/a.csv.out").decode().split() == list(
-        map(str, _expected(rows_a)))
+    assert _get(server, f"{out}/a.csv.out").decode().split() == list(map(str, _expected(rows_a)))
     assert _get(server, f"{out}/sub/b.csv.out").decode().split() == list(
-        map(str, _expected(rows_b)))
+        map(str, _expected(rows_b))
+    )
     listed = sagemaker.list_transform_jobs(NameContains=job["TransformJobName"])
     assert [s["TransformJobStatus"] for s in listed["TransformJobSummaries"]] == ["Completed"]
 
@@ -99,33 +116,45 @@ def test_progress_in_raw_describe(server, sagemaker, iris_model) -> None:
     """boto3 drops the extra member; the raw JSON carries it."""
     base = unique("s3://batch/in")
     _put(server, f"{base}/a.csv", _csv(_rows(40)))
-    job = _run(sagemaker, iris_model, f"{base}/", unique("s3://batch/out"),
-               BatchStrategy="SingleRecord")
+    job = _run(
+        sagemaker, iris_model, f"{base}/", unique("s3://batch/out"), BatchStrategy="SingleRecord"
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     assert "TransformProgress" not in job
     raw = {}
     sagemaker.meta.events.register(
         "after-call.sagemaker.DescribeTransformJob",
-        lambda http_response, **_: raw.update(json.loads(http_response.content)))
+        lambda http_response, **_: raw.update(json.loads(http_response.content)),
+    )
     sagemaker.describe_transform_job(TransformJobName=job["TransformJobName"])
-    assert raw["TransformProgress"] == {"ObjectsTotal": 1, "ObjectsCompleted": 1,
-                                        "RecordsProcessed": 40,
-                                        "BytesProcessed": len(_csv(_rows(40)))}
+    assert raw["TransformProgress"] == {
+        "ObjectsTotal": 1,
+        "ObjectsCompleted": 1,
+        "RecordsProcessed": 40,
+        "BytesProcessed": len(_csv(_rows(40))),
+    }
 
 
 def test_gzip_and_manifest(server, sagemaker, iris_model) -> None:
     base = unique("s3://batch/in")
     rows = _rows(300)
     _put(server, f"{base}/x.csv.gz", gzip.compress(_csv(rows)))
-    _put(server, f"{base}/manifest.json",
-         json.dumps([{"prefix": f"{base}/"}, "x.csv.gz"]).encode())
+    _put(server, f"{base}/manifest.json", json.dumps([{"prefix": f"{base}/"}, "x.csv.gz"]).encode())
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/manifest.json", out,
-               TransformInput={"CompressionType": "Gzip", "DataSource": {"S3DataSource": {
-                   "S3DataType": "ManifestFile", "S3Uri": f"{base}/manifest.json"}}})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/manifest.json",
+        out,
+        TransformInput={
+            "CompressionType": "Gzip",
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": f"{base}/manifest.json"}
+            },
+        },
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
-    assert _get(server, f"{out}/x.csv.gz.out").decode().split() == list(
-        map(str, _expected(rows)))
+    assert _get(server, f"{out}/x.csv.gz.out").decode().split() == list(map(str, _expected(rows)))
 
 
 def test_csv_filters_and_join(server, sagemaker, iris_model) -> None:
@@ -135,9 +164,13 @@ def test_csv_filters_and_join(server, sagemaker, iris_model) -> None:
     rows = _rows(50)
     _put(server, f"{base}/a.csv", _csv(rows, ids=True))
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/a.csv", out,
-               DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input",
-                               "OutputFilter": "$[0,-1]"})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/a.csv",
+        out,
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     lines = _get(server, f"{out}/a.csv.out").decode().splitlines()
     assert lines == [f"{i},{p}" for i, p in enumerate(_expected(rows))]
@@ -146,15 +179,28 @@ def test_csv_filters_and_join(server, sagemaker, iris_model) -> None:
 def test_json_lines_filters_and_join(server, sagemaker, iris_model) -> None:
     base = unique("s3://batch/in")
     rows = _rows(20)
-    _put(server, f"{base}/a.jsonl", b"".join(
-        json.dumps({"id": f"r{i}", "features": row}).encode() + b"\n"
-        for i, row in enumerate(rows)))
+    _put(
+        server,
+        f"{base}/a.jsonl",
+        b"".join(
+            json.dumps({"id": f"r{i}", "features": row}).encode() + b"\n"
+            for i, row in enumerate(rows)
+        ),
+    )
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/", out,
-               TransformInput={"ContentType": "application/jsonlines"},
-               TransformOutput={"Accept": "application/jsonlines"},
-               DataProcessing={"InputFilter": "$.features", "JoinSource": "Input",
-                               "OutputFilter": "$['id','SageMakerOutput']"})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        out,
+        TransformInput={"ContentType": "application/jsonlines"},
+        TransformOutput={"Accept": "application/jsonlines"},
+        DataProcessing={
+            "InputFilter": "$.features",
+            "JoinSource": "Input",
+            "OutputFilter": "$['id','SageMakerOutput']",
+        },
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     lines = [json.loads(x) for x in _get(server, f"{out}/a.jsonl.out").splitlines()]
     assert lines == [[f"r{i}", p] for i, p in enumerate(_expected(rows))]
@@ -165,16 +211,20 @@ def test_rejected_record_fails_the_job_naming_it(server, sagemaker, iris_model) 
     data = _csv(_rows(30)).splitlines(keepends=True)
     data[16] = b"oops,not,a,number\n"
     _put(server, f"{base}/bad.csv", b"".join(data))
-    job = _run(sagemaker, iris_model, f"{base}/", unique("s3://batch/out"),
-               ModelClientConfig={"InvocationsMaxRetries": 0})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        unique("s3://batch/out"),
+        ModelClientConfig={"InvocationsMaxRetries": 0},
+    )
     assert job["TransformJobStatus"] == "Failed"
     assert f"{base}/bad.csv" in job["FailureReason"]
     assert "record 17" in job["FailureReason"]
 
 
 @pytest.mark.parametrize("suffix", ["/empty/", "/missing/"])
-def test_empty_or_missing_prefix_fails_with_reason(server, sagemaker, iris_model,
-                                                   suffix) -> None:
+def test_empty_or_missing_prefix_fails_with_reason(server, sagemaker, iris_model, suffix) -> None:
     base = unique("s3://batch/in")
     (_objects(server) / base.removeprefix("s3://") / "empty").mkdir(parents=True)
     job = _run(sagemaker, iris_model, base + suffix, unique("s3://batch/out"))
@@ -185,10 +235,15 @@ def test_empty_or_missing_prefix_fails_with_reason(server, sagemaker, iris_model
 def test_bad_requests_are_validation_errors(sagemaker, iris_model) -> None:
     def create(**changes):
         params = {
-            "TransformJobName": unique("tj"), "ModelName": iris_model,
-            "TransformInput": {"DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": "s3://batch/x/"}},
-                "ContentType": "text/csv", "SplitType": "Line"},
+            "TransformJobName": unique("tj"),
+            "ModelName": iris_model,
+            "TransformInput": {
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://batch/x/"}
+                },
+                "ContentType": "text/csv",
+                "SplitType": "Line",
+            },
             "TransformOutput": {"S3OutputPath": "s3://batch/y/"},
             "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
         }
@@ -199,12 +254,19 @@ def test_bad_requests_are_validation_errors(sagemaker, iris_model) -> None:
 
     assert create(ModelName="no-such-model")["Code"] == "ValidationException"
     assert "JSONPath" in create(DataProcessing={"InputFilter": "$[[["})["Message"]
-    err = create(TransformInput={"DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": "s3://batch/x/"}}, "ContentType": "text/csv",
-        "SplitType": "None"}, DataProcessing={"JoinSource": "Input"})
+    err = create(
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://batch/x/"}},
+            "ContentType": "text/csv",
+            "SplitType": "None",
+        },
+        DataProcessing={"JoinSource": "Input"},
+    )
     assert "SplitType Line" in err["Message"]
-    assert create(TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 500}
-                  )["Code"] == "ResourceLimitExceeded"
+    assert (
+        create(TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 500})["Code"]
+        == "ResourceLimitExceeded"
+    )
     with pytest.raises(ClientError) as caught:
         sagemaker.describe_transform_job(TransformJobName="nope")
     assert caught.value.response["Error"]["Code"] == "ValidationException"
@@ -215,20 +277,27 @@ def test_stop_mid_job(server, sagemaker, iris_model) -> None:
     _put(server, f"{base}/a.csv", _csv(_rows(20000)))
     name = unique("tj")
     sagemaker.create_transform_job(
-        TransformJobName=name, ModelName=iris_model, BatchStrategy="SingleRecord",
-        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                                        "S3Uri": f"{base}/"}},
-                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformJobName=name,
+        ModelName=iris_model,
+        BatchStrategy="SingleRecord",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{base}/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
         TransformOutput={"S3OutputPath": unique("s3://batch/out")},
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
     deadline = time.monotonic() + 60
     while sagemaker.describe_transform_job(TransformJobName=name)[
-            "TransformJobStatus"] == "InProgress" and not _instance_logs(server, name):
+        "TransformJobStatus"
+    ] == "InProgress" and not _instance_logs(server, name):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     sagemaker.stop_transform_job(TransformJobName=name)
     sagemaker.get_waiter("transform_job_completed_or_stopped").wait(
-        TransformJobName=name, WaiterConfig=WAIT)
+        TransformJobName=name, WaiterConfig=WAIT
+    )
     job = sagemaker.describe_transform_job(TransformJobName=name)
     assert job["TransformJobStatus"] == "Stopped"
     with pytest.raises(ClientError):
@@ -246,13 +315,19 @@ def test_json_array_answers_join_to_csv_rows(server, sagemaker, iris_model) -> N
     rows = _rows(12)
     _put(server, f"{base}/a.csv", _csv(rows))
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/", out,
-               TransformOutput={"Accept": "application/json"},
-               DataProcessing={"JoinSource": "Input"})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        out,
+        TransformOutput={"Accept": "application/json"},
+        DataProcessing={"JoinSource": "Input"},
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     lines = _get(server, f"{out}/a.csv.out").decode().splitlines()
-    assert lines == [",".join(map(str, row)) + f",{p}"
-                     for row, p in zip(rows, _expected(rows), strict=True)]
+    assert lines == [
+        ",".join(map(str, row)) + f",{p}" for row, p in zip(rows, _expected(rows), strict=True)
+    ]
 
 
 def test_split_none_sends_each_object_whole(server, sagemaker, iris_model) -> None:
@@ -260,9 +335,14 @@ def test_split_none_sends_each_object_whole(server, sagemaker, iris_model) -> No
     rows = _rows(9)
     _put(server, f"{base}/whole.csv", _csv(rows))
     out = unique("s3://batch/out")
-    job = _run(sagemaker, iris_model, f"{base}/", out,
-               TransformInput={"SplitType": "None"}, TransformOutput={"AssembleWith": "None"})
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        out,
+        TransformInput={"SplitType": "None"},
+        TransformOutput={"AssembleWith": "None"},
+    )
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     assert job["BatchStrategy"] == "SingleRecord"
-    assert _get(server, f"{out}/whole.csv.out").decode().split() == list(
-        map(str, _expected(rows)))
+    assert _get(server, f"{out}/whole.csv.out").decode().split() == list(map(str, _expected(rows)))

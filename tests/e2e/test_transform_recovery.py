@@ -13,7 +13,7 @@ from tests.support.server import ServerProcess
 
 # Echoes each record's first column, slowly enough that the job is still running when
 # the server is killed.
-_ECHO = textwrap.dedent('''
+_ECHO = textwrap.dedent("""
     import os
     import time
 
@@ -26,16 +26,20 @@ _ECHO = textwrap.dedent('''
         with open(os.environ["CALLS_LOG"], "a") as log:
             log.write(ids[0] + "\\n")
         return "".join(i + "\\n" for i in ids)
-''').encode()
+""").encode()
 
 _ROWS = 60_000  # about 1 MB: several 1 MB mini-batches over the two objects
 
 
 def _progress(server: ServerProcess, name: str) -> dict:
     request = urllib.request.Request(
-        server.url + "/", data=json.dumps({"TransformJobName": name}).encode(),
-        headers={"X-Amz-Target": "SageMaker.DescribeTransformJob",
-                 "Content-Type": "application/x-amz-json-1.1"})
+        server.url + "/",
+        data=json.dumps({"TransformJobName": name}).encode(),
+        headers={
+            "X-Amz-Target": "SageMaker.DescribeTransformJob",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -45,7 +49,8 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
     objects = data / "objects"
     (objects / "models" / "echo").mkdir(parents=True)
     (objects / "models" / "echo" / "model.tar.gz").write_bytes(
-        model_tarball({"code/inference.py": _ECHO}))
+        model_tarball({"code/inference.py": _ECHO})
+    )
     inputs = {}
     for part in ("a", "b"):
         text = "".join(f"{part}{i},5.1,3.5,1.4,0.2\n" for i in range(_ROWS))
@@ -58,17 +63,28 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
     name = "resumed"
     try:
         sagemaker = first.client("sagemaker")
-        sagemaker.create_model(ModelName="echo", PrimaryContainer={
-            "Image": "modelhost/python", "ModelDataUrl": "s3://models/echo/model.tar.gz"})
+        sagemaker.create_model(
+            ModelName="echo",
+            PrimaryContainer={
+                "Image": "modelhost/python",
+                "ModelDataUrl": "s3://models/echo/model.tar.gz",
+            },
+        )
         sagemaker.create_transform_job(
-            TransformJobName=name, ModelName="echo", MaxPayloadInMB=1,
-            BatchStrategy="MultiRecord", MaxConcurrentTransforms=1,
-            TransformInput={"DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": "s3://in/"}},
-                "ContentType": "text/csv", "SplitType": "Line"},
+            TransformJobName=name,
+            ModelName="echo",
+            MaxPayloadInMB=1,
+            BatchStrategy="MultiRecord",
+            MaxConcurrentTransforms=1,
+            TransformInput={
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://in/"}},
+                "ContentType": "text/csv",
+                "SplitType": "Line",
+            },
             TransformOutput={"S3OutputPath": "s3://out/", "AssembleWith": "Line"},
             TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
-            Environment={"CALLS_LOG": str(calls)})
+            Environment={"CALLS_LOG": str(calls)},
+        )
         deadline = time.monotonic() + 60
         while True:
             progress = _progress(first, name).get("TransformProgress", {})
@@ -85,7 +101,8 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
     try:
         sagemaker = second.client("sagemaker")
         sagemaker.get_waiter("transform_job_completed_or_stopped").wait(
-            TransformJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            TransformJobName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
         job = sagemaker.describe_transform_job(TransformJobName=name)
         assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
         for part, text in inputs.items():

@@ -12,8 +12,9 @@ from modelhost.instances.cgroups import scope_key
 
 
 def test_the_process_backend_is_configured_from_the_settings(tmp_path: Path) -> None:
-    backend = open_backend(Settings(data_dir=tmp_path, fork_server=False, cgroups="off",
-                                    cpu_scale=0.5))
+    backend = open_backend(
+        Settings(data_dir=tmp_path, fork_server=False, cgroups="off", cpu_scale=0.5)
+    )
     assert isinstance(backend, RoutingBackend) and backend.default == "process"
     processes = backend.processes
     assert isinstance(processes, ProcessBackend)
@@ -24,8 +25,14 @@ def test_the_process_backend_is_configured_from_the_settings(tmp_path: Path) -> 
 
 
 def test_the_container_backend_is_configured_from_the_settings(tmp_path: Path) -> None:
-    backend = open_backend(Settings(data_dir=tmp_path, instance_backend="container",
-                                    container_host="unix:///run/engine.sock", cpu_scale=0.5))
+    backend = open_backend(
+        Settings(
+            data_dir=tmp_path,
+            instance_backend="container",
+            container_host="unix:///run/engine.sock",
+            cpu_scale=0.5,
+        )
+    )
     assert isinstance(backend, RoutingBackend) and backend.default == "container"
     containers = backend.containers
     assert isinstance(containers, ContainerBackend)
@@ -35,6 +42,9 @@ def test_the_container_backend_is_configured_from_the_settings(tmp_path: Path) -
 
 
 def test_an_unknown_backend_is_refused_naming_those_there_are(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown instance backend 'ray'; available: "
-                                         r"process, container"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown instance backend 'ray'; available: "
+        r"process, container",
+    ):
         open_backend(Settings(data_dir=tmp_path, instance_backend="ray"))

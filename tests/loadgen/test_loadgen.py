@@ -20,8 +20,7 @@ from tests.support.server import free_port
 @pytest.fixture(scope="module")
 def responder() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "modelhost.loadgen.responder",
-                                str(port)])
+    process = subprocess.Popen([sys.executable, "-m", "modelhost.loadgen.responder", str(port)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -41,15 +40,20 @@ def _spec(url: str, *phases: Phase, **options: object) -> LoadSpec:
 
 
 def test_open_loop_sends_on_schedule_and_records_every_answer(responder: str) -> None:
-    result = run(_spec(f"{responder}/x", Phase(1.0, rate=200), Phase(1.0, rate=100,
-                                                                       end_rate=300)))
+    result = run(_spec(f"{responder}/x", Phase(1.0, rate=200), Phase(1.0, rate=100, end_rate=300)))
     # constant 200/s for 1 s, then a ramp averaging 200/s for 1 s
     assert 300 <= result.scheduled <= 400
     assert result.sent == result.scheduled == result.completed
     assert result.error_count == 0
     summary = result.summary()
-    assert 0 < summary["p50_ms"] <= summary["p90_ms"] <= summary["p95_ms"] \
-        <= summary["p99_ms"] <= summary["max_ms"]
+    assert (
+        0
+        < summary["p50_ms"]
+        <= summary["p90_ms"]
+        <= summary["p95_ms"]
+        <= summary["p99_ms"]
+        <= summary["max_ms"]
+    )
     assert len(result.timeline) >= 2
     assert sum(s.completed for s in result.timeline) == result.completed
     assert sum(s.scheduled for s in result.timeline) == result.scheduled
@@ -85,8 +89,9 @@ def test_the_timeout_runs_from_the_scheduled_time(responder: str) -> None:
     """One connection, 100 ms per answer, 50 requests/s offered for 1 s, 0.5 s timeout:
     requests queue behind each other, and every one either answers within 0.5 s of its
     scheduled time or is a timeout, however long it waited for the connection."""
-    result = run(_spec(f"{responder}/sleep/100", Phase(1.0, rate=50), max_connections=1,
-                       timeout_s=0.5))
+    result = run(
+        _spec(f"{responder}/sleep/100", Phase(1.0, rate=50), max_connections=1, timeout_s=0.5)
+    )
     assert result.completed > 0 and result.errors["timeout"] > 0
     assert set(result.errors) == {"timeout"}
     assert result.completed + result.errors["timeout"] == result.scheduled
@@ -94,8 +99,9 @@ def test_the_timeout_runs_from_the_scheduled_time(responder: str) -> None:
 
 
 def test_closed_loop_follows_the_number_of_users(responder: str) -> None:
-    result = run(_spec(f"{responder}/sleep/20", Phase(0.5, users=1),
-                       Phase(0.5, users=4), mode="closed"))
+    result = run(
+        _spec(f"{responder}/sleep/20", Phase(0.5, users=1), Phase(0.5, users=4), mode="closed")
+    )
     assert result.mode == "closed" and result.error_count == 0
     assert result.completed == result.sent > 0
     # with 20 ms per answer, 1 user cannot send more than 25 in 0.5 s
@@ -126,14 +132,35 @@ def test_cli_reports_json(responder: str, tmp_path) -> None:
     payloads = tmp_path / "rows.csv"
     payloads.write_text("1,2,3,4\n5,6,7,8\n")
     completed = subprocess.run(
-        [sys.executable, "-m", "modelhost", "load", f"{responder}/x", "--phase", "50:0.5",
-         "--phase", "50-100:0.5", "--payload", str(payloads), "--lines", "--json"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+        [
+            sys.executable,
+            "-m",
+            "modelhost",
+            "load",
+            f"{responder}/x",
+            "--phase",
+            "50:0.5",
+            "--phase",
+            "50-100:0.5",
+            "--payload",
+            str(payloads),
+            "--lines",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
     assert report["summary"]["completed"] == report["summary"]["sent"] > 0
     assert report["summary"]["mode"] == "open"
     assert {"second", "sent", "completed", "errors", "p99_ms"} <= set(report["timeline"][0])
-    bad = subprocess.run([sys.executable, "-m", "modelhost", "load", f"{responder}/x",
-                          "--phase", "fast"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "modelhost", "load", f"{responder}/x", "--phase", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "bad --phase" in bad.stderr

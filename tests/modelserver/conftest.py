@@ -40,7 +40,8 @@ def iris_dir(tmp_path_factory: pytest.TempPathFactory, iris_model: object) -> Pa
 def sklearn_server(
     iris_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServerProcess]:
-    server = start(iris_dir, tmp_path_factory.mktemp("logs") / "sklearn.log",
-                   MODELHOST_FRAMEWORK="sklearn")
+    server = start(
+        iris_dir, tmp_path_factory.mktemp("logs") / "sklearn.log", MODELHOST_FRAMEWORK="sklearn"
+    )
     yield server
     server.stop()

@@ -17,7 +17,9 @@ def test_ping_and_execution_parameters(sklearn_server):
     params = sklearn_server.request("GET", "/execution-parameters")
     assert params.status == 200
     assert json.loads(params.body) == {
-        "MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6,
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
     }
 
 

@@ -55,13 +55,16 @@ def test_sklearn_with_ambiguous_model_files_fails(tmp_path):
 
 
 def test_user_model_fn_failure_exits_with_message(tmp_path):
-    write_code(tmp_path, """
+    write_code(
+        tmp_path,
+        """
         def model_fn(model_dir):
             raise RuntimeError("weights are corrupt")
 
         def predict_fn(data, model):
             return data
-    """)
+    """,
+    )
     rc, log = run_to_exit(tmp_path, tmp_path / "log", MODELHOST_FRAMEWORK="python")
     assert rc == 1
     assert last_line(log) == PREFIX + "model_fn failed: RuntimeError: weights are corrupt"
@@ -83,13 +86,16 @@ def test_missing_sagemaker_program(tmp_path):
 
 
 def test_transform_fn_with_input_fn_is_refused(tmp_path):
-    write_code(tmp_path, """
+    write_code(
+        tmp_path,
+        """
         def input_fn(body, content_type):
             return body
 
         def transform_fn(model, body, content_type, accept):
             return body
-    """)
+    """,
+    )
     rc, log = run_to_exit(tmp_path, tmp_path / "log")
     assert rc == 1
     assert "transform_fn together with" in last_line(log)
@@ -104,9 +110,13 @@ def test_bad_environment_value(tmp_path):
 
 
 def test_unknown_argument_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "modelhost.modelserver", "train"],
-                          capture_output=True, text=True, timeout=30,
-                          env=server_env(tmp_path, free_port()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelhost.modelserver", "train"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=server_env(tmp_path, free_port()),
+    )
     assert proc.returncode == 2
     assert "only 'serve'" in proc.stderr
 
@@ -144,9 +154,12 @@ def test_exits_when_real_parent_is_killed(tmp_path):
         open({str(pid_file)!r}, "w").write(str(p.pid))
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", launcher],
-                              env=server_env(tmp_path, port),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", launcher],
+        env=server_env(tmp_path, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not pid_file.exists() or not pid_file.read_text():

@@ -24,8 +24,12 @@ def test_a_sync_generator_runs_on_one_worker_thread_from_start_to_end() -> None:
     seen: list[int] = []
 
     async def collect() -> list[bytes]:
-        return [data async for data in parts(_threads_generator(seen, 50), runner,
-                                             lambda item: encode_part(item, "text/plain"))]
+        return [
+            data
+            async for data in parts(
+                _threads_generator(seen, 50), runner, lambda item: encode_part(item, "text/plain")
+            )
+        ]
 
     try:
         assert asyncio.run(collect()) == [f"{i},".encode() for i in range(50)]

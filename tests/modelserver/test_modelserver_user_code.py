@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.modelserver import ModelServerProcess, start
 
-INFERENCE = '''
+INFERENCE = """
 import json
 import time
 
@@ -65,9 +65,9 @@ def output_fn(prediction, accept, context):
                        "body_type": prediction["body_type"],
                        "seen_dir": prediction["seen_dir"],
                        "accept": accept})
-'''
+"""
 
-TRANSFORM = '''
+TRANSFORM = """
 import json
 
 
@@ -79,7 +79,7 @@ def transform_fn(model, request_body, content_type, accept):
     rows = json.loads(request_body)
     body = json.dumps({"sums": model(rows), "content_type": content_type, "accept": accept})
     return body.encode(), "application/vnd.sums+json"
-'''
+"""
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 
@@ -99,8 +99,12 @@ def user_dir(iris_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def user_server(user_dir: Path) -> Iterator[ModelServerProcess]:
-    server = start(user_dir, user_dir / "server.log", MODELHOST_FRAMEWORK="sklearn",
-                   SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    server = start(
+        user_dir,
+        user_dir / "server.log",
+        MODELHOST_FRAMEWORK="sklearn",
+        SAGEMAKER_MODEL_SERVER_WORKERS="2",
+    )
     yield server
     server.stop()
 
@@ -158,8 +162,9 @@ def test_ping_answers_while_models_run(user_server):
     results: list[int] = []
 
     def slow() -> None:
-        resp = user_server.invoke(body, "application/json", custom_attributes="sleep=1.0",
-                                  fresh=True)
+        resp = user_server.invoke(
+            body, "application/json", custom_attributes="sleep=1.0", fresh=True
+        )
         results.append(resp.status)
 
     threads = [threading.Thread(target=slow) for _ in range(2)]
@@ -179,14 +184,20 @@ def test_ping_answers_while_models_run(user_server):
 
 
 def test_transform_fn_with_python_framework(user_dir):
-    server = start(user_dir, user_dir / "transform.log",
-                   MODELHOST_FRAMEWORK="python", SAGEMAKER_PROGRAM="transform")
+    server = start(
+        user_dir,
+        user_dir / "transform.log",
+        MODELHOST_FRAMEWORK="python",
+        SAGEMAKER_PROGRAM="transform",
+    )
     try:
         resp = server.invoke("[[1, 2], [3, 4.5]]", "application/json; charset=utf-8", "*/*")
         assert resp.status == 200, resp.text
         assert resp.headers["content-type"] == "application/vnd.sums+json"
         assert json.loads(resp.body) == {
-            "sums": [3, 7.5], "content_type": "application/json", "accept": "application/json",
+            "sums": [3, 7.5],
+            "content_type": "application/json",
+            "accept": "application/json",
         }
         # transform_fn sees any type; here it fails to parse it, which is the model's error.
         bad = server.invoke(b"\x00\x01", "application/octet-stream")
@@ -199,10 +210,12 @@ def test_transform_fn_with_python_framework(user_dir):
 def test_python_framework_callable_model_without_predict_fn(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("callable")
     (model_dir / "code").mkdir()
-    (model_dir / "code" / "inference.py").write_text(textwrap.dedent('''
+    (model_dir / "code" / "inference.py").write_text(
+        textwrap.dedent("""
         def model_fn(model_dir):
             return lambda x: x * 10
-    '''))
+    """)
+    )
     server = start(model_dir, model_dir / "server.log")  # MODELHOST_FRAMEWORK defaults to python
     try:
         resp = server.invoke("1,2\n3,4\n", "text/csv")

@@ -31,10 +31,18 @@ def queue(request, tmp_path) -> Iterator[JobQueue]:
 
 def _job(endpoint: str, n: int = 0) -> Job:
     now = time.time() + n * 1e-3
-    return Job(id=str(uuid.uuid4()), endpoint=endpoint, inference_id=f"i-{n}",
-               input_location=f"s3://in/{n}", output_location=f"s3://out/{n}.out",
-               failure_location=f"s3://failed/{n}-error.out", created=now,
-               expires_at=now + 3600, timeout_s=60, notification={"SuccessTopic": "x"})
+    return Job(
+        id=str(uuid.uuid4()),
+        endpoint=endpoint,
+        inference_id=f"i-{n}",
+        input_location=f"s3://in/{n}",
+        output_location=f"s3://out/{n}.out",
+        failure_location=f"s3://failed/{n}-error.out",
+        created=now,
+        expires_at=now + 3600,
+        timeout_s=60,
+        notification={"SuccessTopic": "x"},
+    )
 
 
 def test_lease_finish_and_counts(queue: JobQueue) -> None:

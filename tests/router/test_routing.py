@@ -41,10 +41,14 @@ class Fleet:
         return started
 
     def publish(self, variants: dict[str, tuple[float, list[FakeInstance]]]) -> Deployment:
-        deployment = Deployment("ep", 1, {
-            name: VariantPool(name, weight, [Replica(i, name) for i in instances])
-            for name, (weight, instances) in variants.items()
-        })
+        deployment = Deployment(
+            "ep",
+            1,
+            {
+                name: VariantPool(name, weight, [Replica(i, name) for i in instances])
+                for name, (weight, instances) in variants.items()
+            },
+        )
         self.router.deployments["ep"] = deployment
         self.router.changed()
         return deployment
@@ -61,6 +65,7 @@ def run(test: Callable[[Fleet], Awaitable[T]], model_timeout_s: float = 5.0) -> 
                 instance.release()
             await backend.end_all()
             router.close()
+
     return asyncio.run(main())
 
 
@@ -89,8 +94,9 @@ def test_each_request_goes_to_the_instance_with_the_fewest_outstanding() -> None
 def test_variants_share_requests_by_weight() -> None:
     async def test(fleet: Fleet) -> None:
         heavy, light, off = await fleet.instances(3)
-        deployment = fleet.publish({"heavy": (3.0, [heavy]), "light": (1.0, [light]),
-                                    "off": (0.0, [off])})
+        deployment = fleet.publish(
+            {"heavy": (3.0, [heavy]), "light": (1.0, [light]), "off": (0.0, [off])}
+        )
         random.seed(20240601)
         answers = [await fleet.router.invoke(deployment, REQUEST) for _ in range(400)]
         split = Counter(a.variant for a in answers)
@@ -188,6 +194,7 @@ def test_no_instance_within_the_model_timeout_is_a_retriable_503() -> None:
 def test_requests_without_the_instance_token_are_refused() -> None:
     """The fake keeps the real instances' contract: only the router's client, which sends
     the token it was granted, gets through."""
+
     async def test(fleet: Fleet) -> None:
         (instance,) = await fleet.instances(1)
         host, port = instance.address

@@ -312,21 +312,21 @@ class _Slow(io.RawIOBase):
 
 
 @pytest.mark.parametrize("layout", ["archive", "prefix"])
-def test_model_data_that_takes_too_long_is_abandoned(local_store: ObjectStore, work: Path,
-                                                      layout: str) -> None:
+def test_model_data_that_takes_too_long_is_abandoned(
+    local_store: ObjectStore, work: Path, layout: str
+) -> None:
     """ModelDataDownloadTimeoutInSeconds: reading stops once the time is spent, and
     nothing partial is left; the same data within its time unpacks."""
     data = os.urandom(200_000)  # ~50 reads of 4 KiB, 2.5 s at 50 ms each
     if layout == "archive":
-        url = put(local_store, "s3://models/slow/model.tar.gz",
-                  tar_bytes([Member("weights.bin", data)]))
+        url = put(
+            local_store, "s3://models/slow/model.tar.gz", tar_bytes([Member("weights.bin", data)])
+        )
     else:
         url = put(local_store, "s3://models/slow/raw/weights.bin", data).rpartition("/")[0]
     slow = _SlowStore(local_store)
     with pytest.raises(ModelDataTimeout, match=r"did not download within 0.3 s"):
-        prepare_model_dir(slow, url, work / "models" / "slow",
-                          max_bytes=10**7, timeout_s=0.3)
+        prepare_model_dir(slow, url, work / "models" / "slow", max_bytes=10**7, timeout_s=0.3)
     assert os.listdir(work / "models") == []
-    prepare_model_dir(local_store, url, work / "models" / "slow", max_bytes=10**7,
-                      timeout_s=60)
+    prepare_model_dir(local_store, url, work / "models" / "slow", max_bytes=10**7, timeout_s=60)
     assert (work / "models" / "slow" / "weights.bin").read_bytes() == data

@@ -37,8 +37,9 @@ def test_s3_uris_map_onto_the_local_root(local_store: FsspecObjectStore, tmp_pat
         "s3://.hidden/x",
     ],
 )
-def test_local_mapping_refuses_escape(local_store: FsspecObjectStore, tmp_path: Path,
-                                      uri: str) -> None:
+def test_local_mapping_refuses_escape(
+    local_store: FsspecObjectStore, tmp_path: Path, uri: str
+) -> None:
     before = tree(tmp_path)
     with pytest.raises(ValueError, match=r"escape|bucket"):
         local_store.put_bytes(uri, b"evil")
@@ -83,8 +84,9 @@ def test_file_uri_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not (tmp_path / "objects").exists()
 
 
-def test_a_failed_local_write_leaves_no_partial_file(local_store: FsspecObjectStore,
-                                                      tmp_path: Path) -> None:
+def test_a_failed_local_write_leaves_no_partial_file(
+    local_store: FsspecObjectStore, tmp_path: Path
+) -> None:
     uri = "s3://out/results/part-0.out"
     local_store.put_bytes(uri, b"whole")
     with pytest.raises(RuntimeError), local_store.open(uri, "wb") as f:

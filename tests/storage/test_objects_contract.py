@@ -47,8 +47,12 @@ def test_round_trip_and_queries(objects: ObjectStore, bucket: str) -> None:
 
 def test_listing_has_s3_key_prefix_semantics(objects: ObjectStore, bucket: str) -> None:
     root = f"s3://{bucket}"
-    for key in ("models/iris/model.tar.gz", "models/iris/code/inference.py",
-                "models/iris.csv", "models/other/x"):
+    for key in (
+        "models/iris/model.tar.gz",
+        "models/iris/code/inference.py",
+        "models/iris.csv",
+        "models/other/x",
+    ):
         objects.put_bytes(f"{root}/{key}", b"x")
     assert objects.list(f"{root}/models/iris/") == [
         f"{root}/models/iris/code/inference.py",
@@ -72,7 +76,7 @@ def test_large_objects_stream_whole(objects: ObjectStore, bucket: str) -> None:
     uri = f"s3://{bucket}/in/big.bin"
     with objects.open(uri, "wb") as f:
         for start in range(0, len(big), 1024 * 1024):
-            f.write(big[start:start + 1024 * 1024])
+            f.write(big[start : start + 1024 * 1024])
     assert objects.size(uri) == len(big)
     with objects.open(uri) as f:
         assert f.read() == big
@@ -126,8 +130,13 @@ def test_uris_it_will_not_name_are_refused(objects: ObjectStore, tmp_path: Path)
     secret = tmp_path / "secret"
     secret.write_bytes(b"do not read")
     for uri in (f"file://{secret}", str(secret), "secret"):
-        for call in (objects.get_bytes, objects.size, objects.exists, objects.is_file,
-                     objects.list):
+        for call in (
+            objects.get_bytes,
+            objects.size,
+            objects.exists,
+            objects.is_file,
+            objects.list,
+        ):
             with pytest.raises(InvalidObjectURI, match="MODELHOST_ALLOW_LOCAL_PATHS"):
                 call(uri)
         with pytest.raises(InvalidObjectURI, match="local path"):

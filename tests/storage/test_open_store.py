@@ -16,7 +16,8 @@ from tests.support.postgres import PostgresServer
 
 @pytest.mark.parametrize("url", ["", "sqlite", "sqlite://", "sqlite:///{data_dir}/state.db"])
 def test_every_spelling_of_the_embedded_store_opens_the_data_dirs_file(
-        tmp_path: Path, url: str) -> None:
+    tmp_path: Path, url: str
+) -> None:
     store = open_store(Settings(data_dir=tmp_path, state_url=url.format(data_dir=tmp_path)))
     try:
         assert isinstance(store, SqliteStateStore)
@@ -27,16 +28,21 @@ def test_every_spelling_of_the_embedded_store_opens_the_data_dirs_file(
 
 @pytest.mark.parametrize("url", ["mysql://x", "redis", "postgresq://db/x"])
 def test_other_state_urls_are_refused_naming_the_supported_schemes(
-        tmp_path: Path, url: str) -> None:
-    with pytest.raises(ValueError, match=r"^MODELHOST_STATE_URL=.*: unsupported state store; "
-                                         r"supported schemes: sqlite, postgresql, postgres "
-                                         r"\(empty: the embedded"):
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^MODELHOST_STATE_URL=.*: unsupported state store; "
+        r"supported schemes: sqlite, postgresql, postgres "
+        r"\(empty: the embedded",
+    ):
         Settings(data_dir=tmp_path, state_url=url)
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_a_postgresql_url_opens_the_shared_store(
-        tmp_path: Path, postgres: PostgresServer, scheme: str) -> None:
+    tmp_path: Path, postgres: PostgresServer, scheme: str
+) -> None:
     url = postgres.new_database().replace("postgresql://", f"{scheme}://", 1)
     store = open_store(Settings(data_dir=tmp_path, state_url=url))
     try:
@@ -46,8 +52,7 @@ def test_a_postgresql_url_opens_the_shared_store(
         store.close()
 
 
-def test_an_old_sqlite_file_gets_case_insensitive_names_of_what_it_holds(
-        tmp_path: Path) -> None:
+def test_an_old_sqlite_file_gets_case_insensitive_names_of_what_it_holds(tmp_path: Path) -> None:
     """A file from before schema versions: its created names take part in the
     case-insensitive uniqueness the store now settles."""
     db = sqlite3.connect(tmp_path / "state.db")

@@ -36,7 +36,8 @@ def test_servers_starting_at_once_migrate_once(postgres: PostgresServer) -> None
         assert errors == []
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT version FROM modelhost_schema").fetchall() == [
-                (len(MIGRATIONS),)]
+                (len(MIGRATIONS),)
+            ]
         stores[0].put("model", "m", {"n": 1})
         assert all(store.get("model", "m") == {"n": 1} for store in stores)
     finally:
@@ -59,8 +60,7 @@ def test_an_unreachable_database_is_one_line_without_the_password() -> None:
         PostgresStateStore(url)
     message = str(caught.value)
     assert "\n" not in message and "s3cret" not in message
-    assert message.startswith(
-        f"cannot reach the state store {redact(url)}: ")
+    assert message.startswith(f"cannot reach the state store {redact(url)}: ")
     assert "someone:***@127.0.0.1" in message
 
 

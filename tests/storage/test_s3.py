@@ -47,7 +47,10 @@ def test_objects_are_shared_with_other_s3_clients(
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
 def test_endpoint_from_environment_variable(
-    variable: str, moto: MotoServer, bucket: str, tmp_path: Path,
+    variable: str,
+    moto: MotoServer,
+    bucket: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(variable, moto.endpoint_url)
@@ -83,7 +86,11 @@ def test_service_specific_variable_beats_global(
     ids=["services-section", "profile-endpoint", "named-profile"],
 )
 def test_endpoint_from_aws_config_file(
-    config: str, moto: MotoServer, bucket: str, aws_config: Path, tmp_path: Path,
+    config: str,
+    moto: MotoServer,
+    bucket: str,
+    aws_config: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     aws_config.write_text(config.format(url=moto.endpoint_url))

@@ -48,8 +48,7 @@ def test_insert_put_get_delete(store: StateStore) -> None:
     assert not store.insert("model", "iris", {"ModelName": "iris", "n": 2})
     assert store.get("model", "iris") == {"ModelName": "iris", "n": 1}
     store.put("model", "iris", {"ModelName": "iris", "n": 3, "_private": [1, {"a": None}]})
-    assert store.get("model", "iris") == {"ModelName": "iris", "n": 3,
-                                          "_private": [1, {"a": None}]}
+    assert store.get("model", "iris") == {"ModelName": "iris", "n": 3, "_private": [1, {"a": None}]}
     store.put("model", "new", {"n": 0})  # put adds as well as replaces
     assert store.get("model", "new") == {"n": 0}
     # Kinds are separate name spaces.
@@ -76,7 +75,9 @@ def test_modify_changes_or_leaves_a_record(store: StateStore) -> None:
 
     store.put("endpoint", "e", {"Status": "Creating", "n": 0})
     assert store.modify("endpoint", "e", lambda r: {**r, "Status": "InService"}) == {
-        "Status": "InService", "n": 0}
+        "Status": "InService",
+        "n": 0,
+    }
     assert store.get("endpoint", "e") == {"Status": "InService", "n": 0}
     # None leaves it as it is and answers what is stored.
     assert store.modify("endpoint", "e", lambda r: None) == {"Status": "InService", "n": 0}
@@ -172,7 +173,8 @@ def test_racing_fold_case_inserts_have_one_winner(opener: Opener) -> None:
 
 
 def test_local_says_whether_calls_leave_the_process(
-        store: StateStore, request: pytest.FixtureRequest) -> None:
+    store: StateStore, request: pytest.FixtureRequest
+) -> None:
     assert store.local is (request.node.callspec.params["opener"] == "sqlite")
 
 
@@ -182,7 +184,10 @@ def test_lease_acquire_renew_release(store: StateStore) -> None:
     assert store.acquire(["endpoint:a"], "one", 30) == {"endpoint:a"}
     assert store.acquire(["endpoint:a", "job:c"], "two", 30) == {"job:c"}
     assert store.holders(["endpoint:a", "job:b", "job:c", "none"]) == {
-        "endpoint:a": "one", "job:b": "one", "job:c": "two"}
+        "endpoint:a": "one",
+        "job:b": "one",
+        "job:c": "two",
+    }
     # Releasing someone else's lease does nothing; one's own frees it.
     store.release(["endpoint:a"], "two")
     assert store.holders(["endpoint:a"]) == {"endpoint:a": "one"}
@@ -229,5 +234,7 @@ def test_racing_holders_have_one_winner(opener: Opener) -> None:
     for worker in workers:
         worker.join()
     assert [len(won["free"]), len(won["expired"])] == [1, 1]
-    assert store.holders(["free", "expired"]) == {"free": won["free"][0],
-                                                  "expired": won["expired"][0]}
+    assert store.holders(["free", "expired"]) == {
+        "free": won["free"][0],
+        "expired": won["expired"][0],
+    }

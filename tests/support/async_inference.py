@@ -12,7 +12,7 @@ from tests.support.models import put_model
 
 # Answers with the size and SHA-256 of the body it got, so large payloads can be checked
 # end to end; JSON bodies may ask it to fail or to sleep.
-DIGEST_CODE = b'''
+DIGEST_CODE = b"""
 import hashlib, json, os, threading, time
 active = 0
 lock = threading.Lock()
@@ -38,7 +38,7 @@ def transform_fn(model, body, content_type, accept):
     answer = {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
               "pid": os.getpid(), "overlapping": overlapping}
     return json.dumps(answer), "application/json"
-'''
+"""
 
 
 def put_digest_model(data_dir: Path) -> str:
@@ -59,19 +59,33 @@ def deploy_async(
 ) -> str:
     name = unique("async")
     sagemaker.create_model(
-        ModelName=name, PrimaryContainer={"Image": image, "ModelDataUrl": model_url,
-                                          "Environment": environment or {}},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
-    config: dict[str, Any] = {"OutputConfig": output_config or {
-        "S3OutputPath": f"s3://async-results/{name}/out",
-        "S3FailurePath": f"s3://async-results/{name}/failed",
-    }}
+        ModelName=name,
+        PrimaryContainer={
+            "Image": image,
+            "ModelDataUrl": model_url,
+            "Environment": environment or {},
+        },
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    config: dict[str, Any] = {
+        "OutputConfig": output_config
+        or {
+            "S3OutputPath": f"s3://async-results/{name}/out",
+            "S3FailurePath": f"s3://async-results/{name}/failed",
+        }
+    }
     if per_instance is not None:
         config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": per_instance}
     sagemaker.create_endpoint_config(
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
-                             "InstanceType": "ml.m5.large", "InitialInstanceCount": count}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": count,
+            }
+        ],
         AsyncInferenceConfig=config,
         Tags=[{"Key": key, "Value": value} for key, value in (tags or {}).items()],
     )
@@ -85,7 +99,7 @@ def deploy_async(
 def local_path(data_dir: Path, uri: str) -> Path:
     """Where the embedded object store keeps `s3://bucket/key`."""
     assert uri.startswith("s3://"), uri
-    return data_dir / "objects" / uri[len("s3://"):]
+    return data_dir / "objects" / uri[len("s3://") :]
 
 
 def wait_for_object(data_dir: Path, *uris: str, timeout_s: float = 60) -> str:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import threading
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-FAST_AUTOSCALING = {"MODELHOST_AUTOSCALING_INTERVAL": "0.5",
-                    "MODELHOST_AUTOSCALING_WINDOW": "3", "MODELHOST_MAX_INSTANCES": "12"}
+FAST_AUTOSCALING = {
+    "MODELHOST_AUTOSCALING_INTERVAL": "0.5",
+    "MODELHOST_AUTOSCALING_WINDOW": "3",
+    "MODELHOST_MAX_INSTANCES": "12",
+}
 
 
 def resource_id(name: str, variant: str = "AllTraffic") -> str:
@@ -16,23 +19,32 @@ def resource_id(name: str, variant: str = "AllTraffic") -> str:
 
 
 def register(aas, name: str, low: int, high: int, **extra) -> None:
-    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource_id(name),
-                                 ScalableDimension=DIMENSION, MinCapacity=low,
-                                 MaxCapacity=high, **extra)
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id(name),
+        ScalableDimension=DIMENSION,
+        MinCapacity=low,
+        MaxCapacity=high,
+        **extra,
+    )
 
 
 def counts(sm, name: str) -> tuple[str, int, int]:
     described = sm.describe_endpoint(EndpointName=name)
     variant = described["ProductionVariants"][0]
-    return (described["EndpointStatus"], variant["CurrentInstanceCount"],
-            variant["DesiredInstanceCount"])
+    return (
+        described["EndpointStatus"],
+        variant["CurrentInstanceCount"],
+        variant["DesiredInstanceCount"],
+    )
 
 
 class Load:
     """Client threads calling the endpoint until stopped; every failure is kept."""
 
-    def __init__(self, rt, name: str, clients: int, body: str, content_type: str,
-                 pause_s: float = 0.0) -> None:
+    def __init__(
+        self, rt, name: str, clients: int, body: str, content_type: str, pause_s: float = 0.0
+    ) -> None:
         self.failures: list[Exception] = []
         self._answers: list[int] = []  # list.append is atomic across threads; += is not
         self._stop = threading.Event()

@@ -24,8 +24,9 @@ AWS_STEERING_VARS = (
 )
 
 
-def isolated_environ(environ: dict[str, str], extra: dict[str, str] | None = None
-                     ) -> dict[str, str]:
+def isolated_environ(
+    environ: dict[str, str], extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """`environ` without the steering variables, with the dummy credentials, then `extra`
     (which may set any of them on purpose, e.g. the endpoint of a moto server)."""
     kept = {k: v for k, v in environ.items() if k not in AWS_STEERING_VARS}

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str, url: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`url` goes in as --endpoint-url; without it the command relies on MODELHOST_URL."""
     command = [sys.executable, "-m", "modelhost", *args]
     if url is not None:
         command += ["--endpoint-url", url]
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, env=full_env,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        command, capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )

@@ -27,14 +27,15 @@ import pytest
 BASE_IMAGE = "modelhost-test/base:bookworm"
 BYOC_IMAGE = "modelhost-test/byoc:1"
 BYOC_DIR = Path(__file__).parent / "byoc"
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
-    "modelhost-test-images"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelhost-test-images"
 
 
-def podman(*args: str, check: bool = True,
-           timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout)
+def podman(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
 
 
 def debian_mirror() -> str:
@@ -68,16 +69,30 @@ def _load_or_build_base() -> None:
     if _image_exists(BASE_IMAGE):
         return
     cached = CACHE_DIR / "base-bookworm-python3.tar"
-    if cached.exists() and podman("load", "-i", str(cached), check=False).returncode == 0 \
-            and _image_exists(BASE_IMAGE):
+    if (
+        cached.exists()
+        and podman("load", "-i", str(cached), check=False).returncode == 0
+        and _image_exists(BASE_IMAGE)
+    ):
         return
     if shutil.which("mmdebstrap") is None:
         pytest.skip("no base image cached and mmdebstrap is missing (apt-get install mmdebstrap)")
     with tempfile.TemporaryDirectory() as work:
         rootfs = Path(work) / "rootfs.tar"
-        subprocess.run(["mmdebstrap", "--quiet", "--variant=essential", "--include=python3",
-                        "bookworm", str(rootfs), f"deb {debian_mirror()} bookworm main"],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                "--variant=essential",
+                "--include=python3",
+                "bookworm",
+                str(rootfs),
+                f"deb {debian_mirror()} bookworm main",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         podman("import", "--change", 'CMD ["/bin/bash"]', str(rootfs), BASE_IMAGE)
     partial = cached.with_suffix(".partial")
     partial.unlink(missing_ok=True)
@@ -85,8 +100,9 @@ def _load_or_build_base() -> None:
     partial.rename(cached)
 
 
-def build_image(tag: str, context: Path, containerfile: str = "Containerfile",
-                *build_args: str) -> None:
+def build_image(
+    tag: str, context: Path, containerfile: str = "Containerfile", *build_args: str
+) -> None:
     args = [arg for value in build_args for arg in ("--build-arg", value)]
     podman("build", "-q", "-f", str(context / containerfile), "-t", tag, *args, str(context))
 
@@ -94,13 +110,17 @@ def build_image(tag: str, context: Path, containerfile: str = "Containerfile",
 def engine_usable() -> None:
     """Skip unless podman is installed and can run a container from the base image."""
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (scripts/test installs it: apt-get install "
-                    "podman runc mmdebstrap)")
+        pytest.skip(
+            "podman is not installed (scripts/test installs it: apt-get install "
+            "podman runc mmdebstrap)"
+        )
     ensure_base_image()
     ran = podman("run", "--rm", BASE_IMAGE, "true", check=False, timeout=120)
     if ran.returncode != 0:
-        pytest.skip(f"podman cannot run a container here (see /etc/containers/"
-                    f"containers.conf, written by scripts/test): {ran.stderr.strip()}")
+        pytest.skip(
+            f"podman cannot run a container here (see /etc/containers/"
+            f"containers.conf, written by scripts/test): {ran.stderr.strip()}"
+        )
 
 
 @contextlib.contextmanager
@@ -108,9 +128,12 @@ def podman_service(folder: Path) -> Iterator[str]:
     """`podman system service` on a socket in `folder`; yields its unix:// URL."""
     socket_path = folder / "podman.sock"
     url = f"unix://{socket_path}"
-    process = subprocess.Popen(["podman", "system", "service", "--time=0", url],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not socket_path.exists():

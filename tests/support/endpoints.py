@@ -30,8 +30,13 @@ def wait_for(describe, key: str, wanted: set[str], what: str, timeout_s: float =
 
 
 def wait_for_status(sagemaker, name: str, wanted: set[str], timeout_s: float = 90) -> dict:
-    return wait_for(lambda: sagemaker.describe_endpoint(EndpointName=name), "EndpointStatus",
-                    wanted, f"endpoint {name}", timeout_s)
+    return wait_for(
+        lambda: sagemaker.describe_endpoint(EndpointName=name),
+        "EndpointStatus",
+        wanted,
+        f"endpoint {name}",
+        timeout_s,
+    )
 
 
 def deploy(
@@ -54,14 +59,22 @@ def deploy(
     container = {"Image": image, "ModelDataUrl": model_url}
     if environment:
         container["Environment"] = environment
-    sagemaker.create_model(ModelName=name, PrimaryContainer=container,
-                           ExecutionRoleArn="arn:aws:iam::000000000000:role/any")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer=container,
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
     sagemaker.create_endpoint_config(
         EndpointConfigName=name,
         ProductionVariants=[
-            {"VariantName": variant, "ModelName": name, "InstanceType": instance_type,
-             "InitialInstanceCount": count, "InitialVariantWeight": weight,
-             **(variant_fields or {})}
+            {
+                "VariantName": variant,
+                "ModelName": name,
+                "InstanceType": instance_type,
+                "InitialInstanceCount": count,
+                "InitialVariantWeight": weight,
+                **(variant_fields or {}),
+            }
             for variant, count, weight in (variants or [("AllTraffic", 1, 1.0)])
         ],
         **({"AsyncInferenceConfig": async_config} if async_config else {}),

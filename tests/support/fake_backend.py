@@ -118,8 +118,7 @@ class FakeInstance:
             while loop.time() < deadline:
                 if not self.is_alive():
                     raise RuntimeError(self.failure_detail())
-                if await client.ping(self.address, max(min(deadline - loop.time(), 1.0),
-                                                       0.01)):
+                if await client.ping(self.address, max(min(deadline - loop.time(), 1.0), 0.01)):
                     return
                 await asyncio.sleep(0.005)
         finally:
@@ -173,8 +172,9 @@ class FakeInstance:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while self.in_flight < count:
-            assert loop.time() < deadline, f"{self.spec.instance_id}: {self.in_flight} " \
-                f"requests in flight, never {count}"
+            assert loop.time() < deadline, (
+                f"{self.spec.instance_id}: {self.in_flight} requests in flight, never {count}"
+            )
             await asyncio.sleep(0.002)
 
     # --- the HTTP server -----------------------------------------------------------------
@@ -215,7 +215,9 @@ class FakeInstance:
                 writer.write(
                     f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
                     f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-                    "\r\n".encode("latin-1") + payload)
+                    "\r\n".encode("latin-1")
+                    + payload
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -223,8 +225,9 @@ class FakeInstance:
             self._writers.discard(writer)
             writer.transport.abort()
 
-    async def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes
-                      ) -> tuple[int, str, bytes] | None:
+    async def _handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes] | None:
         if headers.get(TOKEN_HEADER) != self.token:
             self.refused += 1
             return 403, "text/plain", b"this port answers the modelhost router only"
@@ -232,7 +235,8 @@ class FakeInstance:
         if path == "/ping" and method in ("GET", "HEAD"):
             self.pings += 1
             ready = self._ready_at is not None and (
-                asyncio.get_running_loop().time() >= self._ready_at)
+                asyncio.get_running_loop().time() >= self._ready_at
+            )
             return (200, "application/json", b"{}") if ready else (503, "text/plain", b"")
         if path != "/invocations" or method != "POST":
             return 404, "text/plain", b"not found"
@@ -256,8 +260,9 @@ class FakeBackend:
     """Implements `modelhost.instances.InstanceBackend`; `plan` says how each instance
     starts, `instances` holds every one started, in order."""
 
-    def __init__(self, plan: Callable[[InstanceSpec], Plan] = ready,
-                 stop_grace_s: float = 2.0) -> None:
+    def __init__(
+        self, plan: Callable[[InstanceSpec], Plan] = ready, stop_grace_s: float = 2.0
+    ) -> None:
         self.plan = plan
         self.stop_grace_s = stop_grace_s
         self.instances: list[FakeInstance] = []

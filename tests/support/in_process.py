@@ -40,36 +40,51 @@ class Harness:
         self.objects = FsspecObjectStore(settings.objects_dir)
         self.router = Router(settings.model_timeout_s)
         self.controller = EndpointController(
-            settings, self.store, self.objects, backend, self.router,
-            Ownership(self.store, "in-process", settings.lease_period_s))
+            settings,
+            self.store,
+            self.objects,
+            backend,
+            self.router,
+            Ownership(self.store, "in-process", settings.lease_period_s),
+        )
         self.context = api.Context(settings, self.store, self.controller.notify)
 
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """A control-plane call as a client makes it (validated against botocore's
         model); raises AssertionError with the error body on failure."""
-        status, body = api.handle(self.context, f"SageMaker.{operation}",
-                                  orjson.dumps(params))
+        status, body = api.handle(self.context, f"SageMaker.{operation}", orjson.dumps(params))
         answer: dict[str, Any] = orjson.loads(body)
         assert status == 200, answer
         return answer
 
     def create_model(self, name: str, environment: dict[str, str] | None = None) -> None:
-        self.call("CreateModel", ModelName=name,
-                  PrimaryContainer={"Image": "fake", "Environment": environment or {}})
+        self.call(
+            "CreateModel",
+            ModelName=name,
+            PrimaryContainer={"Image": "fake", "Environment": environment or {}},
+        )
 
     def create_config(self, name: str, variants: dict[str, tuple[str, int, float]]) -> None:
         """`variants`: name -> (model, instance count, weight)."""
-        self.call("CreateEndpointConfig", EndpointConfigName=name, ProductionVariants=[
-            {"VariantName": variant, "ModelName": model, "InitialInstanceCount": count,
-             "InstanceType": "ml.m5.large", "InitialVariantWeight": weight}
-            for variant, (model, count, weight) in variants.items()
-        ])
+        self.call(
+            "CreateEndpointConfig",
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": variant,
+                    "ModelName": model,
+                    "InitialInstanceCount": count,
+                    "InstanceType": "ml.m5.large",
+                    "InitialVariantWeight": weight,
+                }
+                for variant, (model, count, weight) in variants.items()
+            ],
+        )
 
     def endpoint(self, name: str) -> dict[str, Any]:
         return self.call("DescribeEndpoint", EndpointName=name)
 
-    async def until(self, check: Callable[[], bool], what: str, within_s: float = 10.0
-                    ) -> None:
+    async def until(self, check: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
         """A bound on how long the world may take to get there, not a timing assertion."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
@@ -78,12 +93,14 @@ class Harness:
             await asyncio.sleep(0.005)
 
     async def until_status(self, name: str, status: str) -> dict[str, Any]:
-        await self.until(lambda: self.endpoint(name)["EndpointStatus"] == status,
-                         f"endpoint {name} {status}")
+        await self.until(
+            lambda: self.endpoint(name)["EndpointStatus"] == status, f"endpoint {name} {status}"
+        )
         return self.endpoint(name)
 
-    async def deployed(self, name: str, variants: dict[str, tuple[str, int, float]]
-                       ) -> dict[str, Any]:
+    async def deployed(
+        self, name: str, variants: dict[str, tuple[str, int, float]]
+    ) -> dict[str, Any]:
         """One endpoint config named after the endpoint, the endpoint, InService."""
         self.create_config(name, variants)
         self.call("CreateEndpoint", EndpointName=name, EndpointConfigName=name)
@@ -91,17 +108,19 @@ class Harness:
 
     async def invoke(self, name: str, body: bytes = b"{}") -> Answer:
         return await self.router.invoke(
-            self.router.deployments[name],
-            Invocation(body, "application/json", None, None, None))
+            self.router.deployments[name], Invocation(body, "application/json", None, None, None)
+        )
 
 
 @contextlib.asynccontextmanager
-async def running_controller(tmp_path: Path, backend: FakeBackend | None = None,
-                             **settings: Any) -> AsyncIterator[Harness]:
+async def running_controller(
+    tmp_path: Path, backend: FakeBackend | None = None, **settings: Any
+) -> AsyncIterator[Harness]:
     """A running EndpointController over `backend` (a fresh FakeBackend by default), with
     FAST health checks unless `settings` says otherwise; everything stops on exit."""
-    harness = Harness(Settings(data_dir=tmp_path / "data", **{**FAST, **settings}),
-                      backend or FakeBackend())
+    harness = Harness(
+        Settings(data_dir=tmp_path / "data", **{**FAST, **settings}), backend or FakeBackend()
+    )
     task = asyncio.create_task(harness.controller.run())
     try:
         yield harness

@@ -64,7 +64,7 @@ def put_iris_model(data_dir: Path) -> str:
 
 # A model that takes `service_s` seconds per request and no CPU: a fixed service time, for
 # load that scales with instances, not with cores.
-_SLEEP_CODE = '''
+_SLEEP_CODE = """
 import json, time
 SERVICE_S = {service_s!r}
 def model_fn(model_dir):
@@ -76,7 +76,7 @@ def predict_fn(data, model):
     return {{"ok": True}}
 def output_fn(prediction, accept):
     return json.dumps(prediction)
-'''
+"""
 
 
 def put_sleep_model(data_dir: Path, service_s: float) -> str:
@@ -87,7 +87,7 @@ def put_sleep_model(data_dir: Path, service_s: float) -> str:
 
 # Burns the CPU seconds the text/plain body names, on one thread: how many cores an
 # instance gets is the CPU time over the wall time the request took.
-BURN_CODE = b'''
+BURN_CODE = b"""
 import time
 def model_fn(model_dir):
     return None
@@ -96,7 +96,7 @@ def transform_fn(model, body, content_type, accept):
     while time.process_time() < end:
         pass
     return "burnt", "text/plain"
-'''
+"""
 
 
 def put_burn_model(data_dir: Path) -> str:
@@ -106,7 +106,7 @@ def put_burn_model(data_dir: Path) -> str:
 def put_breakable_model(data_dir: Path, name: str, marker: Path) -> str:
     """A python model whose model_fn refuses to load once `marker` exists: an endpoint
     that came up fine and whose replacements then cannot start."""
-    code = f'''
+    code = f"""
 import os
 def model_fn(model_dir):
     if os.path.exists({str(marker)!r}):
@@ -114,5 +114,5 @@ def model_fn(model_dir):
     return None
 def transform_fn(model, body, content_type, accept):
     return "ok", "text/plain"
-'''.encode()
+""".encode()
     return put_model(data_dir, name, {"code/inference.py": code})

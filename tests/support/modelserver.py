@@ -115,8 +115,13 @@ def launch(model_dir: Path, log_path: Path, **env: str) -> ModelServerProcess:
 
 def wait_ready(server: ModelServerProcess, timeout: float = START_TIMEOUT_S) -> None:
     try:
-        wait_for_http(f"http://127.0.0.1:{server.port}/ping", server.proc, timeout,
-                      what="model server", log=server.log)
+        wait_for_http(
+            f"http://127.0.0.1:{server.port}/ping",
+            server.proc,
+            timeout,
+            what="model server",
+            log=server.log,
+        )
     except RuntimeError:
         server.stop()
         raise
@@ -128,8 +133,9 @@ def start(model_dir: Path, log_path: Path, **env: str) -> ModelServerProcess:
     return server
 
 
-def run_to_exit(model_dir: Path, log_path: Path, timeout: float = 30, **env: str
-                ) -> tuple[int, str]:
+def run_to_exit(
+    model_dir: Path, log_path: Path, timeout: float = 30, **env: str
+) -> tuple[int, str]:
     """Start a server that is expected to fail; return its exit status and output."""
     server = launch(model_dir, log_path, **env)
     try:

@@ -86,8 +86,13 @@ def moto_server(startup_timeout_s: float = 30.0) -> Iterator[MotoServer]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/moto-api/", proc, startup_timeout_s, what="moto server",
-                      log=lambda: _exit_output(proc))
+        wait_for_http(
+            f"{url}/moto-api/",
+            proc,
+            startup_timeout_s,
+            what="moto server",
+            log=lambda: _exit_output(proc),
+        )
         yield MotoServer(endpoint_url=url, process=proc)
     finally:
         proc.terminate()

@@ -38,8 +38,9 @@ class PostgresServer:
         self.port = port
         self._pg_ctl = pg_ctl
         self._counter = itertools.count()
-        self._run(initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
+        self._run(
+            initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"
+        )
 
     @property
     def data(self) -> Path:
@@ -56,9 +57,18 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
 
     def start(self) -> None:
-        self._run(self._pg_ctl, "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
-                  "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+        self._run(
+            self._pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop now (fast shutdown: clients are disconnected), as a lost database."""

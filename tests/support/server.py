@@ -30,8 +30,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float, *,
-                  what: str, log: Callable[[], str] = lambda: "") -> None:
+def wait_for_http(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    *,
+    what: str,
+    log: Callable[[], str] = lambda: "",
+) -> None:
     """Poll `url` until it answers 200; fail with `log()` if `process` exits first or
     `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
@@ -56,9 +62,14 @@ class ServerProcess:
     it under a profiler).
     """
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
-                 python: str = sys.executable, log_level: str = "info",
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        log_level: str = "info",
+        port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.python = python
         self.log_level = log_level
@@ -79,18 +90,33 @@ class ServerProcess:
         return self.process.pid
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "modelhost", "server", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--log-level", self.log_level]
+        return [
+            self.python,
+            "-m",
+            "modelhost",
+            "server",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            self.log_level,
+        ]
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command(),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-        wait_for_http(f"{self.url}/ping", self.process, timeout_s, what="modelhost server",
-                      log=self.log_tail)
+        wait_for_http(
+            f"{self.url}/ping", self.process, timeout_s, what="modelhost server", log=self.log_tail
+        )
         return self
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -116,8 +142,9 @@ class ServerProcess:
     def restarted(self) -> ServerProcess:
         """A new server on this one's data directory, port and environment, started: what
         comes back after a crash or a stop, reachable at the same URL."""
-        successor = type(self)(self.data_dir, python=self.python, log_level=self.log_level,
-                               port=self.port)
+        successor = type(self)(
+            self.data_dir, python=self.python, log_level=self.log_level, port=self.port
+        )
         successor.env = self.env
         successor.metrics_token = self.metrics_token
         return successor.start()
@@ -142,17 +169,17 @@ class ServerProcess:
         from botocore.config import Config
 
         return boto3.client(
-            service, endpoint_url=self.url, region_name=TEST_ENV["AWS_DEFAULT_REGION"],
+            service,
+            endpoint_url=self.url,
+            region_name=TEST_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id=TEST_ENV["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-            config=Config(retries={"max_attempts": retries, "mode": "standard"},
-                          read_timeout=120),
+            config=Config(retries={"max_attempts": retries, "mode": "standard"}, read_timeout=120),
         )
 
     def metrics_text(self) -> str:
         """/metrics, with the bearer token a server with access keys wants."""
-        headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token \
-            else {}
+        headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token else {}
         request = urllib.request.Request(f"{self.url}/metrics", headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
             return str(response.read().decode())
@@ -164,8 +191,7 @@ def _same(pid: int, started: int | None) -> bool:
 
 
 @contextmanager
-def running_server(data_dir: Path, env: dict[str, str] | None = None
-                   ) -> Iterator[ServerProcess]:
+def running_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A started server, stopped when the block ends however it ends: the body of a test's
     own server fixture."""
     process = ServerProcess(data_dir, env=env).start()

@@ -14,7 +14,7 @@ from tests.support.models import put_model
 # `gap` is an extra pause after the first token; `closed` is written if the generator is
 # closed before its end (the client went away). Parts are of the Accept type if that is
 # text/*, else text/plain; custom attributes "X" are answered with "echo X".
-TOKEN_CODE = b'''
+TOKEN_CODE = b"""
 import asyncio, json, os, time
 
 def model_fn(model_dir):
@@ -58,7 +58,7 @@ def transform_fn(model, body, content_type, accept, context):
     if request.get("async"):
         return _async_tokens(request), kind
     return _tokens(request), kind
-'''
+"""
 
 
 def put_token_model(data_dir: Path) -> str:

@@ -17,8 +17,14 @@ class Traffic:
     counts successes; `errors` holds every HTTP error answer; `unreachable` counts calls
     that found no server listening (it was killed and not yet restarted)."""
 
-    def __init__(self, runtime, endpoint: str, threads: int = 4, body: bytes = b"5.1,3.5,1.4,0.2",
-                 content_type: str = "text/csv") -> None:
+    def __init__(
+        self,
+        runtime,
+        endpoint: str,
+        threads: int = 4,
+        body: bytes = b"5.1,3.5,1.4,0.2",
+        content_type: str = "text/csv",
+    ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
         self.body = body
@@ -43,8 +49,9 @@ class Traffic:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.runtime.invoke_endpoint(EndpointName=self.endpoint,
-                                             ContentType=self.content_type, Body=self.body)
+                self.runtime.invoke_endpoint(
+                    EndpointName=self.endpoint, ContentType=self.content_type, Body=self.body
+                )
             except ClientError as error:
                 with self._lock:
                     self.errors.append(error)
@@ -62,11 +69,15 @@ class Traffic:
         deadline = time.monotonic() + timeout_s
         while self.answered < target:
             if time.monotonic() > deadline:
-                raise AssertionError(f"only {self.answered} answers, wanted {target}; "
-                                     f"errors: {self.errors[:3]}")
+                raise AssertionError(
+                    f"only {self.answered} answers, wanted {target}; errors: {self.errors[:3]}"
+                )
             time.sleep(0.05)
 
 
 def error_codes(errors: list[ClientError]) -> list[str]:
-    return [f"{e.response['ResponseMetadata']['HTTPStatusCode']} {e.response['Error']['Code']}: "
-            f"{e.response['Error']['Message']}" for e in errors]
+    return [
+        f"{e.response['ResponseMetadata']['HTTPStatusCode']} {e.response['Error']['Code']}: "
+        f"{e.response['Error']['Message']}"
+        for e in errors
+    ]

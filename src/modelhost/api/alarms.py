@@ -19,8 +19,12 @@ from modelhost.errors import AlarmNotFound, ValidationError
 
 KIND = kinds.METRIC_ALARM
 _UNSUPPORTED = ("Metrics", "ThresholdMetricId")
-OPERATORS = ("GreaterThanOrEqualToThreshold", "GreaterThanThreshold", "LessThanThreshold",
-             "LessThanOrEqualToThreshold")
+OPERATORS = (
+    "GreaterThanOrEqualToThreshold",
+    "GreaterThanThreshold",
+    "LessThanThreshold",
+    "LessThanOrEqualToThreshold",
+)
 
 Record = dict[str, Any]
 
@@ -28,14 +32,18 @@ Record = dict[str, Any]
 def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     for field in _UNSUPPORTED:
         if field in params:
-            raise ValidationError(f"{field} (metric math) is not supported; name one metric "
-                                  "with Namespace, MetricName and Dimensions.")
+            raise ValidationError(
+                f"{field} (metric math) is not supported; name one metric "
+                "with Namespace, MetricName and Dimensions."
+            )
     for field in ("MetricName", "Namespace", "Period", "Threshold"):
         if field not in params:
             raise ValidationError(f"The parameter {field} is required.")
     if params.get("ComparisonOperator") not in OPERATORS:
-        raise ValidationError(f"ComparisonOperator must be one of {', '.join(OPERATORS)}; "
-                              "anomaly detection bands are not supported.")
+        raise ValidationError(
+            f"ComparisonOperator must be one of {', '.join(OPERATORS)}; "
+            "anomaly detection bands are not supported."
+        )
     if ("Statistic" in params) == ("ExtendedStatistic" in params):
         raise ValidationError("Exactly one of Statistic and ExtendedStatistic is required.")
     periods = params["EvaluationPeriods"]
@@ -44,8 +52,10 @@ def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("DatapointsToAlarm must be between 1 and EvaluationPeriods.")
     missing = params.get("TreatMissingData", "missing")
     if missing not in ("breaching", "notBreaching", "ignore", "missing"):
-        raise ValidationError(f"Invalid TreatMissingData {missing[:64]!r}; use breaching, "
-                              "notBreaching, ignore or missing.")
+        raise ValidationError(
+            f"Invalid TreatMissingData {missing[:64]!r}; use breaching, "
+            "notBreaching, ignore or missing."
+        )
     name = params["AlarmName"]
     existing = ctx.store.get(KIND, name)
     now = ctx.now()
@@ -61,17 +71,28 @@ def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         "Dimensions": params.get("Dimensions", []),
         "DatapointsToAlarm": to_alarm,
         "TreatMissingData": missing,
-        **{k: params[k] for k in (
-            "AlarmDescription", "MetricName", "Namespace", "Statistic", "ExtendedStatistic",
-            "Period", "Unit", "EvaluationPeriods", "Threshold", "ComparisonOperator",
-            "EvaluateLowSampleCountPercentile") if k in params},
+        **{
+            k: params[k]
+            for k in (
+                "AlarmDescription",
+                "MetricName",
+                "Namespace",
+                "Statistic",
+                "ExtendedStatistic",
+                "Period",
+                "Unit",
+                "EvaluationPeriods",
+                "Threshold",
+                "ComparisonOperator",
+                "EvaluateLowSampleCountPercentile",
+            )
+            if k in params
+        },
         # The state carries over a reconfiguration, as on AWS.
         "StateValue": existing["StateValue"] if existing else "INSUFFICIENT_DATA",
-        "StateReason": existing["StateReason"] if existing else "Unchecked: Initial alarm "
-                                                                "creation",
+        "StateReason": existing["StateReason"] if existing else "Unchecked: Initial alarm creation",
         "StateUpdatedTimestamp": existing["StateUpdatedTimestamp"] if existing else now,
-        "StateTransitionedTimestamp": (existing["StateTransitionedTimestamp"] if existing
-                                       else now),
+        "StateTransitionedTimestamp": (existing["StateTransitionedTimestamp"] if existing else now),
         "_datapoints": existing["_datapoints"] if existing else [],
     }
     ctx.store.put(KIND, name, record)
@@ -94,10 +115,13 @@ def describe_alarms(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Metric alarms only: modelhost has no composite alarms."""
     if params.get("AlarmNames") and "AlarmNamePrefix" in params:
         raise ValidationError("AlarmNames and AlarmNamePrefix cannot be used together.")
-    alarms = sorted((a for a in ctx.store.list(KIND) if _matches(a, params)),
-                    key=lambda a: a["AlarmName"])
-    return {**page(alarms, params, "MetricAlarms", params.get("MaxRecords", 50)),
-            "CompositeAlarms": []}
+    alarms = sorted(
+        (a for a in ctx.store.list(KIND) if _matches(a, params)), key=lambda a: a["AlarmName"]
+    )
+    return {
+        **page(alarms, params, "MetricAlarms", params.get("MaxRecords", 50)),
+        "CompositeAlarms": [],
+    }
 
 
 def describe_alarms_for_metric(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -105,13 +129,22 @@ def describe_alarms_for_metric(ctx: Context, params: dict[str, Any]) -> dict[str
         return {(d["Name"], d["Value"]) for d in items}
 
     wanted = dims(params.get("Dimensions", []))
-    return {"MetricAlarms": sorted(
-        (a for a in ctx.store.list(KIND)
-         if a["MetricName"] == params["MetricName"] and a["Namespace"] == params["Namespace"]
-         and all(params.get(k, a.get(k)) == a.get(k)
-                 for k in ("Statistic", "ExtendedStatistic", "Period", "Unit"))
-         and (not wanted or dims(a["Dimensions"]) == wanted)),
-        key=lambda a: a["AlarmName"])}
+    return {
+        "MetricAlarms": sorted(
+            (
+                a
+                for a in ctx.store.list(KIND)
+                if a["MetricName"] == params["MetricName"]
+                and a["Namespace"] == params["Namespace"]
+                and all(
+                    params.get(k, a.get(k)) == a.get(k)
+                    for k in ("Statistic", "ExtendedStatistic", "Period", "Unit")
+                )
+                and (not wanted or dims(a["Dimensions"]) == wanted)
+            ),
+            key=lambda a: a["AlarmName"],
+        )
+    }
 
 
 def delete_alarms(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

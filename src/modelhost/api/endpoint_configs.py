@@ -67,21 +67,31 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "CreationTime": ctx.now(),
         "_arn": arn,
     }
-    copy_optional(params, record, ("AsyncInferenceConfig", "DataCaptureConfig", "KmsKeyId",
-                                   "EnableNetworkIsolation", "ExecutionRoleArn", "VpcConfig"))
+    copy_optional(
+        params,
+        record,
+        (
+            "AsyncInferenceConfig",
+            "DataCaptureConfig",
+            "KmsKeyId",
+            "EnableNetworkIsolation",
+            "ExecutionRoleArn",
+            "VpcConfig",
+        ),
+    )
     create(ctx, KIND, "endpoint configuration", name, record, params.get("Tags"))
     return {"EndpointConfigArn": arn}
 
 
 def describe_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return public(
-        require(ctx, KIND, "endpoint configuration", params["EndpointConfigName"])
-    )
+    return public(require(ctx, KIND, "endpoint configuration", params["EndpointConfigName"]))
 
 
 def list_endpoint_configs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return paginate(
-        ctx.store.list(KIND), params, name_key="EndpointConfigName",
+        ctx.store.list(KIND),
+        params,
+        name_key="EndpointConfigName",
         sort_keys={"Name": "EndpointConfigName", "CreationTime": "CreationTime"},
         summarize=lambda r: {
             k: r[k] for k in ("EndpointConfigName", "EndpointConfigArn", "CreationTime")

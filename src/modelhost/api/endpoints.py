@@ -30,9 +30,13 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
         for v in config["ProductionVariants"]
     }
     capacity = {
-        v["VariantName"]: {"weight": v["InitialVariantWeight"], "count": 0,
-                           "serverless": dict(v["ServerlessConfig"])} if is_serverless(v) else
-        {"weight": v["InitialVariantWeight"], "count": v["InitialInstanceCount"]}
+        v["VariantName"]: {
+            "weight": v["InitialVariantWeight"],
+            "count": 0,
+            "serverless": dict(v["ServerlessConfig"]),
+        }
+        if is_serverless(v)
+        else {"weight": v["InitialVariantWeight"], "count": v["InitialInstanceCount"]}
         for v in config["ProductionVariants"]
     }
     return {"generation": generation, "config": config, "models": models, "capacity": capacity}
@@ -41,7 +45,8 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
 def _instances(ctx: Context, desired: dict[str, Any]) -> int:
     """Instances the desired state may run; a serverless variant counts with its most."""
     return sum(
-        instance_bounds(capacity["serverless"], ctx.settings)[1] if "serverless" in capacity
+        instance_bounds(capacity["serverless"], ctx.settings)[1]
+        if "serverless" in capacity
         else capacity["count"]
         for capacity in desired["capacity"].values()
     )
@@ -93,12 +98,23 @@ def describe_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_endpoints(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return paginate(
-        ctx.store.list(KIND), params, name_key="EndpointName",
-        sort_keys={"Name": "EndpointName", "CreationTime": "CreationTime",
-                   "Status": "EndpointStatus"},
+        ctx.store.list(KIND),
+        params,
+        name_key="EndpointName",
+        sort_keys={
+            "Name": "EndpointName",
+            "CreationTime": "CreationTime",
+            "Status": "EndpointStatus",
+        },
         summarize=lambda r: {
-            k: r[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
-                              "LastModifiedTime", "EndpointStatus")
+            k: r[k]
+            for k in (
+                "EndpointName",
+                "EndpointArn",
+                "CreationTime",
+                "LastModifiedTime",
+                "EndpointStatus",
+            )
         },
         result_key="Endpoints",
         status_key="EndpointStatus",
@@ -110,7 +126,7 @@ def _require_in_service(ctx: Context, name: str, action: str) -> dict[str, Any]:
     if record["EndpointStatus"] != "InService":
         raise ValidationError(
             f'Cannot {action} endpoint "{record["EndpointArn"]}" while its status is '
-            f'{record["EndpointStatus"]}; wait until it is InService.'
+            f"{record['EndpointStatus']}; wait until it is InService."
         )
     return record
 
@@ -123,7 +139,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if record["EndpointStatus"] != "InService":
             raise ValidationError(
                 f'Cannot update endpoint "{record["EndpointArn"]}" while its status is '
-                f'{record["EndpointStatus"]}; wait until it is InService.'
+                f"{record['EndpointStatus']}; wait until it is InService."
             )
         desired = _desired(ctx, config_name, record["_desired"]["generation"] + 1)
         if params.get("RetainAllVariantProperties"):
@@ -151,9 +167,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"EndpointArn": ctx.arn("endpoint", name)}
 
 
-def update_endpoint_weights_and_capacities(
-    ctx: Context, params: dict[str, Any]
-) -> dict[str, Any]:
+def update_endpoint_weights_and_capacities(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointName"]
     record = _require_in_service(ctx, name, "update weights and capacities of")
     known = set(record["_desired"]["capacity"])
@@ -184,10 +198,16 @@ def update_endpoint_weights_and_capacities(
         desired["generation"] += 1
         # DescribeEndpoint shows the new desired counts at once, the running ones as
         # they are until the controller has applied the change.
-        running = {v["VariantName"]: (v["CurrentWeight"], v.get("CurrentInstanceCount", 0))
-                   for v in current["ProductionVariants"]}
-        current.update(EndpointStatus="Updating", LastModifiedTime=ctx.now(), _desired=desired,
-                       **deployed_fields(desired, running))
+        running = {
+            v["VariantName"]: (v["CurrentWeight"], v.get("CurrentInstanceCount", 0))
+            for v in current["ProductionVariants"]
+        }
+        current.update(
+            EndpointStatus="Updating",
+            LastModifiedTime=ctx.now(),
+            _desired=desired,
+            **deployed_fields(desired, running),
+        )
         return current
 
     ctx.store.modify(KIND, name, change)

@@ -71,14 +71,19 @@ def paginate(
     if sort_field is None:
         raise ValidationError(f"SortBy must be one of {sorted(sort_keys)}, got {sort_by}")
     descending = params.get("SortOrder", "Descending") == "Descending"
-    items.sort(key=lambda r: (r.get(sort_field) is None, r.get(sort_field), r[name_key]),
-               reverse=descending)
+    items.sort(
+        key=lambda r: (r.get(sort_field) is None, r.get(sort_field), r[name_key]),
+        reverse=descending,
+    )
 
     return page(items, params, result_key, params.get("MaxResults", 10), summarize)
 
 
 def page(
-    items: list[Record], params: dict[str, Any], result_key: str, size: int,
+    items: list[Record],
+    params: dict[str, Any],
+    result_key: str,
+    size: int,
     summarize: Callable[[Record], Record] | None = None,
 ) -> dict[str, Any]:
     """One NextToken page of `size` items of an already filtered and sorted list; only the

@@ -47,8 +47,10 @@ def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
     if ctx.settings.allow_local_paths:
         return
     source = container.get("ModelDataSource", {}).get("S3DataSource", {})
-    for field, url in (("ModelDataUrl", container.get("ModelDataUrl")),
-                       ("ModelDataSource.S3DataSource.S3Uri", source.get("S3Uri"))):
+    for field, url in (
+        ("ModelDataUrl", container.get("ModelDataUrl")),
+        ("ModelDataSource.S3DataSource.S3Uri", source.get("S3Uri")),
+    ):
         if isinstance(url, str) and url.startswith(("file://", "/")):
             raise ValidationError(
                 f"{field} {url[:128]} is a local path; this server accepts s3:// URIs only "
@@ -80,7 +82,9 @@ def describe_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_models(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return paginate(
-        ctx.store.list(KIND), params, name_key="ModelName",
+        ctx.store.list(KIND),
+        params,
+        name_key="ModelName",
         sort_keys={"Name": "ModelName", "CreationTime": "CreationTime"},
         summarize=lambda r: {k: r[k] for k in ("ModelName", "ModelArn", "CreationTime")},
         result_key="Models",

@@ -44,12 +44,12 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "ListTransformJobs": transform_jobs.list_transform_jobs,
     "StopTransformJob": transform_jobs.stop_transform_job,
     "CreateInferenceRecommendationsJob": recommendations.create_inference_recommendations_job,
-    "DescribeInferenceRecommendationsJob":
-        recommendations.describe_inference_recommendations_job,
+    "DescribeInferenceRecommendationsJob": recommendations.describe_inference_recommendations_job,
     "ListInferenceRecommendationsJobs": recommendations.list_inference_recommendations_jobs,
     "StopInferenceRecommendationsJob": recommendations.stop_inference_recommendations_job,
-    "ListInferenceRecommendationsJobSteps":
-        recommendations.list_inference_recommendations_job_steps,
+    "ListInferenceRecommendationsJobSteps": (
+        recommendations.list_inference_recommendations_job_steps
+    ),
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # X-Amz-Target prefix -> (botocore service name, operations)
 _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
-    prefix: (SERVICE_NAMES[prefix], operations) for prefix, operations in (
+    prefix: (SERVICE_NAMES[prefix], operations)
+    for prefix, operations in (
         ("SageMaker", SAGEMAKER_OPERATIONS),
         ("AnyScaleFrontendService", AUTOSCALING_OPERATIONS),
         ("GraniteServiceVersion20100801", CLOUDWATCH_OPERATIONS),
@@ -58,6 +59,7 @@ def _lookup(target: str) -> tuple[OperationModel, Operation]:
 
 def handle(ctx: Context, target: str, body: bytes) -> tuple[int, bytes]:
     """Run one control-plane call; returns the status and the JSON body to send."""
+
     def decode() -> Any:
         try:
             return orjson.loads(body) if body.strip() else {}

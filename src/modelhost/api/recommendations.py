@@ -38,18 +38,22 @@ def _candidates(params: dict[str, Any]) -> list[dict[str, Any]]:
     candidates = []
     for endpoint in endpoints:
         if "EnvironmentParameterRanges" in endpoint or "InferenceSpecificationName" in endpoint:
-            raise ValidationError("EnvironmentParameterRanges and InferenceSpecificationName "
-                                  "are not supported by modelhost yet.")
+            raise ValidationError(
+                "EnvironmentParameterRanges and InferenceSpecificationName "
+                "are not supported by modelhost yet."
+            )
         if "ServerlessConfig" in endpoint:
             candidates.append({"ServerlessConfig": endpoint["ServerlessConfig"]})
             continue
         instance_type = endpoint.get("InstanceType")
         if instance_type is None:
-            raise ValidationError("Each EndpointConfigurations entry needs an InstanceType or "
-                                  "a ServerlessConfig.")
+            raise ValidationError(
+                "Each EndpointConfigurations entry needs an InstanceType or a ServerlessConfig."
+            )
         if get_instance_type(instance_type) is None:
-            raise ValidationError(f"Instance type {instance_type} is not in modelhost's "
-                                  "instance catalog.")
+            raise ValidationError(
+                f"Instance type {instance_type} is not in modelhost's instance catalog."
+            )
         candidates.append({"InstanceType": instance_type, "InitialInstanceCount": 1})
     limit = config.get("ResourceLimit", {}).get("MaxNumberOfTests")
     return candidates[:limit] if limit else candidates
@@ -65,10 +69,14 @@ def _traffic_steps(params: dict[str, Any]) -> list[dict[str, int]]:
     if pattern.get("TrafficType", "PHASES") == "STAIRS":
         # Stairs.DurationInSeconds is the length of each step, as in SageMaker.
         stairs = {**_DEFAULT_STAIRS, **pattern["Stairs"]}
-        return [{"users": stairs["UsersPerStep"] * (i + 1),
-                 "end_users": stairs["UsersPerStep"] * (i + 1),
-                 "seconds": stairs["DurationInSeconds"]}
-                for i in range(stairs["NumberOfSteps"])]
+        return [
+            {
+                "users": stairs["UsersPerStep"] * (i + 1),
+                "end_users": stairs["UsersPerStep"] * (i + 1),
+                "seconds": stairs["DurationInSeconds"],
+            }
+            for i in range(stairs["NumberOfSteps"])
+        ]
     phases = pattern.get("Phases")
     if not phases:
         raise ValidationError("TrafficPattern of type PHASES needs at least one Phase.")
@@ -89,10 +97,15 @@ def _latency_bound(params: dict[str, Any]) -> dict[str, Any] | None:
     threshold = thresholds[0]
     percentile = threshold.get("Percentile", "P95")
     if percentile not in _PERCENTILES or "ValueInMilliseconds" not in threshold:
-        raise ValidationError(f"ModelLatencyThresholds needs a Percentile of "
-                              f"{sorted(_PERCENTILES)} and a ValueInMilliseconds.")
-    return {"percentile": _PERCENTILES[percentile], "label": percentile,
-            "ms": threshold["ValueInMilliseconds"]}
+        raise ValidationError(
+            f"ModelLatencyThresholds needs a Percentile of "
+            f"{sorted(_PERCENTILES)} and a ValueInMilliseconds."
+        )
+    return {
+        "percentile": _PERCENTILES[percentile],
+        "label": percentile,
+        "ms": threshold["ValueInMilliseconds"],
+    }
 
 
 def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -100,15 +113,18 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
     config = params["InputConfig"]
     for unsupported in ("ModelPackageVersionArn", "Endpoints", "VpcConfig"):
         if unsupported in config:
-            raise ValidationError(f"InputConfig.{unsupported} is not supported by modelhost; "
-                                  "give a ModelName.")
+            raise ValidationError(
+                f"InputConfig.{unsupported} is not supported by modelhost; give a ModelName."
+            )
     if "ModelName" not in config:
         raise ValidationError("InputConfig.ModelName is required.")
     require(ctx, "model", "model", config["ModelName"])
     payload = config.get("ContainerConfig", {}).get("PayloadConfig", {})
     if not payload.get("SamplePayloadUrl"):
-        raise ValidationError("InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl is "
-                              "required: the sample requests the load test sends.")
+        raise ValidationError(
+            "InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl is "
+            "required: the sample requests the load test sends."
+        )
     candidates = _candidates(params)
     steps = _traffic_steps(params)
     arn = ctx.arn("inference-recommendations-job", name)
@@ -123,19 +139,26 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
         "CreationTime": now,
         "LastModifiedTime": now,
         "InputConfig": config,
-        **({"StoppingConditions": params["StoppingConditions"]}
-           if "StoppingConditions" in params else {}),
+        **(
+            {"StoppingConditions": params["StoppingConditions"]}
+            if "StoppingConditions" in params
+            else {}
+        ),
         "_arn": arn,
-        "_plan": {"traffic": steps, "latency": _latency_bound(params),
-                  "max_invocations": params.get("StoppingConditions", {}).get(
-                      "MaxInvocations"),
-                  "content_type": (payload.get("SupportedContentTypes") or
-                                   ["application/json"])[0],
-                  # JobDurationInSeconds, as a wall-clock deadline that survives restarts
-                  "deadline": now + config["JobDurationInSeconds"]
-                  if "JobDurationInSeconds" in config else None},
-        "_steps": [{"StepType": "BENCHMARK", "JobName": name, "Status": "PENDING",
-                    "_candidate": c} for c in candidates],
+        "_plan": {
+            "traffic": steps,
+            "latency": _latency_bound(params),
+            "max_invocations": params.get("StoppingConditions", {}).get("MaxInvocations"),
+            "content_type": (payload.get("SupportedContentTypes") or ["application/json"])[0],
+            # JobDurationInSeconds, as a wall-clock deadline that survives restarts
+            "deadline": now + config["JobDurationInSeconds"]
+            if "JobDurationInSeconds" in config
+            else None,
+        },
+        "_steps": [
+            {"StepType": "BENCHMARK", "JobName": name, "Status": "PENDING", "_candidate": c}
+            for c in candidates
+        ],
         "_endpoints": [],
     }
     create(ctx, KIND, LABEL, name, record, params.get("Tags"))
@@ -143,32 +166,43 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
     return {"JobArn": arn}
 
 
-def describe_inference_recommendations_job(
-    ctx: Context, params: dict[str, Any]
-) -> dict[str, Any]:
+def describe_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = require(ctx, KIND, LABEL, params["JobName"])
     recommendations = record.get("_recommendations")
-    return public(record) | ({"InferenceRecommendations": recommendations}
-                             if recommendations else {})
+    return public(record) | (
+        {"InferenceRecommendations": recommendations} if recommendations else {}
+    )
 
 
-def list_inference_recommendations_jobs(
-    ctx: Context, params: dict[str, Any]
-) -> dict[str, Any]:
+def list_inference_recommendations_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     records = ctx.store.list(KIND)
     if model := params.get("ModelNameEquals"):
         records = [r for r in records if r["InputConfig"].get("ModelName") == model]
     return paginate(
-        records, params, name_key="JobName",
+        records,
+        params,
+        name_key="JobName",
         sort_keys={"Name": "JobName", "CreationTime": "CreationTime", "Status": "Status"},
         summarize=lambda r: {
-            **{k: r[k] for k in ("JobName", "JobDescription", "JobType", "JobArn", "Status",
-                                 "CreationTime", "RoleArn", "LastModifiedTime")
-               if k in r},
+            **{
+                k: r[k]
+                for k in (
+                    "JobName",
+                    "JobDescription",
+                    "JobType",
+                    "JobArn",
+                    "Status",
+                    "CreationTime",
+                    "RoleArn",
+                    "LastModifiedTime",
+                )
+                if k in r
+            },
             **{k: r[k] for k in ("CompletionTime", "FailureReason") if k in r},
             "ModelName": r["InputConfig"]["ModelName"],
             "SamplePayloadUrl": r["InputConfig"]["ContainerConfig"]["PayloadConfig"][
-                "SamplePayloadUrl"],
+                "SamplePayloadUrl"
+            ],
         },
         result_key="InferenceRecommendationsJobs",
         status_key="Status",
@@ -181,8 +215,9 @@ def stop_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -> 
 
     def change(record: dict[str, Any]) -> dict[str, Any] | None:
         if record["Status"] not in ("PENDING", "IN_PROGRESS"):
-            raise ValidationError(f'Cannot stop job "{record["JobArn"]}": its status is '
-                                  f'{record["Status"]}.')
+            raise ValidationError(
+                f'Cannot stop job "{record["JobArn"]}": its status is {record["Status"]}.'
+            )
         record.update(Status="STOPPING", LastModifiedTime=ctx.now())
         return record
 

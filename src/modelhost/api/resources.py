@@ -30,7 +30,11 @@ def copy_optional(params: Record, record: Record, keys: tuple[str, ...]) -> None
 
 
 def create(
-    ctx: Context, kind: str, label: str, name: str, record: Record,
+    ctx: Context,
+    kind: str,
+    label: str,
+    name: str,
+    record: Record,
     tags: list[dict[str, str]] | None,
 ) -> None:
     """Store a new resource and its tags. SageMaker names are unique regardless of case

@@ -48,25 +48,30 @@ def handle(ctx: Context, path: str, body: bytes) -> tuple[int, bytes, Headers]:
         return _handle(ctx, path, body)
     except Exception:
         log.exception("RPC v2 CBOR call %s failed", path[:200])
-        return error_answer(InternalFailure(
-            "An internal error occurred; see the modelhost server log."))
+        return error_answer(
+            InternalFailure("An internal error occurred; see the modelhost server log.")
+        )
 
 
 def error_answer(error: SageMakerError, status: int | None = None) -> tuple[int, bytes, Headers]:
     """An error as RPC v2 CBOR carries it: `__type` and `message` in a CBOR map."""
-    return (status or error.status,
-            cbor2.dumps({"__type": error.code, "message": error.message}), list(_HEADERS))
+    return (
+        status or error.status,
+        cbor2.dumps({"__type": error.code, "message": error.message}),
+        list(_HEADERS),
+    )
 
 
 def _handle(ctx: Context, path: str, body: bytes) -> tuple[int, bytes, Headers]:
-    service, _, operation = path[len(PREFIX):].partition("/operation/")
+    service, _, operation = path[len(PREFIX) :].partition("/operation/")
     target = f"{service}.{operation}"
     try:
         model = operation_model(target)
         if _PROTOCOL not in model.service_model.metadata.get("protocols", ()):
             raise UnknownOperation(
                 f"{service} operations are not served over RPC v2 CBOR; send them as AWS "
-                f"JSON (POST / with X-Amz-Target: {target}).")
+                f"JSON (POST / with X-Amz-Target: {target})."
+            )
     except SageMakerError as error:
         return error_answer(error)
 
@@ -80,8 +85,11 @@ def _handle(ctx: Context, path: str, body: bytes) -> tuple[int, bytes, Headers]:
 
     status, answer = call(ctx, target, decode)
     if status != 200:
-        return status, cbor2.dumps({"__type": answer["__type"], "message": answer["message"]}), \
-            list(_HEADERS)
+        return (
+            status,
+            cbor2.dumps({"__type": answer["__type"], "message": answer["message"]}),
+            list(_HEADERS),
+        )
     answer = _tag_timestamps(answer, model.output_shape)
     return status, cbor2.dumps(answer), list(_HEADERS)
 
@@ -94,8 +102,9 @@ def _check_plain(value: Any, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(f"Request has a map key that is not a string: "
-                                      f"{str(key)[:64]}")
+                raise ValidationError(
+                    f"Request has a map key that is not a string: {str(key)[:64]}"
+                )
             _check_plain(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -111,8 +120,9 @@ def _check_plain(value: Any, depth: int) -> None:
     elif isinstance(value, datetime.datetime):
         return  # tag 1: a timestamp member; the validator refuses it anywhere else
     else:
-        raise ValidationError(f"Request has a value of an unsupported CBOR type: "
-                              f"{type(value).__name__}")
+        raise ValidationError(
+            f"Request has a value of an unsupported CBOR type: {type(value).__name__}"
+        )
 
 
 def _tag_timestamps(value: Any, shape: Shape | None) -> Any:
@@ -122,8 +132,11 @@ def _tag_timestamps(value: Any, shape: Shape | None) -> Any:
     if shape.type_name == "timestamp" and isinstance(value, int | float):
         return cbor2.CBORTag(1, value)
     if shape.type_name == "structure" and isinstance(value, dict):
-        return {k: _tag_timestamps(v, shape.members.get(k)) for k, v in value.items()
-                if k in shape.members}
+        return {
+            k: _tag_timestamps(v, shape.members.get(k))
+            for k, v in value.items()
+            if k in shape.members
+        }
     if shape.type_name == "list" and isinstance(value, list):
         return [_tag_timestamps(item, shape.member) for item in value]
     if shape.type_name == "map" and isinstance(value, dict):

@@ -23,8 +23,10 @@ from modelhost.errors import ObjectNotFound, ResourceNotFound, ValidationError
 KIND = kinds.SCALABLE_TARGET
 POLICY_KIND = kinds.SCALING_POLICY
 ACTION_KIND = kinds.SCHEDULED_ACTION
-_SERVICE_ROLE = ("role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
-                 "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
+_SERVICE_ROLE = (
+    "role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+    "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+)
 _PAGE_LIMIT = 50
 
 Record = dict[str, Any]
@@ -69,8 +71,10 @@ def require_target(ctx: Context, params: dict[str, Any]) -> Record:
 def autoscaling_arn(ctx: Context, kind: str, resource_id: str, label: str, name: str) -> str:
     """Policy and scheduled-action ARNs as AWS spells them."""
     s = ctx.settings
-    return (f"arn:aws:autoscaling:{s.region}:{s.account_id}:{kind}:{uuid.uuid4()}:"
-            f"resource/{NAMESPACE}/{resource_id}:{label}/{name}")
+    return (
+        f"arn:aws:autoscaling:{s.region}:{s.account_id}:{kind}:{uuid.uuid4()}:"
+        f"resource/{NAMESPACE}/{resource_id}:{label}/{name}"
+    )
 
 
 def page(items: list[Record], params: dict[str, Any], result_key: str) -> dict[str, Any]:
@@ -82,7 +86,11 @@ def page(items: list[Record], params: dict[str, Any], result_key: str) -> dict[s
 
 
 def describe_children(
-    ctx: Context, params: dict[str, Any], kind: str, name_key: str, names_param: str,
+    ctx: Context,
+    params: dict[str, Any],
+    kind: str,
+    name_key: str,
+    names_param: str,
     result_key: str,
 ) -> dict[str, Any]:
     """DescribeScalingPolicies / DescribeScheduledActions: filter by names and resource,
@@ -90,7 +98,8 @@ def describe_children(
     check_target_kind(params)
     names = set(params.get(names_param) or [])
     items = [
-        item for item in ctx.store.list(kind)
+        item
+        for item in ctx.store.list(kind)
         if (not names or item[name_key] in names)
         and params.get("ResourceId", item["ResourceId"]) == item["ResourceId"]
     ]
@@ -151,8 +160,11 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
         new_low = current["MinCapacity"] if low is None else low
         new_high = current["MaxCapacity"] if high is None else high
         _check_capacities(ctx, new_low, new_high)
-        current.update(MinCapacity=new_low, MaxCapacity=new_high,
-                       SuspendedState={**current["SuspendedState"], **suspended})
+        current.update(
+            MinCapacity=new_low,
+            MaxCapacity=new_high,
+            SuspendedState={**current["SuspendedState"], **suspended},
+        )
         return current
 
     updated = ctx.store.modify(KIND, key, change)
@@ -162,8 +174,10 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
                 "MinCapacity and MaxCapacity are required to register a new scalable target."
             )
         _check_capacities(ctx, low, high)
-        arn = (f"arn:aws:application-autoscaling:{ctx.settings.region}:"
-               f"{ctx.settings.account_id}:scalable-target/{uuid.uuid4().hex}")
+        arn = (
+            f"arn:aws:application-autoscaling:{ctx.settings.region}:"
+            f"{ctx.settings.account_id}:scalable-target/{uuid.uuid4().hex}"
+        )
         new = {
             "ServiceNamespace": NAMESPACE,
             "ResourceId": resource_id,

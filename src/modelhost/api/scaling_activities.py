@@ -23,7 +23,11 @@ Record = dict[str, Any]
 
 
 def record_activity(
-    ctx: Context, target: Record, description: str, cause: str, status: str = "InProgress",
+    ctx: Context,
+    target: Record,
+    description: str,
+    cause: str,
+    status: str = "InProgress",
     **fields: Any,
 ) -> str:
     """Store a new activity of `target` and return its key; extra fields (StatusMessage,
@@ -65,7 +69,8 @@ def open_activities(ctx: Context, resource_id: str) -> dict[str, Record]:
     prefix = target_key(resource_id) + "|"
     return {
         name: activity
-        for name in ctx.store.names(KIND) if name.startswith(prefix)
+        for name in ctx.store.names(KIND)
+        if name.startswith(prefix)
         if (activity := ctx.store.get(KIND, name)) and activity["StatusCode"] == "InProgress"
     }
 
@@ -73,7 +78,8 @@ def open_activities(ctx: Context, resource_id: str) -> dict[str, Record]:
 def describe_scaling_activities(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     check_target_kind(params)
     activities = [
-        a for a in ctx.store.list(KIND)
+        a
+        for a in ctx.store.list(KIND)
         if params.get("ResourceId", a["ResourceId"]) == a["ResourceId"]
     ]
     activities.sort(key=lambda a: a["StartTime"], reverse=True)

@@ -91,8 +91,10 @@ def _check_step_scaling(config: Record | None) -> None:
     if not steps:
         raise ValidationError("StepScalingPolicyConfiguration needs StepAdjustments.")
     bounds = sorted(
-        (step.get("MetricIntervalLowerBound", -math.inf),
-         step.get("MetricIntervalUpperBound", math.inf))
+        (
+            step.get("MetricIntervalLowerBound", -math.inf),
+            step.get("MetricIntervalUpperBound", math.inf),
+        )
         for step in steps
     )
     for low, high in bounds:
@@ -124,8 +126,9 @@ def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     key = child_key(resource_id, name)
     existing = ctx.store.get(KIND, key)
     record = {
-        "PolicyARN": existing["PolicyARN"] if existing else autoscaling_arn(
-            ctx, "scalingPolicy", resource_id, "policyName", name),
+        "PolicyARN": existing["PolicyARN"]
+        if existing
+        else autoscaling_arn(ctx, "scalingPolicy", resource_id, "policyName", name),
         "PolicyName": name,
         "ServiceNamespace": target["ServiceNamespace"],
         "ResourceId": resource_id,
@@ -142,12 +145,14 @@ def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def describe_scaling_policies(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """With each policy's `Alarms`: the CloudWatch alarms whose actions invoke it."""
-    answer = describe_children(ctx, params, KIND, "PolicyName", "PolicyNames",
-                               "ScalingPolicies")
+    answer = describe_children(ctx, params, KIND, "PolicyName", "PolicyNames", "ScalingPolicies")
     alarms = ctx.store.list(kinds.METRIC_ALARM)
     for policy in answer["ScalingPolicies"]:
-        policy["Alarms"] = [{"AlarmName": a["AlarmName"], "AlarmARN": a["AlarmArn"]}
-                            for a in alarms if policy["PolicyARN"] in a["AlarmActions"]]
+        policy["Alarms"] = [
+            {"AlarmName": a["AlarmName"], "AlarmARN": a["AlarmArn"]}
+            for a in alarms
+            if policy["PolicyARN"] in a["AlarmActions"]
+        ]
     return answer
 
 

@@ -34,9 +34,14 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     name = params["ScheduledActionName"]
     key = child_key(resource_id, name)
     existing = ctx.store.get(KIND, key) or {}
-    merged = {**public(existing),
-              **{k: v for k, v in params.items() if k in (
-                  "Schedule", "Timezone", "StartTime", "EndTime", "ScalableTargetAction")}}
+    merged = {
+        **public(existing),
+        **{
+            k: v
+            for k, v in params.items()
+            if k in ("Schedule", "Timezone", "StartTime", "EndTime", "ScalableTargetAction")
+        },
+    }
     if "Schedule" not in merged:
         raise ValidationError("Schedule is required to create a scheduled action.")
     try:
@@ -64,8 +69,8 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     record = {
         **merged,
         "ScheduledActionName": name,
-        "ScheduledActionARN": existing.get("ScheduledActionARN") or autoscaling_arn(
-            ctx, "scheduledAction", resource_id, "scheduledActionName", name),
+        "ScheduledActionARN": existing.get("ScheduledActionARN")
+        or autoscaling_arn(ctx, "scheduledAction", resource_id, "scheduledActionName", name),
         "ServiceNamespace": target["ServiceNamespace"],
         "ResourceId": resource_id,
         "ScalableDimension": target["ScalableDimension"],
@@ -79,8 +84,9 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
 
 
 def describe_scheduled_actions(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return describe_children(ctx, params, KIND, "ScheduledActionName", "ScheduledActionNames",
-                             "ScheduledActions")
+    return describe_children(
+        ctx, params, KIND, "ScheduledActionName", "ScheduledActionNames", "ScheduledActions"
+    )
 
 
 def delete_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,14 @@ from modelhost.errors import ValidationError
 
 MEMORY_STEP_MB = 1024
 #: Instance settings that make no sense for a serverless variant.
-_INSTANCE_KEYS = ("InstanceType", "InitialInstanceCount", "AcceleratorType",
-                  "InstancePools", "ManagedInstanceScaling", "VolumeSizeInGB")
+_INSTANCE_KEYS = (
+    "InstanceType",
+    "InitialInstanceCount",
+    "AcceleratorType",
+    "InstancePools",
+    "ManagedInstanceScaling",
+    "VolumeSizeInGB",
+)
 #: Endpoint-config features SageMaker serverless endpoints do not support.
 _UNSUPPORTED = {
     "DataCaptureConfig": "data capture",
@@ -84,5 +90,6 @@ def check_capacity_update(item: dict[str, Any], capacity: dict[str, Any]) -> Non
             f"Variant {variant} is serverless; update its concurrency with "
             "ServerlessUpdateConfig instead of DesiredInstanceCount."
         )
-    _check_provisioned(variant, {**capacity["serverless"],
-                                 **item.get("ServerlessUpdateConfig", {})})
+    _check_provisioned(
+        variant, {**capacity["serverless"], **item.get("ServerlessUpdateConfig", {})}
+    )

@@ -32,8 +32,9 @@ def _require_resource(ctx: Context, arn: str) -> None:
 def check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
     keys = set(ctx.store.tags(arn)) | {t["Key"] for t in tags}
     if len(keys) > _MAX_TAGS:
-        raise ValidationError(f"A resource can have at most {_MAX_TAGS} tags; {arn} would have "
-                              f"{len(keys)}")
+        raise ValidationError(
+            f"A resource can have at most {_MAX_TAGS} tags; {arn} would have {len(keys)}"
+        )
 
 
 def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,7 @@ def check_request(params: dict[str, Any]) -> None:
             compile_filter(processing.get(key))
         except ValueError as exc:
             raise ValidationError(f"DataProcessing.{key}: {exc}") from None
-    filtering = any(processing.get(k, "$").strip() != "$" for k in ("InputFilter",
-                                                                    "OutputFilter"))
+    filtering = any(processing.get(k, "$").strip() != "$" for k in ("InputFilter", "OutputFilter"))
     if filtering or processing.get("JoinSource", "None") == "Input":
         content_type = (transform_input.get("ContentType") or "").split(";")[0].strip()
         if split != "Line":
@@ -50,7 +49,8 @@ def check_request(params: dict[str, Any]) -> None:
         if content_type.lower() not in _PROCESSED_TYPES:
             raise ValidationError(
                 "DataProcessing filters and JoinSource work on CSV (text/csv) and JSON Lines "
-                "(application/jsonlines) input; set TransformInput.ContentType.")
+                "(application/jsonlines) input; set TransformInput.ContentType."
+            )
     uri = transform_input["DataSource"]["S3DataSource"]["S3Uri"]
     if not uri.startswith("s3://"):
         raise ValidationError(f"S3Uri must be an s3:// URI, got {uri[:128]}")
@@ -58,12 +58,16 @@ def check_request(params: dict[str, Any]) -> None:
 
 def _check_instance_quota(ctx: Context, count: int) -> None:
     """Jobs in progress share MODELHOST_MAX_INSTANCES: each instance is a process here."""
-    running = sum(r["TransformResources"]["InstanceCount"] for r in ctx.store.list(KIND)
-                  if r["TransformJobStatus"] not in TERMINAL)
+    running = sum(
+        r["TransformResources"]["InstanceCount"]
+        for r in ctx.store.list(KIND)
+        if r["TransformJobStatus"] not in TERMINAL
+    )
     if running + count > ctx.settings.max_instances:
         raise ResourceLimitExceeded(
             f"The job would run {running + count} transform instances on this modelhost "
-            f"server; the limit is {ctx.settings.max_instances} (MODELHOST_MAX_INSTANCES).")
+            f"server; the limit is {ctx.settings.max_instances} (MODELHOST_MAX_INSTANCES)."
+        )
 
 
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
@@ -80,22 +84,39 @@ def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
         "TransformJobStatus": "InProgress",
         "ModelName": params["ModelName"],
         "MaxPayloadInMB": params.get("MaxPayloadInMB", _DEFAULT_MAX_PAYLOAD_MB),
-        "BatchStrategy": params.get("BatchStrategy",
-                                    "SingleRecord" if split == "None" else "MultiRecord"),
-        "TransformInput": {"CompressionType": "None", "SplitType": "None",
-                           **params["TransformInput"]},
+        "BatchStrategy": params.get(
+            "BatchStrategy", "SingleRecord" if split == "None" else "MultiRecord"
+        ),
+        "TransformInput": {
+            "CompressionType": "None",
+            "SplitType": "None",
+            **params["TransformInput"],
+        },
         "TransformOutput": {"AssembleWith": "None", **params["TransformOutput"]},
         "TransformResources": params["TransformResources"],
-        "DataProcessing": {"InputFilter": "$", "OutputFilter": "$", "JoinSource": "None",
-                           **params.get("DataProcessing", {})},
+        "DataProcessing": {
+            "InputFilter": "$",
+            "OutputFilter": "$",
+            "JoinSource": "None",
+            **params.get("DataProcessing", {}),
+        },
         "CreationTime": now,
         "LastModifiedTime": now,
         "TransformStartTime": now,
         "_arn": arn,
         "_model": model,
     }
-    copy_optional(params, record, ("MaxConcurrentTransforms", "ModelClientConfig",
-                                   "Environment", "DataCaptureConfig", "ExperimentConfig"))
+    copy_optional(
+        params,
+        record,
+        (
+            "MaxConcurrentTransforms",
+            "ModelClientConfig",
+            "Environment",
+            "DataCaptureConfig",
+            "ExperimentConfig",
+        ),
+    )
     create(ctx, KIND, LABEL, name, record, params.get("Tags"))
     ctx.notify()
     return {"TransformJobArn": arn}
@@ -106,14 +127,27 @@ def describe_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, An
 
 
 def list_transform_jobs(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    keys = ("TransformJobName", "TransformJobArn", "CreationTime", "TransformEndTime",
-            "LastModifiedTime", "TransformJobStatus", "FailureReason")
+    keys = (
+        "TransformJobName",
+        "TransformJobArn",
+        "CreationTime",
+        "TransformEndTime",
+        "LastModifiedTime",
+        "TransformJobStatus",
+        "FailureReason",
+    )
     return paginate(
-        ctx.store.list(KIND), params, name_key="TransformJobName",
-        sort_keys={"Name": "TransformJobName", "CreationTime": "CreationTime",
-                   "Status": "TransformJobStatus"},
+        ctx.store.list(KIND),
+        params,
+        name_key="TransformJobName",
+        sort_keys={
+            "Name": "TransformJobName",
+            "CreationTime": "CreationTime",
+            "Status": "TransformJobStatus",
+        },
         summarize=lambda r: {k: r[k] for k in keys if k in r},
-        result_key="TransformJobSummaries", status_key="TransformJobStatus",
+        result_key="TransformJobSummaries",
+        status_key="TransformJobStatus",
     )
 
 
@@ -125,7 +159,8 @@ def stop_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if record["TransformJobStatus"] in TERMINAL:
             raise ValidationError(
                 f"Transform job {name} is already {record['TransformJobStatus']}; only a job "
-                "in progress can be stopped.")
+                "in progress can be stopped."
+            )
         if record["TransformJobStatus"] == "Stopping":
             return None
         record["TransformJobStatus"] = "Stopping"

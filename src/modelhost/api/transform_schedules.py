@@ -49,17 +49,24 @@ def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ScheduleName"]
     expression = params["ScheduleExpression"]
     if not croniter.is_valid(expression):
-        raise ValidationError(f"ScheduleExpression {expression[:64]!r} is not a cron "
-                              "expression (minute hour day month weekday [second]).")
+        raise ValidationError(
+            f"ScheduleExpression {expression[:64]!r} is not a cron "
+            "expression (minute hour day month weekday [second])."
+        )
     template = params["InputPrefixTemplate"]
     _check_template(template)
     job = params["TransformJobTemplate"]
     if not isinstance(job, dict) or "TransformJobName" in job:
-        raise ValidationError("TransformJobTemplate must be a CreateTransformJob request "
-                              "without TransformJobName.")
+        raise ValidationError(
+            "TransformJobTemplate must be a CreateTransformJob request without TransformJobName."
+        )
     now = datetime.now(UTC)
-    record: dict[str, Any] = {"ScheduleName": name, "ScheduleExpression": expression,
-                              "InputPrefixTemplate": template, "TransformJobTemplate": job}
+    record: dict[str, Any] = {
+        "ScheduleName": name,
+        "ScheduleExpression": expression,
+        "InputPrefixTemplate": template,
+        "TransformJobTemplate": job,
+    }
     sample = job_request(record, now)
     try:
         validate_request(sample, operation_model("SageMaker.CreateTransformJob").input_shape)
@@ -69,13 +76,15 @@ def create_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     check_request(sample)
     arn = ctx.arn("schedule", name)
     upcoming = next_run(expression, now)
-    record.update({
-        "ScheduleArn": arn,
-        "State": "Enabled",
-        "CreationTime": ctx.now(),
-        "NextRunTime": round(upcoming.timestamp(), 3),
-        "_arn": arn,
-    })
+    record.update(
+        {
+            "ScheduleArn": arn,
+            "State": "Enabled",
+            "CreationTime": ctx.now(),
+            "NextRunTime": round(upcoming.timestamp(), 3),
+            "_arn": arn,
+        }
+    )
     create(ctx, KIND, LABEL, name, record, None)
     ctx.notify()
     return {"ScheduleArn": arn}
@@ -87,9 +96,12 @@ def describe_schedule(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_schedules(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return paginate(
-        ctx.store.list(KIND), params, name_key="ScheduleName",
+        ctx.store.list(KIND),
+        params,
+        name_key="ScheduleName",
         sort_keys={"Name": "ScheduleName", "CreationTime": "CreationTime"},
-        summarize=public, result_key="Schedules",
+        summarize=public,
+        result_key="Schedules",
     )
 
 

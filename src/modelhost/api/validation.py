@@ -45,39 +45,55 @@ def _constraint_errors(value: Any, shape: Shape, path: str, out: list[str]) -> N
                 _constraint_errors(value[member], member_shape, child, out)
     elif shape.type_name == "list" and isinstance(value, list):
         if "max" in meta and len(value) > meta["max"]:
-            out.append(f"Value at '{path}' failed to satisfy constraint: Member must have "
-                       f"length less than or equal to {meta['max']}")
+            out.append(
+                f"Value at '{path}' failed to satisfy constraint: Member must have "
+                f"length less than or equal to {meta['max']}"
+            )
         for index, item in enumerate(value, start=1):
             _constraint_errors(item, shape.member, f"{path}.{index}.member", out)
     elif shape.type_name == "map" and isinstance(value, dict):
         if "max" in meta and len(value) > meta["max"]:
-            out.append(f"Value at '{path}' failed to satisfy constraint: Member must have "
-                       f"length less than or equal to {meta['max']}")
+            out.append(
+                f"Value at '{path}' failed to satisfy constraint: Member must have "
+                f"length less than or equal to {meta['max']}"
+            )
         for key, item in value.items():
             _constraint_errors(key, shape.key, f"{path}.key", out)
             _constraint_errors(item, shape.value, f"{path}.{key}", out)
     elif shape.type_name == "string" and isinstance(value, str):
         if "max" in meta and len(value) > meta["max"]:
-            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
-                       f"Member must have length less than or equal to {meta['max']}")
+            out.append(
+                f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {meta['max']}"
+            )
         enum = shape.enum
         if enum and value not in enum:
-            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
-                       f"Member must satisfy enum value set: [{', '.join(enum)}]")
+            out.append(
+                f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                f"Member must satisfy enum value set: [{', '.join(enum)}]"
+            )
         pattern = meta.get("pattern")
         compiled = _pattern(pattern) if pattern else None
         if compiled is not None and not compiled.fullmatch(value) and not _local_uri(shape, value):
-            out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
-                       f"Member must satisfy regular expression pattern: {pattern}")
+            out.append(
+                f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: "
+                f"Member must satisfy regular expression pattern: {pattern}"
+            )
     elif shape.type_name in _NUMERIC and isinstance(value, bool):
         # JSON true/false are not numbers, whatever Python's bool-is-int says.
-        out.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
-                   f"be a {'timestamp' if shape.type_name == 'timestamp' else 'number'}")
-    elif shape.type_name in _NUMERIC and isinstance(value, int | float) and (
-        "max" in meta and value > meta["max"]
+        out.append(
+            f"Value '{value}' at '{path}' failed to satisfy constraint: Member must "
+            f"be a {'timestamp' if shape.type_name == 'timestamp' else 'number'}"
+        )
+    elif (
+        shape.type_name in _NUMERIC
+        and isinstance(value, int | float)
+        and ("max" in meta and value > meta["max"])
     ):
-        out.append(f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: Member "
-                   f"must have value less than or equal to {meta['max']}")
+        out.append(
+            f"Value '{_clip(value)}' at '{path}' failed to satisfy constraint: Member "
+            f"must have value less than or equal to {meta['max']}"
+        )
 
 
 def validate_request(params: Any, shape: Shape | None) -> None:

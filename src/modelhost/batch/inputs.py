@@ -28,14 +28,18 @@ def input_objects(objects: ObjectStore, data_source: dict[str, Any]) -> list[tup
     if source["S3DataType"] == "ManifestFile":
         return _manifest(objects, uri)
     if source["S3DataType"] != "S3Prefix":
-        raise InputError(f"S3DataType {source['S3DataType']} is not supported for transform "
-                         "jobs; use S3Prefix or ManifestFile.")
+        raise InputError(
+            f"S3DataType {source['S3DataType']} is not supported for transform "
+            "jobs; use S3Prefix or ManifestFile."
+        )
     base = _base(uri)
     found = objects.list(uri)
     if not found:
         raise InputError(f"No input objects found under {uri}.")
-    return [(item, item[len(base):] if item.startswith(base) else item.rpartition("/")[2])
-            for item in found]
+    return [
+        (item, item[len(base) :] if item.startswith(base) else item.rpartition("/")[2])
+        for item in found
+    ]
 
 
 def _manifest(objects: ObjectStore, uri: str) -> list[tuple[str, str]]:
@@ -46,11 +50,17 @@ def _manifest(objects: ObjectStore, uri: str) -> list[tuple[str, str]]:
         raise InputError(f"The manifest file {uri} does not exist.") from None
     except orjson.JSONDecodeError as exc:
         raise InputError(f"The manifest file {uri} is not valid JSON: {exc}") from None
-    if not (isinstance(entries, list) and entries and isinstance(entries[0], dict)
-            and isinstance(entries[0].get("prefix"), str)
-            and all(isinstance(e, str) for e in entries[1:])):
-        raise InputError(f'The manifest file {uri} must be a JSON array: {{"prefix": '
-                         '"s3://bucket/prefix/"} followed by object keys.')
+    if not (
+        isinstance(entries, list)
+        and entries
+        and isinstance(entries[0], dict)
+        and isinstance(entries[0].get("prefix"), str)
+        and all(isinstance(e, str) for e in entries[1:])
+    ):
+        raise InputError(
+            f'The manifest file {uri} must be a JSON array: {{"prefix": '
+            '"s3://bucket/prefix/"} followed by object keys.'
+        )
     prefix = entries[0]["prefix"]
     prefix = prefix if prefix.endswith("/") else prefix + "/"
     if len(entries) == 1:

@@ -74,7 +74,8 @@ def _dump(value: Any, as_csv: bool) -> bytes:
     row = value if isinstance(value, list) else [value]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(
-        [v if isinstance(v, str) else orjson.dumps(v).decode() for v in row])
+        [v if isinstance(v, str) else orjson.dumps(v).decode() for v in row]
+    )
     return buffer.getvalue().encode()
 
 
@@ -88,8 +89,9 @@ def _lines(payload: bytes) -> list[bytes]:
 class DataProcessing:
     """The DataProcessing of one job, applied batch by batch."""
 
-    def __init__(self, config: dict[str, Any], content_type: str | None,
-                 accept: str | None) -> None:
+    def __init__(
+        self, config: dict[str, Any], content_type: str | None, accept: str | None
+    ) -> None:
         self.input_filter = compile_filter(config.get("InputFilter"))
         self.output_filter = compile_filter(config.get("OutputFilter"))
         self.join = config.get("JoinSource", "None") == "Input"
@@ -108,8 +110,9 @@ class DataProcessing:
         out = []
         for index, line in enumerate(records):
             value = _parse(line, self.input_csv, index)
-            out.append(_dump(_select(self.input_filter, value, "InputFilter", index),
-                             self.input_csv))
+            out.append(
+                _dump(_select(self.input_filter, value, "InputFilter", index), self.input_csv)
+            )
         return b"\n".join(out) + b"\n", records
 
     def response(self, inputs: list[bytes], body: bytes, content_type: str | None) -> bytes:
@@ -142,7 +145,9 @@ class DataProcessing:
         if len(outputs) != expected:
             raise ProcessingError(
                 f"the model returned {len(outputs)} records for {expected} input records; "
-                "a join or output filter needs one output record per input record", 0)
+                "a join or output filter needs one output record per input record",
+                0,
+            )
         return outputs
 
     def _joined(self, line: bytes, output: Any, index: int) -> Any:

@@ -53,8 +53,7 @@ def skip(stream: IO[bytes], offset: int, block: int = 1024 * 1024) -> None:
     while remaining > 0:
         got = len(stream.read(min(block, remaining)))
         if got == 0:
-            raise RecordError(f"input is shorter than its recorded progress ({offset} bytes)",
-                              0)
+            raise RecordError(f"input is shorter than its recorded progress ({offset} bytes)", 0)
         remaining -= got
 
 
@@ -74,8 +73,9 @@ def mini_batches(
         yield from _line_blocks(stream, max_bytes, first_record, offset)
     else:
         records = _lines(stream) if split_type == "Line" else _recordio(stream, first_record)
-        yield from _pack(records, 1 if strategy == "SingleRecord" else None, max_bytes,
-                         first_record, offset)
+        yield from _pack(
+            records, 1 if strategy == "SingleRecord" else None, max_bytes, first_record, offset
+        )
 
 
 def _whole(stream: IO[bytes], max_bytes: int, first: int, offset: int) -> Iterator[MiniBatch]:
@@ -83,22 +83,22 @@ def _whole(stream: IO[bytes], max_bytes: int, first: int, offset: int) -> Iterat
     if len(data) > max_bytes:
         raise RecordError(
             f"the object is larger than MaxPayloadInMB ({max_bytes // 2**20} MB) and "
-            "SplitType is None", first)
+            "SplitType is None",
+            first,
+        )
     if data:
         yield MiniBatch(data, 1, first, offset + len(data))
 
 
-def _line_blocks(
-    stream: IO[bytes], max_bytes: int, first: int, offset: int
-) -> Iterator[MiniBatch]:
+def _line_blocks(stream: IO[bytes], max_bytes: int, first: int, offset: int) -> Iterator[MiniBatch]:
     """Line records packed by size without looking at each line in Python: read up to a
     payload's worth, cut after the last newline, count newlines in C."""
     carry = b""
     while True:
         if len(carry) >= max_bytes:
             raise RecordError(
-                f"record {first + 1} is larger than MaxPayloadInMB ({max_bytes // 2**20} MB)",
-                first)
+                f"record {first + 1} is larger than MaxPayloadInMB ({max_bytes // 2**20} MB)", first
+            )
         block = stream.read(max_bytes - len(carry))
         if not block:
             if carry:
@@ -135,8 +135,7 @@ def _recordio(stream: IO[bytes], first: int) -> Iterator[bytes]:
             raise RecordError(f"record {index + 1} has a truncated RecordIO header", index)
         magic, word = _RECORDIO_HEADER.unpack(header)
         if magic != _RECORDIO_MAGIC:
-            raise RecordError(f"record {index + 1} does not start with the RecordIO magic",
-                              index)
+            raise RecordError(f"record {index + 1} does not start with the RecordIO magic", index)
         length = word & _LENGTH_MASK
         body = stream.read(length + (-length % 4))
         if len(body) < length:
@@ -157,8 +156,8 @@ def _pack(
     for record in records:
         if len(record) > max_bytes:
             raise RecordError(
-                f"record {index + 1} is larger than MaxPayloadInMB ({max_bytes // 2**20} MB)",
-                index)
+                f"record {index + 1} is larger than MaxPayloadInMB ({max_bytes // 2**20} MB)", index
+            )
         if batch and (size + len(record) > max_bytes or len(batch) == per_batch):
             offset += size
             yield MiniBatch(b"".join(batch), len(batch), index - len(batch), offset)

@@ -14,8 +14,9 @@ from modelhost.cli.state import state_app
 from modelhost.cli.transform import transform_app
 from modelhost.cli.transform_schedules import schedules_app
 
-app = typer.Typer(help="Self-hosted model deployment that speaks the SageMaker API.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Self-hosted model deployment that speaks the SageMaker API.", no_args_is_help=True
+)
 
 
 @app.callback()

@@ -22,15 +22,24 @@ def _server_url(url: str) -> str:
     """One line, not botocore's traceback, for an address without a scheme."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        console.error(f"the server address {url!r} (--endpoint-url / MODELHOST_URL) is not an "
-                      f"http:// or https:// URL; e.g. http://{url.partition('://')[2] or url}")
+        console.error(
+            f"the server address {url!r} (--endpoint-url / MODELHOST_URL) is not an "
+            f"http:// or https:// URL; e.g. http://{url.partition('://')[2] or url}"
+        )
         raise typer.Exit(2)
     return url
 
 
-EndpointUrl = Annotated[str, typer.Option(
-    "--endpoint-url", envvar="MODELHOST_URL", show_envvar=True, callback=_server_url,
-    help="The modelhost server to talk to.")]
+EndpointUrl = Annotated[
+    str,
+    typer.Option(
+        "--endpoint-url",
+        envvar="MODELHOST_URL",
+        show_envvar=True,
+        callback=_server_url,
+        help="The modelhost server to talk to.",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the raw API answer as JSON.")]
 NameContains = Annotated[str | None, typer.Option(help="Only names containing this.")]
 
@@ -53,14 +62,23 @@ class Api:
             from botocore.config import Config
 
             session = boto3.Session(region_name=REGION)
-            dummy = {} if session.get_credentials() else {
-                "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+            dummy = (
+                {}
+                if session.get_credentials()
+                else {"aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+            )
             self._clients[service] = session.client(
-                service, endpoint_url=self.url, region_name=REGION, **dummy,
+                service,
+                endpoint_url=self.url,
+                region_name=REGION,
+                **dummy,
                 # one attempt: a refused connection should be reported now, not after
                 # botocore's back-off; reads wait long enough for a slow model.
-                config=Config(retries={"max_attempts": 1, "mode": "standard"},
-                              connect_timeout=5, read_timeout=120),
+                config=Config(
+                    retries={"max_attempts": 1, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=120,
+                ),
             )
         return self._clients[service]
 
@@ -90,8 +108,10 @@ def connected(url: str) -> Iterator[Api]:
         console.error(f"{problem.get('Code', 'Unknown')}: {problem.get('Message', exc)}")
         raise typer.Exit(1) from None
     except EndpointConnectionError:
-        console.error(f"no modelhost server at {url} (start one with `modelhost server`, "
-                      "or pass --endpoint-url / set MODELHOST_URL)")
+        console.error(
+            f"no modelhost server at {url} (start one with `modelhost server`, "
+            "or pass --endpoint-url / set MODELHOST_URL)"
+        )
         raise typer.Exit(1) from None
     except BotoCoreError as exc:
         console.error(str(exc))
@@ -102,21 +122,26 @@ def name_filter(name_contains: str | None) -> dict[str, Any]:
     return {"NameContains": name_contains} if name_contains else {}
 
 
-def wait_failed(name: str, state: str, description: dict[str, Any], ended: set[str],
-                timeout: float) -> typer.Exit:
+def wait_failed(
+    name: str, state: str, description: dict[str, Any], ended: set[str], timeout: float
+) -> typer.Exit:
     """Report why a `wait` command gives up (the resource ended badly, or time ran out);
     raise the exit code it returns."""
     if state in ended:
-        console.error(f"{name} is {state}: "
-                      f"{description.get('FailureReason') or 'no reason given'}")
+        console.error(f"{name} is {state}: {description.get('FailureReason') or 'no reason given'}")
     else:
         console.error(f"{name} still {state} after {timeout:g}s")
     return typer.Exit(1)
 
 
-def print_listing(endpoint_url: str, operation: str, key: str,
-                  table: Callable[[list[dict[str, Any]]], Any], as_json: bool,
-                  **params: Any) -> None:
+def print_listing(
+    endpoint_url: str,
+    operation: str,
+    key: str,
+    table: Callable[[list[dict[str, Any]]], Any],
+    as_json: bool,
+    **params: Any,
+) -> None:
     """Every page of a List* call: with --json the API's own document, else a table."""
     with connected(endpoint_url) as api:
         items = api.collect(operation, key, **params)

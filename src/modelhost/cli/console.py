@@ -96,8 +96,13 @@ def waiting(name: str) -> Iterator[Callable[[str], None]]:
 
         yield report_line
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         task = progress.add_task(name)
 
         def report_spinner(state: str) -> None:
@@ -126,8 +131,10 @@ def key_values(rows: Iterable[tuple[str, object]]) -> Table:
 def _serverless(config: Mapping[str, Any] | None) -> str | None:
     if not config:
         return None
-    return (f"serverless {config.get('MemorySizeInMB', '?')} MB, "
-            f"max concurrency {config.get('MaxConcurrency', '?')}")
+    return (
+        f"serverless {config.get('MemorySizeInMB', '?')} MB, "
+        f"max concurrency {config.get('MaxConcurrency', '?')}"
+    )
 
 
 def _weight(current: object, desired: object) -> str:
@@ -137,6 +144,7 @@ def _weight(current: object, desired: object) -> str:
 
 
 # --- lists -------------------------------------------------------------------------------
+
 
 def models_table(models: Sequence[Description]) -> Table:
     table = _table("Name", "Created")
@@ -152,8 +160,9 @@ def endpoint_configs_table(configs: Sequence[Description]) -> Table:
     return table
 
 
-def endpoints_table(endpoints: Sequence[Description],
-                    counts: Mapping[str, tuple[int, int] | None]) -> Table:
+def endpoints_table(
+    endpoints: Sequence[Description], counts: Mapping[str, tuple[int, int] | None]
+) -> Table:
     """`counts` maps name -> (current, desired) instances summed over variants; ListEndpoints
     does not carry them, so the caller describes each endpoint."""
     table = _table("Name", "Status", "Instances", "Created")
@@ -161,79 +170,126 @@ def endpoints_table(endpoints: Sequence[Description],
         name = endpoint["EndpointName"]
         count = counts.get(name)
         instances = "-" if count is None else f"{count[0]}/{count[1]}"
-        table.add_row(name, status(endpoint.get("EndpointStatus")), instances,
-                      when(endpoint.get("CreationTime")))
+        table.add_row(
+            name,
+            status(endpoint.get("EndpointStatus")),
+            instances,
+            when(endpoint.get("CreationTime")),
+        )
     return table
 
 
 # --- describes ---------------------------------------------------------------------------
 
+
 def async_requests_table(answer: Description) -> Table:
     """An endpoint's asynchronous requests, with the counts per state in the title."""
     counts = "  ".join(f"{state}: {count}" for state, count in answer["Counts"].items())
-    table = _table("InferenceId", "State", "Attempts", "Received", "Input", "Error",
-                   title=f"{answer['EndpointName']} — {counts}")
+    table = _table(
+        "InferenceId",
+        "State",
+        "Attempts",
+        "Received",
+        "Input",
+        "Error",
+        title=f"{answer['EndpointName']} — {counts}",
+    )
     for job in answer["Requests"]:
-        table.add_row(job["inference_id"], status(job["state"]), str(job["attempts"]),
-                      when(datetime.fromtimestamp(job["created"])), job["input_location"],
-                      job.get("error") or "")
+        table.add_row(
+            job["inference_id"],
+            status(job["state"]),
+            str(job["attempts"]),
+            when(datetime.fromtimestamp(job["created"])),
+            job["input_location"],
+            job.get("error") or "",
+        )
     return table
 
 
 def describe_model(model: Description) -> None:
-    out.print(key_values([
-        ("Name", model.get("ModelName")),
-        ("ARN", model.get("ModelArn")),
-        ("Created", when(model.get("CreationTime"))),
-        ("Execution role", model.get("ExecutionRoleArn")),
-        ("Network isolation", model.get("EnableNetworkIsolation")),
-    ]))
-    containers = ([model["PrimaryContainer"]] if model.get("PrimaryContainer")
-                  else list(model.get("Containers") or []))
+    out.print(
+        key_values(
+            [
+                ("Name", model.get("ModelName")),
+                ("ARN", model.get("ModelArn")),
+                ("Created", when(model.get("CreationTime"))),
+                ("Execution role", model.get("ExecutionRoleArn")),
+                ("Network isolation", model.get("EnableNetworkIsolation")),
+            ]
+        )
+    )
+    containers = (
+        [model["PrimaryContainer"]]
+        if model.get("PrimaryContainer")
+        else list(model.get("Containers") or [])
+    )
     table = _table("Image", "Model data", "Environment", title="Containers")
     for container in containers:
         environment = "\n".join(f"{k}={v}" for k, v in (container.get("Environment") or {}).items())
-        table.add_row(container.get("Image", "-"), container.get("ModelDataUrl", "-"),
-                      environment or "-")
+        table.add_row(
+            container.get("Image", "-"), container.get("ModelDataUrl", "-"), environment or "-"
+        )
     out.print(table)
 
 
 def describe_endpoint_config(config: Description) -> None:
-    out.print(key_values([
-        ("Name", config.get("EndpointConfigName")),
-        ("ARN", config.get("EndpointConfigArn")),
-        ("Created", when(config.get("CreationTime"))),
-        ("Async output", (config.get("AsyncInferenceConfig") or {})
-         .get("OutputConfig", {}).get("S3OutputPath")),
-    ]))
-    table = _table("Variant", "Model", "Instance type", "Initial count", "Weight",
-                   title="Production variants")
+    out.print(
+        key_values(
+            [
+                ("Name", config.get("EndpointConfigName")),
+                ("ARN", config.get("EndpointConfigArn")),
+                ("Created", when(config.get("CreationTime"))),
+                (
+                    "Async output",
+                    (config.get("AsyncInferenceConfig") or {})
+                    .get("OutputConfig", {})
+                    .get("S3OutputPath"),
+                ),
+            ]
+        )
+    )
+    table = _table(
+        "Variant", "Model", "Instance type", "Initial count", "Weight", title="Production variants"
+    )
     for variant in config.get("ProductionVariants") or []:
-        table.add_row(variant.get("VariantName", "-"), variant.get("ModelName", "-"),
-                      variant.get("InstanceType") or _serverless(variant.get("ServerlessConfig"))
-                      or "-",
-                      str(variant.get("InitialInstanceCount", "-")),
-                      str(variant.get("InitialVariantWeight", "-")))
+        table.add_row(
+            variant.get("VariantName", "-"),
+            variant.get("ModelName", "-"),
+            variant.get("InstanceType") or _serverless(variant.get("ServerlessConfig")) or "-",
+            str(variant.get("InitialInstanceCount", "-")),
+            str(variant.get("InitialVariantWeight", "-")),
+        )
     out.print(table)
 
 
 def describe_endpoint(endpoint: Description, config: Description | None) -> None:
     """`config` supplies the instance types, which DescribeEndpoint does not report; it is
     None when the config was deleted after the endpoint was created."""
-    out.print(key_values([
-        ("Name", endpoint.get("EndpointName")),
-        ("ARN", endpoint.get("EndpointArn")),
-        ("Status", status(endpoint.get("EndpointStatus"))),
-        ("Failure reason", Text(endpoint["FailureReason"], style="red")
-         if endpoint.get("FailureReason") else None),
-        ("Endpoint config", endpoint.get("EndpointConfigName")),
-        ("Created", when(endpoint.get("CreationTime"))),
-        ("Last modified", when(endpoint.get("LastModifiedTime"))),
-    ]))
-    types = {v.get("VariantName"): v.get("InstanceType") or _serverless(v.get("ServerlessConfig"))
-             for v in (config or {}).get("ProductionVariants") or []}
-    table = _table("Variant", "Instance type", "Current", "Desired", "Weight",
-                   title="Production variants")
+    out.print(
+        key_values(
+            [
+                ("Name", endpoint.get("EndpointName")),
+                ("ARN", endpoint.get("EndpointArn")),
+                ("Status", status(endpoint.get("EndpointStatus"))),
+                (
+                    "Failure reason",
+                    Text(endpoint["FailureReason"], style="red")
+                    if endpoint.get("FailureReason")
+                    else None,
+                ),
+                ("Endpoint config", endpoint.get("EndpointConfigName")),
+                ("Created", when(endpoint.get("CreationTime"))),
+                ("Last modified", when(endpoint.get("LastModifiedTime"))),
+            ]
+        )
+    )
+    types = {
+        v.get("VariantName"): v.get("InstanceType") or _serverless(v.get("ServerlessConfig"))
+        for v in (config or {}).get("ProductionVariants") or []
+    }
+    table = _table(
+        "Variant", "Instance type", "Current", "Desired", "Weight", title="Production variants"
+    )
     for variant in endpoint.get("ProductionVariants") or []:
         name = variant.get("VariantName", "-")
         table.add_row(
@@ -251,33 +307,59 @@ def load_report(result: Any, timeline: bool) -> None:
     timeline."""
     s = result.summary()
     table = Table(title=f"{s['mode']}-loop load, {s['duration_s']:.1f}s")
-    for column in ("sent", "ok", "errors", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
-                   "max ms"):
+    for column in (
+        "sent",
+        "ok",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+    ):
         table.add_column(column, justify="right")
-    table.add_row(str(s["sent"]), str(s["completed"]), str(s["errors"]),
-                  f"{s['throughput_rps']:.1f}",
-                  *(f"{s[k]:.2f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")))
+    table.add_row(
+        str(s["sent"]),
+        str(s["completed"]),
+        str(s["errors"]),
+        f"{s['throughput_rps']:.1f}",
+        *(f"{s[k]:.2f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")),
+    )
     out.print(table)
     if s["errors_by_code"]:
-        out.print("errors: " + ", ".join(f"{code}: {n}" for code, n in
-                                         sorted(s["errors_by_code"].items())))
+        out.print(
+            "errors: "
+            + ", ".join(f"{code}: {n}" for code, n in sorted(s["errors_by_code"].items()))
+        )
     if not timeline:
         return
     seconds = Table(title="per second")
     for column in ("s", "scheduled", "sent", "ok", "errors", "p50 ms", "p99 ms"):
         seconds.add_column(column, justify="right")
     for second in result.timeline:
-        seconds.add_row(str(second.second), str(second.scheduled), str(second.sent),
-                         str(second.completed), str(second.errors), f"{second.p50_ms:.2f}",
-                         f"{second.p99_ms:.2f}")
+        seconds.add_row(
+            str(second.second),
+            str(second.scheduled),
+            str(second.sent),
+            str(second.completed),
+            str(second.errors),
+            f"{second.p50_ms:.2f}",
+            f"{second.p99_ms:.2f}",
+        )
     out.print(seconds)
 
 
 def recommendation_jobs_table(jobs: Sequence[Description]) -> Table:
     table = _table("name", "type", "model", "status", "created")
     for job in jobs:
-        table.add_row(job["JobName"], job["JobType"], job.get("ModelName", "-"),
-                      status(job["Status"]), when(job.get("CreationTime")))
+        table.add_row(
+            job["JobName"],
+            job["JobType"],
+            job.get("ModelName", "-"),
+            status(job["Status"]),
+            when(job.get("CreationTime")),
+        )
     return table
 
 
@@ -289,9 +371,19 @@ def describe_recommendation_job(job: Description, steps: Sequence[Description]) 
         out.print(f"[red]{job['FailureReason']}[/]", highlight=False)
     recommended = job.get("InferenceRecommendations") or []
     best = candidate_label(recommended[0]["EndpointConfiguration"]) if recommended else None
-    table = _table("", "candidate", "status", "$/hour", "max invocations/min",
-                   "model latency ms", "$ per 1M inferences", "CPU %", "memory %",
-                   "setup s", "note")
+    table = _table(
+        "",
+        "candidate",
+        "status",
+        "$/hour",
+        "max invocations/min",
+        "model latency ms",
+        "$ per 1M inferences",
+        "CPU %",
+        "memory %",
+        "setup s",
+        "note",
+    )
     for step in steps:
         benchmark = step.get("InferenceBenchmark", {})
         label = candidate_label(benchmark.get("EndpointConfiguration", {}))
@@ -299,11 +391,18 @@ def describe_recommendation_job(job: Description, steps: Sequence[Description]) 
 
         def cell(key: str, fmt: str = "{}", metrics: Mapping[str, Any] = metrics) -> str:
             return fmt.format(metrics[key]) if key in metrics else "-"
-        table.add_row("★" if label == best else "", label, status(step["Status"]),
-                      cell("CostPerHour", "{:.3f}"), cell("MaxInvocations", "{:,}"),
-                      cell("ModelLatency"),
-                      f"{metrics['CostPerInference'] * 1e6:.4f}"
-                      if "CostPerInference" in metrics else "-",
-                      cell("CpuUtilization", "{:.0f}"), cell("MemoryUtilization", "{:.1f}"),
-                      cell("ModelSetupTime"), benchmark.get("FailureReason", ""))
+
+        table.add_row(
+            "★" if label == best else "",
+            label,
+            status(step["Status"]),
+            cell("CostPerHour", "{:.3f}"),
+            cell("MaxInvocations", "{:,}"),
+            cell("ModelLatency"),
+            f"{metrics['CostPerInference'] * 1e6:.4f}" if "CostPerInference" in metrics else "-",
+            cell("CpuUtilization", "{:.0f}"),
+            cell("MemoryUtilization", "{:.1f}"),
+            cell("ModelSetupTime"),
+            benchmark.get("FailureReason", ""),
+        )
     out.print(table)

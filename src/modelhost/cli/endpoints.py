@@ -20,15 +20,15 @@ from modelhost.cli._shared import (
     wait_failed,
 )
 
-endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.",
-                            no_args_is_help=True)
+endpoints_app = typer.Typer(help="Endpoints: running configs you can invoke.", no_args_is_help=True)
 # statuses after which waiting for InService is pointless
 _HOPELESS = {"Failed", "Deleting", "OutOfService", "UpdateRollbackFailed"}
 
 
 @endpoints_app.command("list")
 def endpoints_list(
-    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    name_contains: NameContains = None,
     status: Annotated[str | None, typer.Option(help="Only this status, e.g. InService.")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -44,20 +44,23 @@ def endpoints_list(
         counts: dict[str, tuple[int, int] | None] = {}
         for endpoint in endpoints:  # ListEndpoints has no counts; one describe each
             try:
-                variants = api.sagemaker.describe_endpoint(
-                    EndpointName=endpoint["EndpointName"])["ProductionVariants"]
+                variants = api.sagemaker.describe_endpoint(EndpointName=endpoint["EndpointName"])[
+                    "ProductionVariants"
+                ]
             except ClientError:  # deleted since the listing
                 counts[endpoint["EndpointName"]] = None
                 continue
             counts[endpoint["EndpointName"]] = (
                 sum(v.get("CurrentInstanceCount", 0) for v in variants),
-                sum(v.get("DesiredInstanceCount", 0) for v in variants))
+                sum(v.get("DesiredInstanceCount", 0) for v in variants),
+            )
     console.out.print(console.endpoints_table(endpoints, counts))
 
 
 @endpoints_app.command("describe")
-def endpoints_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
-                       as_json: AsJson = False) -> None:
+def endpoints_describe(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False
+) -> None:
     """Show an endpoint's status, failure reason and variants."""
     from botocore.exceptions import ClientError
 
@@ -68,7 +71,8 @@ def endpoints_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
             return
         try:  # for the instance types, which DescribeEndpoint leaves out
             config = api.sagemaker.describe_endpoint_config(
-                EndpointConfigName=endpoint["EndpointConfigName"])
+                EndpointConfigName=endpoint["EndpointConfigName"]
+            )
         except ClientError:
             config = None
     console.describe_endpoint(endpoint, config)
@@ -76,7 +80,8 @@ def endpoints_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
 
 @endpoints_app.command("wait")
 def endpoints_wait(
-    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    name: str,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.5,
 ) -> None:
@@ -88,8 +93,7 @@ def endpoints_wait(
             endpoint = api.sagemaker.describe_endpoint(EndpointName=name)
             state = endpoint["EndpointStatus"]
             report(state)
-            if (state == "InService" or state in _HOPELESS
-                    or time.monotonic() - started > timeout):
+            if state == "InService" or state in _HOPELESS or time.monotonic() - started > timeout:
                 break
             time.sleep(interval)
     elapsed = time.monotonic() - started
@@ -108,10 +112,15 @@ def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None
 
 @endpoints_app.command("async-requests")
 def endpoints_async_requests(
-    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
-    state: Annotated[list[str] | None, typer.Option(
-        help="queued, running, failed or succeeded; repeat for several (default: all but "
-             "succeeded).")] = None,
+    name: str,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="queued, running, failed or succeeded; repeat for several (default: all but "
+            "succeeded)."
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Show an asynchronous endpoint's backlog, in-flight and failed requests."""
@@ -120,8 +129,11 @@ def endpoints_async_requests(
     from modelhost.cli import control
 
     with connected(endpoint_url) as api:
-        answer = control.get(api.url, f"/endpoints/{name}/async-requests",
-                             urlencode([("state", s) for s in state or []]))
+        answer = control.get(
+            api.url,
+            f"/endpoints/{name}/async-requests",
+            urlencode([("state", s) for s in state or []]),
+        )
     if as_json:
         console.print_json(answer)
     else:
@@ -130,16 +142,24 @@ def endpoints_async_requests(
 
 @endpoints_app.command("invoke")
 def endpoints_invoke(
-    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    name: str,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
     body: Annotated[str | None, typer.Option(help="Request body, literally.")] = None,
-    body_file: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False, help="Read the request body from this file.")] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Read the request body from this file."),
+    ] = None,
     content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = "text/csv",
     accept: Annotated[str | None, typer.Option(help="Wanted response type.")] = None,
     custom_attributes: Annotated[str | None, typer.Option(help="Passed to the model.")] = None,
-    stream: Annotated[bool, typer.Option(
-        "--stream", help="InvokeEndpointWithResponseStream: print each part of the answer "
-                         "as the model produces it.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="InvokeEndpointWithResponseStream: print each part of the answer "
+            "as the model produces it.",
+        ),
+    ] = False,
 ) -> None:
     """Send one request; the response body goes to stdout, the variant that served it to
     stderr, so `> out.csv` captures only the body."""
@@ -167,5 +187,8 @@ def endpoints_invoke(
             answer = response["Body"].read()
             sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
     sys.stdout.flush()
-    console.err.print(f"[dim]variant: {response.get('InvokedProductionVariant', '-')}  "
-                      f"content-type: {response.get('ContentType', '-')}[/]", soft_wrap=True)
+    console.err.print(
+        f"[dim]variant: {response.get('InvokedProductionVariant', '-')}  "
+        f"content-type: {response.get('ContentType', '-')}[/]",
+        soft_wrap=True,
+    )

@@ -32,12 +32,20 @@ def write_chart(curves: dict[str, Any], recommended: str | None, path: Path) -> 
             continue
         label = candidate_label(candidate["Candidate"])
         best = label == recommended
-        axes.plot([p["throughput_rps"] for p in points], [p["latency_ms"] for p in points],
-                  marker="o", linewidth=3 if best else 1.2,
-                  label=f"{label} (recommended)" if best else label)
+        axes.plot(
+            [p["throughput_rps"] for p in points],
+            [p["latency_ms"] for p in points],
+            marker="o",
+            linewidth=3 if best else 1.2,
+            label=f"{label} (recommended)" if best else label,
+        )
     if "ms" in latency:
-        axes.axhline(latency["ms"], color="red", linestyle="--",
-                     label=f"{latency['label']} bound {latency['ms']} ms")
+        axes.axhline(
+            latency["ms"],
+            color="red",
+            linestyle="--",
+            label=f"{latency['label']} bound {latency['ms']} ms",
+        )
     axes.set_xlabel("throughput (requests/s)")
     axes.set_ylabel(f"{latency['label']} model latency (ms)")
     axes.set_title(f"recommendation job {curves['JobName']}")

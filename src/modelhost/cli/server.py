@@ -13,32 +13,58 @@ from modelhost import defaults
 
 def server(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = defaults.HOST,
-    port: Annotated[int, typer.Option(
-        help="Port for the control plane and runtime.")] = defaults.PORT,
+    port: Annotated[
+        int, typer.Option(help="Port for the control plane and runtime.")
+    ] = defaults.PORT,
     data_dir: Annotated[Path, typer.Option(help="Where state and artifacts live.")] = Path(
         ".modelhost"
     ),
     region: Annotated[str, typer.Option(help="Region shown in ARNs.")] = defaults.REGION,
-    state: Annotated[str | None, typer.Option(
-        envvar="MODELHOST_STATE_URL", show_default=False,
-        help="Where state lives: sqlite (the data dir's state.db) or "
-        "postgresql://user:password@host:port/db (a database several servers share). "
-        "[default: sqlite:///<data-dir>/state.db]")] = None,
-    instance_backend: Annotated[str | None, typer.Option(
-        envvar="MODELHOST_INSTANCE_BACKEND", show_default=False,
-        help="process: modelhost's own images run as processes, any other image in a "
-        "container; container: every instance in a container. [default: process]")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELHOST_STATE_URL",
+            show_default=False,
+            help="Where state lives: sqlite (the data dir's state.db) or "
+            "postgresql://user:password@host:port/db (a database several servers share). "
+            "[default: sqlite:///<data-dir>/state.db]",
+        ),
+    ] = None,
+    instance_backend: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELHOST_INSTANCE_BACKEND",
+            show_default=False,
+            help="process: modelhost's own images run as processes, any other image in a "
+            "container; container: every instance in a container. [default: process]",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-    backup_interval: Annotated[float | None, typer.Option(
-        envvar="MODELHOST_BACKUP_INTERVAL", show_default=False,
-        help="Seconds between online backups of the state store and queue; 0: none. "
-        "[default: 3600]")] = None,
-    backup_dir: Annotated[Path | None, typer.Option(
-        envvar="MODELHOST_BACKUP_DIR", show_default=False,
-        help="Folder for periodic backups. [default: <data-dir>/backups]")] = None,
-    backup_keep: Annotated[int | None, typer.Option(
-        envvar="MODELHOST_BACKUP_KEEP", show_default=False,
-        help="Periodic backups kept per file. [default: 24]")] = None,
+    backup_interval: Annotated[
+        float | None,
+        typer.Option(
+            envvar="MODELHOST_BACKUP_INTERVAL",
+            show_default=False,
+            help="Seconds between online backups of the state store and queue; 0: none. "
+            "[default: 3600]",
+        ),
+    ] = None,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELHOST_BACKUP_DIR",
+            show_default=False,
+            help="Folder for periodic backups. [default: <data-dir>/backups]",
+        ),
+    ] = None,
+    backup_keep: Annotated[
+        int | None,
+        typer.Option(
+            envvar="MODELHOST_BACKUP_KEEP",
+            show_default=False,
+            help="Periodic backups kept per file. [default: 24]",
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane and the runtime on one port."""
     import uvicorn
@@ -48,26 +74,43 @@ def server(
     from modelhost.server import ModelhostApp
     from modelhost.storage import DataDirBusy, StoreDamaged, StoreUnreachable
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    given: dict[str, Any] = {key: value for key, value in (
-        ("backup_interval_s", backup_interval), ("backup_keep", backup_keep),
-        ("backup_folder", backup_dir and backup_dir.resolve()), ("state_url", state),
-        ("instance_backend", instance_backend and instance_backend.strip().lower()))
-        if value is not None}
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    given: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("backup_interval_s", backup_interval),
+            ("backup_keep", backup_keep),
+            ("backup_folder", backup_dir and backup_dir.resolve()),
+            ("state_url", state),
+            ("instance_backend", instance_backend and instance_backend.strip().lower()),
+        )
+        if value is not None
+    }
     try:
-        settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region,
-                            **given)
+        settings = Settings(
+            data_dir=data_dir.resolve(), host=host, port=port, region=region, **given
+        )
         app = ModelhostApp(settings)
     except (ValueError, DataDirBusy, StoreDamaged, StoreUnreachable) as exc:  # a bad
         typer.echo(f"modelhost server: {exc}", err=True)  # MODELHOST_* variable, a busy or
         # damaged data dir, a database that cannot be reached
         raise typer.Exit(2 if isinstance(exc, ValueError | StoreUnreachable) else 1) from None
     uvicorn.run(
-        app, host=host, port=port, loop="uvloop", http=IdleClosingProtocol,
-        lifespan="on", access_log=False, log_level="warning",
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=IdleClosingProtocol,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
         timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]  # a float works
         # Nothing sits in front of the server to trust forwarded headers from, and each
         # of these costs time on every request of the hot path.
-        proxy_headers=False, server_header=False, date_header=False, ws="none",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        ws="none",
     )

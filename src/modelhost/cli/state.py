@@ -15,12 +15,17 @@ import typer
 
 from modelhost.cli import console
 
-state_app = typer.Typer(help="Back up and restore the state store and the async queue.",
-                        no_args_is_help=True)
+state_app = typer.Typer(
+    help="Back up and restore the state store and the async queue.", no_args_is_help=True
+)
 
 DataDir = Annotated[Path, typer.Option(help="The server's data dir.")]
-Store = Annotated[str, typer.Option(
-    help="Which file: state (the resources, state.db) or async-queue (async-queue.db).")]
+Store = Annotated[
+    str,
+    typer.Option(
+        help="Which file: state (the resources, state.db) or async-queue (async-queue.db)."
+    ),
+]
 
 
 def _store_path(data_dir: Path, store: str) -> Path:
@@ -74,5 +79,7 @@ def state_restore(
         raise typer.Exit(1) from None
     # The folder now holds a complete store: the next server starts as after a clean stop.
     lock.release()
-    console.out.print(f"restored {target} from {file}"
-                      + (f"; the replaced file is kept as {kept}" if kept else ""))
+    console.out.print(
+        f"restored {target} from {file}"
+        + (f"; the replaced file is kept as {kept}" if kept else "")
+    )

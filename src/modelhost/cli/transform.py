@@ -46,7 +46,8 @@ def _describe_job(api: Api, name: str) -> tuple[dict[str, Any], dict[str, int] |
 
 @transform_app.command("list")
 def transform_list(
-    endpoint_url: EndpointUrl = DEFAULT_URL, name_contains: NameContains = None,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    name_contains: NameContains = None,
     status: Annotated[str | None, typer.Option(help="Only this status, e.g. Failed.")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -54,13 +55,20 @@ def transform_list(
     from modelhost.cli import transform_console
 
     params = name_filter(name_contains) | ({"StatusEquals": status} if status else {})
-    print_listing(endpoint_url, "list_transform_jobs", "TransformJobSummaries",
-                  transform_console.jobs_table, as_json, **params)
+    print_listing(
+        endpoint_url,
+        "list_transform_jobs",
+        "TransformJobSummaries",
+        transform_console.jobs_table,
+        as_json,
+        **params,
+    )
 
 
 @transform_app.command("describe")
-def transform_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
-                       as_json: AsJson = False) -> None:
+def transform_describe(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False
+) -> None:
     """Show a transform job: input, output, status and progress."""
     from modelhost.cli import transform_console
 
@@ -74,7 +82,8 @@ def transform_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
 
 @transform_app.command("wait")
 def transform_wait(
-    name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
+    name: str,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86400,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
 ) -> None:
@@ -92,8 +101,9 @@ def transform_wait(
             time.sleep(interval)
     if state != "Completed":
         raise wait_failed(name, state, job, _JOB_ENDED, timeout)
-    console.out.print(f"{name} [green]Completed[/]: "
-                      f"{transform_console.progress_text(progress)}", highlight=False)
+    console.out.print(
+        f"{name} [green]Completed[/]: {transform_console.progress_text(progress)}", highlight=False
+    )
 
 
 @transform_app.command("stop")

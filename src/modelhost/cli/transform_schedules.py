@@ -10,20 +10,32 @@ import typer
 from modelhost.cli import console
 from modelhost.cli._shared import DEFAULT_URL, AsJson, EndpointUrl, connected
 
-schedules_app = typer.Typer(help="Schedules that create transform jobs on a cron expression.",
-                            no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Schedules that create transform jobs on a cron expression.", no_args_is_help=True
+)
 
 
 @schedules_app.command("create")
 def schedules_create(
     name: str,
-    cron: Annotated[str, typer.Option(help='Cron expression in UTC, e.g. "0 2 * * *"; an '
-                                           "optional sixth field is seconds.")],
-    input_prefix: Annotated[str, typer.Option(
-        "--input", help="Input prefix template, e.g. s3://bucket/in/{date:%Y-%m-%d}/")],
-    job_template: Annotated[Path, typer.Option(
-        exists=True, dir_okay=False,
-        help="JSON file: a CreateTransformJob request without TransformJobName.")],
+    cron: Annotated[
+        str,
+        typer.Option(
+            help='Cron expression in UTC, e.g. "0 2 * * *"; an optional sixth field is seconds.'
+        ),
+    ],
+    input_prefix: Annotated[
+        str,
+        typer.Option("--input", help="Input prefix template, e.g. s3://bucket/in/{date:%Y-%m-%d}/"),
+    ],
+    job_template: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON file: a CreateTransformJob request without TransformJobName.",
+        ),
+    ],
     endpoint_url: EndpointUrl = DEFAULT_URL,
 ) -> None:
     """Create a schedule that runs a transform job on the cron expression."""
@@ -37,9 +49,16 @@ def schedules_create(
         console.error(f"{job_template} is not JSON: {exc}")
         raise typer.Exit(2) from None
     with connected(endpoint_url) as api:
-        answer = control.call(api.url, "Modelhost.CreateSchedule", {
-            "ScheduleName": name, "ScheduleExpression": cron,
-            "InputPrefixTemplate": input_prefix, "TransformJobTemplate": template})
+        answer = control.call(
+            api.url,
+            "Modelhost.CreateSchedule",
+            {
+                "ScheduleName": name,
+                "ScheduleExpression": cron,
+                "InputPrefixTemplate": input_prefix,
+                "TransformJobTemplate": template,
+            },
+        )
     console.out.print(answer["ScheduleArn"], highlight=False)
 
 
@@ -64,8 +83,9 @@ def schedules_list(endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = Fa
 
 
 @schedules_app.command("describe")
-def schedules_describe(name: str, endpoint_url: EndpointUrl = DEFAULT_URL,
-                       as_json: AsJson = False) -> None:
+def schedules_describe(
+    name: str, endpoint_url: EndpointUrl = DEFAULT_URL, as_json: AsJson = False
+) -> None:
     """Show a schedule: cron, input template, next and last run."""
     from modelhost.cli import control, transform_console
 

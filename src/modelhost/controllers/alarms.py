@@ -38,8 +38,9 @@ def alarm_series(alarm: Record) -> tuple[str, dict[str, str]] | None:
 
 
 class AlarmEvaluator:
-    def __init__(self, ctx: Context, resolver: MetricResolver,
-                 owns: Callable[[str | None], bool]) -> None:
+    def __init__(
+        self, ctx: Context, resolver: MetricResolver, owns: Callable[[str | None], bool]
+    ) -> None:
         self.ctx = ctx
         self.resolver = resolver
         # Whether this server evaluates alarms on an endpoint (None: on no endpoint).
@@ -98,10 +99,15 @@ class AlarmEvaluator:
         else:
             state = "OK"
         shown = "no data" if value is None else f"{value:.4g}"
-        reason = (f"Threshold Crossed: {breaching} out of the last {len(points)} datapoints "
-                  f"breached the threshold ({alarm['Threshold']:g}); latest datapoint: "
-                  f"{shown}.") if state != "INSUFFICIENT_DATA" else (
-                  "Insufficient Data: no datapoints were received for the metric.")
+        reason = (
+            (
+                f"Threshold Crossed: {breaching} out of the last {len(points)} datapoints "
+                f"breached the threshold ({alarm['Threshold']:g}); latest datapoint: "
+                f"{shown}."
+            )
+            if state != "INSUFFICIENT_DATA"
+            else ("Insufficient Data: no datapoints were received for the metric.")
+        )
         now = self.ctx.now()
         if state != alarm["StateValue"]:
             alarm["StateTransitionedTimestamp"] = now

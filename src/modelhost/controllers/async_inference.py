@@ -40,14 +40,20 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY_PER_INSTANCE = 4
 _CHUNK = 1024 * 1024
 _PRUNE_BATCH = 1000  # per measurement, so pruning a long backlog never holds the queue
-_EXPIRED = ("The request expired: its RequestTTLSeconds passed before an instance could "
-            "process it.")
+_EXPIRED = "The request expired: its RequestTTLSeconds passed before an instance could process it."
 
 
 class AsyncInferenceController(ReconcileLoop):
-    def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
-                 queue: JobQueue, router: Router, context: api.Context,
-                 notifier: Notifier) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        objects: ObjectStore,
+        queue: JobQueue,
+        router: Router,
+        context: api.Context,
+        notifier: Notifier,
+    ) -> None:
         super().__init__("async inference dispatch", settings.async_poll_s)
         self.settings = settings
         self.store = store
@@ -63,8 +69,10 @@ class AsyncInferenceController(ReconcileLoop):
     async def prepare(self) -> None:
         recovered = self.queue.recover()
         if recovered:
-            log.info("async inference: %d request(s) in flight at the last stop go back "
-                     "to the queue", recovered)
+            log.info(
+                "async inference: %d request(s) in flight at the last stop go back to the queue",
+                recovered,
+            )
 
     async def step(self) -> None:
         for name in {*self.queue.endpoints(), *self._running}:
@@ -99,10 +107,12 @@ class AsyncInferenceController(ReconcileLoop):
             return
         config = record["_desired"]["config"].get("AsyncInferenceConfig") or {}
         limit = self._per_instance[name] = config.get("ClientConfig", {}).get(
-            "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY_PER_INSTANCE)
+            "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY_PER_INSTANCE
+        )
         assert deployment is not None
-        for job in self.queue.lease(name, replicas * limit - len(running),
-                                    self.settings.async_lease_s):
+        for job in self.queue.lease(
+            name, replicas * limit - len(running), self.settings.async_lease_s
+        ):
             self._spawn(name, running, self._work(deployment, job))
 
     def _spawn(self, name: str, running: set[asyncio.Task[None]], work: Any) -> None:
@@ -127,11 +137,15 @@ class AsyncInferenceController(ReconcileLoop):
         variant = record["_desired"]["config"]["ProductionVariants"][0]["VariantName"]
         log.info("endpoint %s: requests wait and no instance runs; starting one", name)
         try:
-            api.update_endpoint_weights_and_capacities(self.context, {
-                "EndpointName": name,
-                "DesiredWeightsAndCapacities": [
-                    {"VariantName": variant, "DesiredInstanceCount": 1}],
-            })
+            api.update_endpoint_weights_and_capacities(
+                self.context,
+                {
+                    "EndpointName": name,
+                    "DesiredWeightsAndCapacities": [
+                        {"VariantName": variant, "DesiredInstanceCount": 1}
+                    ],
+                },
+            )
         except SageMakerError as error:
             log.warning("endpoint %s: cannot scale from zero: %s", name, error.message)
 
@@ -155,7 +169,8 @@ class AsyncInferenceController(ReconcileLoop):
             metrics.ASYNC_BACKLOG.labels(name).set(backlog)
             metrics.ASYNC_BACKLOG_PER_INSTANCE.labels(name).set(backlog / max(instances, 1))
             metrics.ASYNC_BACKLOG_WITHOUT_CAPACITY.labels(name).set(
-                1 if backlog and not instances else 0)
+                1 if backlog and not instances else 0
+            )
 
     # --- one request -----------------------------------------------------------------
 
@@ -200,9 +215,11 @@ class AsyncInferenceController(ReconcileLoop):
             try:
                 result = await self.router.stream(
                     deployment,
-                    Invocation(b"", job.content_type, job.accept, job.custom_attributes,
-                               None),
-                    source.chunks(), source.size, answer.write, job.timeout_s,
+                    Invocation(b"", job.content_type, job.accept, job.custom_attributes, None),
+                    source.chunks(),
+                    source.size,
+                    answer.write,
+                    job.timeout_s,
                 )
             finally:
                 await source.close()
@@ -246,11 +263,11 @@ class AsyncInferenceController(ReconcileLoop):
         return None, _Input(file, first, size)
 
     def _backoff(self, attempt: int) -> float:
-        return backoff_s(attempt, self.settings.async_retry_base_s,
-                         self.settings.async_retry_max_s)
+        return backoff_s(attempt, self.settings.async_retry_base_s, self.settings.async_retry_max_s)
 
-    async def _store(self, job: Job, uri: str, write: Callable[[ObjectStore, str], None],
-                     small: bool) -> Exception | None:
+    async def _store(
+        self, job: Job, uri: str, write: Callable[[ObjectStore, str], None], small: bool
+    ) -> Exception | None:
         """Write an outcome object, trying a failed write again with backoff while the
         lease is renewed: the outcome is already known, so a short outage of the object
         store must cost neither the request nor another run of the model. The error of the
@@ -270,8 +287,14 @@ class AsyncInferenceController(ReconcileLoop):
                 if attempt >= self.settings.async_max_attempts:
                     return exc
                 delay = self._backoff(attempt)
-                log.warning("request %s: cannot write %s (%s); the write is tried again in "
-                            "%.2f s with the answer kept", job.id, uri, exc, delay)
+                log.warning(
+                    "request %s: cannot write %s (%s); the write is tried again in "
+                    "%.2f s with the answer kept",
+                    job.id,
+                    uri,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     async def _retry(self, job: Job, error: str) -> None:
@@ -284,8 +307,13 @@ class AsyncInferenceController(ReconcileLoop):
         """Back to the queue, out of reach until its backoff is over; the dispatcher is
         woken then, so the next attempt does not wait for a poll as well."""
         delay = self._backoff(job.attempts)
-        log.warning("request %s (attempt %d) will be retried: %s (next attempt in %.2f s)",
-                    job.id, job.attempts, error, delay)
+        log.warning(
+            "request %s (attempt %d) will be retried: %s (next attempt in %.2f s)",
+            job.id,
+            job.attempts,
+            error,
+            delay,
+        )
         if self.queue.retry(job, error, delay):
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
@@ -297,8 +325,12 @@ class AsyncInferenceController(ReconcileLoop):
 
         problem = await self._store(job, job.failure_location, write, small=True)
         if problem is not None:
-            log.error("request %s: cannot write the failure object %s: %s", job.id,
-                      job.failure_location, problem)
+            log.error(
+                "request %s: cannot write the failure object %s: %s",
+                job.id,
+                job.failure_location,
+                problem,
+            )
             if isinstance(problem, OSError) and job.attempts < self.settings.async_max_attempts:
                 # The object store is unwell: try the whole request again later rather
                 # than end it with no object to show for it.
@@ -311,11 +343,14 @@ class AsyncInferenceController(ReconcileLoop):
         if not self.queue.finish(job, succeeded, error):
             return  # lease lost: the new owner records (and notifies) the same outcome
         outcome = "Success" if succeeded else "Error"
-        for target in (job.notification.get(f"{outcome}Topic"),
-                       job.notification.get(f"{outcome}Webhook")):
+        for target in (
+            job.notification.get(f"{outcome}Topic"),
+            job.notification.get(f"{outcome}Webhook"),
+        ):
             if target:
-                self.notifier.send(target, notification(job, self.settings.region, succeeded,
-                                                        error))
+                self.notifier.send(
+                    target, notification(job, self.settings.region, succeeded, error)
+                )
 
 
 class _Input:

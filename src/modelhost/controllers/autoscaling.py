@@ -56,8 +56,10 @@ class _Proposal:
     def reason(self, current: int) -> str:
         target = self.policy[_TRACKING]["TargetValue"]
         side = "above" if self.value > target else "below"
-        return (f"policy {self.policy['PolicyName']}: {self.metric} was {self.value:.4g}, "
-                f"{side} its target {target:g}, with {current} instance(s)")
+        return (
+            f"policy {self.policy['PolicyName']}: {self.metric} was {self.value:.4g}, "
+            f"{side} its target {target:g}, with {current} instance(s)"
+        )
 
 
 class AutoscalingController(ReconcileLoop):
@@ -65,8 +67,7 @@ class AutoscalingController(ReconcileLoop):
     nothing notifies it, because a pass takes a reading and the windowed statistics
     (an average of a gauge's readings) assume evenly spaced ones."""
 
-    def __init__(self, ctx: api.Context, resolver: MetricResolver, ownership: Ownership
-                 ) -> None:
+    def __init__(self, ctx: api.Context, resolver: MetricResolver, ownership: Ownership) -> None:
         self.ctx = ctx
         self.ownership = ownership
         self.resolver = resolver
@@ -141,13 +142,16 @@ class AutoscalingController(ReconcileLoop):
                 continue
             key = target_key(target["ResourceId"])
             try:
-                self._evaluate(target, policies.get(key, []), actions.get(key, []), now,
-                               fired)
+                self._evaluate(target, policies.get(key, []), actions.get(key, []), now, fired)
             except Exception:
                 log.exception("autoscaling %s failed; retrying", target["ResourceId"])
 
     def _evaluate(
-        self, target: Record, policies: list[Record], actions: list[Record], now: float,
+        self,
+        target: Record,
+        policies: list[Record],
+        actions: list[Record],
+        now: float,
         fired: Fired,
     ) -> None:
         endpoint = self.ctx.store.get("endpoint", target["_endpoint"])
@@ -200,8 +204,9 @@ class AutoscalingController(ReconcileLoop):
             if wanted < count:
                 # Scale in only as far as leaves the metric 10% under its target: a load
                 # right at the target must not flap between two counts.
-                wanted = min(count, math.ceil(load / (config["TargetValue"] * _SCALE_IN_HEADROOM)
-                                              - 1e-9))
+                wanted = min(
+                    count, math.ceil(load / (config["TargetValue"] * _SCALE_IN_HEADROOM) - 1e-9)
+                )
             if config.get("DisableScaleIn"):
                 wanted = max(wanted, count)
             proposals.append(_Proposal(wanted, policy, name, value))
@@ -221,18 +226,27 @@ class AutoscalingController(ReconcileLoop):
             return wanted, best.reason(count)
         if wanted < count and not undecided:
             state["below"] = state.get("below", 0) + 1
-            cooldown = max(p.policy[_TRACKING].get("ScaleInCooldown", _DEFAULT_COOLDOWN_S)
-                           for p in proposals)
+            cooldown = max(
+                p.policy[_TRACKING].get("ScaleInCooldown", _DEFAULT_COOLDOWN_S) for p in proposals
+            )
             last = max(state.get("scaled_in_at", 0), state.get("scaled_out_at", 0))
-            if (suspended.get("DynamicScalingInSuspended")
-                    or state["below"] < self.scale_in_evaluations or now - last < cooldown):
+            if (
+                suspended.get("DynamicScalingInSuspended")
+                or state["below"] < self.scale_in_evaluations
+                or now - last < cooldown
+            ):
                 return count, ""
             return wanted, best.reason(count)
         state["below"] = 0
         return count, ""
 
     def _steps(
-        self, target: Record, policies: list[Record], fired: Fired, count: int, state: Record,
+        self,
+        target: Record,
+        policies: list[Record],
+        fired: Fired,
+        count: int,
+        state: Record,
         now: float,
     ) -> tuple[int, str]:
         """The count the step scaling policies invoked by alarms in ALARM ask for (the
@@ -253,39 +267,57 @@ class AutoscalingController(ReconcileLoop):
                     continue
                 wanted = min(max(asked, target["MinCapacity"]), target["MaxCapacity"])
                 if wanted == count or suspended.get(
-                    "DynamicScalingOutSuspended" if wanted > count
-                    else "DynamicScalingInSuspended"
+                    "DynamicScalingOutSuspended" if wanted > count else "DynamicScalingInSuspended"
                 ):
                     continue
                 state[f"step:{policy['PolicyName']}"] = now
-                return wanted, (f"monitor alarm {alarm['AlarmName']} in state ALARM "
-                                f"triggered policy {policy['PolicyName']}")
+                return wanted, (
+                    f"monitor alarm {alarm['AlarmName']} in state ALARM "
+                    f"triggered policy {policy['PolicyName']}"
+                )
         return count, ""
 
     def _scale(
-        self, target: Record, endpoint: Record, count: int, wanted: int, cause: str,
-        state: Record, now: float,
+        self,
+        target: Record,
+        endpoint: Record,
+        count: int,
+        wanted: int,
+        cause: str,
+        state: Record,
+        now: float,
     ) -> None:
         description = f"Setting desired instance count to {wanted}."
         cause = f"{cause}; changing the desired instance count from {count} to {wanted}"
         name = endpoint["EndpointName"]
         try:
-            api.update_endpoint_weights_and_capacities(self.ctx, {
-                "EndpointName": name,
-                "DesiredWeightsAndCapacities": [
-                    {"VariantName": target["_variant"], "DesiredInstanceCount": wanted}],
-            })
+            api.update_endpoint_weights_and_capacities(
+                self.ctx,
+                {
+                    "EndpointName": name,
+                    "DesiredWeightsAndCapacities": [
+                        {"VariantName": target["_variant"], "DesiredInstanceCount": wanted}
+                    ],
+                },
+            )
             changed = self.ctx.store.get("endpoint", name)
         except SageMakerError as error:
             log.warning("autoscaling %s: %s", target["ResourceId"], error.message)
-            record_activity(self.ctx, target, description, cause, "Failed",
-                            StatusMessage=error.message)
+            record_activity(
+                self.ctx, target, description, cause, "Failed", StatusMessage=error.message
+            )
             return
         log.info("autoscaling %s: %s (%s)", target["ResourceId"], description, cause)
         if changed is None:  # deleted meanwhile
             return
-        record_activity(self.ctx, target, description, cause,
-                        _generation=changed["_desired"]["generation"], _count=wanted)
+        record_activity(
+            self.ctx,
+            target,
+            description,
+            cause,
+            _generation=changed["_desired"]["generation"],
+            _count=wanted,
+        )
         state["scaled_out_at" if wanted > count else "scaled_in_at"] = now
         state["below"] = 0
 
@@ -299,26 +331,34 @@ class AutoscalingController(ReconcileLoop):
                 endpoint["_desired"]["generation"] < activity["_generation"]
             ):
                 continue
-            running = {v["VariantName"]: v["CurrentInstanceCount"]
-                       for v in endpoint["ProductionVariants"]}
+            running = {
+                v["VariantName"]: v["CurrentInstanceCount"] for v in endpoint["ProductionVariants"]
+            }
             if running.get(target["_variant"]) == activity["_count"]:
-                finish_activity(self.ctx, key, "Successful",
-                                f"Successfully set desired instance count to "
-                                f"{activity['_count']}.")
+                finish_activity(
+                    self.ctx,
+                    key,
+                    "Successful",
+                    f"Successfully set desired instance count to {activity['_count']}.",
+                )
             elif endpoint["_desired"]["generation"] > activity["_generation"]:
-                finish_activity(self.ctx, key, "Overridden",
-                                "A later change to the endpoint replaced this one.")
+                finish_activity(
+                    self.ctx, key, "Overridden", "A later change to the endpoint replaced this one."
+                )
             else:
-                finish_activity(self.ctx, key, "Failed",
-                                endpoint.get("FailureReason", "The endpoint did not scale."))
+                finish_activity(
+                    self.ctx,
+                    key,
+                    "Failed",
+                    endpoint.get("FailureReason", "The endpoint did not scale."),
+                )
 
     def _run_if_due(self, action: Record, target: Record, now: float) -> Record:
         """Fire a scheduled action whose time has come; returns the target as it is now."""
         schedule = scaling_schedules.parse(action["Schedule"])
         since = max(action["_since"], action.get("_last_run", 0), action.get("StartTime", 0))
         until = min(now, action.get("EndTime", now))
-        fired = schedule.latest(until, since,
-                                scaling_schedules.zone(action.get("Timezone")))
+        fired = schedule.latest(until, since, scaling_schedules.zone(action.get("Timezone")))
         if fired is None:
             return target
         key = child_key(action["ResourceId"], action["ScheduledActionName"])
@@ -335,7 +375,8 @@ class AutoscalingController(ReconcileLoop):
 
         updated = self.ctx.store.modify(TARGET_KIND, target_key(target["ResourceId"]), update)
         record_activity(
-            self.ctx, target,
+            self.ctx,
+            target,
             f"Setting min capacity to {low} and max capacity to {high}",
             f"scheduled action name {action['ScheduledActionName']} was triggered",
             "Successful",

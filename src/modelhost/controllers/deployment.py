@@ -48,7 +48,9 @@ def model_data_url(container: dict[str, Any]) -> str | None:
 
 
 async def prepare_model(
-    settings: Settings, objects: ObjectStore, model: dict[str, Any],
+    settings: Settings,
+    objects: ObjectStore,
+    model: dict[str, Any],
     timeout_s: float | None = None,
 ) -> Path:
     """Unpack the model's artifacts once per model version; instances share the folder
@@ -69,8 +71,9 @@ async def prepare_model(
         if url is None:
             dest.mkdir()
             return dest
-        await asyncio.to_thread(prepare_model_dir, objects, url, dest, settings.max_model_bytes,
-                                timeout_s=timeout_s)
+        await asyncio.to_thread(
+            prepare_model_dir, objects, url, dest, settings.max_model_bytes, timeout_s=timeout_s
+        )
     return dest
 
 
@@ -84,7 +87,8 @@ def instance_spec(
 ) -> InstanceSpec:
     instance_type = (
         serverless_instance_type(variant["ServerlessConfig"]["MemorySizeInMB"])
-        if "ServerlessConfig" in variant else get_instance_type(variant["InstanceType"])
+        if "ServerlessConfig" in variant
+        else get_instance_type(variant["InstanceType"])
     )
     if instance_type is None:  # the API checked it; a catalog edit could still remove it
         raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
@@ -96,8 +100,9 @@ def instance_spec(
         instance_type=instance_type,
         environment=dict(container.get("Environment", {})),
         image=container["Image"],
-        startup_timeout_s=_optional_float(variant.get(
-            "ContainerStartupHealthCheckTimeoutInSeconds")),
+        startup_timeout_s=_optional_float(
+            variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+        ),
     )
     return numbered(settings, spec, endpoint, variant["VariantName"], index)
 
@@ -123,8 +128,9 @@ class StartFailed(Exception):
     names it and says why."""
 
 
-async def start_all(backend: InstanceBackend, specs: list[InstanceSpec], timeout_s: float,
-                    started: list[Instance]) -> list[Instance]:
+async def start_all(
+    backend: InstanceBackend, specs: list[InstanceSpec], timeout_s: float, started: list[Instance]
+) -> list[Instance]:
     """Start every spec, then wait until all of them answer /ping. Each instance is added
     to `started` as soon as it exists, so the caller can stop them whatever happens."""
     instances = []
@@ -132,13 +138,13 @@ async def start_all(backend: InstanceBackend, specs: list[InstanceSpec], timeout
         try:
             instance = await backend.start(spec)
         except (OSError, ValueError) as exc:
-            raise StartFailed(f"Instance {spec.instance_id} could not be started: {exc}"
-                              ) from exc
+            raise StartFailed(f"Instance {spec.instance_id} could not be started: {exc}") from exc
         started.append(instance)
         instances.append(instance)
     results = await asyncio.gather(
         *(i.wait_ready(i.spec.startup_timeout_s or timeout_s) for i in instances),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     for instance, result in zip(instances, results, strict=True):
         if isinstance(result, BaseException):
             raise StartFailed(f"Instance {instance.spec.instance_id} failed to start: {result}")

@@ -44,7 +44,8 @@ class ReconcileLoop:
             except Exception:
                 # logged as the controller's own module, like its other lines
                 logging.getLogger(type(self).__module__).exception(
-                    "%s failed; retrying", self._what)
+                    "%s failed; retrying", self._what
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval_s)
             self._wake.clear()

@@ -130,9 +130,7 @@ class MetricResolver:
         while history and history[0][0] < now - self.window_s:
             history.popleft()
 
-    def value(
-        self, name: str, dimensions: Dimensions, statistic: str = "Average"
-    ) -> float | None:
+    def value(self, name: str, dimensions: Dimensions, statistic: str = "Average") -> float | None:
         """The series over the window; None until readings cover half of it, so a policy
         never acts on a moment's spike or on a series it has only started to watch."""
         source = self._sources.get(name)
@@ -172,8 +170,7 @@ class _VariantState:
 
     def instances(self, dimensions: Dimensions) -> float | None:
         replicas = self.replicas(dimensions)
-        return None if replicas is None else float(
-            sum(1 for r in replicas if r.serving))
+        return None if replicas is None else float(sum(1 for r in replicas if r.serving))
 
     def outstanding(self, dimensions: Dimensions) -> float | None:
         replicas = self.replicas(dimensions)
@@ -187,8 +184,10 @@ class _VariantState:
         for family in metrics.INVOCATIONS.collect():
             for sample in family.samples:
                 labels = sample.labels
-                if sample.name.endswith("_total") and labels["endpoint"] == endpoint and (
-                    variant is None or labels["variant"] == variant
+                if (
+                    sample.name.endswith("_total")
+                    and labels["endpoint"] == endpoint
+                    and (variant is None or labels["variant"] == variant)
                 ):
                     total += sample.value
         return total
@@ -233,9 +232,11 @@ class _VariantState:
 
     def memory_utilization(self, dimensions: Dimensions) -> float | None:
         """Resident memory as a percentage of the instance type's memory."""
+
         def percent(process: psutil.Process, replica: Replica) -> float:
             memory = replica.instance.spec.instance_type.memory_gib * 1024**3
             return 100.0 * process.memory_info().rss / memory
+
         return self._per_process(dimensions, percent)
 
 
@@ -250,8 +251,11 @@ def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
     resolver.register("ConcurrentRequestsPerModel", PerInstance(in_flight, state.instances))
     resolver.register("CPUUtilization", Gauge(state.cpu_utilization))
     resolver.register("MemoryUtilization", Gauge(state.memory_utilization))
-    for backlog in ("ApproximateBacklogSize", "ApproximateBacklogSizePerInstance",
-                    "HasBacklogWithoutCapacity"):
+    for backlog in (
+        "ApproximateBacklogSize",
+        "ApproximateBacklogSizePerInstance",
+        "HasBacklogWithoutCapacity",
+    ):
         resolver.register(backlog, Gauge(functools.partial(_async_backlog, backlog)))
     return resolver
 

@@ -46,8 +46,7 @@ class TransformScheduleController(ReconcileLoop):
                 continue
             # the latest due time not after now: one make-up run after downtime
             latest = due
-            while (following := next_run(record["ScheduleExpression"], latest)
-                   ) <= now:
+            while (following := next_run(record["ScheduleExpression"], latest)) <= now:
                 latest = following
             self._fire(record, latest)
             upcoming = next_run(record["ScheduleExpression"], now)
@@ -67,8 +66,9 @@ class TransformScheduleController(ReconcileLoop):
                 transform_jobs.create_transform_job(self.context, request)
             except SageMakerError as exc:
                 error = exc.message
-                log.warning("schedule %s: could not create job %s: %s",
-                            record["ScheduleName"], name, error)
+                log.warning(
+                    "schedule %s: could not create job %s: %s", record["ScheduleName"], name, error
+                )
 
         def ran(r: dict[str, Any]) -> dict[str, Any]:
             r["LastRunTime"] = round(when.timestamp(), 3)

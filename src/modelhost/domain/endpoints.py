@@ -25,8 +25,9 @@ def instance_bounds(config: dict[str, Any], settings: Settings) -> tuple[int, in
     serves `serverless_instance_concurrency` requests at once; provisioned concurrency is
     kept warm in instances of that size."""
     per_instance = settings.serverless_instance_concurrency
-    most = min(math.ceil(config["MaxConcurrency"] / per_instance),
-               settings.serverless_max_instances)
+    most = min(
+        math.ceil(config["MaxConcurrency"] / per_instance), settings.serverless_max_instances
+    )
     warm = min(math.ceil(config.get("ProvisionedConcurrency", 0) / per_instance), most)
     return warm, most
 
@@ -64,8 +65,11 @@ def _variant_summaries(
         weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
         summary = {
             "VariantName": variant["VariantName"],
-            "DeployedImages": [{"SpecifiedImage": image} if current is None else
-                               {"SpecifiedImage": image, "ResolvedImage": image}],
+            "DeployedImages": [
+                {"SpecifiedImage": image}
+                if current is None
+                else {"SpecifiedImage": image, "ResolvedImage": image}
+            ],
             "CurrentWeight": weight,
             "DesiredWeight": capacity["weight"],
         }

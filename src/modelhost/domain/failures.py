@@ -15,4 +15,4 @@ def fit_failure_reason(reason: str) -> str:
     if len(reason) <= limit:
         return reason
     head = limit // 4
-    return reason[:head] + _GAP + reason[-(limit - head - len(_GAP)):]
+    return reason[:head] + _GAP + reason[-(limit - head - len(_GAP)) :]

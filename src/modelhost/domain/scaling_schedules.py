@@ -30,8 +30,9 @@ def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"Unknown time zone {name!r}; use an IANA name such as "
-                         "Europe/Berlin") from exc
+        raise ValueError(
+            f"Unknown time zone {name!r}; use an IANA name such as Europe/Berlin"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ def parse(expression: str) -> Schedule:
     if match := _CRON.fullmatch(text):
         fields = match.group(1).split()
         if len(fields) != 6:
-            raise ValueError("A cron expression has six fields: minutes hours day-of-month "
-                             "month day-of-week year")
+            raise ValueError(
+                "A cron expression has six fields: minutes hours day-of-month "
+                "month day-of-week year"
+            )
         minute, hour, dom, month, dow, years = fields
         if not all(_YEAR_PART.fullmatch(p) for p in years.split(",")) and years != "*":
             raise ValueError(f"Invalid year field {years!r}")
@@ -87,8 +90,7 @@ def parse(expression: str) -> Schedule:
         if not croniter.is_valid(expression5):
             raise ValueError(f"Invalid cron expression {match.group(1)!r}")
         return Schedule("cron", cron=expression5, years=years)
-    raise ValueError("A schedule is at(yyyy-mm-ddThh:mm:ss), rate(value unit) or "
-                     "cron(fields)")
+    raise ValueError("A schedule is at(yyyy-mm-ddThh:mm:ss), rate(value unit) or cron(fields)")
 
 
 def _year_matches(field: str, year: int) -> bool:

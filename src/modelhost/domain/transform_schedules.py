@@ -27,14 +27,21 @@ def job_name(schedule: str, when: datetime) -> str:
 
 def job_request(record: dict[str, Any], when: datetime) -> dict[str, Any]:
     """The CreateTransformJob request a schedule makes for the run due at `when`."""
-    request = {**record["TransformJobTemplate"], "TransformJobName":
-               job_name(record["ScheduleName"], when)}
+    request = {
+        **record["TransformJobTemplate"],
+        "TransformJobName": job_name(record["ScheduleName"], when),
+    }
     transform_input = {**request.get("TransformInput", {})}
     data_source = {**transform_input.get("DataSource", {})}
-    s3 = {"S3DataType": "S3Prefix", **data_source.get("S3DataSource", {}),
-          "S3Uri": render_input(record["InputPrefixTemplate"], when)}
-    request["TransformInput"] = {**transform_input, "DataSource": {**data_source,
-                                                                   "S3DataSource": s3}}
+    s3 = {
+        "S3DataType": "S3Prefix",
+        **data_source.get("S3DataSource", {}),
+        "S3Uri": render_input(record["InputPrefixTemplate"], when),
+    }
+    request["TransformInput"] = {
+        **transform_input,
+        "DataSource": {**data_source, "S3DataSource": s3},
+    }
     return request
 
 

@@ -34,11 +34,19 @@ def open_backend(settings: Settings) -> InstanceBackend:
     containers: "process" runs modelhost's own images as processes and any other image in
     a container; "container" runs every instance in a container."""
     if settings.instance_backend not in BACKENDS:
-        raise ValueError(f"unknown instance backend {settings.instance_backend!r}; "
-                         f"available: {', '.join(BACKENDS)}")
+        raise ValueError(
+            f"unknown instance backend {settings.instance_backend!r}; "
+            f"available: {', '.join(BACKENDS)}"
+        )
     scope = scope_key(settings.data_dir)
-    processes = ProcessBackend(settings.fork_server, settings.cgroups, settings.cpu_scale,
-                               scope, settings.data_dir, settings.instance_user)
+    processes = ProcessBackend(
+        settings.fork_server,
+        settings.cgroups,
+        settings.cpu_scale,
+        scope,
+        settings.data_dir,
+        settings.instance_user,
+    )
     containers = ContainerBackend(settings.container_host, scope, settings.cpu_scale)
     return RoutingBackend(settings.instance_backend, processes, containers)
 

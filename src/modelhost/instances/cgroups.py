@@ -121,8 +121,9 @@ class Cgroups:
                 _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
                 _write(cpu / "cpu.cfs_quota_us", str(quota))
                 if "memory" in self.parents:
-                    _write(self.parents["memory"] / name / "memory.limit_in_bytes",
-                           str(memory_bytes))
+                    _write(
+                        self.parents["memory"] / name / "memory.limit_in_bytes", str(memory_bytes)
+                    )
         except OSError:
             Group(tuple(dirs)).remove()
             raise
@@ -202,7 +203,7 @@ def _own_groups() -> dict[str, str]:
 
 
 def _inside(mount: _Mount, group: str) -> Path:
-    relative = group[len(mount.root):] if group.startswith(mount.root) else group
+    relative = group[len(mount.root) :] if group.startswith(mount.root) else group
     return mount.path / relative.lstrip("/")
 
 
@@ -234,8 +235,9 @@ def _v1(mounts: list[_Mount], key: str) -> dict[str, Path] | None:
     own = _own_groups()
     parents: dict[str, Path] = {}
     for controller in ("cpu", "memory"):
-        mount = next((m for m in mounts
-                      if m.fstype == "cgroup" and controller in m.controllers), None)
+        mount = next(
+            (m for m in mounts if m.fstype == "cgroup" and controller in m.controllers), None
+        )
         if mount is None:
             if controller == "cpu":
                 return None

@@ -46,7 +46,7 @@ def token_header(address: tuple[str, int]) -> tuple[str, str] | None:
     granted = _tokens.get(address)
     if granted is None:
         return None
-    return ("X-Modelhost-Instance-Token", granted[len(_TOKEN_HEADER):].decode())
+    return ("X-Modelhost-Instance-Token", granted[len(_TOKEN_HEADER) :].decode())
 
 
 def revoke_token(address: tuple[str, int], token: str) -> None:
@@ -394,8 +394,11 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
 
 
 def _head(
-    address: tuple[str, int], method: bytes, path: bytes,
-    headers: list[tuple[bytes, bytes]], length: int,
+    address: tuple[str, int],
+    method: bytes,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    length: int,
 ) -> bytes:
     head = [method, b" ", path, b" HTTP/1.1\r\nHost: ", f"{address[0]}:{address[1]}".encode()]
     if (token := _tokens.get(address)) is not None:

@@ -102,8 +102,11 @@ class _Engine:
         a built-in image, which must not wait on an engine that is not there)."""
         with self._lock:
             if self._client is None:
-                if recent_failure_ok and self._failed is not None \
-                        and time.monotonic() < self._failed[0] + RETRY_S:
+                if (
+                    recent_failure_ok
+                    and self._failed is not None
+                    and time.monotonic() < self._failed[0] + RETRY_S
+                ):
                     raise self._failed[1]
                 try:
                     self._connect()
@@ -120,13 +123,17 @@ class _Engine:
     def _connect(self) -> None:
         urls = engine_urls(self.configured)
         if not urls:
-            raise EngineMissing("no container engine configured and no socket at "
-                                f"{', '.join(DEFAULT_SOCKETS)}: {HOW_TO_GET_ONE}")
+            raise EngineMissing(
+                "no container engine configured and no socket at "
+                f"{', '.join(DEFAULT_SOCKETS)}: {HOW_TO_GET_ONE}"
+            )
         try:  # the `container` extra; imported only when containers are used
             from docker.client import DockerClient
         except ImportError as exc:
-            raise EngineMissing("container instances need the Docker Engine API client: "
-                                "pip install 'modelhost[container]'") from exc
+            raise EngineMissing(
+                "container instances need the Docker Engine API client: "
+                "pip install 'modelhost[container]'"
+            ) from exc
         errors = []
         for url in urls:
             try:
@@ -140,12 +147,14 @@ class _Engine:
             self._streams = DockerClient(base_url=url, timeout=None)
             self.remove_leftovers()
             return
-        raise EngineMissing(f"no container engine reachable ({'; '.join(errors)}): "
-                            f"{HOW_TO_GET_ONE}")
+        raise EngineMissing(
+            f"no container engine reachable ({'; '.join(errors)}): {HOW_TO_GET_ONE}"
+        )
 
     def containers(self) -> list[Any]:
         found: list[Any] = self._client.containers.list(
-            all=True, filters={"label": f"{SCOPE_LABEL}={self.scope}"})
+            all=True, filters={"label": f"{SCOPE_LABEL}={self.scope}"}
+        )
         return found
 
     def remove_leftovers(self) -> None:
@@ -190,8 +199,15 @@ class _Engine:
 
 
 class ContainerInstance:
-    def __init__(self, spec: InstanceSpec, engine: _Engine, container: Any, port: int,
-                 token: str, pid: int | None) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        engine: _Engine,
+        container: Any,
+        port: int,
+        token: str,
+        pid: int | None,
+    ) -> None:
         self.spec = spec
         self.port = port
         self.token = token
@@ -201,8 +217,9 @@ class ContainerInstance:
         self._exit_code: int | None = None
         self._exited = threading.Event()
         self._stopping = False
-        self._watcher = threading.Thread(target=self._watch, daemon=True,
-                                         name=f"container-{spec.instance_id}")
+        self._watcher = threading.Thread(
+            target=self._watch, daemon=True, name=f"container-{spec.instance_id}"
+        )
         self._watcher.start()
 
     @property
@@ -230,21 +247,23 @@ class ContainerInstance:
         try:
             stream = self._engine.streams().containers.get(self.container_id)
             path = self.spec.log_path
-            with (path.open("ab") if path is not None else open("/dev/null", "wb")) as log:
+            with path.open("ab") if path is not None else open("/dev/null", "wb") as log:
                 for chunk in stream.logs(stream=True, follow=True):
                     log.write(chunk)
                     log.flush()
             self._exit_code = int(stream.wait().get("StatusCode", -1))
         except Exception as exc:
             if not self._stopping:  # a stop may remove the container before the wait
-                logger.warning("instance %s: lost its container: %s",
-                               self.spec.instance_id, exc)
+                logger.warning("instance %s: lost its container: %s", self.spec.instance_id, exc)
         finally:
             self._exited.set()
             revoke_token(self.address, self.token)
             if not self._stopping:
-                logger.warning("instance %s: container exited with code %s",
-                               self.spec.instance_id, self._exit_code)
+                logger.warning(
+                    "instance %s: container exited with code %s",
+                    self.spec.instance_id,
+                    self._exit_code,
+                )
             self._remove()
 
     def _remove(self) -> None:
@@ -292,8 +311,9 @@ class ContainerBackend:
     """Runs instances as containers on the engine at `engine_url` ("": the usual sockets);
     `scope` labels this server's containers, `cpu_scale` is the process backend's."""
 
-    def __init__(self, engine_url: str = "", scope: str = "default",
-                 cpu_scale: float = 1.0) -> None:
+    def __init__(
+        self, engine_url: str = "", scope: str = "default", cpu_scale: float = 1.0
+    ) -> None:
         self._engine = _Engine(engine_url, scope)
         self._cpu_scale = cpu_scale
 
@@ -351,9 +371,10 @@ class ContainerBackend:
         grant_token(("127.0.0.1", port), token)
         try:
             container = self._engine.client().containers.run(
-                name, command=["serve"], detach=True,
-                name=f"modelhost-{self._engine.scope}-{spec.instance_id}-"
-                     f"{secrets.token_hex(3)}",
+                name,
+                command=["serve"],
+                detach=True,
+                name=f"modelhost-{self._engine.scope}-{spec.instance_id}-{secrets.token_hex(3)}",
                 labels={SCOPE_LABEL: self._engine.scope, INSTANCE_LABEL: spec.instance_id},
                 environment=environment,
                 ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
@@ -371,6 +392,11 @@ class ContainerBackend:
             pid = int(container.attrs.get("State", {}).get("Pid") or 0) or None
         except Exception:
             pid = None
-        logger.info("instance %s: container %s of %s on port %d", spec.instance_id,
-                    container.short_id, name, port)
+        logger.info(
+            "instance %s: container %s of %s on port %d",
+            spec.instance_id,
+            container.short_id,
+            name,
+            port,
+        )
         return ContainerInstance(spec, self._engine, container, port, token, pid)

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 #: The fork server imports numpy, scikit-learn and the model server before it is ready.
 _READY_TIMEOUT_S = 120.0
 # Not `-m`: the package would import the module before running it as __main__.
-_ENTRY = ("import sys; from modelhost.instances.forkserver import serve; "
-          "serve(int(sys.argv[1]), int(sys.argv[2]))")
+_ENTRY = (
+    "import sys; from modelhost.instances.forkserver import serve; "
+    "serve(int(sys.argv[1]), int(sys.argv[2]))"
+)
 
 
 class ForkedProcess:
@@ -85,8 +87,11 @@ class ForkServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None and (
-            self._reader_task is not None and not self._reader_task.done())
+        return (
+            self._process is not None
+            and self._process.poll() is None
+            and (self._reader_task is not None and not self._reader_task.done())
+        )
 
     def exit_code(self, pid: int) -> int | None:
         return self._exits.pop(pid, None)
@@ -104,7 +109,10 @@ class ForkServer:
             with theirs:
                 self._process = subprocess.Popen(
                     [sys.executable, "-c", _ENTRY, str(theirs.fileno()), str(os.getpid())],
-                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, cwd="/",
+                    pass_fds=(theirs.fileno(),),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    cwd="/",
                 )
             reader, self._writer = await asyncio.open_unix_connection(sock=ours)
             line = await asyncio.wait_for(reader.readline(), _READY_TIMEOUT_S)
@@ -118,9 +126,16 @@ class ForkServer:
         assert self._writer is not None
         request_id = next(self._ids)
         answer = self._pending[request_id] = asyncio.get_running_loop().create_future()
-        self._writer.write(json.dumps({
-            "id": request_id, "env": env, "log": str(log_path) if log_path else None,
-        }).encode() + b"\n")
+        self._writer.write(
+            json.dumps(
+                {
+                    "id": request_id,
+                    "env": env,
+                    "log": str(log_path) if log_path else None,
+                }
+            ).encode()
+            + b"\n"
+        )
         await self._writer.drain()
         try:
             reply = await asyncio.shield(answer)

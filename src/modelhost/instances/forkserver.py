@@ -63,8 +63,13 @@ PRELOAD = (
 )
 
 #: Set to one thread in the fork server itself; each child raises them to its share.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def _preload() -> None:
@@ -186,11 +191,13 @@ def _serve(conn: socket.socket) -> None:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
                 try:
-                    pid = _fork([conn.fileno(), wake_r, wake_w, selector.fileno()],
-                                request["env"], request.get("log"))
+                    pid = _fork(
+                        [conn.fileno(), wake_r, wake_w, selector.fileno()],
+                        request["env"],
+                        request.get("log"),
+                    )
                 except OSError as exc:
                     send({"id": request["id"], "error": str(exc)})
                 else:
                     send({"id": request["id"], "pid": pid})
         _reap(send)
-

@@ -52,8 +52,12 @@ def is_builtin(image: str) -> bool:
     default handlers the built-in server has)."""
     repo = repository(image).lower()
     last = repo.rsplit("/", 1)[-1]
-    return (repo.startswith("modelhost/") or last.startswith("sagemaker-")
-            or "-inference" in last or any(word in last for word in _FRAMEWORK_WORDS))
+    return (
+        repo.startswith("modelhost/")
+        or last.startswith("sagemaker-")
+        or "-inference" in last
+        or any(word in last for word in _FRAMEWORK_WORDS)
+    )
 
 
 class ImageMissing(OSError):
@@ -62,6 +66,8 @@ class ImageMissing(OSError):
 
     def __init__(self, image: str, pull_error: str) -> None:
         names = ", ".join(candidates(image))
-        super().__init__(f"image {image} not found: no local image named {names}, and "
-                         f"pulling it failed: {pull_error}")
+        super().__init__(
+            f"image {image} not found: no local image named {names}, and "
+            f"pulling it failed: {pull_error}"
+        )
         self.image = image

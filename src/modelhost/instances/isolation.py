@@ -41,12 +41,27 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: Variables an instance inherits from the server; everything else stays with the server.
-ALLOWED = frozenset({
-    "PATH", "LANG", "LANGUAGE", "TZ", "TZDIR", "LD_LIBRARY_PATH",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "VIRTUAL_ENV",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
-})
+ALLOWED = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TZDIR",
+        "LD_LIBRARY_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONWARNINGS",
+        "VIRTUAL_ENV",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "HIP_VISIBLE_DEVICES",
+    }
+)
 ALLOWED_PREFIXES = ("LC_",)
 
 #: Folders of the data directory an instance user may pass through (never list).
@@ -74,8 +89,10 @@ def resolve_user(setting: str) -> InstanceUser | None:
     name = setting.strip()
     if os.geteuid() != 0:
         if name and name != pwd.getpwuid(os.geteuid()).pw_name:
-            raise ValueError(f"MODELHOST_INSTANCE_USER={name!r}: only a server running as "
-                             "root can run instances as another user")
+            raise ValueError(
+                f"MODELHOST_INSTANCE_USER={name!r}: only a server running as "
+                "root can run instances as another user"
+            )
         return None
     name = name or "nobody"
     try:
@@ -83,8 +100,11 @@ def resolve_user(setting: str) -> InstanceUser | None:
     except KeyError:
         raise ValueError(f"MODELHOST_INSTANCE_USER={name!r}: no such user") from None
     if entry.pw_uid == 0:
-        log.warning("instances run as root (MODELHOST_INSTANCE_USER=%s): model code can "
-                    "read the server's data directory", name)
+        log.warning(
+            "instances run as root (MODELHOST_INSTANCE_USER=%s): model code can "
+            "read the server's data directory",
+            name,
+        )
         return None
     return InstanceUser(name, entry.pw_uid, entry.pw_gid)
 
@@ -152,14 +172,23 @@ def can_run_as(user: InstanceUser, environment: dict[str, str], models: Path) ->
     try:
         result = subprocess.run(
             [sys.executable, "-c", _PROBE, str(models)],
-            user=user.uid, group=user.gid, extra_groups=[], env=environment, cwd="/",
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            env=environment,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     if result.returncode == 0:
         return None
     last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-    return (f"the instance user {user.name} cannot run the model server ({sys.executable}) "
-            f"or reach {models}: {last}; install Python and modelhost, and keep the data "
-            "directory, where other users can pass (not under /root)")
+    return (
+        f"the instance user {user.name} cannot run the model server ({sys.executable}) "
+        f"or reach {models}: {last}; install Python and modelhost, and keep the data "
+        "directory, where other users can pass (not under /root)"
+    )

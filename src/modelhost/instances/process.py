@@ -82,8 +82,16 @@ def _log_tail(path: Path | None, lines: int = 12) -> str:
 
 
 class ProcessInstance:
-    def __init__(self, spec: InstanceSpec, process: _Process, port: int,
-                 group: Group | None, token: str, home: Path, dirs: InstanceDirs) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        process: _Process,
+        port: int,
+        group: Group | None,
+        token: str,
+        home: Path,
+        dirs: InstanceDirs,
+    ) -> None:
         self.spec = spec
         self.process = process
         self.port = port
@@ -185,14 +193,23 @@ class ProcessBackend:
     multiplies every type's vCPUs into cores of this machine; `scope` names this server's
     parent group (a hash of its data directory)."""
 
-    def __init__(self, fork: bool = True, cgroups: str = "auto", cpu_scale: float = 1.0,
-                 scope: str = "default", data_dir: Path | None = None,
-                 instance_user: str = "") -> None:
+    def __init__(
+        self,
+        fork: bool = True,
+        cgroups: str = "auto",
+        cpu_scale: float = 1.0,
+        scope: str = "default",
+        data_dir: Path | None = None,
+        instance_user: str = "",
+    ) -> None:
         self._user: InstanceUser | None = resolve_user(instance_user)
         self._user_named = bool(instance_user.strip())
         self._data_dir = data_dir
-        root = (data_dir / "instances") if data_dir is not None else Path(
-            os.environ.get("TMPDIR", "/tmp")) / f"modelhost-instances-{scope}"
+        root = (
+            (data_dir / "instances")
+            if data_dir is not None
+            else Path(os.environ.get("TMPDIR", "/tmp")) / f"modelhost-instances-{scope}"
+        )
         self._dirs = InstanceDirs(root, self._user)
         self._prepared = False
         self._unusable: str | None = None  # why the instance user cannot run instances
@@ -207,16 +224,20 @@ class ProcessBackend:
         """Detect once; a previous run's leftover groups are removed then."""
         if not self._detected:
             self._detected = True
-            self._cgroups, reason = cgroups.detect(self._cgroups_mode, self._scope,
-                                                   self._cpu_scale)
+            self._cgroups, reason = cgroups.detect(self._cgroups_mode, self._scope, self._cpu_scale)
             if self._cgroups is None:
-                logger.warning("instances run without control groups (%s): CPU is limited "
-                               "only by thread counts, memory by RLIMIT_DATA", reason)
+                logger.warning(
+                    "instances run without control groups (%s): CPU is limited "
+                    "only by thread counts, memory by RLIMIT_DATA",
+                    reason,
+                )
             else:
                 self._cgroups.remove_all()
-                logger.info("instances run in cgroup v%d groups under %s",
-                            self._cgroups.version,
-                            ", ".join(sorted({str(p) for p in self._cgroups.parents.values()})))
+                logger.info(
+                    "instances run in cgroup v%d groups under %s",
+                    self._cgroups.version,
+                    ", ".join(sorted({str(p) for p in self._cgroups.parents.values()})),
+                )
         return self._cgroups
 
     async def _prepare(self) -> None:
@@ -232,16 +253,18 @@ class ProcessBackend:
         if self._user is None:
             return
         models = self._dirs.root.parent / "models" if self._data_dir else Path("/")
-        reason = await asyncio.to_thread(can_run_as, self._user, inherited_environment(),
-                                         models)
+        reason = await asyncio.to_thread(can_run_as, self._user, inherited_environment(), models)
         if reason is None:
             logger.info("instances run as %s (uid %d)", self._user.name, self._user.uid)
         elif self._user_named:
             self._unusable = reason
             logger.error("instances cannot start: %s", reason)
         else:
-            logger.warning("instances run as the server's own user, NOT confined: %s; "
-                           "or name a user in MODELHOST_INSTANCE_USER", reason)
+            logger.warning(
+                "instances run as the server's own user, NOT confined: %s; "
+                "or name a user in MODELHOST_INSTANCE_USER",
+                reason,
+            )
             self._user = self._dirs.user = None
 
     async def warm(self) -> None:
@@ -280,8 +303,14 @@ class ProcessBackend:
                 group.remove()
             raise
 
-    async def _spawn(self, spec: InstanceSpec, port: int, extra: dict[str, str],
-                     threads: str, group: Group | None) -> ProcessInstance:
+    async def _spawn(
+        self,
+        spec: InstanceSpec,
+        port: int,
+        extra: dict[str, str],
+        threads: str,
+        group: Group | None,
+    ) -> ProcessInstance:
         token = secrets.token_urlsafe(32)
         home = self._dirs.home(spec.instance_id)
         user = self._user
@@ -304,8 +333,11 @@ class ProcessBackend:
             "MODELHOST_FRAMEWORK": spec.framework,
             "MODELHOST_PARENT_PID": str(os.getpid()),
             "MODELHOST_INSTANCE_TOKEN": token,
-            **({"MODELHOST_INSTANCE_UID": str(user.uid),
-                "MODELHOST_INSTANCE_GID": str(user.gid)} if user else {}),
+            **(
+                {"MODELHOST_INSTANCE_UID": str(user.uid), "MODELHOST_INSTANCE_GID": str(user.gid)}
+                if user
+                else {}
+            ),
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,17 +350,20 @@ class ProcessBackend:
             raise
         return ProcessInstance(spec, process, port, group, token, home, self._dirs)
 
-    async def _launch(self, spec: InstanceSpec, base: dict[str, str],
-                      own: dict[str, str]) -> _Process:
+    async def _launch(
+        self, spec: InstanceSpec, base: dict[str, str], own: dict[str, str]
+    ) -> _Process:
         if self._forkserver is not None:
             launch = self._dirs.launch_file(own)
             try:
                 return await self._forkserver.spawn(
-                    {**base, "MODELHOST_LAUNCH_FILE": str(launch)}, spec.log_path)
+                    {**base, "MODELHOST_LAUNCH_FILE": str(launch)}, spec.log_path
+                )
             except (OSError, TimeoutError) as exc:
                 launch.unlink(missing_ok=True)
-                logger.warning("instance %s: %s; starting it as a fresh interpreter",
-                               spec.instance_id, exc)
+                logger.warning(
+                    "instance %s: %s; starting it as a fresh interpreter", spec.instance_id, exc
+                )
         launch = self._dirs.launch_file(own)
         env = {**base, "MODELHOST_LAUNCH_FILE": str(launch)}
         log: int | BinaryIO = subprocess.DEVNULL
@@ -337,8 +372,12 @@ class ProcessBackend:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "modelhost.modelserver"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd="/",
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
             )
         except BaseException:
             launch.unlink(missing_ok=True)

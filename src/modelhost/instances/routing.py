@@ -15,8 +15,9 @@ class RoutingBackend:
     process unless the engine holds such an image; any other image runs in a container.
     `default` "container": every instance runs in a container."""
 
-    def __init__(self, default: str, processes: ProcessBackend,
-                 containers: ContainerBackend) -> None:
+    def __init__(
+        self, default: str, processes: ProcessBackend, containers: ContainerBackend
+    ) -> None:
         self.default = default
         self.processes = processes
         self.containers = containers

@@ -19,19 +19,25 @@ from modelhost.loadgen.spec import LoadSpec
 async def run_in_subprocess(spec: LoadSpec, grace_s: float = 30.0) -> LoadResult:
     """Run `spec` in a child process; cancelling this coroutine kills the child."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modelhost.loadgen",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "modelhost.loadgen",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         stdout, stderr = await asyncio.wait_for(
             process.communicate(json.dumps(spec.to_json()).encode()),
-            spec.duration_s + spec.timeout_s + grace_s)
+            spec.duration_s + spec.timeout_s + grace_s,
+        )
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     if process.returncode != 0:
-        raise RuntimeError(f"load generator failed (exit {process.returncode}): "
-                           f"{stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"load generator failed (exit {process.returncode}): "
+            f"{stderr.decode(errors='replace')[-2000:]}"
+        )
     return LoadResult.from_json(json.loads(stdout))

@@ -41,8 +41,9 @@ class _Responder(asyncio.Protocol):
             status = int(parts[2])
         elif len(parts) >= 3 and parts[1] == b"sleep" and parts[2].isdigit():
             delay = int(parts[2]) / 1000
-        answer = (b"HTTP/1.1 %d X\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
-                  % status)
+        answer = (
+            b"HTTP/1.1 %d X\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok" % status
+        )
         if delay:
             asyncio.get_running_loop().call_later(delay, self._write, answer)
         else:

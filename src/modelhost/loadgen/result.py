@@ -54,15 +54,28 @@ class Second:
         return _ms(self.histogram, 99)
 
     def to_json(self) -> dict[str, Any]:
-        return {"second": self.second, "scheduled": self.scheduled, "sent": self.sent,
-                "completed": self.completed, "errors": self.errors,
-                "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
-                "histogram": self.histogram.encode().decode()}
+        return {
+            "second": self.second,
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": self.errors,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "histogram": self.histogram.encode().decode(),
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Second:
-        return cls(raw["second"], raw["scheduled"], raw["sent"], raw["completed"],
-                   raw["errors"], HdrHistogram.decode(raw["histogram"].encode()))
+        return cls(
+            raw["second"],
+            raw["scheduled"],
+            raw["sent"],
+            raw["completed"],
+            raw["errors"],
+            HdrHistogram.decode(raw["histogram"].encode()),
+        )
 
 
 @dataclass(slots=True)
@@ -102,23 +115,37 @@ class LoadResult:
     def summary(self) -> dict[str, Any]:
         """The headline figures, flat, for tables and JSON."""
         return {
-            "mode": self.mode, "duration_s": round(self.duration_s, 3),
-            "scheduled": self.scheduled, "sent": self.sent, "completed": self.completed,
-            "errors": self.error_count, "throughput_rps": round(self.throughput, 1),
-            "p50_ms": self.percentile_ms(50), "p90_ms": self.percentile_ms(90),
-            "p95_ms": self.percentile_ms(95), "p99_ms": self.percentile_ms(99),
-            "max_ms": self.max_ms, "errors_by_code": dict(self.errors),
+            "mode": self.mode,
+            "duration_s": round(self.duration_s, 3),
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": self.error_count,
+            "throughput_rps": round(self.throughput, 1),
+            "p50_ms": self.percentile_ms(50),
+            "p90_ms": self.percentile_ms(90),
+            "p95_ms": self.percentile_ms(95),
+            "p99_ms": self.percentile_ms(99),
+            "max_ms": self.max_ms,
+            "errors_by_code": dict(self.errors),
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "histogram": self.histogram.encode().decode(),
-                "timeline": [second.to_json() for second in self.timeline]}
+        return {
+            "summary": self.summary(),
+            "histogram": self.histogram.encode().decode(),
+            "timeline": [second.to_json() for second in self.timeline],
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LoadResult:
         summary = raw["summary"]
-        return cls(mode=summary["mode"], duration_s=summary["duration_s"],
-                   histogram=HdrHistogram.decode(raw["histogram"].encode()),
-                   errors=Counter(summary["errors_by_code"]),
-                   timeline=[Second.from_json(s) for s in raw["timeline"]],
-                   scheduled=summary["scheduled"], sent=summary["sent"])
+        return cls(
+            mode=summary["mode"],
+            duration_s=summary["duration_s"],
+            histogram=HdrHistogram.decode(raw["histogram"].encode()),
+            errors=Counter(summary["errors_by_code"]),
+            timeline=[Second.from_json(s) for s in raw["timeline"]],
+            scheduled=summary["scheduled"],
+            sent=summary["sent"],
+        )

@@ -66,8 +66,9 @@ class _Run:
         self._second(now).sent += 1
         code: str | None = None
         try:
-            response = await self.client.request(self.address, b"POST", self.path,
-                                                  self.headers, body, left)
+            response = await self.client.request(
+                self.address, b"POST", self.path, self.headers, body, left
+            )
             if response.status >= 400:
                 code = str(response.status)
         except TimeoutError:
@@ -98,8 +99,9 @@ class _Run:
 
     async def open_loop(self) -> None:
         queue: asyncio.Queue[float | None] = asyncio.Queue()
-        senders = [asyncio.create_task(self._sender(queue))
-                   for _ in range(self.spec.max_connections)]
+        senders = [
+            asyncio.create_task(self._sender(queue)) for _ in range(self.spec.max_connections)
+        ]
         phase_start = self.start
         for phase in self.spec.phases:
             # Requests are due where the integral of the rate crosses 1, 2, 3, ...

@@ -66,8 +66,9 @@ class LoadSpec:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"load generator needs an http://host[:port]/path URL, not "
-                             f"{self.url!r}")
+            raise ValueError(
+                f"load generator needs an http://host[:port]/path URL, not {self.url!r}"
+            )
         if not self.phases:
             raise ValueError("at least one phase is needed")
         if not self.payloads:
@@ -77,11 +78,13 @@ class LoadSpec:
         for phase in self.phases:
             if phase.duration_s <= 0:
                 raise ValueError("every phase needs a positive duration")
-            if self.mode == "open" and (phase.rate is None or phase.rate < 0
-                                        or (phase.end_rate or 0) < 0):
+            if self.mode == "open" and (
+                phase.rate is None or phase.rate < 0 or (phase.end_rate or 0) < 0
+            ):
                 raise ValueError("open-loop phases need a rate ≥ 0 (requests/s)")
-            if self.mode == "closed" and (phase.users is None or phase.users < 0
-                                          or (phase.end_users or 0) < 0):
+            if self.mode == "closed" and (
+                phase.users is None or phase.users < 0 or (phase.end_users or 0) < 0
+            ):
                 raise ValueError("closed-loop phases need a number of users ≥ 0")
 
     @property
@@ -100,23 +103,29 @@ class LoadSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "url": self.url, "mode": self.mode,
+            "url": self.url,
+            "mode": self.mode,
             "phases": [{k: getattr(p, k) for k in Phase.__slots__} for p in self.phases],
             "payloads": [base64.b64encode(p).decode() for p in self.payloads],
-            "content_type": self.content_type, "accept": self.accept,
+            "content_type": self.content_type,
+            "accept": self.accept,
             "headers": [list(h) for h in self.headers],
-            "max_connections": self.max_connections, "timeout_s": self.timeout_s,
+            "max_connections": self.max_connections,
+            "timeout_s": self.timeout_s,
             "seed": self.seed,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LoadSpec:
         return cls(
-            url=raw["url"], mode=raw["mode"],
+            url=raw["url"],
+            mode=raw["mode"],
             phases=tuple(Phase(**p) for p in raw["phases"]),
             payloads=tuple(base64.b64decode(p) for p in raw["payloads"]),
-            content_type=raw["content_type"], accept=raw.get("accept"),
+            content_type=raw["content_type"],
+            accept=raw.get("accept"),
             headers=tuple((k, v) for k, v in raw.get("headers", [])),
-            max_connections=raw["max_connections"], timeout_s=raw["timeout_s"],
+            max_connections=raw["max_connections"],
+            timeout_s=raw["timeout_s"],
             seed=raw.get("seed"),
         )

@@ -25,8 +25,10 @@ PROG = "modelhost.modelserver"
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args != ["serve"]:
-        print(f"{PROG}: unsupported arguments {' '.join(args)!r}; only 'serve' is accepted",
-              file=sys.stderr)
+        print(
+            f"{PROG}: unsupported arguments {' '.join(args)!r}; only 'serve' is accepted",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=logging.INFO,

@@ -51,16 +51,19 @@ def _start(status: int, content_type: bytes, length: int) -> Message:
 class ModelServerApp:
     """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
 
-    def __init__(self, handlers: Handlers, runner: ModelRunner, workers: int,
-                 token: str | None = None) -> None:
+    def __init__(
+        self, handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+    ) -> None:
         self.handlers = handlers
         self.token = token.encode() if token else None
         self.runner = runner
-        self.execution_parameters = orjson.dumps({
-            "MaxConcurrentTransforms": workers,
-            "BatchStrategy": "MULTI_RECORD",
-            "MaxPayloadInMB": MAX_PAYLOAD_MB,
-        })
+        self.execution_parameters = orjson.dumps(
+            {
+                "MaxConcurrentTransforms": workers,
+                "BatchStrategy": "MULTI_RECORD",
+                "MaxPayloadInMB": MAX_PAYLOAD_MB,
+            }
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -124,8 +127,14 @@ class ModelServerApp:
         await send(start)
         await send({"type": "http.response.body", "body": result})
 
-    async def _stream(self, receive: Receive, send: Send, stream: Stream, result_type: str,
-                      context: Context | None) -> None:
+    async def _stream(
+        self,
+        receive: Receive,
+        send: Send,
+        stream: Stream,
+        result_type: str,
+        context: Context | None,
+    ) -> None:
         """A chunked answer, one chunk per part as the model yields it. The head waits for
         the first part, so a model that fails before producing anything still gets an
         error status; one that fails later can only break the connection off (before the
@@ -137,8 +146,11 @@ class ModelServerApp:
             except Exception as exc:
                 await _reply_error(send, exc)
                 return
-            start: Message = {"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", result_type.encode("latin-1", "replace"))]}
+            start: Message = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", result_type.encode("latin-1", "replace"))],
+            }
             _add_custom_attributes(start, context)
             await send(start)
             if first:
@@ -146,8 +158,7 @@ class ModelServerApp:
             try:
                 async with cancelled_on_disconnect(receive):
                     async for data in produced:
-                        await send({"type": "http.response.body", "body": data,
-                                    "more_body": True})
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
             except Exception as exc:
                 log.error("invocation failed mid-stream: %s", describe(exc), exc_info=exc)
                 raise _StreamBroken from None  # uvicorn closes the connection
@@ -208,6 +219,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def create_app(handlers: Handlers, runner: ModelRunner, workers: int,
-               token: str | None = None) -> ModelServerApp:
+def create_app(
+    handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+) -> ModelServerApp:
     return ModelServerApp(handlers, runner, workers, token)

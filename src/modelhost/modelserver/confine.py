@@ -71,8 +71,10 @@ def load_launch_file() -> None:
 
 def become_subreaper() -> None:
     if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
-        log.warning("cannot become a child subreaper: processes the model starts in a new "
-                    "session may outlive the instance")
+        log.warning(
+            "cannot become a child subreaper: processes the model starts in a new "
+            "session may outlive the instance"
+        )
 
 
 def drop_privileges() -> None:
@@ -105,8 +107,11 @@ def die_with_parent(parent: int) -> None:
 
 def _parent_died(signum: int, frame: FrameType | None) -> None:
     with contextlib.suppress(Exception):
-        print("modelhost.modelserver: the process that started this instance is gone; "
-              "exiting", file=sys.stderr, flush=True)
+        print(
+            "modelhost.modelserver: the process that started this instance is gone; exiting",
+            file=sys.stderr,
+            flush=True,
+        )
     end_tree()
     os._exit(0)
 

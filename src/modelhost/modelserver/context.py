@@ -59,9 +59,7 @@ class Context:
 
     __slots__ = ("request_processor", "system_properties")
 
-    def __init__(
-        self, model_dir: str, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
+    def __init__(self, model_dir: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         request = Headers(
             (name.decode("latin-1").lower(), value.decode("latin-1"))
             for name, value in headers or ()

@@ -168,8 +168,7 @@ def encode_part(result: Any, content_type: str) -> bytes:
     if isinstance(result, (bytearray, memoryview)):
         return bytes(result)
     # Not encoded yet (an array, a dict): encode it as asked, JSON if we can't.
-    return codecs.encode(result, content_type if content_type in codecs.ENCODERS
-                         else codecs.JSON)
+    return codecs.encode(result, content_type if content_type in codecs.ENCODERS else codecs.JSON)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -199,8 +198,10 @@ def import_user_module(path: Path) -> ModuleType:
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
     if (path.parent / "requirements.txt").is_file():
-        log.info("ignoring %s: modelhost installs no packages at run time",
-                 path.parent / "requirements.txt")
+        log.info(
+            "ignoring %s: modelhost installs no packages at run time",
+            path.parent / "requirements.txt",
+        )
     name = path.stem
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -251,11 +252,14 @@ def load_handlers(settings: Settings) -> Handlers:
             model = _Fn.of(model_fn, 1)(Context(model_dir), model_dir)
         except BaseException as exc:
             raise StartupError(f"model_fn failed: {describe(exc)}") from exc
-        log.info("model loaded in %.2f s (%s)", time.perf_counter() - started,
-                 type(model).__name__)
+        log.info("model loaded in %.2f s (%s)", time.perf_counter() - started, type(model).__name__)
 
-    if "transform_fn" not in user and "predict_fn" not in user and not (
-        can_predict_generic(model) or hasattr(model, "get_inputs")  # an onnxruntime session
+    if (
+        "transform_fn" not in user
+        and "predict_fn" not in user
+        and not (
+            can_predict_generic(model) or hasattr(model, "get_inputs")  # an onnxruntime session
+        )
     ):
         raise StartupError(
             f"no predict_fn or transform_fn in user code, and the model "

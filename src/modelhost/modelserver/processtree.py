@@ -31,7 +31,7 @@ def _table() -> dict[int, tuple[int, int]]:
         except OSError:
             continue
         # The fields after the parenthesised command name: state, parent, process group.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 2 and fields[0] not in (b"Z", b"X"):
             table[int(entry.name)] = (int(fields[1]), int(fields[2]))
     return table
@@ -51,8 +51,7 @@ def descendants(pid: int) -> list[int]:
         found += below
         frontier += below
     seen = set(found)
-    found += [p for p, (_, group) in table.items() if group == pid and p != pid
-              and p not in seen]
+    found += [p for p, (_, group) in table.items() if group == pid and p != pid and p not in seen]
     return found
 
 

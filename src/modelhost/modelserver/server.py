@@ -60,8 +60,13 @@ def serve(settings: Settings, handlers: Handlers | None = None) -> None:
     runner = ModelRunner(settings.workers)
     try:
         server = build_server(settings, handlers, runner)
-        log.info("starting model server on %s:%d (framework %s, %d worker thread(s))",
-                 settings.host, settings.port, settings.framework, settings.workers)
+        log.info(
+            "starting model server on %s:%d (framework %s, %d worker thread(s))",
+            settings.host,
+            settings.port,
+            settings.framework,
+            settings.workers,
+        )
         server.run()
         if not server.started:
             raise OSError(f"could not listen on {settings.host}:{settings.port}")

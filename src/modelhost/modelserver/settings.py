@@ -87,9 +87,11 @@ class Settings:
             parent_pid=_int(env, ENV_PARENT_PID, 0, minimum=1) if parent else None,
             default_accept=env.get(ENV_DEFAULT_ACCEPT) or None,
             memory_limit_mb=_int(env, ENV_MEMORY_LIMIT, 0, minimum=1)
-            if env.get(ENV_MEMORY_LIMIT) else None,
-            cgroup_procs=tuple(Path(p) for p in (env.get(ENV_CGROUP_PROCS) or "").split(
-                os.pathsep) if p),
+            if env.get(ENV_MEMORY_LIMIT)
+            else None,
+            cgroup_procs=tuple(
+                Path(p) for p in (env.get(ENV_CGROUP_PROCS) or "").split(os.pathsep) if p
+            ),
             token=env.get(ENV_TOKEN) or None,
         )
 
@@ -114,6 +116,9 @@ def _local_dir(value: str | None) -> Path | None:
     path = Path(value.removeprefix("file://"))
     if path.is_dir():
         return path
-    log.warning("ignoring %s=%s: not a local directory (using <model_dir>/code)",
-                ENV_SUBMIT_DIRECTORY, value)
+    log.warning(
+        "ignoring %s=%s: not a local directory (using <model_dir>/code)",
+        ENV_SUBMIT_DIRECTORY,
+        value,
+    )
     return None

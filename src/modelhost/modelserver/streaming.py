@@ -31,7 +31,8 @@ def is_stream(result: object) -> bool:
     """Whether a handler's result is to be streamed: an iterator, not a value that merely
     iterates (bytes, str, lists, arrays and dicts are whole answers)."""
     return isinstance(result, (Iterator, AsyncIterator)) and not isinstance(
-        result, (bytes, str, bytearray, memoryview))
+        result, (bytes, str, bytearray, memoryview)
+    )
 
 
 async def parts(
@@ -60,8 +61,9 @@ async def parts(
 class _Pump:
     """Runs a sync iterator on a worker thread, handing its encoded items to the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: Iterator[Any],
-                 encode: Callable[[Any], bytes]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, stream: Iterator[Any], encode: Callable[[Any], bytes]
+    ) -> None:
         self.loop = loop
         self.stream = stream
         self.encode = encode

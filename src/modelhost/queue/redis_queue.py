@@ -40,7 +40,9 @@ end
 """
 
 # KEYS: queued, running, delayed. ARGV: now, limit, lease_until, job key prefix, tokens...
-_LEASE = _PROMOTE + """
+_LEASE = (
+    _PROMOTE
+    + """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit)
 if #ids < limit then
@@ -57,6 +59,7 @@ for i, id in ipairs(ids) do
 end
 return ids
 """
+)
 
 # KEYS: queued, running, delayed. ARGV: now, limit, lease_until, job key prefix, tokens...
 # Leases queued jobs past their TTL, backing off or not, looking at the oldest 100 of each
@@ -169,12 +172,19 @@ class RedisQueue:
     def put(self, jobs: list[Job]) -> None:
         pipe = self._redis.pipeline(transaction=True)
         for job in jobs:
-            pipe.hset(_job_key(job.id), mapping={
-                "data": orjson.dumps(job), "state": job.state,
-                "attempts": job.attempts, "token": job.token, "lease_until": job.lease_until,
-                "error": job.error or "", "finished": job.finished or 0,
-                "expires_at": job.expires_at,
-            })
+            pipe.hset(
+                _job_key(job.id),
+                mapping={
+                    "data": orjson.dumps(job),
+                    "state": job.state,
+                    "attempts": job.attempts,
+                    "token": job.token,
+                    "lease_until": job.lease_until,
+                    "error": job.error or "",
+                    "finished": job.finished or 0,
+                    "expires_at": job.expires_at,
+                },
+            )
             pipe.zadd(_key(QUEUED, job.endpoint), {job.id: job.created})
             pipe.sadd(f"{_PREFIX}endpoints", job.endpoint)
         pipe.execute()
@@ -193,20 +203,32 @@ class RedisQueue:
             return []
         now = time.time()
         tokens = [uuid.uuid4().hex for _ in range(limit)]
-        ids = script(keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint),
-                           _key(_DELAYED, endpoint)],
-                     args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens])
+        ids = script(
+            keys=[_key(QUEUED, endpoint), _key(RUNNING, endpoint), _key(_DELAYED, endpoint)],
+            args=[now, limit, now + lease_s, f"{_PREFIX}job:", *tokens],
+        )
         return self._load(ids)
 
-    def _change_held(self, job: Job, action: str, score: float, state: str = "",
-                     error: str | None = None, finished: float = 0.0, target: str = "",
-                     lease_until: float = 0.0) -> bool:
+    def _change_held(
+        self,
+        job: Job,
+        action: str,
+        score: float,
+        state: str = "",
+        error: str | None = None,
+        finished: float = 0.0,
+        target: str = "",
+        lease_until: float = 0.0,
+    ) -> bool:
         target = target or {"renew": RUNNING}.get(action, state)
         changed = self._change(
-            keys=[_job_key(job.id), _key(RUNNING, job.endpoint), _key(target, job.endpoint),
-                  _FINISHED],
-            args=[job.token, job.id, action, score, state, error or "", finished,
-                  lease_until],
+            keys=[
+                _job_key(job.id),
+                _key(RUNNING, job.endpoint),
+                _key(target, job.endpoint),
+                _FINISHED,
+            ],
+            args=[job.token, job.id, action, score, state, error or "", finished, lease_until],
         )
         return bool(changed)
 
@@ -230,12 +252,12 @@ class RedisQueue:
         delayed set until its next attempt time (`lease()` moves it back then)."""
         if delay_s > 0:
             visible = time.time() + delay_s
-            changed = self._change_held(job, "retry", visible, QUEUED, error,
-                                        target=_DELAYED, lease_until=visible)
+            changed = self._change_held(
+                job, "retry", visible, QUEUED, error, target=_DELAYED, lease_until=visible
+            )
         else:
             visible = 0.0
-            changed = self._change_held(job, "retry", job.created, QUEUED, error,
-                                        target=QUEUED)
+            changed = self._change_held(job, "retry", job.created, QUEUED, error, target=QUEUED)
         if not changed:
             return False
         job.state, job.error, job.token, job.lease_until = QUEUED, error, "", visible
@@ -257,8 +279,9 @@ class RedisQueue:
         for state in (QUEUED, _DELAYED, RUNNING, FAILED, SUCCEEDED):
             pipe.zcard(_key(state, endpoint))
         queued, delayed, running, failed, succeeded = pipe.execute()
-        return JobCounts(queued=queued + delayed, running=running, failed=failed,
-                         succeeded=succeeded)
+        return JobCounts(
+            queued=queued + delayed, running=running, failed=failed, succeeded=succeeded
+        )
 
     def endpoints(self) -> list[str]:
         names = self._endpoints(keys=[f"{_PREFIX}endpoints"], args=[_PREFIX])

@@ -57,8 +57,7 @@ class SqliteQueue(SqliteFile):
     """Durability as the state store's (see `modelhost.storage.sqlite`): a committed
     request survives a killed server."""
 
-    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
-                 ) -> None:
+    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False) -> None:
         super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
 
     def put(self, jobs: list[Job]) -> None:
@@ -68,8 +67,17 @@ class SqliteQueue(SqliteFile):
             db.executemany(
                 "INSERT INTO jobs (id, endpoint, created, expires_at, data, state) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(job.id, job.endpoint, job.created, job.expires_at, orjson.dumps(job),
-                  job.state) for job in jobs],
+                [
+                    (
+                        job.id,
+                        job.endpoint,
+                        job.created,
+                        job.expires_at,
+                        orjson.dumps(job),
+                        job.state,
+                    )
+                    for job in jobs
+                ],
             )
 
     def recover(self) -> int:
@@ -87,12 +95,22 @@ class SqliteQueue(SqliteFile):
             return []
         now = time.time()
         with self._transaction() as db:
-            ids = [row[0] for row in db.execute(
-                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until < ? "
-                "ORDER BY created LIMIT ?", (endpoint, RUNNING, now, limit))]
-            ids += [row[0] for row in db.execute(
-                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until <= ? "
-                "ORDER BY created LIMIT ?", (endpoint, QUEUED, now, limit - len(ids)))]
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until < ? "
+                    "ORDER BY created LIMIT ?",
+                    (endpoint, RUNNING, now, limit),
+                )
+            ]
+            ids += [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND lease_until <= ? "
+                    "ORDER BY created LIMIT ?",
+                    (endpoint, QUEUED, now, limit - len(ids)),
+                )
+            ]
             return self._lease_ids(db, ids, now + lease_s)
 
     def expired(self, endpoint: str, limit: int, lease_s: float) -> list[Job]:
@@ -100,26 +118,40 @@ class SqliteQueue(SqliteFile):
         failed even while no instance could take them."""
         now = time.time()
         with self._transaction() as db:
-            ids = [row[0] for row in db.execute(
-                "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND expires_at < ? "
-                "ORDER BY created LIMIT ?", (endpoint, QUEUED, now, limit))]
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM jobs WHERE endpoint = ? AND state = ? AND expires_at < ? "
+                    "ORDER BY created LIMIT ?",
+                    (endpoint, QUEUED, now, limit),
+                )
+            ]
             return self._lease_ids(db, ids, now + lease_s)
 
     @staticmethod
     def _lease_ids(db: sqlite3.Connection, ids: list[str], until: float) -> list[Job]:
-        return [_job(db.execute(
-            "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
-            f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
-            (RUNNING, uuid.uuid4().hex, until, job_id)).fetchone()) for job_id in ids]
+        return [
+            _job(
+                db.execute(
+                    "UPDATE jobs SET state = ?, attempts = attempts + 1, token = ?, "
+                    f"lease_until = ? WHERE id = ? RETURNING {_COLUMNS}",
+                    (RUNNING, uuid.uuid4().hex, until, job_id),
+                ).fetchone()
+            )
+            for job_id in ids
+        ]
 
     def _update_held(self, job: Job, **change: Any) -> bool:
         """Apply `change` to the job if `job.token` still holds its lease."""
         assignments = ", ".join(f"{column} = ?" for column in change)
         with self._read() as db:
-            updated = db.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND token = ?",
-                (*change.values(), job.id, RUNNING, job.token),
-            ).rowcount == 1
+            updated = (
+                db.execute(
+                    f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? AND token = ?",
+                    (*change.values(), job.id, RUNNING, job.token),
+                ).rowcount
+                == 1
+            )
         if updated:
             for key, value in change.items():
                 setattr(job, key, value)
@@ -131,8 +163,14 @@ class SqliteQueue(SqliteFile):
 
     def finish(self, job: Job, succeeded: bool, error: str | None = None) -> bool:
         """Record the outcome; False (and nothing changed) when the lease was lost."""
-        return self._update_held(job, state=SUCCEEDED if succeeded else FAILED, error=error,
-                                 finished=time.time(), lease_until=0.0, token="")
+        return self._update_held(
+            job,
+            state=SUCCEEDED if succeeded else FAILED,
+            error=error,
+            finished=time.time(),
+            lease_until=0.0,
+            token="",
+        )
 
     def retry(self, job: Job, error: str, delay_s: float = 0.0) -> bool:
         """Put the job back in the queue for another attempt, not before `delay_s` from now."""
@@ -141,18 +179,23 @@ class SqliteQueue(SqliteFile):
 
     def get(self, job_id: str) -> Job | None:
         with self._read() as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def counts(self, endpoint: str) -> JobCounts:
         with self._read() as db:
-            rows = dict(db.execute(
-                "SELECT state, COUNT(*) FROM jobs WHERE endpoint = ? GROUP BY state",
-                (endpoint,),
-            ).fetchall())
-        return JobCounts(queued=rows.get(QUEUED, 0), running=rows.get(RUNNING, 0),
-                         failed=rows.get(FAILED, 0), succeeded=rows.get(SUCCEEDED, 0))
+            rows = dict(
+                db.execute(
+                    "SELECT state, COUNT(*) FROM jobs WHERE endpoint = ? GROUP BY state",
+                    (endpoint,),
+                ).fetchall()
+            )
+        return JobCounts(
+            queued=rows.get(QUEUED, 0),
+            running=rows.get(RUNNING, 0),
+            failed=rows.get(FAILED, 0),
+            succeeded=rows.get(SUCCEEDED, 0),
+        )
 
     def endpoints(self) -> list[str]:
         """Endpoints with jobs waiting or running."""
@@ -166,7 +209,8 @@ class SqliteQueue(SqliteFile):
         with self._read() as db:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND state = ? "
-                "ORDER BY created LIMIT ?", (endpoint, state, limit),
+                "ORDER BY created LIMIT ?",
+                (endpoint, state, limit),
             ).fetchall()
         return [_job(row) for row in rows]
 
@@ -176,6 +220,6 @@ class SqliteQueue(SqliteFile):
         queued or running, never finished."""
         with self._read() as db:
             return db.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? "
-                "LIMIT ?)", (finished_before, limit),
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? LIMIT ?)",
+                (finished_before, limit),
             ).rowcount

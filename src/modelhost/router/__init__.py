@@ -4,5 +4,13 @@ from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.router import Answer, Invocation, Router, StreamInterrupted
 from modelhost.router.serverless import ServerlessPool
 
-__all__ = ["Answer", "Deployment", "Invocation", "Replica", "Router", "ServerlessPool",
-           "StreamInterrupted", "VariantPool"]
+__all__ = [
+    "Answer",
+    "Deployment",
+    "Invocation",
+    "Replica",
+    "Router",
+    "ServerlessPool",
+    "StreamInterrupted",
+    "VariantPool",
+]

@@ -62,7 +62,7 @@ class StreamInterrupted(Exception):
 
 def _model_error(status: int, message: str) -> ModelError:
     return ModelError(
-        f'Received {"client" if status < 500 else "server"} error ({status}) from primary '
+        f"Received {'client' if status < 500 else 'server'} error ({status}) from primary "
         f'with message "{message}". See the instance log for more details.',
         OriginalStatusCode=status,
         OriginalMessage=message,
@@ -100,8 +100,7 @@ class Router:
         while (found := find()) is None:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise ServiceUnavailable(
-                    f"{what} within {self._timeout_s:g} s; try again shortly.")
+                raise ServiceUnavailable(f"{what} within {self._timeout_s:g} s; try again shortly.")
             event = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, _RECHECK_S))
@@ -122,8 +121,9 @@ class Router:
             return None
         return pool
 
-    async def _ready(self, deployment: Deployment, target: str | None
-                     ) -> tuple[Deployment, VariantPool, Replica | None]:
+    async def _ready(
+        self, deployment: Deployment, target: str | None
+    ) -> tuple[Deployment, VariantPool, Replica | None]:
         """Wait for a pool with a ready instance (None for a serverless pool, which finds
         its own), in the endpoint's deployment as it is when one comes: an update may
         swap it meanwhile."""
@@ -133,7 +133,8 @@ class Router:
             current = self.deployments.get(name)
             if current is None:
                 raise ServiceUnavailable(
-                    f"Endpoint {name} is being deleted or restarted; try again shortly.")
+                    f"Endpoint {name} is being deleted or restarted; try again shortly."
+                )
             pool = self._pool(current, target)
             if pool is None:
                 return None
@@ -189,8 +190,9 @@ class Router:
                 f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
             ) from None
 
-    async def _serverless(self, deployment: Deployment, pool: ServerlessPool,
-                          request: Invocation) -> Answer:
+    async def _serverless(
+        self, deployment: Deployment, pool: ServerlessPool, request: Invocation
+    ) -> Answer:
         try:
             return await self._invoke_serverless(pool, request)
         except PoolRetired:
@@ -243,7 +245,12 @@ class Router:
         started = time.perf_counter()
         try:
             response = await self._client.stream(
-                replica.address, b"/invocations", _headers(request), body, length, sink,
+                replica.address,
+                b"/invocations",
+                _headers(request),
+                body,
+                length,
+                sink,
                 timeout_s,
             )
         except InstanceUnreachable:
@@ -290,13 +297,19 @@ class Router:
 
         try:
             response = await self._client.stream_response(
-                replica.address, b"/invocations", _headers(request), request.body,
-                announce, sink, self._timeout_s,
+                replica.address,
+                b"/invocations",
+                _headers(request),
+                request.body,
+                announce,
+                sink,
+                self._timeout_s,
             )
         except InstanceUnreachable as exc:
             if announced:  # the model server ends a stream this way when the model raises
                 raise StreamInterrupted(
-                    "ModelStreamError", "StreamBroken",
+                    "ModelStreamError",
+                    "StreamBroken",
                     f"The stream from variant {replica.variant} broke off ({exc}); see the "
                     "instance log for the model's error.",
                 ) from None
@@ -307,7 +320,8 @@ class Router:
         except TimeoutError:
             if announced:
                 raise StreamInterrupted(
-                    "ModelStreamError", "ModelInvocationTimeExceeded",
+                    "ModelStreamError",
+                    "ModelInvocationTimeExceeded",
                     f"The model of variant {replica.variant} sent nothing for "
                     f"{self._timeout_s:g} s mid-stream.",
                 ) from None
@@ -322,7 +336,11 @@ class Router:
         started = time.perf_counter()
         try:
             response = await self._client.request(
-                replica.address, b"POST", b"/invocations", _headers(request), request.body,
+                replica.address,
+                b"POST",
+                b"/invocations",
+                _headers(request),
+                request.body,
                 self._timeout_s,
             )
         except TimeoutError:
@@ -370,8 +388,7 @@ def _answer(response: Response, replica: Replica, elapsed: float) -> Answer:
     custom_attributes = response.header(b"x-amzn-sagemaker-custom-attributes")
     return Answer(
         body=response.body,
-        content_type=content_type.decode("latin-1") if content_type else
-        "application/octet-stream",
+        content_type=content_type.decode("latin-1") if content_type else "application/octet-stream",
         custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
         variant=replica.variant,
         model_seconds=elapsed,

@@ -30,14 +30,23 @@ _H = "x-amzn-sagemaker-"
 _T = TypeVar("_T")
 # SageMaker's NotificationConfig takes SNS topics only; a self-hosted setup may have no SNS,
 # so webhooks are named by these tags of the endpoint config.
-WEBHOOK_TAGS = {"modelhost:SuccessWebhook": "SuccessWebhook",
-                "modelhost:ErrorWebhook": "ErrorWebhook"}
+WEBHOOK_TAGS = {
+    "modelhost:SuccessWebhook": "SuccessWebhook",
+    "modelhost:ErrorWebhook": "ErrorWebhook",
+}
 
 
 class AsyncAccepter:
-    def __init__(self, store: StateStore, objects: ObjectStore, queue: JobQueue,
-                 account_id: str, max_payload_bytes: int, min_ttl_s: int,
-                 wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        objects: ObjectStore,
+        queue: JobQueue,
+        account_id: str,
+        max_payload_bytes: int,
+        min_ttl_s: int,
+        wake: Callable[[], None],
+    ) -> None:
         self.min_ttl_s = min_ttl_s
         self._pending: list[tuple[Job, asyncio.Future[None]]] = []
         self.store = LoopStore(store)
@@ -62,8 +71,7 @@ class AsyncAccepter:
             )
         if record["EndpointStatus"] in ("Failed", "Deleting"):
             raise InvocationValidationError(
-                f"Endpoint {name} cannot accept requests: its status is "
-                f"{record['EndpointStatus']}."
+                f"Endpoint {name} cannot accept requests: its status is {record['EndpointStatus']}."
             )
         input_location = _get(headers, "inputlocation")
         if not input_location:
@@ -127,9 +135,15 @@ class AsyncAccepter:
                 f"to {self.max_payload_bytes // 1024**2} MB."
             )
 
-    def _job(self, name: str, record: dict[str, Any], config: dict[str, Any],
-             headers: dict[bytes, bytes], input_location: str, tags: dict[str, str]
-             ) -> Job:
+    def _job(
+        self,
+        name: str,
+        record: dict[str, Any],
+        config: dict[str, Any],
+        headers: dict[bytes, bytes],
+        input_location: str,
+        tags: dict[str, str],
+    ) -> Job:
         output = config["OutputConfig"]
         job_id = str(uuid.uuid4())
         extension = _get(headers, "s3outputpathextension")
@@ -147,10 +161,11 @@ class AsyncAccepter:
             output_location=f"{output_path}/{filename}",
             failure_location=f"{failure_path}/{job_id}-error.out",
             created=now,
-            expires_at=now + _int(headers, "RequestTTLSeconds", DEFAULT_TTL_S, self.min_ttl_s,
-                                  21600),
-            timeout_s=_int(headers, "InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S,
-                           1, 3600),
+            expires_at=now
+            + _int(headers, "RequestTTLSeconds", DEFAULT_TTL_S, self.min_ttl_s, 21600),
+            timeout_s=_int(
+                headers, "InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S, 1, 3600
+            ),
             content_type=_get(headers, "content-type"),
             accept=_get(headers, "accept"),
             custom_attributes=_get(headers, "custom-attributes"),
@@ -161,8 +176,11 @@ class AsyncAccepter:
 def _notification(output: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
     """Where a finished request is announced: the config's topics, and webhooks named by
     the endpoint config's tags."""
-    targets = {key: value for key, value in output.get("NotificationConfig", {}).items()
-               if key in ("SuccessTopic", "ErrorTopic")}
+    targets = {
+        key: value
+        for key, value in output.get("NotificationConfig", {}).items()
+        if key in ("SuccessTopic", "ErrorTopic")
+    }
     targets.update({key: tags[tag] for tag, key in WEBHOOK_TAGS.items() if tag in tags})
     return targets
 
@@ -181,8 +199,15 @@ async def object_io(objects: ObjectStore, call: Callable[..., _T], *args: Any) -
 # would climb out of the output path. InputLocation's scheme is the object store's to
 # judge (local paths are an operator's choice), so only its length is checked here.
 # RequestTTLSeconds and InvocationTimeoutSeconds are numbers, checked where they are read.
-_NAME_HEADERS = ("InputLocation", "S3OutputPathExtension", "Filename", "InferenceId",
-                 "ContentType", "Accept", "CustomAttributes")
+_NAME_HEADERS = (
+    "InputLocation",
+    "S3OutputPathExtension",
+    "Filename",
+    "InferenceId",
+    "ContentType",
+    "Accept",
+    "CustomAttributes",
+)
 _KEY_PARTS = ("S3OutputPathExtension", "Filename")
 
 
@@ -197,9 +222,13 @@ def _header_rules() -> dict[str, tuple[bytes, str, int, int, regex.Pattern[str] 
         shape = members[member]
         header = shape.serialization["name"]
         pattern = shape.metadata.get("pattern") if member != "InputLocation" else None
-        rules[member] = (header.lower().encode(), header, shape.metadata.get("min", 0),
-                         shape.metadata.get("max", 1 << 30),
-                         regex.compile(pattern, regex.DOTALL) if pattern else None)
+        rules[member] = (
+            header.lower().encode(),
+            header,
+            shape.metadata.get("min", 0),
+            shape.metadata.get("max", 1 << 30),
+            regex.compile(pattern, regex.DOTALL) if pattern else None,
+        )
     return rules
 
 

@@ -38,11 +38,13 @@ def message(encoded: bytes, payload: bytes) -> bytes:
 
 
 # Encoded once: every part of every stream carries the same headers.
-_PAYLOAD_PART = _headers((
-    (b":event-type", b"PayloadPart"),
-    (b":content-type", b"application/octet-stream"),
-    (b":message-type", b"event"),
-))
+_PAYLOAD_PART = _headers(
+    (
+        (b":event-type", b"PayloadPart"),
+        (b":content-type", b"application/octet-stream"),
+        (b":message-type", b"event"),
+    )
+)
 
 
 def payload_part(data: bytes) -> bytes:
@@ -56,8 +58,13 @@ def stream_error(exception_type: str, message_text: str, error_code: str | None 
     body: dict[str, str] = {"Message": message_text}
     if error_code is not None:
         body["ErrorCode"] = error_code
-    return message(_headers((
-        (b":exception-type", exception_type.encode()),
-        (b":content-type", b"application/json"),
-        (b":message-type", b"exception"),
-    )), orjson.dumps(body))
+    return message(
+        _headers(
+            (
+                (b":exception-type", exception_type.encode()),
+                (b":content-type", b"application/json"),
+                (b":message-type", b"exception"),
+            )
+        ),
+        orjson.dumps(body),
+    )

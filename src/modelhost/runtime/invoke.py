@@ -27,8 +27,14 @@ def endpoint_not_found(name: str, account_id: str) -> InvocationValidationError:
 
 
 class RealtimeInvoker:
-    def __init__(self, router: Router, store: StateStore, account_id: str,
-                 max_payload_bytes: int, ownership: Ownership) -> None:
+    def __init__(
+        self,
+        router: Router,
+        store: StateStore,
+        account_id: str,
+        max_payload_bytes: int,
+        ownership: Ownership,
+    ) -> None:
         self.router = router
         self.ownership = ownership
         self.store = LoopStore(store)
@@ -44,14 +50,16 @@ class RealtimeInvoker:
         state store runs is a retriable 503: servers do not route to each other's
         instances. Only this path, never a request to a deployment the router holds,
         reads the store, before the wait."""
-        record = None if name in self.router.deployments else await self.store.get(
-            "endpoint", name)
-        if record is not None and (owner := await self.ownership.elsewhere(
-                lease("endpoint", name))) is not None:
+        record = None if name in self.router.deployments else await self.store.get("endpoint", name)
+        if (
+            record is not None
+            and (owner := await self.ownership.elsewhere(lease("endpoint", name))) is not None
+        ):
             raise ServiceUnavailable(
                 f"Endpoint {name} runs on another modelhost server ({owner}) that shares "
                 "this state store; this server does not route to other servers' "
-                "instances. Retry the request on that server.")
+                "instances. Retry the request on that server."
+            )
 
         def find() -> Deployment | None:
             deployment = self.router.deployments.get(name)
@@ -73,8 +81,7 @@ class RealtimeInvoker:
                 )
             return None
 
-        return await self.router.wait_for(
-            find, f"Endpoint {name} did not get its instances back")
+        return await self.router.wait_for(find, f"Endpoint {name} did not get its instances back")
 
     def check_declared_length(self, headers: dict[bytes, bytes]) -> None:
         declared = headers.get(b"content-length")

@@ -62,8 +62,9 @@ class Notifier:
                 return
             except Exception as exc:  # any failure of a foreign service: retry, then log
                 if attempt == _ATTEMPTS:
-                    log.error("notification to %s failed after %d attempts: %s",
-                              target, attempt, exc)
+                    log.error(
+                        "notification to %s failed after %d attempts: %s", target, attempt, exc
+                    )
                     return
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -75,8 +76,9 @@ class Notifier:
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=_WEBHOOK_TIMEOUT_S) as response:
             if response.status >= 300:
-                raise urllib.error.HTTPError(url, response.status, "not 2xx", response.headers,
-                                             None)
+                raise urllib.error.HTTPError(
+                    url, response.status, "not 2xx", response.headers, None
+                )
 
     def _publish(self, topic_arn: str, body: bytes) -> None:
         if self._sns is None:

@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 
 
 async def stream_invocation(
-    invoker: RealtimeInvoker, name: str, body: bytes, headers: dict[bytes, bytes],
-    started: float, receive: Any, send: Any,
+    invoker: RealtimeInvoker,
+    name: str,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    started: float,
+    receive: Any,
+    send: Any,
 ) -> None:
     """Answer one request on `send` (ASGI), its body already read from `receive`. Raises
     SageMakerError only while nothing has been sent, so the caller can still answer with an
@@ -43,13 +48,19 @@ async def stream_invocation(
 
     async def on_head(answer: Answer) -> None:
         nonlocal head
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": _stream_headers(answer)})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": _stream_headers(answer)}
+        )
         head = answer
 
     async def sink(data: bytes) -> None:
-        await send({"type": "http.response.body", "body": eventstream.payload_part(data),
-                    "more_body": True})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": eventstream.payload_part(data),
+                "more_body": True,
+            }
+        )
 
     answer = None
     try:
@@ -63,14 +74,16 @@ async def stream_invocation(
         log.warning("endpoint %s: stream ended early: %s", name, interrupted.message)
         metrics.INVOCATION_5XX.labels(name, head.variant).inc()
         final = eventstream.stream_error(
-            interrupted.exception_type, interrupted.message, interrupted.error_code)
+            interrupted.exception_type, interrupted.message, interrupted.error_code
+        )
     except Exception:
         if head is None:
             raise
         log.exception("endpoint %s: stream failed", name)
         metrics.INVOCATION_5XX.labels(name, head.variant).inc()
         final = eventstream.stream_error(
-            "InternalStreamFailure", "The stream failed inside modelhost; try the request again.")
+            "InternalStreamFailure", "The stream failed inside modelhost; try the request again."
+        )
     else:
         if answer is None:  # the client went away; the instance's answer was dropped
             return
@@ -82,8 +95,10 @@ async def stream_invocation(
 def _stream_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
     """InvokeEndpoint's headers, with the model's content type moved to
     X-Amzn-SageMaker-Content-Type: Content-Type names the event stream itself."""
-    headers = [(b"x-amzn-sagemaker-content-type" if key == b"content-type" else key, value)
-               for key, value in response_headers(answer)]
+    headers = [
+        (b"x-amzn-sagemaker-content-type" if key == b"content-type" else key, value)
+        for key, value in response_headers(answer)
+    ]
     headers.append((b"content-type", eventstream.CONTENT_TYPE))
     headers.append((b"x-amzn-requestid", str(uuid.uuid4()).encode()))
     return headers

@@ -55,8 +55,9 @@ def open_objects(settings: Settings) -> ObjectStore:
     endpoint = configured_s3_endpoint()
     if endpoint:
         return FsspecObjectStore(settings.objects_dir, endpoint, allow_local_paths=local)
-    return FsspecObjectStore(settings.objects_dir, real_s3=settings.s3 == "aws",
-                             allow_local_paths=local)
+    return FsspecObjectStore(
+        settings.objects_dir, real_s3=settings.s3 == "aws", allow_local_paths=local
+    )
 
 
 __all__ = [

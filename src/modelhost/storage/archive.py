@@ -76,14 +76,21 @@ def prepare_model_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
     try:
         if is_object and compressed is False:
-            _copy_object(store, model_data_url, staging, _Budget(max_bytes, model_data_url,
-                                                                 deadline, timeout_s))
+            _copy_object(
+                store,
+                model_data_url,
+                staging,
+                _Budget(max_bytes, model_data_url, deadline, timeout_s),
+            )
         elif is_object:
-            _unpack_archive(store, model_data_url, staging,
-                            _Budget(max_bytes, model_data_url, deadline, timeout_s))
+            _unpack_archive(
+                store,
+                model_data_url,
+                staging,
+                _Budget(max_bytes, model_data_url, deadline, timeout_s),
+            )
         else:
-            _copy_prefix(store, prefix, staging,
-                         _Budget(max_bytes, prefix, deadline, timeout_s))
+            _copy_prefix(store, prefix, staging, _Budget(max_bytes, prefix, deadline, timeout_s))
         os.chmod(staging, _DIR_MODE)
         _swap_into_place(staging, dest)
     except BaseException:
@@ -133,9 +140,7 @@ def _unpack_archive(store: ObjectStore, url: str, root: Path, budget: _Budget) -
             # bad archive; gzip/bz2 report corrupt data as OSErrors without an errno.
             if source.failed or (isinstance(e, OSError) and e.errno is not None):
                 raise
-            raise UnsafeArchiveError(
-                f"model data {url} is not a valid tar archive ({e})"
-            ) from e
+            raise UnsafeArchiveError(f"model data {url} is not a valid tar archive ({e})") from e
     _check_links_stay_inside(root)
 
 
@@ -183,8 +188,13 @@ class _Budget:
     """Bytes still allowed into the model directory, charged as they are written, and
     the time still allowed for reading them."""
 
-    def __init__(self, max_bytes: int, url: str, deadline: float | None = None,
-                 timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        url: str,
+        deadline: float | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         self.left = max_bytes
         self.max_bytes = max_bytes
         self.url = url
@@ -195,7 +205,8 @@ class _Budget:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise ModelDataTimeout(
                 f"model data {self.url} did not download within {self.timeout_s:g} s "
-                "(ModelDataDownloadTimeoutInSeconds)")
+                "(ModelDataDownloadTimeoutInSeconds)"
+            )
 
     def error(self, what: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(
@@ -255,8 +266,11 @@ def _extract_member(
 ) -> None:
     target = _member_path(member, root)
 
-    if member.ischr() or member.isblk() or member.isfifo() or not (
-        member.isreg() or member.isdir() or member.issym() or member.islnk()
+    if (
+        member.ischr()
+        or member.isblk()
+        or member.isfifo()
+        or not (member.isreg() or member.isdir() or member.issym() or member.islnk())
     ):
         raise _member_error(member, "is a device, fifo or other special file")
     if member.issym() or member.islnk():
@@ -316,8 +330,8 @@ def _extract_member(
         _check_no_symlink_above(member, member.linkname, root)
         if source.is_symlink() or not source.is_file():
             raise _member_error(
-                member, f"is a hard link to {member.linkname!r}, which is not a file unpacked "
-                "before it"
+                member,
+                f"is a hard link to {member.linkname!r}, which is not a file unpacked before it",
             )
         if not _within(os.path.realpath(source), os.path.realpath(root)):
             raise _member_error(
@@ -368,7 +382,7 @@ def _write_file(
 def _copy_prefix(store: ObjectStore, prefix: str, root: Path, budget: _Budget) -> None:
     """Copy every object under `prefix`, keeping its layout, within the budget."""
     for uri in store.list(prefix):
-        rel = uri[len(prefix):]
+        rel = uri[len(prefix) :]
         try:
             target = safe_join(root, rel, what=f"model data object {uri}")
         except ValueError as e:
@@ -387,7 +401,9 @@ def _copy_one(store: ObjectStore, uri: str, target: Path, root: Path, budget: _B
         raise UnsafeArchiveError(f"model data object {uri} escapes the model directory")
     with store.open(uri, "rb") as raw, open(target, "xb") as dst:
         written = copy_stream(
-            cast(IO[bytes], _SourceReader(raw, budget)), dst, limit=budget.left,
-            on_limit=lambda: budget.error(uri)
+            cast(IO[bytes], _SourceReader(raw, budget)),
+            dst,
+            limit=budget.left,
+            on_limit=lambda: budget.error(uri),
         )
     budget.charge(written)

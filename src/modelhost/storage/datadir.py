@@ -33,8 +33,10 @@ class DataDirBusy(RuntimeError):
 
     def __init__(self, data_dir: Path, pid: int | None) -> None:
         holder = f"PID {pid}" if pid else "another process"
-        super().__init__(f"data dir {data_dir} is in use by {holder} (a modelhost server); "
-                         "stop it first or pick another --data-dir")
+        super().__init__(
+            f"data dir {data_dir} is in use by {holder} (a modelhost server); "
+            "stop it first or pick another --data-dir"
+        )
         self.data_dir = data_dir
         self.pid = pid
 

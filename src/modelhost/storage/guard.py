@@ -62,8 +62,11 @@ class DataDirGuard:
             for store in self.files:
                 was_healthy = store.healthy
                 if not await asyncio.to_thread(store.probe) and was_healthy:
-                    log.error("state store damaged: %s; stop the server and restore a "
-                              "backup with `modelhost state restore`", store.damage)
+                    log.error(
+                        "state store damaged: %s; stop the server and restore a "
+                        "backup with `modelhost state restore`",
+                        store.damage,
+                    )
 
     async def back_up(self, folder: Path, interval_s: float, keep: int) -> None:
         """Every `interval_s`, copy each file into `folder` as `<name>-<UTC time>.db`,
@@ -97,6 +100,6 @@ def backup_rotating(source: Path, folder: Path, keep: int) -> Path:
     target = folder / f"{stem}-{stamp}.db"
     backup(source, target)
     copies = sorted(folder.glob(f"{stem}-*Z.db"))
-    for old in copies[:max(0, len(copies) - keep)]:
+    for old in copies[: max(0, len(copies) - keep)]:
         old.unlink(missing_ok=True)
     return target

@@ -35,8 +35,9 @@ class LoopStore:
     async def put(self, kind: str, name: str, record: Record) -> None:
         await self._call(self.store.put, kind, name, record)
 
-    async def modify(self, kind: str, name: str,
-                     change: Callable[[Record], Record | None]) -> Record | None:
+    async def modify(
+        self, kind: str, name: str, change: Callable[[Record], Record | None]
+    ) -> Record | None:
         """`change` may run in a worker thread: it must only compute the new record."""
         return await self._call(self.store.modify, kind, name, change)
 
@@ -49,8 +50,7 @@ class LoopStore:
     async def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
         await self._call(self.store.delete_tags, arn, keys)
 
-    async def acquire(self, names: builtins.list[str], holder: str, ttl_s: float
-                      ) -> set[str]:
+    async def acquire(self, names: builtins.list[str], holder: str, ttl_s: float) -> set[str]:
         return await self._call(self.store.acquire, names, holder, ttl_s)
 
     async def release(self, names: builtins.list[str], holder: str) -> None:

@@ -59,4 +59,3 @@ class ObjectStore(Protocol):
     def put_bytes(self, uri: str, data: bytes) -> None:
         """Write a whole object."""
         ...
-

@@ -163,29 +163,37 @@ class FsspecObjectStore:
                 "(an operator can allow local paths with MODELHOST_ALLOW_LOCAL_PATHS=1)"
             )
         if uri.startswith(_FILE_SCHEME):
-            raw = uri[len(_FILE_SCHEME):]
+            raw = uri[len(_FILE_SCHEME) :]
             if raw.startswith("localhost/"):
-                raw = raw[len("localhost"):]
+                raw = raw[len("localhost") :]
             path = os.path.abspath(raw)
-            return _Target(uri, self._local, path, lambda p: _FILE_SCHEME + p,
-                           key_prefix_listing=False, local_path=path)
+            return _Target(
+                uri,
+                self._local,
+                path,
+                lambda p: _FILE_SCHEME + p,
+                key_prefix_listing=False,
+                local_path=path,
+            )
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri):
             raise InvalidObjectURI(
                 f"unsupported object URI {uri!r}: use s3://bucket/key, file:///path or a path"
             )
         path = os.path.abspath(uri)
-        return _Target(uri, self._local, path, lambda p: p,
-                       key_prefix_listing=False, local_path=path)
+        return _Target(
+            uri, self._local, path, lambda p: p, key_prefix_listing=False, local_path=path
+        )
 
     def _resolve_s3(self, uri: str) -> _Target:
-        bucket, _, key = uri[len(_S3_SCHEME):].partition("/")
+        bucket, _, key = uri[len(_S3_SCHEME) :].partition("/")
         if not bucket:
             raise InvalidObjectURI(f"object URI {uri!r} names no bucket (expected s3://bucket/key)")
         if self._s3 is not None:
             s3 = self._s3
             path = f"{bucket}/{key}".rstrip("/") if key else bucket
-            return _Target(uri, s3, path, lambda p: _S3_SCHEME + p,
-                           key_prefix_listing=True, local_path=None)
+            return _Target(
+                uri, s3, path, lambda p: _S3_SCHEME + p, key_prefix_listing=True, local_path=None
+            )
         # Embedded: s3://bucket/key -> <local_root>/<bucket>/<key>. A key is a path
         # here, so ".." would climb out of the bucket; S3 keys with ".." segments are
         # legal but cannot be mapped safely, so they are refused outright.
@@ -209,8 +217,7 @@ class FsspecObjectStore:
         def to_uri(p: str) -> str:
             return _S3_SCHEME + posixpath.relpath(p, root)
 
-        return _Target(uri, self._local, path, to_uri, key_prefix_listing=True,
-                       local_path=path)
+        return _Target(uri, self._local, path, to_uri, key_prefix_listing=True, local_path=path)
 
     # ------------------------------------------------------------------ queries
 
@@ -244,7 +251,7 @@ class FsspecObjectStore:
         """
         t = self._resolve(prefix_uri)
         if t.key_prefix_listing:
-            key = prefix_uri[len(_S3_SCHEME):].partition("/")[2]
+            key = prefix_uri[len(_S3_SCHEME) :].partition("/")[2]
             if key and not key.endswith("/"):
                 paths = self._find_key_prefix(t)
             else:
@@ -307,8 +314,10 @@ class FsspecObjectStore:
         try:
             if t.local_path is not None:
                 # A FIFO or device would block or never end: objects are regular files.
-                if os.path.exists(t.local_path) and not os.path.isdir(t.local_path) and (
-                    not stat.S_ISREG(os.stat(t.local_path).st_mode)
+                if (
+                    os.path.exists(t.local_path)
+                    and not os.path.isdir(t.local_path)
+                    and (not stat.S_ISREG(os.stat(t.local_path).st_mode))
                 ):
                     raise ValueError(f"{uri} is not a regular file")
                 return t.fs.open(t.path, "rb")
@@ -355,7 +364,10 @@ def safe_join(root: Path, rel: str, *, what: str) -> Path:
 
 
 def copy_stream(
-    src: IO[bytes], dst: IO[bytes], *, limit: int | None = None,
+    src: IO[bytes],
+    dst: IO[bytes],
+    *,
+    limit: int | None = None,
     on_limit: Callable[[], Exception] | None = None,
 ) -> int:
     """Copy `src` to `dst` in chunks; stop as soon as more than `limit` bytes arrive."""

@@ -92,12 +92,17 @@ class PostgresStateStore:
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreUnreachable(
-                f"cannot reach the state store {self.url}: {reason}") from None
+            raise StoreUnreachable(f"cannot reach the state store {self.url}: {reason}") from None
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=max_connections, open=False, timeout=CALL_TIMEOUT_S,
+            url,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            timeout=CALL_TIMEOUT_S,
             kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "autocommit": True},
-            check=ConnectionPool.check_connection, name="modelhost-state")
+            check=ConnectionPool.check_connection,
+            name="modelhost-state",
+        )
         self._pool.open(wait=True, timeout=CALL_TIMEOUT_S * 2)
         try:
             self._migrate()
@@ -116,7 +121,8 @@ class PostgresStateStore:
             if version > len(MIGRATIONS):
                 raise StoreUnreachable(
                     f"the state store {self.url} has schema version {version}, newer than "
-                    f"this modelhost knows ({len(MIGRATIONS)}); upgrade modelhost")
+                    f"this modelhost knows ({len(MIGRATIONS)}); upgrade modelhost"
+                )
             for number in range(version, len(MIGRATIONS)):
                 conn.execute(MIGRATIONS[number])
                 log.info("state store %s migrated to schema version %d", self.url, number + 1)
@@ -142,7 +148,8 @@ class PostgresStateStore:
             cursor = conn.execute(
                 "INSERT INTO resources (kind, name, folded, data) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                (kind, name, name.lower() if fold_case else None, orjson.dumps(record)))
+                (kind, name, name.lower() if fold_case else None, orjson.dumps(record)),
+            )
             return cursor.rowcount == 1
 
     def put(self, kind: str, name: str, record: Record) -> None:
@@ -150,55 +157,63 @@ class PostgresStateStore:
             conn.execute(
                 "INSERT INTO resources (kind, name, data) VALUES (%s, %s, %s) "
                 "ON CONFLICT (kind, name) DO UPDATE SET data = EXCLUDED.data",
-                (kind, name, orjson.dumps(record)))
+                (kind, name, orjson.dumps(record)),
+            )
 
     def modify(
         self, kind: str, name: str, change: Callable[[Record], Record | None]
     ) -> Record | None:
         with self._connection() as conn, conn.transaction():
             row = conn.execute(
-                "SELECT data FROM resources WHERE kind = %s AND name = %s FOR UPDATE",
-                (kind, name)).fetchone()
+                "SELECT data FROM resources WHERE kind = %s AND name = %s FOR UPDATE", (kind, name)
+            ).fetchone()
             if row is None:
                 return None
             record: Record = orjson.loads(row[0])
             updated = change(record)
             if updated is None:
                 return record
-            conn.execute("UPDATE resources SET data = %s WHERE kind = %s AND name = %s",
-                         (orjson.dumps(updated), kind, name))
+            conn.execute(
+                "UPDATE resources SET data = %s WHERE kind = %s AND name = %s",
+                (orjson.dumps(updated), kind, name),
+            )
             return updated
 
     def get(self, kind: str, name: str) -> Record | None:
         with self._connection() as conn:
-            row = conn.execute("SELECT data FROM resources WHERE kind = %s AND name = %s",
-                               (kind, name)).fetchone()
+            row = conn.execute(
+                "SELECT data FROM resources WHERE kind = %s AND name = %s", (kind, name)
+            ).fetchone()
         return orjson.loads(row[0]) if row else None
 
     def delete(self, kind: str, name: str) -> bool:
         with self._connection() as conn:
-            return conn.execute("DELETE FROM resources WHERE kind = %s AND name = %s",
-                                (kind, name)).rowcount == 1
+            return (
+                conn.execute(
+                    "DELETE FROM resources WHERE kind = %s AND name = %s", (kind, name)
+                ).rowcount
+                == 1
+            )
 
     def list(self, kind: str) -> builtins.list[Record]:
         with self._connection() as conn:
             rows = conn.execute(
-                'SELECT data FROM resources WHERE kind = %s ORDER BY name COLLATE "C"',
-                (kind,)).fetchall()
+                'SELECT data FROM resources WHERE kind = %s ORDER BY name COLLATE "C"', (kind,)
+            ).fetchall()
         return [orjson.loads(row[0]) for row in rows]
 
     def names(self, kind: str) -> builtins.list[str]:
         with self._connection() as conn:
             rows = conn.execute(
-                'SELECT name FROM resources WHERE kind = %s ORDER BY name COLLATE "C"',
-                (kind,)).fetchall()
+                'SELECT name FROM resources WHERE kind = %s ORDER BY name COLLATE "C"', (kind,)
+            ).fetchall()
         return [row[0] for row in rows]
 
     def tags(self, arn: str) -> dict[str, str]:
         with self._connection() as conn:
             rows = conn.execute(
-                'SELECT key, value FROM tags WHERE arn = %s ORDER BY key COLLATE "C"',
-                (arn,)).fetchall()
+                'SELECT key, value FROM tags WHERE arn = %s ORDER BY key COLLATE "C"', (arn,)
+            ).fetchall()
         return {key: value for key, value in rows}
 
     def set_tags(self, arn: str, tags: dict[str, str]) -> None:
@@ -208,7 +223,8 @@ class PostgresStateStore:
             cursor.executemany(
                 "INSERT INTO tags (arn, key, value) VALUES (%s, %s, %s) "
                 "ON CONFLICT (arn, key) DO UPDATE SET value = EXCLUDED.value",
-                [(arn, key, value) for key, value in tags.items()])
+                [(arn, key, value) for key, value in tags.items()],
+            )
 
     def delete_tags(self, arn: str, keys: builtins.list[str] | None = None) -> None:
         with self._connection() as conn:
@@ -229,26 +245,28 @@ class PostgresStateStore:
             rows = conn.execute(
                 "INSERT INTO leases (name, holder, expires) "
                 "SELECT n, %(holder)s, clock_timestamp() + %(ttl)s * interval '1 second' "
-                "FROM unnest(%(names)s::text[]) AS n ORDER BY n COLLATE \"C\" "
+                'FROM unnest(%(names)s::text[]) AS n ORDER BY n COLLATE "C" '
                 "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
                 "expires = EXCLUDED.expires "
                 "WHERE leases.holder = EXCLUDED.holder OR leases.expires < clock_timestamp() "
                 "RETURNING name",
-                {"holder": holder, "ttl": ttl_s, "names": sorted(set(names))}).fetchall()
+                {"holder": holder, "ttl": ttl_s, "names": sorted(set(names))},
+            ).fetchall()
         return {row[0] for row in rows}
 
     def release(self, names: builtins.list[str], holder: str) -> None:
         if not names:
             return
         with self._connection() as conn:
-            conn.execute("DELETE FROM leases WHERE name = ANY(%s) AND holder = %s",
-                         (names, holder))
+            conn.execute("DELETE FROM leases WHERE name = ANY(%s) AND holder = %s", (names, holder))
 
     def holders(self, names: builtins.list[str]) -> dict[str, str]:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT name, holder FROM leases WHERE name = ANY(%s) "
-                "AND expires >= clock_timestamp()", (names,)).fetchall()
+                "AND expires >= clock_timestamp()",
+                (names,),
+            ).fetchall()
         return {name: holder for name, holder in rows}
 
     def close(self) -> None:

@@ -41,9 +41,15 @@ class StoreDamaged(RuntimeError):
     """A store file that must not be opened: restore it from a backup."""
 
     def __init__(self, path: Path, problem: str, *, hint: bool = True) -> None:
-        advice = (f"; restore a backup with `modelhost state restore BACKUP --data-dir "
-                  f"{path.parent}{_which(path)}` (or move the data dir aside to start "
-                  "afresh)") if hint else ""
+        advice = (
+            (
+                f"; restore a backup with `modelhost state restore BACKUP --data-dir "
+                f"{path.parent}{_which(path)}` (or move the data dir aside to start "
+                "afresh)"
+            )
+            if hint
+            else ""
+        )
         super().__init__(f"{path}: {problem}{advice}")
         self.path = path
 
@@ -68,8 +74,9 @@ class SqliteFile:
     `used_before`: the data dir shows earlier state, so an empty file is a loss; `unclean`:
     the previous server was killed, so its write-ahead log must still be there."""
 
-    def __init__(self, path: Path, schema: str, *, used_before: bool = False,
-                 unclean: bool = False) -> None:
+    def __init__(
+        self, path: Path, schema: str, *, used_before: bool = False, unclean: bool = False
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         check_before_open(path, used_before=used_before, unclean=unclean)
@@ -97,13 +104,15 @@ class SqliteFile:
             self.damage = self.damage or f"{self.path}: {exc}"
         return StoreUnavailable(
             f"The state store {self.path.name} cannot be read ({exc}); the server's "
-            "operator must restore it from a backup.")
+            "operator must restore it from a backup."
+        )
 
     def _usable(self) -> None:
         if self.damage:
             raise StoreUnavailable(
                 f"The store {self.path.name} is damaged; the server's operator must restore "
-                "it from a backup.")
+                "it from a backup."
+            )
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -174,8 +183,8 @@ def check_before_open(path: Path, *, used_before: bool, unclean: bool) -> None:
         raise StoreDamaged(path, "is missing or empty, but this data dir held state before")
     if unclean and size > 0 and _wal_mode(path) and not wal.exists():
         raise StoreDamaged(
-            path, f"{wal.name} is missing after an unclean shutdown (it held the latest "
-            "changes)")
+            path, f"{wal.name} is missing after an unclean shutdown (it held the latest changes)"
+        )
     if wal.exists():
         problem = _wal_problem(wal)
         if problem:
@@ -224,12 +233,13 @@ def _wal_problem(wal: Path) -> str:
     offset, bad_at = _WAL_HEADER, -1
     while offset + frame <= len(data):
         page, _commit, f_salt1, f_salt2, f1, f2 = struct.unpack(
-            ">6I", data[offset:offset + _FRAME_HEADER])
+            ">6I", data[offset : offset + _FRAME_HEADER]
+        )
         if (f_salt1, f_salt2) != (salt1, salt2):
             break
         if bad_at < 0:
-            s = _checksum(endian, data[offset:offset + 8], *s)
-            s = _checksum(endian, data[offset + _FRAME_HEADER:offset + frame], *s)
+            s = _checksum(endian, data[offset : offset + 8], *s)
+            s = _checksum(endian, data[offset + _FRAME_HEADER : offset + frame], *s)
             if s != (f1, f2) or page == 0:
                 bad_at = offset
         elif page:

@@ -33,8 +33,14 @@ CREATE TABLE IF NOT EXISTS tags (
 
 #: The kinds whose names were unique regardless of case before the store settled it
 #: (the API checked them): version 2 fills their `folded` column.
-_FOLDED_KINDS = (kinds.MODEL, kinds.ENDPOINT_CONFIG, kinds.ENDPOINT, kinds.TRANSFORM_JOB,
-                 kinds.RECOMMENDATION_JOB, kinds.TRANSFORM_SCHEDULE)
+_FOLDED_KINDS = (
+    kinds.MODEL,
+    kinds.ENDPOINT_CONFIG,
+    kinds.ENDPOINT,
+    kinds.TRANSFORM_JOB,
+    kinds.RECOMMENDATION_JOB,
+    kinds.TRANSFORM_SCHEDULE,
+)
 
 
 def _add_folded(db: sqlite3.Connection) -> None:
@@ -42,17 +48,21 @@ def _add_folded(db: sqlite3.Connection) -> None:
     unique per kind (NULLs never clash)."""
     db.execute("ALTER TABLE resources ADD COLUMN folded TEXT")
     marks = ", ".join("?" * len(_FOLDED_KINDS))
-    rows = db.execute(f"SELECT kind, name FROM resources WHERE kind IN ({marks})",
-                      _FOLDED_KINDS).fetchall()
-    db.executemany("UPDATE resources SET folded = ? WHERE kind = ? AND name = ?",
-                   [(name.lower(), kind, name) for kind, name in rows])
+    rows = db.execute(
+        f"SELECT kind, name FROM resources WHERE kind IN ({marks})", _FOLDED_KINDS
+    ).fetchall()
+    db.executemany(
+        "UPDATE resources SET folded = ? WHERE kind = ? AND name = ?",
+        [(name.lower(), kind, name) for kind, name in rows],
+    )
     db.execute("CREATE UNIQUE INDEX resources_folded ON resources (kind, folded)")
 
 
 def _add_leases(db: sqlite3.Connection) -> None:
     """Version 3: leases, each held by one server until it expires (epoch seconds)."""
-    db.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
-               "expires REAL NOT NULL)")
+    db.execute(
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)"
+    )
 
 
 #: Schema versions after the first (kept in PRAGMA user_version): version N + 2 is
@@ -66,21 +76,18 @@ class SqliteStateStore(SqliteFile):
 
     local = True
 
-    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False
-                 ) -> None:
+    def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False) -> None:
         super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
         with self._transaction() as db:  # one server per data dir: no one else migrates
             version = max(db.execute("PRAGMA user_version").fetchone()[0], 1)
-            for migration in MIGRATIONS[version - 1:]:
+            for migration in MIGRATIONS[version - 1 :]:
                 migration(db)
             db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
 
-    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False
-               ) -> bool:
+    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO resources (kind, name, folded, data) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO resources (kind, name, folded, data) VALUES (?, ?, ?, ?)",
                 (kind, name, name.lower() if fold_case else None, orjson.dumps(record)),
             )
             return cursor.rowcount == 1
@@ -125,9 +132,12 @@ class SqliteStateStore(SqliteFile):
 
     def delete(self, kind: str, name: str) -> bool:
         with self._transaction() as db:
-            return db.execute(
-                "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
-            ).rowcount == 1
+            return (
+                db.execute(
+                    "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
+                ).rowcount
+                == 1
+            )
 
     def list(self, kind: str) -> list[Record]:
         with self._read() as db:
@@ -180,20 +190,25 @@ class SqliteStateStore(SqliteFile):
                     "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
                     "expires = excluded.expires "
                     "WHERE leases.holder = excluded.holder OR leases.expires < ? "
-                    "RETURNING name", (name, holder, now + ttl_s, now)).fetchone()
+                    "RETURNING name",
+                    (name, holder, now + ttl_s, now),
+                ).fetchone()
                 if row is not None:
                     held.add(name)
         return held
 
     def release(self, names: builtins.list[str], holder: str) -> None:
         with self._transaction() as db:
-            db.executemany("DELETE FROM leases WHERE name = ? AND holder = ?",
-                           [(name, holder) for name in names])
+            db.executemany(
+                "DELETE FROM leases WHERE name = ? AND holder = ?",
+                [(name, holder) for name in names],
+            )
 
     def holders(self, names: builtins.list[str]) -> dict[str, str]:
         marks = ", ".join("?" * len(names))
         with self._read() as db:
             rows = db.execute(
                 f"SELECT name, holder FROM leases WHERE name IN ({marks}) AND expires >= ?",
-                [*names, time.time()]).fetchall()
+                [*names, time.time()],
+            ).fetchall()
         return dict(rows)

@@ -30,8 +30,7 @@ class StateStore(Protocol):
     #: on the event loop. False when it may wait on a database server.
     local: bool
 
-    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False
-               ) -> bool:
+    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False) -> bool:
         """Add a resource; False when one of that kind and name already exists. With
         `fold_case`, also False when another record of the kind inserted with `fold_case`
         has the same name regardless of case (SageMaker's unique names): the store settles
@@ -77,8 +76,7 @@ class StateStore(Protocol):
 
     # --- leases: which server owns a unit of work -----------------------------------
 
-    def acquire(self, names: builtins.list[str], holder: str, ttl_s: float
-                ) -> set[str]:
+    def acquire(self, names: builtins.list[str], holder: str, ttl_s: float) -> set[str]:
         """Take or renew the leases `names` for `holder`, each until `ttl_s` from now: a
         lease is granted when nobody holds it, its holder let it expire, or `holder`
         already holds it. Returns the names `holder` holds now. The store settles it in

@@ -23,8 +23,10 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self, status, body, content_type="application/json"):
-        head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         self.wfile.write(head.encode() + body)
 
     def do_GET(self):
@@ -61,8 +63,7 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     if sys.argv[1:] != ["serve"]:
         sys.exit(f"expected the argument serve, got {sys.argv[1:]}")
-    server = ThreadingHTTPServer(("0.0.0.0", int(os.environ["SAGEMAKER_BIND_TO_PORT"])),
-                                 Handler)
+    server = ThreadingHTTPServer(("0.0.0.0", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"byoc serving {MODEL_DIR} on {server.server_address}", flush=True)

@@ -60,11 +60,17 @@ class EndpointController(ReconcileLoop):
         self._operations: dict[str, asyncio.Task[None]] = {}
         self.meter = Meter(router)
         self.replacer = Replacer(self.fleet)
-        self.health = HealthChecker(router, settings.ping_interval_s, settings.ping_timeout_s,
-                                    settings.ping_misses, settings.model_timeout_s,
-                                    self.replacer.condemn)
-        self.serverless = ServerlessScaler(settings, backend, router, self.fleet.counter,
-                                           self.fleet.spawn)
+        self.health = HealthChecker(
+            router,
+            settings.ping_interval_s,
+            settings.ping_timeout_s,
+            settings.ping_misses,
+            settings.model_timeout_s,
+            self.replacer.condemn,
+        )
+        self.serverless = ServerlessScaler(
+            settings, backend, router, self.fleet.counter, self.fleet.spawn
+        )
         self.rollout = Rollout(self.fleet, self.serverless)
 
     async def prepare(self) -> None:
@@ -99,8 +105,7 @@ class EndpointController(ReconcileLoop):
             busy = running is not None and not running.done()
             status = record["EndpointStatus"]
             if status == "Deleting":
-                if running is not None and busy and not running.get_name().startswith(
-                        "delete:"):
+                if running is not None and busy and not running.get_name().startswith("delete:"):
                     running.cancel()
                     await asyncio.gather(running, return_exceptions=True)
                     busy = False
@@ -113,8 +118,12 @@ class EndpointController(ReconcileLoop):
         for name in list(self.router.deployments):
             if name not in records and name not in self._operations:
                 self._start(name, "delete", self.rollout.teardown(name))
-        gone = [held for held in self.ownership.held(lease(KIND, "")) if held.partition(":")[2]
-                not in records and held.partition(":")[2] not in self._operations]
+        gone = [
+            held
+            for held in self.ownership.held(lease(KIND, ""))
+            if held.partition(":")[2] not in records
+            and held.partition(":")[2] not in self._operations
+        ]
         await self.ownership.release(gone)
 
     async def _let_go(self, name: str) -> None:
@@ -125,8 +134,9 @@ class EndpointController(ReconcileLoop):
             await asyncio.gather(running, return_exceptions=True)
             running = None
         if running is None and name in self.router.deployments:
-            log.warning("endpoint %s is owned by another server now; stopping its "
-                        "instances here", name)
+            log.warning(
+                "endpoint %s is owned by another server now; stopping its instances here", name
+            )
             self._start(name, "delete", self.rollout.teardown(name))
 
     def _start(self, name: str, kind: str, work: Coroutine[Any, Any, None]) -> None:

@@ -23,8 +23,15 @@ Condemn = Callable[[str, Deployment, VariantPool, Replica, str], None]
 
 
 class HealthChecker:
-    def __init__(self, router: Router, interval_s: float, timeout_s: float, misses: int,
-                 model_timeout_s: float, condemn: Condemn) -> None:
+    def __init__(
+        self,
+        router: Router,
+        interval_s: float,
+        timeout_s: float,
+        misses: int,
+        model_timeout_s: float,
+        condemn: Condemn,
+    ) -> None:
         self.router = router
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -53,7 +60,8 @@ class HealthChecker:
         if not targets:
             return
         answers = await asyncio.gather(
-            *(self.router.ping(replica, self.timeout_s) for *_, replica in targets))
+            *(self.router.ping(replica, self.timeout_s) for *_, replica in targets)
+        )
         back = False
         for (name, deployment, pool, replica), answered in zip(targets, answers, strict=True):
             # A dead process is the endpoint controller's to replace; a draining one leaves.
@@ -67,15 +75,18 @@ class HealthChecker:
                 continue
             replica.missed_pings += 1
             if replica.missed_pings >= self.misses:
-                self.condemn(name, deployment, pool, replica,
-                             f"missed {replica.missed_pings} pings in a row "
-                             f"({self.timeout_s:g} s each)")
+                self.condemn(
+                    name,
+                    deployment,
+                    pool,
+                    replica,
+                    f"missed {replica.missed_pings} pings in a row ({self.timeout_s:g} s each)",
+                )
         if back:
             self.router.changed()
         self._check_timeouts(targets)
 
-    def _check_timeouts(self, targets: list[tuple[str, Deployment, VariantPool, Replica]]
-                        ) -> None:
+    def _check_timeouts(self, targets: list[tuple[str, Deployment, VariantPool, Replica]]) -> None:
         horizon = time.monotonic() - self.timeout_window_s
         for _, _, _, replica in targets:
             if replica.timeouts and replica.timeouts[0] < horizon:
@@ -83,9 +94,15 @@ class HealthChecker:
         for name, deployment, pool, replica in targets:
             if len(replica.timeouts) < self.misses or replica.draining:
                 continue
-            peers_answer = any(peer is not replica and peer.serving and not peer.timeouts
-                               for peer in pool.replicas)
+            peers_answer = any(
+                peer is not replica and peer.serving and not peer.timeouts for peer in pool.replicas
+            )
             if peers_answer:
-                self.condemn(name, deployment, pool, replica,
-                             f"timed out {len(replica.timeouts)} requests while the other "
-                             "instances of its variant did not")
+                self.condemn(
+                    name,
+                    deployment,
+                    pool,
+                    replica,
+                    f"timed out {len(replica.timeouts)} requests while the other "
+                    "instances of its variant did not",
+                )

@@ -41,8 +41,7 @@ class Replacer:
                     if not replica.draining and not replica.instance.is_alive():
                         self._lost(name, deployment, pool, replica)
 
-    def _lost(self, name: str, deployment: Deployment, pool: VariantPool,
-              replica: Replica) -> None:
+    def _lost(self, name: str, deployment: Deployment, pool: VariantPool, replica: Replica) -> None:
         """A replica whose process is gone leaves its pool and, unless serverless, gets a
         replacement."""
         if replica not in pool.replicas:
@@ -52,23 +51,36 @@ class Replacer:
         self.fleet.router.forget(replica)
         if isinstance(pool, ServerlessPool):
             # Nothing to replace: the next request that needs one starts it.
-            log.warning("endpoint %s: serverless instance %s died (%s)", name,
-                        replica.instance.spec.instance_id, replica.instance.failure_detail())
+            log.warning(
+                "endpoint %s: serverless instance %s died (%s)",
+                name,
+                replica.instance.spec.instance_id,
+                replica.instance.failure_detail(),
+            )
             return
-        log.warning("endpoint %s: instance %s died (%s); replacing", name,
-                    replica.instance.spec.instance_id, replica.instance.failure_detail())
+        log.warning(
+            "endpoint %s: instance %s died (%s); replacing",
+            name,
+            replica.instance.spec.instance_id,
+            replica.instance.failure_detail(),
+        )
         metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
         self.fleet.spawn(self._replace(name, deployment, pool, replica))
 
-    def condemn(self, name: str, deployment: Deployment, pool: VariantPool,
-                replica: Replica, why: str) -> None:
+    def condemn(
+        self, name: str, deployment: Deployment, pool: VariantPool, replica: Replica, why: str
+    ) -> None:
         """The health checker gave up on a running instance: out of rotation now, killed
         (which fails the requests it holds as unreachable, so the router retries them on
         a healthy instance) and replaced."""
         if replica in self._condemned or replica not in pool.replicas:
             return
-        log.warning("endpoint %s: instance %s %s; killing and replacing it", name,
-                    replica.instance.spec.instance_id, why)
+        log.warning(
+            "endpoint %s: instance %s %s; killing and replacing it",
+            name,
+            replica.instance.spec.instance_id,
+            why,
+        )
         # Draining: no new requests, and the health checker leaves it alone (a model that
         # deadlocked still answers /ping, which would put it back in rotation).
         replica.draining = True
@@ -89,16 +101,19 @@ class Replacer:
         self, name: str, deployment: Deployment, pool: VariantPool, dead: Replica
     ) -> None:
         fleet = self.fleet
-        spec = numbered(fleet.settings, dead.instance.spec, name, pool.name,
-                        next(fleet.counter))
+        spec = numbered(fleet.settings, dead.instance.spec, name, pool.name, next(fleet.counter))
         key = (name, pool.name)
         try:
             instance = await start_ready(fleet.backend, spec, fleet.settings.startup_timeout_s)
         except (OSError, ValueError, RuntimeError) as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(2.0**failures, MAX_REPLACE_BACKOFF_S)
-            log.error("endpoint %s: replacement instance failed (%s); next try in %.0f s",
-                      name, exc, delay)
+            log.error(
+                "endpoint %s: replacement instance failed (%s); next try in %.0f s",
+                name,
+                exc,
+                delay,
+            )
             # Put the dead replica back later, so the health check tries again without
             # restarting a broken model every second.
             await asyncio.sleep(delay)

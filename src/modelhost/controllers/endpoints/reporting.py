@@ -34,16 +34,21 @@ async def write_status(
     nor a newer desired state that arrived while this operation ran."""
     deployment = fleet.router.deployments.get(name)
     # Read here, on the loop: `change` may run in a worker thread.
-    current = {} if deployment is None else {
-        pool.name: (pool.weight, len(pool.available()))
-        for pool in deployment.variants.values()
-    }
+    current = (
+        {}
+        if deployment is None
+        else {
+            pool.name: (pool.weight, len(pool.available())) for pool in deployment.variants.values()
+        }
+    )
 
     def change(record: dict[str, Any]) -> dict[str, Any] | None:
         if record["EndpointStatus"] == "Deleting":
             return None
-        if desired is not None and not restore and (
-            record["_desired"]["generation"] != desired["generation"]
+        if (
+            desired is not None
+            and not restore
+            and (record["_desired"]["generation"] != desired["generation"])
         ):
             return None
         if status is not None:

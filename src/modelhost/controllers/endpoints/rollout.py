@@ -61,8 +61,10 @@ class Rollout:
         live = fleet.router.deployments.get(name)
         live_desired = fleet.desired.get(name)
         try:
-            if live is not None and live_desired is not None and (
-                fingerprint(live_desired) == fingerprint(desired)
+            if (
+                live is not None
+                and live_desired is not None
+                and (fingerprint(live_desired) == fingerprint(desired))
             ):
                 await self._scale_in_place(name, live, desired)
             else:
@@ -72,24 +74,31 @@ class Rollout:
             # loop would only repeat the failure.
             if not isinstance(failure, DeploymentFailed):
                 log.exception("endpoint %s: deployment raised", name)
-            reason = str(failure) if isinstance(failure, DeploymentFailed) else (
-                f"Deployment failed: {type(failure).__name__}: {failure}")
+            reason = (
+                str(failure)
+                if isinstance(failure, DeploymentFailed)
+                else (f"Deployment failed: {type(failure).__name__}: {failure}")
+            )
             log.warning("endpoint %s: deployment failed: %s", name, reason)
             if live is None:
-                await write_status(fleet, name, "Failed", desired,
-                                   FailureReason=fit_failure_reason(reason))
+                await write_status(
+                    fleet, name, "Failed", desired, FailureReason=fit_failure_reason(reason)
+                )
             else:
                 # Roll back: the deployment that serves now stays, as SageMaker does.
                 await write_status(
-                    fleet, name, "InService", live_desired, restore=True,
-                    FailureReason=fit_failure_reason(f"Update failed: {reason}"))
+                    fleet,
+                    name,
+                    "InService",
+                    live_desired,
+                    restore=True,
+                    FailureReason=fit_failure_reason(f"Update failed: {reason}"),
+                )
             return
         fleet.desired[name] = desired
         await write_status(fleet, name, "InService", desired)
 
-    async def _blue_green(
-        self, name: str, old: Deployment | None, desired: dict[str, Any]
-    ) -> None:
+    async def _blue_green(self, name: str, old: Deployment | None, desired: dict[str, Any]) -> None:
         fleet = self.fleet
         pools: dict[str, VariantPool] = {}
         started: list[Instance] = []
@@ -99,8 +108,11 @@ class Rollout:
                 model = desired["models"][variant["ModelName"]]
                 try:
                     model_dir = await prepare_model(
-                        fleet.settings, fleet.objects, model,
-                        variant.get("ModelDataDownloadTimeoutInSeconds"))
+                        fleet.settings,
+                        fleet.objects,
+                        model,
+                        variant.get("ModelDataDownloadTimeoutInSeconds"),
+                    )
                 except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
                     raise DeploymentFailed(
                         f"Variant {variant['VariantName']}: could not prepare model "
@@ -108,16 +120,19 @@ class Rollout:
                     ) from exc
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
-                        name, variant, model, model_dir, capacity, started)
+                        name, variant, model, model_dir, capacity, started
+                    )
                     continue
                 specs = [
-                    instance_spec(fleet.settings, name, variant, model, model_dir,
-                                  next(fleet.counter))
+                    instance_spec(
+                        fleet.settings, name, variant, model, model_dir, next(fleet.counter)
+                    )
                     for _ in range(capacity["count"])
                 ]
                 instances = await self._start_instances(specs, started)
                 pools[variant["VariantName"]] = VariantPool(
-                    name=variant["VariantName"], weight=capacity["weight"],
+                    name=variant["VariantName"],
+                    weight=capacity["weight"],
                     replicas=[Replica(i, variant["VariantName"]) for i in instances],
                 )
         except BaseException:
@@ -125,8 +140,11 @@ class Rollout:
             await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
             raise
         fleet.router.deployments[name] = Deployment(
-            name, desired["generation"], pools,
-            asynchronous="AsyncInferenceConfig" in desired["config"])
+            name,
+            desired["generation"],
+            pools,
+            asynchronous="AsyncInferenceConfig" in desired["config"],
+        )
         fleet.router.changed()
         count_instances(name, pools)
         if old is not None:
@@ -134,19 +152,27 @@ class Rollout:
             await self.drain_and_stop(old.replicas())
 
     async def _serverless_pool(
-        self, name: str, variant: dict[str, Any], model: dict[str, Any], model_dir: Path,
-        capacity: dict[str, Any], started: list[Instance],
+        self,
+        name: str,
+        variant: dict[str, Any],
+        model: dict[str, Any],
+        model_dir: Path,
+        capacity: dict[str, Any],
+        started: list[Instance],
     ) -> ServerlessPool:
         """A serverless variant starts one instance to prove the model loads (a broken
         model fails the deployment, not every request), keeps it only if provisioned
         concurrency asks for warm instances, and otherwise scales to zero right away."""
         settings = self.fleet.settings
         spec = instance_spec(settings, name, variant, model, model_dir, 0)
-        pool = self.serverless.pool(name, variant["VariantName"], capacity["weight"], spec,
-                                    capacity["serverless"])
+        pool = self.serverless.pool(
+            name, variant["VariantName"], capacity["weight"], spec, capacity["serverless"]
+        )
         count = max(pool.warm, 1)
-        specs = [numbered(settings, spec, name, pool.name, next(self.fleet.counter))
-                 for _ in range(count)]
+        specs = [
+            numbered(settings, spec, name, pool.name, next(self.fleet.counter))
+            for _ in range(count)
+        ]
         instances = await self._start_instances(specs, started)
         if pool.warm == 0:
             await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
@@ -158,14 +184,13 @@ class Rollout:
         self, specs: list[InstanceSpec], started: list[Instance]
     ) -> list[Instance]:
         try:
-            return await start_all(self.fleet.backend, specs,
-                                   self.fleet.settings.startup_timeout_s, started)
+            return await start_all(
+                self.fleet.backend, specs, self.fleet.settings.startup_timeout_s, started
+            )
         except StartFailed as exc:
             raise DeploymentFailed(str(exc)) from exc
 
-    async def _scale_in_place(
-        self, name: str, live: Deployment, desired: dict[str, Any]
-    ) -> None:
+    async def _scale_in_place(self, name: str, live: Deployment, desired: dict[str, Any]) -> None:
         fleet = self.fleet
         for variant in desired["config"]["ProductionVariants"]:
             pool = live.variants[variant["VariantName"]]
@@ -180,11 +205,15 @@ class Rollout:
             if missing > 0:
                 model = desired["models"][variant["ModelName"]]
                 model_dir = await prepare_model(
-                    fleet.settings, fleet.objects, model,
-                    variant.get("ModelDataDownloadTimeoutInSeconds"))
+                    fleet.settings,
+                    fleet.objects,
+                    model,
+                    variant.get("ModelDataDownloadTimeoutInSeconds"),
+                )
                 specs = [
-                    instance_spec(fleet.settings, name, variant, model, model_dir,
-                                  next(fleet.counter))
+                    instance_spec(
+                        fleet.settings, name, variant, model, model_dir, next(fleet.counter)
+                    )
                     for _ in range(missing)
                 ]
                 started: list[Instance] = []

@@ -44,10 +44,15 @@ class ServerlessScaler:
         self.counter = counter
         self.spawn = spawn
 
-    def pool(self, endpoint: str, variant: str, weight: float, spec: InstanceSpec,
-             config: dict[str, Any]) -> ServerlessPool:
+    def pool(
+        self, endpoint: str, variant: str, weight: float, spec: InstanceSpec, config: dict[str, Any]
+    ) -> ServerlessPool:
         pool = ServerlessPool(
-            name=variant, weight=weight, endpoint=endpoint, spec=spec, scaler=self,
+            name=variant,
+            weight=weight,
+            endpoint=endpoint,
+            spec=spec,
+            scaler=self,
             wait_s=spec.startup_timeout_s or self.settings.startup_timeout_s,
             memory_gb=config["MemorySizeInMB"] / 1024,
             usd_per_gb_second=serverless_usd_per_gb_second(),
@@ -81,8 +86,7 @@ class ServerlessScaler:
         began = time.perf_counter()
         try:
             try:
-                instance = await start_ready(self.backend, spec,
-                                             self.settings.startup_timeout_s)
+                instance = await start_ready(self.backend, spec, self.settings.startup_timeout_s)
             finally:
                 pool.starting -= 1
         except (OSError, ValueError, RuntimeError) as exc:
@@ -105,16 +109,20 @@ class ServerlessScaler:
         now = time.monotonic()
         surplus = len(pool.available()) - self._needed(pool)
         idle_s = self.settings.serverless_idle_s
-        idle = sorted((r for r in pool.available()
-                       if r.outstanding == 0 and now - r.last_used >= idle_s),
-                      key=lambda r: r.last_used)
-        for replica in idle[:max(surplus, 0)]:
+        idle = sorted(
+            (r for r in pool.available() if r.outstanding == 0 and now - r.last_used >= idle_s),
+            key=lambda r: r.last_used,
+        )
+        for replica in idle[: max(surplus, 0)]:
             # Out of the pool before it stops: a request arriving now waits for a new one.
             replica.draining = True
             pool.replicas.remove(replica)
             self.router.forget(replica)
-            log.info("endpoint %s: stopping idle serverless instance %s", pool.endpoint,
-                     replica.instance.spec.instance_id)
+            log.info(
+                "endpoint %s: stopping idle serverless instance %s",
+                pool.endpoint,
+                replica.instance.spec.instance_id,
+            )
             self.spawn(replica.instance.stop())
         metrics.INSTANCES.labels(pool.endpoint, pool.name).set(len(pool.available()))
         self.demand(pool)

@@ -21,9 +21,12 @@ def endpoint_configuration(endpoint: str, candidate: dict[str, Any]) -> dict[str
     return {"EndpointName": endpoint, "VariantName": "AllTraffic", **candidate}
 
 
-def failed_benchmark(job: str, index: int, step: dict[str, Any], reason: str
-                     ) -> dict[str, Any]:
+def failed_benchmark(job: str, index: int, step: dict[str, Any], reason: str) -> dict[str, Any]:
     """InferenceBenchmark of a candidate that was not (or could not be) benchmarked."""
-    return {"ModelConfiguration": {}, "FailureReason": reason,
-            "EndpointConfiguration": endpoint_configuration(endpoint_name(job, index),
-                                                            step["_candidate"])}
+    return {
+        "ModelConfiguration": {},
+        "FailureReason": reason,
+        "EndpointConfiguration": endpoint_configuration(
+            endpoint_name(job, index), step["_candidate"]
+        ),
+    }

@@ -64,8 +64,14 @@ class _Target:
 
 
 class RecommendationController(ReconcileLoop):
-    def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
-                 router: Router, context: api.Context) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        objects: ObjectStore,
+        router: Router,
+        context: api.Context,
+    ) -> None:
         super().__init__("recommender reconcile", 1.0)
         self.settings = settings
         self.store = store
@@ -107,31 +113,45 @@ class RecommendationController(ReconcileLoop):
         record = self.store.get(KIND, name)
         if record is None:
             return None
-        return {"JobName": name, "Status": record["Status"],
-                "Latency": record["_plan"]["latency"],
-                "Candidates": [{"Candidate": step["_candidate"], "Status": step["Status"],
-                                "Points": step.get("_points", [])}
-                               for step in record["_steps"]]}
+        return {
+            "JobName": name,
+            "Status": record["Status"],
+            "Latency": record["_plan"]["latency"],
+            "Candidates": [
+                {
+                    "Candidate": step["_candidate"],
+                    "Status": step["Status"],
+                    "Points": step.get("_points", []),
+                }
+                for step in record["_steps"]
+            ],
+        }
 
     # --- one job ----------------------------------------------------------------------
 
     def _update(self, name: str, **fields: Any) -> dict[str, Any] | None:
         """Set fields of a running job; None (and no change) once a stop was asked for,
         so the controller never writes over STOPPING."""
+
         def change(record: dict[str, Any]) -> dict[str, Any] | None:
             if record["Status"] not in ("PENDING", "IN_PROGRESS"):
                 return None
             record.update(fields, LastModifiedTime=self.context.now())
             return record
+
         record = self.store.modify(KIND, name, change)
-        return record if record is not None and all(
-            record.get(k) == v for k, v in fields.items()) else None
+        return (
+            record
+            if record is not None and all(record.get(k) == v for k, v in fields.items())
+            else None
+        )
 
     def _update_step(self, name: str, index: int, **fields: Any) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any]:
             record["_steps"][index].update(fields)
             record["LastModifiedTime"] = self.context.now()
             return record
+
         self.store.modify(KIND, name, change)
 
     async def _run_job(self, name: str) -> None:
@@ -141,26 +161,42 @@ class RecommendationController(ReconcileLoop):
             if record is None:
                 return  # stopped meanwhile; the next reconcile finishes the stop
             payloads = await asyncio.to_thread(
-                sample_payloads, self.objects,
-                record["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"])
+                sample_payloads,
+                self.objects,
+                record["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"],
+            )
             for index, step in enumerate(record["_steps"]):
                 if step["Status"] in ("COMPLETED", "FAILED"):
                     continue
                 if _past(record["_plan"]):
-                    self._update_step(name, index, Status="FAILED",
-                                      InferenceBenchmark=failed_benchmark(
-                                          name, index, step,
-                                          "JobDurationInSeconds reached before this candidate"))
+                    self._update_step(
+                        name,
+                        index,
+                        Status="FAILED",
+                        InferenceBenchmark=failed_benchmark(
+                            name, index, step, "JobDurationInSeconds reached before this candidate"
+                        ),
+                    )
                     continue
                 self._update_step(name, index, Status="IN_PROGRESS")
                 try:
                     benchmark, points = await self._benchmark(record, index, payloads)
-                    self._update_step(name, index, Status="COMPLETED",
-                                      InferenceBenchmark=benchmark, _points=points)
+                    self._update_step(
+                        name,
+                        index,
+                        Status="COMPLETED",
+                        InferenceBenchmark=benchmark,
+                        _points=points,
+                    )
                 except CandidateFailed as exc:
-                    self._update_step(name, index, Status="FAILED",
-                                      InferenceBenchmark=failed_benchmark(name, index, step,
-                                                                 fit_failure_reason(str(exc))))
+                    self._update_step(
+                        name,
+                        index,
+                        Status="FAILED",
+                        InferenceBenchmark=failed_benchmark(
+                            name, index, step, fit_failure_reason(str(exc))
+                        ),
+                    )
             self._finish(name)
         except asyncio.CancelledError:
             if not self._shutting_down:
@@ -169,8 +205,12 @@ class RecommendationController(ReconcileLoop):
         except Exception as exc:
             log.exception("recommendation job %s failed", name)
             await self.endpoints.clean_up(name)
-            self._update(name, Status="FAILED", FailureReason=fit_failure_reason(str(exc)),
-                         CompletionTime=self.context.now())
+            self._update(
+                name,
+                Status="FAILED",
+                FailureReason=fit_failure_reason(str(exc)),
+                CompletionTime=self.context.now(),
+            )
         finally:
             self._cancelled.discard(name)
 
@@ -184,6 +224,7 @@ class RecommendationController(ReconcileLoop):
             now = self.context.now()
             record.update(Status="STOPPED", LastModifiedTime=now, CompletionTime=now)
             return record
+
         self.store.modify(KIND, name, change)
 
     def _finish(self, name: str) -> None:
@@ -194,21 +235,29 @@ class RecommendationController(ReconcileLoop):
         recommendations = scoring.rank(name, record["_steps"])
         now = self.context.now()
         if recommendations:
-            self._update(name, Status="COMPLETED", CompletionTime=now,
-                         _recommendations=recommendations)
+            self._update(
+                name, Status="COMPLETED", CompletionTime=now, _recommendations=recommendations
+            )
         else:
             reasons = "; ".join(
                 f"{candidate_label(s['_candidate'])}: "
                 f"{s.get('InferenceBenchmark', {}).get('FailureReason', s['Status'])}"
-                for s in record["_steps"])
-            self._update(name, Status="FAILED", CompletionTime=now,
-                         FailureReason=fit_failure_reason(
-                             f"No candidate met the job's conditions. {reasons}"))
+                for s in record["_steps"]
+            )
+            self._update(
+                name,
+                Status="FAILED",
+                CompletionTime=now,
+                FailureReason=fit_failure_reason(
+                    f"No candidate met the job's conditions. {reasons}"
+                ),
+            )
 
     # --- one candidate ----------------------------------------------------------------
 
-    async def _benchmark(self, record: dict[str, Any], index: int,
-                         payloads: tuple[bytes, ...]) -> tuple[dict[str, Any], list[Any]]:
+    async def _benchmark(
+        self, record: dict[str, Any], index: int, payloads: tuple[bytes, ...]
+    ) -> tuple[dict[str, Any], list[Any]]:
         job = record["JobName"]
         plan = record["_plan"]
         candidate = record["_steps"][index]["_candidate"]
@@ -216,8 +265,9 @@ class RecommendationController(ReconcileLoop):
         self.endpoints.track(job, endpoint)
         try:
             started = time.monotonic()
-            await self.endpoints.deploy(job, endpoint, record["InputConfig"]["ModelName"],
-                                        candidate)
+            await self.endpoints.deploy(
+                job, endpoint, record["InputConfig"]["ModelName"], candidate
+            )
             deployment = self.router.deployments.get(endpoint)
             if deployment is None:
                 raise CandidateFailed("the temporary endpoint has no running instance")
@@ -228,11 +278,13 @@ class RecommendationController(ReconcileLoop):
             invocation_end = self.context.now()
         finally:
             await self.endpoints.remove(job, endpoint)
-        return scoring.benchmark(endpoint, candidate, plan, points, setup_s, invocation_start,
-                                 invocation_end), points
+        return scoring.benchmark(
+            endpoint, candidate, plan, points, setup_s, invocation_start, invocation_end
+        ), points
 
-    async def _target(self, deployment: Deployment, plan: dict[str, Any],
-                      payloads: tuple[bytes, ...]) -> _Target:
+    async def _target(
+        self, deployment: Deployment, plan: dict[str, Any], payloads: tuple[bytes, ...]
+    ) -> _Target:
         pool = deployment.variants["AllTraffic"]
         if not isinstance(pool, ServerlessPool):
             replicas = deployment.replicas()
@@ -241,61 +293,85 @@ class RecommendationController(ReconcileLoop):
             instance = replicas[0].instance
             host, port = instance.address
             token = token_header(instance.address)
-            return _Target(f"http://{host}:{port}/invocations", (token,) if token else (),
-                           lambda: [] if instance.pid is None else [instance.pid])
+            return _Target(
+                f"http://{host}:{port}/invocations",
+                (token,) if token else (),
+                lambda: [] if instance.pid is None else [instance.pid],
+            )
         # The first request starts an instance: its cold start counts as setup time, as
         # SageMaker's ModelSetupTime of a serverless endpoint.
         try:
-            await self.router.invoke(deployment, Invocation(
-                payloads[0], plan["content_type"], None, None, None))
+            await self.router.invoke(
+                deployment, Invocation(payloads[0], plan["content_type"], None, None, None)
+            )
         except Exception as exc:
-            raise CandidateFailed(f"the first request to the serverless endpoint failed: "
-                                  f"{exc}") from exc
-        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") \
-            else "127.0.0.1"
+            raise CandidateFailed(
+                f"the first request to the serverless endpoint failed: {exc}"
+            ) from exc
+        host = (
+            self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        )
         return _Target(
             f"http://{host}:{self.settings.port}/endpoints/{deployment.endpoint}/invocations",
             ((INTERNAL_TOKEN_HEADER, self.settings.internal_token),),
             lambda: [r.instance.pid for r in pool.replicas if r.instance.pid is not None],
-            lambda: pool.billed_gb_seconds)
+            lambda: pool.billed_gb_seconds,
+        )
 
-    async def _drive(self, target: _Target, candidate: dict[str, Any],
-                     plan: dict[str, Any], payloads: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    async def _drive(
+        self,
+        target: _Target,
+        candidate: dict[str, Any],
+        plan: dict[str, Any],
+        payloads: tuple[bytes, ...],
+    ) -> list[dict[str, Any]]:
         """Run the traffic steps in turn, stopping at the latency bound or MaxInvocations."""
         bound = plan["latency"]
         percentile = bound["percentile"] if bound else 95.0
         instance_type = get_instance_type(candidate.get("InstanceType", ""))
-        memory_bytes = (instance_type.memory_gib * 2**30 if instance_type else
-                        candidate.get("ServerlessConfig", {}).get("MemorySizeInMB", 1024) * 2**20)
+        memory_bytes = (
+            instance_type.memory_gib * 2**30
+            if instance_type
+            else candidate.get("ServerlessConfig", {}).get("MemorySizeInMB", 1024) * 2**20
+        )
         points: list[dict[str, Any]] = []
         for traffic in plan["traffic"]:
             if points and _past(plan):
                 break  # JobDurationInSeconds: judge the candidate on the steps done
             users = max(traffic["users"], traffic["end_users"])
-            spec = LoadSpec(url=target.url, mode="closed", payloads=payloads,
-                            content_type=plan["content_type"], headers=target.headers,
-                            max_connections=max(users, 1),
-                            timeout_s=self.settings.model_timeout_s,
-                            phases=(Phase(traffic["seconds"], users=traffic["users"],
-                                          end_users=traffic["end_users"]),))
+            spec = LoadSpec(
+                url=target.url,
+                mode="closed",
+                payloads=payloads,
+                content_type=plan["content_type"],
+                headers=target.headers,
+                max_connections=max(users, 1),
+                timeout_s=self.settings.model_timeout_s,
+                phases=(
+                    Phase(
+                        traffic["seconds"], users=traffic["users"], end_users=traffic["end_users"]
+                    ),
+                ),
+            )
             usage = Usage(target.pids, memory_bytes)
             billed = target.billed_gb_seconds() if target.billed_gb_seconds else None
             result = await run_in_subprocess(spec)
             cpu, memory_percent = usage.read()
             point = scoring.point(traffic, result, percentile, cpu, memory_percent)
             if target.billed_gb_seconds and billed is not None:
-                point["gb_seconds_per_inference"] = (
-                    target.billed_gb_seconds() - billed) / max(result.completed, 1)
+                point["gb_seconds_per_inference"] = (target.billed_gb_seconds() - billed) / max(
+                    result.completed, 1
+                )
             points.append(point)
             if bound and point["latency_ms"] > bound["ms"]:
                 break
-            if plan["max_invocations"] and point["invocations_per_minute"] >= \
-                    plan["max_invocations"]:
+            if (
+                plan["max_invocations"]
+                and point["invocations_per_minute"] >= plan["max_invocations"]
+            ):
                 break
         return points
 
 
 def _past(plan: dict[str, Any]) -> bool:
     return plan.get("deadline") is not None and time.time() >= plan["deadline"]
-
-

@@ -19,8 +19,10 @@ def sample_payloads(objects: ObjectStore, uri: str) -> tuple[bytes, ...]:
     if objects.is_file(uri):
         data = objects.get_bytes(uri)
         payloads: list[bytes] = []
-        with contextlib.suppress(tarfile.TarError), \
-                tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        with (
+            contextlib.suppress(tarfile.TarError),
+            tarfile.open(fileobj=io.BytesIO(data)) as archive,
+        ):
             for member in archive:
                 if member.isfile() and member.size <= MAX_PAYLOAD_BYTES:
                     file = archive.extractfile(member)

@@ -13,29 +13,48 @@ from modelhost.loadgen import LoadResult
 MAX_ERROR_FRACTION = 0.01  # a traffic step with more failed requests does not qualify
 
 
-def point(traffic: dict[str, int], result: LoadResult, percentile: float, cpu: float,
-           memory_percent: float) -> dict[str, Any]:
+def point(
+    traffic: dict[str, int],
+    result: LoadResult,
+    percentile: float,
+    cpu: float,
+    memory_percent: float,
+) -> dict[str, Any]:
     requests = result.completed + result.error_count
     return {
-        "users": traffic["end_users"], "seconds": traffic["seconds"],
+        "users": traffic["end_users"],
+        "seconds": traffic["seconds"],
         "throughput_rps": result.throughput,
         "invocations_per_minute": int(result.throughput * 60),
         "latency_ms": result.percentile_ms(percentile),
-        "p50_ms": result.percentile_ms(50), "p99_ms": result.percentile_ms(99),
+        "p50_ms": result.percentile_ms(50),
+        "p99_ms": result.percentile_ms(99),
         "errors": result.error_count,
         "error_fraction": result.error_count / requests if requests else 1.0,
-        "cpu_percent": round(cpu, 2), "memory_percent": round(memory_percent, 2),
+        "cpu_percent": round(cpu, 2),
+        "memory_percent": round(memory_percent, 2),
     }
 
 
-def benchmark(endpoint: str, candidate: dict[str, Any], plan: dict[str, Any],
-               points: list[dict[str, Any]], setup_s: float, started: float,
-               ended: float) -> dict[str, Any]:
+def benchmark(
+    endpoint: str,
+    candidate: dict[str, Any],
+    plan: dict[str, Any],
+    points: list[dict[str, Any]],
+    setup_s: float,
+    started: float,
+    ended: float,
+) -> dict[str, Any]:
     """InferenceBenchmark of one candidate: the highest-throughput traffic step within the
     latency bound (and with under 1% errors), or a FailureReason when none was."""
     bound = plan["latency"]
-    fit = [p for p in points if p["error_fraction"] <= MAX_ERROR_FRACTION
-           and p["throughput_rps"] > 0 and (not bound or p["latency_ms"] <= bound["ms"])]
+    fit = [
+        p
+        for p in points
+        if p["error_fraction"] <= MAX_ERROR_FRACTION
+        and p["throughput_rps"] > 0
+        and (not bound or p["latency_ms"] <= bound["ms"])
+    ]
     best = max(fit, key=lambda p: p["throughput_rps"]) if fit else None
     chosen = best or min(points, key=lambda p: p["latency_ms"])
     per_minute = max(chosen["invocations_per_minute"], 1)
@@ -48,8 +67,9 @@ def benchmark(endpoint: str, candidate: dict[str, Any], plan: dict[str, Any],
         # the router billed for it, and an hour costs an hour of inferences at this
         # throughput (so CostPerInference = CostPerHour / invocations per hour, as for an
         # instance).
-        cost_per_inference = (chosen.get("gb_seconds_per_inference", 0.0)
-                              * serverless_usd_per_gb_second())
+        cost_per_inference = (
+            chosen.get("gb_seconds_per_inference", 0.0) * serverless_usd_per_gb_second()
+        )
         cost_per_hour = cost_per_inference * per_minute * 60
     metrics = {
         "CostPerHour": cost_per_hour,
@@ -62,8 +82,10 @@ def benchmark(endpoint: str, candidate: dict[str, Any], plan: dict[str, Any],
     }
     benchmark: dict[str, Any] = {
         "Metrics": metrics,
-        "EndpointMetrics": {"MaxInvocations": metrics["MaxInvocations"],
-                            "ModelLatency": metrics["ModelLatency"]},
+        "EndpointMetrics": {
+            "MaxInvocations": metrics["MaxInvocations"],
+            "ModelLatency": metrics["ModelLatency"],
+        },
         "EndpointConfiguration": endpoint_configuration(endpoint, candidate),
         "ModelConfiguration": {},
         "InvocationStartTime": started,
@@ -73,7 +95,8 @@ def benchmark(endpoint: str, candidate: dict[str, Any], plan: dict[str, Any],
         label = f"{bound['label']} ≤ {bound['ms']} ms" if bound else "under 1% errors"
         benchmark["FailureReason"] = (
             f"no traffic step met {label}: at the lightest load "
-            f"{chosen['latency_ms']:.2f} ms with {chosen['errors']} errors")
+            f"{chosen['latency_ms']:.2f} ms with {chosen['errors']} errors"
+        )
     return benchmark
 
 
@@ -84,11 +107,21 @@ def rank(job: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for step in steps:
         measured = step.get("InferenceBenchmark", {})
         if step["Status"] == "COMPLETED" and "FailureReason" not in measured:
-            recommendations.append({k: measured[k] for k in (
-                "Metrics", "EndpointConfiguration", "ModelConfiguration",
-                "InvocationStartTime", "InvocationEndTime")})
-    recommendations.sort(key=lambda r: (r["Metrics"]["CostPerInference"],
-                                        r["Metrics"]["CostPerHour"]))
+            recommendations.append(
+                {
+                    k: measured[k]
+                    for k in (
+                        "Metrics",
+                        "EndpointConfiguration",
+                        "ModelConfiguration",
+                        "InvocationStartTime",
+                        "InvocationEndTime",
+                    )
+                }
+            )
+    recommendations.sort(
+        key=lambda r: (r["Metrics"]["CostPerInference"], r["Metrics"]["CostPerHour"])
+    )
     for number, recommendation in enumerate(recommendations, 1):
         recommendation["RecommendationId"] = f"{job}/{number}"
     return recommendations

@@ -30,7 +30,8 @@ class TemporaryEndpoints:
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """A control-plane operation through the same path (and validation) as a client's."""
         status, body = await asyncio.to_thread(
-            api.handle, self.context, f"SageMaker.{operation}", orjson.dumps(params))
+            api.handle, self.context, f"SageMaker.{operation}", orjson.dumps(params)
+        )
         answer = orjson.loads(body)
         if status != 200:
             raise CandidateFailed(f"{operation}: {answer.get('message', answer)}")
@@ -38,16 +39,23 @@ class TemporaryEndpoints:
 
     def track(self, job: str, endpoint: str) -> None:
         """List the endpoint in the job before it exists, so a restart finds it."""
-        self.store.modify(kinds.RECOMMENDATION_JOB, job, lambda r: {
-            **r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})})
+        self.store.modify(
+            kinds.RECOMMENDATION_JOB,
+            job,
+            lambda r: {**r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})},
+        )
 
-    async def deploy(self, job: str, endpoint: str, model: str,
-                     candidate: dict[str, Any]) -> None:
+    async def deploy(self, job: str, endpoint: str, model: str, candidate: dict[str, Any]) -> None:
         variant = {"VariantName": "AllTraffic", "ModelName": model, **candidate}
-        await self._call("CreateEndpointConfig", EndpointConfigName=endpoint,
-                         ProductionVariants=[variant])
-        await self._call("CreateEndpoint", EndpointName=endpoint, EndpointConfigName=endpoint,
-                         Tags=[{"Key": JOB_TAG, "Value": job}])
+        await self._call(
+            "CreateEndpointConfig", EndpointConfigName=endpoint, ProductionVariants=[variant]
+        )
+        await self._call(
+            "CreateEndpoint",
+            EndpointName=endpoint,
+            EndpointConfigName=endpoint,
+            Tags=[{"Key": JOB_TAG, "Value": job}],
+        )
         deadline = time.monotonic() + self.settings.startup_timeout_s + 60
         while time.monotonic() < deadline:
             state = self.store.get(kinds.ENDPOINT, endpoint)
@@ -64,13 +72,15 @@ class TemporaryEndpoints:
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpoint", EndpointName=endpoint)
         deadline = time.monotonic() + 120
-        while self.store.get(kinds.ENDPOINT, endpoint) is not None and \
-                time.monotonic() < deadline:
+        while self.store.get(kinds.ENDPOINT, endpoint) is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpointConfig", EndpointConfigName=endpoint)
-        self.store.modify(kinds.RECOMMENDATION_JOB, job, lambda r: {
-            **r, "_endpoints": [e for e in r["_endpoints"] if e != endpoint]})
+        self.store.modify(
+            kinds.RECOMMENDATION_JOB,
+            job,
+            lambda r: {**r, "_endpoints": [e for e in r["_endpoints"] if e != endpoint]},
+        )
 
     async def clean_up(self, job: str) -> None:
         """Remove every temporary endpoint the job still lists."""

@@ -42,8 +42,11 @@ class Usage:
     def read(self) -> tuple[float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         trees = [_processes(pid) for pid in {*self.cpu_before, *self.pids()}]
-        cpu = sum(max(_cpu_seconds(tree) - self.cpu_before.get(tree[0].pid, 0.0), 0.0)
-                  for tree in trees if tree)
+        cpu = sum(
+            max(_cpu_seconds(tree) - self.cpu_before.get(tree[0].pid, 0.0), 0.0)
+            for tree in trees
+            if tree
+        )
         rss = 0.0
         for tree in trees:
             for process in tree:

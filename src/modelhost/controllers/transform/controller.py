@@ -65,8 +65,14 @@ _DEFAULT_RETRIES = 3
 
 
 class TransformController(ReconcileLoop):
-    def __init__(self, settings: Settings, store: StateStore, objects: ObjectStore,
-                 backend: InstanceBackend, ownership: Ownership) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        objects: ObjectStore,
+        backend: InstanceBackend,
+        ownership: Ownership,
+    ) -> None:
         super().__init__("transform reconcile", settings.health_interval_s)
         self.settings = settings
         self.ownership = ownership
@@ -100,10 +106,12 @@ class TransformController(ReconcileLoop):
             task.cancel()
 
     async def reconcile(self) -> None:
-        records = [r for r in await self.store.list(KIND)
-                   if r["TransformJobStatus"] in ("InProgress", "Stopping")]
-        mine = await self.ownership.claim(
-            lease(KIND, r["TransformJobName"]) for r in records)
+        records = [
+            r
+            for r in await self.store.list(KIND)
+            if r["TransformJobStatus"] in ("InProgress", "Stopping")
+        ]
+        mine = await self.ownership.claim(lease(KIND, r["TransformJobName"]) for r in records)
         for record in records:
             name = record["TransformJobName"]
             status = record["TransformJobStatus"]
@@ -170,7 +178,8 @@ class TransformController(ReconcileLoop):
         if "_progress" not in record:
             try:
                 found = await asyncio.to_thread(
-                    input_objects, self.objects, record["TransformInput"]["DataSource"])
+                    input_objects, self.objects, record["TransformInput"]["DataSource"]
+                )
             except (InputError, InvalidObjectURI) as exc:
                 raise JobFailed(str(exc)) from None
             progress = journal.new_progress(found)
@@ -192,19 +201,18 @@ class TransformController(ReconcileLoop):
         return Job(
             name=name,
             record=record,
-            processing=DataProcessing(record["DataProcessing"],
-                                      transform_input.get("ContentType"), accept),
+            processing=DataProcessing(
+                record["DataProcessing"], transform_input.get("ContentType"), accept
+            ),
             objects=[tuple(x) for x in record["_progress"]["inputs"]],
             headers=headers,
-            timeout_s=float(client_config.get("InvocationsTimeoutInSeconds",
-                                              _DEFAULT_TIMEOUT_S)),
+            timeout_s=float(client_config.get("InvocationsTimeoutInSeconds", _DEFAULT_TIMEOUT_S)),
             retries=int(client_config.get("InvocationsMaxRetries", _DEFAULT_RETRIES)),
             concurrency=int(record.get("MaxConcurrentTransforms", 0)),
             work_dir=self.work_root / name,
         )
 
-    async def _worker(self, job: Job, instance: Instance, pending: asyncio.Queue[int]
-                      ) -> None:
+    async def _worker(self, job: Job, instance: Instance, pending: asyncio.Queue[int]) -> None:
         while not pending.empty():
             index = pending.get_nowait()
             await self._transform_object(job, instance, index)
@@ -217,8 +225,12 @@ class TransformController(ReconcileLoop):
         parts_dir = job.work_dir / str(index)
         if state["parts"] and state.get("writer", self.ownership.holder) != self.ownership.holder:
             # Begun by another server, whose parts are on its disk: start the object over.
-            log.info("transform job %s: object %d was begun by %s; starting it over",
-                     job.name, index, state["writer"])
+            log.info(
+                "transform job %s: object %d was begun by %s; starting it over",
+                job.name,
+                index,
+                state["writer"],
+            )
             state = await self._commit(job.name, index, restart=True)
         await asyncio.to_thread(journal.drop_uncommitted, parts_dir, state["parts"])
         record = job.record
@@ -230,8 +242,13 @@ class TransformController(ReconcileLoop):
                 stream = open_input(raw, transform_input["CompressionType"])
                 skip(stream, state["offset"])
                 yield from mini_batches(
-                    stream, transform_input["SplitType"], record["BatchStrategy"], max_bytes,
-                    first_record=state["records"], offset=state["offset"])
+                    stream,
+                    transform_input["SplitType"],
+                    record["BatchStrategy"],
+                    max_bytes,
+                    first_record=state["records"],
+                    offset=state["offset"],
+                )
 
         source = batches()
         try:
@@ -246,16 +263,23 @@ class TransformController(ReconcileLoop):
             await asyncio.to_thread(source.close)
         target = output_uri(record["TransformOutput"]["S3OutputPath"], relative)
         try:
-            await asyncio.to_thread(journal.assemble, self.objects, parts_dir, state["parts"],
-                                    target)
+            await asyncio.to_thread(
+                journal.assemble, self.objects, parts_dir, state["parts"], target
+            )
         except InvalidObjectURI as exc:
             raise JobFailed(f"Cannot write the output of {uri}: {exc}") from None
         await self._commit(job.name, index, done=True)
         await asyncio.to_thread(shutil.rmtree, parts_dir, True)
 
-    async def _stream(self, job: Job, instance: Instance, index: int,
-                      source: Iterator[MiniBatch], parts_dir: Path,
-                      state: dict[str, Any]) -> None:
+    async def _stream(
+        self,
+        job: Job,
+        instance: Instance,
+        index: int,
+        source: Iterator[MiniBatch],
+        parts_dir: Path,
+        state: dict[str, Any],
+    ) -> None:
         """Keep `concurrency` requests in flight; write answers in input order."""
         in_flight: deque[tuple[MiniBatch, asyncio.Task[bytes]]] = deque()
         part: IO[bytes] | None = None
@@ -269,8 +293,9 @@ class TransformController(ReconcileLoop):
                     if batch is None:
                         exhausted = True
                         break
-                    task = asyncio.create_task(invoke.process(
-                        self.client, job, instance, job.objects[index][0], batch))
+                    task = asyncio.create_task(
+                        invoke.process(self.client, job, instance, job.objects[index][0], batch)
+                    )
                     in_flight.append((batch, task))
                 if not in_flight:
                     break
@@ -296,13 +321,26 @@ class TransformController(ReconcileLoop):
             if part is not None:
                 part.close()
 
-    async def _seal(self, name: str, index: int, part: IO[bytes], parts_dir: Path,
-                    state: dict[str, Any], batch: MiniBatch) -> None:
+    async def _seal(
+        self,
+        name: str,
+        index: int,
+        part: IO[bytes],
+        parts_dir: Path,
+        state: dict[str, Any],
+        batch: MiniBatch,
+    ) -> None:
         """Commit a part: durable under its final name first, then counted in the store."""
         await asyncio.to_thread(journal.seal, part, parts_dir, state["parts"])
-        state.update(await self._commit(name, index, offset=batch.end_offset,
-                                        records=batch.first_record + batch.records,
-                                        writer=self.ownership.holder))
+        state.update(
+            await self._commit(
+                name,
+                index,
+                offset=batch.end_offset,
+                records=batch.first_record + batch.records,
+                writer=self.ownership.holder,
+            )
+        )
 
     # --- progress ----------------------------------------------------------------------
 

@@ -29,8 +29,13 @@ from modelhost.storage import ObjectStore
 class JobInstances:
     """Every running job's instances, by job name."""
 
-    def __init__(self, settings: Settings, objects: ObjectStore, backend: InstanceBackend,
-                 client: InstanceClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        objects: ObjectStore,
+        backend: InstanceBackend,
+        client: InstanceClient,
+    ) -> None:
         self.settings = settings
         self.objects = objects
         self.backend = backend
@@ -55,19 +60,21 @@ class JobInstances:
         }
         if "MaxConcurrentTransforms" in record:
             environment["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(
-                record["MaxConcurrentTransforms"])
+                record["MaxConcurrentTransforms"]
+            )
         variant = {"VariantName": VARIANT, "InstanceType": resources["InstanceType"]}
         specs = []
         for _ in range(resources["InstanceCount"]):
-            spec = instance_spec(self.settings, name, variant, model, model_dir,
-                                 next(self._counter))
-            specs.append(dataclasses.replace(
-                spec, environment={**spec.environment, **environment}))
+            spec = instance_spec(
+                self.settings, name, variant, model, model_dir, next(self._counter)
+            )
+            specs.append(dataclasses.replace(spec, environment={**spec.environment, **environment}))
         started: list[Instance] = []
         self._running[name] = started
         try:
-            instances = await start_all(self.backend, specs,
-                                        self.settings.startup_timeout_s, started)
+            instances = await start_all(
+                self.backend, specs, self.settings.startup_timeout_s, started
+            )
         except StartFailed as exc:
             raise JobFailed(str(exc)) from None
         metrics.INSTANCES.labels(name, VARIANT).set(len(instances))
@@ -78,10 +85,17 @@ class JobInstances:
         SageMaker does; 1 if it does not say."""
         try:
             response = await self.client.request(
-                instance.address, b"GET", b"/execution-parameters", [], b"", 5.0)
+                instance.address, b"GET", b"/execution-parameters", [], b"", 5.0
+            )
             value = int(orjson.loads(response.body).get("MaxConcurrentTransforms", 1))
-        except (InstanceUnreachable, TimeoutError, orjson.JSONDecodeError, ValueError,
-                TypeError, AttributeError):
+        except (
+            InstanceUnreachable,
+            TimeoutError,
+            orjson.JSONDecodeError,
+            ValueError,
+            TypeError,
+            AttributeError,
+        ):
             return 1
         return max(1, value) if response.status == 200 else 1
 

@@ -18,39 +18,46 @@ class Rejected(Exception):
     """The model refused the input: a 4xx answer, or a 5xx one through every retry."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message if message.startswith("the model")
-                         else f"the model answered {status}: {message}")
+        super().__init__(
+            message
+            if message.startswith("the model")
+            else f"the model answered {status}: {message}"
+        )
         self.status = status
 
 
-async def process(client: InstanceClient, job: Job, instance: Instance, uri: str,
-                  batch: MiniBatch) -> bytes:
+async def process(
+    client: InstanceClient, job: Job, instance: Instance, uri: str, batch: MiniBatch
+) -> bytes:
     """One mini-batch through filters, the model and the join: its output bytes."""
     processing = job.processing
     try:
-        payload, inputs = (processing.request(batch.payload) if processing.active
-                           else (batch.payload, []))
+        payload, inputs = (
+            processing.request(batch.payload) if processing.active else (batch.payload, [])
+        )
     except ProcessingError as exc:
-        raise JobFailed(f"Object {uri}, record {batch.first_record + exc.record + 1}: "
-                        f"{exc}") from None
+        raise JobFailed(
+            f"Object {uri}, record {batch.first_record + exc.record + 1}: {exc}"
+        ) from None
     try:
         body, content_type = await invoke(client, job, instance, payload)
     except Rejected as rejected:
-        raise JobFailed(await name_rejected(client, job, instance, uri, batch, rejected)
-                        ) from None
+        raise JobFailed(await name_rejected(client, job, instance, uri, batch, rejected)) from None
     try:
         if processing.active:
             return processing.response(inputs, body, content_type)
     except ProcessingError as exc:
-        raise JobFailed(f"Object {uri}, record {batch.first_record + exc.record + 1}: "
-                        f"{exc}") from None
+        raise JobFailed(
+            f"Object {uri}, record {batch.first_record + exc.record + 1}: {exc}"
+        ) from None
     if job.record["TransformOutput"]["AssembleWith"] == "Line" and not body.endswith(b"\n"):
         return body + b"\n"
     return body
 
 
-async def invoke(client: InstanceClient, job: Job, instance: Instance, payload: bytes
-                 ) -> tuple[bytes, str | None]:
+async def invoke(
+    client: InstanceClient, job: Job, instance: Instance, payload: bytes
+) -> tuple[bytes, str | None]:
     """POST /invocations with ModelClientConfig's timeout and retries. A 4xx answer is
     the model refusing the input and is not retried; a 5xx one that persists through
     the retries counts as a refusal too."""
@@ -59,16 +66,17 @@ async def invoke(client: InstanceClient, job: Job, instance: Instance, payload: 
     for _ in range(job.retries + 1):
         try:
             response = await client.request(
-                instance.address, b"POST", b"/invocations", job.headers, payload,
-                job.timeout_s)
+                instance.address, b"POST", b"/invocations", job.headers, payload, job.timeout_s
+            )
         except TimeoutError:
             failure = f"the model took longer than {job.timeout_s:g} s"
             continue
         except InstanceUnreachable as exc:
             failure = str(exc)
             if not instance.is_alive():
-                raise JobFailed(f"Instance {instance.spec.instance_id} died: "
-                                f"{instance.failure_detail()}") from None
+                raise JobFailed(
+                    f"Instance {instance.spec.instance_id} died: {instance.failure_detail()}"
+                ) from None
             continue
         message = response.body.decode(errors="replace")[:512]
         if 400 <= response.status < 500:
@@ -84,9 +92,11 @@ async def invoke(client: InstanceClient, job: Job, instance: Instance, payload: 
     raise JobFailed(f"Invocation failed after {job.retries + 1} attempts: {failure}")
 
 
-async def bisect(lines: list[bytes], rejected: Refusal,
-                 refusal: Callable[[list[bytes]], Awaitable[Refusal | None]]
-                 ) -> tuple[int, int, Refusal]:
+async def bisect(
+    lines: list[bytes],
+    rejected: Refusal,
+    refusal: Callable[[list[bytes]], Awaitable[Refusal | None]],
+) -> tuple[int, int, Refusal]:
     """The span [lo, hi) of `lines` down to which a refusal narrows, half a batch at a time
     (a few dozen requests at most for the largest batch), and the refusal of that span.
     `refusal` sends some lines and answers the refusal or None. The search stops early
@@ -115,8 +125,14 @@ def refused_records(first_record: int, records: int, lo: int, hi: int) -> str:
     return f"records {first}-{last}"
 
 
-async def name_rejected(client: InstanceClient, job: Job, instance: Instance, uri: str,
-                        batch: MiniBatch, rejected: Rejected) -> str:
+async def name_rejected(
+    client: InstanceClient,
+    job: Job,
+    instance: Instance,
+    uri: str,
+    batch: MiniBatch,
+    rejected: Rejected,
+) -> str:
     """FailureReason for a refused batch, naming the record the model refuses: line
     records are bisected down to the first refused record."""
     lo, hi = 0, batch.records
@@ -132,7 +148,5 @@ async def name_rejected(client: InstanceClient, job: Job, instance: Instance, ur
                 return refused
             return None
 
-        lo, hi, rejected = await bisect(batch.payload.splitlines(keepends=True), rejected,
-                                        refusal)
-    return f"Object {uri}, {refused_records(batch.first_record, batch.records, lo, hi)}: " \
-           f"{rejected}"
+        lo, hi, rejected = await bisect(batch.payload.splitlines(keepends=True), rejected, refusal)
+    return f"Object {uri}, {refused_records(batch.first_record, batch.records, lo, hi)}: {rejected}"

@@ -56,8 +56,10 @@ def assemble(objects: ObjectStore, parts_dir: Path, count: int, target: str) -> 
 
 def new_progress(inputs: list[Any]) -> dict[str, Any]:
     """A job's progress before any part: one state per input object."""
-    return {"inputs": inputs, "objects": [
-        {"done": False, "offset": 0, "records": 0, "parts": 0} for _ in inputs]}
+    return {
+        "inputs": inputs,
+        "objects": [{"done": False, "offset": 0, "records": 0, "parts": 0} for _ in inputs],
+    }
 
 
 def record_commit(progress: dict[str, Any], index: int, **changes: Any) -> dict[str, Any]:
