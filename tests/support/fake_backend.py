@@ -36,8 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from modelhost.instances import InstanceClient, InstanceSpec
+from modelhost.instances import InstanceSpec
 from modelhost.instances.client import grant_token, revoke_token
+from modelhost.instances.readiness import wait_until_answering
 
 TOKEN_HEADER = "x-modelhost-instance-token"
 
@@ -109,22 +110,9 @@ class FakeInstance:
         return f"fake instance ended: {self._why_dead or 'still running'}"
 
     async def wait_ready(self, timeout_s: float) -> None:
-        """As the process backend's: poll /ping (over HTTP, with the token) until it
-        answers 200, fail at once if the instance died, stop it past the timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        client = InstanceClient()
-        try:
-            while loop.time() < deadline:
-                if not self.is_alive():
-                    raise RuntimeError(self.failure_detail())
-                if await client.ping(self.address, max(min(deadline - loop.time(), 1.0), 0.01)):
-                    return
-                await asyncio.sleep(0.005)
-        finally:
-            client.close()
-        await self.stop()
-        raise RuntimeError(f"instance did not answer /ping within {timeout_s:g} s")
+        """As every backend's: poll /ping (over HTTP, with the token) until it answers
+        200, fail at once if the instance died, stop it past the timeout."""
+        await wait_until_answering(self, timeout_s, poll_s=0.005)
 
     async def stop(self) -> None:
         """Graceful, like SIGTERM to a model server: stop listening, let the requests in

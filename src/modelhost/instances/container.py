@@ -33,8 +33,9 @@ from typing import Any
 
 from modelhost.instances import cgroups, images
 from modelhost.instances.base import InstanceSpec
-from modelhost.instances.client import InstanceClient, grant_token, revoke_token
+from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
+from modelhost.instances.readiness import wait_until_answering
 
 logger = logging.getLogger(__name__)
 
@@ -271,20 +272,7 @@ class ContainerInstance:
             self._container.remove(force=True)
 
     async def wait_ready(self, timeout_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        client = InstanceClient()
-        try:
-            while loop.time() < deadline:
-                if not self.is_alive():
-                    raise RuntimeError(self.failure_detail())
-                if await client.ping(self.address):
-                    return
-                await asyncio.sleep(0.02)
-        finally:
-            client.close()
-        await self.stop()
-        raise RuntimeError(f"container did not answer /ping within {timeout_s:.0f} s")
+        await wait_until_answering(self, timeout_s, poll_s=0.02, what="container")
 
     async def stop(self) -> None:
         self._stopping = True

@@ -32,14 +32,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from modelhost.instances import cgroups
 from modelhost.instances.base import InstanceSpec
 from modelhost.instances.cgroups import Cgroups, Group
-from modelhost.instances.client import InstanceClient, grant_token, revoke_token
+from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forking import ForkServer
 from modelhost.instances.forkserver import THREAD_VARIABLES
 from modelhost.instances.isolation import (
@@ -50,6 +49,7 @@ from modelhost.instances.isolation import (
     protect_data_dir,
     resolve_user,
 )
+from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
 
 logger = logging.getLogger(__name__)
@@ -138,21 +138,8 @@ class ProcessInstance:
         )
 
     async def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        client = InstanceClient()
-        try:
-            while time.monotonic() < deadline:
-                if not self.is_alive():
-                    raise RuntimeError(self.failure_detail())
-                if await client.ping(self.address):
-                    return
-                # A refused connection costs microseconds; polling often keeps a forked
-                # instance's start (tens of ms) from waiting on the poll interval.
-                await asyncio.sleep(0.01)
-        finally:
-            client.close()
-        await self.stop()
-        raise RuntimeError(f"instance did not answer /ping within {timeout_s:.0f} s")
+        # A forked instance starts in tens of ms: poll often.
+        await wait_until_answering(self, timeout_s, poll_s=0.01)
 
     async def stop(self) -> None:
         try:
