@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.endpoints import unique, wait_for_status
+from tests.support.endpoints import deploy
 from tests.support.models import put_burn_model, put_model
 from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess, running_server
@@ -69,28 +69,12 @@ def _deploy(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[
 
 
 def _create(server: ServerProcess, sm, model: str, instance_type: str) -> tuple[str, int]:
-    name = unique("cg")
-    sm.create_model(
-        ModelName=name,
-        PrimaryContainer={
-            "Image": "modelhost/python",
-            "ModelDataUrl": f"s3://models/{model}/model.tar.gz",
-        },
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    name = deploy(
+        sm,
+        f"s3://models/{model}/model.tar.gz",
+        image="modelhost/python",
+        instance_type=instance_type,
     )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InstanceType": instance_type,
-                "InitialInstanceCount": 1,
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    wait_for_status(sm, name, {"InService"})
     (pid,) = instance_pids(server.process.pid, name)
     return name, pid
 

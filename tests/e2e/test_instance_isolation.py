@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.support.endpoints import unique, wait_for_status
+from tests.support.endpoints import deploy
 from tests.support.models import put_model
 from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess
@@ -123,30 +123,11 @@ def _client(server: ServerProcess, service: str):
 
 
 def _deploy(server: ServerProcess, model: str) -> str:
-    sm = _client(server, "sagemaker")
-    name = unique("iso")
-    sm.create_model(
-        ModelName=name,
-        PrimaryContainer={
-            "Image": "modelhost/python",
-            "ModelDataUrl": f"s3://models/{model}/model.tar.gz",
-        },
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    return deploy(
+        _client(server, "sagemaker"),
+        f"s3://models/{model}/model.tar.gz",
+        image="modelhost/python",
     )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1,
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    wait_for_status(sm, name, {"InService"})
-    return name
 
 
 def _invoke(server: ServerProcess, name: str) -> bytes:
