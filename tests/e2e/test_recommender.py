@@ -339,6 +339,25 @@ def test_unmet_latency_bound_fails_the_job_and_cleans_up(sagemaker, model):
     assert _temporary_endpoints(sagemaker) == []
 
 
+def test_a_payload_prefix_with_nothing_in_it_fails_the_job_with_its_reason(
+    sagemaker, server, model
+):
+    """A user's mistake: the job fails naming the empty SamplePayloadUrl, and the server
+    logs it as such, not as a crash with a traceback."""
+    name = unique("rec-empty")
+    empty = "s3://payloads/nothing-here/"
+    job_input = _input(model, TrafficPattern=_phases((1, 1)))
+    job_input["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"] = empty
+    sagemaker.create_inference_recommendations_job(
+        JobName=name, JobType="Default", RoleArn=ROLE, InputConfig=job_input
+    )
+    job = _wait_job(sagemaker, name, {"COMPLETED", "FAILED"})
+    assert job["Status"] == "FAILED"
+    assert f"SamplePayloadUrl {empty} holds no payloads" in job["FailureReason"]
+    logged = [line for line in server.log().splitlines() if name in line]
+    assert logged and not any("ERROR" in line for line in logged)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -36,7 +36,7 @@ from modelhost.controllers.recommender.candidates import (
     endpoint_name,
     failed_benchmark,
 )
-from modelhost.controllers.recommender.payloads import sample_payloads
+from modelhost.controllers.recommender.payloads import NoPayloads, sample_payloads
 from modelhost.controllers.recommender.temporary_endpoints import TemporaryEndpoints
 from modelhost.controllers.recommender.usage import Usage
 from modelhost.domain import kinds
@@ -203,7 +203,10 @@ class RecommendationController(ReconcileLoop):
                 await asyncio.shield(self._stop(name))
             raise
         except Exception as exc:
-            log.exception("recommendation job %s failed", name)
+            if isinstance(exc, NoPayloads):
+                log.warning("recommendation job %s failed: %s", name, exc)
+            else:
+                log.exception("recommendation job %s failed", name)
             await self.endpoints.clean_up(name)
             self._update(
                 name,

@@ -13,6 +13,11 @@ MAX_PAYLOADS = 1000
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
+class NoPayloads(ValueError):
+    """The job's SamplePayloadUrl gives nothing to send: the caller's to fix, so the job
+    fails with this reason and no traceback."""
+
+
 def sample_payloads(objects: ObjectStore, uri: str) -> tuple[bytes, ...]:
     """SamplePayloadUrl: a tar(.gz) of payload files (as SageMaker expects), a prefix of
     payload objects, or one object used as the only payload."""
@@ -33,5 +38,5 @@ def sample_payloads(objects: ObjectStore, uri: str) -> tuple[bytes, ...]:
         return tuple(payloads) if payloads else (data,)
     uris = objects.list(uri)[:MAX_PAYLOADS]
     if not uris:
-        raise ValueError(f"SamplePayloadUrl {uri} holds no payloads")
+        raise NoPayloads(f"SamplePayloadUrl {uri} holds no payloads")
     return tuple(objects.get_bytes(u) for u in uris)
