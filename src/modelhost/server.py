@@ -69,6 +69,8 @@ _ASYNC_REQUESTS = "/async-requests"
 # modelhost's own: every traffic step of a recommendation job, for latency charts
 _CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
+# How much more of a refused body is read (and dropped) before the refusal is sent.
+_DRAIN_BYTES = 8 * 1024 * 1024
 
 
 class ModelhostApp:
@@ -518,6 +520,7 @@ async def _read_body(
                 if chunk:
                     size += len(chunk)
                     if size > limit:
+                        await _drain(message, receive, deadline, timeout_s)
                         return None
                     if digest is not None:
                         digest.update(chunk)
@@ -530,6 +533,19 @@ async def _read_body(
             f"No part of the request body arrived for {timeout_s:g} seconds."
         ) from None
     return b"".join(chunks)
+
+
+async def _drain(message: Any, receive: Any, deadline: asyncio.Timeout, timeout_s: float) -> None:
+    """Read and drop what is left of a refused body, up to `_DRAIN_BYTES`. A connection
+    closed while the client is still sending is reset, and a reset can discard the answer
+    before the client reads it: so the client finishes sending a slightly oversized body
+    and sees its 413, while one far over the limit is still cut off early."""
+    loop = asyncio.get_running_loop()
+    drained = 0
+    while message.get("more_body", False) and drained < _DRAIN_BYTES:
+        deadline.reschedule(loop.time() + timeout_s)
+        message = await receive()
+        drained += len(message.get("body", b""))
 
 
 async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
