@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import socket
 import threading
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from modelhost.instances import cgroups, images
 from modelhost.instances.base import InstanceSpec
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
+from modelhost.instances.local import free_port, log_tail
 from modelhost.instances.readiness import wait_until_answering
 
 logger = logging.getLogger(__name__)
@@ -70,18 +70,6 @@ def engine_urls(configured: str) -> list[str]:
     if configured:
         return [configured]
     return [f"unix://{path}" for path in DEFAULT_SOCKETS if Path(path).exists()]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path | None, lines: int = 12) -> str:
-    if path is None or not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
 class _Engine:
@@ -239,7 +227,7 @@ class ContainerInstance:
         return not self._exited.is_set()
 
     def failure_detail(self) -> str:
-        tail = _log_tail(self.spec.log_path)
+        tail = log_tail(self.spec.log_path)
         return f"container exited with code {self._exit_code}" + (f": {tail}" if tail else "")
 
     def _watch(self) -> None:
@@ -346,7 +334,7 @@ class ContainerBackend:
         cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale)
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         token = secrets.token_urlsafe(32)
-        port = _free_port()
+        port = free_port()
         environment = {
             **dict.fromkeys(THREAD_VARIABLES, threads),
             **spec.environment,

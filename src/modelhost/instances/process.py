@@ -29,7 +29,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +48,7 @@ from modelhost.instances.isolation import (
     protect_data_dir,
     resolve_user,
 )
+from modelhost.instances.local import free_port, log_tail
 from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
 
@@ -66,19 +66,6 @@ class _Process(Protocol):
     def send_signal(self, sig: int) -> None: ...
 
     def kill(self) -> None: ...
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path | None, lines: int = 12) -> str:
-    if path is None or not path.exists():
-        return ""
-    text = path.read_text(errors="replace").strip().splitlines()
-    return "\n".join(text[-lines:])
 
 
 class ProcessInstance:
@@ -132,7 +119,7 @@ class ProcessInstance:
             self.group = None
 
     def failure_detail(self) -> str:
-        tail = _log_tail(self.spec.log_path)
+        tail = log_tail(self.spec.log_path)
         return f"instance exited with code {self.process.returncode}" + (
             f": {tail}" if tail else ""
         )
@@ -271,7 +258,7 @@ class ProcessBackend:
         await self._prepare()
         if self._unusable:
             raise OSError(self._unusable)
-        port = _free_port()
+        port = free_port()
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
