@@ -177,3 +177,14 @@ def test_a_port_in_use_is_a_startup_failure_naming_it(iris_dir: Path) -> None:
         )
     assert proc.returncode == 1
     assert f"could not listen on 127.0.0.1:{port}" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_and_the_connection_ends(
+    sklearn_server: ModelServerProcess,
+) -> None:
+    with _connect(sklearn_server) as sock:
+        sock.sendall(
+            b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"Healthy"' in answer

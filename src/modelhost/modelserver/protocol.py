@@ -142,7 +142,10 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            pass  # no upgrades here; the request was answered as plain HTTP
+            # No upgrades here: the request is answered as plain HTTP, and the parser
+            # reads nothing more on this connection, so it ends after that answer.
+            self.shut_down()
+            return
         except httptools.HttpParserError:
             if self._task is None and not self._pipeline:
                 self.write(_BAD_REQUEST)
