@@ -1,10 +1,14 @@
-"""What the modelhost router hop costs: the same model server, called directly and through
-`POST /endpoints/<name>/invocations`, side by side, in one run on one machine.
+"""What the modelhost router hop costs: the same model served by a hand-written uvicorn +
+starlette server (the reference: what a user would write instead), by the endpoint's model
+server called directly, and through `POST /endpoints/<name>/invocations`, side by side, in
+one run on one machine.
 
 Why this shape:
 - Only a same-run, same-machine comparison means anything on shared 2-core machines, so
-  the direct and routed runs alternate (direct, routed, routed, direct, ...) and the
-  median over rounds is reported: noise hits both paths alike.
+  the paths' runs take turns (the order rotates each round) and the median over rounds is
+  reported: noise hits every path alike.
+- The reference (benchmarks/_reference.py) loads the same model file and calls it on its
+  event loop; the hop target is phrased against it, since that is what a user compares.
 - The direct target is the endpoint's model server without the router: an instance the
   benchmark starts itself through modelhost's own instance backend, like the server's
   (same fork server, confinement and instance type, the very model folder the server
@@ -59,6 +63,7 @@ from _common import (
     sigterm_as_interrupt,
 )
 from _direct import DirectInstance, endpoint_model_dir
+from _reference import ReferenceServer
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -76,7 +81,8 @@ from tests.support.server import ServerProcess
 CONTENT_TYPE = "application/json"
 OVERHEAD_METRIC = "modelhost_overhead_latency_seconds"
 MODEL_METRIC = "modelhost_model_latency_seconds"
-DIRECT, ROUTED = "direct", "via modelhost"
+REFERENCE, DIRECT, ROUTED = "uvicorn + starlette", "direct", "via modelhost"
+PATHS = (REFERENCE, DIRECT, ROUTED)
 
 # The real-time path's targets: the server's OverheadLatency and the routed share of the
 # direct throughput; and ARCHITECTURE.md's "Performance targets" for the hop itself.
@@ -84,6 +90,8 @@ OVERHEAD_P50_TARGET_MS = 1.0
 THROUGHPUT_RATIO_TARGET = 0.70
 THROUGHPUT_TARGET_CONNECTIONS = 8
 HOP_TARGET_MS = 0.25
+# The router hop against the reference: p50 at one connection, throughput at eight.
+REFERENCE_THROUGHPUT_TARGET = 1.0
 # Other load (cores) above which the report warns that the machine was not quiet.
 NOISE_WARNING_CORES = 0.2
 
@@ -128,6 +136,7 @@ class Bench:
         server: ServerProcess,
         routed: InstanceProcess,
         direct: DirectInstance,
+        reference: ReferenceServer,
         endpoint: str,
         generator: LoadGenerator,
         body: bytes,
@@ -140,11 +149,12 @@ class Bench:
         self.endpoint = endpoint
         self.generator = generator
         self.urls = {
+            REFERENCE: f"{reference.url}/invocations",
             DIRECT: f"{direct.url}/invocations",
             ROUTED: f"{server.url}/endpoints/{endpoint}/invocations",
         }
         # The model server each path ends at, for its CPU readings.
-        self.instance_pids = {DIRECT: direct.pid, ROUTED: routed.pid}
+        self.instance_pids = {REFERENCE: reference.pid, DIRECT: direct.pid, ROUTED: routed.pid}
 
     def headers(self, path: str) -> dict[str, str]:
         """The direct path's instance token; for the routed path, when `signed`, a fresh
@@ -152,6 +162,8 @@ class Bench:
         anew)."""
         if path == DIRECT:
             return self.direct.headers
+        if path == REFERENCE:
+            return {}
         if not self.signed:
             return {}
         request = AWSRequest(
@@ -288,10 +300,11 @@ def render(
     facts: dict[str, str], args: argparse.Namespace, cells: dict[tuple[str, int], Summary]
 ) -> str:
     conns: list[int] = args.connections
-    out = ["# modelhost real-time overhead: direct vs via the router", ""]
+    out = ["# modelhost real-time overhead: reference, direct and via the router", ""]
     out.append(
-        f"iris LogisticRegression (sklearn), JSON body of 3 rows, one ml.m5.large "
-        f"instance per path (direct: one the benchmark started through the same "
+        f"iris LogisticRegression (sklearn), JSON body of 3 rows; reference: uvicorn + "
+        f"starlette with the model in-process (one BLAS thread); one ml.m5.large "
+        f"instance per modelhost path (direct: one the benchmark started through the same "
         f"instance backend, on the same model folder, called with its token); "
         f"routed requests {'SigV4-signed' if args.signed else 'unsigned'}; "
         f"{args.rounds} alternating rounds of {args.duration:g} s per cell "
@@ -315,7 +328,7 @@ def render(
     for c in conns:
         header += [f"c={c} p50 ms", f"c={c} p99 ms", f"c={c} req/s"]
     rows = []
-    for path in (DIRECT, ROUTED):
+    for path in PATHS:
         row = [path]
         for c in conns:
             s = cells[path, c]
@@ -330,6 +343,15 @@ def render(
             f"{r.rps / d.rps:.0%}" if d.rps else "n/a",
         ]
     rows.append(ratio_row)
+    reference_row = ["routed vs reference"]
+    for c in conns:
+        f, r = cells[REFERENCE, c], cells[ROUTED, c]
+        reference_row += [
+            f"+{r.p50_ms - f.p50_ms:.3f}",
+            f"+{r.p99_ms - f.p99_ms:.3f}",
+            f"{r.rps / f.rps:.2f}x" if f.rps else "n/a",
+        ]
+    rows.append(reference_row)
     out.append(_table(header, rows))
     out.append("")
 
@@ -382,7 +404,7 @@ def render(
     out.append("")
     cpu_rows = []
     for c in conns:
-        for path in (DIRECT, ROUTED):
+        for path in PATHS:
             s = cells[path, c]
             cpu_rows.append(
                 [
@@ -398,6 +420,7 @@ def render(
                 ]
             )
     out.append(
+        "instance µs/req is the reference server's own for the reference path. "
         "CPU ceiling: req/s if CPU were the only limit on this machine when otherwise "
         "idle (each process ≤ 1 core, all share nproc). cores busy: server + instance + "
         "load generator; other load: the rest of the machine's busy time during the "
@@ -434,6 +457,9 @@ def render(
     d, r = cells[DIRECT, throughput_c], cells[ROUTED, throughput_c]
     ratio = r.rps / d.rps if d.rps else math.nan
     hop = cells[ROUTED, latency_c].p50_ms - cells[DIRECT, latency_c].p50_ms
+    over_reference = cells[ROUTED, latency_c].p50_ms - cells[REFERENCE, latency_c].p50_ms
+    f = cells[REFERENCE, throughput_c]
+    reference_ratio = r.rps / f.rps if f.rps else math.nan
     target_rows = [
         [
             f"OverheadLatency p50 ≤ {OVERHEAD_P50_TARGET_MS:g} ms (histogram, c={latency_c})",
@@ -456,6 +482,17 @@ def render(
             f"(c={latency_c})",
             f"+{hop:.3f} ms",
             _verdict(hop <= HOP_TARGET_MS),
+        ],
+        [
+            f"router hop ≤ {HOP_TARGET_MS:g} ms p50 over uvicorn + starlette (c={latency_c})",
+            f"+{over_reference:.3f} ms",
+            _verdict(over_reference <= HOP_TARGET_MS),
+        ],
+        [
+            f"throughput via router ≥ {REFERENCE_THROUGHPUT_TARGET:g}x uvicorn + starlette "
+            f"(c={throughput_c})",
+            f"{reference_ratio:.2f}x ({r.rps:,.0f} vs {f.rps:,.0f} req/s)",
+            _verdict(reference_ratio >= REFERENCE_THROUGHPUT_TARGET),
         ],
     ]
     out.append(_table(["target", "measured", "result"], target_rows))
@@ -684,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         server = ServerProcess(scratch / "data", env=auth if args.signed else None)
         direct: DirectInstance | None = None
+        reference: ReferenceServer | None = None
         endpoint: str | None = None
         sagemaker = None
         try:
@@ -704,7 +742,13 @@ def main(argv: list[str] | None = None) -> int:
                 endpoint_model_dir(server.data_dir, endpoint), "sklearn", scratch / "direct"
             ).start()
             print(f"direct instance on port {direct.port}", file=sys.stderr)
-            bench = Bench(server, instances[0], direct, endpoint, generator, body, args.signed)
+            reference = ReferenceServer(
+                endpoint_model_dir(server.data_dir, endpoint), scratch / "reference"
+            ).start(body, CONTENT_TYPE)
+            print(f"uvicorn + starlette reference on port {reference.port}", file=sys.stderr)
+            bench = Bench(
+                server, instances[0], direct, reference, endpoint, generator, body, args.signed
+            )
             _check_same_answer(bench, body)
             report = _run_rounds(bench, args, generator)
             if args.profile:
@@ -717,9 +761,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             if direct is not None:
                 print(f"--- direct instance log tail ---\n{direct.log_tail()}", file=sys.stderr)
+            if reference is not None:
+                print(f"--- reference log tail ---\n{reference.log_tail()}", file=sys.stderr)
             raise
         finally:
             print("cleaning up ...", file=sys.stderr)
+            if reference is not None:
+                reference.stop()
             if direct is not None:
                 direct.stop()
             if (
@@ -738,25 +786,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_same_answer(bench: Bench, body: bytes) -> None:
-    """Both paths must give the same prediction, or the comparison is meaningless."""
+    """Every path must give the same prediction, or the comparison is meaningless."""
     answers = {
         path: post(url, body, CONTENT_TYPE, bench.headers(path)) for path, url in bench.urls.items()
     }
     for path, (status, payload) in answers.items():
         if status != 200:
             raise RuntimeError(f"{path} answered {status}: {payload[:300]!r}")
-    if answers[DIRECT][1] != answers[ROUTED][1]:
+    # Decoded: the reference's JSON may be spaced differently from the model server's.
+    if len({orjson.dumps(orjson.loads(payload)) for _, payload in answers.values()}) != 1:
         raise RuntimeError(f"paths disagree: {answers}")
 
 
 def _run_rounds(bench: Bench, args: argparse.Namespace, generator: LoadGenerator) -> str:
     conns: list[int] = args.connections
-    for path in (DIRECT, ROUTED):  # connections, caches, the router's pool, CPU clocks
+    for path in PATHS:  # connections, caches, the router's pool, CPU clocks
         for c in conns:
             bench.measure(path, c, max(1.0, args.warmup / len(conns)), round_=0)
-    runs: dict[tuple[str, int], list[Run]] = {(p, c): [] for p in (DIRECT, ROUTED) for c in conns}
+    runs: dict[tuple[str, int], list[Run]] = {(p, c): [] for p in PATHS for c in conns}
     for round_ in range(1, args.rounds + 1):
-        order = (DIRECT, ROUTED) if round_ % 2 else (ROUTED, DIRECT)
+        shift = round_ % len(PATHS)  # each path goes first, second, last in turn
+        order = PATHS[shift:] + PATHS[:shift]
         for c in conns:
             for path in order:
                 run = bench.measure(path, c, args.duration, round_)

@@ -4,9 +4,10 @@ uvicorn quietly drops what an app sends after the client disconnected, so a stre
 answer would otherwise run to its end for nobody: a generative model would keep producing
 tokens for minutes. Inside :func:`cancelled_on_disconnect` a watcher waits for ASGI's
 ``http.disconnect`` and cancels the serving task; the cancellation closes the connection to
-the instance (router side) or the model's generator (model server side), and the block
-ends quietly. Send the final, closing message after the block: once the answer is
-complete, uvicorn reports a disconnect too.
+the instance, and the block ends quietly. Send the final, closing message after the block:
+once the answer is complete, uvicorn reports a disconnect too. (The model server speaks
+HTTP itself and cancels a request's task when its connection ends: see
+``modelserver/protocol.py``.)
 """
 
 from __future__ import annotations

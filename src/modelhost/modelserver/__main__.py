@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+    except SystemExit as exc:  # model code may end the process this way
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)

@@ -1,33 +1,32 @@
-"""The ASGI app: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``.
+"""The app: ``GET /ping``, ``POST /invocations``, ``GET /execution-parameters``.
 
-A raw ASGI callable, no framework: three fixed paths need no router, and every microsecond
-here is added to every request. Model code runs on worker threads (:mod:`runner`) so the event
-loop keeps answering ``/ping`` while a model call takes its time; a health check must never
-fail just because a prediction is slow.
+Called by :mod:`protocol` with each parsed request, no framework and no ASGI: three fixed
+paths need no router, and every microsecond here is added to every request. ``/ping`` and
+the other small answers are written at once; an invocation returns a coroutine, which the
+protocol runs as the request's task. Model code runs on worker threads (:mod:`runner`) so
+the event loop keeps answering ``/ping`` while a model call takes its time; a health check
+must never fail just because a prediction is slow.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
 
-from modelhost.disconnect import cancelled_on_disconnect
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
+from modelhost.modelserver.protocol import Request, Responder
 from modelhost.modelserver.runner import ModelRunner
 from modelhost.modelserver.streaming import Stream, parts
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 #: The toolkit's payload limit for batch transform, reported by /execution-parameters.
 MAX_PAYLOAD_MB = 6
@@ -38,14 +37,6 @@ _JSON = b"application/json"
 _CUSTOM_ATTRIBUTES = CUSTOM_ATTRIBUTES.encode()
 #: Carries the instance's token (see Settings.token); the router's client sends it first.
 TOKEN_HEADER = b"x-modelhost-instance-token"
-
-
-def _start(status: int, content_type: bytes, length: int) -> Message:
-    return {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", content_type), (b"content-length", str(length).encode())],
-    }
 
 
 class ModelServerApp:
@@ -65,72 +56,62 @@ class ModelServerApp:
             }
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind != "http":
-            if kind == "lifespan":
-                await _lifespan(receive, send)
-            return
-        if self.token is not None and not self._authorized(scope):
-            await _reply(send, 403, b"this port answers the modelhost router only", _TEXT)
-            return
-        path = scope["path"]
-        method = scope["method"]
-        if path == "/invocations":
-            if method == "POST":
-                await self._invocations(scope, receive, send)
+    def __call__(self, request: Request, responder: Responder) -> Coroutine[Any, Any, None] | None:
+        if self.token is not None and not self._authorized(request.headers):
+            _reply(responder, 403, b"this port answers the modelhost router only", _TEXT)
+            return None
+        path = request.path
+        method = request.method
+        if path == b"/invocations":
+            if method == b"POST":
+                return self._invocations(request, responder)
+            _reply(responder, 405, b"use POST /invocations", _TEXT)
+        elif path == b"/ping":
+            if method in (b"GET", b"HEAD"):
+                _reply(responder, 200, _PING_BODY, _JSON)
             else:
-                await _reply(send, 405, b"use POST /invocations", _TEXT)
-        elif path == "/ping":
-            if method in ("GET", "HEAD"):
-                await _reply(send, 200, _PING_BODY, _JSON)
-            else:
-                await _reply(send, 405, b"use GET /ping", _TEXT)
-        elif path == "/execution-parameters" and method == "GET":
-            await _reply(send, 200, self.execution_parameters, _JSON)
+                _reply(responder, 405, b"use GET /ping", _TEXT)
+        elif path == b"/execution-parameters" and method == b"GET":
+            _reply(responder, 200, self.execution_parameters, _JSON)
         else:
-            await _reply(send, 404, b"not found", _TEXT)
+            _reply(responder, 404, b"not found", _TEXT)
+        return None
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, headers: Headers) -> bool:
         """Before anything else: a request without the instance's token never reaches
         the model, however it is signed, whatever its path."""
         assert self.token is not None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == TOKEN_HEADER:
                 return hmac.compare_digest(value, self.token)
         return False
 
-    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        if body is None:  # the client went away
-            return
+    async def _invocations(self, request: Request, responder: Responder) -> None:
         content_type = accept = None
-        for name, value in scope["headers"]:
+        for name, value in request.headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
         handlers = self.handlers
-        context = Context(handlers.model_dir, scope["headers"]) if handlers.needs_context else None
+        context = Context(handlers.model_dir, request.headers) if handlers.needs_context else None
         try:
             result, result_type = await self.runner.submit(
-                handlers.invoke, body, content_type, accept, context
+                handlers.invoke, request.body, content_type, accept, context
             )
         except Exception as exc:
-            await _reply_error(send, exc)
+            _reply_error(responder, exc)
             return
         if not isinstance(result, bytes):
-            await self._stream(receive, send, result, result_type, context)
+            await self._stream(responder, result, result_type, context)
             return
-        start = _start(200, result_type.encode("latin-1", "replace"), len(result))
-        _add_custom_attributes(start, context)
-        await send(start)
-        await send({"type": "http.response.body", "body": result})
+        headers = [(b"content-type", result_type.encode("latin-1", "replace"))]
+        _add_custom_attributes(headers, context)
+        responder.reply(200, headers, result)
 
     async def _stream(
         self,
-        receive: Receive,
-        send: Send,
+        responder: Responder,
         stream: Stream,
         result_type: str,
         context: Context | None,
@@ -138,85 +119,49 @@ class ModelServerApp:
         """A chunked answer, one chunk per part as the model yields it. The head waits for
         the first part, so a model that fails before producing anything still gets an
         error status; one that fails later can only break the connection off (before the
-        final chunk), which is how the router tells a broken stream from a finished one."""
+        final chunk), which is how the router tells a broken stream from a finished one.
+        The client going away cancels this task (see :mod:`protocol`), which closes the
+        model's generator."""
         produced = parts(stream, self.runner, lambda item: encode_part(item, result_type))
         try:
             try:
                 first = await anext(produced, b"")
             except Exception as exc:
-                await _reply_error(send, exc)
+                _reply_error(responder, exc)
                 return
-            start: Message = {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", result_type.encode("latin-1", "replace"))],
-            }
-            _add_custom_attributes(start, context)
-            await send(start)
-            if first:
-                await send({"type": "http.response.body", "body": first, "more_body": True})
+            headers = [(b"content-type", result_type.encode("latin-1", "replace"))]
+            _add_custom_attributes(headers, context)
+            responder.start_stream(200, headers)
+            await responder.send_chunk(first)
             try:
-                async with cancelled_on_disconnect(receive):
-                    async for data in produced:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                async for data in produced:
+                    await responder.send_chunk(data)
             except Exception as exc:
                 log.error("invocation failed mid-stream: %s", describe(exc), exc_info=exc)
-                raise _StreamBroken from None  # uvicorn closes the connection
+                responder.abort()
+                return
         finally:
             await produced.aclose()  # ended early: stop the model's generator
-        await send({"type": "http.response.body", "body": b""})
+        responder.end_stream()
 
 
-class _StreamBroken(Exception):
-    """Raised out of the app to make the HTTP server drop a half-sent chunked answer."""
-
-
-def _add_custom_attributes(start: Message, context: Context | None) -> None:
+def _add_custom_attributes(headers: Headers, context: Context | None) -> None:
     if context is not None and (attributes := context.response_custom_attributes):
-        start["headers"].append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
+        headers.append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
 
 
-async def _reply_error(send: Send, exc: Exception) -> None:
+def _reply_error(responder: Responder, exc: Exception) -> None:
     status = status_of(exc)
     message = describe(exc)
     if status >= 500:
         log.error("invocation failed: %s", message, exc_info=exc)
     else:
         log.warning("invocation rejected (%d): %s", status, message)
-    await _reply(send, status, message.encode("utf-8", "replace"), _TEXT)
+    _reply(responder, status, message.encode("utf-8", "replace"), _TEXT)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _reply(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(_start(status, content_type, len(body)))
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Nothing to set up: the model is loaded before the server starts listening."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+def _reply(responder: Responder, status: int, body: bytes, content_type: bytes) -> None:
+    responder.reply(status, [(b"content-type", content_type)], body)
 
 
 def create_app(

@@ -7,6 +7,7 @@ and everything else is the router's job.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from modelhost import metrics
@@ -107,7 +108,10 @@ class RealtimeInvoker:
         except SageMakerError as error:
             count_error(name, deployment, request, error)
             raise
-        count_answer(name, answer, started)
+        # Counted once the answer is on its way (the caller writes it before the task
+        # yields): a prediction's client does not wait for Prometheus' locks.
+        ended = time.perf_counter()
+        asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
         return answer
 
 
@@ -134,8 +138,9 @@ def count_error(
     counter.labels(name, variant).inc()
 
 
-def count_answer(name: str, answer: Answer, started: float) -> None:
-    total = time.perf_counter() - started
+def count_answer(name: str, answer: Answer, started: float, ended: float | None = None) -> None:
+    """Count one answer; `ended` is when it was ready (now if not given)."""
+    total = (time.perf_counter() if ended is None else ended) - started
     series = metrics.for_variant(name, answer.variant)
     series.invocations.inc()
     series.model_latency.observe(answer.model_seconds)
