@@ -79,7 +79,10 @@ def test_pull_shows_progress_then_the_endpoint_serves(
     registry.hold()
     try:
         name = deploy(
-            sagemaker, put_model(server.data_dir, unique("pull"), MODEL_FILES), image=image, wait=False
+            sagemaker,
+            put_model(server.data_dir, unique("pull"), MODEL_FILES),
+            image=image,
+            wait=False,
         )
 
         def pulling() -> str | None:

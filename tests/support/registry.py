@@ -74,7 +74,9 @@ def local_registry(folder: Path) -> Iterator[Registry]:
     """A registry storing under `folder`, reached through the gate (open at first)."""
     binary = shutil.which("docker-registry")
     if binary is None:
-        pytest.skip("docker-registry is not installed (scripts/test: apt-get install docker-registry)")
+        pytest.skip(
+            "docker-registry is not installed (scripts/test: apt-get install docker-registry)"
+        )
     port = free_port()
     config = folder / "registry.yml"
     config.write_text(

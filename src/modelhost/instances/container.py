@@ -27,8 +27,8 @@ import logging
 import secrets
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from modelhost.instances import cgroups, images
@@ -37,6 +37,7 @@ from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
 from modelhost.instances.gpus import GpuPool
 from modelhost.instances.local import free_port, log_tail
+from modelhost.instances.oom import kernel_oom_killed
 from modelhost.instances.pulls import PullProgress
 from modelhost.instances.readiness import wait_until_answering
 
@@ -275,6 +276,8 @@ class ContainerInstance:
                 with contextlib.suppress(Exception):
                     stream.reload()
                     self._out_of_memory = bool(stream.attrs["State"].get("OOMKilled"))
+                if self._exit_code == 137 and not self._out_of_memory and not self._stopping:
+                    self._out_of_memory = kernel_oom_killed(self.container_id)
                 if not self._stopping:  # the instance log says why it ended
                     log.write(f"[modelhost] {self._exit_line()}\n".encode())
         except Exception as exc:

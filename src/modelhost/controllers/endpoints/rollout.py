@@ -136,7 +136,9 @@ class Rollout:
                     )
                     for _ in range(capacity["count"])
                 ]
-                instances = await self._start_instances(name, desired, variant["VariantName"], specs, started)
+                instances = await self._start_instances(
+                    name, desired, variant["VariantName"], specs, started
+                )
                 pools[variant["VariantName"]] = VariantPool(
                     name=variant["VariantName"],
                     weight=capacity["weight"],
@@ -181,7 +183,9 @@ class Rollout:
             numbered(settings, spec, name, pool.name, next(self.fleet.counter))
             for _ in range(count)
         ]
-        instances = await self._start_instances(name, desired, variant["VariantName"], specs, started)
+        instances = await self._start_instances(
+            name, desired, variant["VariantName"], specs, started
+        )
         if pool.warm == 0:
             await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         else:
@@ -250,7 +254,9 @@ class Rollout:
                 ]
                 started: list[Instance] = []
                 try:
-                    instances = await self._start_instances(name, desired, variant["VariantName"], specs, started)
+                    instances = await self._start_instances(
+                        name, desired, variant["VariantName"], specs, started
+                    )
                 except BaseException:
                     await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
                     raise
