@@ -54,6 +54,7 @@ class PullProgress:
         if not layer or not status or status.startswith(("pulling from", "digest", "status")):
             self._send(force=not self._last)
             return
+        before = len(self._layers), len(self._done)
         detail = event.get("progressDetail") or {}
         current, total = self._layers.get(layer, (0, 0))
         if status == "downloading" and detail.get("total"):
@@ -61,7 +62,6 @@ class PullProgress:
         if status in _DONE:
             self._done.add(layer)
             current = total
-        before = len(self._layers), len(self._done)
         self._layers[layer] = (current, total)
         self._send(force=(len(self._layers), len(self._done)) != before)
 
