@@ -16,7 +16,14 @@ that copies its output into the instance's log file and notes when it exits, so
 Containers do not die with the server as instance processes do, so each carries the data
 dir's scope as a label: stopping an instance removes its container, closing the backend
 removes any left, and the first connection to the engine (made under the data dir's lock)
-removes whatever a server killed earlier left behind.
+removes whatever a server killed earlier left behind. They are removed rather than
+adopted: what makes a container an instance (the token the router sends it, the watcher
+that copies its output and notices its exit, its GPUs) lived in the killed server, and a
+new one starts in about half a second.
+
+An image not present is pulled with its progress reported (:mod:`.pulls`); a GPU type
+takes GPUs of its own (:mod:`.gpus`); a container killed for its memory says so
+(:mod:`.oom`).
 """
 
 from __future__ import annotations
