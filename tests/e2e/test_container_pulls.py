@@ -28,7 +28,7 @@ from tests.support.containers import (
     podman_service,
     wait_until,
 )
-from tests.support.endpoints import deploy, unique, wait_for_status
+from tests.support.endpoints import deploy, undeploy, unique, wait_for_status
 from tests.support.models import put_model
 from tests.support.registry import Registry, local_registry, registries_conf
 from tests.support.server import ServerProcess, running_server
@@ -109,7 +109,8 @@ def test_pull_shows_progress_then_the_endpoint_serves(
     # The pull is in the instance's log too.
     [log] = (server.data_dir / "logs" / name).glob("*.log")
     assert f"[modelhost] Pulling image {image}" in log.read_text()
-    podman("rmi", "-f", image, check=False)
+    undeploy(sagemaker, name)
+    podman("rmi", image)  # the pulled image, no longer used
 
 
 def test_image_the_registry_lacks_fails_with_the_pull_error(
