@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from modelhost.instances import scope_key
+from tests.support.async_inference import deploy_async, local_path, wait_for_object
 from tests.support.containers import (
     BASE_IMAGE,
     BYOC_DIR,
@@ -99,11 +100,17 @@ def test_byoc_image_runs_as_sagemaker_runs_it(container_server: ServerProcess) -
         url,
         image=BYOC_IMAGE,
         environment={"GREETING": "hello"},
-        variants=[("AllTraffic", 2, 1.0)],
+        variants=[("Heavy", 2, 2.0), ("Light", 1, 1.0)],
         timeout_s=120,
     )
 
-    answers = [_invoke(runtime, name, {"n": i}) for i in range(20)]
+    answers, variants = [], []
+    for i in range(40):
+        reply = runtime.invoke_endpoint(
+            EndpointName=name, ContentType="application/json", Body=json.dumps({"n": i})
+        )
+        answers.append(json.loads(reply["Body"].read()))
+        variants.append(reply["InvokedProductionVariant"])
     assert {a["server"] for a in answers} == {"byoc"}
     first = answers[0]
     assert first["args"] == ["serve"]
@@ -111,12 +118,13 @@ def test_byoc_image_runs_as_sagemaker_runs_it(container_server: ServerProcess) -
     assert first["greeting"] == "hello"
     assert first["port"] == "8080"
     assert first["model_dir"] == "/opt/ml/model"
-    assert [a["echo"] for a in answers] == [{"n": i} for i in range(20)]
-    # Two containers, each serving: requests reach both.
-    assert len({a["hostname"] for a in answers}) == 2
+    assert [a["echo"] for a in answers] == [{"n": i} for i in range(40)]
+    # Both variants get traffic, and every one of the three containers serves.
+    assert set(variants) == {"Heavy", "Light"}
+    assert len({a["hostname"] for a in answers}) == 3
 
     running = _running(container_server, name)
-    assert len(running) == 2
+    assert len(running) == 3
     for container in running:
         ports = container["Ports"]
         assert ports and all(
@@ -130,11 +138,7 @@ def test_byoc_image_runs_as_sagemaker_runs_it(container_server: ServerProcess) -
     logs = container_server.data_dir / "logs" / name
     wait_until(
         lambda: (
-            sum(
-                "byoc serving /opt/ml/model" in log.read_text()
-                for log in logs.glob("AllTraffic-*.log")
-            )
-            == 2
+            sum("byoc serving /opt/ml/model" in log.read_text() for log in logs.glob("*.log")) == 3
         ),
         "the containers' logs",
     )
@@ -386,3 +390,78 @@ def test_container_that_stops_answering_is_replaced(container_server: ServerProc
         "the paused container removed",
     )
     assert _invoke(runtime, name)["server"] == "byoc"
+
+
+def test_gpu_instance_type_on_a_host_without_gpus_fails_saying_so(
+    container_server: ServerProcess,
+) -> None:
+    if list(Path("/dev").glob("nvidia[0-9]*")):
+        pytest.skip("this host has GPUs: the refusal is for hosts without them")
+    sagemaker = container_server.client("sagemaker")
+    url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
+    name = deploy(sagemaker, url, image=BYOC_IMAGE, instance_type="ml.g5.xlarge", wait=False)
+    status = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s=120)
+    assert status["EndpointStatus"] == "Failed"
+    reason = status["FailureReason"]
+    assert "ml.g5.xlarge has 1 GPU(s) (NVIDIA A10G)" in reason
+    assert "this host has none" in reason
+    assert _of_endpoint(container_server, name) == []
+
+
+def test_container_past_its_memory_limit_is_killed_replaced_and_reported(
+    container_server: ServerProcess,
+) -> None:
+    sagemaker = container_server.client("sagemaker")
+    runtime = container_server.client("sagemaker-runtime")
+    url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
+    # ml.c5.large: 4 GiB, the catalog's smallest.
+    name = deploy(sagemaker, url, image=BYOC_IMAGE, instance_type="ml.c5.large", timeout_s=120)
+    [container] = _running(container_server, name)
+    limit = podman("inspect", "--format", "{{.HostConfig.Memory}}", str(container["Id"]))
+    assert int(limit.stdout) == 4 * 1024**3
+
+    with pytest.raises(ClientError):
+        _invoke(runtime, name, {"allocate_mb": 4600})
+    wait_until(
+        lambda: (
+            len(ids := {str(c["Id"]) for c in _running(container_server, name)}) == 1
+            and str(container["Id"]) not in ids
+        ),
+        "a replacement for the killed container",
+        timeout_s=90,
+    )
+    assert _invoke(runtime, name)["server"] == "byoc"
+    # Reported: in the dead instance's log, the server's log and the replacement metric.
+    said = "container exited with code 137, killed for exceeding its memory limit of 4096 MiB"
+    logs = container_server.data_dir / "logs" / name
+    wait_until(
+        lambda: any(said in log.read_text() for log in logs.glob("*.log")),
+        "the OOM kill in the instance log",
+    )
+    assert said in container_server.log()
+    metric = f'modelhost_instance_replacements_total{{endpoint="{name}",variant="AllTraffic"}} '
+    [line] = [x for x in container_server.metrics_text().splitlines() if x.startswith(metric)]
+    assert float(line.split()[-1]) >= 1
+    assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+
+
+def test_async_endpoint_runs_on_the_image(container_server: ServerProcess) -> None:
+    sagemaker = container_server.client("sagemaker")
+    runtime = container_server.client("sagemaker-runtime")
+    url = put_model(container_server.data_dir, unique("byoc"), MODEL_FILES)
+    name = deploy_async(sagemaker, url, image=BYOC_IMAGE)
+    source = local_path(container_server.data_dir, f"s3://async-in/{name}/request.json")
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(json.dumps({"asked": "async"}))
+    answer = runtime.invoke_endpoint_async(
+        EndpointName=name,
+        InputLocation=f"s3://async-in/{name}/request.json",
+        ContentType="application/json",
+    )
+    found = wait_for_object(
+        container_server.data_dir, answer["OutputLocation"], answer["FailureLocation"]
+    )
+    assert found == answer["OutputLocation"]
+    result = json.loads(local_path(container_server.data_dir, found).read_bytes())
+    assert result["server"] == "byoc" and result["echo"] == {"asked": "async"}
+    assert len(_running(container_server, name)) == 1

@@ -124,8 +124,9 @@ def engine_usable() -> None:
 
 
 @contextlib.contextmanager
-def podman_service(folder: Path) -> Iterator[str]:
-    """`podman system service` on a socket in `folder`; yields its unix:// URL."""
+def podman_service(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`podman system service` on a socket in `folder` (with `env` added to its
+    environment); yields its unix:// URL."""
     socket_path = folder / "podman.sock"
     url = f"unix://{socket_path}"
     process = subprocess.Popen(
@@ -133,6 +134,7 @@ def podman_service(folder: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         deadline = time.monotonic() + 30

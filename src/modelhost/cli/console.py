@@ -287,18 +287,28 @@ def describe_endpoint(endpoint: Description, config: Description | None) -> None
         v.get("VariantName"): v.get("InstanceType") or _serverless(v.get("ServerlessConfig"))
         for v in (config or {}).get("ProductionVariants") or []
     }
-    table = _table(
-        "Variant", "Instance type", "Current", "Desired", "Weight", title="Production variants"
-    )
-    for variant in endpoint.get("ProductionVariants") or []:
+    variants = endpoint.get("ProductionVariants") or []
+    # What a variant's instances wait for (an image pull), while there is something.
+    waiting = any(v.get("VariantStatus") for v in variants)
+    columns = ["Variant", "Instance type", "Current", "Desired", "Weight"]
+    table = _table(*columns, *(["Status"] if waiting else []), title="Production variants")
+    for variant in variants:
         name = variant.get("VariantName", "-")
-        table.add_row(
+        row = [
             name,
             _serverless(variant.get("CurrentServerlessConfig")) or types.get(name) or "-",
             str(variant.get("CurrentInstanceCount", "-")),
             str(variant.get("DesiredInstanceCount", "-")),
             _weight(variant.get("CurrentWeight"), variant.get("DesiredWeight")),
-        )
+        ]
+        if waiting:
+            row.append(
+                "; ".join(
+                    f"{s.get('Status')}: {s.get('StatusMessage', '')}"
+                    for s in variant.get("VariantStatus") or []
+                )
+            )
+        table.add_row(*row)
     out.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +24,9 @@ class InstanceSpec:
     # How long the instance may take to answer /ping after it starts (the variant's
     # ContainerStartupHealthCheckTimeoutInSeconds); None: the server's default.
     startup_timeout_s: float | None = None
+    # Told, from a worker thread, what the instance waits for before it can start (an
+    # image pull's progress), so DescribeEndpoint can show it.
+    on_progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 class Instance(Protocol):

@@ -16,7 +16,14 @@ that copies its output into the instance's log file and notes when it exits, so
 Containers do not die with the server as instance processes do, so each carries the data
 dir's scope as a label: stopping an instance removes its container, closing the backend
 removes any left, and the first connection to the engine (made under the data dir's lock)
-removes whatever a server killed earlier left behind.
+removes whatever a server killed earlier left behind. They are removed rather than
+adopted: what makes a container an instance (the token the router sends it, the watcher
+that copies its output and notices its exit, its GPUs) lived in the killed server, and a
+new one starts in about half a second.
+
+An image not present is pulled with its progress reported (:mod:`.pulls`); a GPU type
+takes GPUs of its own (:mod:`.gpus`); a container killed for its memory says so
+(:mod:`.oom`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,10 @@ from modelhost.instances import cgroups, images
 from modelhost.instances.base import InstanceSpec
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
+from modelhost.instances.gpus import GpuPool
 from modelhost.instances.local import free_port, log_tail
+from modelhost.instances.oom import kernel_oom_killed
+from modelhost.instances.pulls import PullProgress
 from modelhost.instances.readiness import wait_until_answering
 
 logger = logging.getLogger(__name__)
@@ -175,16 +186,31 @@ class _Engine:
             return name
         return None
 
-    def resolve(self, image: str) -> str:
-        """A local name for the image, pulling it when none is present."""
+    def resolve(self, image: str, report: Callable[[str], None] | None = None) -> str:
+        """A local name for the image, pulling it when none is present; `report` gets
+        the pull's progress lines."""
         if (name := self.find_image(image)) is not None:
             return name
         logger.info("pulling image %s", image)
+        pull = PullProgress(image, report)
+        pull.begin()
         try:
-            self.client().images.pull(image)
+            for event in self.client().api.pull(image, stream=True, decode=True):
+                pull.note(event)
+        except images.ImageMissing:
+            raise
         except Exception as exc:
             raise images.ImageMissing(image, str(exc).strip()) from exc
+        if self.find_image(image) is None:
+            raise images.ImageMissing(image, "the engine reported no image after the pull")
+        logger.info("pulled image %s in %.1f s", image, time.monotonic() - pull.started)
         return image
+
+    def is_podman(self) -> bool:
+        """Whether the engine is podman (which takes GPUs as CDI devices) rather than
+        Docker Engine (which takes them as device requests)."""
+        components = self.client().version().get("Components") or []
+        return any("podman" in str(c.get("Name", "")).lower() for c in components)
 
 
 class ContainerInstance:
@@ -196,14 +222,17 @@ class ContainerInstance:
         port: int,
         token: str,
         pid: int | None,
+        gpus: GpuPool,
     ) -> None:
         self.spec = spec
+        self._gpus = gpus
         self.port = port
         self.token = token
         self._engine = engine
         self._container = container
         self._pid = pid
         self._exit_code: int | None = None
+        self._out_of_memory = False
         self._exited = threading.Event()
         self._stopping = False
         self._watcher = threading.Thread(
@@ -228,7 +257,17 @@ class ContainerInstance:
 
     def failure_detail(self) -> str:
         tail = log_tail(self.spec.log_path)
-        return f"container exited with code {self._exit_code}" + (f": {tail}" if tail else "")
+        return self._exit_line() + (f": {tail}" if tail else "")
+
+    def _exit_line(self) -> str:
+        line = f"container exited with code {self._exit_code}"
+        if self._out_of_memory:
+            limit = int(self.spec.instance_type.memory_gib * 1024)
+            line += (
+                f", killed for exceeding its memory limit of {limit} MiB "
+                f"({self.spec.instance_type.name})"
+            )
+        return line
 
     def _watch(self) -> None:
         """Copy the container's output into its log file until it ends, then note the
@@ -240,7 +279,14 @@ class ContainerInstance:
                 for chunk in stream.logs(stream=True, follow=True):
                     log.write(chunk)
                     log.flush()
-            self._exit_code = int(stream.wait().get("StatusCode", -1))
+                self._exit_code = int(stream.wait().get("StatusCode", -1))
+                with contextlib.suppress(Exception):
+                    stream.reload()
+                    self._out_of_memory = bool(stream.attrs["State"].get("OOMKilled"))
+                if self._exit_code == 137 and not self._out_of_memory and not self._stopping:
+                    self._out_of_memory = kernel_oom_killed(self.container_id)
+                if not self._stopping:  # the instance log says why it ended
+                    log.write(f"[modelhost] {self._exit_line()}\n".encode())
         except Exception as exc:
             if not self._stopping:  # a stop may remove the container before the wait
                 logger.warning("instance %s: lost its container: %s", self.spec.instance_id, exc)
@@ -248,12 +294,9 @@ class ContainerInstance:
             self._exited.set()
             revoke_token(self.address, self.token)
             if not self._stopping:
-                logger.warning(
-                    "instance %s: container exited with code %s",
-                    self.spec.instance_id,
-                    self._exit_code,
-                )
+                logger.warning("instance %s: %s", self.spec.instance_id, self._exit_line())
             self._remove()
+            self._gpus.give_back(self.spec.instance_id)
 
     def _remove(self) -> None:
         with contextlib.suppress(Exception):
@@ -292,6 +335,7 @@ class ContainerBackend:
     ) -> None:
         self._engine = _Engine(engine_url, scope)
         self._cpu_scale = cpu_scale
+        self._gpus = GpuPool()
 
     async def warm(self) -> None:
         """Connect and clear leftovers now if an engine is there; a missing one is only
@@ -329,7 +373,39 @@ class ContainerBackend:
         return await asyncio.to_thread(self._start_blocking, spec)
 
     def _start_blocking(self, spec: InstanceSpec) -> ContainerInstance:
-        name = self._engine.resolve(spec.image)
+        gpus = self._gpus.take(spec.instance_id, spec.instance_type)
+        try:
+            return self._run(spec, gpus)
+        except BaseException:
+            self._gpus.give_back(spec.instance_id)
+            raise
+
+    def _pull_reporter(self, spec: InstanceSpec) -> Callable[[str], None]:
+        """Where a pull's progress goes: the instance log, and whoever started it."""
+
+        def report(line: str) -> None:
+            if spec.log_path is not None:
+                with spec.log_path.open("a") as log:
+                    log.write(f"[modelhost] {line}\n")
+            if spec.on_progress is not None:
+                spec.on_progress(line)
+
+        return report
+
+    def _devices(self, gpus: list[int]) -> dict[str, Any]:
+        """The run arguments that pass `gpus` through: CDI device names for podman,
+        device requests (the NVIDIA Container Toolkit's) for Docker Engine."""
+        if not gpus:
+            return {}
+        if self._engine.is_podman():
+            return {"devices": [f"nvidia.com/gpu={index}" for index in gpus]}
+        from docker.types import DeviceRequest
+
+        ids = [str(index) for index in gpus]
+        return {"device_requests": [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]}
+
+    def _run(self, spec: InstanceSpec, gpus: list[int]) -> ContainerInstance:
+        name = self._engine.resolve(spec.image, self._pull_reporter(spec))
         kind = spec.instance_type
         cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale)
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
@@ -357,6 +433,7 @@ class ContainerBackend:
                 volumes={str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
                 nano_cpus=int(cores * 1e9),
                 mem_limit=int(kind.memory_gib * 1024**3),
+                **self._devices(gpus),
             )
         except Exception as exc:
             revoke_token(("127.0.0.1", port), token)
@@ -375,4 +452,4 @@ class ContainerBackend:
             name,
             port,
         )
-        return ContainerInstance(spec, self._engine, container, port, token, pid)
+        return ContainerInstance(spec, self._engine, container, port, token, pid, self._gpus)

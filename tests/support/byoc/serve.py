@@ -3,7 +3,8 @@
 
 /invocations answers JSON naming what the container was given (its argument, the model
 file, an environment variable, its hostname), so a test can tell it ran as SageMaker runs
-images. A body `{"allocate_mb": N}` makes it hold N MiB, to meet its memory limit.
+images. A body `{"allocate_mb": N}` makes it hold N MiB (in steps of 16), to meet its memory
+limit.
 Each response goes out in one write (two writes stall ~40 ms on Nagle + delayed ACK),
 and SIGTERM ends it at once.
 """
@@ -42,7 +43,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         request = json.loads(body or b"{}")
         if "allocate_mb" in request:
-            held.append(bytearray(int(request["allocate_mb"]) * 1024 * 1024))
+            # In 16 MiB steps, so /ping keeps answering while the memory fills (one
+            # large bytearray holds the interpreter for seconds).
+            for _ in range(int(request["allocate_mb"]) // 16):
+                held.append(bytearray(16 * 1024 * 1024))
         with open(os.path.join(MODEL_DIR, "model.txt")) as model:
             answer = {
                 "server": "byoc",

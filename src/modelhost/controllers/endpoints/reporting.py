@@ -87,3 +87,25 @@ class Meter:
                 # Serverless instances are billed per request (see ServerlessPool.leave).
                 if not isinstance(deployment.variants[replica.variant], ServerlessPool):
                     charge(name, replica.variant, replica.instance, elapsed)
+
+
+async def show_waiting(
+    fleet: Fleet, name: str, generation: int, variant: str, message: str, since: float
+) -> None:
+    """Show what a variant's starting instances wait for (an image pull) as its
+    `VariantStatus` while the endpoint is Creating or Updating, as SageMaker shows a
+    variant's progress there. The next status write rebuilds the variants without it."""
+
+    def change(record: dict[str, Any]) -> dict[str, Any] | None:
+        state = record["EndpointStatus"]
+        if state not in ("Creating", "Updating") or record["_desired"]["generation"] != generation:
+            return None
+        for summary in record.get("ProductionVariants") or []:
+            if summary["VariantName"] == variant:
+                summary["VariantStatus"] = [
+                    {"Status": state, "StatusMessage": message, "StartTime": since}
+                ]
+                return record
+        return None
+
+    await fleet.store.modify(KIND, name, change)

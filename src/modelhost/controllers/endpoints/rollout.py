@@ -13,7 +13,9 @@ then they stop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,12 @@ from modelhost.controllers.deployment import (
     start_all,
 )
 from modelhost.controllers.endpoints.fleet import Fleet
-from modelhost.controllers.endpoints.reporting import KIND, count_instances, write_status
+from modelhost.controllers.endpoints.reporting import (
+    KIND,
+    count_instances,
+    show_waiting,
+    write_status,
+)
 from modelhost.controllers.endpoints.serverless import ServerlessScaler
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceSpec
@@ -120,7 +127,7 @@ class Rollout:
                     ) from exc
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
-                        name, variant, model, model_dir, capacity, started
+                        name, desired, variant, model, model_dir, capacity, started
                     )
                     continue
                 specs = [
@@ -129,7 +136,9 @@ class Rollout:
                     )
                     for _ in range(capacity["count"])
                 ]
-                instances = await self._start_instances(specs, started)
+                instances = await self._start_instances(
+                    name, desired, variant["VariantName"], specs, started
+                )
                 pools[variant["VariantName"]] = VariantPool(
                     name=variant["VariantName"],
                     weight=capacity["weight"],
@@ -154,6 +163,7 @@ class Rollout:
     async def _serverless_pool(
         self,
         name: str,
+        desired: dict[str, Any],
         variant: dict[str, Any],
         model: dict[str, Any],
         model_dir: Path,
@@ -173,7 +183,9 @@ class Rollout:
             numbered(settings, spec, name, pool.name, next(self.fleet.counter))
             for _ in range(count)
         ]
-        instances = await self._start_instances(specs, started)
+        instances = await self._start_instances(
+            name, desired, variant["VariantName"], specs, started
+        )
         if pool.warm == 0:
             await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         else:
@@ -181,14 +193,38 @@ class Rollout:
         return pool
 
     async def _start_instances(
-        self, specs: list[InstanceSpec], started: list[Instance]
+        self,
+        name: str,
+        desired: dict[str, Any],
+        variant: str,
+        specs: list[InstanceSpec],
+        started: list[Instance],
     ) -> list[Instance]:
+        """Start a variant's instances; while they wait for something (an image pull),
+        its VariantStatus in DescribeEndpoint says what."""
+        fleet = self.fleet
+        loop = asyncio.get_running_loop()
+        since = round(time.time(), 3)
+        live = [True]
+
+        def show(message: str) -> None:
+            if live[0]:
+                fleet.spawn(
+                    show_waiting(fleet, name, desired["generation"], variant, message, since)
+                )
+
+        def report(message: str) -> None:  # from the backend's worker thread
+            loop.call_soon_threadsafe(show, message)
+
+        reporting = [dataclasses.replace(spec, on_progress=report) for spec in specs]
         try:
             return await start_all(
-                self.fleet.backend, specs, self.fleet.settings.startup_timeout_s, started
+                fleet.backend, reporting, fleet.settings.startup_timeout_s, started
             )
         except StartFailed as exc:
             raise DeploymentFailed(str(exc)) from exc
+        finally:
+            live[0] = False
 
     async def _scale_in_place(self, name: str, live: Deployment, desired: dict[str, Any]) -> None:
         fleet = self.fleet
@@ -218,7 +254,9 @@ class Rollout:
                 ]
                 started: list[Instance] = []
                 try:
-                    instances = await self._start_instances(specs, started)
+                    instances = await self._start_instances(
+                        name, desired, variant["VariantName"], specs, started
+                    )
                 except BaseException:
                     await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
                     raise
