@@ -186,12 +186,13 @@ def state_migrate(
         console.error(str(exc))
         raise typer.Exit(1) from None
     total = sum(report.records.values())
-    counts = ", ".join(f"{n} {kind}" for kind, n in report.records.items()) or "nothing"
     console.out.print(
         f"migrated {total} record(s) and {report.tags} tag(s) from {_shown(source)} "
-        f"to {_shown(target)}: {counts}"
-        + (f"; {report.replaced} replaced" if report.replaced else "")
+        f"to {_shown(target)}" + (f"; {report.replaced} replaced" if report.replaced else ""),
+        soft_wrap=True,
     )
+    for kind, count in report.records.items():
+        console.out.print(f"  {kind}: {count}")
     for kind, name in report.clashes:
         console.error(f"left out {kind} {name}: the target has the name in another case")
     if report.clashes:
