@@ -298,9 +298,10 @@ def test_the_owner_of_a_transform_job_killed_the_other_server_finishes_it(
 def test_racing_creates_and_deletes_across_servers(
     pair: tuple[ServerProcess, ServerProcess, str],
 ) -> None:
-    """10 threads, half on each server, creating and deleting models and endpoint configs
+    """20 threads, half on each server, creating and deleting models and endpoint configs
     of the same names in different cases: every answer is a success or a 400, never a
-    500, and no name ends up twice."""
+    500, no name ends up twice, and nothing is left stuck (each name can be deleted and
+    created again afterwards, seen the same from both servers)."""
     one, two, _ = pair
     names = ["Alpha", "beta", "GAMMA"]
     answers: list[tuple[str, int]] = []
@@ -351,7 +352,7 @@ def test_racing_creates_and_deletes_across_servers(
                     with lock:
                         answers.append((what, status))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(10)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -369,6 +370,21 @@ def test_racing_creates_and_deletes_across_servers(
         ]
         assert len(models) == len(set(models)), models
         assert len(configs) == len(set(configs)), configs
+    first, second = one.client("sagemaker"), two.client("sagemaker")
+    for config in first.list_endpoint_configs()["EndpointConfigs"]:
+        first.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+    for model in second.list_models()["Models"]:
+        second.delete_model(ModelName=model["ModelName"])
+    for name in names:
+        first.create_model(
+            ModelName=name,
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={
+                "Image": "modelhost/sklearn",
+                "ModelDataUrl": "s3://models/none/model.tar.gz",
+            },
+        )
+        assert second.describe_model(ModelName=name)["ModelName"] == name
 
 
 def test_the_owner_of_an_autoscaled_endpoint_killed_the_other_keeps_scaling(
