@@ -13,7 +13,8 @@ Why this shape:
   so the two columns should agree within noise.
 - The two servers run one after the other on the same machine, each with a fresh data
   dir; the PostgreSQL server is a private one (tests/support/postgres.py) on this
-  machine, so the figures hold a local round trip, not a network's.
+  machine, so the figures hold a local round trip, not a network's; it runs with
+  fsync=off (the tests' setting), so a write there skips the disk flush SQLite's does.
 - Takeover: two servers on one database and one S3 (moto's server), lease period
   MODELHOST_LEASE_PERIOD (the product's default unless --lease-period), an endpoint with
   one instance; the owner is SIGKILLed and the other server is invoked until it answers
@@ -214,7 +215,8 @@ def main() -> None:
         lines.append(f"| {call} | {s50:.2f} | {s99:.2f} | {p50:.2f} | {p99:.2f} |")
     lines += [
         "",
-        f"{args.calls} calls per control-plane operation, {args.invokes} invocations.",
+        f"{args.calls} calls per control-plane operation, {args.invokes} invocations; "
+        "PostgreSQL local, fsync=off.",
         f"Takeover after SIGKILL of the endpoint's server (lease period "
         f"{args.lease_period:g} s): {takeover_s:.1f} s from the kill to the other "
         "server's first 200.",
