@@ -529,3 +529,96 @@ def test_async_requests_to_both_servers_under_a_kill_have_one_outcome_each(
             )
             assert answer["bytes"] == len(body)
             assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_the_owner_of_a_recommendation_job_killed_the_other_finishes_it(
+    pair: tuple[ServerProcess, ServerProcess, str], s3: MotoServer
+) -> None:
+    """A recommendation job and the temporary endpoint it measures run on one server (the
+    job's lease holder); killed mid-job, the other server deletes what it left and runs
+    the job to the end."""
+    one, two, url = pair
+    bucket = s3.create_bucket("rec")
+    client = s3.s3_client()
+    client.put_object(
+        Bucket=bucket,
+        Key="iris/model.tar.gz",
+        Body=model_tarball({"model.joblib": iris_model_bytes()}),
+    )
+    client.put_object(
+        Bucket=bucket,
+        Key="payloads.tar.gz",
+        Body=model_tarball({"a.csv": b"5.1,3.5,1.4,0.2\n", "b.csv": b"6.2,2.9,4.3,1.3\n"}),
+    )
+    sagemaker = one.client("sagemaker")
+    sagemaker.create_model(
+        ModelName="rec-model",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": "modelhost/sklearn",
+            "ModelDataUrl": f"s3://{bucket}/iris/model.tar.gz",
+        },
+    )
+    sagemaker.create_inference_recommendations_job(
+        JobName="moved",
+        JobType="Advanced",
+        RoleArn=ROLE,
+        InputConfig={
+            "ModelName": "rec-model",
+            "ContainerConfig": {
+                "Domain": "MACHINE_LEARNING",
+                "Framework": "SAGEMAKER-SCIKIT-LEARN",
+                "PayloadConfig": {
+                    "SamplePayloadUrl": f"s3://{bucket}/payloads.tar.gz",
+                    "SupportedContentTypes": ["text/csv"],
+                },
+            },
+            "TrafficPattern": {
+                "TrafficType": "PHASES",
+                "Phases": [{"InitialNumberOfUsers": 1, "SpawnRate": 0, "DurationInSeconds": 3}],
+            },
+            "EndpointConfigurations": [
+                {"InstanceType": "ml.m5.large"},
+                {"InstanceType": "ml.c5.large"},
+                {"InstanceType": "ml.m5.xlarge"},
+            ],
+        },
+        StoppingConditions={
+            "ModelLatencyThresholds": [{"Percentile": "P95", "ValueInMilliseconds": 5000}]
+        },
+    )
+
+    def measuring() -> str | None:
+        """The temporary endpoint being measured once its instance runs, if any."""
+        endpoints = two.client("sagemaker").list_endpoints(NameContains="recommender-")
+        for endpoint in endpoints["Endpoints"]:
+            if endpoint["EndpointStatus"] == "InService":
+                return str(endpoint["EndpointName"])
+        return None
+
+    endpoint = _until(measuring, "no temporary endpoint came up", 120, one, two)
+    owner, other = _split(one, two, url, "recommendation_job:moved")
+    # the endpoint measured runs where the job does
+    assert _holder(url, f"endpoint:{endpoint}") == _server_id(owner)
+    assert instance_processes(other.pid) == []
+    owner.kill()
+
+    survivor = other.client("sagemaker")
+    job = _until(
+        lambda: (
+            (d := survivor.describe_inference_recommendations_job(JobName="moved"))["Status"]
+            in ("COMPLETED", "FAILED")
+            and d
+        ),
+        "the job did not end",
+        300,
+        other,
+    )
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    steps = survivor.list_inference_recommendations_job_steps(JobName="moved")["Steps"]
+    assert [s["Status"] for s in steps] == ["COMPLETED"] * 3
+    assert _holder(url, "recommendation_job:moved") is None  # released when it ended
+    _until(
+        lambda: survivor.list_endpoints(NameContains="recommender-")["Endpoints"] == [],
+        "temporary endpoints were left",
+    )
