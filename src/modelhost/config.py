@@ -149,8 +149,10 @@ class Settings:
 
     # Asynchronous inference: how long a worker's lease on a request lasts without being
     # renewed, how often a request is tried before it fails, how often the queue is polled
-    # when nothing wakes the workers, the largest input, and the webhook signing key.
-    async_lease_s: float = field(default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 30.0))
+    # when nothing wakes the workers, the largest input, and the webhook signing key. The
+    # lease is renewed every third of it, so 10 s keeps a dead server's requests waiting
+    # about as long as its other work (MODELHOST_LEASE_PERIOD).
+    async_lease_s: float = field(default_factory=lambda: _env_float("MODELHOST_ASYNC_LEASE", 10.0))
     async_max_attempts: int = field(
         default_factory=lambda: int(_env_float("MODELHOST_ASYNC_MAX_ATTEMPTS", 3))
     )

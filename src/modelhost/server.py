@@ -110,7 +110,7 @@ class ModelhostApp:
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics, self.ownership)
         self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
-            settings, self.store, self.objects, self.router, self.context
+            settings, self.store, self.objects, self.router, self.context, self.ownership
         )
         self.invoker = RealtimeInvoker(
             self.router, self.store, settings.account_id, settings.max_payload_bytes, self.ownership
@@ -127,6 +127,7 @@ class ModelhostApp:
             self.router,
             self.context,
             Notifier(settings.region, settings.webhook_secret),
+            self.ownership,
         )
         self.accepter = AsyncAccepter(
             self.store,
@@ -263,7 +264,7 @@ class ModelhostApp:
             except SageMakerError as error:
                 await _respond_error(send, error)
                 return
-            curves = self.recommender.load_curves(job)
+            curves = await self.recommender.load_curves(job)
             if curves is None:
                 await _respond_error(send, UnknownOperation(f"No job at {path}"), 404)
             else:

@@ -46,9 +46,9 @@ class AlarmEvaluator:
         # Whether this server evaluates alarms on an endpoint (None: on no endpoint).
         self.owns = owns
 
-    def sample(self) -> Iterator[SeriesKey]:
-        """Take a reading of every series an alarm watches; yields their keys."""
-        for alarm in self.ctx.store.list(KIND):
+    def sample(self, alarms: list[Record]) -> Iterator[SeriesKey]:
+        """Take a reading of every series one of `alarms` watches; yields their keys."""
+        for alarm in alarms:
             series = alarm_series(alarm)
             if series is not None and series[0] in self.resolver:
                 self.resolver.sample(*series)
@@ -62,7 +62,8 @@ class AlarmEvaluator:
 
     def evaluate(self) -> dict[str, list[tuple[Record, float | None]]]:
         """Move every alarm to its state now; returns the alarms in ALARM (with their
-        value) by the action ARNs they invoke."""
+        value) by the action ARNs they invoke. Blocking store calls: the autoscaling
+        controller runs it off the event loop."""
         fired: dict[str, list[tuple[Record, float | None]]] = {}
         for alarm in self.ctx.store.list(KIND):
             series = alarm_series(alarm)

@@ -14,6 +14,13 @@ recorded, never run into a second, different result.
 
 An endpoint scaled to zero with requests waiting gets one instance through the same path
 as UpdateEndpointWeightsAndCapacities; scaling back to zero is an autoscaling policy's job.
+
+With several servers on one state store and one queue (Redis), an endpoint's requests are
+dispatched by the server that holds the endpoint's lease, the one running its instances;
+the dispatcher's own lease covers what belongs to no running endpoint (failing the requests
+of a deleted one, expiring and pruning). A request a dead server was working on goes back
+to the queue when its queue lease runs out (MODELHOST_ASYNC_LEASE), and the endpoint's new
+owner runs it; an outcome already written is only recorded, never run again.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from modelhost.instances import InstanceUnreachable
 from modelhost.queue import Job, JobQueue, backoff_s
 from modelhost.router import Deployment, Invocation, Router
 from modelhost.runtime import Notifier, notification, object_io
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore, Ownership, StateStore, lease
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,13 @@ class AsyncInferenceController(ReconcileLoop):
         router: Router,
         context: api.Context,
         notifier: Notifier,
+        ownership: Ownership,
     ) -> None:
         super().__init__("async inference dispatch", settings.async_poll_s)
         self.settings = settings
-        self.store = store
+        # Awaited store calls: in a thread unless the store is a local file.
+        self.store = LoopStore(store)
+        self.ownership = ownership
         self.objects = objects
         self.queue = queue
         self.router = router
@@ -74,11 +84,17 @@ class AsyncInferenceController(ReconcileLoop):
                 recovered,
             )
 
+    #: The lease of the work no endpoint's owner does: a deleted endpoint's requests,
+    #: expiry and pruning.
+    LEASE = lease("async", "*")
+
     async def step(self) -> None:
+        if not self.ownership.owns(self.LEASE):  # renewed by Ownership.run once held
+            await self.ownership.claim([self.LEASE])
         for name in {*self.queue.endpoints(), *self._running}:
-            self._dispatch(name)
+            await self._dispatch(name)
         if time.monotonic() - self._measured_at >= self.settings.async_poll_s:
-            self._measure()
+            await self._measure()
 
     async def shutdown(self) -> None:
         await cancel_all([t for running in self._running.values() for t in running])
@@ -86,8 +102,10 @@ class AsyncInferenceController(ReconcileLoop):
 
     # --- dispatch --------------------------------------------------------------------
 
-    def _dispatch(self, name: str) -> None:
+    async def _dispatch(self, name: str) -> None:
         running = self._running.get(name, set())
+        if not self.ownership.owns(lease("endpoint", name)) and not self.ownership.owns(self.LEASE):
+            return  # another server runs the endpoint and dispatches its requests
         deployment = self.router.deployments.get(name)
         replicas = deployment.serving() if deployment else 0
         if replicas and len(running) >= replicas:
@@ -96,14 +114,18 @@ class AsyncInferenceController(ReconcileLoop):
             limit = self._per_instance.get(name, DEFAULT_CONCURRENCY_PER_INSTANCE)
             if len(running) >= replicas * limit:
                 return
-        record = self.store.get("endpoint", name)
+        record = await self.store.get("endpoint", name)
         if record is None or record["EndpointStatus"] == "Deleting":
+            if not self.ownership.owns(self.LEASE):
+                return
             # The endpoint is gone: its requests can only fail.
             for job in self.queue.lease(name, 100, self.settings.async_lease_s):
                 self._spawn(name, running, self._fail(job, f"Endpoint {name} was deleted."))
             return
+        if not self.ownership.owns(lease("endpoint", name)):
+            return  # the dispatcher's lease, but another server runs the endpoint
         if replicas == 0:
-            self._scale_from_zero(name, record)
+            await self.store.call(self._scale_from_zero, name, record)
             return
         config = record["_desired"]["config"].get("AsyncInferenceConfig") or {}
         limit = self._per_instance[name] = config.get("ClientConfig", {}).get(
@@ -129,6 +151,7 @@ class AsyncInferenceController(ReconcileLoop):
         task.add_done_callback(done)
 
     def _scale_from_zero(self, name: str, record: dict[str, Any]) -> None:
+        """Blocking store calls: run off the loop."""
         capacity = record["_desired"]["capacity"]
         if record["EndpointStatus"] != "InService" or any(
             c["count"] > 0 for c in capacity.values()
@@ -149,17 +172,18 @@ class AsyncInferenceController(ReconcileLoop):
         except SageMakerError as error:
             log.warning("endpoint %s: cannot scale from zero: %s", name, error.message)
 
-    def _measure(self) -> None:
+    async def _measure(self) -> None:
         """Backlog metrics, requests whose TTL ran out while they waited (failed here so
         that they end even when no instance can take them), and finished requests past
         their retention (deleted, a batch at a time, so the queue does not grow forever)."""
         self._measured_at = time.monotonic()
-        self.queue.prune(time.time() - self.settings.async_retention_s, _PRUNE_BATCH)
-        for name in self.queue.endpoints():
-            running = self._running.get(name, set())
-            for job in self.queue.expired(name, 100, self.settings.async_lease_s):
-                self._spawn(name, running, self._fail(job, _EXPIRED))
-        for record in self.store.list("endpoint"):
+        if self.ownership.owns(self.LEASE):
+            self.queue.prune(time.time() - self.settings.async_retention_s, _PRUNE_BATCH)
+            for name in self.queue.endpoints():
+                running = self._running.get(name, set())
+                for job in self.queue.expired(name, 100, self.settings.async_lease_s):
+                    self._spawn(name, running, self._fail(job, _EXPIRED))
+        for record in await self.store.list("endpoint"):
             if not record["_desired"]["config"].get("AsyncInferenceConfig"):
                 continue
             name = record["EndpointName"]

@@ -29,12 +29,13 @@ from modelhost.controllers.alarms import AlarmEvaluator, step_count
 from modelhost.controllers.loop import ReconcileLoop
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
 from modelhost.domain import scaling_schedules
+from modelhost.domain.kinds import METRIC_ALARM as ALARM_KIND
 from modelhost.domain.kinds import SCALABLE_TARGET as TARGET_KIND
 from modelhost.domain.kinds import SCALING_POLICY as POLICY_KIND
 from modelhost.domain.kinds import SCHEDULED_ACTION as ACTION_KIND
 from modelhost.domain.scaling import child_key, target_key, tracked_metric
 from modelhost.errors import SageMakerError
-from modelhost.storage import Ownership, lease
+from modelhost.storage import LoopStore, Ownership, lease
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class AutoscalingController(ReconcileLoop):
     def __init__(self, ctx: api.Context, resolver: MetricResolver, ownership: Ownership) -> None:
         self.ctx = ctx
         self.ownership = ownership
+        # Awaited store calls: a pass's reads and writes run in a worker thread unless
+        # the store is a local file.
+        self.store = LoopStore(ctx.store)
         self.resolver = resolver
         self.interval_s = max(ctx.settings.autoscaling_interval_s, 0.05)
         super().__init__("autoscaling pass", min(1.0, max(0.05, self.interval_s / 4)))
@@ -96,10 +100,17 @@ class AutoscalingController(ReconcileLoop):
         """Sample every pass; evaluate once an evaluation interval has gone by."""
         if not self.ownership.exclusive and not self.ownership.owns(self.LEASE):
             await self.ownership.claim([self.LEASE])
-        self.sample()
+        targets, policies, alarms = await self.store.call(self._read)
+        self.sample(targets, policies, alarms)  # on the loop: it reads the router
         if time.monotonic() >= self._next_evaluation:
             self._next_evaluation = time.monotonic() + self.interval_s
-            self.evaluate()
+            # Store reads and writes (and API operations) only: off the loop. Nothing
+            # else samples meanwhile, so the resolver's readings stay as they are.
+            await self.store.call(self.evaluate)
+
+    def _read(self) -> tuple[list[Record], list[Record], list[Record]]:
+        store = self.ctx.store
+        return store.list(TARGET_KIND), store.list(POLICY_KIND), store.list(ALARM_KIND)
 
     # --- metrics ---------------------------------------------------------------------
 
@@ -109,11 +120,13 @@ class AutoscalingController(ReconcileLoop):
         dimensions.setdefault("VariantName", target["_variant"])
         return name, dimensions, statistic
 
-    def sample(self) -> None:
-        """One reading of every metric a target tracking policy watches."""
-        targets = {target_key(t["ResourceId"]): t for t in self.ctx.store.list(TARGET_KIND)}
+    def sample(
+        self, target_records: list[Record], policies: list[Record], alarms: list[Record]
+    ) -> None:
+        """One reading of every metric a target tracking policy or an alarm watches."""
+        targets = {target_key(t["ResourceId"]): t for t in target_records}
         watched: set[SeriesKey] = set()
-        for policy in self.ctx.store.list(POLICY_KIND):
+        for policy in policies:
             target = targets.get(target_key(policy["ResourceId"]))
             if target is None or _TRACKING not in policy:
                 continue
@@ -122,7 +135,7 @@ class AutoscalingController(ReconcileLoop):
             if key not in watched:
                 watched.add(key)
                 self.resolver.sample(name, dimensions)
-        watched.update(self.alarms.sample())
+        watched.update(self.alarms.sample(alarms))
         self.resolver.forget_except(watched)
 
     # --- evaluation ------------------------------------------------------------------

@@ -16,7 +16,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import psutil
@@ -37,7 +37,9 @@ class Source(Protocol):
         ...
 
     def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
-        """The metric over a window of readings (oldest first, at least two)."""
+        """The metric over a window of readings (oldest first, at least two). May run in a
+        worker thread (the autoscaling evaluation): only `read`, on the event loop, may
+        look at the router."""
         ...
 
 
@@ -87,13 +89,19 @@ class PerInstance:
 
     source: Source
     instances: Reader
+    #: The instances serving at the last reading, by dimensions: `value` must not read
+    #: the router (see `Source.value`), so it divides by the count `read` saw.
+    _counts: dict[tuple[tuple[str, str], ...], float | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def read(self, dimensions: Dimensions) -> float | None:
+        self._counts[tuple(sorted(dimensions.items()))] = self.instances(dimensions)
         return self.source.read(dimensions)
 
     def value(self, samples: Samples, statistic: str, dimensions: Dimensions) -> float | None:
         total = self.source.value(samples, statistic, dimensions)
-        count = self.instances(dimensions)
+        count = self._counts.get(tuple(sorted(dimensions.items())))
         if total is None or count is None:
             return None
         return total / max(count, 1.0)

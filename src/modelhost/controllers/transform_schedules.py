@@ -20,7 +20,7 @@ from modelhost.controllers.loop import ReconcileLoop
 from modelhost.domain.kinds import TRANSFORM_JOB, TRANSFORM_SCHEDULE
 from modelhost.domain.transform_schedules import job_request, next_run
 from modelhost.errors import SageMakerError
-from modelhost.storage import Ownership, lease
+from modelhost.storage import LoopStore, Ownership, lease
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,15 @@ class TransformScheduleController(ReconcileLoop):
         super().__init__("schedule tick", context.settings.health_interval_s)
         self.context = context
         self.ownership = ownership
+        self.store = LoopStore(context.store)
 
     async def step(self) -> None:
         if await self.ownership.claim([self.LEASE]):
-            self.tick(datetime.now(UTC))
+            # store calls and CreateTransformJob only: off the loop
+            await self.store.call(self.tick, datetime.now(UTC))
 
     def tick(self, now: datetime) -> None:
+        """Fire every schedule that is due (blocking store calls: run off the loop)."""
         store = self.context.store
         for record in store.list(TRANSFORM_SCHEDULE):
             due = datetime.fromtimestamp(record["NextRunTime"], UTC)

@@ -20,3 +20,27 @@ SCALING_POLICY = "scaling_policy"
 SCHEDULED_ACTION = "scheduled_action"
 SCALING_ACTIVITY = "scaling_activity"
 METRIC_ALARM = "metric_alarm"
+
+#: Every kind, for what copies a whole store (`modelhost state migrate`).
+ALL = (
+    MODEL,
+    ENDPOINT_CONFIG,
+    ENDPOINT,
+    TRANSFORM_JOB,
+    RECOMMENDATION_JOB,
+    TRANSFORM_SCHEDULE,
+    SCALABLE_TARGET,
+    SCALING_POLICY,
+    SCHEDULED_ACTION,
+    SCALING_ACTIVITY,
+    METRIC_ALARM,
+)
+#: The kinds SageMaker names uniquely regardless of case: created with `fold_case`.
+CASE_INSENSITIVE = (
+    MODEL,
+    ENDPOINT_CONFIG,
+    ENDPOINT,
+    TRANSFORM_JOB,
+    RECOMMENDATION_JOB,
+    TRANSFORM_SCHEDULE,
+)

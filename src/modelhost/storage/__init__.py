@@ -10,6 +10,7 @@ from .archive import ModelDataTimeout, UnsafeArchiveError, prepare_model_dir
 from .datadir import DataDirBusy, DataDirLock, server_id
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
 from .loop_store import LoopStore
+from .migration import MigrationReport, TargetNotEmpty, copy_state
 from .object_store import InvalidObjectURI, ObjectStore
 from .objects import FsspecObjectStore, configured_s3_endpoint
 from .ownership import Ownership, lease
@@ -68,6 +69,7 @@ __all__ = [
     "FsspecObjectStore",
     "InvalidObjectURI",
     "LoopStore",
+    "MigrationReport",
     "ModelDataTimeout",
     "ObjectStore",
     "Ownership",
@@ -77,10 +79,12 @@ __all__ = [
     "StoreDamaged",
     "StoreUnavailable",
     "StoreUnreachable",
+    "TargetNotEmpty",
     "UnsafeArchiveError",
     "backup",
     "backup_rotating",
     "configured_s3_endpoint",
+    "copy_state",
     "lease",
     "open_objects",
     "open_store",

@@ -13,7 +13,11 @@ The temporary endpoint is deleted when the step ends, fails or is stopped.
 
 Jobs live in the state store. A server that stops mid-job leaves the job IN_PROGRESS with
 its temporary endpoints listed in `_endpoints`; on restart the job deletes those and
-re-runs the steps that had not finished.
+re-runs the steps that had not finished. With several servers on one state store, a job
+runs on the one server that holds its lease (:mod:`modelhost.storage.ownership`), and so
+do its temporary endpoints (it claims each one's lease as it creates it, since it measures
+the instances in place); when that server dies, another takes the lease and resumes the
+job the same way a restart does.
 """
 
 from __future__ import annotations
@@ -45,11 +49,12 @@ from modelhost.domain.recommendations import candidate_label
 from modelhost.instances import token_header
 from modelhost.loadgen import LoadSpec, Phase, run_in_subprocess
 from modelhost.router import Deployment, Invocation, Router, ServerlessPool
-from modelhost.storage import ObjectStore, StateStore
+from modelhost.storage import LoopStore, ObjectStore, Ownership, StateStore, lease
 
 log = logging.getLogger(__name__)
 
 KIND = kinds.RECOMMENDATION_JOB
+_ACTIVE = ("PENDING", "IN_PROGRESS", "STOPPING")
 
 
 @dataclass(frozen=True)
@@ -71,24 +76,42 @@ class RecommendationController(ReconcileLoop):
         objects: ObjectStore,
         router: Router,
         context: api.Context,
+        ownership: Ownership,
     ) -> None:
         super().__init__("recommender reconcile", 1.0)
         self.settings = settings
-        self.store = store
+        # Awaited store calls: in a thread unless the store is a local file.
+        self.store = LoopStore(store)
         self.objects = objects
         self.router = router
         self.context = context
-        self.endpoints = TemporaryEndpoints(settings, store, context)
+        self.ownership = ownership
+        ownership.on_lost(self._lost)
+        self.endpoints = TemporaryEndpoints(settings, self.store, context, ownership)
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._cancelled: set[str] = set()  # jobs whose task was cancelled for a stop
+        self._given_up: set[str] = set()  # jobs whose lease another server holds now
         self._shutting_down = False
 
     async def step(self) -> None:
-        self.reconcile()
+        await self.reconcile()
 
-    def reconcile(self) -> None:
-        for record in self.store.list(KIND):
+    def _lost(self, name: str) -> None:
+        """Another server holds the job now: stop here, leaving the job as it is (its new
+        owner cleans up and resumes it)."""
+        kind, _, job = name.partition(":")
+        task = self._jobs.get(job) if kind == KIND else None
+        if task is not None and not task.done():
+            self._given_up.add(job)
+            task.cancel()
+
+    async def reconcile(self) -> None:
+        records = [r for r in await self.store.list(KIND) if r["Status"] in _ACTIVE]
+        mine = await self.ownership.claim(lease(KIND, r["JobName"]) for r in records)
+        for record in records:
             name, status = record["JobName"], record["Status"]
+            if lease(KIND, name) not in mine:
+                continue
             task = self._jobs.get(name)
             running = task is not None and not task.done()
             if status in ("PENDING", "IN_PROGRESS") and not running:
@@ -107,10 +130,10 @@ class RecommendationController(ReconcileLoop):
         self._shutting_down = True
         await cancel_all(self._jobs.values())
 
-    def load_curves(self, name: str) -> dict[str, Any] | None:
+    async def load_curves(self, name: str) -> dict[str, Any] | None:
         """Every traffic step's throughput and latency per candidate, for charts: the
         SageMaker shapes only carry the chosen point."""
-        record = self.store.get(KIND, name)
+        record = await self.store.get(KIND, name)
         if record is None:
             return None
         return {
@@ -129,7 +152,7 @@ class RecommendationController(ReconcileLoop):
 
     # --- one job ----------------------------------------------------------------------
 
-    def _update(self, name: str, **fields: Any) -> dict[str, Any] | None:
+    async def _update(self, name: str, **fields: Any) -> dict[str, Any] | None:
         """Set fields of a running job; None (and no change) once a stop was asked for,
         so the controller never writes over STOPPING."""
 
@@ -139,25 +162,25 @@ class RecommendationController(ReconcileLoop):
             record.update(fields, LastModifiedTime=self.context.now())
             return record
 
-        record = self.store.modify(KIND, name, change)
+        record = await self.store.modify(KIND, name, change)
         return (
             record
             if record is not None and all(record.get(k) == v for k, v in fields.items())
             else None
         )
 
-    def _update_step(self, name: str, index: int, **fields: Any) -> None:
+    async def _update_step(self, name: str, index: int, **fields: Any) -> None:
         def change(record: dict[str, Any]) -> dict[str, Any]:
             record["_steps"][index].update(fields)
             record["LastModifiedTime"] = self.context.now()
             return record
 
-        self.store.modify(KIND, name, change)
+        await self.store.modify(KIND, name, change)
 
     async def _run_job(self, name: str) -> None:
         try:
             await self.endpoints.clean_up(name)  # leftovers of a run a restart interrupted
-            record = self._update(name, Status="IN_PROGRESS")
+            record = await self._update(name, Status="IN_PROGRESS")
             if record is None:
                 return  # stopped meanwhile; the next reconcile finishes the stop
             payloads = await asyncio.to_thread(
@@ -169,7 +192,7 @@ class RecommendationController(ReconcileLoop):
                 if step["Status"] in ("COMPLETED", "FAILED"):
                     continue
                 if _past(record["_plan"]):
-                    self._update_step(
+                    await self._update_step(
                         name,
                         index,
                         Status="FAILED",
@@ -178,10 +201,10 @@ class RecommendationController(ReconcileLoop):
                         ),
                     )
                     continue
-                self._update_step(name, index, Status="IN_PROGRESS")
+                await self._update_step(name, index, Status="IN_PROGRESS")
                 try:
                     benchmark, points = await self._benchmark(record, index, payloads)
-                    self._update_step(
+                    await self._update_step(
                         name,
                         index,
                         Status="COMPLETED",
@@ -189,7 +212,7 @@ class RecommendationController(ReconcileLoop):
                         _points=points,
                     )
                 except CandidateFailed as exc:
-                    self._update_step(
+                    await self._update_step(
                         name,
                         index,
                         Status="FAILED",
@@ -197,9 +220,9 @@ class RecommendationController(ReconcileLoop):
                             name, index, step, fit_failure_reason(str(exc))
                         ),
                     )
-            self._finish(name)
+            await self._finish(name)
         except asyncio.CancelledError:
-            if not self._shutting_down:
+            if not self._shutting_down and name not in self._given_up:
                 await asyncio.shield(self._stop(name))
             raise
         except Exception as exc:
@@ -208,14 +231,16 @@ class RecommendationController(ReconcileLoop):
             else:
                 log.exception("recommendation job %s failed", name)
             await self.endpoints.clean_up(name)
-            self._update(
+            await self._update(
                 name,
                 Status="FAILED",
                 FailureReason=fit_failure_reason(str(exc)),
                 CompletionTime=self.context.now(),
             )
+            await self.ownership.release([lease(KIND, name)])
         finally:
             self._cancelled.discard(name)
+            self._given_up.discard(name)
 
     async def _stop(self, name: str) -> None:
         await self.endpoints.clean_up(name)
@@ -228,17 +253,18 @@ class RecommendationController(ReconcileLoop):
             record.update(Status="STOPPED", LastModifiedTime=now, CompletionTime=now)
             return record
 
-        self.store.modify(KIND, name, change)
+        await self.store.modify(KIND, name, change)
+        await self.ownership.release([lease(KIND, name)])
 
-    def _finish(self, name: str) -> None:
+    async def _finish(self, name: str) -> None:
         """Recommend every candidate that met the latency bound, cheapest per inference
         first; the job fails only when none did."""
-        record = self.store.get(KIND, name)
+        record = await self.store.get(KIND, name)
         assert record is not None
         recommendations = scoring.rank(name, record["_steps"])
         now = self.context.now()
         if recommendations:
-            self._update(
+            await self._update(
                 name, Status="COMPLETED", CompletionTime=now, _recommendations=recommendations
             )
         else:
@@ -247,7 +273,7 @@ class RecommendationController(ReconcileLoop):
                 f"{s.get('InferenceBenchmark', {}).get('FailureReason', s['Status'])}"
                 for s in record["_steps"]
             )
-            self._update(
+            await self._update(
                 name,
                 Status="FAILED",
                 CompletionTime=now,
@@ -255,6 +281,7 @@ class RecommendationController(ReconcileLoop):
                     f"No candidate met the job's conditions. {reasons}"
                 ),
             )
+        await self.ownership.release([lease(KIND, name)])
 
     # --- one candidate ----------------------------------------------------------------
 
@@ -265,7 +292,7 @@ class RecommendationController(ReconcileLoop):
         plan = record["_plan"]
         candidate = record["_steps"][index]["_candidate"]
         endpoint = endpoint_name(job, index)
-        self.endpoints.track(job, endpoint)
+        await self.endpoints.track(job, endpoint)
         try:
             started = time.monotonic()
             await self.endpoints.deploy(

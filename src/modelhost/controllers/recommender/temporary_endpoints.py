@@ -1,7 +1,9 @@
 """The temporary endpoints a recommendation job measures its candidates on, made and
 removed through the same control-plane operations (and validation) a client calls. Each
 is listed in the job's `_endpoints` while it exists, so a restarted server deletes what an
-interrupted run left."""
+interrupted run left. The job measures an endpoint's instances in place, so it claims the
+endpoint's lease as it creates it: with several servers on one state store, the instances
+then start on the job's server, not on whichever server's controller saw it first."""
 
 from __future__ import annotations
 
@@ -16,16 +18,19 @@ from modelhost import api
 from modelhost.config import Settings
 from modelhost.controllers.recommender.candidates import CandidateFailed
 from modelhost.domain import kinds
-from modelhost.storage import StateStore
+from modelhost.storage import LoopStore, Ownership, lease
 
 JOB_TAG = "modelhost:recommendation-job"
 
 
 class TemporaryEndpoints:
-    def __init__(self, settings: Settings, store: StateStore, context: api.Context) -> None:
+    def __init__(
+        self, settings: Settings, store: LoopStore, context: api.Context, ownership: Ownership
+    ) -> None:
         self.settings = settings
         self.store = store
         self.context = context
+        self.ownership = ownership
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """A control-plane operation through the same path (and validation) as a client's."""
@@ -37,9 +42,9 @@ class TemporaryEndpoints:
             raise CandidateFailed(f"{operation}: {answer.get('message', answer)}")
         return dict(answer)
 
-    def track(self, job: str, endpoint: str) -> None:
+    async def track(self, job: str, endpoint: str) -> None:
         """List the endpoint in the job before it exists, so a restart finds it."""
-        self.store.modify(
+        await self.store.modify(
             kinds.RECOMMENDATION_JOB,
             job,
             lambda r: {**r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})},
@@ -56,9 +61,13 @@ class TemporaryEndpoints:
             EndpointConfigName=endpoint,
             Tags=[{"Key": JOB_TAG, "Value": job}],
         )
+        # This server's endpoint controller was woken by the creation and claims the lease
+        # too; another server only sees the endpoint at its next pass.
+        if not await self.ownership.claim([lease(kinds.ENDPOINT, endpoint)]):
+            raise CandidateFailed("the temporary endpoint was taken by another modelhost server")
         deadline = time.monotonic() + self.settings.startup_timeout_s + 60
         while time.monotonic() < deadline:
-            state = self.store.get(kinds.ENDPOINT, endpoint)
+            state = await self.store.get(kinds.ENDPOINT, endpoint)
             if state is None or state["EndpointStatus"] == "Failed":
                 reason = (state or {}).get("FailureReason", "the endpoint disappeared")
                 raise CandidateFailed(f"temporary endpoint failed: {reason}")
@@ -72,11 +81,13 @@ class TemporaryEndpoints:
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpoint", EndpointName=endpoint)
         deadline = time.monotonic() + 120
-        while self.store.get(kinds.ENDPOINT, endpoint) is not None and time.monotonic() < deadline:
+        while (
+            await self.store.get(kinds.ENDPOINT, endpoint)
+        ) is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpointConfig", EndpointConfigName=endpoint)
-        self.store.modify(
+        await self.store.modify(
             kinds.RECOMMENDATION_JOB,
             job,
             lambda r: {**r, "_endpoints": [e for e in r["_endpoints"] if e != endpoint]},
@@ -84,6 +95,6 @@ class TemporaryEndpoints:
 
     async def clean_up(self, job: str) -> None:
         """Remove every temporary endpoint the job still lists."""
-        record = self.store.get(kinds.RECOMMENDATION_JOB, job)
+        record = await self.store.get(kinds.RECOMMENDATION_JOB, job)
         for endpoint in (record or {}).get("_endpoints", []):
             await self.remove(job, endpoint)
