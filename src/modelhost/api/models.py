@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api import model_packages
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
@@ -29,15 +30,44 @@ def _container(params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
     if "Image" not in container and "ModelPackageName" not in container:
         raise ValidationError("Container must specify Image.")
-    if "ModelPackageName" in container:
-        raise ValidationError("ModelPackageName containers are not supported by modelhost.")
+    return container
+
+
+def _check_environment(container: dict[str, Any]) -> None:
     for key, value in container.get("Environment", {}).items():
         if "\x00" in key or "\x00" in value:
             raise ValidationError(
                 f"Environment variable {key[:64]!r} contains a NUL character, which no "
                 "process environment can hold."
             )
-    return container
+
+
+# What a package's container gives the model: the model's own Environment adds to (and
+# overrides) the package's; anything else given beside ModelPackageName is refused.
+_FROM_PACKAGE = ("Image", "ModelDataUrl", "ModelDataSource", "Environment")
+_BESIDE_PACKAGE = frozenset({"ModelPackageName", "Environment", "ContainerHostname"})
+
+
+def _resolve_package(ctx: Context, container: dict[str, Any]) -> dict[str, Any]:
+    """A container naming a model package (name or versioned ARN) runs the package's
+    container: resolved once, here, so the deployed model keeps working however the
+    registry changes later, as on SageMaker."""
+    if "ModelPackageName" not in container:
+        return container
+    extra = sorted(set(container) - _BESIDE_PACKAGE)
+    if extra:
+        raise ValidationError(
+            f"A container with ModelPackageName takes its {', '.join(extra)} from the model "
+            "package; give only ModelPackageName and Environment."
+        )
+    package = model_packages.require_package(ctx, container["ModelPackageName"])
+    (source,) = package["InferenceSpecification"]["Containers"]
+    resolved = {key: source[key] for key in _FROM_PACKAGE if key in source}
+    environment = {**source.get("Environment", {}), **container.get("Environment", {})}
+    if environment:
+        resolved["Environment"] = environment
+    resolved["ModelPackageName"] = package["ModelPackageArn"]
+    return resolved
 
 
 def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
@@ -60,7 +90,8 @@ def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
 
 def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
-    container = _container(params)
+    container = _resolve_package(ctx, _container(params))
+    _check_environment(container)
     _check_local_paths(ctx, container)
     arn = ctx.arn("model", name)
     record = {

@@ -20,3 +20,6 @@ SCALING_POLICY = "scaling_policy"
 SCHEDULED_ACTION = "scheduled_action"
 SCALING_ACTIVITY = "scaling_activity"
 METRIC_ALARM = "metric_alarm"
+#: The model registry: package groups and the (versioned or unversioned) packages.
+MODEL_PACKAGE_GROUP = "model_package_group"
+MODEL_PACKAGE = "model_package"

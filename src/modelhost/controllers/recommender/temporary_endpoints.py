@@ -45,7 +45,20 @@ class TemporaryEndpoints:
             lambda r: {**r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})},
         )
 
-    async def deploy(self, job: str, endpoint: str, model: str, candidate: dict[str, Any]) -> None:
+    async def deploy(self, job: dict[str, Any], endpoint: str, candidate: dict[str, Any]) -> None:
+        """A job on a model package (`ModelPackageVersionArn`) measures a temporary model
+        of that package, named as the endpoint and removed with it."""
+        config = job["InputConfig"]
+        model = config.get("ModelName")
+        if model is None:
+            model = endpoint
+            await self._call(
+                "CreateModel",
+                ModelName=model,
+                ExecutionRoleArn=job["RoleArn"],
+                PrimaryContainer={"ModelPackageName": config["ModelPackageVersionArn"]},
+                Tags=[{"Key": JOB_TAG, "Value": job["JobName"]}],
+            )
         variant = {"VariantName": "AllTraffic", "ModelName": model, **candidate}
         await self._call(
             "CreateEndpointConfig", EndpointConfigName=endpoint, ProductionVariants=[variant]
@@ -54,7 +67,7 @@ class TemporaryEndpoints:
             "CreateEndpoint",
             EndpointName=endpoint,
             EndpointConfigName=endpoint,
-            Tags=[{"Key": JOB_TAG, "Value": job}],
+            Tags=[{"Key": JOB_TAG, "Value": job["JobName"]}],
         )
         deadline = time.monotonic() + self.settings.startup_timeout_s + 60
         while time.monotonic() < deadline:
@@ -76,6 +89,10 @@ class TemporaryEndpoints:
             await asyncio.sleep(0.2)
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpointConfig", EndpointConfigName=endpoint)
+        model = self.store.get(kinds.MODEL, endpoint)
+        if model is not None and self.store.tags(model["ModelArn"]).get(JOB_TAG) == job:
+            with contextlib.suppress(CandidateFailed):
+                await self._call("DeleteModel", ModelName=endpoint)
         self.store.modify(
             kinds.RECOMMENDATION_JOB,
             job,
