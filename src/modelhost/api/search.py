@@ -72,6 +72,10 @@ def _field(record: dict[str, Any], name: str) -> Any:
     return value
 
 
+def _filter(name: str, operator: str, wanted: str | None) -> Callable[[dict[str, Any]], bool]:
+    return lambda record: _compare(_field(record, name), operator, wanted)
+
+
 def _matcher(expression: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     if "NestedFilters" in expression:
         raise ValidationError("SearchExpression.NestedFilters is not supported by modelhost.")
@@ -79,7 +83,7 @@ def _matcher(expression: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     for item in expression.get("Filters", []):
         name, operator = item["Name"], item.get("Operator", "Equals")
         wanted = item.get("Value")
-        tests.append(lambda r, n=name, o=operator, w=wanted: _compare(_field(r, n), o, w))
+        tests.append(_filter(name, operator, wanted))
     tests.extend(_matcher(sub) for sub in expression.get("SubExpressions", []))
     combine = any if expression.get("Operator", "And") == "Or" else all
     return lambda record: combine(test(record) for test in tests) if tests else True
