@@ -328,3 +328,58 @@ def test_recommender_job_on_a_package_version(
     models = sagemaker.list_models(NameContains="recommender-", MaxResults=100)["Models"]
     tags = [sagemaker.list_tags(ResourceArn=m["ModelArn"])["Tags"] for m in models]
     assert not [t for t in tags if {"Key": "modelhost:recommendation-job", "Value": job} in t]
+
+
+def test_policies_name_registry_resources(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key allowed only on one group's resources may use that group and its versions,
+    not another group's."""
+    import json
+
+    import boto3
+
+    from tests.support.server import ServerProcess
+
+    policy = {
+        "AKIDTEAM": {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "sagemaker:*",
+                    "Resource": [
+                        "arn:aws:sagemaker:*:*:model-package-group/team-a*",
+                        "arn:aws:sagemaker:*:*:model-package/team-a*",
+                    ],
+                }
+            ]
+        }
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    server = ServerProcess(
+        tmp_path / "data",
+        env={
+            "MODELHOST_ACCESS_KEYS": "AKIDTEAM:team-secret",
+            "MODELHOST_POLICY_FILE": str(tmp_path / "policy.json"),
+        },
+    ).start()
+    try:
+        team = boto3.client(
+            "sagemaker",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDTEAM",
+            aws_secret_access_key="team-secret",
+        )
+        team.create_model_package_group(ModelPackageGroupName="team-a-models")
+        arn = team.create_model_package(
+            ModelPackageGroupName="team-a-models",
+            InferenceSpecification=_spec("s3://models/iris/model.tar.gz"),
+        )["ModelPackageArn"]
+        team.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+        assert team.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"] == (
+            "Approved"
+        )
+        with pytest.raises(ClientError) as denied:
+            team.create_model_package_group(ModelPackageGroupName="team-b-models")
+        assert _error(denied)[0] == "AccessDeniedException"
+    finally:
+        server.stop()
