@@ -55,12 +55,13 @@ def pack(source: Path, archive: Path) -> Packed:
         return Packed(archive, image, content_type)
     if not source.is_dir():
         raise PackingError(f"{source} does not exist")
-    files = sorted(p for p in source.rglob("*") if p.is_file() or p.is_dir())
-    links = [p for p in files if p.is_symlink()]
-    if links:
-        raise PackingError(
-            f"{links[0]} is a symbolic link; the server refuses links in model archives"
-        )
+    files = sorted(source.rglob("*"))
+    for path in files:
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise PackingError(
+                f"{path} is a link or a special file; model archives hold regular files "
+                "and folders only"
+            )
     names = [p.relative_to(source).as_posix() for p in files]
     if archive.resolve().is_relative_to(source.resolve()):
         raise PackingError("the archive cannot be written inside the folder it packs")
