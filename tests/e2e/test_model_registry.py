@@ -215,6 +215,37 @@ def test_unimplemented_fields_are_refused_by_name(
     )
 
 
+def test_a_version_must_be_approved_before_a_model_runs_it(
+    sagemaker, group: str, iris_model_url: str
+) -> None:
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=group, InferenceSpecification=_spec(iris_model_url)
+    )["ModelPackageArn"]
+    name = unique("unapproved")
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_model(
+            ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"ModelPackageName": arn}
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationException" and "must be Approved" in message
+    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    sagemaker.create_model(
+        ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"ModelPackageName": arn}
+    )
+    sagemaker.delete_model(ModelName=name)
+
+
+def test_a_version_takes_its_groups_tags(sagemaker, group: str, iris_model_url: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_model_package(
+            ModelPackageGroupName=group,
+            InferenceSpecification=_spec(iris_model_url),
+            Tags=[{"Key": "k", "Value": "v"}],
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationException" and "Tags" in message
+
+
 def test_unimplemented_container_fields_are_refused(
     sagemaker, group: str, iris_model_url: str
 ) -> None:

@@ -52,6 +52,8 @@ _REFUSED = (
     "ModelLifeCycle",
     "ManagedStorageType",
 )
+# The container members a model made from a package runs with.
+_RUN_KEYS = ("Image", "ModelDataUrl", "ModelDataSource", "Environment")
 _UPDATE_REFUSED = ("AdditionalInferenceSpecificationsToAdd", "ModelCard", "ModelLifeCycle")
 # Container members an instance runs with; the others are refused by name.
 _CONTAINER_KEYS = frozenset(
@@ -157,6 +159,27 @@ def require_package(ctx: Context, name_or_arn: str) -> dict[str, Any]:
     return record
 
 
+def container_of(package: dict[str, Any]) -> dict[str, Any]:
+    """What a model made from the package runs: its one container's image, artifacts and
+    environment."""
+    (source,) = package["InferenceSpecification"]["Containers"]
+    return {key: source[key] for key in _RUN_KEYS if key in source}
+
+
+def deployable(ctx: Context, name_or_arn: str) -> dict[str, Any]:
+    """The package a model may be made from: a versioned one must be Approved first, as
+    on SageMaker."""
+    package = require_package(ctx, name_or_arn)
+    status = package.get("ModelApprovalStatus")
+    if "ModelPackageVersion" in package and status != "Approved":
+        raise ValidationError(
+            f"Model package {package['ModelPackageArn']} is {status}; a versioned model "
+            "package must be Approved to be deployed (UpdateModelPackage "
+            "ModelApprovalStatus=Approved)."
+        )
+    return package
+
+
 def _check_inference_specification(spec: dict[str, Any]) -> None:
     containers = spec["Containers"]
     if len(containers) != 1:
@@ -195,6 +218,11 @@ def create_model_package(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     _check_inference_specification(spec)
     if "ModelApprovalStatus" in params and not group_name:
         raise ValidationError("ModelApprovalStatus applies to versioned model packages only.")
+    if group_name and params.get("Tags"):
+        raise ValidationError(
+            "A versioned model package takes its group's tags; Tags cannot be given with "
+            "ModelPackageGroupName."
+        )
 
     record: dict[str, Any] = {
         "InferenceSpecification": spec,

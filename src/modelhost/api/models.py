@@ -42,9 +42,8 @@ def _check_environment(container: dict[str, Any]) -> None:
             )
 
 
-# What a package's container gives the model: the model's own Environment adds to (and
-# overrides) the package's; anything else given beside ModelPackageName is refused.
-_FROM_PACKAGE = ("Image", "ModelDataUrl", "ModelDataSource", "Environment")
+# Members a container naming a model package may give beside the name: the rest comes
+# from the package.
 _BESIDE_PACKAGE = frozenset({"ModelPackageName", "Environment", "ContainerHostname"})
 
 
@@ -60,10 +59,9 @@ def _resolve_package(ctx: Context, container: dict[str, Any]) -> dict[str, Any]:
             f"A container with ModelPackageName takes its {', '.join(extra)} from the model "
             "package; give only ModelPackageName and Environment."
         )
-    package = model_packages.require_package(ctx, container["ModelPackageName"])
-    (source,) = package["InferenceSpecification"]["Containers"]
-    resolved = {key: source[key] for key in _FROM_PACKAGE if key in source}
-    environment = {**source.get("Environment", {}), **container.get("Environment", {})}
+    package = model_packages.deployable(ctx, container["ModelPackageName"])
+    resolved = model_packages.container_of(package)
+    environment = {**resolved.get("Environment", {}), **container.get("Environment", {})}
     if environment:
         resolved["Environment"] = environment
     resolved["ModelPackageName"] = package["ModelPackageArn"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import page, paginate
-from modelhost.api.model_packages import require_package
+from modelhost.api.model_packages import container_of, require_package
 from modelhost.api.resources import create, public, require
 from modelhost.catalog import get_instance_type
 from modelhost.domain import kinds
@@ -122,6 +122,7 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
         raise ValidationError(
             "InputConfig needs exactly one of ModelName and ModelPackageVersionArn."
         )
+    container = None
     if "ModelName" in config:
         require(ctx, "model", "model", config["ModelName"])
     else:
@@ -131,6 +132,9 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
                 "InputConfig.ModelPackageVersionArn must name a versioned model package "
                 f"(one in a model package group); {package['ModelPackageArn']} is not."
             )
+        # what the candidates' temporary models run; a package need not be approved
+        # to be measured
+        container = container_of(package)
     payload = config.get("ContainerConfig", {}).get("PayloadConfig", {})
     if not payload.get("SamplePayloadUrl"):
         raise ValidationError(
@@ -162,6 +166,8 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
             "latency": _latency_bound(params),
             "max_invocations": params.get("StoppingConditions", {}).get("MaxInvocations"),
             "content_type": (payload.get("SupportedContentTypes") or ["application/json"])[0],
+            # a job on a model package: the container its temporary models run
+            "container": container,
             # JobDurationInSeconds, as a wall-clock deadline that survives restarts
             "deadline": now + config["JobDurationInSeconds"]
             if "JobDurationInSeconds" in config

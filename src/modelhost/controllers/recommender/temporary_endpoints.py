@@ -47,16 +47,16 @@ class TemporaryEndpoints:
 
     async def deploy(self, job: dict[str, Any], endpoint: str, candidate: dict[str, Any]) -> None:
         """A job on a model package (`ModelPackageVersionArn`) measures a temporary model
-        of that package, named as the endpoint and removed with it."""
-        config = job["InputConfig"]
-        model = config.get("ModelName")
+        running the package's container (resolved when the job was created), named as
+        the endpoint and removed with it."""
+        model = job["InputConfig"].get("ModelName")
         if model is None:
             model = endpoint
             await self._call(
                 "CreateModel",
                 ModelName=model,
                 ExecutionRoleArn=job["RoleArn"],
-                PrimaryContainer={"ModelPackageName": config["ModelPackageVersionArn"]},
+                PrimaryContainer=job["_plan"]["container"],
                 Tags=[{"Key": JOB_TAG, "Value": job["JobName"]}],
             )
         variant = {"VariantName": "AllTraffic", "ModelName": model, **candidate}
