@@ -243,3 +243,29 @@ def test_server_prints_its_url_and_an_access_log(tmp_path) -> None:
     finally:
         quiet.stop()
     assert "modelhost listening on" in quiet.log() and "POST / HTTP" not in quiet.log()
+
+
+def test_an_object_store_that_cannot_be_reached_is_one_line(tmp_path) -> None:
+    """Where the upload cannot go (here: an S3 endpoint nobody listens on), the command
+    says where it tried and what to do instead."""
+    from tests.support.server import free_port
+
+    model = tmp_path / "iris.joblib"
+    model.write_bytes(iris_model_bytes())
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        result = run_cli(
+            "deploy",
+            str(model),
+            "--name",
+            "nowhere",
+            env={
+                "MODELHOST_URL": server.url,
+                "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+            },
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 1, result.stderr
+    assert "could not put the model in the object store" in result.stderr
+    assert "Traceback" not in result.stderr

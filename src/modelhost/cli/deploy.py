@@ -37,7 +37,8 @@ def _stamped(name: str) -> str:
 
 def _upload(api: Api, source: Path, bucket: str, key: str) -> tuple[str, str, str]:
     """Pack and upload; the s3:// URI, the image and the content type to suggest."""
-    from botocore.exceptions import ClientError
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     with tempfile.TemporaryDirectory(prefix="modelhost-deploy-") as scratch:
         try:
@@ -45,15 +46,23 @@ def _upload(api: Api, source: Path, bucket: str, key: str) -> tuple[str, str, st
         except PackingError as exc:
             console.error(str(exc))
             raise typer.Exit(2) from None
-        try:
-            api.s3.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
-                raise
-            api.s3.create_bucket(Bucket=bucket)
         size = packed.archive.stat().st_size
         console.err.print(f"uploading {size:,} bytes to s3://{bucket}/{key}", highlight=False)
-        api.s3.upload_file(str(packed.archive), bucket, key)
+        try:
+            try:
+                api.s3.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                api.s3.create_bucket(Bucket=bucket)
+            api.s3.upload_file(str(packed.archive), bucket, key)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            console.error(
+                f"could not put the model in the object store at {api.s3.meta.endpoint_url} "
+                f"({exc}); point AWS_ENDPOINT_URL_S3 at the S3 endpoint the server reads, or "
+                "upload model.tar.gz yourself and deploy its s3:// URI"
+            )
+            raise typer.Exit(1) from None
     return f"s3://{bucket}/{key}", packed.image, packed.content_type
 
 
