@@ -84,3 +84,11 @@ def test_deploy_cli(s3: MotoServer, s3_server: ServerProcess) -> None:
     assert f"{setosa}" in lines
     assert f'{{"species": [{setosa}]}}' in lines
     assert "deleting example-cli" in lines
+
+
+def test_model_registry(s3: MotoServer, s3_server: ServerProcess) -> None:
+    out = _run(s3, s3_server, sys.executable, "examples/model_registry.py")
+    assert out.splitlines() == [
+        "deploying arn:aws:sagemaker:us-east-1:000000000000:model-package/example-registry/2",
+        "prediction: 0",
+    ]
