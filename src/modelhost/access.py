@@ -37,7 +37,11 @@ _SAGEMAKER_NAMES = {
     "ModelName": "model",
     "TransformJobName": "transform-job",
     "JobName": "inference-recommendations-job",
+    "ModelPackageGroupName": "model-package-group",
+    "ModelPackageName": "model-package",
 }
+# Members that hold an ARN.
+_SAGEMAKER_ARNS = ("ResourceArn", "ModelPackageArn")
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,13 @@ def control(target: str, params: Any, arns: Arns) -> Access:
     if isinstance(params, dict):
         if service == "sagemaker":
             for member, kind in _SAGEMAKER_NAMES.items():
-                if isinstance(params.get(member), str):
-                    resources.append(arns.sagemaker(kind, params[member]))
-            if isinstance(params.get("ResourceArn"), str):
-                resources.append(params["ResourceArn"])
+                value = params.get(member)
+                if isinstance(value, str) and not value.startswith("arn:"):
+                    resources.append(arns.sagemaker(kind, value))
+            resources += [params[m] for m in _SAGEMAKER_ARNS if isinstance(params.get(m), str)]
+            package = params.get("ModelPackageName")  # a name or a versioned package's ARN
+            if isinstance(package, str) and package.startswith("arn:"):
+                resources.append(package)
         elif service == "cloudwatch":
             names = params.get("AlarmNames")
             names = names if isinstance(names, list) else [params.get("AlarmName")]

@@ -261,6 +261,9 @@ def _run_bash(block: Block, code: str, scratch: Path, env: dict[str, str]) -> di
 @pytest.mark.timeout(900)
 def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_aws_env(monkeypatch, tmp_path)
+    # a reader's machine has no AWS keys set: the snippets must bring their own
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     scratch = tmp_path / "work"
     scratch.mkdir()
     monkeypatch.chdir(scratch)
@@ -306,7 +309,8 @@ def _check_outcomes(
         (output,) = [text for code, text in printed.items() if call in code]
         return output
 
-    assert output_of("sm.create_model(") == "b'0\\n' AllTraffic\n"
+    assert output_of('print(answer["Body"].read()') == "b'0\\n' AllTraffic\n"
+    assert output_of("create_model_package_group") == "1 modelhost/sklearn\n"
     assert output_of("invoke_endpoint_with_response_stream") == "Hi "
     objects = server.data_dir / "objects"
     assert (scratch / "out.csv").read_text().strip() == "0"  # aws invoke-endpoint, iris setosa

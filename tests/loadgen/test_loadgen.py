@@ -158,7 +158,10 @@ def test_cli_reports_json(responder: str, tmp_path) -> None:
     assert report["summary"]["mode"] == "open"
     assert {"second", "sent", "completed", "errors", "p99_ms"} <= set(report["timeline"][0])
     bad = subprocess.run(
-        [sys.executable, "-m", "modelhost", "load", f"{responder}/x", "--phase", "fast"],
+        [
+            *(sys.executable, "-m", "modelhost", "load", f"{responder}/x"),
+            *("--body", "x", "--phase", "fast"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

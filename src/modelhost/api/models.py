@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelhost.api import model_packages
 from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
@@ -29,15 +30,42 @@ def _container(params: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
     if "Image" not in container and "ModelPackageName" not in container:
         raise ValidationError("Container must specify Image.")
-    if "ModelPackageName" in container:
-        raise ValidationError("ModelPackageName containers are not supported by modelhost.")
+    return container
+
+
+def _check_environment(container: dict[str, Any]) -> None:
     for key, value in container.get("Environment", {}).items():
         if "\x00" in key or "\x00" in value:
             raise ValidationError(
                 f"Environment variable {key[:64]!r} contains a NUL character, which no "
                 "process environment can hold."
             )
-    return container
+
+
+# Members a container naming a model package may give beside the name: the rest comes
+# from the package.
+_BESIDE_PACKAGE = frozenset({"ModelPackageName", "Environment", "ContainerHostname"})
+
+
+def _resolve_package(ctx: Context, container: dict[str, Any]) -> dict[str, Any]:
+    """A container naming a model package (name or versioned ARN) runs the package's
+    container: resolved once, here, so the deployed model keeps working however the
+    registry changes later, as on SageMaker."""
+    if "ModelPackageName" not in container:
+        return container
+    extra = sorted(set(container) - _BESIDE_PACKAGE)
+    if extra:
+        raise ValidationError(
+            f"A container with ModelPackageName takes its {', '.join(extra)} from the model "
+            "package; give only ModelPackageName and Environment."
+        )
+    package = model_packages.deployable(ctx, container["ModelPackageName"])
+    resolved = model_packages.container_of(package)
+    environment = {**resolved.get("Environment", {}), **container.get("Environment", {})}
+    if environment:
+        resolved["Environment"] = environment
+    resolved["ModelPackageName"] = package["ModelPackageArn"]
+    return resolved
 
 
 def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
@@ -60,7 +88,8 @@ def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
 
 def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
-    container = _container(params)
+    container = _resolve_package(ctx, _container(params))
+    _check_environment(container)
     _check_local_paths(ctx, container)
     arn = ctx.arn("model", name)
     record = {

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import page, paginate
+from modelhost.api.model_packages import container_of, require_package
 from modelhost.api.resources import create, public, require
 from modelhost.catalog import get_instance_type
 from modelhost.domain import kinds
@@ -111,14 +112,29 @@ def _latency_bound(params: dict[str, Any]) -> dict[str, Any] | None:
 def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["JobName"]
     config = params["InputConfig"]
-    for unsupported in ("ModelPackageVersionArn", "Endpoints", "VpcConfig"):
+    for unsupported in ("Endpoints", "VpcConfig"):
         if unsupported in config:
             raise ValidationError(
-                f"InputConfig.{unsupported} is not supported by modelhost; give a ModelName."
+                f"InputConfig.{unsupported} is not supported by modelhost; give a ModelName "
+                "or a ModelPackageVersionArn."
             )
-    if "ModelName" not in config:
-        raise ValidationError("InputConfig.ModelName is required.")
-    require(ctx, "model", "model", config["ModelName"])
+    if ("ModelName" in config) == ("ModelPackageVersionArn" in config):
+        raise ValidationError(
+            "InputConfig needs exactly one of ModelName and ModelPackageVersionArn."
+        )
+    container = None
+    if "ModelName" in config:
+        require(ctx, "model", "model", config["ModelName"])
+    else:
+        package = require_package(ctx, config["ModelPackageVersionArn"])
+        if "ModelPackageVersion" not in package:
+            raise ValidationError(
+                "InputConfig.ModelPackageVersionArn must name a versioned model package "
+                f"(one in a model package group); {package['ModelPackageArn']} is not."
+            )
+        # what the candidates' temporary models run; a package need not be approved
+        # to be measured
+        container = container_of(package)
     payload = config.get("ContainerConfig", {}).get("PayloadConfig", {})
     if not payload.get("SamplePayloadUrl"):
         raise ValidationError(
@@ -150,6 +166,8 @@ def create_inference_recommendations_job(ctx: Context, params: dict[str, Any]) -
             "latency": _latency_bound(params),
             "max_invocations": params.get("StoppingConditions", {}).get("MaxInvocations"),
             "content_type": (payload.get("SupportedContentTypes") or ["application/json"])[0],
+            # a job on a model package: the container its temporary models run
+            "container": container,
             # JobDurationInSeconds, as a wall-clock deadline that survives restarts
             "deadline": now + config["JobDurationInSeconds"]
             if "JobDurationInSeconds" in config
@@ -178,6 +196,8 @@ def list_inference_recommendations_jobs(ctx: Context, params: dict[str, Any]) ->
     records = ctx.store.list(KIND)
     if model := params.get("ModelNameEquals"):
         records = [r for r in records if r["InputConfig"].get("ModelName") == model]
+    if package := params.get("ModelPackageVersionArnEquals"):
+        records = [r for r in records if r["InputConfig"].get("ModelPackageVersionArn") == package]
     return paginate(
         records,
         params,
@@ -199,7 +219,11 @@ def list_inference_recommendations_jobs(ctx: Context, params: dict[str, Any]) ->
                 if k in r
             },
             **{k: r[k] for k in ("CompletionTime", "FailureReason") if k in r},
-            "ModelName": r["InputConfig"]["ModelName"],
+            **{
+                k: r["InputConfig"][k]
+                for k in ("ModelName", "ModelPackageVersionArn")
+                if k in r["InputConfig"]
+            },
             "SamplePayloadUrl": r["InputConfig"]["ContainerConfig"]["PayloadConfig"][
                 "SamplePayloadUrl"
             ],

@@ -15,6 +15,8 @@ _KIND_BY_RESOURCE = {
     "endpoint": "endpoint",
     "transform-job": "transform_job",
     "inference-recommendations-job": "recommendation_job",
+    "model-package-group": "model_package_group",
+    "model-package": "model_package",
 }
 _MAX_TAGS = 50
 

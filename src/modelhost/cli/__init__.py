@@ -3,8 +3,11 @@ server through boto3, one module per command group."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from modelhost.cli.deploy import deploy
 from modelhost.cli.endpoints import endpoints_app
 from modelhost.cli.load import load
 from modelhost.cli.models import configs_app, models_app
@@ -19,12 +22,28 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"modelhost {version('modelhost')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     """Self-hosted model deployment that speaks the SageMaker API."""
 
 
 app.command()(server)
+app.command()(deploy)
 app.add_typer(models_app, name="models")
 app.add_typer(configs_app, name="endpoint-configs")
 app.add_typer(endpoints_app, name="endpoints")

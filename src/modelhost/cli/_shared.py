@@ -56,7 +56,7 @@ class Api:
         self.url = url
         self._clients: dict[str, Any] = {}
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str, endpoint_url: str | None = None) -> Any:
         if service not in self._clients:
             import boto3
             from botocore.config import Config
@@ -69,7 +69,7 @@ class Api:
             )
             self._clients[service] = session.client(
                 service,
-                endpoint_url=self.url,
+                endpoint_url=endpoint_url or self.url,
                 region_name=REGION,
                 **dummy,
                 # one attempt: a refused connection should be reported now, not after
@@ -89,6 +89,13 @@ class Api:
     @property
     def runtime(self) -> Any:
         return self._client("sagemaker-runtime")
+
+    @property
+    def s3(self) -> Any:
+        """The object store through the S3 API: the S3 endpoint configured the AWS way
+        (`AWS_ENDPOINT_URL_S3`), else the server itself, which serves its embedded store
+        on its own address."""
+        return self._client("s3", os.environ.get("AWS_ENDPOINT_URL_S3") or None)
 
     def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every page of a List* call: a CLI listing that stops at page one silently lies."""

@@ -192,3 +192,68 @@ def endpoints_invoke(
         f"content-type: {response.get('ContentType', '-')}[/]",
         soft_wrap=True,
     )
+
+
+@endpoints_app.command("invoke-async")
+def endpoints_invoke_async(
+    name: str,
+    input_location: Annotated[
+        str, typer.Option(help="s3:// URI of the request body, already in the object store.")
+    ],
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = "text/csv",
+    accept: Annotated[str | None, typer.Option(help="Wanted response type.")] = None,
+    inference_id: Annotated[str | None, typer.Option(help="Your id for the request.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 300,
+) -> None:
+    """InvokeEndpointAsync: queue one request; prints where its result (or failure)
+    will appear, and with --wait the result itself."""
+    params: dict[str, Any] = {
+        "EndpointName": name,
+        "InputLocation": input_location,
+        "ContentType": content_type,
+    }
+    if accept:
+        params["Accept"] = accept
+    if inference_id:
+        params["InferenceId"] = inference_id
+    with connected(endpoint_url) as api:
+        answer = api.runtime.invoke_endpoint_async(**params)
+        console.out.print(f"output:  {answer['OutputLocation']}", highlight=False, soft_wrap=True)
+        if answer.get("FailureLocation"):
+            console.out.print(
+                f"failure: {answer['FailureLocation']}", highlight=False, soft_wrap=True
+            )
+        if not wait:
+            return
+        result = _await_object(api, answer, timeout)
+    sys.stdout.buffer.write(result if result.endswith(b"\n") else result + b"\n")
+    sys.stdout.flush()
+
+
+def _await_object(api: Any, answer: dict[str, Any], timeout: float) -> bytes:
+    """The result object's bytes once it exists; exit 1 with the failure document, or on
+    time out."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + timeout
+    with console.waiting("result") as report:
+        while time.monotonic() < deadline:
+            for key, failed in (("OutputLocation", False), ("FailureLocation", True)):
+                location = answer.get(key)
+                if not location:
+                    continue
+                bucket, _, object_key = location.removeprefix("s3://").partition("/")
+                try:
+                    body: bytes = api.s3.get_object(Bucket=bucket, Key=object_key)["Body"].read()
+                except ClientError:
+                    continue
+                if failed:
+                    console.error(f"the request failed: {body.decode(errors='replace')}")
+                    raise typer.Exit(1)
+                return body
+            report("queued or running")
+            time.sleep(0.5)
+    console.error(f"no result after {timeout:g}s; it will appear at {answer['OutputLocation']}")
+    raise typer.Exit(1)

@@ -60,8 +60,11 @@ def load(
     """Drive load at an endpoint and report latency percentiles, throughput and errors."""
     from modelhost.loadgen import LoadSpec, read_payloads, run
 
-    if body is not None and payload is not None:
-        console.error("give at most one of --body or --payload")
+    if (body is None) == (payload is None):
+        console.error(
+            "give one of --body or --payload: the request the load sends (an empty body "
+            "is one most models answer with an error)"
+        )
         raise typer.Exit(2)
     payloads = read_payloads(payload, lines) if payload is not None else ((body or "").encode(),)
     url = (

@@ -40,6 +40,14 @@ def server(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log",
+            help="Log one line per request (client, method, path, status) to stderr; off "
+            "by default, as it costs time on every request.",
+        ),
+    ] = False,
     backup_interval: Annotated[
         float | None,
         typer.Option(
@@ -97,14 +105,14 @@ def server(
         typer.echo(f"modelhost server: {exc}", err=True)  # MODELHOST_* variable, a busy or
         # damaged data dir, a database that cannot be reached
         raise typer.Exit(2 if isinstance(exc, ValueError | StoreUnreachable) else 1) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
         http=IdleClosingProtocol,
         lifespan="on",
-        access_log=False,
+        access_log=access_log,
         log_level="warning",
         timeout_keep_alive=settings.idle_timeout_s,  # type: ignore[arg-type]  # a float works
         # Nothing sits in front of the server to trust forwarded headers from, and each
@@ -114,3 +122,24 @@ def server(
         date_header=False,
         ws="none",
     )
+    if access_log:  # uvicorn logs requests at INFO, below the warning level set above
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    _serve(config)
+
+
+def _serve(config: Any) -> None:
+    """uvicorn's server, saying where it listens once it does (uvicorn's own line is
+    below the log level the server runs uvicorn at)."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                for server in self.servers:
+                    for sock in server.sockets:
+                        address, bound = sock.getsockname()[:2]
+                        shown = f"[{address}]" if ":" in address else address
+                        typer.echo(f"modelhost listening on http://{shown}:{bound}", err=True)
+
+    AnnouncingServer(config).run()

@@ -20,6 +20,9 @@ SCALING_POLICY = "scaling_policy"
 SCHEDULED_ACTION = "scheduled_action"
 SCALING_ACTIVITY = "scaling_activity"
 METRIC_ALARM = "metric_alarm"
+#: The model registry: package groups and the (versioned or unversioned) packages.
+MODEL_PACKAGE_GROUP = "model_package_group"
+MODEL_PACKAGE = "model_package"
 
 #: Every kind, for what copies a whole store (`modelhost state migrate`).
 ALL = (
@@ -34,6 +37,8 @@ ALL = (
     SCHEDULED_ACTION,
     SCALING_ACTIVITY,
     METRIC_ALARM,
+    MODEL_PACKAGE_GROUP,
+    MODEL_PACKAGE,
 )
 #: The kinds SageMaker names uniquely regardless of case: created with `fold_case`.
 CASE_INSENSITIVE = (

@@ -295,9 +295,7 @@ class RecommendationController(ReconcileLoop):
         await self.endpoints.track(job, endpoint)
         try:
             started = time.monotonic()
-            await self.endpoints.deploy(
-                job, endpoint, record["InputConfig"]["ModelName"], candidate
-            )
+            await self.endpoints.deploy(record, endpoint, candidate)
             deployment = self.router.deployments.get(endpoint)
             if deployment is None:
                 raise CandidateFailed("the temporary endpoint has no running instance")

@@ -50,7 +50,20 @@ class TemporaryEndpoints:
             lambda r: {**r, "_endpoints": sorted(set(r["_endpoints"]) | {endpoint})},
         )
 
-    async def deploy(self, job: str, endpoint: str, model: str, candidate: dict[str, Any]) -> None:
+    async def deploy(self, job: dict[str, Any], endpoint: str, candidate: dict[str, Any]) -> None:
+        """A job on a model package (`ModelPackageVersionArn`) measures a temporary model
+        running the package's container (resolved when the job was created), named as
+        the endpoint and removed with it."""
+        model = job["InputConfig"].get("ModelName")
+        if model is None:
+            model = endpoint
+            await self._call(
+                "CreateModel",
+                ModelName=model,
+                ExecutionRoleArn=job["RoleArn"],
+                PrimaryContainer=job["_plan"]["container"],
+                Tags=[{"Key": JOB_TAG, "Value": job["JobName"]}],
+            )
         variant = {"VariantName": "AllTraffic", "ModelName": model, **candidate}
         await self._call(
             "CreateEndpointConfig", EndpointConfigName=endpoint, ProductionVariants=[variant]
@@ -59,7 +72,7 @@ class TemporaryEndpoints:
             "CreateEndpoint",
             EndpointName=endpoint,
             EndpointConfigName=endpoint,
-            Tags=[{"Key": JOB_TAG, "Value": job}],
+            Tags=[{"Key": JOB_TAG, "Value": job["JobName"]}],
         )
         # This server's endpoint controller was woken by the creation and claims the lease
         # too; another server only sees the endpoint at its next pass.
@@ -87,6 +100,10 @@ class TemporaryEndpoints:
             await asyncio.sleep(0.2)
         with contextlib.suppress(CandidateFailed):
             await self._call("DeleteEndpointConfig", EndpointConfigName=endpoint)
+        model = await self.store.get(kinds.MODEL, endpoint)
+        if model is not None and (await self.store.tags(model["ModelArn"])).get(JOB_TAG) == job:
+            with contextlib.suppress(CandidateFailed):
+                await self._call("DeleteModel", ModelName=endpoint)
         await self.store.modify(
             kinds.RECOMMENDATION_JOB,
             job,
