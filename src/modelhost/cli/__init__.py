@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from modelhost.cli.endpoints import endpoints_app
+from modelhost.cli.images import images_app
 from modelhost.cli.load import load
 from modelhost.cli.models import configs_app, models_app
 from modelhost.cli.recommend import recommend_app
@@ -33,5 +34,6 @@ app.add_typer(transform_app, name="transform-jobs")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(recommend_app, name="recommend")
 app.add_typer(state_app, name="state")
+app.add_typer(images_app, name="images")
 
 __all__ = ["app"]
