@@ -29,6 +29,9 @@ RUN /opt/modelhost/bin/python -m pip install --quiet --no-index --no-deps \
     && rm -rf /tmp/app
 
 ARG FRAMEWORK=python
+# A RUN that uses the argument: buildah (podman) keys its layer cache on the ENV line as
+# written, so without it every framework's image would be the first one built.
+RUN echo "${FRAMEWORK}" > /opt/modelhost/framework
 # The SageMaker container contract. The launcher sets the vCPU share (OMP_NUM_THREADS and
 # friends) and may override any of these with `docker run -e`.
 ENV PYTHONDONTWRITEBYTECODE=1 \
