@@ -20,9 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -39,6 +37,7 @@ from _common import (
     scratch_dir,
     sigterm_as_interrupt,
 )
+from tests.support.cli import run_cli
 from tests.support.containers import containers_labelled, engine_usable, podman_service
 from tests.support.endpoints import deploy, undeploy
 from tests.support.models import put_iris_model
@@ -53,24 +52,19 @@ IDLE_S = 0.5
 
 
 def _build(engine: str) -> float:
+    """`modelhost images build` of the image, as a user runs it; its step timings go to
+    stderr."""
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelhost",
-            "images",
-            "build",
-            "--framework",
-            "sklearn",
-            "--tag",
-            IMAGE,
-        ],
-        env={**os.environ, "MODELHOST_CONTAINER_HOST": engine},
-        check=True,
+    built = run_cli(
+        *("images", "build", "--framework", "sklearn", "--tag", IMAGE),
+        env={"MODELHOST_CONTAINER_HOST": engine},
         timeout=1800,
     )
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if built.returncode != 0:
+        raise RuntimeError(f"modelhost images build failed:\n{built.stderr[-3000:]}")
+    print(built.stdout, file=sys.stderr)
+    return elapsed
 
 
 def _deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 180.0) -> str:

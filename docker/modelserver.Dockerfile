@@ -10,7 +10,7 @@
 #   podman build -f modelserver.Dockerfile --build-arg FRAMEWORK=sklearn -t modelhost/sklearn .
 # One Dockerfile, three images; FRAMEWORK picks the built-in handlers. They share every
 # layer but the last ones, so building all three costs one dependency install.
-ARG BASE=modelhost/base:bookworm
+ARG BASE=modelhost/base:bookworm-2
 
 FROM ${BASE} AS deps
 COPY wheelhouse/deps/ /wheels/

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from modelhost.instances import scope_key
+from tests.support.cli import run_cli
 from tests.support.containers import containers_labelled, engine_usable, podman_service
 from tests.support.endpoints import deploy
 from tests.support.models import put_iris_model
@@ -33,23 +31,10 @@ ROWS = "5.1,3.5,1.4,0.2\n6.7,3.1,4.4,1.4\n6.3,3.3,6.0,2.5\n5.9,3.0,5.1,1.8\n4.9,
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine_usable()
     with podman_service(tmp_path_factory.mktemp("podman")) as url:
-        built = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelhost",
-                "images",
-                "build",
-                "--framework",
-                "sklearn",
-                "--tag",
-                IMAGE,
-            ],
-            env={**os.environ, "MODELHOST_CONTAINER_HOST": url},
-            capture_output=True,
-            text=True,
+        built = run_cli(
+            *("images", "build", "--framework", "sklearn", "--tag", IMAGE),
+            env={"MODELHOST_CONTAINER_HOST": url},
             timeout=840,
-            check=False,
         )
         assert built.returncode == 0, built.stderr[-3000:]
         assert f"built {IMAGE}" in built.stdout

@@ -23,9 +23,13 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: The Debian release and what it must hold: python3 (3.11 in bookworm) for the server.
+#: The Debian release and what it must hold: python3 (3.11 in bookworm) for the server,
+#: and libstdc++, which manylinux wheels (numpy, onnxruntime) may expect of the system.
 SUITE = "bookworm"
-BASE_IMAGE = f"modelhost/base:{SUITE}"
+PACKAGES = ("python3", "libstdc++6")
+#: The tag names the release and a revision of `PACKAGES`: bump it when they change, or a
+#: machine keeps using the base it made (or cached) before.
+BASE_IMAGE = f"modelhost/base:{SUITE}-2"
 
 
 def default_cache_dir() -> Path:
@@ -102,7 +106,7 @@ def _make(client: Any, name: str) -> None:
                 "mmdebstrap",
                 "--quiet",
                 "--variant=essential",
-                "--include=python3",
+                f"--include={','.join(PACKAGES)}",
                 SUITE,
                 str(rootfs),
                 f"deb {debian_mirror()} {SUITE} main",
