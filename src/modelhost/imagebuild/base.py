@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,22 @@ def has_image(client: Any, name: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def cache_lock(cache_dir: Path) -> Iterator[None]:
+    """The cache folder to this build alone: another one waits here, then finds what
+    this one made."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_base_image(client: Any, cache_dir: Path, name: str = BASE_IMAGE) -> str:
     """`name` in the engine `client` speaks to: already there, loaded from the cache, or
     made and cached. Returns how it got there ("present", "loaded", "built")."""
     if has_image(client, name):
         return "present"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with (cache_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with cache_lock(cache_dir):
         if has_image(client, name):
             return "present"
         cached = cache_dir / f"{name.replace('/', '+').replace(':', '+')}.tar"

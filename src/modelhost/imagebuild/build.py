@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.imagebuild import wheelhouse
-from modelhost.imagebuild.base import BASE_IMAGE, BuildError, ensure_base_image, has_image
+from modelhost.imagebuild.base import (
+    BASE_IMAGE,
+    BuildError,
+    cache_lock,
+    ensure_base_image,
+    has_image,
+)
 
 #: The built-in handler sets an image can run (MODELHOST_FRAMEWORK inside the image).
 FRAMEWORKS = ("sklearn", "onnx", "python")
@@ -85,13 +91,17 @@ def build_images(
     report.interpreter += f"{interpreter.glibc[1]}, {interpreter.machine}"
     step("probe")
     progress(f"wheels for {report.interpreter}")
-    deps, report.wheels_fetched = wheelhouse.dependencies(source, interpreter, cache_dir / "wheels")
+    with cache_lock(cache_dir):
+        deps, report.wheels_fetched = wheelhouse.dependencies(
+            source, interpreter, cache_dir / "wheels"
+        )
     step("dependency wheels")
-    app = wheelhouse.modelhost_wheel(source, cache_dir / "app")
-    step("modelhost wheel")
     with tempfile.TemporaryFile() as context:
-        _context(context, source / DOCKERFILE, deps, app)
-        step("context")
+        with tempfile.TemporaryDirectory(prefix="modelhost-wheel-") as folder:
+            app = wheelhouse.modelhost_wheel(source, Path(folder))
+            step("modelhost wheel")
+            _context(context, source / DOCKERFILE, deps, app)
+            step("context")
         for framework in frameworks:
             name = tag.format(framework=framework)
             progress(f"building {name}")

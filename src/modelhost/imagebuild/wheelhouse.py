@@ -130,9 +130,7 @@ def dependencies(source: Path, interpreter: Interpreter, folder: Path) -> tuple[
 
 
 def modelhost_wheel(source: Path, folder: Path) -> Path:
-    """modelhost's own wheel, built from `source` into the (emptied) `folder`."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    """modelhost's own wheel, built from `source` into `folder`."""
     _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(source))
     [wheel] = folder.glob("modelhost-*.whl")
     return wheel
