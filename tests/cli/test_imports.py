@@ -17,6 +17,7 @@ CLI_MODULES = (
     "modelhost.cli.control",
     "modelhost.cli.deploy",
     "modelhost.cli.endpoints",
+    "modelhost.cli.images",
     "modelhost.cli.load",
     "modelhost.cli.models",
     "modelhost.cli.packing",
@@ -55,6 +56,7 @@ def test_importing_every_cli_module_leaves_the_control_plane_unloaded() -> None:
         ["schedules", "--help"],
         ["recommend", "--help"],
         ["transform-jobs", "--help"],
+        ["images", "build", "--help"],
     ],
 )
 def test_running_a_client_command_leaves_the_control_plane_unloaded(command: list[str]) -> None:

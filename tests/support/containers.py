@@ -2,8 +2,9 @@
 the test's own, and images built here without any registry.
 
 No registry is reachable from CI, so the base image is made from the Debian repository
-apt already uses (mmdebstrap, then `podman import`) and kept as a `podman save` tar under
-~/.cache/modelhost-test-images, so only the first run on a machine spends the ~45 s.
+apt already uses (mmdebstrap, then an import) by modelhost's own image builder and kept as
+a saved tar under ~/.cache/modelhost/images, where `modelhost images build` keeps it too:
+only the first run on a machine spends the ~45 s.
 Whatever is missing (podman, mmdebstrap with no cached base, a runtime that cannot start
 a container) skips the test with the reason; `scripts/test` installs and configures it.
 """
@@ -11,10 +12,7 @@ a container) skips the test with the reason; `scripts/test` installs and configu
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -24,10 +22,14 @@ from pathlib import Path
 
 import pytest
 
-BASE_IMAGE = "modelhost-test/base:bookworm"
+from modelhost import imagebuild
+from modelhost.imagebuild import BuildError
+from modelhost.imagebuild import ensure_base_image as ensure_base
+
+BASE_IMAGE = imagebuild.BASE_IMAGE
 BYOC_IMAGE = "modelhost-test/byoc:1"
 BYOC_DIR = Path(__file__).parent / "byoc"
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelhost-test-images"
+CACHE_DIR = imagebuild.default_cache_dir()
 
 
 def podman(
@@ -38,66 +40,26 @@ def podman(
     )
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt's own sources name (deb822 or one-line form)."""
-    for path in sorted(Path("/etc/apt").glob("sources.list.d/*.sources")):
-        if match := re.search(r"^URIs:\s*(\S+)", path.read_text(), re.M):
-            return match.group(1)
-    with contextlib.suppress(OSError):
-        text = Path("/etc/apt/sources.list").read_text()
-        if match := re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M):
-            return match.group(1)
-    return "http://deb.debian.org/debian"
-
-
 def _image_exists(name: str) -> bool:
     return podman("image", "exists", name, check=False).returncode == 0
 
 
 def ensure_base_image() -> None:
-    """`BASE_IMAGE` in podman's storage: already there, loaded from the cache, or built
-    (by one test process at a time: the others wait on the cache's lock)."""
+    """`BASE_IMAGE` in podman's storage: already there, or loaded from the cache or made
+    by modelhost's own image builder (`modelhost images build` does the same), through a
+    podman service of its own."""
     if _image_exists(BASE_IMAGE):
         return
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with (CACHE_DIR / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _load_or_build_base()
+    from docker.client import DockerClient
 
-
-def _load_or_build_base() -> None:
-    if _image_exists(BASE_IMAGE):
-        return
-    cached = CACHE_DIR / "base-bookworm-python3.tar"
-    if (
-        cached.exists()
-        and podman("load", "-i", str(cached), check=False).returncode == 0
-        and _image_exists(BASE_IMAGE)
-    ):
-        return
-    if shutil.which("mmdebstrap") is None:
-        pytest.skip("no base image cached and mmdebstrap is missing (apt-get install mmdebstrap)")
-    with tempfile.TemporaryDirectory() as work:
-        rootfs = Path(work) / "rootfs.tar"
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--quiet",
-                "--variant=essential",
-                "--include=python3",
-                "bookworm",
-                str(rootfs),
-                f"deb {debian_mirror()} bookworm main",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        podman("import", "--change", 'CMD ["/bin/bash"]', str(rootfs), BASE_IMAGE)
-    partial = cached.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    podman("save", "-o", str(partial), BASE_IMAGE)
-    partial.rename(cached)
+    with tempfile.TemporaryDirectory() as folder, podman_service(Path(folder)) as url:
+        client = DockerClient(base_url=url, timeout=900)
+        try:
+            ensure_base(client, CACHE_DIR)
+        except BuildError as exc:
+            pytest.skip(f"no base image: {exc}")
+        finally:
+            client.close()
 
 
 def build_image(

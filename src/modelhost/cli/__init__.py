@@ -9,6 +9,7 @@ import typer
 
 from modelhost.cli.deploy import deploy
 from modelhost.cli.endpoints import endpoints_app
+from modelhost.cli.images import images_app
 from modelhost.cli.load import load
 from modelhost.cli.models import configs_app, models_app
 from modelhost.cli.recommend import recommend_app
@@ -52,5 +53,6 @@ app.add_typer(transform_app, name="transform-jobs")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(recommend_app, name="recommend")
 app.add_typer(state_app, name="state")
+app.add_typer(images_app, name="images")
 
 __all__ = ["app"]

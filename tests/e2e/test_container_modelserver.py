@@ -1,0 +1,129 @@
+"""The built-in model server as an image: `modelhost images build` makes it with no
+registry (base from the Debian mirror, wheels fetched on the host), and the same endpoint
+config serves the same predictions whether its instance is a process or a container.
+
+Two servers, one engine: the one given the podman service finds the image there and runs
+the model in a container; the other has no engine and runs the same model as a process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from modelhost.instances import scope_key
+from tests.support.cli import run_cli
+from tests.support.containers import containers_labelled, engine_usable, podman_service
+from tests.support.endpoints import deploy
+from tests.support.models import put_iris_model
+from tests.support.server import ServerProcess, running_server
+
+pytestmark = pytest.mark.timeout(900)
+
+IMAGE = "modelhost-test/sklearn:1"
+ROWS = "5.1,3.5,1.4,0.2\n6.7,3.1,4.4,1.4\n6.3,3.3,6.0,2.5\n5.9,3.0,5.1,1.8\n4.9,2.4,3.3,1.0\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    engine_usable()
+    with podman_service(tmp_path_factory.mktemp("podman")) as url:
+        built = run_cli(
+            *("images", "build", "--framework", "sklearn", "--tag", IMAGE),
+            env={"MODELHOST_CONTAINER_HOST": url},
+            timeout=840,
+        )
+        assert built.returncode == 0, built.stderr[-3000:]
+        assert f"built {IMAGE}" in built.stdout
+        yield url
+
+
+@pytest.fixture(scope="module")
+def in_containers(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("containers") / "data"
+    with running_server(data, env={"MODELHOST_CONTAINER_HOST": engine}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def in_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("processes")
+    env = {"MODELHOST_CONTAINER_HOST": f"unix://{folder}/no-engine.sock"}
+    with running_server(folder / "data", env=env) as server:
+        yield server
+
+
+def _containers(server: ServerProcess, name: str) -> list[dict[str, object]]:
+    scope = f"modelhost.scope={scope_key(server.data_dir.resolve())}"
+    return [
+        c
+        for c in containers_labelled(scope)
+        if str(c["Labels"]["modelhost.instance"]).startswith(f"{name}-")  # type: ignore[index]
+    ]
+
+
+def _predict(server: ServerProcess, name: str, body: str, content_type: str) -> tuple[str, bytes]:
+    answer = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, ContentType=content_type, Accept="application/json", Body=body
+    )
+    return answer["ContentType"], answer["Body"].read()
+
+
+def test_same_endpoint_config_gives_the_same_predictions_in_a_container(
+    in_containers: ServerProcess, in_processes: ServerProcess
+) -> None:
+    names = {}
+    for server in (in_containers, in_processes):
+        names[server] = deploy(
+            server.client("sagemaker"), put_iris_model(server.data_dir), image=IMAGE, timeout_s=180
+        )
+    # The image ran in a container on one server, as a process on the other.
+    [container] = _containers(in_containers, names[in_containers])
+    assert container["Image"].endswith(IMAGE)  # type: ignore[union-attr]
+    assert _containers(in_processes, names[in_processes]) == []
+
+    payloads = [
+        (ROWS, "text/csv"),
+        (
+            json.dumps([[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]),
+            "application/json",
+        ),
+    ]
+    for body, content_type in payloads:
+        from_container = _predict(in_containers, names[in_containers], body, content_type)
+        assert from_container == _predict(in_processes, names[in_processes], body, content_type)
+    # The predictions are iris classes, not an echo: one per row, three species in five.
+    classes = json.loads(_predict(in_containers, names[in_containers], ROWS, "text/csv")[1])
+    assert len(classes) == 5 and len(set(classes)) == 3
+
+
+def _raw(port: int, method: str, path: str, headers: dict[str, str]) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=ROWS if method == "POST" else None, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_server_in_the_image_refuses_a_request_without_the_instance_token(
+    in_containers: ServerProcess,
+) -> None:
+    name = deploy(
+        in_containers.client("sagemaker"),
+        put_iris_model(in_containers.data_dir),
+        image=IMAGE,
+        timeout_s=180,
+    )
+    [container] = _containers(in_containers, name)
+    [port] = [p["host_port"] for p in container["Ports"]]  # type: ignore[union-attr, index]
+    csv = {"Content-Type": "text/csv"}
+    # Straight to the container's published port, past the router: refused, whatever the path.
+    assert _raw(port, "POST", "/invocations", csv) == 403
+    assert _raw(port, "GET", "/ping", {}) == 403
+    assert _raw(port, "POST", "/invocations", {**csv, "X-Modelhost-Instance-Token": "guess"}) == 403
+    # Through the router, which holds the token, the same request is served.
+    assert _predict(in_containers, name, ROWS, "text/csv")[0] == "application/json"
