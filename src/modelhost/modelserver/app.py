@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from modelhost.disconnect import cancelled_on_disconnect
+from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
@@ -52,11 +53,18 @@ class ModelServerApp:
     """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
 
     def __init__(
-        self, handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+        self,
+        handlers: Handlers,
+        runner: ModelRunner,
+        workers: int,
+        token: str | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.handlers = handlers
         self.token = token.encode() if token else None
         self.runner = runner
+        #: With batching on, requests go to the model through it (see batching).
+        self.batcher = batcher
         self.execution_parameters = orjson.dumps(
             {
                 "MaxConcurrentTransforms": workers,
@@ -112,17 +120,24 @@ class ModelServerApp:
                 accept = value.decode("latin-1")
         handlers = self.handlers
         context = Context(handlers.model_dir, scope["headers"]) if handlers.needs_context else None
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            result, result_type = await self.runner.submit(
-                handlers.invoke, body, content_type, accept, context
-            )
+            if self.batcher is None:
+                result, result_type = await self.runner.submit(
+                    handlers.invoke, body, content_type, accept, context
+                )
+            else:
+                result, result_type, extra = await self.batcher.submit(
+                    body, content_type, accept, context
+                )
         except Exception as exc:
             await _reply_error(send, exc)
             return
         if not isinstance(result, bytes):
-            await self._stream(receive, send, result, result_type, context)
+            await self._stream(receive, send, result, result_type, context, extra)
             return
         start = _start(200, result_type.encode("latin-1", "replace"), len(result))
+        start["headers"].extend(extra)
         _add_custom_attributes(start, context)
         await send(start)
         await send({"type": "http.response.body", "body": result})
@@ -134,6 +149,7 @@ class ModelServerApp:
         stream: Stream,
         result_type: str,
         context: Context | None,
+        extra: list[tuple[bytes, bytes]],
     ) -> None:
         """A chunked answer, one chunk per part as the model yields it. The head waits for
         the first part, so a model that fails before producing anything still gets an
@@ -149,7 +165,7 @@ class ModelServerApp:
             start: Message = {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", result_type.encode("latin-1", "replace"))],
+                "headers": [(b"content-type", result_type.encode("latin-1", "replace")), *extra],
             }
             _add_custom_attributes(start, context)
             await send(start)
@@ -220,6 +236,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def create_app(
-    handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+    handlers: Handlers,
+    runner: ModelRunner,
+    workers: int,
+    token: str | None = None,
+    batcher: Batcher | None = None,
 ) -> ModelServerApp:
-    return ModelServerApp(handlers, runner, workers, token)
+    return ModelServerApp(handlers, runner, workers, token, batcher)

@@ -12,6 +12,7 @@ import logging
 import uvicorn
 
 from modelhost.modelserver.app import create_app
+from modelhost.modelserver.batching import batcher_for
 from modelhost.modelserver.handlers import Handlers, load_handlers
 from modelhost.modelserver.runner import ModelRunner
 from modelhost.modelserver.settings import Settings
@@ -26,7 +27,8 @@ GRACEFUL_SHUTDOWN_S = 30
 
 
 def build_server(settings: Settings, handlers: Handlers, runner: ModelRunner) -> uvicorn.Server:
-    app = create_app(handlers, runner, settings.workers, settings.token)
+    batcher = batcher_for(settings, handlers, runner)
+    app = create_app(handlers, runner, settings.workers, settings.token, batcher)
     config = uvicorn.Config(
         app,
         host=settings.host,
