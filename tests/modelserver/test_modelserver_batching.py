@@ -13,13 +13,13 @@ import numpy as np
 import orjson
 import pytest
 
-from modelhost.modelserver.batching import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER, Batcher
+from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.errors import BadRequestError, StartupError
 from modelhost.modelserver.frameworks import FRAMEWORKS
 from modelhost.modelserver.handlers import Handlers
 from modelhost.modelserver.runner import ModelRunner
 from modelhost.modelserver.server import batcher_for
-from modelhost.modelserver.settings import Settings
+from modelhost.modelserver.settings import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER, Settings
 
 JSON = "application/json"
 #: Long enough that a request held for it would hang the test rather than pass.

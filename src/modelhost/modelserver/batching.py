@@ -33,14 +33,7 @@ from modelhost.modelserver.context import Context
 from modelhost.modelserver.errors import StartupError
 from modelhost.modelserver.handlers import Handlers, Outcome
 from modelhost.modelserver.runner import ModelRunner
-from modelhost.modelserver.settings import Settings
-
-#: On the first request of each batch: how many requests its model call served. The router
-#: turns it into the ``modelhost_batch_size`` histogram.
-BATCH_SIZE_HEADER = b"x-modelhost-batch-size"
-#: On every batched answer: microseconds the request waited before its model call started
-#: (``modelhost_batch_queue_wait_seconds``).
-QUEUE_WAIT_HEADER = b"x-modelhost-queue-wait-us"
+from modelhost.modelserver.settings import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER, Settings
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -39,6 +39,13 @@ DEFAULT_BATCH_DELAY_MS = 5.0
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
 
+# How a batched answer reports its batch to the router, which keeps the metrics (an
+# instance's port answers the router only, so the router is where they can be seen).
+#: On the first answer of each batch: how many requests its model call served.
+BATCH_SIZE_HEADER = b"x-modelhost-batch-size"
+#: On every batched answer: microseconds the request waited before its model call started.
+QUEUE_WAIT_HEADER = b"x-modelhost-queue-wait-us"
+
 log = logging.getLogger(__name__)
 
 

@@ -137,8 +137,7 @@ def count_error(
 def count_answer(name: str, answer: Answer, started: float) -> None:
     total = time.perf_counter() - started
     series = metrics.for_variant(name, answer.variant)
-    series.invocations.inc()
-    series.model_latency.observe(answer.model_seconds)
+    series.answered(answer.model_seconds, answer.batch)
     series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
 
 
