@@ -127,8 +127,10 @@ def modelhost_server(
         )
         from importlib.metadata import version
 
-        yield f"{server.url}/endpoints/{name}/invocations", json.dumps([row]).encode(), version(
-            "modelhost"
+        yield (
+            f"{server.url}/endpoints/{name}/invocations",
+            json.dumps([row]).encode(),
+            version("modelhost"),
         )
     finally:
         if name:
@@ -140,7 +142,8 @@ def report(systems: list[SystemResult], args: argparse.Namespace, facts: dict[st
     lines = ["# Adaptive batching: modelhost off / on, Ray Serve, BentoML", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
     lines += [
-        f"- model: RandomForestClassifier, {args.trees} trees, depth 12, {FEATURES} features, n_jobs=1",
+        f"- model: RandomForestClassifier, {args.trees} trees, depth 12, "
+        f"{FEATURES} features, n_jobs=1",
         f"- one replica each; max batch {args.max_batch}; cores: {args.cpus or 'all'}",
         f"- load: modelhost.loadgen open loop, one row per request, {args.seconds:g} s at "
         f"{args.low_rate:g} req/s, then {args.step_s:g} s ramp steps",
@@ -230,9 +233,7 @@ def main() -> None:
                 except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
                     system.failure = str(exc).splitlines()[-1][:200] if str(exc) else repr(exc)
                     print(f"{label} failed: {exc}", file=sys.stderr)
-            measure(
-                running, [args.low_rate], args.seconds, args.p99_bound_ms, RAMP, args.step_s
-            )
+            measure(running, [args.low_rate], args.seconds, args.p99_bound_ms, RAMP, args.step_s)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = report(systems, args, machine_facts("modelhost.loadgen, open loop"))
     (RESULTS / f"batching-{stamp}.md").write_text(text)
