@@ -306,7 +306,8 @@ def _check_outcomes(
         (output,) = [text for code, text in printed.items() if call in code]
         return output
 
-    assert output_of("sm.create_model(") == "b'0\\n' AllTraffic\n"
+    assert output_of('rt.invoke_endpoint(EndpointName="iris", ') == "b'0\\n' AllTraffic\n"
+    assert output_of('EndpointName="iris-batched", ContentType') == "[b'0\\n', b'2\\n']\n"
     assert output_of("invoke_endpoint_with_response_stream") == "Hi "
     objects = server.data_dir / "objects"
     assert (scratch / "out.csv").read_text().strip() == "0"  # aws invoke-endpoint, iris setosa
