@@ -348,3 +348,62 @@ def test_batching_handlers_without_a_batch_form_fail_at_startup(framework, fns, 
 def test_without_batching_no_batcher():
     handlers = Handlers(RowModel(), FRAMEWORKS["python"], "/model")
     assert batcher_for(Settings(), handlers, ModelRunner(1)) is None
+
+
+# --- the built-in frameworks' real models ---------------------------------------------------
+
+
+def _alone_and_together(handlers: Handlers, requests: list[tuple[bytes, str, str]]) -> None:
+    """invoke_batch answers each request exactly as invoke answers it alone."""
+    together = handlers.invoke_batch([(b, c, a, None) for b, c, a in requests])
+    for (request_body, content_type, accept), outcome in zip(requests, together, strict=True):
+        try:
+            alone: Any = handlers.invoke(request_body, content_type, accept)
+        except Exception as exc:
+            assert type(outcome) is type(exc)
+        else:
+            assert outcome == alone
+
+
+def _mixed_requests(x: np.ndarray) -> list[tuple[bytes, str, str]]:
+    return [
+        (orjson.dumps(x[0:3].tolist()), JSON, JSON),
+        ("\n".join(",".join(map(str, r)) for r in x[50:52].tolist()).encode(), "text/csv", JSON),
+        (orjson.dumps(x[100:101].tolist()), JSON, "text/csv"),
+        (b"1,2\n", "text/csv", JSON),  # two features: the model refuses it
+        (orjson.dumps(x[140:145].tolist()), JSON, JSON),
+    ]
+
+
+def test_sklearn_rows_of_several_requests_in_one_call(iris, iris_model):
+    x, _ = iris
+    calls: list[int] = []
+
+    class Counted:
+        def predict(self, data: np.ndarray) -> np.ndarray:
+            calls.append(len(data))
+            return iris_model.predict(data)
+
+    handlers = Handlers(Counted(), FRAMEWORKS["sklearn"], "/model")
+    together = handlers.invoke_batch([(b, c, a, None) for b, c, a in _mixed_requests(x)])
+    # The 9 JSON rows in one call; CSV's of four features in another, the refused row of
+    # two features alone.
+    assert calls == [9, 2, 1]
+    assert isinstance(together[3], ValueError)
+    _alone_and_together(handlers, _mixed_requests(x))
+
+
+def test_onnx_rows_of_several_requests_in_one_call(iris, iris_model):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the onnx extra)")
+    skl2onnx = pytest.importorskip("skl2onnx", reason="skl2onnx is not installed")
+    import onnxruntime
+
+    x, _ = iris
+    onnx_model = skl2onnx.to_onnx(iris_model, np.asarray(x[:1], dtype=np.float32))
+    session = onnxruntime.InferenceSession(
+        onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    handlers = Handlers(session, FRAMEWORKS["onnx"], "/model")
+    _alone_and_together(handlers, _mixed_requests(x))
+    named = (orjson.dumps({"inputs": {"X": x[:2].tolist()}}), JSON, JSON)
+    _alone_and_together(handlers, [named, *_mixed_requests(x)])

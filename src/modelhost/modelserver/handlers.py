@@ -166,8 +166,10 @@ class Handlers:
         bisects a refused mini-batch), so the others still get their answers."""
         outcomes: list[Outcome] = []
         decoded: list[tuple[int, Any, str, Context | None]] = []
+        content_types: list[str] = []
         for index, (body, content_type_header, accept_header, context) in enumerate(requests):
             content_type = codecs.media_type(content_type_header) or codecs.DEFAULT_CONTENT_TYPE
+            content_types.append(content_type)
             try:
                 data, accept = self._decode(body, content_type, accept_header, context)
             except Exception as exc:
@@ -175,7 +177,7 @@ class Handlers:
                 continue
             outcomes.append(_PENDING)
             decoded.append((index, data, accept, context))
-        groups = _row_groups(decoded) if self._stacks else [decoded]
+        groups = _row_groups(decoded, content_types) if self._stacks else [decoded]
         for group in groups:
             for (index, _, accept, context), prediction in zip(
                 group, self._predict_all(group), strict=True
@@ -257,15 +259,16 @@ _PENDING = RuntimeError("no outcome")
 
 
 def _row_groups(
-    decoded: list[tuple[int, Any, str, Context | None]],
+    decoded: list[tuple[int, Any, str, Context | None]], content_types: list[str]
 ) -> list[list[tuple[int, Any, str, Context | None]]]:
-    """Requests whose inputs stack into one array: arrays of the same dtype and row shape
-    (feature width). Anything else (a dict of named inputs, a scalar) goes alone."""
+    """Requests whose inputs stack into one array: arrays from the same content type with
+    the same dtype and row shape (feature width). Anything else (a dict of named inputs, a
+    single row of scalars) goes alone."""
     groups: dict[Any, list[tuple[int, Any, str, Context | None]]] = {}
     for item in decoded:
         data = item[1]
         if isinstance(data, np.ndarray) and data.ndim >= 2:
-            key: Any = (data.dtype.str, data.shape[1:])
+            key: Any = (content_types[item[0]], data.dtype.str, data.shape[1:])
         else:
             key = item[0]  # unique: alone
         groups.setdefault(key, []).append(item)
