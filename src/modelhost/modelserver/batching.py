@@ -116,17 +116,28 @@ class Batcher:
         self._in_flight += 1
         started = time.perf_counter()
         requests = [(w.body, w.content_type, w.accept, w.context) for w in batch]
-        call = self.runner.submit(self.handlers.invoke_batch, requests)
-        call.add_done_callback(lambda done: self._finish(batch, started, done))
+        self.runner.then(
+            lambda outcomes: self._finish(batch, started, outcomes), self._run, requests
+        )
+
+    def _run(
+        self, requests: list[tuple[bytes, str | None, str | None, Context | None]]
+    ) -> list[Outcome]:
+        """On a worker thread: the batch's outcomes. A batch of one (the idle model's)
+        takes the unbatched path, so that batching costs nothing at low load."""
+        if len(requests) > 1:
+            return self.handlers.invoke_batch(requests)
+        try:
+            return [self.handlers.invoke(*requests[0])]
+        except Exception as exc:
+            return [exc]
 
     def _finish(
-        self, batch: list[_Waiting], started: float, done: asyncio.Future[list[Outcome]]
+        self, batch: list[_Waiting], started: float, outcomes: list[Outcome] | Exception
     ) -> None:
         self._in_flight -= 1
-        try:
-            outcomes: list[Outcome] = done.result()
-        except Exception as exc:  # invoke_batch itself failed: every request with it
-            outcomes = [exc] * len(batch)
+        if isinstance(outcomes, Exception):  # the batch itself failed: every request with it
+            outcomes = [outcomes] * len(batch)
         size: bytes | None = str(len(batch)).encode()
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():

@@ -204,14 +204,7 @@ class Handlers:
     def _predict_group(self, group: list[tuple[int, Any, str, Context | None]]) -> list[Any]:
         if self._batch_predict is not None:
             inputs = [data for _, data, _, _ in group]
-            contexts = [context for _, _, _, context in group]
-            predictions = self._batch_predict(contexts, inputs, self.model)
-            if is_stream(predictions) or len(predictions) != len(inputs):
-                raise ValueError(
-                    f"batch_predict_fn returned {_length(predictions)} predictions "
-                    f"for {len(inputs)} inputs"
-                )
-            return list(predictions)
+            return self._predict_many([context for _, _, _, context in group], inputs)
         if len(group) == 1:  # nothing to stack
             _, data, _, context = group[0]
             return [self._predict(context, data, self.model)]
@@ -229,8 +222,18 @@ class Handlers:
 
     def _predict_one(self, data: Any, model: Any, context: Context | None = None) -> Any:
         """predict_fn for user code that defines only batch_predict_fn: a batch of one."""
+        return self._predict_many([context], [data])[0]
+
+    def _predict_many(self, contexts: list[Context | None], inputs: list[Any]) -> list[Any]:
+        """batch_predict_fn's predictions, one per input, or an error saying it erred."""
         assert self._batch_predict is not None
-        return self._batch_predict([context], [data], model)[0]
+        predictions = self._batch_predict(contexts, inputs, self.model)
+        if is_stream(predictions) or _length(predictions) != len(inputs):
+            raise ValueError(
+                f"batch_predict_fn returned {_length(predictions)} predictions "
+                f"for {len(inputs)} inputs"
+            )
+        return list(predictions)
 
     def _decode(
         self, body: bytes, content_type: str, accept_header: str | None, context: Context | None
