@@ -76,7 +76,7 @@ REPLICAS, CORES = int(os.environ["REPLICAS"]), int(os.environ["CORES"])
                   ray_actor_options={"num_cpus": CORES / REPLICAS / 2})
 class Iris:
     def __init__(self):
-        self.model = joblib.load(os.environ["IRIS_MODEL"])
+        self.model = joblib.load(os.environ["MODEL_PATH"])
 
     async def __call__(self, request: Request):
         return self.model.predict(np.asarray(await request.json())).tolist()
@@ -93,9 +93,9 @@ import os
 import bentoml, joblib, numpy as np
 
 @bentoml.service(workers=int(os.environ["REPLICAS"]))
-class Iris:
+class Model:
     def __init__(self):
-        self.model = joblib.load(os.environ["IRIS_MODEL"])
+        self.model = joblib.load(os.environ["MODEL_PATH"])
 
     @bentoml.api(route="/invocations")
     def invocations(self, instances: list[list[float]]) -> list[int]:
@@ -166,15 +166,24 @@ def _wait_ready(
 
 @contextlib.contextmanager
 def peer_server(
-    name: str, work: Path, model_path: Path, replicas: int, cores: int, pin: list[str]
+    name: str,
+    work: Path,
+    model_path: Path,
+    replicas: int,
+    cores: int,
+    pin: list[str],
+    app: str | None = None,
+    rows: list[list[float]] | None = None,
 ) -> Iterator[tuple[str, bytes, str]]:
-    """Start a peer; yields (url, body, version)."""
+    """Start a peer serving `app` (Ray Serve's script or BentoML's service.py, the iris
+    ones by default; the model file is $MODEL_PATH) on JSON bodies of `rows`; yields (url,
+    body, version)."""
     venv = ensure_venv(name)
     port = free_port()
     env = {
         **os.environ,
         **ONE_THREAD,
-        "IRIS_MODEL": str(model_path),
+        "MODEL_PATH": str(model_path),
         "REPLICAS": str(replicas),
         "CORES": str(cores),
         "PORT": str(port),
@@ -182,17 +191,17 @@ def peer_server(
         "BENTOML_DO_NOT_TRACK": "true",
         "PYTHONPATH": "",
     }
-    rows = iris_rows(3)
+    rows = rows or iris_rows(3)
     if name == "ray":
-        (work / "ray_app.py").write_text(RAY_APP)
+        (work / "ray_app.py").write_text(app or RAY_APP)
         command = [str(venv / "bin" / "python"), str(work / "ray_app.py")]
         body, version = json.dumps(rows).encode(), _version(venv, "ray")
     else:
-        (work / "service.py").write_text(BENTO_SERVICE)
+        (work / "service.py").write_text(app or BENTO_SERVICE)
         command = [
             str(venv / "bin" / "bentoml"),
             "serve",
-            "service:Iris",
+            "service:Model",
             "--host",
             "127.0.0.1",
             "--port",
@@ -285,6 +294,8 @@ def measure(
     rates: list[float],
     seconds: float,
     bound_ms: float,
+    ramp: tuple[float, ...] = RAMP,
+    step_s: float = 5.0,
 ) -> None:
     """Take turns: each fixed rate and each ramp step runs on every system back to back,
     so load from elsewhere on a shared machine falls on all of them alike."""
@@ -295,13 +306,13 @@ def measure(
             system.fixed[rate] = _load(url, body, rate, seconds)
             print(f"  {system.name} {rate:g}/s: {system.fixed[rate].summary()}", file=sys.stderr)
     climbing = list(running)
-    for rate in RAMP:
+    for rate in ramp:
         for entry in list(climbing):
             system, url, body = entry
-            result = _load(url, body, rate, 5)
+            result = _load(url, body, rate, step_s)
             system.ramp.append((rate, result))
             print(
-                f"  {system.name} ramp {rate}/s: p99 {result.percentile_ms(99):.2f} ms, "
+                f"  {system.name} ramp {rate:g}/s: p99 {result.percentile_ms(99):.2f} ms, "
                 f"{result.throughput:.0f}/s, errors {dict(result.errors)}",
                 file=sys.stderr,
             )

@@ -59,16 +59,51 @@ OVERHEAD_LATENCY = Histogram(
 )
 
 
+# Adaptive batching, as the model server reports it on each batched answer.
+BATCH_SIZE = Histogram(
+    "modelhost_batch_size",
+    "Requests served by one model call (batching on)",
+    _LABELS,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
+BATCH_QUEUE_WAIT = Histogram(
+    "modelhost_batch_queue_wait_seconds",
+    "Time a request waited in its instance's batch queue before its model call",
+    _LABELS,
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+
+
 class VariantMetrics:
     """The labelled series of one (endpoint, variant), looked up once: `labels()` on every
     request is a measurable share of the router's CPU."""
 
-    __slots__ = ("invocations", "model_latency", "overhead_latency")
+    __slots__ = (
+        "batch_size",
+        "invocations",
+        "model_latency",
+        "overhead_latency",
+        "queue_wait",
+    )
 
     def __init__(self, endpoint: str, variant: str) -> None:
         self.invocations = INVOCATIONS.labels(endpoint, variant)
         self.model_latency = MODEL_LATENCY.labels(endpoint, variant)
         self.overhead_latency = OVERHEAD_LATENCY.labels(endpoint, variant)
+        self.batch_size = BATCH_SIZE.labels(endpoint, variant)
+        self.queue_wait = BATCH_QUEUE_WAIT.labels(endpoint, variant)
+
+    def answered(self, model_seconds: float, batch: tuple[int, float] | None) -> None:
+        """One answer from a model: its latency and, when it was batched, its batch."""
+        self.invocations.inc()
+        self.model_latency.observe(model_seconds)
+        if batch is not None:
+            size, queue_wait_s = batch
+            self.queue_wait.observe(queue_wait_s)
+            if size:
+                self.batch_size.observe(size)
 
 
 @cache

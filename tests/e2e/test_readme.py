@@ -311,6 +311,7 @@ def _check_outcomes(
 
     assert output_of('print(answer["Body"].read()') == "b'0\\n' AllTraffic\n"
     assert output_of("create_model_package_group") == "1 modelhost/sklearn\n"
+    assert output_of('EndpointName="iris-batched", ContentType') == "[b'0\\n', b'2\\n']\n"
     assert output_of("invoke_endpoint_with_response_stream") == "Hi "
     objects = server.data_dir / "objects"
     assert (scratch / "out.csv").read_text().strip() == "0"  # aws invoke-endpoint, iris setosa

@@ -248,8 +248,7 @@ class AsyncInferenceController(ReconcileLoop):
             finally:
                 await source.close()
             series = metrics.for_variant(job.endpoint, result.variant)
-            series.invocations.inc()
-            series.model_latency.observe(result.model_seconds)
+            series.answered(result.model_seconds, result.batch)
             # The model has answered: from here on only the write is ever tried again.
             problem = await self._store(job, job.output_location, answer.store, answer.small)
         except ModelError as error:

@@ -17,6 +17,7 @@ from modelhost.modelserver.errors import (
 )
 from modelhost.modelserver.parent import pid_alive
 from modelhost.modelserver.settings import (
+    BATCH_SIZE_HEADER,
     ENV_DEFAULT_ACCEPT,
     ENV_FRAMEWORK,
     ENV_HOST,
@@ -27,10 +28,12 @@ from modelhost.modelserver.settings import (
     ENV_SUBMIT_DIRECTORY,
     ENV_WORKERS,
     FRAMEWORK_NAMES,
+    QUEUE_WAIT_HEADER,
     Settings,
 )
 
 __all__ = [
+    "BATCH_SIZE_HEADER",
     "ENV_DEFAULT_ACCEPT",
     "ENV_FRAMEWORK",
     "ENV_HOST",
@@ -41,6 +44,7 @@ __all__ = [
     "ENV_SUBMIT_DIRECTORY",
     "ENV_WORKERS",
     "FRAMEWORK_NAMES",
+    "QUEUE_WAIT_HEADER",
     "BadRequestError",
     "Context",
     "InferenceError",

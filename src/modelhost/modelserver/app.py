@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
@@ -43,11 +44,18 @@ class ModelServerApp:
     """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
 
     def __init__(
-        self, handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+        self,
+        handlers: Handlers,
+        runner: ModelRunner,
+        workers: int,
+        token: str | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self.handlers = handlers
         self.token = token.encode() if token else None
         self.runner = runner
+        #: With batching on, requests go to the model through it (see batching).
+        self.batcher = batcher
         self.execution_parameters = orjson.dumps(
             {
                 "MaxConcurrentTransforms": workers,
@@ -95,17 +103,23 @@ class ModelServerApp:
                 accept = value.decode("latin-1")
         handlers = self.handlers
         context = Context(handlers.model_dir, request.headers) if handlers.needs_context else None
+        extra: Headers = []
         try:
-            result, result_type = await self.runner.submit(
-                handlers.invoke, request.body, content_type, accept, context
-            )
+            if self.batcher is None:
+                result, result_type = await self.runner.submit(
+                    handlers.invoke, request.body, content_type, accept, context
+                )
+            else:
+                result, result_type, extra = await self.batcher.submit(
+                    request.body, content_type, accept, context
+                )
         except Exception as exc:
             _reply_error(responder, exc)
             return
         if not isinstance(result, bytes):
-            await self._stream(responder, result, result_type, context)
+            await self._stream(responder, result, result_type, context, extra)
             return
-        headers = [(b"content-type", result_type.encode("latin-1", "replace"))]
+        headers = [(b"content-type", result_type.encode("latin-1", "replace")), *extra]
         _add_custom_attributes(headers, context)
         responder.reply(200, headers, result)
 
@@ -115,6 +129,7 @@ class ModelServerApp:
         stream: Stream,
         result_type: str,
         context: Context | None,
+        extra: Headers,
     ) -> None:
         """A chunked answer, one chunk per part as the model yields it. The head waits for
         the first part, so a model that fails before producing anything still gets an
@@ -129,7 +144,7 @@ class ModelServerApp:
             except Exception as exc:
                 _reply_error(responder, exc)
                 return
-            headers = [(b"content-type", result_type.encode("latin-1", "replace"))]
+            headers = [(b"content-type", result_type.encode("latin-1", "replace")), *extra]
             _add_custom_attributes(headers, context)
             responder.start_stream(200, headers)
             await responder.send_chunk(first)
@@ -165,6 +180,10 @@ def _reply(responder: Responder, status: int, body: bytes, content_type: bytes) 
 
 
 def create_app(
-    handlers: Handlers, runner: ModelRunner, workers: int, token: str | None = None
+    handlers: Handlers,
+    runner: ModelRunner,
+    workers: int,
+    token: str | None = None,
+    batcher: Batcher | None = None,
 ) -> ModelServerApp:
-    return ModelServerApp(handlers, runner, workers, token)
+    return ModelServerApp(handlers, runner, workers, token, batcher)

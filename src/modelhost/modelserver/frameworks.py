@@ -31,6 +31,9 @@ class Framework:
     predict_fn: PredictFn
     #: Whether the server refuses to start without user code.
     requires_user_code: bool = False
+    #: Whether predict_fn answers row by row, so that requests' rows can be stacked into
+    #: one call and its answer split back (batching).
+    stacks_rows: bool = False
 
 
 def find_model_file(model_dir: str, suffixes: tuple[str, ...], preferred: str) -> Path:
@@ -169,7 +172,7 @@ def _cast(value: Any, dtype: Any) -> np.ndarray:
 
 
 FRAMEWORKS: dict[str, Framework] = {
-    "sklearn": Framework("sklearn", sklearn_model_fn, sklearn_predict_fn),
-    "onnx": Framework("onnx", onnx_model_fn, onnx_predict_fn),
+    "sklearn": Framework("sklearn", sklearn_model_fn, sklearn_predict_fn, stacks_rows=True),
+    "onnx": Framework("onnx", onnx_model_fn, onnx_predict_fn, stacks_rows=True),
     "python": Framework("python", None, predict_generic, requires_user_code=True),
 }

@@ -6,6 +6,11 @@ or ``transform_fn(model, body, content_type, accept)`` in place of the last thre
 take a trailing ``context``; like the toolkit we look at the arity once, at load time, so the
 per-request path is a few attribute reads and calls. Missing handlers fall back to the
 framework's defaults.
+
+With batching on (:mod:`modelhost.modelserver.batching`) several requests go through
+:meth:`Handlers.invoke_batch` at once: each is decoded and encoded on its own, the model is
+called once for all of them, through the built-in handlers' row stacking or the user's
+``batch_predict_fn(inputs, model)``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from modelhost.modelserver import codecs
 from modelhost.modelserver.context import Context
 from modelhost.modelserver.errors import StartupError, describe
@@ -31,7 +38,16 @@ from modelhost.modelserver.streaming import Stream, is_stream
 log = logging.getLogger(__name__)
 
 DEFAULT_PROGRAM = "inference.py"
-HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+HANDLER_NAMES = (
+    "model_fn",
+    "input_fn",
+    "predict_fn",
+    "batch_predict_fn",
+    "output_fn",
+    "transform_fn",
+)
+#: One request's answer in a batch: what :meth:`Handlers.invoke` returns, or what it raised.
+Outcome = tuple[bytes | Stream, str] | Exception
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +61,8 @@ class _Fn:
     def of(cls, fn: Callable[..., Any], n_args: int) -> _Fn:
         return cls(fn, _takes_context(fn, n_args))
 
-    def __call__(self, context: Context | None, *args: Any) -> Any:
+    def __call__(self, context: Context | list[Context | None] | None, *args: Any) -> Any:
+        """``context`` is the request's, or for ``batch_predict_fn`` one per input."""
         if self.takes_context:
             return self.fn(*args, context)
         return self.fn(*args)
@@ -80,6 +97,7 @@ class Handlers:
         *,
         input_fn: Callable[..., Any] | None = None,
         predict_fn: Callable[..., Any] | None = None,
+        batch_predict_fn: Callable[..., Any] | None = None,
         output_fn: Callable[..., Any] | None = None,
         transform_fn: Callable[..., Any] | None = None,
         default_accept: str | None = None,
@@ -89,10 +107,16 @@ class Handlers:
         self.model_dir = model_dir
         self.default_accept = default_accept
         self._input = _Fn.of(input_fn, 2) if input_fn else None
-        self._predict = _Fn.of(predict_fn or framework.predict_fn, 2)
+        self._batch_predict = _Fn.of(batch_predict_fn, 2) if batch_predict_fn else None
+        if predict_fn is None and self._batch_predict is not None:
+            self._predict = _Fn(self._predict_one, self._batch_predict.takes_context)
+        else:
+            self._predict = _Fn.of(predict_fn or framework.predict_fn, 2)
         self._output = _Fn.of(output_fn, 2) if output_fn else None
         self._transform = _Fn.of(transform_fn, 4) if transform_fn else None
-        used = (self._input, self._predict, self._output, self._transform)
+        #: Requests' rows are stacked into one call of the framework's own predict_fn.
+        self._stacks = predict_fn is None and batch_predict_fn is None and framework.stacks_rows
+        used = (self._input, self._predict, self._batch_predict, self._output, self._transform)
         #: Build a :class:`Context` per request only when some handler reads it.
         self.needs_context = any(f is not None and f.takes_context for f in used)
 
@@ -116,24 +140,149 @@ class Handlers:
             result = self._transform(context, self.model, data, content_type, accept)
             return _response(result, accept)
 
+        data, accept = self._decode(body, content_type, accept_header, context)
+        return self._encode(self._predict(context, data, self.model), accept, context)
+
+    @property
+    def batch_refusal(self) -> str | None:
+        """Why these handlers cannot call the model once for several requests, or None."""
+        if self._transform is not None:
+            return "transform_fn takes one request's body; batching needs batch_predict_fn"
+        if self._batch_predict is None and not self._stacks:
+            if self.framework.stacks_rows:
+                return "predict_fn takes one request; define batch_predict_fn(inputs, model)"
+            return (
+                f"the {self.framework.name} framework's model has no batch form; "
+                "define batch_predict_fn(inputs, model)"
+            )
+        return None
+
+    def invoke_batch(
+        self, requests: list[tuple[bytes, str | None, str | None, Context | None]]
+    ) -> list[Outcome]:
+        """Run the chain on several requests with one model call; one outcome per request,
+        in order. Decoding and encoding fail per request; when the model call fails, the
+        batch is halved until the request it fails on is alone (as a transform job
+        bisects a refused mini-batch), so the others still get their answers."""
+        outcomes: list[Outcome] = []
+        decoded: list[tuple[int, Any, str, Context | None]] = []
+        content_types: list[str] = []
+        for index, (body, content_type_header, accept_header, context) in enumerate(requests):
+            content_type = codecs.media_type(content_type_header) or codecs.DEFAULT_CONTENT_TYPE
+            content_types.append(content_type)
+            try:
+                data, accept = self._decode(body, content_type, accept_header, context)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(_PENDING)
+            decoded.append((index, data, accept, context))
+        groups = _row_groups(decoded, content_types) if self._stacks else [decoded]
+        for group in groups:
+            for (index, _, accept, context), prediction in zip(
+                group, self._predict_all(group), strict=True
+            ):
+                if isinstance(prediction, Exception):
+                    outcomes[index] = prediction
+                    continue
+                try:
+                    outcomes[index] = self._encode(prediction, accept, context)
+                except Exception as exc:
+                    outcomes[index] = exc
+        return outcomes
+
+    def _predict_all(self, group: list[tuple[int, Any, str, Context | None]]) -> list[Any]:
+        """Predictions for a group of decoded requests (an Exception for each that fails)."""
+        try:
+            return self._predict_group(group)
+        except Exception as exc:
+            if len(group) == 1:
+                return [exc]
+        half = len(group) // 2
+        return self._predict_all(group[:half]) + self._predict_all(group[half:])
+
+    def _predict_group(self, group: list[tuple[int, Any, str, Context | None]]) -> list[Any]:
+        if self._batch_predict is not None:
+            inputs = [data for _, data, _, _ in group]
+            return self._predict_many([context for _, _, _, context in group], inputs)
+        if len(group) == 1:  # nothing to stack
+            _, data, _, context = group[0]
+            return [self._predict(context, data, self.model)]
+        arrays = [data for _, data, _, _ in group]
+        prediction = self._predict(None, np.concatenate(arrays), self.model)
+        rows = sum(len(a) for a in arrays)
+        if is_stream(prediction) or _length(prediction) != rows:
+            # Not one answer per row: the model is not row-wise, so each request alone.
+            return [self._predict(context, data, self.model) for _, data, _, context in group]
+        parts, start = [], 0
+        for array in arrays:
+            parts.append(prediction[start : start + len(array)])
+            start += len(array)
+        return parts
+
+    def _predict_one(self, data: Any, model: Any, context: Context | None = None) -> Any:
+        """predict_fn for user code that defines only batch_predict_fn: a batch of one."""
+        return self._predict_many([context], [data])[0]
+
+    def _predict_many(self, contexts: list[Context | None], inputs: list[Any]) -> list[Any]:
+        """batch_predict_fn's predictions, one per input, or an error saying it erred."""
+        assert self._batch_predict is not None
+        predictions = self._batch_predict(contexts, inputs, self.model)
+        if is_stream(predictions) or _length(predictions) != len(inputs):
+            raise ValueError(
+                f"batch_predict_fn returned {_length(predictions)} predictions "
+                f"for {len(inputs)} inputs"
+            )
+        return list(predictions)
+
+    def _decode(
+        self, body: bytes, content_type: str, accept_header: str | None, context: Context | None
+    ) -> tuple[Any, str]:
+        """The model's input for one request, and the type its answer will have."""
         if self._output is None:
             # Refuse an impossible Accept before spending time on the model.
             accept = codecs.negotiate(accept_header, content_type, self.default_accept)
         else:
             accept = codecs.requested_accept(accept_header, content_type, self.default_accept)
-
         if self._input is None:
-            data = codecs.decode(body, content_type)
-        else:
-            data = self._input(context, _user_body(body, content_type), content_type)
+            return codecs.decode(body, content_type), accept
+        return self._input(context, _user_body(body, content_type), content_type), accept
 
-        prediction = self._predict(context, data, self.model)
-
+    def _encode(
+        self, prediction: Any, accept: str, context: Context | None
+    ) -> tuple[bytes | Stream, str]:
         if self._output is None:
             if is_stream(prediction):
                 return prediction, accept
             return codecs.encode(prediction, accept), accept
         return _response(self._output(context, prediction, accept), accept)
+
+
+_PENDING = RuntimeError("no outcome")
+
+
+def _row_groups(
+    decoded: list[tuple[int, Any, str, Context | None]], content_types: list[str]
+) -> list[list[tuple[int, Any, str, Context | None]]]:
+    """Requests whose inputs stack into one array: arrays from the same content type with
+    the same dtype and row shape (feature width). Anything else (a dict of named inputs, a
+    single row of scalars) goes alone."""
+    groups: dict[Any, list[tuple[int, Any, str, Context | None]]] = {}
+    for item in decoded:
+        data = item[1]
+        if isinstance(data, np.ndarray) and data.ndim >= 2:
+            key: Any = (content_types[item[0]], data.dtype.str, data.shape[1:])
+        else:
+            key = item[0]  # unique: alone
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def _length(value: Any) -> int | None:
+    try:
+        return len(value)
+    except TypeError:
+        return None
 
 
 def _user_body(body: bytes, content_type: str) -> bytes | str:
@@ -237,10 +386,11 @@ def load_handlers(settings: Settings) -> Handlers:
             user[name] = fn
         log.info("user code %s defines %s", path, ", ".join(user) or "no handlers")
 
-    if "transform_fn" in user and user.keys() & {"input_fn", "predict_fn", "output_fn"}:
+    chain = {"input_fn", "predict_fn", "batch_predict_fn", "output_fn"}
+    if "transform_fn" in user and user.keys() & chain:
         raise StartupError(
             f"{path.name if path else 'user code'} defines transform_fn together with "
-            "input_fn/predict_fn/output_fn; define one or the other"
+            "input_fn/predict_fn/batch_predict_fn/output_fn; define one or the other"
         )
 
     model_dir = str(settings.model_dir)
@@ -254,15 +404,11 @@ def load_handlers(settings: Settings) -> Handlers:
             raise StartupError(f"model_fn failed: {describe(exc)}") from exc
         log.info("model loaded in %.2f s (%s)", time.perf_counter() - started, type(model).__name__)
 
-    if (
-        "transform_fn" not in user
-        and "predict_fn" not in user
-        and not (
-            can_predict_generic(model) or hasattr(model, "get_inputs")  # an onnxruntime session
-        )
+    if not user.keys() & {"transform_fn", "predict_fn", "batch_predict_fn"} and not (
+        can_predict_generic(model) or hasattr(model, "get_inputs")  # an onnxruntime session
     ):
         raise StartupError(
-            f"no predict_fn or transform_fn in user code, and the model "
+            f"no predict_fn, batch_predict_fn or transform_fn in user code, and the model "
             f"({type(model).__name__}) has no predict method and is not callable"
         )
 
@@ -272,6 +418,7 @@ def load_handlers(settings: Settings) -> Handlers:
         model_dir,
         input_fn=user.get("input_fn"),
         predict_fn=user.get("predict_fn"),
+        batch_predict_fn=user.get("batch_predict_fn"),
         output_fn=user.get("output_fn"),
         transform_fn=user.get("transform_fn"),
         default_accept=settings.default_accept,

@@ -16,11 +16,18 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from modelhost.modelserver.errors import describe
 
-_Item = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+class _Settable(Protocol):
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
+_Item = tuple[asyncio.AbstractEventLoop, _Settable, Callable[..., Any], tuple[Any, ...]]
 
 
 class ModelRunner:
@@ -42,6 +49,12 @@ class ModelRunner:
         self._queue.put((loop, future, fn, args))
         return future
 
+    def then(self, done: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker thread, then have the loop call ``done`` with its
+        result, or with what it raised: for a caller that does not await, one loop wake-up
+        and no future."""
+        self._queue.put((asyncio.get_running_loop(), _Then(done), fn, args))
+
     def shutdown(self) -> None:
         """Let idle threads end; a call in progress finishes (threads are daemons anyway)."""
         for _ in self._threads:
@@ -55,9 +68,28 @@ class ModelRunner:
             item = None
 
 
+class _Then:
+    """What :meth:`ModelRunner.then` queues in place of a future: it hands the result,
+    or the exception, to a callback."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any], None]) -> None:
+        self.callback = callback
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: Any, /) -> None:
+        self.callback(result)
+
+    def set_exception(self, exc: BaseException, /) -> None:
+        self.callback(exc)
+
+
 def _run(
     loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
+    future: _Settable,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
 ) -> None:
@@ -84,11 +116,11 @@ def deliver(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *arg
         loop.call_soon_threadsafe(callback, *args)
 
 
-def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+def _set_result(future: _Settable, result: Any) -> None:
     if not future.done():  # cancelled: the client went away
         future.set_result(result)
 
 
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+def _set_exception(future: _Settable, exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

@@ -22,6 +22,7 @@ from types import FrameType
 import uvloop
 
 from modelhost.modelserver.app import create_app
+from modelhost.modelserver.batching import batcher_for
 from modelhost.modelserver.handlers import Handlers, load_handlers
 from modelhost.modelserver.protocol import HttpProtocol
 from modelhost.modelserver.runner import ModelRunner
@@ -74,7 +75,8 @@ async def _serve(
         received.append(signum)
         loop.call_soon_threadsafe(stop.set)
 
-    app = create_app(handlers, runner, settings.workers, settings.token)
+    batcher = batcher_for(settings, handlers, runner)
+    app = create_app(handlers, runner, settings.workers, settings.token, batcher)
     connections: set[HttpProtocol] = set()
     try:
         server = await loop.create_server(

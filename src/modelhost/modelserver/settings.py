@@ -27,8 +27,24 @@ ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 ENV_MEMORY_LIMIT = "MODELHOST_MEMORY_LIMIT_MB"
 ENV_CGROUP_PROCS = "MODELHOST_CGROUP_PROCS"
 ENV_TOKEN = "MODELHOST_INSTANCE_TOKEN"
+ENV_MAX_BATCH_SIZE = "MODELHOST_MAX_BATCH_SIZE"
+ENV_MAX_BATCH_DELAY_MS = "MODELHOST_MAX_BATCH_DELAY_MS"
+#: TorchServe's names in SageMaker's PyTorch containers; same meaning, same units (ms).
+ENV_TS_BATCH_SIZE = "SAGEMAKER_TS_BATCH_SIZE"
+ENV_TS_MAX_BATCH_DELAY = "SAGEMAKER_TS_MAX_BATCH_DELAY"
+#: Set by a transform job on its instances: each request is a mini-batch already.
+ENV_TRANSFORM = "SAGEMAKER_BATCH"
+#: How long a request may be held for company when no delay is given.
+DEFAULT_BATCH_DELAY_MS = 5.0
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
+
+# How a batched answer reports its batch to the router, which keeps the metrics (an
+# instance's port answers the router only, so the router is where they can be seen).
+#: On the first answer of each batch: how many requests its model call served.
+BATCH_SIZE_HEADER = b"x-modelhost-batch-size"
+#: On every batched answer: microseconds the request waited before its model call started.
+QUEUE_WAIT_HEADER = b"x-modelhost-queue-wait-us"
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +74,12 @@ class Settings:
     # MODELHOST_INSTANCE_TOKEN: every request must carry it (X-Modelhost-Instance-Token),
     # so the port answers the server's router and nobody else on the machine.
     token: str | None = None
+    # MODELHOST_MAX_BATCH_SIZE / SAGEMAKER_TS_BATCH_SIZE: up to this many concurrent
+    # requests go to the model in one call (1: every request alone).
+    max_batch_size: int = 1
+    # MODELHOST_MAX_BATCH_DELAY_MS / SAGEMAKER_TS_MAX_BATCH_DELAY: the longest a request is
+    # held for others to join its batch (see modelhost.modelserver.batching).
+    max_batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
 
     @property
     def code_dir(self) -> Path:
@@ -76,6 +98,7 @@ class Settings:
         if port > 65535:
             raise StartupError(f"invalid {ENV_PORT}={port}: not a TCP port")
         parent = env.get(ENV_PARENT_PID)
+        max_batch_size, max_batch_delay_ms = _batching(env)
         return cls(
             host=env.get(ENV_HOST) or "0.0.0.0",
             port=port,
@@ -93,6 +116,8 @@ class Settings:
                 Path(p) for p in (env.get(ENV_CGROUP_PROCS) or "").split(os.pathsep) if p
             ),
             token=env.get(ENV_TOKEN) or None,
+            max_batch_size=max_batch_size,
+            max_batch_delay_ms=max_batch_delay_ms,
         )
 
 
@@ -107,6 +132,39 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     if value < minimum:
         raise StartupError(f"invalid {name}={raw!r}: must be >= {minimum}")
     return value
+
+
+def _batching(env: Mapping[str, str]) -> tuple[int, float]:
+    """The batch size and delay, from modelhost's names or TorchServe's (which must agree
+    when both are set). A transform job's instances never batch: each of their requests
+    is a mini-batch the job already sized to its MaxPayloadInMB, and merging them would
+    exceed it."""
+    size = _one_of(env, ENV_MAX_BATCH_SIZE, ENV_TS_BATCH_SIZE)
+    delay = _one_of(env, ENV_MAX_BATCH_DELAY_MS, ENV_TS_MAX_BATCH_DELAY)
+    max_size = _int(env, size, 1, minimum=1) if size else 1
+    max_delay = DEFAULT_BATCH_DELAY_MS
+    if delay:
+        raw = env[delay]
+        try:
+            max_delay = float(raw)
+        except ValueError:
+            raise StartupError(f"invalid {delay}={raw!r}: not a number of milliseconds") from None
+        if not 0 <= max_delay <= 60_000:
+            raise StartupError(f"invalid {delay}={raw!r}: must be between 0 and 60000 ms")
+    if max_size > 1 and (env.get(ENV_TRANSFORM) or "").lower() == "true":
+        log.info("%s=%d ignored in a transform job: its requests are mini-batches", size, max_size)
+        max_size = 1
+    return max_size, max_delay
+
+
+def _one_of(env: Mapping[str, str], name: str, alias: str) -> str | None:
+    """Which of two names for one setting is set (None if neither); both, only if equal."""
+    value, other = (env.get(name) or "").strip(), (env.get(alias) or "").strip()
+    if value and other and value != other:
+        raise StartupError(f"{name}={value!r} and {alias}={other!r} disagree; set one of them")
+    if value:
+        return name
+    return alias if other else None
 
 
 def _local_dir(value: str | None) -> Path | None:

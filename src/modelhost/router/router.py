@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
+from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
@@ -46,6 +47,9 @@ class Answer:
     custom_attributes: str | None
     variant: str
     model_seconds: float
+    #: (batch size, queue wait in seconds) when the model server batched the request; the
+    #: size only on the first answer of each batch (0 on the others).
+    batch: tuple[int, float] | None = None
 
 
 class StreamInterrupted(Exception):
@@ -392,4 +396,17 @@ def _answer(response: Response, replica: Replica, elapsed: float) -> Answer:
         custom_attributes=custom_attributes.decode("latin-1") if custom_attributes else None,
         variant=replica.variant,
         model_seconds=elapsed,
+        batch=_batch(response),
     )
+
+
+def _batch(response: Response) -> tuple[int, float] | None:
+    """What a batching model server says of the request's batch (see Answer.batch)."""
+    wait = response.header(QUEUE_WAIT_HEADER)
+    if wait is None:
+        return None
+    size = response.header(BATCH_SIZE_HEADER)
+    try:
+        return (int(size) if size else 0), int(wait) / 1e6
+    except ValueError:
+        return None

@@ -142,8 +142,7 @@ def count_answer(name: str, answer: Answer, started: float, ended: float | None 
     """Count one answer; `ended` is when it was ready (now if not given)."""
     total = (time.perf_counter() if ended is None else ended) - started
     series = metrics.for_variant(name, answer.variant)
-    series.invocations.inc()
-    series.model_latency.observe(answer.model_seconds)
+    series.answered(answer.model_seconds, answer.batch)
     series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
 
 
