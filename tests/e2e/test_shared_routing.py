@@ -101,7 +101,7 @@ def _until(what: str, check, timeout_s: float = 90.0, log: str = "") -> None:  #
 
 
 def test_a_server_routes_to_the_instances_another_server_runs(
-    owner_and_other: tuple[ServerProcess, ServerProcess],
+    owner_and_other: tuple[ServerProcess, ServerProcess], postgres: PostgresServer
 ) -> None:
     owner, other = owner_and_other
     assert instance_pids(other.pid, ENDPOINT) == []
@@ -129,6 +129,22 @@ def test_a_server_routes_to_the_instances_another_server_runs(
     )
     assert instance_pids(other.pid, ENDPOINT) == []
 
+    # The database lost: the other server routes on to the instances it knows, and its
+    # control plane answers a retriable 503 in SageMaker's format until the database is back.
+    postgres.stop()
+    try:
+        assert {_who(other) for _ in range(5)} <= both
+        with pytest.raises(ClientError) as lost:
+            other.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+        assert lost.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert lost.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert _who(other) in both
+    finally:
+        postgres.start()
+    described = other.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    assert described["EndpointStatus"] == "InService"
+    _who(other)  # served (by whichever server holds the endpoint after the outage)
+
     # Deleted on the owner: the other server stops routing with a clear error, at once.
     owner.client("sagemaker").delete_endpoint(EndpointName=ENDPOINT)
     runtime = other.client("sagemaker-runtime")
@@ -139,14 +155,14 @@ def test_a_server_routes_to_the_instances_another_server_runs(
             runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=b"{}")
         except ClientError as error:
             errors.append(error.response)
-            return error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+            return "not found" in error.response["Error"]["Message"]
         return False
 
     _until("the other server kept routing to a deleted endpoint", refused, log=other.log_tail())
     assert errors[-1]["Error"]["Code"] == "ValidationError"
-    assert "not found" in errors[-1]["Error"]["Message"]
-    # Before the record was gone, a retriable 503 or 400 naming the deletion; never a 500.
-    assert {e["ResponseMetadata"]["HTTPStatusCode"] for e in errors} <= {400, 503}
+    assert errors[-1]["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Meanwhile (deleting): a 400 naming the status, or a retriable 503; never a 500.
+    assert {e["ResponseMetadata"]["HTTPStatusCode"] for e in errors} <= {400, 503}, errors
 
 
 def test_when_the_owner_is_killed_the_other_takes_over_without_failing_requests(
