@@ -214,3 +214,38 @@ def test_when_the_owner_is_killed_the_other_takes_over_without_failing_requests(
     own = set(instance_pids(other.pid, ENDPOINT))
     assert served_by <= first | own, (served_by, first, own)
     assert served_by & first and served_by & own
+
+
+def test_a_serverless_endpoint_is_served_by_its_owner_only(
+    owner_and_other: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Its instances start on demand where it runs: the other server names that one."""
+    servers = owner_and_other
+    sagemaker = servers[0].client("sagemaker")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="who-serverless",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "who",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName="serverless", EndpointConfigName="who-serverless")
+    wait_for_status(sagemaker, "serverless", {"InService"})
+    answers = {}
+    for server in servers:
+        try:
+            server.client("sagemaker-runtime").invoke_endpoint(
+                EndpointName="serverless", Body=b"{}"
+            )
+            answers[server.pid] = "ok"
+        except ClientError as error:
+            assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error
+            answers[server.pid] = error.response["Error"]["Message"]
+    assert sorted(answers.values()).count("ok") == 1, answers
+    (refusal,) = [a for a in answers.values() if a != "ok"]
+    (owner,) = [s for s in servers if answers[s.pid] == "ok"]
+    assert "serverless" in refusal
+    assert (owner.data_dir / "server-id").read_text().strip() in refusal
