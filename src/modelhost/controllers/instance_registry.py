@@ -165,6 +165,9 @@ class InstanceRegistry:
         )
         changed = False
         unshared: dict[str, str] = {}
+        # A port this server's own instance has now is not another server's any more (a
+        # stale record): the router's tokens go by address.
+        local = {r.address for d in self.router.deployments.values() for r in d.replicas()}
         for name, record in others.items():
             live = holders.get(lease(kinds.ENDPOINT, name)) == record["holder"]
             if name in self.router.deployments:
@@ -173,7 +176,7 @@ class InstanceRegistry:
                 if live:
                     unshared[name] = record["holder"]
                 continue
-            changed |= self._update(name, record, live)
+            changed |= self._update(name, record, live, local)
         self.unshared.clear()
         self.unshared.update(unshared)
         for name in list(self.router.shared):
@@ -205,8 +208,20 @@ class InstanceRegistry:
                 await self.store.delete(ROUTES, name)
                 self._published.pop(name, None)
 
-    def _update(self, name: str, record: Record, live: bool) -> bool:
+    def _update(self, name: str, record: Record, live: bool, local: set[tuple[str, int]]) -> bool:
         """Build (or keep) the shared deployment of `record`; True when it changed."""
+        record = {
+            **record,
+            "variants": [
+                {
+                    **variant,
+                    "instances": [
+                        i for i in variant["instances"] if (i["host"], i["port"]) not in local
+                    ],
+                }
+                for variant in record["variants"]
+            ],
+        }
         fingerprint = orjson.dumps([record, live], option=orjson.OPT_SORT_KEYS)
         if self._seen.get(name) == fingerprint:
             return False
