@@ -131,6 +131,8 @@ def test_a_server_routes_to_the_instances_another_server_runs(
 
     # The database lost: the other server routes on to the instances it knows, and its
     # control plane answers a retriable 503 in SageMaker's format until the database is back.
+    # (Invocations first: instances replaced on the owner while the database is away stay
+    # unknown to the other server until it is back.)
     postgres.stop()
     try:
         assert {_who(other) for _ in range(5)} <= both
@@ -138,7 +140,6 @@ def test_a_server_routes_to_the_instances_another_server_runs(
             other.client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
         assert lost.value.response["Error"]["Code"] == "ServiceUnavailable"
         assert lost.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-        assert _who(other) in both
     finally:
         postgres.start()
 
