@@ -25,6 +25,7 @@ from modelhost.controllers import (
     AsyncInferenceController,
     AutoscalingController,
     EndpointController,
+    InstanceRegistry,
     RecommendationController,
     TransformController,
     TransformScheduleController,
@@ -96,6 +97,8 @@ class ModelhostApp:
             self.store, server_id(settings.data_dir), settings.lease_period_s
         )
         self.router = Router(settings.model_timeout_s)
+        # With a shared store: which instances serve each endpoint, so any server routes it.
+        self.registry = InstanceRegistry(self.store, self.router, self.ownership)
         self.controller = EndpointController(
             settings, self.store, self.objects, backend, self.router, self.ownership
         )
@@ -113,7 +116,11 @@ class ModelhostApp:
             settings, self.store, self.objects, self.router, self.context, self.ownership
         )
         self.invoker = RealtimeInvoker(
-            self.router, self.store, settings.account_id, settings.max_payload_bytes, self.ownership
+            self.router,
+            self.store,
+            settings.account_id,
+            settings.max_payload_bytes,
+            self.registry.unshared,
         )
         self.queue = open_queue(
             settings.async_queue, settings.queue_path, **self.guard.checks(settings.queue_path)
@@ -156,6 +163,7 @@ class ModelhostApp:
             asyncio.create_task(self.recommender.run(), name="recommender"),
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
             asyncio.create_task(self.ownership.run(), name="leases"),
+            asyncio.create_task(self.registry.run(), name="instance-registry"),
             asyncio.create_task(
                 self.guard.watch(self.settings.store_check_interval_s), name="store-check"
             ),

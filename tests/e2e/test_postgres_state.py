@@ -19,9 +19,18 @@ from tests.support.postgres import PostgresServer
 from tests.support.server import free_port, running_server
 
 
-def test_an_unreachable_database_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"postgresql://modelhost:s3cret@127.0.0.1:{port}/state"
+@pytest.mark.parametrize(
+    "address",
+    [
+        f"127.0.0.1:{free_port()}/state",  # nothing listens there
+        "127.0.0.1:notaport/state",  # malformed, as a mistyped setting
+        "[::1/state",  # malformed enough that libpq quotes it back
+    ],
+)
+def test_an_unreachable_database_at_start_is_one_line_and_exit_2(
+    tmp_path: Path, address: str
+) -> None:
+    url = f"postgresql://modelhost:s3cret@{address}"
     result = subprocess.run(
         [
             sys.executable,
@@ -42,8 +51,7 @@ def test_an_unreachable_database_at_start_is_one_line_and_exit_2(tmp_path: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(
-        "modelhost server: cannot reach the state store "
-        f"postgresql://modelhost:***@127.0.0.1:{port}/state: "
+        f"modelhost server: cannot reach the state store postgresql://modelhost:***@{address}: "
     )
     assert "s3cret" not in result.stderr
 

@@ -3,6 +3,7 @@
 from modelhost.controllers.async_inference import AsyncInferenceController
 from modelhost.controllers.autoscaling import AutoscalingController
 from modelhost.controllers.endpoints import EndpointController
+from modelhost.controllers.instance_registry import ROUTES, InstanceRegistry
 from modelhost.controllers.loop import cancel_all
 from modelhost.controllers.recommender import RecommendationController
 from modelhost.controllers.scaling_metrics import (
@@ -16,10 +17,12 @@ from modelhost.controllers.transform import TransformController
 from modelhost.controllers.transform_schedules import TransformScheduleController
 
 __all__ = [
+    "ROUTES",
     "AsyncInferenceController",
     "AutoscalingController",
     "EndpointController",
     "Gauge",
+    "InstanceRegistry",
     "MetricResolver",
     "PerInstance",
     "PerMinute",

@@ -15,6 +15,8 @@ from modelhost.instances.client import (
     InstanceClient,
     InstanceUnreachable,
     Response,
+    grant_token,
+    revoke_token,
     token_header,
 )
 from modelhost.instances.container import ContainerBackend, ContainerInstance
@@ -63,6 +65,8 @@ __all__ = [
     "ProcessBackend",
     "Response",
     "RoutingBackend",
+    "grant_token",
     "open_backend",
+    "revoke_token",
     "token_header",
 ]

@@ -76,6 +76,9 @@ def _model_error(status: int, message: str) -> ModelError:
 class Router:
     def __init__(self, model_timeout_s: float) -> None:
         self.deployments: dict[str, Deployment] = {}
+        # Deployments other servers sharing the state store run, kept up to date by
+        # modelhost.controllers.InstanceRegistry; a deployment here wins over one there.
+        self.shared: dict[str, Deployment] = {}
         self._timeout_s = model_timeout_s
         self._client = InstanceClient()
         self._changed = asyncio.Event()
@@ -134,7 +137,7 @@ class Router:
         name = deployment.endpoint
 
         def find() -> tuple[Deployment, VariantPool, Replica | None] | None:
-            current = self.deployments.get(name)
+            current = self.deployments.get(name) or self.shared.get(name)
             if current is None:
                 raise ServiceUnavailable(
                     f"Endpoint {name} is being deleted or restarted; try again shortly."

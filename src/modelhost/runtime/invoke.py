@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from modelhost import metrics
 from modelhost.errors import InvocationValidationError, SageMakerError, ServiceUnavailable
 from modelhost.router import Answer, Deployment, Invocation, Router
-from modelhost.storage import LoopStore, Ownership, StateStore, lease
+from modelhost.storage import LoopStore, StateStore
 
 # Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
 _SERVING = frozenset({"InService", "Updating"})
@@ -34,10 +35,11 @@ class RealtimeInvoker:
         store: StateStore,
         account_id: str,
         max_payload_bytes: int,
-        ownership: Ownership,
+        unshared: Mapping[str, str],
     ) -> None:
         self.router = router
-        self.ownership = ownership
+        # Endpoints another server runs that are not routed from here, with that server.
+        self.unshared = unshared
         self.store = LoopStore(store)
         self.account_id = account_id
         self.max_payload_bytes = max_payload_bytes
@@ -48,22 +50,17 @@ class RealtimeInvoker:
         the server just started or its controller is bringing its instances back, is
         waited for, at most the model timeout; an endpoint that does not serve is the
         caller's to fix (400). An endpoint whose instances another server sharing the
-        state store runs is a retriable 503: servers do not route to each other's
-        instances. Only this path, never a request to a deployment the router holds,
-        reads the store, before the wait."""
-        record = None if name in self.router.deployments else await self.store.get("endpoint", name)
-        if (
-            record is not None
-            and (owner := await self.ownership.elsewhere(lease("endpoint", name))) is not None
-        ):
-            raise ServiceUnavailable(
-                f"Endpoint {name} runs on another modelhost server ({owner}) that shares "
-                "this state store; this server does not route to other servers' "
-                "instances. Retry the request on that server."
-            )
+        state store runs is served from the router's shared view of them (kept in memory
+        by the instance registry), and waited for while that view has no instance in
+        rotation (its owner died and another is taking over). Only this path, never a
+        request to a deployment the router holds or shares, reads the store, before the
+        wait."""
+        record = (
+            None if self._routable(name) is not None else await self.store.get("endpoint", name)
+        )
 
         def find() -> Deployment | None:
-            deployment = self.router.deployments.get(name)
+            deployment = self._routable(name)
             if deployment is not None:
                 if deployment.asynchronous:
                     # SageMaker: an AsyncInferenceConfig means the endpoint only takes
@@ -80,9 +77,26 @@ class RealtimeInvoker:
                     f"Endpoint {name} is not ready to serve: its status is "
                     f"{record['EndpointStatus']}."
                 )
+            if (owner := self.unshared.get(name)) is not None:
+                raise ServiceUnavailable(
+                    f"Endpoint {name} has a serverless variant and runs on another modelhost "
+                    f"server ({owner}) that shares this state store; serverless endpoints are "
+                    "served only by the server that runs them. Retry the request on that "
+                    "server."
+                )
             return None
 
         return await self.router.wait_for(find, f"Endpoint {name} did not get its instances back")
+
+    def _routable(self, name: str) -> Deployment | None:
+        """The deployment this server runs for `name`, else another server's with an
+        instance in rotation; no I/O."""
+        deployment = self.router.deployments.get(name)
+        if deployment is None:
+            deployment = self.router.shared.get(name)
+            if deployment is not None and not deployment.serving():
+                return None
+        return deployment
 
     def check_declared_length(self, headers: dict[bytes, bytes]) -> None:
         declared = headers.get(b"content-length")

@@ -88,13 +88,6 @@ class Ownership:
         except StoreUnavailable:
             log.info("could not release leases %s; they expire by themselves", mine)
 
-    async def elsewhere(self, name: str) -> str | None:
-        """The other live server that holds `name`, if any (one store call)."""
-        if self.exclusive or name in self._held:
-            return None
-        holder = (await self._store.holders([name])).get(name)
-        return holder if holder != self.holder else None
-
     async def run(self) -> None:
         """Renew every held lease three times a period, for as long as the server runs."""
         while True:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -70,8 +71,13 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 def redact(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url)
+    """`url` without its password, for messages and logs; a URL too malformed to parse
+    loses whatever stands between `user:` and `@`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parses the port: raises ValueError when it is no number)
+    except ValueError:
+        return re.sub(r"(//[^/@:]*:).*@", r"\1***@", url)
     if parts.password is None:
         return url
     host = parts.hostname or ""
@@ -92,6 +98,7 @@ class PostgresStateStore:
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = reason.replace(url, self.url)  # libpq quotes a URL it cannot parse
             raise StoreUnreachable(f"cannot reach the state store {self.url}: {reason}") from None
         self._pool = ConnectionPool(
             url,

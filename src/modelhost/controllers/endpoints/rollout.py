@@ -37,6 +37,7 @@ from modelhost.controllers.endpoints.reporting import (
     write_status,
 )
 from modelhost.controllers.endpoints.serverless import ServerlessScaler
+from modelhost.controllers.instance_registry import ROUTES
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.instances import Instance, InstanceSpec
 from modelhost.router import Deployment, Replica, ServerlessPool, VariantPool
@@ -287,11 +288,13 @@ class Rollout:
         await asyncio.gather(*(r.instance.stop() for r in replicas), return_exceptions=True)
 
     async def delete(self, name: str) -> None:
-        """DeleteEndpoint: take it down, then remove its record and tags."""
+        """DeleteEndpoint: take it down, then remove its record and tags, and the record of
+        its instances a former owner may have left in the instance registry."""
         await self.teardown(name)
         store = self.fleet.store
         record = await store.get(KIND, name)
         if record is not None:
+            await store.delete(ROUTES, name)
             await store.delete(KIND, name)
             await store.delete_tags(record["EndpointArn"])
 
