@@ -12,13 +12,18 @@
    result object; with the server's peak RSS (VmHWM) before and after, which shows
    whether the server held the payload in memory.
 
+With `--queue redis` the queue is a private redis-server (as several servers would share
+one) instead of the embedded SQLite file.
+
 Usage:
     python benchmarks/async_throughput.py [--requests 2000] [--threads 8] [--large-mb 1024]
+                                          [--queue sqlite|redis]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -35,6 +40,7 @@ from tests.support.async_inference import put_digest_model
 from tests.support.endpoints import deploy
 from tests.support.models import iris_rows, put_iris_model
 from tests.support.processes import peak_rss_mb
+from tests.support.redis import redis_server
 from tests.support.server import ServerProcess
 
 
@@ -176,11 +182,17 @@ def main() -> None:
         default=8,
         help="MaxConcurrentInvocationsPerInstance of the async endpoint",
     )
+    parser.add_argument("--queue", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
     args = parser.parse_args()
     facts = machine_facts("python http.client threads")
-    with sigterm_as_interrupt(), scratch_dir(args.keep) as scratch:
-        server = ServerProcess(scratch / "data", env={"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"})
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())
+        scratch = stack.enter_context(scratch_dir(args.keep))
+        env = {"MODELHOST_ASYNC_POLL_INTERVAL": "0.5"}
+        if args.queue == "redis":
+            env["MODELHOST_ASYNC_QUEUE"] = stack.enter_context(redis_server(scratch))
+        server = ServerProcess(scratch / "data", env=env)
         server.start()
         try:
             iris = put_iris_model(server.data_dir)
@@ -201,7 +213,7 @@ def main() -> None:
     for key, value in facts.items():
         print(f"- {key}: {value}")
     print(
-        f"- {args.requests} requests per run, {args.threads} client threads, "
+        f"- queue: {args.queue}; {args.requests} requests per run, {args.threads} client threads, "
         "iris LogisticRegression on one ml.m5.large per endpoint (one real-time, one "
         "asynchronous), JSON body of 3 rows\n"
     )

@@ -78,6 +78,12 @@ class Settings:
             or os.environ.get("DOCKER_HOST", "").strip()
         )
     )
+    # The longest an image pull may take before the endpoint fails naming the image
+    # (MODELHOST_IMAGE_PULL_TIMEOUT, seconds). SageMaker has no setting for it (its
+    # ModelDataDownloadTimeoutInSeconds covers the model data only), so it is the server's.
+    image_pull_timeout_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_IMAGE_PULL_TIMEOUT", 1800.0)
+    )
     # Where the state store lives: empty or "sqlite" for the embedded SQLite file
     # <data-dir>/state.db (see `state_path`), or a postgresql://user:password@host/db URL
     # for a PostgreSQL database several servers share; other schemes are refused.

@@ -41,7 +41,7 @@ from modelhost.errors import (
     ValidationError,
 )
 from modelhost.instances import open_backend
-from modelhost.queue import STATES, open_queue
+from modelhost.queue import STATES, JobQueue, LoopQueue, open_queue
 from modelhost.router import Router
 from modelhost.runtime import (
     AsyncAccepter,
@@ -122,10 +122,11 @@ class ModelhostApp:
             settings.max_payload_bytes,
             self.registry.unshared,
         )
-        self.queue = open_queue(
+        queue = open_queue(
             settings.async_queue, settings.queue_path, **self.guard.checks(settings.queue_path)
         )
-        self.guard.track(self.queue)
+        self.guard.track(queue)
+        self.queue = LoopQueue(queue)  # awaited calls: in threads when it is Redis
         self.async_controller = AsyncInferenceController(
             settings,
             self.store,
@@ -417,16 +418,9 @@ class ModelhostApp:
             if any(state not in STATES for state in states):
                 raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
             record = await LoopStore(self.store).get("endpoint", name)
-            if record is None and not self.queue.counts(name).backlog:
+            answer = await self.queue.call(_async_requests, self.queue.queue, name, states)
+            if record is None and not answer["Counts"]["queued"] + answer["Counts"]["running"]:
                 raise InvocationValidationError(f"Endpoint {name} not found.")
-            counts = self.queue.counts(name)
-            answer = {
-                "EndpointName": name,
-                "Counts": {state: getattr(counts, state) for state in STATES},
-                "Requests": [
-                    job.to_dict() for state in states for job in self.queue.jobs(name, state)
-                ],
-            }
         except SageMakerError as error:
             await _respond_error(send, error)
             return
@@ -472,6 +466,16 @@ class ModelhostApp:
             asked = wanted(body)
             self.settings.policies.authorize(key, asked.action, asked.resources)
         return body
+
+
+def _async_requests(queue: JobQueue, name: str, states: list[str]) -> dict[str, Any]:
+    """Blocking queue calls: the answer of `/endpoints/{name}/async-requests`."""
+    counts = queue.counts(name)
+    return {
+        "EndpointName": name,
+        "Counts": {state: getattr(counts, state) for state in STATES},
+        "Requests": [job.to_dict() for state in states for job in queue.jobs(name, state)],
+    }
 
 
 def _decoded(body: bytes, cbor: bool) -> Any:

@@ -125,3 +125,34 @@ def test_image_the_registry_lacks_fails_with_the_pull_error(
     reason = described["FailureReason"]
     assert image in reason and "pulling it failed" in reason
     assert "manifest unknown" in reason  # the registry's answer, through the engine
+
+
+def test_a_stalled_pull_fails_the_endpoint_after_the_pull_timeout(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The registry holds the pull mid-way and never lets go: the endpoint fails, naming
+    the image and MODELHOST_IMAGE_PULL_TIMEOUT, instead of staying Creating."""
+    image = _pushed_image(registry, tmp_path)
+    folder = tmp_path / "podman"
+    folder.mkdir()
+    conf = registries_conf(folder, registry)
+    registry.hold()
+    try:
+        with (
+            podman_service(folder, env={"CONTAINERS_REGISTRIES_CONF": str(conf)}) as engine,
+            running_server(
+                tmp_path / "data",
+                env={"MODELHOST_CONTAINER_HOST": engine, "MODELHOST_IMAGE_PULL_TIMEOUT": "5"},
+            ) as server,
+        ):
+            sagemaker = server.client("sagemaker")
+            url = put_model(server.data_dir, unique("stall"), MODEL_FILES)
+            name = deploy(sagemaker, url, image=image, wait=False)
+            described = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s=120)
+            assert described["EndpointStatus"] == "Failed"
+            reason = described["FailureReason"]
+            assert image in reason, reason
+            assert "did not finish within 5 seconds (MODELHOST_IMAGE_PULL_TIMEOUT)" in reason
+            assert registry.sent[0] > 0  # the pull had started: it stalled, it did not fail
+    finally:
+        registry.open()

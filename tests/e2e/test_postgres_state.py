@@ -59,6 +59,43 @@ def test_an_unreachable_database_at_start_is_one_line_and_exit_2(
     assert "s3cret" not in result.stderr
 
 
+def test_a_postgresql_state_without_psycopg_says_to_install_the_extra(tmp_path: Path) -> None:
+    """psycopg is made absent for the server process only: a package of that name on
+    PYTHONPATH that fails to import the way a missing one does."""
+    shadow = tmp_path / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(shadow.parent), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelhost",
+            "server",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--state",
+            f"postgresql://modelhost:s3cret@127.0.0.1:{free_port()}/state",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (
+        "modelhost server: a postgresql:// state store needs the psycopg package, which is "
+        "not installed: install the postgres extra (pip install 'modelhost[postgres]')"
+    )
+
+
 def test_servers_share_state_and_survive_losing_the_database(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:

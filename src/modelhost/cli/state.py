@@ -106,7 +106,7 @@ def _sqlite_path(location: str) -> Path | None:
 @contextmanager
 def _open_location(location: str, *, source: bool) -> Iterator[StateStoreType]:
     """The store at `location`: a SQLite file, or a postgresql:// URL."""
-    from modelhost.storage import DataDirLock, SqliteStateStore, backup
+    from modelhost.storage import DataDirLock, SqliteStateStore, backup, open_postgres
 
     path = _sqlite_path(location)
     with ExitStack() as stack:
@@ -115,9 +115,7 @@ def _open_location(location: str, *, source: bool) -> Iterator[StateStoreType]:
                 raise ValueError(
                     f"{location!r}: name a state store as sqlite:PATH or postgresql://..."
                 )
-            from modelhost.storage.postgres_state import PostgresStateStore
-
-            store: StateStoreType = PostgresStateStore(location)
+            store: StateStoreType = open_postgres(location)
         elif source:
             if not path.is_file():
                 raise ValueError(f"{path} does not exist")

@@ -37,7 +37,7 @@ from modelhost.config import Settings
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.errors import ModelError, SageMakerError
 from modelhost.instances import InstanceUnreachable
-from modelhost.queue import Job, JobQueue, backoff_s
+from modelhost.queue import Job, LoopQueue, backoff_s
 from modelhost.router import Deployment, Invocation, Router
 from modelhost.runtime import Notifier, notification, object_io
 from modelhost.storage import LoopStore, ObjectStore, Ownership, StateStore, lease
@@ -56,7 +56,7 @@ class AsyncInferenceController(ReconcileLoop):
         settings: Settings,
         store: StateStore,
         objects: ObjectStore,
-        queue: JobQueue,
+        queue: LoopQueue,
         router: Router,
         context: api.Context,
         notifier: Notifier,
@@ -68,6 +68,7 @@ class AsyncInferenceController(ReconcileLoop):
         self.store = LoopStore(store)
         self.ownership = ownership
         self.objects = objects
+        # Awaited queue calls: in the queue's threads unless it is a local file.
         self.queue = queue
         self.router = router
         self.context = context
@@ -77,7 +78,7 @@ class AsyncInferenceController(ReconcileLoop):
         self._measured_at = 0.0
 
     async def prepare(self) -> None:
-        recovered = self.queue.recover()
+        recovered = await self.queue.recover()
         if recovered:
             log.info(
                 "async inference: %d request(s) in flight at the last stop go back to the queue",
@@ -91,7 +92,7 @@ class AsyncInferenceController(ReconcileLoop):
     async def step(self) -> None:
         if not self.ownership.owns(self.LEASE):  # renewed by Ownership.run once held
             await self.ownership.claim([self.LEASE])
-        for name in {*self.queue.endpoints(), *self._running}:
+        for name in {*await self.queue.endpoints(), *self._running}:
             await self._dispatch(name)
         if time.monotonic() - self._measured_at >= self.settings.async_poll_s:
             await self._measure()
@@ -119,7 +120,7 @@ class AsyncInferenceController(ReconcileLoop):
             if not self.ownership.owns(self.LEASE):
                 return
             # The endpoint is gone: its requests can only fail.
-            for job in self.queue.lease(name, 100, self.settings.async_lease_s):
+            for job in await self.queue.lease(name, 100, self.settings.async_lease_s):
                 self._spawn(name, running, self._fail(job, f"Endpoint {name} was deleted."))
             return
         if not self.ownership.owns(lease("endpoint", name)):
@@ -132,7 +133,7 @@ class AsyncInferenceController(ReconcileLoop):
             "MaxConcurrentInvocationsPerInstance", DEFAULT_CONCURRENCY_PER_INSTANCE
         )
         assert deployment is not None
-        for job in self.queue.lease(
+        for job in await self.queue.lease(
             name, replicas * limit - len(running), self.settings.async_lease_s
         ):
             self._spawn(name, running, self._work(deployment, job))
@@ -178,16 +179,17 @@ class AsyncInferenceController(ReconcileLoop):
         their retention (deleted, a batch at a time, so the queue does not grow forever)."""
         self._measured_at = time.monotonic()
         if self.ownership.owns(self.LEASE):
-            self.queue.prune(time.time() - self.settings.async_retention_s, _PRUNE_BATCH)
-            for name in self.queue.endpoints():
+            await self.queue.prune(time.time() - self.settings.async_retention_s, _PRUNE_BATCH)
+            for name, jobs in (await self.queue.call(self._expired)).items():
                 running = self._running.get(name, set())
-                for job in self.queue.expired(name, 100, self.settings.async_lease_s):
+                for job in jobs:
                     self._spawn(name, running, self._fail(job, _EXPIRED))
-        for record in await self.store.list("endpoint"):
-            if not record["_desired"]["config"].get("AsyncInferenceConfig"):
-                continue
-            name = record["EndpointName"]
-            backlog = self.queue.counts(name).backlog
+        names = [
+            record["EndpointName"]
+            for record in await self.store.list("endpoint")
+            if record["_desired"]["config"].get("AsyncInferenceConfig")
+        ]
+        for name, backlog in (await self.queue.call(self._backlogs, names)).items():
             deployment = self.router.deployments.get(name)
             instances = deployment.serving() if deployment else 0
             metrics.ASYNC_BACKLOG.labels(name).set(backlog)
@@ -195,6 +197,19 @@ class AsyncInferenceController(ReconcileLoop):
             metrics.ASYNC_BACKLOG_WITHOUT_CAPACITY.labels(name).set(
                 1 if backlog and not instances else 0
             )
+
+    def _expired(self) -> dict[str, list[Job]]:
+        """Blocking queue calls, one pass: each endpoint's requests whose TTL ran out,
+        leased to be failed."""
+        queue = self.queue.queue
+        return {
+            name: queue.expired(name, 100, self.settings.async_lease_s)
+            for name in queue.endpoints()
+        }
+
+    def _backlogs(self, names: list[str]) -> dict[str, int]:
+        """Blocking queue calls, one pass: each endpoint's backlog."""
+        return {name: self.queue.queue.counts(name).backlog for name in names}
 
     # --- one request -----------------------------------------------------------------
 
@@ -213,7 +228,7 @@ class AsyncInferenceController(ReconcileLoop):
     async def _renew(self, job: Job, work: asyncio.Task[Any] | None) -> None:
         while True:
             await asyncio.sleep(self.settings.async_lease_s / 3)
-            if not self.queue.renew(job, self.settings.async_lease_s):
+            if not await self.queue.renew(job, self.settings.async_lease_s):
                 if work is not None:
                     work.cancel()
                 return
@@ -231,7 +246,7 @@ class AsyncInferenceController(ReconcileLoop):
             await self._retry(job, f"Cannot read InputLocation {job.input_location}: {exc}")
             return
         if source is None:  # a previous attempt finished the work: only record it
-            self._finish(job, found is None, found)
+            await self._finish(job, found is None, found)
             return
         assert source is not None
         answer = _Answer()
@@ -264,7 +279,7 @@ class AsyncInferenceController(ReconcileLoop):
         elif problem is not None:
             await self._retry(job, f"Cannot write the output {job.output_location}: {problem}")
         else:
-            self._finish(job, True, None)
+            await self._finish(job, True, None)
 
     def _open_input(self, job: Job) -> tuple[str | None, _Input | None]:
         """Whether a previous attempt finished the request (then no input: the error
@@ -324,9 +339,9 @@ class AsyncInferenceController(ReconcileLoop):
         if job.attempts >= self.settings.async_max_attempts:
             await self._fail(job, f"The request failed after {job.attempts} attempts: {error}")
             return
-        self._requeue(job, error)
+        await self._requeue(job, error)
 
-    def _requeue(self, job: Job, error: str) -> None:
+    async def _requeue(self, job: Job, error: str) -> None:
         """Back to the queue, out of reach until its backoff is over; the dispatcher is
         woken then, so the next attempt does not wait for a poll as well."""
         delay = self._backoff(job.attempts)
@@ -337,7 +352,7 @@ class AsyncInferenceController(ReconcileLoop):
             error,
             delay,
         )
-        if self.queue.retry(job, error, delay):
+        if await self.queue.retry(job, error, delay):
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _fail(self, job: Job, error: str) -> None:
@@ -357,13 +372,13 @@ class AsyncInferenceController(ReconcileLoop):
             if isinstance(problem, OSError) and job.attempts < self.settings.async_max_attempts:
                 # The object store is unwell: try the whole request again later rather
                 # than end it with no object to show for it.
-                self._requeue(job, f"{error} (and the failure object: {problem})")
+                await self._requeue(job, f"{error} (and the failure object: {problem})")
                 return
         metrics.INVOCATION_4XX.labels(job.endpoint, "-").inc()
-        self._finish(job, False, error)
+        await self._finish(job, False, error)
 
-    def _finish(self, job: Job, succeeded: bool, error: str | None) -> None:
-        if not self.queue.finish(job, succeeded, error):
+    async def _finish(self, job: Job, succeeded: bool, error: str | None) -> None:
+        if not await self.queue.finish(job, succeeded, error):
             return  # lease lost: the new owner records (and notifies) the same outcome
         outcome = "Success" if succeeded else "Error"
         for target in (

@@ -49,7 +49,9 @@ def open_backend(settings: Settings) -> InstanceBackend:
         settings.data_dir,
         settings.instance_user,
     )
-    containers = ContainerBackend(settings.container_host, scope, settings.cpu_scale)
+    containers = ContainerBackend(
+        settings.container_host, scope, settings.cpu_scale, settings.image_pull_timeout_s
+    )
     return RoutingBackend(settings.instance_backend, processes, containers)
 
 

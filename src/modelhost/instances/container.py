@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,9 @@ CONNECT_TIMEOUT_S = 5
 CALL_TIMEOUT_S = 120
 #: How long a failed connection is taken as the answer for built-in images' lookups.
 RETRY_S = 30
+#: The longest a pull may take (MODELHOST_IMAGE_PULL_TIMEOUT): a registry that stalls
+#: must fail the endpoint, not keep it Creating and hold a thread forever.
+DEFAULT_PULL_TIMEOUT_S = 1800.0
 DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
 
 HOW_TO_GET_ONE = (
@@ -87,9 +91,12 @@ class _Engine:
     """One connection to the engine, made on first use (the engine may start after the
     server); the first one removes this scope's leftovers. Its methods block."""
 
-    def __init__(self, configured: str, scope: str) -> None:
+    def __init__(
+        self, configured: str, scope: str, pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S
+    ) -> None:
         self.configured = configured
         self.scope = scope
+        self.pull_timeout_s = pull_timeout_s
         self._lock = threading.Lock()
         self._client: Any = None
         self._streams: Any = None  # without a read timeout: log streams stay quiet for long
@@ -194,17 +201,61 @@ class _Engine:
         logger.info("pulling image %s", image)
         pull = PullProgress(image, report)
         pull.begin()
-        try:
-            for event in self.client().api.pull(image, stream=True, decode=True):
-                pull.note(event)
-        except images.ImageMissing:
-            raise
-        except Exception as exc:
-            raise images.ImageMissing(image, str(exc).strip()) from exc
+        self._pull(image, pull)
         if self.find_image(image) is None:
             raise images.ImageMissing(image, "the engine reported no image after the pull")
         logger.info("pulled image %s in %.1f s", image, time.monotonic() - pull.started)
         return image
+
+    def _pull(self, image: str, pull: PullProgress) -> None:
+        """Pull through a client of its own, cut off after `pull_timeout_s`: the SDK
+        reads a pull's stream with no timeout, so a watchdog shuts the stream's socket
+        down at the deadline (which ends the blocked read) and the pull fails naming the
+        image and the limit."""
+        from docker.api.client import APIClient
+
+        self.client()  # connected: self.url is the engine's
+        timed_out = threading.Event()
+        streams: list[Any] = []
+        lock = threading.Lock()
+
+        def cut() -> None:
+            with lock:
+                timed_out.set()
+                for response in streams:
+                    _shut_down(response)
+
+        def keep(response: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                streams.append(response)
+                if timed_out.is_set():
+                    _shut_down(response)
+            return response
+
+        api = APIClient(base_url=self.url, timeout=CALL_TIMEOUT_S)
+        api.hooks["response"].append(keep)
+        watchdog = threading.Timer(self.pull_timeout_s, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for event in api.pull(image, stream=True, decode=True):
+                if timed_out.is_set():
+                    break
+                pull.note(event)
+        except images.ImageMissing:
+            raise
+        except Exception as exc:
+            if not timed_out.is_set():
+                raise images.ImageMissing(image, str(exc).strip()) from exc
+        finally:
+            watchdog.cancel()
+            api.close()
+        if timed_out.is_set():
+            raise images.ImageMissing(
+                image,
+                f"the pull did not finish within {self.pull_timeout_s:g} seconds "
+                "(MODELHOST_IMAGE_PULL_TIMEOUT)",
+            )
 
     def is_podman(self) -> bool:
         """Whether the engine is podman (which takes GPUs as CDI devices) rather than
@@ -328,12 +379,17 @@ class ContainerInstance:
 
 class ContainerBackend:
     """Runs instances as containers on the engine at `engine_url` ("": the usual sockets);
-    `scope` labels this server's containers, `cpu_scale` is the process backend's."""
+    `scope` labels this server's containers, `cpu_scale` is the process backend's, and
+    a pull taking longer than `pull_timeout_s` fails the instance."""
 
     def __init__(
-        self, engine_url: str = "", scope: str = "default", cpu_scale: float = 1.0
+        self,
+        engine_url: str = "",
+        scope: str = "default",
+        cpu_scale: float = 1.0,
+        pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S,
     ) -> None:
-        self._engine = _Engine(engine_url, scope)
+        self._engine = _Engine(engine_url, scope, pull_timeout_s)
         self._cpu_scale = cpu_scale
         self._gpus = GpuPool()
 
@@ -453,3 +509,13 @@ class ContainerBackend:
             port,
         )
         return ContainerInstance(spec, self._engine, container, port, token, pid, self._gpus)
+
+
+def _shut_down(response: Any) -> None:
+    """End a streamed response's reads, even one blocked in another thread (closing the
+    socket would not wake it; shutting it down does)."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from modelhost.queue.backoff import backoff_s
 from modelhost.queue.jobs import STATES, Job, JobCounts, JobQueue
+from modelhost.queue.loop_queue import LoopQueue
 from modelhost.queue.sqlite import SqliteQueue
 
 
@@ -28,4 +29,13 @@ def open_queue(url: str, sqlite_path: Path, **checks: bool) -> JobQueue:
     raise ValueError(f"MODELHOST_ASYNC_QUEUE must be 'sqlite' or a redis:// URL, not {url!r}")
 
 
-__all__ = ["STATES", "Job", "JobCounts", "JobQueue", "SqliteQueue", "backoff_s", "open_queue"]
+__all__ = [
+    "STATES",
+    "Job",
+    "JobCounts",
+    "JobQueue",
+    "LoopQueue",
+    "SqliteQueue",
+    "backoff_s",
+    "open_queue",
+]

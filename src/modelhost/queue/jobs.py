@@ -64,7 +64,13 @@ class JobCounts:
 class JobQueue(Protocol):
     """What the accept path and the workers need of a queue backend. Leasing is atomic
     (no job goes to two workers at once) and every change to a leased job requires the
-    lease's token, so a worker whose lease ran out cannot overwrite its successor's work."""
+    lease's token, so a worker whose lease ran out cannot overwrite its successor's work.
+    Calls are synchronous; code on the event loop reaches the queue through `LoopQueue`
+    (loop_queue.py), which runs them in a thread when the backend is not `local`."""
+
+    #: True when a call never leaves the process (the embedded SQLite file): quick enough
+    #: to make on the event loop. False when it waits on a network round trip (Redis).
+    local: bool
 
     def put(self, jobs: list[Job]) -> None: ...
     def recover(self) -> int: ...

@@ -161,6 +161,12 @@ def _job(fields: dict[bytes, bytes]) -> Job:
 
 
 class RedisQueue:
+    """Every call is a network round trip (`local` is False): code on the event loop
+    reaches it through `LoopQueue`, in a worker thread. The client's connection pool is
+    thread-safe, so calls from several threads at once each get their own connection."""
+
+    local = False
+
     def __init__(self, url: str) -> None:
         self._redis: Any = redis.Redis.from_url(url)
         self._lease = self._redis.register_script(_LEASE)

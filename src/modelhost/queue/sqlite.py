@@ -57,6 +57,8 @@ class SqliteQueue(SqliteFile):
     """Durability as the state store's (see `modelhost.storage.sqlite`): a committed
     request survives a killed server."""
 
+    local = True
+
     def __init__(self, path: Path, *, used_before: bool = False, unclean: bool = False) -> None:
         super().__init__(path, _SCHEMA, used_before=used_before, unclean=unclean)
 

@@ -20,7 +20,7 @@ import botocore.session
 import regex
 
 from modelhost.errors import InvocationValidationError, ServiceUnavailable
-from modelhost.queue import Job, JobQueue
+from modelhost.queue import Job, LoopQueue
 from modelhost.runtime.invoke import endpoint_not_found
 from modelhost.storage import LoopStore, ObjectStore, StateStore
 
@@ -41,7 +41,7 @@ class AsyncAccepter:
         self,
         store: StateStore,
         objects: ObjectStore,
-        queue: JobQueue,
+        queue: LoopQueue,
         account_id: str,
         max_payload_bytes: int,
         min_ttl_s: int,
@@ -49,6 +49,7 @@ class AsyncAccepter:
     ) -> None:
         self.min_ttl_s = min_ttl_s
         self._pending: list[tuple[Job, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
         self.store = LoopStore(store)
         self.objects = objects
         self.queue = queue
@@ -87,27 +88,32 @@ class AsyncAccepter:
         ]
 
     async def _enqueue(self, job: Job) -> None:
-        """Durable before the 202: requests that arrive together share one commit."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
+        """Durable before the 202: requests that arrive together share one commit, and
+        so do those that arrive while a put is on its way to a remote queue."""
+        done = asyncio.get_running_loop().create_future()
         self._pending.append((job, done))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
         await done
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+    async def _flush(self) -> None:
+        """Put what is pending, one batch at a time, until nothing is."""
         try:
-            self.queue.put([job for job, _ in batch])
-        except Exception as exc:  # the queue is down: each request answers with it
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for _, done in batch:
-            if not done.done():
-                done.set_result(None)
-        self.wake()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.queue.put([job for job, _ in batch])
+                except Exception as exc:  # the queue is down: each request answers with it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+                self.wake()
+        finally:
+            self._flushing = None
 
     def _check_input(self, uri: str) -> None:
         """The input must be one object of the store, of a size asynchronous inference

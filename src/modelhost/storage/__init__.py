@@ -33,9 +33,7 @@ def open_store(settings: Settings, guard: DataDirGuard | None = None) -> StateSt
 
     scheme = state_scheme(settings.state_url)
     if scheme == "postgresql":
-        from .postgres_state import PostgresStateStore  # psycopg: the postgres extra
-
-        return PostgresStateStore(settings.state_url)
+        return open_postgres(settings.state_url)
     if scheme != "sqlite":  # Settings refuses other schemes before anything opens
         raise ValueError(f"no state store implements {scheme!r}")
     path = settings.state_path
@@ -43,6 +41,21 @@ def open_store(settings: Settings, guard: DataDirGuard | None = None) -> StateSt
     if guard is not None:
         guard.track(store)
     return store
+
+
+def open_postgres(url: str) -> StateStore:
+    """The PostgreSQL state store at `url`. Its driver is an optional extra: without it,
+    a ValueError (one line at start) that says what to install, not an ImportError."""
+    try:
+        from .postgres_state import PostgresStateStore
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise ValueError(
+            f"a postgresql:// state store needs the {exc.name} package, which is not "
+            "installed: install the postgres extra (pip install 'modelhost[postgres]')"
+        ) from None
+    return PostgresStateStore(url)
 
 
 def open_objects(settings: Settings) -> ObjectStore:
@@ -87,6 +100,7 @@ __all__ = [
     "copy_state",
     "lease",
     "open_objects",
+    "open_postgres",
     "open_store",
     "prepare_model_dir",
     "restore",
