@@ -13,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
 from tests.support.async_inference import deploy_async, local_path, put_digest_model
 from tests.support.endpoints import deploy
 from tests.support.models import iris_rows, put_iris_model
@@ -120,5 +123,30 @@ def test_a_stopped_redis_does_not_stop_ping_or_realtime_invocations(tmp_path: Pa
                 120,
                 "every asynchronous result",
             )
+        finally:
+            server.stop()
+
+
+def test_a_request_accepted_while_redis_is_gone_is_a_retriable_503(tmp_path: Path) -> None:
+    with redis_process(tmp_path) as redis:
+        env = {"MODELHOST_ASYNC_QUEUE": redis.url}
+        server = ServerProcess(tmp_path / "data", env=env).start()
+        try:
+            sagemaker = server.client("sagemaker")
+            asynchronous = deploy_async(sagemaker, put_digest_model(server.data_dir))
+            path = local_path(server.data_dir, "s3://inputs/0.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"n": 0}))
+            redis.process.kill()
+            redis.process.wait()
+            runtime = server.client("sagemaker-runtime", retries=0)
+            with pytest.raises(ClientError) as refused:
+                runtime.invoke_endpoint_async(
+                    EndpointName=asynchronous, InputLocation="s3://inputs/0.json"
+                )
+            error = refused.value.response
+            assert error["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert error["Error"]["Code"] == "ServiceUnavailable"
+            assert "queue cannot be reached" in error["Error"]["Message"]
         finally:
             server.stop()

@@ -160,6 +160,9 @@ def _job(fields: dict[bytes, bytes]) -> Job:
     return job
 
 
+_SOCKET_TIMEOUT_S = 10.0
+
+
 class RedisQueue:
     """Every call is a network round trip (`local` is False): code on the event loop
     reaches it through `LoopQueue`, in a worker thread. The client's connection pool is
@@ -168,7 +171,12 @@ class RedisQueue:
     local = False
 
     def __init__(self, url: str) -> None:
-        self._redis: Any = redis.Redis.from_url(url)
+        # A Redis that stops answering fails each call after the timeout (the caller sees
+        # a retriable error) instead of holding a queue thread for ever; options in the
+        # URL's query string win over these defaults.
+        self._redis: Any = redis.Redis.from_url(
+            url, socket_timeout=_SOCKET_TIMEOUT_S, socket_connect_timeout=_SOCKET_TIMEOUT_S
+        )
         self._lease = self._redis.register_script(_LEASE)
         self._expired = self._redis.register_script(_EXPIRED)
         self._change = self._redis.register_script(_CHANGE_HELD)

@@ -104,9 +104,13 @@ class AsyncAccepter:
                 try:
                     await self.queue.put([job for job, _ in batch])
                 except Exception as exc:  # the queue is down: each request answers with it
+                    down = ServiceUnavailable(
+                        f"The asynchronous request queue cannot be reached: "
+                        f"{exc or type(exc).__name__}. Try again."
+                    )
                     for _, done in batch:
                         if not done.done():
-                            done.set_exception(exc)
+                            done.set_exception(down)
                     continue
                 for _, done in batch:
                     if not done.done():
