@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
+from modelhost.api.deployment_config import check_deployment_config, retain_variant_properties
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
 from modelhost.api.serverless import check_capacity_update
@@ -142,12 +143,13 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                 f"{record['EndpointStatus']}; wait until it is InService."
             )
         desired = _desired(ctx, config_name, record["_desired"]["generation"] + 1)
-        if params.get("RetainAllVariantProperties"):
-            # Keep the weights and counts the endpoint runs with now, for variants that
-            # exist in both configs (SageMaker's RetainAllVariantProperties).
-            for variant, capacity in record["_desired"]["capacity"].items():
-                if variant in desired["capacity"]:
-                    desired["capacity"][variant] = capacity
+        retain_variant_properties(params, record["_desired"], desired)
+        deployment = params.get("DeploymentConfig")
+        if deployment is None and params.get("RetainDeploymentConfig"):
+            deployment = record.get("LastDeploymentConfig")
+        if deployment is not None:
+            desired["deployment"] = check_deployment_config(ctx, deployment, desired)
+            record["LastDeploymentConfig"] = deployment
         _check_instance_quota(ctx, name, desired)
         now = ctx.now()
         record.update(

@@ -90,6 +90,20 @@ class Deployment:
     variants: dict[str, VariantPool]
     # The config has an AsyncInferenceConfig: only InvokeEndpointAsync may use it.
     asynchronous: bool = False
+    # A guarded update in progress: the new fleet, and the share of traffic it takes
+    # (see modelhost.controllers.endpoints.guardrails). Set only by the controller.
+    incoming: Deployment | None = None
+    incoming_share: float = 0.0
+
+    def route(self, target: str | None) -> Deployment:
+        """The fleet a request goes to: the incoming one for its share of requests (or
+        when only it has the targeted variant), this one otherwise."""
+        incoming = self.incoming
+        if incoming is None:
+            return self
+        if target is not None:
+            return incoming if target not in self.variants else self
+        return incoming if random.random() < self.incoming_share else self
 
     def choose_variant(self) -> VariantPool | None:
         pools = [p for p in self.variants.values() if p.weight > 0 and p.can_serve()]

@@ -158,6 +158,7 @@ class Router:
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         target = request.target_variant
+        deployment = deployment.route(target)
         pool = self._pool(deployment, target)
         replica = None
         if pool is not None and not isinstance(pool, ServerlessPool):
@@ -275,6 +276,7 @@ class Router:
         before its first part is a ModelError); after it, StreamInterrupted. The model
         timeout bounds the time to the first part and each gap between parts. No retry:
         a request that reached a model may have had effects, as with InvokeEndpoint."""
+        deployment = deployment.route(request.target_variant)
         pool = self._pool(deployment, request.target_variant)
         replica = None
         if pool is not None and not isinstance(pool, ServerlessPool):

@@ -28,6 +28,13 @@ from modelhost.controllers.deployment import (
     start_all,
 )
 from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.guardrails import (
+    Guard,
+    RollbackFailed,
+    RolledBack,
+    blue_green,
+    rolling,
+)
 from modelhost.controllers.endpoints.reporting import KIND, count_instances, write_status
 from modelhost.controllers.endpoints.serverless import ServerlessScaler
 from modelhost.domain.failures import fit_failure_reason
@@ -68,7 +75,18 @@ class Rollout:
             ):
                 await self._scale_in_place(name, live, desired)
             else:
-                await self._blue_green(name, live, desired)
+                await self._guarded(name, live, desired)
+        except (RolledBack, RollbackFailed) as failure:
+            log.warning("endpoint %s: update rolled back: %s", name, failure)
+            await write_status(
+                fleet,
+                name,
+                "InService" if isinstance(failure, RolledBack) else "UpdateRollbackFailed",
+                live_desired,
+                restore=True,
+                FailureReason=fit_failure_reason(str(failure)),
+            )
+            return
         except Exception as failure:
             # Anything that stops a deployment fails it with a reason; retrying it in a
             # loop would only repeat the failure.
@@ -98,10 +116,45 @@ class Rollout:
         fleet.desired[name] = desired
         await write_status(fleet, name, "InService", desired)
 
-    async def _blue_green(self, name: str, old: Deployment | None, desired: dict[str, Any]) -> None:
+    async def _guarded(self, name: str, old: Deployment | None, desired: dict[str, Any]) -> None:
+        """Blue/green, within the DeploymentConfig's MaximumExecutionTimeoutInSeconds."""
+        config = desired.get("deployment") if old is not None else None
+        if config is None:
+            await self._blue_green(name, old, desired, None)
+            return
+        policy = config.get("BlueGreenUpdatePolicy") or config.get("RollingUpdatePolicy") or {}
+        limit = policy.get("MaximumExecutionTimeoutInSeconds")
+        guard = Guard(self.fleet, name, desired)
+        async with asyncio.timeout(limit) as deadline:
+            try:
+                await self._blue_green(name, old, desired, guard)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+        if deadline.expired():
+            raise RolledBack(
+                f"The update did not complete within MaximumExecutionTimeoutInSeconds "
+                f"({limit} s); traffic was rolled back to the old fleet."
+            )
+
+    async def _blue_green(
+        self, name: str, old: Deployment | None, desired: dict[str, Any], guard: Guard | None
+    ) -> None:
         fleet = self.fleet
         pools: dict[str, VariantPool] = {}
         started: list[Instance] = []
+        batched = guard is not None and "RollingUpdatePolicy" in desired["deployment"]
+        sources: dict[str, tuple[dict[str, Any], dict[str, Any], Path]] = {}
+
+        async def start(variant_name: str, count: int) -> list[Replica]:
+            variant, model, model_dir = sources[variant_name]
+            specs = [
+                instance_spec(fleet.settings, name, variant, model, model_dir, next(fleet.counter))
+                for _ in range(count)
+            ]
+            instances = await self._start_instances(specs, started)
+            return [Replica(i, variant_name) for i in instances]
+
         try:
             for variant in desired["config"]["ProductionVariants"]:
                 capacity = desired["capacity"][variant["VariantName"]]
@@ -123,33 +176,35 @@ class Rollout:
                         name, variant, model, model_dir, capacity, started
                     )
                     continue
-                specs = [
-                    instance_spec(
-                        fleet.settings, name, variant, model, model_dir, next(fleet.counter)
-                    )
-                    for _ in range(capacity["count"])
-                ]
-                instances = await self._start_instances(specs, started)
+                sources[variant["VariantName"]] = (variant, model, model_dir)
                 pools[variant["VariantName"]] = VariantPool(
-                    name=variant["VariantName"],
-                    weight=capacity["weight"],
-                    replicas=[Replica(i, variant["VariantName"]) for i in instances],
+                    name=variant["VariantName"], weight=capacity["weight"]
                 )
+                if not batched:  # a rolling update starts them a batch at a time
+                    pools[variant["VariantName"]].replicas = await start(
+                        variant["VariantName"], capacity["count"]
+                    )
+            new = Deployment(
+                name,
+                desired["generation"],
+                pools,
+                asynchronous="AsyncInferenceConfig" in desired["config"],
+            )
+            if guard is not None and old is not None:
+                if batched:
+                    await rolling(guard, old, new, start, self.drain_and_stop)
+                else:
+                    await blue_green(guard, old, new, self.drain_and_stop)
         except BaseException:
             retire(pools.values())
             await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
             raise
-        fleet.router.deployments[name] = Deployment(
-            name,
-            desired["generation"],
-            pools,
-            asynchronous="AsyncInferenceConfig" in desired["config"],
-        )
+        fleet.router.deployments[name] = new
         fleet.router.changed()
         count_instances(name, pools)
         if old is not None:
             retire(old.variants.values())
-            await self.drain_and_stop(old.replicas())
+            await self.drain_and_stop([r for r in old.replicas() if r.instance.is_alive()])
 
     async def _serverless_pool(
         self,
