@@ -43,6 +43,25 @@ def _check_variant(ctx: Context, index: int, variant: dict[str, Any]) -> dict[st
     return {"InitialVariantWeight": 1.0, **variant}
 
 
+def _check_capture(params: dict[str, Any]) -> None:
+    """What real-time data capture can follow; the rest is refused, never ignored."""
+    capture = params["DataCaptureConfig"]
+    if "KmsKeyId" in capture:
+        raise ValidationError(
+            "DataCaptureConfig.KmsKeyId is not supported by modelhost: capture files are "
+            "written with the object store's own encryption."
+        )
+    if "AsyncInferenceConfig" in params:
+        raise ValidationError(
+            "DataCaptureConfig is supported for real-time endpoints only; this config has an "
+            "AsyncInferenceConfig."
+        )
+    if not capture.get("DestinationS3Uri", "").startswith("s3://"):
+        raise ValidationError("DataCaptureConfig.DestinationS3Uri must be an s3:// URI.")
+    if not capture.get("CaptureOptions"):
+        raise ValidationError("DataCaptureConfig.CaptureOptions needs at least one CaptureMode.")
+
+
 def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointConfigName"]
     for key, what in _NOT_YET.items():
@@ -56,6 +75,8 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
                 "AsyncInferenceConfig cannot be used with serverless variants (ServerlessConfig)."
             )
         check_async_config(params["AsyncInferenceConfig"])
+    if "DataCaptureConfig" in params:
+        _check_capture(params)
     names = [v["VariantName"] for v in variants]
     if len(set(names)) != len(names):
         raise ValidationError(f"Variant names must be unique within an endpoint config: {names}")

@@ -52,6 +52,15 @@ def deployed_fields(
     fields: dict[str, Any] = {"ProductionVariants": _variant_summaries(desired, current)}
     if "AsyncInferenceConfig" in desired["config"]:
         fields["AsyncInferenceConfig"] = desired["config"]["AsyncInferenceConfig"]
+    if "DataCaptureConfig" in desired["config"]:
+        capture = desired["config"]["DataCaptureConfig"]
+        enabled = capture.get("EnableCapture", True)
+        fields["DataCaptureConfig"] = {
+            "EnableCapture": enabled,
+            "CaptureStatus": "Started" if enabled and current is not None else "Stopped",
+            "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+            "DestinationS3Uri": capture["DestinationS3Uri"],
+        }
     return fields
 
 

@@ -11,8 +11,12 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelhost.instances import Instance
+
+if TYPE_CHECKING:
+    from modelhost.capture import CaptureSink
 
 
 @dataclass(eq=False)
@@ -94,6 +98,8 @@ class Deployment:
     # (see modelhost.controllers.endpoints.guardrails). Set only by the controller.
     incoming: Deployment | None = None
     incoming_share: float = 0.0
+    # DataCaptureConfig: where the invoke path hands the answers it captures.
+    capture: CaptureSink | None = None
 
     def route(self, target: str | None) -> Deployment:
         """The fleet a request goes to: the incoming one for its share of requests (or

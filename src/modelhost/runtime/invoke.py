@@ -108,6 +108,15 @@ class RealtimeInvoker:
         except SageMakerError as error:
             count_error(name, deployment, request, error)
             raise
+        if deployment.capture is not None:
+            deployment.capture.record(
+                answer.variant,
+                request.content_type,
+                body,
+                answer.content_type,
+                answer.body,
+                _header(headers, b"x-amzn-sagemaker-inference-id"),
+            )
         # Counted once the answer is on its way (the caller writes it before the task
         # yields): a prediction's client does not wait for Prometheus' locks.
         ended = time.perf_counter()

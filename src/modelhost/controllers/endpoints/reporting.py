@@ -64,7 +64,9 @@ async def write_status(
             if not fields:
                 record.pop("FailureReason", None)
         source = record["_desired"] if restore or desired is None else desired
-        record.pop("AsyncInferenceConfig", None)  # the new config may have none
+        # The new config may have none.
+        record.pop("AsyncInferenceConfig", None)
+        record.pop("DataCaptureConfig", None)
         record.update(deployed_fields(source, current))
         record.update(fields)
         return record

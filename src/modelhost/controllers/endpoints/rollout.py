@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.capture import CapturePolicy
 from modelhost.controllers.deployment import (
     StartFailed,
     instance_spec,
@@ -48,9 +49,15 @@ DRAIN_TIMEOUT_S = 60.0
 
 
 def fingerprint(desired: dict[str, Any]) -> bytes:
-    """What needs new instances when it changes: the config and the models, not weights
-    or counts."""
-    return orjson.dumps([desired["config"], desired["models"]], option=orjson.OPT_SORT_KEYS)
+    """What needs new instances when it changes: the config and the models, not weights,
+    counts or the DataCaptureConfig."""
+    config = {k: v for k, v in desired["config"].items() if k != "DataCaptureConfig"}
+    return orjson.dumps([config, desired["models"]], option=orjson.OPT_SORT_KEYS)
+
+
+def capture_policy(name: str, desired: dict[str, Any]) -> CapturePolicy | None:
+    config = desired["config"].get("DataCaptureConfig")
+    return None if config is None else CapturePolicy.from_config(name, config)
 
 
 class DeploymentFailed(Exception):
@@ -189,6 +196,7 @@ class Rollout:
                 desired["generation"],
                 pools,
                 asynchronous="AsyncInferenceConfig" in desired["config"],
+                capture=fleet.capture.sink(capture_policy(name, desired)),
             )
             if guard is not None and old is not None:
                 if batched:
@@ -286,6 +294,7 @@ class Rollout:
                     replica.draining = True
                 await self.drain_and_stop(leaving)
                 pool.replicas = [r for r in pool.replicas if r not in leaving]
+        live.capture = fleet.capture.sink(capture_policy(name, desired))
         live.generation = desired["generation"]
         count_instances(name, live.variants)
 
