@@ -28,7 +28,7 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
     config = require(ctx, "endpoint_config", "endpoint configuration", config_name)
     models = {
         v["ModelName"]: require(ctx, "model", "model", v["ModelName"])
-        for v in config["ProductionVariants"]
+        for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
     }
     capacity = {
         v["VariantName"]: {
@@ -45,12 +45,13 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
 
 def _instances(ctx: Context, desired: dict[str, Any]) -> int:
     """Instances the desired state may run; a serverless variant counts with its most."""
+    shadows = desired["config"].get("ShadowProductionVariants", [])
     return sum(
         instance_bounds(capacity["serverless"], ctx.settings)[1]
         if "serverless" in capacity
         else capacity["count"]
         for capacity in desired["capacity"].values()
-    )
+    ) + sum(v["InitialInstanceCount"] for v in shadows)
 
 
 def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> None:

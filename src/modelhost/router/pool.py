@@ -100,6 +100,8 @@ class Deployment:
     incoming_share: float = 0.0
     # DataCaptureConfig: where the invoke path hands the answers it captures.
     capture: CaptureSink | None = None
+    # ShadowProductionVariants: pools that get copies of requests, never answer clients.
+    shadows: dict[str, VariantPool] = field(default_factory=dict)
 
     def route(self, target: str | None) -> Deployment:
         """The fleet a request goes to: the incoming one for its share of requests (or
@@ -122,7 +124,9 @@ class Deployment:
         return random.choices(pools, weights=[max(p.weight, 1e-9) for p in pools])[0]
 
     def replicas(self) -> list[Replica]:
-        return [r for pool in self.variants.values() for r in pool.replicas]
+        """Every instance, shadow variants' included."""
+        pools = [*self.variants.values(), *self.shadows.values()]
+        return [r for pool in pools for r in pool.replicas]
 
     def serving(self) -> int:
         """How many instances take requests now, over all variants."""

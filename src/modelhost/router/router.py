@@ -191,6 +191,11 @@ class Router:
                 f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
             ) from None
 
+    async def mirror(self, pool: VariantPool, request: Invocation) -> Answer:
+        """A copy of a request for a shadow variant: no retry and no wait, since nobody
+        waits for its answer."""
+        return await self._send(_pick(pool), request)
+
     async def _serverless(
         self, deployment: Deployment, pool: ServerlessPool, request: Invocation
     ) -> Answer:

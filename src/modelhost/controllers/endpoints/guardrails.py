@@ -176,7 +176,7 @@ async def blue_green(
     """Shift from `old` to `new` (both running) as the policy says; returns once all
     traffic is on `new`, which the caller then publishes. Rolls back on an alarm."""
     policy = guard.desired["deployment"]["BlueGreenUpdatePolicy"]
-    steps = blue_green_steps(policy, len(new.replicas()))
+    steps = blue_green_steps(policy, sum(len(p.replicas) for p in new.variants.values()))
     try:
         for index, step in enumerate(steps, 1):
             _shift(old, new, step.share)
@@ -223,7 +223,7 @@ async def rolling(
                 if missing > 0:
                     new.variants[variant].replicas.extend(await start(variant, missing))
                     budget -= missing
-            serving_new = len(new.replicas())
+            serving_new = sum(len(p.replicas) for p in new.variants.values())
             leaving = [r for r in old.replicas() if not r.draining][:size]
             for replica in leaving:
                 replica.draining = True

@@ -38,7 +38,8 @@ async def write_status(
         {}
         if deployment is None
         else {
-            pool.name: (pool.weight, len(pool.available())) for pool in deployment.variants.values()
+            pool.name: (pool.weight, len(pool.available()))
+            for pool in [*deployment.variants.values(), *deployment.shadows.values()]
         }
     )
 
@@ -67,6 +68,7 @@ async def write_status(
         # The new config may have none.
         record.pop("AsyncInferenceConfig", None)
         record.pop("DataCaptureConfig", None)
+        record.pop("ShadowProductionVariants", None)
         record.update(deployed_fields(source, current))
         record.update(fields)
         return record
@@ -87,5 +89,5 @@ class Meter:
         for name, deployment in self.router.deployments.items():
             for replica in deployment.replicas():
                 # Serverless instances are billed per request (see ServerlessPool.leave).
-                if not isinstance(deployment.variants[replica.variant], ServerlessPool):
+                if not isinstance(deployment.variants.get(replica.variant), ServerlessPool):
                     charge(name, replica.variant, replica.instance, elapsed)

@@ -166,18 +166,7 @@ class Rollout:
             for variant in desired["config"]["ProductionVariants"]:
                 capacity = desired["capacity"][variant["VariantName"]]
                 model = desired["models"][variant["ModelName"]]
-                try:
-                    model_dir = await prepare_model(
-                        fleet.settings,
-                        fleet.objects,
-                        model,
-                        variant.get("ModelDataDownloadTimeoutInSeconds"),
-                    )
-                except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
-                    raise DeploymentFailed(
-                        f"Variant {variant['VariantName']}: could not prepare model "
-                        f"{model['ModelName']}: {exc}"
-                    ) from exc
+                model_dir = await self._model_dir(variant, model)
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
                         name, variant, model, model_dir, capacity, started
@@ -191,12 +180,23 @@ class Rollout:
                     pools[variant["VariantName"]].replicas = await start(
                         variant["VariantName"], capacity["count"]
                     )
+            shadows: dict[str, VariantPool] = {}
+            for variant in desired["config"].get("ShadowProductionVariants", []):
+                model = desired["models"][variant["ModelName"]]
+                model_dir = await self._model_dir(variant, model)
+                sources[variant["VariantName"]] = (variant, model, model_dir)
+                shadows[variant["VariantName"]] = VariantPool(
+                    name=variant["VariantName"],
+                    weight=variant["InitialVariantWeight"],
+                    replicas=await start(variant["VariantName"], variant["InitialInstanceCount"]),
+                )
             new = Deployment(
                 name,
                 desired["generation"],
                 pools,
                 asynchronous="AsyncInferenceConfig" in desired["config"],
                 capture=fleet.capture.sink(capture_policy(name, desired)),
+                shadows=shadows,
             )
             if guard is not None and old is not None:
                 if batched:
@@ -213,6 +213,20 @@ class Rollout:
         if old is not None:
             retire(old.variants.values())
             await self.drain_and_stop([r for r in old.replicas() if r.instance.is_alive()])
+
+    async def _model_dir(self, variant: dict[str, Any], model: dict[str, Any]) -> Path:
+        try:
+            return await prepare_model(
+                self.fleet.settings,
+                self.fleet.objects,
+                model,
+                variant.get("ModelDataDownloadTimeoutInSeconds"),
+            )
+        except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+            raise DeploymentFailed(
+                f"Variant {variant['VariantName']}: could not prepare model "
+                f"{model['ModelName']}: {exc}"
+            ) from exc
 
     async def _serverless_pool(
         self,
