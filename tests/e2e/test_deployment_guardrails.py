@@ -48,6 +48,27 @@ def _green_config(sm, endpoint: str, count: int = 1) -> str:
     return name
 
 
+def _green_alarm(cw, endpoint: str) -> str:
+    """An alarm that fires as soon as the new fleet answers anything."""
+    alarm = f"{endpoint}-green-invoked"
+    cw.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocations",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": endpoint},
+            {"Name": "VariantName", "Value": "Green"},
+        ],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    return alarm
+
+
 def _variants(rt, endpoint: str, requests: int) -> Counter[str]:
     seen: Counter[str] = Counter()
     for _ in range(requests):
@@ -118,23 +139,7 @@ def test_an_alarm_during_baking_rolls_back(guarded: ServerProcess) -> None:
     cw = guarded.client("cloudwatch")
     endpoint = deploy(sm, "s3://models/iris/model.tar.gz", variants=[("Blue", 1, 1.0)])
     green = _green_config(sm, endpoint)
-    alarm = f"{endpoint}-green-invoked"
-    # Fires as soon as the new fleet answers anything: the canary trips it.
-    cw.put_metric_alarm(
-        AlarmName=alarm,
-        Namespace="AWS/SageMaker",
-        MetricName="Invocations",
-        Dimensions=[
-            {"Name": "EndpointName", "Value": endpoint},
-            {"Name": "VariantName", "Value": "Green"},
-        ],
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=0,
-        ComparisonOperator="GreaterThanThreshold",
-        TreatMissingData="notBreaching",
-    )
+    alarm = _green_alarm(cw, endpoint)
     config = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {
@@ -215,6 +220,37 @@ def test_rolling_update_replaces_instances_in_batches(guarded: ServerProcess) ->
     done = sm.describe_endpoint(EndpointName=endpoint)
     assert done["EndpointStatus"] == "InService" and done["EndpointConfigName"] == green
     assert done["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+
+
+def test_an_alarm_during_a_rolling_update_brings_the_old_instances_back(
+    guarded: ServerProcess,
+) -> None:
+    sm, rt = guarded.client("sagemaker"), guarded.client("sagemaker-runtime")
+    endpoint = deploy(sm, "s3://models/iris/model.tar.gz", variants=[("Blue", 2, 1.0)])
+    green = _green_config(sm, endpoint, count=2)
+    alarm = _green_alarm(guarded.client("cloudwatch"), endpoint)
+    config = {
+        "RollingUpdatePolicy": {
+            "MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            "WaitIntervalInSeconds": 120,
+            "RollbackMaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
+    }
+    with Traffic(guarded.client("sagemaker-runtime"), endpoint, threads=2) as traffic:
+        traffic.wait_for_answers(20)
+        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=green, DeploymentConfig=config)
+        _wait_for_step(sm, endpoint, "1 old ones remain")
+        rolled = wait_for_status(sm, endpoint, {"InService", "UpdateRollbackFailed"}, 90)
+        traffic.wait_for_answers(20)
+    assert traffic.errors == [], error_codes(traffic.errors)
+    assert rolled["EndpointStatus"] == "InService", rolled.get("FailureReason")
+    assert rolled["EndpointConfigName"] == endpoint
+    assert alarm in rolled["FailureReason"]
+    assert [
+        (v["VariantName"], v["CurrentInstanceCount"]) for v in rolled["ProductionVariants"]
+    ] == [("Blue", 2)]
+    assert _variants(rt, endpoint, 20) == {"Blue": 20}
 
 
 def test_deployment_configs_it_cannot_follow_are_refused(guarded: ServerProcess) -> None:
