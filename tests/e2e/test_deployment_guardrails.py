@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING
-from tests.support.endpoints import deploy, wait_for_status
-from tests.support.models import put_iris_model
+from tests.support.endpoints import deploy, unique, wait_for_status
+from tests.support.models import put_breakable_model, put_iris_model
 from tests.support.server import ServerProcess, running_server
 from tests.support.traffic import Traffic, error_codes
 
@@ -32,14 +33,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         yield process
 
 
-def _green_config(sm, endpoint: str, count: int = 1) -> str:
+def _green_config(sm, endpoint: str, count: int = 1, model: str | None = None) -> str:
     name = f"{endpoint}-green"
     sm.create_endpoint_config(
         EndpointConfigName=name,
         ProductionVariants=[
             {
                 "VariantName": "Green",
-                "ModelName": endpoint,
+                "ModelName": model or endpoint,
                 "InstanceType": "ml.m5.large",
                 "InitialInstanceCount": count,
             }
@@ -251,6 +252,46 @@ def test_an_alarm_during_a_rolling_update_brings_the_old_instances_back(
         (v["VariantName"], v["CurrentInstanceCount"]) for v in rolled["ProductionVariants"]
     ] == [("Blue", 2)]
     assert _variants(rt, endpoint, 20) == {"Blue": 20}
+
+
+def test_a_rollback_that_cannot_restart_the_old_fleet_is_update_rollback_failed(
+    guarded: ServerProcess, tmp_path: Path
+) -> None:
+    sm = guarded.client("sagemaker")
+    marker = tmp_path / "model-store-down"
+    url = put_breakable_model(guarded.data_dir, unique("breakable"), marker)
+    endpoint = deploy(sm, url, image="modelhost/python", variants=[("Blue", 2, 1.0)])
+    iris = f"{endpoint}-iris"
+    sm.create_model(
+        ModelName=iris,
+        PrimaryContainer={
+            "Image": "modelhost/sklearn",
+            "ModelDataUrl": "s3://models/iris/model.tar.gz",
+        },
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    green = _green_config(sm, endpoint, count=2, model=iris)
+    alarm = _green_alarm(guarded.client("cloudwatch"), endpoint)
+    config = {
+        "RollingUpdatePolicy": {
+            "MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+            "WaitIntervalInSeconds": 120,
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
+    }
+    marker.touch()  # the old model can no longer load: stopped instances cannot come back
+    with Traffic(guarded.client("sagemaker-runtime"), endpoint, threads=2) as traffic:
+        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=green, DeploymentConfig=config)
+        failed = wait_for_status(sm, endpoint, {"InService", "UpdateRollbackFailed"}, 90)
+        traffic.wait_for_answers(20)
+    assert traffic.errors == [], error_codes(traffic.errors)
+    assert failed["EndpointStatus"] == "UpdateRollbackFailed"
+    assert "could not restart the old instances" in failed["FailureReason"]
+    assert failed["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    # A new update is the way out.
+    sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=green)
+    done = wait_for_status(sm, endpoint, {"InService"})
+    assert done["EndpointConfigName"] == green
 
 
 def test_deployment_configs_it_cannot_follow_are_refused(guarded: ServerProcess) -> None:

@@ -22,6 +22,8 @@ from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = kinds.ENDPOINT
 LABEL = "endpoint"
+# UpdateEndpoint also takes an endpoint whose rollback failed: a new config is the way out.
+_UPDATABLE = frozenset({"InService", "UpdateRollbackFailed"})
 
 
 def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
@@ -123,9 +125,11 @@ def list_endpoints(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _require_in_service(ctx: Context, name: str, action: str) -> dict[str, Any]:
+def _require_in_service(
+    ctx: Context, name: str, action: str, allowed: frozenset[str] = frozenset({"InService"})
+) -> dict[str, Any]:
     record = require(ctx, KIND, LABEL, name)
-    if record["EndpointStatus"] != "InService":
+    if record["EndpointStatus"] not in allowed:
         raise ValidationError(
             f'Cannot {action} endpoint "{record["EndpointArn"]}" while its status is '
             f"{record['EndpointStatus']}; wait until it is InService."
@@ -138,7 +142,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     config_name = params["EndpointConfigName"]
 
     def change(record: dict[str, Any]) -> dict[str, Any]:
-        if record["EndpointStatus"] != "InService":
+        if record["EndpointStatus"] not in _UPDATABLE:
             raise ValidationError(
                 f'Cannot update endpoint "{record["EndpointArn"]}" while its status is '
                 f"{record['EndpointStatus']}; wait until it is InService."
@@ -162,7 +166,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         record.pop("FailureReason", None)
         return record
 
-    _require_in_service(ctx, name, "update")
+    _require_in_service(ctx, name, "update", _UPDATABLE)
     record = ctx.store.modify(KIND, name, change)
     if record is None:
         require(ctx, KIND, LABEL, name)

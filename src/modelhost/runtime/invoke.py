@@ -17,7 +17,7 @@ from modelhost.runtime.shadow import ShadowMirror
 from modelhost.storage import LoopStore, Ownership, StateStore, lease
 
 # Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
-_SERVING = frozenset({"InService", "Updating"})
+_SERVING = frozenset({"InService", "Updating", "UpdateRollbackFailed"})
 
 
 class PayloadTooLarge(InvocationValidationError):
