@@ -288,6 +288,7 @@ def test_a_rollback_that_cannot_restart_the_old_fleet_is_update_rollback_failed(
     assert failed["EndpointStatus"] == "UpdateRollbackFailed"
     assert "could not restart the old instances" in failed["FailureReason"]
     assert failed["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert failed["EndpointConfigName"] == endpoint and "PendingDeploymentSummary" not in failed
     # A new update is the way out.
     sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=green)
     done = wait_for_status(sm, endpoint, {"InService"})

@@ -59,7 +59,7 @@ async def write_status(
             record["_desired"] = {**desired, "generation": record["_desired"]["generation"]}
             if deployment is not None:
                 deployment.generation = record["_desired"]["generation"]
-        if status == "InService" and desired is not None:
+        if status in ("InService", "UpdateRollbackFailed") and desired is not None:
             record["EndpointConfigName"] = desired["config"]["EndpointConfigName"]
             record.pop("PendingDeploymentSummary", None)
             if not fields:
