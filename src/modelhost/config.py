@@ -152,6 +152,14 @@ class Settings:
     autoscaling_window_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_AUTOSCALING_WINDOW", 60.0)
     )
+    # Data capture: how often captured invocations are written, and the size of a file
+    # past which one is started early (a crash loses at most one interval).
+    capture_flush_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_CAPTURE_FLUSH_INTERVAL", 1.0)
+    )
+    capture_file_bytes: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_CAPTURE_FILE_BYTES", 8 * 1024**2))
+    )
 
     # Asynchronous inference: how long a worker's lease on a request lasts without being
     # renewed, how often a request is tried before it fails, how often the queue is polled

@@ -43,6 +43,12 @@ INVOCATION_4XX = Counter(
 INVOCATION_5XX = Counter(
     "modelhost_invocation_5xx_errors", "Invocations answered 5xx", _LABELS, registry=REGISTRY
 )
+SHADOW_DROPPED = Counter(
+    "modelhost_shadow_dropped",
+    "Copies of requests a shadow variant did not get: it already had too many in flight",
+    _LABELS,
+    registry=REGISTRY,
+)
 MODEL_LATENCY = Histogram(
     "modelhost_model_latency_seconds",
     "Time the instance took to answer",

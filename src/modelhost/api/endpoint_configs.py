@@ -18,7 +18,6 @@ KIND = kinds.ENDPOINT_CONFIG
 
 # Parts of the API that later releases of modelhost fill in; refused clearly until then.
 _NOT_YET = {
-    "ShadowProductionVariants": "Shadow variants (ShadowProductionVariants)",
     "ExplainerConfig": "Online explainability (ExplainerConfig)",
 }
 
@@ -43,12 +42,54 @@ def _check_variant(ctx: Context, index: int, variant: dict[str, Any]) -> dict[st
     return {"InitialVariantWeight": 1.0, **variant}
 
 
+def _check_shadows(
+    params: dict[str, Any], variants: list[dict[str, Any]], shadows: list[dict[str, Any]]
+) -> None:
+    """Shadow variants are mirrored real-time traffic: instance variants beside instance
+    production variants only."""
+    if "AsyncInferenceConfig" in params:
+        raise ValidationError(
+            "ShadowProductionVariants cannot be used with AsyncInferenceConfig: shadow "
+            "variants mirror real-time invocations."
+        )
+    if any(is_serverless(v) for v in [*variants, *shadows]):
+        raise ValidationError(
+            "ShadowProductionVariants are supported with instance-based variants only, not "
+            "with ServerlessConfig."
+        )
+
+
+def _check_capture(params: dict[str, Any]) -> None:
+    """What real-time data capture can follow; the rest is refused, never ignored."""
+    capture = params["DataCaptureConfig"]
+    if "KmsKeyId" in capture:
+        raise ValidationError(
+            "DataCaptureConfig.KmsKeyId is not supported by modelhost: capture files are "
+            "written with the object store's own encryption."
+        )
+    if "AsyncInferenceConfig" in params:
+        raise ValidationError(
+            "DataCaptureConfig is supported for real-time endpoints only; this config has an "
+            "AsyncInferenceConfig."
+        )
+    if not capture.get("DestinationS3Uri", "").startswith("s3://"):
+        raise ValidationError("DataCaptureConfig.DestinationS3Uri must be an s3:// URI.")
+    if not capture.get("CaptureOptions"):
+        raise ValidationError("DataCaptureConfig.CaptureOptions needs at least one CaptureMode.")
+
+
 def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointConfigName"]
     for key, what in _NOT_YET.items():
         if params.get(key):
             raise ValidationError(f"{what} is not supported by modelhost yet.")
     variants = [_check_variant(ctx, i, v) for i, v in enumerate(params["ProductionVariants"], 1)]
+    shadows = [
+        _check_variant(ctx, i, v)
+        for i, v in enumerate(params.get("ShadowProductionVariants", []), 1)
+    ]
+    if shadows:
+        _check_shadows(params, variants, shadows)
     check_serverless_config(params, variants)
     if "AsyncInferenceConfig" in params:
         if any(is_serverless(v) for v in variants):
@@ -56,7 +97,9 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
                 "AsyncInferenceConfig cannot be used with serverless variants (ServerlessConfig)."
             )
         check_async_config(params["AsyncInferenceConfig"])
-    names = [v["VariantName"] for v in variants]
+    if "DataCaptureConfig" in params:
+        _check_capture(params)
+    names = [v["VariantName"] for v in [*variants, *shadows]]
     if len(set(names)) != len(names):
         raise ValidationError(f"Variant names must be unique within an endpoint config: {names}")
     arn = ctx.arn("endpoint-config", name)
@@ -64,6 +107,7 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         "EndpointConfigName": name,
         "EndpointConfigArn": arn,
         "ProductionVariants": variants,
+        **({"ShadowProductionVariants": shadows} if shadows else {}),
         "CreationTime": ctx.now(),
         "_arn": arn,
     }

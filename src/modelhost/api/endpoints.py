@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.api.context import Context
+from modelhost.api.deployment_config import check_deployment_config, retain_variant_properties
 from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
 from modelhost.api.serverless import check_capacity_update
@@ -21,13 +22,15 @@ from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = kinds.ENDPOINT
 LABEL = "endpoint"
+# UpdateEndpoint also takes an endpoint whose rollback failed: a new config is the way out.
+_UPDATABLE = frozenset({"InService", "UpdateRollbackFailed"})
 
 
 def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
     config = require(ctx, "endpoint_config", "endpoint configuration", config_name)
     models = {
         v["ModelName"]: require(ctx, "model", "model", v["ModelName"])
-        for v in config["ProductionVariants"]
+        for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
     }
     capacity = {
         v["VariantName"]: {
@@ -44,12 +47,13 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
 
 def _instances(ctx: Context, desired: dict[str, Any]) -> int:
     """Instances the desired state may run; a serverless variant counts with its most."""
+    shadows = desired["config"].get("ShadowProductionVariants", [])
     return sum(
         instance_bounds(capacity["serverless"], ctx.settings)[1]
         if "serverless" in capacity
         else capacity["count"]
         for capacity in desired["capacity"].values()
-    )
+    ) + sum(v["InitialInstanceCount"] for v in shadows)
 
 
 def _check_instance_quota(ctx: Context, name: str, desired: dict[str, Any]) -> None:
@@ -121,9 +125,11 @@ def list_endpoints(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _require_in_service(ctx: Context, name: str, action: str) -> dict[str, Any]:
+def _require_in_service(
+    ctx: Context, name: str, action: str, allowed: frozenset[str] = frozenset({"InService"})
+) -> dict[str, Any]:
     record = require(ctx, KIND, LABEL, name)
-    if record["EndpointStatus"] != "InService":
+    if record["EndpointStatus"] not in allowed:
         raise ValidationError(
             f'Cannot {action} endpoint "{record["EndpointArn"]}" while its status is '
             f"{record['EndpointStatus']}; wait until it is InService."
@@ -136,18 +142,19 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     config_name = params["EndpointConfigName"]
 
     def change(record: dict[str, Any]) -> dict[str, Any]:
-        if record["EndpointStatus"] != "InService":
+        if record["EndpointStatus"] not in _UPDATABLE:
             raise ValidationError(
                 f'Cannot update endpoint "{record["EndpointArn"]}" while its status is '
                 f"{record['EndpointStatus']}; wait until it is InService."
             )
         desired = _desired(ctx, config_name, record["_desired"]["generation"] + 1)
-        if params.get("RetainAllVariantProperties"):
-            # Keep the weights and counts the endpoint runs with now, for variants that
-            # exist in both configs (SageMaker's RetainAllVariantProperties).
-            for variant, capacity in record["_desired"]["capacity"].items():
-                if variant in desired["capacity"]:
-                    desired["capacity"][variant] = capacity
+        retain_variant_properties(params, record["_desired"], desired)
+        deployment = params.get("DeploymentConfig")
+        if deployment is None and params.get("RetainDeploymentConfig"):
+            deployment = record.get("LastDeploymentConfig")
+        if deployment is not None:
+            desired["deployment"] = check_deployment_config(ctx, deployment, desired)
+            record["LastDeploymentConfig"] = deployment
         _check_instance_quota(ctx, name, desired)
         now = ctx.now()
         record.update(
@@ -159,7 +166,7 @@ def update_endpoint(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         record.pop("FailureReason", None)
         return record
 
-    _require_in_service(ctx, name, "update")
+    _require_in_service(ctx, name, "update", _UPDATABLE)
     record = ctx.store.modify(KIND, name, change)
     if record is None:
         require(ctx, KIND, LABEL, name)

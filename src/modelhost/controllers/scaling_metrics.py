@@ -170,11 +170,14 @@ class _VariantState:
         deployment = self._router.deployments.get(dimensions.get("EndpointName", ""))
         if deployment is None:
             return None
+        # During a guarded update the new fleet counts too: alarms that watch it decide
+        # whether the update rolls back.
+        fleets = [deployment] if deployment.incoming is None else [deployment, deployment.incoming]
         variant = dimensions.get("VariantName")
         if variant is None:
-            return deployment.replicas()
-        pool = deployment.variants.get(variant)
-        return None if pool is None else list(pool.replicas)
+            return [r for fleet in fleets for r in fleet.replicas()]
+        pools = [f.variants[variant] for f in fleets if variant in f.variants]
+        return None if not pools else [r for pool in pools for r in pool.replicas]
 
     def instances(self, dimensions: Dimensions) -> float | None:
         replicas = self.replicas(dimensions)

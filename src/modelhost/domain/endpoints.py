@@ -50,9 +50,43 @@ def deployed_fields(
     instance count it runs with now; None until the controller has taken the endpoint up
     (then images are not resolved yet and nothing runs)."""
     fields: dict[str, Any] = {"ProductionVariants": _variant_summaries(desired, current)}
+    shadows = desired["config"].get("ShadowProductionVariants")
+    if shadows:
+        fields["ShadowProductionVariants"] = [
+            _shadow_summary(desired, variant, current) for variant in shadows
+        ]
     if "AsyncInferenceConfig" in desired["config"]:
         fields["AsyncInferenceConfig"] = desired["config"]["AsyncInferenceConfig"]
+    if "DataCaptureConfig" in desired["config"]:
+        capture = desired["config"]["DataCaptureConfig"]
+        enabled = capture.get("EnableCapture", True)
+        fields["DataCaptureConfig"] = {
+            "EnableCapture": enabled,
+            "CaptureStatus": "Started" if enabled and current is not None else "Stopped",
+            "CurrentSamplingPercentage": capture["InitialSamplingPercentage"],
+            "DestinationS3Uri": capture["DestinationS3Uri"],
+        }
     return fields
+
+
+def _shadow_summary(
+    desired: dict[str, Any],
+    variant: dict[str, Any],
+    current: Mapping[str, tuple[float, int]] | None,
+) -> dict[str, Any]:
+    image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
+    weight = variant["InitialVariantWeight"]
+    count = (current or {}).get(variant["VariantName"], (weight, 0))[1]
+    return {
+        "VariantName": variant["VariantName"],
+        "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image}]
+        if current is not None
+        else [{"SpecifiedImage": image}],
+        "CurrentWeight": weight,
+        "DesiredWeight": weight,
+        "CurrentInstanceCount": count,
+        "DesiredInstanceCount": variant["InitialInstanceCount"],
+    }
 
 
 def _variant_summaries(

@@ -11,8 +11,12 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelhost.instances import Instance
+
+if TYPE_CHECKING:
+    from modelhost.capture import CaptureSink
 
 
 @dataclass(eq=False)
@@ -90,6 +94,24 @@ class Deployment:
     variants: dict[str, VariantPool]
     # The config has an AsyncInferenceConfig: only InvokeEndpointAsync may use it.
     asynchronous: bool = False
+    # A guarded update in progress: the new fleet, and the share of traffic it takes
+    # (see modelhost.controllers.endpoints.guardrails). Set only by the controller.
+    incoming: Deployment | None = None
+    incoming_share: float = 0.0
+    # DataCaptureConfig: where the invoke path hands the answers it captures.
+    capture: CaptureSink | None = None
+    # ShadowProductionVariants: pools that get copies of requests, never answer clients.
+    shadows: dict[str, VariantPool] = field(default_factory=dict)
+
+    def route(self, target: str | None) -> Deployment:
+        """The fleet a request goes to: the incoming one for its share of requests (or
+        when only it has the targeted variant), this one otherwise."""
+        incoming = self.incoming
+        if incoming is None:
+            return self
+        if target is not None:
+            return incoming if target not in self.variants else self
+        return incoming if random.random() < self.incoming_share else self
 
     def choose_variant(self) -> VariantPool | None:
         pools = [p for p in self.variants.values() if p.weight > 0 and p.can_serve()]
@@ -102,7 +124,9 @@ class Deployment:
         return random.choices(pools, weights=[max(p.weight, 1e-9) for p in pools])[0]
 
     def replicas(self) -> list[Replica]:
-        return [r for pool in self.variants.values() for r in pool.replicas]
+        """Every instance, shadow variants' included."""
+        pools = [*self.variants.values(), *self.shadows.values()]
+        return [r for pool in pools for r in pool.replicas]
 
     def serving(self) -> int:
         """How many instances take requests now, over all variants."""

@@ -165,6 +165,7 @@ class Router:
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
         target = request.target_variant
+        deployment = deployment.route(target)
         pool = self._pool(deployment, target)
         replica = None
         if pool is not None and not isinstance(pool, ServerlessPool):
@@ -196,6 +197,11 @@ class Router:
             raise ServiceUnavailable(
                 f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
             ) from None
+
+    async def mirror(self, pool: VariantPool, request: Invocation) -> Answer:
+        """A copy of a request for a shadow variant: no retry and no wait, since nobody
+        waits for its answer."""
+        return await self._send(_pick(pool), request)
 
     async def _serverless(
         self, deployment: Deployment, pool: ServerlessPool, request: Invocation
@@ -282,6 +288,7 @@ class Router:
         before its first part is a ModelError); after it, StreamInterrupted. The model
         timeout bounds the time to the first part and each gap between parts. No retry:
         a request that reached a model may have had effects, as with InvokeEndpoint."""
+        deployment = deployment.route(request.target_variant)
         pool = self._pool(deployment, request.target_variant)
         replica = None
         if pool is not None and not isinstance(pool, ServerlessPool):

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from modelhost import metrics
 from modelhost.errors import InvocationValidationError, SageMakerError, ServiceUnavailable
 from modelhost.router import Answer, Deployment, Invocation, Router
+from modelhost.runtime.shadow import ShadowMirror
 from modelhost.storage import LoopStore, StateStore
 
 # Statuses of an endpoint that takes invocations, whether or not its instances are up yet.
-_SERVING = frozenset({"InService", "Updating"})
+_SERVING = frozenset({"InService", "Updating", "UpdateRollbackFailed"})
 
 
 class PayloadTooLarge(InvocationValidationError):
@@ -43,6 +44,7 @@ class RealtimeInvoker:
         self.store = LoopStore(store)
         self.account_id = account_id
         self.max_payload_bytes = max_payload_bytes
+        self.shadows = ShadowMirror(router)
 
     async def deployment(self, name: str) -> Deployment:
         """The deployment that serves `name`. An endpoint that serves (InService, or
@@ -122,11 +124,35 @@ class RealtimeInvoker:
         except SageMakerError as error:
             count_error(name, deployment, request, error)
             raise
+        if deployment.capture is not None or deployment.shadows:
+            self._copy(name, deployment, request, answer, headers)
         # Counted once the answer is on its way (the caller writes it before the task
         # yields): a prediction's client does not wait for Prometheus' locks.
         ended = time.perf_counter()
         asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
         return answer
+
+    def _copy(
+        self,
+        name: str,
+        deployment: Deployment,
+        request: Invocation,
+        answer: Answer,
+        headers: dict[bytes, bytes],
+    ) -> None:
+        """Data capture and shadow variants: both off the client's path."""
+        inference_id = _header(headers, b"x-amzn-sagemaker-inference-id")
+        if deployment.capture is not None:
+            deployment.capture.record(
+                answer.variant,
+                request.content_type,
+                request.body,
+                answer.content_type,
+                answer.body,
+                inference_id,
+            )
+        if deployment.shadows:
+            self.shadows.mirror(name, deployment, request, inference_id)
 
 
 def invocation(body: bytes, headers: dict[bytes, bytes], accept: bytes) -> Invocation:

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from modelhost.capture import CaptureWriter
 from modelhost.config import Settings
 from modelhost.controllers.deployment import remove_partial_models
 from modelhost.controllers.endpoints.fleet import Fleet
@@ -56,7 +57,8 @@ class EndpointController(ReconcileLoop):
         self.backend = backend
         self.router = router
         self.ownership = ownership
-        self.fleet = Fleet(settings, self.store, objects, backend, router)
+        capture = CaptureWriter(objects, settings.capture_flush_s, settings.capture_file_bytes)
+        self.fleet = Fleet(settings, self.store, objects, backend, router, capture)
         self._operations: dict[str, asyncio.Task[None]] = {}
         self.meter = Meter(router)
         self.replacer = Replacer(self.fleet)
@@ -75,6 +77,7 @@ class EndpointController(ReconcileLoop):
 
     async def prepare(self) -> None:
         self.fleet.spawn(self.health.run())
+        self.fleet.capture.start()
         await asyncio.to_thread(remove_partial_models, self.settings)
         try:
             await self.backend.warm()
@@ -93,6 +96,8 @@ class EndpointController(ReconcileLoop):
         await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         self.router.deployments.clear()
         await self.backend.close()
+        # What was answered is in the capture files before the server exits.
+        await self.fleet.capture.close()
 
     async def reconcile(self) -> None:
         records = {r["EndpointName"]: r for r in await self.store.list(KIND)}

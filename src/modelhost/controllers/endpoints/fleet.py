@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelhost.capture import CaptureWriter
 from modelhost.config import Settings
 from modelhost.instances import InstanceBackend
 from modelhost.router import Router
@@ -27,6 +28,8 @@ class Fleet:
     objects: ObjectStore
     backend: InstanceBackend
     router: Router
+    # Data capture for every endpoint's deployments (DataCaptureConfig).
+    capture: CaptureWriter
     # Instance numbers, unique over the server's life: each instance gets its own log.
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # The desired state each live deployment was deployed from, by endpoint.

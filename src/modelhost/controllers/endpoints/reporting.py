@@ -38,7 +38,8 @@ async def write_status(
         {}
         if deployment is None
         else {
-            pool.name: (pool.weight, len(pool.available())) for pool in deployment.variants.values()
+            pool.name: (pool.weight, len(pool.available()))
+            for pool in [*deployment.variants.values(), *deployment.shadows.values()]
         }
     )
 
@@ -58,13 +59,16 @@ async def write_status(
             record["_desired"] = {**desired, "generation": record["_desired"]["generation"]}
             if deployment is not None:
                 deployment.generation = record["_desired"]["generation"]
-        if status == "InService" and desired is not None:
+        if status in ("InService", "UpdateRollbackFailed") and desired is not None:
             record["EndpointConfigName"] = desired["config"]["EndpointConfigName"]
             record.pop("PendingDeploymentSummary", None)
             if not fields:
                 record.pop("FailureReason", None)
         source = record["_desired"] if restore or desired is None else desired
-        record.pop("AsyncInferenceConfig", None)  # the new config may have none
+        # The new config may have none.
+        record.pop("AsyncInferenceConfig", None)
+        record.pop("DataCaptureConfig", None)
+        record.pop("ShadowProductionVariants", None)
         record.update(deployed_fields(source, current))
         record.update(fields)
         return record
@@ -85,7 +89,7 @@ class Meter:
         for name, deployment in self.router.deployments.items():
             for replica in deployment.replicas():
                 # Serverless instances are billed per request (see ServerlessPool.leave).
-                if not isinstance(deployment.variants[replica.variant], ServerlessPool):
+                if not isinstance(deployment.variants.get(replica.variant), ServerlessPool):
                     charge(name, replica.variant, replica.instance, elapsed)
 
 

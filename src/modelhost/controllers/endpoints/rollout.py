@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.capture import CapturePolicy
 from modelhost.controllers.deployment import (
     StartFailed,
     instance_spec,
@@ -30,6 +31,13 @@ from modelhost.controllers.deployment import (
     start_all,
 )
 from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.guardrails import (
+    Guard,
+    RollbackFailed,
+    RolledBack,
+    blue_green,
+    rolling,
+)
 from modelhost.controllers.endpoints.reporting import (
     KIND,
     count_instances,
@@ -49,9 +57,15 @@ DRAIN_TIMEOUT_S = 60.0
 
 
 def fingerprint(desired: dict[str, Any]) -> bytes:
-    """What needs new instances when it changes: the config and the models, not weights
-    or counts."""
-    return orjson.dumps([desired["config"], desired["models"]], option=orjson.OPT_SORT_KEYS)
+    """What needs new instances when it changes: the config and the models, not weights,
+    counts or the DataCaptureConfig."""
+    config = {k: v for k, v in desired["config"].items() if k != "DataCaptureConfig"}
+    return orjson.dumps([config, desired["models"]], option=orjson.OPT_SORT_KEYS)
+
+
+def capture_policy(name: str, desired: dict[str, Any]) -> CapturePolicy | None:
+    config = desired["config"].get("DataCaptureConfig")
+    return None if config is None else CapturePolicy.from_config(name, config)
 
 
 class DeploymentFailed(Exception):
@@ -76,7 +90,18 @@ class Rollout:
             ):
                 await self._scale_in_place(name, live, desired)
             else:
-                await self._blue_green(name, live, desired)
+                await self._guarded(name, live, desired)
+        except (RolledBack, RollbackFailed) as failure:
+            log.warning("endpoint %s: update rolled back: %s", name, failure)
+            await write_status(
+                fleet,
+                name,
+                "InService" if isinstance(failure, RolledBack) else "UpdateRollbackFailed",
+                live_desired,
+                restore=True,
+                FailureReason=fit_failure_reason(str(failure)),
+            )
+            return
         except Exception as failure:
             # Anything that stops a deployment fails it with a reason; retrying it in a
             # loop would only repeat the failure.
@@ -106,60 +131,110 @@ class Rollout:
         fleet.desired[name] = desired
         await write_status(fleet, name, "InService", desired)
 
-    async def _blue_green(self, name: str, old: Deployment | None, desired: dict[str, Any]) -> None:
+    async def _guarded(self, name: str, old: Deployment | None, desired: dict[str, Any]) -> None:
+        """Blue/green, within the DeploymentConfig's MaximumExecutionTimeoutInSeconds."""
+        config = desired.get("deployment") if old is not None else None
+        if config is None:
+            await self._blue_green(name, old, desired, None)
+            return
+        policy = config.get("BlueGreenUpdatePolicy") or config.get("RollingUpdatePolicy") or {}
+        limit = policy.get("MaximumExecutionTimeoutInSeconds")
+        guard = Guard(self.fleet, name, desired)
+        async with asyncio.timeout(limit) as deadline:
+            try:
+                await self._blue_green(name, old, desired, guard)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+        if deadline.expired():
+            raise RolledBack(
+                f"The update did not complete within MaximumExecutionTimeoutInSeconds "
+                f"({limit} s); traffic was rolled back to the old fleet."
+            )
+
+    async def _blue_green(
+        self, name: str, old: Deployment | None, desired: dict[str, Any], guard: Guard | None
+    ) -> None:
         fleet = self.fleet
         pools: dict[str, VariantPool] = {}
         started: list[Instance] = []
+        batched = guard is not None and "RollingUpdatePolicy" in desired["deployment"]
+        sources: dict[str, tuple[dict[str, Any], dict[str, Any], Path]] = {}
+
+        async def start(variant_name: str, count: int) -> list[Replica]:
+            variant, model, model_dir = sources[variant_name]
+            specs = [
+                instance_spec(fleet.settings, name, variant, model, model_dir, next(fleet.counter))
+                for _ in range(count)
+            ]
+            instances = await self._start_instances(name, desired, variant_name, specs, started)
+            return [Replica(i, variant_name) for i in instances]
+
         try:
             for variant in desired["config"]["ProductionVariants"]:
                 capacity = desired["capacity"][variant["VariantName"]]
                 model = desired["models"][variant["ModelName"]]
-                try:
-                    model_dir = await prepare_model(
-                        fleet.settings,
-                        fleet.objects,
-                        model,
-                        variant.get("ModelDataDownloadTimeoutInSeconds"),
-                    )
-                except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
-                    raise DeploymentFailed(
-                        f"Variant {variant['VariantName']}: could not prepare model "
-                        f"{model['ModelName']}: {exc}"
-                    ) from exc
+                model_dir = await self._model_dir(variant, model)
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
                         name, desired, variant, model, model_dir, capacity, started
                     )
                     continue
-                specs = [
-                    instance_spec(
-                        fleet.settings, name, variant, model, model_dir, next(fleet.counter)
-                    )
-                    for _ in range(capacity["count"])
-                ]
-                instances = await self._start_instances(
-                    name, desired, variant["VariantName"], specs, started
-                )
+                sources[variant["VariantName"]] = (variant, model, model_dir)
                 pools[variant["VariantName"]] = VariantPool(
-                    name=variant["VariantName"],
-                    weight=capacity["weight"],
-                    replicas=[Replica(i, variant["VariantName"]) for i in instances],
+                    name=variant["VariantName"], weight=capacity["weight"]
                 )
+                if not batched:  # a rolling update starts them a batch at a time
+                    pools[variant["VariantName"]].replicas = await start(
+                        variant["VariantName"], capacity["count"]
+                    )
+            shadows: dict[str, VariantPool] = {}
+            for variant in desired["config"].get("ShadowProductionVariants", []):
+                model = desired["models"][variant["ModelName"]]
+                model_dir = await self._model_dir(variant, model)
+                sources[variant["VariantName"]] = (variant, model, model_dir)
+                shadows[variant["VariantName"]] = VariantPool(
+                    name=variant["VariantName"],
+                    weight=variant["InitialVariantWeight"],
+                    replicas=await start(variant["VariantName"], variant["InitialInstanceCount"]),
+                )
+            new = Deployment(
+                name,
+                desired["generation"],
+                pools,
+                asynchronous="AsyncInferenceConfig" in desired["config"],
+                capture=fleet.capture.sink(capture_policy(name, desired)),
+                shadows=shadows,
+            )
+            if guard is not None and old is not None:
+                if batched:
+                    await rolling(guard, old, new, start, self.drain_and_stop)
+                else:
+                    await blue_green(guard, old, new, self.drain_and_stop)
         except BaseException:
             retire(pools.values())
             await asyncio.gather(*(i.stop() for i in started), return_exceptions=True)
             raise
-        fleet.router.deployments[name] = Deployment(
-            name,
-            desired["generation"],
-            pools,
-            asynchronous="AsyncInferenceConfig" in desired["config"],
-        )
+        fleet.router.deployments[name] = new
         fleet.router.changed()
         count_instances(name, pools)
         if old is not None:
             retire(old.variants.values())
-            await self.drain_and_stop(old.replicas())
+            await self.drain_and_stop([r for r in old.replicas() if r.instance.is_alive()])
+
+    async def _model_dir(self, variant: dict[str, Any], model: dict[str, Any]) -> Path:
+        try:
+            return await prepare_model(
+                self.fleet.settings,
+                self.fleet.objects,
+                model,
+                variant.get("ModelDataDownloadTimeoutInSeconds"),
+            )
+        except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+            raise DeploymentFailed(
+                f"Variant {variant['VariantName']}: could not prepare model "
+                f"{model['ModelName']}: {exc}"
+            ) from exc
 
     async def _serverless_pool(
         self,
@@ -270,6 +345,7 @@ class Rollout:
                     replica.draining = True
                 await self.drain_and_stop(leaving)
                 pool.replicas = [r for r in pool.replicas if r not in leaving]
+        live.capture = fleet.capture.sink(capture_policy(name, desired))
         live.generation = desired["generation"]
         count_instances(name, live.variants)
 
