@@ -35,14 +35,11 @@ class RayCluster:
     cluster: Any
     cpu_nodes: list[Any]  # head first
     gpu_node: Any
-
-    def raylet_pids(self) -> dict[int, Any]:
-        nodes = [*self.cpu_nodes, self.gpu_node]
-        return {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+    raylets: dict[int, Any]  # each node's raylet pid, read while it runs
 
     def placements(self) -> dict[int, Any]:
         """Each running model server's pid -> the node whose raylet is its ancestor."""
-        raylets = self.raylet_pids()
+        raylets = self.raylets
         found = {}
         for process in psutil.process_iter(["cmdline"]):
             if "modelhost.modelserver" not in " ".join(process.info["cmdline"] or []):
@@ -65,7 +62,9 @@ def cluster() -> Iterator[RayCluster]:
         worker = made.add_node(**node)
         gpu = made.add_node(**node, num_gpus=1, resources={"ml.g5": 1})
         made.wait_for_nodes()
-        yield RayCluster(made, [made.head_node, worker], gpu)
+        nodes = [made.head_node, worker, gpu]
+        raylets = {node.all_processes["raylet"][0].process.pid: node for node in nodes}
+        yield RayCluster(made, [made.head_node, worker], gpu, raylets)
     finally:
         made.shutdown()
 
