@@ -186,7 +186,7 @@ def test_type_no_node_has_stays_pending_then_fails_with_the_reason(
         sagemaker,
         model_url,
         instance_type="ml.p3.2xlarge",
-        variant_fields={"ContainerStartupHealthCheckTimeoutInSeconds": 20},
+        variant_fields={"ContainerStartupHealthCheckTimeoutInSeconds": 60},
         wait=False,
     )
     deadline = time.monotonic() + 15
@@ -200,7 +200,7 @@ def test_type_no_node_has_stays_pending_then_fails_with_the_reason(
         )
         time.sleep(0.5)
     assert "Waiting for a Ray node" in message and "ml.p3 1" in message, status
-    failed = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s=90)
+    failed = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s=120)
     assert failed["EndpointStatus"] == "Failed"
     assert "no Ray node had the resources" in failed["FailureReason"]
     assert "none of the cluster's" in failed["FailureReason"]
