@@ -194,7 +194,7 @@ def test_type_no_node_has_stays_pending_then_fails_with_the_reason(
     while time.monotonic() < deadline and not message:
         status = sagemaker.describe_endpoint(EndpointName=name)
         assert status["EndpointStatus"] == "Creating"
-        variants = status.get("PendingDeploymentSummary", {}).get("ProductionVariants", [])
+        variants = status.get("ProductionVariants", [])
         message = " ".join(
             s.get("StatusMessage", "") for v in variants for s in v.get("VariantStatus", [])
         )
