@@ -64,11 +64,18 @@ class Settings:
     region: str = defaults.REGION
     account_id: str = "000000000000"
     # "process": modelhost's own images run as processes, any other image in a container;
-    # "container": every instance in a container (modelhost.instances.open_backend).
+    # "container": every instance in a container; "ray": every instance on a Ray cluster
+    # (modelhost.instances.open_backend).
     instance_backend: str = field(
         default_factory=lambda: (
             os.environ.get("MODELHOST_INSTANCE_BACKEND", "").strip().lower() or "process"
         )
+    )
+    # The Ray cluster the "ray" backend places instances on: "auto" (RAY_ADDRESS, else a
+    # cluster started on this machine by `ray start`), "local" (a cluster of this machine
+    # only, started with the server), "ray://host:10001" (Ray Client) or a GCS "host:port".
+    ray_address: str = field(
+        default_factory=lambda: os.environ.get("MODELHOST_RAY_ADDRESS", "").strip() or "auto"
     )
     # The container engine's API (a Docker-compatible socket: dockerd or `podman system
     # service`); empty: DOCKER_HOST, else /run/podman/podman.sock or /var/run/docker.sock.
@@ -277,6 +284,10 @@ class Settings:
             raise ValueError(
                 f"MODELHOST_TRANSFORM_PART_BYTES={self.transform_part_bytes}: "
                 "expected a number of bytes >= 1"
+            )
+        if not self.ray_address:
+            raise ValueError(
+                "MODELHOST_RAY_ADDRESS: expected auto, local, ray://host:port or host:port"
             )
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")

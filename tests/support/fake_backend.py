@@ -103,6 +103,9 @@ class FakeInstance:
     def pid(self) -> int | None:
         return None
 
+    def usage(self) -> None:
+        return None
+
     def is_alive(self) -> bool:
         return self._why_dead is None
 

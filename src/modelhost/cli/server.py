@@ -36,7 +36,18 @@ def server(
             envvar="MODELHOST_INSTANCE_BACKEND",
             show_default=False,
             help="process: modelhost's own images run as processes, any other image in a "
-            "container; container: every instance in a container. [default: process]",
+            "container; container: every instance in a container; ray: every instance on "
+            "a Ray cluster (see --ray-address). [default: process]",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELHOST_RAY_ADDRESS",
+            show_default=False,
+            help="With --instance-backend ray: auto (RAY_ADDRESS or a local `ray start` "
+            "cluster), local (a one-machine cluster started with the server), "
+            "ray://host:10001 or host:port (the cluster's GCS). [default: auto]",
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
@@ -93,6 +104,7 @@ def server(
             ("backup_folder", backup_dir and backup_dir.resolve()),
             ("state_url", state),
             ("instance_backend", instance_backend and instance_backend.strip().lower()),
+            ("ray_address", ray_address and ray_address.strip()),
         )
         if value is not None
     }

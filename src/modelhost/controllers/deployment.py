@@ -99,6 +99,7 @@ def instance_spec(
         framework=framework_for_image(container["Image"]),
         instance_type=instance_type,
         environment=dict(container.get("Environment", {})),
+        model_data_url=model_data_url(container) or "",
         image=container["Image"],
         startup_timeout_s=_optional_float(
             variant.get("ContainerStartupHealthCheckTimeoutInSeconds")

@@ -43,7 +43,13 @@ import orjson
 
 from modelhost.catalog import InstanceType, get_instance_type
 from modelhost.domain import kinds
-from modelhost.instances import InstanceSpec, grant_token, revoke_token, token_header
+from modelhost.instances import (
+    InstanceSpec,
+    ResourceUsage,
+    grant_token,
+    revoke_token,
+    token_header,
+)
 from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
 from modelhost.storage import LoopStore, Ownership, Record, StateStore, StoreUnavailable, lease
 
@@ -75,6 +81,9 @@ class SharedInstance:
     @property
     def pid(self) -> int | None:
         return None
+
+    def usage(self) -> ResourceUsage | None:
+        return None  # measured by the server that owns it
 
     def is_alive(self) -> bool:
         return True

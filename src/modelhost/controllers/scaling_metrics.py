@@ -22,6 +22,7 @@ from typing import Protocol
 import psutil
 
 from modelhost import metrics
+from modelhost.instances import Instance, ResourceUsage
 from modelhost.router import Replica, Router
 
 Dimensions = Mapping[str, str]
@@ -165,6 +166,7 @@ class _VariantState:
     def __init__(self, router: Router) -> None:
         self._router = router
         self._processes: dict[int, psutil.Process] = {}
+        self._usages: dict[int, tuple[Instance, ResourceUsage, ResourceUsage]] = {}
 
     def replicas(self, dimensions: Dimensions) -> list[Replica] | None:
         deployment = self._router.deployments.get(dimensions.get("EndpointName", ""))
@@ -219,36 +221,69 @@ class _VariantState:
                 return None
         return process
 
-    def _per_process(
-        self, dimensions: Dimensions, measure: Callable[[psutil.Process, Replica], float]
+    def _per_instance(
+        self, dimensions: Dimensions, measure: Callable[[Replica], float | None]
     ) -> float | None:
         """Average of a per-instance measure over the variant's running instances."""
         replicas = self.replicas(dimensions)
         if replicas is None:
             return None
-        values = []
-        for replica in replicas:
-            process = self._process(replica)
-            if process is None:
-                continue
-            try:
-                values.append(measure(process, replica))
-            except psutil.Error:
-                self._processes.pop(process.pid, None)
+        values = [value for replica in replicas if (value := measure(replica)) is not None]
         return sum(values) / len(values) if values else None
+
+    def _remote(self, replica: Replica) -> tuple[ResourceUsage, ResourceUsage] | None:
+        """The two latest distinct readings of an instance that runs off this machine
+        (no pid; its backend measures it where it runs), or None."""
+        usage = replica.instance.usage()
+        if usage is None:
+            return None
+        key = id(replica.instance)
+        if key not in self._usages:  # a new instance: forget the ones that have gone
+            for gone in [k for k, (known, *_) in self._usages.items() if not known.is_alive()]:
+                del self._usages[gone]
+        _, previous, latest = self._usages.get(key, (replica.instance, usage, usage))
+        if usage.at != latest.at:
+            previous, latest = latest, usage
+        self._usages[key] = (replica.instance, previous, latest)
+        return previous, latest
+
+    def _cpu_percent(self, replica: Replica) -> float | None:
+        if replica.instance.pid is None:
+            readings = self._remote(replica)
+            if readings is None or readings[1].at <= readings[0].at:
+                return None
+            before, after = readings
+            return 100.0 * max(after.cpu_seconds - before.cpu_seconds, 0.0) / (after.at - before.at)
+        process = self._process(replica)
+        if process is None:
+            return None
+        try:
+            return float(process.cpu_percent())
+        except psutil.Error:
+            self._processes.pop(process.pid, None)
+            return None
+
+    def _memory_percent(self, replica: Replica) -> float | None:
+        memory = replica.instance.spec.instance_type.memory_gib * 1024**3
+        if replica.instance.pid is None:
+            readings = self._remote(replica)
+            return None if readings is None else 100.0 * readings[1].rss_bytes / memory
+        process = self._process(replica)
+        if process is None:
+            return None
+        try:
+            return 100.0 * process.memory_info().rss / memory
+        except psutil.Error:
+            self._processes.pop(process.pid, None)
+            return None
 
     def cpu_utilization(self, dimensions: Dimensions) -> float | None:
         """Percent of one core, as SageMaker's CPUUtilization (400 = four busy cores)."""
-        return self._per_process(dimensions, lambda process, _: process.cpu_percent())
+        return self._per_instance(dimensions, self._cpu_percent)
 
     def memory_utilization(self, dimensions: Dimensions) -> float | None:
         """Resident memory as a percentage of the instance type's memory."""
-
-        def percent(process: psutil.Process, replica: Replica) -> float:
-            memory = replica.instance.spec.instance_type.memory_gib * 1024**3
-            return 100.0 * process.memory_info().rss / memory
-
-        return self._per_process(dimensions, percent)
+        return self._per_instance(dimensions, self._memory_percent)
 
 
 def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:

@@ -18,6 +18,9 @@ class InstanceSpec:
     instance_type: InstanceType
     environment: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    # Where the model's data lives (its ModelDataUrl or S3Uri; "": none): a backend whose
+    # instances run off this machine reads it there instead of `model_dir`.
+    model_data_url: str = ""
     # The model's `PrimaryContainer.Image`: what a container backend runs ("": none, the
     # built-in model server only).
     image: str = ""
@@ -27,6 +30,15 @@ class InstanceSpec:
     # Told, from a worker thread, what the instance waits for before it can start (an
     # image pull's progress), so DescribeEndpoint can show it.
     on_progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """A reading of an instance's model server and its workers, taken where they run."""
+
+    cpu_seconds: float
+    rss_bytes: int
+    at: float  # time.monotonic() on this machine when the reading arrived
 
 
 class Instance(Protocol):
@@ -41,6 +53,11 @@ class Instance(Protocol):
     def pid(self) -> int | None:
         """The model server's process id, for CPU and memory readings; None where the
         backend has no local process."""
+        ...
+
+    def usage(self) -> ResourceUsage | None:
+        """The latest reading, for a backend whose instances have no local `pid`; None
+        where `pid` is the way to read them."""
         ...
 
     def is_alive(self) -> bool: ...

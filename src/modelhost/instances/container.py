@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.instances import cgroups, images
-from modelhost.instances.base import InstanceSpec
+from modelhost.instances.base import InstanceSpec, ResourceUsage
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
 from modelhost.instances.gpus import GpuPool
@@ -302,6 +302,9 @@ class ContainerInstance:
     @property
     def container_id(self) -> str:
         return str(self._container.id)
+
+    def usage(self) -> ResourceUsage | None:
+        return None  # read through `pid`
 
     def is_alive(self) -> bool:
         return not self._exited.is_set()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from modelhost.instances import cgroups
-from modelhost.instances.base import InstanceSpec
+from modelhost.instances.base import InstanceSpec, ResourceUsage
 from modelhost.instances.cgroups import Cgroups, Group
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forking import ForkServer
@@ -78,9 +78,11 @@ class ProcessInstance:
         token: str,
         home: Path,
         dirs: InstanceDirs,
+        host: str = "127.0.0.1",
     ) -> None:
         self.spec = spec
         self.process = process
+        self.host = host
         self.port = port
         self.group = group
         self.token = token
@@ -90,11 +92,14 @@ class ProcessInstance:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     @property
     def pid(self) -> int | None:
         return self.process.pid
+
+    def usage(self) -> ResourceUsage | None:
+        return None  # read through `pid`
 
     def is_alive(self) -> bool:
         if self.process.poll() is None:
@@ -165,7 +170,9 @@ class ProcessInstance:
 class ProcessBackend:
     """`cgroups` is "auto" (use control groups where writable) or "off"; `cpu_scale`
     multiplies every type's vCPUs into cores of this machine; `scope` names this server's
-    parent group (a hash of its data directory)."""
+    parent group (a hash of its data directory); `bind_host` is the address instances
+    listen on: loopback, unless something off this machine must reach them (a Ray node's
+    address, :mod:`.ray_backend`)."""
 
     def __init__(
         self,
@@ -175,7 +182,9 @@ class ProcessBackend:
         scope: str = "default",
         data_dir: Path | None = None,
         instance_user: str = "",
+        bind_host: str = "127.0.0.1",
     ) -> None:
+        self._bind_host = bind_host
         self._user: InstanceUser | None = resolve_user(instance_user)
         self._user_named = bool(instance_user.strip())
         self._data_dir = data_dir
@@ -258,7 +267,7 @@ class ProcessBackend:
         await self._prepare()
         if self._unusable:
             raise OSError(self._unusable)
-        port = free_port()
+        port = free_port(self._bind_host)
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
@@ -302,7 +311,7 @@ class ProcessBackend:
             **({"USER": user.name, "LOGNAME": user.name} if user else {}),
             **extra,
             "SAGEMAKER_BIND_TO_PORT": str(port),
-            "MODELHOST_BIND_HOST": "127.0.0.1",
+            "MODELHOST_BIND_HOST": self._bind_host,
             "SM_MODEL_DIR": str(spec.model_dir),
             "MODELHOST_FRAMEWORK": spec.framework,
             "MODELHOST_PARENT_PID": str(os.getpid()),
@@ -315,14 +324,15 @@ class ProcessBackend:
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        grant_token(("127.0.0.1", port), token)
+        address = (self._bind_host, port)
+        grant_token(address, token)
         try:
             process = await self._launch(spec, base, own)
         except BaseException:
-            revoke_token(("127.0.0.1", port), token)
+            revoke_token(address, token)
             self._dirs.remove(home)
             raise
-        return ProcessInstance(spec, process, port, group, token, home, self._dirs)
+        return ProcessInstance(spec, process, port, group, token, home, self._dirs, self._bind_host)
 
     async def _launch(
         self, spec: InstanceSpec, base: dict[str, str], own: dict[str, str]

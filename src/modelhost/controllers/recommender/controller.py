@@ -46,7 +46,7 @@ from modelhost.controllers.recommender.usage import Usage
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.domain.recommendations import candidate_label
-from modelhost.instances import token_header
+from modelhost.instances import Instance, token_header
 from modelhost.loadgen import LoadSpec, Phase, run_in_subprocess
 from modelhost.router import Deployment, Invocation, Router, ServerlessPool
 from modelhost.storage import LoopStore, ObjectStore, Ownership, StateStore, lease
@@ -59,12 +59,12 @@ _ACTIVE = ("PENDING", "IN_PROGRESS", "STOPPING")
 
 @dataclass(frozen=True)
 class _Target:
-    """Where a candidate's load goes, and how to read what it cost: the instances' root
-    processes now, and (serverless) the GB-seconds billed so far."""
+    """Where a candidate's load goes, and how to read what it cost: the instances running
+    now, and (serverless) the GB-seconds billed so far."""
 
     url: str
     headers: tuple[tuple[str, str], ...]
-    pids: Callable[[], list[int]]
+    instances: Callable[[], list[Instance]]
     billed_gb_seconds: Callable[[], float] | None = None
 
 
@@ -324,7 +324,7 @@ class RecommendationController(ReconcileLoop):
             return _Target(
                 f"http://{host}:{port}/invocations",
                 (token,) if token else (),
-                lambda: [] if instance.pid is None else [instance.pid],
+                lambda: [instance],
             )
         # The first request starts an instance: its cold start counts as setup time, as
         # SageMaker's ModelSetupTime of a serverless endpoint.
@@ -342,7 +342,7 @@ class RecommendationController(ReconcileLoop):
         return _Target(
             f"http://{host}:{self.settings.port}/endpoints/{deployment.endpoint}/invocations",
             ((INTERNAL_TOKEN_HEADER, self.settings.internal_token),),
-            lambda: [r.instance.pid for r in pool.replicas if r.instance.pid is not None],
+            lambda: [r.instance for r in pool.replicas],
             lambda: pool.billed_gb_seconds,
         )
 
@@ -381,7 +381,7 @@ class RecommendationController(ReconcileLoop):
                     ),
                 ),
             )
-            usage = Usage(target.pids, memory_bytes)
+            usage = Usage(target.instances, memory_bytes)
             billed = target.billed_gb_seconds() if target.billed_gb_seconds else None
             result = await run_in_subprocess(spec)
             cpu, memory_percent = usage.read()

@@ -1,5 +1,6 @@
 """What a candidate's instances use while a traffic step runs: CPU and resident memory of
-the model servers and their workers, read with psutil."""
+the model servers and their workers, read with psutil where they are processes of this
+machine, else from their backend's own readings (a Ray node's, at most a second old)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable
 
 import psutil
+
+from modelhost.instances import Instance
 
 
 def _processes(pid: int) -> list[psutil.Process]:
@@ -18,13 +21,21 @@ def _processes(pid: int) -> list[psutil.Process]:
     return []
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
+def _reading(instance: Instance) -> tuple[float, float] | None:
+    """CPU seconds and resident bytes of the instance's tree so far; None once gone."""
+    if instance.pid is None:
+        usage = instance.usage()
+        return None if usage is None else (usage.cpu_seconds, float(usage.rss_bytes))
+    tree = _processes(instance.pid)
+    if not tree:
+        return None
+    cpu = rss = 0.0
+    for process in tree:
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
-            total += times.user + times.system
-    return total
+            cpu += times.user + times.system
+            rss += process.memory_info().rss
+    return cpu, rss
 
 
 class Usage:
@@ -33,24 +44,21 @@ class Usage:
     averaged over the instances) of a candidate's instances over a step. A serverless
     candidate's instances come and go: one started during the step counts from its start."""
 
-    def __init__(self, pids: Callable[[], list[int]], memory_bytes: float) -> None:
-        self.pids = pids
+    def __init__(self, instances: Callable[[], list[Instance]], memory_bytes: float) -> None:
+        self.instances = instances
         self.memory_bytes = memory_bytes
-        self.cpu_before = {pid: _cpu_seconds(_processes(pid)) for pid in pids()}
+        self.cpu_before = {
+            id(i): reading[0] for i in instances() if (reading := _reading(i)) is not None
+        }
         self.started = time.monotonic()
 
     def read(self) -> tuple[float, float]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        trees = [_processes(pid) for pid in {*self.cpu_before, *self.pids()}]
+        readings = {id(i): r for i in self.instances() if (r := _reading(i)) is not None}
         cpu = sum(
-            max(_cpu_seconds(tree) - self.cpu_before.get(tree[0].pid, 0.0), 0.0)
-            for tree in trees
-            if tree
+            max(seconds - self.cpu_before.get(key, 0.0), 0.0)
+            for key, (seconds, _) in readings.items()
         )
-        rss = 0.0
-        for tree in trees:
-            for process in tree:
-                with contextlib.suppress(psutil.Error):
-                    rss += process.memory_info().rss
-        instances = max(sum(1 for tree in trees if tree), 1)
+        rss = sum(resident for _, resident in readings.values())
+        instances = max(len(readings), 1)
         return cpu / elapsed * 100, rss / (self.memory_bytes * instances) * 100
