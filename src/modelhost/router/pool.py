@@ -11,8 +11,12 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modelhost.instances import Instance
+
+if TYPE_CHECKING:
+    from modelhost.router.multimodel import ModelSource
 
 
 @dataclass(eq=False)
@@ -56,6 +60,8 @@ class VariantPool:
     name: str
     weight: float
     replicas: list[Replica] = field(default_factory=list)
+    # A multi-model variant's models (requests with TargetModel); None: one model.
+    models: ModelSource | None = None
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.serving]

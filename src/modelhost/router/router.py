@@ -21,6 +21,7 @@ from typing import TypeVar
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
+from modelhost.router.multimodel import ModelRouting, not_multi_model
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
@@ -38,6 +39,8 @@ class Invocation:
     accept: str | None
     custom_attributes: str | None
     target_variant: str | None
+    # TargetModel: a key under a multi-model endpoint's prefix.
+    target_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Router:
         self._timeout_s = model_timeout_s
         self._client = InstanceClient()
         self._changed = asyncio.Event()
+        self.models = ModelRouting(self._client, model_timeout_s)
 
     def close(self) -> None:
         self._client.close()
@@ -161,6 +165,8 @@ class Router:
         return pool
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
+        if request.target_model is not None:
+            return await self._invoke_model(deployment, request, request.target_model)
         target = request.target_variant
         pool = self._pool(deployment, target)
         replica = None
@@ -193,6 +199,27 @@ class Router:
             raise ServiceUnavailable(
                 f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
             ) from None
+
+    async def _invoke_model(
+        self, deployment: Deployment, request: Invocation, target_model: str
+    ) -> Answer:
+        """A multi-model endpoint's request for one of its models (see multimodel)."""
+        pool = self._pool(deployment, request.target_variant)
+        if pool is None or pool.models is None:
+            if pool is not None or not any(p.models for p in deployment.variants.values()):
+                raise not_multi_model(deployment.endpoint)
+            deployment, pool, _ = await self._ready(deployment, request.target_variant)
+            if pool.models is None:
+                raise not_multi_model(deployment.endpoint)
+        response, replica, elapsed = await self.models.invoke(
+            deployment.endpoint,
+            pool,
+            pool.models,
+            target_model,
+            _headers(request),
+            request.body,
+        )
+        return _answer(response, replica, elapsed)
 
     async def _serverless(
         self, deployment: Deployment, pool: ServerlessPool, request: Invocation

@@ -25,6 +25,7 @@ import orjson
 from modelhost.controllers.deployment import (
     StartFailed,
     instance_spec,
+    model_source,
     numbered,
     prepare_model,
     start_all,
@@ -120,11 +121,18 @@ class Rollout:
                         model,
                         variant.get("ModelDataDownloadTimeoutInSeconds"),
                     )
+                    models = model_source(fleet.settings, fleet.objects, model, model_dir, variant)
                 except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
                     raise DeploymentFailed(
                         f"Variant {variant['VariantName']}: could not prepare model "
                         f"{model['ModelName']}: {exc}"
                     ) from exc
+                if "serverless" in capacity and models is not None:
+                    raise DeploymentFailed(
+                        f"Variant {variant['VariantName']}: model {model['ModelName']} is a "
+                        "multi-model container (Mode=MultiModel), which serverless "
+                        "inference does not host; give the variant instances."
+                    )
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
                         name, desired, variant, model, model_dir, capacity, started
@@ -143,6 +151,7 @@ class Rollout:
                     name=variant["VariantName"],
                     weight=capacity["weight"],
                     replicas=[Replica(i, variant["VariantName"]) for i in instances],
+                    models=models,
                 )
         except BaseException:
             retire(pools.values())
