@@ -42,7 +42,6 @@ from _common import (
 )
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
-
 from tests.support.endpoints import deploy, undeploy
 from tests.support.models import model_tarball, put_iris_model
 from tests.support.processes import instance_pids
@@ -218,8 +217,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         f"| {per_model / 1024:.2f} |",
         f"| {e} single-model endpoints (1 instance each) | "
         f"{result['singles_kib'] / 1024:.1f} | {per_endpoint / 1024:.2f} |",
-        f"| {n} single-model endpoints, extrapolated from {e} | "
-        f"{per_endpoint * n / 1024:.1f} | |",
+        f"| {n} single-model endpoints, extrapolated from {e} | {per_endpoint * n / 1024:.1f} | |",
         "",
     ]
     return "\n".join(lines)
