@@ -133,6 +133,33 @@ def test_a_model_that_fails_to_load_is_a_model_error_naming_it(runtime, endpoint
     assert _predict(runtime, endpoint, "model-7.tar.gz") == [700, 701, 702]
 
 
+def test_a_request_without_target_model_is_a_validation_error(runtime, endpoint: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType="application/json", Body=json.dumps(iris_rows(1))
+        )
+    error = excinfo.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert "missing a target model header" in error["Message"]
+
+
+def test_batch_transform_refuses_a_multi_model_model(sagemaker, endpoint: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_transform_job(
+            TransformJobName=f"{endpoint}-job",
+            ModelName=endpoint,  # deploy() names the model after the endpoint
+            TransformInput={
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://multi/in/"}
+                }
+            },
+            TransformOutput={"S3OutputPath": "s3://multi/out/"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        )
+    assert excinfo.value.response["Error"]["Code"] == "ValidationException"
+    assert "MultiModel" in excinfo.value.response["Error"]["Message"]
+
+
 def test_target_model_on_a_single_model_endpoint_is_refused(
     runtime, sagemaker, iris_model_url: str
 ) -> None:

@@ -79,6 +79,13 @@ def not_multi_model(endpoint: str) -> InvocationValidationError:
     )
 
 
+def missing_target_model(endpoint: str) -> InvocationValidationError:
+    return InvocationValidationError(
+        f"Endpoint {endpoint} is a multi-model endpoint: the request is missing a target "
+        "model header (TargetModel)."
+    )
+
+
 def check_target(target: str) -> str:
     """A key under the prefix, or ValidationError: never a way out of it."""
     parts = target.split("/")

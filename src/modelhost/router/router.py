@@ -21,7 +21,7 @@ from typing import TypeVar
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
-from modelhost.router.multimodel import ModelRouting, not_multi_model
+from modelhost.router.multimodel import ModelRouting, missing_target_model, not_multi_model
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
@@ -177,6 +177,8 @@ class Router:
         if replica is None:
             assert isinstance(pool, ServerlessPool)
             return await self._serverless(deployment, pool, request)
+        if pool is not None and pool.models is not None:
+            raise missing_target_model(deployment.endpoint)
         try:
             return await self._send(replica, request)
         except _RETRYABLE:
