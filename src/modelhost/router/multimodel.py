@@ -68,6 +68,11 @@ class _Cache:
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     busy: Counter[str] = field(default_factory=Counter)
 
+    def __post_init__(self) -> None:
+        # Bound once: a cache hit costs two increments, no label lookups.
+        self.lookups = metrics.MODEL_CACHE_LOOKUPS.labels(*self.series)
+        self.hits = metrics.MODEL_CACHE_HIT.labels(*self.series)
+
     def count(self) -> None:
         metrics.LOADED_MODEL_COUNT.labels(*self.series).set(len(self.loaded))
 
@@ -197,13 +202,13 @@ class ModelRouting:
     ) -> tuple[Response, Replica, float]:
         cache = self.cache(endpoint, replica)
         series = cache.series
-        metrics.MODEL_CACHE_LOOKUPS.labels(*series).inc()
+        cache.lookups.inc()
         cache.busy[name] += 1
         replica.acquire()
         try:
             if name in cache.loaded:
                 cache.loaded.move_to_end(name)
-                metrics.MODEL_CACHE_HIT.labels(*series).inc()
+                cache.hits.inc()
             else:
                 waited = time.perf_counter()
                 loading = cache.loading.get(name)
