@@ -210,13 +210,13 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         "",
         "## Memory (PSS of the instance processes)",
         "",
-        "| setup | MiB | per model MiB |",
+        "| setup | MiB | per model KiB |",
         "|---|---|---|",
         f"| 1 multi-model instance, idle | {result['multi_base_kib'] / 1024:.1f} | |",
         f"| 1 multi-model instance, {n} models loaded | {result['multi_kib'] / 1024:.1f} "
-        f"| {per_model / 1024:.2f} |",
+        f"| {per_model:.1f} |",
         f"| {e} single-model endpoints (1 instance each) | "
-        f"{result['singles_kib'] / 1024:.1f} | {per_endpoint / 1024:.2f} |",
+        f"{result['singles_kib'] / 1024:.1f} | {per_endpoint:.0f} |",
         f"| {n} single-model endpoints, extrapolated from {e} | {per_endpoint * n / 1024:.1f} | |",
         "",
     ]

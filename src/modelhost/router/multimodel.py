@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import time
@@ -110,8 +111,10 @@ def check_target(target: str) -> str:
     return target
 
 
+@functools.lru_cache(maxsize=4096)
 def local_name(target: str) -> str:
-    """The model's folder and `model_name` in the instance: readable and collision-free."""
+    """The model's folder and `model_name` in the instance: readable and collision-free.
+    Remembered for the models asked for most: a cache hit hashes nothing."""
     digest = hashlib.sha256(target.encode()).hexdigest()[:12]
     readable = _UNSAFE_NAME.sub("_", target.removesuffix(".tar.gz"))[:64].strip("._") or "m"
     return f"{readable}-{digest}"
@@ -143,17 +146,18 @@ class ModelRouting:
     def choose(
         self, pool: VariantPool, name: str, exclude: Replica | None = None
     ) -> Replica | None:
+        best: Replica | None = None
+        for replica in pool.replicas:
+            if not replica.serving or replica is exclude:
+                continue
+            cache = self._caches.get(replica)
+            has = cache is not None and (name in cache.loaded or name in cache.loading)
+            if has and (best is None or replica.outstanding < best.outstanding):
+                best = replica
+        if best is not None:
+            return best
         serving = [r for r in pool.replicas if r.serving and r is not exclude]
-        if not serving:
-            return None
-        having = [
-            r
-            for r in serving
-            if (c := self._caches.get(r)) is not None and (name in c.loaded or name in c.loading)
-        ]
-        if having:
-            return min(having, key=lambda r: r.outstanding)
-        return max(serving, key=lambda r: _rendezvous(r, name))
+        return max(serving, key=lambda r: _rendezvous(r, name)) if serving else None
 
     async def invoke(
         self,
