@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import joblib
 from _common import (
     add_output_options,
     machine_table,
@@ -40,33 +38,13 @@ from _common import (
     scratch_dir,
     sigterm_as_interrupt,
 )
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 from tests.support.endpoints import deploy, undeploy
-from tests.support.models import model_tarball, put_iris_model
+from tests.support.models import put_iris_model, put_model_prefix
 from tests.support.processes import instance_pids
 from tests.support.server import ServerProcess
 
 ROW = b"5.1,3.5,1.4,0.2"
 BLOCK = 100
-
-
-def _model_bytes(index: int) -> bytes:
-    features, labels = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(features, labels + 100 * index)
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
-
-
-def _put_models(data_dir: Path, count: int) -> str:
-    root = data_dir / "objects" / "bench-mme" / "models"
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        (root / f"model-{index}.tar.gz").write_bytes(
-            model_tarball({"model.joblib": _model_bytes(index)})
-        )
-    return "s3://bench-mme/models/"
 
 
 class _Client:
@@ -117,7 +95,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         sagemaker = server.client("sagemaker")
         count = max(args.models, args.cold + 1)
         print(f"training and packing {count} models ...", file=sys.stderr)
-        prefix = _put_models(server.data_dir, count)
+        prefix = put_model_prefix(server.data_dir, "bench-mme", count)
         single = deploy(sagemaker, put_iris_model(server.data_dir))
         endpoints.append(single)
         multi = deploy(

@@ -3,41 +3,25 @@ demand into a cache of 5 per instance, least recently used evicted."""
 
 from __future__ import annotations
 
-import io
 import json
 
-import joblib
 import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
 from tests.support.endpoints import deploy
-from tests.support.models import iris_rows, model_tarball
+from tests.support.models import iris_rows, model_tarball, put_model_prefix
 
 MODELS = 20
 CACHE = 5
 
 
-def _labelled_iris(index: int) -> bytes:
-    """Iris, with the classes relabelled 100*index + class: each answer names its model."""
-    features, labels = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(features, labels + 100 * index)
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def prefix(server) -> str:
-    root = server.data_dir / "objects" / "multi" / "models"
-    root.mkdir(parents=True, exist_ok=True)
-    for index in range(MODELS):
-        data = model_tarball({"model.joblib": _labelled_iris(index)})
-        (root / f"model-{index}.tar.gz").write_bytes(data)
-    (root / "broken.tar.gz").write_bytes(model_tarball({"model.joblib": b"not a model"}))
-    return "s3://multi/models/"
+    url = put_model_prefix(server.data_dir, "multi", MODELS)
+    broken = model_tarball({"model.joblib": b"not a model"})
+    (server.data_dir / "objects" / "multi" / "models" / "broken.tar.gz").write_bytes(broken)
+    return url
 
 
 @pytest.fixture(scope="module")
