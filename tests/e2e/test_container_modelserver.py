@@ -122,8 +122,8 @@ def test_a_multi_model_endpoint_serves_its_models_from_a_container(
             answer = runtime.invoke_endpoint(
                 EndpointName=name,
                 TargetModel=f"model-{index}.tar.gz",
-                ContentType="text/csv",
-                Body="5.1,3.5,1.4,0.2",
+                ContentType="application/json",
+                Body=json.dumps([[5.1, 3.5, 1.4, 0.2]]),
             )
             assert json.loads(answer["Body"].read()) == [100 * index]
 
