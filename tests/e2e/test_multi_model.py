@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.endpoints import deploy
+from tests.support.endpoints import deploy, wait_for_status
 from tests.support.models import iris_rows, model_tarball, put_model_prefix
 
 MODELS = 20
@@ -125,6 +125,29 @@ def test_a_request_without_target_model_is_a_validation_error(runtime, endpoint:
     error = excinfo.value.response["Error"]
     assert error["Code"] == "ValidationError"
     assert "missing a target model header" in error["Message"]
+
+
+def test_response_streaming_on_a_multi_model_endpoint_is_refused(runtime, endpoint: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint_with_response_stream(
+            EndpointName=endpoint, ContentType="application/json", Body=json.dumps(iris_rows(1))
+        )
+    error = excinfo.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert "multi-model endpoint" in error["Message"]
+
+
+def test_an_asynchronous_multi_model_endpoint_fails_saying_why(sagemaker, prefix: str) -> None:
+    name = deploy(
+        sagemaker,
+        prefix,
+        container_fields={"Mode": "MultiModel"},
+        async_config={"OutputConfig": {"S3OutputPath": "s3://multi/out/"}},
+        wait=False,
+    )
+    status = wait_for_status(sagemaker, name, {"InService", "Failed"})
+    assert status["EndpointStatus"] == "Failed"
+    assert "Mode=MultiModel" in status["FailureReason"]
 
 
 def test_batch_transform_refuses_a_multi_model_model(sagemaker, endpoint: str) -> None:

@@ -319,6 +319,12 @@ class Router:
                 f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
                 "is available on real-time endpoints with instances. Use InvokeEndpoint."
             )
+        if pool is not None and pool.models is not None:
+            raise InvocationValidationError(
+                f"Endpoint {deployment.endpoint} is a multi-model endpoint; response "
+                "streaming is available on single-model endpoints. Use InvokeEndpoint "
+                "with TargetModel."
+            )
         replica.acquire()
         started = time.perf_counter()
         announced = False

@@ -127,11 +127,13 @@ class Rollout:
                         f"Variant {variant['VariantName']}: could not prepare model "
                         f"{model['ModelName']}: {exc}"
                     ) from exc
-                if "serverless" in capacity and models is not None:
+                if models is not None and (
+                    "serverless" in capacity or "AsyncInferenceConfig" in desired["config"]
+                ):
                     raise DeploymentFailed(
                         f"Variant {variant['VariantName']}: model {model['ModelName']} is a "
-                        "multi-model container (Mode=MultiModel), which serverless "
-                        "inference does not host; give the variant instances."
+                        "multi-model container (Mode=MultiModel), which serverless and "
+                        "asynchronous inference do not host; use a real-time endpoint."
                     )
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
