@@ -211,3 +211,55 @@ SERVERLESS_COST = Counter(
     _LABELS,
     registry=REGISTRY,
 )
+
+# Multi-model endpoints, per instance, after SageMaker's multi-model CloudWatch metrics
+# (ModelLoadingWaitTime, ModelLoadingTime, ModelCacheHit, LoadedModelCount): the CloudWatch
+# name is the Prometheus name in CamelCase without the prefix and unit.
+_INSTANCE_LABELS = ("endpoint", "variant", "instance")
+_LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MODEL_LOADING_WAIT_TIME = Histogram(
+    "modelhost_model_loading_wait_time_seconds",
+    "Time a request for a model not loaded waited for it to be unpacked and loaded",
+    _INSTANCE_LABELS,
+    buckets=_LOAD_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_LOADING_TIME = Histogram(
+    "modelhost_model_loading_time_seconds",
+    "Time the instance took to load a model (POST /models)",
+    _INSTANCE_LABELS,
+    buckets=_LOAD_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_CACHE_HIT = Counter(
+    "modelhost_model_cache_hit",
+    "Requests whose model was already loaded on the instance (ModelCacheHit's Sum)",
+    _INSTANCE_LABELS,
+    registry=REGISTRY,
+)
+MODEL_CACHE_LOOKUPS = Counter(
+    "modelhost_model_cache_lookups",
+    "Requests to a multi-model instance (ModelCacheHit's SampleCount)",
+    _INSTANCE_LABELS,
+    registry=REGISTRY,
+)
+MODEL_UNLOADS = Counter(
+    "modelhost_model_unloads",
+    "Models unloaded to make room for another",
+    _INSTANCE_LABELS,
+    registry=REGISTRY,
+)
+LOADED_MODEL_COUNT = Gauge(
+    "modelhost_loaded_model_count",
+    "Models loaded on the instance",
+    _INSTANCE_LABELS,
+    registry=REGISTRY,
+)
+PER_INSTANCE_MODEL_METRICS = (
+    MODEL_LOADING_WAIT_TIME,
+    MODEL_LOADING_TIME,
+    MODEL_CACHE_HIT,
+    MODEL_CACHE_LOOKUPS,
+    MODEL_UNLOADS,
+    LOADED_MODEL_COUNT,
+)

@@ -18,7 +18,7 @@ from modelhost.instances import scope_key
 from tests.support.cli import run_cli
 from tests.support.containers import containers_labelled, engine_usable, podman_service
 from tests.support.endpoints import deploy
-from tests.support.models import put_iris_model
+from tests.support.models import put_iris_model, put_model_prefix
 from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.timeout(900)
@@ -98,6 +98,34 @@ def test_same_endpoint_config_gives_the_same_predictions_in_a_container(
     # The predictions are iris classes, not an echo: one per row, three species in five.
     classes = json.loads(_predict(in_containers, names[in_containers], ROWS, "text/csv")[1])
     assert len(classes) == 5 and len(set(classes)) == 3
+
+
+def test_a_multi_model_endpoint_serves_its_models_from_a_container(
+    in_containers: ServerProcess,
+) -> None:
+    """The image's server speaks the multi-model contract: the router unpacks each model
+    into the mounted model dir and the container loads it from /opt/ml/model/<name>."""
+    sagemaker = in_containers.client("sagemaker")
+    prefix = put_model_prefix(in_containers.data_dir, "containers-mme", 3)
+    name = deploy(
+        sagemaker,
+        prefix,
+        image=IMAGE,
+        container_fields={"Mode": "MultiModel"},
+        environment={"MODELHOST_MAX_LOADED_MODELS": "2"},
+        timeout_s=180,
+    )
+    assert _containers(in_containers, name)
+    runtime = in_containers.client("sagemaker-runtime")
+    for _ in range(2):  # three models through a cache of two: evictions on the way
+        for index in range(3):
+            answer = runtime.invoke_endpoint(
+                EndpointName=name,
+                TargetModel=f"model-{index}.tar.gz",
+                ContentType="application/json",
+                Body=json.dumps([[5.1, 3.5, 1.4, 0.2]]),
+            )
+            assert json.loads(answer["Body"].read()) == [100 * index]
 
 
 def _raw(port: int, method: str, path: str, headers: dict[str, str]) -> int:

@@ -49,14 +49,16 @@ def deploy(
     instance_type: str = "ml.m5.large",
     async_config: dict | None = None,
     variant_fields: dict | None = None,
+    container_fields: dict | None = None,
     wait: bool = True,
     timeout_s: float = 90,
 ) -> str:
     """Model -> EndpointConfig (with `async_config` as its AsyncInferenceConfig and
-    `variant_fields` in every variant) -> Endpoint; returns the endpoint name. With
+    `variant_fields` in every variant, `container_fields` in the container) -> Endpoint;
+    returns the endpoint name. With
     `wait`, fails at once if it ends Failed."""
     name = unique("ep")
-    container = {"Image": image, "ModelDataUrl": model_url}
+    container = {"Image": image, "ModelDataUrl": model_url, **(container_fields or {})}
     if environment:
         container["Environment"] = environment
     sagemaker.create_model(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ class FakeInstance:
         self._released.set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # The multi-model contract (/models): what is loaded (name -> url), the loads and
+        # unloads in order, and how many models fit before a load answers 507.
+        self.models: dict[str, str] = {}
+        self.loads: list[str] = []
+        self.unloads: list[str] = []
+        self.model_capacity: int | None = None
 
     async def listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,6 +236,8 @@ class FakeInstance:
                 asyncio.get_running_loop().time() >= self._ready_at
             )
             return (200, "application/json", b"{}") if ready else (503, "text/plain", b"")
+        if path.startswith("/models"):
+            return self._models(method, path, body)
         if path != "/invocations" or method != "POST":
             return 404, "text/plain", b"not found"
         self.received += 1
@@ -245,6 +254,30 @@ class FakeInstance:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    def _models(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        parts = path.split("/")
+        if path == "/models" and method == "POST":
+            request = json.loads(body)
+            name = request["model_name"]
+            if name in self.models:
+                return 409, "text/plain", b"already loaded"
+            if self.model_capacity is not None and len(self.models) >= self.model_capacity:
+                return 507, "text/plain", b"no memory left"
+            self.models[name] = request["url"]
+            self.loads.append(name)
+            return 200, "application/json", b"{}"
+        if len(parts) == 3 and method == "DELETE":
+            if self.models.pop(parts[2], None) is None:
+                return 404, "text/plain", b"not loaded"
+            self.unloads.append(parts[2])
+            return 200, "application/json", b"{}"
+        if len(parts) == 4 and parts[3] == "invoke" and method == "POST":
+            if parts[2] not in self.models:
+                return 404, "text/plain", b"not loaded"
+            self.served += 1
+            return 200, "text/plain", f"{self.spec.instance_id}:{parts[2]}".encode()
+        return 404, "text/plain", b"not found"
 
 
 class FakeBackend:

@@ -42,6 +42,27 @@ def iris_model_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def labelled_iris_bytes(index: int) -> bytes:
+    """Iris with its classes relabelled 100*index + class, joblib-dumped: model `index` of
+    a multi-model prefix, whose every answer says which model gave it."""
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(features, labels + 100 * index)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def put_model_prefix(data_dir: Path, bucket: str, count: int) -> str:
+    """`count` relabelled iris models as s3://BUCKET/models/model-N.tar.gz in the embedded
+    store of a server on `data_dir`: the prefix, for a MultiModel container."""
+    root = data_dir / "objects" / bucket / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        data = model_tarball({"model.joblib": labelled_iris_bytes(index)})
+        (root / f"model-{index}.tar.gz").write_bytes(data)
+    return f"s3://{bucket}/models/"
+
+
 def write_iris_tarball(path: Path, extra: dict[str, bytes] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model_tarball({"model.joblib": iris_model_bytes(), **(extra or {})}))

@@ -27,10 +27,37 @@ def _container(params: dict[str, Any]) -> dict[str, Any]:
         )
     container = primary or containers[0]
     if container.get("Mode") == "MultiModel":
-        raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
+        _check_multi_model(container)
     if "Image" not in container and "ModelPackageName" not in container:
         raise ValidationError("Container must specify Image.")
     return container
+
+
+def _check_multi_model(container: dict[str, Any]) -> None:
+    """A multi-model container serves the models under one prefix, loaded on demand (see
+    modelhost.router.multimodel): ModelDataUrl names the prefix."""
+    if "ModelDataSource" in container or "ModelPackageName" in container:
+        raise ValidationError(
+            "A container with Mode=MultiModel takes its models from ModelDataUrl (an S3 "
+            "prefix); ModelDataSource and ModelPackageName are not supported with it."
+        )
+    url = container.get("ModelDataUrl")
+    if not url:
+        raise ValidationError(
+            "A container with Mode=MultiModel must give ModelDataUrl: the S3 prefix under "
+            "which its models are."
+        )
+    if url.endswith((".tar.gz", ".tgz", ".tar")):
+        raise ValidationError(
+            f"ModelDataUrl {url[:128]} of a MultiModel container must be a prefix (the "
+            "folder of the models), not a model archive."
+        )
+    setting = container.get("MultiModelConfig", {}).get("ModelCacheSetting", "Enabled")
+    if setting != "Enabled":
+        raise ValidationError(
+            "MultiModelConfig.ModelCacheSetting=Disabled is not supported by modelhost: "
+            "loaded models are always cached."
+        )
 
 
 def _check_environment(container: dict[str, Any]) -> None:

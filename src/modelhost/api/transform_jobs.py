@@ -73,6 +73,11 @@ def _check_instance_quota(ctx: Context, count: int) -> None:
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
     model = require(ctx, "model", "model", params["ModelName"])
+    if model["PrimaryContainer"].get("Mode") == "MultiModel":
+        raise ValidationError(
+            f"Model {params['ModelName']} is a multi-model container (Mode=MultiModel); "
+            "batch transform runs single-model containers."
+        )
     check_request(params)
     _check_instance_quota(ctx, params["TransformResources"]["InstanceCount"])
     arn = ctx.arn("transform-job", name)

@@ -14,6 +14,8 @@ from modelhost import metrics
 from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
+from modelhost.modelserver import ENV_MULTI_MODEL
+from modelhost.router import ENV_MAX_LOADED, ModelSource
 from modelhost.storage import ObjectStore, prepare_model_dir
 
 _unpack_locks: dict[Path, asyncio.Lock] = {}
@@ -38,6 +40,39 @@ def framework_for_image(image: str) -> str:
     if "sklearn" in lowered or "scikit" in lowered:
         return "sklearn"
     return "python"
+
+
+def is_multi_model(model: dict[str, Any]) -> bool:
+    return bool(model["PrimaryContainer"].get("Mode") == "MultiModel")
+
+
+def model_source(
+    settings: Settings,
+    objects: ObjectStore,
+    model: dict[str, Any],
+    model_dir: Path,
+    variant: dict[str, Any],
+) -> ModelSource | None:
+    """A multi-model variant's models: under its ModelDataUrl, unpacked on demand into
+    `model_dir` (see modelhost.router.multimodel); None for a single-model variant."""
+    if not is_multi_model(model):
+        return None
+    container = model["PrimaryContainer"]
+    prefix = str(container["ModelDataUrl"])
+    limit = container.get("Environment", {}).get(ENV_MAX_LOADED)
+    max_loaded = None
+    if limit:
+        if not limit.isdigit() or int(limit) < 1:
+            raise ValueError(f"{ENV_MAX_LOADED}={limit[:32]} must be a whole number, at least 1")
+        max_loaded = int(limit)
+    return ModelSource(
+        prefix=prefix if prefix.endswith("/") else prefix + "/",
+        root=model_dir,
+        objects=objects,
+        max_bytes=settings.max_model_bytes,
+        max_loaded=max_loaded,
+        download_timeout_s=_optional_float(variant.get("ModelDataDownloadTimeoutInSeconds")),
+    )
 
 
 def model_data_url(container: dict[str, Any]) -> str | None:
@@ -68,7 +103,8 @@ async def prepare_model(
         if dest.is_dir():
             return dest
         settings.models_dir.mkdir(parents=True, exist_ok=True)
-        if url is None:
+        if url is None or is_multi_model(model):
+            # A multi-model variant's models are unpacked here one by one, on demand.
             dest.mkdir()
             return dest
         await asyncio.to_thread(
@@ -98,7 +134,7 @@ def instance_spec(
         model_dir=model_dir,
         framework=framework_for_image(container["Image"]),
         instance_type=instance_type,
-        environment=dict(container.get("Environment", {})),
+        environment=_environment(model),
         model_data_url=model_data_url(container) or "",
         image=container["Image"],
         startup_timeout_s=_optional_float(
@@ -106,6 +142,13 @@ def instance_spec(
         ),
     )
     return numbered(settings, spec, endpoint, variant["VariantName"], index)
+
+
+def _environment(model: dict[str, Any]) -> dict[str, str]:
+    environment = dict(model["PrimaryContainer"].get("Environment", {}))
+    if is_multi_model(model):
+        environment[ENV_MULTI_MODEL] = "true"
+    return environment
 
 
 def _optional_float(value: Any) -> float | None:

@@ -265,6 +265,10 @@ class _Engine:
 
 
 class ContainerInstance:
+    #: Where the container sees the model dir: a multi-model endpoint's models unpacked
+    #: into it are loaded from `<model_mount>/<name>` (see modelhost.router.multimodel).
+    model_mount = MODEL_MOUNT
+
     def __init__(
         self,
         spec: InstanceSpec,

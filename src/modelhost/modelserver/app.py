@@ -6,6 +6,9 @@ the other small answers are written at once; an invocation returns a coroutine, 
 protocol runs as the request's task. Model code runs on worker threads (:mod:`runner`) so
 the event loop keeps answering ``/ping`` while a model call takes its time; a health check
 must never fail just because a prediction is slow.
+
+In multi-model mode (:mod:`multimodel`) there is no model at start: ``/models`` loads,
+lists, unloads and invokes models, and ``/invocations`` is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
+from modelhost.modelserver.multimodel import ModelRegistry, ModelsError, model_path
 from modelhost.modelserver.protocol import Request, Responder
 from modelhost.modelserver.runner import ModelRunner
 from modelhost.modelserver.streaming import Stream, parts
@@ -41,17 +45,20 @@ TOKEN_HEADER = b"x-modelhost-instance-token"
 
 
 class ModelServerApp:
-    """Serves one loaded :class:`Handlers` over the SageMaker container contract."""
+    """Serves one loaded :class:`Handlers` (or, given a registry, the models loaded in
+    it) over the SageMaker container contract."""
 
     def __init__(
         self,
-        handlers: Handlers,
+        handlers: Handlers | None,
         runner: ModelRunner,
         workers: int,
         token: str | None = None,
         batcher: Batcher | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.handlers = handlers
+        self.registry = registry
         self.token = token.encode() if token else None
         self.runner = runner
         #: With batching on, requests go to the model through it (see batching).
@@ -71,9 +78,12 @@ class ModelServerApp:
         path = request.path
         method = request.method
         if path == b"/invocations":
-            if method == b"POST":
-                return self._invocations(request, responder)
-            _reply(responder, 405, b"use POST /invocations", _TEXT)
+            if self.handlers is None:
+                _reply(responder, 404, b"multi-model server: use /models/{name}/invoke", _TEXT)
+            elif method == b"POST":
+                return self._invocations(self.handlers, request, responder, self.batcher)
+            else:
+                _reply(responder, 405, b"use POST /invocations", _TEXT)
         elif path == b"/ping":
             if method in (b"GET", b"HEAD"):
                 _reply(responder, 200, _PING_BODY, _JSON)
@@ -81,6 +91,8 @@ class ModelServerApp:
                 _reply(responder, 405, b"use GET /ping", _TEXT)
         elif path == b"/execution-parameters" and method == b"GET":
             _reply(responder, 200, self.execution_parameters, _JSON)
+        elif self.registry is not None and path.startswith(b"/models"):
+            return self._models(self.registry, request, responder)
         else:
             _reply(responder, 404, b"not found", _TEXT)
         return None
@@ -94,23 +106,61 @@ class ModelServerApp:
                 return hmac.compare_digest(value, self.token)
         return False
 
-    async def _invocations(self, request: Request, responder: Responder) -> None:
+    async def _models(
+        self, registry: ModelRegistry, request: Request, responder: Responder
+    ) -> None:
+        """The multi-model API (see :mod:`multimodel`)."""
+        method = request.method
+        path = request.path.split(b"?", 1)[0]
+        try:
+            if path == b"/models":
+                if method == b"POST":
+                    await registry.load(request.body)
+                    _reply(responder, 200, b'{"status":"loaded"}', _JSON)
+                elif method == b"GET":
+                    _reply(responder, 200, registry.listing(), _JSON)
+                else:
+                    _reply(responder, 405, b"use GET or POST /models", _TEXT)
+                return
+            target = model_path(path)
+            if target is None:
+                _reply(responder, 404, b"not found", _TEXT)
+            elif target[1] == "invoke" and method == b"POST":
+                await self._invocations(registry.handlers(target[0]), request, responder, None)
+            elif target[1] == "" and method == b"GET":
+                _reply(responder, 200, registry.describe(target[0]), _JSON)
+            elif target[1] == "" and method == b"DELETE":
+                registry.unload(target[0])
+                _reply(responder, 200, b'{"status":"unloaded"}', _JSON)
+            else:
+                _reply(responder, 405, b"method not allowed", _TEXT)
+        except ModelsError as exc:
+            if exc.status >= 500:
+                log.error("%s", exc.message)
+            _reply(responder, exc.status, exc.message.encode("utf-8", "replace"), _TEXT)
+
+    async def _invocations(
+        self,
+        handlers: Handlers,
+        request: Request,
+        responder: Responder,
+        batcher: Batcher | None,
+    ) -> None:
         content_type = accept = None
         for name, value in request.headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
-        handlers = self.handlers
         context = Context(handlers.model_dir, request.headers) if handlers.needs_context else None
         extra: Headers = []
         try:
-            if self.batcher is None:
+            if batcher is None:
                 result, result_type = await self.runner.submit(
                     handlers.invoke, request.body, content_type, accept, context
                 )
             else:
-                result, result_type, extra = await self.batcher.submit(
+                result, result_type, extra = await batcher.submit(
                     request.body, content_type, accept, context
                 )
         except Exception as exc:
@@ -180,10 +230,11 @@ def _reply(responder: Responder, status: int, body: bytes, content_type: bytes) 
 
 
 def create_app(
-    handlers: Handlers,
+    handlers: Handlers | None,
     runner: ModelRunner,
     workers: int,
     token: str | None = None,
     batcher: Batcher | None = None,
+    registry: ModelRegistry | None = None,
 ) -> ModelServerApp:
-    return ModelServerApp(handlers, runner, workers, token, batcher)
+    return ModelServerApp(handlers, runner, workers, token, batcher, registry)

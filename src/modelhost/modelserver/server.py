@@ -24,6 +24,7 @@ import uvloop
 from modelhost.modelserver.app import create_app
 from modelhost.modelserver.batching import batcher_for
 from modelhost.modelserver.handlers import Handlers, load_handlers
+from modelhost.modelserver.multimodel import ModelRegistry
 from modelhost.modelserver.protocol import HttpProtocol
 from modelhost.modelserver.runner import ModelRunner
 from modelhost.modelserver.settings import Settings
@@ -40,13 +41,14 @@ _BACKLOG = 2048
 
 
 def serve(settings: Settings, handlers: Handlers | None = None) -> None:
-    """Load the handlers (unless given) and serve until SIGTERM/SIGINT.
+    """Load the handlers (unless given, or in multi-model mode, where models are loaded
+    through ``/models`` later) and serve until SIGTERM/SIGINT.
 
     Raises :class:`~modelhost.modelserver.errors.StartupError` if the model cannot be loaded,
     OSError if the port cannot be listened on. uvloop sets TCP_NODELAY on accepted TCP
     sockets, so small responses are not held back by Nagle's algorithm.
     """
-    if handlers is None:
+    if handlers is None and not settings.multi_model:
         handlers = load_handlers(settings)
     runner = ModelRunner(settings.workers)
     received: list[int] = []
@@ -66,7 +68,7 @@ def serve(settings: Settings, handlers: Handlers | None = None) -> None:
 
 
 async def _serve(
-    settings: Settings, handlers: Handlers, runner: ModelRunner, received: list[int]
+    settings: Settings, handlers: Handlers | None, runner: ModelRunner, received: list[int]
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -75,8 +77,13 @@ async def _serve(
         received.append(signum)
         loop.call_soon_threadsafe(stop.set)
 
-    batcher = batcher_for(settings, handlers, runner)
-    app = create_app(handlers, runner, settings.workers, settings.token, batcher)
+    if handlers is None:  # multi-model: models come through /models
+        app = create_app(
+            None, runner, settings.workers, settings.token, registry=ModelRegistry(settings)
+        )
+    else:
+        batcher = batcher_for(settings, handlers, runner)
+        app = create_app(handlers, runner, settings.workers, settings.token, batcher)
     connections: set[HttpProtocol] = set()
     try:
         server = await loop.create_server(

@@ -34,6 +34,9 @@ ENV_TS_BATCH_SIZE = "SAGEMAKER_TS_BATCH_SIZE"
 ENV_TS_MAX_BATCH_DELAY = "SAGEMAKER_TS_MAX_BATCH_DELAY"
 #: Set by a transform job on its instances: each request is a mini-batch already.
 ENV_TRANSFORM = "SAGEMAKER_BATCH"
+#: "true": serve many models, loaded and unloaded through the `/models` API (SageMaker's
+#: multi-model contract) instead of one model loaded at start.
+ENV_MULTI_MODEL = "SAGEMAKER_MULTI_MODEL"
 #: How long a request may be held for company when no delay is given.
 DEFAULT_BATCH_DELAY_MS = 5.0
 
@@ -80,6 +83,8 @@ class Settings:
     # MODELHOST_MAX_BATCH_DELAY_MS / SAGEMAKER_TS_MAX_BATCH_DELAY: the longest a request is
     # held for others to join its batch (see modelhost.modelserver.batching).
     max_batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
+    # SAGEMAKER_MULTI_MODEL=true: no model at start; models come and go through /models.
+    multi_model: bool = False
 
     @property
     def code_dir(self) -> Path:
@@ -118,6 +123,7 @@ class Settings:
             token=env.get(ENV_TOKEN) or None,
             max_batch_size=max_batch_size,
             max_batch_delay_ms=max_batch_delay_ms,
+            multi_model=(env.get(ENV_MULTI_MODEL) or "").strip().lower() == "true",
         )
 
 

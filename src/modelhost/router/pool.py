@@ -17,6 +17,7 @@ from modelhost.instances import Instance
 
 if TYPE_CHECKING:
     from modelhost.capture import CaptureSink
+    from modelhost.router.multimodel import ModelSource
 
 
 @dataclass(eq=False)
@@ -60,6 +61,8 @@ class VariantPool:
     name: str
     weight: float
     replicas: list[Replica] = field(default_factory=list)
+    # A multi-model variant's models (requests with TargetModel); None: one model.
+    models: ModelSource | None = None
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.serving]

@@ -21,6 +21,7 @@ from typing import TypeVar
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
+from modelhost.router.multimodel import ModelRouting, missing_target_model, not_multi_model
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
@@ -38,6 +39,8 @@ class Invocation:
     accept: str | None
     custom_attributes: str | None
     target_variant: str | None
+    # TargetModel: a key under a multi-model endpoint's prefix.
+    target_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Router:
         self._timeout_s = model_timeout_s
         self._client = InstanceClient()
         self._changed = asyncio.Event()
+        self.models = ModelRouting(self._client, model_timeout_s)
 
     def close(self) -> None:
         self._client.close()
@@ -164,6 +168,8 @@ class Router:
         return pool
 
     async def invoke(self, deployment: Deployment, request: Invocation) -> Answer:
+        if request.target_model is not None:
+            return await self._invoke_model(deployment, request, request.target_model)
         target = request.target_variant
         deployment = deployment.route(target)
         pool = self._pool(deployment, target)
@@ -175,6 +181,8 @@ class Router:
         if replica is None:
             assert isinstance(pool, ServerlessPool)
             return await self._serverless(deployment, pool, request)
+        if pool is not None and pool.models is not None:
+            raise missing_target_model(deployment.endpoint)
         try:
             return await self._send(replica, request)
         except _RETRYABLE:
@@ -202,6 +210,27 @@ class Router:
         """A copy of a request for a shadow variant: no retry and no wait, since nobody
         waits for its answer."""
         return await self._send(_pick(pool), request)
+
+    async def _invoke_model(
+        self, deployment: Deployment, request: Invocation, target_model: str
+    ) -> Answer:
+        """A multi-model endpoint's request for one of its models (see multimodel)."""
+        pool = self._pool(deployment, request.target_variant)
+        if pool is None or pool.models is None:
+            if pool is not None or not any(p.models for p in deployment.variants.values()):
+                raise not_multi_model(deployment.endpoint)
+            deployment, pool, _ = await self._ready(deployment, request.target_variant)
+            if pool.models is None:
+                raise not_multi_model(deployment.endpoint)
+        response, replica, elapsed = await self.models.invoke(
+            deployment.endpoint,
+            pool,
+            pool.models,
+            target_model,
+            _headers(request),
+            request.body,
+        )
+        return _answer(response, replica, elapsed)
 
     async def _serverless(
         self, deployment: Deployment, pool: ServerlessPool, request: Invocation
@@ -299,6 +328,12 @@ class Router:
             raise InvocationValidationError(
                 f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
                 "is available on real-time endpoints with instances. Use InvokeEndpoint."
+            )
+        if pool is not None and pool.models is not None:
+            raise InvocationValidationError(
+                f"Endpoint {deployment.endpoint} is a multi-model endpoint; response "
+                "streaming is available on single-model endpoints. Use InvokeEndpoint "
+                "with TargetModel."
             )
         replica.acquire()
         started = time.perf_counter()

@@ -26,6 +26,7 @@ from modelhost.capture import CapturePolicy
 from modelhost.controllers.deployment import (
     StartFailed,
     instance_spec,
+    model_source,
     numbered,
     prepare_model,
     start_all,
@@ -175,6 +176,21 @@ class Rollout:
                 capacity = desired["capacity"][variant["VariantName"]]
                 model = desired["models"][variant["ModelName"]]
                 model_dir = await self._model_dir(variant, model)
+                try:
+                    models = model_source(fleet.settings, fleet.objects, model, model_dir, variant)
+                except (UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+                    raise DeploymentFailed(
+                        f"Variant {variant['VariantName']}: could not prepare model "
+                        f"{model['ModelName']}: {exc}"
+                    ) from exc
+                if models is not None and (
+                    "serverless" in capacity or "AsyncInferenceConfig" in desired["config"]
+                ):
+                    raise DeploymentFailed(
+                        f"Variant {variant['VariantName']}: model {model['ModelName']} is a "
+                        "multi-model container (Mode=MultiModel), which serverless and "
+                        "asynchronous inference do not host; use a real-time endpoint."
+                    )
                 if "serverless" in capacity:
                     pools[variant["VariantName"]] = await self._serverless_pool(
                         name, desired, variant, model, model_dir, capacity, started
@@ -182,7 +198,7 @@ class Rollout:
                     continue
                 sources[variant["VariantName"]] = (variant, model, model_dir)
                 pools[variant["VariantName"]] = VariantPool(
-                    name=variant["VariantName"], weight=capacity["weight"]
+                    name=variant["VariantName"], weight=capacity["weight"], models=models
                 )
                 if not batched:  # a rolling update starts them a batch at a time
                     pools[variant["VariantName"]].replicas = await start(
