@@ -9,28 +9,50 @@ from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.domain import kinds
+from modelhost.domain.containers import DIRECT, SERIAL
 from modelhost.errors import ValidationError
 
 KIND = kinds.MODEL
 
 
-def _container(params: dict[str, Any]) -> dict[str, Any]:
+def _containers(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's containers as given: one (PrimaryContainer, or a one-element
+    Containers) or an inference pipeline (botocore's validator holds it to 15)."""
     containers = params.get("Containers") or []
     primary = params.get("PrimaryContainer")
     if primary and containers:
         raise ValidationError("Specify either PrimaryContainer or Containers, not both.")
     if not primary and not containers:
         raise ValidationError("Either PrimaryContainer or Containers must be specified.")
-    if len(containers) > 1:
+    for container in [primary] if primary else containers:
+        if container.get("Mode") == "MultiModel":
+            raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
+        if "Image" not in container and "ModelPackageName" not in container:
+            raise ValidationError("Container must specify Image.")
+    return [primary] if primary else list(containers)
+
+
+def _check_pipeline(params: dict[str, Any], containers: list[dict[str, Any]]) -> None:
+    """Hostnames name the containers of a pipeline (in errors, and for Direct invocation,
+    where each container must have one); two containers may not share one."""
+    mode = params.get("InferenceExecutionConfig", {}).get("Mode")
+    if len(containers) == 1:
+        if mode == DIRECT:
+            raise ValidationError(
+                "InferenceExecutionConfig.Mode Direct needs a model with more than one "
+                "container in Containers."
+            )
+        return
+    names = [c.get("ContainerHostname") for c in containers]
+    if mode == DIRECT and None in names:
         raise ValidationError(
-            "Inference pipelines (more than one container) are not supported by modelhost yet."
+            f"Container {names.index(None) + 1} has no ContainerHostname; every container of a "
+            "model with InferenceExecutionConfig.Mode Direct needs one."
         )
-    container = primary or containers[0]
-    if container.get("Mode") == "MultiModel":
-        raise ValidationError("Multi-model endpoints (Mode=MultiModel) are not supported yet.")
-    if "Image" not in container and "ModelPackageName" not in container:
-        raise ValidationError("Container must specify Image.")
-    return container
+    given = [n for n in names if n is not None]
+    if len(set(given)) != len(given):
+        duplicate = next(n for n in given if given.count(n) > 1)
+        raise ValidationError(f"ContainerHostname {duplicate} names more than one container.")
 
 
 def _check_environment(container: dict[str, Any]) -> None:
@@ -88,18 +110,27 @@ def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
 
 def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
-    container = _resolve_package(ctx, _container(params))
-    _check_environment(container)
-    _check_local_paths(ctx, container)
+    given = _containers(params)
+    _check_pipeline(params, given)
+    containers = [_resolve_package(ctx, c) for c in given]
+    for container in containers:
+        _check_environment(container)
+        _check_local_paths(ctx, container)
     arn = ctx.arn("model", name)
-    record = {
+    record: dict[str, Any] = {
         "ModelName": name,
-        "PrimaryContainer": container,
         "ModelArn": arn,
         "CreationTime": ctx.now(),
         "EnableNetworkIsolation": params.get("EnableNetworkIsolation", False),
         "_arn": arn,
     }
+    if len(containers) == 1:
+        record["PrimaryContainer"] = containers[0]
+    else:
+        # As SageMaker shows a multi-container model: its Containers and the mode they
+        # run in, Serial unless the request said otherwise.
+        record["Containers"] = containers
+        record["InferenceExecutionConfig"] = {"Mode": SERIAL}
     copy_optional(params, record, ("ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"))
     create(ctx, KIND, "model", name, record, params.get("Tags"))
     return {"ModelArn": arn}

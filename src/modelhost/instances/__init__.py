@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec
+from modelhost.instances.base import ContainerSpec, Instance, InstanceBackend, InstanceSpec
 from modelhost.instances.cgroups import scope_key
 from modelhost.instances.client import (
     InstanceClient,
@@ -18,6 +18,7 @@ from modelhost.instances.client import (
     token_header,
 )
 from modelhost.instances.container import ContainerBackend, ContainerInstance
+from modelhost.instances.pipeline import Pipeline, PipelineInstance
 from modelhost.instances.process import ProcessBackend
 from modelhost.instances.routing import RoutingBackend
 
@@ -55,11 +56,14 @@ __all__ = [
     "BACKENDS",
     "ContainerBackend",
     "ContainerInstance",
+    "ContainerSpec",
     "Instance",
     "InstanceBackend",
     "InstanceClient",
     "InstanceSpec",
     "InstanceUnreachable",
+    "Pipeline",
+    "PipelineInstance",
     "ProcessBackend",
     "Response",
     "RoutingBackend",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -49,10 +50,16 @@ from modelhost.instances.isolation import (
     resolve_user,
 )
 from modelhost.instances.local import free_port, log_tail
+from modelhost.instances.pipeline import PipelineInstance
 from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
 
 logger = logging.getLogger(__name__)
+
+
+def _container_log(path: Path | None, hostname: str) -> Path | None:
+    """A container's own log beside its instance's: `<variant>-<n>.<hostname>.log`."""
+    return None if path is None else path.with_name(f"{path.stem}.{hostname}{path.suffix}")
 
 
 class _Process(Protocol):
@@ -102,6 +109,14 @@ class ProcessInstance:
         # A dead instance is replaced without being stopped: what it left goes now.
         self._release()
         return False
+
+    def end_now(self) -> None:
+        """End it at once, without waiting: for a container of a multi-container instance
+        whose other container died, so the instance goes as a whole."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        self._release()
 
     def _release(self) -> None:
         """Once the process is gone: the rest of its session, its token, its home."""
@@ -254,28 +269,66 @@ class ProcessBackend:
         if self._cgroups is not None:
             self._cgroups.close()
 
-    async def start(self, spec: InstanceSpec) -> ProcessInstance:
+    async def start(self, spec: InstanceSpec) -> ProcessInstance | PipelineInstance:
         await self._prepare()
         if self._unusable:
             raise OSError(self._unusable)
-        port = free_port()
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
         if kind.gpus == 0:
             limits["MODELHOST_MEMORY_LIMIT_MB"] = str(int(kind.memory_gib * 1024))
-        extra = {**limits, **spec.environment}
+        confined: dict[str, str] = {}
         group = None
         if (groups := self._groups()) is not None:
             group = groups.create(spec.instance_id, kind.vcpu, int(kind.memory_gib * 1024**3))
             # After the model's environment: a model cannot opt out of its group.
-            extra["MODELHOST_CGROUP_PROCS"] = os.pathsep.join(map(str, group.procs_files))
+            confined["MODELHOST_CGROUP_PROCS"] = os.pathsep.join(map(str, group.procs_files))
         try:
-            return await self._spawn(spec, port, extra, threads, group)
+            if spec.containers:
+                return await self._start_pipeline(spec, limits, confined, threads, group)
+            extra = {**limits, **spec.environment, **confined}
+            return await self._spawn(spec, free_port(), extra, threads, group)
         except BaseException:
             if group is not None:
                 group.remove()
             raise
+
+    async def _start_pipeline(
+        self,
+        spec: InstanceSpec,
+        limits: dict[str, str],
+        confined: dict[str, str],
+        threads: str,
+        group: Group | None,
+    ) -> PipelineInstance:
+        """One model server per container, each with its own port, model dir, home and
+        log, all in the instance's one group (which the pipeline instance removes)."""
+        members: list[tuple[str, ProcessInstance]] = []
+        ports: set[int] = set()
+        try:
+            for container in spec.containers:
+                port = free_port()
+                while port in ports:
+                    port = free_port()
+                ports.add(port)
+                member = dataclasses.replace(
+                    spec,
+                    instance_id=f"{spec.instance_id}-{container.hostname}",
+                    model_dir=container.model_dir,
+                    framework=container.framework,
+                    environment=container.environment,
+                    image=container.image,
+                    log_path=_container_log(spec.log_path, container.hostname),
+                    containers=(),
+                )
+                extra = {**limits, **container.environment, **confined}
+                instance = await self._spawn(member, port, extra, threads, None)
+                members.append((container.hostname, instance))
+        except BaseException:
+            await asyncio.gather(*(m.kill() for _, m in members), return_exceptions=True)
+            raise
+        return PipelineInstance(spec, members, group)
 
     async def _spawn(
         self,

@@ -4,6 +4,8 @@ while modelhost's own images keep running on the built-in model server."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from modelhost.instances import images
 from modelhost.instances.base import Instance, InstanceSpec
 from modelhost.instances.container import ContainerBackend
@@ -40,6 +42,22 @@ class RoutingBackend:
         return True
 
     async def start(self, spec: InstanceSpec) -> Instance:
+        if spec.containers:
+            return await self._start_pipeline(spec)
         if await self.in_container(spec):
             return await self.containers.start(spec)
+        return await self.processes.start(spec)
+
+    async def _start_pipeline(self, spec: InstanceSpec) -> Instance:
+        """A multi-container model runs as processes, one model server per container; a
+        container that would need the container backend is refused, naming it, rather
+        than run somewhere it was not asked to."""
+        for container in spec.containers:
+            member = dataclasses.replace(spec, image=container.image, containers=())
+            if await self.in_container(member):
+                raise ValueError(
+                    f"container {container.hostname} (image {container.image}) would run in "
+                    "a container; multi-container models run on the process backend only, "
+                    "with modelhost's built-in images"
+                )
         return await self.processes.start(spec)

@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from modelhost.instances import Instance
+from modelhost.instances import Instance, Pipeline
 
 
 @dataclass(eq=False)
@@ -30,6 +30,8 @@ class Replica:
 
     def __post_init__(self) -> None:
         self.address = self.instance.address
+        # A multi-container instance's containers, which the router chains or picks from.
+        self.pipeline: Pipeline | None = getattr(self.instance, "pipeline", None)
         self._idle.set()
 
     def acquire(self) -> None:

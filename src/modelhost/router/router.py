@@ -21,6 +21,7 @@ from typing import TypeVar
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
+from modelhost.router import pipeline
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
 
@@ -38,6 +39,8 @@ class Invocation:
     accept: str | None
     custom_attributes: str | None
     target_variant: str | None
+    #: TargetContainerHostname: the container of a Direct multi-container endpoint.
+    target_container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ class Router:
                 f"Endpoint {deployment.endpoint} is a serverless endpoint; response streaming "
                 "is available on real-time endpoints with instances. Use InvokeEndpoint."
             )
+        if replica.pipeline is not None or request.target_container is not None:
+            pipeline.refuse_streaming(replica, request)
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -336,6 +341,8 @@ class Router:
         return _answer(response, replica, time.perf_counter() - started)
 
     async def _send(self, replica: Replica, request: Invocation) -> Answer:
+        if replica.pipeline is not None or request.target_container is not None:
+            return await self._send_pipeline(replica, request)
         replica.acquire()
         started = time.perf_counter()
         try:
@@ -354,6 +361,22 @@ class Router:
         finally:
             replica.release()
         return _answer(response, replica, time.perf_counter() - started)
+
+    async def _send_pipeline(self, replica: Replica, request: Invocation) -> Answer:
+        """A multi-container instance's hops, or the refusal of a TargetContainerHostname
+        it cannot take (see :mod:`.pipeline`)."""
+        chosen = pipeline.hops(replica, request)
+        started = time.perf_counter()
+        body, content_type, custom_attributes = await pipeline.send(
+            self._client, replica, chosen, request, self._timeout_s
+        )
+        return Answer(
+            body=body,
+            content_type=content_type,
+            custom_attributes=custom_attributes,
+            variant=replica.variant,
+            model_seconds=time.perf_counter() - started,
+        )
 
 
 def _pick(pool: VariantPool) -> Replica:

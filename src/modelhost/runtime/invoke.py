@@ -124,6 +124,7 @@ def invocation(body: bytes, headers: dict[bytes, bytes], accept: bytes) -> Invoc
         accept=_header(headers, accept),
         custom_attributes=_header(headers, b"x-amzn-sagemaker-custom-attributes"),
         target_variant=_header(headers, b"x-amzn-sagemaker-target-variant"),
+        target_container=_header(headers, b"x-amzn-sagemaker-target-container-hostname"),
     )
 
 

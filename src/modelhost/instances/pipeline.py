@@ -1,0 +1,109 @@
+"""An instance of a multi-container model: one model server process per container,
+started, health-checked and ended together, in one control group sized to the instance
+type (the type's CPU and memory are the instance's, not each container's).
+
+The instance is ready when every container answers /ping, and gone when any container
+is: a pipeline with a dead stage cannot answer, so the whole instance is replaced. The
+router reads `pipeline` (each container's hostname and address, in pipeline order, and
+the execution mode) to chain a serial pipeline's hops or pick a Direct container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from modelhost.instances.base import InstanceSpec
+from modelhost.instances.cgroups import Group
+
+if TYPE_CHECKING:
+    from modelhost.instances.process import ProcessInstance
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the router needs to invoke a multi-container instance."""
+
+    mode: str  # "Serial" | "Direct"
+    hops: tuple[tuple[str, tuple[str, int]], ...]  # (hostname, address), in order
+
+    def address_of(self, hostname: str) -> tuple[str, int] | None:
+        for name, address in self.hops:
+            if name == hostname:
+                return address
+        return None
+
+    @property
+    def hostnames(self) -> list[str]:
+        return [name for name, _ in self.hops]
+
+
+class PipelineInstance:
+    def __init__(
+        self, spec: InstanceSpec, members: list[tuple[str, ProcessInstance]], group: Group | None
+    ) -> None:
+        self.spec = spec
+        self.members = members
+        self.group = group
+        self.pipeline = Pipeline(
+            spec.execution_mode, tuple((name, m.address) for name, m in members)
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The first container's: where health pings go (each container's own liveness
+        is `is_alive`'s)."""
+        return self.members[0][1].address
+
+    @property
+    def pid(self) -> int | None:
+        return self.members[0][1].pid
+
+    def is_alive(self) -> bool:
+        if all(member.is_alive() for _, member in self.members):
+            return True
+        # One stage gone ends the instance: the rest go now, as a dead process's leftovers do.
+        for _, member in self.members:
+            member.end_now()
+        self._release_group()
+        return False
+
+    def failure_detail(self) -> str:
+        for name, member in self.members:
+            if member.process.poll() is not None:
+                return f"container {name}: {member.failure_detail()}"
+        return "all containers are running"
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        results = await asyncio.gather(
+            *(member.wait_ready(timeout_s) for _, member in self.members),
+            return_exceptions=True,
+        )
+        for (name, _), result in zip(self.members, results, strict=True):
+            if isinstance(result, BaseException):
+                await self.stop()
+                if not isinstance(result, Exception):
+                    raise result
+                raise RuntimeError(f"container {name} failed to start: {result}") from result
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.gather(*(member.stop() for _, member in self.members))
+        finally:
+            for _ in range(20):
+                if self._release_group():
+                    break
+                await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        try:
+            await asyncio.gather(*(member.kill() for _, member in self.members))
+        finally:
+            self._release_group()
+
+    def _release_group(self) -> bool:
+        """Remove the instance's group once its processes are gone; True when none is left."""
+        if self.group is not None and self.group.remove():
+            self.group = None
+        return self.group is None

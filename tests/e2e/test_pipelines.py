@@ -1,0 +1,271 @@
+"""Multi-container endpoints end to end with boto3: a serial inference pipeline (scaler →
+classifier → label mapper, trained now on iris) against the same three steps run in this
+process, Direct invocation by TargetContainerHostname, and the errors SageMaker gives."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import joblib
+import pytest
+from botocore.exceptions import ClientError
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from tests.support.endpoints import deploy_containers, wait_for_status
+from tests.support.models import iris_rows, put_model
+
+# Container 1, user code: CSV rows in, the scaled rows out as CSV.
+SCALER_CODE = b"""
+import io, os, joblib, numpy as np
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "scaler.joblib"))
+def input_fn(body, content_type):
+    assert content_type == "text/csv", content_type
+    return np.loadtxt(io.StringIO(body), delimiter=",", ndmin=2)
+def predict_fn(rows, scaler):
+    return scaler.transform(rows)
+def output_fn(scaled, accept):
+    out = io.StringIO()
+    np.savetxt(out, scaled, delimiter=",", fmt="%.17g")
+    return out.getvalue(), "text/csv"
+"""
+
+# Container 3, user code: the classifier's JSON labels in, the species' names out. It
+# insists on the Content-Type the classifier answered with.
+MAPPER_CODE = b"""
+import json, os
+def model_fn(model_dir):
+    with open(os.path.join(model_dir, "labels.json")) as f:
+        return json.load(f)
+def input_fn(body, content_type):
+    if content_type != "application/json":
+        raise ValueError("mapper expects application/json, got " + str(content_type))
+    return json.loads(body)
+def predict_fn(labels, names):
+    return [names[int(label)] for label in labels]
+def output_fn(names, accept):
+    return json.dumps({"species": names}), "application/json"
+"""
+
+BROKEN_CODE = b"""
+def model_fn(model_dir):
+    raise RuntimeError("the mapper cannot load")
+def transform_fn(model, body, content_type, accept):
+    return body
+"""
+
+
+def _joblib(value: object) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(value, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def steps() -> tuple[StandardScaler, LogisticRegression, list[str]]:
+    features, labels = load_iris(return_X_y=True)
+    scaler = StandardScaler().fit(features)
+    classifier = LogisticRegression(max_iter=500).fit(scaler.transform(features), labels)
+    return scaler, classifier, [str(n) for n in load_iris().target_names]
+
+
+@pytest.fixture(scope="module")
+def containers(server, steps) -> list[dict]:
+    scaler, classifier, names = steps
+    data = server.data_dir
+    return [
+        {
+            "ContainerHostname": "scaler",
+            "Image": "modelhost/python",
+            "ModelDataUrl": put_model(
+                data,
+                "pipe-scaler",
+                {"scaler.joblib": _joblib(scaler), "code/inference.py": SCALER_CODE},
+            ),
+        },
+        {
+            "ContainerHostname": "classifier",
+            "Image": "modelhost/sklearn",
+            "ModelDataUrl": put_model(
+                data, "pipe-classifier", {"model.joblib": _joblib(classifier)}
+            ),
+            # What it answers an intermediate hop with (no Accept reaches it).
+            "Environment": {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "application/json"},
+        },
+        {
+            "ContainerHostname": "mapper",
+            "Image": "modelhost/python",
+            "ModelDataUrl": put_model(
+                data,
+                "pipe-mapper",
+                {"labels.json": json.dumps(names).encode(), "code/inference.py": MAPPER_CODE},
+            ),
+        },
+    ]
+
+
+def _csv(rows: list[list[float]]) -> str:
+    return "\n".join(",".join(repr(v) for v in row) for row in rows)
+
+
+def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
+    error = excinfo.value.response["Error"]
+    return error["Code"], error["Message"]
+
+
+def test_serial_pipeline_returns_what_the_three_steps_return(
+    sagemaker, runtime, containers, steps
+) -> None:
+    scaler, classifier, names = steps
+    name = deploy_containers(sagemaker, containers)
+    rows = iris_rows(6)
+    expected = json.dumps(
+        {"species": [names[int(label)] for label in classifier.predict(scaler.transform(rows))]}
+    )
+
+    response = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Accept="application/json", Body=_csv(rows)
+    )
+    assert response["ContentType"] == "application/json"
+    assert response["Body"].read().decode() == expected
+
+    model = sagemaker.describe_model(ModelName=name)
+    assert [c["ContainerHostname"] for c in model["Containers"]] == [
+        "scaler",
+        "classifier",
+        "mapper",
+    ]
+    assert model["InferenceExecutionConfig"] == {"Mode": "Serial"}
+    assert "PrimaryContainer" not in model
+    endpoint = sagemaker.describe_endpoint(EndpointName=name)
+    images = [i["SpecifiedImage"] for i in endpoint["ProductionVariants"][0]["DeployedImages"]]
+    assert images == ["modelhost/python", "modelhost/sklearn", "modelhost/python"]
+
+    # A serial pipeline takes no TargetContainerHostname, as SageMaker refuses it.
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName=name,
+            ContentType="text/csv",
+            TargetContainerHostname="classifier",
+            Body=_csv(rows),
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationError"
+    assert "not configured for direct invocation" in message
+
+    # An error in the middle container is a ModelError naming it: NaN passes the scaler
+    # and the classifier refuses it.
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="nan,1,2,3")
+    code, message = _error(excinfo)
+    assert code == "ModelError"
+    assert "container classifier" in message
+    assert excinfo.value.response["OriginalStatusCode"] >= 400
+
+
+def test_direct_invocation_by_hostname(sagemaker, runtime, containers, steps) -> None:
+    scaler, classifier, names = steps
+    name = deploy_containers(sagemaker, containers, mode="Direct")
+    rows = iris_rows(3)
+
+    scaled = runtime.invoke_endpoint(
+        EndpointName=name,
+        ContentType="text/csv",
+        TargetContainerHostname="scaler",
+        Body=_csv(rows),
+    )
+    assert scaled["ContentType"] == "text/csv"
+    values = [
+        [float(v) for v in line.split(",")] for line in scaled["Body"].read().decode().split()
+    ]
+    assert values == scaler.transform(rows).tolist()
+
+    labels = runtime.invoke_endpoint(
+        EndpointName=name,
+        ContentType="application/json",
+        Accept="application/json",
+        TargetContainerHostname="classifier",
+        Body=json.dumps(values),
+    )
+    assert json.loads(labels["Body"].read()) == classifier.predict(values).tolist()
+
+    mapped = runtime.invoke_endpoint(
+        EndpointName=name,
+        ContentType="application/json",
+        TargetContainerHostname="mapper",
+        Body=json.dumps([2, 0, 1]),
+    )
+    assert json.loads(mapped["Body"].read()) == {"species": [names[2], names[0], names[1]]}
+
+    assert sagemaker.describe_model(ModelName=name)["InferenceExecutionConfig"] == {
+        "Mode": "Direct"
+    }
+    for target, wanted in ((None, "must name one of its containers"), ("nope", "nope")):
+        with pytest.raises(ClientError) as excinfo:
+            runtime.invoke_endpoint(
+                EndpointName=name,
+                ContentType="text/csv",
+                Body=_csv(rows),
+                **({"TargetContainerHostname": target} if target else {}),
+            )
+        code, message = _error(excinfo)
+        assert code == "ValidationError"
+        assert wanted in message
+        assert "scaler, classifier, mapper" in message
+
+
+def test_target_container_on_a_single_container_endpoint_is_refused(
+    sagemaker, runtime, iris_model_url
+) -> None:
+    from tests.support.endpoints import deploy
+
+    name = deploy(sagemaker, iris_model_url)
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName=name,
+            ContentType="text/csv",
+            TargetContainerHostname="anything",
+            Body=_csv(iris_rows(1)),
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationError"
+    assert "not configured for direct invocation" in message
+
+
+def test_a_container_that_cannot_start_fails_the_endpoint_naming_it(
+    sagemaker, server, containers
+) -> None:
+    broken = {
+        "ContainerHostname": "mapper",
+        "Image": "modelhost/python",
+        "ModelDataUrl": put_model(
+            server.data_dir, "pipe-broken", {"code/inference.py": BROKEN_CODE}
+        ),
+    }
+    name = deploy_containers(sagemaker, [*containers[:2], broken], wait=False)
+    described = wait_for_status(sagemaker, name, {"InService", "Failed"}, 120)
+    assert described["EndpointStatus"] == "Failed"
+    assert "container mapper" in described["FailureReason"]
+    assert "the mapper cannot load" in described["FailureReason"]
+
+
+def test_pipeline_models_are_checked_when_created(sagemaker, containers) -> None:
+    def create(**fields) -> tuple[str, str]:
+        with pytest.raises(ClientError) as excinfo:
+            sagemaker.create_model(
+                ModelName="pipe-invalid",
+                ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+                **fields,
+            )
+        return _error(excinfo)
+
+    nameless = [{k: v for k, v in c.items() if k != "ContainerHostname"} for c in containers]
+    code, message = create(Containers=nameless, InferenceExecutionConfig={"Mode": "Direct"})
+    assert code == "ValidationException"
+    assert "ContainerHostname" in message
+    code, message = create(Containers=[containers[0], containers[0]])
+    assert code == "ValidationException"
+    assert "ContainerHostname scaler" in message
