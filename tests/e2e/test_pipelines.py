@@ -4,8 +4,12 @@ process, Direct invocation by TargetContainerHostname, and the errors SageMaker 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import re
+from pathlib import Path
 
 import joblib
 import pytest
@@ -14,8 +18,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from tests.support.endpoints import deploy_containers, wait_for_status
+from tests.support.endpoints import deploy, deploy_containers, unique, wait_for_status
 from tests.support.models import iris_rows, put_model
+from tests.support.processes import alive, instance_pids, kill_and_wait, wait_until
 
 # Container 1, user code: CSV rows in, the scaled rows out as CSV.
 SCALER_CODE = b"""
@@ -220,8 +225,6 @@ def test_direct_invocation_by_hostname(sagemaker, runtime, containers, steps) ->
 def test_target_container_on_a_single_container_endpoint_is_refused(
     sagemaker, runtime, iris_model_url
 ) -> None:
-    from tests.support.endpoints import deploy
-
     name = deploy(sagemaker, iris_model_url)
     with pytest.raises(ClientError) as excinfo:
         runtime.invoke_endpoint(
@@ -269,3 +272,97 @@ def test_pipeline_models_are_checked_when_created(sagemaker, containers) -> None
     code, message = create(Containers=[containers[0], containers[0]])
     assert code == "ValidationException"
     assert "ContainerHostname scaler" in message
+
+
+def _container_pids(server, endpoint: str) -> dict[str, int]:
+    """Each running container's model server, by hostname: the process whose output goes
+    to the container's own log, `<variant>-<n>.<hostname>.log`."""
+    found = {}
+    for pid in instance_pids(server.pid, endpoint):
+        with contextlib.suppress(OSError):
+            log = os.readlink(f"/proc/{pid}/fd/1")
+            found[log.rsplit(".", 2)[-2]] = pid
+    return found
+
+
+def test_a_killed_container_ends_and_replaces_its_whole_instance(
+    sagemaker, runtime, server, containers, steps
+) -> None:
+    scaler, classifier, names = steps
+    name = deploy_containers(sagemaker, containers)
+    pids = _container_pids(server, name)
+    assert sorted(pids) == ["classifier", "mapper", "scaler"]
+    # One instance, one set of limits: the three share the instance's control group.
+    groups = {Path(f"/proc/{pid}/cgroup").read_text() for pid in pids.values()}
+    assert len(groups) == 1
+    if "without control groups" not in server.log():
+        assert re.search(rf"/modelhost/\w+/{name}-AllTraffic-\d+\.", groups.pop())
+
+    kill_and_wait(pids["classifier"])
+    wait_until(
+        lambda: not alive(pids["scaler"]) and not alive(pids["mapper"]),
+        what="the other containers of the instance to end",
+    )
+    wait_until(
+        lambda: sorted(_container_pids(server, name)) == ["classifier", "mapper", "scaler"],
+        what="a replacement instance",
+    )
+    rows = iris_rows(3)
+    response = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Accept="application/json", Body=_csv(rows)
+    )
+    wanted = [names[int(label)] for label in classifier.predict(scaler.transform(rows))]
+    assert json.loads(response["Body"].read()) == {"species": wanted}
+
+
+def test_streaming_async_and_transform_refuse_pipelines(sagemaker, runtime, containers) -> None:
+    name = deploy_containers(sagemaker, containers)
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint_with_response_stream(
+            EndpointName=name, ContentType="text/csv", Body=_csv(iris_rows(1))
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationError"
+    assert "multi-container" in message
+
+    config = unique("pipe-async")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://out/async/"}},
+    )
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_endpoint(EndpointName=config, EndpointConfigName=config)
+    code, message = _error(excinfo)
+    assert code == "ValidationException"
+    assert "several containers" in message
+
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.create_transform_job(
+            TransformJobName=unique("pipe-job"),
+            ModelName=name,
+            TransformInput={
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://in/x/"}}
+            },
+            TransformOutput={"S3OutputPath": "s3://out/x/"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        )
+    code, message = _error(excinfo)
+    assert code == "ValidationException"
+    assert "several containers" in message
+
+
+def test_a_container_image_in_a_pipeline_is_refused_naming_it(sagemaker, containers) -> None:
+    custom = {**containers[1], "Image": "example.com/team/custom:1"}
+    name = deploy_containers(sagemaker, [containers[0], custom], wait=False)
+    described = wait_for_status(sagemaker, name, {"InService", "Failed"}, 120)
+    assert described["EndpointStatus"] == "Failed"
+    assert "container classifier" in described["FailureReason"]
+    assert "process backend only" in described["FailureReason"]

@@ -52,8 +52,8 @@ class PipelineInstance:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The first container's: where health pings go (each container's own liveness
-        is `is_alive`'s)."""
+        """The first container's, the pipeline's entry (the router's health pings go to
+        every container's)."""
         return self.members[0][1].address
 
     @property

@@ -91,6 +91,12 @@ class Router:
         self._client.forget(replica.address)
 
     async def ping(self, replica: Replica, timeout_s: float) -> bool:
+        if replica.pipeline is not None:  # healthy when every container answers
+            return all(
+                await asyncio.gather(
+                    *(self._client.ping(address, timeout_s) for _, address in replica.pipeline.hops)
+                )
+            )
         return await self._client.ping(replica.address, timeout_s)
 
     def changed(self) -> None:
