@@ -171,6 +171,21 @@ def test_serial_pipeline_returns_what_the_three_steps_return(
     assert excinfo.value.response["OriginalStatusCode"] >= 400
 
 
+def test_a_serverless_pipeline_starts_on_its_first_request(
+    sagemaker, runtime, containers, steps
+) -> None:
+    scaler, classifier, names = steps
+    name = deploy_containers(
+        sagemaker, containers, serverless={"MemorySizeInMB": 2048, "MaxConcurrency": 2}
+    )
+    rows = iris_rows(2)
+    response = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Accept="application/json", Body=_csv(rows)
+    )
+    wanted = [names[int(label)] for label in classifier.predict(scaler.transform(rows))]
+    assert json.loads(response["Body"].read()) == {"species": wanted}
+
+
 def test_direct_invocation_by_hostname(sagemaker, runtime, containers, steps) -> None:
     scaler, classifier, names = steps
     name = deploy_containers(sagemaker, containers, mode="Direct")

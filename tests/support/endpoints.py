@@ -93,11 +93,13 @@ def deploy_containers(
     containers: list[dict],
     *,
     mode: str | None = None,
+    serverless: dict | None = None,
     wait: bool = True,
     timeout_s: float = 120,
 ) -> str:
     """A multi-container model (`Containers`, with `mode` as its
-    InferenceExecutionConfig.Mode) on one ml.m5.large instance; as `deploy` otherwise."""
+    InferenceExecutionConfig.Mode) on one ml.m5.large instance, or serverless with
+    `serverless` as its ServerlessConfig; as `deploy` otherwise."""
     name = unique("pipe")
     sagemaker.create_model(
         ModelName=name,
@@ -111,8 +113,11 @@ def deploy_containers(
             {
                 "VariantName": "AllTraffic",
                 "ModelName": name,
-                "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1,
+                **(
+                    {"ServerlessConfig": serverless}
+                    if serverless
+                    else {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+                ),
             }
         ],
     )

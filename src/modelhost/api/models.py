@@ -87,6 +87,8 @@ def _resolve_package(ctx: Context, container: dict[str, Any]) -> dict[str, Any]:
     if environment:
         resolved["Environment"] = environment
     resolved["ModelPackageName"] = package["ModelPackageArn"]
+    if "ContainerHostname" in container:
+        resolved["ContainerHostname"] = container["ContainerHostname"]
     return resolved
 
 
