@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import joblib
@@ -328,6 +329,36 @@ def test_a_killed_container_ends_and_replaces_its_whole_instance(
     )
     wanted = [names[int(label)] for label in classifier.predict(scaler.transform(rows))]
     assert json.loads(response["Body"].read()) == {"species": wanted}
+
+
+def test_a_hung_middle_container_fails_the_health_check(
+    sagemaker, runtime, server, containers
+) -> None:
+    """SIGSTOP on the classifier: its port still takes connections but nothing answers.
+    The health check pings every container, so the instance is condemned and replaced
+    even though its first container answers."""
+    name = deploy_containers(sagemaker, containers)
+    pids = _container_pids(server, name)
+    os.kill(pids["classifier"], signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: not alive(pids["classifier"]),
+            timeout_s=30,
+            what="the hung container to be killed",
+        )
+        wait_until(
+            lambda: sorted(_container_pids(server, name)) == ["classifier", "mapper", "scaler"],
+            timeout_s=30,
+            what="a replacement instance",
+        )
+    finally:
+        if alive(pids["classifier"]):
+            os.kill(pids["classifier"], signal.SIGCONT)
+    assert not set(pids.values()) & set(_container_pids(server, name).values())
+    response = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Body=_csv(iris_rows(1))
+    )
+    assert json.loads(response["Body"].read())["species"]
 
 
 def test_streaming_async_and_transform_refuse_pipelines(sagemaker, runtime, containers) -> None:
