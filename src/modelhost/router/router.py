@@ -87,8 +87,11 @@ class Router:
         self._client.close()
 
     def forget(self, replica: Replica) -> None:
-        """Drop the pooled connections of a replica that is being stopped."""
+        """Drop the pooled connections of a replica that is being stopped (each
+        container's, for a multi-container one)."""
         self._client.forget(replica.address)
+        for _, address in replica.pipeline.hops[1:] if replica.pipeline else ():
+            self._client.forget(address)
 
     async def ping(self, replica: Replica, timeout_s: float) -> bool:
         if replica.pipeline is not None:  # healthy when every container answers
