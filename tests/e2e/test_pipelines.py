@@ -288,6 +288,11 @@ def test_pipeline_models_are_checked_when_created(sagemaker, containers) -> None
     code, message = create(Containers=[containers[0], containers[0]])
     assert code == "ValidationException"
     assert "ContainerHostname scaler" in message
+    code, message = create(
+        Containers=[{**containers[0], "ContainerHostname": "container-2"}, nameless[1]]
+    )
+    assert code == "ValidationException"
+    assert "ContainerHostname container-2" in message
 
 
 def _container_pids(server, endpoint: str) -> dict[str, int]:

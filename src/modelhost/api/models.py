@@ -9,7 +9,7 @@ from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.domain import kinds
-from modelhost.domain.containers import DIRECT, SERIAL
+from modelhost.domain.containers import DIRECT, SERIAL, hostname
 from modelhost.errors import ValidationError
 
 KIND = kinds.MODEL
@@ -49,10 +49,15 @@ def _check_pipeline(params: dict[str, Any], containers: list[dict[str, Any]]) ->
             f"Container {names.index(None) + 1} has no ContainerHostname; every container of a "
             "model with InferenceExecutionConfig.Mode Direct needs one."
         )
-    given = [n for n in names if n is not None]
-    if len(set(given)) != len(given):
-        duplicate = next(n for n in given if given.count(n) > 1)
-        raise ValidationError(f"ContainerHostname {duplicate} names more than one container.")
+    # Unnamed containers of a serial pipeline run as container-<position>; no two may share
+    # a name (their logs and folders are named after it).
+    effective = [hostname(c, i) for i, c in enumerate(containers)]
+    if len(set(effective)) != len(effective):
+        duplicate = next(n for n in effective if effective.count(n) > 1)
+        raise ValidationError(
+            f"ContainerHostname {duplicate} names more than one container (an unnamed "
+            "container of a pipeline is called container-<its position from 1>)."
+        )
 
 
 def _check_environment(container: dict[str, Any]) -> None:
