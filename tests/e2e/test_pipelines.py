@@ -316,14 +316,27 @@ def test_a_killed_container_ends_and_replaces_its_whole_instance(
     # One instance, one set of limits: the three share the instance's control group.
     groups = {Path(f"/proc/{pid}/cgroup").read_text() for pid in pids.values()}
     assert len(groups) == 1
+    group = None
     if "without control groups" not in server.log():
-        assert re.search(rf"/modelhost/\w+/{name}-AllTraffic-\d+\.", groups.pop())
+        found = re.search(
+            rf"^\d+:([\w,]*):(/modelhost/\w+/{name}-AllTraffic-\d+\.\S+)$",
+            groups.pop(),
+            re.M,
+        )
+        assert found is not None
+        # v1 mounts each controller (the first named) under /sys/fs/cgroup; v2 is the root
+        controller = found.group(1).split(",")[0]
+        group = Path("/sys/fs/cgroup", controller) / found.group(2).lstrip("/")
+        if not group.is_dir():  # mounted elsewhere on this machine: nothing to watch
+            group = None
 
     kill_and_wait(pids["classifier"])
     wait_until(
         lambda: not alive(pids["scaler"]) and not alive(pids["mapper"]),
         what="the other containers of the instance to end",
     )
+    if group is not None:  # the dead instance's group goes with it
+        wait_until(lambda: not group.exists(), what=f"{group} to be removed")
     wait_until(
         lambda: sorted(_container_pids(server, name)) == ["classifier", "mapper", "scaler"],
         what="a replacement instance",

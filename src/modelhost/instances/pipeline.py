@@ -91,16 +91,20 @@ class PipelineInstance:
         try:
             await asyncio.gather(*(member.stop() for _, member in self.members))
         finally:
-            for _ in range(20):
-                if self._release_group():
-                    break
-                await asyncio.sleep(0.05)
+            await self._remove_group()
 
     async def kill(self) -> None:
         try:
             await asyncio.gather(*(member.kill() for _, member in self.members))
         finally:
-            self._release_group()
+            await self._remove_group()
+
+    async def _remove_group(self) -> None:
+        # The kernel may hold a group for a moment after its last process exits.
+        for _ in range(20):
+            if self._release_group():
+                break
+            await asyncio.sleep(0.05)
 
     def _release_group(self) -> bool:
         """Remove the instance's group once its processes are gone; True when none is left."""
