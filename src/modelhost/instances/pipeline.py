@@ -1,6 +1,7 @@
-"""An instance of a multi-container model: one model server process per container,
-started, health-checked and ended together, in one control group sized to the instance
-type (the type's CPU and memory are the instance's, not each container's).
+"""An instance of a multi-container model: one model server per container (a process,
+or a container of its own), started, health-checked and ended together. The instance
+type's CPU and memory are the instance's, not each container's: processes share one
+control group sized to the type; containers each get an even share of it.
 
 The instance is ready when every container answers /ping, and gone when any container
 is: a pipeline with a dead stage cannot answer, so the whole instance is replaced. The
@@ -11,14 +12,37 @@ the execution mode) to chain a serial pipeline's hops or pick a Direct container
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from modelhost.instances.base import InstanceSpec
+from modelhost.instances.base import ContainerSpec, Instance, InstanceSpec
 from modelhost.instances.cgroups import Group
 
-if TYPE_CHECKING:
-    from modelhost.instances.process import ProcessInstance
+logger = logging.getLogger(__name__)
+
+
+def member_spec(spec: InstanceSpec, container: ContainerSpec) -> InstanceSpec:
+    """The spec one container of a multi-container instance runs with: its own id (for
+    its home, group or container name), artifacts, handlers, environment, image and log,
+    `<variant>-<n>.<hostname>.log` beside the instance's."""
+    log = spec.log_path
+    return dataclasses.replace(
+        spec,
+        instance_id=f"{spec.instance_id}-{container.hostname}",
+        model_dir=container.model_dir,
+        framework=container.framework,
+        environment=container.environment,
+        image=container.image,
+        log_path=None if log is None else log.with_name(f"{log.stem}.{container.hostname}.log"),
+        containers=(),
+    )
+
+
+async def end_all(members: list[tuple[str, Instance]]) -> None:
+    """Kill what a failed start had started."""
+    await asyncio.gather(*(m.kill() for _, m in members), return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -41,11 +65,12 @@ class Pipeline:
 
 class PipelineInstance:
     def __init__(
-        self, spec: InstanceSpec, members: list[tuple[str, ProcessInstance]], group: Group | None
+        self, spec: InstanceSpec, members: list[tuple[str, Instance]], group: Group | None
     ) -> None:
         self.spec = spec
         self.members = members
         self.group = group
+        self._ending: asyncio.Task[None] | None = None
         self.pipeline = Pipeline(
             spec.execution_mode, tuple((name, m.address) for name, m in members)
         )
@@ -61,19 +86,20 @@ class PipelineInstance:
         return self.members[0][1].pid
 
     def is_alive(self) -> bool:
-        if all(member.is_alive() for _, member in self.members):
+        if self._ending is None and all(member.is_alive() for _, member in self.members):
             return True
-        # One stage gone ends the instance: the rest go now, as a dead process's leftovers do.
-        for _, member in self.members:
-            member.end_now()
-        self._release_group()
+        if self._ending is None:
+            # One stage gone ends the instance: the rest go now, as the leftovers of a
+            # dead instance do, without waiting for a stop that never comes.
+            with contextlib.suppress(RuntimeError):  # no loop: whoever stops it ends them
+                self._ending = asyncio.get_running_loop().create_task(self.kill())
         return False
 
     def failure_detail(self) -> str:
         for name, member in self.members:
-            if member.process.poll() is not None:
+            if not member.is_alive():
                 return f"container {name}: {member.failure_detail()}"
-        return "all containers are running"
+        return "a container of the instance exited"
 
     async def wait_ready(self, timeout_s: float) -> None:
         results = await asyncio.gather(

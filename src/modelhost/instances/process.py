@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import secrets
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from modelhost.instances import cgroups
-from modelhost.instances.base import InstanceSpec
+from modelhost.instances.base import Instance, InstanceSpec
 from modelhost.instances.cgroups import Cgroups, Group
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forking import ForkServer
@@ -50,16 +49,11 @@ from modelhost.instances.isolation import (
     resolve_user,
 )
 from modelhost.instances.local import free_port, log_tail
-from modelhost.instances.pipeline import PipelineInstance
+from modelhost.instances.pipeline import PipelineInstance, end_all, member_spec
 from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
 
 logger = logging.getLogger(__name__)
-
-
-def _container_log(path: Path | None, hostname: str) -> Path | None:
-    """A container's own log beside its instance's: `<variant>-<n>.<hostname>.log`."""
-    return None if path is None else path.with_name(f"{path.stem}.{hostname}{path.suffix}")
 
 
 class _Process(Protocol):
@@ -109,14 +103,6 @@ class ProcessInstance:
         # A dead instance is replaced without being stopped: what it left goes now.
         self._release()
         return False
-
-    def end_now(self) -> None:
-        """End it at once, without waiting: for a container of a multi-container instance
-        whose other container died, so the instance goes as a whole."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-        self._release()
 
     def _release(self) -> None:
         """Once the process is gone: the rest of its session, its token, its home."""
@@ -304,7 +290,7 @@ class ProcessBackend:
     ) -> PipelineInstance:
         """One model server per container, each with its own port, model dir, home and
         log, all in the instance's one group (which the pipeline instance removes)."""
-        members: list[tuple[str, ProcessInstance]] = []
+        members: list[tuple[str, Instance]] = []
         ports: set[int] = set()
         try:
             for container in spec.containers:
@@ -312,21 +298,13 @@ class ProcessBackend:
                 while port in ports:
                     port = free_port()
                 ports.add(port)
-                member = dataclasses.replace(
-                    spec,
-                    instance_id=f"{spec.instance_id}-{container.hostname}",
-                    model_dir=container.model_dir,
-                    framework=container.framework,
-                    environment=container.environment,
-                    image=container.image,
-                    log_path=_container_log(spec.log_path, container.hostname),
-                    containers=(),
-                )
                 extra = {**limits, **container.environment, **confined}
-                instance = await self._spawn(member, port, extra, threads, None)
-                members.append((container.hostname, instance))
+                member = member_spec(spec, container)
+                members.append(
+                    (container.hostname, await self._spawn(member, port, extra, threads, None))
+                )
         except BaseException:
-            await asyncio.gather(*(m.kill() for _, m in members), return_exceptions=True)
+            await end_all(members)
             raise
         return PipelineInstance(spec, members, group)
 
