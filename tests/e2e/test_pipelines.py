@@ -423,10 +423,10 @@ def test_streaming_async_and_transform_refuse_pipelines(sagemaker, runtime, cont
     assert "several containers" in message
 
 
-def test_a_container_image_in_a_pipeline_is_refused_naming_it(sagemaker, containers) -> None:
+def test_a_pipeline_mixing_processes_and_containers_is_refused_naming_them(sagemaker, containers) -> None:
     custom = {**containers[1], "Image": "example.com/team/custom:1"}
     name = deploy_containers(sagemaker, [containers[0], custom], wait=False)
     described = wait_for_status(sagemaker, name, {"InService", "Failed"}, 120)
     assert described["EndpointStatus"] == "Failed"
     assert "container classifier" in described["FailureReason"]
-    assert "process backend only" in described["FailureReason"]
+    assert "container scaler as a process" in described["FailureReason"]

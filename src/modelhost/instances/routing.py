@@ -49,15 +49,22 @@ class RoutingBackend:
         return await self.processes.start(spec)
 
     async def _start_pipeline(self, spec: InstanceSpec) -> Instance:
-        """A multi-container model runs as processes, one model server per container; a
-        container that would need the container backend is refused, naming it, rather
-        than run somewhere it was not asked to."""
+        """A multi-container model runs one way, every container a process or every one a
+        container, so the instance's type bounds it as a whole; a pipeline that would mix
+        the two is refused, naming a container of each kind."""
+        where = {}
         for container in spec.containers:
             member = dataclasses.replace(spec, image=container.image, containers=())
-            if await self.in_container(member):
-                raise ValueError(
-                    f"container {container.hostname} (image {container.image}) would run in "
-                    "a container; multi-container models run on the process backend only, "
-                    "with modelhost's built-in images"
-                )
-        return await self.processes.start(spec)
+            where[container.hostname] = await self.in_container(member)
+        if not any(where.values()):
+            return await self.processes.start(spec)
+        if all(where.values()):
+            return await self.containers.start_pipeline(spec)
+        as_process = next(name for name, inside in where.items() if not inside)
+        in_container = next(name for name, inside in where.items() if inside)
+        raise ValueError(
+            f"container {in_container} would run in a container and container {as_process} "
+            "as a process; the containers of a model run one way: build modelhost's images "
+            "(`modelhost images build`) so they run in containers too, or run the server "
+            "with --instance-backend container"
+        )
