@@ -423,7 +423,9 @@ def test_streaming_async_and_transform_refuse_pipelines(sagemaker, runtime, cont
     assert "several containers" in message
 
 
-def test_a_pipeline_mixing_processes_and_containers_is_refused_naming_them(sagemaker, containers) -> None:
+def test_a_pipeline_mixing_processes_and_containers_is_refused_naming_them(
+    sagemaker, containers
+) -> None:
     custom = {**containers[1], "Image": "example.com/team/custom:1"}
     name = deploy_containers(sagemaker, [containers[0], custom], wait=False)
     described = wait_for_status(sagemaker, name, {"InService", "Failed"}, 120)

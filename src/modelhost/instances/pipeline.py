@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 from modelhost.instances.base import ContainerSpec, Instance, InstanceSpec
 from modelhost.instances.cgroups import Group
-
-logger = logging.getLogger(__name__)
 
 
 def member_spec(spec: InstanceSpec, container: ContainerSpec) -> InstanceSpec:
@@ -71,6 +68,7 @@ class PipelineInstance:
         self.members = members
         self.group = group
         self._ending: asyncio.Task[None] | None = None
+        self._dead: tuple[str, Instance] | None = None
         self.pipeline = Pipeline(
             spec.execution_mode, tuple((name, m.address) for name, m in members)
         )
@@ -86,20 +84,24 @@ class PipelineInstance:
         return self.members[0][1].pid
 
     def is_alive(self) -> bool:
-        if self._ending is None and all(member.is_alive() for _, member in self.members):
+        if self._ending is not None:
+            return False
+        dead = next((m for m in self.members if not m[1].is_alive()), None)
+        if dead is None:
             return True
-        if self._ending is None:
-            # One stage gone ends the instance: the rest go now, as the leftovers of a
-            # dead instance do, without waiting for a stop that never comes.
-            with contextlib.suppress(RuntimeError):  # no loop: whoever stops it ends them
-                self._ending = asyncio.get_running_loop().create_task(self.kill())
+        # One stage gone ends the instance: the rest go now, as the leftovers of a dead
+        # instance do, without waiting for a stop that never comes. The first one found
+        # dead is the one the failure detail names, whatever the kill does to the rest.
+        self._dead = dead
+        with contextlib.suppress(RuntimeError):  # no loop: whoever stops it ends them
+            self._ending = asyncio.get_running_loop().create_task(self.kill())
         return False
 
     def failure_detail(self) -> str:
-        for name, member in self.members:
-            if not member.is_alive():
-                return f"container {name}: {member.failure_detail()}"
-        return "a container of the instance exited"
+        dead = self._dead or next((m for m in self.members if not m[1].is_alive()), None)
+        if dead is None:
+            return "all containers of the instance are running"
+        return f"container {dead[0]}: {dead[1].failure_detail()}"
 
     async def wait_ready(self, timeout_s: float) -> None:
         results = await asyncio.gather(
