@@ -90,6 +90,48 @@ def deploy(
     return name
 
 
+def deploy_containers(
+    sagemaker,
+    containers: list[dict],
+    *,
+    mode: str | None = None,
+    serverless: dict | None = None,
+    wait: bool = True,
+    timeout_s: float = 120,
+) -> str:
+    """A multi-container model (`Containers`, with `mode` as its
+    InferenceExecutionConfig.Mode) on one ml.m5.large instance, or serverless with
+    `serverless` as its ServerlessConfig; as `deploy` otherwise."""
+    name = unique("pipe")
+    sagemaker.create_model(
+        ModelName=name,
+        Containers=containers,
+        **({"InferenceExecutionConfig": {"Mode": mode}} if mode else {}),
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                **(
+                    {"ServerlessConfig": serverless}
+                    if serverless
+                    else {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+                ),
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    if wait:
+        status = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s)
+        if status["EndpointStatus"] == "Failed":
+            raise AssertionError(f"endpoint {name} failed: {status.get('FailureReason')}")
+    return name
+
+
 def undeploy(sagemaker, name: str, timeout_s: float = 60) -> None:
     """Delete an endpoint, wait until it is gone, then its config and model; best effort,
     since it runs during cleanup."""

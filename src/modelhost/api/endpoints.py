@@ -17,6 +17,7 @@ from modelhost.api.listing import paginate
 from modelhost.api.resources import create, public, require
 from modelhost.api.serverless import check_capacity_update
 from modelhost.domain import kinds
+from modelhost.domain.containers import is_pipeline
 from modelhost.domain.endpoints import deployed_fields, instance_bounds, is_serverless
 from modelhost.errors import ResourceLimitExceeded, ValidationError
 
@@ -32,6 +33,13 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
         v["ModelName"]: require(ctx, "model", "model", v["ModelName"])
         for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
     }
+    if "AsyncInferenceConfig" in config:
+        for model in models.values():
+            if is_pipeline(model):
+                raise ValidationError(
+                    f"Model {model['ModelName']} has several containers; asynchronous "
+                    "endpoints on modelhost run single-container models."
+                )
     capacity = {
         v["VariantName"]: {
             "weight": v["InitialVariantWeight"],

@@ -9,28 +9,61 @@ from modelhost.api.context import Context
 from modelhost.api.listing import paginate
 from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.domain import kinds
+from modelhost.domain.containers import DIRECT, SERIAL, hostname
 from modelhost.errors import ValidationError
 
 KIND = kinds.MODEL
 
 
-def _container(params: dict[str, Any]) -> dict[str, Any]:
+def _containers(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's containers as given: one (PrimaryContainer, or a one-element
+    Containers) or an inference pipeline (botocore's validator holds it to 15)."""
     containers = params.get("Containers") or []
     primary = params.get("PrimaryContainer")
     if primary and containers:
         raise ValidationError("Specify either PrimaryContainer or Containers, not both.")
     if not primary and not containers:
         raise ValidationError("Either PrimaryContainer or Containers must be specified.")
-    if len(containers) > 1:
+    given = [primary] if primary else list(containers)
+    for container in given:
+        if container.get("Mode") == "MultiModel":
+            if len(given) > 1:
+                raise ValidationError(
+                    "A container with Mode=MultiModel must be the model's only container; "
+                    "inference pipelines of multi-model containers are not supported."
+                )
+            _check_multi_model(container)
+        if "Image" not in container and "ModelPackageName" not in container:
+            raise ValidationError("Container must specify Image.")
+    return given
+
+
+def _check_pipeline(params: dict[str, Any], containers: list[dict[str, Any]]) -> None:
+    """Hostnames name the containers of a pipeline (in errors, and for Direct invocation,
+    where each container must have one); two containers may not share one."""
+    mode = params.get("InferenceExecutionConfig", {}).get("Mode")
+    if len(containers) == 1:
+        if mode == DIRECT:
+            raise ValidationError(
+                "InferenceExecutionConfig.Mode Direct needs a model with more than one "
+                "container in Containers."
+            )
+        return
+    names = [c.get("ContainerHostname") for c in containers]
+    if mode == DIRECT and None in names:
         raise ValidationError(
-            "Inference pipelines (more than one container) are not supported by modelhost yet."
+            f"Container {names.index(None) + 1} has no ContainerHostname; every container of a "
+            "model with InferenceExecutionConfig.Mode Direct needs one."
         )
-    container = primary or containers[0]
-    if container.get("Mode") == "MultiModel":
-        _check_multi_model(container)
-    if "Image" not in container and "ModelPackageName" not in container:
-        raise ValidationError("Container must specify Image.")
-    return container
+    # Unnamed containers of a serial pipeline run as container-<position>; no two may share
+    # a name (their logs and folders are named after it).
+    effective = [hostname(c, i) for i, c in enumerate(containers)]
+    if len(set(effective)) != len(effective):
+        duplicate = next(n for n in effective if effective.count(n) > 1)
+        raise ValidationError(
+            f"ContainerHostname {duplicate} names more than one container (an unnamed "
+            "container of a pipeline is called container-<its position from 1>)."
+        )
 
 
 def _check_multi_model(container: dict[str, Any]) -> None:
@@ -92,6 +125,8 @@ def _resolve_package(ctx: Context, container: dict[str, Any]) -> dict[str, Any]:
     if environment:
         resolved["Environment"] = environment
     resolved["ModelPackageName"] = package["ModelPackageArn"]
+    if "ContainerHostname" in container:
+        resolved["ContainerHostname"] = container["ContainerHostname"]
     return resolved
 
 
@@ -115,18 +150,27 @@ def _check_local_paths(ctx: Context, container: dict[str, Any]) -> None:
 
 def create_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
-    container = _resolve_package(ctx, _container(params))
-    _check_environment(container)
-    _check_local_paths(ctx, container)
+    given = _containers(params)
+    _check_pipeline(params, given)
+    containers = [_resolve_package(ctx, c) for c in given]
+    for container in containers:
+        _check_environment(container)
+        _check_local_paths(ctx, container)
     arn = ctx.arn("model", name)
-    record = {
+    record: dict[str, Any] = {
         "ModelName": name,
-        "PrimaryContainer": container,
         "ModelArn": arn,
         "CreationTime": ctx.now(),
         "EnableNetworkIsolation": params.get("EnableNetworkIsolation", False),
         "_arn": arn,
     }
+    if len(containers) == 1:
+        record["PrimaryContainer"] = containers[0]
+    else:
+        # As SageMaker shows a multi-container model: its Containers and the mode they
+        # run in, Serial unless the request said otherwise.
+        record["Containers"] = containers
+        record["InferenceExecutionConfig"] = {"Mode": SERIAL}
     copy_optional(params, record, ("ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"))
     create(ctx, KIND, "model", name, record, params.get("Tags"))
     return {"ModelArn": arn}

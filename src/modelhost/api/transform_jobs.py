@@ -17,6 +17,7 @@ from modelhost.api.resources import copy_optional, create, public, require
 from modelhost.batch import compile_filter
 from modelhost.catalog import get_instance_type
 from modelhost.domain import kinds
+from modelhost.domain.containers import is_pipeline
 from modelhost.errors import ResourceLimitExceeded, ValidationError
 
 KIND = kinds.TRANSFORM_JOB
@@ -73,6 +74,11 @@ def _check_instance_quota(ctx: Context, count: int) -> None:
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
     model = require(ctx, "model", "model", params["ModelName"])
+    if is_pipeline(model):
+        raise ValidationError(
+            f"Model {params['ModelName']} has several containers; transform jobs on modelhost "
+            "run single-container models."
+        )
     if model["PrimaryContainer"].get("Mode") == "MultiModel":
         raise ValidationError(
             f"Model {params['ModelName']} is a multi-model container (Mode=MultiModel); "

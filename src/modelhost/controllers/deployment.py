@@ -13,7 +13,8 @@ from typing import Any
 from modelhost import metrics
 from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
-from modelhost.instances import Instance, InstanceBackend, InstanceSpec
+from modelhost.domain.containers import containers_of, execution_mode, hostname, is_pipeline
+from modelhost.instances import ContainerSpec, Instance, InstanceBackend, InstanceSpec
 from modelhost.modelserver import ENV_MULTI_MODEL
 from modelhost.router import ENV_MAX_LOADED, ModelSource
 from modelhost.storage import ObjectStore, prepare_model_dir
@@ -43,7 +44,8 @@ def framework_for_image(image: str) -> str:
 
 
 def is_multi_model(model: dict[str, Any]) -> bool:
-    return bool(model["PrimaryContainer"].get("Mode") == "MultiModel")
+    """A pipeline's containers are never multi-model ones (CreateModel refuses that)."""
+    return bool(model.get("PrimaryContainer", {}).get("Mode") == "MultiModel")
 
 
 def model_source(
@@ -91,10 +93,12 @@ async def prepare_model(
     """Unpack the model's artifacts once per model version; instances share the folder
     read-only. The folder name hashes what identifies the artifacts, so a model re-created
     under the same name with new data gets a new folder. Reading them may take at most
-    `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds)."""
-    container = model["PrimaryContainer"]
-    url = model_data_url(container)
-    identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
+    `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds). A multi-container model's
+    folder holds one folder per container, named by its position (`0`, `1`, …)."""
+    urls = [model_data_url(c) for c in containers_of(model)]
+    identity = f"{model['ModelArn']}|{model['CreationTime']}|{'|'.join(map(str, urls))}"
+    if not is_pipeline(model):  # the single-container identity, unchanged
+        identity = f"{model['ModelArn']}|{model['CreationTime']}|{urls[0]}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
     # Two endpoints deploying the same model at once must not unpack it twice: the
@@ -103,14 +107,47 @@ async def prepare_model(
         if dest.is_dir():
             return dest
         settings.models_dir.mkdir(parents=True, exist_ok=True)
-        if url is None or is_multi_model(model):
+        if is_pipeline(model):
+            await asyncio.to_thread(_unpack_each, settings, objects, urls, dest, timeout_s)
+            return dest
+        if urls[0] is None or is_multi_model(model):
             # A multi-model variant's models are unpacked here one by one, on demand.
             dest.mkdir()
             return dest
         await asyncio.to_thread(
-            prepare_model_dir, objects, url, dest, settings.max_model_bytes, timeout_s=timeout_s
+            prepare_model_dir, objects, urls[0], dest, settings.max_model_bytes, timeout_s=timeout_s
         )
     return dest
+
+
+def _unpack_each(
+    settings: Settings,
+    objects: ObjectStore,
+    urls: list[str | None],
+    dest: Path,
+    timeout_s: float | None,
+) -> None:
+    """Every container's artifacts into a hidden staging folder renamed into place when
+    all are there, so a failure leaves no half-prepared pipeline behind."""
+    staging = dest.parent / f".{dest.name}.containers"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for index, url in enumerate(urls):
+            if url is None:
+                (staging / str(index)).mkdir()
+            else:
+                prepare_model_dir(
+                    objects,
+                    url,
+                    staging / str(index),
+                    settings.max_model_bytes,
+                    timeout_s=timeout_s,
+                )
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def instance_spec(
@@ -128,7 +165,8 @@ def instance_spec(
     )
     if instance_type is None:  # the API checked it; a catalog edit could still remove it
         raise RuntimeError(f"instance type {variant['InstanceType']} left the catalog")
-    container = model["PrimaryContainer"]
+    containers = containers_of(model)
+    container = containers[0]
     spec = InstanceSpec(
         instance_id="",
         model_dir=model_dir,
@@ -141,11 +179,26 @@ def instance_spec(
             variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
         ),
     )
+    if is_pipeline(model):
+        spec = dataclasses.replace(
+            spec,
+            containers=tuple(
+                ContainerSpec(
+                    hostname=hostname(c, i),
+                    model_dir=model_dir / str(i),
+                    framework=framework_for_image(c["Image"]),
+                    environment=dict(c.get("Environment", {})),
+                    image=c["Image"],
+                )
+                for i, c in enumerate(containers)
+            ),
+            execution_mode=execution_mode(model),
+        )
     return numbered(settings, spec, endpoint, variant["VariantName"], index)
 
 
 def _environment(model: dict[str, Any]) -> dict[str, str]:
-    environment = dict(model["PrimaryContainer"].get("Environment", {}))
+    environment = dict(containers_of(model)[0].get("Environment", {}))
     if is_multi_model(model):
         environment[ENV_MULTI_MODEL] = "true"
     return environment

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelhost.config import Settings
+from modelhost.domain.containers import containers_of
 
 
 def is_serverless(variant: dict[str, Any]) -> bool:
@@ -95,14 +96,16 @@ def _variant_summaries(
     summaries = []
     for variant in desired["config"]["ProductionVariants"]:
         capacity = desired["capacity"][variant["VariantName"]]
-        image = desired["models"][variant["ModelName"]]["PrimaryContainer"]["Image"]
+        images = [c["Image"] for c in containers_of(desired["models"][variant["ModelName"]])]
         weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
         summary = {
             "VariantName": variant["VariantName"],
+            # One per container, as SageMaker lists a multi-container model's images.
             "DeployedImages": [
                 {"SpecifiedImage": image}
                 if current is None
                 else {"SpecifiedImage": image, "ResolvedImage": image}
+                for image in images
             ],
             "CurrentWeight": weight,
             "DesiredWeight": capacity["weight"],

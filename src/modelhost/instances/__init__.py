@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelhost.instances.base import Instance, InstanceBackend, InstanceSpec, ResourceUsage
+from modelhost.instances.base import (
+    ContainerSpec,
+    Instance,
+    InstanceBackend,
+    InstanceSpec,
+    ResourceUsage,
+)
 from modelhost.instances.cgroups import scope_key
 from modelhost.instances.client import (
     InstanceClient,
@@ -20,6 +26,7 @@ from modelhost.instances.client import (
     token_header,
 )
 from modelhost.instances.container import ContainerBackend, ContainerInstance
+from modelhost.instances.pipeline import Pipeline, PipelineInstance
 from modelhost.instances.process import ProcessBackend
 from modelhost.instances.routing import RoutingBackend
 
@@ -95,11 +102,14 @@ __all__ = [
     "BACKENDS",
     "ContainerBackend",
     "ContainerInstance",
+    "ContainerSpec",
     "Instance",
     "InstanceBackend",
     "InstanceClient",
     "InstanceSpec",
     "InstanceUnreachable",
+    "Pipeline",
+    "PipelineInstance",
     "ProcessBackend",
     "ResourceUsage",
     "Response",

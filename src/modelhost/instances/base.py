@@ -11,6 +11,18 @@ from modelhost.catalog import InstanceType
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """One container of a multi-container model: its own model server in the instance,
+    with its own artifacts, handlers and environment."""
+
+    hostname: str
+    model_dir: Path
+    framework: str
+    environment: dict[str, str] = field(default_factory=dict)
+    image: str = ""
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     instance_id: str
     model_dir: Path
@@ -30,6 +42,10 @@ class InstanceSpec:
     # Told, from a worker thread, what the instance waits for before it can start (an
     # image pull's progress), so DescribeEndpoint can show it.
     on_progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    # A multi-container model's containers, in pipeline order (empty: one container, the
+    # fields above), and how they are invoked: "Serial" or "Direct".
+    containers: tuple[ContainerSpec, ...] = ()
+    execution_mode: str = ""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import socket
 import threading
@@ -40,12 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.instances import cgroups, images
-from modelhost.instances.base import InstanceSpec, ResourceUsage
+from modelhost.instances.base import Instance, InstanceSpec, ResourceUsage
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forkserver import THREAD_VARIABLES
 from modelhost.instances.gpus import GpuPool
 from modelhost.instances.local import free_port, log_tail
 from modelhost.instances.oom import kernel_oom_killed
+from modelhost.instances.pipeline import PipelineInstance, end_all, member_spec
 from modelhost.instances.pulls import PullProgress
 from modelhost.instances.readiness import wait_until_answering
 
@@ -428,17 +430,38 @@ class ContainerBackend:
             return False
         return found is not None
 
-    async def start(self, spec: InstanceSpec) -> ContainerInstance:
+    async def start(self, spec: InstanceSpec, share: int = 1) -> ContainerInstance:
+        """`share`: the instance type's CPU and memory are split this many ways (one
+        container of a multi-container instance of that many)."""
         if not spec.image:
             raise ValueError(f"instance {spec.instance_id} names no image")
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        return await asyncio.to_thread(self._start_blocking, spec)
+        return await asyncio.to_thread(self._start_blocking, spec, share)
 
-    def _start_blocking(self, spec: InstanceSpec) -> ContainerInstance:
+    async def start_pipeline(self, spec: InstanceSpec) -> PipelineInstance:
+        """A container per container of a multi-container model, each with an even share
+        of the instance type's CPU and memory, so the instance holds no more than its
+        type. GPU types are refused: their devices cannot be shared out that way."""
+        if spec.instance_type.gpus:
+            raise ValueError(
+                f"multi-container models run in containers on CPU instance types only; "
+                f"{spec.instance_type.name} has GPUs"
+            )
+        members: list[tuple[str, Instance]] = []
+        try:
+            for container in spec.containers:
+                instance = await self.start(member_spec(spec, container), len(spec.containers))
+                members.append((container.hostname, instance))
+        except BaseException:
+            await end_all(members)
+            raise
+        return PipelineInstance(spec, members, None)
+
+    def _start_blocking(self, spec: InstanceSpec, share: int) -> ContainerInstance:
         gpus = self._gpus.take(spec.instance_id, spec.instance_type)
         try:
-            return self._run(spec, gpus)
+            return self._run(spec, gpus, share)
         except BaseException:
             self._gpus.give_back(spec.instance_id)
             raise
@@ -467,11 +490,11 @@ class ContainerBackend:
         ids = [str(index) for index in gpus]
         return {"device_requests": [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]}
 
-    def _run(self, spec: InstanceSpec, gpus: list[int]) -> ContainerInstance:
+    def _run(self, spec: InstanceSpec, gpus: list[int], share: int) -> ContainerInstance:
         name = self._engine.resolve(spec.image, self._pull_reporter(spec))
         kind = spec.instance_type
-        cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale)
-        threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
+        cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale) / share
+        threads = str(max(1, math.ceil(cores - 1e-9)))
         token = secrets.token_urlsafe(32)
         port = free_port()
         environment = {
@@ -495,7 +518,7 @@ class ContainerBackend:
                 ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
                 volumes={str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
                 nano_cpus=int(cores * 1e9),
-                mem_limit=int(kind.memory_gib * 1024**3),
+                mem_limit=int(kind.memory_gib * 1024**3 / share),
                 **self._devices(gpus),
             )
         except Exception as exc:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from modelhost.instances import cgroups
-from modelhost.instances.base import InstanceSpec, ResourceUsage
+from modelhost.instances.base import Instance, InstanceSpec, ResourceUsage
 from modelhost.instances.cgroups import Cgroups, Group
 from modelhost.instances.client import grant_token, revoke_token
 from modelhost.instances.forking import ForkServer
@@ -49,6 +49,7 @@ from modelhost.instances.isolation import (
     resolve_user,
 )
 from modelhost.instances.local import free_port, log_tail
+from modelhost.instances.pipeline import PipelineInstance, end_all, member_spec
 from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
 
@@ -263,28 +264,58 @@ class ProcessBackend:
         if self._cgroups is not None:
             self._cgroups.close()
 
-    async def start(self, spec: InstanceSpec) -> ProcessInstance:
+    async def start(self, spec: InstanceSpec) -> ProcessInstance | PipelineInstance:
         await self._prepare()
         if self._unusable:
             raise OSError(self._unusable)
-        port = free_port(self._bind_host)
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
         if kind.gpus == 0:
             limits["MODELHOST_MEMORY_LIMIT_MB"] = str(int(kind.memory_gib * 1024))
-        extra = {**limits, **spec.environment}
+        confined: dict[str, str] = {}
         group = None
         if (groups := self._groups()) is not None:
             group = groups.create(spec.instance_id, kind.vcpu, int(kind.memory_gib * 1024**3))
             # After the model's environment: a model cannot opt out of its group.
-            extra["MODELHOST_CGROUP_PROCS"] = os.pathsep.join(map(str, group.procs_files))
+            confined["MODELHOST_CGROUP_PROCS"] = os.pathsep.join(map(str, group.procs_files))
         try:
-            return await self._spawn(spec, port, extra, threads, group)
+            if spec.containers:
+                return await self._start_pipeline(spec, limits, confined, threads, group)
+            extra = {**limits, **spec.environment, **confined}
+            return await self._spawn(spec, free_port(self._bind_host), extra, threads, group)
         except BaseException:
             if group is not None:
                 group.remove()
             raise
+
+    async def _start_pipeline(
+        self,
+        spec: InstanceSpec,
+        limits: dict[str, str],
+        confined: dict[str, str],
+        threads: str,
+        group: Group | None,
+    ) -> PipelineInstance:
+        """One model server per container, each with its own port, model dir, home and
+        log, all in the instance's one group (which the pipeline instance removes)."""
+        members: list[tuple[str, Instance]] = []
+        ports: set[int] = set()
+        try:
+            for container in spec.containers:
+                port = free_port(self._bind_host)
+                while port in ports:
+                    port = free_port(self._bind_host)
+                ports.add(port)
+                extra = {**limits, **container.environment, **confined}
+                member = member_spec(spec, container)
+                members.append(
+                    (container.hostname, await self._spawn(member, port, extra, threads, None))
+                )
+        except BaseException:
+            await end_all(members)
+            raise
+        return PipelineInstance(spec, members, group)
 
     async def _spawn(
         self,

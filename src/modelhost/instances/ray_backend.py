@@ -129,7 +129,7 @@ class InstanceHost:
     async def start(self, spec: InstanceSpec, max_model_bytes: int) -> Placement:
         import ray
 
-        from modelhost.instances.process import ProcessBackend
+        from modelhost.instances.process import ProcessBackend, ProcessInstance
         from modelhost.storage import prepare_model_dir
         from modelhost.storage.objects import FsspecObjectStore
 
@@ -157,7 +157,9 @@ class InstanceHost:
         local = dataclasses.replace(
             spec, model_dir=model_dir, log_path=self._root / "instance.log", on_progress=None
         )
-        self._instance = instance = await backend.start(local)
+        instance = await backend.start(local)
+        assert isinstance(instance, ProcessInstance)  # RayBackend.start refuses pipelines
+        self._instance = instance
         node_id = ray.get_runtime_context().get_node_id()
         return Placement(host, instance.port, instance.token, node_id)
 
@@ -385,6 +387,11 @@ class RayBackend:
         import ray
 
         await self.warm()
+        if spec.containers:
+            raise OSError(
+                "the ray instance backend runs single-container models; a model with "
+                "several Containers runs on the process or container backend"
+            )
         if spec.model_data_url and self._store is None:
             raise OSError(
                 "the ray instance backend reads model data from S3 on each node, and this "

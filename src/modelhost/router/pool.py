@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from modelhost.instances import Instance
+from modelhost.instances import Instance, Pipeline
 
 if TYPE_CHECKING:
     from modelhost.capture import CaptureSink
@@ -35,6 +35,8 @@ class Replica:
 
     def __post_init__(self) -> None:
         self.address = self.instance.address
+        # A multi-container instance's containers, which the router chains or picks from.
+        self.pipeline: Pipeline | None = getattr(self.instance, "pipeline", None)
         self._idle.set()
 
     def acquire(self) -> None:

@@ -21,6 +21,7 @@ from typing import TypeVar
 from modelhost.errors import InvocationValidationError, ModelError, ServiceUnavailable
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
+from modelhost.router import pipeline
 from modelhost.router.multimodel import ModelRouting, missing_target_model, not_multi_model
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
@@ -41,6 +42,8 @@ class Invocation:
     target_variant: str | None
     # TargetModel: a key under a multi-model endpoint's prefix.
     target_model: str | None = None
+    #: TargetContainerHostname: the container of a Direct multi-container endpoint.
+    target_container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,19 @@ class Router:
         self._client.close()
 
     def forget(self, replica: Replica) -> None:
-        """Drop the pooled connections of a replica that is being stopped."""
+        """Drop the pooled connections of a replica that is being stopped (each
+        container's, for a multi-container one)."""
         self._client.forget(replica.address)
+        for _, address in replica.pipeline.hops[1:] if replica.pipeline else ():
+            self._client.forget(address)
 
     async def ping(self, replica: Replica, timeout_s: float) -> bool:
+        if replica.pipeline is not None:  # healthy when every container answers
+            return all(
+                await asyncio.gather(
+                    *(self._client.ping(address, timeout_s) for _, address in replica.pipeline.hops)
+                )
+            )
         return await self._client.ping(replica.address, timeout_s)
 
     def changed(self) -> None:
@@ -215,6 +227,12 @@ class Router:
         self, deployment: Deployment, request: Invocation, target_model: str
     ) -> Answer:
         """A multi-model endpoint's request for one of its models (see multimodel)."""
+        if request.target_container is not None:
+            raise InvocationValidationError(
+                f"TargetContainerHostname {request.target_container} was given, but endpoint "
+                f"{deployment.endpoint} is not configured for direct invocation: only a model "
+                "with InferenceExecutionConfig.Mode Direct takes it."
+            )
         pool = self._pool(deployment, request.target_variant)
         if pool is None or pool.models is None:
             if pool is not None or not any(p.models for p in deployment.variants.values()):
@@ -335,6 +353,8 @@ class Router:
                 "streaming is available on single-model endpoints. Use InvokeEndpoint "
                 "with TargetModel."
             )
+        if replica.pipeline is not None or request.target_container is not None:
+            pipeline.refuse_streaming(replica, request)
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -381,6 +401,8 @@ class Router:
         return _answer(response, replica, time.perf_counter() - started)
 
     async def _send(self, replica: Replica, request: Invocation) -> Answer:
+        if replica.pipeline is not None or request.target_container is not None:
+            return await self._send_pipeline(replica, request)
         replica.acquire()
         started = time.perf_counter()
         try:
@@ -399,6 +421,22 @@ class Router:
         finally:
             replica.release()
         return _answer(response, replica, time.perf_counter() - started)
+
+    async def _send_pipeline(self, replica: Replica, request: Invocation) -> Answer:
+        """A multi-container instance's hops, or the refusal of a TargetContainerHostname
+        it cannot take (see :mod:`.pipeline`)."""
+        chosen = pipeline.hops(replica, request)
+        started = time.perf_counter()
+        body, content_type, custom_attributes = await pipeline.send(
+            self._client, replica, chosen, request, self._timeout_s
+        )
+        return Answer(
+            body=body,
+            content_type=content_type,
+            custom_attributes=custom_attributes,
+            variant=replica.variant,
+            model_seconds=time.perf_counter() - started,
+        )
 
 
 def _pick(pool: VariantPool) -> Replica:

@@ -165,6 +165,7 @@ def invocation(body: bytes, headers: dict[bytes, bytes], accept: bytes) -> Invoc
         custom_attributes=_header(headers, b"x-amzn-sagemaker-custom-attributes"),
         target_variant=_header(headers, b"x-amzn-sagemaker-target-variant"),
         target_model=_header(headers, b"x-amzn-sagemaker-target-model"),
+        target_container=_header(headers, b"x-amzn-sagemaker-target-container-hostname"),
     )
 
 
