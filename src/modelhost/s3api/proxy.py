@@ -42,6 +42,8 @@ _HOP = frozenset(
     }
 )
 _CHUNK = 1024 * 1024
+# rclone allows any origin (CORS `*`); the server's other routes send no CORS headers, so
+# a web page elsewhere cannot read these answers either.
 
 
 def signed_service(scope: Scope) -> str | None:
@@ -193,8 +195,19 @@ class S3Proxy:
                 data=_body(receive) if has_body else None,
                 allow_redirects=False,
             ) as answer:
-                out = [(k.lower(), v) for k, v in answer.raw_headers if k.lower() not in _HOP]
-                await send({"type": "http.response.start", "status": answer.status, "headers": out})
+                out = [
+                    (k.lower(), v)
+                    for k, v in answer.raw_headers
+                    if k.lower() not in _HOP and not k.lower().startswith(b"access-control-")
+                ]
+                status = answer.status
+                if status == 200 and any(k == b"content-range" for k, _ in out):
+                    # rclone answers a ranged GET with 200 and the whole object's
+                    # checksum; S3 with 206 and none (a client would check the part
+                    # against it and fail).
+                    status = 206
+                    out = [(k, v) for k, v in out if not k.startswith(b"x-amz-checksum-")]
+                await send({"type": "http.response.start", "status": status, "headers": out})
                 started = True
                 async for chunk in answer.content.iter_chunked(_CHUNK):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
