@@ -72,6 +72,8 @@ def _check_instance_quota(ctx: Context, count: int) -> None:
 
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
+    if params.get("DataCaptureConfig"):
+        raise ValidationError("DataCaptureConfig (data capture) is not supported by modelhost yet.")
     model = require(ctx, "model", "model", params["ModelName"])
     check_request(params)
     _check_instance_quota(ctx, params["TransformResources"]["InstanceCount"])
@@ -113,7 +115,6 @@ def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
             "MaxConcurrentTransforms",
             "ModelClientConfig",
             "Environment",
-            "DataCaptureConfig",
             "ExperimentConfig",
         ),
     )
