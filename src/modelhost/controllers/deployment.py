@@ -59,7 +59,8 @@ async def prepare_model(
     `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds)."""
     container = model["PrimaryContainer"]
     url = model_data_url(container)
-    identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
+    source = submitted_source(container)
+    identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}|{source}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
     # Two endpoints deploying the same model at once must not unpack it twice: the
@@ -70,11 +71,33 @@ async def prepare_model(
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         if url is None:
             dest.mkdir()
-            return dest
-        await asyncio.to_thread(
-            prepare_model_dir, objects, url, dest, settings.max_model_bytes, timeout_s=timeout_s
-        )
+        else:
+            await asyncio.to_thread(
+                prepare_model_dir, objects, url, dest, settings.max_model_bytes, timeout_s=timeout_s
+            )
+        if source is not None:
+            try:
+                # As SageMaker's framework containers do: the submitted source archive
+                # is the model's code folder, in place of any the artifacts carry.
+                await asyncio.to_thread(
+                    prepare_model_dir,
+                    objects,
+                    source,
+                    dest / "code",
+                    settings.max_model_bytes,
+                    timeout_s=timeout_s,
+                )
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
     return dest
+
+
+def submitted_source(container: dict[str, Any]) -> str | None:
+    """SAGEMAKER_SUBMIT_DIRECTORY when it names an archive in the object store (what the
+    sagemaker SDK's framework models upload as `sourcedir.tar.gz`)."""
+    value = container.get("Environment", {}).get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+    return str(value) if value.startswith("s3://") else None
 
 
 def instance_spec(
