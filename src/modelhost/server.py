@@ -52,6 +52,7 @@ from modelhost.runtime import (
 )
 from modelhost.storage import (
     DataDirGuard,
+    FsspecObjectStore,
     LoopStore,
     Ownership,
     open_objects,
@@ -155,6 +156,9 @@ class ModelhostApp:
                 settings.region,
                 settings.policies,
                 lambda: rclone.wait_ready(_S3_START_WAIT_S),
+                self.objects.record_content_type
+                if isinstance(self.objects, FsspecObjectStore)
+                else None,
             )
 
     def _notify(self) -> None:

@@ -147,6 +147,36 @@ print("RESULT", json.dumps({{"answer": answer}}))
     assert len(out["answer"]) == 2
 
 
+def test_predict_async_without_a_content_type(server: ServerProcess, files: Path) -> None:
+    """predict_async uploads the input with its serializer's Content-Type and sends no
+    ContentType: the model gets the object's (CSV here, which is not the JSON a missing
+    type would be taken for)."""
+    bucket = unique("sdk")
+    script = (
+        _PRELUDE
+        + f"""
+from sagemaker.async_inference import AsyncInferenceConfig
+from sagemaker.async_inference.waiter_config import WaiterConfig
+url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
+image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")
+model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session,
+                              predictor_cls=Predictor)
+predictor = model.deploy(
+    initial_instance_count=1, instance_type="ml.m5.large",
+    async_inference_config=AsyncInferenceConfig(output_path=f"s3://{{bucket}}/async-out"),
+    serializer=CSVSerializer(), deserializer=JSONDeserializer())
+response = predictor.predict_async(data={iris_rows(3)!r})
+answer = response.get_result(WaiterConfig(max_attempts=60, delay=1))
+predictor.delete_endpoint()
+print()
+print("RESULT", json.dumps({{"answer": answer, "output": response.output_path}}))
+"""
+    )
+    out = run_sdk(server.url, files / "home", script, bucket)["result"]
+    assert out["answer"] == iris_classifier().predict(iris_rows(3)).tolist()
+    assert out["output"].startswith(f"s3://{bucket}/async-out/")
+
+
 def test_transformer_with_logs(server: ServerProcess, files: Path) -> None:
     """`transformer.wait(logs=True)` prints the job's instance log, read back through
     CloudWatch Logs' API, and the output is read back through S3."""
@@ -170,7 +200,7 @@ print()
 print("RESULT", json.dumps({{"output": output, "job": transformer.latest_transform_job.name}}))
 """
     )
-    run = run_sdk(server.url, files / "home", script, bucket, timeout_s=400)
+    run = run_sdk(server.url, files / "home", script, bucket)
     out = run["result"]
     assert len(out["output"].strip().splitlines()) == 4
     # The instance's own log lines, as the SDK printed them from CloudWatch Logs: each

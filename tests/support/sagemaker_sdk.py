@@ -40,7 +40,7 @@ def sdk_installed() -> bool:
     return importlib.util.find_spec("sagemaker") is not None
 
 
-def run_sdk(url: str, home: Path, script: str, bucket: str, timeout_s: float = 300) -> Any:
+def run_sdk(url: str, home: Path, script: str, bucket: str, timeout_s: float = 240) -> Any:
     """Run `script` (Python using the sagemaker SDK) in its own process; it prints its
     result as a line `RESULT <json>`, returned with the output. Fails with the output
     when it exits with an error."""

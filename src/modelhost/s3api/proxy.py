@@ -14,7 +14,10 @@ rules as the control plane.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -117,12 +120,14 @@ class S3Proxy:
         region: str,
         policies: Policies | None,
         ready: Any,
+        record_content_type: Callable[[str, str], None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.access_keys = access_keys
         self.region = region
         self.policies = policies
         self._ready = ready
+        self._record_content_type = record_content_type
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -212,11 +217,32 @@ class S3Proxy:
                 async for chunk in answer.content.iter_chunked(_CHUNK):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
+            if status == 200:
+                await self._uploaded(scope)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("S3 request to rclone failed: %s", exc)
             if started:
                 raise  # the answer is under way: the client sees it cut short
             await _error(send, 503, "ServiceUnavailable", "The embedded S3 service did not answer.")
+
+    async def _uploaded(self, scope: Scope) -> None:
+        """After a PutObject: keep the object's Content-Type where the rest of the server
+        reads it (rclone keeps it only in memory)."""
+        if self._record_content_type is None or scope["method"] != "PUT":
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type")
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if not content_type or "uploadId" in query or b"x-amz-copy-source" in headers:
+            return
+        bucket, _, key = unquote(scope["path"]).lstrip("/").partition("/")
+        if bucket and key and not query:
+            with contextlib.suppress(ValueError):
+                await asyncio.to_thread(
+                    self._record_content_type,
+                    f"s3://{bucket}/{key}",
+                    content_type.decode("latin-1"),
+                )
 
 
 async def _body(receive: Any) -> Any:
