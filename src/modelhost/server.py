@@ -221,9 +221,15 @@ class ModelhostApp:
         if header_limit.too_large(scope["headers"]):
             await _refuse_large_headers(send, path)
             return
-        # S3 and STS share the port, told apart by the service their signature names.
+        # S3 and STS share the port, told apart by the service their signature names (a
+        # control-plane call, with its X-Amz-Target, is never S3's: scoped to `s3`, the
+        # control plane refuses it for its scope).
         signed_for = s3api.signed_service(scope)
-        if signed_for == "s3" and self.s3_proxy is not None:
+        if (
+            signed_for == "s3"
+            and self.s3_proxy is not None
+            and not any(name == b"x-amz-target" for name, _ in scope["headers"])
+        ):
             await self.s3_proxy(scope, receive, send)
         elif signed_for == "sts" and method == "POST" and path == "/":
             await self._sts(scope, receive, send)
