@@ -183,7 +183,13 @@ class S3Proxy:
             return
         raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope["query_string"].decode("latin-1")
-        url = URL(self.upstream + raw + (f"?{query}" if query else ""), encoded=True)
+        try:
+            if not raw.startswith("/"):  # `OPTIONS *`, say
+                raise ValueError(raw)
+            url = URL(self.upstream + raw + (f"?{query}" if query else ""), encoded=True)
+        except ValueError:
+            await _error(send, 400, "InvalidURI", "Couldn't parse the specified URI.")
+            return
         headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP
         ]
