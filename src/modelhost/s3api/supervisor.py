@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 20.0
 _RESTART_DELAY_S = 1.0
+# rclone answers InvalidAccessKeyId for a shorter access key id (measured: 2 refused, 3 not).
+_MIN_KEY_LENGTH = 3
 
 
 def rclone_binary() -> str | None:
@@ -76,6 +78,13 @@ class RcloneS3:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        short = [key for key in self.access_keys if len(key) < _MIN_KEY_LENGTH]
+        if short:
+            log.warning(
+                "rclone refuses access keys shorter than %d characters: %s cannot use S3",
+                _MIN_KEY_LENGTH,
+                ", ".join(short),
+            )
         try:
             while not self._stopping:
                 await self._start(binary)
