@@ -267,35 +267,17 @@ def test_model_locations_must_be_s3_or_local(sagemaker) -> None:
     assert "regular expression pattern" in _error(excinfo)[1]
 
 
-def test_data_capture_is_refused_until_it_is_implemented(sagemaker, iris_model_url: str) -> None:
-    """DataCaptureConfig was once stored and ignored: a client asking for capture must
-    learn that nothing is captured."""
+def test_batch_data_capture_is_refused_until_it_is_implemented(
+    sagemaker, iris_model_url: str
+) -> None:
+    """A transform job's DataCaptureConfig was stored and ignored: a client asking for
+    capture must learn that nothing is captured."""
     name = unique("capture")
     sagemaker.create_model(
         ModelName=name,
         PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url},
         ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
     )
-    capture = {
-        "InitialSamplingPercentage": 100,
-        "DestinationS3Uri": "s3://capture/here",
-        "CaptureOptions": [{"CaptureMode": "Input"}],
-    }
-    with pytest.raises(ClientError) as caught:
-        sagemaker.create_endpoint_config(
-            EndpointConfigName=name,
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": name,
-                    "InstanceType": "ml.m5.large",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-            DataCaptureConfig=capture,
-        )
-    assert caught.value.response["Error"]["Code"] == "ValidationException"
-    assert "DataCaptureConfig" in caught.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as caught:
         sagemaker.create_transform_job(
             TransformJobName=name,

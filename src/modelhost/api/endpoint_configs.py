@@ -20,7 +20,6 @@ KIND = kinds.ENDPOINT_CONFIG
 _NOT_YET = {
     "ShadowProductionVariants": "Shadow variants (ShadowProductionVariants)",
     "ExplainerConfig": "Online explainability (ExplainerConfig)",
-    "DataCaptureConfig": "DataCaptureConfig (data capture)",
 }
 
 
@@ -73,6 +72,7 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
         record,
         (
             "AsyncInferenceConfig",
+            "DataCaptureConfig",
             "KmsKeyId",
             "EnableNetworkIsolation",
             "ExecutionRoleArn",
