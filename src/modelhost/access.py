@@ -3,8 +3,9 @@ signature must be scoped to, and the action and resource ARNs a policy is checke
 
 Signing names are botocore's (`signingName` of each service model): the SageMaker control
 plane and sagemaker-runtime both sign as `sagemaker`, Application Auto Scaling as
-`application-autoscaling`, CloudWatch as `monitoring`; modelhost's own operations and
-routes are signed as `sagemaker`, as the modelhost CLI signs them.
+`application-autoscaling`, CloudWatch as `monitoring`, CloudWatch Logs as `logs`;
+modelhost's own operations and routes are signed as `sagemaker`, as the modelhost CLI
+signs them.
 
 Actions are IAM's: `sagemaker:<Operation>` (the runtime's are `sagemaker:InvokeEndpoint`,
 `sagemaker:InvokeEndpointWithResponseStream` and `sagemaker:InvokeEndpointAsync`),
@@ -28,6 +29,7 @@ _TARGETS = {
     "AnyScaleFrontendService": ("application-autoscaling", "application-autoscaling"),
     "GraniteServiceVersion20100801": ("monitoring", "cloudwatch"),
     "Modelhost": (SAGEMAKER, "modelhost"),
+    "Logs_20140328": ("logs", "logs"),
 }
 
 # Top-level request members naming a SageMaker resource -> its ARN's resource type
@@ -63,6 +65,9 @@ class Arns:
     def alarm(self, name: str) -> str:
         return f"arn:aws:cloudwatch:{self.region}:{self.account_id}:alarm:{name}"
 
+    def log_group(self, name: str) -> str:
+        return f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{name}"
+
     def schedule(self, name: str) -> str:
         return f"arn:aws:modelhost:{self.region}:{self.account_id}:schedule/{name}"
 
@@ -94,6 +99,8 @@ def control(target: str, params: Any, arns: Arns) -> Access:
             resources += [arns.alarm(n) for n in names if isinstance(n, str)]
         elif service == "modelhost" and isinstance(params.get("ScheduleName"), str):
             resources.append(arns.schedule(params["ScheduleName"]))
+        elif service == "logs" and isinstance(params.get("logGroupName"), str):
+            resources.append(arns.log_group(params["logGroupName"]))
     return Access(f"{service}:{operation}", resources or ["*"])
 
 

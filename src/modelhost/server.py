@@ -19,7 +19,8 @@ import cbor2
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelhost import access, api, auth, header_limit, metrics
+from modelhost import access, api, auth, header_limit, metrics, s3api
+from modelhost.api import sts
 from modelhost.config import Settings
 from modelhost.controllers import (
     AsyncInferenceController,
@@ -52,6 +53,7 @@ from modelhost.runtime import (
 )
 from modelhost.storage import (
     DataDirGuard,
+    FsspecObjectStore,
     LoopStore,
     Ownership,
     open_objects,
@@ -72,6 +74,8 @@ _CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
 # How much more of a refused body is read (and dropped) before the refusal is sent.
 _DRAIN_BYTES = 8 * 1024 * 1024
+# How long an S3 request waits for a (re)starting rclone before a retriable 503.
+_S3_START_WAIT_S = 10.0
 
 
 class ModelhostApp:
@@ -147,6 +151,24 @@ class ModelhostApp:
             self.async_controller.notify,
         )
         self.arns = access.Arns(settings.region, settings.account_id)
+        # The embedded buckets' S3 API, on this port, while no other S3 is configured.
+        self.s3: s3api.RcloneS3 | None = None
+        self.s3_proxy: s3api.S3Proxy | None = None
+        if not self.objects.uses_s3:
+            rclone = s3api.RcloneS3(
+                settings.objects_dir, settings.access_keys, settings.logs_dir / "s3.log"
+            )
+            self.s3 = rclone
+            self.s3_proxy = s3api.S3Proxy(
+                rclone.url,
+                settings.access_keys,
+                settings.region,
+                settings.policies,
+                lambda: rclone.wait_ready(_S3_START_WAIT_S),
+                self.objects.record_content_type
+                if isinstance(self.objects, FsspecObjectStore)
+                else None,
+            )
 
     def _notify(self) -> None:
         """Desired state changed: wake every controller (each ignores what is not its own)."""
@@ -165,6 +187,7 @@ class ModelhostApp:
             asyncio.create_task(self.autoscaler.run(), name="autoscaling"),
             asyncio.create_task(self.ownership.run(), name="leases"),
             asyncio.create_task(self.registry.run(), name="instance-registry"),
+            *([asyncio.create_task(self.s3.run(), name="s3")] if self.s3 else []),
             asyncio.create_task(
                 self.guard.watch(self.settings.store_check_interval_s), name="store-check"
             ),
@@ -188,6 +211,10 @@ class ModelhostApp:
         await self.transforms.shutdown()
         await self.controller.shutdown()
         await self.ownership.shutdown()
+        if self.s3 is not None:
+            await self.s3.stop()
+        if self.s3_proxy is not None:
+            await self.s3_proxy.close()
         self.router.close()
         self.queue.close()
         self.store.close()
@@ -204,7 +231,19 @@ class ModelhostApp:
         if header_limit.too_large(scope["headers"]):
             await _refuse_large_headers(send, path)
             return
-        if method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
+        # S3 and STS share the port, told apart by the service their signature names (a
+        # control-plane call, with its X-Amz-Target, is never S3's: scoped to `s3`, the
+        # control plane refuses it for its scope).
+        signed_for = s3api.signed_service(scope)
+        if (
+            signed_for == "s3"
+            and self.s3_proxy is not None
+            and not any(name == b"x-amz-target" for name, _ in scope["headers"])
+        ):
+            await self.s3_proxy(scope, receive, send)
+        elif signed_for == "sts" and method == "POST" and path == "/":
+            await self._sts(scope, receive, send)
+        elif method == "POST" and path.startswith("/endpoints/") and path.endswith(_INVOCATIONS):
             await self._invoke(scope, receive, send, path[len("/endpoints/") : -len(_INVOCATIONS)])
         elif (
             method == "POST"
@@ -280,6 +319,9 @@ class ModelhostApp:
                 await _respond(
                     send, 200, orjson.dumps(curves), [(b"content-type", b"application/json")]
                 )
+        elif signed_for is None and self.s3_proxy is not None:
+            # Unsigned and none of the server's own: an anonymous S3 request.
+            await self.s3_proxy(scope, receive, send)
         else:
             await _respond_error(send, UnknownOperation(f"No route for {method} {path}"), 404)
 
@@ -343,6 +385,40 @@ class ModelhostApp:
                 (b"content-type", _JSON_11),
                 (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
             ],
+        )
+
+    async def _sts(self, scope: Scope, receive: Any, send: Any) -> None:
+        """STS (GetCallerIdentity), which needs no permission but, with access keys
+        configured, a valid signature."""
+        digest = hashlib.sha256() if self.settings.access_keys else None
+        try:
+            body = await self._read_body(receive, _MAX_CONTROL_BODY, digest)
+            if body is None:
+                raise RequestTooLarge("STS requests are small forms.")
+            if digest is None:
+                key = _credential_key(scope)
+            else:
+                key = auth.verify(
+                    self.settings.access_keys,
+                    auth.SignedRequest(
+                        scope["method"],
+                        scope.get("raw_path") or scope["path"].encode(),
+                        scope["query_string"],
+                        dict(scope["headers"]),
+                        digest.hexdigest(),
+                    ),
+                    "sts",
+                    self.settings.region,
+                )
+        except SageMakerError as error:
+            await _respond_error(send, error)
+            return
+        status, payload = sts.handle(body, key, self.settings.account_id)
+        await _respond(
+            send,
+            status,
+            payload,
+            [(b"content-type", b"text/xml"), (b"x-amzn-requestid", str(uuid.uuid4()).encode())],
         )
 
     async def _invoke(
@@ -476,6 +552,12 @@ def _async_requests(queue: JobQueue, name: str, states: list[str]) -> dict[str, 
         "Counts": {state: getattr(counts, state) for state in STATES},
         "Requests": [job.to_dict() for state in states for job in queue.jobs(name, state)],
     }
+
+
+def _credential_key(scope: Scope) -> str:
+    """The access key a SigV4 Authorization header names (unchecked)."""
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    return header.partition("Credential=")[2].partition("/")[0]
 
 
 def _decoded(body: bytes, cbor: bool) -> Any:

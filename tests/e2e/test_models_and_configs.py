@@ -265,3 +265,29 @@ def test_model_locations_must_be_s3_or_local(sagemaker) -> None:
             ModelName=unique("m"), PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "ftp://x/y"}
         )
     assert "regular expression pattern" in _error(excinfo)[1]
+
+
+def test_batch_data_capture_is_refused_until_it_is_implemented(
+    sagemaker, iris_model_url: str
+) -> None:
+    """A transform job's DataCaptureConfig was stored and ignored: a client asking for
+    capture must learn that nothing is captured."""
+    name = unique("capture")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": iris_model_url},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    with pytest.raises(ClientError) as caught:
+        sagemaker.create_transform_job(
+            TransformJobName=name,
+            ModelName=name,
+            TransformInput={
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://in/x/"}}
+            },
+            TransformOutput={"S3OutputPath": "s3://out/x/"},
+            TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            DataCaptureConfig={"DestinationS3Uri": "s3://capture/batch"},
+        )
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert "DataCaptureConfig" in caught.value.response["Error"]["Message"]

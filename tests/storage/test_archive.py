@@ -108,6 +108,27 @@ def test_existing_model_dir_is_replaced(local_store: ObjectStore, work: Path) ->
     assert os.listdir(work / "models") == ["m"]
 
 
+def test_archive_with_an_empty_root_member_unpacks(
+    local_store: ObjectStore, work: Path, tmp_path: Path
+) -> None:
+    """The sagemaker SDK's repack adds its folder with `arcname=os.path.sep`, which tar
+    stores as a folder member named '': the archive's root."""
+    folder = tmp_path / "repacked"
+    (folder / "code").mkdir(parents=True)
+    (folder / "model.joblib").write_bytes(b"weights")
+    (folder / "code" / "inference.py").write_text("def model_fn(model_dir):\n    return 1\n")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(folder, arcname=os.path.sep)
+    with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tar:
+        assert tar.getnames()[0] == ""
+    url = put(local_store, "s3://models/m/model.tar.gz", buffer.getvalue())
+    dest = work / "models" / "m"
+    prepare_model_dir(local_store, url, dest, max_bytes=10_000)
+    assert (dest / "model.joblib").read_bytes() == b"weights"
+    assert (dest / "code" / "inference.py").exists()
+
+
 EVIL_ABSOLUTE = "/tmp/modelhost-test-evil-never-written"
 
 REFUSED = {
@@ -117,6 +138,11 @@ REFUSED = {
         "'code/../../evil' escapes the model directory",
     ),
     "absolute": ([Member(EVIL_ABSOLUTE, b"x")], "has an absolute path"),
+    "empty-file-name": ([Member("", b"x")], "has an empty or invalid name"),
+    "empty-symlink-name": (
+        [Member("", type=tarfile.SYMTYPE, linkname="/etc")],
+        "has an empty or invalid name",
+    ),
     "symlink-absolute": (
         [Member("passwd", type=tarfile.SYMTYPE, linkname="/etc/passwd")],
         "'passwd' is a symlink to an absolute path",

@@ -42,8 +42,20 @@ def child_pids(parent: int) -> list[int]:
 
 def _server_processes(server_pid: int) -> list[int]:
     """The server's children and its children's children: where its instances run, whether
-    started directly or forked from its fork server."""
-    return [pid for child in child_pids(server_pid) for pid in (child, *child_pids(child))]
+    started directly or forked from its fork server (not the rclone serving its S3 API)."""
+    return [
+        pid
+        for child in child_pids(server_pid)
+        if not _is_rclone(child)
+        for pid in (child, *child_pids(child))
+    ]
+
+
+def _is_rclone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "rclone"
+    except OSError:
+        return False
 
 
 def instance_pids(server_pid: int, endpoint: str) -> list[int]:

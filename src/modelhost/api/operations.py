@@ -10,6 +10,7 @@ from modelhost.api import (
     alarms,
     endpoint_configs,
     endpoints,
+    logs,
     model_packages,
     models,
     recommendations,
@@ -97,4 +98,12 @@ MODELHOST_OPERATIONS: dict[str, Operation] = {
     "DescribeSchedule": transform_schedules.describe_schedule,
     "ListSchedules": transform_schedules.list_schedules,
     "DeleteSchedule": transform_schedules.delete_schedule,
+}
+
+# CloudWatch Logs (X-Amz-Target: Logs_20140328.<Operation>) over the instances' log files.
+LOGS_OPERATIONS: dict[str, Operation] = {
+    "DescribeLogGroups": logs.describe_log_groups,
+    "DescribeLogStreams": logs.describe_log_streams,
+    "GetLogEvents": logs.get_log_events,
+    "FilterLogEvents": logs.filter_log_events,
 }

@@ -17,6 +17,7 @@ from modelhost.api.context import Context
 from modelhost.api.operations import (
     AUTOSCALING_OPERATIONS,
     CLOUDWATCH_OPERATIONS,
+    LOGS_OPERATIONS,
     MODELHOST_OPERATIONS,
     SAGEMAKER_OPERATIONS,
     Operation,
@@ -35,6 +36,7 @@ _SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
         ("AnyScaleFrontendService", AUTOSCALING_OPERATIONS),
         ("GraniteServiceVersion20100801", CLOUDWATCH_OPERATIONS),
         ("Modelhost", MODELHOST_OPERATIONS),
+        ("Logs_20140328", LOGS_OPERATIONS),
     )
 }
 

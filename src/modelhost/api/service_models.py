@@ -29,6 +29,7 @@ SERVICE_NAMES = {
     "AnyScaleFrontendService": "application-autoscaling",
     "GraniteServiceVersion20100801": "cloudwatch",
     "Modelhost": "modelhost",
+    "Logs_20140328": "logs",
 }
 
 

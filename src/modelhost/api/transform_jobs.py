@@ -73,6 +73,8 @@ def _check_instance_quota(ctx: Context, count: int) -> None:
 
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
+    if params.get("DataCaptureConfig"):
+        raise ValidationError("DataCaptureConfig (data capture) is not supported by modelhost yet.")
     model = require(ctx, "model", "model", params["ModelName"])
     if is_pipeline(model):
         raise ValidationError(
@@ -124,7 +126,6 @@ def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
             "MaxConcurrentTransforms",
             "ModelClientConfig",
             "Environment",
-            "DataCaptureConfig",
             "ExperimentConfig",
         ),
     )

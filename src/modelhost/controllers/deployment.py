@@ -96,9 +96,10 @@ async def prepare_model(
     `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds). A multi-container model's
     folder holds one folder per container, named by its position (`0`, `1`, …)."""
     urls = [model_data_url(c) for c in containers_of(model)]
+    source = None if is_pipeline(model) else submitted_source(containers_of(model)[0])
     identity = f"{model['ModelArn']}|{model['CreationTime']}|{'|'.join(map(str, urls))}"
-    if not is_pipeline(model):  # the single-container identity, unchanged
-        identity = f"{model['ModelArn']}|{model['CreationTime']}|{urls[0]}"
+    if not is_pipeline(model):
+        identity = f"{model['ModelArn']}|{model['CreationTime']}|{urls[0]}|{source}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
     # Two endpoints deploying the same model at once must not unpack it twice: the
@@ -113,10 +114,30 @@ async def prepare_model(
         if urls[0] is None or is_multi_model(model):
             # A multi-model variant's models are unpacked here one by one, on demand.
             dest.mkdir()
-            return dest
-        await asyncio.to_thread(
-            prepare_model_dir, objects, urls[0], dest, settings.max_model_bytes, timeout_s=timeout_s
-        )
+        else:
+            await asyncio.to_thread(
+                prepare_model_dir,
+                objects,
+                urls[0],
+                dest,
+                settings.max_model_bytes,
+                timeout_s=timeout_s,
+            )
+        if source is not None:
+            try:
+                # As SageMaker's framework containers do: the submitted source archive
+                # is the model's code folder, in place of any the artifacts carry.
+                await asyncio.to_thread(
+                    prepare_model_dir,
+                    objects,
+                    source,
+                    dest / "code",
+                    settings.max_model_bytes,
+                    timeout_s=timeout_s,
+                )
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
     return dest
 
 
@@ -148,6 +169,13 @@ def _unpack_each(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def submitted_source(container: dict[str, Any]) -> str | None:
+    """SAGEMAKER_SUBMIT_DIRECTORY when it names an archive in the object store (what the
+    sagemaker SDK's framework models upload as `sourcedir.tar.gz`)."""
+    value = container.get("Environment", {}).get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+    return str(value) if value.startswith("s3://") else None
 
 
 def instance_spec(

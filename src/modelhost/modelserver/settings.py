@@ -175,8 +175,8 @@ def _one_of(env: Mapping[str, str], name: str, alias: str) -> str | None:
 
 def _local_dir(value: str | None) -> Path | None:
     """SageMaker may give an ``s3://`` tarball here; only a local directory can be used as is."""
-    if not value:
-        return None
+    if not value or value.startswith("s3://"):
+        return None  # an archive: the server unpacked it as <model_dir>/code
     path = Path(value.removeprefix("file://"))
     if path.is_dir():
         return path

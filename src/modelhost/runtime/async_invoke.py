@@ -79,8 +79,13 @@ class AsyncAccepter:
             raise InvocationValidationError("InputLocation is required.")
         _check_headers(headers)
         await object_io(self.objects, self._check_input, input_location)
+        # Without a ContentType the input object's own is the request's, as the sagemaker
+        # SDK's predict_async expects (it uploads the input with one and sends none).
+        content_type = _get(headers, "content-type") or await object_io(
+            self.objects, self._input_content_type, input_location
+        )
         tags = await self.store.tags(record["_desired"]["config"]["EndpointConfigArn"])
-        job = self._job(name, record, config, headers, input_location, tags)
+        job = self._job(name, record, config, headers, input_location, tags, content_type)
         await self._enqueue(job)
         return {"InferenceId": job.inference_id}, [
             (b"x-amzn-sagemaker-outputlocation", job.output_location.encode()),
@@ -119,6 +124,12 @@ class AsyncAccepter:
         finally:
             self._flushing = None
 
+    def _input_content_type(self, uri: str) -> str | None:
+        try:
+            return self.objects.content_type(uri)
+        except (OSError, ValueError):  # gone since it was checked: the worker reports it
+            return None
+
     def _check_input(self, uri: str) -> None:
         """The input must be one object of the store, of a size asynchronous inference
         takes. A name the store cannot hold (a local path while those are off, a key
@@ -153,6 +164,7 @@ class AsyncAccepter:
         headers: dict[bytes, bytes],
         input_location: str,
         tags: dict[str, str],
+        content_type: str | None,
     ) -> Job:
         output = config["OutputConfig"]
         job_id = str(uuid.uuid4())
@@ -176,7 +188,7 @@ class AsyncAccepter:
             timeout_s=_int(
                 headers, "InvocationTimeoutSeconds", DEFAULT_INVOCATION_TIMEOUT_S, 1, 3600
             ),
-            content_type=_get(headers, "content-type"),
+            content_type=content_type,
             accept=_get(headers, "accept"),
             custom_attributes=_get(headers, "custom-attributes"),
             notification=_notification(output, tags),

@@ -230,6 +230,10 @@ def _member_error(member: tarfile.TarInfo, problem: str) -> UnsafeArchiveError:
 def _member_path(member: tarfile.TarInfo, root: Path) -> Path:
     """Where a member lands, refusing absolute names and names that climb out."""
     name = member.name
+    if not name and member.isdir():
+        # The archive's root folder: the sagemaker SDK's repack adds its folder as `/`,
+        # which tar stores as an empty name.
+        return root
     if not name or "\x00" in name:
         raise _member_error(member, "has an empty or invalid name")
     if name.startswith("/") or _DRIVE_RE.match(name):

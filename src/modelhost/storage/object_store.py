@@ -42,6 +42,10 @@ class ObjectStore(Protocol):
         """Size in bytes of the object at `uri`."""
         ...
 
+    def content_type(self, uri: str) -> str | None:
+        """The Content-Type the object was stored with, None when the store has none."""
+        ...
+
     def list(self, prefix_uri: str) -> builtins.list[str]:
         """URIs of all objects under `prefix_uri`, recursively, sorted, with S3's
         key-prefix semantics for `s3://` (`s3://b/data` matches `s3://b/data.csv`)."""

@@ -51,6 +51,9 @@ _PARTIAL_SUFFIX = ".modelhost-partial"
 # a bucket can never address anything but a plain folder under the local root.
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# Where an embedded object's Content-Type is kept.
+_CONTENT_TYPE_XATTR = "user.modelhost.content-type"
+
 _S3_SCHEME = "s3://"
 _FILE_SCHEME = "file://"
 # Longest file name and path local filesystems take (NAME_MAX, PATH_MAX on Linux): an S3
@@ -240,6 +243,27 @@ class FsspecObjectStore:
         if info.get("type") != "file":
             raise IsADirectoryError(f"{uri} is a prefix/folder, not an object")
         return int(info["size"])
+
+    def content_type(self, uri: str) -> str | None:
+        """The object's Content-Type: S3's own metadata, or for an embedded object the
+        one it was uploaded with through the S3 API (`record_content_type`)."""
+        t = self._resolve(uri)
+        if t.local_path is not None:
+            try:
+                return os.getxattr(t.local_path, _CONTENT_TYPE_XATTR).decode("latin-1") or None
+            except OSError:  # none recorded, or a filesystem without user attributes
+                return None
+        value = self._info(t).get("ContentType")
+        return str(value) if value else None
+
+    def record_content_type(self, uri: str, content_type: str) -> None:
+        """Keep an embedded object's Content-Type beside its bytes (a user extended
+        attribute), as S3 keeps it; silently nothing where the filesystem has none."""
+        t = self._resolve(uri)
+        if t.local_path is None:
+            return
+        with contextlib.suppress(OSError):
+            os.setxattr(t.local_path, _CONTENT_TYPE_XATTR, content_type.encode("latin-1")[:1024])
 
     def list(self, prefix_uri: str) -> list[str]:
         """URIs of all objects under `prefix_uri`, recursively, sorted.
