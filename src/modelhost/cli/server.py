@@ -39,6 +39,16 @@ def server(
             "container; container: every instance in a container. [default: process]",
         ),
     ] = None,
+    instance_host: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELHOST_INSTANCE_ADVERTISE_HOST",
+            show_default=False,
+            help="IP address of this machine instances listen on and other servers sharing "
+            "the state store reach them at; only routers (holding an instance's token) get "
+            "an answer. [default: 127.0.0.1]",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     access_log: Annotated[
         bool,
@@ -93,6 +103,7 @@ def server(
             ("backup_folder", backup_dir and backup_dir.resolve()),
             ("state_url", state),
             ("instance_backend", instance_backend and instance_backend.strip().lower()),
+            ("instance_host", instance_host and instance_host.strip()),
         )
         if value is not None
     }

@@ -73,6 +73,7 @@ class ProcessInstance:
         self,
         spec: InstanceSpec,
         process: _Process,
+        host: str,
         port: int,
         group: Group | None,
         token: str,
@@ -81,6 +82,7 @@ class ProcessInstance:
     ) -> None:
         self.spec = spec
         self.process = process
+        self.host = host
         self.port = port
         self.group = group
         self.token = token
@@ -90,7 +92,7 @@ class ProcessInstance:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -175,6 +177,7 @@ class ProcessBackend:
         scope: str = "default",
         data_dir: Path | None = None,
         instance_user: str = "",
+        host: str = "127.0.0.1",
     ) -> None:
         self._user: InstanceUser | None = resolve_user(instance_user)
         self._user_named = bool(instance_user.strip())
@@ -191,6 +194,7 @@ class ProcessBackend:
         self._cgroups_mode = cgroups
         self._cpu_scale = cpu_scale
         self._scope = scope
+        self._host = host
         self._cgroups: Cgroups | None = None
         self._detected = False
 
@@ -258,7 +262,7 @@ class ProcessBackend:
         await self._prepare()
         if self._unusable:
             raise OSError(self._unusable)
-        port = free_port()
+        port = free_port(self._host)
         kind = spec.instance_type
         threads = str(cgroups.thread_count(kind.vcpu, self._cpu_scale))
         limits = {}
@@ -302,7 +306,7 @@ class ProcessBackend:
             **({"USER": user.name, "LOGNAME": user.name} if user else {}),
             **extra,
             "SAGEMAKER_BIND_TO_PORT": str(port),
-            "MODELHOST_BIND_HOST": "127.0.0.1",
+            "MODELHOST_BIND_HOST": self._host,
             "SM_MODEL_DIR": str(spec.model_dir),
             "MODELHOST_FRAMEWORK": spec.framework,
             "MODELHOST_PARENT_PID": str(os.getpid()),
@@ -315,14 +319,14 @@ class ProcessBackend:
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        grant_token(("127.0.0.1", port), token)
+        grant_token((self._host, port), token)
         try:
             process = await self._launch(spec, base, own)
         except BaseException:
-            revoke_token(("127.0.0.1", port), token)
+            revoke_token((self._host, port), token)
             self._dirs.remove(home)
             raise
-        return ProcessInstance(spec, process, port, group, token, home, self._dirs)
+        return ProcessInstance(spec, process, self._host, port, group, token, home, self._dirs)
 
     async def _launch(
         self, spec: InstanceSpec, base: dict[str, str], own: dict[str, str]
