@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -20,6 +21,23 @@ def _env_float(name: str, default: float) -> float:
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value).resolve() if value else None
+
+
+def _check_instance_host(host: str) -> None:
+    """An IP address, not a name or a wildcard: it is what instances bind to and what
+    other servers are told to dial, so it must be one address of this machine."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"MODELHOST_INSTANCE_ADVERTISE_HOST={host!r}: expected an IP address of this "
+            "machine (e.g. 10.0.0.5), not a name"
+        ) from None
+    if address.is_unspecified:
+        raise ValueError(
+            f"MODELHOST_INSTANCE_ADVERTISE_HOST={host!r}: name the one address other "
+            "servers reach this machine on; a wildcard cannot be advertised"
+        )
 
 
 #: The state stores MODELHOST_STATE_URL may name, by URL scheme.
@@ -242,6 +260,16 @@ class Settings:
     instance_user: str = field(
         default_factory=lambda: os.environ.get("MODELHOST_INSTANCE_USER", "").strip()
     )
+    # The address instances listen on (process) or are published on (container), and the
+    # one the instance registry gives other servers sharing the state store
+    # (MODELHOST_INSTANCE_ADVERTISE_HOST, an IP address of this machine). 127.0.0.1 by
+    # default: nothing but this machine reaches an instance. Beyond loopback, the
+    # instance token is what turns away anyone but a router.
+    instance_host: str = field(
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_INSTANCE_ADVERTISE_HOST", "").strip() or "127.0.0.1"
+        )
+    )
     # Input a transform job commits per output part: at most this much is redone after
     # a crash (a smaller part costs one more object write and journal entry).
     transform_part_bytes: int = field(
@@ -289,6 +317,7 @@ class Settings:
             raise ValueError(
                 "MODELHOST_RAY_ADDRESS: expected auto, local, ray://host:port or host:port"
             )
+        _check_instance_host(self.instance_host)
         if self.cgroups not in ("auto", "off"):
             raise ValueError(f"MODELHOST_CGROUPS={self.cgroups!r}: expected auto or off")
         if self.ping_interval_s <= 0 or self.ping_timeout_s <= 0:

@@ -19,6 +19,7 @@ from tests.support.cli import run_cli
 from tests.support.containers import containers_labelled, engine_usable, podman_service
 from tests.support.endpoints import deploy
 from tests.support.models import put_iris_model, put_model_prefix
+from tests.support.network import UNAUTHORIZED, primary_address, refused, status
 from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.timeout(900)
@@ -155,3 +156,25 @@ def test_server_in_the_image_refuses_a_request_without_the_instance_token(
     assert _raw(port, "POST", "/invocations", {**csv, "X-Modelhost-Instance-Token": "guess"}) == 403
     # Through the router, which holds the token, the same request is served.
     assert _predict(in_containers, name, ROWS, "text/csv")[0] == "application/json"
+
+
+def test_a_container_published_on_the_advertised_address_answers_routers_only(
+    engine: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With MODELHOST_INSTANCE_ADVERTISE_HOST the container's port is published on that
+    address (not on loopback), and there too every path wants the instance's token."""
+    address = primary_address()
+    data = tmp_path_factory.mktemp("advertised-containers") / "data"
+    env = {"MODELHOST_CONTAINER_HOST": engine, "MODELHOST_INSTANCE_ADVERTISE_HOST": address}
+    with running_server(data, env=env) as server:
+        name = deploy(
+            server.client("sagemaker"), put_iris_model(server.data_dir), image=IMAGE, timeout_s=180
+        )
+        [container] = _containers(server, name)
+        [published] = container["Ports"]  # type: ignore[misc]
+        assert published["host_ip"] == address  # type: ignore[index]
+        port = int(published["host_port"])  # type: ignore[index]
+        for method, path, headers in UNAUTHORIZED:
+            assert status(address, port, method, path, headers) == 403, (method, path, headers)
+        assert refused("127.0.0.1", port)
+        assert _predict(server, name, ROWS, "text/csv")[0] == "application/json"

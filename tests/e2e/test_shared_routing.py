@@ -9,7 +9,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,9 @@ from botocore.exceptions import ClientError
 from tests.support.endpoints import wait_for_status
 from tests.support.models import model_tarball
 from tests.support.moto import MotoServer, moto_server
+from tests.support.network import primary_address, refused
 from tests.support.postgres import PostgresServer
-from tests.support.processes import instance_pids
+from tests.support.processes import instance_pids, instance_processes
 from tests.support.server import ServerProcess
 
 ROLE = "arn:aws:iam::000000000000:role/any"
@@ -43,6 +44,15 @@ def owner_and_other(
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Server A with endpoint ENDPOINT (one instance) InService, then server B started on
     the same database and S3: A holds the endpoint's lease, B runs nothing of it."""
+    with _owner_and_other(tmp_path, postgres, {}) as servers:
+        yield servers
+
+
+@contextmanager
+def _owner_and_other(
+    tmp_path: Path, postgres: PostgresServer, owner_env: dict[str, str]
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """`owner_and_other`, with `owner_env` added to the owner's environment."""
     with ExitStack() as stack:
         s3: MotoServer = stack.enter_context(moto_server())
         bucket = s3.create_bucket("models")
@@ -56,7 +66,7 @@ def owner_and_other(
             # Long enough for a request that waits through a takeover.
             "MODELHOST_MODEL_TIMEOUT": "60",
         }
-        owner = ServerProcess(tmp_path / "a", env=env).start()
+        owner = ServerProcess(tmp_path / "a", env={**env, **owner_env}).start()
         stack.callback(owner.stop)
         sagemaker = owner.client("sagemaker")
         sagemaker.create_model(
@@ -172,6 +182,19 @@ def test_a_server_routes_to_the_instances_another_server_runs(
     assert errors[-1]["ResponseMetadata"]["HTTPStatusCode"] == 400
     # Meanwhile (deleting): a 400 naming the status, or a retriable 503; never a 500.
     assert {e["ResponseMetadata"]["HTTPStatusCode"] for e in errors} <= {400, 503}, errors
+
+
+def test_a_server_routes_to_instances_on_the_address_their_server_advertises(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """The owner's instances listen on the machine's own address only (as on another
+    host): the other server reaches them there, from the address the registry published."""
+    address = primary_address()
+    env = {"MODELHOST_INSTANCE_ADVERTISE_HOST": address}
+    with _owner_and_other(tmp_path, postgres, env) as (owner, other):
+        [instance] = instance_processes(owner.pid)
+        assert refused("127.0.0.1", instance.port)
+        assert {_who(other) for _ in range(5)} == {instance.pid}
 
 
 def test_when_the_owner_is_killed_the_other_takes_over_without_failing_requests(

@@ -50,6 +50,16 @@ def server(
             "ray://host:10001 or host:port (the cluster's GCS). [default: auto]",
         ),
     ] = None,
+    instance_host: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELHOST_INSTANCE_ADVERTISE_HOST",
+            show_default=False,
+            help="IP address of this machine instances listen on and other servers sharing "
+            "the state store reach them at; only routers (holding an instance's token) get "
+            "an answer. [default: 127.0.0.1]",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     access_log: Annotated[
         bool,
@@ -105,6 +115,7 @@ def server(
             ("state_url", state),
             ("instance_backend", instance_backend and instance_backend.strip().lower()),
             ("ray_address", ray_address and ray_address.strip()),
+            ("instance_host", instance_host and instance_host.strip()),
         )
         if value is not None
     }

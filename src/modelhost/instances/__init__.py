@@ -58,9 +58,14 @@ def open_backend(settings: Settings) -> InstanceBackend:
         scope,
         settings.data_dir,
         settings.instance_user,
+        settings.instance_host,
     )
     containers = ContainerBackend(
-        settings.container_host, scope, settings.cpu_scale, settings.image_pull_timeout_s
+        settings.container_host,
+        scope,
+        settings.cpu_scale,
+        settings.image_pull_timeout_s,
+        settings.instance_host,
     )
     return RoutingBackend(settings.instance_backend, processes, containers)
 

@@ -3,8 +3,9 @@ an inference image.
 
 The image gets `serve` as its argument, the model's unpacked artifacts read-only at
 `/opt/ml/model`, the model's `Environment` plus SageMaker's variables, and answers
-`/ping` and `/invocations` on port 8080, published on 127.0.0.1 only, where the router
-reaches it like any instance. The instance type holds through the engine: a CPU quota
+`/ping` and `/invocations` on port 8080, published on 127.0.0.1 only (or the address
+the operator names, see Settings.instance_host), where the router reaches it like any
+instance. The instance type holds through the engine: a CPU quota
 (`nano_cpus`, the cores the process backend would give) and a memory limit.
 
 The engine is driven through the `docker` SDK, which speaks to Docker Engine and to
@@ -67,6 +68,10 @@ CONNECT_TIMEOUT_S = 5
 CALL_TIMEOUT_S = 120
 #: How long a failed connection is taken as the answer for built-in images' lookups.
 RETRY_S = 30
+#: How long an image found locally is taken as still there without asking the engine:
+#: every start asks (once to pick the backend, once to run it), and each question is a
+#: round trip to the engine on a cold start's path. A run that finds it gone asks again.
+IMAGE_CACHE_S = 30.0
 #: The longest a pull may take (MODELHOST_IMAGE_PULL_TIMEOUT): a registry that stalls
 #: must fail the endpoint, not keep it Creating and hold a thread forever.
 DEFAULT_PULL_TIMEOUT_S = 1800.0
@@ -104,6 +109,8 @@ class _Engine:
         self._streams: Any = None  # without a read timeout: log streams stay quiet for long
         self.url = ""
         self._failed: tuple[float, EngineMissing] | None = None
+        #: image as named → (local name, when found), see IMAGE_CACHE_S.
+        self._found: dict[str, tuple[str, float]] = {}
 
     def client(self, recent_failure_ok: bool = False) -> Any:
         """The connected client; `recent_failure_ok` repeats a failure of the last
@@ -183,17 +190,27 @@ class _Engine:
             self._client = self._streams = None
 
     def find_image(self, image: str, recent_failure_ok: bool = False) -> str | None:
-        """The local name the image is found under, or None."""
+        """The local name the image is found under, or None; one found in the last
+        `IMAGE_CACHE_S` seconds is answered without asking the engine."""
         from docker.errors import ImageNotFound
 
         client = self.client(recent_failure_ok)
+        cached = self._found.get(image)
+        if cached is not None and time.monotonic() < cached[1] + IMAGE_CACHE_S:
+            return cached[0]
         for name in images.candidates(image):
             try:
                 client.images.get(name)
             except ImageNotFound:
                 continue
+            self._found[image] = (name, time.monotonic())
             return name
+        self._found.pop(image, None)
         return None
+
+    def forget_image(self, image: str) -> None:
+        """The engine no longer has what the cache says it found."""
+        self._found.pop(image, None)
 
     def resolve(self, image: str, report: Callable[[str], None] | None = None) -> str:
         """A local name for the image, pulling it when none is present; `report` gets
@@ -276,18 +293,19 @@ class ContainerInstance:
         spec: InstanceSpec,
         engine: _Engine,
         container: Any,
+        host: str,
         port: int,
         token: str,
-        pid: int | None,
         gpus: GpuPool,
     ) -> None:
         self.spec = spec
         self._gpus = gpus
+        self.host = host
         self.port = port
         self.token = token
         self._engine = engine
         self._container = container
-        self._pid = pid
+        self._pid: int | None = None
         self._exit_code: int | None = None
         self._out_of_memory = False
         self._exited = threading.Event()
@@ -299,7 +317,7 @@ class ContainerInstance:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -334,6 +352,7 @@ class ContainerInstance:
         exit code and remove the container (a dead instance is replaced, not stopped)."""
         try:
             stream = self._engine.streams().containers.get(self.container_id)
+            self._pid = int(stream.attrs.get("State", {}).get("Pid") or 0) or None
             path = self.spec.log_path
             with path.open("ab") if path is not None else open("/dev/null", "wb") as log:
                 for chunk in stream.logs(stream=True, follow=True):
@@ -389,7 +408,8 @@ class ContainerInstance:
 class ContainerBackend:
     """Runs instances as containers on the engine at `engine_url` ("": the usual sockets);
     `scope` labels this server's containers, `cpu_scale` is the process backend's, and
-    a pull taking longer than `pull_timeout_s` fails the instance."""
+    a pull taking longer than `pull_timeout_s` fails the instance; ports are published
+    on `host` (see Settings.instance_host)."""
 
     def __init__(
         self,
@@ -397,9 +417,11 @@ class ContainerBackend:
         scope: str = "default",
         cpu_scale: float = 1.0,
         pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S,
+        host: str = "127.0.0.1",
     ) -> None:
         self._engine = _Engine(engine_url, scope, pull_timeout_s)
         self._cpu_scale = cpu_scale
+        self._host = host
         self._gpus = GpuPool()
 
     async def warm(self) -> None:
@@ -496,7 +518,7 @@ class ContainerBackend:
         cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale) / share
         threads = str(max(1, math.ceil(cores - 1e-9)))
         token = secrets.token_urlsafe(32)
-        port = free_port()
+        port = free_port(self._host)
         environment = {
             **dict.fromkeys(THREAD_VARIABLES, threads),
             **spec.environment,
@@ -506,31 +528,30 @@ class ContainerBackend:
             # modelhost's own model server image checks it; any other image ignores it.
             "MODELHOST_INSTANCE_TOKEN": token,
         }
-        grant_token(("127.0.0.1", port), token)
+        grant_token((self._host, port), token)
+        arguments: dict[str, Any] = {
+            "command": ["serve"],
+            "name": f"modelhost-{self._engine.scope}-{spec.instance_id}-{secrets.token_hex(3)}",
+            "labels": {SCOPE_LABEL: self._engine.scope, INSTANCE_LABEL: spec.instance_id},
+            "environment": environment,
+            "ports": {f"{CONTAINER_PORT}/tcp": (self._host, port)},
+            "volumes": {str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+            "nano_cpus": int(cores * 1e9),
+            "mem_limit": int(kind.memory_gib * 1024**3 / share),
+            **self._devices(gpus),
+        }
+        container = None
         try:
-            container = self._engine.client().containers.run(
-                name,
-                command=["serve"],
-                detach=True,
-                name=f"modelhost-{self._engine.scope}-{spec.instance_id}-{secrets.token_hex(3)}",
-                labels={SCOPE_LABEL: self._engine.scope, INSTANCE_LABEL: spec.instance_id},
-                environment=environment,
-                ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)},
-                volumes={str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
-                nano_cpus=int(cores * 1e9),
-                mem_limit=int(kind.memory_gib * 1024**3 / share),
-                **self._devices(gpus),
-            )
+            container = self._create(spec.image, name, arguments)
+            container.start()
         except Exception as exc:
-            revoke_token(("127.0.0.1", port), token)
+            revoke_token((self._host, port), token)
+            if container is not None:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
             if isinstance(exc, OSError):
                 raise
             raise OSError(f"the engine refused to run {name}: {exc}") from exc
-        try:
-            container.reload()
-            pid = int(container.attrs.get("State", {}).get("Pid") or 0) or None
-        except Exception:
-            pid = None
         logger.info(
             "instance %s: container %s of %s on port %d",
             spec.instance_id,
@@ -538,7 +559,23 @@ class ContainerBackend:
             name,
             port,
         )
-        return ContainerInstance(spec, self._engine, container, port, token, pid, self._gpus)
+        # Its pid comes with the watcher's first look at it, off the start's path.
+        return ContainerInstance(spec, self._engine, container, self._host, port, token, self._gpus)
+
+    def _create(self, image: str, name: str, arguments: dict[str, Any]) -> Any:
+        """Create (not start) the container of `name`, the local name `image` was found
+        under. Created and started in two calls rather than by the SDK's `run`, which
+        pulls an image it does not find, with no bound and no progress: an image removed
+        since it was last found is looked up again (and pulled the bounded way)."""
+        from docker.errors import ImageNotFound
+
+        containers = self._engine.client().containers
+        try:
+            return containers.create(name, **arguments)
+        except ImageNotFound:
+            self._engine.forget_image(image)
+            again = self._engine.resolve(image)
+            return containers.create(again, **arguments)
 
 
 def _shut_down(response: Any) -> None:

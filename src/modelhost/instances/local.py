@@ -1,5 +1,5 @@
-"""What every backend whose instances run on this machine needs: a free loopback port to
-publish an instance on, and the end of its log to say why it died."""
+"""What every backend whose instances run on this machine needs: a free port to publish an
+instance on, and the end of its log to say why it died."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port free on `host`, the address the instance will listen or be published on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

@@ -74,12 +74,12 @@ class ProcessInstance:
         self,
         spec: InstanceSpec,
         process: _Process,
+        host: str,
         port: int,
         group: Group | None,
         token: str,
         home: Path,
         dirs: InstanceDirs,
-        host: str = "127.0.0.1",
     ) -> None:
         self.spec = spec
         self.process = process
@@ -171,9 +171,9 @@ class ProcessInstance:
 class ProcessBackend:
     """`cgroups` is "auto" (use control groups where writable) or "off"; `cpu_scale`
     multiplies every type's vCPUs into cores of this machine; `scope` names this server's
-    parent group (a hash of its data directory); `bind_host` is the address instances
+    parent group (a hash of its data directory); `host` is the address instances
     listen on: loopback, unless something off this machine must reach them (a Ray node's
-    address, :mod:`.ray_backend`)."""
+    address, :mod:`.ray_backend`; the operator's MODELHOST_INSTANCE_ADVERTISE_HOST)."""
 
     def __init__(
         self,
@@ -183,9 +183,8 @@ class ProcessBackend:
         scope: str = "default",
         data_dir: Path | None = None,
         instance_user: str = "",
-        bind_host: str = "127.0.0.1",
+        host: str = "127.0.0.1",
     ) -> None:
-        self._bind_host = bind_host
         self._user: InstanceUser | None = resolve_user(instance_user)
         self._user_named = bool(instance_user.strip())
         self._data_dir = data_dir
@@ -201,6 +200,7 @@ class ProcessBackend:
         self._cgroups_mode = cgroups
         self._cpu_scale = cpu_scale
         self._scope = scope
+        self._host = host
         self._cgroups: Cgroups | None = None
         self._detected = False
 
@@ -283,7 +283,7 @@ class ProcessBackend:
             if spec.containers:
                 return await self._start_pipeline(spec, limits, confined, threads, group)
             extra = {**limits, **spec.environment, **confined}
-            return await self._spawn(spec, free_port(self._bind_host), extra, threads, group)
+            return await self._spawn(spec, free_port(self._host), extra, threads, group)
         except BaseException:
             if group is not None:
                 group.remove()
@@ -303,9 +303,9 @@ class ProcessBackend:
         ports: set[int] = set()
         try:
             for container in spec.containers:
-                port = free_port(self._bind_host)
+                port = free_port(self._host)
                 while port in ports:
-                    port = free_port(self._bind_host)
+                    port = free_port(self._host)
                 ports.add(port)
                 extra = {**limits, **container.environment, **confined}
                 member = member_spec(spec, container)
@@ -342,7 +342,7 @@ class ProcessBackend:
             **({"USER": user.name, "LOGNAME": user.name} if user else {}),
             **extra,
             "SAGEMAKER_BIND_TO_PORT": str(port),
-            "MODELHOST_BIND_HOST": self._bind_host,
+            "MODELHOST_BIND_HOST": self._host,
             "SM_MODEL_DIR": str(spec.model_dir),
             "MODELHOST_FRAMEWORK": spec.framework,
             "MODELHOST_PARENT_PID": str(os.getpid()),
@@ -355,15 +355,14 @@ class ProcessBackend:
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        address = (self._bind_host, port)
-        grant_token(address, token)
+        grant_token((self._host, port), token)
         try:
             process = await self._launch(spec, base, own)
         except BaseException:
-            revoke_token(address, token)
+            revoke_token((self._host, port), token)
             self._dirs.remove(home)
             raise
-        return ProcessInstance(spec, process, port, group, token, home, self._dirs, self._bind_host)
+        return ProcessInstance(spec, process, self._host, port, group, token, home, self._dirs)
 
     async def _launch(
         self, spec: InstanceSpec, base: dict[str, str], own: dict[str, str]

@@ -152,7 +152,7 @@ class InstanceHost:
             cpu_scale=self._cpu_scale,
             scope=self._root.name,
             data_dir=self._root,
-            bind_host=host,
+            host=host,
         )
         local = dataclasses.replace(
             spec, model_dir=model_dir, log_path=self._root / "instance.log", on_progress=None

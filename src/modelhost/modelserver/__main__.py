@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from modelhost.modelserver import confine
+from modelhost.modelserver import confine, preload
 from modelhost.modelserver.errors import StartupError, describe
 from modelhost.modelserver.limits import join_cgroups, limit_memory
 from modelhost.modelserver.parent import watch_parent
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.parent_pid is not None:
             watch_parent(settings.parent_pid)
         _thread_limits()
+        # Now, with the thread counts and the user final: see modelhost.modelserver.preload.
+        preload.start(settings.framework)
         # Imported only now: numpy (imported with the handlers) reads its thread counts
         # from the environment the launch file completed.
         from modelhost.modelserver.server import serve
