@@ -14,7 +14,7 @@ from modelhost import metrics
 from modelhost.catalog import get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.instances import Instance, InstanceBackend, InstanceSpec
-from modelhost.storage import ObjectStore, prepare_model_dir
+from modelhost.storage import ObjectStore, check_model_data, prepare_model_dir
 
 _unpack_locks: dict[Path, asyncio.Lock] = {}
 
@@ -56,12 +56,21 @@ async def prepare_model(
     """Unpack the model's artifacts once per model version; instances share the folder
     read-only. The folder name hashes what identifies the artifacts, so a model re-created
     under the same name with new data gets a new folder. Reading them may take at most
-    `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds)."""
+    `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds).
+
+    With the ray backend each instance unpacks the data on its own node (with the same
+    checks and byte budget), so here it is only checked to be there (a HEAD, or a listing
+    for a prefix) and never read: a missing model fails the deployment at once, and the
+    data crosses the network once per node instead of once more to this machine. The
+    folder returned is then never made; the ray backend does not read it."""
     container = model["PrimaryContainer"]
     url = model_data_url(container)
     identity = f"{model['ModelArn']}|{model['CreationTime']}|{url}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
+    if url is not None and settings.instance_backend == "ray":
+        await asyncio.to_thread(check_model_data, objects, url)
+        return dest
     # Two endpoints deploying the same model at once must not unpack it twice: the
     # second swap would replace a folder the first one's instances already use.
     async with _unpack_locks.setdefault(dest, asyncio.Lock()):
