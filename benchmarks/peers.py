@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from _common import (
     BENCHMARKS_DIR,
     machine_facts,
@@ -223,17 +224,27 @@ def peer_server(
         _wait_ready(url, body, process, log)
         yield url, body, version
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
-        if name == "ray":  # ray start leaves a cluster of its own behind
-            subprocess.run(
-                [str(venv / "bin" / "ray"), "stop", "--force"], capture_output=True, check=False
-            )
+        _stop_tree(process)
+
+
+def _stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop a peer and everything it started. Ray's driver starts a cluster of its own
+    (GCS, raylet, workers) that may outlive it; only those processes are stopped, never
+    with `ray stop`, which would end every Ray process on a shared machine."""
+    family: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        family = psutil.Process(process.pid).children(recursive=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, 15)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for survivor in alive:
+        with contextlib.suppress(psutil.Error):
+            survivor.kill()
 
 
 @contextlib.contextmanager

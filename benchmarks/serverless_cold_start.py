@@ -47,7 +47,7 @@ ROW = b"5.1,3.5,1.4,0.2"
 IDLE_S = 0.5
 
 
-def _deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 120.0) -> str:
+def deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 120.0) -> str:
     name = f"bench-sl-{uuid.uuid4().hex[:8]}"
     sagemaker.create_model(
         ModelName=name,
@@ -81,7 +81,7 @@ def _wait_for_zero(server: ServerProcess, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _timed(url: str) -> float:
+def timed_invocation(url: str) -> float:
     started = time.perf_counter()
     status, body = post(url, ROW, "text/csv")
     elapsed = time.perf_counter() - started
@@ -108,15 +108,15 @@ def _measure(
         endpoints.append(deploy(sagemaker, model_url))
         realtime_create = time.perf_counter() - started
         undeploy(sagemaker, endpoints.pop())
-        name = _deploy_serverless(sagemaker, model_url)
+        name = deploy_serverless(sagemaker, model_url)
         endpoints.append(name)
         url = f"{server.url}/endpoints/{name}/invocations"
         cold: list[float] = []
         warm: list[float] = []
         for index in range(rounds):
             _wait_for_zero(server)
-            cold.append(_timed(url))
-            warm.extend(_timed(url) for _ in range(warm_per_round))
+            cold.append(timed_invocation(url))
+            warm.extend(timed_invocation(url) for _ in range(warm_per_round))
             print(
                 f"[{label}] round {index + 1}/{rounds}: cold {cold[-1] * 1000:.0f} ms",
                 file=sys.stderr,

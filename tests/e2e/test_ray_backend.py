@@ -18,9 +18,11 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.support.autoscaling import FAST_AUTOSCALING, register, resource_id
 from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows, model_tarball
 from tests.support.moto import MotoServer, moto_server
+from tests.support.processes import wait_until
 from tests.support.server import ServerProcess
 from tests.support.traffic import Traffic, error_codes
 
@@ -105,6 +107,7 @@ def server(cluster: RayCluster, s3: MotoServer, tmp_path_factory) -> Iterator[Se
             # ml.m5.large (2 vCPUs) asks Ray for 0.5 CPU, ml.g5.xlarge (4) for 1.
             "MODELHOST_CPU_SCALE": "0.25",
             "MODELHOST_STARTUP_TIMEOUT": "60",
+            **FAST_AUTOSCALING,
         },
     ).start(timeout_s=120)
     yield started
@@ -162,7 +165,22 @@ def test_endpoint_spreads_over_nodes_and_survives_node_loss(
     assert status["EndpointStatus"] == "InService"
     assert status["ProductionVariants"][0]["CurrentInstanceCount"] == 3
     assert _predict(server, name) == expected
+    # The nodes unpacked the model; the server only checked that it was there.
+    models = server.data_dir / "models"
+    assert not models.exists() or not any(models.iterdir())
     sagemaker.delete_endpoint(EndpointName=name)
+
+
+def test_missing_model_data_fails_before_any_node_starts_an_instance(
+    server: ServerProcess, model_url: str
+) -> None:
+    sagemaker = server.client("sagemaker")
+    missing = model_url.replace("iris/model.tar.gz", "nothing/model.tar.gz")
+    name = deploy(sagemaker, missing, wait=False)
+    failed = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s=60)
+    assert failed["EndpointStatus"] == "Failed"
+    assert f"no model data at {missing}" in failed["FailureReason"]
+    assert "could not prepare model" in failed["FailureReason"]
 
 
 def test_gpu_type_lands_on_the_gpu_node_only(
@@ -204,6 +222,37 @@ def test_type_no_node_has_stays_pending_then_fails_with_the_reason(
     assert failed["EndpointStatus"] == "Failed"
     assert "no Ray node had the resources" in failed["FailureReason"]
     assert "none of the cluster's" in failed["FailureReason"]
+
+
+def test_scale_out_waiting_for_a_node_shows_in_the_scaling_activity(
+    server: ServerProcess, model_url: str
+) -> None:
+    sagemaker = server.client("sagemaker")
+    aas = server.client("application-autoscaling")
+    name = deploy(sagemaker, model_url, instance_type="ml.g5.xlarge", timeout_s=180)
+    # The one GPU node holds one ml.g5.xlarge: a minimum of 2 scales out to an instance
+    # Ray cannot place until a node has room.
+    register(aas, name, 2, 2)
+
+    def pending() -> dict[str, Any] | None:
+        activities = aas.describe_scaling_activities(
+            ServiceNamespace="sagemaker", ResourceId=resource_id(name)
+        )["ScalingActivities"]
+        return next(
+            (a for a in activities if "Waiting for a Ray node" in a.get("StatusMessage", "")),
+            None,
+        )
+
+    wait_until(lambda: pending() is not None, 60, "the scale-out's activity to say it waits")
+    activity = pending()
+    assert activity is not None
+    assert activity["StatusCode"] == "InProgress"
+    assert activity["Description"] == "Setting desired instance count to 2."
+    assert "ml.g5 1" in activity["StatusMessage"]
+    assert "the 1 node(s) that have them are busy" in activity["StatusMessage"]
+    # The instance already running keeps serving while the other one waits.
+    assert _predict(server, name) == iris_classifier().predict(iris_rows(3)).tolist()
+    sagemaker.delete_endpoint(EndpointName=name)
 
 
 def test_transform_job_over_two_nodes(

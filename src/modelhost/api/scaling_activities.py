@@ -64,6 +64,19 @@ def finish_activity(ctx: Context, key: str, status: str, message: str) -> None:
     ctx.store.modify(KIND, key, change)
 
 
+def note_activity(ctx: Context, key: str, message: str) -> None:
+    """Say, on an activity still InProgress, what its change waits for (instances no
+    node has room for yet), as AWS's StatusMessage does while an activity runs."""
+
+    def change(activity: Record) -> Record | None:
+        if activity["StatusCode"] != "InProgress" or activity.get("StatusMessage") == message:
+            return None
+        activity["StatusMessage"] = message
+        return activity
+
+    ctx.store.modify(KIND, key, change)
+
+
 def open_activities(ctx: Context, resource_id: str) -> dict[str, Record]:
     """A target's activities still InProgress, by store key."""
     prefix = target_key(resource_id) + "|"

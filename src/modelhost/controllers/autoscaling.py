@@ -24,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelhost import api
-from modelhost.api.scaling_activities import finish_activity, open_activities, record_activity
+from modelhost.api.scaling_activities import (
+    finish_activity,
+    note_activity,
+    open_activities,
+    record_activity,
+)
 from modelhost.controllers.alarms import AlarmEvaluator, step_count
 from modelhost.controllers.loop import ReconcileLoop
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
@@ -343,6 +348,8 @@ class AutoscalingController(ReconcileLoop):
             if endpoint["EndpointStatus"] != "InService" or (
                 endpoint["_desired"]["generation"] < activity["_generation"]
             ):
+                if waiting := _waiting_for(endpoint, target["_variant"]):
+                    note_activity(self.ctx, key, waiting)
                 continue
             running = {
                 v["VariantName"]: v["CurrentInstanceCount"] for v in endpoint["ProductionVariants"]
@@ -402,3 +409,12 @@ class AutoscalingController(ReconcileLoop):
             return record
 
         self.ctx.store.modify(TARGET_KIND, target_key(target["ResourceId"]), update)
+
+
+def _waiting_for(endpoint: Record, variant: str) -> str:
+    """What the variant's starting instances wait for (a Ray node with room, an image
+    pull), as its VariantStatus in DescribeEndpoint says; "" when nothing is shown."""
+    for summary in endpoint.get("ProductionVariants") or []:
+        if summary["VariantName"] == variant:
+            return " ".join(s.get("StatusMessage", "") for s in summary.get("VariantStatus", []))
+    return ""

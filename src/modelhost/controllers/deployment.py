@@ -17,7 +17,7 @@ from modelhost.domain.containers import containers_of, execution_mode, hostname,
 from modelhost.instances import ContainerSpec, Instance, InstanceBackend, InstanceSpec
 from modelhost.modelserver import ENV_MULTI_MODEL
 from modelhost.router import ENV_MAX_LOADED, ModelSource
-from modelhost.storage import ObjectStore, prepare_model_dir
+from modelhost.storage import ObjectStore, check_model_data, prepare_model_dir
 
 _unpack_locks: dict[Path, asyncio.Lock] = {}
 
@@ -94,7 +94,13 @@ async def prepare_model(
     read-only. The folder name hashes what identifies the artifacts, so a model re-created
     under the same name with new data gets a new folder. Reading them may take at most
     `timeout_s` (a variant's ModelDataDownloadTimeoutInSeconds). A multi-container model's
-    folder holds one folder per container, named by its position (`0`, `1`, …)."""
+    folder holds one folder per container, named by its position (`0`, `1`, …).
+
+    With the ray backend each instance unpacks the data on its own node (with the same
+    checks and byte budget), so here it is only checked to be there (a HEAD, or a listing
+    for a prefix) and never read: a missing model fails the deployment at once, and the
+    data crosses the network once per node instead of once more to this machine. The
+    folder returned is then never made; the ray backend does not read it."""
     urls = [model_data_url(c) for c in containers_of(model)]
     source = None if is_pipeline(model) else submitted_source(containers_of(model)[0])
     identity = f"{model['ModelArn']}|{model['CreationTime']}|{'|'.join(map(str, urls))}"
@@ -102,6 +108,9 @@ async def prepare_model(
         identity = f"{model['ModelArn']}|{model['CreationTime']}|{urls[0]}|{source}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     dest = settings.models_dir / f"{model['ModelName']}-{digest}"
+    if settings.instance_backend == "ray" and not is_pipeline(model) and urls[0] is not None:
+        await asyncio.to_thread(check_model_data, objects, urls[0])
+        return dest
     # Two endpoints deploying the same model at once must not unpack it twice: the
     # second swap would replace a folder the first one's instances already use.
     async with _unpack_locks.setdefault(dest, asyncio.Lock()):

@@ -15,7 +15,10 @@ Scheduling asks Ray for what the instance type has: `num_cpus` = vCPUs x MODELHO
 for GPU types `num_gpus` plus one unit of a custom resource named after the family
 (`ml.g5` for `ml.g5.xlarge`), so a GPU type lands only on nodes started with
 `--resources '{"ml.g5": N}'`. Every instance is placed with the SPREAD strategy, so a
-variant's instances go to different nodes where they can.
+variant's instances go to different nodes where they can. Not through a placement group:
+its bundles are fixed when it is made and a variant's count is not (autoscaling,
+replacements, scaling to zero), so a group per variant would be remade, moving running
+instances, on each change, for the same best-effort spread.
 
 An actor Ray cannot place yet (no node has the resources free) leaves the instance
 pending: DescribeEndpoint shows what it waits for, the endpoint does not fail while Ray's

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .archive import ModelDataTimeout, UnsafeArchiveError, prepare_model_dir
+from .archive import (
+    ModelDataTimeout,
+    UnsafeArchiveError,
+    check_model_data,
+    prepare_model_dir,
+)
 from .datadir import DataDirBusy, DataDirLock, server_id
 from .guard import STORE_FILES, DataDirGuard, backup_rotating
 from .loop_store import LoopStore
@@ -96,6 +101,7 @@ __all__ = [
     "UnsafeArchiveError",
     "backup",
     "backup_rotating",
+    "check_model_data",
     "configured_s3_endpoint",
     "copy_state",
     "lease",

@@ -62,13 +62,8 @@ def prepare_model_dir(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     dest = Path(dest)
-    is_object = store.is_file(model_data_url)
-    if not is_object:
-        if compressed:
-            raise _missing_or(store, model_data_url, "is a prefix, not a model archive")
-        prefix = model_data_url if model_data_url.endswith("/") else model_data_url + "/"
-        if not store.list(prefix):
-            raise FileNotFoundError(f"no model data at {model_data_url}")
+    is_object = check_model_data(store, model_data_url, compressed=compressed)
+    prefix = model_data_url if model_data_url.endswith("/") else model_data_url + "/"
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as dest, so the final rename is atomic and nothing is written anywhere
@@ -96,6 +91,23 @@ def prepare_model_dir(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_model_data(
+    store: ObjectStore, model_data_url: str, *, compressed: bool | None = None
+) -> bool:
+    """Check that model data is at `model_data_url` without reading it (a HEAD, or a
+    listing for a prefix): True for one object, False for a prefix. Raises as
+    :func:`prepare_model_dir` does when nothing is there. For a backend whose instances
+    unpack the data on their own node, this is all the server itself needs to read."""
+    if store.is_file(model_data_url):
+        return True
+    if compressed:
+        raise _missing_or(store, model_data_url, "is a prefix, not a model archive")
+    prefix = model_data_url if model_data_url.endswith("/") else model_data_url + "/"
+    if not store.list(prefix):
+        raise FileNotFoundError(f"no model data at {model_data_url}")
+    return False
 
 
 def _missing_or(store: ObjectStore, url: str, problem: str) -> Exception:
