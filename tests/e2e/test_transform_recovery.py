@@ -117,7 +117,8 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
                 line.split(",")
                 for line in (objects / "out" / f"{part}.csv.out").read_text().splitlines()
             ]
-            assert [line[0] for line in output] == [line.split(",")[0] for line in text.splitlines()]
+            expected = [line.split(",")[0] for line in text.splitlines()]
+            assert [line[0] for line in output] == expected
             ids += [line[1] for line in output]
         assert len(set(ids)) == len(ids) == 2 * _ROWS
         for direction, suffix in (("input", ""), ("output", ".out")):

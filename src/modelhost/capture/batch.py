@@ -87,7 +87,9 @@ class BatchCapture:
     ) -> None:
         """Record object `index`: `source` and `output` are (uri, key relative to its
         manifest prefix). Written whole under a fixed name, so writing again is harmless."""
-        for uri, (target, relative) in zip(self.manifest_uris(index), (source, output), strict=True):
+        for uri, (target, relative) in zip(
+            self.manifest_uris(index), (source, output), strict=True
+        ):
             prefix, key = _split(target, relative)
             lines = [orjson.dumps({"prefix": prefix}), orjson.dumps(key)]
             objects.put_bytes(uri, b"[\n" + b",\n".join(lines) + b"\n]\n")
