@@ -267,11 +267,9 @@ def test_model_locations_must_be_s3_or_local(sagemaker) -> None:
     assert "regular expression pattern" in _error(excinfo)[1]
 
 
-def test_batch_data_capture_is_refused_until_it_is_implemented(
-    sagemaker, iris_model_url: str
-) -> None:
-    """A transform job's DataCaptureConfig was stored and ignored: a client asking for
-    capture must learn that nothing is captured."""
+def test_batch_data_capture_with_a_kms_key_is_refused(sagemaker, iris_model_url: str) -> None:
+    """Captured data is not encrypted with a KMS key here: a client asking for it must
+    learn so instead of finding its capture in the clear."""
     name = unique("capture")
     sagemaker.create_model(
         ModelName=name,
@@ -287,7 +285,9 @@ def test_batch_data_capture_is_refused_until_it_is_implemented(
             },
             TransformOutput={"S3OutputPath": "s3://out/x/"},
             TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
-            DataCaptureConfig={"DestinationS3Uri": "s3://capture/batch"},
+            DataCaptureConfig={"DestinationS3Uri": "s3://capture/batch", "KmsKeyId": "alias/k"},
         )
     assert caught.value.response["Error"]["Code"] == "ValidationException"
-    assert "DataCaptureConfig" in caught.value.response["Error"]["Message"]
+    assert "DataCaptureConfig.KmsKeyId" in caught.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):
+        sagemaker.describe_transform_job(TransformJobName=name)

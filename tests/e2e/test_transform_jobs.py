@@ -4,9 +4,11 @@ its embedded object store, the session's iris model."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -346,3 +348,116 @@ def test_split_none_sends_each_object_whole(server, sagemaker, iris_model) -> No
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     assert job["BatchStrategy"] == "SingleRecord"
     assert _get(server, f"{out}/whole.csv.out").decode().split() == list(map(str, _expected(rows)))
+
+
+def _manifests(server, destination: str, direction: str) -> dict[str, list]:
+    """The capture manifests of one direction, by path under DEST/direction/."""
+    root = _objects(server) / destination.removeprefix("s3://") / direction
+    return {
+        path.relative_to(root).as_posix(): json.loads(path.read_text())
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _listed(server, manifests: dict[str, list]) -> dict[str, bytes]:
+    """Every object the manifests name (their keys), read through each manifest's prefix."""
+    listed: dict[str, bytes] = {}
+    for manifest in manifests.values():
+        prefix = manifest[0]["prefix"]
+        for key in manifest[1:]:
+            assert key not in listed, f"{key} is captured twice"
+            listed[key] = _get(server, prefix + key)
+    return listed
+
+
+def test_data_capture_lists_inputs_and_outputs_in_sagemakers_layout(
+    server, sagemaker, iris_model
+) -> None:
+    base = unique("s3://batch/in")
+    rows_a, rows_b = _rows(300), _rows(9)
+    inputs = {"a.csv": _csv(rows_a), "sub/b.csv": _csv(rows_b)}
+    for key, body in inputs.items():
+        _put(server, f"{base}/{key}", body)
+    out, destination = unique("s3://batch/out"), unique("s3://capture/batch")
+    job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/",
+        out,
+        BatchStrategy="MultiRecord",
+        DataCaptureConfig={"DestinationS3Uri": destination},
+    )
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["DataCaptureConfig"] == {"DestinationS3Uri": destination}
+    hour = job["TransformStartTime"].astimezone(datetime.UTC).strftime("%Y/%m/%d/%H")
+
+    captured_inputs = _manifests(server, destination, "input")
+    assert len(captured_inputs) == 2
+    assert all(path.startswith(hour + "/") for path in captured_inputs), captured_inputs
+    assert {m[0]["prefix"] for m in captured_inputs.values()} == {f"{base}/"}
+    assert _listed(server, captured_inputs) == inputs
+
+    captured_outputs = _manifests(server, destination, "output")
+    assert sorted(captured_outputs) == sorted(captured_inputs)
+    outputs = _listed(server, captured_outputs)
+    assert {m[0]["prefix"] for m in captured_outputs.values()} == {f"{out}/"}
+    assert sorted(outputs) == ["a.csv.out", "sub/b.csv.out"]
+    assert outputs["a.csv.out"].decode().split() == list(map(str, _expected(rows_a)))
+    assert outputs["sub/b.csv.out"].decode().split() == list(map(str, _expected(rows_b)))
+
+
+def test_generate_inference_id_appends_an_id_and_the_start_time_to_each_record(
+    server, sagemaker, iris_model
+) -> None:
+    base = unique("s3://batch/in")
+    rows = _rows(40)
+    _put(server, f"{base}/a.csv", _csv(rows, ids=True))
+    _put(server, f"{base}/b.jsonl", b"".join(json.dumps({"x": r}).encode() + b"\n" for r in rows))
+    destination = unique("s3://capture/batch")
+    capture = {"DestinationS3Uri": destination, "GenerateInferenceId": True}
+    csv_out, json_out = unique("s3://batch/out"), unique("s3://batch/out")
+    csv_job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/a.csv",
+        csv_out,
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+        DataCaptureConfig=capture,
+    )
+    json_job = _run(
+        sagemaker,
+        iris_model,
+        f"{base}/b.jsonl",
+        json_out,
+        BatchStrategy="MultiRecord",
+        TransformInput={"ContentType": "application/jsonlines"},
+        TransformOutput={"Accept": "application/jsonlines"},
+        DataProcessing={"InputFilter": "$.x", "JoinSource": "Input"},
+        DataCaptureConfig=capture,
+    )
+    ids: list[str] = []
+    for job in (csv_job, json_job):
+        assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+        assert job["DataCaptureConfig"] == capture
+    started = csv_job["TransformStartTime"].astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    csv_lines = [line.split(",") for line in _get(server, f"{csv_out}/a.csv.out").decode().split()]
+    assert [line[:2] for line in csv_lines] == [
+        [str(i), str(p)] for i, p in enumerate(_expected(rows))
+    ]
+    assert {line[3] for line in csv_lines} == {started}
+    ids += [line[2] for line in csv_lines]
+
+    started = json_job["TransformStartTime"].astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    records = [json.loads(line) for line in _get(server, f"{json_out}/b.jsonl.out").splitlines()]
+    assert [r["x"] for r in records] == rows
+    assert [r["SageMakerOutput"] for r in records] == _expected(rows)
+    assert {r["SageMakerInferenceTime"] for r in records} == {started}
+    ids += [r["SageMakerInferenceId"] for r in records]
+    assert len(set(ids)) == len(ids) == 2 * len(rows)
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+    # the captured output manifests point at the tagged outputs
+    outputs = _listed(server, _manifests(server, destination, "output"))
+    assert outputs["a.csv.out"] == _get(server, f"{csv_out}/a.csv.out")

@@ -1,5 +1,6 @@
 """A transform job survives its server being killed: the restarted server resumes it from
-the last committed part, and every record's output appears exactly once, in order."""
+the last committed part, and every record's output appears exactly once, in order, and
+so does its capture (each object listed once, each record's inference id kept)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,14 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
                 "ContentType": "text/csv",
                 "SplitType": "Line",
             },
-            TransformOutput={"S3OutputPath": "s3://out/", "AssembleWith": "Line"},
+            TransformOutput={
+                "S3OutputPath": "s3://out/",
+                "AssembleWith": "Line",
+                "Accept": "text/csv",
+            },
             TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
             Environment={"CALLS_LOG": str(calls)},
+            DataCaptureConfig={"DestinationS3Uri": "s3://capture/", "GenerateInferenceId": True},
         )
         deadline = time.monotonic() + 60
         while True:
@@ -105,9 +111,26 @@ def test_killed_server_resumes_job_without_duplicates(tmp_path) -> None:
         )
         job = sagemaker.describe_transform_job(TransformJobName=name)
         assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+        ids = []
         for part, text in inputs.items():
-            output = (objects / "out" / f"{part}.csv.out").read_text().splitlines()
-            assert output == [line.split(",")[0] for line in text.splitlines()]
+            output = [
+                line.split(",")
+                for line in (objects / "out" / f"{part}.csv.out").read_text().splitlines()
+            ]
+            expected = [line.split(",")[0] for line in text.splitlines()]
+            assert [line[0] for line in output] == expected
+            ids += [line[1] for line in output]
+        assert len(set(ids)) == len(ids) == 2 * _ROWS
+        for direction, suffix in (("input", ""), ("output", ".out")):
+            manifests = [
+                json.loads(path.read_text())
+                for path in (objects / "capture" / direction).rglob("*")
+                if path.is_file()
+            ]
+            assert sorted(key for m in manifests for key in m[1:]) == [
+                f"a.csv{suffix}",
+                f"b.csv{suffix}",
+            ]
         # committed batches are not sent again; only the one in flight at the kill may be
         sent = calls.read_text().split()
         batches = len(set(sent))

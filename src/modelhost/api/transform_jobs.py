@@ -57,6 +57,19 @@ def check_request(params: dict[str, Any]) -> None:
         raise ValidationError(f"S3Uri must be an s3:// URI, got {uri[:128]}")
 
 
+def _check_capture(capture: dict[str, Any]) -> None:
+    if "KmsKeyId" in capture:
+        raise ValidationError(
+            "DataCaptureConfig.KmsKeyId (encrypting captured data with a KMS key) is not "
+            "supported by modelhost."
+        )
+    if not capture["DestinationS3Uri"].startswith("s3://"):
+        raise ValidationError(
+            "DataCaptureConfig.DestinationS3Uri must be an s3:// URI, got "
+            f"{capture['DestinationS3Uri'][:128]}"
+        )
+
+
 def _check_instance_quota(ctx: Context, count: int) -> None:
     """Jobs in progress share MODELHOST_MAX_INSTANCES: each instance is a process here."""
     running = sum(
@@ -73,8 +86,9 @@ def _check_instance_quota(ctx: Context, count: int) -> None:
 
 def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
-    if params.get("DataCaptureConfig"):
-        raise ValidationError("DataCaptureConfig (data capture) is not supported by modelhost yet.")
+    capture = params.get("DataCaptureConfig")
+    if capture is not None:
+        _check_capture(capture)
     model = require(ctx, "model", "model", params["ModelName"])
     if is_pipeline(model):
         raise ValidationError(
@@ -125,6 +139,7 @@ def create_transform_job(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
         (
             "MaxConcurrentTransforms",
             "ModelClientConfig",
+            "DataCaptureConfig",
             "Environment",
             "ExperimentConfig",
         ),

@@ -40,6 +40,7 @@ from modelhost.batch import (
     output_uri,
     skip,
 )
+from modelhost.capture import BatchCapture
 from modelhost.config import Settings
 from modelhost.controllers.loop import ReconcileLoop, cancel_all
 from modelhost.controllers.transform import invoke, journal
@@ -210,6 +211,7 @@ class TransformController(ReconcileLoop):
             retries=int(client_config.get("InvocationsMaxRetries", _DEFAULT_RETRIES)),
             concurrency=int(record.get("MaxConcurrentTransforms", 0)),
             work_dir=self.work_root / name,
+            capture=BatchCapture.from_record(record),
         )
 
     async def _worker(self, job: Job, instance: Instance, pending: asyncio.Queue[int]) -> None:
@@ -268,6 +270,18 @@ class TransformController(ReconcileLoop):
             )
         except InvalidObjectURI as exc:
             raise JobFailed(f"Cannot write the output of {uri}: {exc}") from None
+        if job.capture is not None:
+            # before the object counts done: a crash in between writes the same names again
+            try:
+                await asyncio.to_thread(
+                    job.capture.write_manifests,
+                    self.objects,
+                    index,
+                    (uri, relative),
+                    (target, f"{relative}.out"),
+                )
+            except (InvalidObjectURI, OSError) as exc:
+                raise JobFailed(f"Cannot write the data capture of {uri}: {exc}") from None
         await self._commit(job.name, index, done=True)
         await asyncio.to_thread(shutil.rmtree, parts_dir, True)
 

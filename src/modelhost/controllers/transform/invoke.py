@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from modelhost.batch import MiniBatch, ProcessingError
+from modelhost.capture import InferenceIdError
 from modelhost.controllers.transform.job import Job, JobFailed
 from modelhost.instances import Instance, InstanceClient, InstanceUnreachable
 
@@ -45,11 +46,24 @@ async def process(
         raise JobFailed(await name_rejected(client, job, instance, uri, batch, rejected)) from None
     try:
         if processing.active:
-            return processing.response(inputs, body, content_type)
+            body = processing.response(inputs, body, content_type)
+            # a join writes records in the input's format
+            content_type = (
+                job.record["TransformInput"].get("ContentType")
+                if processing.join
+                else content_type or processing.accept
+            )
     except ProcessingError as exc:
         raise JobFailed(
             f"Object {uri}, record {batch.first_record + exc.record + 1}: {exc}"
         ) from None
+    if job.capture is not None and job.capture.inference_ids:
+        try:
+            return job.capture.tag(body, content_type)
+        except InferenceIdError as exc:
+            raise JobFailed(f"Object {uri}, records from {batch.first_record + 1}: {exc}") from None
+    if processing.active:
+        return body
     if job.record["TransformOutput"]["AssembleWith"] == "Line" and not body.endswith(b"\n"):
         return body + b"\n"
     return body

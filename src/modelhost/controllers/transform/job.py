@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.batch import DataProcessing
+from modelhost.capture import BatchCapture
 
 #: The variant name a job's instances are metered and counted under.
 VARIANT = "transform"
@@ -27,3 +28,4 @@ class Job:
     retries: int
     concurrency: int
     work_dir: Path
+    capture: BatchCapture | None = None
