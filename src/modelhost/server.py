@@ -25,6 +25,7 @@ from modelhost.controllers import (
     AsyncInferenceController,
     AutoscalingController,
     EndpointController,
+    MetricsRecorder,
     RecommendationController,
     TransformController,
     TransformScheduleController,
@@ -39,6 +40,7 @@ from modelhost.errors import (
     UnknownOperation,
     ValidationError,
 )
+from modelhost.history import HIGH_RESOLUTION, STANDARD_RESOLUTION, MetricStore
 from modelhost.instances import open_backend
 from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
@@ -106,7 +108,24 @@ class ModelhostApp:
         self.scaling_metrics = sagemaker_metrics(
             max(settings.autoscaling_window_s, 0.1), self.router
         )
-        self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
+        self.history = MetricStore(settings.metrics_path) if settings.metrics_history else None
+        self.recorder = (
+            None
+            if self.history is None
+            else MetricsRecorder(
+                self.history,
+                self.router,
+                settings.metrics_flush_interval_s,
+                {
+                    HIGH_RESOLUTION: settings.metrics_high_res_retention_s,
+                    STANDARD_RESOLUTION: settings.metrics_retention_s,
+                },
+                settings.metrics_max_bytes,
+            )
+        )
+        self.context = api.Context(
+            settings, self.store, self._notify, self.scaling_metrics, self.history
+        )
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics, self.ownership)
         self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
@@ -160,6 +179,10 @@ class ModelhostApp:
                 self.guard.watch(self.settings.store_check_interval_s), name="store-check"
             ),
         ]
+        if self.recorder is not None:
+            self._controller_tasks.append(
+                asyncio.create_task(self.recorder.run(), name="metrics-history")
+            )
         if self.settings.backup_interval_s > 0:
             self._controller_tasks.append(
                 asyncio.create_task(
@@ -179,6 +202,10 @@ class ModelhostApp:
         await self.transforms.shutdown()
         await self.controller.shutdown()
         await self.ownership.shutdown()
+        if self.recorder is not None:
+            await self.recorder.shutdown()
+        if self.history is not None:
+            self.history.close()
         self.router.close()
         self.queue.close()
         self.store.close()

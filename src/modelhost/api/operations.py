@@ -10,6 +10,7 @@ from modelhost.api import (
     alarms,
     endpoint_configs,
     endpoints,
+    metric_data,
     model_packages,
     models,
     recommendations,
@@ -88,6 +89,10 @@ CLOUDWATCH_OPERATIONS: dict[str, Operation] = {
     "DescribeAlarms": alarms.describe_alarms,
     "DescribeAlarmsForMetric": alarms.describe_alarms_for_metric,
     "DeleteAlarms": alarms.delete_alarms,
+    "GetMetricData": metric_data.get_metric_data,
+    "GetMetricStatistics": metric_data.get_metric_statistics,
+    "ListMetrics": metric_data.list_metrics,
+    "PutMetricData": metric_data.put_metric_data,
 }
 
 # modelhost's own operations (X-Amz-Target: Modelhost.<Operation>), modelled in

@@ -4,6 +4,7 @@ from modelhost.controllers.async_inference import AsyncInferenceController
 from modelhost.controllers.autoscaling import AutoscalingController
 from modelhost.controllers.endpoints import EndpointController
 from modelhost.controllers.loop import cancel_all
+from modelhost.controllers.metrics_recorder import MetricsRecorder
 from modelhost.controllers.recommender import RecommendationController
 from modelhost.controllers.scaling_metrics import (
     Gauge,
@@ -21,6 +22,7 @@ __all__ = [
     "EndpointController",
     "Gauge",
     "MetricResolver",
+    "MetricsRecorder",
     "PerInstance",
     "PerMinute",
     "RecommendationController",

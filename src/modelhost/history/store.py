@@ -1,0 +1,323 @@
+"""Where metric history lives: a SQLite file beside the state store (<data-dir>/metrics.db).
+
+Two resolutions, as CloudWatch keeps them: 10 s points for a short retention (a day by
+default) and 1-minute points for a long one (15 days). Every write goes to both, merging
+into a point already there, so a minute is always the exact rollup of its 10 s points and
+a query picks the coarsest resolution its period allows. A point is one row: count, sum,
+min, max and its sketch (see distribution.py), about 60 bytes plus 12 per bucket.
+
+Its own file, not the state store's database: metrics are written every few seconds and
+must never wait on, or hold up, the control plane's lock, and losing them loses no state.
+With a PostgreSQL state store each server keeps its own file in its own data dir, holding
+the endpoints it runs (an endpoint's instances run on one server), so a query answers
+from the server it is sent to.
+
+Every method blocks: callers run them off the event loop (the recorder's writer thread,
+the control plane's worker threads). Writes take one lock; reads use a connection of
+their own thread (WAL), so a long query does not hold up a flush.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from modelhost.history.distribution import Distribution
+
+#: (namespace, metric name, sorted (dimension name, value) pairs)
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+HIGH_RESOLUTION = 10
+STANDARD_RESOLUTION = 60
+RESOLUTIONS = (HIGH_RESOLUTION, STANDARD_RESOLUTION)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    dimensions TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    last_ts INTEGER NOT NULL,
+    UNIQUE (namespace, name, dimensions)
+);
+CREATE TABLE IF NOT EXISTS points (
+    series INTEGER NOT NULL,
+    resolution INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    count REAL NOT NULL,
+    total REAL NOT NULL,
+    minimum REAL NOT NULL,
+    maximum REAL NOT NULL,
+    sketch BLOB NOT NULL,
+    PRIMARY KEY (series, resolution, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS points_age ON points (resolution, ts);
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    """What a writer hands the store: one metric's values in one 10 s slot (or the
+    timestamp a PutMetricData datum names)."""
+
+    series: SeriesKey
+    unit: str
+    timestamp: float
+    values: Distribution
+
+
+@dataclass(frozen=True)
+class Series:
+    id: int
+    key: SeriesKey
+    unit: str
+    last_ts: int
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One period of a series: the exact statistic set of every point in it."""
+
+    start: int
+    count: float
+    total: float
+    minimum: float
+    maximum: float
+
+
+def dimensions_key(dimensions: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dimensions))
+
+
+class MetricStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._ids: dict[SeriesKey, int] = {}
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+            with self._lock:
+                self._readers.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
+            self._writer.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, points: Iterable[Point]) -> None:
+        """Merge the points into both resolutions, in one transaction."""
+        merged: dict[tuple[SeriesKey, int, int], Distribution] = {}
+        units: dict[SeriesKey, str] = {}
+        for point in points:
+            units[point.series] = point.unit
+            for resolution in RESOLUTIONS:
+                slot = int(point.timestamp // resolution * resolution)
+                into = merged.get((point.series, resolution, slot))
+                if into is None:
+                    into = merged[(point.series, resolution, slot)] = Distribution()
+                into.merge(point.values)
+        if not merged:
+            return
+        with self._lock:
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                last: dict[int, tuple[int, str]] = {}
+                rows = []
+                for (series, resolution, slot), values in merged.items():
+                    sid = self._series_id(series, units[series], slot)
+                    last[sid] = (max(last.get(sid, (0, ""))[0], slot), units[series])
+                    old = db.execute(
+                        "SELECT count, total, minimum, maximum, sketch FROM points "
+                        "WHERE series = ? AND resolution = ? AND ts = ?",
+                        (sid, resolution, slot),
+                    ).fetchone()
+                    if old is not None:
+                        values = _merged(Distribution.from_row(*old), values)
+                    rows.append(
+                        (
+                            sid,
+                            resolution,
+                            slot,
+                            values.count,
+                            values.total,
+                            values.minimum,
+                            values.maximum,
+                            values.sketch(),
+                        )
+                    )
+                db.executemany(
+                    "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                db.executemany(
+                    "UPDATE series SET last_ts = max(last_ts, ?), unit = ? WHERE id = ?",
+                    [(ts, unit, sid) for sid, (ts, unit) in last.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._ids.clear()
+                raise
+
+    def _series_id(self, series: SeriesKey, unit: str, slot: int) -> int:
+        sid = self._ids.get(series)
+        if sid is not None:
+            return sid
+        namespace, name, dimensions = series
+        encoded = orjson.dumps(dimensions).decode()
+        row = self._writer.execute(
+            "SELECT id FROM series WHERE namespace = ? AND name = ? AND dimensions = ?",
+            (namespace, name, encoded),
+        ).fetchone()
+        if row is None:
+            row = self._writer.execute(
+                "INSERT INTO series (namespace, name, dimensions, unit, last_ts) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (namespace, name, encoded, unit, slot),
+            ).fetchone()
+        sid = self._ids[series] = int(row[0])
+        return sid
+
+    def prune(self, now: float, retention_s: dict[int, float], max_bytes: int) -> int:
+        """Drop points past their resolution's retention, then the oldest points until
+        the file holds at most `max_bytes` of live pages (freed pages are reused, so the
+        file stays about that size), then series with no point left. Returns the number
+        of points deleted."""
+        deleted = 0
+        with self._lock:
+            db = self._writer
+            for resolution, keep_s in retention_s.items():
+                deleted += db.execute(
+                    "DELETE FROM points WHERE resolution = ? AND ts < ?",
+                    (resolution, int(now - keep_s)),
+                ).rowcount
+            for _ in range(64):
+                if self._used_bytes() <= max_bytes:
+                    break
+                deleted += self._drop_oldest()
+            removed = db.execute(
+                "DELETE FROM series WHERE NOT EXISTS "
+                "(SELECT 1 FROM points WHERE points.series = series.id) "
+                "AND last_ts < ?",
+                (int(now - max(retention_s.values(), default=0)),),
+            ).rowcount
+            if removed:
+                self._ids.clear()
+        return deleted
+
+    def _used_bytes(self) -> int:
+        db = self._writer
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _drop_oldest(self) -> int:
+        """A tenth of the span of 10 s points (they go first: the minutes keep their
+        summary), or of the minutes when no 10 s point is left."""
+        db = self._writer
+        for resolution in RESOLUTIONS:
+            low, high = db.execute(
+                "SELECT min(ts), max(ts) FROM points WHERE resolution = ?", (resolution,)
+            ).fetchone()
+            if low is None:
+                continue
+            cut = low + max((high - low) // 10, resolution)
+            return int(
+                db.execute(
+                    "DELETE FROM points WHERE resolution = ? AND ts < ?", (resolution, cut)
+                ).rowcount
+            )
+        return 0
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used_bytes()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def find(self, series: SeriesKey) -> Series | None:
+        namespace, name, dimensions = series
+        row = (
+            self._reader()
+            .execute(
+                "SELECT id, unit, last_ts FROM series "
+                "WHERE namespace = ? AND name = ? AND dimensions = ?",
+                (namespace, name, orjson.dumps(dimensions).decode()),
+            )
+            .fetchone()
+        )
+        return None if row is None else Series(row[0], series, row[1], row[2])
+
+    def all_series(self, namespace: str | None, name: str | None) -> Iterator[Series]:
+        """Series in (namespace, name, dimensions) order, optionally of one namespace
+        and/or metric name."""
+        clauses, args = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            args.append(namespace)
+        if name is not None:
+            clauses.append("name = ?")
+            args.append(name)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        for sid, ns, metric, dims, unit, last_ts in self._reader().execute(
+            f"SELECT id, namespace, name, dimensions, unit, last_ts FROM series {where} "
+            "ORDER BY namespace, name, dimensions",
+            args,
+        ):
+            pairs = tuple((str(k), str(v)) for k, v in orjson.loads(dims))
+            yield Series(sid, (ns, metric, pairs), unit, last_ts)
+
+    def aggregates(
+        self, series: int, resolution: int, start: int, end: int, period: int
+    ) -> list[Aggregate]:
+        """The series in [start, end) by periods counted from `start`."""
+        rows = self._reader().execute(
+            "SELECT (ts - ?) / ? AS bucket, sum(count), sum(total), min(minimum), "
+            "max(maximum) FROM points WHERE series = ? AND resolution = ? AND ts >= ? "
+            "AND ts < ? GROUP BY bucket ORDER BY bucket",
+            (start, period, series, resolution, start, end),
+        )
+        return [Aggregate(start + b * period, c, t, lo, hi) for b, c, t, lo, hi in rows]
+
+    def sketches(
+        self, series: int, resolution: int, start: int, end: int, period: int
+    ) -> dict[int, list[bytes]]:
+        """The points' sketches in [start, end), by the start of their period."""
+        found: dict[int, list[bytes]] = {}
+        for bucket, sketch in self._reader().execute(
+            "SELECT (ts - ?) / ?, sketch FROM points WHERE series = ? AND resolution = ? "
+            "AND ts >= ? AND ts < ?",
+            (start, period, series, resolution, start, end),
+        ):
+            found.setdefault(start + bucket * period, []).append(sketch)
+        return found
+
+
+def _merged(old: Distribution, new: Distribution) -> Distribution:
+    old.merge(new)
+    return old

@@ -1,0 +1,132 @@
+"""The metric history on its own: sketches, the SQLite store's rollups, retention and
+size bound, and the statistics query."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from modelhost.history import (
+    Distribution,
+    MetricStore,
+    Point,
+    StatisticError,
+    statistics,
+)
+from modelhost.history.distribution import percentiles
+
+SERIES = ("AWS/SageMaker", "ModelLatency", (("EndpointName", "e"), ("VariantName", "v")))
+T0 = 1_699_999_980  # a multiple of 60
+
+
+def _dist(values: list[float]) -> Distribution:
+    made = Distribution()
+    for value in values:
+        made.observe(value)
+    return made
+
+
+def test_percentiles_are_within_two_percent_and_the_range_seen() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(6, 1) for _ in range(10_000)]
+    made = _dist(values)
+    ordered = sorted(values)
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = ordered[int(q * len(ordered)) - 1]
+        (estimate,) = percentiles([made.sketch()], [q], made.minimum, made.maximum)
+        assert estimate is not None
+        assert abs(estimate - exact) / exact < 0.03
+    (top,) = percentiles([made.sketch()], [1.0], made.minimum, made.maximum)
+    assert top == max(values)
+
+
+def test_negative_zero_and_positive_values_rank_in_order() -> None:
+    made = _dist([-5.0, -1.0, 0.0, 0.0, 2.0, 10.0])
+    p0, p50, p100 = percentiles([made.sketch()], [0.01, 0.5, 1.0], made.minimum, made.maximum)
+    assert p0 == pytest.approx(-5.0, rel=0.02)
+    assert p50 == 0.0
+    assert p100 == 10.0
+
+
+def test_seconds_are_kept_in_microseconds() -> None:
+    made = Distribution()
+    made.observe_seconds(0.0015)
+    assert made.total == pytest.approx(1500.0)
+    assert made.minimum == made.maximum == pytest.approx(1500.0)
+
+
+def test_ten_second_points_roll_up_into_minutes(tmp_path: Path) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    # 12 slots of 10 s (two minutes), slot i holds values i+1 repeated (i+1) times
+    store.write(
+        Point(SERIES, "Microseconds", T0 + 10 * i + 5, _dist([i + 1.0] * (i + 1)))
+        for i in range(12)
+    )
+    unit, points = statistics(store, SERIES, T0, T0 + 120, 60, ["SampleCount", "Sum", "Maximum"])
+    assert unit == "Microseconds"
+    assert [p.timestamp for p in points] == [T0, T0 + 60]
+    assert points[0].values == {"SampleCount": 21.0, "Sum": 91.0, "Maximum": 6.0}
+    assert points[1].values["SampleCount"] == sum(range(7, 13))
+    _, fine = statistics(store, SERIES, T0, T0 + 120, 10, ["SampleCount", "Minimum", "p50"])
+    assert len(fine) == 12
+    assert fine[3].values == {"SampleCount": 4.0, "Minimum": 4.0, "p50": 4.0}
+    _, whole = statistics(store, SERIES, T0, T0 + 120, 120, ["Average", "p99"])
+    assert whole[0].values["Average"] == pytest.approx(sum((i + 1) ** 2 for i in range(12)) / 78)
+    assert 11.0 <= whole[0].values["p99"] <= 12.0
+
+
+def test_writes_into_the_same_slot_merge(tmp_path: Path) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    store.write([Point(SERIES, "None", T0 + 1, _dist([1.0, 2.0]))])
+    store.write([Point(SERIES, "None", T0 + 2, _dist([3.0]))])
+    _, points = statistics(store, SERIES, T0, T0 + 10, 10, ["SampleCount", "Sum", "p100"])
+    assert points[0].values == {"SampleCount": 3.0, "Sum": 6.0, "p100": 3.0}
+
+
+def test_retention_drops_old_points_per_resolution(tmp_path: Path) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    store.write(Point(SERIES, "None", T0 + 10 * i, _dist([1.0])) for i in range(360))
+    now = T0 + 3600
+    store.prune(now, {10: 600, 60: 1800}, 1024**3)
+    _, fine = statistics(store, SERIES, T0, now, 10, ["SampleCount"])
+    _, coarse = statistics(store, SERIES, T0, now, 60, ["SampleCount"])
+    assert fine[0].timestamp == now - 600 and len(fine) == 60
+    assert coarse[0].timestamp == now - 1800 and len(coarse) == 30
+
+
+def test_size_bound_drops_the_oldest_points(tmp_path: Path) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    values = _dist([float(v) for v in range(1, 200)])  # a wide sketch: a big row
+    for day_slot in range(0, 8640, 720):
+        store.write(
+            Point(SERIES, "None", T0 + 10 * (day_slot + i), values) for i in range(720)
+        )
+    before = store.used_bytes()
+    bound = before // 3
+    store.prune(T0 + 86400, {10: 10 * 86400, 60: 10 * 86400}, bound)
+    assert store.used_bytes() <= bound
+    _, fine = statistics(store, SERIES, T0, T0 + 86400, 10, ["SampleCount"])
+    # what is left is the newest
+    assert fine and fine[-1].timestamp == T0 + 86400 - 10
+    assert fine[0].timestamp > T0 + 3600
+
+
+def test_unknown_series_has_no_unit_and_no_data(tmp_path: Path) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    assert statistics(store, SERIES, T0, T0 + 60, 60, ["Sum"]) == (None, [])
+
+
+@pytest.mark.parametrize("statistic", ["tm99", "IQM", "p101", "PR(1:2)", "average"])
+def test_unsupported_statistics_are_refused_by_name(tmp_path: Path, statistic: str) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    with pytest.raises(StatisticError, match="not supported"):
+        statistics(store, SERIES, T0, T0 + 60, 60, [statistic])
+
+
+@pytest.mark.parametrize("period", [1, 5, 15, 0])
+def test_periods_finer_than_ten_seconds_are_refused(tmp_path: Path, period: int) -> None:
+    store = MetricStore(tmp_path / "metrics.db")
+    with pytest.raises(StatisticError, match="multiple of 10"):
+        statistics(store, SERIES, T0, T0 + 60, period, ["Sum"])
