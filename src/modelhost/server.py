@@ -329,17 +329,23 @@ class ModelhostApp:
         else:
             target = headers.get(b"x-amz-target", b"").decode("latin-1")
         try:
+            gzipped = api.compression.compressed(headers)
+
+            def inflated(body: bytes) -> bytes:
+                return api.compression.inflate(body, _MAX_CONTROL_BODY) if gzipped else body
+
             body = await self._authenticate(
                 scope,
                 receive,
                 _MAX_CONTROL_BODY,
-                lambda body: access.control(target, _decoded(body, cbor), self.arns),
+                lambda body: access.control(target, _decoded(inflated(body), cbor), self.arns),
                 lambda: RequestTooLarge(
                     f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
                     "requests are small JSON documents."
                 ),
                 access.signing_service(target),
             )
+            body = inflated(body)
         except SageMakerError as error:
             await _respond_error(send, error)
             return
