@@ -20,6 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.support.autoscaling import FAST_AUTOSCALING
 from tests.support.endpoints import deploy, unique
 from tests.support.models import iris_rows, put_iris_model
 from tests.support.processes import wait_until
@@ -34,7 +35,7 @@ N = 37
 def history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(
         tmp_path_factory.mktemp("history") / "data",
-        env={"MODELHOST_METRICS_FLUSH_INTERVAL": "1"},
+        env={"MODELHOST_METRICS_FLUSH_INTERVAL": "1", **FAST_AUTOSCALING},
     ) as process:
         put_iris_model(process.data_dir)
         yield process
@@ -585,3 +586,42 @@ def test_errors_are_validation_errors_in_either_protocol(held_cw: Any) -> None:
         StartTime=start,
         EndTime=end,
     )
+
+
+def test_alarms_evaluate_the_history(cw: Any, loaded: tuple[str, list[float]]) -> None:
+    """A user's metric and a latency percentile: neither is a scaling metric, so their
+    alarms read the recorded history."""
+    namespace, mine, latency = unique("Alarmed"), unique("queue"), unique("p99")
+
+    def state(name: str) -> str:
+        return cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
+
+    common = {"EvaluationPeriods": 1, "ComparisonOperator": "GreaterThanThreshold"}
+    cw.put_metric_alarm(
+        AlarmName=mine,
+        Namespace=namespace,
+        MetricName="Queue",
+        Statistic="Maximum",
+        Period=60,
+        Threshold=5,
+        **common,
+    )
+    endpoint, _ = loaded
+    cw.put_metric_alarm(
+        AlarmName=latency,
+        Namespace="AWS/SageMaker",
+        MetricName="ModelLatency",
+        Dimensions=_dimensions(endpoint),
+        ExtendedStatistic="p99",
+        Period=3600,
+        Threshold=1,  # microseconds: any model is slower
+        **common,
+    )
+    try:
+        cw.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "Queue", "Value": 2}])
+        wait_until(lambda: state(mine) == "OK", timeout_s=30, what="OK below the threshold")
+        cw.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "Queue", "Value": 9}])
+        wait_until(lambda: state(mine) == "ALARM", timeout_s=30, what="ALARM past it")
+        wait_until(lambda: state(latency) == "ALARM", timeout_s=30, what="the p99 alarm")
+    finally:
+        cw.delete_alarms(AlarmNames=[mine, latency])

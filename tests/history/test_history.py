@@ -21,6 +21,12 @@ SERIES = ("AWS/SageMaker", "ModelLatency", (("EndpointName", "e"), ("VariantName
 T0 = 1_699_999_980  # a multiple of 60
 
 
+def _quantiles(made: Distribution, quantiles: list[float]) -> list[float]:
+    """One period's percentiles, clamped as the query clamps them."""
+    (row,) = percentiles([(0, made.sketch())], 1, quantiles).tolist()
+    return [min(max(v, made.minimum), made.maximum) for v in row]
+
+
 def _dist(values: list[float]) -> Distribution:
     made = Distribution()
     for value in values:
@@ -35,16 +41,15 @@ def test_percentiles_are_within_two_percent_and_the_range_seen() -> None:
     ordered = sorted(values)
     for q in (0.5, 0.9, 0.99, 0.999):
         exact = ordered[int(q * len(ordered)) - 1]
-        (estimate,) = percentiles([made.sketch()], [q], made.minimum, made.maximum)
-        assert estimate is not None
+        (estimate,) = _quantiles(made, [q])
         assert abs(estimate - exact) / exact < 0.03
-    (top,) = percentiles([made.sketch()], [1.0], made.minimum, made.maximum)
+    (top,) = _quantiles(made, [1.0])
     assert top == max(values)
 
 
 def test_negative_zero_and_positive_values_rank_in_order() -> None:
     made = _dist([-5.0, -1.0, 0.0, 0.0, 2.0, 10.0])
-    p0, p50, p100 = percentiles([made.sketch()], [0.01, 0.5, 1.0], made.minimum, made.maximum)
+    p0, p50, p100 = _quantiles(made, [0.01, 0.5, 1.0])
     assert p0 == pytest.approx(-5.0, rel=0.02)
     assert p50 == 0.0
     assert p100 == 10.0
@@ -77,6 +82,16 @@ def test_ten_second_points_roll_up_into_minutes(tmp_path: Path) -> None:
     assert 11.0 <= whole[0].values["p99"] <= 12.0
 
 
+def test_percentiles_of_many_periods_in_one_pass() -> None:
+    """Periods with no values are NaN; each period ranks its own values only."""
+    rows = [(0, _dist([1.0, 2.0, 3.0]).sketch()), (2, _dist([100.0]).sketch())]
+    rows.append((0, _dist([4.0]).sketch()))
+    table = percentiles(rows, 3, [0.5, 1.0])
+    assert table[0].tolist() == pytest.approx([2.0, 4.0], rel=0.02)
+    assert all(v != v for v in table[1])  # NaN
+    assert table[2].tolist() == pytest.approx([100.0, 100.0], rel=0.02)
+
+
 def test_writes_into_the_same_slot_merge(tmp_path: Path) -> None:
     store = MetricStore(tmp_path / "metrics.db")
     store.write([Point(SERIES, "None", T0 + 1, _dist([1.0, 2.0]))])
@@ -100,9 +115,7 @@ def test_size_bound_drops_the_oldest_points(tmp_path: Path) -> None:
     store = MetricStore(tmp_path / "metrics.db")
     values = _dist([float(v) for v in range(1, 200)])  # a wide sketch: a big row
     for day_slot in range(0, 8640, 720):
-        store.write(
-            Point(SERIES, "None", T0 + 10 * (day_slot + i), values) for i in range(720)
-        )
+        store.write(Point(SERIES, "None", T0 + 10 * (day_slot + i), values) for i in range(720))
     before = store.used_bytes()
     bound = before // 3
     store.prune(T0 + 86400, {10: 10 * 86400, 60: 10 * 86400}, bound)
@@ -130,3 +143,15 @@ def test_periods_finer_than_ten_seconds_are_refused(tmp_path: Path, period: int)
     store = MetricStore(tmp_path / "metrics.db")
     with pytest.raises(StatisticError, match="multiple of 10"):
         statistics(store, SERIES, T0, T0 + 60, period, ["Sum"])
+
+
+def test_wide_sketches_take_the_sorting_path_and_agree() -> None:
+    """Values from -1e9 to 1e9 span too many buckets for the dense grid."""
+    rng = random.Random(3)
+    values = [rng.uniform(-1e9, 1e9) for _ in range(2000)] + [1e-6, -1e-6]
+    wide = _dist(values)
+    rows = [(i, wide.sketch()) for i in range(200)]
+    table = percentiles(rows, 200, [0.25, 0.75])
+    ordered = sorted(values)
+    assert table[17][0] == pytest.approx(ordered[499], rel=0.03)
+    assert table[199][1] == pytest.approx(ordered[1499], rel=0.03)

@@ -15,7 +15,7 @@ zero gets 0), so a merged sketch is ranked by sorting its keys.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -116,26 +116,57 @@ class Distribution:
         return made
 
 
+_SHIFT = _OFFSET + _SPAN  # keys + _SHIFT are >= 0
+_WIDTH = 2 * _SHIFT + 1
+# Above this many (period, bucket) cells, percentiles sort the buckets instead.
+_DENSE_CELLS = 4_000_000
+
+
 def percentiles(
-    sketches: Iterable[bytes], quantiles: list[float], minimum: float, maximum: float
-) -> list[float | None]:
-    """The quantiles (0..1) of the merged sketches, clamped to [minimum, maximum]; None
-    when the sketches hold no values (statistic sets only)."""
-    joined = np.frombuffer(b"".join(sketches), dtype=SKETCH_DTYPE)
-    if not len(joined):
-        return [None] * len(quantiles)
-    keys, inverse = np.unique(joined["key"], return_inverse=True)
+    rows: Sequence[tuple[int, bytes]], periods: int, quantiles: Sequence[float]
+) -> np.ndarray:
+    """The quantiles (0..1) of each period's merged sketches, in one pass over all of
+    them: `rows` are (period index, sketch). An array of shape (periods, quantiles), NaN
+    where a period holds no values (none, or statistic sets only). The caller clamps to
+    the period's minimum and maximum."""
+    answer = np.full((periods, len(quantiles)), np.nan)
+    if not rows or not periods:
+        return answer
+    lengths = np.array([len(b) for _, b in rows], dtype=np.int64) // SKETCH_DTYPE.itemsize
+    owners = np.repeat(np.array([i for i, _ in rows], dtype=np.int64), lengths)
+    joined = np.frombuffer(b"".join(b for _, b in rows), dtype=SKETCH_DTYPE)
+    keys = joined["key"].astype(np.int64)
+    low = int(keys.min()) if len(keys) else 0
+    width = (int(keys.max()) - low + 1) if len(keys) else 1
+    if periods * width <= _DENSE_CELLS:
+        # Latencies span a few hundred buckets: a dense (period, bucket) grid needs no sort.
+        grid = np.bincount(
+            owners * width + (keys - low), weights=joined["count"], minlength=periods * width
+        ).reshape(periods, width)
+        cumulative = np.cumsum(grid, axis=1)
+        totals = cumulative[:, -1]
+        has = totals > 0
+        values = representative(np.arange(low, low + width))
+        for column, q in enumerate(quantiles):
+            rank = np.maximum(q * totals, 1e-12) - 1e-9 * totals
+            position = np.argmax(cumulative >= rank[:, None], axis=1)
+            answer[has, column] = values[position[has]]
+        return answer
+    combined = owners * _WIDTH + (keys + _SHIFT)
+    unique, inverse = np.unique(combined, return_inverse=True)
     counts = np.bincount(inverse, weights=joined["count"])
-    cumulative = np.cumsum(counts)
-    total = cumulative[-1]
-    if total <= 0:
-        return [None] * len(quantiles)
-    values = representative(keys)
-    answers: list[float | None] = []
-    for q in quantiles:
-        # The smallest bucket whose cumulative count reaches the rank (nearest rank).
-        rank = max(q * total, 1e-12)
-        index = int(np.searchsorted(cumulative, rank - 1e-9 * total, side="left"))
-        index = min(index, len(values) - 1)
-        answers.append(float(min(max(values[index], minimum), maximum)))
-    return answers
+    period_of = unique // _WIDTH
+    values = representative(unique % _WIDTH - _SHIFT)
+    flat = np.cumsum(counts)
+    index = np.arange(periods)
+    starts = np.searchsorted(period_of, index, side="left")
+    ends = np.searchsorted(period_of, index, side="right")
+    before = np.where(starts > 0, flat[starts - 1], 0.0)
+    totals = np.where(ends > starts, flat[np.maximum(ends - 1, 0)] - before, 0.0)
+    has = totals > 0
+    for column, q in enumerate(quantiles):
+        # Nearest rank: the first bucket whose cumulative count reaches q of the period.
+        rank = before + np.maximum(q * totals, 1e-12) - 1e-9 * totals
+        position = np.minimum(np.searchsorted(flat, rank, side="left"), ends - 1)
+        answer[has, column] = values[position[has]]
+    return answer

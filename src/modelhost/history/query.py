@@ -11,6 +11,7 @@ first, only for periods that hold data.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,32 +80,26 @@ def statistics(
     first = int(start // resolution * resolution)
     last = int(-(-end // resolution) * resolution)
     aggregates = store.aggregates(found.id, resolution, first, last, period)
-    sketches = (
-        store.sketches(found.id, resolution, first, last, period)
-        if any(q is not None for q in quantiles.values())
-        else {}
-    )
+    asked = [(s, q) for s, q in quantiles.items() if q is not None]
+    estimates = None
+    if asked and aggregates:
+        estimates = percentiles(
+            store.sketches(found.id, resolution, first, last, period),
+            -(-(last - first) // period),
+            [q for _, q in asked],
+        )
     points = []
     for aggregate in aggregates:
         values: dict[str, float] = {}
-        asked = [(s, q) for s, q in quantiles.items() if q is not None]
-        estimates = (
-            percentiles(
-                sketches.get(aggregate.start, []),
-                [q for _, q in asked],
-                aggregate.minimum,
-                aggregate.maximum,
-            )
-            if asked
-            else []
-        )
-        by_name = dict(zip([s for s, _ in asked], estimates, strict=True))
         for statistic in wanted:
             value = _plain(statistic, aggregate)
-            if value is None:
-                value = by_name.get(statistic)
             if value is not None:
                 values[statistic] = value
+        if estimates is not None:
+            row = estimates[(aggregate.start - first) // period]
+            for (statistic, _), estimate in zip(asked, row.tolist(), strict=True):
+                if not math.isnan(estimate):
+                    values[statistic] = min(max(estimate, aggregate.minimum), aggregate.maximum)
         points.append(Datapoint(aggregate.start, values))
     return found.unit, points
 
