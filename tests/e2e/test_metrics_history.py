@@ -625,3 +625,20 @@ def test_alarms_evaluate_the_history(cw: Any, loaded: tuple[str, list[float]]) -
         wait_until(lambda: state(latency) == "ALARM", timeout_s=30, what="the p99 alarm")
     finally:
         cw.delete_alarms(AlarmNames=[mine, latency])
+
+
+def test_history_off_records_nothing_and_says_so(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", env={"MODELHOST_METRICS_HISTORY": "0"}) as server:
+        start, end = _window()
+        with pytest.raises(ClientError) as caught:
+            server.client("cloudwatch").get_metric_statistics(
+                Namespace="AWS/SageMaker",
+                MetricName="Invocations",
+                StartTime=start,
+                EndTime=end,
+                Period=60,
+                Statistics=["Sum"],
+            )
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "MODELHOST_METRICS_HISTORY" in caught.value.response["Error"]["Message"]
+        assert not (server.data_dir / "metrics.db").exists()
