@@ -121,6 +121,39 @@ def overhead(
     return lines, runs
 
 
+def per_answer() -> list[str]:
+    """The recording's own cost, in process: what `count_answer` does per answer (the
+    Prometheus histograms, plus the history's two observers when on), best of 5."""
+    import timeit
+
+    from modelhost import metrics
+
+    off = metrics.for_variant("bench-off", "v")
+    on = metrics.for_variant("bench-on", "v")
+    model, overhead = Distribution(), Distribution()
+    on.history_model, on.history_overhead = model.observe_seconds, overhead.observe_seconds
+
+    def answer(series: metrics.VariantMetrics) -> None:
+        series.answered(0.00081, None)
+        series.overhead(0.00012)
+
+    n = 100_000
+    cost = {
+        name: min(timeit.repeat(lambda s=series: answer(s), number=n, repeat=5)) / n * 1e6
+        for name, series in ((OFF, off), (ON, on))
+    }
+    return [
+        "## Cost per answer, in process",
+        "",
+        "`VariantMetrics.answered` + `overhead` (what the server runs after each answer), "
+        f"best of 5 x {n:,}:",
+        "",
+        "| history off | history on | added |",
+        "|---|---|---|",
+        f"| {cost[OFF]:.2f} us | {cost[ON]:.2f} us | {cost[ON] - cost[OFF]:+.2f} us |",
+    ]
+
+
 def _latency_sketch(rng: random.Random, calls: int) -> Distribution:
     """What 10 s of live traffic leaves: `calls` latencies around 800 us."""
     made = Distribution()
@@ -261,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     body = orjson.dumps(iris_rows(3))
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
         generator = LoadGenerator.choose(args.loadgen, body, CONTENT_TYPE, scratch)
+        answer_lines = per_answer()
         overhead_lines, _ = overhead(scratch, generator, args)
         query_lines = queries(scratch, args.calls)
     report = [
         "# Metric history: recording overhead and GetMetricData",
         "",
         *machine_table(generator.describe()),
+        "",
+        *answer_lines,
         "",
         *overhead_lines,
         "",

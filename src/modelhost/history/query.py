@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from modelhost.history.distribution import percentiles
 from modelhost.history.store import (
@@ -33,8 +33,7 @@ class StatisticError(ValueError):
     """A statistic or period the history cannot answer; the message names it."""
 
 
-@dataclass(frozen=True)
-class Datapoint:
+class Datapoint(NamedTuple):
     timestamp: int
     values: dict[str, float]
 
@@ -106,11 +105,11 @@ def statistics(
 
 def _plain(statistic: str, aggregate: Aggregate) -> float | None:
     if statistic == "SampleCount":
-        return aggregate.count
+        return aggregate.samples
     if statistic == "Sum":
         return aggregate.total
     if statistic == "Average":
-        return aggregate.total / aggregate.count if aggregate.count else None
+        return aggregate.total / aggregate.samples if aggregate.samples else None
     if statistic == "Minimum":
         return aggregate.minimum
     if statistic == "Maximum":

@@ -24,7 +24,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from modelhost.history.distribution import Distribution
@@ -87,12 +89,12 @@ class Series:
     last_ts: int
 
 
-@dataclass(frozen=True)
-class Aggregate:
-    """One period of a series: the exact statistic set of every point in it."""
+class Aggregate(NamedTuple):
+    """One period of a series: the exact statistic set of every point in it (a tuple:
+    a query makes thousands)."""
 
     start: int
-    count: float
+    samples: float
     total: float
     minimum: float
     maximum: float
@@ -310,14 +312,31 @@ class MetricStore:
     def aggregates(
         self, series: int, resolution: int, start: int, end: int, period: int
     ) -> list[Aggregate]:
-        """The series in [start, end) by periods counted from `start`."""
-        rows = self._reader().execute(
-            "SELECT (ts - ?) / ? AS bucket, sum(count), sum(total), min(minimum), "
-            "max(maximum) FROM points WHERE series = ? AND resolution = ? AND ts >= ? "
-            "AND ts < ? GROUP BY bucket ORDER BY bucket",
-            (start, period, series, resolution, start, end),
+        """The series in [start, end) by periods counted from `start`: the points in key
+        order, folded per period with numpy (SQLite's GROUP BY sorts them again)."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT ts, count, total, minimum, maximum FROM points WHERE series = ? "
+                "AND resolution = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (series, resolution, start, end),
+            )
+            .fetchall()
         )
-        return [Aggregate(start + b * period, c, t, lo, hi) for b, c, t, lo, hi in rows]
+        if not rows:
+            return []
+        table = np.array(rows, dtype=np.float64)
+        owners = (table[:, 0].astype(np.int64) - start) // period
+        firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        folded = zip(
+            (start + owners[firsts] * period).tolist(),  # ints
+            np.add.reduceat(table[:, 1], firsts).tolist(),
+            np.add.reduceat(table[:, 2], firsts).tolist(),
+            np.minimum.reduceat(table[:, 3], firsts).tolist(),
+            np.maximum.reduceat(table[:, 4], firsts).tolist(),
+            strict=True,
+        )
+        return [Aggregate._make(row) for row in folded]
 
     def sketches(
         self, series: int, resolution: int, start: int, end: int, period: int
