@@ -155,3 +155,21 @@ def test_wide_sketches_take_the_sorting_path_and_agree() -> None:
     ordered = sorted(values)
     assert table[17][0] == pytest.approx(ordered[499], rel=0.03)
     assert table[199][1] == pytest.approx(ordered[1499], rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("MODELHOST_METRICS_FLUSH_INTERVAL", "30", "MODELHOST_METRICS_FLUSH_INTERVAL"),
+        ("MODELHOST_METRICS_HIGH_RES_RETENTION", "9999999999", "HIGH_RES_RETENTION"),
+        ("MODELHOST_METRICS_MAX_MB", "0.5", "MODELHOST_METRICS_MAX_MB"),
+    ],
+)
+def test_history_settings_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    from modelhost.config import Settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=named):
+        Settings(data_dir=tmp_path)
