@@ -40,7 +40,7 @@ from modelhost.errors import (
     UnknownOperation,
     ValidationError,
 )
-from modelhost.history import HIGH_RESOLUTION, STANDARD_RESOLUTION, MetricStore
+from modelhost.history import MetricStore, retention
 from modelhost.instances import open_backend
 from modelhost.queue import STATES, open_queue
 from modelhost.router import Router
@@ -116,10 +116,7 @@ class ModelhostApp:
                 self.history,
                 self.router,
                 settings.metrics_flush_interval_s,
-                {
-                    HIGH_RESOLUTION: settings.metrics_high_res_retention_s,
-                    STANDARD_RESOLUTION: settings.metrics_retention_s,
-                },
+                retention(settings.metrics_high_res_retention_s, settings.metrics_retention_s),
                 settings.metrics_max_bytes,
             )
         )

@@ -10,7 +10,7 @@ import pytest
 
 from modelhost import metrics
 from modelhost.controllers import MetricsRecorder
-from modelhost.history import MetricStore, statistics
+from modelhost.history import MetricStore, retention, statistics
 from modelhost.router import Router
 
 
@@ -18,7 +18,7 @@ from modelhost.router import Router
 def recorder(tmp_path: Path):
     async def make() -> MetricsRecorder:
         return MetricsRecorder(
-            MetricStore(tmp_path / "m.db"), Router(5.0), 1.0, {10: 3600, 60: 7200}, 2**30
+            MetricStore(tmp_path / "m.db"), Router(5.0), 1.0, retention(3600, 7200), 2**30
         )
 
     made = asyncio.run(make())

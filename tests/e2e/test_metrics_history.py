@@ -137,7 +137,7 @@ def test_latency_statistics_and_percentiles(cw: Any, loaded: tuple[str, list[flo
             Dimensions=_dimensions(name),
             StartTime=start,
             EndTime=end,
-            Period=600,
+            Period=86400,  # one period holds the whole window
             Statistics=["SampleCount", "Minimum", "Maximum", "Average"],
             ExtendedStatistics=["p50", "p99", "p99.9"],
         )["Datapoints"]

@@ -13,6 +13,8 @@ from modelhost.history import (
     MetricStore,
     Point,
     StatisticError,
+    resolution_for,
+    retention,
     statistics,
 )
 from modelhost.history.distribution import percentiles
@@ -104,7 +106,7 @@ def test_retention_drops_old_points_per_resolution(tmp_path: Path) -> None:
     store = MetricStore(tmp_path / "metrics.db")
     store.write(Point(SERIES, "None", T0 + 10 * i, _dist([1.0])) for i in range(360))
     now = T0 + 3600
-    store.prune(now, {10: 600, 60: 1800}, 1024**3)
+    store.prune(now, retention(600, 1800), 1024**3)
     _, fine = statistics(store, SERIES, T0, now, 10, ["SampleCount"])
     _, coarse = statistics(store, SERIES, T0, now, 60, ["SampleCount"])
     assert fine[0].timestamp == now - 600 and len(fine) == 60
@@ -118,7 +120,7 @@ def test_size_bound_drops_the_oldest_points(tmp_path: Path) -> None:
         store.write(Point(SERIES, "None", T0 + 10 * (day_slot + i), values) for i in range(720))
     before = store.used_bytes()
     bound = before // 3
-    store.prune(T0 + 86400, {10: 10 * 86400, 60: 10 * 86400}, bound)
+    store.prune(T0 + 86400, retention(10 * 86400, 10 * 86400), bound)
     assert store.used_bytes() <= bound
     _, fine = statistics(store, SERIES, T0, T0 + 86400, 10, ["SampleCount"])
     # what is left is the newest
@@ -173,3 +175,34 @@ def test_history_settings_are_checked(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=named):
         Settings(data_dir=tmp_path)
+
+
+def test_a_period_reads_the_coarsest_rollup_that_divides_it(tmp_path: Path) -> None:
+    assert [resolution_for(p) for p in (10, 30, 60, 120, 300, 900, 3600, 86400)] == [
+        10,
+        10,
+        60,
+        60,
+        300,
+        300,
+        3600,
+        3600,
+    ]
+    store = MetricStore(tmp_path / "metrics.db")
+    rng = random.Random(5)
+    store.write(
+        Point(SERIES, "None", T0 + 10 * i, _dist([rng.uniform(1, 100) for _ in range(5)]))
+        for i in range(2 * 360)
+    )
+    # The same two hours by minutes, 5 minutes and hours: the rollups agree exactly.
+    wanted = ["SampleCount", "Sum", "Minimum", "Maximum", "p90"]
+    by_minute = [statistics(store, SERIES, T0, T0 + 7200, p, wanted)[1] for p in (60, 300, 3600)]
+    for points in by_minute:
+        assert sum(p.values["SampleCount"] for p in points) == 5 * 720
+        assert sum(p.values["Sum"] for p in points) == pytest.approx(
+            sum(q.values["Sum"] for q in by_minute[0])
+        )
+    _, hours = statistics(store, SERIES, T0, T0 + 7200, 86400, wanted)
+    (whole,) = hours
+    assert whole.values["Minimum"] == min(p.values["Minimum"] for p in by_minute[0])
+    assert 80 < whole.values["p90"] < 100

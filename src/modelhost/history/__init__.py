@@ -1,5 +1,6 @@
 """Metric history as CloudWatch keeps it: statistic sets with percentile sketches at 10 s
-and 1 min resolution in a SQLite file, and the one query that reads them."""
+resolution with 1 min, 5 min and 1 h rollups, in a SQLite file, and the one query that
+reads them."""
 
 from modelhost.history.distribution import Distribution
 from modelhost.history.query import (
@@ -11,19 +12,16 @@ from modelhost.history.query import (
     statistics,
 )
 from modelhost.history.store import (
-    HIGH_RESOLUTION,
-    STANDARD_RESOLUTION,
     MetricStore,
     Point,
     Series,
     SeriesKey,
     dimensions_key,
+    retention,
 )
 
 __all__ = [
-    "HIGH_RESOLUTION",
     "PLAIN_STATISTICS",
-    "STANDARD_RESOLUTION",
     "Datapoint",
     "Distribution",
     "MetricStore",
@@ -34,5 +32,6 @@ __all__ = [
     "dimensions_key",
     "quantile",
     "resolution_for",
+    "retention",
     "statistics",
 ]

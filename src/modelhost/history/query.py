@@ -3,10 +3,11 @@ answers, for GetMetricData, GetMetricStatistics and anything else that charts a 
 
     statistics(store, ("AWS/SageMaker", "ModelLatency", dims), start, end, 60, ["p99"])
 
-A period that is a multiple of a minute reads the 1-minute points, any other multiple of
-10 s the 10 s points (kept for a shorter time, as CloudWatch keeps its high-resolution
-data). Periods start at `start` rounded down to the resolution; datapoints come oldest
-first, only for periods that hold data.
+A period reads the coarsest resolution that divides it: an hour's multiple the hourly
+rollups, 5 minutes' the 5-minute ones, a minute's the minutes, any other multiple of 10 s
+the 10 s points (kept for a shorter time, as CloudWatch keeps its high-resolution data).
+Periods start at `start` rounded down to that resolution; datapoints come oldest first,
+only for periods that hold data.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import NamedTuple
 from modelhost.history.distribution import percentiles
 from modelhost.history.store import (
     HIGH_RESOLUTION,
-    STANDARD_RESOLUTION,
+    RESOLUTIONS,
     Aggregate,
     MetricStore,
     SeriesKey,
@@ -59,7 +60,7 @@ def resolution_for(period: int) -> int:
             f"The period {period} is not supported: metrics are kept at 10 s and 1 min "
             "resolution, so a period must be a multiple of 10 seconds."
         )
-    return STANDARD_RESOLUTION if period % STANDARD_RESOLUTION == 0 else HIGH_RESOLUTION
+    return max(r for r in RESOLUTIONS if period % r == 0)
 
 
 def statistics(

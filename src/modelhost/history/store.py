@@ -1,10 +1,11 @@
 """Where metric history lives: a SQLite file beside the state store (<data-dir>/metrics.db).
 
-Two resolutions, as CloudWatch keeps them: 10 s points for a short retention (a day by
-default) and 1-minute points for a long one (15 days). Every write goes to both, merging
-into a point already there, so a minute is always the exact rollup of its 10 s points and
-a query picks the coarsest resolution its period allows. A point is one row: count, sum,
-min, max and its sketch (see distribution.py), about 60 bytes plus 12 per bucket.
+Resolutions as CloudWatch keeps them: 10 s points for a short retention (a day by
+default), 1-minute, 5-minute and 1-hour rollups for a long one (15 days). Every write
+goes to each, merging into a point already there, so a rollup is always the exact
+merge of its 10 s points and a query picks the coarsest resolution its period allows.
+A point is a row of count, sum, min and max and one of its sketch (see distribution.py),
+about 60 bytes plus 12 per bucket.
 
 Its own file, not the state store's database: metrics are written every few seconds and
 must never wait on, or hold up, the control plane's lock, and losing them loses no state.
@@ -35,7 +36,16 @@ from modelhost.history.distribution import Distribution
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 HIGH_RESOLUTION = 10
 STANDARD_RESOLUTION = 60
-RESOLUTIONS = (HIGH_RESOLUTION, STANDARD_RESOLUTION)
+#: Finest first. The 5-minute and hourly rollups keep long charts cheap: a day at
+#: Period=300 reads 288 points a series, not 1,440 minutes or 8,640 10 s points.
+RESOLUTIONS = (HIGH_RESOLUTION, STANDARD_RESOLUTION, 300, 3600)
+
+
+def retention(high_resolution_s: float, standard_s: float) -> dict[int, float]:
+    """How long each resolution is kept: 10 s points for the first, the rollups for the
+    second."""
+    return {r: high_resolution_s if r == HIGH_RESOLUTION else standard_s for r in RESOLUTIONS}
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -119,6 +129,9 @@ class MetricStore:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        # A day of charts reads tens of MB: mapped, not copied through a 2 MB page cache.
+        connection.execute("PRAGMA mmap_size=268435456")
+        connection.execute("PRAGMA cache_size=-16384")
         return connection
 
     def _reader(self) -> sqlite3.Connection:
@@ -250,8 +263,8 @@ class MetricStore:
         return int((pages - free) * size)
 
     def _drop_oldest(self) -> int:
-        """A tenth of the span of 10 s points (they go first: the minutes keep their
-        summary), or of the minutes when no 10 s point is left."""
+        """A tenth of the span of the finest points left (10 s points go first: the
+        rollups keep their summary)."""
         db = self._writer
         for resolution in RESOLUTIONS:
             low, high = db.execute(
