@@ -76,11 +76,8 @@ class Distribution:
             self.minimum = value
         if value > self.maximum:
             self.maximum = value
-        if value > 0:
-            exponent = math.ceil(math.log(value) * _INV_LOG_GAMMA)
-            k = max(-_SPAN, min(_SPAN, exponent)) + _OFFSET
-        else:
-            k = key(value)
+        # A latency in microseconds is far inside the clamped span: no clamp here.
+        k = math.ceil(math.log(value) * _INV_LOG_GAMMA) + _OFFSET if value > 1e-300 else 0
         buckets = self.buckets
         buckets[k] = buckets.get(k, 0.0) + 1.0
 
