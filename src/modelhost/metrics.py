@@ -95,7 +95,8 @@ class VariantMetrics:
     def __init__(self, endpoint: str, variant: str) -> None:
         self.endpoint, self.variant = endpoint, variant
         # Set by the metrics history while it records: each hears every latency (in
-        # seconds) as the histogram does, for the min/max/percentiles it keeps.
+        # seconds) as the histogram does, for the min/max/percentiles it keeps (a list's
+        # append: the hot path's share is one C call).
         self.history_model: Callable[[float], None] | None = None
         self.history_overhead: Callable[[float], None] | None = None
         self.invocations = INVOCATIONS.labels(endpoint, variant)

@@ -40,7 +40,7 @@ def test_a_flush_records_counts_and_latencies(recorder: MetricsRecorder) -> None
         series.overhead(0.0001)
     metrics.INVOCATION_4XX.labels(endpoint, "v").inc(2)
     now = time.time()
-    recorder.store.write(recorder.collect(now))
+    recorder.write(*recorder.collect(now), now)
 
     def stat(name: str, wanted: list[str]) -> dict[str, float]:
         _, points = statistics(
@@ -58,10 +58,10 @@ def test_a_flush_records_counts_and_latencies(recorder: MetricsRecorder) -> None
     assert stat("OverheadLatency", ["Average"])["Average"] == pytest.approx(100.0)
     # The next flush holds only what came after this one.
     series.answered(0.003, None)
-    later = recorder.collect(now + 1)
+    later, latencies = recorder.collect(now + 1)
     names = {p.series[1]: p.values for p in later if p.series[2][0][1] == endpoint}
     assert names["Invocations"].total == 1.0
-    assert names["ModelLatency"].count == 1.0
+    assert [values for key, values in latencies if key[2][0][1] == endpoint] == [[0.003]]
     assert "Invocation4XXErrors" in names and names["Invocation4XXErrors"].total == 0.0
 
 

@@ -57,11 +57,13 @@ def test_negative_zero_and_positive_values_rank_in_order() -> None:
     assert p100 == 10.0
 
 
-def test_seconds_are_kept_in_microseconds() -> None:
-    made = Distribution()
-    made.observe_seconds(0.0015)
-    assert made.total == pytest.approx(1500.0)
-    assert made.minimum == made.maximum == pytest.approx(1500.0)
+def test_seconds_are_kept_in_microseconds_in_the_same_buckets() -> None:
+    seconds = [0.0015, 0.0002, 0.0031, 0.0015, 0.0]
+    made = Distribution.of_seconds(seconds)
+    one_by_one = _dist([s * 1e6 for s in seconds])
+    assert made.count == 5 and made.total == pytest.approx(one_by_one.total)
+    assert (made.minimum, made.maximum) == (0.0, pytest.approx(3100.0))
+    assert made.buckets == one_by_one.buckets
 
 
 def test_ten_second_points_roll_up_into_minutes(tmp_path: Path) -> None:

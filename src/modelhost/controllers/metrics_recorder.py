@@ -1,10 +1,10 @@
 """Records the metrics the server computes as CloudWatch-style history (modelhost.history).
 
 Nothing here runs per request but two observers: each (endpoint, variant)'s series in
-`modelhost.metrics` hands its ModelLatency and OverheadLatency to a Distribution (a few
-arithmetic operations and one `log`). Everything else is read once per flush, on the event
-loop and without I/O: the Prometheus counters' growth since the last flush (Invocations,
-errors, cold starts, cost), the router's instances and requests in flight, the instances'
+`modelhost.metrics` appends its ModelLatency and OverheadLatency to a list (one C call);
+the writer thread turns the lists into sketches. Everything else is read once per flush,
+on the event loop and without I/O: the Prometheus counters' growth since the last flush
+(Invocations, errors, cold starts, cost), the router's instances and requests in flight, the instances'
 CPU and memory (psutil, /proc reads), the async backlog gauges. The batch is written to
 the SQLite file by one writer thread; the loop never waits on the database.
 
@@ -52,6 +52,7 @@ _ASYNC = (
 )
 Labels = tuple[str, str]
 Add = Callable[[SeriesKey, str, Distribution], None]
+Latencies = list[tuple[SeriesKey, list[float]]]
 
 
 def _key(namespace: str, name: str, endpoint: str, variant: str | None) -> SeriesKey:
@@ -82,7 +83,7 @@ class MetricsRecorder:
         self.retention_s = retention_s
         self.max_bytes = max_bytes
         self._state = VariantState(router)
-        self._latencies: dict[Labels, tuple[Distribution, Distribution]] = {}
+        self._latencies: dict[Labels, tuple[list[float], list[float]]] = {}
         self._counted: dict[tuple[str, Labels], float] = {}
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="metrics-history")
         self._last_prune = 0.0
@@ -101,15 +102,18 @@ class MetricsRecorder:
             series.history_model = series.history_overhead = None
 
     def _observe(self, series: metrics.VariantMetrics) -> None:
-        model, overhead = Distribution(), Distribution()
+        # The hot path only appends (a C call); the writer thread makes the sketches.
+        model: list[float] = []
+        overhead: list[float] = []
         self._latencies[(series.endpoint, series.variant)] = (model, overhead)
-        series.history_model = model.observe_seconds
-        series.history_overhead = overhead.observe_seconds
+        series.history_model = model.append
+        series.history_overhead = overhead.append
 
     # -- once per flush --------------------------------------------------------------
 
-    def collect(self, now: float) -> list[Point]:
-        """Everything since the last call, as points stamped `now`; on the event loop."""
+    def collect(self, now: float) -> tuple[list[Point], Latencies]:
+        """Everything since the last call, stamped `now`, on the event loop: points, and
+        the latencies (seconds) as observed, for `write` to turn into sketches."""
         points: list[Point] = []
 
         def add(key: SeriesKey, unit: str, values: Distribution) -> None:
@@ -118,11 +122,11 @@ class MetricsRecorder:
         latencies, self._latencies = self._latencies, {}
         for series in metrics.variants():
             self._observe(series)
+        raw: Latencies = []
         for (endpoint, variant), (model, overhead) in latencies.items():
-            if model.count:
-                add(_key(SAGEMAKER, "ModelLatency", endpoint, variant), _MICROSECONDS, model)
-            if overhead.count:
-                add(_key(SAGEMAKER, "OverheadLatency", endpoint, variant), _MICROSECONDS, overhead)
+            for name, values in (("ModelLatency", model), ("OverheadLatency", overhead)):
+                if values:
+                    raw.append((_key(SAGEMAKER, name, endpoint, variant), values))
 
         invocations = self._growth("Invocations", metrics.INVOCATIONS)
         errors_4xx = self._growth("4XX", metrics.INVOCATION_4XX)
@@ -156,7 +160,15 @@ class MetricsRecorder:
             setup.observe(total * 1e6 / count, count)
             add(_key(SAGEMAKER, "ModelSetupTime", *labels), _MICROSECONDS, setup)
         self._gauges(add)
-        return points
+        return points, raw
+
+    def write(self, points: list[Point], latencies: Latencies, now: float) -> None:
+        """Sketch the latencies and write everything: in the writer thread."""
+        sketched = [
+            Point(key, _MICROSECONDS, now, Distribution.of_seconds(values))
+            for key, values in latencies
+        ]
+        self.store.write([*points, *sketched])
 
     def _gauges(self, add: Add) -> None:
         for endpoint, deployment in list(self.router.deployments.items()):
@@ -241,9 +253,10 @@ class MetricsRecorder:
         loop = loop or asyncio.get_running_loop()
         now = time.time()
         # Stamped inside the span just ended, so it lands in that 10 s slot.
-        points = self.collect(now - min(self.interval_s, 10.0) / 2)
+        stamp = now - min(self.interval_s, 10.0) / 2
+        points, latencies = self.collect(stamp)
         try:
-            await loop.run_in_executor(self._writer, self.store.write, points)
+            await loop.run_in_executor(self._writer, self.write, points, latencies, stamp)
             if now - self._last_prune >= _PRUNE_EVERY_S:
                 self._last_prune = now
                 await loop.run_in_executor(

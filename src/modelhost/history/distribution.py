@@ -66,20 +66,28 @@ class Distribution:
         k = key(value)
         self.buckets[k] = self.buckets.get(k, 0.0) + count
 
-    def observe_seconds(self, seconds: float) -> None:
-        """A latency in seconds, kept in microseconds as SageMaker's latency metrics are
-        (the hot path's call: one multiplication, no extra frame)."""
-        value = seconds * 1e6
-        self.count += 1.0
-        self.total += value
-        if value < self.minimum:
-            self.minimum = value
-        if value > self.maximum:
-            self.maximum = value
-        # A latency in microseconds is far inside the clamped span: no clamp here.
-        k = math.ceil(math.log(value) * _INV_LOG_GAMMA) + _OFFSET if value > 1e-300 else 0
-        buckets = self.buckets
-        buckets[k] = buckets.get(k, 0.0) + 1.0
+    @classmethod
+    def of_seconds(cls, seconds: Sequence[float]) -> Distribution:
+        """Latencies in seconds, kept in microseconds as SageMaker's latency metrics are;
+        with numpy, for the many a flush collects (off the event loop)."""
+        values = np.asarray(seconds, dtype=np.float64) * 1e6
+        made = cls()
+        if not len(values):
+            return made
+        made.count = float(len(values))
+        made.total = float(values.sum())
+        made.minimum = float(values.min())
+        made.maximum = float(values.max())
+        positive = values > 0
+        # Latencies never come near the clamped span: the positive keys need no clamp.
+        keys = np.where(
+            positive,
+            np.ceil(np.log(np.where(positive, values, 1.0)) * _INV_LOG_GAMMA) + _OFFSET,
+            0,
+        ).astype(np.int64)
+        unique, counts = np.unique(keys, return_counts=True)
+        made.buckets = dict(zip(unique.tolist(), counts.astype(np.float64).tolist(), strict=True))
+        return made
 
     def add_statistics(self, count: float, total: float, minimum: float, maximum: float) -> None:
         """A statistic set without its values (PutMetricData's StatisticValues): exact for
