@@ -4,9 +4,10 @@ Nothing here runs per request but two observers: each (endpoint, variant)'s seri
 `modelhost.metrics` appends its ModelLatency and OverheadLatency to a list (one C call);
 the writer thread turns the lists into sketches. Everything else is read once per flush,
 on the event loop and without I/O: the Prometheus counters' growth since the last flush
-(Invocations, errors, cold starts, cost), the router's instances and requests in flight, the instances'
-CPU and memory (psutil, /proc reads), the async backlog gauges. The batch is written to
-the SQLite file by one writer thread; the loop never waits on the database.
+(Invocations, errors, cold starts, cost), the router's instances and requests in
+flight, the instances' CPU and memory (psutil, /proc reads), the async backlog gauges.
+The batch is written to the SQLite file by one writer thread; the loop never waits on
+the database.
 
 What is recorded, by namespace and dimensions:
 - `AWS/SageMaker`, EndpointName + VariantName: Invocations, Invocation4XXErrors,
