@@ -4,7 +4,6 @@ reads them."""
 
 from modelhost.history.distribution import Distribution
 from modelhost.history.query import (
-    PLAIN_STATISTICS,
     Datapoint,
     StatisticError,
     quantile,
@@ -21,7 +20,6 @@ from modelhost.history.store import (
 )
 
 __all__ = [
-    "PLAIN_STATISTICS",
     "Datapoint",
     "Distribution",
     "MetricStore",
