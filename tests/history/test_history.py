@@ -208,3 +208,14 @@ def test_a_period_reads_the_coarsest_rollup_that_divides_it(tmp_path: Path) -> N
     (whole,) = hours
     assert whole.values["Minimum"] == min(p.values["Minimum"] for p in by_minute[0])
     assert 80 < whole.values["p90"] < 100
+
+
+def test_a_century_at_ten_seconds_costs_what_its_data_costs(tmp_path: Path) -> None:
+    """Percentile work follows the periods that hold data, not the range asked for."""
+    store = MetricStore(tmp_path / "metrics.db")
+    store.write([Point(SERIES, "None", T0 + 5, _dist([1.0, 2.0, 3.0]))])
+    century = 100 * 365 * 86400
+    _, points = statistics(store, SERIES, T0 - century, T0 + century, 10, ["p50", "Sum"])
+    (point,) = points
+    assert point.timestamp == T0 and point.values["Sum"] == 6.0
+    assert point.values["p50"] == pytest.approx(2.0, rel=0.02)

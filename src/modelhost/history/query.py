@@ -83,20 +83,23 @@ def statistics(
     asked = [(s, q) for s, q in quantiles.items() if q is not None]
     estimates = None
     if asked and aggregates:
+        # Indexed by the periods that hold data, however long the range asked for.
+        index = {(a.start - first) // period: i for i, a in enumerate(aggregates)}
+        rows = store.sketches(found.id, resolution, first, last, period)
         estimates = percentiles(
-            store.sketches(found.id, resolution, first, last, period),
-            -(-(last - first) // period),
+            [(index[owner], sketch) for owner, sketch in rows],
+            len(aggregates),
             [q for _, q in asked],
         )
     points = []
-    for aggregate in aggregates:
+    for position, aggregate in enumerate(aggregates):
         values: dict[str, float] = {}
         for statistic in wanted:
             value = _plain(statistic, aggregate)
             if value is not None:
                 values[statistic] = value
         if estimates is not None:
-            row = estimates[(aggregate.start - first) // period]
+            row = estimates[position]
             for (statistic, _), estimate in zip(asked, row.tolist(), strict=True):
                 if not math.isnan(estimate):
                     values[statistic] = min(max(estimate, aggregate.minimum), aggregate.maximum)
