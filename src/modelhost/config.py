@@ -281,6 +281,28 @@ class Settings:
     lease_period_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_LEASE_PERIOD", 10.0)
     )
+    # CloudWatch-style metric history (<data-dir>/metrics.db, modelhost.history): on
+    # unless MODELHOST_METRICS_HISTORY=0; flushed every so many seconds; 10 s points kept
+    # for the high-resolution retention, 1-minute points for the retention; the file
+    # kept under a size (oldest points dropped first).
+    metrics_history: bool = field(
+        default_factory=lambda: (
+            os.environ.get("MODELHOST_METRICS_HISTORY", "1").strip().lower()
+            not in ("0", "false", "no", "off")
+        )
+    )
+    metrics_flush_interval_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_METRICS_FLUSH_INTERVAL", 10.0)
+    )
+    metrics_high_res_retention_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_METRICS_HIGH_RES_RETENTION", 86400.0)
+    )
+    metrics_retention_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_METRICS_RETENTION", 15 * 86400.0)
+    )
+    metrics_max_bytes: int = field(
+        default_factory=lambda: int(_env_float("MODELHOST_METRICS_MAX_MB", 512) * 1024**2)
+    )
     # Loaded from policy_file (checked whole) when the settings are made.
     policies: Policies | None = field(default=None, init=False, repr=False, compare=False)
     # How often the state store and queue files are checked on disk while serving (/ping
@@ -332,6 +354,18 @@ class Settings:
         ):
             if not value > 0:
                 raise ValueError(f"{name}={value}: expected a number of seconds > 0")
+        if not 0 < self.metrics_flush_interval_s <= 10:
+            raise ValueError(
+                f"MODELHOST_METRICS_FLUSH_INTERVAL={self.metrics_flush_interval_s}: "
+                "expected seconds > 0 and <= 10 (the finest resolution kept)"
+            )
+        if not 0 < self.metrics_high_res_retention_s <= self.metrics_retention_s:
+            raise ValueError(
+                "MODELHOST_METRICS_HIGH_RES_RETENTION and MODELHOST_METRICS_RETENTION: "
+                "expected seconds > 0, the high-resolution one no longer than the other"
+            )
+        if self.metrics_max_bytes < 1024**2:
+            raise ValueError("MODELHOST_METRICS_MAX_MB: expected at least 1 (MB)")
         if self.backup_interval_s < 0:
             raise ValueError(
                 f"MODELHOST_BACKUP_INTERVAL={self.backup_interval_s}: expected "
@@ -357,6 +391,11 @@ class Settings:
         """The asynchronous inference queue: a sibling of the state store, so request
         traffic never waits on the control plane's lock."""
         return self.data_dir / "async-queue.db"
+
+    @property
+    def metrics_path(self) -> Path:
+        """The metric history, beside the state store (see modelhost.history.store)."""
+        return self.data_dir / "metrics.db"
 
     @property
     def backup_dir(self) -> Path:

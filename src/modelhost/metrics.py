@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -88,13 +88,23 @@ class VariantMetrics:
 
     __slots__ = (
         "batch_size",
+        "endpoint",
+        "history_model",
+        "history_overhead",
         "invocations",
         "model_latency",
         "overhead_latency",
         "queue_wait",
+        "variant",
     )
 
     def __init__(self, endpoint: str, variant: str) -> None:
+        self.endpoint, self.variant = endpoint, variant
+        # Set by the metrics history while it records: each hears every latency (in
+        # seconds) as the histogram does, for the min/max/percentiles it keeps (a list's
+        # append: the hot path's share is one C call).
+        self.history_model: Callable[[float], None] | None = None
+        self.history_overhead: Callable[[float], None] | None = None
         self.invocations = INVOCATIONS.labels(endpoint, variant)
         self.model_latency = MODEL_LATENCY.labels(endpoint, variant)
         self.overhead_latency = OVERHEAD_LATENCY.labels(endpoint, variant)
@@ -105,16 +115,38 @@ class VariantMetrics:
         """One answer from a model: its latency and, when it was batched, its batch."""
         self.invocations.inc()
         self.model_latency.observe(model_seconds)
+        if self.history_model is not None:
+            self.history_model(model_seconds)
         if batch is not None:
             size, queue_wait_s = batch
             self.queue_wait.observe(queue_wait_s)
             if size:
                 self.batch_size.observe(size)
 
+    def overhead(self, seconds: float) -> None:
+        """The time modelhost added to one answer."""
+        self.overhead_latency.observe(seconds)
+        if self.history_overhead is not None:
+            self.history_overhead(seconds)
 
-@cache
+
+_VARIANTS: dict[tuple[str, str], VariantMetrics] = {}
+#: Called with each (endpoint, variant)'s series when it is first made: the metrics
+#: history attaches its observers there (see `variants` for the ones made before).
+on_new_variant: Callable[[VariantMetrics], None] | None = None
+
+
 def for_variant(endpoint: str, variant: str) -> VariantMetrics:
-    return VariantMetrics(endpoint, variant)
+    found = _VARIANTS.get((endpoint, variant))
+    if found is None:
+        found = _VARIANTS[(endpoint, variant)] = VariantMetrics(endpoint, variant)
+        if on_new_variant is not None:
+            on_new_variant(found)
+    return found
+
+
+def variants() -> list[VariantMetrics]:
+    return list(_VARIANTS.values())
 
 
 INSTANCES = Gauge("modelhost_instances", "Running instances", _LABELS, registry=REGISTRY)

@@ -27,6 +27,7 @@ from modelhost.controllers import (
     AutoscalingController,
     EndpointController,
     InstanceRegistry,
+    MetricsRecorder,
     RecommendationController,
     TransformController,
     TransformScheduleController,
@@ -41,6 +42,7 @@ from modelhost.errors import (
     UnknownOperation,
     ValidationError,
 )
+from modelhost.history import MetricStore, retention
 from modelhost.instances import open_backend
 from modelhost.queue import STATES, JobQueue, LoopQueue, open_queue
 from modelhost.router import Router
@@ -113,7 +115,21 @@ class ModelhostApp:
         self.scaling_metrics = sagemaker_metrics(
             max(settings.autoscaling_window_s, 0.1), self.router
         )
-        self.context = api.Context(settings, self.store, self._notify, self.scaling_metrics)
+        self.history = MetricStore(settings.metrics_path) if settings.metrics_history else None
+        self.recorder = (
+            None
+            if self.history is None
+            else MetricsRecorder(
+                self.history,
+                self.router,
+                settings.metrics_flush_interval_s,
+                retention(settings.metrics_high_res_retention_s, settings.metrics_retention_s),
+                settings.metrics_max_bytes,
+            )
+        )
+        self.context = api.Context(
+            settings, self.store, self._notify, self.scaling_metrics, self.history
+        )
         self.autoscaler = AutoscalingController(self.context, self.scaling_metrics, self.ownership)
         self.schedules = TransformScheduleController(self.context, self.ownership)
         self.recommender = RecommendationController(
@@ -192,6 +208,10 @@ class ModelhostApp:
                 self.guard.watch(self.settings.store_check_interval_s), name="store-check"
             ),
         ]
+        if self.recorder is not None:
+            self._controller_tasks.append(
+                asyncio.create_task(self.recorder.run(), name="metrics-history")
+            )
         if self.settings.backup_interval_s > 0:
             self._controller_tasks.append(
                 asyncio.create_task(
@@ -215,6 +235,10 @@ class ModelhostApp:
             await self.s3.stop()
         if self.s3_proxy is not None:
             await self.s3_proxy.close()
+        if self.recorder is not None:
+            await self.recorder.shutdown()
+        if self.history is not None:
+            self.history.close()
         self.router.close()
         self.queue.close()
         self.store.close()
@@ -353,17 +377,23 @@ class ModelhostApp:
         else:
             target = headers.get(b"x-amz-target", b"").decode("latin-1")
         try:
+            gzipped = api.compression.compressed(headers)
+
+            def inflated(body: bytes) -> bytes:
+                return api.compression.inflate(body, _MAX_CONTROL_BODY) if gzipped else body
+
             body = await self._authenticate(
                 scope,
                 receive,
                 _MAX_CONTROL_BODY,
-                lambda body: access.control(target, _decoded(body, cbor), self.arns),
+                lambda body: access.control(target, _decoded(inflated(body), cbor), self.arns),
                 lambda: RequestTooLarge(
                     f"Request body exceeds {_MAX_CONTROL_BODY // 1024} KiB; SageMaker API "
                     "requests are small JSON documents."
                 ),
                 access.signing_service(target),
             )
+            body = inflated(body)
         except SageMakerError as error:
             await _respond_error(send, error)
             return

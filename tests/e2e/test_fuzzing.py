@@ -1128,6 +1128,10 @@ def test_generated_sweep_of_modelhost_and_cbor_never_5xx(server, live: str) -> N
         "DescribeAlarms",
         "DescribeAlarmsForMetric",
         "DeleteAlarms",
+        "GetMetricData",
+        "GetMetricStatistics",
+        "ListMetrics",
+        "PutMetricData",
     ):
         model = _CLOUDWATCH.operation_model(operation)
         for index in range(CBOR_REQUESTS_PER_OPERATION):

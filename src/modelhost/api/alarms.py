@@ -4,8 +4,9 @@ DeleteAlarms.
 An alarm watches one metric the server records (the names and dimensions scaling policies
 use, see `controllers/scaling_metrics.py`). The autoscaling controller evaluates alarms
 and runs the step scaling policies their AlarmActions name, as CloudWatch does on AWS.
-Alarms on metrics the server does not record are accepted, as CloudWatch accepts alarms
-on metrics nobody publishes, and stay INSUFFICIENT_DATA.
+Alarms on any other metric read the metric history (modelhost.history): the latency
+metrics the server records and users' own (PutMetricData). Alarms on metrics nobody
+publishes are accepted, as CloudWatch accepts them, and stay INSUFFICIENT_DATA.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What every control-plane operation needs: settings, the state store, a way to wake
-the controllers after desired state changed, and the metrics autoscaling can track."""
+the controllers after desired state changed, the metrics autoscaling can track, and the
+metric history."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from modelhost.config import Settings
+from modelhost.history import MetricStore
 from modelhost.storage import StateStore
 
 
@@ -18,6 +20,8 @@ class Context:
     notify: Callable[[], None] = lambda: None
     # Metric names scaling policies may track (the autoscaling metric resolver).
     scaling_metrics: Collection[str] = frozenset()
+    # The metric history CloudWatch's metric operations read and write (None: off).
+    history: MetricStore | None = None
 
     def arn(self, resource: str, name: str) -> str:
         """SageMaker ARNs carry the resource name in lower case."""

@@ -11,6 +11,7 @@ from modelhost.api import (
     endpoint_configs,
     endpoints,
     logs,
+    metric_data,
     model_packages,
     models,
     recommendations,
@@ -89,6 +90,10 @@ CLOUDWATCH_OPERATIONS: dict[str, Operation] = {
     "DescribeAlarms": alarms.describe_alarms,
     "DescribeAlarmsForMetric": alarms.describe_alarms_for_metric,
     "DeleteAlarms": alarms.delete_alarms,
+    "GetMetricData": metric_data.get_metric_data,
+    "GetMetricStatistics": metric_data.get_metric_statistics,
+    "ListMetrics": metric_data.list_metrics,
+    "PutMetricData": metric_data.put_metric_data,
 }
 
 # modelhost's own operations (X-Amz-Target: Modelhost.<Operation>), modelled in

@@ -5,6 +5,7 @@ from modelhost.controllers.autoscaling import AutoscalingController
 from modelhost.controllers.endpoints import EndpointController
 from modelhost.controllers.instance_registry import ROUTES, InstanceRegistry
 from modelhost.controllers.loop import cancel_all
+from modelhost.controllers.metrics_recorder import MetricsRecorder
 from modelhost.controllers.recommender import RecommendationController
 from modelhost.controllers.scaling_metrics import (
     Gauge,
@@ -24,6 +25,7 @@ __all__ = [
     "Gauge",
     "InstanceRegistry",
     "MetricResolver",
+    "MetricsRecorder",
     "PerInstance",
     "PerMinute",
     "RecommendationController",

@@ -7,11 +7,17 @@ EvaluationPeriods datapoints breach, OK when fewer do, INSUFFICIENT_DATA while t
 data (TreatMissingData says how a missing datapoint counts). While in ALARM, every
 evaluation invokes the AlarmActions that are scaling policy ARNs, as CloudWatch does;
 other actions (SNS topics...) are kept and ignored.
+
+An alarm on any other metric (ModelLatency, OverheadLatency, a user's own put with
+PutMetricData...) reads the metric history: the alarm's statistic (or percentile) over
+its last Period, the current one included. The scaling metrics keep the resolver's
+window: it reacts within an evaluation, where a minute's history point would lag.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +25,7 @@ from modelhost.api import Context
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
 from modelhost.domain.kinds import METRIC_ALARM as KIND
 from modelhost.domain.scaling import ALARM_NAMESPACES
+from modelhost.history import StatisticError, dimensions_key, statistics
 
 Record = dict[str, Any]
 _COMPARE = {
@@ -56,9 +63,29 @@ class AlarmEvaluator:
 
     def value(self, alarm: Record, statistic: str | None = None) -> float | None:
         series = alarm_series(alarm)
-        if series is None:
-            return None
+        if series is None or series[0] not in self.resolver:
+            return self._recorded(alarm, statistic)
         return self.resolver.value(*series, statistic or alarm.get("Statistic", "Average"))
+
+    def _recorded(self, alarm: Record, statistic: str | None) -> float | None:
+        """The alarm's statistic over its last Period, from the metric history (a
+        blocking read: `evaluate` runs off the event loop)."""
+        store = self.ctx.history
+        if store is None or "MetricName" not in alarm:
+            return None
+        stat = statistic or alarm.get("Statistic") or alarm.get("ExtendedStatistic", "Average")
+        key = (
+            alarm["Namespace"],
+            alarm["MetricName"],
+            dimensions_key((d["Name"], d["Value"]) for d in alarm["Dimensions"]),
+        )
+        period = int(alarm["Period"])
+        now = time.time()
+        try:
+            _, points = statistics(store, key, now - period, now, period, [stat])
+        except StatisticError:
+            return None
+        return points[-1].values.get(stat) if points else None
 
     def evaluate(self) -> dict[str, list[tuple[Record, float | None]]]:
         """Move every alarm to its state now; returns the alarms in ALARM (with their

@@ -160,7 +160,7 @@ def series_key(name: str, dimensions: Dimensions) -> SeriesKey:
     return name, tuple(sorted(dimensions.items()))
 
 
-class _VariantState:
+class VariantState:
     """Readings from the router's live deployments and the instances' processes."""
 
     def __init__(self, router: Router) -> None:
@@ -288,7 +288,7 @@ class _VariantState:
 
 def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
     """A resolver with the variant metrics SageMaker publishes and modelhost records."""
-    state = _VariantState(router)
+    state = VariantState(router)
     resolver = MetricResolver(window_s)
     invocations = PerMinute(state.invocations)
     resolver.register("Invocations", invocations)

@@ -185,7 +185,7 @@ def count_answer(name: str, answer: Answer, started: float, ended: float | None 
     total = (time.perf_counter() if ended is None else ended) - started
     series = metrics.for_variant(name, answer.variant)
     series.answered(answer.model_seconds, answer.batch)
-    series.overhead_latency.observe(max(total - answer.model_seconds, 0.0))
+    series.overhead(max(total - answer.model_seconds, 0.0))
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
