@@ -110,7 +110,9 @@ def _containers(server: ServerProcess) -> list[dict[str, Any]]:
 
 def _instances(server: ServerProcess) -> int:
     """Instances running: processes and containers, not the spare containers waiting."""
-    containers = [c for c in _containers(server) if c["Labels"].get("modelhost.instance") != "spare"]
+    containers = [
+        c for c in _containers(server) if c["Labels"].get("modelhost.instance") != "spare"
+    ]
     return len(instance_processes(server.pid)) + len(containers)
 
 
