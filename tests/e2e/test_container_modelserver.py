@@ -194,7 +194,8 @@ import joblib, numpy
 def model_fn(model_dir):
     return joblib.load(os.path.join(model_dir, "model.joblib"))
 def transform_fn(model, body, content_type, accept):
-    rows = numpy.loadtxt(io.StringIO(body.decode()), delimiter=",", ndmin=2)
+    text = body if isinstance(body, str) else body.decode()
+    rows = numpy.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
     classes = [int(c) for c in model.predict(rows)]
     return json.dumps({"greeting": os.environ.get("GREETING"), "classes": classes}), accept
 """
