@@ -121,7 +121,7 @@ def _spares_waiting(server: ServerProcess) -> bool:
     measures a cold start from a spare, not one racing the spare's own start."""
     for container in _containers(server):
         if container["Labels"].get("modelhost.instance") == "spare":
-            logs = podman("logs", str(container["Id"]))
+            logs = podman("logs", str(container["Id"]), check=False)
             if "spare ready" not in logs.stdout + logs.stderr:
                 return False
     return True

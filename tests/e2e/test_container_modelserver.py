@@ -237,7 +237,7 @@ def _ready_spare(server: ServerProcess, other_than: str = "") -> str:
 
     def ready() -> bool:
         for spare in _spares(server):
-            logs = podman("logs", str(spare["Id"]))
+            logs = podman("logs", str(spare["Id"]), check=False)
             if spare["Id"] != other_than and "spare ready" in logs.stdout + logs.stderr:
                 found.append(str(spare["Id"]))
                 return True
