@@ -42,7 +42,7 @@ from _common import (
     sigterm_as_interrupt,
 )
 from tests.support.cli import run_cli
-from tests.support.containers import containers_labelled, engine_usable, podman_service
+from tests.support.containers import containers_labelled, engine_usable, podman, podman_service
 from tests.support.endpoints import deploy, undeploy
 from tests.support.models import put_iris_model
 from tests.support.processes import instance_processes
@@ -104,14 +104,33 @@ def _deploy_serverless(sagemaker: Any, model_url: str, image: str, timeout_s: fl
     return name
 
 
+def _containers(server: ServerProcess) -> list[dict[str, Any]]:
+    return containers_labelled(f"modelhost.scope={scope_key(server.data_dir.resolve())}")
+
+
 def _instances(server: ServerProcess) -> int:
-    scope = f"modelhost.scope={scope_key(server.data_dir.resolve())}"
-    return len(instance_processes(server.pid)) + len(containers_labelled(scope))
+    """Instances running: processes and containers, not the spare containers waiting."""
+    containers = [
+        c for c in _containers(server) if c["Labels"].get("modelhost.instance") != "spare"
+    ]
+    return len(instance_processes(server.pid)) + len(containers)
+
+
+def _spares_waiting(server: ServerProcess) -> bool:
+    """Whether every spare container has its imports done (none: true), so a round
+    measures a cold start from a spare, not one racing the spare's own start."""
+    for container in _containers(server):
+        if container["Labels"].get("modelhost.instance") == "spare":
+            logs = podman("logs", str(container["Id"]), check=False)
+            if "spare ready" not in logs.stdout + logs.stderr:
+                return False
+    return True
 
 
 def _wait_for_zero(server: ServerProcess, timeout_s: float = 60.0) -> None:
+    """Back at zero instances, with any spare ready."""
     deadline = time.monotonic() + timeout_s
-    while _instances(server):
+    while _instances(server) or not _spares_waiting(server):
         if time.monotonic() > deadline:
             raise RuntimeError("the serverless endpoint did not scale to zero")
         time.sleep(0.05)

@@ -43,6 +43,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/ml/model
 EXPOSE 8080
+# Its server can wait as a spare container, imports done, for a serverless cold start's
+# model (see modelhost.instances.spares); other images start the usual way.
+LABEL modelhost.spares="1"
 
 # `serve` is what SageMaker passes as the container's argument; the server accepts it.
 ENTRYPOINT ["/opt/modelhost/bin/python", "-m", "modelhost.modelserver"]

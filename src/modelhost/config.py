@@ -109,6 +109,12 @@ class Settings:
     image_pull_timeout_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_IMAGE_PULL_TIMEOUT", 1800.0)
     )
+    # Serverless cold starts of modelhost's own images take a spare container started
+    # ahead, imports done (MODELHOST_CONTAINER_SPARES=0: every container starts fresh);
+    # see modelhost.instances.spares.
+    container_spares: bool = field(
+        default_factory=lambda: os.environ.get("MODELHOST_CONTAINER_SPARES", "1") != "0"
+    )
     # Where the state store lives: empty or "sqlite" for the embedded SQLite file
     # <data-dir>/state.db (see `state_path`), or a postgresql://user:password@host/db URL
     # for a PostgreSQL database several servers share; other schemes are refused.

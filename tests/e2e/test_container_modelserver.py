@@ -16,9 +16,15 @@ import pytest
 
 from modelhost.instances import scope_key
 from tests.support.cli import run_cli
-from tests.support.containers import containers_labelled, engine_usable, podman_service
-from tests.support.endpoints import deploy
-from tests.support.models import put_iris_model, put_model_prefix
+from tests.support.containers import (
+    containers_labelled,
+    engine_usable,
+    podman,
+    podman_service,
+    wait_until,
+)
+from tests.support.endpoints import deploy, unique, wait_for_status
+from tests.support.models import iris_model_bytes, put_iris_model, put_model, put_model_prefix
 from tests.support.network import UNAUTHORIZED, primary_address, refused, status
 from tests.support.server import ServerProcess, running_server
 
@@ -178,3 +184,105 @@ def test_a_container_published_on_the_advertised_address_answers_routers_only(
             assert status(address, port, method, path, headers) == 403, (method, path, headers)
         assert refused("127.0.0.1", port)
         assert _predict(server, name, ROWS, "text/csv")[0] == "application/json"
+
+
+# Iris, answering with what the model's Environment told it: proof the variable reached
+# model code in a container that started before the model was known.
+_GREETING_CODE = b"""
+import io, json, os
+import joblib, numpy
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+def transform_fn(model, body, content_type, accept):
+    text = body if isinstance(body, str) else body.decode()
+    rows = numpy.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
+    classes = [int(c) for c in model.predict(rows)]
+    return json.dumps({"greeting": os.environ.get("GREETING"), "classes": classes}), accept
+"""
+SPARE = "modelhost.instance=spare"
+
+
+def _deploy_serverless(sagemaker, url: str, environment: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+    name = unique("sl")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url, "Environment": environment},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    assert wait_for_status(sagemaker, name, {"InService", "Failed"})["EndpointStatus"] == (
+        "InService"
+    )
+    return name
+
+
+def _spares(server: ServerProcess) -> list[dict[str, object]]:
+    scope = f"modelhost.scope={scope_key(server.data_dir.resolve())}"
+    return [c for c in containers_labelled(scope) if c in containers_labelled(SPARE)]
+
+
+def _ready_spare(server: ServerProcess, other_than: str = "") -> str:
+    """The id of a spare that has its imports done (waiting until there is one)."""
+    found: list[str] = []
+
+    def ready() -> bool:
+        for spare in _spares(server):
+            logs = podman("logs", str(spare["Id"]), check=False)
+            if spare["Id"] != other_than and "spare ready" in logs.stdout + logs.stderr:
+                found.append(str(spare["Id"]))
+                return True
+        return False
+
+    wait_until(ready, "a spare container with its imports done", timeout_s=120)
+    return found[0]
+
+
+def test_a_serverless_cold_start_takes_a_spare_container(
+    engine: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data = tmp_path_factory.mktemp("spares") / "data"
+    env = {
+        "MODELHOST_CONTAINER_HOST": engine,
+        "MODELHOST_SERVERLESS_IDLE_S": "3",
+        "MODELHOST_HEALTH_INTERVAL": "0.2",
+    }
+    server = ServerProcess(data, env=env)
+    server.start()
+    try:
+        files = {"model.joblib": iris_model_bytes(), "code/inference.py": _GREETING_CODE}
+        url = put_model(server.data_dir, "greeting", files)
+        greeting = {"GREETING": "set in the model's Environment"}
+        name = _deploy_serverless(server.client("sagemaker"), url, greeting)
+        # The first cold start of its type: a container of its own; a spare follows.
+        first = json.loads(_predict(server, name, ROWS, "text/csv")[1])
+        assert first["greeting"] == greeting["GREETING"]
+        assert len(first["classes"]) == 5 and len(set(first["classes"])) == 3
+        spare = _ready_spare(server)
+        wait_until(lambda: not _containers(server, name), "the endpoint back at zero", 120)
+
+        # The next cold start is the spare's: same container, now serving the endpoint.
+        assert json.loads(_predict(server, name, ROWS, "text/csv")[1]) == first
+        # Its model is read-only inside, as in any container.
+        written = podman("exec", spare, "touch", "/opt/ml/model/x", check=False)
+        assert written.returncode != 0 and "Read-only" in written.stderr, written
+        logs = podman("logs", spare)
+        assert f"spare assigned to instance {name}-" in logs.stdout + logs.stderr
+        instance_logs = [p.read_text() for p in (server.data_dir / "logs" / name).glob("*.log")]
+        assert sum("spare assigned" in text for text in instance_logs) == 1, instance_logs
+        # Used, it is replaced by another.
+        _ready_spare(server, other_than=spare)
+    finally:
+        server.stop()
+    # Stopped: neither the spare nor its folders are left.
+    assert containers_labelled(f"modelhost.scope={scope_key(data.resolve())}") == []
+    assert not any((data / "spares").glob("*"))

@@ -307,6 +307,9 @@ class FakeBackend:
             instance.die(plan.crash_on_start)
         return instance
 
+    async def release(self, endpoint: str) -> None:
+        pass
+
     async def close(self) -> None:
         self.closed = True
 

@@ -253,6 +253,7 @@ def numbered(
     return dataclasses.replace(
         spec,
         instance_id=f"{endpoint}-{variant}-{index}",
+        endpoint=endpoint,
         log_path=settings.logs_dir / endpoint / f"{variant}-{index}.log",
     )
 

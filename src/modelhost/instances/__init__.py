@@ -66,6 +66,7 @@ def open_backend(settings: Settings) -> InstanceBackend:
         settings.cpu_scale,
         settings.image_pull_timeout_s,
         settings.instance_host,
+        settings.data_dir / "spares" if settings.container_spares else None,
     )
     return RoutingBackend(settings.instance_backend, processes, containers)
 

@@ -46,6 +46,9 @@ class InstanceSpec:
     # fields above), and how they are invoked: "Serial" or "Direct".
     containers: tuple[ContainerSpec, ...] = ()
     execution_mode: str = ""
+    # The endpoint the instance serves ("": none, a job's): what a backend keeps for an
+    # endpoint's sake (a container backend's spares) goes when it is released.
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class InstanceBackend(Protocol):
         ...
 
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    async def release(self, endpoint: str) -> None:
+        """The endpoint is deleted and its instances stopped: drop whatever was kept
+        ready for it alone."""
+        ...
 
     async def close(self) -> None:
         """Release what `warm` set up; instances are stopped before this."""

@@ -24,7 +24,8 @@ new one starts in about half a second.
 
 An image not present is pulled with its progress reported (:mod:`.pulls`); a GPU type
 takes GPUs of its own (:mod:`.gpus`); a container killed for its memory says so
-(:mod:`.oom`).
+(:mod:`.oom`); a serverless cold start of modelhost's own image takes a spare container
+that has its imports done (:mod:`.spares`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import contextlib
 import logging
 import math
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -51,6 +53,15 @@ from modelhost.instances.oom import kernel_oom_killed
 from modelhost.instances.pipeline import PipelineInstance, end_all, member_spec
 from modelhost.instances.pulls import PullProgress
 from modelhost.instances.readiness import wait_until_answering
+from modelhost.instances.spares import (
+    CONTROL_MOUNT,
+    SPARE_LABEL,
+    Spare,
+    SparePool,
+    make_folder,
+    remove_folder,
+    usable_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -297,9 +308,14 @@ class ContainerInstance:
         port: int,
         token: str,
         gpus: GpuPool,
+        spare: Spare | None = None,
     ) -> None:
         self.spec = spec
         self._gpus = gpus
+        #: The spare this instance was started from (its folders go with it), if any.
+        self.spare = spare
+        #: Called once the instance answers (the backend starts the next spare then).
+        self.on_ready: Callable[[], None] | None = None
         self.host = host
         self.port = port
         self.token = token
@@ -380,9 +396,15 @@ class ContainerInstance:
     def _remove(self) -> None:
         with contextlib.suppress(Exception):
             self._container.remove(force=True)
+        if self.spare is not None:
+            remove_folder(self.spare.folder)
 
     async def wait_ready(self, timeout_s: float) -> None:
         await wait_until_answering(self, timeout_s, poll_s=0.02, what="container")
+        if self.spare is not None:
+            self.spare.forget_assignment()
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -418,15 +440,24 @@ class ContainerBackend:
         cpu_scale: float = 1.0,
         pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S,
         host: str = "127.0.0.1",
+        spare_dir: Path | None = None,
     ) -> None:
         self._engine = _Engine(engine_url, scope, pull_timeout_s)
         self._cpu_scale = cpu_scale
         self._host = host
         self._gpus = GpuPool()
+        #: Where spares' folders go (None: no spares, see :mod:`.spares`).
+        self._spare_dir = spare_dir
+        self._spares = SparePool()
+        self._spare_images: dict[str, bool] = {}
+        self._making: list[threading.Thread] = []
 
     async def warm(self) -> None:
         """Connect and clear leftovers now if an engine is there; a missing one is only
-        an error for a model that needs it."""
+        an error for a model that needs it. Spares' folders an earlier run left go too
+        (their containers went with the connection's leftovers)."""
+        if self._spare_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._spare_dir, True)
         try:
             await asyncio.to_thread(self._engine.client)
         except EngineMissing as exc:
@@ -435,7 +466,19 @@ class ContainerBackend:
             logger.info("container engine at %s", self._engine.url)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._engine.close)
+        await asyncio.to_thread(self._close_blocking)
+
+    def _close_blocking(self) -> None:
+        for spare in self._spares.close():
+            self._discard(spare)
+        for thread in list(self._making):
+            thread.join(timeout=CONNECT_TIMEOUT_S)
+        self._engine.close()
+
+    async def release(self, endpoint: str) -> None:
+        """The endpoint is deleted: remove the spares no remaining endpoint uses."""
+        for spare in self._spares.release(endpoint):
+            await asyncio.to_thread(self._discard, spare)
 
     def configured(self) -> bool:
         """Whether an engine may be there at all (one is configured or a usual socket
@@ -481,12 +524,140 @@ class ContainerBackend:
         return PipelineInstance(spec, members, None)
 
     def _start_blocking(self, spec: InstanceSpec, share: int) -> ContainerInstance:
+        key = self._spare_key(spec) if share == 1 else None
+        if key is not None:
+            self._spares.use(key, spec.endpoint)
+            spare = self._spares.take(key)
+            if spare is not None:
+                try:
+                    instance = self._assign(spare, spec)
+                except Exception as exc:
+                    logger.warning("spare %s unusable: %s", spare.container.short_id, exc)
+                    self._discard(spare)
+                else:
+                    instance.on_ready = lambda: self._replenish(spec, key)
+                    return instance
         gpus = self._gpus.take(spec.instance_id, spec.instance_type)
         try:
-            return self._run(spec, gpus, share)
+            instance = self._run(spec, gpus, share)
         except BaseException:
             self._gpus.give_back(spec.instance_id)
             raise
+        if key is not None:
+            instance.on_ready = lambda: self._replenish(spec, key)
+        return instance
+
+    def _spare_key(self, spec: InstanceSpec) -> tuple[str, str] | None:
+        """The key of the spares an instance of `spec` may start from, or None: spares
+        are on, the spec is one a spare can take, and its image is present and labelled
+        as modelhost's own (see :mod:`.spares`)."""
+        if self._spare_dir is None or not spec.image or not usable_for(spec):
+            return None
+        name = self._engine.find_image(spec.image)
+        if name is None:
+            return None
+        if name not in self._spare_images:
+            labels = self._engine.client().images.get(name).labels or {}
+            self._spare_images[name] = labels.get(SPARE_LABEL) == "1"
+        return (name, spec.instance_type.name) if self._spare_images[name] else None
+
+    def _assign(self, spare: Spare, spec: InstanceSpec) -> ContainerInstance:
+        """Make the spare the instance of `spec`: its model, its environment, its token."""
+        token = secrets.token_urlsafe(32)
+        spare.assign(spec.model_dir, spec.instance_id, {**spec.environment, **_contract(token)})
+        grant_token((self._host, spare.port), token)
+        logger.info(
+            "instance %s: spare container %s on port %d",
+            spec.instance_id,
+            spare.container.short_id,
+            spare.port,
+        )
+        return ContainerInstance(
+            spec, self._engine, spare.container, self._host, spare.port, token, self._gpus, spare
+        )
+
+    def _replenish(self, spec: InstanceSpec, key: tuple[str, str]) -> None:
+        """Start the next spare of `key` in a thread of its own, unless one waits or
+        is on its way (called once an instance of that key answers, so a spare's imports
+        do not compete with the cold start they follow)."""
+        if not self._spares.begin_making(key):
+            return
+        thread = threading.Thread(
+            target=self._make_spare, args=(spec, key), daemon=True, name="spare"
+        )
+        self._making = [t for t in self._making if t.is_alive()] + [thread]
+        thread.start()
+
+    def _make_spare(self, spec: InstanceSpec, key: tuple[str, str]) -> None:
+        assert self._spare_dir is not None
+        spare = None
+        folder = None
+        try:
+            kind = spec.instance_type
+            cores, threads = self._cores(kind, 1)
+            port = free_port(self._host)
+            name = f"modelhost-{self._engine.scope}-spare-{secrets.token_hex(4)}"
+            folder = make_folder(self._spare_dir, name)
+            arguments: dict[str, Any] = {
+                "command": ["serve"],
+                "name": name,
+                "labels": {
+                    SCOPE_LABEL: self._engine.scope,
+                    INSTANCE_LABEL: "spare",
+                    SPARE_LABEL: kind.name,
+                },
+                "environment": {
+                    **dict.fromkeys(THREAD_VARIABLES, threads),
+                    "SAGEMAKER_BIND_TO_PORT": str(CONTAINER_PORT),
+                    "SM_MODEL_DIR": MODEL_MOUNT,
+                    "MODELHOST_SPARE_DIR": CONTROL_MOUNT,
+                },
+                "ports": {f"{CONTAINER_PORT}/tcp": (self._host, port)},
+                "volumes": {
+                    str(folder / "model"): {"bind": MODEL_MOUNT, "mode": "ro"},
+                    str(folder / "control"): {"bind": CONTROL_MOUNT, "mode": "ro"},
+                },
+                "nano_cpus": int(cores * 1e9),
+                "mem_limit": int(kind.memory_gib * 1024**3),
+            }
+            container = self._create(key[0], key[0], arguments)
+            spare = Spare(key, container, port, folder)
+            container.start()
+        except Exception as exc:
+            logger.warning("could not start a spare container for %s: %s", key, exc)
+            if spare is not None:
+                self._discard(spare)
+            elif folder is not None:
+                remove_folder(folder)
+            self._spares.made(key, None)
+            return
+        unwanted = self._spares.made(key, spare)
+        if unwanted is not None:
+            self._discard(unwanted)
+            return
+        logger.info("spare container %s for %s on %s", container.short_id, key[0], key[1])
+        self._watch_spare(spare)
+
+    def _watch_spare(self, spare: Spare) -> None:
+        """Wait (in the thread that made it) for the spare to end; one that ends while
+        waiting is removed (the next instance of its key starts the usual way and makes
+        a new spare)."""
+        with contextlib.suppress(Exception):
+            self._engine.streams().containers.get(spare.container.id).wait()
+        if self._spares.lost(spare):
+            logger.warning("spare container %s ended while waiting", spare.container.short_id)
+            self._discard(spare)
+
+    def _discard(self, spare: Spare) -> None:
+        with contextlib.suppress(Exception):
+            spare.container.remove(force=True)
+        remove_folder(spare.folder)
+
+    def _cores(self, kind: Any, share: int) -> tuple[float, str]:
+        """The cores an instance of `kind` (one of `share` containers) gets, and the
+        thread count its libraries are given."""
+        cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale) / share
+        return cores, str(max(1, math.ceil(cores - 1e-9)))
 
     def _pull_reporter(self, spec: InstanceSpec) -> Callable[[str], None]:
         """Where a pull's progress goes: the instance log, and whoever started it."""
@@ -515,18 +686,13 @@ class ContainerBackend:
     def _run(self, spec: InstanceSpec, gpus: list[int], share: int) -> ContainerInstance:
         name = self._engine.resolve(spec.image, self._pull_reporter(spec))
         kind = spec.instance_type
-        cores = cgroups.cpu_cores(kind.vcpu, self._cpu_scale) / share
-        threads = str(max(1, math.ceil(cores - 1e-9)))
+        cores, threads = self._cores(kind, share)
         token = secrets.token_urlsafe(32)
         port = free_port(self._host)
         environment = {
             **dict.fromkeys(THREAD_VARIABLES, threads),
             **spec.environment,
-            # After the model's own: the contract is not the model's to change.
-            "SAGEMAKER_BIND_TO_PORT": str(CONTAINER_PORT),
-            "SM_MODEL_DIR": MODEL_MOUNT,
-            # modelhost's own model server image checks it; any other image ignores it.
-            "MODELHOST_INSTANCE_TOKEN": token,
+            **_contract(token),
         }
         grant_token((self._host, port), token)
         arguments: dict[str, Any] = {
@@ -576,6 +742,17 @@ class ContainerBackend:
             self._engine.forget_image(image)
             again = self._engine.resolve(image)
             return containers.create(again, **arguments)
+
+
+def _contract(token: str) -> dict[str, str]:
+    """The variables an instance gets after the model's own: the contract is not the
+    model's to change."""
+    return {
+        "SAGEMAKER_BIND_TO_PORT": str(CONTAINER_PORT),
+        "SM_MODEL_DIR": MODEL_MOUNT,
+        # modelhost's own model server image checks it; any other image ignores it.
+        "MODELHOST_INSTANCE_TOKEN": token,
+    }
 
 
 def _shut_down(response: Any) -> None:

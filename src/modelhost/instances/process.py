@@ -258,6 +258,9 @@ class ProcessBackend:
         if self._forkserver is not None:
             await self._forkserver.ensure_running()
 
+    async def release(self, endpoint: str) -> None:
+        """Nothing is kept for one endpoint: the fork server serves them all."""
+
     async def close(self) -> None:
         if self._forkserver is not None:
             await self._forkserver.close()

@@ -365,6 +365,9 @@ class RayBackend:
     async def warm(self) -> None:
         await asyncio.to_thread(self._connect)
 
+    async def release(self, endpoint: str) -> None:
+        """Nothing is kept for one endpoint."""
+
     async def close(self) -> None:
         import ray
 

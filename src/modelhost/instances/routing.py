@@ -28,6 +28,9 @@ class RoutingBackend:
         await self.processes.warm()
         await self.containers.warm()
 
+    async def release(self, endpoint: str) -> None:
+        await self.containers.release(endpoint)
+
     async def close(self) -> None:
         await self.containers.close()
         await self.processes.close()

@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 
-from modelhost.modelserver import confine, preload
+from modelhost.modelserver import confine, preload, spare
 from modelhost.modelserver.errors import StartupError, describe
 from modelhost.modelserver.limits import join_cgroups, limit_memory
 from modelhost.modelserver.parent import watch_parent
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parent = os.getppid()
     try:
+        # A spare waits here, imports done, for the environment that makes it an instance.
+        spare.wait_for_assignment()
         # The order is the point: see modelhost.modelserver.confine.
         confine.load_launch_file()
         settings = Settings.from_env()

@@ -398,6 +398,7 @@ class Rollout:
             retire(deployment.variants.values())
             await self.drain_and_stop(deployment.replicas())
             count_instances(name, {})
+        await self.fleet.backend.release(name)
 
 
 def retire(pools: Iterable[VariantPool]) -> None:
