@@ -7,7 +7,7 @@ Which blocks run:
   would (`sm` and `rt` from "Use it with boto3" are the clients later sections use). The
   bash blocks are one shell session: each runs in `bash -euo pipefail` in the same
   scratch folder, and what a block exports (`MODELHOST_URL`) is there for the next.
-- ```json blocks must parse; ```text blocks (synopses) are prose.
+- ```json and ```yaml blocks must parse; ```text blocks (synopses) are prose.
 - An HTML comment on the line just above a block's opening fence changes that:
   `<!-- not run: WHY -->` skips the block (the reason is required);
   `<!-- model code: NAME -->` marks a model's `code/inference.py`: the test packs it into
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.models import iris_classifier, iris_rows, put_iris_model, put_model
 from tests.support.moto import isolate_aws_env
@@ -49,7 +50,7 @@ from tests.support.server import ServerProcess
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "http://127.0.0.1:8765"
 RUNNABLE = {"python", "bash"}
-KNOWN_LANGUAGES = RUNNABLE | {"json", "text"}
+KNOWN_LANGUAGES = RUNNABLE | {"json", "yaml", "text"}
 MARKER = re.compile(r"^<!--\s*(.*?)\s*-->$")
 FENCE = re.compile(r"^```(\S*)\s*$")
 
@@ -119,6 +120,8 @@ def test_every_block_says_how_it_is_checked() -> None:
             )
         if block.language == "json":
             json.loads(block.code)
+        if block.language == "yaml":
+            assert isinstance(yaml.safe_load(block.code), dict), block.where
         if block.runs:
             # the one URL the test substitutes; any other local address would not be ours
             for address in re.findall(r"(?:localhost|127\.0\.0\.1):\d+", block.code):
