@@ -5,11 +5,9 @@ scaling policies they name."""
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable, Iterator
 
 import boto3
-import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -22,6 +20,7 @@ from tests.support.autoscaling import (
     register,
     resource_id,
 )
+from tests.support.aws import cloudwatch_held_to
 from tests.support.endpoints import deploy, unique
 from tests.support.models import put_iris_model
 from tests.support.processes import wait_until
@@ -188,22 +187,8 @@ def test_bad_input_is_a_cloudwatch_error(fast_server: ServerProcess) -> None:
 def cbor_cloudwatch(fast_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory):
     """A cloudwatch client held to the RPC v2 CBOR protocol (botocore 1.43 prefers JSON
     where the model offers both): the same model, with CBOR its only protocol."""
-    session = botocore.session.get_session()
-    model = session.get_component("data_loader").load_service_model("cloudwatch", "service-2")
-    model["metadata"]["protocol"] = "smithy-rpc-v2-cbor"
-    model["metadata"]["protocols"] = ["smithy-rpc-v2-cbor"]
-    folder = tmp_path_factory.mktemp("models")
-    version = folder / "cloudwatch" / model["metadata"]["apiVersion"]
-    version.mkdir(parents=True)
-    (version / "service-2.json").write_text(json.dumps(model))
-    session.get_component("data_loader").search_paths.insert(0, str(folder))
-    return boto3.Session(botocore_session=session).client(
-        "cloudwatch",
-        endpoint_url=fast_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}),
+    return cloudwatch_held_to(
+        fast_server.url, tmp_path_factory.mktemp("models"), "smithy-rpc-v2-cbor"
     )
 
 

@@ -4,7 +4,6 @@ client works by setting --endpoint-url."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import botocore
 import pytest
 
+from tests.support.aws import aws_cli_env
 from tests.support.endpoints import deploy, unique, wait_for_status
 from tests.support.models import iris_classifier, iris_rows
 from tests.support.server import ServerProcess
@@ -41,15 +41,7 @@ def _fast_waiters(folder: Path) -> Path:
 def aws(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory):
     """`aws <args>` against the server; returns the completed process (text)."""
     home = tmp_path_factory.mktemp("aws-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_DATA_PATH": str(_fast_waiters(home / "models")),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = aws_cli_env(home, AWS_DATA_PATH=str(_fast_waiters(home / "models")))
 
     def call(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

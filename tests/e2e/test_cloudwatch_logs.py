@@ -3,7 +3,6 @@ client and the AWS CLI's `logs` commands against the server, paged as AWS pages.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.aws import TEST_ENV
+from tests.support.aws import aws_cli_env
 from tests.support.endpoints import deploy, unique
 from tests.support.models import put_model
 from tests.support.server import ServerProcess
@@ -42,6 +41,20 @@ def _events_until(logs, group: str, stream: str, wanted: str, timeout_s: float =
         if any(wanted in e["message"] for e in events) or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
+
+
+def _aws_logs(env: dict[str, str], *args: str) -> str:
+    """`aws logs <args> --output text` in `env`, which must succeed; its stdout."""
+    done = subprocess.run(
+        [str(AWS), "logs", *args, "--output", "text"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -125,78 +138,24 @@ def test_filter_log_events_pages_and_filters(server: ServerProcess, printing_end
 
 @pytest.mark.skipif(not AWS.exists(), reason=f"AWS CLI not installed at {AWS}")
 def test_cli_logs_commands(server: ServerProcess, printing_endpoint: str, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-        **TEST_ENV,
-        "AWS_ENDPOINT_URL": server.url,
-        "AWS_CONFIG_FILE": str(tmp_path / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
-    }
+    env = aws_cli_env(tmp_path, server.url)
     group = f"/aws/sagemaker/Endpoints/{printing_endpoint}"
     # `aws logs tail` is the CLI v2's (not on PyPI); v1 follows a stream with these.
-    streams = subprocess.run(
-        [
-            str(AWS),
-            "logs",
-            "describe-log-streams",
-            "--log-group-name",
-            group,
-            "--query",
-            "logStreams[].logStreamName",
-            "--output",
-            "text",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert streams.returncode == 0, streams.stderr
-    events = subprocess.run(
-        [
-            str(AWS),
-            "logs",
-            "get-log-events",
-            "--log-group-name",
-            group,
-            "--log-stream-name",
-            streams.stdout.strip(),
-            "--start-from-head",
-            "--query",
-            "events[].message",
-            "--output",
-            "text",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert events.returncode == 0, events.stderr
-    assert "request line-4" in events.stdout
-    filtered = subprocess.run(
-        [
-            str(AWS),
-            "logs",
-            "filter-log-events",
-            "--log-group-name",
-            group,
-            "--filter-pattern",
-            '"request line-3"',
-            "--query",
-            "events[].message",
-            "--output",
-            "text",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert filtered.returncode == 0, filtered.stderr
-    assert filtered.stdout.strip() == "request line-3"
+    streams = _aws_logs(
+        env, "describe-log-streams", "--log-group-name", group,
+        "--query", "logStreams[].logStreamName",
+    )  # fmt: skip
+    events = _aws_logs(
+        env, "get-log-events", "--log-group-name", group,
+        "--log-stream-name", streams.strip(), "--start-from-head",
+        "--query", "events[].message",
+    )  # fmt: skip
+    assert "request line-4" in events
+    filtered = _aws_logs(
+        env, "filter-log-events", "--log-group-name", group,
+        "--filter-pattern", '"request line-3"', "--query", "events[].message",
+    )  # fmt: skip
+    assert filtered.strip() == "request line-3"
 
 
 def test_transform_job_log_is_in_the_transform_group(server: ServerProcess, sagemaker):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,13 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING
+from tests.support.aws import aws_cli_env, cloudwatch_held_to
 from tests.support.endpoints import deploy, unique
 from tests.support.models import iris_rows, put_iris_model
 from tests.support.processes import wait_until
@@ -47,34 +44,13 @@ def cw(history_server: ServerProcess) -> Any:
     return history_server.client("cloudwatch")
 
 
-def _held_to(server: ServerProcess, folder: Path, protocol: str) -> Any:
-    """A cloudwatch client held to one of the protocols CloudWatch's model lists: the
-    same model, with that protocol its only one."""
-    session = botocore.session.get_session()
-    model = session.get_component("data_loader").load_service_model("cloudwatch", "service-2")
-    model["metadata"]["protocol"] = protocol
-    model["metadata"]["protocols"] = [protocol]
-    version = folder / "cloudwatch" / model["metadata"]["apiVersion"]
-    version.mkdir(parents=True)
-    (version / "service-2.json").write_text(json.dumps(model))
-    session.get_component("data_loader").search_paths.insert(0, str(folder))
-    return boto3.Session(botocore_session=session).client(
-        "cloudwatch",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}),
-    )
-
-
 @pytest.fixture(scope="module", params=["smithy-rpc-v2-cbor", "json"])
 def held_cw(
     request: pytest.FixtureRequest,
     history_server: ServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:
-    return _held_to(history_server, tmp_path_factory.mktemp("models"), request.param)
+    return cloudwatch_held_to(history_server.url, tmp_path_factory.mktemp("models"), request.param)
 
 
 def _dimensions(endpoint: str) -> list[dict[str, str]]:
@@ -423,14 +399,7 @@ def aws(history_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory)
     if not AWS.exists():
         pytest.skip(f"AWS CLI not installed at {AWS}")
     home = tmp_path_factory.mktemp("aws-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = aws_cli_env(home)
 
     def call(*args: str) -> Any:
         done = subprocess.run(

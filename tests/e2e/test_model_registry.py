@@ -4,6 +4,8 @@ from a package (deployed and invoked), and a recommendation job on a package ver
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -138,32 +140,21 @@ def test_search_finds_groups_and_packages(sagemaker, group: str, iris_model_url:
         },
     )
     assert [r["ModelPackageGroup"]["ModelPackageGroupName"] for r in found["Results"]] == [group]
-    approved = sagemaker.search(
-        Resource="ModelPackage",
-        SearchExpression={
+    newest_approved: dict[str, Any] = {
+        "Resource": "ModelPackage",
+        "SearchExpression": {
             "Filters": [
                 {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group},
                 {"Name": "ModelApprovalStatus", "Operator": "Equals", "Value": "Approved"},
             ]
         },
-        SortBy="ModelPackageVersion",
-        SortOrder="Descending",
-        MaxResults=1,
-    )
+        "SortBy": "ModelPackageVersion",
+        "SortOrder": "Descending",
+        "MaxResults": 1,
+    }
+    approved = sagemaker.search(**newest_approved)
     assert [r["ModelPackage"]["ModelPackageVersion"] for r in approved["Results"]] == [3]
-    rest = sagemaker.search(
-        Resource="ModelPackage",
-        SearchExpression={
-            "Filters": [
-                {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group},
-                {"Name": "ModelApprovalStatus", "Operator": "Equals", "Value": "Approved"},
-            ]
-        },
-        SortBy="ModelPackageVersion",
-        SortOrder="Descending",
-        MaxResults=1,
-        NextToken=approved["NextToken"],
-    )
+    rest = sagemaker.search(**newest_approved, NextToken=approved["NextToken"])
     assert [r["ModelPackage"]["ModelPackageVersion"] for r in rest["Results"]] == [1]
     with pytest.raises(ClientError) as excinfo:
         sagemaker.search(Resource="TrainingJob")

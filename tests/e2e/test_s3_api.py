@@ -20,7 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.support.aws import TEST_ENV
+from tests.support.aws import TEST_ENV, aws_cli_env
 from tests.support.endpoints import deploy, unique
 from tests.support.models import iris_model_bytes, iris_rows, model_tarball
 from tests.support.processes import child_pids
@@ -29,19 +29,6 @@ from tests.support.server import ServerProcess, running_server
 AWS = Path(sys.executable).parent / "aws"
 
 pytestmark = pytest.mark.skipif(not AWS.exists(), reason=f"AWS CLI not installed at {AWS}")
-
-
-def cli_env(url: str, home: Path, **extra: str) -> dict[str, str]:
-    """The CLI's environment: only AWS_ENDPOINT_URL points it at modelhost."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return env | {
-        **TEST_ENV,
-        "AWS_ENDPOINT_URL": url,
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        **extra,
-    }
 
 
 def aws(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +49,7 @@ def s3_client(url: str, **keys: str):
 
 
 def test_cli_s3_commands_on_the_embedded_store(server: ServerProcess, tmp_path: Path) -> None:
-    env = cli_env(server.url, tmp_path)
+    env = aws_cli_env(tmp_path, server.url)
     bucket = unique("cli")
     big = tmp_path / "big.bin"
     with big.open("wb") as out:  # 200 MB: a multipart upload in 8 MB parts
@@ -196,9 +183,9 @@ def test_s3_takes_the_servers_access_keys(keyed_server: ServerProcess, tmp_path:
         urllib.request.urlopen(f"{keyed_server.url}/keyed/k")
     assert anonymous.value.code == 403
     # The control plane and STS still check their own signatures on the same port.
-    env = cli_env(
-        keyed_server.url,
+    env = aws_cli_env(
         tmp_path,
+        keyed_server.url,
         AWS_ACCESS_KEY_ID="AKIDS3TEST",
         AWS_SECRET_ACCESS_KEY="right-secret",
     )

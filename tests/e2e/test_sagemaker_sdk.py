@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import joblib
 import pytest
@@ -47,6 +48,31 @@ def output_fn(prediction, accept):
 """
 
 
+_IMAGE = (
+    'image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")\n'
+)
+_MODEL = (
+    _IMAGE
+    + """model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session,
+                              predictor_cls=Predictor)
+"""
+)
+
+
+def _run(server: ServerProcess, files: Path, body: str) -> tuple[Any, str]:
+    """`body` after the prelude and the upload of `files`' model.tar.gz to a new bucket (as
+    `url`), run by run_sdk; its answer and the bucket."""
+    bucket = unique("sdk")
+    script = (
+        _PRELUDE
+        + f"""url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket,
+                          key_prefix="iris")
+"""
+        + body
+    )
+    return run_sdk(server.url, files / "home", script, bucket), bucket
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
     """model.tar.gz (the iris model, no code) and a source folder with inference.py."""
@@ -60,24 +86,20 @@ def files(tmp_path: Path) -> Path:
 
 
 def test_model_deploy_predict_and_delete(server: ServerProcess, files: Path) -> None:
-    bucket = unique("sdk")
-    script = (
-        _PRELUDE
-        + f"""
-url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
-image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")
-model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session,
-                              predictor_cls=Predictor)
-predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+    run, bucket = _run(
+        server,
+        files,
+        f"""
+{_MODEL}predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
                          serializer=JSONSerializer(), deserializer=JSONDeserializer())
 answer = predictor.predict({iris_rows(3)!r})
 name = predictor.endpoint_name
 predictor.delete_endpoint()
 print()
 print("RESULT", json.dumps({{"answer": answer, "url": url, "bucket": bucket, "name": name}}))
-"""
+""",
     )
-    out = run_sdk(server.url, files / "home", script, bucket)["result"]
+    out = run["result"]
     assert out["bucket"] == bucket
     assert out["url"] == f"s3://{bucket}/iris/model.tar.gz"
     assert (server.data_dir / "objects" / bucket / "iris" / "model.tar.gz").exists()
@@ -93,12 +115,11 @@ def test_sklearn_model_with_entry_point_and_source_dir(
     """Without network isolation the SDK uploads sourcedir.tar.gz and names it in
     SAGEMAKER_SUBMIT_DIRECTORY; with it, the SDK repacks the code into model.tar.gz (an
     archive whose first member is named '')."""
-    bucket = unique("sdk")
-    script = (
-        _PRELUDE
-        + f"""
+    run, bucket = _run(
+        server,
+        files,
+        f"""
 from sagemaker.sklearn import SKLearnModel
-url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
 model = SKLearnModel(model_data=url, entry_point="inference.py",
                      source_dir={str(files / "src")!r}, framework_version="1.2-1",
                      sagemaker_session=session, enable_network_isolation={isolated!r})
@@ -111,9 +132,9 @@ container = described["PrimaryContainer"]
 print()
 print("RESULT", json.dumps({{"answer": answer, "env": container.get("Environment"),
                             "data": container["ModelDataUrl"]}}))
-"""
+""",
     )
-    out = run_sdk(server.url, files / "home", script, bucket)["result"]
+    out = run["result"]
     # The user's output_fn answered, with what the model predicts.
     assert out["answer"] == {"labels": iris_classifier().predict(iris_rows(2)).tolist()}
     submitted = out["env"]["SAGEMAKER_SUBMIT_DIRECTORY"]
@@ -125,25 +146,21 @@ print("RESULT", json.dumps({{"answer": answer, "env": container.get("Environment
 
 
 def test_serverless_deploy(server: ServerProcess, files: Path) -> None:
-    bucket = unique("sdk")
-    script = (
-        _PRELUDE
-        + f"""
+    run, _ = _run(
+        server,
+        files,
+        f"""
 from sagemaker.serverless import ServerlessInferenceConfig
-url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
-image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")
-model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session,
-                              predictor_cls=Predictor)
-config = ServerlessInferenceConfig(memory_size_in_mb=1024, max_concurrency=2)
+{_MODEL}config = ServerlessInferenceConfig(memory_size_in_mb=1024, max_concurrency=2)
 predictor = model.deploy(serverless_inference_config=config,
                          serializer=JSONSerializer(), deserializer=JSONDeserializer())
 answer = predictor.predict({iris_rows(2)!r})
 predictor.delete_endpoint()
 print()
 print("RESULT", json.dumps({{"answer": answer}}))
-"""
+""",
     )
-    out = run_sdk(server.url, files / "home", script, bucket)["result"]
+    out = run["result"]
     assert len(out["answer"]) == 2
 
 
@@ -151,17 +168,13 @@ def test_predict_async_without_a_content_type(server: ServerProcess, files: Path
     """predict_async uploads the input with its serializer's Content-Type and sends no
     ContentType: the model gets the object's (CSV here, which is not the JSON a missing
     type would be taken for)."""
-    bucket = unique("sdk")
-    script = (
-        _PRELUDE
-        + f"""
+    run, bucket = _run(
+        server,
+        files,
+        f"""
 from sagemaker.async_inference import AsyncInferenceConfig
 from sagemaker.async_inference.waiter_config import WaiterConfig
-url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
-image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")
-model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session,
-                              predictor_cls=Predictor)
-predictor = model.deploy(
+{_MODEL}predictor = model.deploy(
     initial_instance_count=1, instance_type="ml.m5.large",
     async_inference_config=AsyncInferenceConfig(output_path=f"s3://{{bucket}}/async-out"),
     serializer=CSVSerializer(), deserializer=JSONDeserializer())
@@ -170,9 +183,9 @@ answer = response.get_result(WaiterConfig(max_attempts=60, delay=1))
 predictor.delete_endpoint()
 print()
 print("RESULT", json.dumps({{"answer": answer, "output": response.output_path}}))
-"""
+""",
     )
-    out = run_sdk(server.url, files / "home", script, bucket)["result"]
+    out = run["result"]
     assert out["answer"] == iris_classifier().predict(iris_rows(3)).tolist()
     assert out["output"].startswith(f"s3://{bucket}/async-out/")
 
@@ -180,15 +193,13 @@ print("RESULT", json.dumps({{"answer": answer, "output": response.output_path}})
 def test_transformer_with_logs(server: ServerProcess, files: Path) -> None:
     """`transformer.wait(logs=True)` prints the job's instance log, read back through
     CloudWatch Logs' API, and the output is read back through S3."""
-    bucket = unique("sdk")
     rows = "\\n".join(",".join(str(v) for v in row) for row in iris_rows(4))
-    script = (
-        _PRELUDE
-        + f"""
+    run, _ = _run(
+        server,
+        files,
+        f"""
 from sagemaker.sklearn import SKLearnModel
-url = session.upload_data({str(files / "model.tar.gz")!r}, bucket=bucket, key_prefix="iris")
-image = sagemaker.image_uris.retrieve("sklearn", session.boto_region_name, version="1.2-1")
-model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session)
+{_IMAGE}model = sagemaker.model.Model(image_uri=image, model_data=url, sagemaker_session=session)
 data = session.upload_string_as_file_body("{rows}\\n", bucket=bucket, key="batch/in/rows.csv")
 transformer = model.transformer(instance_count=1, instance_type="ml.m5.large",
                                 output_path=f"s3://{{bucket}}/batch/out", accept="text/csv")
@@ -198,9 +209,8 @@ transformer.wait(logs=True)
 output = session.read_s3_file(bucket, "batch/out/rows.csv.out")
 print()
 print("RESULT", json.dumps({{"output": output, "job": transformer.latest_transform_job.name}}))
-"""
+""",
     )
-    run = run_sdk(server.url, files / "home", script, bucket)
     out = run["result"]
     assert len(out["output"].strip().splitlines()) == 4
     # The instance's own log lines, as the SDK printed them from CloudWatch Logs: each

@@ -69,6 +69,16 @@ async def answers(futures: list[asyncio.Future[Any]]) -> list[Any]:
     return await asyncio.gather(*futures, return_exceptions=True)
 
 
+async def held_first(batcher: Batcher, model: RowModel) -> asyncio.Future[Any]:
+    """Submits one request and returns once the model is held inside its call, no longer
+    holding later calls: what is submitted next queues up behind it until `gate` opens."""
+    model.hold = True
+    first = batcher.submit(body([1, 1]), JSON, None, None)
+    await entered(model)
+    model.hold = False
+    return first
+
+
 def make(
     model: Any,
     max_size: int = 8,
@@ -85,10 +95,7 @@ def make(
 async def test_requests_queued_behind_a_call_share_the_next_call_in_order():
     model = RowModel()
     batcher = make(model)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     rest = [batcher.submit(body([i, 0], [i, 10]), JSON, None, None) for i in range(5)]
     model.gate.set()
     results = await answers([first, *rest])
@@ -104,10 +111,7 @@ async def test_requests_queued_behind_a_call_share_the_next_call_in_order():
 async def test_batches_never_exceed_the_size():
     model = RowModel()
     batcher = make(model, max_size=3)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     rest = [batcher.submit(body([i, 0]), JSON, None, None) for i in range(7)]
     model.gate.set()
     await answers([first, *rest])
@@ -131,10 +135,7 @@ async def test_a_request_to_an_idle_model_is_not_held():
 async def test_one_bad_request_fails_alone():
     model = RowModel()
     batcher = make(model)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     rows = [[1, 2], [3, 4], [-1, 5], [6, 7], [8, 9]]
     rest = [batcher.submit(body(row), JSON, None, None) for row in rows]
     rest.append(batcher.submit(b"{not json", JSON, None, None))
@@ -153,10 +154,7 @@ async def test_one_bad_request_fails_alone():
 async def test_rows_stack_only_with_the_same_width_and_type():
     model = RowModel()
     batcher = make(model)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     rest = [
         batcher.submit(body([1, 2]), JSON, None, None),
         batcher.submit(b"1,2,3\n", "text/csv", None, None),
@@ -183,10 +181,7 @@ async def test_a_model_that_does_not_answer_per_row_is_called_per_request():
 
     model = Total()
     batcher = make(model)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     rest = [batcher.submit(body([i, 1], [i, 1]), JSON, None, None) for i in range(3)]
     model.gate.set()
     results = await answers([first, *rest])
@@ -278,10 +273,7 @@ async def test_with_several_workers_the_delay_bounds_the_wait():
 async def test_a_request_whose_client_left_is_not_sent_to_the_model():
     model = RowModel()
     batcher = make(model)
-    model.hold = True
-    first = batcher.submit(body([1, 1]), JSON, None, None)
-    await entered(model)
-    model.hold = False
+    first = await held_first(batcher, model)
     gone = batcher.submit(body([5, 5]), JSON, None, None)
     kept = batcher.submit(body([2, 2]), JSON, None, None)
     gone.cancel()
