@@ -425,21 +425,7 @@ class ModelhostApp:
             body = await self._read_body(receive, _MAX_CONTROL_BODY, digest)
             if body is None:
                 raise RequestTooLarge("STS requests are small forms.")
-            if digest is None:
-                key = _credential_key(scope)
-            else:
-                key = auth.verify(
-                    self.settings.access_keys,
-                    auth.SignedRequest(
-                        scope["method"],
-                        scope.get("raw_path") or scope["path"].encode(),
-                        scope["query_string"],
-                        dict(scope["headers"]),
-                        digest.hexdigest(),
-                    ),
-                    "sts",
-                    self.settings.region,
-                )
+            key = _credential_key(scope) if digest is None else self._signer(scope, digest, "sts")
         except SageMakerError as error:
             await _respond_error(send, error)
             return
@@ -556,7 +542,16 @@ class ModelhostApp:
             raise too_large()
         if digest is None:
             return body
-        key = auth.verify(
+        key = self._signer(scope, digest, service)
+        if self.settings.policies is not None:
+            asked = wanted(body)
+            self.settings.policies.authorize(key, asked.action, asked.resources)
+        return body
+
+    def _signer(self, scope: Scope, digest: Any, service: str) -> str:
+        """The access key whose SigV4 signature of this request (its body hashed into
+        `digest` as it arrived) checks out for `service`; auth.verify raises otherwise."""
+        return auth.verify(
             self.settings.access_keys,
             auth.SignedRequest(
                 scope["method"],
@@ -568,10 +563,6 @@ class ModelhostApp:
             service,
             self.settings.region,
         )
-        if self.settings.policies is not None:
-            asked = wanted(body)
-            self.settings.policies.authorize(key, asked.action, asked.resources)
-        return body
 
 
 def _async_requests(queue: JobQueue, name: str, states: list[str]) -> dict[str, Any]:
