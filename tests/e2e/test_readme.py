@@ -42,7 +42,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.models import iris_classifier, iris_rows, put_iris_model, put_model
+from tests.support.models import (
+    iris_classifier,
+    iris_model_bytes,
+    iris_rows,
+    put_iris_model,
+    put_model,
+)
 from tests.support.moto import isolate_aws_env
 from tests.support.server import ServerProcess
 
@@ -169,6 +175,19 @@ def test_policy_example_is_accepted_and_enforced(
         server.stop()
 
 
+_DEPLOYED_HANDLER = """
+import json
+
+
+def model_fn(model_dir):
+    return "%s"
+
+
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({"version": model}), "application/json"
+"""
+
+
 def _gzip_csv(rows: list[str]) -> bytes:
     return gzip.compress(("\n".join(rows) + "\n").encode())
 
@@ -204,6 +223,11 @@ def _set_up(server: ServerProcess, scratch: Path, blocks: list[Block]) -> None:
     )
     _put_object(data_dir, "s3://payloads/iris.tar.gz", _payload_archive(iris_rows(3)))
     (scratch / "rows.csv").write_text("\n".join(csv_rows) + "\n")
+    # what `modelhost deploy` is shown deploying: a model file and two model folders
+    (scratch / "model.joblib").write_bytes(iris_model_bytes())
+    for folder, version in (("my-model", "v1"), ("my-model-v2", "v2")):
+        (scratch / folder / "code").mkdir(parents=True)
+        (scratch / folder / "code" / "inference.py").write_text(_DEPLOYED_HANDLER % version)
     (scratch / "job.json").write_text(
         json.dumps(
             {
@@ -320,6 +344,14 @@ def _check_outcomes(
         "ml.m5.xlarge",
     )
     assert (scratch / "iris.png").stat().st_size > 0
+    # `modelhost deploy`: the file on two instances, the folder moved to its v2 blue/green
+    sagemaker, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
+    iris_cli = sagemaker.describe_endpoint(EndpointName="iris-cli")
+    assert iris_cli["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    for name in ("chat-cli", "chat-async"):
+        assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+    answer = runtime.invoke_endpoint(EndpointName="chat-cli", Body=b"{}")
+    assert json.loads(answer["Body"].read()) == {"version": "v2"}
     assert (scratch / "backup.db").stat().st_size > 0
     (output,) = (objects / "data" / "out").glob("*.out")
     assert next(line.split(",") for line in output.read_text().split()) == ["0", "0"]
