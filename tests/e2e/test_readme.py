@@ -7,7 +7,7 @@ Which blocks run:
   would (`sm` and `rt` from "Use it with boto3" are the clients later sections use). The
   bash blocks are one shell session: each runs in `bash -euo pipefail` in the same
   scratch folder, and what a block exports (`MODELHOST_URL`) is there for the next.
-- ```json blocks must parse; ```text blocks (synopses) are prose.
+- ```json and ```yaml blocks must parse; ```text blocks (synopses) are prose.
 - An HTML comment on the line just above a block's opening fence changes that:
   `<!-- not run: WHY -->` skips the block (the reason is required);
   `<!-- model code: NAME -->` marks a model's `code/inference.py`: the test packs it into
@@ -55,7 +55,7 @@ from tests.support.server import ServerProcess
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "http://127.0.0.1:8765"
 RUNNABLE = {"python", "bash"}
-KNOWN_LANGUAGES = RUNNABLE | {"json", "text"}
+KNOWN_LANGUAGES = RUNNABLE | {"json", "yaml", "text"}
 MARKER = re.compile(r"^<!--\s*(.*?)\s*-->$")
 FENCE = re.compile(r"^```(\S*)\s*$")
 
@@ -125,6 +125,10 @@ def test_every_block_says_how_it_is_checked() -> None:
             )
         if block.language == "json":
             json.loads(block.code)
+        if block.language == "yaml":
+            import yaml
+
+            assert isinstance(yaml.safe_load(block.code), dict), block.where
         if block.runs:
             # the one URL the test substitutes; any other local address would not be ours
             for address in re.findall(r"(?:localhost|127\.0\.0\.1):\d+", block.code):
@@ -344,15 +348,17 @@ def _check_outcomes(
         "ml.m5.xlarge",
     )
     assert (scratch / "iris.png").stat().st_size > 0
-    # `modelhost deploy`: the file on two instances, the folder moved to its v2 blue/green
-    sagemaker, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
-    iris_cli = sagemaker.describe_endpoint(EndpointName="iris-cli")
-    assert iris_cli["ProductionVariants"][0]["CurrentInstanceCount"] == 2
-    for name in ("chat-cli", "chat-async"):
-        assert sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
-    answer = runtime.invoke_endpoint(EndpointName="chat-cli", Body=b"{}")
-    assert json.loads(answer["Body"].read()) == {"version": "v2"}
-    assert (scratch / "backup.db").stat().st_size > 0
+    # `modelhost deploy` (the server is stopped now: what it left on disk): each model
+    # uploaded through the S3 API into the embedded store, the file on two instances,
+    # the folder deployed twice, its second archive v2
+    assert len(list((objects / "models" / "iris-cli").glob("*/model.tar.gz"))) == 1
+    assert len(list((server.data_dir / "logs" / "iris-cli").glob("AllTraffic-*.log"))) == 2
+    chat = sorted((objects / "models" / "chat-cli").glob("*/model.tar.gz"))
+    assert len(chat) == 2
+    with tarfile.open(chat[-1]) as archive:
+        handler = archive.extractfile("code/inference.py")
+        assert handler is not None and b'"v2"' in handler.read()
+    assert list((objects / "models" / "chat-async").glob("*/model.tar.gz"))
     (output,) = (objects / "data" / "out").glob("*.out")
     assert next(line.split(",") for line in output.read_text().split()) == ["0", "0"]
     # the asynchronous request's result: its output object appears
