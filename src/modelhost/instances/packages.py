@@ -116,8 +116,7 @@ class PackageEnvironments:
                 log_path,
                 f"pip could not install {REQUIREMENTS}",
             )
-            for folder, _, _ in os.walk(partial):
-                os.chmod(folder, 0o755)
+            _readable_by_all(partial)
             partial.rename(env_dir)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -175,6 +174,17 @@ def _link_server_packages(env_dir: Path) -> None:
     server_dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
     lines = [f"import site; site.addsitedir({d!r})" for d in server_dirs]
     (purelib / "_modelhost_server.pth").write_text("\n".join(lines) + "\n")
+
+
+def _readable_by_all(root: Path) -> None:
+    """The instance user reads what the server's pip wrote, whatever the server's umask:
+    folders 0755, files 0644 (0755 where the owner may run them)."""
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
 def _note(log_path: Path | None, text: str, truncate: bool = False) -> None:
