@@ -7,6 +7,7 @@ PIP_NO_INDEX), which the server passes through to pip."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ PACKAGE = "mhgreeting"
 
 HANDLER = f"""
 import json
+import shutil
 
 import {PACKAGE}
 
@@ -106,3 +108,31 @@ def test_a_requirement_pip_cannot_install_fails_the_endpoint(server: ServerProce
     assert "No matching distribution" in _instance_log(server, name)
     # nothing half-built is left to be taken for a cached environment
     assert [p.name for p in (server.data_dir / "packages").iterdir() if "." in p.name] == []
+
+
+def test_a_restarted_server_reuses_the_environment_offline(tmp_path: Path) -> None:
+    """Once built, the environment needs no index: with the wheels gone, a restarted
+    server brings the endpoint back on it."""
+    wheels = tmp_path / "wheels"
+    one_module_wheel(wheels, PACKAGE, "1.0", 'GREETING = "installed by pip"\n')
+    first = ServerProcess(
+        tmp_path / "data", env={"PIP_FIND_LINKS": str(wheels), "PIP_NO_INDEX": "1"}
+    ).start()
+    try:
+        name = deploy(
+            first.client("sagemaker"), _model(first, f"{PACKAGE}==1.0\n"), image="modelhost/python"
+        )
+    finally:
+        first.stop()
+    shutil.rmtree(wheels)
+    second = first.restarted()
+    try:
+        status = wait_for_status(second.client("sagemaker"), name, {"InService", "Failed"})
+        assert status["EndpointStatus"] == "InService", status.get("FailureReason")
+        assert _invoke(second, name)["greeting"] == "installed by pip"
+        logs = sorted(
+            (second.data_dir / "logs" / name).glob("*.log"), key=lambda p: p.stat().st_mtime
+        )
+        assert "(cached)" in logs[-1].read_text()
+    finally:
+        second.stop()

@@ -116,10 +116,11 @@ class PackageEnvironments:
                 log_path,
                 f"pip could not install {REQUIREMENTS}",
             )
-            _readable_by_all(partial)
+            # a large environment is many files: not on the event loop
+            await asyncio.to_thread(_readable_by_all, partial)
             partial.rename(env_dir)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, partial, ignore_errors=True)
             raise
 
     async def _run(self, command: list[str], log_path: Path | None, what: str) -> None:
