@@ -11,7 +11,9 @@ group (:mod:`.cgroups`) with the type's CPU quota and memory limit, removed when
 By default instances are forked from the fork server (:mod:`.forkserver`), a parent that
 has already imported the model server, numpy and scikit-learn, instead of started as a
 fresh interpreter: that is most of an instance's start time, and all of a serverless cold
-start's. `fork=False` starts each one as `python -m modelhost.modelserver`.
+start's. `fork=False` starts each one as `python -m modelhost.modelserver`. A model with a
+`code/requirements.txt` gets a package environment first (:mod:`.packages`) and starts
+as that environment's fresh interpreter.
 
 Instances are confined (:mod:`.isolation`): an allow-listed environment, their own user
 when the server is root, and a token every request to their port must carry
