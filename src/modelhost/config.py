@@ -131,6 +131,10 @@ class Settings:
     model_timeout_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_MODEL_TIMEOUT", 60.0)
     )
+    # How long pip may take to install a model's code/requirements.txt (process backend).
+    requirements_timeout_s: float = field(
+        default_factory=lambda: _env_float("MODELHOST_REQUIREMENTS_TIMEOUT", 600.0)
+    )
     # How long an instance may take to answer /ping after it starts.
     startup_timeout_s: float = field(
         default_factory=lambda: _env_float("MODELHOST_STARTUP_TIMEOUT", 120.0)

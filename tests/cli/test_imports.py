@@ -19,6 +19,7 @@ CLI_MODULES = (
     "modelhost.cli.endpoints",
     "modelhost.cli.images",
     "modelhost.cli.load",
+    "modelhost.cli.logs",
     "modelhost.cli.models",
     "modelhost.cli.packing",
     "modelhost.cli.recommend",

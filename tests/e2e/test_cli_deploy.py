@@ -1,21 +1,26 @@
 """`modelhost deploy` and the other client commands around it, run as a user runs them:
-a subprocess against a real server whose object store is a real S3 endpoint (a moto
-server, configured the AWS way with AWS_ENDPOINT_URL_S3 for the server and the CLI)."""
+a subprocess against a bare server with nothing but MODELHOST_URL set, the upload going
+through the S3 API the server serves on its own port. One test keeps a separate S3
+endpoint (a moto server, configured the AWS way with AWS_ENDPOINT_URL_S3 for the server
+and the CLI): a user-given S3 endpoint wins over the server's own."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.aws import isolated_environ
 from tests.support.cli import run_cli
 from tests.support.endpoints import deployed
 from tests.support.models import iris_classifier, iris_model_bytes, iris_rows
-from tests.support.moto import MotoServer, moto_server
+from tests.support.moto import moto_server
 from tests.support.server import ServerProcess
 
 HANDLER = """
@@ -33,30 +38,39 @@ def transform_fn(model, body, content_type, accept):
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[MotoServer]:
-    with moto_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def s3_server(s3: MotoServer, tmp_path_factory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path_factory.mktemp("deploy") / "data", env={"AWS_ENDPOINT_URL_S3": s3.endpoint_url}
-    ).start()
+def s3_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    """A bare server: its own S3 API is the only object store."""
+    server = ServerProcess(tmp_path_factory.mktemp("deploy") / "data").start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def cli(s3: MotoServer, s3_server: ServerProcess):
+def _bare_env(url: str) -> dict[str, str]:
+    """A user's environment: MODELHOST_URL and nothing that steers boto3 elsewhere."""
+    return isolated_environ(dict(os.environ), {"MODELHOST_URL": url})
+
+
+def _cli_in(env: dict[str, str]):
     def call(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return run_cli(
-            *args,
-            env={"MODELHOST_URL": s3_server.url, "AWS_ENDPOINT_URL_S3": s3.endpoint_url},
+        return subprocess.run(
+            [sys.executable, "-m", "modelhost", *args],
+            capture_output=True,
+            text=True,
+            env={**env, "COLUMNS": "200"},
             timeout=timeout,
+            check=False,
         )
 
     return call
+
+
+@pytest.fixture
+def cli(s3_server: ServerProcess):
+    return _cli_in(_bare_env(s3_server.url))
+
+
+def _s3(server: ServerProcess):
+    return server.client("s3")
 
 
 def _folder(root: Path, greeting: str) -> Path:
@@ -79,7 +93,7 @@ def _invoke_json(s3_server: ServerProcess, name: str, body: object) -> dict:
     return json.loads(answer["Body"].read())
 
 
-def test_deploy_a_model_file(cli, s3_server: ServerProcess, s3: MotoServer, tmp_path) -> None:
+def test_deploy_a_model_file(cli, s3_server: ServerProcess, tmp_path) -> None:
     model = tmp_path / "iris.joblib"
     model.write_bytes(iris_model_bytes())
     name = "iris-file"
@@ -102,7 +116,11 @@ def test_deploy_a_model_file(cli, s3_server: ServerProcess, s3: MotoServer, tmp_
         "ModelDataUrl"
     ]
     bucket, _, key = model_url.removeprefix("s3://").partition("/")
-    assert s3.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+    # uploaded through the server's S3 API into its embedded store
+    stored = s3_server.data_dir / "objects" / bucket / key
+    assert (
+        stored.stat().st_size == _s3(s3_server).head_object(Bucket=bucket, Key=key)["ContentLength"]
+    )
 
     # a second deploy under the name without --update is refused, saying what to do
     again = cli("deploy", str(model), "--name", name)
@@ -151,14 +169,12 @@ def test_deploy_serverless(cli, s3_server: ServerProcess, tmp_path) -> None:
     assert config["ProductionVariants"][0]["ServerlessConfig"]["MemorySizeInMB"] == 2048
 
 
-def test_deploy_async_and_invoke_async(
-    cli, s3_server: ServerProcess, s3: MotoServer, tmp_path
-) -> None:
+def test_deploy_async_and_invoke_async(cli, s3_server: ServerProcess, tmp_path) -> None:
     name = "greeter-async"
     deployed.append((s3_server.client("sagemaker"), name))
     out = _ok(cli("deploy", str(_folder(tmp_path / "m", "later")), "--name", name, "--async"))
     assert f"modelhost endpoints invoke-async {name}" in out
-    s3.s3_client().put_object(Bucket="models", Key="inputs/one.json", Body=b'{"x": 1}')
+    _s3(s3_server).put_object(Bucket="models", Key="inputs/one.json", Body=b'{"x": 1}')
     answer = _ok(
         cli(
             "endpoints",
@@ -183,9 +199,9 @@ def test_refusals_are_one_line(cli, tmp_path) -> None:
     assert both.returncode == 2 and "cannot be combined" in both.stderr
 
 
-def test_models_and_configs_create_and_delete(cli, s3_server: ServerProcess, s3) -> None:
-    s3.s3_client().create_bucket(Bucket="plain")
-    s3.s3_client().put_object(Bucket="plain", Key="m.tar.gz", Body=b"x")
+def test_models_and_configs_create_and_delete(cli, s3_server: ServerProcess) -> None:
+    _s3(s3_server).create_bucket(Bucket="plain")
+    _s3(s3_server).put_object(Bucket="plain", Key="m.tar.gz", Body=b"x")
     arn = _ok(
         cli(
             "models",
@@ -243,6 +259,32 @@ def test_server_prints_its_url_and_an_access_log(tmp_path) -> None:
     finally:
         quiet.stop()
     assert "modelhost listening on" in quiet.log() and "POST / HTTP" not in quiet.log()
+
+
+def test_a_given_s3_endpoint_wins_over_the_servers_own(tmp_path) -> None:
+    """AWS_ENDPOINT_URL_S3, set for the server and the CLI alike, is where the model goes:
+    the upload lands in that S3 server and not in the embedded store."""
+    model = tmp_path / "iris.joblib"
+    model.write_bytes(iris_model_bytes())
+    with moto_server() as s3:
+        server = ServerProcess(
+            tmp_path / "data", env={"AWS_ENDPOINT_URL_S3": s3.endpoint_url}
+        ).start()
+        name = "iris-moto"
+        try:
+            call = _cli_in(_bare_env(server.url) | {"AWS_ENDPOINT_URL_S3": s3.endpoint_url})
+            _ok(call("deploy", str(model), "--name", name))
+            sagemaker = server.client("sagemaker")
+            config = sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+            model_url = sagemaker.describe_model(ModelName=config)["PrimaryContainer"][
+                "ModelDataUrl"
+            ]
+            bucket, _, key = model_url.removeprefix("s3://").partition("/")
+            assert s3.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+            assert not (server.data_dir / "objects" / bucket / key).exists()
+            sagemaker.delete_endpoint(EndpointName=name)
+        finally:
+            server.stop()
 
 
 def test_an_object_store_that_cannot_be_reached_is_one_line(tmp_path) -> None:

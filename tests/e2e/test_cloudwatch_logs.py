@@ -3,6 +3,8 @@ client and the AWS CLI's `logs` commands against the server, paged as AWS pages.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.aws import aws_cli_env
+from tests.support.cli import run_cli
 from tests.support.endpoints import deploy, unique
 from tests.support.models import put_model
 from tests.support.server import ServerProcess
@@ -201,3 +204,80 @@ def test_transform_job_log_is_in_the_transform_group(server: ServerProcess, sage
     # A transform job's log is not an endpoint's group.
     with pytest.raises(ClientError):
         logs.describe_log_streams(logGroupName=f"/aws/sagemaker/Endpoints/{job}")
+
+
+def _modelhost_logs(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("endpoints", "logs", *args, url=server.url, timeout=60)
+
+
+def test_modelhost_endpoints_logs(server: ServerProcess, printing_endpoint: str, runtime):
+    """`modelhost endpoints logs NAME`: every instance line, oldest first, with its time
+    and stream, read through the server's CloudWatch Logs API."""
+    deadline = time.monotonic() + 30
+    while True:
+        result = _modelhost_logs(server, printing_endpoint)
+        assert result.returncode == 0, result.stderr
+        if "request line-4" in result.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    lines = result.stdout.splitlines()
+    messages = [line.split(" ", 2)[2] for line in lines]
+    assert "model loaded" in messages
+    assert [m for m in messages if m.startswith("request line-")] == [
+        f"request line-{i}" for i in range(5)
+    ]
+    assert all(line.split(" ", 2)[1].startswith("AllTraffic/") for line in lines)
+    stamps = [line.split(" ", 1)[0] for line in lines]
+    assert stamps == sorted(stamps)  # oldest first (ISO times sort as text)
+
+    assert _modelhost_logs(server, printing_endpoint, "--variant", "AllTraffic").stdout == (
+        result.stdout
+    )
+    other = _modelhost_logs(server, printing_endpoint, "--variant", "Other")
+    assert (other.returncode, other.stdout) == (0, "")
+    assert _modelhost_logs(server, printing_endpoint, "--since", "1h").stdout == result.stdout
+    future = _modelhost_logs(server, printing_endpoint, "--since", "2999-01-01T00:00:00")
+    assert (future.returncode, future.stdout) == (0, "")
+
+    bad = _modelhost_logs(server, printing_endpoint, "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+    missing = _modelhost_logs(server, "no-such-endpoint")
+    assert missing.returncode == 1 and "no-such-endpoint" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_modelhost_endpoints_logs_follows(server: ServerProcess, printing_endpoint: str, runtime):
+    """`-f` prints what is there, then each new line once, until interrupted."""
+    command = [sys.executable, "-m", "modelhost", "endpoints", "logs", printing_endpoint, "-f"]
+    follower = subprocess.Popen(
+        [*command, "--endpoint-url", server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    seen: list[str] = []
+
+    def read_until(wanted: str) -> None:
+        assert follower.stdout is not None
+        while not any(line.endswith(wanted) for line in seen):
+            line = follower.stdout.readline()
+            assert line, f"the follower ended before {wanted!r}: {follower.stderr.read()}"
+            seen.append(line.rstrip("\n"))
+
+    try:
+        read_until("request line-4")
+        marker = f"followed-{uuid.uuid4().hex[:6]}"
+        runtime.invoke_endpoint(
+            EndpointName=printing_endpoint, ContentType="text/plain", Body=marker
+        )
+        read_until(f"request {marker}")
+        follower.send_signal(signal.SIGINT)
+        rest, _ = follower.communicate(timeout=30)
+        seen.extend(rest.splitlines())
+    finally:
+        follower.kill()
+        follower.wait()
+    assert follower.returncode == 0
+    assert len(seen) == len(set(seen)), "a line was printed twice"
+    assert [line for line in seen if line.endswith(f"request {marker}")] != []

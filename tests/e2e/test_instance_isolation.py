@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from tests.support.endpoints import deploy
 from tests.support.models import put_model
 from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess
+from tests.support.wheels import one_module_wheel
 
 KEY, SECRET = "AKIDISOLATION", "isolation-secret-key-value"
 SECRETS = {
@@ -288,3 +290,50 @@ def test_what_a_model_starts_ends_with_its_instance(
         )
     finally:
         server.stop()
+
+
+PACKAGED_CODE = b"""
+import os
+
+import mhconfined
+
+
+def model_fn(model_dir):
+    return mhconfined.VALUE
+
+
+def transform_fn(model, body, content_type, accept):
+    return f"{model} {os.getuid()} {mhconfined.__file__}", "text/plain"
+"""
+
+
+def test_a_confined_instance_runs_with_its_package_environment(tmp_path: Path) -> None:
+    """`code/requirements.txt` is installed by the server (root) and read by the instance
+    user, who may not change it."""
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs a root server")
+    python, env = _reachable_python()
+    one_module_wheel(tmp_path / "wheels", "mhconfined", "1.0", 'VALUE = "packaged"\n')
+    base = Path(tempfile.mkdtemp(prefix="modelhost-isolation-", dir="/var/tmp"))
+    base.chmod(0o755)
+    data = base / "data"
+    put_model(
+        data,
+        "packaged",
+        {"code/inference.py": PACKAGED_CODE, "code/requirements.txt": b"mhconfined==1.0\n"},
+    )
+    env = {
+        **SECRETS,
+        **env,
+        "MODELHOST_INSTANCE_USER": "nobody",
+        "PIP_FIND_LINKS": str(tmp_path / "wheels"),
+        "PIP_NO_INDEX": "1",
+    }
+    server = ServerProcess(data, env=env, python=python).start()
+    try:
+        value, uid, where = _invoke(server, _deploy(server, "packaged")).decode().split()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert (value, uid) == ("packaged", str(pwd.getpwnam("nobody").pw_uid))
+    assert Path(where).is_relative_to(data / "packages")

@@ -43,7 +43,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.models import iris_classifier, iris_rows, put_iris_model, put_model
+from tests.support.models import (
+    iris_classifier,
+    iris_model_bytes,
+    iris_rows,
+    put_iris_model,
+    put_model,
+)
 from tests.support.moto import isolate_aws_env
 from tests.support.server import ServerProcess
 
@@ -172,6 +178,19 @@ def test_policy_example_is_accepted_and_enforced(
         server.stop()
 
 
+_DEPLOYED_HANDLER = """
+import json
+
+
+def model_fn(model_dir):
+    return "%s"
+
+
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({"version": model}), "application/json"
+"""
+
+
 def _gzip_csv(rows: list[str]) -> bytes:
     return gzip.compress(("\n".join(rows) + "\n").encode())
 
@@ -207,6 +226,11 @@ def _set_up(server: ServerProcess, scratch: Path, blocks: list[Block]) -> None:
     )
     _put_object(data_dir, "s3://payloads/iris.tar.gz", _payload_archive(iris_rows(3)))
     (scratch / "rows.csv").write_text("\n".join(csv_rows) + "\n")
+    # what `modelhost deploy` is shown deploying: a model file and two model folders
+    (scratch / "model.joblib").write_bytes(iris_model_bytes())
+    for folder, version in (("my-model", "v1"), ("my-model-v2", "v2")):
+        (scratch / folder / "code").mkdir(parents=True)
+        (scratch / folder / "code" / "inference.py").write_text(_DEPLOYED_HANDLER % version)
     (scratch / "job.json").write_text(
         json.dumps(
             {
@@ -323,7 +347,17 @@ def _check_outcomes(
         "ml.m5.xlarge",
     )
     assert (scratch / "iris.png").stat().st_size > 0
-    assert (scratch / "backup.db").stat().st_size > 0
+    # `modelhost deploy` (the server is stopped now: what it left on disk): each model
+    # uploaded through the S3 API into the embedded store, the file on two instances,
+    # the folder deployed twice, its second archive v2
+    assert len(list((objects / "models" / "iris-cli").glob("*/model.tar.gz"))) == 1
+    assert len(list((server.data_dir / "logs" / "iris-cli").glob("AllTraffic-*.log"))) == 2
+    chat = sorted((objects / "models" / "chat-cli").glob("*/model.tar.gz"))
+    assert len(chat) == 2
+    with tarfile.open(chat[-1]) as archive:
+        handler = archive.extractfile("code/inference.py")
+        assert handler is not None and b'"v2"' in handler.read()
+    assert list((objects / "models" / "chat-async").glob("*/model.tar.gz"))
     (output,) = (objects / "data" / "out").glob("*.out")
     assert next(line.split(",") for line in output.read_text().split()) == ["0", "0"]
     # the asynchronous request's result: its output object appears

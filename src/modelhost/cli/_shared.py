@@ -56,7 +56,7 @@ class Api:
         self.url = url
         self._clients: dict[str, Any] = {}
 
-    def _client(self, service: str, endpoint_url: str | None = None) -> Any:
+    def _client(self, service: str, endpoint_url: str | None = None, **config: Any) -> Any:
         if service not in self._clients:
             import boto3
             from botocore.config import Config
@@ -78,6 +78,7 @@ class Api:
                     retries={"max_attempts": 1, "mode": "standard"},
                     connect_timeout=5,
                     read_timeout=120,
+                    **config,
                 ),
             )
         return self._clients[service]
@@ -91,11 +92,20 @@ class Api:
         return self._client("sagemaker-runtime")
 
     @property
+    def logs(self) -> Any:
+        """CloudWatch Logs, which the server serves for its instances' and jobs' logs."""
+        return self._client("logs")
+
+    @property
     def s3(self) -> Any:
         """The object store through the S3 API: the S3 endpoint configured the AWS way
         (`AWS_ENDPOINT_URL_S3`), else the server itself, which serves its embedded store
         on its own address."""
-        return self._client("s3", os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+        given = os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        if given:
+            return self._client("s3", given)
+        # The server answers buckets in the path (`HOST/bucket/key`), whatever its name.
+        return self._client("s3", None, s3={"addressing_style": "path"})
 
     def collect(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every page of a List* call: a CLI listing that stops at page one silently lies."""

@@ -1,4 +1,5 @@
-"""`modelhost endpoints`: list, inspect, wait for, invoke and delete endpoints."""
+"""`modelhost endpoints`: list, inspect, wait for, invoke, read the logs of and delete
+endpoints."""
 
 from __future__ import annotations
 
@@ -108,6 +109,33 @@ def endpoints_delete(name: str, endpoint_url: EndpointUrl = DEFAULT_URL) -> None
     with connected(endpoint_url) as api:
         api.sagemaker.delete_endpoint(EndpointName=name)
     console.out.print(f"deleting {name}")
+
+
+@endpoints_app.command("logs")
+def endpoints_logs(
+    name: str,
+    endpoint_url: EndpointUrl = DEFAULT_URL,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    variant: Annotated[str | None, typer.Option(help="Only this variant's instances.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only lines from this long ago (30s, 10m, 2h, 1d) or since this ISO 8601 "
+            "time. [default: the whole log]"
+        ),
+    ] = None,
+) -> None:
+    """Print the log of every instance of an endpoint (CloudWatch Logs group
+    /aws/sagemaker/Endpoints/NAME), oldest first, one line per event: time, stream
+    (VARIANT/INSTANCE-ID), message."""
+    from modelhost.cli import logs
+
+    start = logs.since_ms(since)
+    with connected(endpoint_url) as api:
+        api.sagemaker.describe_endpoint(EndpointName=name)  # a one-line error for a typo
+        logs.show(api.logs, name, variant, start, follow)
 
 
 @endpoints_app.command("async-requests")

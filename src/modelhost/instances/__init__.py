@@ -59,6 +59,7 @@ def open_backend(settings: Settings) -> InstanceBackend:
         settings.data_dir,
         settings.instance_user,
         settings.instance_host,
+        settings.requirements_timeout_s,
     )
     containers = ContainerBackend(
         settings.container_host,

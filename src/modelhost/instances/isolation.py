@@ -18,9 +18,9 @@ state store, other models' data or logs, and must not change its own artifacts.
   model folder is the server's (root's, 0755/0644): readable, not writable. Their
   ``HOME``/``TMPDIR`` is a folder of their own under ``<data-dir>/instances`` owned by
   that user.
-- The data directory is 0711 (others may pass through, not list), its ``models`` and
-  ``instances`` folders too; everything else in it (state store, queue, objects, logs) is
-  closed to other users.
+- The data directory is 0711 (others may pass through, not list), its ``models``,
+  ``instances`` and ``packages`` (models' package environments) folders too; everything
+  else in it (state store, queue, objects, logs) is closed to other users.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ ALLOWED = frozenset(
 ALLOWED_PREFIXES = ("LC_",)
 
 #: Folders of the data directory an instance user may pass through (never list).
-PASSABLE = ("models", "instances")
+PASSABLE = ("models", "instances", "packages")
 
 
 def inherited_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -11,7 +11,9 @@ group (:mod:`.cgroups`) with the type's CPU quota and memory limit, removed when
 By default instances are forked from the fork server (:mod:`.forkserver`), a parent that
 has already imported the model server, numpy and scikit-learn, instead of started as a
 fresh interpreter: that is most of an instance's start time, and all of a serverless cold
-start's. `fork=False` starts each one as `python -m modelhost.modelserver`.
+start's. `fork=False` starts each one as `python -m modelhost.modelserver`. A model with a
+`code/requirements.txt` gets a package environment first (:mod:`.packages`) and starts
+as that environment's fresh interpreter.
 
 Instances are confined (:mod:`.isolation`): an allow-listed environment, their own user
 when the server is root, and a token every request to their port must carry
@@ -49,6 +51,7 @@ from modelhost.instances.isolation import (
     resolve_user,
 )
 from modelhost.instances.local import free_port, log_tail
+from modelhost.instances.packages import PackageEnvironments
 from modelhost.instances.pipeline import PipelineInstance, end_all, member_spec
 from modelhost.instances.readiness import wait_until_answering
 from modelhost.modelserver.processtree import kill_tree
@@ -184,6 +187,7 @@ class ProcessBackend:
         data_dir: Path | None = None,
         instance_user: str = "",
         host: str = "127.0.0.1",
+        requirements_timeout_s: float = 600.0,
     ) -> None:
         self._user: InstanceUser | None = resolve_user(instance_user)
         self._user_named = bool(instance_user.strip())
@@ -194,6 +198,12 @@ class ProcessBackend:
             else Path(os.environ.get("TMPDIR", "/tmp")) / f"modelhost-instances-{scope}"
         )
         self._dirs = InstanceDirs(root, self._user)
+        packages = (
+            (data_dir / "packages")
+            if data_dir is not None
+            else Path(os.environ.get("TMPDIR", "/tmp")) / f"modelhost-packages-{scope}"
+        )
+        self._packages = PackageEnvironments(packages, requirements_timeout_s)
         self._prepared = False
         self._unusable: str | None = None  # why the instance user cannot run instances
         self._forkserver = ForkServer() if fork else None
@@ -234,6 +244,7 @@ class ProcessBackend:
             protect_data_dir(self._data_dir)
         self._dirs.remove_all()
         self._dirs.prepare()
+        self._packages.remove_partial()
         if self._user is None:
             return
         models = self._dirs.root.parent / "models" if self._data_dir else Path("/")
@@ -358,9 +369,14 @@ class ProcessBackend:
         }
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            python = await self._packages.python_for(spec.model_dir, spec.log_path)
+        except BaseException:
+            self._dirs.remove(home)
+            raise
         grant_token((self._host, port), token)
         try:
-            process = await self._launch(spec, base, own)
+            process = await self._launch(spec, base, own, python)
         except BaseException:
             revoke_token((self._host, port), token)
             self._dirs.remove(home)
@@ -368,9 +384,15 @@ class ProcessBackend:
         return ProcessInstance(spec, process, self._host, port, group, token, home, self._dirs)
 
     async def _launch(
-        self, spec: InstanceSpec, base: dict[str, str], own: dict[str, str]
+        self,
+        spec: InstanceSpec,
+        base: dict[str, str],
+        own: dict[str, str],
+        python: Path | None = None,
     ) -> _Process:
-        if self._forkserver is not None:
+        """`python` is the model's package environment's interpreter (:mod:`.packages`):
+        such an instance starts fresh, its log already holding pip's output."""
+        if self._forkserver is not None and python is None:
             launch = self._dirs.launch_file(own)
             try:
                 return await self._forkserver.spawn(
@@ -385,10 +407,10 @@ class ProcessBackend:
         env = {**base, "MODELHOST_LAUNCH_FILE": str(launch)}
         log: int | BinaryIO = subprocess.DEVNULL
         if spec.log_path is not None:
-            log = spec.log_path.open("wb")
+            log = spec.log_path.open("wb" if python is None else "ab")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modelhost.modelserver"],
+                [str(python or sys.executable), "-m", "modelhost.modelserver"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -347,10 +347,9 @@ def import_user_module(path: Path) -> ModuleType:
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
     if (path.parent / "requirements.txt").is_file():
-        log.info(
-            "ignoring %s: modelhost installs no packages at run time",
-            path.parent / "requirements.txt",
-        )
+        # The process backend installs it into the environment this interpreter is
+        # (modelhost.instances.packages); other backends run with the image's packages.
+        log.info("%s: packages come from %s", path.parent / "requirements.txt", sys.prefix)
     name = path.stem
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
