@@ -44,7 +44,7 @@ def test_the_container_backend_is_configured_from_the_settings(tmp_path: Path) -
 def test_an_unknown_backend_is_refused_naming_those_there_are(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError,
-        match=r"unknown instance backend 'ray'; available: "
-        r"process, container",
+        match=r"unknown instance backend 'kubernetes'; available: "
+        r"process, container, ray",
     ):
-        open_backend(Settings(data_dir=tmp_path, instance_backend="ray"))
+        open_backend(Settings(data_dir=tmp_path, instance_backend="kubernetes"))

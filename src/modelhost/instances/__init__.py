@@ -39,7 +39,7 @@ BACKENDS = ("process", "container", "ray")
 
 def open_backend(settings: Settings) -> InstanceBackend:
     """The instance backend the settings name, configured from them: the one place a new
-    backend (Ray) is added. Both names give a routing backend over processes and
+    backend is added. "process" and "container" give a routing backend over processes and
     containers: "process" runs modelhost's own images as processes and any other image in
     a container; "container" runs every instance in a container. "ray" places every
     instance on a Ray cluster (:mod:`.ray_backend`)."""
