@@ -218,3 +218,40 @@ print("RESULT", json.dumps({{"output": output, "job": transformer.latest_transfo
     printed = run["stdout"].splitlines()
     assert len([line for line in printed if "model loaded in" in line]) == 1, run["stdout"]
     assert len([line for line in printed if "starting model server" in line]) == 1
+
+
+_STREAMING = b"""
+import json
+
+def model_fn(model_dir):
+    return None
+
+def transform_fn(model, body, content_type, accept, context):
+    def tokens():
+        yield from json.loads(body)["tokens"]
+    return tokens(), "text/plain"
+"""
+
+
+def test_predict_stream(server: ServerProcess, tmp_path: Path) -> None:
+    """Predictor.predict_stream reads InvokeEndpointWithResponseStream's event stream: the
+    parts the model yields, one event each."""
+    (tmp_path / "model.tar.gz").write_bytes(model_tarball({"code/inference.py": _STREAMING}))
+    tokens = ["Once", " upon", " a", " time"]
+    run, _ = _run(
+        server,
+        tmp_path,
+        f"""
+model = sagemaker.model.Model(image_uri="modelhost/python", model_data=url,
+                              sagemaker_session=session, predictor_cls=Predictor)
+predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large")
+body = json.dumps({{"tokens": {tokens!r}}})
+parts = [part.decode() for part in predictor.predict_stream(
+    body, initial_args={{"ContentType": "application/json"}})]
+predictor.delete_endpoint()
+print()
+print("RESULT", json.dumps({{"parts": parts}}))
+""",
+    )
+    assert "".join(run["result"]["parts"]) == "".join(tokens)
+    assert len(run["result"]["parts"]) >= 2  # streamed, not one whole answer
