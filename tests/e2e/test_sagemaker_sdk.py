@@ -255,3 +255,44 @@ print("RESULT", json.dumps({{"parts": parts}}))
     )
     assert "".join(run["result"]["parts"]) == "".join(tokens)
     assert len(run["result"]["parts"]) >= 2  # streamed, not one whole answer
+
+
+def test_right_size(server: ServerProcess, files: Path) -> None:
+    """Model.right_size creates the model and an inference recommendations job, waits for
+    it and keeps its recommendations; the sample payloads come from an archive uploaded
+    through the S3 API."""
+    rows = "\\n".join(",".join(str(v) for v in row) for row in iris_rows(2))
+    run, _ = _run(
+        server,
+        files,
+        f"""
+import io, tarfile
+from sagemaker.inference_recommender import ModelLatencyThreshold, Phase
+# The SDK polls the job every 120 s by default; a second keeps the test short.
+sagemaker.Session.wait_for_inference_recommendations_job.__defaults__ = (1, "Verbose")
+buffer = io.BytesIO()
+with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    data = "{rows}\\n".encode()
+    info = tarfile.TarInfo("rows.csv")
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+session.boto_session.client("s3", endpoint_url=None).put_object(
+    Bucket=bucket, Key="payloads/payload.tar.gz", Body=buffer.getvalue())
+{_MODEL}model.right_size(
+    sample_payload_url=f"s3://{{bucket}}/payloads/payload.tar.gz",
+    supported_content_types=["text/csv"], supported_instance_types=["ml.c5.large"],
+    framework="SKLEARN", phases=[Phase(duration_in_seconds=1, initial_number_of_users=1,
+                                       spawn_rate=0)],
+    model_latency_thresholds=[ModelLatencyThreshold(percentile="P95",
+                                                    value_in_milliseconds=2000)],
+    log_level="Quiet")
+print()
+print("RESULT", json.dumps({{"recommendations": model.inference_recommendations,
+                            "model": model.name}}, default=str))
+""",
+    )
+    out = run["result"]
+    assert out["recommendations"], run["stdout"]
+    configuration = out["recommendations"][0]["EndpointConfiguration"]
+    assert configuration["InstanceType"] == "ml.c5.large"
+    server.client("sagemaker").describe_model(ModelName=out["model"])
