@@ -75,7 +75,12 @@ def test_server_sigkill_loses_no_request_and_runs_none_twice(
     try:
         model = put_digest_model(data)
         endpoint = deploy_async(first.client("sagemaker"), model, count=2, per_instance=4)
-        bodies = [json.dumps({"n": n, "sleep": 0.02}).encode() for n in range(300)]
+        # The first ones are quick, the rest slow enough (about 6 s of work for the 8
+        # slots) that the kill below finds most of them not done, however fast the
+        # machine and however slow the test's look at the outcomes.
+        bodies = [
+            json.dumps({"n": n, "sleep": 0.02 if n < 40 else 0.2}).encode() for n in range(300)
+        ]
         answers = _submit(first, first.client("sagemaker-runtime"), endpoint, bodies)
         # Killed with some requests done, some running and most still queued.
         wait_until(
