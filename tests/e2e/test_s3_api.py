@@ -195,3 +195,28 @@ def test_s3_takes_the_servers_access_keys(keyed_server: ServerProcess, tmp_path:
     env["AWS_SECRET_ACCESS_KEY"] = "wrong"
     assert aws(env, "sagemaker", "list-models").returncode != 0
     assert aws(env, "sts", "get-caller-identity").returncode != 0
+
+
+def test_a_killed_server_leaves_no_s3_server_behind(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        s3_client(server.url).list_buckets()
+        (rclone,) = [
+            pid
+            for pid in child_pids(server.pid)
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "rclone"
+        ]
+        server.kill()
+    finally:
+        server.stop()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{rclone}").exists() and "Z" not in _state(rclone):
+        assert time.monotonic() < deadline, "rclone outlived its server"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"

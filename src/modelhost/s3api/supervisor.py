@@ -13,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import ctypes
 import io
 import logging
+import os
 import shutil
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from modelhost.instances.local import free_port
@@ -27,6 +31,24 @@ _START_TIMEOUT_S = 20.0
 _RESTART_DELAY_S = 1.0
 # rclone answers InvalidAccessKeyId for a shorter access key id (measured: 2 refused, 3 not).
 _MIN_KEY_LENGTH = 3
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: ask the kernel for SIGKILL when the
+    server dies, so a server killed with -9 leaves no rclone behind holding the port and
+    the data dir (and exit at once if the server is already gone). libc is loaded here,
+    before the fork, so the child only makes the one call."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def confine() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return confine
 
 
 def rclone_binary() -> str | None:
@@ -120,6 +142,7 @@ class RcloneS3:
                 stdout=out,
                 stderr=out,
                 env=env,
+                preexec_fn=_die_with(os.getpid()),
             )
         await self._wait_listening()
 
