@@ -231,6 +231,11 @@ def _spares(server: ServerProcess) -> list[dict[str, object]]:
     return [c for c in containers_labelled(scope) if c in containers_labelled(SPARE)]
 
 
+def _logs(container: str) -> str:
+    logs = podman("logs", container, check=False)
+    return logs.stdout + logs.stderr
+
+
 def _ready_spare(server: ServerProcess, other_than: str = "") -> str:
     """The id of a spare that has its imports done (waiting until there is one)."""
     found: list[str] = []
@@ -267,16 +272,21 @@ def test_a_serverless_cold_start_takes_a_spare_container(
         first = json.loads(_predict(server, name, ROWS, "text/csv")[1])
         assert first["greeting"] == greeting["GREETING"]
         assert len(first["classes"]) == 5 and len(set(first["classes"])) == 3
-        spare = _ready_spare(server)
+        _ready_spare(server)
         wait_until(lambda: not _containers(server, name), "the endpoint back at zero", 120)
 
-        # The next cold start is the spare's: same container, now serving the endpoint.
+        # The next cold start is a spare's: a container that was waiting as a spare (more
+        # than one may be, one per start that left one behind) now serves the endpoint.
         assert json.loads(_predict(server, name, ROWS, "text/csv")[1]) == first
+        (spare,) = [
+            str(container["Id"])
+            for container in _spares(server)
+            if f"spare assigned to instance {name}-" in _logs(str(container["Id"]))
+        ]
+        assert "spare ready for sklearn" in _logs(spare)
         # Its model is read-only inside, as in any container.
         written = podman("exec", spare, "touch", "/opt/ml/model/x", check=False)
         assert written.returncode != 0 and "Read-only" in written.stderr, written
-        logs = podman("logs", spare)
-        assert f"spare assigned to instance {name}-" in logs.stdout + logs.stderr
         instance_logs = [p.read_text() for p in (server.data_dir / "logs" / name).glob("*.log")]
         assert sum("spare assigned" in text for text in instance_logs) == 1, instance_logs
         # Used, it is replaced by another.
