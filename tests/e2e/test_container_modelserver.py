@@ -268,7 +268,7 @@ def test_a_serverless_cold_start_takes_a_spare_container(
         url = put_model(server.data_dir, "greeting", files)
         greeting = {"GREETING": "set in the model's Environment"}
         name = _deploy_serverless(server.client("sagemaker"), url, greeting)
-        # The first cold start of its type: a container of its own; a spare follows.
+        # The first cold start: after it, at the latest, a spare waits for the next.
         first = json.loads(_predict(server, name, ROWS, "text/csv")[1])
         assert first["greeting"] == greeting["GREETING"]
         assert len(first["classes"]) == 5 and len(set(first["classes"])) == 3
@@ -288,7 +288,9 @@ def test_a_serverless_cold_start_takes_a_spare_container(
         written = podman("exec", spare, "touch", "/opt/ml/model/x", check=False)
         assert written.returncode != 0 and "Read-only" in written.stderr, written
         instance_logs = [p.read_text() for p in (server.data_dir / "logs" / name).glob("*.log")]
-        assert sum("spare assigned" in text for text in instance_logs) == 1, instance_logs
+        # This one at least; the first may have been a spare's too (the deployment's
+        # own first instance leaves one behind).
+        assert any(f"spare assigned to instance {name}-" in text for text in instance_logs)
         # Used, it is replaced by another.
         _ready_spare(server, other_than=spare)
     finally:
