@@ -27,7 +27,6 @@ import argparse
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,11 @@ from _common import (
     LoadResult,
     add_output_options,
     machine_table,
-    post,
     publish,
     scratch_dir,
     sigterm_as_interrupt,
 )
+from serverless_cold_start import deploy_serverless, timed_invocation
 from tests.support.cli import run_cli
 from tests.support.containers import containers_labelled, engine_usable, podman, podman_service
 from tests.support.endpoints import deploy, undeploy
@@ -78,32 +77,6 @@ def _source_env(source: Path | None) -> dict[str, str]:
     return {"PYTHONPATH": str(source / "src")} if source is not None else {}
 
 
-def _deploy_serverless(sagemaker: Any, model_url: str, image: str, timeout_s: float = 180.0) -> str:
-    name = f"bench-sl-{uuid.uuid4().hex[:8]}"
-    sagemaker.create_model(
-        ModelName=name,
-        PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
-        ExecutionRoleArn="arn:aws:iam::000000000000:role/bench",
-    )
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 10},
-            }
-        ],
-    )
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    deadline = time.monotonic() + timeout_s
-    while sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"] != "InService":
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"serverless endpoint {name} did not come up")
-        time.sleep(0.1)
-    return name
-
-
 def _containers(server: ServerProcess) -> list[dict[str, Any]]:
     return containers_labelled(f"modelhost.scope={scope_key(server.data_dir.resolve())}")
 
@@ -136,15 +109,6 @@ def _wait_for_zero(server: ServerProcess, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def _timed(url: str) -> float:
-    started = time.perf_counter()
-    status, body = post(url, ROWS, "text/csv")
-    elapsed = time.perf_counter() - started
-    if status != 200:
-        raise RuntimeError(f"invocation failed: {status} {body[:300]!r}")
-    return elapsed
-
-
 def _measure(
     label: str,
     engine: str,
@@ -175,13 +139,13 @@ def _measure(
         model_url = put_iris_model(server.data_dir)
         if load is not None:
             results = _steady(label, server, sagemaker, model_url, image, rounds, duration_s, load)
-        name = _deploy_serverless(sagemaker, model_url, image)
+        name = deploy_serverless(sagemaker, model_url, 180.0, image)
         endpoints.append(name)
         url = f"{server.url}/endpoints/{name}/invocations"
         cold: list[float] = []
         for index in range(rounds):
             _wait_for_zero(server)
-            cold.append(_timed(url))
+            cold.append(timed_invocation(url, ROWS))
             print(f"[{label}] cold start {index + 1}: {cold[-1] * 1000:.0f} ms", file=sys.stderr)
         return {**results, "cold": cold}
     finally:
@@ -215,7 +179,7 @@ def _steady(
     try:
         url = f"{server.url}/endpoints/{name}/invocations"
         for _ in range(50):
-            _timed(url)  # warm up: connections, caches
+            timed_invocation(url, ROWS)  # warm up: connections, caches
         single = load.run(url, 1, duration_s)
         eight = load.run(url, 8, duration_s)
     finally:

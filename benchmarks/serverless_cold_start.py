@@ -47,11 +47,13 @@ ROW = b"5.1,3.5,1.4,0.2"
 IDLE_S = 0.5
 
 
-def deploy_serverless(sagemaker: Any, model_url: str, timeout_s: float = 120.0) -> str:
+def deploy_serverless(
+    sagemaker: Any, model_url: str, timeout_s: float = 120.0, image: str = "modelhost/sklearn"
+) -> str:
     name = f"bench-sl-{uuid.uuid4().hex[:8]}"
     sagemaker.create_model(
         ModelName=name,
-        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": model_url},
+        PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
         ExecutionRoleArn="arn:aws:iam::000000000000:role/bench",
     )
     sagemaker.create_endpoint_config(
@@ -81,9 +83,9 @@ def _wait_for_zero(server: ServerProcess, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def timed_invocation(url: str) -> float:
+def timed_invocation(url: str, payload: bytes = ROW) -> float:
     started = time.perf_counter()
-    status, body = post(url, ROW, "text/csv")
+    status, body = post(url, payload, "text/csv")
     elapsed = time.perf_counter() - started
     if status != 200:
         raise RuntimeError(f"invocation failed: {status} {body[:300]!r}")
