@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from modelhost.modelserver import codecs
+from modelhost.modelserver import codecs, preload
 from modelhost.modelserver.context import Context
 from modelhost.modelserver.errors import StartupError, describe
 from modelhost.modelserver.frameworks import FRAMEWORKS, Framework, can_predict_generic
@@ -366,6 +366,7 @@ def import_user_module(path: Path) -> ModuleType:
 
 def load_handlers(settings: Settings) -> Handlers:
     """Import user code, load the model, and check the chain can run; :class:`StartupError`."""
+    preload.wait()  # no import may race the preload's: see modelhost.modelserver.preload
     framework = FRAMEWORKS[settings.framework]
     path = find_user_module(settings)
     if path is None and framework.requires_user_code:
