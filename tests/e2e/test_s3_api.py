@@ -131,6 +131,19 @@ def test_modelhost_serves_a_model_uploaded_through_s3(server: ServerProcess, sag
     )
 
 
+def test_an_uploads_content_type_is_kept_before_the_put_answers(server: ServerProcess) -> None:
+    """A client may use an object the moment its PutObject answers (the sagemaker SDK's
+    predict_async uploads, then invokes with the object's Content-Type and none of its
+    own): the type must be where the server reads it by then, every time."""
+    s3 = s3_client(server.url)
+    bucket = unique("types")
+    s3.create_bucket(Bucket=bucket)
+    for i in range(20):
+        s3.put_object(Bucket=bucket, Key=f"in/{i}.csv", Body=b"1,2\n", ContentType="text/csv")
+        path = server.data_dir / "objects" / bucket / "in" / f"{i}.csv"
+        assert os.getxattr(path, "user.modelhost.content-type") == b"text/csv", i
+
+
 def test_s3_comes_back_after_its_server_is_killed(server: ServerProcess) -> None:
     s3 = s3_client(server.url)
     bucket = unique("durable")

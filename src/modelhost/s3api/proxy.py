@@ -218,13 +218,15 @@ class S3Proxy:
                     # against it and fail).
                     status = 206
                     out = [(k, v) for k, v in out if not k.startswith(b"x-amz-checksum-")]
+                if status == 200:
+                    # Before the client hears the PUT succeeded: it may use the object at
+                    # once (predict_async uploads, then invokes with the object's type).
+                    await self._uploaded(scope)
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 started = True
                 async for chunk in answer.content.iter_chunked(_CHUNK):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
-            if status == 200:
-                await self._uploaded(scope)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("S3 request to rclone failed: %s", exc)
             if started:
