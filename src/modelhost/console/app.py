@@ -210,7 +210,9 @@ def _same_origin(headers: dict[bytes, bytes]) -> bool:
     return origin.partition(b"://")[2] == host
 
 
-async def _redirect(send: Any, location: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _redirect(
+    send: Any, location: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await _respond(send, 303, b"", [(b"location", location.encode()), *(extra or [])])
 
 
@@ -233,7 +235,8 @@ async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[byte
         (b"content-security-policy", _CSP.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
+        # Not no-referrer: with it, chromium sends `Origin: null` on the sign-in form's POST.
+        (b"referrer-policy", b"same-origin"),
         (b"cache-control", b"no-store"),
         (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
         (b"content-length", str(len(body)).encode()),
