@@ -67,7 +67,9 @@ class Page:
         self.tab.on(
             "console",
             lambda m: (
-                self.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})") if m.type == "error" else None
+                self.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})")
+                if m.type == "error"
+                else None
             ),
         )
         self.tab.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
@@ -132,7 +134,8 @@ def loaded_endpoint(console_server: ServerProcess) -> Iterator[str]:
 
 
 def _drawn_pixels(tab: Any, chart: str) -> int:
-    """Pixels of the chart's canvas that are not blank: the lines and points uPlot drew."""
+    """Pixels of the chart's canvas in its first series' colour (#2459c7): the line and
+    points uPlot drew for the data, not its axes or grid (grey)."""
     return int(
         tab.evaluate(
             """(key) => {
@@ -140,7 +143,11 @@ def _drawn_pixels(tab: Any, chart: str) -> int:
                 const data = canvas.getContext("2d")
                     .getImageData(0, 0, canvas.width, canvas.height).data;
                 let n = 0;
-                for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+                for (let i = 0; i < data.length; i += 4) {
+                    const near = Math.abs(data[i] - 0x24) < 40 && Math.abs(data[i + 1] - 0x59) < 40
+                        && Math.abs(data[i + 2] - 0xc7) < 40 && data[i + 3] > 128;
+                    if (near) n++;
+                }
                 return n;
             }""",
             chart,
@@ -168,6 +175,8 @@ def test_endpoint_page_charts_the_invocations_the_api_counts(
         timeout_s=30,
         what="instance count points",
     )
+    assert _drawn_pixels(page.tab, "instances") > 0
+    assert _drawn_pixels(page.tab, "model-latency") > 0
     for key in ("model-latency", "overhead-latency", "errors", "cpu", "memory"):
         assert page.tab.locator(f'[data-chart="{key}"] canvas').count() == 1, key
     assert page.tab.locator("#errors-4xx").text_content() == "0"

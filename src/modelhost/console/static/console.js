@@ -83,7 +83,8 @@
   }
 
   function usd(value) {
-    return value === null || value === undefined ? "—" : "$" + value.toFixed(value < 1 ? 4 : 2);
+    if (value === null || value === undefined) return "—";
+    return "$" + (value === 0 ? "0" : value < 0.01 ? value.toPrecision(2) : value.toFixed(2));
   }
 
   function section(id, title, ...children) {
@@ -168,7 +169,8 @@
           width,
           height: 190,
           scales: { x: { time: true } },
-          series: [{}, ...seriesLabels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { size: 4 } }))],
+          // Points always drawn: a metric seen in one period only is one point, no line.
+          series: [{}, ...seriesLabels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 5, fill: COLORS[i % COLORS.length] } }))],
           axes: [{}, { size: 56 }],
           legend: { live: true },
           hooks: {
