@@ -374,9 +374,26 @@ def test_console_api_only_reads_and_only_for_its_own_pages(console_server: Serve
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("console-auth") / "data"
+    policy = data.parent / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                KEY: {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+                "other": {
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "sagemaker:ListModels", "Resource": "*"}
+                    ]
+                },
+            }
+        )
+    )
     with running_server(
-        tmp_path_factory.mktemp("console-auth") / "data",
-        env={"MODELHOST_ACCESS_KEYS": f"other:x,{KEY}:{SECRET}"},
+        data,
+        env={
+            "MODELHOST_ACCESS_KEYS": f"other:x,{KEY}:{SECRET}",
+            "MODELHOST_POLICY_FILE": str(policy),
+        },
     ) as process:
         yield process
 
@@ -435,6 +452,24 @@ def test_with_access_keys_the_console_needs_a_sign_in(
         assert tab.context.cookies() == []
     finally:
         tab.context.close()
+
+
+def test_console_calls_run_under_the_session_keys_policy(secured: ServerProcess) -> None:
+    signed_in = _request(
+        secured,
+        "POST",
+        "/console/login",
+        b"access_key_id=other&secret_access_key=x",
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert signed_in.status == 303
+    cookie = (signed_in.getheader("set-cookie") or "").split(";")[0]
+    headers = {"X-Modelhost-Console": "1", "Cookie": cookie}
+    allowed = _request(secured, "POST", "/console/api/SageMaker.ListModels", b"{}", **headers)
+    assert allowed.status == 200
+    denied = _request(secured, "POST", "/console/api/SageMaker.ListEndpoints", b"{}", **headers)
+    assert denied.status == 400  # as SageMaker answers an IAM denial
+    assert denied.getheader("x-amzn-errortype") == "AccessDeniedException"
 
 
 def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:
