@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.autoscaling import DIMENSION, FAST_AUTOSCALING, counts, register, resource_id
 from tests.support.endpoints import deploy, unique
 from tests.support.models import iris_rows, put_iris_model
 from tests.support.processes import wait_until
@@ -36,7 +37,7 @@ UTC = datetime.UTC
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(
         tmp_path_factory.mktemp("console") / "data",
-        env={"MODELHOST_METRICS_FLUSH_INTERVAL": "1"},
+        env={"MODELHOST_METRICS_FLUSH_INTERVAL": "1", **FAST_AUTOSCALING},
     ) as process:
         put_iris_model(process.data_dir)
         yield process
@@ -133,24 +134,24 @@ def loaded_endpoint(console_server: ServerProcess) -> Iterator[str]:
     sagemaker.delete_endpoint(EndpointName=name)
 
 
-def _drawn_pixels(tab: Any, chart: str) -> int:
-    """Pixels of the chart's canvas in its first series' colour (#2459c7): the line and
-    points uPlot drew for the data, not its axes or grid (grey)."""
+def _drawn_pixels(tab: Any, chart: str, colour: tuple[int, int, int] = (0x24, 0x59, 0xC7)) -> int:
+    """Pixels of the chart's canvas in `colour`, by default its first series' (#2459c7):
+    the line and points uPlot drew for the data, not its axes or grid (grey)."""
     return int(
         tab.evaluate(
-            """(key) => {
+            """([key, [r, g, b]]) => {
                 const canvas = document.querySelector(`[data-chart="${key}"] canvas`);
                 const data = canvas.getContext("2d")
                     .getImageData(0, 0, canvas.width, canvas.height).data;
                 let n = 0;
                 for (let i = 0; i < data.length; i += 4) {
-                    const near = Math.abs(data[i] - 0x24) < 40 && Math.abs(data[i + 1] - 0x59) < 40
-                        && Math.abs(data[i + 2] - 0xc7) < 40 && data[i + 3] > 128;
+                    const near = Math.abs(data[i] - r) < 40 && Math.abs(data[i + 1] - g) < 40
+                        && Math.abs(data[i + 2] - b) < 40 && data[i + 3] > 128;
                     if (near) n++;
                 }
                 return n;
             }""",
-            chart,
+            [chart, list(colour)],
         )
     )
 
@@ -209,6 +210,41 @@ def test_endpoint_page_charts_the_invocations_the_api_counts(
     page.wait_for_text("#invocation-total", str(N))
     assert page.tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot("endpoint-420x800")
+
+
+def test_autoscaling_activities_are_marked_on_the_instance_chart(
+    page: Page, console_server: ServerProcess
+) -> None:
+    sagemaker = console_server.client("sagemaker")
+    aas = console_server.client("application-autoscaling")
+    name = deploy(sagemaker, "s3://models/iris/model.tar.gz")
+    register(aas, name, 1, 3)
+    soon = datetime.datetime.now(UTC) + datetime.timedelta(seconds=2)
+    aas.put_scheduled_action(
+        ServiceNamespace="sagemaker",
+        ScheduledActionName="morning",
+        ResourceId=resource_id(name),
+        ScalableDimension=DIMENSION,
+        Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
+        ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 3},
+    )
+    wait_until(lambda: counts(sagemaker, name) == ("InService", 2, 2), 90, "the scale-out")
+    activities = aas.describe_scaling_activities(
+        ServiceNamespace="sagemaker", ResourceId=resource_id(name)
+    )["ScalingActivities"]
+    page.open(f"/console/#/endpoint/{name}?window=1h")
+    page.wait_for_text("#instance-total", "2")
+    chart = page.tab.locator('[data-chart="instances"]')
+    wait_until(
+        lambda: chart.get_attribute("data-marks") == str(len(activities)),
+        timeout_s=30,
+        what="one mark per activity",
+    )
+    assert _drawn_pixels(page.tab, "instances", (0x9A, 0x67, 0x00)) > 0  # the dashed marks
+    events = page.tab.locator("#events").text_content() or ""
+    for activity in activities:
+        assert activity["Cause"] in events
+    page.screenshot("autoscaling")
 
 
 def test_endpoints_list_shows_status_variants_and_instances(

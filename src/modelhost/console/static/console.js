@@ -153,8 +153,8 @@
     return values;
   }
 
-  // One chart: drawn the first time, its data replaced on later polls.
-  function chart(container, key, title, seriesLabels, grid, columns, marks) {
+  // One chart over [from, to]: drawn the first time, its data replaced on later polls.
+  function chart(container, key, title, seriesLabels, grid, columns, marks, span) {
     const points = columns.reduce((n, col) => n + col.filter((v) => v !== null && v !== 0).length, 0);
     let entry = charts.get(key);
     if (!entry || !container.contains(entry.el)) {
@@ -162,13 +162,13 @@
       const plotHolder = h("div", { class: "plot" });
       el.append(plotHolder);
       container.append(el);
-      const state = { marks: marks || [] };
+      const state = { marks: marks || [], span };
       const width = Math.max(plotHolder.clientWidth || el.clientWidth - 16, 240);
       const plot = new uPlot(
         {
           width,
           height: 190,
-          scales: { x: { time: true } },
+          scales: { x: { time: true, range: () => state.span } },
           // Points always drawn: a metric seen in one period only is one point, no line.
           series: [{}, ...seriesLabels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 5, fill: COLORS[i % COLORS.length] } }))],
           axes: [{}, { size: 56 }],
@@ -181,7 +181,7 @@
                 ctx.save();
                 ctx.strokeStyle = "#9a6700";
                 ctx.setLineDash([4, 4]);
-                ctx.lineWidth = 1;
+                ctx.lineWidth = 2;
                 for (const t of state.marks) {
                   const x = u.valToPos(t, "x", true);
                   if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
@@ -202,6 +202,7 @@
       charts.set(key, entry);
     } else {
       entry.state.marks = marks || [];
+      entry.state.span = span;
       entry.plot.setData([grid, ...columns]);
     }
     entry.el.setAttribute("data-points", String(points));
@@ -338,16 +339,18 @@
       const labels = variants.map((v) => v.VariantName);
       const per = (id, missing, scale) => variants.map((_, i) => onGrid(data[`v${i}_${id}`], grid, period, missing, scale));
       const marks = activities.flat().map((a) => a.StartTime);
-      chart(holder, "invocations", "Invocations per minute", labels, grid, per("inv", 0, 60 / period));
-      chart(holder, "model-latency", "ModelLatency p50 / p99 (ms)", labels.flatMap((l) => [l + " p50", l + " p99"]), grid, variants.flatMap((_, i) => [onGrid(data[`v${i}_ml50`], grid, period, null, 0.001), onGrid(data[`v${i}_ml99`], grid, period, null, 0.001)]));
-      chart(holder, "overhead-latency", "OverheadLatency p50 / p99 (ms)", labels.flatMap((l) => [l + " p50", l + " p99"]), grid, variants.flatMap((_, i) => [onGrid(data[`v${i}_ol50`], grid, period, null, 0.001), onGrid(data[`v${i}_ol99`], grid, period, null, 0.001)]));
-      chart(holder, "errors", "4XX / 5XX errors per period", ["4XX", "5XX"], grid, [
+      const range = [start, now];
+      const draw = (key, title, series, columns, withMarks) => chart(holder, key, title, series, grid, columns, withMarks, range);
+      draw("invocations", "Invocations per minute", labels, per("inv", 0, 60 / period));
+      draw("model-latency", "ModelLatency p50 / p99 (ms)", labels.flatMap((l) => [l + " p50", l + " p99"]), variants.flatMap((_, i) => [onGrid(data[`v${i}_ml50`], grid, period, null, 0.001), onGrid(data[`v${i}_ml99`], grid, period, null, 0.001)]));
+      draw("overhead-latency", "OverheadLatency p50 / p99 (ms)", labels.flatMap((l) => [l + " p50", l + " p99"]), variants.flatMap((_, i) => [onGrid(data[`v${i}_ol50`], grid, period, null, 0.001), onGrid(data[`v${i}_ol99`], grid, period, null, 0.001)]));
+      draw("errors", "4XX / 5XX errors per period", ["4XX", "5XX"], [
         grid.map((_, k) => per("e4", 0, 1).reduce((n, col) => n + col[k], 0) + onGrid(data.all_e4, grid, period, 0, 1)[k]),
         grid.map((_, k) => per("e5", 0, 1).reduce((n, col) => n + col[k], 0) + onGrid(data.all_e5, grid, period, 0, 1)[k]),
       ]);
-      chart(holder, "instances", "Instance count (dashed: autoscaling activities)", labels, grid, per("ic", null, 1), marks);
-      chart(holder, "cpu", "CPU utilization (% of one core)", labels, grid, per("cpu", null, 1));
-      chart(holder, "memory", "Memory utilization (%)", labels, grid, per("mem", null, 1));
+      draw("instances", "Instance count (dashed: autoscaling activities)", labels, per("ic", null, 1), marks);
+      draw("cpu", "CPU utilization (% of one core)", labels, per("cpu", null, 1));
+      draw("memory", "Memory utilization (%)", labels, per("mem", null, 1));
 
       const instanceTypes = Object.fromEntries(((config && config.ProductionVariants) || []).map((v) => [v.VariantName, v.InstanceType || (v.ServerlessConfig ? "serverless" : "")]));
       fill("variants", table(["Variant", "Instance type", "Instances now ", "Desired ", "Weight now ", "Desired weight "], variants.map((v) => [v.VariantName, instanceTypes[v.VariantName] || "", num(v.CurrentInstanceCount ?? 0), num(v.DesiredInstanceCount ?? 0), num(v.CurrentWeight ?? ""), num(v.DesiredWeight ?? "")])));
