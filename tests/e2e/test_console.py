@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.async_inference import deploy_async, wait_for_object
 from tests.support.autoscaling import DIMENSION, FAST_AUTOSCALING, counts, register, resource_id
-from tests.support.endpoints import deploy, unique
-from tests.support.models import iris_rows, put_iris_model
+from tests.support.endpoints import deploy, deployed, unique, wait_for, wait_for_status
+from tests.support.models import iris_rows, model_tarball, put_iris_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -247,6 +248,98 @@ def test_autoscaling_activities_are_marked_on_the_instance_chart(
     page.screenshot("autoscaling")
 
 
+def test_a_serverless_endpoint_charts_its_cold_starts(
+    page: Page, console_server: ServerProcess
+) -> None:
+    sagemaker = console_server.client("sagemaker")
+    name = unique("sl")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": "modelhost/sklearn",
+            "ModelDataUrl": "s3://models/iris/model.tar.gz",
+        },
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    wait_for_status(sagemaker, name, {"InService"})
+    console_server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, Body=json.dumps(iris_rows(1)), ContentType="application/json"
+    )
+    cw = console_server.client("cloudwatch")
+
+    def cold_starts() -> float:
+        now = datetime.datetime.now(UTC)
+        return sum(
+            p["Sum"]
+            for p in cw.get_metric_statistics(
+                Namespace="Modelhost/Endpoints",
+                MetricName="ColdStarts",
+                Dimensions=[
+                    {"Name": "EndpointName", "Value": name},
+                    {"Name": "VariantName", "Value": "AllTraffic"},
+                ],
+                StartTime=now - datetime.timedelta(minutes=30),
+                EndTime=now + datetime.timedelta(minutes=1),
+                Period=60,
+                Statistics=["Sum"],
+            )["Datapoints"]
+        )
+
+    wait_until(lambda: cold_starts() >= 1, timeout_s=60, what="the cold start recorded")
+    page.open(f"/console/#/endpoint/{name}?window=1h")
+    page.wait_for_text("#invocation-total", "1")
+    chart = page.tab.locator('[data-chart="cold-starts"]')
+    wait_until(
+        lambda: int(chart.get_attribute("data-points") or 0) >= 1,
+        timeout_s=30,
+        what="cold start points",
+    )
+    assert _drawn_pixels(page.tab, "cold-starts") > 0
+    assert page.tab.locator('[data-chart="setup-time"] canvas').count() == 1
+    page.open("/console/#/endpoints")
+    row = page.tab.locator("#endpoints tbody tr", has_text=name)
+    wait_until(lambda: row.count() == 1, timeout_s=30, what="the endpoint's row")
+    assert "(serverless)" in (row.locator("td").nth(2).text_content() or "")
+    page.screenshot("serverless")
+
+
+def test_an_asynchronous_endpoint_charts_its_backlog(
+    page: Page, console_server: ServerProcess
+) -> None:
+    sagemaker = console_server.client("sagemaker")
+    name = deploy_async(sagemaker, "s3://models/iris/model.tar.gz", image="modelhost/sklearn")
+    source = f"s3://async-inputs/{name}/in.csv"
+    _put(console_server, source, b"5.1,3.5,1.4,0.2\n")
+    runtime = console_server.client("sagemaker-runtime")
+    for _ in range(3):
+        answer = runtime.invoke_endpoint_async(
+            EndpointName=name, InputLocation=source, ContentType="text/csv"
+        )
+        wait_for_object(console_server.data_dir, answer["OutputLocation"])
+    cw = console_server.client("cloudwatch")
+    wait_until(lambda: _invocations(cw, name) == 3, timeout_s=60, what="3 invocations recorded")
+    page.open(f"/console/#/endpoint/{name}?window=1h")
+    page.wait_for_text("#invocation-total", "3")
+    backlog = page.tab.locator('[data-chart="backlog"]')
+    wait_until(
+        lambda: int(backlog.get_attribute("data-values") or 0) >= 1,
+        timeout_s=30,
+        what="backlog values",
+    )
+    page.screenshot("async")
+
+
 def test_endpoints_list_shows_status_variants_and_instances(
     page: Page, console_server: ServerProcess, loaded_endpoint: str
 ) -> None:
@@ -361,6 +454,61 @@ def test_models_and_endpoint_configs_lists(
     config = page.tab.locator("#endpoint-configs tbody tr a", has_text=loaded_endpoint)
     wait_until(lambda: config.count() == 1, timeout_s=30, what="the config's row")
     page.screenshot("endpoint-configs")
+
+
+def test_recommendation_jobs_and_their_candidates(
+    page: Page, console_server: ServerProcess, batch_model: str
+) -> None:
+    payloads = console_server.data_dir / "objects" / "payloads" / "iris" / "payloads.tar.gz"
+    payloads.parent.mkdir(parents=True, exist_ok=True)
+    payloads.write_bytes(model_tarball({"a.csv": b"5.1,3.5,1.4,0.2\n"}))
+    sagemaker = console_server.client("sagemaker")
+    name = unique("rec")
+    sagemaker.create_inference_recommendations_job(
+        JobName=name,
+        JobType="Advanced",
+        RoleArn="arn:aws:iam::000000000000:role/any",
+        InputConfig={
+            "ModelName": batch_model,
+            "ContainerConfig": {
+                "Domain": "MACHINE_LEARNING",
+                "Framework": "SAGEMAKER-SCIKIT-LEARN",
+                "PayloadConfig": {
+                    "SamplePayloadUrl": "s3://payloads/iris/payloads.tar.gz",
+                    "SupportedContentTypes": ["text/csv"],
+                },
+            },
+            "TrafficPattern": {
+                "TrafficType": "PHASES",
+                "Phases": [{"InitialNumberOfUsers": 1, "SpawnRate": 0, "DurationInSeconds": 1}],
+            },
+            "EndpointConfigurations": [{"InstanceType": "ml.c5.large"}],
+        },
+        StoppingConditions={
+            "ModelLatencyThresholds": [{"Percentile": "P95", "ValueInMilliseconds": 2000}]
+        },
+    )
+    job = wait_for(
+        lambda: sagemaker.describe_inference_recommendations_job(JobName=name),
+        "Status",
+        {"COMPLETED", "FAILED"},
+        f"job {name}",
+        180,
+    )
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    page.open("/console/#/recommendations")
+    row = page.tab.locator("#recommendations tbody tr", has_text=name)
+    wait_until(lambda: row.count() == 1, timeout_s=30, what="the job's row")
+    assert row.locator(".status").text_content() == "COMPLETED"
+    row.locator("a").click()
+    candidate = page.tab.locator("#candidates tbody tr").first
+    wait_until(lambda: candidate.count() == 1, timeout_s=30, what="the candidate's row")
+    cells = candidate.locator("td")
+    (recommendation,) = job["InferenceRecommendations"]
+    assert cells.nth(0).text_content() == "ml.c5.large"
+    assert cells.nth(4).text_content() == str(recommendation["Metrics"]["MaxInvocations"])
+    assert cells.nth(5).text_content() == str(recommendation["Metrics"]["ModelLatency"])
+    page.screenshot("recommendation")
 
 
 def _request(

@@ -155,6 +155,8 @@
 
   // One chart over [from, to]: drawn the first time, its data replaced on later polls.
   function chart(container, key, title, seriesLabels, grid, columns, marks, span) {
+    // For the page's readers (and its tests): values charted, and those that are not 0.
+    const values = columns.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
     const points = columns.reduce((n, col) => n + col.filter((v) => v !== null && v !== 0).length, 0);
     let entry = charts.get(key);
     if (!entry || !container.contains(entry.el)) {
@@ -205,6 +207,7 @@
       entry.state.span = span;
       entry.plot.setData([grid, ...columns]);
     }
+    entry.el.setAttribute("data-values", String(values));
     entry.el.setAttribute("data-points", String(points));
     entry.el.setAttribute("data-marks", String((marks || []).length));
   }
@@ -224,6 +227,18 @@
 
   // --- pages ---------------------------------------------------------------------------
 
+  // Every page of a List* operation (at most `cap` items): `key` holds the items.
+  async function listAll(target, body, key, cap = 1000) {
+    const items = [];
+    let token;
+    do {
+      const answer = await call(target, { ...body, ...(token ? { NextToken: token } : {}) });
+      items.push(...answer[key]);
+      token = answer.NextToken;
+    } while (token && items.length < cap);
+    return items;
+  }
+
   async function describeAll(names, describe) {
     return Promise.all(names.map((name) => describe(name).catch(() => null)));
   }
@@ -231,7 +246,7 @@
   async function endpointsPage() {
     main.replaceChildren(h("h1", {}, "Endpoints"), section("endpoints", null, h("p", { class: "muted" }, "Loading…")));
     return async () => {
-      const listed = (await call(SM + "ListEndpoints", { MaxResults: 100, SortBy: "Name", SortOrder: "Ascending" })).Endpoints;
+      const listed = await listAll(SM + "ListEndpoints", { MaxResults: 100, SortBy: "Name", SortOrder: "Ascending" }, "Endpoints", 200);
       const described = await describeAll(listed.map((e) => e.EndpointName), (name) => call(SM + "DescribeEndpoint", { EndpointName: name }));
       const now = Date.now() / 1000;
       const queries = [];
@@ -313,6 +328,16 @@
         queries.push(metric(`v${i}_cpu`, "/aws/sagemaker/Endpoints", "CPUUtilization", dims, period, "Average"));
         queries.push(metric(`v${i}_mem`, "/aws/sagemaker/Endpoints", "MemoryUtilization", dims, period, "Average"));
       });
+      const serverless = ((config && config.ProductionVariants) || []).some((v) => v.ServerlessConfig);
+      const isAsync = Boolean(config && config.AsyncInferenceConfig);
+      if (serverless) {
+        variants.forEach((v, i) => {
+          const dims = { EndpointName: name, VariantName: v.VariantName };
+          queries.push(metric(`v${i}_cold`, "Modelhost/Endpoints", "ColdStarts", dims, period, "Sum"));
+          queries.push(metric(`v${i}_setup`, "AWS/SageMaker", "ModelSetupTime", dims, period, "p50"));
+        });
+      }
+      if (isAsync) queries.push(metric("backlog", "AWS/SageMaker", "ApproximateBacklogSize", { EndpointName: name }, period, "Maximum"));
       queries.push(metric("all_e4", "AWS/SageMaker", "Invocation4XXErrors", { EndpointName: name }, period, "Sum"));
       queries.push(metric("all_e5", "AWS/SageMaker", "Invocation5XXErrors", { EndpointName: name }, period, "Sum"));
       const data = await metricData(queries, start, now + period);
@@ -351,6 +376,11 @@
       draw("instances", "Instance count (dashed: autoscaling activities)", labels, per("ic", null, 1), marks);
       draw("cpu", "CPU utilization (% of one core)", labels, per("cpu", null, 1));
       draw("memory", "Memory utilization (%)", labels, per("mem", null, 1));
+      if (serverless) {
+        draw("cold-starts", "Serverless cold starts per period", labels, per("cold", 0, 1));
+        draw("setup-time", "ModelSetupTime p50 (ms)", labels, per("setup", null, 0.001));
+      }
+      if (isAsync) draw("backlog", "Asynchronous backlog (requests, maximum)", ["backlog"], [onGrid(data.backlog, grid, period, null, 1)]);
 
       const instanceTypes = Object.fromEntries(((config && config.ProductionVariants) || []).map((v) => [v.VariantName, v.InstanceType || (v.ServerlessConfig ? "serverless" : "")]));
       fill("variants", table(["Variant", "Instance type", "Instances now ", "Desired ", "Weight now ", "Desired weight "], variants.map((v) => [v.VariantName, instanceTypes[v.VariantName] || "", num(v.CurrentInstanceCount ?? 0), num(v.DesiredInstanceCount ?? 0), num(v.CurrentWeight ?? ""), num(v.DesiredWeight ?? "")])));
@@ -382,7 +412,7 @@
   async function transformJobsPage() {
     main.replaceChildren(h("h1", {}, "Transform jobs"), section("transform-jobs", null, h("p", { class: "muted" }, "Loading…")));
     return async () => {
-      const jobs = (await call(SM + "ListTransformJobs", { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" })).TransformJobSummaries;
+      const jobs = await listAll(SM + "ListTransformJobs", { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }, "TransformJobSummaries", 200);
       const described = await describeAll(jobs.map((j) => j.TransformJobName), async (jobName) => {
         if (terminalJobs.has(jobName)) return terminalJobs.get(jobName);
         const d = await call(SM + "DescribeTransformJob", { TransformJobName: jobName });
@@ -413,10 +443,34 @@
     };
   }
 
+  async function recommendationsPage() {
+    main.replaceChildren(h("h1", {}, "Inference recommendations"), section("recommendations", null, h("p", { class: "muted" }, "Loading…")));
+    return async () => {
+      const jobs = await listAll(SM + "ListInferenceRecommendationsJobs", { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }, "InferenceRecommendationsJobs", 200);
+      fill("recommendations", table(["Name", "Type", "Status", "Created", "Ended", "Failure reason"], jobs.map((j) => [link("#/recommendation/" + enc(j.JobName), j.JobName), j.JobType, badge(j.Status), when(j.CreationTime), when(j.CompletionTime), h("span", { class: "error" }, j.FailureReason || "")]), "No recommendation jobs yet."));
+    };
+  }
+
+  async function recommendationPage(jobName) {
+    main.replaceChildren(h("p", {}, link("#/recommendations", "← Inference recommendations")), h("h1", {}, jobName, " ", h("span", { id: "job-status" })), section("candidates", "Recommendations"), section("detail", "Job"));
+    return async () => {
+      const job = await call(SM + "DescribeInferenceRecommendationsJob", { JobName: jobName });
+      document.getElementById("job-status").replaceChildren(badge(job.Status));
+      const rows = (job.InferenceRecommendations || []).map((r) => {
+        const m = r.Metrics || {};
+        const e = r.EndpointConfiguration || {};
+        const where = e.InstanceType || (e.ServerlessConfig ? `serverless ${e.ServerlessConfig.MemorySizeInMB} MB` : "");
+        return [where, num(e.InitialInstanceCount ?? ""), num(usd(m.CostPerHour)), num(m.CostPerInference === undefined ? "—" : "$" + m.CostPerInference.toPrecision(3)), num(m.MaxInvocations ?? ""), num(m.ModelLatency ?? "")];
+      });
+      fill("candidates", table(["Instance type", "Instances ", "Cost per hour ", "Cost per inference ", "Max invocations / min ", "Model latency (ms) "], rows, job.Status === "COMPLETED" ? "No candidate met the job's limits." : "Not finished yet."));
+      fill("detail", h("pre", {}, JSON.stringify(job, null, 2)));
+    };
+  }
+
   function listPage(title, id, target, key, nameKey, detail) {
     main.replaceChildren(h("h1", {}, title), section(id, null, h("p", { class: "muted" }, "Loading…")));
     return async () => {
-      const items = (await call(SM + target, { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }))[key];
+      const items = await listAll(SM + target, { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }, key);
       const arnKey = nameKey.replace(/Name$/, "Arn");
       fill(id, table(["Name", "Created", "ARN"], items.map((m) => [link(`#/${detail}/${enc(m[nameKey])}`, m[nameKey]), when(m.CreationTime), h("span", { class: "muted" }, m[arnKey] || "")]), "None yet."));
     };
@@ -436,7 +490,8 @@
     const [path, query] = location.hash.replace(/^#/, "").split("?");
     const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
     const params = new URLSearchParams(query || "");
-    for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("current", a.dataset.section === (parts[0] || "endpoints").replace(/^endpoint$/, "endpoints"));
+    const current = { endpoint: "endpoints", model: "models", "endpoint-config": "endpoint-configs", recommendation: "recommendations" }[parts[0]] || parts[0] || "endpoints";
+    for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("current", a.dataset.section === current);
     switch (parts[0]) {
       case "endpoint":
         return endpointPage(parts[1], params.get("window") || "1h");
@@ -446,6 +501,10 @@
         return listPage("Models", "models", "ListModels", "Models", "ModelName", "model");
       case "model":
         return detailPage(parts[1], "#/models", "Models", "DescribeModel", { ModelName: parts[1] });
+      case "recommendations":
+        return recommendationsPage();
+      case "recommendation":
+        return recommendationPage(parts[1]);
       case "endpoint-configs":
         return listPage("Endpoint configs", "endpoint-configs", "ListEndpointConfigs", "EndpointConfigs", "EndpointConfigName", "endpoint-config");
       case "endpoint-config":
