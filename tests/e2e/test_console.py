@@ -344,6 +344,7 @@ def test_endpoints_list_shows_status_variants_and_instances(
     page: Page, console_server: ServerProcess, loaded_endpoint: str
 ) -> None:
     page.open("/console/")
+    assert page.tab.locator("form.logout").count() == 0  # no access keys: no sign-in
     row = page.tab.locator("#endpoints tbody tr", has_text=loaded_endpoint)
     wait_until(lambda: row.count() == 1, timeout_s=30, what="the endpoint's row")
     cells = row.locator("td")

@@ -68,6 +68,10 @@ class Console:
         self._read_body = read_body
         self._sessions = Sessions(settings.access_keys) if settings.access_keys else None
         self._files = _static_files()
+        if self._sessions is None:  # nobody signs in, so nobody signs out
+            page, kind = self._files["index.html"]
+            before, _, rest = page.partition(b"<!--sign-out-->")
+            self._files["index.html"] = (before + rest.partition(b"<!--/sign-out-->")[2], kind)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path: str = scope["path"]
