@@ -19,7 +19,7 @@ import cbor2
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelhost import access, api, auth, header_limit, metrics, s3api
+from modelhost import access, api, auth, console, header_limit, metrics, s3api
 from modelhost.api import sts
 from modelhost.config import Settings
 from modelhost.controllers import (
@@ -167,6 +167,7 @@ class ModelhostApp:
             self.async_controller.notify,
         )
         self.arns = access.Arns(settings.region, settings.account_id)
+        self.console = console.Console(settings, self.context, self.arns, self._read_body)
         # The embedded buckets' S3 API, on this port, while no other S3 is configured.
         self.s3: s3api.RcloneS3 | None = None
         self.s3_proxy: s3api.S3Proxy | None = None
@@ -343,6 +344,8 @@ class ModelhostApp:
                 await _respond(
                     send, 200, orjson.dumps(curves), [(b"content-type", b"application/json")]
                 )
+        elif path == console.PREFIX or path.startswith(console.PREFIX + "/"):
+            await self.console(scope, receive, send)
         elif signed_for is None and self.s3_proxy is not None:
             # Unsigned and none of the server's own: an anonymous S3 request.
             await self.s3_proxy(scope, receive, send)
