@@ -109,6 +109,12 @@ def _check_step_scaling(config: Record | None) -> None:
 
 def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     target = require_target(ctx, params)
+    if "_component" in target:
+        raise ValidationError(
+            "Scaling policies on inference components are not supported by modelhost yet: "
+            "a component's scalable target scales it out from zero on the first request, "
+            "and UpdateInferenceComponentRuntimeConfig sets its copy count."
+        )
     policy_type = params.get("PolicyType", "StepScaling")
     if policy_type == "TargetTrackingScaling":
         config_key = "TargetTrackingScalingPolicyConfiguration"

@@ -10,6 +10,9 @@ from typing import Any
 #: The one scalable dimension of a SageMaker variant.
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+#: An inference component's scalable dimension and resource ID prefix.
+COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+COMPONENT_PREFIX = "inference-component/"
 #: Predefined target tracking metric -> the metric the server records.
 PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
 #: Namespaces under which a CloudWatch alarm may name an endpoint's metrics.
@@ -21,6 +24,11 @@ Record = dict[str, Any]
 def target_key(resource_id: str, dimension: str = DIMENSION) -> str:
     """Store key of a scalable target."""
     return f"{resource_id}|{dimension}"
+
+
+def component_resource(name: str) -> str:
+    """The ResourceId of an inference component's scalable target."""
+    return f"{COMPONENT_PREFIX}{name}"
 
 
 def child_key(resource_id: str, name: str) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 from modelhost import metrics
 from modelhost.disconnect import cancelled_on_disconnect
-from modelhost.errors import SageMakerError
+from modelhost.domain.inference_components import HEADER as COMPONENT_HEADER
+from modelhost.errors import InvocationValidationError, SageMakerError
 from modelhost.router import Answer, StreamInterrupted
 from modelhost.runtime import eventstream
 from modelhost.runtime.invoke import (
@@ -42,6 +43,11 @@ async def stream_invocation(
     """Answer one request on `send` (ASGI), its body already read from `receive`. Raises
     SageMakerError only while nothing has been sent, so the caller can still answer with an
     HTTP error. A client that goes away ends the model's work too."""
+    if COMPONENT_HEADER in headers:
+        raise InvocationValidationError(
+            "InferenceComponentName is not supported with InvokeEndpointWithResponseStream "
+            "by modelhost yet; invoke the inference component with InvokeEndpoint."
+        )
     deployment = await invoker.deployment(name)
     request = invocation(body, headers, b"x-amzn-sagemaker-accept")
     head: Answer | None = None
