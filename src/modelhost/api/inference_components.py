@@ -104,7 +104,7 @@ def _check_specification(
                 f"Model {model['ModelName']} is a multi-container or multi-model model; an "
                 "inference component hosts a single-model container."
             )
-    elif not container.get("Image"):
+    elif not (container or {}).get("Image"):
         raise ValidationError("Specification.Container.Image is required.")
     if "ComputeResourceRequirements" not in specification:
         raise ValidationError("Specification.ComputeResourceRequirements is required.")

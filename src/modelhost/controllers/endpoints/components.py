@@ -282,7 +282,7 @@ class ComponentPlacer:
     async def _scale_from_zero(self, record: Record, target: Record) -> int:
         """A request found no copy: as SageMaker's NoCapacityInvocationFailures alarm and
         a step scaling policy would, the scalable target's minimum (at least one) copy."""
-        wanted = max(1, target["MinCapacity"])
+        wanted = max(1, int(target["MinCapacity"]))
         name = record["InferenceComponentName"]
 
         def change(current: Record) -> Record | None:
