@@ -1,19 +1,35 @@
 """Inference components: models packed onto a model-less variant's instances by their
 compute requirements, each invoked by InferenceComponentName, their copy counts set at
-runtime, scaled to zero and back out by a request."""
+runtime, scaled to zero and back out by a request, and by target tracking policies."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.autoscaling import FAST_AUTOSCALING, Load
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_rows, labelled_iris_bytes, put_model
+from tests.support.processes import wait_until
+from tests.support.server import ServerProcess, running_server
 
 ROLE = "arn:aws:iam::000000000000:role/any"
+COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+
+
+@pytest.fixture(scope="module")
+def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose autoscaling controller evaluates every half second over a three
+    second window."""
+    with running_server(
+        tmp_path_factory.mktemp("components") / "data",
+        env={**FAST_AUTOSCALING, "MODELHOST_MODEL_TIMEOUT": "30"},
+    ) as process:
+        yield process
 
 
 def _models(server, sagemaker, count: int) -> list[str]:
@@ -282,3 +298,179 @@ def test_fields_modelhost_does_not_implement_are_refused(server, sagemaker) -> N
         )
     )
     assert code == "ValidationException" and "ModelName" in message
+
+
+def _copies(sagemaker, name: str) -> tuple[str, int, int]:
+    runtime = (described := _describe(sagemaker, name))["RuntimeConfig"]
+    return (
+        described["InferenceComponentStatus"],
+        runtime["CurrentCopyCount"],
+        runtime["DesiredCopyCount"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "clients", "named"),
+    [
+        ("SageMakerInferenceComponentInvocationsPerCopy", 30.0, 1, "InvocationsPerCopy"),
+        (
+            "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution",
+            0.2,
+            2,
+            "ConcurrentRequestsPerCopy",
+        ),
+    ],
+)
+def test_target_tracking_follows_load_and_scales_to_zero(
+    fast_server, metric: str, target: float, clients: int, named: str
+) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    autoscaling = fast_server.client("application-autoscaling")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    resource = f"inference-component/{name}"
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        MinCapacity=0,
+        MaxCapacity=3,
+    )
+    autoscaling.put_scaling_policy(
+        PolicyName="per-copy",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": target,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": metric},
+            "ScaleOutCooldown": 1,
+            "ScaleInCooldown": 1,
+        },
+    )
+
+    load = Load(
+        runtime,
+        endpoint,
+        clients=clients,
+        body=json.dumps(iris_rows(2)),
+        content_type="application/json",
+        pause_s=0.02,
+        extra={"InferenceComponentName": name},
+    )
+    try:
+        wait_until(lambda: _copies(sagemaker, name)[2] > 1, 120, "the desired copy count to rise")
+        wait_until(lambda: _copies(sagemaker, name)[1] > 1, 120, "new copies to serve")
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert load.answered > 0
+
+    # No traffic: down to the minimum, no copy at all.
+    wait_until(lambda: _copies(sagemaker, name) == ("InService", 0, 0), 120, "a scale-in to 0")
+    activities = autoscaling.describe_scaling_activities(
+        ServiceNamespace="sagemaker", ResourceId=resource
+    )["ScalingActivities"]
+    assert all(a["ScalableDimension"] == COMPONENT_DIMENSION for a in activities)
+    causes = [a["Cause"] for a in activities]
+    assert any(named in c and f"above its target {target:g}" in c for c in causes), causes
+    assert f"below its target {target:g}" in causes[0]  # newest first: the scale-in to 0
+    assert activities[0]["Description"] == "Setting desired copy count to 0."
+    wait_until(
+        lambda: (
+            autoscaling.describe_scaling_activities(
+                ServiceNamespace="sagemaker", ResourceId=resource
+            )["ScalingActivities"][0]["StatusCode"]
+            == "Successful"
+        ),
+        60,
+        "the scale-in activity to finish",
+    )
+
+    # The next request brings a copy back and is answered.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            predictions = _predict(runtime, endpoint, name)
+            break
+        except ClientError as error:  # retriable while the copy starts
+            assert error.response["Error"]["Code"] == "ServiceUnavailable", error.response
+            assert time.monotonic() < deadline
+    assert len(predictions) == 3
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] >= 1
+
+
+def test_scaling_policies_a_component_cannot_have_are_refused(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    autoscaling = fast_server.client("application-autoscaling")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    resource = f"inference-component/{name}"
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+    common = {
+        "PolicyName": "p",
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource,
+        "ScalableDimension": COMPONENT_DIMENSION,
+    }
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            **common,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 10.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+            },
+        )
+    )
+    assert code == "ValidationException"
+    assert "SageMakerInferenceComponentInvocationsPerCopy" in message, message
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            **common,
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity",
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+            },
+        )
+    )
+    assert code == "ValidationException" and "StepScaling" in message, message
+    # A variant's target cannot track a component's per-copy metric.
+    variant = _endpoint(sagemaker, 1)
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=f"endpoint/{variant}/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            PolicyName="p",
+            ServiceNamespace="sagemaker",
+            ResourceId=f"endpoint/{variant}/variant/AllTraffic",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 10.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+                },
+            },
+        )
+    )
+    assert code == "ValidationException" and "SageMakerVariant" in message, message

@@ -56,18 +56,27 @@ def check_target_kind(params: dict[str, Any]) -> None:
             f"Unsupported service namespace {params['ServiceNamespace']}; modelhost scales "
             f"SageMaker endpoint variants (ServiceNamespace {NAMESPACE})."
         )
-    dimension = params.get("ScalableDimension", DIMENSION)
-    if params.get("ResourceId", "").startswith(COMPONENT_PREFIX):
+    dimension = params.get("ScalableDimension")
+    if dimension is None:  # optional where it filters (the Describe calls): the resource's
+        return
+    if "ResourceId" not in params:
+        if dimension not in (DIMENSION, COMPONENT_DIMENSION):
+            raise ValidationError(
+                f"Unsupported scalable dimension {dimension[:200]}; SageMaker scales on "
+                f"{DIMENSION} and {COMPONENT_DIMENSION}."
+            )
+        return
+    if params["ResourceId"].startswith(COMPONENT_PREFIX):
         if dimension != COMPONENT_DIMENSION:
             raise ValidationError(
-                f"Unsupported scalable dimension {dimension}; inference components scale on "
-                f"{COMPONENT_DIMENSION}."
+                f"Unsupported scalable dimension {dimension[:200]}; inference components "
+                f"scale on {COMPONENT_DIMENSION}."
             )
         return
     if dimension != DIMENSION:
         raise ValidationError(
-            f"Unsupported scalable dimension {params['ScalableDimension']}; SageMaker "
-            f"variants scale on {DIMENSION}."
+            f"Unsupported scalable dimension {dimension[:200]}; SageMaker variants scale on "
+            f"{DIMENSION}."
         )
 
 

@@ -13,8 +13,15 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 #: An inference component's scalable dimension and resource ID prefix.
 COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 COMPONENT_PREFIX = "inference-component/"
-#: Predefined target tracking metric -> the metric the server records.
+#: Predefined target tracking metric -> the metric the server records, for variants and
+#: for inference components (whose metrics have the dimension InferenceComponentName).
 PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
+COMPONENT_PREDEFINED = {
+    "SageMakerInferenceComponentInvocationsPerCopy": "InvocationsPerCopy",
+    "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution": (
+        "ConcurrentRequestsPerCopy"
+    ),
+}
 #: Namespaces under which a CloudWatch alarm may name an endpoint's metrics.
 ALARM_NAMESPACES = ("AWS/SageMaker", "/aws/sagemaker/Endpoints", "AWS/SageMaker/Endpoints")
 
@@ -38,10 +45,12 @@ def child_key(resource_id: str, name: str) -> str:
 
 def tracked_metric(config: Record) -> tuple[str, dict[str, str], str]:
     """(metric name, dimensions, statistic) a target tracking configuration tracks;
-    dimensions are as given, the controller fills in the target's endpoint and variant."""
+    dimensions are as given, the controller fills in the target's endpoint and variant (or
+    inference component)."""
     predefined = config.get("PredefinedMetricSpecification")
     if predefined is not None:
-        return PREDEFINED[predefined["PredefinedMetricType"]], {}, "Average"
+        kind = predefined["PredefinedMetricType"]
+        return {**PREDEFINED, **COMPONENT_PREDEFINED}[kind], {}, "Average"
     custom = config["CustomizedMetricSpecification"]
     dimensions = {d["Name"]: d["Value"] for d in custom.get("Dimensions", [])}
     return custom["MetricName"], dimensions, custom.get("Statistic", "Average")

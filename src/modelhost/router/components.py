@@ -28,7 +28,7 @@ class ComponentRoute:
     desired: int = 0
     #: A scalable target lets Application Auto Scaling add a copy from zero.
     scalable_from_zero: bool = False
-    #: Requests since the controller last looked (its per-copy invocation metric).
+    #: Requests so far, a running count (what InvocationsPerCopy is a rate of).
     invocations: int = 0
     #: A request found no copy: the controller scales out from zero on its next pass.
     demanded: bool = False

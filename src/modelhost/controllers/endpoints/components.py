@@ -328,15 +328,6 @@ class ComponentPlacer:
 
         await self.fleet.store.modify(KIND, name, change)
 
-    def take_invocations(self) -> dict[str, tuple[int, int]]:
-        """(invocations since the last call, ready copies) of every component: what
-        InvocationsPerCopy is computed from."""
-        out = {}
-        for name, route in self.fleet.router.components.items():
-            out[name] = (route.invocations, len(route.pool.available()))
-            route.invocations = 0
-        return out
-
     async def shutdown(self) -> None:
         for name in list(self.copies):
             await self._stop(name, list(self.copies[name]))
