@@ -4,6 +4,7 @@ runtime, scaled to zero and back out by a request, and by target tracking polici
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Iterator
@@ -24,10 +25,14 @@ COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
 @pytest.fixture(scope="module")
 def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server whose autoscaling controller evaluates every half second over a three
-    second window."""
+    second window, and that flushes its metrics history every second."""
     with running_server(
         tmp_path_factory.mktemp("components") / "data",
-        env={**FAST_AUTOSCALING, "MODELHOST_MODEL_TIMEOUT": "30"},
+        env={
+            **FAST_AUTOSCALING,
+            "MODELHOST_MODEL_TIMEOUT": "30",
+            "MODELHOST_METRICS_FLUSH_INTERVAL": "1",
+        },
     ) as process:
         yield process
 
@@ -474,3 +479,40 @@ def test_scaling_policies_a_component_cannot_have_are_refused(fast_server) -> No
         )
     )
     assert code == "ValidationException" and "SageMakerVariant" in message, message
+
+
+def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    cloudwatch = fast_server.client("cloudwatch")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    calls = 7
+    for _ in range(calls):
+        assert len(_predict(runtime, endpoint, name)) == 3
+    now = datetime.datetime.now(datetime.UTC)
+
+    def total(metric: str) -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/SageMaker",
+            MetricName=metric,
+            Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+            StartTime=now - datetime.timedelta(minutes=10),
+            EndTime=now + datetime.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        return sum(p["Sum"] for p in points)
+
+    # One copy served them all: as many invocations per copy as invocations.
+    wait_until(lambda: total("Invocations") == calls, 30, "the invocations to be recorded")
+    wait_until(lambda: total("InvocationsPerCopy") == calls, 30, "the per-copy invocations")
+    listed = cloudwatch.list_metrics(
+        Namespace="AWS/SageMaker",
+        Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+    )["Metrics"]
+    assert {"Invocations", "InvocationsPerCopy", "ConcurrentRequestsPerCopy"} <= {
+        m["MetricName"] for m in listed
+    }
