@@ -17,6 +17,7 @@ from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_rows, labelled_iris_bytes, put_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
+from tests.support.streaming import put_token_model
 
 ROLE = "arn:aws:iam::000000000000:role/any"
 COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
@@ -516,3 +517,37 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
     assert {"Invocations", "InvocationsPerCopy", "ConcurrentRequestsPerCopy"} <= {
         m["MetricName"] for m in listed
     }
+
+
+def test_response_stream_from_a_component(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    model = unique("ictok")
+    sagemaker.create_model(
+        ModelName=model,
+        PrimaryContainer={
+            "Image": "modelhost/python",
+            "ModelDataUrl": put_token_model(fast_server.data_dir),
+        },
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    tokens = ["Once", " upon", " a", " time"]
+    response = runtime.invoke_endpoint_with_response_stream(
+        EndpointName=endpoint,
+        InferenceComponentName=name,
+        ContentType="application/json",
+        Body=json.dumps({"tokens": tokens}),
+    )
+    assert [e["PayloadPart"]["Bytes"].decode() for e in response["Body"]] == tokens
+    code, message = _error(
+        lambda: runtime.invoke_endpoint_with_response_stream(
+            EndpointName=endpoint,
+            InferenceComponentName="no-such-component",
+            ContentType="application/json",
+            Body=b"{}",
+        )
+    )
+    assert code == "ValidationError" and "no-such-component" in message

@@ -232,20 +232,7 @@ class Router:
         """InvokeEndpoint with InferenceComponentName: one of the component's copies,
         waited for while none is ready (see :mod:`.components`); retried once on another
         copy when the first could not be reached."""
-        route = self.components.get(name)
-        if route is None or route.endpoint != endpoint:
-            raise unknown_component(name, endpoint)
-        if request.target_model is not None:
-            raise InvocationValidationError(
-                "TargetModel cannot be combined with InferenceComponentName: an inference "
-                "component hosts one model."
-            )
-        if request.target_variant is not None and request.target_variant != route.variant:
-            raise InvocationValidationError(
-                f"Inference component {name} is on variant {route.variant}, not "
-                f"{request.target_variant}."
-            )
-        route.invocations += 1
+        route = self._component(endpoint, name, request)
         replica = route.pool.pick()
         if replica is None:
             replica = await self._copy(route)
@@ -261,6 +248,24 @@ class Router:
             raise ServiceUnavailable(
                 f"Inference component {name}: its copies failed to answer ({exc})."
             ) from None
+
+    def _component(self, endpoint: str, name: str, request: Invocation) -> ComponentRoute:
+        """The route of a request for an inference component, the request counted."""
+        route = self.components.get(name)
+        if route is None or route.endpoint != endpoint:
+            raise unknown_component(name, endpoint)
+        if request.target_model is not None:
+            raise InvocationValidationError(
+                "TargetModel cannot be combined with InferenceComponentName: an inference "
+                "component hosts one model."
+            )
+        if request.target_variant is not None and request.target_variant != route.variant:
+            raise InvocationValidationError(
+                f"Inference component {name} is on variant {route.variant}, not "
+                f"{request.target_variant}."
+            )
+        route.invocations += 1
+        return route
 
     async def _copy(self, route: ComponentRoute) -> Replica:
         """A ready copy of the component, waited for; scaling out from zero is asked for
@@ -419,6 +424,31 @@ class Router:
             )
         if replica.pipeline is not None or request.target_container is not None:
             pipeline.refuse_streaming(replica, request)
+        return await self._stream_from(replica, request, on_head, sink, deployment.endpoint)
+
+    async def stream_component(
+        self,
+        endpoint: str,
+        name: str,
+        request: Invocation,
+        on_head: Callable[[Answer], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+    ) -> Answer:
+        """InvokeEndpointWithResponseStream with InferenceComponentName: as
+        `stream_response`, from one of the component's copies (waited for while none is
+        ready)."""
+        route = self._component(endpoint, name, request)
+        replica = route.pool.pick() or await self._copy(route)
+        return await self._stream_from(replica, request, on_head, sink, endpoint)
+
+    async def _stream_from(
+        self,
+        replica: Replica,
+        request: Invocation,
+        on_head: Callable[[Answer], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+        endpoint: str,
+    ) -> Answer:
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -448,7 +478,7 @@ class Router:
                 ) from None
             replica.healthy = False
             raise ServiceUnavailable(
-                f"Endpoint {deployment.endpoint}: the instance failed to answer ({exc})."
+                f"Endpoint {endpoint}: the instance failed to answer ({exc})."
             ) from None
         except TimeoutError:
             if announced:

@@ -139,8 +139,18 @@ class RealtimeInvoker:
     async def _invoke_component(
         self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
     ) -> Answer:
-        """InvokeEndpoint with InferenceComponentName. A component the router has no
-        route for yet (the server just started) but the store knows is waited for."""
+        """InvokeEndpoint with InferenceComponentName."""
+        component = await self.component(name, headers)
+        request = invocation(body, headers, b"accept")
+        answer = await self.router.invoke_component(name, component, request)
+        ended = time.perf_counter()
+        asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
+        return answer
+
+    async def component(self, name: str, headers: dict[bytes, bytes]) -> str:
+        """The inference component a request names, once the router has its route: one
+        it has no route for yet (the server just started) but the store knows is waited
+        for."""
         component = headers[COMPONENT_HEADER].decode("latin-1")
         if component not in self.router.components:
             record = await self.store.get(kinds.INFERENCE_COMPONENT, component)
@@ -158,11 +168,7 @@ class RealtimeInvoker:
                 lambda: self.router.components.get(component),
                 f"Inference component {component} did not get its copies back",
             )
-        request = invocation(body, headers, b"accept")
-        answer = await self.router.invoke_component(name, component, request)
-        ended = time.perf_counter()
-        asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
-        return answer
+        return component
 
     def _copy(
         self,
