@@ -321,8 +321,8 @@ def _copies(sagemaker, name: str) -> tuple[str, int, int]:
         ("SageMakerInferenceComponentInvocationsPerCopy", 30.0, 1, "InvocationsPerCopy"),
         (
             "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution",
-            0.2,
-            2,
+            0.1,
+            3,
             "ConcurrentRequestsPerCopy",
         ),
     ],
@@ -335,7 +335,8 @@ def test_target_tracking_follows_load_and_scales_to_zero(
     autoscaling = fast_server.client("application-autoscaling")
     [model] = _models(fast_server, sagemaker, 1)
     endpoint = _endpoint(sagemaker, 1)
-    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    # Two 1-core copies fill the one ml.m5.large: of the four allowed, two stay pending.
+    name = _component(sagemaker, endpoint, model, 1.0, 1)
     assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
     resource = f"inference-component/{name}"
     autoscaling.register_scalable_target(
@@ -343,7 +344,7 @@ def test_target_tracking_follows_load_and_scales_to_zero(
         ResourceId=resource,
         ScalableDimension=COMPONENT_DIMENSION,
         MinCapacity=0,
-        MaxCapacity=3,
+        MaxCapacity=4,
     )
     autoscaling.put_scaling_policy(
         PolicyName="per-copy",
@@ -369,14 +370,19 @@ def test_target_tracking_follows_load_and_scales_to_zero(
         extra={"InferenceComponentName": name},
     )
     try:
-        wait_until(lambda: _copies(sagemaker, name)[2] > 1, 120, "the desired copy count to rise")
-        wait_until(lambda: _copies(sagemaker, name)[1] > 1, 120, "new copies to serve")
+        wait_until(lambda: _copies(sagemaker, name)[2] > 2, 120, "the copy count to pass 2")
+        wait_until(lambda: _copies(sagemaker, name)[1] == 2, 120, "a second copy to serve")
+        wait_until(
+            lambda: "pending" in _describe(sagemaker, name).get("FailureReason", ""),
+            60,
+            "the copies with no room to be pending",
+        )
     finally:
         load.stop()
     assert load.failures == []
     assert load.answered > 0
 
-    # No traffic: down to the minimum, no copy at all.
+    # No traffic: down to the minimum, no copy at all, though two copies never fit.
     wait_until(lambda: _copies(sagemaker, name) == ("InService", 0, 0), 120, "a scale-in to 0")
     activities = autoscaling.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=resource

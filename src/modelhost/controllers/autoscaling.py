@@ -216,11 +216,18 @@ class AutoscalingController(ReconcileLoop):
         self, target: Record, policies: list[Record], actions: list[Record], now: float
     ) -> None:
         """An inference component's copy count, by its target tracking policies (step
-        scaling is refused on components) within the target's range."""
+        scaling is refused on components) within the target's range. While copies start
+        it waits (they count once they serve); while copies are pending for want of room
+        it may only scale in, so a load that has gone is not held at a count that never
+        fit."""
         component = self.ctx.store.get(COMPONENT_KIND, target["_component"])
         self._finish_component_activities(target, component)
-        if component is None or component["InferenceComponentStatus"] != "InService":
-            return  # copies starting (or pending) count only once they serve
+        if component is None:
+            return
+        status = component["InferenceComponentStatus"]
+        pending = status in ("Creating", "Updating") and "FailureReason" in component
+        if status != "InService" and not pending:
+            return
         count = component["RuntimeConfig"]["DesiredCopyCount"]
         state = dict(target["_state"])
         if not target["SuspendedState"].get("ScheduledScalingSuspended"):
@@ -233,6 +240,8 @@ class AutoscalingController(ReconcileLoop):
             wanted, cause = high, f"the maximum capacity {high} is below the current capacity"
         else:
             wanted, cause = self._dynamic(target, policies, count, state, now, "copies")
+        if pending and wanted > count:
+            wanted = count
         if wanted != count:
             self._scale_component(target, count, wanted, cause, state, now)
         if state != target["_state"]:
