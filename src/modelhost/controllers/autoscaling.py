@@ -239,7 +239,8 @@ class AutoscalingController(ReconcileLoop):
         elif count > high:
             wanted, cause = high, f"the maximum capacity {high} is below the current capacity"
         else:
-            wanted, cause = self._dynamic(target, policies, count, state, now, "copies")
+            serving = component["RuntimeConfig"].get("CurrentCopyCount", 0)
+            wanted, cause = self._dynamic(target, policies, count, state, now, "copies", serving)
         if pending and wanted > count:
             wanted = count
         if wanted != count:
@@ -255,8 +256,11 @@ class AutoscalingController(ReconcileLoop):
         state: Record,
         now: float,
         unit: str = "instance(s)",
+        serving: int | None = None,
     ) -> tuple[int, str]:
-        """The count target tracking asks for, once cooldowns and suspensions allow it."""
+        """The count target tracking asks for, once cooldowns and suspensions allow it.
+        The load a metric stands for is its value times the units `serving` (by default
+        the count): what a per-copy metric divides by while some copies wait for room."""
         proposals = []
         undecided = False  # a policy without data yet vetoes a scale-in
         for policy in policies:
@@ -270,7 +274,7 @@ class AutoscalingController(ReconcileLoop):
                 continue
             # From zero instances, whatever the metric holds (a backlog) asks for
             # instances as if one served it.
-            load = max(count, 1) * value
+            load = max(count if serving is None else serving, 1) * value
             wanted = math.ceil(load / config["TargetValue"] - 1e-9)
             if wanted < count:
                 # Scale in only as far as leaves the metric 10% under its target: a load

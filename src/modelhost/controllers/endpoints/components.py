@@ -8,7 +8,8 @@ instance of its own (a model server process or container) limited to its share. 
 that fits nowhere stays pending and the component's FailureReason says why; it is placed
 as soon as room frees up (another component scaled in, more instances). A request that
 finds a component at zero copies with a scalable target asks for a copy (scale out from
-zero, recorded as a scaling activity), and waits for it.
+zero), and waits for it; the target's scaling policies move the count from there
+(`controllers/autoscaling.py`).
 """
 
 from __future__ import annotations
