@@ -40,10 +40,18 @@ def counts(sm, name: str) -> tuple[str, int, int]:
 
 
 class Load:
-    """Client threads calling the endpoint until stopped; every failure is kept."""
+    """Client threads calling the endpoint until stopped; every failure is kept. `extra`
+    is more of InvokeEndpoint's parameters (InferenceComponentName)."""
 
     def __init__(
-        self, rt, name: str, clients: int, body: str, content_type: str, pause_s: float = 0.0
+        self,
+        rt,
+        name: str,
+        clients: int,
+        body: str,
+        content_type: str,
+        pause_s: float = 0.0,
+        extra: dict[str, str] | None = None,
     ) -> None:
         self.failures: list[Exception] = []
         self._answers: list[int] = []  # list.append is atomic across threads; += is not
@@ -52,7 +60,9 @@ class Load:
         def call() -> None:
             while not self._stop.is_set():
                 try:
-                    rt.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
+                    rt.invoke_endpoint(
+                        EndpointName=name, ContentType=content_type, Body=body, **(extra or {})
+                    )
                     self._answers.append(1)
                 except Exception as exc:
                     self.failures.append(exc)

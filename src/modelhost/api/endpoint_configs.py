@@ -22,10 +22,22 @@ _NOT_YET = {
 }
 
 
-def _check_variant(ctx: Context, index: int, variant: dict[str, Any]) -> dict[str, Any]:
+def _check_variant(
+    ctx: Context, index: int, variant: dict[str, Any], *, hosts_components: bool = True
+) -> dict[str, Any]:
+    """A production variant without a ModelName is capacity for inference components
+    (instances only); shadow variants, serverless and asynchronous ones need a model."""
     name = variant["VariantName"]
-    if "ModelName" not in variant:
-        raise ValidationError(f"Variant {name}: ModelName is required.")
+    if "ManagedInstanceScaling" in variant:
+        raise ValidationError(
+            f"Variant {name}: ManagedInstanceScaling is not supported by modelhost; set the "
+            "instance count with InitialInstanceCount or UpdateEndpointWeightsAndCapacities."
+        )
+    if "ModelName" not in variant and (not hosts_components or is_serverless(variant)):
+        raise ValidationError(
+            f"Variant {name}: ModelName is required (only an instance-based production "
+            "variant may leave it out, to host inference components)."
+        )
     if is_serverless(variant):
         check_serverless_variant(index, variant)
     elif "InstanceType" not in variant or "InitialInstanceCount" not in variant:
@@ -38,7 +50,8 @@ def _check_variant(ctx: Context, index: int, variant: dict[str, Any]) -> dict[st
             f"Variant {name}: instance type {variant['InstanceType']} is not in modelhost's "
             "instance catalog."
         )
-    require(ctx, "model", "model", variant["ModelName"])
+    if "ModelName" in variant:
+        require(ctx, "model", "model", variant["ModelName"])
     return {"InitialVariantWeight": 1.0, **variant}
 
 
@@ -85,7 +98,7 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
             raise ValidationError(f"{what} is not supported by modelhost yet.")
     variants = [_check_variant(ctx, i, v) for i, v in enumerate(params["ProductionVariants"], 1)]
     shadows = [
-        _check_variant(ctx, i, v)
+        _check_variant(ctx, i, v, hosts_components=False)
         for i, v in enumerate(params.get("ShadowProductionVariants", []), 1)
     ]
     if shadows:
@@ -97,6 +110,11 @@ def create_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, An
                 "AsyncInferenceConfig cannot be used with serverless variants (ServerlessConfig)."
             )
         check_async_config(params["AsyncInferenceConfig"])
+        if any("ModelName" not in v for v in variants):
+            raise ValidationError(
+                "AsyncInferenceConfig cannot be used with a variant without a ModelName: "
+                "modelhost's inference components take real-time invocations."
+            )
     if "DataCaptureConfig" in params:
         _check_capture(params)
     names = [v["VariantName"] for v in [*variants, *shadows]]

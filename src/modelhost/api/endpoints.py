@@ -32,6 +32,7 @@ def _desired(ctx: Context, config_name: str, generation: int) -> dict[str, Any]:
     models = {
         v["ModelName"]: require(ctx, "model", "model", v["ModelName"])
         for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
+        if "ModelName" in v  # a variant without one hosts inference components
     }
     if "AsyncInferenceConfig" in config:
         for model in models.values():

@@ -10,6 +10,7 @@ from modelhost.api import (
     alarms,
     endpoint_configs,
     endpoints,
+    inference_components,
     logs,
     metric_data,
     model_packages,
@@ -43,6 +44,14 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "UpdateEndpoint": endpoints.update_endpoint,
     "UpdateEndpointWeightsAndCapacities": endpoints.update_endpoint_weights_and_capacities,
     "DeleteEndpoint": endpoints.delete_endpoint,
+    "CreateInferenceComponent": inference_components.create_inference_component,
+    "DescribeInferenceComponent": inference_components.describe_inference_component,
+    "ListInferenceComponents": inference_components.list_inference_components,
+    "UpdateInferenceComponent": inference_components.update_inference_component,
+    "UpdateInferenceComponentRuntimeConfig": (
+        inference_components.update_inference_component_runtime_config
+    ),
+    "DeleteInferenceComponent": inference_components.delete_inference_component,
     "CreateTransformJob": transform_jobs.create_transform_job,
     "DescribeTransformJob": transform_jobs.describe_transform_job,
     "ListTransformJobs": transform_jobs.list_transform_jobs,

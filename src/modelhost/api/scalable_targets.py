@@ -17,7 +17,14 @@ from modelhost.api import listing
 from modelhost.api.context import Context
 from modelhost.api.resources import public
 from modelhost.domain import kinds
-from modelhost.domain.scaling import DIMENSION, NAMESPACE, child_key, target_key
+from modelhost.domain.scaling import (
+    COMPONENT_DIMENSION,
+    COMPONENT_PREFIX,
+    DIMENSION,
+    NAMESPACE,
+    child_key,
+    target_key,
+)
 from modelhost.errors import ObjectNotFound, ResourceNotFound, ValidationError
 
 KIND = kinds.SCALABLE_TARGET
@@ -49,10 +56,27 @@ def check_target_kind(params: dict[str, Any]) -> None:
             f"Unsupported service namespace {params['ServiceNamespace']}; modelhost scales "
             f"SageMaker endpoint variants (ServiceNamespace {NAMESPACE})."
         )
-    if params.get("ScalableDimension", DIMENSION) != DIMENSION:
+    dimension = params.get("ScalableDimension")
+    if dimension is None:  # optional where it filters (the Describe calls): the resource's
+        return
+    if "ResourceId" not in params:
+        if dimension not in (DIMENSION, COMPONENT_DIMENSION):
+            raise ValidationError(
+                f"Unsupported scalable dimension {dimension[:200]}; SageMaker scales on "
+                f"{DIMENSION} and {COMPONENT_DIMENSION}."
+            )
+        return
+    if params["ResourceId"].startswith(COMPONENT_PREFIX):
+        if dimension != COMPONENT_DIMENSION:
+            raise ValidationError(
+                f"Unsupported scalable dimension {dimension[:200]}; inference components "
+                f"scale on {COMPONENT_DIMENSION}."
+            )
+        return
+    if dimension != DIMENSION:
         raise ValidationError(
-            f"Unsupported scalable dimension {params['ScalableDimension']}; SageMaker "
-            f"variants scale on {DIMENSION}."
+            f"Unsupported scalable dimension {dimension[:200]}; SageMaker variants scale on "
+            f"{DIMENSION}."
         )
 
 
@@ -140,7 +164,18 @@ def _check_capacities(ctx: Context, low: int | None, high: int | None) -> None:
 def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     check_target_kind(params)
     resource_id = params["ResourceId"]
-    endpoint, variant = parse_resource_id(resource_id)
+    component = None
+    if resource_id.startswith(COMPONENT_PREFIX):
+        component = resource_id[len(COMPONENT_PREFIX) :]
+        found = ctx.store.get(kinds.INFERENCE_COMPONENT, component)
+        if found is None:
+            raise ValidationError(
+                f"The target resource {resource_id[:200]} does not exist: no inference "
+                f"component {component[:100]}."
+            )
+        endpoint, variant = found["EndpointName"], found["VariantName"]
+    else:
+        endpoint, variant = parse_resource_id(resource_id)
     record = ctx.store.get("endpoint", endpoint)
     if record is None or variant not in record["_desired"]["capacity"]:
         raise ValidationError(
@@ -181,7 +216,7 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
         new = {
             "ServiceNamespace": NAMESPACE,
             "ResourceId": resource_id,
-            "ScalableDimension": DIMENSION,
+            "ScalableDimension": DIMENSION if component is None else COMPONENT_DIMENSION,
             "MinCapacity": low,
             "MaxCapacity": high,
             "RoleARN": params.get("RoleARN")
@@ -195,7 +230,10 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
             },
             "ScalableTargetARN": arn,
             "_endpoint": endpoint,
-            "_variant": variant,
+            # An inference component's target has no variant count to drive: its copy
+            # count is the component controller's (scale out from zero on a request).
+            "_variant": variant if component is None else None,
+            **({} if component is None else {"_component": component}),
             "_state": {},
         }
         if not ctx.store.insert(KIND, key, new):

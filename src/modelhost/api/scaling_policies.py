@@ -1,8 +1,10 @@
 """PutScalingPolicy / DescribeScalingPolicies / DeleteScalingPolicy.
 
 Target tracking policies track a metric the server records (see
-`controllers/scaling_metrics.py`): the predefined `SageMakerVariantInvocationsPerInstance`,
-or a customized metric named as CloudWatch names it. Step scaling policies are checked
+`controllers/scaling_metrics.py`): the predefined `SageMakerVariantInvocationsPerInstance`
+(an inference component's target: `SageMakerInferenceComponentInvocationsPerCopy` or
+`SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution`), or a customized
+metric named as CloudWatch names it. Step scaling policies are checked
 and stored as AWS does; the CloudWatch alarms whose AlarmActions name them run them
 (`controllers/alarms.py`).
 """
@@ -22,7 +24,7 @@ from modelhost.api.scalable_targets import (
     require_target,
 )
 from modelhost.domain import kinds
-from modelhost.domain.scaling import PREDEFINED, child_key
+from modelhost.domain.scaling import COMPONENT_PREDEFINED, PREDEFINED, child_key
 from modelhost.errors import ValidationError
 
 KIND = POLICY_KIND
@@ -30,7 +32,7 @@ KIND = POLICY_KIND
 Record = dict[str, Any]
 
 
-def _check_target_tracking(ctx: Context, config: Record | None) -> None:
+def _check_target_tracking(ctx: Context, config: Record | None, component: bool) -> None:
     if config is None:
         raise ValidationError(
             "TargetTrackingScalingPolicyConfiguration is required for a TargetTrackingScaling "
@@ -50,10 +52,15 @@ def _check_target_tracking(ctx: Context, config: Record | None) -> None:
             "CustomizedMetricSpecification."
         )
     if predefined is not None:
-        if predefined["PredefinedMetricType"] not in PREDEFINED:
+        allowed, label = (
+            (COMPONENT_PREDEFINED, "inference components")
+            if component
+            else (PREDEFINED, "SageMaker variants")
+        )
+        if predefined["PredefinedMetricType"] not in allowed:
             raise ValidationError(
-                f"Unsupported predefined metric {predefined['PredefinedMetricType']} for "
-                f"SageMaker variants; use {', '.join(PREDEFINED)}."
+                f"Unsupported predefined metric {predefined['PredefinedMetricType'][:200]} "
+                f"for {label}; use {', '.join(allowed)}."
             )
         return
     assert custom is not None
@@ -109,10 +116,17 @@ def _check_step_scaling(config: Record | None) -> None:
 
 def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     target = require_target(ctx, params)
+    component = "_component" in target
     policy_type = params.get("PolicyType", "StepScaling")
     if policy_type == "TargetTrackingScaling":
         config_key = "TargetTrackingScalingPolicyConfiguration"
-        _check_target_tracking(ctx, params.get(config_key))
+        _check_target_tracking(ctx, params.get(config_key), component)
+    elif component:
+        raise ValidationError(
+            f"Unsupported policy type {policy_type} for inference components: modelhost "
+            "scales a component's copies by TargetTrackingScaling policies (and out from "
+            "zero on a request)."
+        )
     elif policy_type == "StepScaling":
         config_key = "StepScalingPolicyConfiguration"
         _check_step_scaling(params.get(config_key))

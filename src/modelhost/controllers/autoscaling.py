@@ -11,8 +11,11 @@ as it is, the step scaling policies invoked by CloudWatch alarms in ALARM may mo
 (see `controllers/alarms.py`). A change is an
 UpdateEndpointWeightsAndCapacities call, so the endpoint controller applies it (new
 instances join once ready; removed ones drain first), and each change is recorded as a
-scaling activity. Cooldown times and scheduled runs are kept in
-the store, so a restarted server carries on where it stopped.
+scaling activity. An inference component's target counts copies instead of instances: its
+policies track the component's metrics (dimension InferenceComponentName) and a change is
+an UpdateInferenceComponentRuntimeConfig call, which the component controller applies.
+Cooldown times and scheduled runs are kept in the store, so a restarted server carries on
+where it stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelhost import api
+from modelhost.api.inference_components import update_inference_component_runtime_config
 from modelhost.api.scaling_activities import (
     finish_activity,
     note_activity,
@@ -34,6 +38,7 @@ from modelhost.controllers.alarms import AlarmEvaluator, step_count
 from modelhost.controllers.loop import ReconcileLoop
 from modelhost.controllers.scaling_metrics import MetricResolver, SeriesKey, series_key
 from modelhost.domain import scaling_schedules
+from modelhost.domain.kinds import INFERENCE_COMPONENT as COMPONENT_KIND
 from modelhost.domain.kinds import METRIC_ALARM as ALARM_KIND
 from modelhost.domain.kinds import SCALABLE_TARGET as TARGET_KIND
 from modelhost.domain.kinds import SCALING_POLICY as POLICY_KIND
@@ -58,13 +63,14 @@ class _Proposal:
     policy: Record
     metric: str
     value: float
+    unit: str
 
     def reason(self, current: int) -> str:
         target = self.policy[_TRACKING]["TargetValue"]
         side = "above" if self.value > target else "below"
         return (
             f"policy {self.policy['PolicyName']}: {self.metric} was {self.value:.4g}, "
-            f"{side} its target {target:g}, with {current} instance(s)"
+            f"{side} its target {target:g}, with {current} {self.unit}"
         )
 
 
@@ -121,8 +127,11 @@ class AutoscalingController(ReconcileLoop):
 
     def _series(self, policy: Record, target: Record) -> tuple[str, dict[str, str], str]:
         name, dimensions, statistic = tracked_metric(policy[_TRACKING])
-        dimensions.setdefault("EndpointName", target["_endpoint"])
-        dimensions.setdefault("VariantName", target["_variant"])
+        if "_component" in target:
+            dimensions.setdefault("InferenceComponentName", target["_component"])
+        else:
+            dimensions.setdefault("EndpointName", target["_endpoint"])
+            dimensions.setdefault("VariantName", target["_variant"])
         return name, dimensions, statistic
 
     def sample(
@@ -172,6 +181,9 @@ class AutoscalingController(ReconcileLoop):
         now: float,
         fired: Fired,
     ) -> None:
+        if "_component" in target:
+            self._evaluate_component(target, policies, actions, now)
+            return
         endpoint = self.ctx.store.get("endpoint", target["_endpoint"])
         self._finish_activities(target, endpoint)
         if endpoint is None or endpoint["EndpointStatus"] != "InService":
@@ -200,10 +212,55 @@ class AutoscalingController(ReconcileLoop):
         if state != target["_state"]:
             self._save_state(target, state)
 
+    def _evaluate_component(
+        self, target: Record, policies: list[Record], actions: list[Record], now: float
+    ) -> None:
+        """An inference component's copy count, by its target tracking policies (step
+        scaling is refused on components) within the target's range. While copies start
+        it waits (they count once they serve); while copies are pending for want of room
+        it may only scale in, so a load that has gone is not held at a count that never
+        fit."""
+        component = self.ctx.store.get(COMPONENT_KIND, target["_component"])
+        self._finish_component_activities(target, component)
+        if component is None:
+            return
+        status = component["InferenceComponentStatus"]
+        pending = status in ("Creating", "Updating") and "FailureReason" in component
+        if status != "InService" and not pending:
+            return
+        count = component["RuntimeConfig"]["DesiredCopyCount"]
+        state = dict(target["_state"])
+        if not target["SuspendedState"].get("ScheduledScalingSuspended"):
+            for action in actions:
+                target = self._run_if_due(action, target, now)
+        low, high = target["MinCapacity"], target["MaxCapacity"]
+        if count < low:
+            wanted, cause = low, f"the minimum capacity {low} is above the current capacity"
+        elif count > high:
+            wanted, cause = high, f"the maximum capacity {high} is below the current capacity"
+        else:
+            serving = component["RuntimeConfig"].get("CurrentCopyCount", 0)
+            wanted, cause = self._dynamic(target, policies, count, state, now, "copies", serving)
+        if pending and wanted > count:
+            wanted = count
+        if wanted != count:
+            self._scale_component(target, count, wanted, cause, state, now)
+        if state != target["_state"]:
+            self._save_state(target, state)
+
     def _dynamic(
-        self, target: Record, policies: list[Record], count: int, state: Record, now: float
+        self,
+        target: Record,
+        policies: list[Record],
+        count: int,
+        state: Record,
+        now: float,
+        unit: str = "instance(s)",
+        serving: int | None = None,
     ) -> tuple[int, str]:
-        """The count target tracking asks for, once cooldowns and suspensions allow it."""
+        """The count target tracking asks for, once cooldowns and suspensions allow it.
+        The load a metric stands for is its value times the units `serving` (by default
+        the count): what a per-copy metric divides by while some copies wait for room."""
         proposals = []
         undecided = False  # a policy without data yet vetoes a scale-in
         for policy in policies:
@@ -217,7 +274,7 @@ class AutoscalingController(ReconcileLoop):
                 continue
             # From zero instances, whatever the metric holds (a backlog) asks for
             # instances as if one served it.
-            load = max(count, 1) * value
+            load = max(count if serving is None else serving, 1) * value
             wanted = math.ceil(load / config["TargetValue"] - 1e-9)
             if wanted < count:
                 # Scale in only as far as leaves the metric 10% under its target: a load
@@ -227,7 +284,7 @@ class AutoscalingController(ReconcileLoop):
                 )
             if config.get("DisableScaleIn"):
                 wanted = max(wanted, count)
-            proposals.append(_Proposal(wanted, policy, name, value))
+            proposals.append(_Proposal(wanted, policy, name, value, unit))
         if not proposals:
             state["below"] = 0
             return count, ""
@@ -338,6 +395,54 @@ class AutoscalingController(ReconcileLoop):
         )
         state["scaled_out_at" if wanted > count else "scaled_in_at"] = now
         state["below"] = 0
+
+    def _scale_component(
+        self, target: Record, count: int, wanted: int, cause: str, state: Record, now: float
+    ) -> None:
+        description = f"Setting desired copy count to {wanted}."
+        cause = f"{cause}; changing the desired copy count from {count} to {wanted}"
+        try:
+            update_inference_component_runtime_config(
+                self.ctx,
+                {
+                    "InferenceComponentName": target["_component"],
+                    "DesiredRuntimeConfig": {"CopyCount": wanted},
+                },
+            )
+        except SageMakerError as error:
+            log.warning("autoscaling %s: %s", target["ResourceId"], error.message)
+            record_activity(
+                self.ctx, target, description, cause, "Failed", StatusMessage=error.message
+            )
+            return
+        log.info("autoscaling %s: %s (%s)", target["ResourceId"], description, cause)
+        record_activity(self.ctx, target, description, cause, _count=wanted)
+        state["scaled_out_at" if wanted > count else "scaled_in_at"] = now
+        state["below"] = 0
+
+    def _finish_component_activities(self, target: Record, component: Record | None) -> None:
+        """Close the activities whose copy count the component runs (or that a later
+        change replaced)."""
+        for key, activity in open_activities(self.ctx, target["ResourceId"]).items():
+            if component is None:
+                finish_activity(self.ctx, key, "Failed", "The inference component was deleted.")
+                continue
+            runtime = component["RuntimeConfig"]
+            if runtime["DesiredCopyCount"] != activity["_count"]:
+                finish_activity(
+                    self.ctx, key, "Overridden", "A later change to the copy count replaced it."
+                )
+            elif component["InferenceComponentStatus"] == "InService" and (
+                runtime.get("CurrentCopyCount") == activity["_count"]
+            ):
+                finish_activity(
+                    self.ctx,
+                    key,
+                    "Successful",
+                    f"Successfully set desired copy count to {activity['_count']}.",
+                )
+            elif component.get("FailureReason"):
+                note_activity(self.ctx, key, component["FailureReason"])
 
     def _finish_activities(self, target: Record, endpoint: Record | None) -> None:
         """Close the activities whose change the endpoint has carried out (or given up)."""

@@ -15,6 +15,8 @@ What is recorded, by namespace and dimensions:
   ModelLatency, OverheadLatency (microseconds, one value per invocation),
   ConcurrentRequestsPerModel, ModelSetupTime (serverless, microseconds).
   Errors before a variant was chosen carry EndpointName alone.
+- `AWS/SageMaker`, InferenceComponentName: Invocations, InvocationsPerCopy (the count in
+  the flush per serving copy), ConcurrentRequestsPerCopy.
 - `AWS/SageMaker`, EndpointName: ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
   HasBacklogWithoutCapacity (asynchronous endpoints).
 - `/aws/sagemaker/Endpoints`, EndpointName + VariantName: CPUUtilization (percent of one
@@ -35,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import Counter, Histogram
 
 from modelhost import metrics
-from modelhost.controllers.scaling_metrics import VariantState
+from modelhost.controllers.scaling_metrics import ComponentState, VariantState
 from modelhost.history import Distribution, MetricStore, Point, SeriesKey
 from modelhost.router import Router
 
@@ -63,6 +65,10 @@ def _key(namespace: str, name: str, endpoint: str, variant: str | None) -> Serie
     return namespace, name, tuple(sorted(dimensions))
 
 
+def _component_key(name: str, component: str) -> SeriesKey:
+    return SAGEMAKER, name, (("InferenceComponentName", component),)
+
+
 def _one(value: float) -> Distribution:
     made = Distribution()
     made.observe(value)
@@ -84,6 +90,7 @@ class MetricsRecorder:
         self.retention_s = retention_s
         self.max_bytes = max_bytes
         self._state = VariantState(router)
+        self._components = ComponentState(router)
         self._latencies: dict[Labels, tuple[list[float], list[float]]] = {}
         self._counted: dict[tuple[str, Labels], float] = {}
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="metrics-history")
@@ -161,7 +168,29 @@ class MetricsRecorder:
             setup.observe(total * 1e6 / count, count)
             add(_key(SAGEMAKER, "ModelSetupTime", *labels), _MICROSECONDS, setup)
         self._gauges(add)
+        self._component_metrics(add)
         return points, raw
+
+    def _component_metrics(self, add: Add) -> None:
+        """Each inference component's invocations since the last flush (a route's count
+        runs from 0 again when the route is made anew) and requests in flight, per copy."""
+        for component in list(self.router.components):
+            dimensions = {"InferenceComponentName": component}
+            total = self._components.invocations(dimensions)
+            copies = self._components.copies(dimensions)
+            outstanding = self._components.outstanding(dimensions)
+            if total is None or copies is None or outstanding is None:
+                continue
+            labels = (component, "")
+            before = self._counted.get(("ComponentInvocations", labels), 0.0)
+            self._counted[("ComponentInvocations", labels)] = total
+            grown = total - before if total >= before else total
+            if grown > 0:
+                add(_component_key("Invocations", component), "None", _one(grown))
+                per_copy = _one(grown / max(copies, 1.0))
+                add(_component_key("InvocationsPerCopy", component), "None", per_copy)
+            per_copy = _one(outstanding / max(copies, 1.0))
+            add(_component_key("ConcurrentRequestsPerCopy", component), "Count", per_copy)
 
     def write(self, points: list[Point], latencies: Latencies, now: float) -> None:
         """Sketch the latencies and write everything: in the writer thread."""

@@ -23,7 +23,7 @@ import psutil
 
 from modelhost import metrics
 from modelhost.instances import Instance, ResourceUsage
-from modelhost.router import Replica, Router
+from modelhost.router import ComponentRoute, Replica, Router
 
 Dimensions = Mapping[str, str]
 Reader = Callable[[Dimensions], float | None]
@@ -286,8 +286,33 @@ class VariantState:
         return self._per_instance(dimensions, self._memory_percent)
 
 
+class ComponentState:
+    """Readings of an inference component (dimension InferenceComponentName) from its
+    route in the router: its copies and the requests sent to it."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def _route(self, dimensions: Dimensions) -> ComponentRoute | None:
+        return self._router.components.get(dimensions.get("InferenceComponentName", ""))
+
+    def copies(self, dimensions: Dimensions) -> float | None:
+        route = self._route(dimensions)
+        return None if route is None else float(len(route.pool.available()))
+
+    def invocations(self, dimensions: Dimensions) -> float | None:
+        route = self._route(dimensions)
+        return None if route is None else float(route.invocations)
+
+    def outstanding(self, dimensions: Dimensions) -> float | None:
+        route = self._route(dimensions)
+        return None if route is None else float(sum(r.outstanding for r in route.pool.replicas))
+
+
 def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
-    """A resolver with the variant metrics SageMaker publishes and modelhost records."""
+    """A resolver with the variant and inference component metrics SageMaker publishes
+    and modelhost records."""
+    components = ComponentState(router)
     state = VariantState(router)
     resolver = MetricResolver(window_s)
     invocations = PerMinute(state.invocations)
@@ -297,6 +322,12 @@ def sagemaker_metrics(window_s: float, router: Router) -> MetricResolver:
     resolver.register("ConcurrentRequestsPerModel", PerInstance(in_flight, state.instances))
     resolver.register("CPUUtilization", Gauge(state.cpu_utilization))
     resolver.register("MemoryUtilization", Gauge(state.memory_utilization))
+    resolver.register(
+        "InvocationsPerCopy", PerInstance(PerMinute(components.invocations), components.copies)
+    )
+    resolver.register(
+        "ConcurrentRequestsPerCopy", PerInstance(Gauge(components.outstanding), components.copies)
+    )
     for backlog in (
         "ApproximateBacklogSize",
         "ApproximateBacklogSizePerInstance",

@@ -96,8 +96,17 @@ def _variant_summaries(
     summaries = []
     for variant in desired["config"]["ProductionVariants"]:
         capacity = desired["capacity"][variant["VariantName"]]
-        images = [c["Image"] for c in containers_of(desired["models"][variant["ModelName"]])]
+        hosts_components = "ModelName" not in variant
+        images = (
+            []
+            if hosts_components
+            else [c["Image"] for c in containers_of(desired["models"][variant["ModelName"]])]
+        )
         weight, count = (current or {}).get(variant["VariantName"], (capacity["weight"], 0))
+        if hosts_components and current is not None:
+            # Its instances are capacity that inference components' copies are packed
+            # onto; they hold no model of their own to wait for.
+            count = capacity["count"]
         summary = {
             "VariantName": variant["VariantName"],
             # One per container, as SageMaker lists a multi-container model's images.

@@ -23,6 +23,8 @@ METRIC_ALARM = "metric_alarm"
 #: The model registry: package groups and the (versioned or unversioned) packages.
 MODEL_PACKAGE_GROUP = "model_package_group"
 MODEL_PACKAGE = "model_package"
+#: SageMaker inference components: models hosted on an endpoint's model-less variant.
+INFERENCE_COMPONENT = "inference_component"
 
 #: Every kind, for what copies a whole store (`modelhost state migrate`).
 ALL = (
@@ -39,6 +41,7 @@ ALL = (
     METRIC_ALARM,
     MODEL_PACKAGE_GROUP,
     MODEL_PACKAGE,
+    INFERENCE_COMPONENT,
 )
 #: The kinds SageMaker names uniquely regardless of case: created with `fold_case`.
 CASE_INSENSITIVE = (
@@ -48,4 +51,5 @@ CASE_INSENSITIVE = (
     TRANSFORM_JOB,
     RECOMMENDATION_JOB,
     TRANSFORM_SCHEDULE,
+    INFERENCE_COMPONENT,
 )

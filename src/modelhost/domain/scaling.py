@@ -10,8 +10,18 @@ from typing import Any
 #: The one scalable dimension of a SageMaker variant.
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-#: Predefined target tracking metric -> the metric the server records.
+#: An inference component's scalable dimension and resource ID prefix.
+COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+COMPONENT_PREFIX = "inference-component/"
+#: Predefined target tracking metric -> the metric the server records, for variants and
+#: for inference components (whose metrics have the dimension InferenceComponentName).
 PREDEFINED = {"SageMakerVariantInvocationsPerInstance": "InvocationsPerInstance"}
+COMPONENT_PREDEFINED = {
+    "SageMakerInferenceComponentInvocationsPerCopy": "InvocationsPerCopy",
+    "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution": (
+        "ConcurrentRequestsPerCopy"
+    ),
+}
 #: Namespaces under which a CloudWatch alarm may name an endpoint's metrics.
 ALARM_NAMESPACES = ("AWS/SageMaker", "/aws/sagemaker/Endpoints", "AWS/SageMaker/Endpoints")
 
@@ -23,6 +33,11 @@ def target_key(resource_id: str, dimension: str = DIMENSION) -> str:
     return f"{resource_id}|{dimension}"
 
 
+def component_resource(name: str) -> str:
+    """The ResourceId of an inference component's scalable target."""
+    return f"{COMPONENT_PREFIX}{name}"
+
+
 def child_key(resource_id: str, name: str) -> str:
     """Store key of a policy or scheduled action: its target's key, then its name."""
     return f"{target_key(resource_id)}|{name}"
@@ -30,10 +45,12 @@ def child_key(resource_id: str, name: str) -> str:
 
 def tracked_metric(config: Record) -> tuple[str, dict[str, str], str]:
     """(metric name, dimensions, statistic) a target tracking configuration tracks;
-    dimensions are as given, the controller fills in the target's endpoint and variant."""
+    dimensions are as given, the controller fills in the target's endpoint and variant (or
+    inference component)."""
     predefined = config.get("PredefinedMetricSpecification")
     if predefined is not None:
-        return PREDEFINED[predefined["PredefinedMetricType"]], {}, "Average"
+        kind = predefined["PredefinedMetricType"]
+        return {**PREDEFINED, **COMPONENT_PREDEFINED}[kind], {}, "Average"
     custom = config["CustomizedMetricSpecification"]
     dimensions = {d["Name"]: d["Value"] for d in custom.get("Dimensions", [])}
     return custom["MetricName"], dimensions, custom.get("Statistic", "Average")

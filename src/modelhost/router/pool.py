@@ -65,6 +65,9 @@ class VariantPool:
     replicas: list[Replica] = field(default_factory=list)
     # A multi-model variant's models (requests with TargetModel); None: one model.
     models: ModelSource | None = None
+    # The variant hosts inference components: no model of its own, so a request without
+    # InferenceComponentName is refused rather than waited for (see router.components).
+    components: bool = False
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.serving]

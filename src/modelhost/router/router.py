@@ -22,6 +22,12 @@ from modelhost.errors import InvocationValidationError, ModelError, ServiceUnava
 from modelhost.instances import InstanceClient, InstanceUnreachable, Response
 from modelhost.modelserver import BATCH_SIZE_HEADER, QUEUE_WAIT_HEADER
 from modelhost.router import pipeline
+from modelhost.router.components import (
+    ComponentRoute,
+    components_only,
+    no_copies,
+    unknown_component,
+)
 from modelhost.router.multimodel import ModelRouting, missing_target_model, not_multi_model
 from modelhost.router.pool import Deployment, Replica, VariantPool
 from modelhost.router.serverless import PoolRetired, ServerlessPool
@@ -89,6 +95,8 @@ class Router:
         self._client = InstanceClient()
         self._changed = asyncio.Event()
         self.models = ModelRouting(self._client, model_timeout_s)
+        # Inference components by name, kept by the endpoint controller.
+        self.components: dict[str, ComponentRoute] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -160,6 +168,8 @@ class Router:
                 )
             pool = self._pool(current, target)
             if pool is None:
+                if _components_only(current, target):
+                    raise components_only(name)
                 return None
             if isinstance(pool, ServerlessPool):
                 return current, pool, None
@@ -217,6 +227,65 @@ class Router:
             raise ServiceUnavailable(
                 f"Endpoint {deployment.endpoint}: instances failed to answer ({exc})."
             ) from None
+
+    async def invoke_component(self, endpoint: str, name: str, request: Invocation) -> Answer:
+        """InvokeEndpoint with InferenceComponentName: one of the component's copies,
+        waited for while none is ready (see :mod:`.components`); retried once on another
+        copy when the first could not be reached."""
+        route = self._component(endpoint, name, request)
+        replica = route.pool.pick()
+        if replica is None:
+            replica = await self._copy(route)
+        try:
+            return await self._send(replica, request)
+        except _RETRYABLE:
+            replica.healthy = False
+        retry = route.pool.pick(exclude=replica) or await self._copy(route)
+        try:
+            return await self._send(retry, request)
+        except _RETRYABLE as exc:
+            retry.healthy = False
+            raise ServiceUnavailable(
+                f"Inference component {name}: its copies failed to answer ({exc})."
+            ) from None
+
+    def _component(self, endpoint: str, name: str, request: Invocation) -> ComponentRoute:
+        """The route of a request for an inference component, the request counted."""
+        route = self.components.get(name)
+        if route is None or route.endpoint != endpoint:
+            raise unknown_component(name, endpoint)
+        if request.target_model is not None:
+            raise InvocationValidationError(
+                "TargetModel cannot be combined with InferenceComponentName: an inference "
+                "component hosts one model."
+            )
+        if request.target_variant is not None and request.target_variant != route.variant:
+            raise InvocationValidationError(
+                f"Inference component {name} is on variant {route.variant}, not "
+                f"{request.target_variant}."
+            )
+        route.invocations += 1
+        return route
+
+    async def _copy(self, route: ComponentRoute) -> Replica:
+        """A ready copy of the component, waited for; scaling out from zero is asked for
+        when nothing is coming otherwise."""
+
+        def find() -> Replica | None:
+            current = self.components.get(route.name)
+            if current is None:
+                raise ServiceUnavailable(
+                    f"Inference component {route.name} is being deleted; try again shortly."
+                )
+            if current.desired == 0:
+                if not current.scalable_from_zero:
+                    raise no_copies(current)
+                current.demand()
+            return current.pool.pick()
+
+        return await self.wait_for(
+            find, f"No copy of inference component {route.name} became ready"
+        )
 
     async def mirror(self, pool: VariantPool, request: Invocation) -> Answer:
         """A copy of a request for a shadow variant: no retry and no wait, since nobody
@@ -355,6 +424,31 @@ class Router:
             )
         if replica.pipeline is not None or request.target_container is not None:
             pipeline.refuse_streaming(replica, request)
+        return await self._stream_from(replica, request, on_head, sink, deployment.endpoint)
+
+    async def stream_component(
+        self,
+        endpoint: str,
+        name: str,
+        request: Invocation,
+        on_head: Callable[[Answer], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+    ) -> Answer:
+        """InvokeEndpointWithResponseStream with InferenceComponentName: as
+        `stream_response`, from one of the component's copies (waited for while none is
+        ready)."""
+        route = self._component(endpoint, name, request)
+        replica = route.pool.pick() or await self._copy(route)
+        return await self._stream_from(replica, request, on_head, sink, endpoint)
+
+    async def _stream_from(
+        self,
+        replica: Replica,
+        request: Invocation,
+        on_head: Callable[[Answer], Awaitable[None]],
+        sink: Callable[[bytes], Awaitable[None]],
+        endpoint: str,
+    ) -> Answer:
         replica.acquire()
         started = time.perf_counter()
         announced = False
@@ -384,7 +478,7 @@ class Router:
                 ) from None
             replica.healthy = False
             raise ServiceUnavailable(
-                f"Endpoint {deployment.endpoint}: the instance failed to answer ({exc})."
+                f"Endpoint {endpoint}: the instance failed to answer ({exc})."
             ) from None
         except TimeoutError:
             if announced:
@@ -437,6 +531,15 @@ class Router:
             variant=replica.variant,
             model_seconds=time.perf_counter() - started,
         )
+
+
+def _components_only(deployment: Deployment, target: str | None) -> bool:
+    """The request can only be for inference components: its target variant, or every
+    variant, hosts them."""
+    if target is not None:
+        pool = deployment.variants.get(target)
+        return pool is not None and pool.components
+    return all(p.components for p in deployment.variants.values())
 
 
 def _pick(pool: VariantPool) -> Replica:

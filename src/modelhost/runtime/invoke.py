@@ -12,8 +12,10 @@ import time
 from collections.abc import Mapping
 
 from modelhost import metrics
+from modelhost.domain import kinds
+from modelhost.domain.inference_components import HEADER as COMPONENT_HEADER
 from modelhost.errors import InvocationValidationError, SageMakerError, ServiceUnavailable
-from modelhost.router import Answer, Deployment, Invocation, Router
+from modelhost.router import Answer, Deployment, Invocation, Router, unknown_component
 from modelhost.runtime.shadow import ShadowMirror
 from modelhost.storage import LoopStore, StateStore
 
@@ -115,6 +117,8 @@ class RealtimeInvoker:
     async def invoke(
         self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
     ) -> Answer:
+        if COMPONENT_HEADER in headers:
+            return await self._invoke_component(name, body, headers, started)
         deployment = self.router.deployments.get(name)
         if deployment is None or deployment.asynchronous:
             deployment = await self.deployment(name)
@@ -131,6 +135,40 @@ class RealtimeInvoker:
         ended = time.perf_counter()
         asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
         return answer
+
+    async def _invoke_component(
+        self, name: str, body: bytes, headers: dict[bytes, bytes], started: float
+    ) -> Answer:
+        """InvokeEndpoint with InferenceComponentName."""
+        component = await self.component(name, headers)
+        request = invocation(body, headers, b"accept")
+        answer = await self.router.invoke_component(name, component, request)
+        ended = time.perf_counter()
+        asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
+        return answer
+
+    async def component(self, name: str, headers: dict[bytes, bytes]) -> str:
+        """The inference component a request names, once the router has its route: one
+        it has no route for yet (the server just started) but the store knows is waited
+        for."""
+        component = headers[COMPONENT_HEADER].decode("latin-1")
+        if component not in self.router.components:
+            record = await self.store.get(kinds.INFERENCE_COMPONENT, component)
+            if (
+                record is None
+                or record["EndpointName"] != name
+                or record["InferenceComponentStatus"] == "Deleting"
+            ):
+                if name not in self.router.deployments and (
+                    await self.store.get(kinds.ENDPOINT, name) is None
+                ):
+                    raise endpoint_not_found(name, self.account_id)
+                raise unknown_component(component, name)
+            await self.router.wait_for(
+                lambda: self.router.components.get(component),
+                f"Inference component {component} did not get its copies back",
+            )
+        return component
 
     def _copy(
         self,

@@ -16,6 +16,7 @@ from typing import Any
 
 from modelhost import metrics
 from modelhost.disconnect import cancelled_on_disconnect
+from modelhost.domain.inference_components import HEADER as COMPONENT_HEADER
 from modelhost.errors import SageMakerError
 from modelhost.router import Answer, StreamInterrupted
 from modelhost.runtime import eventstream
@@ -42,7 +43,9 @@ async def stream_invocation(
     """Answer one request on `send` (ASGI), its body already read from `receive`. Raises
     SageMakerError only while nothing has been sent, so the caller can still answer with an
     HTTP error. A client that goes away ends the model's work too."""
-    deployment = await invoker.deployment(name)
+    # With InferenceComponentName: one of the component's copies, not a variant's instance.
+    component = await invoker.component(name, headers) if COMPONENT_HEADER in headers else None
+    deployment = None if component is not None else await invoker.deployment(name)
     request = invocation(body, headers, b"x-amzn-sagemaker-accept")
     head: Answer | None = None
 
@@ -65,9 +68,16 @@ async def stream_invocation(
     answer = None
     try:
         async with cancelled_on_disconnect(receive):
-            answer = await invoker.router.stream_response(deployment, request, on_head, sink)
+            if deployment is None:
+                assert component is not None
+                answer = await invoker.router.stream_component(
+                    name, component, request, on_head, sink
+                )
+            else:
+                answer = await invoker.router.stream_response(deployment, request, on_head, sink)
     except SageMakerError as error:  # only before the head: after it, StreamInterrupted
-        count_error(name, deployment, request, error)
+        if deployment is not None:
+            count_error(name, deployment, request, error)
         raise
     except StreamInterrupted as interrupted:
         assert head is not None

@@ -26,6 +26,7 @@ from typing import Any
 from modelhost.capture import CaptureWriter
 from modelhost.config import Settings
 from modelhost.controllers.deployment import remove_partial_models
+from modelhost.controllers.endpoints.components import ComponentPlacer
 from modelhost.controllers.endpoints.fleet import Fleet
 from modelhost.controllers.endpoints.health import HealthChecker
 from modelhost.controllers.endpoints.replacement import Replacer
@@ -74,6 +75,7 @@ class EndpointController(ReconcileLoop):
             settings, backend, router, self.fleet.counter, self.fleet.spawn
         )
         self.rollout = Rollout(self.fleet, self.serverless)
+        self.components = ComponentPlacer(self.fleet, self.notify)
 
     async def prepare(self) -> None:
         self.fleet.spawn(self.health.run())
@@ -86,12 +88,14 @@ class EndpointController(ReconcileLoop):
 
     async def step(self) -> None:
         await self.reconcile()
+        await self.components.reconcile()
         self.replacer.replace_dead()
         self.serverless.tick_all()
         self.meter()
 
     async def shutdown(self) -> None:
         await cancel_all([*self._operations.values(), *self.fleet.tasks])
+        await self.components.shutdown()
         instances = [r.instance for d in self.router.deployments.values() for r in d.replicas()]
         await asyncio.gather(*(i.stop() for i in instances), return_exceptions=True)
         self.router.deployments.clear()

@@ -174,6 +174,13 @@ class Rollout:
         try:
             for variant in desired["config"]["ProductionVariants"]:
                 capacity = desired["capacity"][variant["VariantName"]]
+                if "ModelName" not in variant:
+                    # Capacity for inference components, whose copies the component
+                    # controller places on it: no instance of its own to start.
+                    pools[variant["VariantName"]] = VariantPool(
+                        name=variant["VariantName"], weight=capacity["weight"], components=True
+                    )
+                    continue
                 model = desired["models"][variant["ModelName"]]
                 model_dir = await self._model_dir(variant, model)
                 try:
@@ -327,6 +334,8 @@ class Rollout:
             if isinstance(pool, ServerlessPool):
                 self.serverless.configure(pool, capacity["serverless"])
                 self.serverless.demand(pool)
+                continue
+            if pool.components:  # its count is room for inference components' copies
                 continue
             current = [r for r in pool.replicas if not r.draining]
             missing = capacity["count"] - len(current)

@@ -1,0 +1,356 @@
+"""Inference components' copies: placed on the instances of the model-less variant that
+hosts them, started, published to the router, and reported in each component's record.
+
+A variant that hosts components has `InitialInstanceCount` instances of its type; each is
+room (cores, memory, accelerators, from the instance catalog) that copies take their
+`ComputeResourceRequirements` from, first fit, oldest component first. A copy runs as an
+instance of its own (a model server process or container) limited to its share. A copy
+that fits nowhere stays pending and the component's FailureReason says why; it is placed
+as soon as room frees up (another component scaled in, more instances). A request that
+finds a component at zero copies with a scalable target asks for a copy (scale out from
+zero), and waits for it; the target's scaling policies move the count from there
+(`controllers/autoscaling.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from modelhost.catalog import InstanceType, get_instance_type
+from modelhost.controllers.deployment import instance_spec, prepare_model, start_ready
+from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.domain import kinds
+from modelhost.domain.failures import fit_failure_reason
+from modelhost.domain.inference_components import Needs, first_fit, room, take
+from modelhost.domain.scaling import component_resource
+from modelhost.router import ComponentRoute, Replica, VariantPool
+
+log = logging.getLogger(__name__)
+
+KIND = kinds.INFERENCE_COMPONENT
+Record = dict[str, Any]
+
+
+@dataclass(eq=False)
+class Copy:
+    component: str
+    slot: int
+    needs: Needs
+    generation: int
+    replica: Replica | None = None  # None while it starts
+
+
+class ComponentPlacer:
+    def __init__(self, fleet: Fleet, wake: Any) -> None:
+        self.fleet = fleet
+        self.wake = wake
+        self.copies: dict[str, list[Copy]] = {}
+        # (generation, desired copy count) whose copies failed to start: not retried
+        # until the component changes.
+        self.failed: dict[str, tuple[int, int, str]] = {}
+
+    async def reconcile(self) -> None:
+        store = self.fleet.store
+        records = sorted(await store.list(KIND), key=lambda r: r["CreationTime"])
+        endpoints = {e["EndpointName"]: e for e in await store.list(kinds.ENDPOINT)}
+        targets = {t["ResourceId"]: t for t in await store.list(kinds.SCALABLE_TARGET)}
+        names = {r["InferenceComponentName"] for r in records}
+        for name in [n for n in self.copies if n not in names]:
+            await self._stop(name, list(self.copies.get(name, [])))
+            self.fleet.router.components.pop(name, None)
+        for record in records:
+            try:
+                await self._reconcile_one(record, endpoints, targets)
+            except Exception:
+                log.exception(
+                    "inference component %s: reconcile failed", record["InferenceComponentName"]
+                )
+
+    async def _reconcile_one(
+        self, record: Record, endpoints: dict[str, Record], targets: dict[str, Record]
+    ) -> None:
+        name = record["InferenceComponentName"]
+        copies = self.copies.setdefault(name, [])
+        router = self.fleet.router
+        if record["InferenceComponentStatus"] == "Deleting":
+            router.components.pop(name, None)
+            await self._stop(name, list(copies))
+            self.copies.pop(name, None)
+            await self.fleet.store.delete(KIND, name)
+            return
+        endpoint = endpoints.get(record["EndpointName"])
+        if endpoint is None or endpoint["EndpointStatus"] in ("Failed", "Deleting"):
+            await self._stop(name, list(copies))
+            router.components.pop(name, None)
+            await self._report(record, "Failed", 0, "The endpoint that hosts it is gone or failed.")
+            return
+        variant = record["VariantName"]
+        route = router.components.get(name)
+        if route is None:
+            route = ComponentRoute(
+                name, record["EndpointName"], variant, VariantPool(variant, 1.0), wake=self.wake
+            )
+            router.components[name] = route
+        desired = record["RuntimeConfig"]["DesiredCopyCount"]
+        target = targets.get(component_resource(name))
+        route.scalable_from_zero = target is not None and target["MaxCapacity"] >= 1
+        if route.demanded and desired == 0 and route.scalable_from_zero and target is not None:
+            desired = await self._scale_from_zero(record, target)
+        route.demanded = False
+        route.desired = desired
+        # Dead copies leave; they are placed again below.
+        for dead in [c for c in copies if c.replica and not c.replica.instance.is_alive()]:
+            await self._stop(name, [dead])
+        if endpoint["EndpointStatus"] not in ("InService", "Updating"):
+            return  # its instances are not there yet
+        generation = record["_generation"]
+        failed = self.failed.get(name)
+        if failed is not None and failed[:2] == (generation, desired):
+            await self._report(record, "Failed", self._ready(name, generation), failed[2])
+            return
+        self.failed.pop(name, None)
+        instance_type = get_instance_type(_variant(endpoint, variant).get("InstanceType", ""))
+        slots = endpoint["_desired"]["capacity"].get(variant, {}).get("count", 0)
+        # Copies on instances that left, of an older Specification, or beyond the count.
+        current = [c for c in copies if c.generation == generation and c.slot < slots]
+        extra = current[desired:] + [c for c in copies if c not in current]
+        needs = Needs.of(record["Specification"])
+        missing = desired - len(current)
+        pending = ""
+        if instance_type is not None and missing > 0:
+            free = self._free(record["EndpointName"], variant, instance_type, slots, exclude=extra)
+            for _ in range(missing):
+                slot = first_fit(needs, free)
+                if slot is None:
+                    pending = (
+                        f"{missing} of {desired} copies are pending: a copy needs "
+                        f"{needs.describe()}, and no instance of variant {variant} "
+                        f"({slots} x {instance_type.name}) has that much left."
+                    )
+                    break
+                free[slot] = take(free[slot], needs)
+                missing -= 1
+                copy = Copy(name, slot, needs, generation)
+                copies.append(copy)
+                self.fleet.spawn(self._start(record, copy, instance_type, endpoint))
+        ready_new = self._ready(name, generation)
+        if extra and (ready_new >= min(desired, len(current)) or not current):
+            await self._stop(name, extra)
+        ready = self._ready(name, generation)
+        status = record["InferenceComponentStatus"]
+        if ready == desired and not extra and not pending:
+            status = "InService"
+        elif status == "Failed":
+            status = "Updating"
+        await self._report(record, status, ready, pending)
+
+    def _ready(self, name: str, generation: int) -> int:
+        return sum(
+            1
+            for c in self.copies.get(name, [])
+            if c.replica is not None and c.generation == generation and c.replica.serving
+        )
+
+    def _free(
+        self,
+        endpoint: str,
+        variant: str,
+        instance_type: InstanceType,
+        slots: int,
+        exclude: list[Copy],
+    ) -> list[Needs]:
+        """Room left on each instance of the variant, after every component's copies
+        (those about to leave excluded)."""
+        free = [room(instance_type) for _ in range(slots)]
+        for name, copies in self.copies.items():
+            route = self.fleet.router.components.get(name)
+            if route is None or route.endpoint != endpoint or route.variant != variant:
+                continue
+            for copy in copies:
+                if copy not in exclude and copy.slot < slots:
+                    free[copy.slot] = take(free[copy.slot], copy.needs)
+        return free
+
+    async def _start(
+        self, record: Record, copy: Copy, instance_type: InstanceType, endpoint: Record
+    ) -> None:
+        fleet = self.fleet
+        name = record["InferenceComponentName"]
+        specification = record["Specification"]
+        startup = specification.get("StartupParameters", {})
+        try:
+            model = await self._model(record)
+            model_dir = await prepare_model(
+                fleet.settings,
+                fleet.objects,
+                model,
+                startup.get("ModelDataDownloadTimeoutInSeconds"),
+            )
+            variant = {
+                "VariantName": record["VariantName"],
+                "InstanceType": instance_type.name,
+                "ContainerStartupHealthCheckTimeoutInSeconds": startup.get(
+                    "ContainerStartupHealthCheckTimeoutInSeconds"
+                ),
+            }
+            number = next(fleet.counter)
+            spec = instance_spec(
+                fleet.settings, record["EndpointName"], variant, model, model_dir, number
+            )
+            spec = dataclasses.replace(
+                spec,
+                instance_id=f"{record['EndpointName']}-{name}-{number}",
+                instance_type=_share(instance_type, specification),
+                log_path=fleet.settings.logs_dir / record["EndpointName"] / f"{name}-{number}.log",
+            )
+            instance = await start_ready(fleet.backend, spec, fleet.settings.startup_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("inference component %s: a copy failed to start: %s", name, exc)
+            self._forget(copy)
+            self.failed[name] = (
+                record["_generation"],
+                record["RuntimeConfig"]["DesiredCopyCount"],
+                fit_failure_reason(f"A copy failed to start: {exc}"),
+            )
+            self.wake()
+            return
+        if copy not in self.copies.get(name, []):  # removed while it started
+            await instance.stop()
+            return
+        copy.replica = Replica(instance, record["VariantName"])
+        route = fleet.router.components.get(name)
+        if route is not None:
+            route.pool.replicas.append(copy.replica)
+        fleet.router.changed()
+        self.wake()
+
+    async def _model(self, record: Record) -> Record:
+        specification = record["Specification"]
+        if "ModelName" in specification:
+            model = await self.fleet.store.get(kinds.MODEL, specification["ModelName"])
+            if model is None:
+                raise ValueError(f"model {specification['ModelName']} does not exist")
+            return model
+        container = specification["Container"]
+        return {
+            "ModelName": record["InferenceComponentName"],
+            "ModelArn": record["InferenceComponentArn"],
+            "CreationTime": record["CreationTime"],
+            "PrimaryContainer": {
+                "Image": container["Image"],
+                **(
+                    {"ModelDataUrl": container["ArtifactUrl"]} if "ArtifactUrl" in container else {}
+                ),
+                "Environment": container.get("Environment", {}),
+            },
+        }
+
+    def _forget(self, copy: Copy) -> None:
+        copies = self.copies.get(copy.component, [])
+        if copy in copies:
+            copies.remove(copy)
+        route = self.fleet.router.components.get(copy.component)
+        if route is not None and copy.replica in route.pool.replicas:
+            route.pool.replicas.remove(copy.replica)
+
+    async def _stop(self, name: str, copies: list[Copy]) -> None:
+        """Drain and stop copies (one still starting is stopped when it is up)."""
+        replicas = [c.replica for c in copies if c.replica is not None]
+        for copy in copies:
+            self._forget(copy)
+        if replicas:
+            await self._drain_and_stop(replicas)
+
+    async def _drain_and_stop(self, replicas: list[Replica]) -> None:
+        for replica in replicas:
+            replica.draining = True
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.drained() for r in replicas)), 60.0)
+        except TimeoutError:
+            log.warning("inference component copies did not drain; stopping anyway")
+        for replica in replicas:
+            self.fleet.router.forget(replica)
+        await asyncio.gather(*(r.instance.stop() for r in replicas), return_exceptions=True)
+
+    async def _scale_from_zero(self, record: Record, target: Record) -> int:
+        """A request found no copy: as SageMaker's NoCapacityInvocationFailures alarm and
+        a step scaling policy would, the scalable target's minimum (at least one) copy."""
+        wanted = max(1, int(target["MinCapacity"]))
+        name = record["InferenceComponentName"]
+
+        def change(current: Record) -> Record | None:
+            if current["InferenceComponentStatus"] == "Deleting":
+                return None
+            current["RuntimeConfig"]["DesiredCopyCount"] = wanted
+            current["InferenceComponentStatus"] = "Updating"
+            return current
+
+        await self.fleet.store.modify(KIND, name, change)
+        record["RuntimeConfig"]["DesiredCopyCount"] = wanted
+        record["InferenceComponentStatus"] = "Updating"
+        log.info("inference component %s: scaling out from zero to %d copies", name, wanted)
+        return wanted
+
+    async def _report(self, record: Record, status: str, ready: int, reason: str) -> None:
+        """Write the component's status and CurrentCopyCount when they changed."""
+        name = record["InferenceComponentName"]
+        same = (
+            record["InferenceComponentStatus"] == status
+            and record["RuntimeConfig"].get("CurrentCopyCount") == ready
+            and record.get("FailureReason", "") == reason
+        )
+        if same:
+            return
+
+        def change(current: Record) -> Record | None:
+            if current["InferenceComponentStatus"] == "Deleting":
+                return None
+            if current["_generation"] != record["_generation"] or (
+                current["RuntimeConfig"]["DesiredCopyCount"]
+                != record["RuntimeConfig"]["DesiredCopyCount"]
+            ):
+                return None  # changed meanwhile: the next pass reports
+            current["InferenceComponentStatus"] = status
+            current["RuntimeConfig"]["CurrentCopyCount"] = ready
+            current["LastModifiedTime"] = round(time.time(), 3)
+            if reason:
+                current["FailureReason"] = reason
+            else:
+                current.pop("FailureReason", None)
+            return current
+
+        await self.fleet.store.modify(KIND, name, change)
+
+    async def shutdown(self) -> None:
+        for name in list(self.copies):
+            await self._stop(name, list(self.copies[name]))
+        self.fleet.router.components.clear()
+
+
+def _variant(endpoint: Record, name: str) -> Record:
+    for variant in endpoint["_desired"]["config"]["ProductionVariants"]:
+        if variant["VariantName"] == name:
+            return dict(variant)
+    return {}
+
+
+def _share(instance_type: InstanceType, specification: Record) -> InstanceType:
+    """The copy's slice of its instance type, which the backend limits it to."""
+    compute = specification["ComputeResourceRequirements"]
+    cores = float(compute.get("NumberOfCpuCoresRequired", instance_type.vcpu))
+    memory_mb = compute.get("MaxMemoryRequiredInMb", compute["MinMemoryRequiredInMb"])
+    return dataclasses.replace(
+        instance_type,
+        vcpu=max(1, math.ceil(cores - 1e-9)),
+        memory_gib=memory_mb / 1024,
+        gpus=math.ceil(float(compute.get("NumberOfAcceleratorDevicesRequired", 0)) - 1e-9),
+        usd_per_hour=instance_type.usd_per_hour * cores / max(instance_type.vcpu, 1),
+    )

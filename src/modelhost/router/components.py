@@ -1,0 +1,62 @@
+"""Inference components: where an invocation with `InferenceComponentName` goes.
+
+Each component's copies are replicas in a pool of their own, picked by least outstanding
+requests like a variant's instances. The endpoint controller keeps these routes (the
+component controller publishes one as soon as it sees the component, copies or not). A
+request for a component with no copy waits for one, at most the model timeout, while a
+copy starts or the component scales out from zero; a component whose desired copy count
+is 0 and that nothing may scale out refuses it at once (the caller has to raise the copy
+count). A request without the header never enters this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from modelhost.errors import InvocationValidationError
+from modelhost.router.pool import VariantPool
+
+
+@dataclass(eq=False)
+class ComponentRoute:
+    name: str
+    endpoint: str
+    variant: str
+    pool: VariantPool
+    #: DesiredCopyCount as the controller last read it.
+    desired: int = 0
+    #: A scalable target lets Application Auto Scaling add a copy from zero.
+    scalable_from_zero: bool = False
+    #: Requests so far, a running count (what InvocationsPerCopy is a rate of).
+    invocations: int = 0
+    #: A request found no copy: the controller scales out from zero on its next pass.
+    demanded: bool = False
+    #: Wakes the controller (set by it).
+    wake: Callable[[], None] = field(default=lambda: None)
+
+    def demand(self) -> None:
+        if not self.demanded:
+            self.demanded = True
+            self.wake()
+
+
+def unknown_component(name: str, endpoint: str) -> InvocationValidationError:
+    return InvocationValidationError(
+        f"Inference component {name} was not found on endpoint {endpoint}."
+    )
+
+
+def no_copies(route: ComponentRoute) -> InvocationValidationError:
+    return InvocationValidationError(
+        f"Inference component {route.name} has no copies to serve the request: its desired "
+        "copy count is 0 and no scalable target allows it more. Raise it with "
+        "UpdateInferenceComponentRuntimeConfig or register a scalable target."
+    )
+
+
+def components_only(endpoint: str) -> InvocationValidationError:
+    return InvocationValidationError(
+        f"Endpoint {endpoint} hosts inference components: the InferenceComponentName "
+        "parameter is required."
+    )

@@ -1,0 +1,559 @@
+"""Inference components: models packed onto a model-less variant's instances by their
+compute requirements, each invoked by InferenceComponentName, their copy counts set at
+runtime, scaled to zero and back out by a request, and by target tracking policies."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.autoscaling import FAST_AUTOSCALING, Load
+from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
+from tests.support.models import iris_rows, labelled_iris_bytes, put_model
+from tests.support.processes import wait_until
+from tests.support.server import ServerProcess, running_server
+from tests.support.streaming import put_token_model
+
+ROLE = "arn:aws:iam::000000000000:role/any"
+COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+
+
+@pytest.fixture(scope="module")
+def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose autoscaling controller evaluates every half second over a three
+    second window, and that flushes its metrics history every second."""
+    with running_server(
+        tmp_path_factory.mktemp("components") / "data",
+        env={
+            **FAST_AUTOSCALING,
+            "MODELHOST_MODEL_TIMEOUT": "30",
+            "MODELHOST_METRICS_FLUSH_INTERVAL": "1",
+        },
+    ) as process:
+        yield process
+
+
+def _models(server, sagemaker, count: int) -> list[str]:
+    """Model i answers 100*i + the iris class."""
+    names = []
+    for index in range(count):
+        name = unique(f"icm{index}")
+        url = put_model(server.data_dir, name, {"model.joblib": labelled_iris_bytes(index)})
+        sagemaker.create_model(
+            ModelName=name,
+            PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": url},
+            ExecutionRoleArn=ROLE,
+        )
+        names.append(name)
+    return names
+
+
+def _endpoint(sagemaker, instances: int) -> str:
+    """An endpoint whose one variant has instances and no model."""
+    name = unique("icep")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "InstanceType": "ml.m5.large",  # 2 vCPU, 8 GiB
+                "InitialInstanceCount": instances,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    assert wait_for_status(sagemaker, name, {"InService", "Failed"})["EndpointStatus"] == (
+        "InService"
+    )
+    return name
+
+
+def _component(sagemaker, endpoint: str, model: str, cores: float, copies: int) -> str:
+    name = unique("ic")
+    sagemaker.create_inference_component(
+        InferenceComponentName=name,
+        EndpointName=endpoint,
+        VariantName="AllTraffic",
+        Specification={
+            "ModelName": model,
+            "ComputeResourceRequirements": {
+                "NumberOfCpuCoresRequired": cores,
+                "MinMemoryRequiredInMb": 512,
+            },
+        },
+        RuntimeConfig={"CopyCount": copies},
+    )
+    return name
+
+
+def _describe(sagemaker, name: str) -> dict:
+    return sagemaker.describe_inference_component(InferenceComponentName=name)
+
+
+def _in_service(sagemaker, name: str) -> dict:
+    return wait_for(
+        lambda: _describe(sagemaker, name),
+        "InferenceComponentStatus",
+        {"InService", "Failed"},
+        f"inference component {name}",
+    )
+
+
+def _predict(runtime, endpoint: str, component: str) -> list[int]:
+    answer = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        InferenceComponentName=component,
+        ContentType="application/json",
+        Body=json.dumps(iris_rows(3)),
+    )
+    return json.loads(answer["Body"].read())
+
+
+def _error(call) -> tuple[str, str]:
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value.response["Error"]["Code"], caught.value.response["Error"]["Message"]
+
+
+def test_components_share_instances_by_their_requirements(server, sagemaker, runtime) -> None:
+    models = _models(server, sagemaker, 4)
+    endpoint = _endpoint(sagemaker, 2)
+    # Two copies of 1 core fill one instance; 0.5 + 1 core go on the other.
+    first = _component(sagemaker, endpoint, models[1], 1.0, 2)
+    second = _component(sagemaker, endpoint, models[2], 0.5, 1)
+    third = _component(sagemaker, endpoint, models[3], 1.0, 1)
+    for name, copies in ((first, 2), (second, 1), (third, 1)):
+        described = _in_service(sagemaker, name)
+        assert described["InferenceComponentStatus"] == "InService", described
+        assert described["RuntimeConfig"]["CurrentCopyCount"] == copies
+        assert described["RuntimeConfig"]["DesiredCopyCount"] == copies
+        assert described["EndpointName"] == endpoint
+    listed = sagemaker.list_inference_components(EndpointNameEquals=endpoint)
+    assert {c["InferenceComponentName"] for c in listed["InferenceComponents"]} == {
+        first,
+        second,
+        third,
+    }
+
+    # Each answers with its own model's labels (model i: 100*i + class).
+    for index, name in ((1, first), (2, second), (3, third)):
+        for _ in range(3):
+            predictions = _predict(runtime, endpoint, name)
+            assert len(predictions) == 3
+            assert all(100 * index <= p < 100 * index + 3 for p in predictions), predictions
+
+    code, message = _error(lambda: _predict(runtime, endpoint, "no-such-component"))
+    assert code == "ValidationError" and "no-such-component" in message
+    code, message = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType="application/json", Body=b"[[1, 2, 3, 4]]"
+        )
+    )
+    assert code == "ValidationError" and "InferenceComponentName" in message
+
+    # The second instance has 0.5 cores left: one more 0.5-core copy fits.
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName=second, DesiredRuntimeConfig={"CopyCount": 2}
+    )
+    described = _in_service(sagemaker, second)
+    assert described["RuntimeConfig"]["CurrentCopyCount"] == 2
+    assert described["RuntimeConfig"]["DesiredCopyCount"] == 2
+
+    # Both instances are full: a 1-core copy stays pending, saying why.
+    fourth = _component(sagemaker, endpoint, models[0], 1.0, 1)
+    deadline = time.monotonic() + 30
+    while "FailureReason" not in (described := _describe(sagemaker, fourth)):
+        assert time.monotonic() < deadline, described
+        time.sleep(0.2)
+    assert described["InferenceComponentStatus"] == "Creating"
+    assert described["RuntimeConfig"]["CurrentCopyCount"] == 0
+    assert "pending" in described["FailureReason"]
+    assert "1 CPU cores" in described["FailureReason"]
+
+    # The first one scaled to zero frees an instance: the pending copy is placed.
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName=first, DesiredRuntimeConfig={"CopyCount": 0}
+    )
+    described = _in_service(sagemaker, fourth)
+    assert described["InferenceComponentStatus"] == "InService", described
+    assert "FailureReason" not in described
+    assert all(0 <= p < 3 for p in _predict(runtime, endpoint, fourth))
+    assert _in_service(sagemaker, first)["RuntimeConfig"]["CurrentCopyCount"] == 0
+    # At zero copies and nothing to scale it out, a request is refused.
+    code, message = _error(lambda: _predict(runtime, endpoint, first))
+    assert code == "ValidationError" and "no copies" in message
+
+    # With a scalable target from 0, the first request scales it out and is answered.
+    autoscaling = server.client("application-autoscaling")
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=f"inference-component/{first}",
+        ScalableDimension="sagemaker:inference-component:DesiredCopyCount",
+        MinCapacity=0,
+        MaxCapacity=1,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            predictions = _predict(runtime, endpoint, first)
+            break
+        except ClientError as error:  # retriable while the copy starts
+            assert error.response["Error"]["Code"] == "ServiceUnavailable", error.response
+            assert time.monotonic() < deadline
+    assert all(100 <= p < 103 for p in predictions)
+    described = _in_service(sagemaker, first)
+    assert described["RuntimeConfig"]["DesiredCopyCount"] == 1
+    assert described["RuntimeConfig"]["CurrentCopyCount"] == 1
+
+    sagemaker.delete_inference_component(InferenceComponentName=third)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _describe(sagemaker, third)
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ValidationException"
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    code, _ = _error(lambda: _predict(runtime, endpoint, third))
+    assert code == "ValidationError"
+
+
+def test_fields_modelhost_does_not_implement_are_refused(server, sagemaker) -> None:
+    [model] = _models(server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    base = {
+        "ModelName": model,
+        "ComputeResourceRequirements": {"MinMemoryRequiredInMb": 256},
+    }
+    for extra, named in (
+        ({"Specification": {**base, "DataCacheConfig": {"EnableCaching": True}}}, "DataCache"),
+        (
+            {"Specification": {**base, "BaseInferenceComponentName": "other"}},
+            "BaseInferenceComponentName",
+        ),
+        ({"Specification": base, "Specifications": [base]}, "Specifications"),
+    ):
+        code, message = _error(
+            lambda extra=extra: sagemaker.create_inference_component(
+                InferenceComponentName=unique("ic"),
+                EndpointName=endpoint,
+                RuntimeConfig={"CopyCount": 1},
+                **extra,
+            )
+        )
+        assert code == "ValidationException" and named in message, message
+    # A copy larger than a whole instance can never be placed.
+    code, message = _error(
+        lambda: sagemaker.create_inference_component(
+            InferenceComponentName=unique("ic"),
+            EndpointName=endpoint,
+            Specification={
+                "ModelName": model,
+                "ComputeResourceRequirements": {
+                    "NumberOfCpuCoresRequired": 4,
+                    "MinMemoryRequiredInMb": 256,
+                },
+            },
+            RuntimeConfig={"CopyCount": 1},
+        )
+    )
+    assert code == "ValidationException" and "ml.m5.large" in message
+    # ManagedInstanceScaling is refused by name rather than stored and ignored.
+    code, message = _error(
+        lambda: sagemaker.create_endpoint_config(
+            EndpointConfigName=unique("iccfg"),
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                    "ManagedInstanceScaling": {"Status": "ENABLED", "MaxInstanceCount": 2},
+                }
+            ],
+        )
+    )
+    assert code == "ValidationException" and "ManagedInstanceScaling" in message
+    # A variant with a model cannot host components.
+    name = unique("icm")
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    code, message = _error(
+        lambda: sagemaker.create_inference_component(
+            InferenceComponentName=unique("ic"),
+            EndpointName=name,
+            Specification=base,
+            RuntimeConfig={"CopyCount": 1},
+        )
+    )
+    assert code == "ValidationException" and "ModelName" in message
+
+
+def _copies(sagemaker, name: str) -> tuple[str, int, int]:
+    runtime = (described := _describe(sagemaker, name))["RuntimeConfig"]
+    return (
+        described["InferenceComponentStatus"],
+        runtime["CurrentCopyCount"],
+        runtime["DesiredCopyCount"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "clients", "named"),
+    [
+        ("SageMakerInferenceComponentInvocationsPerCopy", 30.0, 1, "InvocationsPerCopy"),
+        (
+            "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution",
+            0.1,
+            3,
+            "ConcurrentRequestsPerCopy",
+        ),
+    ],
+)
+def test_target_tracking_follows_load_and_scales_to_zero(
+    fast_server, metric: str, target: float, clients: int, named: str
+) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    autoscaling = fast_server.client("application-autoscaling")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    # Two 1-core copies fill the one ml.m5.large: of the four allowed, two stay pending.
+    name = _component(sagemaker, endpoint, model, 1.0, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    resource = f"inference-component/{name}"
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        MinCapacity=0,
+        MaxCapacity=4,
+    )
+    autoscaling.put_scaling_policy(
+        PolicyName="per-copy",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": target,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": metric},
+            "ScaleOutCooldown": 1,
+            "ScaleInCooldown": 1,
+        },
+    )
+
+    load = Load(
+        runtime,
+        endpoint,
+        clients=clients,
+        body=json.dumps(iris_rows(2)),
+        content_type="application/json",
+        pause_s=0.02,
+        extra={"InferenceComponentName": name},
+    )
+    try:
+        wait_until(lambda: _copies(sagemaker, name)[2] > 2, 120, "the copy count to pass 2")
+        wait_until(lambda: _copies(sagemaker, name)[1] == 2, 120, "a second copy to serve")
+        wait_until(
+            lambda: "pending" in _describe(sagemaker, name).get("FailureReason", ""),
+            60,
+            "the copies with no room to be pending",
+        )
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert load.answered > 0
+
+    # No traffic: down to the minimum, no copy at all, though two copies never fit.
+    wait_until(lambda: _copies(sagemaker, name) == ("InService", 0, 0), 120, "a scale-in to 0")
+    activities = autoscaling.describe_scaling_activities(
+        ServiceNamespace="sagemaker", ResourceId=resource
+    )["ScalingActivities"]
+    assert all(a["ScalableDimension"] == COMPONENT_DIMENSION for a in activities)
+    causes = [a["Cause"] for a in activities]
+    assert any(named in c and f"above its target {target:g}" in c for c in causes), causes
+    assert f"below its target {target:g}" in causes[0]  # newest first: the scale-in to 0
+    assert activities[0]["Description"] == "Setting desired copy count to 0."
+    wait_until(
+        lambda: (
+            autoscaling.describe_scaling_activities(
+                ServiceNamespace="sagemaker", ResourceId=resource
+            )["ScalingActivities"][0]["StatusCode"]
+            == "Successful"
+        ),
+        60,
+        "the scale-in activity to finish",
+    )
+
+    # The next request brings a copy back and is answered.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            predictions = _predict(runtime, endpoint, name)
+            break
+        except ClientError as error:  # retriable while the copy starts
+            assert error.response["Error"]["Code"] == "ServiceUnavailable", error.response
+            assert time.monotonic() < deadline
+    assert len(predictions) == 3
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] >= 1
+
+
+def test_scaling_policies_a_component_cannot_have_are_refused(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    autoscaling = fast_server.client("application-autoscaling")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    resource = f"inference-component/{name}"
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=COMPONENT_DIMENSION,
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+    common = {
+        "PolicyName": "p",
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource,
+        "ScalableDimension": COMPONENT_DIMENSION,
+    }
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            **common,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 10.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+            },
+        )
+    )
+    assert code == "ValidationException"
+    assert "SageMakerInferenceComponentInvocationsPerCopy" in message, message
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            **common,
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity",
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+            },
+        )
+    )
+    assert code == "ValidationException" and "StepScaling" in message, message
+    # A variant's target cannot track a component's per-copy metric.
+    variant = _endpoint(sagemaker, 1)
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=f"endpoint/{variant}/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=1,
+        MaxCapacity=2,
+    )
+    code, message = _error(
+        lambda: autoscaling.put_scaling_policy(
+            PolicyName="p",
+            ServiceNamespace="sagemaker",
+            ResourceId=f"endpoint/{variant}/variant/AllTraffic",
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 10.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+                },
+            },
+        )
+    )
+    assert code == "ValidationException" and "SageMakerVariant" in message, message
+
+
+def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    cloudwatch = fast_server.client("cloudwatch")
+    [model] = _models(fast_server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    calls = 7
+    for _ in range(calls):
+        assert len(_predict(runtime, endpoint, name)) == 3
+    now = datetime.datetime.now(datetime.UTC)
+
+    def total(metric: str) -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/SageMaker",
+            MetricName=metric,
+            Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+            StartTime=now - datetime.timedelta(minutes=10),
+            EndTime=now + datetime.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        return sum(p["Sum"] for p in points)
+
+    # One copy served them all: as many invocations per copy as invocations.
+    wait_until(lambda: total("Invocations") == calls, 30, "the invocations to be recorded")
+    wait_until(lambda: total("InvocationsPerCopy") == calls, 30, "the per-copy invocations")
+    listed = cloudwatch.list_metrics(
+        Namespace="AWS/SageMaker",
+        Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+    )["Metrics"]
+    assert {"Invocations", "InvocationsPerCopy", "ConcurrentRequestsPerCopy"} <= {
+        m["MetricName"] for m in listed
+    }
+
+
+def test_response_stream_from_a_component(fast_server) -> None:
+    sagemaker = fast_server.client("sagemaker")
+    runtime = fast_server.client("sagemaker-runtime")
+    model = unique("ictok")
+    sagemaker.create_model(
+        ModelName=model,
+        PrimaryContainer={
+            "Image": "modelhost/python",
+            "ModelDataUrl": put_token_model(fast_server.data_dir),
+        },
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    tokens = ["Once", " upon", " a", " time"]
+    response = runtime.invoke_endpoint_with_response_stream(
+        EndpointName=endpoint,
+        InferenceComponentName=name,
+        ContentType="application/json",
+        Body=json.dumps({"tokens": tokens}),
+    )
+    assert [e["PayloadPart"]["Bytes"].decode() for e in response["Body"]] == tokens
+    code, message = _error(
+        lambda: runtime.invoke_endpoint_with_response_stream(
+            EndpointName=endpoint,
+            InferenceComponentName="no-such-component",
+            ContentType="application/json",
+            Body=b"{}",
+        )
+    )
+    assert code == "ValidationError" and "no-such-component" in message
