@@ -178,15 +178,21 @@ def test_type_bigger_than_the_host_gets_the_host(cg_server, sm) -> None:
 
 
 def test_cpu_burner_is_throttled_to_its_quota(cg_server, sm, rt) -> None:
-    """Two seconds of CPU on half a core: the kernel throttles the group."""
+    """Seconds of CPU on half a core: the kernel throttles the group. A burner only meets
+    its quota when it gets more than half a core, which a machine busy with other work may
+    not give it for one burn; so it burns again, up to a deadline, until the group has
+    been throttled."""
     name, pid = _deploy(cg_server, sm, "burn", "ml.c5.large")
     group = _group(pid, "cpu")
     before = _stat(group)
-    body = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"2")
-    assert body["Body"].read() == b"burnt"
-    after = _stat(group)
+    key = "throttled_usec" if "throttled_usec" in before else "throttled_time"
+    deadline = time.monotonic() + 120
+    after = before
+    while after["nr_throttled"] == before["nr_throttled"] and time.monotonic() < deadline:
+        body = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=b"2")
+        assert body["Body"].read() == b"burnt"
+        after = _stat(group)
     assert after["nr_throttled"] > before["nr_throttled"]
-    key = "throttled_usec" if "throttled_usec" in after else "throttled_time"
     assert after[key] > before[key]
     _delete(sm, name)
 

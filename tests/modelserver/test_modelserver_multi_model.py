@@ -33,8 +33,10 @@ def server(tmp_path: Path):
 
 
 def _load(server: ModelServerProcess, name: str, url: Path) -> int:
+    """POST /models; the first load imports sklearn, seconds on a busy machine."""
     body = json.dumps({"model_name": name, "url": str(url)})
-    return server.request("POST", "/models", body, {"Content-Type": "application/json"}).status
+    headers = {"Content-Type": "application/json"}
+    return server.request("POST", "/models", body, headers, timeout=120).status
 
 
 def test_models_load_list_invoke_unload(server) -> None:
