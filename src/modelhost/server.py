@@ -1,7 +1,9 @@
 """The modelhost server: control plane, runtime, metrics and health on one port.
 
-A plain ASGI callable rather than a framework router: the runtime path is the hot path
-of every prediction and a handful of prefix checks is all the routing it needs.
+A plain ASGI callable rather than a framework router: a handful of prefix checks is all
+the routing it needs. InvokeEndpoint, the hot path of every prediction, normally skips
+ASGI altogether: modelhost.runtime.protocol answers it through `invocation_reply`, and
+only the requests it leaves to the app (escaped paths, oversized headers) reach `_invoke`.
 """
 
 from __future__ import annotations
