@@ -585,8 +585,9 @@ def profile(bench: Bench, connections: int, duration_s: float, out_dir: Path) ->
         "",
         "py-spy charges native and kernel time to the nearest Python frame: the self "
         "time of `Runner.run` is uvloop's C loop (epoll, socket reads, callbacks), and "
-        "that of `RequestResponseCycle.send` or `StreamWriter._writelines` is mostly the "
-        "write() syscall. Sampling slows the process a little; compare shares, not "
+        "that of the frames that write (the server's `_Invocation._reply` to the client "
+        "and `_Connection.exchange` to the instance, the instance's `HttpProtocol.write`) "
+        "is mostly the write() syscall. Sampling slows the process a little; compare shares, not "
         "req/s.",
         "",
     ]
