@@ -96,8 +96,9 @@ class InvocationProtocol(IdleClosingProtocol):
             super().on_headers_complete()
             return
         name, raw_path, query = target
-        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        cycle = _Invocation(self, name, raw_path, query, keep_alive)
+        version = self.parser.get_http_version()
+        keep_alive = version != "1.0" and self.parser.should_keep_alive()
+        cycle = _Invocation(self, name, raw_path, query, version, keep_alive)
         existing = self.cycle
         self.cycle = cycle  # type: ignore[assignment]  # it has what uvicorn reads of one
         if existing is None or existing.response_complete:
@@ -167,6 +168,7 @@ class _Invocation:
         "_complete",
         "_expect_continue",
         "_headers",
+        "_http_version",
         "_name",
         "_protocol",
         "_query",
@@ -186,9 +188,11 @@ class _Invocation:
         name: str,
         raw_path: bytes,
         query: bytes,
+        http_version: str,
         keep_alive: bool,
     ) -> None:
         self._protocol = protocol
+        self._http_version = http_version
         self._name = name
         self._raw_path = raw_path
         self._query = query
@@ -327,10 +331,14 @@ class _Invocation:
         self.response_complete = True
         self._cancel_timer()
         if protocol.access_log:
+            # uvicorn's access line, with the arguments its AccessFormatter expects
+            path = self._raw_path + (b"?" + self._query if self._query else b"")
             protocol.access_logger.info(
-                '%s - "POST %s HTTP/1.1" %d',
+                '%s - "%s %s HTTP/%s" %d',
                 "{}:{}".format(*protocol.client) if protocol.client else "-",
-                self._raw_path.decode("ascii"),
+                "POST",
+                path.decode("latin-1"),
+                self._http_version,
                 status,
             )
         if not self.keep_alive:
