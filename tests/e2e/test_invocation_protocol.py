@@ -206,3 +206,20 @@ def test_client_gone_mid_body_does_not_hold_up_others(
             sock.sendall(_invocation(endpoint, expected["three-body"]))
             status, _, body = _answer(reader)
             assert (status, body) == (200, expected["three"])
+
+
+def test_s3_signed_request_to_the_path_is_s3s(
+    connection: tuple[socket.socket, BinaryIO],
+) -> None:
+    """A request signed for S3 is the S3 API's (a bucket named `endpoints`) even on the
+    invocations path: the protocol leaves it to the app, which routes it to S3."""
+    sock, reader = connection
+    sock.sendall(
+        b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request,"
+        b" SignedHeaders=host, Signature=0\r\n\r\n"
+    )
+    _, headers, body = _answer(reader)
+    assert "x-amzn-errortype" not in headers
+    assert headers["content-type"].startswith("text/xml")
+    assert b"<Error>" in body
