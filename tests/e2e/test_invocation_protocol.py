@@ -160,6 +160,25 @@ def test_oversize_body_is_refused_and_the_connection_serves_on(
     assert (status, answer) == (200, expected["one"])
 
 
+def test_far_oversize_body_is_refused_before_it_ends(
+    connection: tuple[socket.socket, BinaryIO], endpoint: str
+) -> None:
+    """Past the limit plus what is drained (8 MB), the refusal comes while the body is
+    still arriving: a client streaming gigabytes is not read to its end first."""
+    sock, reader = connection
+    sock.sendall(
+        b"POST /endpoints/" + endpoint.encode() + b"/invocations HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(_SIX_MB // len(chunk) + 9):  # 15 MB, and the body never ends
+        sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+    status, headers, body = _answer(reader)
+    assert status == 413
+    assert headers["x-amzn-errortype"] == "ValidationError"
+    assert "6 MB" in json.loads(body)["message"]
+
+
 def test_declared_oversize_body_is_refused_before_it_is_sent(
     connection: tuple[socket.socket, BinaryIO], endpoint: str
 ) -> None:

@@ -202,7 +202,7 @@ class _Invocation:
         self._size = 0
         self._complete = False
         # Decided before the body is whole: too large, or it stopped arriving.
-        self._refusal: SageMakerError | None = None
+        self._refusal: Reply | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.keep_alive = keep_alive
         self.disconnected = False
@@ -225,7 +225,7 @@ class _Invocation:
             return
         self._body = []
         if self._size > limit + DRAIN_BYTES:  # far over: refused without reading on
-            self._refuse(None)
+            self._refuse(self._protocol.runtime.too_large_reply())
 
     def finish(self) -> None:
         self._complete = True
@@ -247,12 +247,14 @@ class _Invocation:
         self._timer = None
         timeout_s = self._protocol.runtime.body_timeout_s
         self._refuse(
-            RequestTimeout(f"No part of the request body arrived for {timeout_s:g} seconds.")
+            self._protocol.runtime.error_reply(
+                RequestTimeout(f"No part of the request body arrived for {timeout_s:g} seconds.")
+            )
         )
 
-    def _refuse(self, error: SageMakerError | None) -> None:
-        """Answer with `error` (None: the body is too large) without the rest of the body."""
-        self._refusal = error
+    def _refuse(self, refusal: Reply) -> None:
+        """Answer with `refusal` without waiting for the rest of the body."""
+        self._refusal = refusal
         self._body = []
         self._cancel_timer()
         self.message_event.set()
@@ -286,7 +288,7 @@ class _Invocation:
             if self.disconnected:
                 return
             if self._refusal is not None:
-                self._reply(*runtime.error_reply(self._refusal))
+                self._reply(*self._refusal)
             elif self._size > runtime.max_payload_bytes:
                 self._reply(*runtime.too_large_reply())
             else:
