@@ -15,8 +15,8 @@ from typing import BinaryIO
 import pytest
 
 from tests.support.endpoints import deploy
-from tests.support.models import iris_rows
-from tests.support.server import ServerProcess
+from tests.support.models import iris_rows, put_model
+from tests.support.server import ServerProcess, running_server
 
 _TIMEOUT_S = 30
 _SIX_MB = 6 * 1024 * 1024
@@ -242,3 +242,42 @@ def test_s3_signed_request_to_the_path_is_s3s(
     assert "x-amzn-errortype" not in headers
     assert headers["content-type"].startswith("text/xml")
     assert b"<Error>" in body
+
+
+_SLEEPING_CODE = b"""
+import json, time
+def model_fn(model_dir):
+    return None
+def transform_fn(model, body, content_type, accept):
+    time.sleep(json.loads(body)["sleep"])
+    return body, "application/json"
+"""
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server with a 1 s body timeout, and an endpoint whose model sleeps as asked."""
+    with running_server(
+        tmp_path_factory.mktemp("impatient") / "data", env={"MODELHOST_BODY_TIMEOUT": "1"}
+    ) as server:
+        url = put_model(server.data_dir, "sleeping", {"code/inference.py": _SLEEPING_CODE})
+        yield server, deploy(server.client("sagemaker"), url, image="modelhost/python")
+
+
+def test_pipelined_body_is_not_timed_out_while_it_waits_its_turn(
+    impatient: tuple[ServerProcess, str],
+) -> None:
+    """A pipelined request is not read while the one ahead runs (one request read
+    ahead), so its body timeout starts with its turn, not while it waits."""
+    server, endpoint = impatient
+    slow = _invocation(endpoint, b'{"sleep": 2.5}')
+    waiting = _invocation(endpoint, b'{"sleep": 0}')
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=_TIMEOUT_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with sock, sock.makefile("rb") as reader:
+        sock.sendall(slow + waiting[:-4])  # the second one's body unfinished
+        time.sleep(0.3)
+        sock.sendall(waiting[-4:])
+        first, second = _answer(reader), _answer(reader)
+    assert first[0] == 200 and json.loads(first[2]) == {"sleep": 2.5}
+    assert second[0] == 200 and json.loads(second[2]) == {"sleep": 0}

@@ -175,6 +175,7 @@ class _Invocation:
         "_raw_path",
         "_refusal",
         "_size",
+        "_started",
         "_timer",
         "disconnected",
         "keep_alive",
@@ -204,6 +205,7 @@ class _Invocation:
         # Decided before the body is whole: too large, or it stopped arriving.
         self._refusal: Reply | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._started = False  # its turn came (a pipelined request waits for the one before)
         self.keep_alive = keep_alive
         self.disconnected = False
         self.response_complete = False
@@ -233,7 +235,11 @@ class _Invocation:
         self.message_event.set()
 
     def wait_for_more(self) -> None:
-        """The body is not whole yet: it has the body timeout from now to go on."""
+        """The body is not whole yet: once the request's turn has come, it has the body
+        timeout from now to go on (before that, reading is paused behind the request
+        ahead, as uvicorn does, and a stall is not the client's)."""
+        if not self._started:
+            return
         self._cancel_timer()
         self._timer = self._protocol.loop.call_later(
             self._protocol.runtime.body_timeout_s, self._timed_out
@@ -268,6 +274,7 @@ class _Invocation:
 
     async def run_asgi(self, _app: Any) -> None:
         started = time.perf_counter()
+        self._started = True
         runtime = self._protocol.runtime
         headers = dict(self._headers)
         try:
@@ -282,6 +289,7 @@ class _Invocation:
             if not self._complete and self._refusal is None:
                 if self._expect_continue and not self._protocol.transport.is_closing():
                     self._protocol.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wait_for_more()
                 while self.reading and self._refusal is None:
                     self.message_event.clear()
                     await self.message_event.wait()
