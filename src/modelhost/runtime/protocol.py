@@ -1,9 +1,9 @@
 """InvokeEndpoint straight off the server's listening socket, without ASGI.
 
 `POST /endpoints/{name}/invocations` is the hot path of every prediction. Through ASGI
-each one costs a scope, `receive` and `send` message dicts, per-header checks and two
-writes (status line and headers, then the body): on a 2-core machine that is a good part
-of what the router hop costs next to a hand-written server. This protocol is uvicorn's
+each one costs the app's dispatch, `receive` and `send` message dicts, per-header checks
+and two writes (status line and headers, then the body): on a 2-core machine that is a
+good part of what the router hop costs next to a hand-written server. This protocol is uvicorn's
 own (httptools) with one change: a request to that path, once its headers are in, is
 answered by :class:`_Invocation`, which collects the body as httptools hands it over and
 writes the answer in one `write`. Everything else (the control plane, S3, streaming,
