@@ -547,9 +547,10 @@ def profile(bench: Bench, connections: int, duration_s: float, out_dir: Path) ->
     Sampling (not instrumentation) keeps the hot path unchanged; `--nonblocking` avoids
     pausing the target at every sample, at some cost in stack accuracy.
     """
-    py_spy = shutil.which("py-spy")
+    # on PATH, or beside this interpreter (the dev extra installs it into the venv)
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
-        return "py-spy not found (`pip install py-spy`); no profile taken.\n"
+        return "py-spy not found (`pip install -e '.[dev]'`); no profile taken.\n"
     outputs = {"server": bench.server.pid, "instance": bench.instance_pids[ROUTED]}
     spies = {}
     for name, pid in outputs.items():
@@ -585,8 +586,9 @@ def profile(bench: Bench, connections: int, duration_s: float, out_dir: Path) ->
         "",
         "py-spy charges native and kernel time to the nearest Python frame: the self "
         "time of `Runner.run` is uvloop's C loop (epoll, socket reads, callbacks), and "
-        "that of `RequestResponseCycle.send` or `StreamWriter._writelines` is mostly the "
-        "write() syscall. Sampling slows the process a little; compare shares, not "
+        "that of the frames that write (the server's `_Invocation._reply` to the client "
+        "and `_Connection.exchange` to the instance, the instance's `HttpProtocol.write`) "
+        "is mostly the write() syscall. Sampling slows the process a little; compare shares, not "
         "req/s.",
         "",
     ]

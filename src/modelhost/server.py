@@ -1,7 +1,9 @@
 """The modelhost server: control plane, runtime, metrics and health on one port.
 
-A plain ASGI callable rather than a framework router: the runtime path is the hot path
-of every prediction and a handful of prefix checks is all the routing it needs.
+A plain ASGI callable rather than a framework router: a handful of prefix checks is all
+the routing it needs. InvokeEndpoint, the hot path of every prediction, normally skips
+ASGI altogether: modelhost.runtime.protocol answers it through `invocation_reply`, and
+only the requests it leaves to the app (escaped paths, oversized headers) reach `_invoke`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from modelhost.instances import open_backend
 from modelhost.queue import STATES, JobQueue, LoopQueue, open_queue
 from modelhost.router import Router
 from modelhost.runtime import (
+    DRAIN_BYTES,
     AsyncAccepter,
     Notifier,
     RealtimeInvoker,
@@ -74,8 +77,6 @@ _ASYNC_REQUESTS = "/async-requests"
 # modelhost's own: every traffic step of a recommendation job, for latency charts
 _CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
-# How much more of a refused body is read (and dropped) before the refusal is sent.
-_DRAIN_BYTES = 8 * 1024 * 1024
 # How long an S3 request waits for a (re)starting rclone before a retriable 503.
 _S3_START_WAIT_S = 10.0
 
@@ -443,30 +444,18 @@ class ModelhostApp:
     async def _invoke(
         self, scope: Scope, receive: Any, send: Any, name: str, stream: bool = False
     ) -> None:
-        """InvokeEndpoint, or with `stream` InvokeEndpointWithResponseStream: the same
-        request, answered as an event stream of the model's parts."""
+        """InvokeEndpointWithResponseStream (with `stream`: the same request, answered as
+        an event stream of the model's parts), or an InvokeEndpoint that
+        modelhost.runtime.protocol left to ASGI."""
         started = time.perf_counter()
         headers = dict(scope["headers"])
         try:
             self.invoker.check_declared_length(headers)
-            if auth.is_internal(headers, self.settings.internal_token):
-                body = await self._read_body(receive, self.settings.max_payload_bytes)
-                if body is None:
-                    raise self.invoker.too_large()
-            else:
-                body = await self._authenticate(
-                    scope,
-                    receive,
-                    self.settings.max_payload_bytes,
-                    lambda _: access.endpoint(
-                        "sagemaker:InvokeEndpointWithResponseStream"
-                        if stream
-                        else "sagemaker:InvokeEndpoint",
-                        name,
-                        self.arns,
-                    ),
-                    self.invoker.too_large,
-                )
+            body = await self._read_body(receive, self.settings.max_payload_bytes)
+            if body is None:
+                raise self.invoker.too_large()
+            raw_path = scope.get("raw_path") or scope["path"].encode()
+            self._authorize_invocation(name, raw_path, scope["query_string"], headers, body, stream)
             if stream:
                 await stream_invocation(self.invoker, name, body, headers, started, receive, send)
                 return
@@ -475,6 +464,72 @@ class ModelhostApp:
             await _respond_error(send, error)
             return
         await _respond(send, 200, answer.body, response_headers(answer))
+
+    # --- InvokeEndpoint for modelhost.runtime.protocol (its InvocationApp)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.settings.max_payload_bytes
+
+    @property
+    def body_timeout_s(self) -> float:
+        return self.settings.body_timeout_s
+
+    def takes_invocation(self, headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
+        """Whether `__call__` would route this InvokeEndpoint request to `_invoke`: an
+        S3-signed one without X-Amz-Target goes to the S3 API."""
+        signed_for = s3api.signed_service({"headers": headers, "query_string": query})
+        return (
+            signed_for != "s3"
+            or self.s3_proxy is None
+            or any(name == b"x-amz-target" for name, _ in headers)
+        )
+
+    async def invocation_reply(
+        self,
+        name: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        started: float,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """InvokeEndpoint's answer to a request read whole: status, headers (without
+        Content-Length) and body."""
+        try:
+            self._authorize_invocation(name, raw_path, query, headers, body, False)
+            answer = await self.invoker.invoke(name, body, headers, started)
+        except SageMakerError as error:
+            return self.error_reply(error)
+        return 200, response_headers(answer), answer.body
+
+    def too_large_reply(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return self.error_reply(self.invoker.too_large())
+
+    def error_reply(self, error: SageMakerError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return _error_reply(error)
+
+    def _authorize_invocation(
+        self,
+        name: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        stream: bool,
+    ) -> None:
+        """With access keys configured, unless it carries the server's own token: that
+        one of them signed this invocation, body included, and that its policy allows
+        it."""
+        if not self.settings.access_keys or auth.is_internal(headers, self.settings.internal_token):
+            return
+        key = self._check_signature(
+            "POST", raw_path, query, headers, hashlib.sha256(body).hexdigest(), access.SAGEMAKER
+        )
+        if self.settings.policies is not None:
+            action = "InvokeEndpointWithResponseStream" if stream else "InvokeEndpoint"
+            asked = access.endpoint(f"sagemaker:{action}", name, self.arns)
+            self.settings.policies.authorize(key, asked.action, asked.resources)
 
     async def _invoke_async(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
         """InvokeEndpointAsync: 202 with where the result will appear."""
@@ -554,15 +609,27 @@ class ModelhostApp:
     def _signer(self, scope: Scope, digest: Any, service: str) -> str:
         """The access key whose SigV4 signature of this request (its body hashed into
         `digest` as it arrived) checks out for `service`; auth.verify raises otherwise."""
+        return self._check_signature(
+            scope["method"],
+            scope.get("raw_path") or scope["path"].encode(),
+            scope["query_string"],
+            dict(scope["headers"]),
+            digest.hexdigest(),
+            service,
+        )
+
+    def _check_signature(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        payload_sha256: str,
+        service: str,
+    ) -> str:
         return auth.verify(
             self.settings.access_keys,
-            auth.SignedRequest(
-                scope["method"],
-                scope.get("raw_path") or scope["path"].encode(),
-                scope["query_string"],
-                dict(scope["headers"]),
-                digest.hexdigest(),
-            ),
+            auth.SignedRequest(method, raw_path, query, headers, payload_sha256),
             service,
             self.settings.region,
         )
@@ -596,6 +663,13 @@ def _decoded(body: bytes, cbor: bool) -> Any:
 
 
 async def _respond_error(send: Any, error: SageMakerError, status: int | None = None) -> None:
+    status, headers, body = _error_reply(error, status)
+    await _respond(send, status, body, headers)
+
+
+def _error_reply(
+    error: SageMakerError, status: int | None = None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """An error as both AWS protocols carry it: code in the body and in x-amzn-ErrorType."""
     headers = [
         (b"content-type", b"application/json"),
@@ -604,7 +678,7 @@ async def _respond_error(send: Any, error: SageMakerError, status: int | None = 
     ]
     if isinstance(error, RequestTimeout):  # the rest of that body is not worth waiting for
         headers.append((b"connection", b"close"))
-    await _respond(send, status or error.status, orjson.dumps(error.body()), headers)
+    return status or error.status, headers, orjson.dumps(error.body())
 
 
 async def _refuse_large_headers(send: Any, path: str) -> None:
@@ -655,13 +729,13 @@ async def _read_body(
 
 
 async def _drain(message: Any, receive: Any, deadline: asyncio.Timeout, timeout_s: float) -> None:
-    """Read and drop what is left of a refused body, up to `_DRAIN_BYTES`. A connection
+    """Read and drop what is left of a refused body, up to `DRAIN_BYTES`. A connection
     closed while the client is still sending is reset, and a reset can discard the answer
     before the client reads it: so the client finishes sending a slightly oversized body
     and sees its 413, while one far over the limit is still cut off early."""
     loop = asyncio.get_running_loop()
     drained = 0
-    while message.get("more_body", False) and drained < _DRAIN_BYTES:
+    while message.get("more_body", False) and drained < DRAIN_BYTES:
         deadline.reschedule(loop.time() + timeout_s)
         message = await receive()
         drained += len(message.get("body", b""))

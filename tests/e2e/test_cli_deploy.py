@@ -6,6 +6,7 @@ and the CLI): a user-given S3 endpoint wins over the server's own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.support.aws import isolated_environ
 from tests.support.cli import run_cli
@@ -245,14 +247,19 @@ def test_server_prints_its_url_and_an_access_log(tmp_path) -> None:
     server = _AccessLogged(tmp_path / "data").start()
     try:
         server.client("sagemaker").list_models()
+        # InvokeEndpoint is answered off ASGI (modelhost.runtime.protocol): logged alike
+        with contextlib.suppress(ClientError):
+            server.client("sagemaker-runtime").invoke_endpoint(EndpointName="none", Body=b"1")
         deadline = time.monotonic() + 10
-        while "POST / HTTP" not in server.log() and time.monotonic() < deadline:
+        while "invocations HTTP" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.1)
         log = server.log()
     finally:
         server.stop()
     assert f"modelhost listening on http://127.0.0.1:{server.port}" in log
     assert "POST / HTTP/1.1" in log and " 200" in log
+    assert '"POST /endpoints/none/invocations HTTP/1.1" 400' in log
+    assert "Logging error" not in log
     quiet = ServerProcess(tmp_path / "quiet").start()
     try:
         quiet.client("sagemaker").list_models()

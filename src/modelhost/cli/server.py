@@ -99,7 +99,7 @@ def server(
     import uvicorn
 
     from modelhost.config import Settings
-    from modelhost.connections import IdleClosingProtocol
+    from modelhost.runtime import protocol_for
     from modelhost.server import ModelhostApp
     from modelhost.storage import DataDirBusy, StoreDamaged, StoreUnreachable
 
@@ -133,7 +133,8 @@ def server(
         host=host,
         port=port,
         loop="uvloop",
-        http=IdleClosingProtocol,
+        # InvokeEndpoint answered without ASGI; the rest through the app.
+        http=protocol_for(app),
         lifespan="on",
         access_log=access_log,
         log_level="warning",

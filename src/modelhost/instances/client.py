@@ -68,8 +68,9 @@ class Response:
     body: bytes
 
     def header(self, name: bytes) -> bytes | None:
+        """The value of header `name` (lowercase, as `headers` holds them)."""
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
 
@@ -118,7 +119,8 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # Lowercased once here rather than at every lookup of an answer's headers.
+        self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self.streaming = self.sink is not None and self.parser.get_status_code() < 300

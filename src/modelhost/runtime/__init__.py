@@ -7,15 +7,19 @@ from modelhost.runtime.invoke import (
     response_headers,
 )
 from modelhost.runtime.notifications import Notifier, notification
+from modelhost.runtime.protocol import DRAIN_BYTES, InvocationProtocol, protocol_for
 from modelhost.runtime.response_stream import stream_invocation
 
 __all__ = [
+    "DRAIN_BYTES",
     "AsyncAccepter",
+    "InvocationProtocol",
     "Notifier",
     "PayloadTooLarge",
     "RealtimeInvoker",
     "notification",
     "object_io",
+    "protocol_for",
     "response_headers",
     "stream_invocation",
 ]
