@@ -40,6 +40,7 @@ from modelhost.errors import (
     InvocationValidationError,
     RequestTimeout,
     RequestTooLarge,
+    ResourceNotFound,
     SageMakerError,
     UnknownOperation,
     ValidationError,
@@ -168,7 +169,27 @@ class ModelhostApp:
             self.async_controller.notify,
         )
         self.arns = access.Arns(settings.region, settings.account_id)
-        self.console = console.Console(settings, self.context, self.arns, self._read_body)
+        self.console = console.Console(
+            settings,
+            self.context,
+            self.arns,
+            self._read_body,
+            {
+                "Modelhost.ListAsyncRequests": console.Read(
+                    "EndpointName",
+                    lambda name: access.endpoint("modelhost:ListAsyncRequests", name, self.arns),
+                    lambda name: self.async_requests(name, ["queued", "running", "failed"]),
+                ),
+                "Modelhost.GetLoadCurves": console.Read(
+                    "JobName",
+                    lambda job: access.Access(
+                        "modelhost:GetLoadCurves",
+                        [self.arns.sagemaker("inference-recommendations-job", job)],
+                    ),
+                    self._load_curves,
+                ),
+            },
+        )
         # The embedded buckets' S3 API, on this port, while no other S3 is configured.
         self.s3: s3api.RcloneS3 | None = None
         self.s3_proxy: s3api.S3Proxy | None = None
@@ -564,17 +585,31 @@ class ModelhostApp:
                 lambda _: access.endpoint("modelhost:ListAsyncRequests", name, self.arns),
             )
             query = parse_qs(scope["query_string"].decode("latin-1"))
-            states = query.get("state", ["queued", "running", "failed"])
-            if any(state not in STATES for state in states):
-                raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
-            record = await LoopStore(self.store).get("endpoint", name)
-            answer = await self.queue.call(_async_requests, self.queue.queue, name, states)
-            if record is None and not answer["Counts"]["queued"] + answer["Counts"]["running"]:
-                raise InvocationValidationError(f"Endpoint {name} not found.")
+            answer = await self.async_requests(
+                name, query.get("state", ["queued", "running", "failed"])
+            )
         except SageMakerError as error:
             await _respond_error(send, error)
             return
         await _respond(send, 200, orjson.dumps(answer), [(b"content-type", b"application/json")])
+
+    async def async_requests(self, name: str, states: list[str]) -> dict[str, Any]:
+        """An endpoint's asynchronous requests in `states`, with the counts of each state
+        (the answer of `/endpoints/{name}/async-requests` and of the console's)."""
+        if any(state not in STATES for state in states):
+            raise InvocationValidationError(f"state must be one of {', '.join(STATES)}.")
+        record = await LoopStore(self.store).get("endpoint", name)
+        answer = await self.queue.call(_async_requests, self.queue.queue, name, states)
+        if record is None and not answer["Counts"]["queued"] + answer["Counts"]["running"]:
+            raise InvocationValidationError(f"Endpoint {name} not found.")
+        return answer
+
+    async def _load_curves(self, job: str) -> dict[str, Any]:
+        """Every traffic step of a recommendation job's candidates (for the console)."""
+        curves = await self.recommender.load_curves(job)
+        if curves is None:
+            raise ResourceNotFound(f"Could not find inference recommendations job '{job}'.")
+        return curves
 
     async def _read_body(self, receive: Any, limit: int, digest: Any = None) -> bytes | None:
         return await _read_body(receive, limit, self.settings.body_timeout_s, digest)

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,6 +338,25 @@ def test_an_asynchronous_endpoint_charts_its_backlog(
         timeout_s=30,
         what="backlog values",
     )
+    # A request the model cannot read fails: the page lists it with its error, and the
+    # counts are the server's own.
+    bad = f"s3://async-inputs/{name}/bad.csv"
+    _put(console_server, bad, b"not,numbers,at,all\n")
+    failed = runtime.invoke_endpoint_async(
+        EndpointName=name, InputLocation=bad, ContentType="text/csv"
+    )
+    wait_for_object(console_server.data_dir, failed["FailureLocation"])
+    row = page.tab.locator("#async-requests tbody tr", has_text=failed["InferenceId"])
+    wait_until(lambda: row.count() == 1, timeout_s=30, what="the failed request's row")
+    assert row.locator(".status").text_content() == "failed"
+    assert (row.locator(".error").text_content() or "").strip()
+    with urllib.request.urlopen(f"{console_server.url}/endpoints/{name}/async-requests") as got:
+        counts = json.loads(got.read())["Counts"]
+    assert counts["failed"] == 1
+    assert page.tab.locator("#async-counts").text_content() == (
+        f"{counts['queued']} queued · {counts['running']} running · "
+        f"{counts['failed']} failed · {counts['succeeded']} succeeded"
+    )
     page.screenshot("async")
 
 
@@ -509,6 +529,16 @@ def test_recommendation_jobs_and_their_candidates(
     assert cells.nth(0).text_content() == "ml.c5.large"
     assert cells.nth(4).text_content() == str(recommendation["Metrics"]["MaxInvocations"])
     assert cells.nth(5).text_content() == str(recommendation["Metrics"]["ModelLatency"])
+    # The latency-against-throughput curve: one point per traffic step the job ran.
+    url = f"{console_server.url}/inference-recommendations-jobs/{name}/load-curves"
+    with urllib.request.urlopen(url) as got:
+        curves = json.loads(got.read())
+    steps = sum(len(c["Points"]) for c in curves["Candidates"])
+    assert steps >= 1
+    curve = page.tab.locator('[data-chart="load-curves"]')
+    wait_until(lambda: curve.get_attribute("data-points") == str(steps), timeout_s=30, what="curve")
+    assert curve.get_attribute("data-candidates") == "1"
+    assert _drawn_pixels(page.tab, "load-curves") > 0
     page.screenshot("recommendation")
 
 
@@ -655,6 +685,23 @@ def test_console_calls_run_under_the_session_keys_policy(secured: ServerProcess)
     denied = _request(secured, "POST", "/console/api/SageMaker.ListEndpoints", b"{}", **headers)
     assert denied.status == 400  # as SageMaker answers an IAM denial
     assert denied.getheader("x-amzn-errortype") == "AccessDeniedException"
+    # modelhost's own reading routes go through the same policy, under their own actions.
+    for target, body in (
+        ("Modelhost.ListAsyncRequests", b'{"EndpointName": "any"}'),
+        ("Modelhost.GetLoadCurves", b'{"JobName": "any"}'),
+    ):
+        refused = _request(secured, "POST", f"/console/api/{target}", body, **headers)
+        assert refused.status == 400, target
+        assert refused.getheader("x-amzn-errortype") == "AccessDeniedException", target
+    unknown = _request(
+        secured,
+        "POST",
+        "/console/api/Modelhost.GetLoadCurves",
+        b'{"JobName": "any", "Extra": 1}',
+        **headers,
+    )
+    assert unknown.status == 400
+    assert unknown.getheader("x-amzn-errortype") == "ValidationException"
 
 
 def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:

@@ -5,16 +5,19 @@ The pages are static files shipped in the package (no build step); their script 
 `POST /console/api/<X-Amz-Target>` with the operation's JSON body, which runs the very
 function `POST /` with that target runs (`api.handle`), so the console shows exactly what
 boto3 sees. Only reading operations (Describe*, List*, Get*, Search) pass: the console
-changes nothing. With access keys configured, every route but the sign-in page needs a
-session (see session.py), and each API call is authorized as the session's key under the
-same policies as a signed request.
+changes nothing. Two of modelhost's own reading routes, which SageMaker's API has no
+operation for (an asynchronous endpoint's requests, a recommendation job's load curves),
+are offered the same way under `Modelhost.*` targets (:class:`Read`). With access keys
+configured, every route but the sign-in page needs a session (see session.py), and each
+API call is authorized as the session's key under the same policies as a signed request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -45,6 +48,7 @@ _TYPES = {
     ".LICENSE": b"text/plain; charset=utf-8",
 }
 _ERROR_MARK = b"<!--error-->"
+_JSON = (b"content-type", b"application/json")
 
 Scope = dict[str, Any]
 ReadBody = Callable[[Any, int], Awaitable[bytes | None]]
@@ -55,14 +59,32 @@ class SignInRequired(SageMakerError):
     status = 401
 
 
+@dataclass(frozen=True)
+class Read:
+    """One of the server's own reading routes, offered to the console's script: the JSON
+    body names one resource (`member`), `access` says what a policy must allow, `fetch`
+    gives the answer (or raises a SageMakerError)."""
+
+    member: str
+    access: Callable[[str], access.Access]
+    fetch: Callable[[str], Awaitable[Any]]
+
+
 class Console:
     """The `/console` routes of one server; `read_body(receive, limit)` is the server's
-    body reader (None past `limit`)."""
+    body reader (None past `limit`); `reads` the server's own reading routes by their
+    `Modelhost.*` target."""
 
     def __init__(
-        self, settings: Settings, context: api.Context, arns: access.Arns, read_body: ReadBody
+        self,
+        settings: Settings,
+        context: api.Context,
+        arns: access.Arns,
+        read_body: ReadBody,
+        reads: Mapping[str, Read] | None = None,
     ) -> None:
         self._settings = settings
+        self._reads = dict(reads or {})
         self._context = context
         self._arns = arns
         self._read_body = read_body
@@ -170,6 +192,11 @@ class Console:
                     f"The console only reads: {target} is not a Describe, List, Get or "
                     "Search operation."
                 )
+            read = self._reads.get(target)
+            if read is not None:
+                answer = await self._own_read(read, body, key)
+                await _respond(send, 200, orjson.dumps(answer), [_JSON])
+                return
             policies = self._settings.policies
             if key is not None and policies is not None:
                 try:
@@ -182,7 +209,25 @@ class Console:
             await _error(send, error)
             return
         status, payload = await asyncio.to_thread(api.handle, self._context, target, body)
-        await _respond(send, status, payload, [(b"content-type", b"application/json")])
+        await _respond(send, status, payload, [_JSON])
+
+    async def _own_read(self, read: Read, body: bytes, key: str | None) -> Any:
+        """One of the server's own reading routes, for the resource the body names."""
+        try:
+            params = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError:
+            raise ValidationError("The request body is not JSON.") from None
+        name = params.get(read.member) if isinstance(params, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"{read.member} is required: the name of one resource.")
+        extra = sorted(set(params) - {read.member})
+        if extra:
+            raise ValidationError(f"Unknown parameter(s): {', '.join(extra)}.")
+        policies = self._settings.policies
+        if key is not None and policies is not None:
+            asked = read.access(name)
+            policies.authorize(key, asked.action, asked.resources)
+        return await read.fetch(name)
 
 
 def _static_files() -> dict[str, tuple[bytes, bytes]]:

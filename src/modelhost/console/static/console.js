@@ -13,6 +13,7 @@
   const CW = "GraniteServiceVersion20100801.";
   const AAS = "AnyScaleFrontendService.";
   const LOGS = "Logs_20140328.";
+  const MH = "Modelhost."; // the server's own reading routes (console/app.py's Read)
 
   const main = document.getElementById("main");
   const footer = document.getElementById("status");
@@ -297,6 +298,7 @@
       section("variants", "Variants"),
       section("instances", "Instances"),
       section("events", "Events and autoscaling activities"),
+      h("div", { id: "async-holder" }),
       section("logs", "Log tail"),
       section("config", "Endpoint config"),
     );
@@ -340,8 +342,11 @@
       if (isAsync) queries.push(metric("backlog", "AWS/SageMaker", "ApproximateBacklogSize", { EndpointName: name }, period, "Maximum"));
       queries.push(metric("all_e4", "AWS/SageMaker", "Invocation4XXErrors", { EndpointName: name }, period, "Sum"));
       queries.push(metric("all_e5", "AWS/SageMaker", "Invocation5XXErrors", { EndpointName: name }, period, "Sum"));
-      const data = await metricData(queries, start, now + period);
-      const logTail = await tail(name, streams);
+      const [data, logTail, requests] = await Promise.all([
+        metricData(queries, start, now + period),
+        tail(name, streams),
+        isAsync ? call(MH + "ListAsyncRequests", { EndpointName: name }) : null,
+      ]);
 
       const statusEl = document.getElementById("endpoint-status");
       statusEl.replaceChildren(badge(endpoint.EndpointStatus));
@@ -391,6 +396,16 @@
         ...(endpoint.LastModifiedTime !== endpoint.CreationTime ? [{ at: endpoint.LastModifiedTime, what: "Endpoint last modified (" + endpoint.EndpointStatus + ")", why: endpoint.FailureReason || "", status: "" }] : []),
       ].sort((a, b) => b.at - a.at);
       fill("events", table(["When", "What", "Why", "Status"], events.map((e) => [when(e.at), e.what, e.why, e.status ? badge(e.status) : ""])));
+      const asyncHolder = document.getElementById("async-holder");
+      if (requests) {
+        if (!document.getElementById("async-requests")) asyncHolder.append(section("async-requests", "Asynchronous requests"));
+        const c = requests.Counts;
+        fill(
+          "async-requests",
+          h("p", { id: "async-counts" }, `${c.queued} queued · ${c.running} running · ${c.failed} failed · ${c.succeeded} succeeded`),
+          table(["Inference id", "State", "Received", "Attempts", "Input", "Error"], requests.Requests.slice(0, 200).map((r) => [r.inference_id, badge(r.state), when(r.created), num(r.attempts), r.input_location, h("span", { class: "error" }, r.error || "")]), "No request is queued, running or failed."),
+        );
+      } else asyncHolder.replaceChildren();
       fill("logs", logTail.length ? h("pre", { class: "logs" }, logTail.map((e) => `${new Date(e.timestamp).toISOString()} ${e.stream}  ${e.message}`).join("\n")) : h("p", { class: "muted" }, "No log lines yet."));
       fill("config", config ? [h("p", {}, config.EndpointConfigName), h("pre", {}, JSON.stringify(config, null, 2))] : h("p", { class: "muted" }, "Not found."));
     };
@@ -452,9 +467,10 @@
   }
 
   async function recommendationPage(jobName) {
-    main.replaceChildren(h("p", {}, link("#/recommendations", "← Inference recommendations")), h("h1", {}, jobName, " ", h("span", { id: "job-status" })), section("candidates", "Recommendations"), section("detail", "Job"));
+    main.replaceChildren(h("p", {}, link("#/recommendations", "← Inference recommendations")), h("h1", {}, jobName, " ", h("span", { id: "job-status" })), h("div", { class: "charts", id: "curves" }), section("candidates", "Recommendations"), section("detail", "Job"));
     return async () => {
-      const job = await call(SM + "DescribeInferenceRecommendationsJob", { JobName: jobName });
+      const [job, curves] = await Promise.all([call(SM + "DescribeInferenceRecommendationsJob", { JobName: jobName }), call(MH + "GetLoadCurves", { JobName: jobName })]);
+      loadCurves(document.getElementById("curves"), curves);
       document.getElementById("job-status").replaceChildren(badge(job.Status));
       const rows = (job.InferenceRecommendations || []).map((r) => {
         const m = r.Metrics || {};
@@ -465,6 +481,43 @@
       fill("candidates", table(["Instance type", "Instances ", "Cost per hour ", "Cost per inference ", "Max invocations / min ", "Model latency (ms) "], rows, job.Status === "COMPLETED" ? "No candidate met the job's limits." : "Not finished yet."));
       fill("detail", h("pre", {}, JSON.stringify(job, null, 2)));
     };
+  }
+
+  // Latency against throughput, one line per candidate, a point per traffic step: uPlot
+  // shares one x axis among series, so each candidate has values at its own steps' x only.
+  function loadCurves(holder, curves) {
+    const candidates = curves.Candidates.filter((c) => c.Points.length);
+    const label = (c) => (c.ServerlessConfig ? `serverless ${c.ServerlessConfig.MemorySizeInMB} MB` : String(c.InstanceType));
+    const xs = [...new Set(candidates.flatMap((c) => c.Points.map((p) => p.invocations_per_minute)))].sort((a, b) => a - b);
+    const columns = candidates.map((c) => {
+      const at = new Map(c.Points.map((p) => [p.invocations_per_minute, p.latency_ms]));
+      return xs.map((x) => (at.has(x) ? at.get(x) : null));
+    });
+    const points = columns.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
+    let entry = charts.get("load-curves");
+    if (!entry || !holder.contains(entry.el) || entry.series !== candidates.length) {
+      if (entry) entry.plot.destroy();
+      holder.replaceChildren();
+      const el = h("div", { class: "chart", "data-chart": "load-curves" }, h("h3", {}, `Latency (${curves.Latency ? curves.Latency.label + ", " : ""}ms) against throughput (invocations per minute)` + (curves.Latency ? `; the job's bound: ${curves.Latency.ms} ms` : "")));
+      const plotHolder = h("div", { class: "plot" });
+      el.append(plotHolder);
+      holder.append(el);
+      const plot = new uPlot(
+        {
+          width: Math.max(plotHolder.clientWidth || el.clientWidth - 16, 240),
+          height: 220,
+          scales: { x: { time: false } },
+          series: [{ label: "invocations / min" }, ...candidates.map((c, i) => ({ label: label(c.Candidate), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: true, size: 6, fill: COLORS[i % COLORS.length] } }))],
+          axes: [{}, { size: 56 }],
+        },
+        [xs, ...columns],
+        plotHolder,
+      );
+      entry = { el, plot, state: {}, series: candidates.length };
+      charts.set("load-curves", entry);
+    } else entry.plot.setData([xs, ...columns]);
+    entry.el.setAttribute("data-points", String(points));
+    entry.el.setAttribute("data-candidates", String(candidates.length));
   }
 
   function listPage(title, id, target, key, nameKey, detail) {
