@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelhost.history import (
@@ -25,7 +26,7 @@ T0 = 1_699_999_980  # a multiple of 60
 
 def _quantiles(made: Distribution, quantiles: list[float]) -> list[float]:
     """One period's percentiles, clamped as the query clamps them."""
-    (row,) = percentiles([(0, made.sketch())], 1, quantiles).tolist()
+    (row,) = percentiles(np.zeros(1, np.int64), [made.sketch()], 1, quantiles).tolist()
     return [min(max(v, made.minimum), made.maximum) for v in row]
 
 
@@ -88,9 +89,9 @@ def test_ten_second_points_roll_up_into_minutes(tmp_path: Path) -> None:
 
 def test_percentiles_of_many_periods_in_one_pass() -> None:
     """Periods with no values are NaN; each period ranks its own values only."""
-    rows = [(0, _dist([1.0, 2.0, 3.0]).sketch()), (2, _dist([100.0]).sketch())]
-    rows.append((0, _dist([4.0]).sketch()))
-    table = percentiles(rows, 3, [0.5, 1.0])
+    owners = np.array([0, 2, 0])
+    sketches = [_dist([1.0, 2.0, 3.0]).sketch(), _dist([100.0]).sketch(), _dist([4.0]).sketch()]
+    table = percentiles(owners, sketches, 3, [0.5, 1.0])
     assert table[0].tolist() == pytest.approx([2.0, 4.0], rel=0.02)
     assert all(v != v for v in table[1])  # NaN
     assert table[2].tolist() == pytest.approx([100.0, 100.0], rel=0.02)
@@ -154,8 +155,7 @@ def test_wide_sketches_take_the_sorting_path_and_agree() -> None:
     rng = random.Random(3)
     values = [rng.uniform(-1e9, 1e9) for _ in range(2000)] + [1e-6, -1e-6]
     wide = _dist(values)
-    rows = [(i, wide.sketch()) for i in range(200)]
-    table = percentiles(rows, 200, [0.25, 0.75])
+    table = percentiles(np.arange(200), [wide.sketch()] * 200, 200, [0.25, 0.75])
     ordered = sorted(values)
     assert table[17][0] == pytest.approx(ordered[499], rel=0.03)
     assert table[199][1] == pytest.approx(ordered[1499], rel=0.03)
