@@ -219,3 +219,55 @@ def test_a_century_at_ten_seconds_costs_what_its_data_costs(tmp_path: Path) -> N
     (point,) = points
     assert point.timestamp == T0 and point.values["Sum"] == 6.0
     assert point.values["p50"] == pytest.approx(2.0, rel=0.02)
+
+
+def test_a_day_by_five_minutes_is_its_ten_second_points_merged(tmp_path: Path) -> None:
+    """Period=300 reads the 5-minute rollups: over a day they answer exactly what the
+    10 s points they cover merge to, periods counted from StartTime rounded down."""
+    store = MetricStore(tmp_path / "metrics.db")
+    base = T0 // 3600 * 3600  # on the 5-minute grid
+    rng = random.Random(11)
+    slots = [
+        _dist([rng.lognormvariate(6.7, 0.5) for _ in range(rng.randint(1, 6))]) for _ in range(8640)
+    ]
+    store.write(Point(SERIES, "Microseconds", base + 10 * i + 3, d) for i, d in enumerate(slots))
+    start, end = base + 7, base + 86400  # StartTime off the 5-minute grid
+    wanted = ["SampleCount", "Sum", "Minimum", "Maximum", "Average", "p99", "p50"]
+    _, fine = statistics(store, SERIES, start, end, 10, ["SampleCount", "Sum"])
+    _, coarse = statistics(store, SERIES, start, end, 300, wanted)
+    assert len(fine) == 8640 and len(coarse) == 288
+    assert [p.timestamp for p in coarse] == [base + 300 * i for i in range(288)]
+    for index, point in enumerate(coarse):
+        covered = slots[30 * index : 30 * index + 30]
+        merged = Distribution()
+        for made in covered:
+            merged.merge(made)
+        assert point.values["SampleCount"] == merged.count
+        assert point.values["Sum"] == pytest.approx(merged.total, rel=1e-12)
+        assert (point.values["Minimum"], point.values["Maximum"]) == (
+            merged.minimum,
+            merged.maximum,
+        )
+        assert point.values["Average"] == pytest.approx(merged.total / merged.count, rel=1e-12)
+        assert [point.values["p99"], point.values["p50"]] == _quantiles(merged, [0.99, 0.5])
+        # ... and what the query reads at Period=10 (the 10 s points) adds up to it
+        tens = fine[30 * index : 30 * index + 30]
+        assert {p.timestamp // 300 * 300 for p in tens} == {point.timestamp}
+        assert point.values["SampleCount"] == sum(p.values["SampleCount"] for p in tens)
+        assert point.values["Sum"] == pytest.approx(sum(p.values["Sum"] for p in tens))
+
+
+def test_reads_in_a_snapshot_see_one_version_of_the_file(tmp_path: Path) -> None:
+    """A query's numbers and its sketches come from one version: a write landing between
+    the two reads is not half seen."""
+    store = MetricStore(tmp_path / "metrics.db")
+    store.write([Point(SERIES, "None", T0 + 5, _dist([1.0]))])
+    found = store.find(SERIES)
+    assert found is not None
+    with store.snapshot():
+        before = store.aggregates(found.id, 10, T0, T0 + 60, 10)
+        store.write([Point(SERIES, "None", T0 + 15, _dist([2.0]))])
+        owners, sketches = store.sketches(found.id, 10, T0, T0 + 60, 10)
+        assert before.starts.tolist() == [T0] and owners.tolist() == [0] and len(sketches) == 1
+    owners, _ = store.sketches(found.id, 10, T0, T0 + 60, 10)
+    assert owners.tolist() == [0, 1]
