@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelhost.history import (
@@ -25,7 +26,7 @@ T0 = 1_699_999_980  # a multiple of 60
 
 def _quantiles(made: Distribution, quantiles: list[float]) -> list[float]:
     """One period's percentiles, clamped as the query clamps them."""
-    (row,) = percentiles([(0, made.sketch())], 1, quantiles).tolist()
+    (row,) = percentiles(np.zeros(1, np.int64), [made.sketch()], 1, quantiles).tolist()
     return [min(max(v, made.minimum), made.maximum) for v in row]
 
 
@@ -88,9 +89,9 @@ def test_ten_second_points_roll_up_into_minutes(tmp_path: Path) -> None:
 
 def test_percentiles_of_many_periods_in_one_pass() -> None:
     """Periods with no values are NaN; each period ranks its own values only."""
-    rows = [(0, _dist([1.0, 2.0, 3.0]).sketch()), (2, _dist([100.0]).sketch())]
-    rows.append((0, _dist([4.0]).sketch()))
-    table = percentiles(rows, 3, [0.5, 1.0])
+    owners = np.array([0, 2, 0])
+    sketches = [_dist([1.0, 2.0, 3.0]).sketch(), _dist([100.0]).sketch(), _dist([4.0]).sketch()]
+    table = percentiles(owners, sketches, 3, [0.5, 1.0])
     assert table[0].tolist() == pytest.approx([2.0, 4.0], rel=0.02)
     assert all(v != v for v in table[1])  # NaN
     assert table[2].tolist() == pytest.approx([100.0, 100.0], rel=0.02)
@@ -154,8 +155,7 @@ def test_wide_sketches_take_the_sorting_path_and_agree() -> None:
     rng = random.Random(3)
     values = [rng.uniform(-1e9, 1e9) for _ in range(2000)] + [1e-6, -1e-6]
     wide = _dist(values)
-    rows = [(i, wide.sketch()) for i in range(200)]
-    table = percentiles(rows, 200, [0.25, 0.75])
+    table = percentiles(np.arange(200), [wide.sketch()] * 200, 200, [0.25, 0.75])
     ordered = sorted(values)
     assert table[17][0] == pytest.approx(ordered[499], rel=0.03)
     assert table[199][1] == pytest.approx(ordered[1499], rel=0.03)
@@ -219,3 +219,55 @@ def test_a_century_at_ten_seconds_costs_what_its_data_costs(tmp_path: Path) -> N
     (point,) = points
     assert point.timestamp == T0 and point.values["Sum"] == 6.0
     assert point.values["p50"] == pytest.approx(2.0, rel=0.02)
+
+
+def test_a_day_by_five_minutes_is_its_ten_second_points_merged(tmp_path: Path) -> None:
+    """Period=300 reads the 5-minute rollups: over a day they answer exactly what the
+    10 s points they cover merge to, periods counted from StartTime rounded down."""
+    store = MetricStore(tmp_path / "metrics.db")
+    base = T0 // 3600 * 3600  # on the 5-minute grid
+    rng = random.Random(11)
+    slots = [
+        _dist([rng.lognormvariate(6.7, 0.5) for _ in range(rng.randint(1, 6))]) for _ in range(8640)
+    ]
+    store.write(Point(SERIES, "Microseconds", base + 10 * i + 3, d) for i, d in enumerate(slots))
+    start, end = base + 7, base + 86400  # StartTime off the 5-minute grid
+    wanted = ["SampleCount", "Sum", "Minimum", "Maximum", "Average", "p99", "p50"]
+    _, fine = statistics(store, SERIES, start, end, 10, ["SampleCount", "Sum"])
+    _, coarse = statistics(store, SERIES, start, end, 300, wanted)
+    assert len(fine) == 8640 and len(coarse) == 288
+    assert [p.timestamp for p in coarse] == [base + 300 * i for i in range(288)]
+    for index, point in enumerate(coarse):
+        covered = slots[30 * index : 30 * index + 30]
+        merged = Distribution()
+        for made in covered:
+            merged.merge(made)
+        assert point.values["SampleCount"] == merged.count
+        assert point.values["Sum"] == pytest.approx(merged.total, rel=1e-12)
+        assert (point.values["Minimum"], point.values["Maximum"]) == (
+            merged.minimum,
+            merged.maximum,
+        )
+        assert point.values["Average"] == pytest.approx(merged.total / merged.count, rel=1e-12)
+        assert [point.values["p99"], point.values["p50"]] == _quantiles(merged, [0.99, 0.5])
+        # ... and what the query reads at Period=10 (the 10 s points) adds up to it
+        tens = fine[30 * index : 30 * index + 30]
+        assert {p.timestamp // 300 * 300 for p in tens} == {point.timestamp}
+        assert point.values["SampleCount"] == sum(p.values["SampleCount"] for p in tens)
+        assert point.values["Sum"] == pytest.approx(sum(p.values["Sum"] for p in tens))
+
+
+def test_reads_in_a_snapshot_see_one_version_of_the_file(tmp_path: Path) -> None:
+    """A query's numbers and its sketches come from one version: a write landing between
+    the two reads is not half seen."""
+    store = MetricStore(tmp_path / "metrics.db")
+    store.write([Point(SERIES, "None", T0 + 5, _dist([1.0]))])
+    found = store.find(SERIES)
+    assert found is not None
+    with store.snapshot():
+        before = store.aggregates(found.id, 10, T0, T0 + 60, 10)
+        store.write([Point(SERIES, "None", T0 + 15, _dist([2.0]))])
+        owners, sketches = store.sketches(found.id, 10, T0, T0 + 60, 10)
+        assert before.starts.tolist() == [T0] and owners.tolist() == [0] and len(sketches) == 1
+    owners, _ = store.sketches(found.id, 10, T0, T0 + 60, 10)
+    assert owners.tolist() == [0, 1]

@@ -17,20 +17,22 @@ import re
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 
 from modelhost.api.context import Context
 from modelhost.api.listing import decode_token, encode_token, epoch
 from modelhost.errors import ServiceUnavailable, ValidationError
 from modelhost.history import (
+    Columns,
     Distribution,
     MetricStore,
     Point,
     SeriesKey,
     StatisticError,
+    columns,
     dimensions_key,
     quantile,
-    statistics,
 )
 
 Params = dict[str, Any]
@@ -83,7 +85,7 @@ def _range(params: Params) -> tuple[float, float]:
     return start, end
 
 
-def _statistics(
+def _columns(
     store: MetricStore,
     series: SeriesKey,
     start: float,
@@ -91,14 +93,15 @@ def _statistics(
     period: int,
     wanted: list[str],
     unit: str | None,
-) -> tuple[str | None, list[Any]]:
+) -> tuple[str | None, Columns]:
     try:
-        stored_unit, points = statistics(store, series, start, end, period, wanted)
+        stored_unit, found = columns(store, series, start, end, period, wanted)
     except StatisticError as error:
         raise ValidationError(str(error)) from None
     if unit is not None and stored_unit is not None and unit != stored_unit:
-        return stored_unit, []  # CloudWatch: a unit that was never published has no data
-    return stored_unit, points
+        # CloudWatch: a unit that was never published has no data
+        return stored_unit, Columns.empty(wanted)
+    return stored_unit, found
 
 
 def get_metric_data(ctx: Context, params: Params) -> Params:
@@ -139,7 +142,7 @@ def get_metric_data(ctx: Context, params: Params) -> Params:
         stat = query["MetricStat"]
         metric = stat["Metric"]
         statistic = stat["Stat"]
-        _, points = _statistics(
+        _, found = _columns(
             store,
             _series(metric),
             start,
@@ -148,23 +151,24 @@ def get_metric_data(ctx: Context, params: Params) -> Params:
             [statistic],
             stat.get("Unit"),
         )
-        pairs = [(p.timestamp, p.values[statistic]) for p in points if statistic in p.values]
+        values = found.values[statistic]
+        has = ~np.isnan(values)
+        timestamps, numbers = found.timestamps[has], values[has]
         if descending:
-            pairs.reverse()
+            timestamps, numbers = timestamps[::-1], numbers[::-1]
         skip = offsets.get(query["Id"], 0)
-        left = pairs[skip:]
-        taken = left[:budget]
-        budget -= len(taken)
-        consumed[query["Id"]] = skip + len(taken)
-        complete = len(taken) == len(left)
+        taken = max(min(len(timestamps) - skip, budget), 0)
+        budget -= taken
+        consumed[query["Id"]] = skip + taken
+        complete = skip + taken >= len(timestamps)
         more = more or not complete
         if query.get("ReturnData", True):
             results.append(
                 {
                     "Id": query["Id"],
                     "Label": query.get("Label", metric["MetricName"]),
-                    "Timestamps": [t for t, _ in taken],
-                    "Values": [v for _, v in taken],
+                    "Timestamps": timestamps[skip : skip + taken].tolist(),
+                    "Values": numbers[skip : skip + taken].tolist(),
                     "StatusCode": "Complete" if complete else "PartialData",
                 }
             )
@@ -217,16 +221,22 @@ def get_metric_statistics(ctx: Context, params: Params) -> Params:
             f"which exceeds the limit of {_MAX_STATISTICS_POINTS:,}. You may reduce the "
             "datapoints requested by increasing Period, or decreasing the time range."
         )
-    unit, points = _statistics(
+    unit, found = _columns(
         store, _series(params), start, end, period, [*plain, *extended], params.get("Unit")
     )
+    listed = {name: column.tolist() for name, column in found.values.items()}
     datapoints = []
-    for point in points:
-        datapoint: Params = {"Timestamp": point.timestamp, "Unit": unit or "None"}
+    for position, timestamp in enumerate(found.timestamps.tolist()):
+        datapoint: Params = {"Timestamp": timestamp, "Unit": unit or "None"}
         for name in plain:
-            if name in point.values:
-                datapoint[name] = point.values[name]
-        percentiles = {n: point.values[n] for n in extended if n in point.values}
+            value = listed[name][position]
+            if not math.isnan(value):
+                datapoint[name] = value
+        percentiles = {
+            name: listed[name][position]
+            for name in extended
+            if not math.isnan(listed[name][position])
+        }
         if percentiles:
             datapoint["ExtendedStatistics"] = percentiles
         datapoints.append(datapoint)

@@ -4,8 +4,10 @@ reads them."""
 
 from modelhost.history.distribution import Distribution
 from modelhost.history.query import (
+    Columns,
     Datapoint,
     StatisticError,
+    columns,
     quantile,
     resolution_for,
     statistics,
@@ -20,6 +22,7 @@ from modelhost.history.store import (
 )
 
 __all__ = [
+    "Columns",
     "Datapoint",
     "Distribution",
     "MetricStore",
@@ -27,6 +30,7 @@ __all__ = [
     "Series",
     "SeriesKey",
     "StatisticError",
+    "columns",
     "dimensions_key",
     "quantile",
     "resolution_for",

@@ -17,11 +17,13 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from modelhost.history.distribution import percentiles
 from modelhost.history.store import (
     HIGH_RESOLUTION,
     RESOLUTIONS,
-    Aggregate,
+    Aggregates,
     MetricStore,
     SeriesKey,
 )
@@ -63,6 +65,63 @@ def resolution_for(period: int) -> int:
     return max(r for r in RESOLUTIONS if period % r == 0)
 
 
+class Columns(NamedTuple):
+    """A series' periods that hold data as columns, oldest first: each period's start and
+    each statistic's value, NaN where the period has none (an average of no samples, a
+    percentile of statistic sets only). What a day of datapoints costs to answer: numpy
+    per period, no Python object per datapoint until the answer is written."""
+
+    timestamps: np.ndarray  # int64
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, wanted: Sequence[str]) -> Columns:
+        return cls(np.empty(0, np.int64), {statistic: np.empty(0) for statistic in wanted})
+
+
+def columns(
+    store: MetricStore,
+    series: SeriesKey,
+    start: float,
+    end: float,
+    period: int,
+    wanted: Sequence[str],
+) -> tuple[str | None, Columns]:
+    """The unit of the series (None if it was never recorded) and its periods."""
+    resolution = resolution_for(period)
+    quantiles = {statistic: quantile(statistic) for statistic in wanted}
+    found = store.find(series)
+    if found is None:
+        return None, Columns.empty(wanted)
+    first = int(start // resolution * resolution)
+    last = int(-(-end // resolution) * resolution)
+    asked = [(s, q) for s, q in quantiles.items() if q is not None]
+    with store.snapshot():
+        aggregates = store.aggregates(found.id, resolution, first, last, period)
+        held = (aggregates.starts - first) // period
+        sketched = (
+            store.sketches(found.id, resolution, first, last, period)
+            if asked and len(held)
+            else None
+        )
+    values = {s: _plain(s, aggregates) for s, q in quantiles.items() if q is None}
+    if sketched is not None:
+        # Indexed by the periods that hold data, however long the range asked for (in
+        # one snapshot, every sketch's period holds its numbers).
+        owners, sketches = sketched
+        estimates = percentiles(
+            np.searchsorted(held, owners), sketches, len(held), [q for _, q in asked]
+        )
+        for column, (statistic, _) in enumerate(asked):
+            # NaN (a period with no values) stays NaN through the clamp.
+            values[statistic] = np.minimum(
+                np.maximum(estimates[:, column], aggregates.minimum), aggregates.maximum
+            )
+    for statistic, _ in asked:
+        values.setdefault(statistic, np.full(len(held), np.nan))
+    return found.unit, Columns(aggregates.starts, {s: values[s] for s in quantiles})
+
+
 def statistics(
     store: MetricStore,
     series: SeriesKey,
@@ -71,51 +130,29 @@ def statistics(
     period: int,
     wanted: Sequence[str],
 ) -> tuple[str | None, list[Datapoint]]:
-    """The unit of the series (None if it was never recorded) and its datapoints."""
-    resolution = resolution_for(period)
-    quantiles = {statistic: quantile(statistic) for statistic in wanted}
-    found = store.find(series)
-    if found is None:
-        return None, []
-    first = int(start // resolution * resolution)
-    last = int(-(-end // resolution) * resolution)
-    aggregates = store.aggregates(found.id, resolution, first, last, period)
-    asked = [(s, q) for s, q in quantiles.items() if q is not None]
-    estimates = None
-    if asked and aggregates:
-        # Indexed by the periods that hold data, however long the range asked for.
-        index = {(a.start - first) // period: i for i, a in enumerate(aggregates)}
-        rows = store.sketches(found.id, resolution, first, last, period)
-        estimates = percentiles(
-            [(index[owner], sketch) for owner, sketch in rows],
-            len(aggregates),
-            [q for _, q in asked],
-        )
+    """The unit of the series (None if it was never recorded) and its datapoints, each
+    with the statistics its period has a value for."""
+    unit, found = columns(store, series, start, end, period, wanted)
+    listed = [(statistic, column.tolist()) for statistic, column in found.values.items()]
     points = []
-    for position, aggregate in enumerate(aggregates):
-        values: dict[str, float] = {}
-        for statistic in wanted:
-            value = _plain(statistic, aggregate)
-            if value is not None:
+    for position, timestamp in enumerate(found.timestamps.tolist()):
+        values = {}
+        for statistic, column in listed:
+            value = column[position]
+            if not math.isnan(value):
                 values[statistic] = value
-        if estimates is not None:
-            row = estimates[position]
-            for (statistic, _), estimate in zip(asked, row.tolist(), strict=True):
-                if not math.isnan(estimate):
-                    values[statistic] = min(max(estimate, aggregate.minimum), aggregate.maximum)
-        points.append(Datapoint(aggregate.start, values))
-    return found.unit, points
+        points.append(Datapoint(timestamp, values))
+    return unit, points
 
 
-def _plain(statistic: str, aggregate: Aggregate) -> float | None:
-    if statistic == "SampleCount":
-        return aggregate.samples
-    if statistic == "Sum":
-        return aggregate.total
+def _plain(statistic: str, aggregates: Aggregates) -> np.ndarray:
     if statistic == "Average":
-        return aggregate.total / aggregate.samples if aggregate.samples else None
-    if statistic == "Minimum":
-        return aggregate.minimum
-    if statistic == "Maximum":
-        return aggregate.maximum
-    return None
+        average = np.full(len(aggregates.samples), np.nan)
+        np.divide(aggregates.total, aggregates.samples, out=average, where=aggregates.samples != 0)
+        return average
+    return {
+        "SampleCount": aggregates.samples,
+        "Sum": aggregates.total,
+        "Minimum": aggregates.minimum,
+        "Maximum": aggregates.maximum,
+    }[statistic]

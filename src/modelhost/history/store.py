@@ -20,6 +20,7 @@ their own thread (WAL), so a long query does not hold up a flush.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -99,15 +100,21 @@ class Series:
     last_ts: int
 
 
-class Aggregate(NamedTuple):
-    """One period of a series: the exact statistic set of every point in it (a tuple:
-    a query makes thousands)."""
+class Aggregates(NamedTuple):
+    """The periods of a series that hold data, as columns (a day at 5 minutes is 288
+    periods a series: one numpy array each, not a Python object per period): each
+    period's start and the exact statistic set of every point in it."""
 
-    start: int
-    samples: float
-    total: float
-    minimum: float
-    maximum: float
+    starts: np.ndarray  # int64
+    samples: np.ndarray
+    total: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+
+
+_NO_AGGREGATES = Aggregates(
+    np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty(0)
+)
 
 
 def dimensions_key(dimensions: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -322,9 +329,20 @@ class MetricStore:
             pairs = tuple((str(k), str(v)) for k, v in orjson.loads(dims))
             yield Series(sid, (ns, metric, pairs), unit, last_ts)
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The reads inside see one version of the file (a WAL read transaction): a
+        period's numbers and its sketches agree even while a flush lands between them."""
+        db = self._reader()
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
     def aggregates(
         self, series: int, resolution: int, start: int, end: int, period: int
-    ) -> list[Aggregate]:
+    ) -> Aggregates:
         """The series in [start, end) by periods counted from `start`: the points in key
         order, folded per period with numpy (SQLite's GROUP BY sorts them again)."""
         rows = (
@@ -337,25 +355,23 @@ class MetricStore:
             .fetchall()
         )
         if not rows:
-            return []
+            return _NO_AGGREGATES
         table = np.array(rows, dtype=np.float64)
         owners = (table[:, 0].astype(np.int64) - start) // period
         firsts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-        folded = zip(
-            (start + owners[firsts] * period).tolist(),  # ints
-            np.add.reduceat(table[:, 1], firsts).tolist(),
-            np.add.reduceat(table[:, 2], firsts).tolist(),
-            np.minimum.reduceat(table[:, 3], firsts).tolist(),
-            np.maximum.reduceat(table[:, 4], firsts).tolist(),
-            strict=True,
+        return Aggregates(
+            start + owners[firsts] * period,
+            np.add.reduceat(table[:, 1], firsts),
+            np.add.reduceat(table[:, 2], firsts),
+            np.minimum.reduceat(table[:, 3], firsts),
+            np.maximum.reduceat(table[:, 4], firsts),
         )
-        return [Aggregate._make(row) for row in folded]
 
     def sketches(
         self, series: int, resolution: int, start: int, end: int, period: int
-    ) -> list[tuple[int, bytes]]:
-        """The points' sketches in [start, end), each with the index of its period."""
-        return (
+    ) -> tuple[np.ndarray, list[bytes]]:
+        """The points' sketches in [start, end), and the index of each one's period."""
+        rows = (
             self._reader()
             .execute(
                 "SELECT (ts - ?) / ?, sketch FROM sketches WHERE series = ? AND resolution = ? "
@@ -364,6 +380,10 @@ class MetricStore:
             )
             .fetchall()
         )
+        if not rows:
+            return np.empty(0, np.int64), []
+        owners, blobs = zip(*rows, strict=True)
+        return np.array(owners, dtype=np.int64), list(blobs)
 
 
 def _merged(old: Distribution, new: Distribution) -> Distribution:
