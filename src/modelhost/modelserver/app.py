@@ -92,6 +92,13 @@ class ModelServerApp:
         elif path == b"/execution-parameters" and method == b"GET":
             _reply(responder, 200, self.execution_parameters, _JSON)
         elif self.registry is not None and path.startswith(b"/models"):
+            # A loaded model's prediction, the multi-model hot path: as direct as
+            # /invocations (one coroutine, no lookup past the name).
+            target = model_path(path) if method == b"POST" else None
+            if target is not None and target[1] == "invoke":
+                loaded = self.registry.models.get(target[0])
+                if loaded is not None:
+                    return self._invocations(loaded[1], request, responder, None)
             return self._models(self.registry, request, responder)
         else:
             _reply(responder, 404, b"not found", _TEXT)

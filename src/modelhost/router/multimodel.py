@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -67,7 +67,7 @@ class _Cache:
     series: tuple[str, str, str]  # endpoint, variant, instance
     loaded: OrderedDict[str, None] = field(default_factory=OrderedDict)
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    busy: Counter[str] = field(default_factory=Counter)
+    busy: dict[str, int] = field(default_factory=dict)  # requests using each model
 
     def __post_init__(self) -> None:
         # Bound once: a cache hit costs two increments, no label lookups.
@@ -111,13 +111,31 @@ def check_target(target: str) -> str:
     return target
 
 
-@functools.lru_cache(maxsize=4096)
 def local_name(target: str) -> str:
-    """The model's folder and `model_name` in the instance: readable and collision-free.
-    Remembered for the models asked for most: a cache hit hashes nothing."""
+    """The model's folder and `model_name` in the instance: readable and collision-free."""
     digest = hashlib.sha256(target.encode()).hexdigest()[:12]
     readable = _UNSAFE_NAME.sub("_", target.removesuffix(".tar.gz"))[:64].strip("._") or "m"
     return f"{readable}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a request for one TargetModel sends, worked out once per target."""
+
+    name: str  # local_name(target)
+    path: bytes  # POST here to predict with it
+    header: tuple[bytes, bytes]  # TargetModel, passed on to the container
+
+
+@functools.lru_cache(maxsize=4096)
+def _route(target: str) -> _Route:
+    """The checked target's route. Remembered for the models asked for most, so a cache
+    hit checks, hashes, quotes and encodes nothing (a refused target raises, which is not
+    remembered)."""
+    name = local_name(check_target(target))
+    return _Route(
+        name, f"/models/{quote(name)}/invoke".encode(), (TARGET_MODEL_HEADER, target.encode())
+    )
 
 
 def _rendezvous(replica: Replica, name: str) -> int:
@@ -170,14 +188,17 @@ class ModelRouting:
     ) -> tuple[Response, Replica, float]:
         """The instance's answer to the request for `target`, the replica that gave it, and
         the seconds it took to predict (loading not counted)."""
-        name = local_name(check_target(target))
+        route = _route(target)
+        name = route.name
+        # The instance's request, built once for both tries.
+        sent = [*headers, route.header]
         replica = self.choose(pool, name)
         if replica is None:
             raise ServiceUnavailable(
                 f"No healthy instance is available for endpoint {endpoint}; try again shortly."
             )
         try:
-            return await self._on(endpoint, replica, source, target, name, headers, body)
+            return await self._on(endpoint, replica, source, target, route, sent, body)
         except InstanceUnreachable:
             replica.healthy = False
         # It never answered: once more, on another instance.
@@ -187,7 +208,7 @@ class ModelRouting:
                 f"Endpoint {endpoint}: the instance failed to answer; try again shortly."
             )
         try:
-            return await self._on(endpoint, retry, source, target, name, headers, body)
+            return await self._on(endpoint, retry, source, target, route, sent, body)
         except InstanceUnreachable as exc:
             retry.healthy = False
             raise ServiceUnavailable(
@@ -200,14 +221,17 @@ class ModelRouting:
         replica: Replica,
         source: ModelSource,
         target: str,
-        name: str,
+        route: _Route,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
     ) -> tuple[Response, Replica, float]:
+        """`headers` are the instance's (TargetModel included)."""
+        name = route.name
         cache = self.cache(endpoint, replica)
         series = cache.series
         cache.lookups.inc()
-        cache.busy[name] += 1
+        busy = cache.busy
+        busy[name] = busy.get(name, 0) + 1
         replica.acquire()
         try:
             if name in cache.loaded:
@@ -231,8 +255,8 @@ class ModelRouting:
                 response = await self._client.request(
                     replica.address,
                     b"POST",
-                    f"/models/{quote(name)}/invoke".encode(),
-                    [*headers, (TARGET_MODEL_HEADER, target.encode())],
+                    route.path,
+                    headers,
                     body,
                     self._timeout_s,
                 )
@@ -250,9 +274,10 @@ class ModelRouting:
             return response, replica, time.perf_counter() - started
         finally:
             replica.release()
-            cache.busy[name] -= 1
-            if not cache.busy[name]:
-                del cache.busy[name]
+            if busy[name] == 1:
+                del busy[name]
+            else:
+                busy[name] -= 1
 
     async def _load(
         self, replica: Replica, cache: _Cache, source: ModelSource, target: str, name: str
@@ -286,7 +311,7 @@ class ModelRouting:
 
     async def _evict(self, replica: Replica, cache: _Cache) -> bool:
         """Unload the least recently used model no request is using; False if none."""
-        victim = next((n for n in cache.loaded if not cache.busy[n]), None)
+        victim = next((n for n in cache.loaded if n not in cache.busy), None)
         if victim is None:
             return False
         del cache.loaded[victim]
