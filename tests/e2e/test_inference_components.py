@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING, Load
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
-from tests.support.models import iris_rows, labelled_iris_bytes, put_model
+from tests.support.models import iris_classifier, iris_rows, labelled_iris_bytes, put_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 from tests.support.streaming import put_token_model
@@ -265,21 +265,36 @@ def test_fields_modelhost_does_not_implement_are_refused(server, sagemaker) -> N
         )
     )
     assert code == "ValidationException" and "ml.m5.large" in message
-    # ManagedInstanceScaling is refused by name rather than stored and ignored.
-    code, message = _error(
-        lambda: sagemaker.create_endpoint_config(
-            EndpointConfigName=unique("iccfg"),
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "InstanceType": "ml.m5.large",
-                    "InitialInstanceCount": 1,
-                    "ManagedInstanceScaling": {"Status": "ENABLED", "MaxInstanceCount": 2},
-                }
-            ],
+    # ManagedInstanceScaling: its ScaleInPolicy is refused by name rather than stored and
+    # ignored; so are bounds that exclude the initial count, and a variant with a model.
+    for managed, extra, named in (
+        (
+            {
+                "Status": "ENABLED",
+                "MaxInstanceCount": 2,
+                "ScaleInPolicy": {"Strategy": "CONSOLIDATION"},
+            },
+            {},
+            "ScaleInPolicy",
+        ),
+        ({"Status": "ENABLED", "MinInstanceCount": 2, "MaxInstanceCount": 3}, {}, "Min"),
+        ({"Status": "ENABLED", "MaxInstanceCount": 2}, {"ModelName": model}, "ModelName"),
+    ):
+        code, message = _error(
+            lambda managed=managed, extra=extra: sagemaker.create_endpoint_config(
+                EndpointConfigName=unique("iccfg"),
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "InstanceType": "ml.m5.large",
+                        "InitialInstanceCount": 1,
+                        "ManagedInstanceScaling": managed,
+                        **extra,
+                    }
+                ],
+            )
         )
-    )
-    assert code == "ValidationException" and "ManagedInstanceScaling" in message
+        assert code == "ValidationException" and named in message, message
     # A variant with a model cannot host components.
     name = unique("icm")
     sagemaker.create_endpoint_config(
@@ -304,6 +319,65 @@ def test_fields_modelhost_does_not_implement_are_refused(server, sagemaker) -> N
         )
     )
     assert code == "ValidationException" and "ModelName" in message
+
+
+def test_managed_instance_scaling_adds_instances_for_copies_and_removes_empty_ones(
+    server, sagemaker, runtime
+) -> None:
+    """A copy that fits on no instance adds one, up to MaxInstanceCount; beyond it copies
+    wait with a reason; an instance left without copies goes, down to MinInstanceCount."""
+    [model] = _models(server, sagemaker, 1)
+    endpoint = unique("icmis")
+    managed = {"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 2}
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=endpoint,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "InstanceType": "ml.m5.large",  # 2 vCPU: one copy of 2 cores each
+                "InitialInstanceCount": 1,
+                "ManagedInstanceScaling": managed,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint)
+    deployed.append((sagemaker, endpoint))
+    wait_for_status(sagemaker, endpoint, {"InService", "Failed"})
+
+    def instances() -> tuple[int, int]:
+        (variant,) = sagemaker.describe_endpoint(EndpointName=endpoint)["ProductionVariants"]
+        assert variant["ManagedInstanceScaling"] == managed
+        return variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]
+
+    assert instances() == (1, 1)
+    component = _component(sagemaker, endpoint, model, 2.0, 1)
+    assert _in_service(sagemaker, component)["RuntimeConfig"]["CurrentCopyCount"] == 1
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName=component, DesiredRuntimeConfig={"CopyCount": 2}
+    )
+    wait_until(lambda: _copies(sagemaker, component) == ("InService", 2, 2), what="2 copies")
+    assert instances() == (2, 2)
+    expected = iris_classifier().predict(iris_rows(3)).tolist()
+    assert _predict(runtime, endpoint, component) == expected
+    # A third copy would need a third instance: it waits, saying why.
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName=component, DesiredRuntimeConfig={"CopyCount": 3}
+    )
+    wait_until(
+        lambda: (
+            "ManagedInstanceScaling maximum"
+            in _describe(sagemaker, component).get("FailureReason", "")
+        ),
+        what="the pending copy's reason",
+    )
+    assert instances() == (2, 2)
+    # Back to one copy: the emptied instance goes.
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName=component, DesiredRuntimeConfig={"CopyCount": 1}
+    )
+    wait_until(lambda: instances() == (1, 1), what="the empty instance removed")
+    wait_until(lambda: _copies(sagemaker, component) == ("InService", 1, 1), what="1 copy")
+    assert _predict(runtime, endpoint, component) == expected
 
 
 def _copies(sagemaker, name: str) -> tuple[str, int, int]:

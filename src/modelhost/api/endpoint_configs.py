@@ -22,6 +22,36 @@ _NOT_YET = {
 }
 
 
+def _check_managed_scaling(name: str, variant: dict[str, Any]) -> None:
+    """ManagedInstanceScaling: instances added for inference component copies that fit
+    nowhere, and removed when they hold none, within MinInstanceCount..MaxInstanceCount;
+    only on a variant that hosts components (one with a model scales with Application
+    Auto Scaling)."""
+    managed = variant["ManagedInstanceScaling"]
+    if "ModelName" in variant:
+        raise ValidationError(
+            f"Variant {name}: ManagedInstanceScaling applies to a variant that hosts "
+            "inference components (no ModelName); scale a model's variant with Application "
+            "Auto Scaling or UpdateEndpointWeightsAndCapacities."
+        )
+    if "ScaleInPolicy" in managed:
+        raise ValidationError(
+            f"Variant {name}: ManagedInstanceScaling.ScaleInPolicy is not supported by "
+            "modelhost: an instance is removed once no copy is placed on it."
+        )
+    if managed.get("Status") != "ENABLED":
+        return
+    low = managed.get("MinInstanceCount", 0)
+    high = managed.get("MaxInstanceCount")
+    initial = variant.get("InitialInstanceCount", 0)
+    if high is None or not low <= initial <= high:
+        raise ValidationError(
+            f"Variant {name}: an ENABLED ManagedInstanceScaling needs MaxInstanceCount, and "
+            f"MinInstanceCount <= InitialInstanceCount <= MaxInstanceCount (got {low}, "
+            f"{initial}, {high})."
+        )
+
+
 def _check_variant(
     ctx: Context, index: int, variant: dict[str, Any], *, hosts_components: bool = True
 ) -> dict[str, Any]:
@@ -29,10 +59,7 @@ def _check_variant(
     (instances only); shadow variants, serverless and asynchronous ones need a model."""
     name = variant["VariantName"]
     if "ManagedInstanceScaling" in variant:
-        raise ValidationError(
-            f"Variant {name}: ManagedInstanceScaling is not supported by modelhost; set the "
-            "instance count with InitialInstanceCount or UpdateEndpointWeightsAndCapacities."
-        )
+        _check_managed_scaling(name, variant)
     if "ModelName" not in variant and (not hosts_components or is_serverless(variant)):
         raise ValidationError(
             f"Variant {name}: ModelName is required (only an instance-based production "

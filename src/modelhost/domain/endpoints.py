@@ -123,5 +123,7 @@ def _variant_summaries(
             summary.update(serverless_summary(capacity, running=current is not None))
         else:
             summary.update(CurrentInstanceCount=count, DesiredInstanceCount=capacity["count"])
+        if "ManagedInstanceScaling" in variant:
+            summary["ManagedInstanceScaling"] = variant["ManagedInstanceScaling"]
         summaries.append(summary)
     return summaries

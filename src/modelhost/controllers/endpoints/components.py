@@ -27,7 +27,7 @@ from modelhost.controllers.deployment import instance_spec, prepare_model, start
 from modelhost.controllers.endpoints.fleet import Fleet
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
-from modelhost.domain.inference_components import Needs, first_fit, room, take
+from modelhost.domain.inference_components import Needs, first_fit, fits, room, take
 from modelhost.domain.scaling import component_resource
 from modelhost.router import ComponentRoute, Replica, VariantPool
 
@@ -71,6 +71,53 @@ class ComponentPlacer:
                 log.exception(
                     "inference component %s: reconcile failed", record["InferenceComponentName"]
                 )
+        for endpoint in endpoints.values():
+            if endpoint["EndpointStatus"] == "InService":
+                await self._scale_in(endpoint)
+
+    async def _scale_in(self, endpoint: Record) -> None:
+        """ManagedInstanceScaling: a variant's last instances that hold no copy go, down
+        to its MinInstanceCount (copies are placed first fit, so the last ones empty
+        first; none is moved)."""
+        name = endpoint["EndpointName"]
+        for variant in endpoint["_desired"]["config"]["ProductionVariants"]:
+            managed = variant.get("ManagedInstanceScaling") or {}
+            if "ModelName" in variant or managed.get("Status") != "ENABLED":
+                continue
+            variant_name = variant["VariantName"]
+            slots = endpoint["_desired"]["capacity"].get(variant_name, {}).get("count", 0)
+            used = [
+                copy.slot
+                for component, copies in self.copies.items()
+                if (route := self.fleet.router.components.get(component)) is not None
+                and route.endpoint == name
+                and route.variant == variant_name
+                for copy in copies
+            ]
+            keep = max(int(managed.get("MinInstanceCount", 0)), max(used, default=-1) + 1)
+            if keep < slots:
+                await self._resize(endpoint, variant_name, keep)
+
+    async def _resize(self, endpoint: Record, variant: str, count: int) -> int:
+        """Set a component-hosting variant's instance count (ManagedInstanceScaling), in
+        the store and in `endpoint`; returns the count."""
+        name = endpoint["EndpointName"]
+
+        def change(current: Record) -> Record | None:
+            if current["EndpointStatus"] in ("Deleting", "Failed"):
+                return None
+            current["_desired"]["capacity"][variant]["count"] = count
+            for summary in current.get("ProductionVariants", []):
+                if summary["VariantName"] == variant:
+                    summary["CurrentInstanceCount"] = count
+                    summary["DesiredInstanceCount"] = count
+            current["LastModifiedTime"] = round(time.time(), 3)
+            return current
+
+        await self.fleet.store.modify(kinds.ENDPOINT, name, change)
+        endpoint["_desired"]["capacity"][variant]["count"] = count
+        log.info("endpoint %s variant %s: %d instances for its components", name, variant, count)
+        return count
 
     async def _reconcile_one(
         self, record: Record, endpoints: dict[str, Record], targets: dict[str, Record]
@@ -125,13 +172,25 @@ class ComponentPlacer:
         pending = ""
         if instance_type is not None and missing > 0:
             free = self._free(record["EndpointName"], variant, instance_type, slots, exclude=extra)
+            most = _managed_maximum(_variant(endpoint, variant))
             for _ in range(missing):
                 slot = first_fit(needs, free)
+                if (
+                    slot is None
+                    and most is not None
+                    and slots < most
+                    and fits(needs, room(instance_type))
+                ):
+                    # ManagedInstanceScaling: one more instance, for this copy.
+                    slots = await self._resize(endpoint, variant, slots + 1)
+                    free.append(room(instance_type))
+                    slot = first_fit(needs, free)
                 if slot is None:
+                    limit = ", its ManagedInstanceScaling maximum" if most is not None else ""
                     pending = (
                         f"{missing} of {desired} copies are pending: a copy needs "
                         f"{needs.describe()}, and no instance of variant {variant} "
-                        f"({slots} x {instance_type.name}) has that much left."
+                        f"({slots} x {instance_type.name}{limit}) has that much left."
                     )
                     break
                 free[slot] = take(free[slot], needs)
@@ -340,6 +399,14 @@ def _variant(endpoint: Record, name: str) -> Record:
         if variant["VariantName"] == name:
             return dict(variant)
     return {}
+
+
+def _managed_maximum(variant: Record) -> int | None:
+    """The MaxInstanceCount of an ENABLED ManagedInstanceScaling, else None."""
+    managed = variant.get("ManagedInstanceScaling") or {}
+    if managed.get("Status") != "ENABLED":
+        return None
+    return int(managed["MaxInstanceCount"])
 
 
 def _share(instance_type: InstanceType, specification: Record) -> InstanceType:
