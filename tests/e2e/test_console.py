@@ -430,8 +430,11 @@ def test_transform_jobs_progress_to_complete_and_failures_show_why(
 
     def complete() -> bool:
         if bar.count():
+            # The status first: a poll may redraw the bar between the two reads, and once
+            # it says Completed every later drawing of it is full.
+            done = bar.get_attribute("data-status") == "Completed"
             fractions.append(float(bar.get_attribute("data-fraction") or 0))
-            return bar.get_attribute("data-status") == "Completed"
+            return done
         return False
 
     wait_until(complete, timeout_s=120, what="the job's bar to reach Completed")
