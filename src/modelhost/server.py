@@ -75,6 +75,8 @@ _INVOCATIONS = "/invocations"
 _ASYNC_INVOCATIONS = "/async-invocations"
 _STREAM_INVOCATIONS = "/invocations-response-stream"
 _ASYNC_REQUESTS = "/async-requests"
+# What `/endpoints/{name}/async-requests` lists without `?state=`.
+_ASYNC_STATES = ("queued", "running", "failed")
 # modelhost's own: every traffic step of a recommendation job, for latency charts
 _CURVES = "/inference-recommendations-jobs/"
 _MAX_CONTROL_BODY = 1024 * 1024
@@ -177,16 +179,11 @@ class ModelhostApp:
             {
                 "Modelhost.ListAsyncRequests": console.Read(
                     "EndpointName",
-                    lambda name: access.endpoint("modelhost:ListAsyncRequests", name, self.arns),
-                    lambda name: self.async_requests(name, ["queued", "running", "failed"]),
+                    self._async_requests_access,
+                    lambda name: self.async_requests(name, list(_ASYNC_STATES)),
                 ),
                 "Modelhost.GetLoadCurves": console.Read(
-                    "JobName",
-                    lambda job: access.Access(
-                        "modelhost:GetLoadCurves",
-                        [self.arns.sagemaker("inference-recommendations-job", job)],
-                    ),
-                    self._load_curves,
+                    "JobName", self._load_curves_access, self._load_curves
                 ),
             },
         )
@@ -347,15 +344,7 @@ class ModelhostApp:
         elif method == "GET" and path.startswith(_CURVES) and path.endswith("/load-curves"):
             job = path[len(_CURVES) : -len("/load-curves")]
             try:
-                await self._authenticate(
-                    scope,
-                    receive,
-                    0,
-                    lambda _: access.Access(
-                        "modelhost:GetLoadCurves",
-                        [self.arns.sagemaker("inference-recommendations-job", job)],
-                    ),
-                )
+                await self._authenticate(scope, receive, 0, lambda _: self._load_curves_access(job))
             except SageMakerError as error:
                 await _respond_error(send, error)
                 return
@@ -578,16 +567,9 @@ class ModelhostApp:
         """The backlog, in-flight and failed requests of an endpoint (for `modelhost
         endpoints async-requests`); `?state=` picks one state."""
         try:
-            await self._authenticate(
-                scope,
-                receive,
-                0,
-                lambda _: access.endpoint("modelhost:ListAsyncRequests", name, self.arns),
-            )
+            await self._authenticate(scope, receive, 0, lambda _: self._async_requests_access(name))
             query = parse_qs(scope["query_string"].decode("latin-1"))
-            answer = await self.async_requests(
-                name, query.get("state", ["queued", "running", "failed"])
-            )
+            answer = await self.async_requests(name, query.get("state", list(_ASYNC_STATES)))
         except SageMakerError as error:
             await _respond_error(send, error)
             return
@@ -603,6 +585,14 @@ class ModelhostApp:
         if record is None and not answer["Counts"]["queued"] + answer["Counts"]["running"]:
             raise InvocationValidationError(f"Endpoint {name} not found.")
         return answer
+
+    def _async_requests_access(self, name: str) -> access.Access:
+        return access.endpoint("modelhost:ListAsyncRequests", name, self.arns)
+
+    def _load_curves_access(self, job: str) -> access.Access:
+        return access.Access(
+            "modelhost:GetLoadCurves", [self.arns.sagemaker("inference-recommendations-job", job)]
+        )
 
     async def _load_curves(self, job: str) -> dict[str, Any]:
         """Every traffic step of a recommendation job's candidates (for the console)."""

@@ -3,7 +3,6 @@ controller evaluates every half second over a three-second metric window."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from tests.support.autoscaling import (
     counts,
     register,
     resource_id,
+    schedule_range,
 )
 from tests.support.endpoints import deploy, unique
 from tests.support.models import put_iris_model, put_model
@@ -244,15 +244,7 @@ def test_async_backlog_per_instance_drives_the_count(fast_server, sm, aas, rt) -
 def test_scheduled_action_moves_the_range_and_the_count(sm, aas) -> None:
     name = deploy(sm, "s3://models/iris/model.tar.gz")
     register(aas, name, 1, 4)
-    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
-    aas.put_scheduled_action(
-        ServiceNamespace="sagemaker",
-        ScheduledActionName="morning",
-        ResourceId=resource_id(name),
-        ScalableDimension=DIMENSION,
-        Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
-        ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 4},
-    )
+    schedule_range(aas, name, 2, 4)
     wait_until(lambda: counts(sm, name) == ("InService", 2, 2), 90, "the scheduled scale-out")
     target = aas.describe_scalable_targets(
         ServiceNamespace="sagemaker", ResourceIds=[resource_id(name)]

@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from tests.support.async_inference import deploy_async, wait_for_object
-from tests.support.autoscaling import DIMENSION, FAST_AUTOSCALING, counts, register, resource_id
+from tests.support.autoscaling import (
+    FAST_AUTOSCALING,
+    counts,
+    register,
+    resource_id,
+    schedule_range,
+)
 from tests.support.endpoints import deploy, deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_rows, model_tarball, put_iris_model
 from tests.support.processes import wait_until
@@ -221,15 +227,7 @@ def test_autoscaling_activities_are_marked_on_the_instance_chart(
     aas = console_server.client("application-autoscaling")
     name = deploy(sagemaker, "s3://models/iris/model.tar.gz")
     register(aas, name, 1, 3)
-    soon = datetime.datetime.now(UTC) + datetime.timedelta(seconds=2)
-    aas.put_scheduled_action(
-        ServiceNamespace="sagemaker",
-        ScheduledActionName="morning",
-        ResourceId=resource_id(name),
-        ScalableDimension=DIMENSION,
-        Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
-        ScalableTargetAction={"MinCapacity": 2, "MaxCapacity": 3},
-    )
+    schedule_range(aas, name, 2, 3)
     wait_until(lambda: counts(sagemaker, name) == ("InService", 2, 2), 90, "the scale-out")
     activities = aas.describe_scaling_activities(
         ServiceNamespace="sagemaker", ResourceId=resource_id(name)

@@ -4,6 +4,7 @@ threads that load an endpoint until stopped."""
 
 from __future__ import annotations
 
+import datetime
 import threading
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -26,6 +27,20 @@ def register(aas, name: str, low: int, high: int, **extra) -> None:
         MinCapacity=low,
         MaxCapacity=high,
         **extra,
+    )
+
+
+def schedule_range(aas, name: str, low: int, high: int, in_s: float = 2) -> None:
+    """A one-time scheduled action ("morning") that sets the variant's range `in_s`
+    seconds from now."""
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=in_s)
+    aas.put_scheduled_action(
+        ServiceNamespace="sagemaker",
+        ScheduledActionName="morning",
+        ResourceId=resource_id(name),
+        ScalableDimension=DIMENSION,
+        Schedule=f"at({soon:%Y-%m-%dT%H:%M:%S})",
+        ScalableTargetAction={"MinCapacity": low, "MaxCapacity": high},
     )
 
 

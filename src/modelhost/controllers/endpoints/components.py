@@ -81,8 +81,8 @@ class ComponentPlacer:
         first; none is moved)."""
         name = endpoint["EndpointName"]
         for variant in endpoint["_desired"]["config"]["ProductionVariants"]:
-            managed = variant.get("ManagedInstanceScaling") or {}
-            if "ModelName" in variant or managed.get("Status") != "ENABLED":
+            managed = _managed(variant)
+            if "ModelName" in variant or managed is None:
                 continue
             variant_name = variant["VariantName"]
             slots = endpoint["_desired"]["capacity"].get(variant_name, {}).get("count", 0)
@@ -172,7 +172,8 @@ class ComponentPlacer:
         pending = ""
         if instance_type is not None and missing > 0:
             free = self._free(record["EndpointName"], variant, instance_type, slots, exclude=extra)
-            most = _managed_maximum(_variant(endpoint, variant))
+            managed = _managed(_variant(endpoint, variant))
+            most = None if managed is None else int(managed["MaxInstanceCount"])
             for _ in range(missing):
                 slot = first_fit(needs, free)
                 if (
@@ -401,12 +402,10 @@ def _variant(endpoint: Record, name: str) -> Record:
     return {}
 
 
-def _managed_maximum(variant: Record) -> int | None:
-    """The MaxInstanceCount of an ENABLED ManagedInstanceScaling, else None."""
+def _managed(variant: Record) -> Record | None:
+    """The variant's ManagedInstanceScaling when ENABLED, else None."""
     managed = variant.get("ManagedInstanceScaling") or {}
-    if managed.get("Status") != "ENABLED":
-        return None
-    return int(managed["MaxInstanceCount"])
+    return managed if managed.get("Status") == "ENABLED" else None
 
 
 def _share(instance_type: InstanceType, specification: Record) -> InstanceType:
