@@ -131,7 +131,8 @@ class FakeInstance:
         if self._server is not None:
             self._server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self.stop_grace_s)
+            async with asyncio.timeout(self.stop_grace_s):
+                await self._idle.wait()
         self._end("stopped")
 
     async def kill(self) -> None:

@@ -91,7 +91,8 @@ class CaptureWriter:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self.flush_s)
+                async with asyncio.timeout(self.flush_s):
+                    await self._full.wait()
             self._full.clear()
             await self.flush()
 

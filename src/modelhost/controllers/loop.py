@@ -47,7 +47,8 @@ class ReconcileLoop:
                     "%s failed; retrying", self._what
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
 

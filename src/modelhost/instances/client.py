@@ -246,7 +246,8 @@ class _Connection(asyncio.Protocol):
                     if idle_timeout_s is None:
                         await self.progress.wait()
                     else:
-                        await asyncio.wait_for(self.progress.wait(), idle_timeout_s)
+                        async with asyncio.timeout(idle_timeout_s):
+                            await self.progress.wait()
         except BaseException:
             waiter.cancel()
             self.close()  # half a streamed exchange leaves the connection unusable

@@ -115,7 +115,8 @@ class ForkServer:
                     cwd="/",
                 )
             reader, self._writer = await asyncio.open_unix_connection(sock=ours)
-            line = await asyncio.wait_for(reader.readline(), _READY_TIMEOUT_S)
+            async with asyncio.timeout(_READY_TIMEOUT_S):
+                line = await reader.readline()
             if not line:
                 raise OSError("the fork server exited while starting")
             log.info("fork server ready (pid %d)", json.loads(line)["pid"])
@@ -184,7 +185,8 @@ class ForkServer:
         if self._process is not None:
             process, self._process = self._process, None
             try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), 5)
+                async with asyncio.timeout(5):
+                    await asyncio.to_thread(process.wait)
             except TimeoutError:
                 process.kill()
                 await asyncio.to_thread(process.wait)

@@ -293,7 +293,8 @@ class RayInstance:
                         self._detail = f"the instance's Ray actor died: {_first_line(exc)}"
                     break
                 with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
-                    cpu, rss = await asyncio.wait_for(self._handle.usage.remote(), _POLL_S)
+                    async with asyncio.timeout(_POLL_S):
+                        cpu, rss = await self._handle.usage.remote()
                     self._usage = ResourceUsage(cpu, rss, time.monotonic())
         finally:
             exited.cancel()
@@ -321,7 +322,8 @@ class RayInstance:
         self._end()
         if self._placement is not None:
             with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
-                await asyncio.wait_for(self._handle.stop.remote(kill), _STOP_GRACE_S)
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await self._handle.stop.remote(kill)
         await asyncio.to_thread(ray.kill, self._handle, no_restart=True)
 
 

@@ -27,10 +27,8 @@ async def run_in_subprocess(spec: LoadSpec, grace_s: float = 30.0) -> LoadResult
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(
-            process.communicate(json.dumps(spec.to_json()).encode()),
-            spec.duration_s + spec.timeout_s + grace_s,
-        )
+        async with asyncio.timeout(spec.duration_s + spec.timeout_s + grace_s):
+            stdout, stderr = await process.communicate(json.dumps(spec.to_json()).encode())
     finally:
         if process.returncode is None:
             process.kill()

@@ -134,7 +134,8 @@ class Router:
                 raise ServiceUnavailable(f"{what} within {self._timeout_s:g} s; try again shortly.")
             event = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, _RECHECK_S))
+                async with asyncio.timeout(min(remaining, _RECHECK_S)):
+                    await event.wait()
         return found
 
     def _pool(self, deployment: Deployment, target: str | None) -> VariantPool | None:

@@ -119,6 +119,7 @@ class ServerlessPool(VariantPool):
                 )
             event = self._changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 continue

@@ -333,7 +333,8 @@ class ComponentPlacer:
         for replica in replicas:
             replica.draining = True
         try:
-            await asyncio.wait_for(asyncio.gather(*(r.drained() for r in replicas)), 60.0)
+            async with asyncio.timeout(60.0):
+                await asyncio.gather(*(r.drained() for r in replicas))
         except TimeoutError:
             log.warning("inference component copies did not drain; stopping anyway")
         for replica in replicas:

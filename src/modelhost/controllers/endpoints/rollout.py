@@ -379,9 +379,8 @@ class Rollout:
         for replica in replicas:
             replica.draining = True
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(r.drained() for r in replicas)), DRAIN_TIMEOUT_S
-            )
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await asyncio.gather(*(r.drained() for r in replicas))
         except TimeoutError:
             log.warning("drain timed out after %.0f s; stopping anyway", DRAIN_TIMEOUT_S)
         for replica in replicas:
