@@ -5,7 +5,8 @@ paths need no router, and every microsecond here is added to every request. ``/p
 the other small answers are written at once; an invocation returns a coroutine, which the
 protocol runs as the request's task. Model code runs on worker threads (:mod:`runner`) so
 the event loop keeps answering ``/ping`` while a model call takes its time; a health check
-must never fail just because a prediction is slow.
+must never fail just because a prediction is slow. A model whose calls have shown to take
+under a millisecond is called on the loop instead, and answered at once (:mod:`inline`).
 
 In multi-model mode (:mod:`multimodel`) there is no model at start: ``/models`` loads,
 lists, unloads and invokes models, and ``/invocations`` is refused.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,6 +26,7 @@ from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
+from modelhost.modelserver.inline import InlineGate
 from modelhost.modelserver.multimodel import ModelRegistry, ModelsError, model_path
 from modelhost.modelserver.protocol import Request, Responder
 from modelhost.modelserver.runner import ModelRunner
@@ -56,6 +59,7 @@ class ModelServerApp:
         token: str | None = None,
         batcher: Batcher | None = None,
         registry: ModelRegistry | None = None,
+        inline_call_ms: float = 0.0,
     ) -> None:
         self.handlers = handlers
         self.registry = registry
@@ -63,6 +67,9 @@ class ModelServerApp:
         self.runner = runner
         #: With batching on, requests go to the model through it (see batching).
         self.batcher = batcher
+        #: Per model: whether its calls are short enough for the loop (see inline).
+        self._gates: weakref.WeakKeyDictionary[Handlers, InlineGate] = weakref.WeakKeyDictionary()
+        self._inline_call_ms = inline_call_ms
         self.execution_parameters = orjson.dumps(
             {
                 "MaxConcurrentTransforms": workers,
@@ -81,7 +88,7 @@ class ModelServerApp:
             if self.handlers is None:
                 _reply(responder, 404, b"multi-model server: use /models/{name}/invoke", _TEXT)
             elif method == b"POST":
-                return self._invocations(self.handlers, request, responder, self.batcher)
+                return self._invoke(self.handlers, request, responder, self.batcher)
             else:
                 _reply(responder, 405, b"use POST /invocations", _TEXT)
         elif path == b"/ping":
@@ -98,7 +105,7 @@ class ModelServerApp:
             if target is not None and target[1] == "invoke":
                 loaded = self.registry.models.get(target[0])
                 if loaded is not None:
-                    return self._invocations(loaded[1], request, responder, None)
+                    return self._invoke(loaded[1], request, responder, None)
             return self._models(self.registry, request, responder)
         else:
             _reply(responder, 404, b"not found", _TEXT)
@@ -146,29 +153,70 @@ class ModelServerApp:
                 log.error("%s", exc.message)
             _reply(responder, exc.status, exc.message.encode("utf-8", "replace"), _TEXT)
 
+    def _gate(self, handlers: Handlers) -> InlineGate:
+        gate = self._gates.get(handlers)
+        if gate is None:
+            gate = self._gates[handlers] = InlineGate(self._inline_call_ms)
+        return gate
+
+    def _invoke(
+        self,
+        handlers: Handlers,
+        request: Request,
+        responder: Responder,
+        batcher: Batcher | None,
+    ) -> Coroutine[Any, Any, None] | None:
+        """An invocation: answered here, with the model called on the loop, when the
+        model's calls are known to be short and no worker thread is busy (see inline);
+        else a coroutine that calls it on a worker thread."""
+        if batcher is not None or self.runner.in_flight or not handlers.built_in:
+            return self._invocations(handlers, request, responder, batcher)
+        gate = self._gate(handlers)
+        size = len(request.body)
+        if not gate.allows(size):
+            return self._invocations(handlers, request, responder, batcher, gate)
+        content_type, accept, context = _call_args(handlers, request)
+        try:
+            result, result_type = gate.inline(
+                size, handlers.invoke, request.body, content_type, accept, context
+            )
+        except Exception as exc:
+            _reply_error(responder, exc)
+            return None
+        if not isinstance(result, bytes):
+            return self._stream(responder, result, result_type, context, [])
+        _answer(responder, result, result_type, context, [])
+        return None
+
     async def _invocations(
         self,
         handlers: Handlers,
         request: Request,
         responder: Responder,
         batcher: Batcher | None,
+        gate: InlineGate | None = None,
     ) -> None:
-        content_type = accept = None
-        for name, value in request.headers:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"accept":
-                accept = value.decode("latin-1")
-        context = Context(handlers.model_dir, request.headers) if handlers.needs_context else None
+        content_type, accept, context = _call_args(handlers, request)
         extra: Headers = []
         try:
-            if batcher is None:
-                result, result_type = await self.runner.submit(
-                    handlers.invoke, request.body, content_type, accept, context
-                )
-            else:
+            if batcher is not None:
                 result, result_type, extra = await batcher.submit(
                     request.body, content_type, accept, context
+                )
+            elif handlers.built_in:
+                gate = gate or self._gate(handlers)
+                result, result_type = await self.runner.submit(
+                    gate.timed,
+                    len(request.body),
+                    handlers.invoke,
+                    request.body,
+                    content_type,
+                    accept,
+                    context,
+                )
+            else:
+                result, result_type = await self.runner.submit(
+                    handlers.invoke, request.body, content_type, accept, context
                 )
         except Exception as exc:
             _reply_error(responder, exc)
@@ -176,9 +224,7 @@ class ModelServerApp:
         if not isinstance(result, bytes):
             await self._stream(responder, result, result_type, context, extra)
             return
-        headers = [(b"content-type", result_type.encode("latin-1", "replace")), *extra]
-        _add_custom_attributes(headers, context)
-        responder.reply(200, headers, result)
+        _answer(responder, result, result_type, context, extra)
 
     async def _stream(
         self,
@@ -217,6 +263,28 @@ class ModelServerApp:
         responder.end_stream()
 
 
+def _call_args(
+    handlers: Handlers, request: Request
+) -> tuple[str | None, str | None, Context | None]:
+    """The request's Content-Type and Accept, and its Context when a handler reads one."""
+    content_type = accept = None
+    for name, value in request.headers:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"accept":
+            accept = value.decode("latin-1")
+    context = Context(handlers.model_dir, request.headers) if handlers.needs_context else None
+    return content_type, accept, context
+
+
+def _answer(
+    responder: Responder, result: bytes, result_type: str, context: Context | None, extra: Headers
+) -> None:
+    headers = [(b"content-type", result_type.encode("latin-1", "replace")), *extra]
+    _add_custom_attributes(headers, context)
+    responder.reply(200, headers, result)
+
+
 def _add_custom_attributes(headers: Headers, context: Context | None) -> None:
     if context is not None and (attributes := context.response_custom_attributes):
         headers.append((_CUSTOM_ATTRIBUTES, attributes.encode("latin-1", "replace")))
@@ -243,5 +311,6 @@ def create_app(
     token: str | None = None,
     batcher: Batcher | None = None,
     registry: ModelRegistry | None = None,
+    inline_call_ms: float = 0.0,
 ) -> ModelServerApp:
-    return ModelServerApp(handlers, runner, workers, token, batcher, registry)
+    return ModelServerApp(handlers, runner, workers, token, batcher, registry, inline_call_ms)

@@ -119,6 +119,10 @@ class Handlers:
         used = (self._input, self._predict, self._batch_predict, self._output, self._transform)
         #: Build a :class:`Context` per request only when some handler reads it.
         self.needs_context = any(f is not None and f.takes_context for f in used)
+        #: The framework's own chain alone (decode, predict row by row, encode): its calls
+        #: take time in proportion to their rows, so a body's size tells how long the next
+        #: call takes; user code's may depend on anything (see modelserver.inline).
+        self.built_in = self._stacks and not (input_fn or output_fn or transform_fn)
 
     def invoke(
         self,

@@ -35,6 +35,8 @@ class ModelRunner:
 
     def __init__(self, workers: int, name: str = "model") -> None:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        #: Calls queued or running, counted on the loop's thread (see modelserver.inline).
+        self.in_flight = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(workers)
@@ -46,6 +48,7 @@ class ModelRunner:
         """Run ``fn(*args)`` on a worker thread; await the returned future for its result."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        self.in_flight += 1
         self._queue.put((loop, future, fn, args))
         return future
 
@@ -53,6 +56,7 @@ class ModelRunner:
         """Run ``fn(*args)`` on a worker thread, then have the loop call ``done`` with its
         result, or with what it raised: for a caller that does not await, one loop wake-up
         and no future."""
+        self.in_flight += 1
         self._queue.put((asyncio.get_running_loop(), _Then(done), fn, args))
 
     def shutdown(self) -> None:
@@ -63,9 +67,32 @@ class ModelRunner:
     def _work(self) -> None:
         get = self._queue.get
         while (item := get()) is not None:
-            _run(*item)
+            self._run(*item)
             # Drop the reference now: an idle thread must not keep the last request alive.
             item = None
+
+    def _run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: _Settable,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            deliver(loop, self._finish, future, as_exception(exc), True)
+        else:
+            deliver(loop, self._finish, future, result, False)
+
+    def _finish(self, future: _Settable, outcome: Any, raised: bool) -> None:
+        self.in_flight -= 1
+        if future.done():  # cancelled: the client went away
+            return
+        if raised:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class _Then:
@@ -87,20 +114,6 @@ class _Then:
         self.callback(exc)
 
 
-def _run(
-    loop: asyncio.AbstractEventLoop,
-    future: _Settable,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-) -> None:
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        deliver(loop, _set_exception, future, as_exception(exc))
-    else:
-        deliver(loop, _set_result, future, result)
-
-
 def as_exception(exc: BaseException) -> Exception:
     """What model code raised, as an Exception to hand to the loop: SystemExit & co. would
     stop the event loop if re-raised in a task."""
@@ -114,13 +127,3 @@ def deliver(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *arg
     # RuntimeError: the loop is closed; the server is gone and nobody waits for this.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
-
-
-def _set_result(future: _Settable, result: Any) -> None:
-    if not future.done():  # cancelled: the client went away
-        future.set_result(result)
-
-
-def _set_exception(future: _Settable, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)

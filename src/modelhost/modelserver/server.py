@@ -79,11 +79,23 @@ async def _serve(
 
     if handlers is None:  # multi-model: models come through /models
         app = create_app(
-            None, runner, settings.workers, settings.token, registry=ModelRegistry(settings)
+            None,
+            runner,
+            settings.workers,
+            settings.token,
+            registry=ModelRegistry(settings),
+            inline_call_ms=settings.inline_call_ms,
         )
     else:
         batcher = batcher_for(settings, handlers, runner)
-        app = create_app(handlers, runner, settings.workers, settings.token, batcher)
+        app = create_app(
+            handlers,
+            runner,
+            settings.workers,
+            settings.token,
+            batcher,
+            inline_call_ms=settings.inline_call_ms,
+        )
     connections: set[HttpProtocol] = set()
     try:
         server = await loop.create_server(

@@ -37,8 +37,12 @@ ENV_TRANSFORM = "SAGEMAKER_BATCH"
 #: "true": serve many models, loaded and unloaded through the `/models` API (SageMaker's
 #: multi-model contract) instead of one model loaded at start.
 ENV_MULTI_MODEL = "SAGEMAKER_MULTI_MODEL"
+#: Model calls shown to take at most this many ms run on the event loop (0: never; see
+#: modelhost.modelserver.inline).
+ENV_INLINE_CALL_MS = "MODELHOST_INLINE_CALL_MS"
 #: How long a request may be held for company when no delay is given.
 DEFAULT_BATCH_DELAY_MS = 5.0
+DEFAULT_INLINE_CALL_MS = 1.0
 
 FRAMEWORK_NAMES = ("sklearn", "onnx", "python")
 
@@ -85,6 +89,8 @@ class Settings:
     max_batch_delay_ms: float = DEFAULT_BATCH_DELAY_MS
     # SAGEMAKER_MULTI_MODEL=true: no model at start; models come and go through /models.
     multi_model: bool = False
+    # MODELHOST_INLINE_CALL_MS: calls shown to take at most this long run on the loop.
+    inline_call_ms: float = DEFAULT_INLINE_CALL_MS
 
     @property
     def code_dir(self) -> Path:
@@ -124,6 +130,7 @@ class Settings:
             max_batch_size=max_batch_size,
             max_batch_delay_ms=max_batch_delay_ms,
             multi_model=(env.get(ENV_MULTI_MODEL) or "").strip().lower() == "true",
+            inline_call_ms=_milliseconds(env, ENV_INLINE_CALL_MS, DEFAULT_INLINE_CALL_MS, 1000),
         )
 
 
@@ -148,19 +155,28 @@ def _batching(env: Mapping[str, str]) -> tuple[int, float]:
     size = _one_of(env, ENV_MAX_BATCH_SIZE, ENV_TS_BATCH_SIZE)
     delay = _one_of(env, ENV_MAX_BATCH_DELAY_MS, ENV_TS_MAX_BATCH_DELAY)
     max_size = _int(env, size, 1, minimum=1) if size else 1
-    max_delay = DEFAULT_BATCH_DELAY_MS
-    if delay:
-        raw = env[delay]
-        try:
-            max_delay = float(raw)
-        except ValueError:
-            raise StartupError(f"invalid {delay}={raw!r}: not a number of milliseconds") from None
-        if not 0 <= max_delay <= 60_000:
-            raise StartupError(f"invalid {delay}={raw!r}: must be between 0 and 60000 ms")
+    max_delay = (
+        _milliseconds(env, delay, DEFAULT_BATCH_DELAY_MS, 60_000)
+        if delay
+        else DEFAULT_BATCH_DELAY_MS
+    )
     if max_size > 1 and (env.get(ENV_TRANSFORM) or "").lower() == "true":
         log.info("%s=%d ignored in a transform job: its requests are mini-batches", size, max_size)
         max_size = 1
     return max_size, max_delay
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: float, maximum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StartupError(f"invalid {name}={raw!r}: not a number of milliseconds") from None
+    if not 0 <= value <= maximum:
+        raise StartupError(f"invalid {name}={raw!r}: must be between 0 and {maximum:g} ms")
+    return value
 
 
 def _one_of(env: Mapping[str, str], name: str, alias: str) -> str | None:
