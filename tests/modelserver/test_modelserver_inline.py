@@ -140,42 +140,83 @@ def test_user_code_and_a_zero_budget_always_run_on_worker_threads() -> None:
 
 def test_no_call_runs_inline_while_a_worker_thread_runs_one() -> None:
     """One worker (SAGEMAKER_MODEL_SERVER_WORKERS=1): the model is never called twice at
-    once, inline or not."""
+    once, inline or not. A request that could run inline waits for the busy thread, then
+    runs on the loop."""
 
     async def main() -> None:
         client = serving()
         for _ in range(LEARN + 1):
             await client.send(ROW)
+        calls = len(client.model.threads)
         runner = client.app.runner
         release = threading.Event()
         held = runner.submit(release.wait)
         assert runner.in_flight == 1
         sent = asyncio.ensure_future(client.send(ROW))
         await asyncio.sleep(0.05)
-        assert not sent.done()  # queued behind the held call, not run on the loop
+        assert not sent.done()
+        assert len(client.model.threads) == calls  # not called meanwhile
         release.set()
         await held
-        thread, _ = await sent
-        assert thread == "model-0"
-        assert runner.in_flight == 0
+        thread, answer = await sent
+        assert thread == threading.current_thread().name
+        assert answer.endswith(b"[6.0]")
+
+    asyncio.run(main())
+
+
+def test_under_steady_concurrency_the_calls_end_up_on_the_loop() -> None:
+    """Eight clients, each sending as soon as its answer is in (the router's connections
+    to a busy instance), from the model's first call: once it has shown its calls are
+    short, they all run inline, each client's answers right and in order."""
+
+    async def main() -> None:
+        client = serving()
+
+        async def one_client(index: int) -> list[str]:
+            threads = []
+            for sent in range(30):
+                thread, answer = await client.send([[float(index), float(sent)]])
+                assert answer.endswith(f"[{index + sent:.1f}]".encode())
+                threads.append(thread)
+            return threads
+
+        seen = await asyncio.gather(*(one_client(i) for i in range(8)))
+        loop_thread = threading.current_thread().name
+        assert {threads[-1] for threads in seen} == {loop_thread}
+        assert client.app.runner.in_flight == 0
 
     asyncio.run(main())
 
 
 def test_the_gate_relearns_after_a_slow_call_within_its_limit() -> None:
     gate = InlineGate(1.0)
+    short = 0.0001
     for _ in range(LEARN):
-        gate.observe(100, 0.0001, inline=False)
+        gate.observe(100, short, short, inline=False)
     assert gate.allows(100) and not gate.allows(101)
-    gate.observe(1000, 0.01, inline=False)  # a bigger body was slow: the limit stands
+    gate.observe(1000, 0.01, 0.01, inline=False)  # a bigger body was slow: the limit stands
     assert gate.allows(100)
-    gate.observe(50, 0.002, inline=False)  # a body within it was slow: relearn
+    gate.observe(50, 0.002, 0.002, inline=False)  # a body within it was slow: relearn
     assert not gate.allows(50)
     for _ in range(LEARN - 1):
-        gate.observe(80, 0.0001, inline=False)
+        gate.observe(80, short, short, inline=False)
     assert not gate.allows(80)
-    gate.observe(80, 0.0001, inline=False)
+    gate.observe(80, short, short, inline=False)
     assert gate.allows(80) and not gate.allows(81)
     # Slow, but not slow enough to give up on inline calls: relearn, not off.
-    gate.observe(80, NEVER_AGAIN_S / 2, inline=True)
+    gate.observe(80, NEVER_AGAIN_S / 2, NEVER_AGAIN_S / 2, inline=True)
     assert not gate.off and not gate.allows(80)
+
+
+def test_a_thread_call_that_waited_for_the_gil_still_counts_as_short() -> None:
+    """Wall time on a thread includes waiting for the loop to let go of the GIL; what
+    the call used of a CPU is what says whether it is short."""
+    gate = InlineGate(1.0)
+    for _ in range(LEARN):
+        gate.observe(100, 0.004, 0.0002, inline=False)
+    assert gate.allows(100)
+    gate = InlineGate(1.0)
+    for _ in range(LEARN):  # far longer than any GIL wait: not short, whatever its CPU
+        gate.observe(100, 0.04, 0.0002, inline=False)
+    assert not gate.allows(100)

@@ -168,17 +168,25 @@ class ModelServerApp:
     ) -> Coroutine[Any, Any, None] | None:
         """An invocation: answered here, with the model called on the loop, when the
         model's calls are known to be short and no worker thread is busy (see inline);
-        else a coroutine that calls it on a worker thread."""
-        if batcher is not None or self.runner.in_flight or not handlers.built_in:
+        else a coroutine that calls it on a worker thread, or on the loop once the worker
+        threads are idle."""
+        if batcher is not None or not handlers.built_in:
             return self._invocations(handlers, request, responder, batcher)
         gate = self._gate(handlers)
-        size = len(request.body)
-        if not gate.allows(size):
+        if not gate.allows(len(request.body)):
             return self._invocations(handlers, request, responder, batcher, gate)
+        if self.runner.in_flight:
+            return self._inline_when_idle(handlers, request, responder, gate)
+        return self._inline(handlers, request, responder, gate)
+
+    def _inline(
+        self, handlers: Handlers, request: Request, responder: Responder, gate: InlineGate
+    ) -> Coroutine[Any, Any, None] | None:
+        """The model called here; None once answered (a stream's answer is a coroutine)."""
         content_type, accept, context = _call_args(handlers, request)
         try:
             result, result_type = gate.inline(
-                size, handlers.invoke, request.body, content_type, accept, context
+                len(request.body), handlers.invoke, request.body, content_type, accept, context
             )
         except Exception as exc:
             _reply_error(responder, exc)
@@ -187,6 +195,18 @@ class ModelServerApp:
             return self._stream(responder, result, result_type, context, [])
         _answer(responder, result, result_type, context, [])
         return None
+
+    async def _inline_when_idle(
+        self, handlers: Handlers, request: Request, responder: Responder, gate: InlineGate
+    ) -> None:
+        """After the calls the worker threads have, in turn: on the loop if the model's
+        calls are still short by then."""
+        while self.runner.in_flight:
+            await self.runner.idle()
+        if not gate.allows(len(request.body)):
+            await self._invocations(handlers, request, responder, None, gate)
+        elif (pending := self._inline(handlers, request, responder, gate)) is not None:
+            await pending
 
     async def _invocations(
         self,

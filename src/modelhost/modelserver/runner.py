@@ -37,6 +37,7 @@ class ModelRunner:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         #: Calls queued or running, counted on the loop's thread (see modelserver.inline).
         self.in_flight = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(workers)
@@ -58,6 +59,16 @@ class ModelRunner:
         and no future."""
         self.in_flight += 1
         self._queue.put((asyncio.get_running_loop(), _Then(done), fn, args))
+
+    def idle(self) -> asyncio.Future[None]:
+        """A future done when no call is queued or running any more: await it while
+        ``in_flight`` (another call may have been submitted by the time it is done)."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self.in_flight:
+            self._idle_waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
 
     def shutdown(self) -> None:
         """Let idle threads end; a call in progress finishes (threads are daemons anyway)."""
@@ -87,6 +98,11 @@ class ModelRunner:
 
     def _finish(self, future: _Settable, outcome: Any, raised: bool) -> None:
         self.in_flight -= 1
+        if not self.in_flight and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # cancelled: its client went away
+                    waiter.set_result(None)
         if future.done():  # cancelled: the client went away
             return
         if raised:
