@@ -195,6 +195,8 @@ class ModelhostApp:
                 settings.objects_dir, settings.access_keys, settings.logs_dir / "s3.log"
             )
             self.s3 = rclone
+            if isinstance(self.objects, FsspecObjectStore):
+                self.objects.on_local_write(rclone.written)
             self.s3_proxy = s3api.S3Proxy(
                 rclone.url,
                 settings.access_keys,

@@ -20,6 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.support.async_inference import deploy_async, put_digest_model, wait_for_object
 from tests.support.aws import TEST_ENV, aws_cli_env
 from tests.support.endpoints import deploy, unique
 from tests.support.models import iris_model_bytes, iris_rows, model_tarball
@@ -105,8 +106,7 @@ def test_ranged_gets_and_presigned_urls(server: ServerProcess) -> None:
 
 
 def test_modelhost_serves_a_model_uploaded_through_s3(server: ServerProcess, sagemaker, runtime):
-    """What a client uploads is what CreateModel's s3:// URI reads, and what modelhost
-    writes itself is what a client lists."""
+    """What a client uploads is what CreateModel's s3:// URI reads."""
     s3 = s3_client(server.url)
     bucket = unique("models")
     s3.create_bucket(Bucket=bucket)
@@ -121,14 +121,46 @@ def test_modelhost_serves_a_model_uploaded_through_s3(server: ServerProcess, sag
     )
     assert len(json.loads(answer["Body"].read())) == 2
 
-    written = server.data_dir / "objects" / bucket / "written" / "by-server.txt"
-    written.parent.mkdir(parents=True)
-    written.write_text("from the data dir")
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix="written/")
-    assert [o["Key"] for o in listed["Contents"]] == ["written/by-server.txt"]
-    assert s3.get_object(Bucket=bucket, Key="written/by-server.txt")["Body"].read() == (
-        b"from the data dir"
+
+def test_what_the_server_writes_is_listed_and_read_through_s3_at_once(
+    server: ServerProcess, sagemaker, runtime
+) -> None:
+    """Async results land in the objects folder by the server's own hand, not through S3,
+    while S3 has just listed (and so cached) the folder they land in: the listing and a
+    GET right after the result appears on disk both have it, every time."""
+    s3 = s3_client(server.url)
+    bucket = unique("results")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="out/earlier.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key="in.json", Body=b'{"n": 1}', ContentType="application/json")
+    endpoint = deploy_async(
+        sagemaker,
+        put_digest_model(server.data_dir),
+        output_config={
+            "S3OutputPath": f"s3://{bucket}/out",
+            "S3FailurePath": f"s3://{bucket}/failed",
+        },
     )
+    expected = ["out/earlier.json"]
+    for n in range(3):
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="out/")
+        assert [o["Key"] for o in listed["Contents"]] == expected
+        answer = runtime.invoke_endpoint_async(
+            EndpointName=endpoint,
+            InputLocation=f"s3://{bucket}/in.json",
+            ContentType="application/json",
+            Filename=f"result-{n}.json",
+        )
+        found = wait_for_object(
+            server.data_dir, answer["OutputLocation"], answer["FailureLocation"]
+        )
+        assert found == answer["OutputLocation"]
+        key = f"out/result-{n}.json"
+        expected = sorted([*expected, key])
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="out/")
+        assert [o["Key"] for o in listed["Contents"]] == expected
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert json.loads(body)["bytes"] == len(b'{"n": 1}')
 
 
 def test_an_uploads_content_type_is_kept_before_the_put_answers(server: ServerProcess) -> None:

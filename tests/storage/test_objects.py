@@ -95,6 +95,25 @@ def test_a_failed_local_write_leaves_no_partial_file(
     assert os.listdir(tmp_path / "objects" / "out" / "results") == ["part-0.out"]
 
 
+def test_objects_landing_under_the_root_are_reported(tmp_path: Path) -> None:
+    """The embedded S3 API caches listings: it hears of each object the store puts under
+    the root, once it is in place, and of nothing else (a write that failed, a file
+    elsewhere)."""
+    root = tmp_path / "objects"
+    store = FsspecObjectStore(root, allow_local_paths=True)
+    seen: list[set[str]] = []
+    store.on_local_write(lambda: seen.append({p for p in tree(root) if p.endswith(".out")}))
+    store.put_bytes("s3://out/results/part-0.out", b"whole")
+    assert seen == [{"out/results/part-0.out"}]
+    with pytest.raises(RuntimeError), store.open("s3://out/other.out", "wb") as f:
+        f.write(b"broken")
+        raise RuntimeError("writer failed")
+    store.put_bytes(str(tmp_path / "elsewhere" / "a.out"), b"local")
+    assert len(seen) == 1
+    store.put_bytes(f"file://{root}/out/by-path.out", b"under the root")
+    assert seen[1] == {"out/results/part-0.out", "out/by-path.out"}
+
+
 def test_safe_join_refuses_keys_that_climb_out(tmp_path: Path) -> None:
     assert safe_join(tmp_path, "a/b", what="x") == tmp_path / "a" / "b"
     for rel in ("../x", "a/../../x", "/etc/passwd", "", "."):

@@ -122,6 +122,7 @@ class FsspecObjectStore:
         self.s3_endpoint_url = s3_endpoint_url or None
         self.allow_local_paths = allow_local_paths
         self._local = LocalFileSystem()
+        self._on_local_write: Callable[[], None] | None = None
         self._s3: AbstractFileSystem | None = None
         if self.s3_endpoint_url is not None or real_s3:
             import s3fs  # deferred: pulls in aiobotocore, only needed with real S3
@@ -148,6 +149,12 @@ class FsspecObjectStore:
         if self._s3 is None:
             return f"FsspecObjectStore(local_root={str(self.local_root)!r})"
         return f"FsspecObjectStore(s3_endpoint_url={self.s3_endpoint_url or 'aws'!r})"
+
+    def on_local_write(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the writing thread) each time an object lands under the
+        local root: the embedded S3 API caches listings and must learn of objects that
+        did not arrive through it."""
+        self._on_local_write = callback
 
     # ------------------------------------------------------------------ resolution
 
@@ -333,7 +340,10 @@ class FsspecObjectStore:
             raise IsADirectoryError(f"{uri} is a prefix, not an object")
         if mode == "wb":
             if t.local_path is not None:
-                return _atomic_local_writer(t.local_path)
+                under_root = t.local_path.startswith(f"{self.local_root}/")
+                return _atomic_local_writer(
+                    t.local_path, self._on_local_write if under_root else None
+                )
             return _DiscardOnError(t.fs.open(t.path, "wb"))  # type: ignore[return-value]
         try:
             if t.local_path is not None:
@@ -409,10 +419,13 @@ def copy_stream(
 class _AtomicWriter(io.BufferedWriter):
     """A buffered file that becomes visible at its final path only on a clean close."""
 
-    def __init__(self, raw: io.FileIO, temp: str, final: str) -> None:
+    def __init__(
+        self, raw: io.FileIO, temp: str, final: str, landed: Callable[[], None] | None
+    ) -> None:
         super().__init__(raw, buffer_size=COPY_CHUNK_BYTES)
         self._temp = temp
         self._final = final
+        self._landed = landed
         self._discard = False
 
     def close(self) -> None:
@@ -429,6 +442,8 @@ class _AtomicWriter(io.BufferedWriter):
                     os.unlink(self._temp)
             else:
                 os.replace(self._temp, self._final)
+                if self._landed is not None:
+                    self._landed()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
@@ -467,7 +482,7 @@ class _DiscardOnError:
         self._f.close()
 
 
-def _atomic_local_writer(path: str) -> IO[bytes]:
+def _atomic_local_writer(path: str, landed: Callable[[], None] | None) -> IO[bytes]:
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder, not an object")
     parent, _, name = path.rpartition("/")
@@ -479,4 +494,4 @@ def _atomic_local_writer(path: str) -> IO[bytes]:
     # (instances in containers may run as another user). Reading the umask would mean
     # briefly changing it, which races with other threads, so use the usual 0644.
     os.fchmod(fd, 0o644)
-    return _AtomicWriter(io.FileIO(fd, "wb", closefd=True), temp, path)
+    return _AtomicWriter(io.FileIO(fd, "wb", closefd=True), temp, path, landed)
