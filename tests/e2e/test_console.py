@@ -341,10 +341,8 @@ def test_a_serverless_endpoint_charts_its_concurrency_against_max_concurrency(
         label = page.tab.locator("#concurrency-peak + .label").text_content() or ""
         assert label.endswith("MaxConcurrency 4")
         # Beside the cold starts.
-        assert page.tab.evaluate(
-            "document.querySelector('[data-chart=\"concurrency\"]')"
-            ".nextElementSibling.dataset.chart"
-        ) == "cold-starts"
+        beside = "document.querySelector('[data-chart=concurrency]').nextElementSibling"
+        assert page.tab.evaluate(f"{beside}.dataset.chart") == "cold-starts"
         page.screenshot("serverless-concurrency")
     # The page's peak is the API's, after the requests are answered too.
     assert _peak_concurrency(cw, name) == 3
@@ -536,7 +534,9 @@ def test_transform_schedules_show_their_next_run_and_last_runs(
         )
         cell = row.locator("td.next-run")
         assert float(cell.get_attribute("data-next-run") or 0) == described["NextRunTime"]
-        shown = page.tab.evaluate("t => new Date(t * 1000).toLocaleString()", described["NextRunTime"])
+        shown = page.tab.evaluate(
+            "t => new Date(t * 1000).toLocaleString()", described["NextRunTime"]
+        )
         assert cell.text_content() == shown
         assert row.locator(".status").first.text_content() == "Enabled"
         assert "No run yet" in (row.locator("td.runs").text_content() or "")

@@ -242,7 +242,9 @@ def test_serverless_concurrency_of_held_requests(
     runtime = history_server.client("sagemaker-runtime", retries=0)
     with held_invocations(runtime, name, 3, gate):
         wait_until(
-            lambda: _peak(cw, name, "Modelhost/Endpoints", "ConcurrentExecutions") == (3.0, "Count"),
+            lambda: (
+                _peak(cw, name, "Modelhost/Endpoints", "ConcurrentExecutions") == (3.0, "Count")
+            ),
             timeout_s=60,
             what="3 concurrent executions recorded",
         )

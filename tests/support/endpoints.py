@@ -192,7 +192,9 @@ def held_invocations(runtime, endpoint: str, count: int, gate) -> Iterator[None]
 
     def call() -> None:
         try:
-            answer = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="text/csv", Body="1")
+            answer = runtime.invoke_endpoint(
+                EndpointName=endpoint, ContentType="text/csv", Body="1"
+            )
             answers.append(answer["Body"].read())
         except Exception as exc:  # reported below, with the others
             answers.append(exc)
