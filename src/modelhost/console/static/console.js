@@ -179,7 +179,8 @@
         {
           width,
           height: 190,
-          scales: { x: { time: true, range: () => state.span } },
+          // With a limit drawn, from 0: how far below its bound a series runs is the point.
+          scales: { x: { time: true, range: () => state.span }, ...(specs.some((s) => s.limit) ? { y: { range: (u, low, high) => [0, Math.max(high, 1) * 1.1] } } : {}) },
           // Points always drawn: a metric seen in one period only is one point, no line.
           series: [{}, ...specs.map(({ label, limit }, i) => (limit ? { label, stroke: LIMIT_COLOR, width: 1.5, dash: [6, 4], spanGaps: true, points: { show: false } } : { label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 5, fill: COLORS[i % COLORS.length] } }))],
           axes: [{}, { size: 56 }],
