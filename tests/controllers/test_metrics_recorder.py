@@ -11,7 +11,7 @@ import pytest
 from modelhost import metrics
 from modelhost.controllers import MetricsRecorder
 from modelhost.history import MetricStore, retention, statistics
-from modelhost.router import Router
+from modelhost.router import Deployment, Router, ServerlessPool
 
 
 @pytest.fixture
@@ -70,3 +70,33 @@ def test_detached_series_observe_nothing(recorder: MetricsRecorder) -> None:
     recorder.detach()
     assert series.history_model is None and series.history_overhead is None
     series.answered(0.001, None)  # the Prometheus histogram alone
+
+
+def test_a_serverless_variant_records_its_peak_concurrency(recorder: MetricsRecorder) -> None:
+    """Three requests in flight at once, all gone by the flush: the flush still holds 3,
+    and the utilisation is 3 over MaxConcurrency; the next flush starts from those in
+    flight then."""
+    endpoint = f"rec-{time.monotonic_ns()}"
+    pool = ServerlessPool(name="v", weight=1.0, endpoint=endpoint, max_concurrency=4)
+    recorder.router.deployments[endpoint] = Deployment(endpoint, 1, {"v": pool})
+    for _ in range(3):
+        pool.admit()
+    for _ in range(2):
+        pool.leave(0.0)
+
+    def values(points: list) -> dict[str, float]:
+        found = {}
+        for point in points:
+            if point.series[2] == (("EndpointName", endpoint), ("VariantName", "v")):
+                found[f"{point.series[0]}:{point.series[1]}"] = point.values.maximum
+        return found
+
+    first = values(recorder.collect(time.time())[0])
+    assert first["Modelhost/Endpoints:ConcurrentExecutions"] == 3.0
+    assert first["AWS/SageMaker:ServerlessConcurrentExecutionsUtilization"] == 0.75
+    later = values(recorder.collect(time.time())[0])
+    assert later["Modelhost/Endpoints:ConcurrentExecutions"] == 1.0  # one still in flight
+    pool.leave(0.0)
+    last = values(recorder.collect(time.time())[0])
+    assert last["AWS/SageMaker:ServerlessConcurrentExecutionsUtilization"] == 0.25
+    del recorder.router.deployments[endpoint]

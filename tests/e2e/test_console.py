@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from modelhost.cli import control
 from tests.support.async_inference import deploy_async, wait_for_object
 from tests.support.autoscaling import (
     FAST_AUTOSCALING,
@@ -27,8 +28,14 @@ from tests.support.autoscaling import (
     resource_id,
     schedule_range,
 )
-from tests.support.endpoints import deploy, deployed, unique, wait_for, wait_for_status
-from tests.support.models import iris_rows, model_tarball, put_iris_model
+from tests.support.endpoints import (
+    deploy,
+    deploy_serverless,
+    held_invocations,
+    unique,
+    wait_for,
+)
+from tests.support.models import iris_rows, model_tarball, put_gated_model, put_iris_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -251,27 +258,7 @@ def test_a_serverless_endpoint_charts_its_cold_starts(
     page: Page, console_server: ServerProcess
 ) -> None:
     sagemaker = console_server.client("sagemaker")
-    name = unique("sl")
-    sagemaker.create_model(
-        ModelName=name,
-        PrimaryContainer={
-            "Image": "modelhost/sklearn",
-            "ModelDataUrl": "s3://models/iris/model.tar.gz",
-        },
-    )
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
-            }
-        ],
-    )
-    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    deployed.append((sagemaker, name))
-    wait_for_status(sagemaker, name, {"InService"})
+    name = deploy_serverless(sagemaker, "s3://models/iris/model.tar.gz", max_concurrency=2)
     console_server.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=name, Body=json.dumps(iris_rows(1)), ContentType="application/json"
     )
@@ -311,6 +298,54 @@ def test_a_serverless_endpoint_charts_its_cold_starts(
     wait_until(lambda: row.count() == 1, timeout_s=30, what="the endpoint's row")
     assert "(serverless)" in (row.locator("td").nth(2).text_content() or "")
     page.screenshot("serverless")
+
+
+def _peak_concurrency(cw: Any, endpoint: str) -> float | None:
+    now = datetime.datetime.now(UTC)
+    points = cw.get_metric_statistics(
+        Namespace="Modelhost/Endpoints",
+        MetricName="ConcurrentExecutions",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": endpoint},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ],
+        StartTime=now - datetime.timedelta(minutes=30),
+        EndTime=now + datetime.timedelta(minutes=1),
+        Period=3600,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    return max(p["Maximum"] for p in points) if points else None
+
+
+def test_a_serverless_endpoint_charts_its_concurrency_against_max_concurrency(
+    page: Page, console_server: ServerProcess, tmp_path: Path
+) -> None:
+    gate = tmp_path / "open"
+    url = put_gated_model(console_server.data_dir, gate)
+    sagemaker = console_server.client("sagemaker")
+    name = deploy_serverless(sagemaker, url, max_concurrency=4, image="modelhost/python")
+    cw = console_server.client("cloudwatch")
+    runtime = console_server.client("sagemaker-runtime", retries=0)
+    with held_invocations(runtime, name, 3, gate):
+        wait_until(lambda: _peak_concurrency(cw, name) == 3, timeout_s=60, what="the peak of 3")
+        page.open(f"/console/#/endpoint/{name}?window=1h")
+        page.wait_for_text("#concurrency-peak", "3")
+        chart = page.tab.locator('[data-chart="concurrency"]')
+        wait_until(
+            lambda: int(chart.get_attribute("data-points") or 0) >= 1,
+            timeout_s=30,
+            what="concurrency points",
+        )
+        assert _drawn_pixels(page.tab, "concurrency") > 0  # the executions
+        assert _drawn_pixels(page.tab, "concurrency", (0x8A, 0x94, 0xA3)) > 0  # the limit
+        label = page.tab.locator("#concurrency-peak + .label").text_content() or ""
+        assert label.endswith("MaxConcurrency 4")
+        # Beside the cold starts.
+        beside = "document.querySelector('[data-chart=concurrency]').nextElementSibling"
+        assert page.tab.evaluate(f"{beside}.dataset.chart") == "cold-starts"
+        page.screenshot("serverless-concurrency")
+    # The page's peak is the API's, after the requests are answered too.
+    assert _peak_concurrency(cw, name) == 3
 
 
 def test_an_asynchronous_endpoint_charts_its_backlog(
@@ -456,6 +491,80 @@ def test_transform_jobs_progress_to_complete_and_failures_show_why(
         what="the failure reason",
     )
     page.screenshot("transform-jobs")
+
+
+def _schedule(server: ServerProcess, model: str, cron: str, source: str) -> str:
+    name = unique("sched")
+    template = {
+        "ModelName": model,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://x/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": unique("s3://batch/out"), "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    control.call(
+        server.url,
+        "Modelhost.CreateSchedule",
+        {
+            "ScheduleName": name,
+            "ScheduleExpression": cron,
+            "InputPrefixTemplate": source,
+            "TransformJobTemplate": template,
+        },
+    )
+    return name
+
+
+def test_transform_schedules_show_their_next_run_and_last_runs(
+    page: Page, console_server: ServerProcess, batch_model: str
+) -> None:
+    base = unique("s3://batch/sched")
+    _put(console_server, f"{base}/rows.csv", b"5.1,3.5,1.4,0.2\n6.2,3.4,5.4,2.3\n")
+    yearly = _schedule(console_server, batch_model, "0 3 1 1 *", f"{base}/")
+    often = _schedule(console_server, batch_model, "* * * * * */15", f"{base}/")
+    try:
+        page.open("/console/#/transform-jobs")
+        row = page.tab.locator("#schedules tbody tr", has_text=yearly)
+        wait_until(lambda: row.count() == 1, timeout_s=30, what="the schedule's row")
+        described = control.call(
+            console_server.url, "Modelhost.DescribeSchedule", {"ScheduleName": yearly}
+        )
+        cell = row.locator("td.next-run")
+        assert float(cell.get_attribute("data-next-run") or 0) == described["NextRunTime"]
+        shown = page.tab.evaluate(
+            "t => new Date(t * 1000).toLocaleString()", described["NextRunTime"]
+        )
+        assert cell.text_content() == shown
+        assert row.locator(".status").first.text_content() == "Enabled"
+        assert "No run yet" in (row.locator("td.runs").text_content() or "")
+        # The frequent one runs: its latest job is listed with the outcome the API gives.
+        runs = page.tab.locator("#schedules tbody tr", has_text=often).locator(".run")
+        wait_until(lambda: runs.count() >= 1, timeout_s=60, what="the schedule's first run")
+        job = runs.first.get_attribute("data-job") or ""
+        assert job.startswith(f"{often}-")
+        sagemaker = console_server.client("sagemaker")
+        wait_for(
+            lambda: sagemaker.describe_transform_job(TransformJobName=job),
+            "TransformJobStatus",
+            {"Completed", "Failed"},
+            f"job {job}",
+            120,
+        )
+        status = sagemaker.describe_transform_job(TransformJobName=job)["TransformJobStatus"]
+        assert status == "Completed"
+        outcome = page.tab.locator(f'#schedules .run[data-job="{job}"] .status')
+        wait_until(
+            lambda: outcome.text_content(timeout=1000) == status,
+            timeout_s=30,
+            what="the run's outcome",
+        )
+        page.screenshot("transform-schedules")
+    finally:
+        for name in (yearly, often):
+            control.call(console_server.url, "Modelhost.DeleteSchedule", {"ScheduleName": name})
 
 
 def test_models_and_endpoint_configs_lists(

@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING
 from tests.support.aws import aws_cli_env, cloudwatch_held_to
-from tests.support.endpoints import deploy, unique
-from tests.support.models import iris_rows, put_iris_model
+from tests.support.endpoints import deploy, deploy_serverless, held_invocations, unique
+from tests.support.models import iris_rows, put_gated_model, put_iris_model
 from tests.support.processes import wait_until
 from tests.support.server import ServerProcess, running_server
 
@@ -212,6 +212,50 @@ def test_instance_metrics_and_list_metrics(cw: Any, loaded: tuple[str, list[floa
         Statistics=["Maximum"],
     )["Datapoints"]
     assert 0 < points[0]["Maximum"] < 100 and points[0]["Unit"] == "Percent"
+
+
+def _peak(cw: Any, endpoint: str, namespace: str, metric: str) -> tuple[float, str] | None:
+    """The Maximum of a metric over the last minutes and its unit; None before any."""
+    start, end = _window()
+    points = cw.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=metric,
+        Dimensions=_dimensions(endpoint),
+        StartTime=start,
+        EndTime=end,
+        Period=600,
+        Statistics=["Maximum"],
+    )["Datapoints"]
+    return (max(p["Maximum"] for p in points), points[0]["Unit"]) if points else None
+
+
+def test_serverless_concurrency_of_held_requests(
+    cw: Any, history_server: ServerProcess, tmp_path: Path
+) -> None:
+    """Three requests held in flight at once on a serverless variant of MaxConcurrency 4:
+    its ConcurrentExecutions peak at 3 and its ServerlessConcurrentExecutionsUtilization
+    at 0.75, both under EndpointName and VariantName."""
+    gate = tmp_path / "open"
+    url = put_gated_model(history_server.data_dir, gate)
+    sagemaker = history_server.client("sagemaker")
+    name = deploy_serverless(sagemaker, url, max_concurrency=4, image="modelhost/python")
+    runtime = history_server.client("sagemaker-runtime", retries=0)
+    with held_invocations(runtime, name, 3, gate):
+        wait_until(
+            lambda: (
+                _peak(cw, name, "Modelhost/Endpoints", "ConcurrentExecutions") == (3.0, "Count")
+            ),
+            timeout_s=60,
+            what="3 concurrent executions recorded",
+        )
+    assert _peak(cw, name, "AWS/SageMaker", "ServerlessConcurrentExecutionsUtilization") == (
+        0.75,
+        "None",
+    )
+    listed = cw.list_metrics(
+        Namespace="AWS/SageMaker", MetricName="ServerlessConcurrentExecutionsUtilization"
+    )["Metrics"]
+    assert sorted(_dimensions(name), key=lambda d: d["Name"]) in [m["Dimensions"] for m in listed]
 
 
 def test_put_metric_data_round_trip(cw: Any) -> None:

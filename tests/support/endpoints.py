@@ -7,8 +7,10 @@ them when the test ends; a helper that creates an endpoint some other way append
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 deployed: list[tuple[object, str]] = []
 
@@ -147,3 +149,63 @@ def undeploy(sagemaker, name: str, timeout_s: float = 60) -> None:
         sagemaker.delete_endpoint_config(EndpointConfigName=name)
     with contextlib.suppress(ClientError):
         sagemaker.delete_model(ModelName=name)
+
+
+def deploy_serverless(
+    sagemaker,
+    model_url: str,
+    *,
+    max_concurrency: int,
+    image: str = "modelhost/sklearn",
+    memory_mb: int = 2048,
+    timeout_s: float = 90,
+) -> str:
+    """One serverless AllTraffic variant (a ServerlessConfig of `memory_mb` and
+    `max_concurrency`), InService; returns the endpoint name."""
+    name = unique("sl")
+    sagemaker.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": image, "ModelDataUrl": model_url},
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/any",
+    )
+    config = {"MemorySizeInMB": memory_mb, "MaxConcurrency": max_concurrency}
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": config}
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    deployed.append((sagemaker, name))
+    status = wait_for_status(sagemaker, name, {"InService", "Failed"}, timeout_s)
+    if status["EndpointStatus"] == "Failed":
+        raise AssertionError(f"endpoint {name} failed: {status.get('FailureReason')}")
+    return name
+
+
+@contextlib.contextmanager
+def held_invocations(runtime, endpoint: str, count: int, gate) -> Iterator[None]:
+    """`count` invocations of a gated model (tests.support.models.put_gated_model) sent at
+    once from threads and held in flight until the block ends, when the gate (a Path)
+    opens; each must then have been answered "done"."""
+    answers: list[object] = []
+
+    def call() -> None:
+        try:
+            answer = runtime.invoke_endpoint(
+                EndpointName=endpoint, ContentType="text/csv", Body="1"
+            )
+            answers.append(answer["Body"].read())
+        except Exception as exc:  # reported below, with the others
+            answers.append(exc)
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        gate.touch()
+        for thread in threads:
+            thread.join(60)
+    assert answers == [b"done"] * count, answers

@@ -137,3 +137,18 @@ def transform_fn(model, body, content_type, accept):
     return "ok", "text/plain"
 """.encode()
     return put_model(data_dir, name, {"code/inference.py": code})
+
+
+def put_gated_model(data_dir: Path, gate: Path) -> str:
+    """A python model that answers "done" only once the file `gate` exists: requests
+    held in flight for as long as a test needs them there."""
+    code = f"""
+import os, time
+def model_fn(model_dir):
+    return None
+def transform_fn(model, body, content_type, accept):
+    while not os.path.exists({str(gate)!r}):
+        time.sleep(0.01)
+    return "done", "text/plain"
+""".encode()
+    return put_model(data_dir, f"gated-{abs(hash(str(gate)))}", {"code/inference.py": code})

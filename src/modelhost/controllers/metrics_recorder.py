@@ -13,7 +13,9 @@ What is recorded, by namespace and dimensions:
 - `AWS/SageMaker`, EndpointName + VariantName: Invocations, Invocation4XXErrors,
   Invocation5XXErrors, InvocationsPerInstance (one value per flush: the count in it),
   ModelLatency, OverheadLatency (microseconds, one value per invocation),
-  ConcurrentRequestsPerModel, ModelSetupTime (serverless, microseconds).
+  ConcurrentRequestsPerModel, ModelSetupTime (serverless, microseconds),
+  ServerlessConcurrentExecutionsUtilization (serverless: the most requests in flight at
+  once during the flush over MaxConcurrency).
   Errors before a variant was chosen carry EndpointName alone.
 - `AWS/SageMaker`, InferenceComponentName: Invocations, InvocationsPerCopy (the count in
   the flush per serving copy), ConcurrentRequestsPerCopy.
@@ -22,8 +24,12 @@ What is recorded, by namespace and dimensions:
 - `/aws/sagemaker/Endpoints`, EndpointName + VariantName: CPUUtilization (percent of one
   core, averaged over instances), MemoryUtilization (percent of the instance type's memory).
 - `Modelhost/Endpoints`, EndpointName + VariantName: InstanceCount, ColdStarts, Cost (USD
-  of instance time and serverless GB-seconds at list price) — modelhost's own, with no
-  SageMaker equivalent.
+  of instance time and serverless GB-seconds at list price), ConcurrentExecutions
+  (serverless: the most requests in flight at once during the flush, waiting for a cold
+  start or running) — modelhost's own, with no SageMaker equivalent.
+
+A serverless variant's peak is kept by its pool (one comparison as a request is admitted)
+and taken once per flush, so a burst between two flushes is not missed.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from prometheus_client import Counter, Histogram
 from modelhost import metrics
 from modelhost.controllers.scaling_metrics import ComponentState, VariantState
 from modelhost.history import Distribution, MetricStore, Point, SeriesKey
-from modelhost.router import Router
+from modelhost.router import Router, ServerlessPool
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
 MODELHOST = "Modelhost/Endpoints"
 _MICROSECONDS = "Microseconds"
 _PRUNE_EVERY_S = 60.0
+_UTILIZATION = "ServerlessConcurrentExecutionsUtilization"
 _ASYNC = (
     "ApproximateBacklogSize",
     "ApproximateBacklogSizePerInstance",
@@ -202,10 +209,12 @@ class MetricsRecorder:
 
     def _gauges(self, add: Add) -> None:
         for endpoint, deployment in list(self.router.deployments.items()):
-            for variant in deployment.variants:
+            for variant, pool in deployment.variants.items():
                 dimensions = {"EndpointName": endpoint, "VariantName": variant}
                 instances = self._state.instances(dimensions) or 0.0
                 add(_key(MODELHOST, "InstanceCount", endpoint, variant), "Count", _one(instances))
+                if isinstance(pool, ServerlessPool):
+                    self._serverless(add, endpoint, pool)
                 outstanding = self._state.outstanding(dimensions)
                 if outstanding is not None:
                     add(
@@ -226,6 +235,14 @@ class MetricsRecorder:
                     value = metrics.async_backlog_metric(name, endpoint)
                     if value is not None:
                         add(_key(SAGEMAKER, name, endpoint, None), "Count", _one(value))
+
+    @staticmethod
+    def _serverless(add: Add, endpoint: str, pool: ServerlessPool) -> None:
+        peak = float(pool.take_peak())
+        key = _key(MODELHOST, "ConcurrentExecutions", endpoint, pool.name)
+        add(key, "Count", _one(peak))
+        utilization = _one(peak / max(pool.max_concurrency, 1))
+        add(_key(SAGEMAKER, _UTILIZATION, endpoint, pool.name), "None", utilization)
 
     def _growth(self, name: str, counter: Counter) -> dict[Labels, float]:
         """How much each (endpoint, variant) of a counter grew since the last flush

@@ -42,6 +42,9 @@ class ServerlessPool(VariantPool):
     usd_per_gb_second: float = 0.0
     scaler: Scaler | None = None
     in_flight: int = 0
+    # The most in flight since the metrics history last took it (`take_peak`): a flush
+    # every 10 s would miss a burst between two reads of `in_flight`.
+    peak_in_flight: int = 0
     starting: int = 0
     billed_gb_seconds: float = 0.0  # since the pool started, for the recommender's cost
     retired: bool = False  # replaced or deleted: starts in progress are stopped on arrival
@@ -66,6 +69,8 @@ class ServerlessPool(VariantPool):
                 f"{self.max_concurrency} concurrent invocations; retry with backoff."
             )
         self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
         self._concurrency.set(self.in_flight)
         if self.scaler is not None:
             self.scaler.demand(self)
@@ -78,6 +83,12 @@ class ServerlessPool(VariantPool):
             self.billed_gb_seconds += gb_seconds
             self._gb_seconds.inc(gb_seconds)
             self._cost.inc(gb_seconds * self.usd_per_gb_second)
+
+    def take_peak(self) -> int:
+        """The most requests in flight at once since the last call; the next span starts
+        from those in flight now."""
+        peak, self.peak_in_flight = self.peak_in_flight, self.in_flight
+        return peak
 
     def changed(self) -> None:
         """Wake every request waiting for an instance (one arrived, or a start failed)."""

@@ -9,6 +9,7 @@
   const WINDOWS = { "1h": [3600, 60], "3h": [10800, 60], "1d": [86400, 300] };
   const COST_SPAN_S = 15 * 86400; // the metric history's retention
   const COLORS = ["#2459c7", "#c62828", "#1a7f37", "#9a6700", "#7b3fb5", "#00838f", "#5f6b7c"];
+  const LIMIT_COLOR = "#8a94a3";
   const SM = "SageMaker.";
   const CW = "GraniteServiceVersion20100801.";
   const AAS = "AnyScaleFrontendService.";
@@ -142,6 +143,9 @@
   }
 
   const total = (result) => (result ? result.Values.reduce((a, b) => a + b, 0) : 0);
+  const peak = (result) => (result && result.Values.length ? Math.max(...result.Values) : 0);
+  // A serverless variant's limit as DescribeEndpoint has it now (null while it has none).
+  const maxConcurrency = (variant) => (variant.CurrentServerlessConfig || variant.DesiredServerlessConfig || {}).MaxConcurrency ?? null;
 
   // A result on the window's grid: one value per period, `missing` where there is none.
   function onGrid(result, grid, period, missing, scale) {
@@ -154,11 +158,15 @@
     return values;
   }
 
-  // One chart over [from, to]: drawn the first time, its data replaced on later polls.
+  // One chart over [from, to]: drawn the first time, its data replaced on later polls. A
+  // series is a label, or { label, limit: true } for a configured bound (MaxConcurrency)
+  // drawn as a dashed grey line and not counted as data.
   function chart(container, key, title, seriesLabels, grid, columns, marks, span) {
+    const specs = seriesLabels.map((s) => (typeof s === "string" ? { label: s } : s));
+    const measured = columns.filter((_, i) => !specs[i].limit);
     // For the page's readers (and its tests): values charted, and those that are not 0.
-    const values = columns.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
-    const points = columns.reduce((n, col) => n + col.filter((v) => v !== null && v !== 0).length, 0);
+    const values = measured.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
+    const points = measured.reduce((n, col) => n + col.filter((v) => v !== null && v !== 0).length, 0);
     let entry = charts.get(key);
     if (!entry || !container.contains(entry.el)) {
       const el = h("div", { class: "chart", "data-chart": key }, h("h3", {}, title));
@@ -171,9 +179,10 @@
         {
           width,
           height: 190,
-          scales: { x: { time: true, range: () => state.span } },
+          // With a limit drawn, from 0: how far below its bound a series runs is the point.
+          scales: { x: { time: true, range: () => state.span }, ...(specs.some((s) => s.limit) ? { y: { range: (u, low, high) => [0, Math.max(high, 1) * 1.1] } } : {}) },
           // Points always drawn: a metric seen in one period only is one point, no line.
-          series: [{}, ...seriesLabels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 5, fill: COLORS[i % COLORS.length] } }))],
+          series: [{}, ...specs.map(({ label, limit }, i) => (limit ? { label, stroke: LIMIT_COLOR, width: 1.5, dash: [6, 4], spanGaps: true, points: { show: false } } : { label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false, points: { show: true, size: 5, fill: COLORS[i % COLORS.length] } }))],
           axes: [{}, { size: 56 }],
           legend: { live: true },
           hooks: {
@@ -336,6 +345,7 @@
         variants.forEach((v, i) => {
           const dims = { EndpointName: name, VariantName: v.VariantName };
           queries.push(metric(`v${i}_cold`, "Modelhost/Endpoints", "ColdStarts", dims, period, "Sum"));
+          queries.push(metric(`v${i}_conc`, "Modelhost/Endpoints", "ConcurrentExecutions", dims, period, "Maximum"));
           queries.push(metric(`v${i}_setup`, "AWS/SageMaker", "ModelSetupTime", dims, period, "p50"));
         });
       }
@@ -363,6 +373,7 @@
         stat("errors-5xx", `5XX errors (${windowName})`, String(errors5)),
         stat("instance-total", "Instances now", String(variants.reduce((n, v) => n + (v.CurrentInstanceCount || 0), 0))),
         stat("cost-window", `Cost (${windowName})`, usd(sum("cost"))),
+        ...(serverless ? [stat("concurrency-peak", `Peak concurrent executions (${windowName}) · MaxConcurrency ${variants.map(maxConcurrency).join(" / ")}`, variants.map((_, i) => peak(data[`v${i}_conc`])).join(" / "))] : []),
       );
 
       const holder = document.getElementById("charts");
@@ -382,6 +393,7 @@
       draw("cpu", "CPU utilization (% of one core)", labels, per("cpu", null, 1));
       draw("memory", "Memory utilization (%)", labels, per("mem", null, 1));
       if (serverless) {
+        draw("concurrency", "Serverless concurrent executions, maximum (dashed: MaxConcurrency)", [...labels, ...labels.map((l) => ({ label: l + " MaxConcurrency", limit: true }))], [...per("conc", null, 1), ...variants.map((v) => grid.map(() => maxConcurrency(v)))]);
         draw("cold-starts", "Serverless cold starts per period", labels, per("cold", 0, 1));
         draw("setup-time", "ModelSetupTime p50 (ms)", labels, per("setup", null, 0.001));
       }
@@ -425,9 +437,13 @@
   }
 
   async function transformJobsPage() {
-    main.replaceChildren(h("h1", {}, "Transform jobs"), section("transform-jobs", null, h("p", { class: "muted" }, "Loading…")));
+    main.replaceChildren(h("h1", {}, "Transform jobs"), section("schedules", "Schedules", h("p", { class: "muted" }, "Loading…")), section("transform-jobs", "Jobs", h("p", { class: "muted" }, "Loading…")));
     return async () => {
-      const jobs = await listAll(SM + "ListTransformJobs", { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }, "TransformJobSummaries", 200);
+      const [jobs, schedules] = await Promise.all([
+        listAll(SM + "ListTransformJobs", { MaxResults: 100, SortBy: "CreationTime", SortOrder: "Descending" }, "TransformJobSummaries", 200),
+        listAll(MH + "ListSchedules", { MaxResults: 100, SortBy: "Name", SortOrder: "Ascending" }, "Schedules", 200),
+      ]);
+      fill("schedules", scheduleTable(schedules, jobs));
       const described = await describeAll(jobs.map((j) => j.TransformJobName), async (jobName) => {
         if (terminalJobs.has(jobName)) return terminalJobs.get(jobName);
         const d = await call(SM + "DescribeTransformJob", { TransformJobName: jobName });
@@ -456,6 +472,25 @@
       });
       fill("transform-jobs", table(["Name", "Status", "Progress", "Model", "Created", "Ended", "Failure reason"], rows, "No transform jobs yet."));
     };
+  }
+
+  // A schedule's runs are the jobs named `<schedule>-<UTC yyyymmddHHMMSS>` (its due time):
+  // the newest few of those listed, with their status.
+  const RUNS_SHOWN = 3;
+  function scheduleTable(schedules, jobs) {
+    const rows = schedules.map((s) => {
+      const runs = jobs.filter((j) => j.TransformJobName.startsWith(s.ScheduleName + "-") && /^\d{14}$/.test(j.TransformJobName.slice(s.ScheduleName.length + 1))).slice(0, RUNS_SHOWN);
+      return [
+        s.ScheduleName,
+        h("code", {}, s.ScheduleExpression),
+        badge(s.State),
+        h("td", { class: "next-run", "data-next-run": s.NextRunTime }, when(s.NextRunTime)),
+        when(s.LastRunTime),
+        h("td", { class: "runs" }, runs.length ? runs.map((j) => h("div", { class: "run", "data-job": j.TransformJobName }, j.TransformJobName, " ", badge(j.TransformJobStatus))) : h("span", { class: "muted" }, s.LastTransformJobName ? s.LastTransformJobName + " (not listed)" : "No run yet")),
+        h("span", { class: "error" }, s.LastError || ""),
+      ];
+    });
+    return table(["Schedule", "Cron", "State", "Next run", "Last run", "Last runs (newest first)", "Last error"], rows, "No schedules. Create one with `modelhost schedules create`.");
   }
 
   async function recommendationsPage() {
