@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import re
+import signal
 import time
 from collections.abc import Iterator
 
@@ -15,9 +18,10 @@ from botocore.exceptions import ClientError
 from tests.support.autoscaling import FAST_AUTOSCALING, Load
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_classifier, iris_rows, labelled_iris_bytes, put_model
-from tests.support.processes import wait_until
+from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess, running_server
 from tests.support.streaming import put_token_model
+from tests.support.traffic import Traffic, error_codes
 
 ROLE = "arn:aws:iam::000000000000:role/any"
 COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
@@ -575,7 +579,7 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
         assert len(_predict(runtime, endpoint, name)) == 3
     now = datetime.datetime.now(datetime.UTC)
 
-    def total(metric: str) -> float:
+    def total(metric: str, statistic: str = "Sum") -> float:
         points = cloudwatch.get_metric_statistics(
             Namespace="AWS/SageMaker",
             MetricName=metric,
@@ -583,20 +587,31 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
             StartTime=now - datetime.timedelta(minutes=10),
             EndTime=now + datetime.timedelta(minutes=1),
             Period=60,
-            Statistics=["Sum"],
+            Statistics=[statistic],
         )["Datapoints"]
-        return sum(p["Sum"] for p in points)
+        return sum(p[statistic] for p in points)
 
     # One copy served them all: as many invocations per copy as invocations.
     wait_until(lambda: total("Invocations") == calls, 30, "the invocations to be recorded")
     wait_until(lambda: total("InvocationsPerCopy") == calls, 30, "the per-copy invocations")
+    # One latency per invocation, by component.
+    for latency in ("ModelLatency", "OverheadLatency"):
+        wait_until(
+            lambda latency=latency: total(latency, "SampleCount") == calls,
+            30,
+            f"the component's {latency}",
+        )
     listed = cloudwatch.list_metrics(
         Namespace="AWS/SageMaker",
         Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
     )["Metrics"]
-    assert {"Invocations", "InvocationsPerCopy", "ConcurrentRequestsPerCopy"} <= {
-        m["MetricName"] for m in listed
-    }
+    assert {
+        "Invocations",
+        "InvocationsPerCopy",
+        "ConcurrentRequestsPerCopy",
+        "ModelLatency",
+        "OverheadLatency",
+    } <= {m["MetricName"] for m in listed}
 
 
 def test_response_stream_from_a_component(fast_server) -> None:
@@ -631,3 +646,81 @@ def test_response_stream_from_a_component(fast_server) -> None:
         )
     )
     assert code == "ValidationError" and "no-such-component" in message
+
+
+def _copy_traffic(runtime, endpoint: str, component: str) -> Traffic:
+    return Traffic(
+        runtime,
+        endpoint,
+        body=json.dumps(iris_rows(2)).encode(),
+        content_type="application/json",
+        extra={"InferenceComponentName": component},
+    )
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runtime, how) -> None:
+    """A copy whose process dies (SIGKILL), or that hangs with its socket open (SIGSTOP:
+    connections open, nothing answers), leaves its component's pool and a new copy takes
+    its place, as a variant's instance would. No request fails: the ones the lost copy
+    held never got an answer, so the router sends them to the other copy (a dead copy's
+    connections fail at once; a stopped one is condemned by its missed pings, at the
+    session server's 1 s ping interval and timeout, well before its 5 s model timeout,
+    and killed)."""
+    [model] = _models(server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 2)
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] == 2
+    pids = instance_pids(server.process.pid, endpoint)
+    assert len(pids) == 2
+    lost = pids[0]
+    with _copy_traffic(runtime, endpoint, name) as traffic:
+        traffic.wait_for_answers(20)
+        os.kill(lost, getattr(signal, how))
+        try:
+            wait_until(lambda: not alive(lost), timeout_s=30, what="the lost copy to be gone")
+            wait_until(
+                lambda: len(instance_pids(server.process.pid, endpoint)) == 2,
+                timeout_s=60,
+                what="a new copy",
+            )
+        finally:
+            if alive(lost):
+                os.kill(lost, signal.SIGCONT)
+        wait_until(
+            lambda: _copies(sagemaker, name) == ("InService", 2, 2), what="2 copies serving"
+        )
+        traffic.wait_for_answers(50)
+    assert error_codes(traffic.errors) == []
+    assert pids[1] in instance_pids(server.process.pid, endpoint)
+    assert lost not in instance_pids(server.process.pid, endpoint)
+
+
+def test_instances_that_host_components_are_metered_not_their_copies(server, sagemaker) -> None:
+    """SageMaker bills a component-hosting variant's instances, whatever copies run on
+    them: the meter runs for the variant at its instance type's full price (an ml.m5.large
+    at 0.115 USD an hour), not at a copy's share of it."""
+    [model] = _models(server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    labels = f'endpoint="{endpoint}",instance_type="ml.m5.large",variant="AllTraffic"'
+
+    def metered() -> tuple[float, float]:
+        text = server.metrics_text()
+        found = [
+            re.search(rf"modelhost_instance_{what}_total\{{{labels}\}} ([0-9.e+-]+)", text)
+            for what in ("seconds", "cost_usd")
+        ]
+        return tuple(float(m.group(1)) if m else 0.0 for m in found)  # type: ignore[return-value]
+
+    wait_until(lambda: metered()[0] > 0, 30, "the variant's instance to be metered")
+    seconds, cost = metered()
+    assert cost == pytest.approx(seconds * 0.115 / 3600)
+    # The one series of this endpoint is its variant's instance.
+    series = [
+        line
+        for line in server.metrics_text().splitlines()
+        if line.startswith("modelhost_instance_seconds_total") and f'"{endpoint}"' in line
+    ]
+    assert len(series) == 1, series

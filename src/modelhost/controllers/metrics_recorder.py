@@ -16,7 +16,9 @@ What is recorded, by namespace and dimensions:
   ConcurrentRequestsPerModel, ModelSetupTime (serverless, microseconds).
   Errors before a variant was chosen carry EndpointName alone.
 - `AWS/SageMaker`, InferenceComponentName: Invocations, InvocationsPerCopy (the count in
-  the flush per serving copy), ConcurrentRequestsPerCopy.
+  the flush per serving copy), ConcurrentRequestsPerCopy, ModelLatency, OverheadLatency
+  (microseconds, one value per invocation). The counts are the component route's, the
+  ones its target tracking policies read (`scaling_metrics.ComponentState`).
 - `AWS/SageMaker`, EndpointName: ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
   HasBacklogWithoutCapacity (asynchronous endpoints).
 - `/aws/sagemaker/Endpoints`, EndpointName + VariantName: CPUUtilization (percent of one
@@ -169,6 +171,13 @@ class MetricsRecorder:
             add(_key(SAGEMAKER, "ModelSetupTime", *labels), _MICROSECONDS, setup)
         self._gauges(add)
         self._component_metrics(add)
+        for component, route in list(self.router.components.items()):
+            answered = route.take_latencies()
+            if answered:
+                model = [model for model, _ in answered]
+                overhead = [overhead for _, overhead in answered]
+                raw.append((_component_key("ModelLatency", component), model))
+                raw.append((_component_key("OverheadLatency", component), overhead))
         return points, raw
 
     def _component_metrics(self, add: Add) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from modelhost.errors import InvocationValidationError
 from modelhost.router.pool import VariantPool
 
+MAX_UNTAKEN = 100_000
+
 
 @dataclass(eq=False)
 class ComponentRoute:
@@ -34,6 +36,19 @@ class ComponentRoute:
     demanded: bool = False
     #: Wakes the controller (set by it).
     wake: Callable[[], None] = field(default=lambda: None)
+    #: (model seconds, overhead seconds) of each answer the metrics history has not
+    #: taken yet (ModelLatency, OverheadLatency by InferenceComponentName); at most
+    #: `MAX_UNTAKEN`, the newest, when no history takes them.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+
+    def answered(self, model_seconds: float, overhead_seconds: float) -> None:
+        if len(self.latencies) >= MAX_UNTAKEN:
+            del self.latencies[: MAX_UNTAKEN // 2]
+        self.latencies.append((model_seconds, overhead_seconds))
+
+    def take_latencies(self) -> list[tuple[float, float]]:
+        taken, self.latencies = self.latencies, []
+        return taken
 
     def demand(self) -> None:
         if not self.demanded:

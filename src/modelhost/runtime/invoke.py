@@ -145,6 +145,9 @@ class RealtimeInvoker:
         answer = await self.router.invoke_component(name, component, request)
         ended = time.perf_counter()
         asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
+        route = self.router.components.get(component)
+        if route is not None:
+            route.answered(answer.model_seconds, max(ended - started - answer.model_seconds, 0.0))
         return answer
 
     async def component(self, name: str, headers: dict[bytes, bytes]) -> str:

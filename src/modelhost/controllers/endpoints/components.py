@@ -54,6 +54,9 @@ class ComponentPlacer:
         # (generation, desired copy count) whose copies failed to start: not retried
         # until the component changes.
         self.failed: dict[str, tuple[int, int, str]] = {}
+        # Variants that host components, on endpoints this server runs: (endpoint,
+        # variant) -> (instance type, instance count), as of the last pass.
+        self._hosts: dict[tuple[str, str], tuple[InstanceType, int]] = {}
 
     async def reconcile(self) -> None:
         store = self.fleet.store
@@ -74,6 +77,20 @@ class ComponentPlacer:
         for endpoint in endpoints.values():
             if endpoint["EndpointStatus"] == "InService":
                 await self._scale_in(endpoint)
+        self._hosts = {
+            (name, variant["VariantName"]): (kind, count)
+            for name, endpoint in endpoints.items()
+            if name in self.fleet.router.deployments
+            and endpoint["EndpointStatus"] in ("InService", "Updating")
+            for variant in endpoint["_desired"]["config"]["ProductionVariants"]
+            if "ModelName" not in variant
+            and (kind := get_instance_type(variant.get("InstanceType", ""))) is not None
+            and (count := endpoint["_desired"]["capacity"].get(variant["VariantName"], {}).get("count", 0))
+        }
+
+    def hosts(self) -> list[tuple[str, str, InstanceType, int]]:
+        """The instances of the variants that host components: what is billed for them."""
+        return [(name, variant, *hosted) for (name, variant), hosted in self._hosts.items()]
 
     async def _scale_in(self, endpoint: Record) -> None:
         """ManagedInstanceScaling: a variant's last instances that hold no copy go, down
