@@ -4,7 +4,9 @@ hosts them, started, published to the router, and reported in each component's r
 A variant that hosts components has `InitialInstanceCount` instances of its type; each is
 room (cores, memory, accelerators, from the instance catalog) that copies take their
 `ComputeResourceRequirements` from, first fit, oldest component first. A copy runs as an
-instance of its own (a model server process or container) limited to its share. A copy
+instance of its own (a model server process or container) limited to its share, pinged
+and, when it dies or hangs, taken out of the pool like any instance (`health`,
+`replacement`); this controller then places a new copy in its place. A copy
 that fits nowhere stays pending and the component's FailureReason says why; it is placed
 as soon as room frees up (another component scaled in, more instances). A request that
 finds a component at zero copies with a scalable target asks for a copy (scale out from
@@ -168,9 +170,11 @@ class ComponentPlacer:
             desired = await self._scale_from_zero(record, target)
         route.demanded = False
         route.desired = desired
-        # Dead copies leave; they are placed again below.
-        for dead in [c for c in copies if c.replica and not c.replica.instance.is_alive()]:
-            await self._stop(name, [dead])
+        # Copies that died, or that their health check condemned, are out of the pool
+        # (`replacement.Replacer`): they are placed again below.
+        lost = [c for c in copies if c.replica and c.replica not in route.pool.replicas]
+        if lost:
+            await self._stop(name, lost)
         if endpoint["EndpointStatus"] not in ("InService", "Updating"):
             return  # its instances are not there yet
         generation = record["_generation"]
