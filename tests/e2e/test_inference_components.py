@@ -687,9 +687,7 @@ def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runti
         finally:
             if alive(lost):
                 os.kill(lost, signal.SIGCONT)
-        wait_until(
-            lambda: _copies(sagemaker, name) == ("InService", 2, 2), what="2 copies serving"
-        )
+        wait_until(lambda: _copies(sagemaker, name) == ("InService", 2, 2), what="2 copies serving")
         traffic.wait_for_answers(50)
     assert error_codes(traffic.errors) == []
     assert pids[1] in instance_pids(server.process.pid, endpoint)

@@ -87,7 +87,11 @@ class ComponentPlacer:
             for variant in endpoint["_desired"]["config"]["ProductionVariants"]
             if "ModelName" not in variant
             and (kind := get_instance_type(variant.get("InstanceType", ""))) is not None
-            and (count := endpoint["_desired"]["capacity"].get(variant["VariantName"], {}).get("count", 0))
+            and (
+                count := endpoint["_desired"]["capacity"]
+                .get(variant["VariantName"], {})
+                .get("count", 0)
+            )
         }
 
     def hosts(self) -> list[tuple[str, str, InstanceType, int]]:

@@ -115,8 +115,10 @@ class HealthChecker:
                 peer is not replica and peer.serving and not peer.timeouts for peer in pool.replicas
             )
             if peers_answer:
-                peers = "copies of its component" if isinstance(owner, ComponentRoute) else (
-                    "instances of its variant"
+                peers = (
+                    "copies of its component"
+                    if isinstance(owner, ComponentRoute)
+                    else ("instances of its variant")
                 )
                 self.condemn(
                     name,

@@ -83,7 +83,9 @@ class Replacer:
         assert isinstance(owner, Deployment)
         self.fleet.spawn(self._replace(name, owner, pool, replica))
 
-    def condemn(self, name: str, owner: Owner, pool: VariantPool, replica: Replica, why: str) -> None:
+    def condemn(
+        self, name: str, owner: Owner, pool: VariantPool, replica: Replica, why: str
+    ) -> None:
         """The health checker gave up on a running instance: out of rotation now, killed
         (which fails the requests it holds as unreachable, so the router retries them on
         a healthy instance) and replaced."""
