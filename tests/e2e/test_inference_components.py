@@ -692,6 +692,11 @@ def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runti
     assert error_codes(traffic.errors) == []
     assert pids[1] in instance_pids(server.process.pid, endpoint)
     assert lost not in instance_pids(server.process.pid, endpoint)
+    # Counted as a replacement, as an instance's is.
+    counted = (
+        f'modelhost_instance_replacements_total{{endpoint="{endpoint}",variant="AllTraffic"}} '
+    )
+    assert f"{counted}1.0" in server.metrics_text()
 
 
 def test_instances_that_host_components_are_metered_not_their_copies(server, sagemaker) -> None:
