@@ -699,14 +699,20 @@ def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runti
     assert f"{counted}1.0" in server.metrics_text()
 
 
-def test_instances_that_host_components_are_metered_not_their_copies(server, sagemaker) -> None:
+def test_instances_that_host_components_are_metered_not_their_copies(fast_server) -> None:
     """SageMaker bills a component-hosting variant's instances, whatever copies run on
     them: the meter runs for the variant at its instance type's full price (an ml.m5.large
-    at 0.115 USD an hour), not at a copy's share of it."""
+    at 0.115 USD an hour), not at a copy's share of it; the variant's instance count, CPU
+    and memory are its instances', what its copies use on them."""
+    server = fast_server
+    sagemaker = server.client("sagemaker")
+    runtime = server.client("sagemaker-runtime")
+    cloudwatch = server.client("cloudwatch")
     [model] = _models(server, sagemaker, 1)
-    endpoint = _endpoint(sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 2)
     name = _component(sagemaker, endpoint, model, 0.5, 1)
     assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    assert len(_predict(runtime, endpoint, name)) == 3
     labels = f'endpoint="{endpoint}",instance_type="ml.m5.large",variant="AllTraffic"'
 
     def metered() -> tuple[float, float]:
@@ -715,15 +721,46 @@ def test_instances_that_host_components_are_metered_not_their_copies(server, sag
             re.search(rf"modelhost_instance_{what}_total\{{{labels}\}} ([0-9.e+-]+)", text)
             for what in ("seconds", "cost_usd")
         ]
-        return tuple(float(m.group(1)) if m else 0.0 for m in found)  # type: ignore[return-value]
+        seconds, cost = (float(m.group(1)) if m else 0.0 for m in found)
+        return seconds, cost
 
-    wait_until(lambda: metered()[0] > 0, 30, "the variant's instance to be metered")
+    wait_until(lambda: metered()[0] > 0, 30, "the variant's instances to be metered")
     seconds, cost = metered()
     assert cost == pytest.approx(seconds * 0.115 / 3600)
-    # The one series of this endpoint is its variant's instance.
+    # The endpoint's one metered series is its variant's instances'.
     series = [
         line
         for line in server.metrics_text().splitlines()
         if line.startswith("modelhost_instance_seconds_total") and f'"{endpoint}"' in line
     ]
     assert len(series) == 1, series
+    gauge = f'modelhost_instances{{endpoint="{endpoint}",variant="AllTraffic"}} 2.0'
+    assert gauge in server.metrics_text()
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def recorded(namespace: str, metric: str) -> list[dict]:
+        return cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[
+                {"Name": "EndpointName", "Value": endpoint},
+                {"Name": "VariantName", "Value": "AllTraffic"},
+            ],
+            StartTime=now - datetime.timedelta(minutes=10),
+            EndTime=now + datetime.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum", "Minimum"],
+        )["Datapoints"]
+
+    wait_until(
+        lambda: recorded("/aws/sagemaker/Endpoints", "MemoryUtilization"),
+        30,
+        "the variant's memory utilization",
+    )
+    # The copy's memory over the two instances' 16 GiB: more than nothing, far from all.
+    memory = recorded("/aws/sagemaker/Endpoints", "MemoryUtilization")
+    assert 0 < max(p["Maximum"] for p in memory) < 50, memory
+    assert recorded("/aws/sagemaker/Endpoints", "CPUUtilization")
+    counts = recorded("Modelhost/Endpoints", "InstanceCount")
+    assert counts and max(p["Maximum"] for p in counts) == 2, counts

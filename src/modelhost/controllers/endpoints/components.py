@@ -27,6 +27,7 @@ from typing import Any
 from modelhost.catalog import InstanceType, get_instance_type
 from modelhost.controllers.deployment import instance_spec, prepare_model, start_ready
 from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.reporting import count_instances
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.domain.inference_components import Needs, first_fit, fits, room, take
@@ -93,6 +94,12 @@ class ComponentPlacer:
                 .get("count", 0)
             )
         }
+
+        for (name, variant), (_, count) in self._hosts.items():
+            pool = self.fleet.router.deployments[name].variants.get(variant)
+            if pool is not None and pool.hosts != count:
+                pool.hosts = count
+                count_instances(name, {variant: pool})
 
     def hosts(self) -> list[tuple[str, str, InstanceType, int]]:
         """The instances of the variants that host components: what is billed for them."""

@@ -23,7 +23,8 @@ Hosts = Callable[[], Iterable[tuple[str, str, InstanceType, int]]]
 
 def count_instances(name: str, pools: dict[str, VariantPool]) -> None:
     for pool in pools.values():
-        metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
+        running = pool.hosts if pool.components else len(pool.available())
+        metrics.INSTANCES.labels(name, pool.name).set(running)
 
 
 async def write_status(
