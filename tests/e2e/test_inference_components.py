@@ -577,6 +577,16 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
     calls = 7
     for _ in range(calls):
         assert len(_predict(runtime, endpoint, name)) == 3
+    # One the model cannot read: a ModelError (424), an invocation with no latency.
+    code, _ = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint,
+            InferenceComponentName=name,
+            ContentType="application/json",
+            Body=b"not json",
+        )
+    )
+    assert code == "ModelError"
     now = datetime.datetime.now(datetime.UTC)
 
     def total(metric: str, statistic: str = "Sum") -> float:
@@ -592,9 +602,11 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
         return sum(p[statistic] for p in points)
 
     # One copy served them all: as many invocations per copy as invocations.
-    wait_until(lambda: total("Invocations") == calls, 30, "the invocations to be recorded")
-    wait_until(lambda: total("InvocationsPerCopy") == calls, 30, "the per-copy invocations")
-    # One latency per invocation, by component.
+    wait_until(lambda: total("Invocations") == calls + 1, 30, "the invocations to be recorded")
+    wait_until(lambda: total("InvocationsPerCopy") == calls + 1, 30, "the per-copy invocations")
+    wait_until(lambda: total("Invocation4XXErrors") == 1, 30, "the component's 4XX error")
+    assert total("Invocation5XXErrors") == 0
+    # One latency per answer, by component.
     for latency in ("ModelLatency", "OverheadLatency"):
         wait_until(
             lambda latency=latency: total(latency, "SampleCount") == calls,
@@ -611,6 +623,8 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
         "ConcurrentRequestsPerCopy",
         "ModelLatency",
         "OverheadLatency",
+        "Invocation4XXErrors",
+        "Invocation5XXErrors",
     } <= {m["MetricName"] for m in listed}
 
 

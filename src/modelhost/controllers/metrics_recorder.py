@@ -16,8 +16,9 @@ What is recorded, by namespace and dimensions:
   ConcurrentRequestsPerModel, ModelSetupTime (serverless, microseconds).
   Errors before a variant was chosen carry EndpointName alone.
 - `AWS/SageMaker`, InferenceComponentName: Invocations, InvocationsPerCopy (the count in
-  the flush per serving copy), ConcurrentRequestsPerCopy, ModelLatency, OverheadLatency
-  (microseconds, one value per invocation). The counts are the component route's, the
+  the flush per serving copy), ConcurrentRequestsPerCopy, Invocation4XXErrors,
+  Invocation5XXErrors, ModelLatency, OverheadLatency (microseconds, one value per
+  invocation). The counts are the component route's, the
   ones its target tracking policies read (`scaling_metrics.ComponentState`).
 - `AWS/SageMaker`, EndpointName: ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
   HasBacklogWithoutCapacity (asynchronous endpoints).
@@ -190,16 +191,29 @@ class MetricsRecorder:
             outstanding = self._components.outstanding(dimensions)
             if total is None or copies is None or outstanding is None:
                 continue
-            labels = (component, "")
-            before = self._counted.get(("ComponentInvocations", labels), 0.0)
-            self._counted[("ComponentInvocations", labels)] = total
-            grown = total - before if total >= before else total
+            grown = self._component_growth("Invocations", component, total)
             if grown > 0:
                 add(_component_key("Invocations", component), "None", _one(grown))
                 per_copy = _one(grown / max(copies, 1.0))
                 add(_component_key("InvocationsPerCopy", component), "None", per_copy)
+            route = self.router.components[component]
+            for name, errors in (
+                ("Invocation4XXErrors", route.errors_4xx),
+                ("Invocation5XXErrors", route.errors_5xx),
+            ):
+                failed = self._component_growth(name, component, float(errors))
+                if failed > 0 or grown > 0:
+                    add(_component_key(name, component), "None", _one(failed))
             per_copy = _one(outstanding / max(copies, 1.0))
             add(_component_key("ConcurrentRequestsPerCopy", component), "Count", per_copy)
+
+    def _component_growth(self, name: str, component: str, total: float) -> float:
+        """How much a component route's running count grew since the last flush (it runs
+        from 0 again when the route is made anew)."""
+        key = (f"Component{name}", (component, ""))
+        before = self._counted.get(key, 0.0)
+        self._counted[key] = total
+        return total - before if total >= before else total
 
     def write(self, points: list[Point], latencies: Latencies, now: float) -> None:
         """Sketch the latencies and write everything: in the writer thread."""
