@@ -94,7 +94,7 @@ class ComponentPlacer:
                 .get("count", 0)
             )
         }
-
+        # The router's view of them: the instance gauge, the variant's metrics.
         for (name, variant), (_, count) in self._hosts.items():
             pool = self.fleet.router.deployments[name].variants.get(variant)
             if pool is not None and pool.hosts != count:
