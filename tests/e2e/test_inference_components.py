@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import re
+import signal
 import time
 from collections.abc import Iterator
 
@@ -15,9 +18,10 @@ from botocore.exceptions import ClientError
 from tests.support.autoscaling import FAST_AUTOSCALING, Load
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_classifier, iris_rows, labelled_iris_bytes, put_model
-from tests.support.processes import wait_until
+from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess, running_server
 from tests.support.streaming import put_token_model
+from tests.support.traffic import Traffic, error_codes
 
 ROLE = "arn:aws:iam::000000000000:role/any"
 COMPONENT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
@@ -573,9 +577,19 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
     calls = 7
     for _ in range(calls):
         assert len(_predict(runtime, endpoint, name)) == 3
+    # One the model cannot read: a ModelError (424), an invocation with no latency.
+    code, _ = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint,
+            InferenceComponentName=name,
+            ContentType="application/json",
+            Body=b"not json",
+        )
+    )
+    assert code == "ModelError"
     now = datetime.datetime.now(datetime.UTC)
 
-    def total(metric: str) -> float:
+    def total(metric: str, statistic: str = "Sum") -> float:
         points = cloudwatch.get_metric_statistics(
             Namespace="AWS/SageMaker",
             MetricName=metric,
@@ -583,20 +597,35 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
             StartTime=now - datetime.timedelta(minutes=10),
             EndTime=now + datetime.timedelta(minutes=1),
             Period=60,
-            Statistics=["Sum"],
+            Statistics=[statistic],
         )["Datapoints"]
-        return sum(p["Sum"] for p in points)
+        return sum(p[statistic] for p in points)
 
     # One copy served them all: as many invocations per copy as invocations.
-    wait_until(lambda: total("Invocations") == calls, 30, "the invocations to be recorded")
-    wait_until(lambda: total("InvocationsPerCopy") == calls, 30, "the per-copy invocations")
+    wait_until(lambda: total("Invocations") == calls + 1, 30, "the invocations to be recorded")
+    wait_until(lambda: total("InvocationsPerCopy") == calls + 1, 30, "the per-copy invocations")
+    wait_until(lambda: total("Invocation4XXErrors") == 1, 30, "the component's 4XX error")
+    assert total("Invocation5XXErrors") == 0
+    # One latency per answer, by component.
+    for latency in ("ModelLatency", "OverheadLatency"):
+        wait_until(
+            lambda latency=latency: total(latency, "SampleCount") == calls,
+            30,
+            f"the component's {latency}",
+        )
     listed = cloudwatch.list_metrics(
         Namespace="AWS/SageMaker",
         Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
     )["Metrics"]
-    assert {"Invocations", "InvocationsPerCopy", "ConcurrentRequestsPerCopy"} <= {
-        m["MetricName"] for m in listed
-    }
+    assert {
+        "Invocations",
+        "InvocationsPerCopy",
+        "ConcurrentRequestsPerCopy",
+        "ModelLatency",
+        "OverheadLatency",
+        "Invocation4XXErrors",
+        "Invocation5XXErrors",
+    } <= {m["MetricName"] for m in listed}
 
 
 def test_response_stream_from_a_component(fast_server) -> None:
@@ -631,3 +660,121 @@ def test_response_stream_from_a_component(fast_server) -> None:
         )
     )
     assert code == "ValidationError" and "no-such-component" in message
+
+
+def _copy_traffic(runtime, endpoint: str, component: str) -> Traffic:
+    return Traffic(
+        runtime,
+        endpoint,
+        body=json.dumps(iris_rows(2)).encode(),
+        content_type="application/json",
+        extra={"InferenceComponentName": component},
+    )
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runtime, how) -> None:
+    """A copy whose process dies (SIGKILL), or that hangs with its socket open (SIGSTOP:
+    connections open, nothing answers), leaves its component's pool and a new copy takes
+    its place, as a variant's instance would. No request fails: the ones the lost copy
+    held never got an answer, so the router sends them to the other copy (a dead copy's
+    connections fail at once; a stopped one is condemned by its missed pings, at the
+    session server's 1 s ping interval and timeout, well before its 5 s model timeout,
+    and killed)."""
+    [model] = _models(server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, model, 0.5, 2)
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] == 2
+    pids = instance_pids(server.process.pid, endpoint)
+    assert len(pids) == 2
+    lost = pids[0]
+    with _copy_traffic(runtime, endpoint, name) as traffic:
+        traffic.wait_for_answers(20)
+        os.kill(lost, getattr(signal, how))
+        try:
+            wait_until(lambda: not alive(lost), timeout_s=30, what="the lost copy to be gone")
+            wait_until(
+                lambda: len(instance_pids(server.process.pid, endpoint)) == 2,
+                timeout_s=60,
+                what="a new copy",
+            )
+        finally:
+            if alive(lost):
+                os.kill(lost, signal.SIGCONT)
+        wait_until(lambda: _copies(sagemaker, name) == ("InService", 2, 2), what="2 copies serving")
+        traffic.wait_for_answers(50)
+    assert error_codes(traffic.errors) == []
+    assert pids[1] in instance_pids(server.process.pid, endpoint)
+    assert lost not in instance_pids(server.process.pid, endpoint)
+    # Counted as a replacement, as an instance's is.
+    counted = (
+        f'modelhost_instance_replacements_total{{endpoint="{endpoint}",variant="AllTraffic"}} '
+    )
+    assert f"{counted}1.0" in server.metrics_text()
+
+
+def test_instances_that_host_components_are_metered_not_their_copies(fast_server) -> None:
+    """SageMaker bills a component-hosting variant's instances, whatever copies run on
+    them: the meter runs for the variant at its instance type's full price (an ml.m5.large
+    at 0.115 USD an hour), not at a copy's share of it; the variant's instance count, CPU
+    and memory are its instances', what its copies use on them."""
+    server = fast_server
+    sagemaker = server.client("sagemaker")
+    runtime = server.client("sagemaker-runtime")
+    cloudwatch = server.client("cloudwatch")
+    [model] = _models(server, sagemaker, 1)
+    endpoint = _endpoint(sagemaker, 2)
+    name = _component(sagemaker, endpoint, model, 0.5, 1)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    assert len(_predict(runtime, endpoint, name)) == 3
+    labels = f'endpoint="{endpoint}",instance_type="ml.m5.large",variant="AllTraffic"'
+
+    def metered() -> tuple[float, float]:
+        text = server.metrics_text()
+        found = [
+            re.search(rf"modelhost_instance_{what}_total\{{{labels}\}} ([0-9.e+-]+)", text)
+            for what in ("seconds", "cost_usd")
+        ]
+        seconds, cost = (float(m.group(1)) if m else 0.0 for m in found)
+        return seconds, cost
+
+    wait_until(lambda: metered()[0] > 0, 30, "the variant's instances to be metered")
+    seconds, cost = metered()
+    assert cost == pytest.approx(seconds * 0.115 / 3600)
+    # The endpoint's one metered series is its variant's instances'.
+    series = [
+        line
+        for line in server.metrics_text().splitlines()
+        if line.startswith("modelhost_instance_seconds_total") and f'"{endpoint}"' in line
+    ]
+    assert len(series) == 1, series
+    gauge = f'modelhost_instances{{endpoint="{endpoint}",variant="AllTraffic"}} 2.0'
+    assert gauge in server.metrics_text()
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def recorded(namespace: str, metric: str) -> list[dict]:
+        return cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[
+                {"Name": "EndpointName", "Value": endpoint},
+                {"Name": "VariantName", "Value": "AllTraffic"},
+            ],
+            StartTime=now - datetime.timedelta(minutes=10),
+            EndTime=now + datetime.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum", "Minimum"],
+        )["Datapoints"]
+
+    wait_until(
+        lambda: recorded("/aws/sagemaker/Endpoints", "MemoryUtilization"),
+        30,
+        "the variant's memory utilization",
+    )
+    # The copy's memory over the two instances' 16 GiB: more than nothing, far from all.
+    memory = recorded("/aws/sagemaker/Endpoints", "MemoryUtilization")
+    assert 0 < max(p["Maximum"] for p in memory) < 50, memory
+    assert recorded("/aws/sagemaker/Endpoints", "CPUUtilization")
+    counts = recorded("Modelhost/Endpoints", "InstanceCount")
+    assert counts and max(p["Maximum"] for p in counts) == 2, counts

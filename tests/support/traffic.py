@@ -15,7 +15,8 @@ class Traffic:
     """`threads` threads invoking `endpoint` through `runtime` (a boto3 client made
     without retries, so every error answer counts) until the block ends. `answered`
     counts successes; `errors` holds every HTTP error answer; `unreachable` counts calls
-    that found no server listening (it was killed and not yet restarted)."""
+    that found no server listening (it was killed and not yet restarted). `extra` goes
+    into every call (an InferenceComponentName, say)."""
 
     def __init__(
         self,
@@ -24,11 +25,13 @@ class Traffic:
         threads: int = 4,
         body: bytes = b"5.1,3.5,1.4,0.2",
         content_type: str = "text/csv",
+        extra: dict[str, str] | None = None,
     ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
         self.body = body
         self.content_type = content_type
+        self.extra = extra or {}
         self.answered = 0
         self.unreachable = 0
         self.errors: list[ClientError] = []
@@ -50,7 +53,10 @@ class Traffic:
         while not self._stop.is_set():
             try:
                 self.runtime.invoke_endpoint(
-                    EndpointName=self.endpoint, ContentType=self.content_type, Body=self.body
+                    EndpointName=self.endpoint,
+                    ContentType=self.content_type,
+                    Body=self.body,
+                    **self.extra,
                 )
             except ClientError as error:
                 with self._lock:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import metrics
-from modelhost.catalog import get_instance_type, serverless_instance_type
+from modelhost.catalog import InstanceType, get_instance_type, serverless_instance_type
 from modelhost.config import Settings
 from modelhost.domain.containers import containers_of, execution_mode, hostname, is_pipeline
 from modelhost.instances import ContainerSpec, Instance, InstanceBackend, InstanceSpec
@@ -301,9 +301,14 @@ async def start_ready(backend: InstanceBackend, spec: InstanceSpec, timeout_s: f
 def charge(name: str, variant: str, instance: Instance, elapsed_s: float) -> None:
     """Charge `elapsed_s` of running time to the instance's meter (seconds and cost at
     its type's hourly list price), if it is still running."""
-    if not instance.is_alive():
-        return
-    kind = instance.spec.instance_type
+    if instance.is_alive():
+        charge_instances(name, variant, instance.spec.instance_type, 1, elapsed_s)
+
+
+def charge_instances(
+    name: str, variant: str, kind: InstanceType, count: int, elapsed_s: float
+) -> None:
+    """Charge `elapsed_s` of `count` instances of type `kind` to the variant's meter."""
     labels = (name, variant, kind.name)
-    metrics.INSTANCE_SECONDS.labels(*labels).inc(elapsed_s)
-    metrics.INSTANCE_COST.labels(*labels).inc(elapsed_s * kind.usd_per_hour / 3600)
+    metrics.INSTANCE_SECONDS.labels(*labels).inc(count * elapsed_s)
+    metrics.INSTANCE_COST.labels(*labels).inc(count * elapsed_s * kind.usd_per_hour / 3600)

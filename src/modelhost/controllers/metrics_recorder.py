@@ -18,7 +18,10 @@ What is recorded, by namespace and dimensions:
   once during the flush over MaxConcurrency).
   Errors before a variant was chosen carry EndpointName alone.
 - `AWS/SageMaker`, InferenceComponentName: Invocations, InvocationsPerCopy (the count in
-  the flush per serving copy), ConcurrentRequestsPerCopy.
+  the flush per serving copy), ConcurrentRequestsPerCopy, Invocation4XXErrors,
+  Invocation5XXErrors, ModelLatency, OverheadLatency (microseconds, one value per
+  invocation). The counts are the component route's, the
+  ones its target tracking policies read (`scaling_metrics.ComponentState`).
 - `AWS/SageMaker`, EndpointName: ApproximateBacklogSize, ApproximateBacklogSizePerInstance,
   HasBacklogWithoutCapacity (asynchronous endpoints).
 - `/aws/sagemaker/Endpoints`, EndpointName + VariantName: CPUUtilization (percent of one
@@ -176,6 +179,13 @@ class MetricsRecorder:
             add(_key(SAGEMAKER, "ModelSetupTime", *labels), _MICROSECONDS, setup)
         self._gauges(add)
         self._component_metrics(add)
+        for component, route in list(self.router.components.items()):
+            answered = route.take_latencies()
+            if answered:
+                model = [model for model, _ in answered]
+                overhead = [overhead for _, overhead in answered]
+                raw.append((_component_key("ModelLatency", component), model))
+                raw.append((_component_key("OverheadLatency", component), overhead))
         return points, raw
 
     def _component_metrics(self, add: Add) -> None:
@@ -188,16 +198,29 @@ class MetricsRecorder:
             outstanding = self._components.outstanding(dimensions)
             if total is None or copies is None or outstanding is None:
                 continue
-            labels = (component, "")
-            before = self._counted.get(("ComponentInvocations", labels), 0.0)
-            self._counted[("ComponentInvocations", labels)] = total
-            grown = total - before if total >= before else total
+            grown = self._component_growth("Invocations", component, total)
             if grown > 0:
                 add(_component_key("Invocations", component), "None", _one(grown))
                 per_copy = _one(grown / max(copies, 1.0))
                 add(_component_key("InvocationsPerCopy", component), "None", per_copy)
+            route = self.router.components[component]
+            for name, errors in (
+                ("Invocation4XXErrors", route.errors_4xx),
+                ("Invocation5XXErrors", route.errors_5xx),
+            ):
+                failed = self._component_growth(name, component, float(errors))
+                if failed > 0 or grown > 0:
+                    add(_component_key(name, component), "None", _one(failed))
             per_copy = _one(outstanding / max(copies, 1.0))
             add(_component_key("ConcurrentRequestsPerCopy", component), "Count", per_copy)
+
+    def _component_growth(self, name: str, component: str, total: float) -> float:
+        """How much a component route's running count grew since the last flush (it runs
+        from 0 again when the route is made anew)."""
+        key = (f"Component{name}", (component, ""))
+        before = self._counted.get(key, 0.0)
+        self._counted[key] = total
+        return total - before if total >= before else total
 
     def write(self, points: list[Point], latencies: Latencies, now: float) -> None:
         """Sketch the latencies and write everything: in the writer thread."""

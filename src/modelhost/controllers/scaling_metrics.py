@@ -22,6 +22,7 @@ from typing import Protocol
 import psutil
 
 from modelhost import metrics
+from modelhost.catalog import get_instance_type
 from modelhost.instances import Instance, ResourceUsage
 from modelhost.router import ComponentRoute, Replica, Router
 
@@ -181,7 +182,26 @@ class VariantState:
         pools = [f.variants[variant] for f in fleets if variant in f.variants]
         return None if not pools else [r for pool in pools for r in pool.replicas]
 
+    def _hosting(self, dimensions: Dimensions) -> tuple[int, list[Replica]] | None:
+        """A variant that hosts inference components: its instance count and the copies
+        on them (its instances run no process of their own); None for any other."""
+        endpoint, variant = dimensions.get("EndpointName", ""), dimensions.get("VariantName")
+        deployment = self._router.deployments.get(endpoint)
+        pool = None if deployment is None or variant is None else deployment.variants.get(variant)
+        if pool is None or not pool.components:
+            return None
+        copies = [
+            replica
+            for route in list(self._router.components.values())
+            if route.endpoint == endpoint and route.variant == variant
+            for replica in route.pool.replicas
+        ]
+        return pool.hosts, copies
+
     def instances(self, dimensions: Dimensions) -> float | None:
+        hosting = self._hosting(dimensions)
+        if hosting is not None:
+            return float(hosting[0])
         replicas = self.replicas(dimensions)
         return None if replicas is None else float(sum(1 for r in replicas if r.serving))
 
@@ -224,7 +244,14 @@ class VariantState:
     def _per_instance(
         self, dimensions: Dimensions, measure: Callable[[Replica], float | None]
     ) -> float | None:
-        """Average of a per-instance measure over the variant's running instances."""
+        """Average of a per-instance measure over the variant's running instances; on a
+        variant that hosts inference components, its copies' sum over its instances (what
+        runs on an instance is its copies)."""
+        hosting = self._hosting(dimensions)
+        if hosting is not None:
+            count, copies = hosting
+            used = [value for replica in copies if (value := measure(replica)) is not None]
+            return sum(used) / count if used and count else None
         replicas = self.replicas(dimensions)
         if replicas is None:
             return None
@@ -264,7 +291,10 @@ class VariantState:
             return None
 
     def _memory_percent(self, replica: Replica) -> float | None:
-        memory = replica.instance.spec.instance_type.memory_gib * 1024**3
+        """Of the whole instance type's memory: an inference component's copy is limited
+        to a share of it, but is measured against the instance it takes it from."""
+        kind = replica.instance.spec.instance_type
+        memory = (get_instance_type(kind.name) or kind).memory_gib * 1024**3
         if replica.instance.pid is None:
             readings = self._remote(replica)
             return None if readings is None else 100.0 * readings[1].rss_bytes / memory

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from modelhost.errors import InvocationValidationError
 from modelhost.router.pool import VariantPool
 
+MAX_UNTAKEN = 100_000
+
 
 @dataclass(eq=False)
 class ComponentRoute:
@@ -30,10 +32,32 @@ class ComponentRoute:
     scalable_from_zero: bool = False
     #: Requests so far, a running count (what InvocationsPerCopy is a rate of).
     invocations: int = 0
+    #: Of those, the ones that failed with a 4XX (a ModelError is a 424) and a 5XX.
+    errors_4xx: int = 0
+    errors_5xx: int = 0
     #: A request found no copy: the controller scales out from zero on its next pass.
     demanded: bool = False
     #: Wakes the controller (set by it).
     wake: Callable[[], None] = field(default=lambda: None)
+    #: (model seconds, overhead seconds) of each answer the metrics history has not
+    #: taken yet (ModelLatency, OverheadLatency by InferenceComponentName); at most
+    #: `MAX_UNTAKEN`, the newest, when no history takes them.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+
+    def failed(self, status: int) -> None:
+        if status < 500:
+            self.errors_4xx += 1
+        else:
+            self.errors_5xx += 1
+
+    def answered(self, model_seconds: float, overhead_seconds: float) -> None:
+        if len(self.latencies) >= MAX_UNTAKEN:
+            del self.latencies[: MAX_UNTAKEN // 2]
+        self.latencies.append((model_seconds, overhead_seconds))
+
+    def take_latencies(self) -> list[tuple[float, float]]:
+        taken, self.latencies = self.latencies, []
+        return taken
 
     def demand(self) -> None:
         if not self.demanded:

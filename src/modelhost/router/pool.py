@@ -68,6 +68,9 @@ class VariantPool:
     # The variant hosts inference components: no model of its own, so a request without
     # InferenceComponentName is refused rather than waited for (see router.components).
     components: bool = False
+    # Such a variant's instance count (set by the component controller): instances that
+    # run no process of their own, only their components' copies.
+    hosts: int = 0
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.serving]

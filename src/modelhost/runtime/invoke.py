@@ -15,7 +15,14 @@ from modelhost import metrics
 from modelhost.domain import kinds
 from modelhost.domain.inference_components import HEADER as COMPONENT_HEADER
 from modelhost.errors import InvocationValidationError, SageMakerError, ServiceUnavailable
-from modelhost.router import Answer, Deployment, Invocation, Router, unknown_component
+from modelhost.router import (
+    Answer,
+    ComponentRoute,
+    Deployment,
+    Invocation,
+    Router,
+    unknown_component,
+)
 from modelhost.runtime.shadow import ShadowMirror
 from modelhost.storage import LoopStore, StateStore
 
@@ -142,9 +149,16 @@ class RealtimeInvoker:
         """InvokeEndpoint with InferenceComponentName."""
         component = await self.component(name, headers)
         request = invocation(body, headers, b"accept")
-        answer = await self.router.invoke_component(name, component, request)
+        try:
+            answer = await self.router.invoke_component(name, component, request)
+        except SageMakerError as error:
+            count_component_error(name, self.router.components.get(component), error)
+            raise
         ended = time.perf_counter()
         asyncio.get_running_loop().call_soon(count_answer, name, answer, started, ended)
+        route = self.router.components.get(component)
+        if route is not None:
+            route.answered(answer.model_seconds, max(ended - started - answer.model_seconds, 0.0))
         return answer
 
     async def component(self, name: str, headers: dict[bytes, bytes]) -> str:
@@ -214,6 +228,19 @@ def count_error(
     # must not add a time series per request.
     target = request.target_variant
     variant = target if target in deployment.variants else "-"
+    counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
+    counter.labels(name, variant).inc()
+
+
+def count_component_error(name: str, route: ComponentRoute | None, error: SageMakerError) -> None:
+    """An invocation of an inference component that failed: its endpoint's variant's
+    error count, and the component's own (Invocation4XXErrors, Invocation5XXErrors by
+    InferenceComponentName)."""
+    if route is None or route.endpoint != name:
+        variant = "-"
+    else:
+        variant = route.variant
+        route.failed(error.status)
     counter = metrics.INVOCATION_4XX if error.status < 500 else metrics.INVOCATION_5XX
     counter.labels(name, variant).inc()
 

@@ -4,7 +4,9 @@ hosts them, started, published to the router, and reported in each component's r
 A variant that hosts components has `InitialInstanceCount` instances of its type; each is
 room (cores, memory, accelerators, from the instance catalog) that copies take their
 `ComputeResourceRequirements` from, first fit, oldest component first. A copy runs as an
-instance of its own (a model server process or container) limited to its share. A copy
+instance of its own (a model server process or container) limited to its share, pinged
+and, when it dies or hangs, taken out of the pool like any instance (`health`,
+`replacement`); this controller then places a new copy in its place. A copy
 that fits nowhere stays pending and the component's FailureReason says why; it is placed
 as soon as room frees up (another component scaled in, more instances). A request that
 finds a component at zero copies with a scalable target asks for a copy (scale out from
@@ -25,6 +27,7 @@ from typing import Any
 from modelhost.catalog import InstanceType, get_instance_type
 from modelhost.controllers.deployment import instance_spec, prepare_model, start_ready
 from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.reporting import count_instances
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
 from modelhost.domain.inference_components import Needs, first_fit, fits, room, take
@@ -54,6 +57,9 @@ class ComponentPlacer:
         # (generation, desired copy count) whose copies failed to start: not retried
         # until the component changes.
         self.failed: dict[str, tuple[int, int, str]] = {}
+        # Variants that host components, on endpoints this server runs: (endpoint,
+        # variant) -> (instance type, instance count), as of the last pass.
+        self._hosts: dict[tuple[str, str], tuple[InstanceType, int]] = {}
 
     async def reconcile(self) -> None:
         store = self.fleet.store
@@ -74,6 +80,30 @@ class ComponentPlacer:
         for endpoint in endpoints.values():
             if endpoint["EndpointStatus"] == "InService":
                 await self._scale_in(endpoint)
+        self._hosts = {
+            (name, variant["VariantName"]): (kind, count)
+            for name, endpoint in endpoints.items()
+            if name in self.fleet.router.deployments
+            and endpoint["EndpointStatus"] in ("InService", "Updating")
+            for variant in endpoint["_desired"]["config"]["ProductionVariants"]
+            if "ModelName" not in variant
+            and (kind := get_instance_type(variant.get("InstanceType", ""))) is not None
+            and (
+                count := endpoint["_desired"]["capacity"]
+                .get(variant["VariantName"], {})
+                .get("count", 0)
+            )
+        }
+        # The router's view of them: the instance gauge, the variant's metrics.
+        for (name, variant), (_, count) in self._hosts.items():
+            pool = self.fleet.router.deployments[name].variants.get(variant)
+            if pool is not None and pool.hosts != count:
+                pool.hosts = count
+                count_instances(name, {variant: pool})
+
+    def hosts(self) -> list[tuple[str, str, InstanceType, int]]:
+        """The instances of the variants that host components: what is billed for them."""
+        return [(name, variant, *hosted) for (name, variant), hosted in self._hosts.items()]
 
     async def _scale_in(self, endpoint: Record) -> None:
         """ManagedInstanceScaling: a variant's last instances that hold no copy go, down
@@ -151,9 +181,11 @@ class ComponentPlacer:
             desired = await self._scale_from_zero(record, target)
         route.demanded = False
         route.desired = desired
-        # Dead copies leave; they are placed again below.
-        for dead in [c for c in copies if c.replica and not c.replica.instance.is_alive()]:
-            await self._stop(name, [dead])
+        # Copies that died, or that their health check condemned, are out of the pool
+        # (`replacement.Replacer`): they are placed again below.
+        lost = [c for c in copies if c.replica and c.replica not in route.pool.replicas]
+        if lost:
+            await self._stop(name, lost)
         if endpoint["EndpointStatus"] not in ("InService", "Updating"):
             return  # its instances are not there yet
         generation = record["_generation"]

@@ -61,7 +61,6 @@ class EndpointController(ReconcileLoop):
         capture = CaptureWriter(objects, settings.capture_flush_s, settings.capture_file_bytes)
         self.fleet = Fleet(settings, self.store, objects, backend, router, capture)
         self._operations: dict[str, asyncio.Task[None]] = {}
-        self.meter = Meter(router)
         self.replacer = Replacer(self.fleet)
         self.health = HealthChecker(
             router,
@@ -76,6 +75,7 @@ class EndpointController(ReconcileLoop):
         )
         self.rollout = Rollout(self.fleet, self.serverless)
         self.components = ComponentPlacer(self.fleet, self.notify)
+        self.meter = Meter(router, self.components.hosts)
 
     async def prepare(self) -> None:
         self.fleet.spawn(self.health.run())

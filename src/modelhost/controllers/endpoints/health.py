@@ -9,6 +9,9 @@ threads while the instance's event loop still answers `/ping`), is condemned: it
 killed and replaced (:mod:`.replacement`), and the requests it held, which it will never
 answer, are retried by the router on a healthy instance. An instance taken out of
 rotation for a dropped connection comes back as soon as it answers a ping.
+
+An inference component's copies are instances too, in their component's pool: they are
+pinged and condemned the same way, their peers being the component's other copies.
 """
 
 from __future__ import annotations
@@ -17,9 +20,24 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from modelhost.router import Deployment, Replica, Router, VariantPool
+from modelhost.router import ComponentRoute, Deployment, Replica, Router, VariantPool
 
-Condemn = Callable[[str, Deployment, VariantPool, Replica, str], None]
+#: What a pool belongs to: an endpoint's deployment, or an inference component's route.
+Owner = Deployment | ComponentRoute
+Condemn = Callable[[str, Owner, VariantPool, Replica, str], None]
+Target = tuple[str, Owner, VariantPool, Replica]
+
+
+def watched(router: Router) -> list[tuple[str, Owner, VariantPool]]:
+    """Every pool whose instances are looked after: each variant's of each live
+    deployment (shadow variants are not pinged), and each inference component's."""
+    pools: list[tuple[str, Owner, VariantPool]] = [
+        (name, deployment, pool)
+        for name, deployment in list(router.deployments.items())
+        for pool in deployment.variants.values()
+    ]
+    pools.extend((name, route, route.pool) for name, route in list(router.components.items()))
+    return pools
 
 
 class HealthChecker:
@@ -50,10 +68,9 @@ class HealthChecker:
 
     async def sweep(self) -> None:
         """Ping every instance at once; a hung one delays the next sweep by one timeout."""
-        targets = [
-            (name, deployment, pool, replica)
-            for name, deployment in list(self.router.deployments.items())
-            for pool in deployment.variants.values()
+        targets: list[Target] = [
+            (name, owner, pool, replica)
+            for name, owner, pool in watched(self.router)
             for replica in pool.replicas
             if not replica.draining
         ]
@@ -63,7 +80,7 @@ class HealthChecker:
             *(self.router.ping(replica, self.timeout_s) for *_, replica in targets)
         )
         back = False
-        for (name, deployment, pool, replica), answered in zip(targets, answers, strict=True):
+        for (name, owner, pool, replica), answered in zip(targets, answers, strict=True):
             # A dead process is the endpoint controller's to replace; a draining one leaves.
             if replica.draining or not replica.instance.is_alive():
                 continue
@@ -77,7 +94,7 @@ class HealthChecker:
             if replica.missed_pings >= self.misses:
                 self.condemn(
                     name,
-                    deployment,
+                    owner,
                     pool,
                     replica,
                     f"missed {replica.missed_pings} pings in a row ({self.timeout_s:g} s each)",
@@ -86,23 +103,27 @@ class HealthChecker:
             self.router.changed()
         self._check_timeouts(targets)
 
-    def _check_timeouts(self, targets: list[tuple[str, Deployment, VariantPool, Replica]]) -> None:
+    def _check_timeouts(self, targets: list[Target]) -> None:
         horizon = time.monotonic() - self.timeout_window_s
         for _, _, _, replica in targets:
             if replica.timeouts and replica.timeouts[0] < horizon:
                 replica.timeouts = [t for t in replica.timeouts if t >= horizon]
-        for name, deployment, pool, replica in targets:
+        for name, owner, pool, replica in targets:
             if len(replica.timeouts) < self.misses or replica.draining:
                 continue
             peers_answer = any(
                 peer is not replica and peer.serving and not peer.timeouts for peer in pool.replicas
             )
             if peers_answer:
+                peers = (
+                    "copies of its component"
+                    if isinstance(owner, ComponentRoute)
+                    else ("instances of its variant")
+                )
                 self.condemn(
                     name,
-                    deployment,
+                    owner,
                     pool,
                     replica,
-                    f"timed out {len(replica.timeouts)} requests while the other "
-                    "instances of its variant did not",
+                    f"timed out {len(replica.timeouts)} requests while the other {peers} did not",
                 )

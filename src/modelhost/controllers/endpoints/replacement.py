@@ -8,6 +8,11 @@ requests it holds as unreachable so the router retries them elsewhere, and then 
 like a dead one. A replacement that fails to start is tried again with a growing pause
 (at most `MAX_REPLACE_BACKOFF_S`), so a model that no longer loads is not restarted every
 second. Serverless instances are not replaced: the next request that needs one starts it.
+
+An inference component's copy is looked after the same way, but replaced by the component
+controller (:mod:`.components`), which knows where a copy goes and what it runs: a copy
+lost here leaves its component's pool at once and the controller is woken, sees the copy
+gone and places a new one; the component's CurrentCopyCount counts one fewer meanwhile.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import logging
 from modelhost import metrics
 from modelhost.controllers.deployment import numbered, start_ready
 from modelhost.controllers.endpoints.fleet import Fleet
+from modelhost.controllers.endpoints.health import Owner, watched
 from modelhost.controllers.endpoints.reporting import count_instances, write_status
-from modelhost.router import Deployment, Replica, ServerlessPool, VariantPool
+from modelhost.router import ComponentRoute, Deployment, Replica, ServerlessPool, VariantPool
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +41,12 @@ class Replacer:
     def replace_dead(self) -> None:
         """Replace instances whose process died; the router already stopped using them.
         Instances that still run are the health checker's (:mod:`.health`)."""
-        for name, deployment in self.fleet.router.deployments.items():
-            for pool in deployment.variants.values():
-                for replica in list(pool.replicas):
-                    if not replica.draining and not replica.instance.is_alive():
-                        self._lost(name, deployment, pool, replica)
+        for name, owner, pool in watched(self.fleet.router):
+            for replica in list(pool.replicas):
+                if not replica.draining and not replica.instance.is_alive():
+                    self._lost(name, owner, pool, replica)
 
-    def _lost(self, name: str, deployment: Deployment, pool: VariantPool, replica: Replica) -> None:
+    def _lost(self, name: str, owner: Owner, pool: VariantPool, replica: Replica) -> None:
         """A replica whose process is gone leaves its pool and, unless serverless, gets a
         replacement."""
         if replica not in pool.replicas:
@@ -49,6 +54,16 @@ class Replacer:
         replica.healthy = False
         pool.replicas.remove(replica)
         self.fleet.router.forget(replica)
+        if isinstance(owner, ComponentRoute):
+            log.warning(
+                "inference component %s: copy %s died (%s); replacing",
+                name,
+                replica.instance.spec.instance_id,
+                replica.instance.failure_detail(),
+            )
+            metrics.INSTANCE_REPLACEMENTS.labels(owner.endpoint, owner.variant).inc()
+            owner.wake()  # the component controller places the new copy
+            return
         if isinstance(pool, ServerlessPool):
             # Nothing to replace: the next request that needs one starts it.
             log.warning(
@@ -65,10 +80,11 @@ class Replacer:
             replica.instance.failure_detail(),
         )
         metrics.INSTANCE_REPLACEMENTS.labels(name, pool.name).inc()
-        self.fleet.spawn(self._replace(name, deployment, pool, replica))
+        assert isinstance(owner, Deployment)
+        self.fleet.spawn(self._replace(name, owner, pool, replica))
 
     def condemn(
-        self, name: str, deployment: Deployment, pool: VariantPool, replica: Replica, why: str
+        self, name: str, owner: Owner, pool: VariantPool, replica: Replica, why: str
     ) -> None:
         """The health checker gave up on a running instance: out of rotation now, killed
         (which fails the requests it holds as unreachable, so the router retries them on
@@ -76,7 +92,8 @@ class Replacer:
         if replica in self._condemned or replica not in pool.replicas:
             return
         log.warning(
-            "endpoint %s: instance %s %s; killing and replacing it",
+            "%s %s: instance %s %s; killing and replacing it",
+            "inference component" if isinstance(owner, ComponentRoute) else "endpoint",
             name,
             replica.instance.spec.instance_id,
             why,
@@ -93,7 +110,7 @@ class Replacer:
                 self._condemned.discard(replica)
             # Dead now, like any other: replaced once, and again if its replacement fails.
             replica.draining = False
-            self._lost(name, deployment, pool, replica)
+            self._lost(name, owner, pool, replica)
 
         self.fleet.spawn(kill())
 

@@ -4,21 +4,27 @@ status and variants (DescribeEndpoint), the instance gauge, and the instance met
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from modelhost import metrics
-from modelhost.controllers.deployment import charge
+from modelhost.catalog import InstanceType
+from modelhost.controllers.deployment import charge, charge_instances
 from modelhost.controllers.endpoints.fleet import Fleet
 from modelhost.domain import kinds
 from modelhost.domain.endpoints import deployed_fields
 from modelhost.router import Router, ServerlessPool, VariantPool
 
 KIND = kinds.ENDPOINT
+#: (endpoint, variant, instance type, instance count) of each variant that hosts
+#: inference components.
+Hosts = Callable[[], Iterable[tuple[str, str, InstanceType, int]]]
 
 
 def count_instances(name: str, pools: dict[str, VariantPool]) -> None:
     for pool in pools.values():
-        metrics.INSTANCES.labels(name, pool.name).set(len(pool.available()))
+        running = pool.hosts if pool.components else len(pool.available())
+        metrics.INSTANCES.labels(name, pool.name).set(running)
 
 
 async def write_status(
@@ -77,10 +83,15 @@ async def write_status(
 
 
 class Meter:
-    """Charges every running instance's meter for the time between two calls."""
+    """Charges every running instance's meter for the time between two calls.
 
-    def __init__(self, router: Router) -> None:
+    A variant that hosts inference components is billed for its instances, as SageMaker
+    bills it, whatever copies run on them: its copies are not metered (they are shares of
+    those instances), its instance count of its type is."""
+
+    def __init__(self, router: Router, hosts: Hosts) -> None:
         self.router = router
+        self.hosts = hosts
         self._metered_at = time.monotonic()
 
     def __call__(self) -> None:
@@ -91,6 +102,8 @@ class Meter:
                 # Serverless instances are billed per request (see ServerlessPool.leave).
                 if not isinstance(deployment.variants.get(replica.variant), ServerlessPool):
                     charge(name, replica.variant, replica.instance, elapsed)
+        for name, variant, kind, count in self.hosts():
+            charge_instances(name, variant, kind, count, elapsed)
 
 
 async def show_waiting(
