@@ -307,6 +307,7 @@ def render(
         f"instance per modelhost path (direct: one the benchmark started through the same "
         f"instance backend, on the same model folder, called with its token); "
         f"routed requests {'SigV4-signed' if args.signed else 'unsigned'}; "
+        f"model Environment {' '.join(args.model_env) or 'default'}; "
         f"{args.rounds} alternating rounds of {args.duration:g} s per cell "
         f"after {args.warmup:g} s warm-up; medians over rounds."
     )
@@ -669,6 +670,13 @@ def _short(frame: str) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise SystemExit(f"--model-env {text!r}: expected NAME=VALUE")
+    return name, value
+
+
 def _parse_connections(text: str) -> list[int]:
     values = sorted({int(part) for part in text.split(",") if part.strip()})
     if not values or values[0] < 1:
@@ -710,8 +718,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="require SigV4 (MODELHOST_ACCESS_KEYS) and sign routed requests",
     )
+    parser.add_argument(
+        "--model-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable of the model's container Environment, for both modelhost paths "
+        "(e.g. MODELHOST_INLINE_CALL_MS=0 to keep every model call on a worker thread)",
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir")
     args = parser.parse_args(argv)
+    environment = dict(_name_value(item) for item in args.model_env)
 
     body = orjson.dumps(iris_rows(3))
     with sigterm_as_interrupt(), scratch_dir(args.keep_data) as scratch:
@@ -732,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
             sagemaker = server.client("sagemaker")
             model_url = put_iris_model(server.data_dir)
             started = time.monotonic()
-            endpoint = deploy(sagemaker, model_url)
+            endpoint = deploy(sagemaker, model_url, environment=environment)
             print(
                 f"endpoint {endpoint} InService in {time.monotonic() - started:.1f} s",
                 file=sys.stderr,
@@ -741,7 +758,10 @@ def main(argv: list[str] | None = None) -> int:
             if len(instances) != 1:
                 raise RuntimeError(f"expected one instance process, found {instances}")
             direct = DirectInstance(
-                endpoint_model_dir(server.data_dir, endpoint), "sklearn", scratch / "direct"
+                endpoint_model_dir(server.data_dir, endpoint),
+                "sklearn",
+                scratch / "direct",
+                environment=environment,
             ).start()
             print(f"direct instance on port {direct.port}", file=sys.stderr)
             reference = ReferenceServer(

@@ -88,16 +88,19 @@ class InlineGate:
         self._largest = 0
 
     def timed(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on a worker thread, its duration observed."""
-        return self._call(size, False, fn, args)
-
-    def inline(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` here, on the loop, its duration observed."""
-        return self._call(size, True, fn, args)
-
-    def _call(self, size: int, inline: bool, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(*args)`` on a worker thread, its wall and CPU time observed."""
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args)
         finally:
-            self.observe(size, time.perf_counter() - wall, time.thread_time() - cpu, inline)
+            self.observe(size, time.perf_counter() - wall, time.thread_time() - cpu, False)
+
+    def inline(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` here, on the loop, its wall time observed: nothing else takes
+        the GIL from it, and the wall time is how long the loop was held."""
+        wall = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            elapsed = time.perf_counter() - wall
+            self.observe(size, elapsed, elapsed, True)
