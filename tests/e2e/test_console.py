@@ -28,6 +28,7 @@ from tests.support.autoscaling import (
     resource_id,
     schedule_range,
 )
+from tests.support.cloudwatch import recent, variant
 from tests.support.endpoints import (
     deploy,
     deploy_serverless,
@@ -117,20 +118,8 @@ def page(browser: Any, console_server: ServerProcess, tmp_path: Path) -> Iterato
 
 
 def _invocations(cw: Any, endpoint: str) -> float:
-    now = datetime.datetime.now(UTC)
-    answer = cw.get_metric_statistics(
-        Namespace="AWS/SageMaker",
-        MetricName="Invocations",
-        Dimensions=[
-            {"Name": "EndpointName", "Value": endpoint},
-            {"Name": "VariantName", "Value": "AllTraffic"},
-        ],
-        StartTime=now - datetime.timedelta(minutes=30),
-        EndTime=now + datetime.timedelta(minutes=1),
-        Period=60,
-        Statistics=["Sum"],
-    )
-    return sum(p["Sum"] for p in answer["Datapoints"])
+    points = recent(cw, "AWS/SageMaker", "Invocations", variant(endpoint), 60, ["Sum"])
+    return sum(p["Sum"] for p in points)
 
 
 @pytest.fixture(scope="module")
@@ -301,19 +290,9 @@ def test_a_serverless_endpoint_charts_its_cold_starts(
 
 
 def _peak_concurrency(cw: Any, endpoint: str) -> float | None:
-    now = datetime.datetime.now(UTC)
-    points = cw.get_metric_statistics(
-        Namespace="Modelhost/Endpoints",
-        MetricName="ConcurrentExecutions",
-        Dimensions=[
-            {"Name": "EndpointName", "Value": endpoint},
-            {"Name": "VariantName", "Value": "AllTraffic"},
-        ],
-        StartTime=now - datetime.timedelta(minutes=30),
-        EndTime=now + datetime.timedelta(minutes=1),
-        Period=3600,
-        Statistics=["Maximum"],
-    )["Datapoints"]
+    points = recent(
+        cw, "Modelhost/Endpoints", "ConcurrentExecutions", variant(endpoint), 3600, ["Maximum"]
+    )
     return max(p["Maximum"] for p in points) if points else None
 
 

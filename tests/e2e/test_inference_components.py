@@ -4,7 +4,6 @@ runtime, scaled to zero and back out by a request, and by target tracking polici
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING, Load
+from tests.support.cloudwatch import recent, variant
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
 from tests.support.models import iris_classifier, iris_rows, labelled_iris_bytes, put_model
 from tests.support.processes import alive, instance_pids, wait_until
@@ -587,18 +587,10 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
         )
     )
     assert code == "ModelError"
-    now = datetime.datetime.now(datetime.UTC)
 
     def total(metric: str, statistic: str = "Sum") -> float:
-        points = cloudwatch.get_metric_statistics(
-            Namespace="AWS/SageMaker",
-            MetricName=metric,
-            Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
-            StartTime=now - datetime.timedelta(minutes=10),
-            EndTime=now + datetime.timedelta(minutes=1),
-            Period=60,
-            Statistics=[statistic],
-        )["Datapoints"]
+        by_name = {"InferenceComponentName": name}
+        points = recent(cloudwatch, "AWS/SageMaker", metric, by_name, 60, [statistic])
         return sum(p[statistic] for p in points)
 
     # One copy served them all: as many invocations per copy as invocations.
@@ -751,21 +743,8 @@ def test_instances_that_host_components_are_metered_not_their_copies(fast_server
     gauge = f'modelhost_instances{{endpoint="{endpoint}",variant="AllTraffic"}} 2.0'
     assert gauge in server.metrics_text()
 
-    now = datetime.datetime.now(datetime.UTC)
-
     def recorded(namespace: str, metric: str) -> list[dict]:
-        return cloudwatch.get_metric_statistics(
-            Namespace=namespace,
-            MetricName=metric,
-            Dimensions=[
-                {"Name": "EndpointName", "Value": endpoint},
-                {"Name": "VariantName", "Value": "AllTraffic"},
-            ],
-            StartTime=now - datetime.timedelta(minutes=10),
-            EndTime=now + datetime.timedelta(minutes=1),
-            Period=60,
-            Statistics=["Maximum", "Minimum"],
-        )["Datapoints"]
+        return recent(cloudwatch, namespace, metric, variant(endpoint), 60, ["Maximum", "Minimum"])
 
     wait_until(
         lambda: recorded("/aws/sagemaker/Endpoints", "MemoryUtilization"),

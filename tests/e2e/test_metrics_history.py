@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.autoscaling import FAST_AUTOSCALING
 from tests.support.aws import aws_cli_env, cloudwatch_held_to
+from tests.support.cloudwatch import recent, variant
 from tests.support.endpoints import deploy, deploy_serverless, held_invocations, unique
 from tests.support.models import iris_rows, put_gated_model, put_iris_model
 from tests.support.processes import wait_until
@@ -82,17 +83,8 @@ def loaded(history_server: ServerProcess) -> tuple[str, list[float]]:
 
 
 def _sum(cw: Any, endpoint: str, metric: str) -> float:
-    start, end = _window()
-    answer = cw.get_metric_statistics(
-        Namespace="AWS/SageMaker",
-        MetricName=metric,
-        Dimensions=_dimensions(endpoint),
-        StartTime=start,
-        EndTime=end,
-        Period=60,
-        Statistics=["Sum"],
-    )
-    return sum(p["Sum"] for p in answer["Datapoints"])
+    points = recent(cw, "AWS/SageMaker", metric, variant(endpoint), 60, ["Sum"], minutes=10)
+    return sum(p["Sum"] for p in points)
 
 
 def test_invocations_of_a_known_load_sum_to_n(cw: Any, loaded: tuple[str, list[float]]) -> None:
@@ -104,19 +96,18 @@ def test_invocations_of_a_known_load_sum_to_n(cw: Any, loaded: tuple[str, list[f
 
 def test_latency_statistics_and_percentiles(cw: Any, loaded: tuple[str, list[float]]) -> None:
     name, seen = loaded
-    start, end = _window()
 
     def latency() -> dict[str, Any]:
-        points = cw.get_metric_statistics(
-            Namespace="AWS/SageMaker",
-            MetricName="ModelLatency",
-            Dimensions=_dimensions(name),
-            StartTime=start,
-            EndTime=end,
-            Period=86400,  # one period holds the whole window
-            Statistics=["SampleCount", "Minimum", "Maximum", "Average"],
-            ExtendedStatistics=["p50", "p99", "p99.9"],
-        )["Datapoints"]
+        points = recent(
+            cw,
+            "AWS/SageMaker",
+            "ModelLatency",
+            variant(name),
+            86400,  # one period holds the whole window
+            ["SampleCount", "Minimum", "Maximum", "Average"],
+            ["p50", "p99", "p99.9"],
+            minutes=10,
+        )
         return points[0] if len(points) == 1 else {}
 
     wait_until(lambda: latency().get("SampleCount") == N, timeout_s=30, what="N latencies")
@@ -201,31 +192,15 @@ def test_instance_metrics_and_list_metrics(cw: Any, loaded: tuple[str, list[floa
     memory = cw.list_metrics(Namespace="/aws/sagemaker/Endpoints", MetricName="MemoryUtilization")
     dims = [m["Dimensions"] for m in memory["Metrics"]]
     assert sorted(_dimensions(name), key=lambda d: d["Name"]) in dims
-    start, end = _window()
-    points = cw.get_metric_statistics(
-        Namespace="/aws/sagemaker/Endpoints",
-        MetricName="MemoryUtilization",
-        Dimensions=_dimensions(name),
-        StartTime=start,
-        EndTime=end,
-        Period=600,
-        Statistics=["Maximum"],
-    )["Datapoints"]
+    points = recent(
+        cw, "/aws/sagemaker/Endpoints", "MemoryUtilization", variant(name), 600, ["Maximum"]
+    )
     assert 0 < points[0]["Maximum"] < 100 and points[0]["Unit"] == "Percent"
 
 
 def _peak(cw: Any, endpoint: str, namespace: str, metric: str) -> tuple[float, str] | None:
     """The Maximum of a metric over the last minutes and its unit; None before any."""
-    start, end = _window()
-    points = cw.get_metric_statistics(
-        Namespace=namespace,
-        MetricName=metric,
-        Dimensions=_dimensions(endpoint),
-        StartTime=start,
-        EndTime=end,
-        Period=600,
-        Statistics=["Maximum"],
-    )["Datapoints"]
+    points = recent(cw, namespace, metric, variant(endpoint), 600, ["Maximum"], minutes=10)
     return (max(p["Maximum"] for p in points), points[0]["Unit"]) if points else None
 
 

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.endpoints import unique, wait_for_status
-from tests.support.models import put_iris_model, put_model
+from tests.support.models import put_gated_model, put_iris_model, put_model
 from tests.support.processes import (
     alive,
     instance_pids,
@@ -152,16 +152,7 @@ def test_past_max_concurrency_is_throttled(serverless_server, sm, rt, tmp_path: 
     """With MaxConcurrency 1, a second request while the first is in flight gets a 429
     ThrottlingException; the first still succeeds."""
     gate = tmp_path / "open"
-    code = f"""
-import os, time
-def model_fn(model_dir):
-    return None
-def transform_fn(model, body, content_type, accept):
-    while not os.path.exists({str(gate)!r}):
-        time.sleep(0.01)
-    return "done", "text/plain"
-""".encode()
-    url = put_model(serverless_server.data_dir, "gated", {"code/inference.py": code})
+    url = put_gated_model(serverless_server.data_dir, gate)
     name = _deploy(sm, url, max_concurrency=1, image="modelhost/python")
     try:
         first: list[object] = []
