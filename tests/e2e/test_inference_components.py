@@ -855,6 +855,70 @@ def test_specification_that_cannot_start_rolls_back_to_the_old_copies(
     assert code == "ValidationException" and "DeploymentConfig" in message
 
 
+def test_an_alarm_during_an_update_rolls_it_back(fast_server, tmp_path) -> None:
+    """An alarm of the update's AutoRollbackConfiguration that goes into ALARM while the
+    update runs rolls it back: here one on the component's 4XX errors, set off by a
+    request the model cannot read while the new model's copy cannot load yet."""
+    server = fast_server
+    sagemaker = server.client("sagemaker")
+    runtime = server.client("sagemaker-runtime")
+    cloudwatch = server.client("cloudwatch")
+    [old] = _models(server, sagemaker, 1)
+    new = unique("icnew")
+    url = put_gated_iris_model(server.data_dir, new, 1, tmp_path / "gate")
+    sagemaker.create_model(
+        ModelName=new,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": url},
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, old, 0.5, 2)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    specification = _describe(sagemaker, name)["Specification"]
+    alarm = f"{name}-4xx"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation4XXErrors",
+        Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    deployment = {**ROLLING, "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]}}
+    sagemaker.update_inference_component(
+        InferenceComponentName=name,
+        Specification={**specification, "ModelName": new},
+        DeploymentConfig=deployment,
+    )
+    assert _describe(sagemaker, name)["LastDeploymentConfig"] == deployment
+    code, _ = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint,
+            InferenceComponentName=name,
+            ContentType="application/json",
+            Body=b"not json",
+        )
+    )
+    assert code == "ModelError"
+    wait_until(
+        lambda: (
+            alarm in _describe(sagemaker, name).get("FailureReason", "")
+            and _copies(sagemaker, name) == ("InService", 2, 2)
+        ),
+        timeout_s=120,
+        what="the update rolled back by the alarm",
+    )
+    described = _describe(sagemaker, name)
+    assert described["Specification"] == specification
+    assert described["FailureReason"].startswith("Update rolled back:"), described
+    assert all(0 <= p < 3 for _ in range(4) for p in _predict(runtime, endpoint, name))
+    assert len(instance_pids(server.process.pid, endpoint)) == 2
+
+
 def test_instances_that_host_components_are_metered_not_their_copies(fast_server) -> None:
     """SageMaker bills a component-hosting variant's instances, whatever copies run on
     them: the meter runs for the variant at its instance type's full price (an ml.m5.large

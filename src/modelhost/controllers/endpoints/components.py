@@ -55,6 +55,8 @@ class Copy:
     generation: int
     replica: Replica | None = None  # None while it starts
     ready_at: float = 0.0  # monotonic time it was published
+    # Its start, cancelled (the instance stopped) if the copy goes before it is up.
+    starting: asyncio.Task[None] | None = None
 
 
 def _serving(copy: Copy) -> bool:
@@ -289,7 +291,7 @@ class ComponentPlacer:
                 placed += 1
                 copy = Copy(name, slot, needs, generation)
                 copies.append(copy)
-                self.fleet.spawn(self._start(record, copy, instance_type, endpoint))
+                copy.starting = self.fleet.spawn(self._start(record, copy, instance_type, endpoint))
         self._retire(leaving + retire)
         if bake_s:
             waiting = [c.ready_at + bake_s - now for c in in_flight if _serving(c)]
@@ -370,6 +372,7 @@ class ComponentPlacer:
             raise
         except Exception as exc:
             log.warning("inference component %s: a copy failed to start: %s", name, exc)
+            copy.starting = None
             self._forget(copy)
             self.failed[name] = (
                 record["_generation"],
@@ -411,6 +414,8 @@ class ComponentPlacer:
         }
 
     def _forget(self, copy: Copy) -> None:
+        if copy.replica is None and copy.starting is not None:
+            copy.starting.cancel()
         copies = self.copies.get(copy.component, [])
         if copy in copies:
             copies.remove(copy)
