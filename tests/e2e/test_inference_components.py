@@ -17,7 +17,13 @@ from botocore.exceptions import ClientError
 from tests.support.autoscaling import FAST_AUTOSCALING, Load
 from tests.support.cloudwatch import recent, variant
 from tests.support.endpoints import deployed, unique, wait_for, wait_for_status
-from tests.support.models import iris_classifier, iris_rows, labelled_iris_bytes, put_model
+from tests.support.models import (
+    iris_classifier,
+    iris_rows,
+    labelled_iris_bytes,
+    put_gated_iris_model,
+    put_model,
+)
 from tests.support.processes import alive, instance_pids, wait_until
 from tests.support.server import ServerProcess, running_server
 from tests.support.streaming import put_token_model
@@ -703,6 +709,211 @@ def test_lost_copy_is_replaced_without_failing_requests(server, sagemaker, runti
         f'modelhost_instance_replacements_total{{endpoint="{endpoint}",variant="AllTraffic"}} '
     )
     assert f"{counted}1.0" in server.metrics_text()
+
+
+def _labels(bodies: list[bytes]) -> list[str]:
+    """Which model gave each answer: "old" (model 0: classes 0-2) or "new" (model 1:
+    100-102)."""
+    found = []
+    for body in bodies:
+        predictions = json.loads(body)
+        if all(0 <= p < 3 for p in predictions):
+            found.append("old")
+        elif all(100 <= p < 103 for p in predictions):
+            found.append("new")
+        else:
+            raise AssertionError(f"an answer from neither model: {predictions}")
+    return found
+
+
+ROLLING = {
+    "RollingUpdatePolicy": {
+        "MaximumBatchSize": {"Type": "COPY_COUNT", "Value": 1},
+        "WaitIntervalInSeconds": 1,
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("instances", "cores", "deployment"),
+    [(1, 1.0, None), (2, 0.5, ROLLING)],
+    ids=["no-spare-room", "rolling-policy"],
+)
+def test_new_specification_rolls_out_new_copies_first(
+    server, sagemaker, runtime, tmp_path, instances, cores, deployment
+) -> None:
+    """UpdateInferenceComponent to a new model under steady traffic: the old copies keep
+    answering until copies of the new one are ready, so no request fails and answers
+    switch from the old model's labels to the new one's. The new model loads only once a
+    gate file exists, which holds the update in the middle for as long as the test
+    needs. With no spare room (two 1-core copies fill the one ml.m5.large) an old copy
+    gives up its room for one new copy while the other serves; with room and a
+    RollingUpdatePolicy of one copy per batch, both old copies serve until the first new
+    one is ready."""
+    [old] = _models(server, sagemaker, 1)
+    gate = tmp_path / "gate"
+    new = unique("icnew")
+    url = put_gated_iris_model(server.data_dir, new, 1, gate)
+    sagemaker.create_model(
+        ModelName=new,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": url},
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, instances)
+    name = _component(sagemaker, endpoint, old, cores, 2)
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] == 2
+    with _copy_traffic(runtime, endpoint, name) as traffic:
+        traffic.wait_for_answers(10)
+        sagemaker.update_inference_component(
+            InferenceComponentName=name,
+            Specification={
+                "ModelName": new,
+                "ComputeResourceRequirements": {
+                    "NumberOfCpuCoresRequired": cores,
+                    "MinMemoryRequiredInMb": 512,
+                },
+            },
+            **({} if deployment is None else {"DeploymentConfig": deployment}),
+        )
+        # While no copy of the new model can load, the old ones answer every request.
+        traffic.wait_for_answers(30)
+        assert _copies(sagemaker, name)[0] == "Updating"
+        gated = traffic.answered
+        gate.touch()
+        wait_until(
+            lambda: _copies(sagemaker, name) == ("InService", 2, 2),
+            timeout_s=120,
+            what="the new model's copies in service",
+        )
+        traffic.wait_for_answers(30)
+    assert error_codes(traffic.errors) == []
+    labels = _labels(traffic.bodies)
+    assert set(labels[:gated]) == {"old"}
+    assert labels[-10:] == ["new"] * 10
+    described = _describe(sagemaker, name)
+    assert described["Specification"]["ModelName"] == new
+    assert "FailureReason" not in described
+    assert len(instance_pids(server.process.pid, endpoint)) == 2
+    if deployment is not None:
+        assert described["LastDeploymentConfig"] == deployment
+    # A new model's labels from every copy.
+    assert all(100 <= p < 103 for _ in range(4) for p in _predict(runtime, endpoint, name))
+
+
+def test_specification_that_cannot_start_rolls_back_to_the_old_copies(
+    server, sagemaker, runtime
+) -> None:
+    """A new specification whose copies cannot start (its model's artifacts are missing)
+    is rolled back, as SageMaker does: the old model's copies never stop answering (the
+    one that gave up its room on the full instance comes back), and the component is
+    InService on its old Specification with a FailureReason that says why."""
+    [old] = _models(server, sagemaker, 1)
+    broken = unique("icbroken")
+    sagemaker.create_model(
+        ModelName=broken,
+        PrimaryContainer={
+            "Image": "modelhost/sklearn",
+            "ModelDataUrl": "s3://models/nowhere/model.tar.gz",
+        },
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, old, 1.0, 2)
+    assert _in_service(sagemaker, name)["RuntimeConfig"]["CurrentCopyCount"] == 2
+    specification = _describe(sagemaker, name)["Specification"]
+    with _copy_traffic(runtime, endpoint, name) as traffic:
+        traffic.wait_for_answers(10)
+        sagemaker.update_inference_component(
+            InferenceComponentName=name,
+            Specification={**specification, "ModelName": broken},
+        )
+        wait_until(
+            lambda: (
+                "FailureReason" in _describe(sagemaker, name)
+                and _copies(sagemaker, name) == ("InService", 2, 2)
+            ),
+            timeout_s=120,
+            what="the update rolled back",
+        )
+        traffic.wait_for_answers(30)
+    assert error_codes(traffic.errors) == []
+    assert set(_labels(traffic.bodies)) == {"old"}
+    described = _describe(sagemaker, name)
+    assert described["Specification"] == specification
+    assert described["FailureReason"].startswith("Update rolled back:"), described
+    assert "s3://models/nowhere/model.tar.gz" in described["FailureReason"]
+    assert len(instance_pids(server.process.pid, endpoint)) == 2
+    # DeploymentConfig rolls out a Specification; alone it would be stored and ignored.
+    code, message = _error(
+        lambda: sagemaker.update_inference_component(
+            InferenceComponentName=name, RuntimeConfig={"CopyCount": 1}, DeploymentConfig=ROLLING
+        )
+    )
+    assert code == "ValidationException" and "DeploymentConfig" in message
+
+
+def test_an_alarm_during_an_update_rolls_it_back(fast_server, tmp_path) -> None:
+    """An alarm of the update's AutoRollbackConfiguration that goes into ALARM while the
+    update runs rolls it back: here one on the component's 4XX errors, set off by a
+    request the model cannot read while the new model's copy cannot load yet."""
+    server = fast_server
+    sagemaker = server.client("sagemaker")
+    runtime = server.client("sagemaker-runtime")
+    cloudwatch = server.client("cloudwatch")
+    [old] = _models(server, sagemaker, 1)
+    new = unique("icnew")
+    url = put_gated_iris_model(server.data_dir, new, 1, tmp_path / "gate")
+    sagemaker.create_model(
+        ModelName=new,
+        PrimaryContainer={"Image": "modelhost/sklearn", "ModelDataUrl": url},
+        ExecutionRoleArn=ROLE,
+    )
+    endpoint = _endpoint(sagemaker, 1)
+    name = _component(sagemaker, endpoint, old, 0.5, 2)
+    assert _in_service(sagemaker, name)["InferenceComponentStatus"] == "InService"
+    specification = _describe(sagemaker, name)["Specification"]
+    alarm = f"{name}-4xx"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation4XXErrors",
+        Dimensions=[{"Name": "InferenceComponentName", "Value": name}],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    deployment = {**ROLLING, "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]}}
+    sagemaker.update_inference_component(
+        InferenceComponentName=name,
+        Specification={**specification, "ModelName": new},
+        DeploymentConfig=deployment,
+    )
+    assert _describe(sagemaker, name)["LastDeploymentConfig"] == deployment
+    code, _ = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint,
+            InferenceComponentName=name,
+            ContentType="application/json",
+            Body=b"not json",
+        )
+    )
+    assert code == "ModelError"
+    wait_until(
+        lambda: (
+            alarm in _describe(sagemaker, name).get("FailureReason", "")
+            and _copies(sagemaker, name) == ("InService", 2, 2)
+        ),
+        timeout_s=120,
+        what="the update rolled back by the alarm",
+    )
+    described = _describe(sagemaker, name)
+    assert described["Specification"] == specification
+    assert described["FailureReason"].startswith("Update rolled back:"), described
+    assert all(0 <= p < 3 for _ in range(4) for p in _predict(runtime, endpoint, name))
+    assert len(instance_pids(server.process.pid, endpoint)) == 2
 
 
 def test_instances_that_host_components_are_metered_not_their_copies(fast_server) -> None:

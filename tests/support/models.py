@@ -152,3 +152,18 @@ def transform_fn(model, body, content_type, accept):
     return "done", "text/plain"
 """.encode()
     return put_model(data_dir, f"gated-{abs(hash(str(gate)))}", {"code/inference.py": code})
+
+
+def put_gated_iris_model(data_dir: Path, name: str, index: int, gate: Path) -> str:
+    """Relabelled iris model `index` (see `labelled_iris_bytes`) for `modelhost/sklearn`
+    whose model_fn loads only once the file `gate` exists: an instance of it stays
+    starting for as long as a test needs it to."""
+    code = f"""
+import os, time, joblib
+def model_fn(model_dir):
+    while not os.path.exists({str(gate)!r}):
+        time.sleep(0.01)
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+""".encode()
+    files = {"model.joblib": labelled_iris_bytes(index), "code/inference.py": code}
+    return put_model(data_dir, name, files)

@@ -14,7 +14,8 @@ _SERVER_DOWN = (EndpointConnectionError, ConnectionClosedError)
 class Traffic:
     """`threads` threads invoking `endpoint` through `runtime` (a boto3 client made
     without retries, so every error answer counts) until the block ends. `answered`
-    counts successes; `errors` holds every HTTP error answer; `unreachable` counts calls
+    counts successes and `bodies` holds their answers, in order; `errors` holds every HTTP
+    error answer; `unreachable` counts calls
     that found no server listening (it was killed and not yet restarted). `extra` goes
     into every call (an InferenceComponentName, say)."""
 
@@ -33,6 +34,7 @@ class Traffic:
         self.content_type = content_type
         self.extra = extra or {}
         self.answered = 0
+        self.bodies: list[bytes] = []
         self.unreachable = 0
         self.errors: list[ClientError] = []
         self._lock = threading.Lock()
@@ -52,12 +54,13 @@ class Traffic:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.runtime.invoke_endpoint(
+                answer = self.runtime.invoke_endpoint(
                     EndpointName=self.endpoint,
                     ContentType=self.content_type,
                     Body=self.body,
                     **self.extra,
                 )
+                body = answer["Body"].read()
             except ClientError as error:
                 with self._lock:
                     self.errors.append(error)
@@ -68,6 +71,7 @@ class Traffic:
             else:
                 with self._lock:
                     self.answered += 1
+                    self.bodies.append(body)
 
     def wait_for_answers(self, more: int, timeout_s: float = 60) -> None:
         """Until `more` further calls than now have succeeded."""

@@ -7,8 +7,11 @@ model of its own; each of its copies takes `ComputeResourceRequirements` from on
 variant's instances (see modelhost.domain.inference_components). The operations record
 the desired state (`Specification`, `RuntimeConfig.CopyCount`) and wake the endpoint
 controller, which places and starts the copies and reports `CurrentCopyCount` and the
-status. Parts of the API modelhost does not implement are refused by name, never stored
-and ignored.
+status. A new `Specification` is rolled out new copies first, batch by batch as the
+update's `DeploymentConfig.RollingUpdatePolicy` says, and rolled back to the one that
+served before it when its copies cannot start (the controller keeps that one in
+`_previous` until the update is done). Parts of the API modelhost does not implement are
+refused by name, never stored and ignored.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ LABEL = "inference component"
 #: Request members modelhost does not implement, with what they are.
 _REFUSED = {
     "Specifications": "Specifications (components across several instance types)",
-    "DeploymentConfig": "DeploymentConfig (rolling updates of inference components)",
 }
 _REFUSED_SPECIFICATION = {
     "InstanceType": "Specification.InstanceType (instance pools)",
@@ -228,6 +230,11 @@ def update_inference_component(ctx: Context, params: dict[str, Any]) -> dict[str
     name = params["InferenceComponentName"]
     record = require(ctx, KIND, LABEL, name)
     specification = params.get("Specification")
+    deployment = params.get("DeploymentConfig")
+    if deployment is not None and specification is None:
+        raise ValidationError(
+            "DeploymentConfig says how a new Specification is rolled out; it takes a Specification."
+        )
     if specification is not None:
         endpoint = require(ctx, kinds.ENDPOINT, "endpoint", record["EndpointName"])
         _check_specification(
@@ -236,8 +243,26 @@ def update_inference_component(ctx: Context, params: dict[str, Any]) -> dict[str
 
     def apply(current: dict[str, Any]) -> None:
         if specification is not None:
+            # The specification that serves now, to roll back to; an update on top of an
+            # unfinished one keeps the last that served, and one of a component that never
+            # served has nothing to go back to.
+            if "_previous" not in current and current["InferenceComponentStatus"] in (
+                "InService",
+                "Updating",
+            ):
+                current["_previous"] = {
+                    "Specification": current["Specification"],
+                    "generation": current["_generation"],
+                }
             current["Specification"] = specification
             current["_generation"] += 1
+            current["_update_started"] = round(time.time(), 3)
+            current.pop("_rolled_back", None)
+            # How this update rolls out (the defaults without one); Describe shows the
+            # last one given.
+            current["_deployment"] = deployment or {}
+            if deployment is not None:
+                current["LastDeploymentConfig"] = deployment
         if "RuntimeConfig" in params:
             current["RuntimeConfig"]["DesiredCopyCount"] = params["RuntimeConfig"]["CopyCount"]
 

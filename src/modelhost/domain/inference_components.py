@@ -1,6 +1,6 @@
 """What the inference component API and the controller that places their copies share:
-a copy's resource needs, an instance's room, and the first-fit packing of copies onto a
-variant's instances.
+a copy's resource needs, an instance's room, the first-fit packing of copies onto a
+variant's instances, and the batch size of a rolling update.
 
 A variant that hosts inference components runs no model of its own: its instances are
 capacity (the cores, memory and accelerators of their instance type) and each copy of a
@@ -9,6 +9,7 @@ component takes its `ComputeResourceRequirements` from one of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +74,14 @@ def first_fit(needs: Needs, free: list[Needs]) -> int | None:
         if fits(needs, left):
             return index
     return None
+
+
+def batch_size(capacity: dict[str, Any] | None, copies: int) -> int | None:
+    """Copies started at once by a rolling update (`MaximumBatchSize`) or its rollback
+    (`RollbackMaximumBatchSize`) of a component with `copies` copies: at least one;
+    None (all of them, as room allows) without a size."""
+    if not capacity:
+        return None
+    if capacity["Type"] == "COPY_COUNT":
+        return max(int(capacity["Value"]), 1)
+    return max(math.floor(copies * float(capacity["Value"]) / 100.0), 1)

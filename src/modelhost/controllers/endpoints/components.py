@@ -30,7 +30,14 @@ from modelhost.controllers.endpoints.fleet import Fleet
 from modelhost.controllers.endpoints.reporting import count_instances
 from modelhost.domain import kinds
 from modelhost.domain.failures import fit_failure_reason
-from modelhost.domain.inference_components import Needs, first_fit, fits, room, take
+from modelhost.domain.inference_components import (
+    Needs,
+    batch_size,
+    first_fit,
+    fits,
+    room,
+    take,
+)
 from modelhost.domain.scaling import component_resource
 from modelhost.router import ComponentRoute, Replica, VariantPool
 
@@ -47,6 +54,17 @@ class Copy:
     needs: Needs
     generation: int
     replica: Replica | None = None  # None while it starts
+    ready_at: float = 0.0  # monotonic time it was published
+    # Its start, cancelled (the instance stopped) if the copy goes before it is up.
+    starting: asyncio.Task[None] | None = None
+
+
+def _serving(copy: Copy) -> bool:
+    return copy.replica is not None and copy.replica.serving
+
+
+def _idle(copy: Copy) -> bool:
+    return not _serving(copy)
 
 
 class ComponentPlacer:
@@ -190,23 +208,57 @@ class ComponentPlacer:
             return  # its instances are not there yet
         generation = record["_generation"]
         failed = self.failed.get(name)
+        if failed is not None and failed[0] == generation and "_previous" in record:
+            await self._roll_back(record, f"a copy of the new specification failed: {failed[2]}")
+            return
         if failed is not None and failed[:2] == (generation, desired):
             await self._report(record, "Failed", self._ready(name, generation), failed[2])
             return
         self.failed.pop(name, None)
+        trouble = await self._update_trouble(record)
+        if trouble:
+            await self._roll_back(record, trouble)
+            return
         instance_type = get_instance_type(_variant(endpoint, variant).get("InstanceType", ""))
         slots = endpoint["_desired"]["capacity"].get(variant, {}).get("count", 0)
-        # Copies on instances that left, of an older Specification, or beyond the count.
-        current = [c for c in copies if c.generation == generation and c.slot < slots]
-        extra = current[desired:] + [c for c in copies if c not in current]
+        live = [c for c in copies if c.slot < slots]
+        # Serving copies first, so those beyond the count are the ones still starting.
+        current = sorted((c for c in live if c.generation == generation), key=_idle)
+        # Copies on instances that left, or beyond the count, go now.
+        leaving = [c for c in copies if c.slot >= slots] + current[desired:]
+        current = current[:desired]
+        # Copies of an older Specification: an update rolls out. They serve until copies
+        # of the new one are ready (and baked) to take their place.
+        old = sorted((c for c in live if c.generation != generation), key=_serving)
+        rolling = bool(old)
+        policy = record.get("_deployment", {}).get("RollingUpdatePolicy", {})
+        if rolling:
+            batch = batch_size(policy.get("MaximumBatchSize"), desired)
+        elif record.get("_rolling_back"):
+            batch = batch_size(policy.get("RollbackMaximumBatchSize"), desired)
+        else:
+            batch = None
+        bake_s = float(policy.get("WaitIntervalInSeconds", 0)) if rolling else 0.0
+        now = time.monotonic()
+        baked = [c for c in current if _serving(c) and now >= c.ready_at + bake_s]
+        in_flight = [c for c in current if c not in baked]
+        # Each baked new copy takes an old one's place.
+        retire = old[: max(len(old) - max(desired - len(baked), 0), 0)]
+        staying = [c for c in old if c not in retire]
         needs = Needs.of(record["Specification"])
         missing = desired - len(current)
+        if batch is not None:
+            missing = min(missing, max(batch - len(in_flight), 0))
         pending = ""
         if instance_type is not None and missing > 0:
-            free = self._free(record["EndpointName"], variant, instance_type, slots, exclude=extra)
             managed = _managed(_variant(endpoint, variant))
             most = None if managed is None else int(managed["MaxInstanceCount"])
-            for _ in range(missing):
+            serving = len(baked) + sum(1 for c in staying if _serving(c))
+            placed = 0
+            while placed < missing:
+                free = self._free(
+                    record["EndpointName"], variant, instance_type, slots, leaving + retire
+                )
                 slot = first_fit(needs, free)
                 if (
                     slot is None
@@ -216,31 +268,45 @@ class ComponentPlacer:
                 ):
                     # ManagedInstanceScaling: one more instance, for this copy.
                     slots = await self._resize(endpoint, variant, slots + 1)
-                    free.append(room(instance_type))
-                    slot = first_fit(needs, free)
+                    continue
+                if slot is None and staying and not in_flight:
+                    # No spare room: an old copy gives up its own, one at a time, while
+                    # another copy serves (the last one has to, if nothing else can).
+                    victim = staying[0]
+                    if _serving(victim) and serving <= 1 and placed:
+                        break  # the copies just placed serve first
+                    staying.remove(victim)
+                    retire.append(victim)
+                    serving -= _serving(victim)
+                    continue
                 if slot is None:
-                    limit = ", its ManagedInstanceScaling maximum" if most is not None else ""
-                    pending = (
-                        f"{missing} of {desired} copies are pending: a copy needs "
-                        f"{needs.describe()}, and no instance of variant {variant} "
-                        f"({slots} x {instance_type.name}{limit}) has that much left."
-                    )
+                    if not rolling or not in_flight:
+                        limit = ", its ManagedInstanceScaling maximum" if most is not None else ""
+                        pending = (
+                            f"{missing - placed} of {desired} copies are pending: a copy needs "
+                            f"{needs.describe()}, and no instance of variant {variant} "
+                            f"({slots} x {instance_type.name}{limit}) has that much left."
+                        )
                     break
-                free[slot] = take(free[slot], needs)
-                missing -= 1
+                placed += 1
                 copy = Copy(name, slot, needs, generation)
                 copies.append(copy)
-                self.fleet.spawn(self._start(record, copy, instance_type, endpoint))
-        ready_new = self._ready(name, generation)
-        if extra and (ready_new >= min(desired, len(current)) or not current):
-            await self._stop(name, extra)
+                copy.starting = self.fleet.spawn(self._start(record, copy, instance_type, endpoint))
+        self._retire(leaving + retire)
+        if bake_s:
+            waiting = [c.ready_at + bake_s - now for c in in_flight if _serving(c)]
+            if waiting:
+                asyncio.get_running_loop().call_later(min(waiting), self.wake)
         ready = self._ready(name, generation)
         status = record["InferenceComponentStatus"]
-        if ready == desired and not extra and not pending:
+        settled = ready == desired and not staying and not pending
+        if settled:
             status = "InService"
         elif status == "Failed":
             status = "Updating"
-        await self._report(record, status, ready, pending)
+        await self._report(
+            record, status, ready, pending or record.get("_rolled_back", ""), settled
+        )
 
     def _ready(self, name: str, generation: int) -> int:
         return sum(
@@ -306,6 +372,7 @@ class ComponentPlacer:
             raise
         except Exception as exc:
             log.warning("inference component %s: a copy failed to start: %s", name, exc)
+            copy.starting = None
             self._forget(copy)
             self.failed[name] = (
                 record["_generation"],
@@ -318,6 +385,7 @@ class ComponentPlacer:
             await instance.stop()
             return
         copy.replica = Replica(instance, record["VariantName"])
+        copy.ready_at = time.monotonic()
         route = fleet.router.components.get(name)
         if route is not None:
             route.pool.replicas.append(copy.replica)
@@ -346,12 +414,79 @@ class ComponentPlacer:
         }
 
     def _forget(self, copy: Copy) -> None:
+        if copy.replica is None and copy.starting is not None:
+            copy.starting.cancel()
         copies = self.copies.get(copy.component, [])
         if copy in copies:
             copies.remove(copy)
         route = self.fleet.router.components.get(copy.component)
         if route is not None and copy.replica in route.pool.replicas:
             route.pool.replicas.remove(copy.replica)
+
+    def _retire(self, copies: list[Copy]) -> None:
+        """Out of the pool now; drained and stopped without holding up the pass."""
+        replicas = [c.replica for c in copies if c.replica is not None]
+        for copy in copies:
+            self._forget(copy)
+        if replicas:
+            self.fleet.spawn(self._drain_and_stop(replicas))
+
+    async def _update_trouble(self, record: Record) -> str:
+        """Why an update in progress has to roll back: an alarm of its
+        AutoRollbackConfiguration in ALARM, or past its MaximumExecutionTimeoutInSeconds."""
+        if "_previous" not in record:
+            return ""
+        deployment = record.get("_deployment", {})
+        limit = deployment.get("RollingUpdatePolicy", {}).get("MaximumExecutionTimeoutInSeconds")
+        if limit is not None and time.time() > record.get("_update_started", 0) + limit:
+            return f"the update did not finish within its {limit} s (MaximumExecutionTimeout)."
+        for alarm in deployment.get("AutoRollbackConfiguration", {}).get("Alarms", []):
+            found = await self.fleet.store.get(kinds.METRIC_ALARM, alarm["AlarmName"])
+            if found is not None and found["StateValue"] == "ALARM":
+                return (
+                    f"alarm {alarm['AlarmName']} went into ALARM during the update "
+                    f"({found.get('StateReason', '')})."
+                )
+        return ""
+
+    async def _roll_back(self, record: Record, why: str) -> None:
+        """Back to the specification that served before the update: its copies (those
+        still running) become the current ones, under a new generation, the new
+        specification's go, and any the update retired are placed again,
+        `RollbackMaximumBatchSize` at a time. The component says why in its FailureReason
+        until it is next updated."""
+        name = record["InferenceComponentName"]
+        previous = record["_previous"]
+        failed = record["_generation"]
+        fresh = failed + 1
+        reason = fit_failure_reason(f"Update rolled back: {why}")
+
+        def change(current: Record) -> Record | None:
+            if current["_generation"] != failed or current["InferenceComponentStatus"] == (
+                "Deleting"
+            ):
+                return None  # deleted or updated again meanwhile
+            current["Specification"] = previous["Specification"]
+            current["_generation"] = fresh
+            current["_rolling_back"] = True
+            current["_rolled_back"] = reason
+            current["FailureReason"] = reason
+            current["InferenceComponentStatus"] = "Updating"
+            current["LastModifiedTime"] = round(time.time(), 3)
+            del current["_previous"]
+            return current
+
+        stored = await self.fleet.store.modify(KIND, name, change)
+        self.failed.pop(name, None)
+        if stored is None or stored["_generation"] != fresh:
+            return
+        log.warning("inference component %s: %s", name, reason)
+        copies = self.copies.get(name, [])
+        for copy in copies:
+            if copy.generation == previous["generation"]:
+                copy.generation = fresh
+        self._retire([c for c in copies if c.generation != fresh])
+        self.wake()
 
     async def _stop(self, name: str, copies: list[Copy]) -> None:
         """Drain and stop copies (one still starting is stopped when it is up)."""
@@ -392,11 +527,16 @@ class ComponentPlacer:
         log.info("inference component %s: scaling out from zero to %d copies", name, wanted)
         return wanted
 
-    async def _report(self, record: Record, status: str, ready: int, reason: str) -> None:
-        """Write the component's status and CurrentCopyCount when they changed."""
+    async def _report(
+        self, record: Record, status: str, ready: int, reason: str, settled: bool = False
+    ) -> None:
+        """Write the component's status and CurrentCopyCount when they changed; `settled`:
+        every copy is of the current specification, any update or rollback is over."""
         name = record["InferenceComponentName"]
+        rolling = ("_previous", "_rolling_back", "_update_started")
         same = (
-            record["InferenceComponentStatus"] == status
+            not (settled and any(key in record for key in rolling))
+            and record["InferenceComponentStatus"] == status
             and record["RuntimeConfig"].get("CurrentCopyCount") == ready
             and record.get("FailureReason", "") == reason
         )
@@ -418,6 +558,9 @@ class ComponentPlacer:
                 current["FailureReason"] = reason
             else:
                 current.pop("FailureReason", None)
+            if settled:
+                for key in rolling:
+                    current.pop(key, None)
             return current
 
         await self.fleet.store.modify(KIND, name, change)

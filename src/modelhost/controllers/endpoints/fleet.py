@@ -37,7 +37,8 @@ class Fleet:
     # Replacements, kills, serverless starts and stops: cancelled at shutdown.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task

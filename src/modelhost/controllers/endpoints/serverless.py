@@ -36,7 +36,7 @@ class ServerlessScaler:
         backend: InstanceBackend,
         router: Router,
         counter: itertools.count[int],
-        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
         self.settings = settings
         self.backend = backend
