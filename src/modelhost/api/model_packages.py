@@ -364,9 +364,7 @@ def _insert(
     tags: list[dict[str, str]] | None,
     label: str,
 ) -> None:
-    if tags:
-        check_count(ctx, record["_arn"], tags)
-    if not ctx.store.insert(kind, key, record):
+    wanted = {t["Key"]: t["Value"] for t in tags or []}
+    check_count(record["_arn"], set(wanted))
+    if not ctx.store.insert(kind, key, record, arn=record["_arn"], tags=wanted):
         raise ValidationError(f"{label} already exists.")
-    if tags:
-        ctx.store.set_tags(record["_arn"], {t["Key"]: t["Value"] for t in tags})
