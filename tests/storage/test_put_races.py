@@ -33,8 +33,8 @@ TARGET = {
 
 
 class Interleaved:
-    """`store`, with `other` run once on it around the first write (insert, put or
-    modify) of the record `kind`/`name` made through this wrapper: `before` it or
+    """`store`, with `other` run once on it around the first write (insert, put, modify
+    or delete) of the record `kind`/`name` made through this wrapper: `before` it or
     `after` it."""
 
     def __init__(
@@ -74,6 +74,9 @@ class Interleaved:
         return cast(
             Record | None, self._write(kind, name, lambda: self.store.modify(kind, name, change))
         )
+
+    def delete(self, kind: str, name: str, **options: Any) -> bool:
+        return bool(self._write(kind, name, lambda: self.store.delete(kind, name, **options)))
 
     @property
     def interleaved(self) -> bool:
@@ -258,3 +261,22 @@ def test_a_delete_right_after_a_create_leaves_no_tags_to_the_next_of_the_name(
     assert ctx.store.get(kinds.MODEL, "iris") is None
     create(ctx, kinds.MODEL, "model", "iris", record(), None)
     assert ctx.store.tags(arn) == {}
+
+
+def test_a_create_right_after_a_delete_keeps_its_tags(ctx: Context) -> None:
+    """Another server creates the name again the moment a delete removed the record: the
+    delete's tags go with its record, not with the new resource's."""
+    arn = ctx.arn("model", "iris")
+    record = {"ModelName": "iris", "ModelArn": arn, "_arn": arn}
+    create(ctx, kinds.MODEL, "model", "iris", record, [{"Key": "team", "Value": "a"}])
+    racing, wrapper = _interleaved(
+        ctx,
+        kinds.MODEL,
+        "iris",
+        lambda: create(ctx, kinds.MODEL, "model", "iris", record, [{"Key": "team", "Value": "b"}]),
+        when="after",
+    )
+    models.delete_model(racing, {"ModelName": "iris"})
+    assert wrapper.interleaved
+    assert ctx.store.get(kinds.MODEL, "iris") is not None
+    assert ctx.store.tags(arn) == {"team": "b"}

@@ -112,6 +112,17 @@ def test_insert_with_tags_sets_them_in_the_same_step(store: StateStore) -> None:
     assert store.tags(arn) == {}
 
 
+def test_delete_with_an_arn_removes_the_tags_in_the_same_step(store: StateStore) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:model/iris"
+    store.insert("model", "iris", {"n": 1}, arn=arn, tags={"team": "a"})
+    assert store.delete("model", "iris", arn=arn)
+    assert store.tags(arn) == {}
+    # A delete that finds no record leaves the ARN's tags (another resource's) alone.
+    store.set_tags(arn, {"team": "b"})
+    assert not store.delete("model", "iris", arn=arn)
+    assert store.tags(arn) == {"team": "b"}
+
+
 def test_state_survives_reopening(opener: Opener) -> None:
     first = opener()
     first.put("model", "iris", {"ModelName": "iris"})

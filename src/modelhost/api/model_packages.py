@@ -133,8 +133,7 @@ def delete_model_package_group(ctx: Context, params: dict[str, Any]) -> dict[str
             f"Model Package Group {group['ModelPackageGroupArn']} still has model package "
             "versions; delete them first."
         )
-    ctx.store.delete(GROUP_KIND, name.lower())
-    ctx.store.delete_tags(group["_arn"])
+    ctx.store.delete(GROUP_KIND, name.lower(), arn=group["_arn"])
     return {}
 
 
@@ -351,8 +350,7 @@ def update_model_package(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
 
 def delete_model_package(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = require_package(ctx, params["ModelPackageName"])
-    ctx.store.delete(KIND, _key(record["ModelPackageArn"]))
-    ctx.store.delete_tags(record["_arn"])
+    ctx.store.delete(KIND, _key(record["ModelPackageArn"]), arn=record["_arn"])
     return {}
 
 

@@ -211,14 +211,17 @@ class PostgresStateStore:
             ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def delete(self, kind: str, name: str) -> bool:
-        with self._connection() as conn:
-            return (
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
+        with self._connection() as conn, conn.transaction():
+            deleted = (
                 conn.execute(
                     "DELETE FROM resources WHERE kind = %s AND name = %s", (kind, name)
                 ).rowcount
                 == 1
             )
+            if deleted and arn is not None:
+                conn.execute("DELETE FROM tags WHERE arn = %s", (arn,))
+            return deleted
 
     def list(self, kind: str) -> builtins.list[Record]:
         with self._connection() as conn:

@@ -147,14 +147,17 @@ class SqliteStateStore(SqliteFile):
             ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def delete(self, kind: str, name: str) -> bool:
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
         with self._transaction() as db:
-            return (
+            deleted = (
                 db.execute(
                     "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
                 ).rowcount
                 == 1
             )
+            if deleted and arn is not None:
+                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
+            return deleted
 
     def list(self, kind: str) -> list[Record]:
         with self._read() as db:

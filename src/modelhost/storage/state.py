@@ -61,8 +61,9 @@ class StateStore(Protocol):
 
     def get(self, kind: str, name: str) -> Record | None: ...
 
-    def delete(self, kind: str, name: str) -> bool:
-        """Remove a resource; False when there was none."""
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
+        """Remove a resource; False when there was none. With `arn`, its tags go in the
+        same transaction, so a resource created under the name meanwhile keeps its own."""
         ...
 
     def list(self, kind: str) -> builtins.list[Record]:
