@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ pytestmark = pytest.mark.skipif(
 )
 N = 23
 KEY, SECRET = "consolekey", "console-secret-value"
+GUESSED = "guessedkey"  # the key whose secret one test guesses at
 UTC = datetime.UTC
 
 
@@ -695,7 +697,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     with running_server(
         data,
         env={
-            "MODELHOST_ACCESS_KEYS": f"other:x,{KEY}:{SECRET}",
+            "MODELHOST_ACCESS_KEYS": f"other:x,{KEY}:{SECRET},{GUESSED}:{SECRET}",
             "MODELHOST_POLICY_FILE": str(policy),
         },
     ) as process:
@@ -791,6 +793,41 @@ def test_console_calls_run_under_the_session_keys_policy(secured: ServerProcess)
     )
     assert unknown.status == 400
     assert unknown.getheader("x-amzn-errortype") == "ValidationException"
+
+
+def _sign_in(server: ServerProcess, key: str, secret: str) -> tuple[int, dict[str, str], str]:
+    """The sign-in form's answer: its status, headers and page."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request(
+        "POST",
+        "/console/login",
+        body=f"access_key_id={key}&secret_access_key={secret}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    response = connection.getresponse()
+    page = response.read().decode()
+    connection.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, page
+
+
+def test_guessing_a_secret_locks_the_key_out_of_the_sign_in(secured: ServerProcess) -> None:
+    for guess in range(6):  # five free failures; the sixth locks the key
+        status, _, page = _sign_in(secured, GUESSED, f"guess-{guess}")
+        assert status == 401 and "Wrong access key id or secret." in page
+    # Even the right secret is refused while locked, before it is compared.
+    status, headers, page = _sign_in(secured, GUESSED, SECRET)
+    assert status == 429 and "set-cookie" not in headers
+    assert headers["retry-after"] == "1"
+    assert headers["content-type"].startswith("text/html")
+    assert "Too many failed sign-ins for this access key or from this address" in page
+    # Other keys still sign in from the same address.
+    assert _sign_in(secured, "other", "x")[0] == 303
+    time.sleep(int(headers["retry-after"]))
+    status, headers, _ = _sign_in(secured, GUESSED, SECRET)
+    assert status == 303 and headers["set-cookie"].startswith("modelhost_console=")
+    # The success cleared the key's count: the next wrong secret is a free failure again.
+    assert _sign_in(secured, GUESSED, "wrong")[0] == 401
+    assert _sign_in(secured, GUESSED, "wrong")[0] == 401
 
 
 def test_the_wheel_ships_the_console_files(tmp_path: Path) -> None:

@@ -1,14 +1,40 @@
-"""Fixtures for storage tests: an isolated AWS environment and a real S3 (moto server)."""
+"""Fixtures for storage tests: each state store implementation, an isolated AWS
+environment and a real S3 (moto server)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from modelhost.storage import FsspecObjectStore
+from modelhost.config import Settings
+from modelhost.storage import FsspecObjectStore, StateStore, open_store
 from tests.support.moto import MotoServer, isolate_aws_env, moto_server
+
+Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    opened: list[StateStore] = []
+    url = request.param
+    if url == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+
+    def open_again() -> StateStore:
+        store = open_store(Settings(data_dir=tmp_path, state_url=url))
+        opened.append(store)
+        return store
+
+    yield open_again
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(opener: Opener) -> StateStore:
+    return opener()
 
 
 @pytest.fixture(scope="session")

@@ -1,45 +1,19 @@
 """The state store contract, held by every implementation: the embedded SQLite file and a
 real PostgreSQL server.
 
-An implementation joins by adding a param to `opener`: a function that opens the same
-store again each time it is called, so durability across a restart is tested like the
-rest."""
+An implementation joins by adding a param to `opener` (tests/storage/conftest.py): a
+function that opens the same store again each time it is called, so durability across a
+restart is tested like the rest."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from modelhost.config import Settings
-from modelhost.storage import Record, StateStore, open_store
-
-Opener = Callable[[], StateStore]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    opened: list[StateStore] = []
-    url = request.param
-    if url == "postgresql":
-        url = request.getfixturevalue("postgres").new_database()
-
-    def open_again() -> StateStore:
-        store = open_store(Settings(data_dir=tmp_path, state_url=url))
-        opened.append(store)
-        return store
-
-    yield open_again
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def store(opener: Opener) -> StateStore:
-    return opener()
+from modelhost.storage import Record, StateStore
+from tests.storage.conftest import Opener
 
 
 def test_insert_put_get_delete(store: StateStore) -> None:
@@ -121,6 +95,32 @@ def test_tags(store: StateStore) -> None:
     store.delete_tags(arn)
     assert store.tags(arn) == {}
     assert store.tags(other) == {"team": "b"}
+
+
+def test_insert_with_tags_sets_them_in_the_same_step(store: StateStore) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:model/iris"
+    store.set_tags(arn, {"left": "behind"})  # by an earlier resource of the ARN
+    assert store.insert("model", "iris", {"n": 1}, arn=arn, tags={"team": "a"})
+    assert store.tags(arn) == {"team": "a"}
+    # An insert that finds the name taken changes no tags.
+    assert not store.insert("model", "iris", {"n": 2}, arn=arn, tags={"team": "b"})
+    assert store.tags(arn) == {"team": "a"} and store.get("model", "iris") == {"n": 1}
+    store.delete("model", "iris")
+    assert store.insert("model", "iris", {"n": 3}, arn=arn)  # no tags: none left
+    assert store.tags(arn) == {}
+    assert store.insert("model", "other", {"n": 4})  # without an arn: tags untouched
+    assert store.tags(arn) == {}
+
+
+def test_delete_with_an_arn_removes_the_tags_in_the_same_step(store: StateStore) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:000000000000:model/iris"
+    store.insert("model", "iris", {"n": 1}, arn=arn, tags={"team": "a"})
+    assert store.delete("model", "iris", arn=arn)
+    assert store.tags(arn) == {}
+    # A delete that finds no record leaves the ARN's tags (another resource's) alone.
+    store.set_tags(arn, {"team": "b"})
+    assert not store.delete("model", "iris", arn=arn)
+    assert store.tags(arn) == {"team": "b"}
 
 
 def test_state_survives_reopening(opener: Opener) -> None:

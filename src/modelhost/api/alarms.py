@@ -15,11 +15,20 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import page
+from modelhost.api.resources import upsert
 from modelhost.domain import kinds
 from modelhost.errors import AlarmNotFound, ValidationError
 
 KIND = kinds.METRIC_ALARM
 _UNSUPPORTED = ("Metrics", "ThresholdMetricId")
+#: What the alarm controller writes (controllers/alarms.py); PutMetricAlarm keeps it.
+_STATE = (
+    "StateValue",
+    "StateReason",
+    "StateUpdatedTimestamp",
+    "StateTransitionedTimestamp",
+    "_datapoints",
+)
 OPERATORS = (
     "GreaterThanOrEqualToThreshold",
     "GreaterThanThreshold",
@@ -58,10 +67,9 @@ def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             "notBreaching, ignore or missing."
         )
     name = params["AlarmName"]
-    existing = ctx.store.get(KIND, name)
     now = ctx.now()
     s = ctx.settings
-    record: Record = {
+    configuration: Record = {
         "AlarmName": name,
         "AlarmArn": f"arn:aws:cloudwatch:{s.region}:{s.account_id}:alarm:{name}",
         "ActionsEnabled": params.get("ActionsEnabled", True),
@@ -89,14 +97,23 @@ def put_metric_alarm(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
             )
             if k in params
         },
-        # The state carries over a reconfiguration, as on AWS.
-        "StateValue": existing["StateValue"] if existing else "INSUFFICIENT_DATA",
-        "StateReason": existing["StateReason"] if existing else "Unchecked: Initial alarm creation",
-        "StateUpdatedTimestamp": existing["StateUpdatedTimestamp"] if existing else now,
-        "StateTransitionedTimestamp": (existing["StateTransitionedTimestamp"] if existing else now),
-        "_datapoints": existing["_datapoints"] if existing else [],
     }
-    ctx.store.put(KIND, name, record)
+    initial: Record = {
+        "StateValue": "INSUFFICIENT_DATA",
+        "StateReason": "Unchecked: Initial alarm creation",
+        "StateUpdatedTimestamp": now,
+        "StateTransitionedTimestamp": now,
+        "_datapoints": [],
+    }
+
+    def change(current: Record | None) -> Record:
+        """The configuration is the request's; the state is the alarm controller's, and
+        carries over a reconfiguration, as on AWS. Read from the record as it is when
+        written, so a state the controller set meanwhile is kept."""
+        state = initial if current is None else {k: current[k] for k in _STATE}
+        return {**configuration, **state}
+
+    upsert(ctx, KIND, name, change)
     return {}
 
 

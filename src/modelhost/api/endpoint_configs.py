@@ -191,6 +191,5 @@ def list_endpoint_configs(ctx: Context, params: dict[str, Any]) -> dict[str, Any
 
 def delete_endpoint_config(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = require(ctx, KIND, "endpoint configuration", params["EndpointConfigName"])
-    ctx.store.delete(KIND, params["EndpointConfigName"])
-    ctx.store.delete_tags(record["EndpointConfigArn"])
+    ctx.store.delete(KIND, params["EndpointConfigName"], arn=record["EndpointConfigArn"])
     return {}

@@ -133,8 +133,7 @@ def delete_model_package_group(ctx: Context, params: dict[str, Any]) -> dict[str
             f"Model Package Group {group['ModelPackageGroupArn']} still has model package "
             "versions; delete them first."
         )
-    ctx.store.delete(GROUP_KIND, name.lower())
-    ctx.store.delete_tags(group["_arn"])
+    ctx.store.delete(GROUP_KIND, name.lower(), arn=group["_arn"])
     return {}
 
 
@@ -351,8 +350,7 @@ def update_model_package(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
 
 def delete_model_package(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = require_package(ctx, params["ModelPackageName"])
-    ctx.store.delete(KIND, _key(record["ModelPackageArn"]))
-    ctx.store.delete_tags(record["_arn"])
+    ctx.store.delete(KIND, _key(record["ModelPackageArn"]), arn=record["_arn"])
     return {}
 
 
@@ -364,9 +362,7 @@ def _insert(
     tags: list[dict[str, str]] | None,
     label: str,
 ) -> None:
-    if tags:
-        check_count(ctx, record["_arn"], tags)
-    if not ctx.store.insert(kind, key, record):
+    wanted = {t["Key"]: t["Value"] for t in tags or []}
+    check_count(record["_arn"], set(wanted))
+    if not ctx.store.insert(kind, key, record, arn=record["_arn"], tags=wanted):
         raise ValidationError(f"{label} already exists.")
-    if tags:
-        ctx.store.set_tags(record["_arn"], {t["Key"]: t["Value"] for t in tags})

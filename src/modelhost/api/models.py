@@ -193,6 +193,5 @@ def list_models(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def delete_model(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     record = require(ctx, KIND, "model", params["ModelName"])
-    ctx.store.delete(KIND, params["ModelName"])
-    ctx.store.delete_tags(record["ModelArn"])
+    ctx.store.delete(KIND, params["ModelName"], arn=record["ModelArn"])
     return {}

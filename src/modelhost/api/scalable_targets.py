@@ -236,10 +236,10 @@ def register_scalable_target(ctx: Context, params: dict[str, Any]) -> dict[str, 
             **({} if component is None else {"_component": component}),
             "_state": {},
         }
-        if not ctx.store.insert(KIND, key, new):
+        if not ctx.store.insert(KIND, key, new, arn=arn, tags=params.get("Tags") or {}):
             return register_scalable_target(ctx, params)  # registered meanwhile: update it
         updated = new
-    if params.get("Tags"):
+    elif params.get("Tags"):
         ctx.store.set_tags(updated["ScalableTargetARN"], params["Tags"])
     ctx.notify()
     return {"ScalableTargetARN": updated["ScalableTargetARN"]}

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from modelhost.api.context import Context
+from modelhost.api.resources import upsert
 from modelhost.api.scalable_targets import (
     POLICY_KIND,
     autoscaling_arn,
@@ -138,21 +139,28 @@ def put_scaling_policy(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     resource_id = target["ResourceId"]
     name = params["PolicyName"]
     key = child_key(resource_id, name)
-    existing = ctx.store.get(KIND, key)
-    record = {
-        "PolicyARN": existing["PolicyARN"]
-        if existing
-        else autoscaling_arn(ctx, "scalingPolicy", resource_id, "policyName", name),
-        "PolicyName": name,
-        "ServiceNamespace": target["ServiceNamespace"],
-        "ResourceId": resource_id,
-        "ScalableDimension": target["ScalableDimension"],
-        "PolicyType": policy_type,
-        config_key: params[config_key],
-        "Alarms": [],
-        "CreationTime": existing["CreationTime"] if existing else ctx.now(),
-    }
-    ctx.store.put(KIND, key, record)
+    config = params[config_key]
+    now = ctx.now()
+
+    def change(current: Record | None) -> Record:
+        """The policy's configuration is the request's; its ARN and creation time stay
+        those of the policy created first (an alarm's actions name that ARN)."""
+        return {
+            **{k: v for k, v in (current or {}).items() if k.startswith("_")},
+            "PolicyARN": current["PolicyARN"]
+            if current
+            else autoscaling_arn(ctx, "scalingPolicy", resource_id, "policyName", name),
+            "PolicyName": name,
+            "ServiceNamespace": target["ServiceNamespace"],
+            "ResourceId": resource_id,
+            "ScalableDimension": target["ScalableDimension"],
+            "PolicyType": policy_type,
+            config_key: config,
+            "Alarms": [],
+            "CreationTime": current["CreationTime"] if current else now,
+        }
+
+    record = upsert(ctx, KIND, key, change)
     ctx.notify()
     return {"PolicyARN": record["PolicyARN"], "Alarms": []}
 

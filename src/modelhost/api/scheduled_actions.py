@@ -11,7 +11,7 @@ from typing import Any
 
 from modelhost.api.context import Context
 from modelhost.api.listing import epoch
-from modelhost.api.resources import public
+from modelhost.api.resources import public, upsert
 from modelhost.api.scalable_targets import (
     ACTION_KIND,
     autoscaling_arn,
@@ -33,9 +33,37 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     resource_id = target["ResourceId"]
     name = params["ScheduledActionName"]
     key = child_key(resource_id, name)
-    existing = ctx.store.get(KIND, key) or {}
+    now = ctx.now()
+
+    def change(current: Record | None) -> Record:
+        """The request's members over the stored action's (a Put may name only some),
+        merged with the action as it is when written, so neither another Put's members nor
+        the controller's record of its last run (`_last_run`) made meanwhile are lost."""
+        existing = current or {}
+        merged = _merged(public(existing), params)
+        return {
+            **{k: v for k, v in existing.items() if k.startswith("_")},
+            **merged,
+            "ScheduledActionName": name,
+            "ScheduledActionARN": existing.get("ScheduledActionARN")
+            or autoscaling_arn(ctx, "scheduledAction", resource_id, "scheduledActionName", name),
+            "ServiceNamespace": target["ServiceNamespace"],
+            "ResourceId": resource_id,
+            "ScalableDimension": target["ScalableDimension"],
+            "CreationTime": existing.get("CreationTime", now),
+            # Runs are counted from when the schedule was last put.
+            "_since": now,
+        }
+
+    upsert(ctx, KIND, key, change)
+    ctx.notify()
+    return {}
+
+
+def _merged(stored: Record, params: dict[str, Any]) -> Record:
+    """The schedule members of `params` over those of `stored`, checked."""
     merged = {
-        **public(existing),
+        **stored,
         **{
             k: v
             for k, v in params.items()
@@ -65,22 +93,7 @@ def put_scheduled_action(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
             f"ScalableTargetAction capacities must be non-negative with MinCapacity ({low}) "
             f"at most MaxCapacity ({high})."
         )
-    now = ctx.now()
-    record = {
-        **merged,
-        "ScheduledActionName": name,
-        "ScheduledActionARN": existing.get("ScheduledActionARN")
-        or autoscaling_arn(ctx, "scheduledAction", resource_id, "scheduledActionName", name),
-        "ServiceNamespace": target["ServiceNamespace"],
-        "ResourceId": resource_id,
-        "ScalableDimension": target["ScalableDimension"],
-        "CreationTime": existing.get("CreationTime", now),
-        # Runs are counted from when the schedule was last put.
-        "_since": now,
-    }
-    ctx.store.put(KIND, key, record)
-    ctx.notify()
-    return {}
+    return merged
 
 
 def describe_scheduled_actions(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:

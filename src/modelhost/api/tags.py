@@ -31,8 +31,8 @@ def _require_resource(ctx: Context, arn: str) -> None:
         raise ValidationError(f"Resource {arn} not found.")
 
 
-def check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
-    keys = set(ctx.store.tags(arn)) | {t["Key"] for t in tags}
+def check_count(arn: str, keys: set[str]) -> None:
+    """`keys`: every tag key the resource would have."""
     if len(keys) > _MAX_TAGS:
         raise ValidationError(
             f"A resource can have at most {_MAX_TAGS} tags; {arn} would have {len(keys)}"
@@ -42,7 +42,7 @@ def check_count(ctx: Context, arn: str, tags: list[dict[str, str]]) -> None:
 def add_tags(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["ResourceArn"]
     _require_resource(ctx, arn)
-    check_count(ctx, arn, params["Tags"])
+    check_count(arn, set(ctx.store.tags(arn)) | {t["Key"] for t in params["Tags"]})
     ctx.store.set_tags(arn, {t["Key"]: t["Value"] for t in params["Tags"]})
     return {"Tags": params["Tags"]}
 

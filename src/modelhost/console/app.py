@@ -27,6 +27,7 @@ import orjson
 from modelhost import access, api
 from modelhost.config import Settings
 from modelhost.console.session import Sessions, clear_cookie
+from modelhost.console.throttle import SignInThrottle
 from modelhost.errors import RequestTooLarge, SageMakerError, UnknownOperation, ValidationError
 
 PREFIX = "/console"
@@ -89,6 +90,7 @@ class Console:
         self._arns = arns
         self._read_body = read_body
         self._sessions = Sessions(settings.access_keys) if settings.access_keys else None
+        self._throttle = SignInThrottle()
         self._files = _static_files()
         if self._sessions is None:  # nobody signs in, so nobody signs out
             page, kind = self._files["index.html"]
@@ -140,7 +142,8 @@ class Console:
         self, scope: Scope, receive: Any, send: Any, headers: dict[bytes, bytes]
     ) -> None:
         """The sign-in form: a session cookie for a right key id and secret, the form
-        again (401) for a wrong one."""
+        again (401) for a wrong one, and (429, with Retry-After) while too many wrong ones
+        for the key id or from the client's address lock sign-ins out (throttle.py)."""
         body = await self._read_body(receive, 64 * 1024)
         if self._sessions is None:
             await _redirect(send, f"{PREFIX}/")
@@ -149,12 +152,25 @@ class Console:
             await _page(send, 400, self._login_page("The sign-in request was refused."))
             return
         form = parse_qs(body.decode("utf-8", "replace"))
-        cookie = self._sessions.sign_in(
-            form.get("access_key_id", [""])[0].strip(), form.get("secret_access_key", [""])[0]
-        )
+        key_id = form.get("access_key_id", [""])[0].strip()
+        client = scope.get("client")
+        address = client[0] if client else ""
+        wait_s = self._throttle.wait_s(key_id, address)
+        if wait_s:
+            message = (
+                "Too many failed sign-ins for this access key or from this address; "
+                f"try again in {wait_s} s."
+            )
+            await _page(
+                send, 429, self._login_page(message), [(b"retry-after", str(wait_s).encode())]
+            )
+            return
+        cookie = self._sessions.sign_in(key_id, form.get("secret_access_key", [""])[0])
         if cookie is None:
+            self._throttle.failed(key_id, address)
             await _page(send, 401, self._login_page("Wrong access key id or secret."))
             return
+        self._throttle.succeeded(key_id)
         if scope.get("scheme") == "https":
             cookie += "; Secure"
         await _redirect(send, f"{PREFIX}/", [(b"set-cookie", cookie.encode())])
@@ -265,8 +281,10 @@ async def _redirect(
     await _respond(send, 303, b"", [(b"location", location.encode()), *(extra or [])])
 
 
-async def _page(send: Any, status: int, body: bytes) -> None:
-    await _respond(send, status, body, [(b"content-type", _TYPES[".html"])])
+async def _page(
+    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _respond(send, status, body, [(b"content-type", _TYPES[".html"]), *(extra or [])])
 
 
 async def _error(send: Any, error: SageMakerError, status: int | None = None) -> None:

@@ -46,8 +46,8 @@ class LoopStore:
         """`change` may run in a worker thread: it must only compute the new record."""
         return await self.call(self.store.modify, kind, name, change)
 
-    async def delete(self, kind: str, name: str) -> bool:
-        return await self.call(self.store.delete, kind, name)
+    async def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
+        return await self.call(self.store.delete, kind, name, arn=arn)
 
     async def tags(self, arn: str) -> dict[str, str]:
         return await self.call(self.store.tags, arn)

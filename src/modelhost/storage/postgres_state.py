@@ -150,14 +150,32 @@ class PostgresStateStore:
                 f"The state store {self.url} is unavailable ({reason}); retry shortly."
             ) from exc
 
-    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False) -> bool:
-        with self._connection() as conn:
-            cursor = conn.execute(
+    def insert(
+        self,
+        kind: str,
+        name: str,
+        record: Record,
+        *,
+        fold_case: bool = False,
+        arn: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> bool:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(
                 "INSERT INTO resources (kind, name, folded, data) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
                 (kind, name, name.lower() if fold_case else None, orjson.dumps(record)),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if arn is not None:
+                cursor.execute("DELETE FROM tags WHERE arn = %s", (arn,))
+                if tags:
+                    cursor.executemany(
+                        "INSERT INTO tags (arn, key, value) VALUES (%s, %s, %s)",
+                        [(arn, key, value) for key, value in tags.items()],
+                    )
+            return True
 
     def put(self, kind: str, name: str, record: Record) -> None:
         with self._connection() as conn:
@@ -193,14 +211,17 @@ class PostgresStateStore:
             ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def delete(self, kind: str, name: str) -> bool:
-        with self._connection() as conn:
-            return (
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
+        with self._connection() as conn, conn.transaction():
+            deleted = (
                 conn.execute(
                     "DELETE FROM resources WHERE kind = %s AND name = %s", (kind, name)
                 ).rowcount
                 == 1
             )
+            if deleted and arn is not None:
+                conn.execute("DELETE FROM tags WHERE arn = %s", (arn,))
+            return deleted
 
     def list(self, kind: str) -> builtins.list[Record]:
         with self._connection() as conn:

@@ -84,13 +84,30 @@ class SqliteStateStore(SqliteFile):
                 migration(db)
             db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
 
-    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False) -> bool:
+    def insert(
+        self,
+        kind: str,
+        name: str,
+        record: Record,
+        *,
+        fold_case: bool = False,
+        arn: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO resources (kind, name, folded, data) VALUES (?, ?, ?, ?)",
                 (kind, name, name.lower() if fold_case else None, orjson.dumps(record)),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if arn is not None:
+                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
+                db.executemany(
+                    "INSERT INTO tags (arn, key, value) VALUES (?, ?, ?)",
+                    [(arn, key, value) for key, value in (tags or {}).items()],
+                )
+            return True
 
     def put(self, kind: str, name: str, record: Record) -> None:
         """Add or replace; a replaced record keeps its `folded` name."""
@@ -130,14 +147,17 @@ class SqliteStateStore(SqliteFile):
             ).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def delete(self, kind: str, name: str) -> bool:
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
         with self._transaction() as db:
-            return (
+            deleted = (
                 db.execute(
                     "DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)
                 ).rowcount
                 == 1
             )
+            if deleted and arn is not None:
+                db.execute("DELETE FROM tags WHERE arn = ?", (arn,))
+            return deleted
 
     def list(self, kind: str) -> list[Record]:
         with self._read() as db:

@@ -30,11 +30,22 @@ class StateStore(Protocol):
     #: on the event loop. False when it may wait on a database server.
     local: bool
 
-    def insert(self, kind: str, name: str, record: Record, *, fold_case: bool = False) -> bool:
+    def insert(
+        self,
+        kind: str,
+        name: str,
+        record: Record,
+        *,
+        fold_case: bool = False,
+        arn: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> bool:
         """Add a resource; False when one of that kind and name already exists. With
         `fold_case`, also False when another record of the kind inserted with `fold_case`
         has the same name regardless of case (SageMaker's unique names): the store settles
-        it, so two creations racing cannot both win."""
+        it, so two creations racing cannot both win. With `arn`, the resource's tags become
+        `tags` in the same transaction (replacing any an earlier resource of that ARN left
+        behind), so no delete can come between the record and its tags."""
         ...
 
     def put(self, kind: str, name: str, record: Record) -> None:
@@ -50,8 +61,9 @@ class StateStore(Protocol):
 
     def get(self, kind: str, name: str) -> Record | None: ...
 
-    def delete(self, kind: str, name: str) -> bool:
-        """Remove a resource; False when there was none."""
+    def delete(self, kind: str, name: str, *, arn: str | None = None) -> bool:
+        """Remove a resource; False when there was none. With `arn`, its tags go in the
+        same transaction, so a resource created under the name meanwhile keeps its own."""
         ...
 
     def list(self, kind: str) -> builtins.list[Record]:

@@ -395,8 +395,7 @@ class Rollout:
         record = await store.get(KIND, name)
         if record is not None:
             await store.delete(ROUTES, name)
-            await store.delete(KIND, name)
-            await store.delete_tags(record["EndpointArn"])
+            await store.delete(KIND, name, arn=record["EndpointArn"])
 
     async def teardown(self, name: str) -> None:
         """Unpublish the endpoint's deployment and drain and stop its instances."""
