@@ -58,6 +58,10 @@ _MODEL = (
 """
 )
 
+# The SDK's own wait (Model.deploy with wait=True, test_model_deploy_predict_and_delete)
+# sleeps 30 s before its first DescribeEndpoint; the other tests wait as the README shows.
+_READY = "session.wait_for_endpoint(predictor.endpoint_name, poll=1)\n"
+
 
 def _run(server: ServerProcess, files: Path, body: str) -> tuple[Any, str]:
     """`body` after the prelude and the upload of `files`' model.tar.gz to a new bucket (as
@@ -124,8 +128,9 @@ model = SKLearnModel(model_data=url, entry_point="inference.py",
                      source_dir={str(files / "src")!r}, framework_version="1.2-1",
                      sagemaker_session=session, enable_network_isolation={isolated!r})
 predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
-                         serializer=JSONSerializer(), deserializer=JSONDeserializer())
-answer = predictor.predict({{"rows": {iris_rows(2)!r}}})
+                         serializer=JSONSerializer(), deserializer=JSONDeserializer(),
+                         wait=False)
+{_READY}answer = predictor.predict({{"rows": {iris_rows(2)!r}}})
 described = session.sagemaker_client.describe_model(ModelName=model.name)
 predictor.delete_endpoint()
 container = described["PrimaryContainer"]
@@ -153,8 +158,9 @@ def test_serverless_deploy(server: ServerProcess, files: Path) -> None:
 from sagemaker.serverless import ServerlessInferenceConfig
 {_MODEL}config = ServerlessInferenceConfig(memory_size_in_mb=1024, max_concurrency=2)
 predictor = model.deploy(serverless_inference_config=config,
-                         serializer=JSONSerializer(), deserializer=JSONDeserializer())
-answer = predictor.predict({iris_rows(2)!r})
+                         serializer=JSONSerializer(), deserializer=JSONDeserializer(),
+                         wait=False)
+{_READY}answer = predictor.predict({iris_rows(2)!r})
 predictor.delete_endpoint()
 print()
 print("RESULT", json.dumps({{"answer": answer}}))
@@ -177,9 +183,11 @@ from sagemaker.async_inference.waiter_config import WaiterConfig
 {_MODEL}predictor = model.deploy(
     initial_instance_count=1, instance_type="ml.m5.large",
     async_inference_config=AsyncInferenceConfig(output_path=f"s3://{{bucket}}/async-out"),
-    serializer=CSVSerializer(), deserializer=JSONDeserializer())
-response = predictor.predict_async(data={iris_rows(3)!r})
-answer = response.get_result(WaiterConfig(max_attempts=60, delay=1))
+    serializer=CSVSerializer(), deserializer=JSONDeserializer(), wait=False)
+{_READY}response = predictor.predict_async(data={iris_rows(3)!r})
+# get_result's waiter for the failure object runs on, in a thread the script's exit
+# waits for, until its attempts are spent: few attempts, a short exit.
+answer = response.get_result(WaiterConfig(max_attempts=20, delay=1))
 predictor.delete_endpoint()
 print()
 print("RESULT", json.dumps({{"answer": answer, "output": response.output_path}}))
@@ -244,8 +252,8 @@ def test_predict_stream(server: ServerProcess, tmp_path: Path) -> None:
         f"""
 model = sagemaker.model.Model(image_uri="modelhost/python", model_data=url,
                               sagemaker_session=session, predictor_cls=Predictor)
-predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large")
-body = json.dumps({{"tokens": {tokens!r}}})
+predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
+{_READY}body = json.dumps({{"tokens": {tokens!r}}})
 parts = [part.decode() for part in predictor.predict_stream(
     body, initial_args={{"ContentType": "application/json"}})]
 predictor.delete_endpoint()
