@@ -185,7 +185,9 @@ def test_scales_in_to_zero_and_back(sm, aas, rt) -> None:
     wait_until(lambda: counts(sm, name) == ("InService", 0, 0), 90, "a scale-in to zero")
     with pytest.raises(ClientError) as excinfo:
         rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
+    # Refused at once, saying why: no instance is coming, so none is waited for.
     assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert "scaled it to zero" in excinfo.value.response["Error"]["Message"]
     register(aas, name, 1, 2)
     wait_until(lambda: counts(sm, name) == ("InService", 1, 1), 90, "a scale-out from zero")
     answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="5.1,3.5,1.4,0.2")

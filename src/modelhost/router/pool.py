@@ -71,6 +71,9 @@ class VariantPool:
     # Such a variant's instance count (set by the component controller): instances that
     # run no process of their own, only their components' copies.
     hosts: int = 0
+    # Its desired instance count is 0 (autoscaling scaled it in): no instance is coming,
+    # so a request is refused at once rather than held for one (set by the controller).
+    scaled_to_zero: bool = False
 
     def available(self) -> list[Replica]:
         return [r for r in self.replicas if r.serving]

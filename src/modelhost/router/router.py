@@ -171,6 +171,12 @@ class Router:
             if pool is None:
                 if _components_only(current, target):
                     raise components_only(name)
+                if _scaled_to_zero(current, target):
+                    raise ServiceUnavailable(
+                        f"Endpoint {name} has no instances: its autoscaling scaled it to "
+                        "zero. Raise the scalable target's MinCapacity, or retry once it "
+                        "has scaled out."
+                    )
                 return None
             if isinstance(pool, ServerlessPool):
                 return current, pool, None
@@ -541,6 +547,18 @@ def _components_only(deployment: Deployment, target: str | None) -> bool:
         pool = deployment.variants.get(target)
         return pool is not None and pool.components
     return all(p.components for p in deployment.variants.values())
+
+
+def _scaled_to_zero(deployment: Deployment, target: str | None) -> bool:
+    """No instance is coming for the request: its target variant, or every variant, is
+    scaled to zero and has none left."""
+    if target is not None:
+        pools = [deployment.variants[target]] if target in deployment.variants else []
+    else:
+        pools = list(deployment.variants.values())
+    return bool(pools) and all(
+        p.scaled_to_zero and not p.replicas and not isinstance(p, ServerlessPool) for p in pools
+    )
 
 
 def _pick(pool: VariantPool) -> Replica:

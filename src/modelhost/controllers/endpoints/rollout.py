@@ -205,7 +205,10 @@ class Rollout:
                     continue
                 sources[variant["VariantName"]] = (variant, model, model_dir)
                 pools[variant["VariantName"]] = VariantPool(
-                    name=variant["VariantName"], weight=capacity["weight"], models=models
+                    name=variant["VariantName"],
+                    weight=capacity["weight"],
+                    models=models,
+                    scaled_to_zero=capacity["count"] == 0,
                 )
                 if not batched:  # a rolling update starts them a batch at a time
                     pools[variant["VariantName"]].replicas = await start(
@@ -337,6 +340,7 @@ class Rollout:
                 continue
             if pool.components:  # its count is room for inference components' copies
                 continue
+            pool.scaled_to_zero = capacity["count"] == 0
             current = [r for r in pool.replicas if not r.draining]
             missing = capacity["count"] - len(current)
             if missing > 0:
