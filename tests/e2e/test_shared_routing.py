@@ -426,3 +426,32 @@ def test_a_component_deleted_on_its_owner_is_not_found_on_another_server(
     # Meanwhile: the deleted copy's answer, or a retriable 503; never a 500.
     codes = {e["ResponseMetadata"]["HTTPStatusCode"] for e in errors if e}
     assert codes <= {400, 503}, errors
+
+
+def test_when_a_components_owner_is_killed_the_other_server_runs_its_copies(
+    owner_and_other: tuple[ServerProcess, ServerProcess],
+) -> None:
+    owner, other = owner_and_other
+    _component_on_owner(owner, "moved", 1)
+    first = set(instance_pids(owner.pid, COMPONENTS))
+    _until(
+        "the other server never routed to the owner's copy",
+        lambda: _refusal(other, "moved") is None,
+        log=other.log_tail(),
+    )
+    assert _who_copy(other, "moved") in first
+    owner.kill()
+    # The lease moves: the other server places a copy of its own and answers from it.
+    answers: list[int | dict] = []
+
+    def own_copy() -> bool:
+        try:
+            answers.append(_who_copy(other, "moved"))
+        except ClientError as error:
+            answers.append(error.response)
+            return False
+        return answers[-1] in instance_pids(other.pid, COMPONENTS)
+
+    _until("the other server never served from its own copy", own_copy, log=other.log_tail())
+    refusals = [a for a in answers if isinstance(a, dict)]
+    assert {r["ResponseMetadata"]["HTTPStatusCode"] for r in refusals} <= {503}, refusals
