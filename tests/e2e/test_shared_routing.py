@@ -1,10 +1,12 @@
 """Any server routes any endpoint: two `modelhost server` processes on one PostgreSQL state
 store and one S3 (moto's server); the endpoint's instances run on the server holding its
 lease, and the other routes invocations to them from the instance registry, follows them as
-they come and go, and takes the endpoint over when its owner is SIGKILLed."""
+they come and go, and takes the endpoint over when its owner is SIGKILLed. Inference
+components are routed the same way, from the copies their endpoint's owner runs."""
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 import threading
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.endpoints import wait_for_status
+from tests.support.endpoints import wait_for, wait_for_status
 from tests.support.models import model_tarball
 from tests.support.moto import MotoServer, moto_server
 from tests.support.network import primary_address, refused
@@ -273,3 +275,183 @@ def test_a_serverless_endpoint_is_served_by_its_owner_only(
     (owner,) = [s for s in servers if answers[s.pid] == "ok"]
     assert "serverless" in refusal
     assert (owner.data_dir / "server-id").read_text().strip() in refusal
+
+
+COMPONENTS = "hosting"
+
+
+def _component_on_owner(owner: ServerProcess, name: str, copies: int) -> None:
+    """On the owner: endpoint COMPONENTS (one model-less instance) and inference component
+    `name` of model "who" with `copies` copies, InService."""
+    sagemaker = owner.client("sagemaker")
+    with contextlib.suppress(ClientError):  # the second component's call: it exists
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=COMPONENTS,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=COMPONENTS, EndpointConfigName=COMPONENTS)
+    wait_for_status(sagemaker, COMPONENTS, {"InService"})
+    sagemaker.create_inference_component(
+        InferenceComponentName=name,
+        EndpointName=COMPONENTS,
+        VariantName="AllTraffic",
+        Specification={
+            "ModelName": "who",
+            "ComputeResourceRequirements": {
+                "NumberOfCpuCoresRequired": 0.5,
+                "MinMemoryRequiredInMb": 256,
+            },
+        },
+        RuntimeConfig={"CopyCount": copies},
+    )
+    wait_for(
+        lambda: sagemaker.describe_inference_component(InferenceComponentName=name),
+        "InferenceComponentStatus",
+        {"InService"},
+        f"inference component {name}",
+    )
+
+
+def _who_copy(server: ServerProcess, component: str) -> int:
+    """The pid of the copy of `component` that answered an invocation sent to `server`."""
+    answer = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=COMPONENTS, InferenceComponentName=component, Body=b"{}"
+    )
+    return int(answer["Body"].read())
+
+
+def _refusal(server: ServerProcess, component: str) -> dict | None:
+    """The error an invocation of `component` sent to `server` gets; None if answered."""
+    try:
+        _who_copy(server, component)
+    except ClientError as error:
+        return error.response
+    return None
+
+
+def test_a_server_routes_inference_components_to_the_copies_another_server_runs(
+    owner_and_other: tuple[ServerProcess, ServerProcess],
+) -> None:
+    owner, other = owner_and_other
+    _component_on_owner(owner, "whoc", 1)
+    first = instance_pids(owner.pid, COMPONENTS)
+    assert len(first) == 1
+    # Invoked on the other server, answered by the owner's copy; the other runs none.
+    _until(
+        "the other server never routed to the owner's copy",
+        lambda: _refusal(other, "whoc") is None,
+        log=other.log_tail(),
+    )
+    assert {_who_copy(other, "whoc") for _ in range(5)} == set(first)
+    assert instance_pids(other.pid, COMPONENTS) == []
+
+    # A second copy on the owner: the other server learns of it and routes to both.
+    sagemaker = owner.client("sagemaker")
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName="whoc", DesiredRuntimeConfig={"CopyCount": 2}
+    )
+    _until(
+        "the owner never ran a second copy",
+        lambda: len(instance_pids(owner.pid, COMPONENTS)) == 2,
+    )
+    both = set(instance_pids(owner.pid, COMPONENTS))
+    seen: set[int] = set()
+    _until(
+        f"the other server never routed to both copies {both}: saw {seen}",
+        lambda: (seen.add(_who_copy(other, "whoc")), seen == both)[1],
+        log=other.log_tail(),
+    )
+    # Back to one: the other server routes only to the copy left.
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName="whoc", DesiredRuntimeConfig={"CopyCount": 1}
+    )
+    _until(
+        "the owner never stopped a copy",
+        lambda: len(instance_pids(owner.pid, COMPONENTS)) == 1,
+    )
+    left = set(instance_pids(owner.pid, COMPONENTS))
+    assert {_who_copy(other, "whoc") for _ in range(5)} == left
+    assert instance_pids(other.pid, COMPONENTS) == []
+
+    # At zero copies with a scalable target, scaling out is the owner's: the other server
+    # answers a retriable 503 naming it.
+    owner.client("application-autoscaling").register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId="inference-component/whoc",
+        ScalableDimension="sagemaker:inference-component:DesiredCopyCount",
+        MinCapacity=0,
+        MaxCapacity=1,
+    )
+    sagemaker.update_inference_component_runtime_config(
+        InferenceComponentName="whoc", DesiredRuntimeConfig={"CopyCount": 0}
+    )
+    refusals: list[dict] = []
+    _until(
+        "the other server never refused the component at zero copies",
+        lambda: (refusals.append(_refusal(other, "whoc") or {}), "Error" in refusals[-1])[1],
+        log=other.log_tail(),
+    )
+    refusal = refusals[-1]
+    assert refusal["ResponseMetadata"]["HTTPStatusCode"] == 503, refusal
+    assert (owner.data_dir / "server-id").read_text().strip() in refusal["Error"]["Message"]
+
+
+def test_a_component_deleted_on_its_owner_is_not_found_on_another_server(
+    owner_and_other: tuple[ServerProcess, ServerProcess],
+) -> None:
+    owner, other = owner_and_other
+    _component_on_owner(owner, "gone", 1)
+    _until(
+        "the other server never routed to the owner's copy",
+        lambda: _refusal(other, "gone") is None,
+        log=other.log_tail(),
+    )
+    assert _who_copy(other, "gone") in instance_pids(owner.pid, COMPONENTS)
+
+    owner.client("sagemaker").delete_inference_component(InferenceComponentName="gone")
+    errors: list[dict] = []
+    _until(
+        "the other server kept routing to a deleted component",
+        lambda: (errors.append(_refusal(other, "gone") or {}), "not found" in str(errors[-1]))[1],
+        log=other.log_tail(),
+    )
+    assert errors[-1]["Error"]["Code"] == "ValidationError"
+    assert errors[-1]["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Meanwhile: the deleted copy's answer, or a retriable 503; never a 500.
+    codes = {e["ResponseMetadata"]["HTTPStatusCode"] for e in errors if e}
+    assert codes <= {400, 503}, errors
+
+
+def test_when_a_components_owner_is_killed_the_other_server_runs_its_copies(
+    owner_and_other: tuple[ServerProcess, ServerProcess],
+) -> None:
+    owner, other = owner_and_other
+    _component_on_owner(owner, "moved", 1)
+    first = set(instance_pids(owner.pid, COMPONENTS))
+    _until(
+        "the other server never routed to the owner's copy",
+        lambda: _refusal(other, "moved") is None,
+        log=other.log_tail(),
+    )
+    assert _who_copy(other, "moved") in first
+    owner.kill()
+    # The lease moves: the other server places a copy of its own and answers from it.
+    answers: list[int | dict] = []
+
+    def own_copy() -> bool:
+        try:
+            answers.append(_who_copy(other, "moved"))
+        except ClientError as error:
+            answers.append(error.response)
+            return False
+        return answers[-1] in instance_pids(other.pid, COMPONENTS)
+
+    _until("the other server never served from its own copy", own_copy, log=other.log_tail())
+    refusals = [a for a in answers if isinstance(a, dict)]
+    assert {r["ResponseMetadata"]["HTTPStatusCode"] for r in refusals} <= {503}, refusals

@@ -23,6 +23,14 @@ alive and re-listen on after the database comes back, and nothing missed while i
 (a notification sent then is lost; a poll is not). The period bounds how late another server
 hears of a change; a client sees it only when an instance appears or goes, never per request.
 
+The record also carries the endpoint's inference components (`Router.components`, kept by
+the component controller): per component, its variant, desired copy count, whether it may
+scale out from zero, and each ready copy as an instance. Other servers keep them as
+`Router.shared_components` with the same rules: a former owner's copies are out of
+rotation, a component gone from the record is gone from the view (a request for it reads
+the store once and is told it does not exist). Scaling out from zero stays with the owner:
+another server answers a request at zero copies with a retriable 503 naming it.
+
 Serverless variants are not shared: their instances start on demand on the server that runs
 them, so an endpoint with one is served by its owner only, and another server answers with a
 retriable 503 naming that server (`unshared`).
@@ -50,7 +58,14 @@ from modelhost.instances import (
     revoke_token,
     token_header,
 )
-from modelhost.router import Deployment, Replica, Router, ServerlessPool, VariantPool
+from modelhost.router import (
+    ComponentRoute,
+    Deployment,
+    Replica,
+    Router,
+    ServerlessPool,
+    VariantPool,
+)
 from modelhost.storage import LoopStore, Ownership, Record, StateStore, StoreUnavailable, lease
 
 log = logging.getLogger(__name__)
@@ -101,28 +116,17 @@ class SharedInstance:
         return None
 
 
-def describe(name: str, holder: str, deployment: Deployment) -> Record:
-    """The record another server routes `deployment` from."""
+def describe(
+    name: str, holder: str, deployment: Deployment, components: list[ComponentRoute]
+) -> Record:
+    """The record another server routes `deployment` and its inference `components` from."""
     serverless = any(isinstance(p, ServerlessPool) for p in deployment.variants.values())
     variants = []
     if not serverless:
         for pool in deployment.variants.values():
-            instances = []
-            for replica in pool.replicas:
-                if replica.draining:
-                    continue
-                token = token_header(replica.address)
-                host, port = replica.address
-                instances.append(
-                    {
-                        "id": replica.instance.spec.instance_id,
-                        "type": replica.instance.spec.instance_type.name,
-                        "host": host,
-                        "port": port,
-                        "token": token[1] if token else None,
-                    }
-                )
-            variants.append({"name": pool.name, "weight": pool.weight, "instances": instances})
+            variants.append(
+                {"name": pool.name, "weight": pool.weight, "instances": _instances(pool)}
+            )
     return {
         "EndpointName": name,
         "holder": holder,
@@ -130,7 +134,37 @@ def describe(name: str, holder: str, deployment: Deployment) -> Record:
         "asynchronous": deployment.asynchronous,
         "serverless": serverless,
         "variants": variants,
+        "components": [
+            {
+                "name": route.name,
+                "variant": route.variant,
+                "desired": route.desired,
+                "scalable_from_zero": route.scalable_from_zero,
+                "instances": _instances(route.pool),
+            }
+            for route in sorted(components, key=lambda r: r.name)
+        ],
     }
+
+
+def _instances(pool: VariantPool) -> list[Record]:
+    """A pool's ready instances as another server reaches them."""
+    instances = []
+    for replica in pool.replicas:
+        if replica.draining:
+            continue
+        token = token_header(replica.address)
+        host, port = replica.address
+        instances.append(
+            {
+                "id": replica.instance.spec.instance_id,
+                "type": replica.instance.spec.instance_type.name,
+                "host": host,
+                "port": port,
+                "token": token[1] if token else None,
+            }
+        )
+    return instances
 
 
 _Key = tuple[str, int, str | None]
@@ -177,6 +211,7 @@ class InstanceRegistry:
         # A port this server's own instance has now is not another server's any more (a
         # stale record): the router's tokens go by address.
         local = {r.address for d in self.router.deployments.values() for r in d.replicas()}
+        local.update(r.address for c in self.router.components.values() for r in c.pool.replicas)
         for name, record in others.items():
             live = holders.get(lease(kinds.ENDPOINT, name)) == record["holder"]
             if name in self.router.deployments:
@@ -208,7 +243,8 @@ class InstanceRegistry:
         for name, deployment in list(self.router.deployments.items()):
             if not self.ownership.owns(lease(kinds.ENDPOINT, name)):
                 continue
-            record = describe(name, me, deployment)
+            components = [r for r in self.router.components.values() if r.endpoint == name]
+            record = describe(name, me, deployment, components)
             if self._published.get(name) != record:
                 await self.store.put(ROUTES, name, record)
                 self._published[name] = record
@@ -219,17 +255,15 @@ class InstanceRegistry:
 
     def _update(self, name: str, record: Record, live: bool, local: set[tuple[str, int]]) -> bool:
         """Build (or keep) the shared deployment of `record`; True when it changed."""
+
+        def reachable(pool: Record) -> Record:
+            instances = [i for i in pool["instances"] if (i["host"], i["port"]) not in local]
+            return {**pool, "instances": instances}
+
         record = {
             **record,
-            "variants": [
-                {
-                    **variant,
-                    "instances": [
-                        i for i in variant["instances"] if (i["host"], i["port"]) not in local
-                    ],
-                }
-                for variant in record["variants"]
-            ],
+            "variants": [reachable(v) for v in record["variants"]],
+            "components": [reachable(c) for c in record.get("components", [])],
         }
         fingerprint = orjson.dumps([record, live], option=orjson.OPT_SORT_KEYS)
         if self._seen.get(name) == fingerprint:
@@ -239,30 +273,55 @@ class InstanceRegistry:
         previous: dict[_Key, Replica] = {}
         if old is not None:
             previous = {_key(r): r for r in old.replicas()}
-        variants: dict[str, VariantPool] = {}
+        previous.update((_key(r), r) for c in self._components_of(name) for r in c.pool.replicas)
         kept: set[_Key] = set()
-        for variant in record["variants"]:
-            replicas = []
-            for entry in variant["instances"]:
+
+        def replicas(pool: Record, variant: str) -> list[Replica]:
+            found = []
+            for entry in pool["instances"]:
                 key: _Key = (entry["host"], entry["port"], entry["token"])
                 replica = previous.get(key)
                 if replica is None:
-                    replica = Replica(_shared_instance(entry, record["holder"]), variant["name"])
+                    replica = Replica(_shared_instance(entry, record["holder"]), variant)
                     if entry["token"] is not None:
                         grant_token(replica.address, entry["token"])
                 # A former owner's instances are out of rotation: requests wait for the
                 # new owner's rather than go to instances that are leaving or gone.
                 replica.healthy = replica.healthy and live
                 kept.add(key)
-                replicas.append(replica)
-            variants[variant["name"]] = VariantPool(variant["name"], variant["weight"], replicas)
+                found.append(replica)
+            return found
+
+        variants = {
+            v["name"]: VariantPool(v["name"], v["weight"], replicas(v, v["name"]))
+            for v in record["variants"]
+        }
+        components = {
+            c["name"]: ComponentRoute(
+                c["name"],
+                name,
+                c["variant"],
+                VariantPool(c["variant"], 1.0, replicas(c, c["variant"])),
+                desired=c["desired"],
+                scalable_from_zero=c["scalable_from_zero"],
+                owner=record["holder"],
+            )
+            for c in record["components"]
+        }
         for key, replica in previous.items():
             if key not in kept:
                 self._forget(replica)
         self.router.shared[name] = Deployment(
             name, record["generation"], variants, asynchronous=record["asynchronous"]
         )
+        for component in self._components_of(name):
+            if component.name not in components:
+                del self.router.shared_components[component.name]
+        self.router.shared_components.update(components)
         return True
+
+    def _components_of(self, endpoint: str) -> list[ComponentRoute]:
+        return [c for c in self.router.shared_components.values() if c.endpoint == endpoint]
 
     async def _ping_out_of_rotation(
         self, holders: dict[str, str], others: dict[str, Record]
@@ -272,7 +331,10 @@ class InstanceRegistry:
             replica
             for name, deployment in self.router.shared.items()
             if holders.get(lease(kinds.ENDPOINT, name)) == others[name]["holder"]
-            for replica in deployment.replicas()
+            for replica in [
+                *deployment.replicas(),
+                *(r for c in self._components_of(name) for r in c.pool.replicas),
+            ]
             if not replica.healthy
         ]
         if not waiting:
@@ -289,6 +351,10 @@ class InstanceRegistry:
         self._seen.pop(name, None)
         if deployment is not None:
             for replica in deployment.replicas():
+                self._forget(replica)
+        for component in self._components_of(name):
+            del self.router.shared_components[component.name]
+            for replica in component.pool.replicas:
                 self._forget(replica)
 
     def _forget(self, replica: Replica) -> None:

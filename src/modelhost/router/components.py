@@ -7,6 +7,11 @@ request for a component with no copy waits for one, at most the model timeout, w
 copy starts or the component scales out from zero; a component whose desired copy count
 is 0 and that nothing may scale out refuses it at once (the caller has to raise the copy
 count). A request without the header never enters this module.
+
+A component whose endpoint another server sharing the state store runs is routed from the
+copies that server publishes (`Router.shared_components`, kept by the instance registry);
+scaling it out from zero is that server's to do, so a request for it at zero copies is
+answered with a retriable 503 naming that server.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from modelhost.errors import InvocationValidationError
+from modelhost.errors import InvocationValidationError, ServiceUnavailable
 from modelhost.router.pool import VariantPool
 
 MAX_UNTAKEN = 100_000
@@ -43,6 +48,8 @@ class ComponentRoute:
     #: taken yet (ModelLatency, OverheadLatency by InferenceComponentName); at most
     #: `MAX_UNTAKEN`, the newest, when no history takes them.
     latencies: list[tuple[float, float]] = field(default_factory=list)
+    #: The server that runs the copies, when it is another one sharing the state store.
+    owner: str | None = None
 
     def failed(self, status: int) -> None:
         if status < 500:
@@ -76,6 +83,14 @@ def no_copies(route: ComponentRoute) -> InvocationValidationError:
         f"Inference component {route.name} has no copies to serve the request: its desired "
         "copy count is 0 and no scalable target allows it more. Raise it with "
         "UpdateInferenceComponentRuntimeConfig or register a scalable target."
+    )
+
+
+def scaled_elsewhere(route: ComponentRoute, owner: str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"Inference component {route.name} has no copies and runs on another modelhost "
+        f"server ({owner}) that shares this state store; only that server scales it out "
+        "from zero. Retry the request on that server."
     )
 
 

@@ -26,6 +26,7 @@ from modelhost.router.components import (
     ComponentRoute,
     components_only,
     no_copies,
+    scaled_elsewhere,
     unknown_component,
 )
 from modelhost.router.multimodel import ModelRouting, missing_target_model, not_multi_model
@@ -97,6 +98,13 @@ class Router:
         self.models = ModelRouting(self._client, model_timeout_s)
         # Inference components by name, kept by the endpoint controller.
         self.components: dict[str, ComponentRoute] = {}
+        # Components whose copies other servers run (the instance registry keeps them, with
+        # `shared`); one here wins over one there.
+        self.shared_components: dict[str, ComponentRoute] = {}
+
+    def component(self, name: str) -> ComponentRoute | None:
+        """The route of inference component `name`: this server's, else another's."""
+        return self.components.get(name) or self.shared_components.get(name)
 
     def close(self) -> None:
         self._client.close()
@@ -258,7 +266,7 @@ class Router:
 
     def _component(self, endpoint: str, name: str, request: Invocation) -> ComponentRoute:
         """The route of a request for an inference component, the request counted."""
-        route = self.components.get(name)
+        route = self.component(name)
         if route is None or route.endpoint != endpoint:
             raise unknown_component(name, endpoint)
         if request.target_model is not None:
@@ -279,7 +287,7 @@ class Router:
         when nothing is coming otherwise."""
 
         def find() -> Replica | None:
-            current = self.components.get(route.name)
+            current = self.component(route.name)
             if current is None:
                 raise ServiceUnavailable(
                     f"Inference component {route.name} is being deleted; try again shortly."
@@ -287,6 +295,8 @@ class Router:
             if current.desired == 0:
                 if not current.scalable_from_zero:
                     raise no_copies(current)
+                if current.owner is not None:
+                    raise scaled_elsewhere(current, current.owner)
                 current.demand()
             return current.pool.pick()
 

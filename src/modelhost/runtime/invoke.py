@@ -162,11 +162,11 @@ class RealtimeInvoker:
         return answer
 
     async def component(self, name: str, headers: dict[bytes, bytes]) -> str:
-        """The inference component a request names, once the router has its route: one
-        it has no route for yet (the server just started) but the store knows is waited
-        for."""
+        """The inference component a request names, once the router has its route (this
+        server's, or the shared view of another server's copies): one it has no route for
+        yet (the server just started) but the store knows is waited for."""
         component = headers[COMPONENT_HEADER].decode("latin-1")
-        if component not in self.router.components:
+        if self.router.component(component) is None:
             record = await self.store.get(kinds.INFERENCE_COMPONENT, component)
             if (
                 record is None
@@ -179,7 +179,7 @@ class RealtimeInvoker:
                     raise endpoint_not_found(name, self.account_id)
                 raise unknown_component(component, name)
             await self.router.wait_for(
-                lambda: self.router.components.get(component),
+                lambda: self.router.component(component),
                 f"Inference component {component} did not get its copies back",
             )
         return component

@@ -12,6 +12,10 @@ as soon as room frees up (another component scaled in, more instances). A reques
 finds a component at zero copies with a scalable target asks for a copy (scale out from
 zero), and waits for it; the target's scaling policies move the count from there
 (`controllers/autoscaling.py`).
+
+With several servers on one state store, only the server that runs a component's endpoint
+(holds its lease) places its copies; the instance registry publishes their addresses with
+the endpoint's instances, so any other server routes to them.
 """
 
 from __future__ import annotations
@@ -95,8 +99,8 @@ class ComponentPlacer:
                 log.exception(
                     "inference component %s: reconcile failed", record["InferenceComponentName"]
                 )
-        for endpoint in endpoints.values():
-            if endpoint["EndpointStatus"] == "InService":
+        for name, endpoint in endpoints.items():
+            if endpoint["EndpointStatus"] == "InService" and name in self.fleet.router.deployments:
                 await self._scale_in(endpoint)
         self._hosts = {
             (name, variant["VariantName"]): (kind, count)
@@ -184,6 +188,12 @@ class ComponentPlacer:
             await self._stop(name, list(copies))
             router.components.pop(name, None)
             await self._report(record, "Failed", 0, "The endpoint that hosts it is gone or failed.")
+            return
+        if record["EndpointName"] not in router.deployments:
+            # Another server sharing the state store runs the endpoint (or none does yet):
+            # its owner places, reports and publishes the copies (`InstanceRegistry`).
+            await self._stop(name, list(copies))
+            router.components.pop(name, None)
             return
         variant = record["VariantName"]
         route = router.components.get(name)
