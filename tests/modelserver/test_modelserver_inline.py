@@ -19,6 +19,8 @@ from modelhost.modelserver.protocol import Request, Responder
 from modelhost.modelserver.runner import ModelRunner
 
 JSON = b"application/json"
+#: Long enough that a test waiting for it would hang rather than pass.
+NEVER_S = 600.0
 
 
 class ThreadModel:
@@ -67,11 +69,25 @@ class Client:
         return self.model.threads[-1], b"".join(wire.written)
 
 
-def serving(user_code: bool = False, inline_call_ms: float = 1.0) -> Client:
+def serving(
+    user_code: bool = False,
+    inline_call_ms: float = 1.0,
+    workers: int = 1,
+    idle_wait_s: float = NEVER_S,
+) -> Client:
+    """The app around a ThreadModel; by default a request that finds the worker busy
+    waits for it as long as it takes, so which thread a call runs on never depends on
+    how fast this machine's threads are scheduled."""
     model = ThreadModel()
     predict_fn = (lambda data, model: model.predict(data)) if user_code else None
     handlers = Handlers(model, FRAMEWORKS["sklearn"], "/nonexistent", predict_fn=predict_fn)
-    app = ModelServerApp(handlers, ModelRunner(1), 1, inline_call_ms=inline_call_ms)
+    app = ModelServerApp(
+        handlers,
+        ModelRunner(workers),
+        workers,
+        inline_call_ms=inline_call_ms,
+        idle_wait_s=idle_wait_s,
+    )
     return Client(app, model)
 
 
@@ -161,6 +177,51 @@ def test_no_call_runs_inline_while_a_worker_thread_runs_one() -> None:
         thread, answer = await sent
         assert thread == threading.current_thread().name
         assert answer.endswith(b"[6.0]")
+
+    asyncio.run(main())
+
+
+def test_a_request_waits_for_busy_workers_only_so_long_then_joins_their_queue() -> None:
+    """Workers that stay busy (a slow call, another model's traffic) do not hold a
+    request that could run inline back behind work that comes after it: after the idle
+    wait it is queued for them, and runs on a worker."""
+
+    async def main() -> None:
+        client = serving(idle_wait_s=0.01)
+        for _ in range(LEARN + 1):
+            await client.send(ROW)
+        runner = client.app.runner
+        release = threading.Event()
+        held = runner.submit(release.wait)
+        sent = asyncio.ensure_future(client.send(ROW))
+        async with asyncio.timeout(30):
+            while runner.in_flight < 2:  # it gave up waiting and joined the queue
+                await asyncio.sleep(0.005)
+        release.set()
+        await held
+        thread, answer = await sent
+        assert thread == "model-0"
+        assert answer.endswith(b"[6.0]")
+
+    asyncio.run(main())
+
+
+def test_with_a_worker_free_a_request_goes_to_it_rather_than_wait() -> None:
+    """SAGEMAKER_MODEL_SERVER_WORKERS=2, one of them busy: the request runs on the other
+    at once, never inline beside the busy one."""
+
+    async def main() -> None:
+        client = serving(workers=2)
+        for _ in range(LEARN + 1):
+            await client.send(ROW)
+        release = threading.Event()
+        held = client.app.runner.submit(release.wait)
+        async with asyncio.timeout(30):  # answered while the other is held
+            thread, answer = await client.send(ROW)
+        assert thread.startswith("model-")
+        assert answer.endswith(b"[6.0]")
+        release.set()
+        await held
 
     asyncio.run(main())
 

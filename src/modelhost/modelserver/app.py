@@ -14,6 +14,7 @@ lists, unloads and invokes models, and ``/invocations`` is refused.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import weakref
@@ -26,7 +27,7 @@ from modelhost.modelserver.batching import Batcher
 from modelhost.modelserver.context import CUSTOM_ATTRIBUTES, Context
 from modelhost.modelserver.errors import describe, status_of
 from modelhost.modelserver.handlers import Handlers, encode_part
-from modelhost.modelserver.inline import InlineGate
+from modelhost.modelserver.inline import IDLE_WAIT_S, InlineGate
 from modelhost.modelserver.multimodel import ModelRegistry, ModelsError, model_path
 from modelhost.modelserver.protocol import Request, Responder
 from modelhost.modelserver.runner import ModelRunner
@@ -60,16 +61,19 @@ class ModelServerApp:
         batcher: Batcher | None = None,
         registry: ModelRegistry | None = None,
         inline_call_ms: float = 0.0,
+        idle_wait_s: float = IDLE_WAIT_S,
     ) -> None:
         self.handlers = handlers
         self.registry = registry
         self.token = token.encode() if token else None
         self.runner = runner
+        self.workers = workers
         #: With batching on, requests go to the model through it (see batching).
         self.batcher = batcher
         #: Per model: whether its calls are short enough for the loop (see inline).
         self._gates: weakref.WeakKeyDictionary[Handlers, InlineGate] = weakref.WeakKeyDictionary()
         self._inline_call_ms = inline_call_ms
+        self._idle_wait_s = idle_wait_s
         self.execution_parameters = orjson.dumps(
             {
                 "MaxConcurrentTransforms": workers,
@@ -175,8 +179,10 @@ class ModelServerApp:
         gate = self._gate(handlers)
         if not gate.allows(len(request.body)):
             return self._invocations(handlers, request, responder, batcher, gate)
-        if self.runner.in_flight:
+        if self.runner.in_flight >= self.workers:
             return self._inline_when_idle(handlers, request, responder, gate)
+        if self.runner.in_flight:  # a worker is free: no waiting, no call beside it
+            return self._invocations(handlers, request, responder, batcher, gate)
         return self._inline(handlers, request, responder, gate)
 
     def _inline(
@@ -200,9 +206,17 @@ class ModelServerApp:
         self, handlers: Handlers, request: Request, responder: Responder, gate: InlineGate
     ) -> None:
         """After the calls the worker threads have, in turn: on the loop if the model's
-        calls are still short by then."""
-        while self.runner.in_flight:
-            await self.runner.idle()
+        calls are still short by then. Threads that stay busy longer than IDLE_WAIT_S (a
+        slow call, or another model's steady traffic on a multi-model instance) get the
+        request in their queue instead, as if it could not run inline: it is not held
+        back behind work that arrives after it."""
+        try:
+            async with asyncio.timeout(self._idle_wait_s):
+                while self.runner.in_flight:
+                    await self.runner.idle()
+        except TimeoutError:
+            await self._invocations(handlers, request, responder, None, gate)
+            return
         if not gate.allows(len(request.body)):
             await self._invocations(handlers, request, responder, None, gate)
         elif (pending := self._inline(handlers, request, responder, gate)) is not None:

@@ -21,10 +21,12 @@ benchmarks/realtime_overhead.py). So a call the model has shown to be short runs
   good: its calls are not what they seemed, and another such call could hold the loop (and
   the health check's ``/ping``) for as long.
 - Never while a call runs on a worker thread, so a model is still never called more often
-  at once than ``SAGEMAKER_MODEL_SERVER_WORKERS`` allows (one, by default): a request that
-  may run inline but finds the threads busy waits on the loop until they are idle, rather
+  at once than ``SAGEMAKER_MODEL_SERVER_WORKERS`` allows (one, by default). A request that
+  may run inline but finds every worker busy waits on the loop until they are idle, rather
   than queueing for them, so that under steady load the threads' queue drains and every
-  call ends up inline.
+  call ends up inline; if they are not idle within ``IDLE_WAIT_S`` (a slow call, another
+  model's traffic on a multi-model instance) it joins their queue after all, so it never
+  waits behind work that came after it. With a worker free it goes to that worker.
 - Only for the framework's own handler chain (sklearn, ONNX, no user code): its call's
   time follows its rows, so the body's size predicts it. User code's may depend on
   anything (an LLM's max_new_tokens in a body of the same size), and one long call on the
@@ -46,6 +48,8 @@ LEARN = 32
 WALL_ALLOWANCE = 10
 #: An inline call this long keeps its model on worker threads from then on.
 NEVER_AGAIN_S = 0.05
+#: How long a request that may run inline waits for busy worker threads to be idle.
+IDLE_WAIT_S = 0.01
 
 
 class InlineGate:
