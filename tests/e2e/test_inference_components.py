@@ -125,6 +125,19 @@ def _predict(runtime, endpoint: str, component: str) -> list[int]:
     return json.loads(answer["Body"].read())
 
 
+def _unreadable(runtime, endpoint: str, component: str) -> str:
+    """The error code of an invocation whose body the model cannot read."""
+    code, _ = _error(
+        lambda: runtime.invoke_endpoint(
+            EndpointName=endpoint,
+            InferenceComponentName=component,
+            ContentType="application/json",
+            Body=b"not json",
+        )
+    )
+    return code
+
+
 def _error(call) -> tuple[str, str]:
     with pytest.raises(ClientError) as caught:
         call()
@@ -584,15 +597,7 @@ def test_component_metrics_are_recorded_by_component_name(fast_server) -> None:
     for _ in range(calls):
         assert len(_predict(runtime, endpoint, name)) == 3
     # One the model cannot read: a ModelError (424), an invocation with no latency.
-    code, _ = _error(
-        lambda: runtime.invoke_endpoint(
-            EndpointName=endpoint,
-            InferenceComponentName=name,
-            ContentType="application/json",
-            Body=b"not json",
-        )
-    )
-    assert code == "ModelError"
+    assert _unreadable(runtime, endpoint, name) == "ModelError"
 
     def total(metric: str, statistic: str = "Sum") -> float:
         by_name = {"InferenceComponentName": name}
@@ -892,15 +897,7 @@ def test_an_alarm_during_an_update_rolls_it_back(fast_server, tmp_path) -> None:
         DeploymentConfig=deployment,
     )
     assert _describe(sagemaker, name)["LastDeploymentConfig"] == deployment
-    code, _ = _error(
-        lambda: runtime.invoke_endpoint(
-            EndpointName=endpoint,
-            InferenceComponentName=name,
-            ContentType="application/json",
-            Body=b"not json",
-        )
-    )
-    assert code == "ModelError"
+    assert _unreadable(runtime, endpoint, name) == "ModelError"
     wait_until(
         lambda: (
             alarm in _describe(sagemaker, name).get("FailureReason", "")
