@@ -107,6 +107,15 @@ class Page:
             what=f"{selector} to show {wanted!r}",
         )
 
+    def wait_for_data(self, chart: str, attribute: str = "data-points") -> None:
+        """Until the chart says (in `attribute`) it has at least one point to draw."""
+        element = self.tab.locator(f'[data-chart="{chart}"]')
+        wait_until(
+            lambda: int(element.get_attribute(attribute) or 0) >= 1,
+            timeout_s=30,
+            what=f"{chart} chart's {attribute}",
+        )
+
     def screenshot(self, name: str) -> None:
         self.tab.screenshot(path=str(self.folder / f"{name}.png"), full_page=True)
 
@@ -175,13 +184,7 @@ def test_endpoint_page_charts_the_invocations_the_api_counts(
     assert int(chart.get_attribute("data-points") or 0) >= 1
     assert _drawn_pixels(page.tab, "invocations") > 0
     # The instance count is recorded each flush: its chart has points too.
-    wait_until(
-        lambda: (
-            int(page.tab.locator('[data-chart="instances"]').get_attribute("data-points") or 0) >= 1
-        ),
-        timeout_s=30,
-        what="instance count points",
-    )
+    page.wait_for_data("instances")
     assert _drawn_pixels(page.tab, "instances") > 0
     assert _drawn_pixels(page.tab, "model-latency") > 0
     for key in ("model-latency", "overhead-latency", "errors", "cpu", "memory"):
@@ -276,12 +279,7 @@ def test_a_serverless_endpoint_charts_its_cold_starts(
     wait_until(lambda: cold_starts() >= 1, timeout_s=60, what="the cold start recorded")
     page.open(f"/console/#/endpoint/{name}?window=1h")
     page.wait_for_text("#invocation-total", "1")
-    chart = page.tab.locator('[data-chart="cold-starts"]')
-    wait_until(
-        lambda: int(chart.get_attribute("data-points") or 0) >= 1,
-        timeout_s=30,
-        what="cold start points",
-    )
+    page.wait_for_data("cold-starts")
     assert _drawn_pixels(page.tab, "cold-starts") > 0
     assert page.tab.locator('[data-chart="setup-time"] canvas').count() == 1
     page.open("/console/#/endpoints")
@@ -311,12 +309,7 @@ def test_a_serverless_endpoint_charts_its_concurrency_against_max_concurrency(
         wait_until(lambda: _peak_concurrency(cw, name) == 3, timeout_s=60, what="the peak of 3")
         page.open(f"/console/#/endpoint/{name}?window=1h")
         page.wait_for_text("#concurrency-peak", "3")
-        chart = page.tab.locator('[data-chart="concurrency"]')
-        wait_until(
-            lambda: int(chart.get_attribute("data-points") or 0) >= 1,
-            timeout_s=30,
-            what="concurrency points",
-        )
+        page.wait_for_data("concurrency")
         assert _drawn_pixels(page.tab, "concurrency") > 0  # the executions
         assert _drawn_pixels(page.tab, "concurrency", (0x8A, 0x94, 0xA3)) > 0  # the limit
         label = page.tab.locator("#concurrency-peak + .label").text_content() or ""
@@ -346,12 +339,7 @@ def test_an_asynchronous_endpoint_charts_its_backlog(
     wait_until(lambda: _invocations(cw, name) == 3, timeout_s=60, what="3 invocations recorded")
     page.open(f"/console/#/endpoint/{name}?window=1h")
     page.wait_for_text("#invocation-total", "3")
-    backlog = page.tab.locator('[data-chart="backlog"]')
-    wait_until(
-        lambda: int(backlog.get_attribute("data-values") or 0) >= 1,
-        timeout_s=30,
-        what="backlog values",
-    )
+    page.wait_for_data("backlog", "data-values")
     # A request the model cannot read fails: the page lists it with its error, and the
     # counts are the server's own.
     bad = f"s3://async-inputs/{name}/bad.csv"
